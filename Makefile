@@ -1,0 +1,59 @@
+# b24-nps — everyday commands. `make run` and `make test` are all a fresh machine needs.
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+PYTEST_ARGS ?=
+
+.PHONY: help venv services run test lint format bench demo up down clean
+
+help:
+	@echo "make run    - the whole pipeline (sandbox portal when BITRIX24_WEBHOOK_URL is unset)"
+	@echo "make test   - the test suite against real RabbitMQ and PostgreSQL"
+	@echo "make lint   - ruff + mypy --strict"
+	@echo "make demo   - drive survey answers through a running 'make run'"
+	@echo "make bench  - benchmarks (print figures)"
+	@echo "make up     - RabbitMQ + PostgreSQL + services via docker compose (where Docker runs)"
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[dev,bench]'
+	@touch $(STAMP)
+
+venv: $(STAMP)
+
+services:
+	@bash scripts/services-up.sh
+
+run: venv services
+	$(BIN)/nps migrate
+	$(BIN)/nps run all
+
+test: venv services
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+lint: venv
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy shared services tests bench examples
+
+format: venv
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+demo: venv
+	$(BIN)/nps demo
+
+bench: venv services
+	$(BIN)/python -m bench
+
+up:
+	docker compose -f deploy/docker-compose.yml --profile sandbox up -d --build
+
+down:
+	docker compose -f deploy/docker-compose.yml --profile sandbox down
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache *.egg-info

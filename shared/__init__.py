@@ -1,0 +1,1 @@
+"""b24-nps common library: settings, logging, events, topology, database, Bitrix24 client."""

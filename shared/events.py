@@ -1,0 +1,200 @@
+"""Event contracts: the pydantic models every service publishes and consumes (DESIGN §2).
+
+Each event carries `event_id` (also the AMQP `message_id`), `schema_version`, `occurred_at`,
+`correlation_id` (one per survey answer, followed through every service and log line) and
+`causation_id` (the `event_id` of the event that caused it).
+
+Derived events get *deterministic* ids (`derived_id`) so that a redelivered input republishes
+the very same message ids, which consumers drop as duplicates.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import Any, ClassVar, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+Kind = Literal["cosmetics", "equipment"]
+Category = Literal["promoter", "passive", "detractor"]
+Scale = Literal["0-10", "1-10", "binary"]
+
+_NAMESPACE = uuid.UUID("6f1d7a52-3c0e-4f0b-9a4e-8d2b1c5e7f10")
+
+
+def derived_id(*parts: object) -> uuid.UUID:
+    """A stable UUID for an event derived from `parts` (the cause's id and a discriminator)."""
+    return uuid.uuid5(_NAMESPACE, "|".join(str(part) for part in parts))
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Event(BaseModel):
+    """Envelope fields shared by every event."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    event_id: uuid.UUID = Field(default_factory=uuid.uuid4)
+    schema_version: int = 1
+    occurred_at: datetime = Field(default_factory=utcnow)
+    correlation_id: str
+    causation_id: str | None = None
+
+    NAME: ClassVar[str]
+
+    def routing_key(self) -> str:
+        return self.NAME
+
+    def caused(self, *discriminator: object) -> dict[str, Any]:
+        """Envelope kwargs for an event caused by this one (deterministic id, same correlation)."""
+        return {
+            "event_id": derived_id(self.event_id, *discriminator),
+            "correlation_id": self.correlation_id,
+            "causation_id": str(self.event_id),
+        }
+
+
+class PortalRef(BaseModel):
+    """Which Bitrix24 portal an event came from (`auth[member_id]`, `auth[domain]`)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    member_id: str | None = None
+    domain: str | None = None
+
+    @property
+    def key(self) -> str:
+        """A stable key for per-portal state (dedup, rate budget, answers)."""
+        return self.member_id or self.domain or "default"
+
+
+class WebhookReceived(Event):
+    """A Bitrix24 event or robot call accepted by ingest (stored before it was acknowledged)."""
+
+    NAME: ClassVar[str] = "webhook.received"
+
+    portal: PortalRef
+    source: Literal["event", "robot", "sweep"]
+    event: str
+    entity_type_id: int
+    item_id: int = Field(gt=0)
+    ts: int | None = None
+    fields: dict[str, Any] | None = None
+    """Item field values when the caller sent them (robot webhook); otherwise read via REST."""
+
+
+class ProductAnswer(BaseModel):
+    """One product's score inside a survey answer; `score=None` means ticked but skipped."""
+
+    model_config = ConfigDict(frozen=True)
+
+    sku: str
+    name: str
+    score: int | None = None
+
+
+class FormSubmitted(Event):
+    """A survey answer read from the NPS smart process, one entry per product answered."""
+
+    NAME: ClassVar[str] = "form.submitted"
+
+    portal: PortalRef
+    entity_type_id: int
+    item_id: int
+    category_id: int
+    segment: str
+    kind: Kind
+    scale: Scale
+    contact_id: int | None = None
+    responsible_id: int | None = None
+    comment: str | None = None
+    service_request: bool = False
+    submitted_at: datetime
+    updated_at: datetime
+    answers: list[ProductAnswer]
+
+
+class ScoredAnswer(BaseModel):
+    """One scored product answer, as stored by scoring and carried to router and crm_sync."""
+
+    model_config = ConfigDict(frozen=True)
+
+    answer_id: str
+    portal: PortalRef
+    entity_type_id: int
+    item_id: int
+    category_id: int
+    segment: str
+    kind: Kind
+    sku: str
+    product_name: str
+    scale: Scale
+    score: int
+    category: Category
+    comment: str | None = None
+    service_request: bool = False
+    contact_id: int | None = None
+    responsible_id: int | None = None
+    submitted_at: datetime
+    updated_at: datetime
+
+
+class NpsScored(Event):
+    """Published as `nps.scored.<kind>.<category>`, one per scored product answer."""
+
+    NAME: ClassVar[str] = "nps.scored"
+
+    answer: ScoredAnswer
+    supersedes: bool = False
+    """True when this re-scores an answer already scored from an earlier version of the item."""
+    previous_category: Category | None = None
+    previous_score: int | None = None
+
+    def routing_key(self) -> str:
+        return f"{self.NAME}.{self.answer.kind}.{self.answer.category}"
+
+
+class RouteAction(Event):
+    """Published as `route.<action>`: something to do about an answer."""
+
+    NAME: ClassVar[str] = "route"
+
+    action_id: str
+    action: str
+    rule: str
+    answer: ScoredAnswer
+    params: dict[str, Any] = Field(default_factory=dict)
+
+    def routing_key(self) -> str:
+        return f"{self.NAME}.{self.action}"
+
+
+WriteOutcome = Literal["created", "existing", "patched", "unchanged", "conflict", "skipped"]
+
+
+class CrmWritten(Event):
+    """Published as `crm.written.<action>` once crm_sync's effect on the portal is durable."""
+
+    NAME: ClassVar[str] = "crm.written"
+
+    action_id: str
+    action: str
+    outcome: WriteOutcome
+    entity_type: str | None = None
+    entity_id: int | None = None
+    details: dict[str, Any] = Field(default_factory=dict)
+
+    def routing_key(self) -> str:
+        return f"{self.NAME}.{self.action}"
+
+
+EVENT_TYPES: tuple[type[Event], ...] = (
+    WebhookReceived,
+    FormSubmitted,
+    NpsScored,
+    RouteAction,
+    CrmWritten,
+)

@@ -1,0 +1,79 @@
+"""structlog set-up: JSON lines (or a console renderer on a TTY) with context variables merged.
+
+Handlers call `bind_message_context()` at the start of every message so that the answer's
+`correlation_id` rides on every log line the message causes.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+from typing import Any
+
+import structlog
+
+_SECRET_URL = re.compile(r"(/rest/\d+/)[^/\s\"']+")
+_SECRET_KEYS = ("token", "secret", "password", "webhook_url")
+
+
+def redact(text: str) -> str:
+    """Mask the secret part of inbound-webhook URLs (`/rest/<user>/<secret>/`)."""
+    return _SECRET_URL.sub(r"\1***", text)
+
+
+def _redact_processor(
+    _logger: Any, _name: str, event_dict: structlog.types.EventDict
+) -> structlog.types.EventDict:
+    for key, value in list(event_dict.items()):
+        if any(part in key.lower() for part in _SECRET_KEYS):
+            event_dict[key] = "***"
+        elif isinstance(value, str) and "/rest/" in value:
+            event_dict[key] = redact(value)
+    return event_dict
+
+
+def configure_logging(
+    level: str = "info", fmt: str | None = None, service: str | None = None
+) -> None:
+    """Configure structlog for this process; `fmt=None` picks console on a TTY, JSON otherwise."""
+    use_console = fmt == "console" or (fmt is None and sys.stderr.isatty())
+    renderer: structlog.types.Processor = (
+        structlog.dev.ConsoleRenderer() if use_console else structlog.processors.JSONRenderer()
+    )
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            structlog.processors.format_exc_info,
+            _redact_processor,
+            renderer,
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(
+            logging.getLevelNamesMapping()[level.upper()]
+        ),
+        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        cache_logger_on_first_use=True,
+    )
+    structlog.contextvars.clear_contextvars()
+    if service:
+        structlog.contextvars.bind_contextvars(service=service)
+    # Libraries that log through the standard library (aio-pika, uvicorn) stay quiet below warnings.
+    logging.basicConfig(
+        level=logging.WARNING, stream=sys.stderr, format="%(name)s %(levelname)s %(message)s"
+    )
+
+
+def bind_message_context(**values: Any) -> None:
+    """Replace the per-message context (keeps the process-wide `service` binding)."""
+    service = structlog.contextvars.get_contextvars().get("service")
+    structlog.contextvars.clear_contextvars()
+    if service is not None:
+        structlog.contextvars.bind_contextvars(service=service)
+    structlog.contextvars.bind_contextvars(**values)
+
+
+def get_logger(name: str | None = None) -> Any:
+    """A structlog logger (typed loosely: structlog's bound loggers are dynamic)."""
+    return structlog.get_logger(name)

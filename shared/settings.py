@@ -1,0 +1,72 @@
+"""Process settings from the environment (and `.env`), validated at start-up."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+# The local sandbox portal's well-known credentials: used only when no real portal is configured.
+SANDBOX_SECRET = "sandbox"  # noqa: S105 - not a secret: the embedded demo portal's fixed key
+SANDBOX_APP_TOKEN = "sandbox-app-token"  # noqa: S105 - same: the demo portal's event token
+SANDBOX_USER_ID = 1
+
+
+class Settings(BaseSettings):
+    """Everything a b24-nps process reads from its environment.
+
+    Secrets are `SecretStr`: they never appear in a repr, a log line or an error message.
+    """
+
+    model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore")
+
+    rabbitmq_url: SecretStr = SecretStr("amqp://guest:guest@127.0.0.1:5672/")
+    database_url: SecretStr = SecretStr("postgresql://postgres@127.0.0.1:5432/nps")
+    bitrix24_webhook_url: SecretStr | None = None
+    bitrix24_app_token: SecretStr | None = None
+    nps_config: Path = Path("config/portal.yaml")
+    ingest_host: str = "127.0.0.1"
+    ingest_port: int = Field(default=8000, ge=1, le=65535)
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_format: Literal["json", "console"] | None = None
+    sandbox_host: str = "127.0.0.1"
+    sandbox_port: int = Field(default=8090, ge=1, le=65535)
+    sweep_interval_s: float = Field(default=300.0, gt=0)
+    retry_max_attempts: int = Field(default=8, ge=1)
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _lower_level(cls, value: object) -> object:
+        return value.lower() if isinstance(value, str) else value
+
+    @field_validator("bitrix24_webhook_url", "bitrix24_app_token", mode="before")
+    @classmethod
+    def _blank_is_unset(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @property
+    def sandbox(self) -> bool:
+        """True when no real portal is configured: the local sandbox portal is the default."""
+        return self.bitrix24_webhook_url is None
+
+    def portal_webhook_url(self) -> str:
+        """The inbound-webhook base URL to call (a secret: never log it)."""
+        if self.bitrix24_webhook_url is not None:
+            return self.bitrix24_webhook_url.get_secret_value().rstrip("/") + "/"
+        return f"http://{self.sandbox_host}:{self.sandbox_port}/rest/{SANDBOX_USER_ID}/{SANDBOX_SECRET}/"
+
+    def app_tokens(self) -> list[str]:
+        """The accepted `application_token` values (comma-separated for rotation)."""
+        if self.bitrix24_app_token is None:
+            return [SANDBOX_APP_TOKEN] if self.sandbox else []
+        raw = self.bitrix24_app_token.get_secret_value()
+        return [token.strip() for token in raw.split(",") if token.strip()]
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, read once."""
+    return Settings()

@@ -1,0 +1,111 @@
+"""The whole RabbitMQ topology in one place, declared idempotently at start-up (DESIGN §2).
+
+- `nps` (topic): every event, by routing key.
+- `nps.dlx` (direct): dead letters, routed by the name of the queue they died in to `<queue>.dlq`.
+- `nps.delay.<tier>` (fanout exchange + classic queue with a TTL): a message published there with
+  the routing key `<queue>` waits `tier` and is dead-lettered through the default exchange straight
+  back into `<queue>` only, so a retry never reaches other consumers of the same routing key.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import aio_pika
+from aio_pika.abc import AbstractChannel
+
+EXCHANGE = "nps"
+DLX = "nps.dlx"
+DELAY_TIERS_S: tuple[int, ...] = (1, 5, 30, 120, 600)
+WRITTEN_TAP_MAX = 100_000
+
+
+@dataclass(frozen=True)
+class QueueSpec:
+    name: str
+    bindings: tuple[str, ...]
+    max_length: int | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def dlq(self) -> str:
+        return f"{self.name}.dlq"
+
+
+INGEST_HYDRATE = QueueSpec("ingest.hydrate", ("webhook.received",))
+SCORING_SUBMISSIONS = QueueSpec("scoring.submissions", ("form.submitted",))
+ROUTER_SCORED = QueueSpec("router.scored", ("nps.scored.#",))
+CRM_SYNC_ACTIONS = QueueSpec(
+    "crm_sync.actions", ("route.service", "route.marketing", "route.task", "route.contact")
+)
+# A bounded tap of crm.written.* so the outcome events are always routable and ops can peek at them.
+WRITTEN_TAP = QueueSpec("nps.written", ("crm.written.#",), max_length=WRITTEN_TAP_MAX)
+
+CORE_QUEUES: tuple[QueueSpec, ...] = (
+    INGEST_HYDRATE,
+    SCORING_SUBMISSIONS,
+    ROUTER_SCORED,
+    CRM_SYNC_ACTIONS,
+    WRITTEN_TAP,
+)
+
+
+def delay_name(seconds: int) -> str:
+    return f"nps.delay.{seconds}s"
+
+
+def delay_tier(attempt: int) -> int:
+    """The delay before retry number `attempt` (1-based): growing, capped at the last tier."""
+    return DELAY_TIERS_S[min(attempt, len(DELAY_TIERS_S)) - 1]
+
+
+def queue_arguments(spec: QueueSpec) -> dict[str, Any]:
+    arguments: dict[str, Any] = {
+        "x-queue-type": "quorum",
+        "x-dead-letter-exchange": DLX,
+        "x-dead-letter-routing-key": spec.name,
+    }
+    if spec.max_length is not None:
+        arguments["x-max-length"] = spec.max_length
+        arguments["x-overflow"] = "drop-head"
+    arguments.update(spec.extra)
+    return arguments
+
+
+async def declare_queue(channel: AbstractChannel, spec: QueueSpec) -> None:
+    """Declare `spec`'s queue, its bindings on `nps` and its dead-letter queue (idempotent)."""
+    exchange = await channel.declare_exchange(EXCHANGE, aio_pika.ExchangeType.TOPIC, durable=True)
+    dlx = await channel.declare_exchange(DLX, aio_pika.ExchangeType.DIRECT, durable=True)
+    dlq = await channel.declare_queue(spec.dlq, durable=True, arguments={"x-queue-type": "quorum"})
+    await dlq.bind(dlx, routing_key=spec.name)
+    queue = await channel.declare_queue(spec.name, durable=True, arguments=queue_arguments(spec))
+    for key in spec.bindings:
+        await queue.bind(exchange, routing_key=key)
+
+
+async def declare_topology(channel: AbstractChannel, extra: tuple[QueueSpec, ...] = ()) -> None:
+    """Declare exchanges, delay tiers, the core queues and any `extra` (integrator) queues."""
+    await channel.declare_exchange(EXCHANGE, aio_pika.ExchangeType.TOPIC, durable=True)
+    await channel.declare_exchange(DLX, aio_pika.ExchangeType.DIRECT, durable=True)
+    for seconds in DELAY_TIERS_S:
+        name = delay_name(seconds)
+        delay_exchange = await channel.declare_exchange(
+            name, aio_pika.ExchangeType.FANOUT, durable=True
+        )
+        delay_queue = await channel.declare_queue(
+            name,
+            durable=True,
+            arguments={"x-message-ttl": seconds * 1000, "x-dead-letter-exchange": ""},
+        )
+        await delay_queue.bind(delay_exchange)
+    for spec in (*CORE_QUEUES, *extra):
+        await declare_queue(channel, spec)
+
+
+async def declare(amqp_url: str, extra: tuple[QueueSpec, ...] = ()) -> None:
+    """Connect, declare everything, disconnect (used by `nps migrate` and at service start)."""
+    connection = await aio_pika.connect_robust(amqp_url)
+    async with connection:
+        channel = await connection.channel()
+        await declare_topology(channel, extra)

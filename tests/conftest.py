@@ -1,0 +1,128 @@
+"""Fixtures for real RabbitMQ and PostgreSQL.
+
+`DATABASE_URL` / `RABBITMQ_URL` (default: the local services) are used as the servers; each test
+session gets its own database and its own RabbitMQ vhost, so tests can run while `make run` is up.
+Where a server does not answer and a Docker engine does, a testcontainer stands in. Where neither
+answers, the tests that need it fail loudly: nothing is skipped.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import aio_pika
+import asyncpg
+import pytest
+from aio_pika.abc import AbstractChannel, AbstractRobustConnection
+
+from shared.db import create_pool, migrate
+from shared.portal_config import PortalConfig, load_portal_config
+from shared.settings import Settings
+from shared.topology import declare_topology
+from tests.support import (
+    create_vhost,
+    delete_vhost,
+    docker_available,
+    purge_core_queues,
+    reachable,
+    with_path,
+)
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLE_CONFIG = ROOT / "config" / "portal.example.yaml"
+DEFAULT_PG = "postgresql://postgres@127.0.0.1:5432/postgres"
+DEFAULT_AMQP = "amqp://guest:guest@127.0.0.1:5672/"
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[str]:
+    url = os.environ.get("DATABASE_URL", DEFAULT_PG)
+    if reachable(url, 5432) or not docker_available():
+        yield url
+        return
+    from testcontainers.postgres import PostgresContainer
+
+    with PostgresContainer("postgres:16-alpine", driver=None) as container:
+        yield container.get_connection_url()
+
+
+@pytest.fixture(scope="session")
+def amqp_server() -> Iterator[str]:
+    url = os.environ.get("RABBITMQ_URL", DEFAULT_AMQP)
+    if reachable(url, 5672) or not docker_available():
+        yield url
+        return
+    from testcontainers.rabbitmq import RabbitMqContainer
+
+    with RabbitMqContainer("rabbitmq:3.13-management") as container:
+        params = container.get_connection_params()
+        yield f"amqp://guest:guest@{params.host}:{params.port}/"
+
+
+@pytest.fixture(scope="session")
+async def pg_dsn(pg_server: str) -> AsyncIterator[str]:
+    """A fresh, migrated database for this test session."""
+    name = f"nps_test_{uuid.uuid4().hex[:10]}"
+    dsn = with_path(pg_server, f"/{name}")
+    await migrate(dsn)
+    yield dsn
+    admin = await asyncpg.connect(with_path(pg_server, "/postgres"))
+    try:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await admin.close()
+
+
+@pytest.fixture(scope="session")
+async def pool(pg_dsn: str) -> AsyncIterator[asyncpg.Pool]:
+    pool = await create_pool(pg_dsn, max_size=10)
+    yield pool
+    await pool.close()
+
+
+@pytest.fixture(scope="session")
+async def amqp_url(amqp_server: str) -> AsyncIterator[str]:
+    """A vhost of its own for this session, with the whole topology declared."""
+    url, vhost = create_vhost(amqp_server)
+    connection = await aio_pika.connect_robust(url)
+    async with connection:
+        await declare_topology(await connection.channel())
+    yield url
+    if vhost is not None:
+        delete_vhost(vhost)
+
+
+@pytest.fixture(scope="session")
+async def amqp_connection(amqp_url: str) -> AsyncIterator[AbstractRobustConnection]:
+    connection = await aio_pika.connect_robust(amqp_url)
+    yield connection
+    await connection.close()
+
+
+@pytest.fixture
+async def channel(amqp_connection: AbstractRobustConnection) -> AsyncIterator[AbstractChannel]:
+    """A channel on the session vhost, with the core queues purged for this test."""
+    channel = await amqp_connection.channel()
+    await purge_core_queues(channel)
+    yield channel
+    await channel.close()
+
+
+@pytest.fixture(scope="session")
+def portal_config() -> PortalConfig:
+    return load_portal_config(EXAMPLE_CONFIG)
+
+
+@pytest.fixture
+def settings(pg_dsn: str, amqp_url: str) -> Settings:
+    return Settings(
+        rabbitmq_url=amqp_url,
+        database_url=pg_dsn,
+        nps_config=EXAMPLE_CONFIG,
+        bitrix24_webhook_url=None,
+        bitrix24_app_token=None,
+        _env_file=None,
+    )
