@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 
-.PHONY: help venv services run test lint format bench demo up down clean
+.PHONY: help venv services tools run test lint format bench demo up down clean
 
 help:
 	@echo "make run    - the whole pipeline (sandbox portal when BITRIX24_WEBHOOK_URL is unset)"
@@ -27,11 +27,14 @@ venv: $(STAMP)
 services:
 	@bash scripts/services-up.sh
 
+tools:
+	@bash scripts/tools.sh
+
 run: venv services
 	$(BIN)/nps migrate
 	$(BIN)/nps run all
 
-test: venv services
+test: venv services tools
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 lint: venv

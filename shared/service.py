@@ -16,8 +16,10 @@ from dataclasses import dataclass
 
 import asyncpg
 from faststream.rabbit import RabbitBroker
+from faststream.rabbit.subscriber import RabbitSubscriber
 
 from shared.db import create_pool, migrate
+from shared.health import health_app, serve_http
 from shared.logging import configure_logging, get_logger
 from shared.messaging import make_broker
 from shared.outbox import OutboxRelay
@@ -66,19 +68,28 @@ async def serve(
     broker = make_broker(amqp_url, prefetch=prefetch)
     runtime = Runtime(name=name, settings=settings, config=config, pool=pool, broker=broker)
     relay_task: asyncio.Task[None] | None = None
+    http_task: asyncio.Task[None] | None = None
     try:
         await wire(runtime)
         await broker.start()
         relay_task = asyncio.create_task(OutboxRelay(pool, broker).run(), name=f"{name}-outbox")
-        log.info("service_started")
+        if settings.health_port is not None:
+            queues = [s.queue.name for s in broker.subscribers if isinstance(s, RabbitSubscriber)]
+            app = health_app(pool, broker, amqp_url, queues)
+            http = serve_http(app, settings.health_host, settings.health_port, stop)
+            http_task = asyncio.create_task(http, name=f"{name}-health")
+        log.info("service_started", health_port=settings.health_port)
         await stop.wait()
         log.info("service_stopping")
     finally:
+        stop.set()
         await broker.stop()
         if relay_task is not None:
             relay_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await relay_task
+        for task in (relay_task, http_task):
+            if task is not None:
+                with contextlib.suppress(asyncio.CancelledError, TimeoutError):
+                    await asyncio.wait_for(task, timeout=5)
         await pool.close()
         for sig in (signal.SIGTERM, signal.SIGINT):
             with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):

@@ -34,6 +34,8 @@ class Settings(BaseSettings):
     log_format: Literal["json", "console"] | None = None
     sandbox_host: str = "127.0.0.1"
     sandbox_port: int = Field(default=8090, ge=1, le=65535)
+    health_host: str = "127.0.0.1"
+    health_port: int | None = Field(default=None, ge=1, le=65535)
     sweep_interval_s: float = Field(default=300.0, gt=0)
     retry_max_attempts: int = Field(default=8, ge=1)
 

@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# System tools the test suite uses beyond Python: docker-compose (validates deploy/ without an
+# engine) and Chromium (the dashboard's browser test). Installed from Debian's packages if missing.
+set -euo pipefail
+missing=()
+command -v docker-compose >/dev/null || missing+=(docker-compose)
+command -v chromium >/dev/null || missing+=(chromium)
+[ ${#missing[@]} -eq 0 ] && exit 0
+if [ "$(id -u)" -ne 0 ] || ! command -v apt-get >/dev/null; then
+  echo "missing tools: ${missing[*]} — install them (Debian: apt-get install ${missing[*]})" >&2
+  exit 1
+fi
+echo "installing ${missing[*]}…"
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq >/dev/null
+apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
