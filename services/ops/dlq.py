@@ -1,0 +1,144 @@
+"""Dead-letter queues: list, show and replay what the pipeline gave up on (DESIGN §2).
+
+Messages are read with `basic.get` and put back (`nack` with requeue) unless they are replayed,
+so listing never loses anything. A replay publishes the original body to the queue it died in
+(through the default exchange, so no other consumer sees it twice), with the attempt counter
+reset, and only then removes it from the DLQ.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import aio_pika
+from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
+
+from shared.messaging import ATTEMPT_HEADER, REASON_HEADER
+from shared.topology import CORE_QUEUES
+
+DLQ_SUFFIX = ".dlq"
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    queue: str
+    message_id: str
+    reason: str
+    attempts: int
+    failed_at: str
+    routing_key: str
+    correlation_id: str | None
+    body: Any
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "queue": self.queue,
+            "message_id": self.message_id,
+            "reason": self.reason,
+            "attempts": self.attempts,
+            "failed_at": self.failed_at,
+            "routing_key": self.routing_key,
+            "correlation_id": self.correlation_id,
+        }
+
+
+def _text(value: object) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _parse(queue: str, message: AbstractIncomingMessage) -> DeadLetter:
+    headers = message.headers or {}
+    try:
+        body: Any = json.loads(message.body)
+    except ValueError:
+        body = message.body.decode("utf-8", errors="replace")
+    return DeadLetter(
+        queue=queue,
+        message_id=message.message_id or "",
+        reason=_text(headers.get(REASON_HEADER, "rejected by the broker")),
+        attempts=int(_text(headers.get("x-nps-attempts", 0))),
+        failed_at=_text(headers.get("x-nps-failed-at", "")),
+        routing_key=_text(headers.get("x-nps-routing-key", "")),
+        correlation_id=message.correlation_id,
+        body=body,
+    )
+
+
+def dlq_names(queues: Iterable[str] | None = None) -> list[str]:
+    names = list(queues) if queues else [spec.name for spec in CORE_QUEUES]
+    return [name if name.endswith(DLQ_SUFFIX) else name + DLQ_SUFFIX for name in names]
+
+
+async def counts(channel: AbstractChannel, queues: Iterable[str] | None = None) -> dict[str, int]:
+    """How many messages wait in each dead-letter queue."""
+    # Straight to the protocol channel: a robust channel answers passive declarations from cache.
+    underlay = await channel.get_underlay_channel()
+    result: dict[str, int] = {}
+    for name in dlq_names(queues):
+        declared = await underlay.queue_declare(name, passive=True)
+        result[name[: -len(DLQ_SUFFIX)]] = declared.message_count or 0
+    return result
+
+
+async def _drain(channel: AbstractChannel, dlq: str, limit: int) -> list[AbstractIncomingMessage]:
+    queue = await channel.get_queue(dlq)
+    taken: list[AbstractIncomingMessage] = []
+    while len(taken) < limit:
+        message = await queue.get(no_ack=False, fail=False)
+        if message is None:
+            break
+        taken.append(message)
+    return taken
+
+
+async def list_dead_letters(
+    channel: AbstractChannel, queues: Iterable[str] | None = None, limit: int = 100
+) -> list[DeadLetter]:
+    """Up to `limit` dead letters per queue; all of them stay in their DLQ."""
+    found: list[DeadLetter] = []
+    for dlq in dlq_names(queues):
+        messages = await _drain(channel, dlq, limit)
+        found.extend(_parse(dlq[: -len(DLQ_SUFFIX)], m) for m in messages)
+        for message in messages:
+            await message.nack(requeue=True)
+    return found
+
+
+async def replay(
+    channel: AbstractChannel,
+    message_ids: set[str] | None = None,
+    queues: Iterable[str] | None = None,
+    limit: int = 10_000,
+) -> list[DeadLetter]:
+    """Send dead letters (all, or those in `message_ids`) back to their queue; returns them."""
+    replayed: list[DeadLetter] = []
+    for dlq in dlq_names(queues):
+        queue_name = dlq[: -len(DLQ_SUFFIX)]
+        for message in await _drain(channel, dlq, limit):
+            if message_ids is not None and message.message_id not in message_ids:
+                await message.nack(requeue=True)
+                continue
+            headers = {
+                k: v
+                for k, v in (message.headers or {}).items()
+                if not k.startswith(("x-death", "x-nps-"))
+            }
+            headers[ATTEMPT_HEADER] = 0
+            await channel.default_exchange.publish(
+                aio_pika.Message(
+                    message.body,
+                    headers=headers,
+                    content_type=message.content_type or "application/json",
+                    delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+                    message_id=message.message_id,
+                    correlation_id=message.correlation_id,
+                ),
+                routing_key=queue_name,
+                mandatory=True,
+            )
+            await message.ack()
+            replayed.append(_parse(queue_name, message))
+    return replayed
