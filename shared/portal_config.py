@@ -7,6 +7,7 @@ key by its dotted path and says what was expected.
 from __future__ import annotations
 
 from pathlib import Path
+from string import Formatter
 from typing import Annotated, Any, Literal
 
 import yaml
@@ -15,6 +16,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from shared.events import Category, Kind, Scale
 
 PLAN_RATES: dict[str, tuple[float, int]] = {"standard": (2.0, 50), "enterprise": (5.0, 250)}
+TEMPLATE_PLACEHOLDERS: tuple[str, ...] = ("score", "sku", "product", "contact_id", "comment")
+"""What a string in a routing rule's `params` may refer to: `{score}`, `{sku}`, ..."""
+BUILTIN_PATCH_ACTION = "contact"
+"""The contact-field patch is built in (every equipment answer); no declarative rule may send it."""
 
 
 class ConfigError(ValueError):
@@ -124,26 +129,88 @@ class TaskAction(ResponsibleAction):
 
 
 class ScoreRange(_Strict):
-    min: int | None = None
-    max: int | None = None
+    """Inclusive bounds on the score; either bound may be left out."""
+
+    min: int | None = Field(default=None, ge=0, le=10)
+    max: int | None = Field(default=None, ge=0, le=10)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> ScoreRange:
+        if self.min is None and self.max is None:
+            raise ValueError("give min, max or both (inclusive bounds, 0-10)")
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError(f"min ({self.min}) is above max ({self.max})")
+        return self
+
+    def contains(self, score: int) -> bool:
+        return (self.min is None or score >= self.min) and (self.max is None or score <= self.max)
 
 
 class RuleMatch(_Strict):
-    kind: list[Kind] | None = None
-    category: list[Category] | None = None
+    """Every condition given must hold; a condition left out matches anything."""
+
+    kind: list[Kind] | None = Field(default=None, min_length=1)
+    category: list[Category] | None = Field(default=None, min_length=1)
     score: ScoreRange | None = None
-    sku: list[str] | None = None
-    segment: list[int] | None = None
+    sku: list[str] | None = Field(default=None, min_length=1)
+    segment: list[int] | None = Field(default=None, min_length=1)
     service_request: bool | None = None
 
 
+def _template_problems(value: Any, path: str) -> list[str]:
+    """What is wrong with the templates in a rule parameter (strings, nested in dicts and lists)."""
+    if isinstance(value, dict):
+        return [p for key, item in value.items() for p in _template_problems(item, f"{path}.{key}")]
+    if isinstance(value, list):
+        return [p for i, item in enumerate(value) for p in _template_problems(item, f"{path}[{i}]")]
+    if not isinstance(value, str):
+        return []
+    try:
+        fields = [
+            (name, spec, conv)
+            for _, name, spec, conv in Formatter().parse(value)
+            if name is not None
+        ]
+    except ValueError as exc:
+        return [f"{path}: {exc} (write {{{{ and }}}} for literal braces)"]
+    allowed = ", ".join(f"{{{name}}}" for name in TEMPLATE_PLACEHOLDERS)
+    problems = []
+    for name, spec, conversion in fields:
+        if name not in TEMPLATE_PLACEHOLDERS:
+            problems.append(f"{path}: unknown placeholder {{{name}}}; allowed: {allowed}")
+        elif spec or conversion:
+            problems.append(f"{path}: placeholder {{{name}}} takes no format spec or conversion")
+    return problems
+
+
 class Rule(_Strict):
-    """A declarative routing rule: when `match` holds, publish `route.<action>` with `params`."""
+    """A declarative routing rule: when `match` holds, publish `route.<action>` with `params`.
+
+    String parameters are templates over `TEMPLATE_PLACEHOLDERS`; `responsible_id` and
+    `deadline_hours`, when given, are positive integers (they override the built-in defaults when
+    `action` is service, marketing or task).
+    """
 
     name: str = Field(min_length=1, pattern=r"^[a-z0-9][a-z0-9_-]*$")
     match: RuleMatch = RuleMatch()
     action: str = Field(min_length=1, pattern=r"^[a-z0-9][a-z0-9_]*$")
     params: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _valid_action_and_params(self) -> Rule:
+        problems: list[str] = []
+        if self.action == BUILTIN_PATCH_ACTION:
+            problems.append(
+                "action 'contact' is the built-in contact-field patch and cannot be sent by a rule"
+            )
+        for key in ("responsible_id", "deadline_hours"):
+            value = self.params.get(key)
+            if key in self.params and (type(value) is not int or value <= 0):
+                problems.append(f"params.{key} must be a positive integer, got {value!r}")
+        problems.extend(_template_problems(self.params, "params"))
+        if problems:
+            raise ValueError(f"rule {self.name!r}: " + "; ".join(problems))
+        return self
 
 
 class Routing(_Strict):
@@ -166,6 +233,35 @@ class PortalConfig(_Strict):
     nps: NpsSection = NpsSection()
     survey: Survey
     routing: Routing
+
+    @model_validator(mode="after")
+    def _rules_name_known_segments_and_skus(self) -> PortalConfig:
+        categories = {segment.category_id for segment in self.survey.segments}
+        skus = {
+            product.sku
+            for segment in self.survey.segments
+            for product in (
+                segment.products if isinstance(segment, CosmeticsSegment) else [segment.product]
+            )
+        }
+        problems = []
+        for rule in self.routing.rules:
+            unknown_segments = sorted(set(rule.match.segment or ()) - categories)
+            if unknown_segments:
+                problems.append(
+                    f"rule {rule.name!r}: match.segment names no survey segment: "
+                    f"{', '.join(map(str, unknown_segments))} (known: "
+                    f"{', '.join(map(str, sorted(categories)))})"
+                )
+            unknown_skus = sorted(set(rule.match.sku or ()) - skus)
+            if unknown_skus:
+                problems.append(
+                    f"rule {rule.name!r}: match.sku names no survey product: "
+                    f"{', '.join(unknown_skus)} (known: {', '.join(sorted(skus))})"
+                )
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
 
 
 def _describe(error: Any) -> str:

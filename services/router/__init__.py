@@ -1,0 +1,1 @@
+"""Router: scored answers in (`nps.scored.#`), actions out (`route.<action>`)."""

@@ -1,0 +1,153 @@
+"""The AsyncAPI document of the whole pipeline: every event, routing key and core queue.
+
+It is built from the code itself: the event models of `shared/events.py`, the queues and bindings
+of `shared/topology.py` and the actions of `services/router/rules.py`, declared on a
+documentation-only FastStream broker that never connects. `nps asyncapi` writes it to
+`docs/asyncapi.json`; `nps asyncapi --check` (and a unit test) fails when the committed document
+no longer matches the code.
+"""
+
+from __future__ import annotations
+
+import json
+from importlib.metadata import version
+from itertools import product
+from pathlib import Path
+from typing import get_args
+
+from faststream.rabbit import RabbitBroker, RabbitQueue
+from faststream.specification import AsyncAPI
+
+from services.router.rules import BUILTIN_ACTIONS
+from shared.events import (
+    Category,
+    CrmWritten,
+    Event,
+    FormSubmitted,
+    Kind,
+    NpsScored,
+    RouteAction,
+    WebhookReceived,
+)
+from shared.messaging import NPS_EXCHANGE
+from shared.topology import (
+    CRM_SYNC_ACTIONS,
+    INGEST_HYDRATE,
+    ROUTER_SCORED,
+    SCORING_SUBMISSIONS,
+    WRITTEN_TAP,
+    QueueSpec,
+)
+
+DOCUMENT = Path(__file__).resolve().parents[2] / "docs" / "asyncapi.json"
+
+DESCRIPTION = """\
+b24-nps: an event-driven pipeline that closes the NPS feedback loop for Bitrix24 portals.
+
+Every event is JSON, persistent, published on the topic exchange `nps` with `message_id` =
+`event_id`, publisher-confirmed and `mandatory` (an unroutable message is an error). Every
+event carries `event_id`, `schema_version`, `occurred_at`, `correlation_id` (one per survey
+answer) and `causation_id`. Core queues are durable quorum queues; each has a dead-letter queue
+`<queue>.dlq` on the direct exchange `nps.dlx`. An integrator's reaction is one more queue bound
+to `nps.scored.<kind>.<category>` or `route.<action>`.
+"""
+
+# Who publishes what (DESIGN §2): (service, model, routing keys, description).
+_KINDS: tuple[str, ...] = get_args(Kind)
+_CATEGORIES: tuple[str, ...] = get_args(Category)
+PUBLISHED: tuple[tuple[str, type[Event], tuple[str, ...], str], ...] = (
+    (
+        "ingest",
+        WebhookReceived,
+        ("webhook.received",),
+        "A Bitrix24 event, robot call or catch-up sweep hit, stored before it was acknowledged.",
+    ),
+    (
+        "ingest",
+        FormSubmitted,
+        ("form.submitted",),
+        "A survey answer read from the NPS smart process, one entry per product answered.",
+    ),
+    (
+        "scoring",
+        NpsScored,
+        tuple(f"nps.scored.{kind}.{category}" for kind, category in product(_KINDS, _CATEGORIES)),
+        "One scored product answer; `supersedes` marks a re-scored answer.",
+    ),
+    (
+        "router",
+        RouteAction,
+        tuple(f"route.{action}" for action in BUILTIN_ACTIONS),
+        "An action about an answer, carried out by crm_sync. `action_id` (= `message_id`) is "
+        "derived from the answer, the rule and its outcome: the same action always has the "
+        "same id.",
+    ),
+    (
+        "router",
+        RouteAction,
+        ("route.{action}",),
+        "An action of a declarative rule (`routing.rules`) naming an action of its own, for an "
+        "integrator's consumer; with no queue bound to it the scored answer is dead-lettered.",
+    ),
+    (
+        "crm_sync",
+        CrmWritten,
+        tuple(f"crm.written.{action}" for action in BUILTIN_ACTIONS),
+        "The outcome of an action, once its effect on the portal is durable.",
+    ),
+)
+
+# Who consumes what: (service, queue, model, description).
+CONSUMED: tuple[tuple[str, QueueSpec, type[Event], str], ...] = (
+    ("ingest", INGEST_HYDRATE, WebhookReceived, "Hydrates an item through crm.item.list."),
+    ("scoring", SCORING_SUBMISSIONS, FormSubmitted, "Stores and scores each product answer."),
+    ("router", ROUTER_SCORED, NpsScored, "Applies built-in and declarative routing rules."),
+    ("crm_sync", CRM_SYNC_ACTIONS, RouteAction, "Writes to the portal: leads, tasks, contacts."),
+    ("ops", WRITTEN_TAP, CrmWritten, "A bounded tap of outcomes for operators to peek at."),
+)
+
+
+def _documented_broker() -> RabbitBroker:
+    broker = RabbitBroker(
+        "amqp://rabbitmq:5672/",
+        description="RabbitMQ: topic exchange `nps`, dead letters on the direct exchange `nps.dlx`",
+    )
+    for service, spec, model, description in CONSUMED:
+        for binding in spec.bindings:
+
+            async def consume(event: Event) -> None:
+                """Documentation only: never called."""
+
+            # FastStream documents a subscriber's payload from its handler's annotation.
+            consume.__annotations__ = {"event": model, "return": None}
+            broker.subscriber(
+                RabbitQueue(spec.name, routing_key=binding, declare=False),
+                NPS_EXCHANGE,
+                title=f"{spec.name}:{binding}",
+                description=f"{service}: {description}",
+            )(consume)
+    for service, model, keys, description in PUBLISHED:
+        for key in keys:
+            broker.publisher(
+                exchange=NPS_EXCHANGE,
+                routing_key=key,
+                persist=True,
+                schema=model,
+                title=key,
+                description=f"{service}: {description}",
+            )
+    return broker
+
+
+def render_document() -> str:
+    """The AsyncAPI 3.0 document as committed: indented JSON with a final newline."""
+    spec = AsyncAPI(
+        _documented_broker(),
+        title="b24-nps",
+        version=version("b24-nps"),
+        description=DESCRIPTION,
+        schema_version="3.0.0",
+    ).to_specification()
+    return (
+        json.dumps(json.loads(spec.to_json()), indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+    )

@@ -1,0 +1,31 @@
+"""Router service wiring: `nps.scored.#` (queue `router.scored`) → `route.<action>` events."""
+
+from __future__ import annotations
+
+from services.router.handler import RouterDeps, route_answer
+from shared.events import NpsScored
+from shared.messaging import subscribe
+from shared.service import Runtime
+from shared.service import run as run_service
+from shared.settings import Settings
+from shared.topology import ROUTER_SCORED
+
+
+async def wire(runtime: Runtime) -> None:
+    deps = RouterDeps(pool=runtime.pool, broker=runtime.broker, config=runtime.config)
+
+    async def on_scored(event: NpsScored) -> None:
+        await route_answer(event, deps)
+
+    subscribe(
+        runtime.broker,
+        ROUTER_SCORED,
+        NpsScored,
+        on_scored,
+        max_attempts=runtime.settings.retry_max_attempts,
+    )
+
+
+def run(settings: Settings) -> None:
+    """`nps run router`."""
+    run_service("router", settings, wire)

@@ -1,0 +1,120 @@
+"""Declarative routing rules in the portal YAML: what loads, and the errors for what does not."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from services.cli import app
+from shared.portal_config import ConfigError, PortalConfig, parse_portal_config
+
+
+def config_data(portal_config: PortalConfig, *rules: dict[str, Any]) -> dict[str, Any]:
+    data = portal_config.model_dump(mode="json", exclude_none=True)
+    data["routing"]["rules"] = list(rules)
+    return data
+
+
+def rule(**overrides: Any) -> dict[str, Any]:
+    return {"name": "laser-alarm", "action": "telegram", **overrides}
+
+
+def test_a_full_rule_loads(portal_config: PortalConfig) -> None:
+    full = rule(
+        match={
+            "kind": ["equipment"],
+            "category": ["detractor"],
+            "score": {"min": 0, "max": 4},
+            "sku": ["EQ-LASER-A", "COS-SERUM"],
+            "segment": [12, 10],
+            "service_request": True,
+        },
+        params={"title": "{product}: {score} ({sku}, contact {contact_id}) {comment}", "n": 1},
+    )
+    config = parse_portal_config(config_data(portal_config, full))
+    (loaded,) = config.routing.rules
+    assert loaded.match.score is not None
+    assert (loaded.match.score.min, loaded.match.score.max) == (0, 4)
+    assert loaded.params["n"] == 1
+
+
+@pytest.mark.parametrize(
+    ("bad_rule", "message"),
+    [
+        (
+            rule(params={"title": "NPS {score} from {customer}"}),
+            "rule 'laser-alarm': params.title: unknown placeholder {customer}; allowed: "
+            "{score}, {sku}, {product}, {contact_id}, {comment}",
+        ),
+        (
+            rule(params={"lines": ["ok {sku}", {"text": "{nps}"}]}),
+            "params.lines[1].text: unknown placeholder {nps}",
+        ),
+        (
+            rule(params={"title": "{score:>3}"}),
+            "params.title: placeholder {score} takes no format spec or conversion",
+        ),
+        (rule(params={"title": "{}"}), "params.title: unknown placeholder {}"),
+        (rule(params={"title": "NPS {score"}), "params.title: expected '}' before end of string"),
+        (
+            rule(action="contact"),
+            "action 'contact' is the built-in contact-field patch and cannot be sent by a rule",
+        ),
+        (rule(params={"responsible_id": "17"}), "params.responsible_id must be a positive integer"),
+        (rule(params={"responsible_id": 0}), "params.responsible_id must be a positive integer"),
+        (rule(params={"deadline_hours": True}), "params.deadline_hours must be a positive integer"),
+        (rule(match={"score": {"min": 7, "max": 3}}), "min (7) is above max (3)"),
+        (rule(match={"score": {"max": 11}}), "routing.rules.0.match.score.max"),
+        (rule(match={"score": {}}), "give min, max or both"),
+        (rule(match={"category": []}), "routing.rules.0.match.category"),
+        (rule(match={"category": ["angry"]}), "routing.rules.0.match.category.0"),
+        (rule(match={"colour": ["red"]}), "routing.rules.0.match.colour: Extra inputs"),
+        (
+            rule(match={"segment": [12, 77]}),
+            "rule 'laser-alarm': match.segment names no survey segment: 77 (known: 10, 12, 14)",
+        ),
+        (
+            rule(match={"sku": ["EQ-LASER-Z"]}),
+            "rule 'laser-alarm': match.sku names no survey product: EQ-LASER-Z",
+        ),
+        (rule(action="Route.Telegram"), "routing.rules.0.action: String should match pattern"),
+        (rule(name="Laser Alarm"), "routing.rules.0.name: String should match pattern"),
+    ],
+)
+def test_bad_rules_are_named_errors(
+    bad_rule: dict[str, Any], message: str, portal_config: PortalConfig
+) -> None:
+    with pytest.raises(ConfigError) as raised:
+        parse_portal_config(config_data(portal_config, bad_rule))
+    assert message in str(raised.value)
+
+
+def test_every_problem_of_a_rule_is_reported_at_once(portal_config: PortalConfig) -> None:
+    bad = rule(params={"title": "{who}", "responsible_id": -1})
+    with pytest.raises(ConfigError) as raised:
+        parse_portal_config(config_data(portal_config, bad))
+    assert "unknown placeholder {who}" in str(raised.value)
+    assert "params.responsible_id must be a positive integer, got -1" in str(raised.value)
+
+
+def test_nps_config_check_reports_a_bad_rule(tmp_path: Path, portal_config: PortalConfig) -> None:
+    path = tmp_path / "portal.yaml"
+    bad = rule(params={"title": "{product} {stars}"})
+    path.write_text(yaml.safe_dump(config_data(portal_config, bad)), encoding="utf-8")
+    result = CliRunner().invoke(app, ["config", "check", str(path)])
+    assert result.exit_code == 1
+    assert "rule 'laser-alarm'" in result.output
+    assert "unknown placeholder {stars}" in result.output
+
+
+def test_nps_config_check_accepts_good_rules(tmp_path: Path, portal_config: PortalConfig) -> None:
+    path = tmp_path / "portal.yaml"
+    good = rule(match={"category": ["detractor"]}, params={"text": "{product}: {score}"})
+    path.write_text(yaml.safe_dump(config_data(portal_config, good)), encoding="utf-8")
+    result = CliRunner().invoke(app, ["config", "check", str(path)])
+    assert result.exit_code == 0, result.output
+    assert "OK" in result.output
