@@ -8,18 +8,22 @@ from __future__ import annotations
 
 import asyncio
 import importlib
+import os
 import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
+from urllib.parse import urlsplit, urlunsplit
 
 import typer
 
 from shared.logging import configure_logging
-from shared.settings import Settings, get_settings
+from shared.settings import SANDBOX_APP_TOKEN, SANDBOX_SECRET, Settings, get_settings
 
 SERVICES: tuple[str, ...] = ("ingest", "scoring", "router", "crm_sync")
 COMMAND_MODULES: tuple[str, ...] = (
@@ -48,7 +52,7 @@ def _settings() -> Settings:
 
 def _runner(target: str) -> Callable[[Settings], None]:
     """`run(settings)` of a core service, or of an integrator's module given by dotted path."""
-    module_name = f"services.{target}.main" if target in SERVICES else target
+    module_name = f"services.{target}.main" if "." not in target else target
     try:
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as exc:
@@ -62,12 +66,63 @@ def _runner(target: str) -> Callable[[Settings], None]:
     return run  # type: ignore[no-any-return]
 
 
-def _run_all(services: tuple[str, ...]) -> None:
-    """Every service in its own process; Ctrl-C or SIGTERM stops them all together."""
-    procs = {
-        name: subprocess.Popen([sys.executable, "-m", "services.cli", "run", name])  # noqa: S603
-        for name in services
-    }
+HEALTH_PORTS: dict[str, int] = {"scoring": 9101, "router": 9102, "crm_sync": 9103}
+
+
+@dataclass(frozen=True)
+class Process:
+    name: str
+    args: list[str]
+    env: dict[str, str]
+    url: str
+
+
+def _plan(settings: Settings) -> list[Process]:
+    """What `nps run all` starts: the sandbox portal first when no real portal is configured."""
+    base = [sys.executable, "-m", "services.cli"]
+    ingest_url = f"http://{settings.ingest_host}:{settings.ingest_port}"
+    plan: list[Process] = []
+    if settings.sandbox:
+        plan.append(
+            Process(
+                "sandbox",
+                [
+                    *base,
+                    "sandbox",
+                    "--seed",
+                    "demo",
+                    "--host",
+                    settings.sandbox_host,
+                    "--port",
+                    str(settings.sandbox_port),
+                    "--secret",
+                    SANDBOX_SECRET,
+                    "--app-token",
+                    SANDBOX_APP_TOKEN,
+                    "--handler",
+                    f"{ingest_url}/webhooks/bitrix24",
+                ],
+                {},
+                f"http://{settings.sandbox_host}:{settings.sandbox_port}/sandbox/info",
+            )
+        )
+    plan.append(Process("ingest", [*base, "run", "ingest"], {}, f"{ingest_url}/readyz"))
+    for name, port in HEALTH_PORTS.items():
+        plan.append(
+            Process(
+                name,
+                [*base, "run", name],
+                {"HEALTH_PORT": str(port)},
+                f"http://{settings.health_host}:{port}/readyz",
+            )
+        )
+    return plan
+
+
+def _run_all(settings: Settings) -> None:
+    """Every process of the pipeline on its own; Ctrl-C or SIGTERM stops them all together."""
+    plan = _plan(settings)
+    procs: dict[str, subprocess.Popen[bytes]] = {}
     stopping = False
 
     def stop(*_args: object) -> None:
@@ -76,7 +131,29 @@ def _run_all(services: tuple[str, ...]) -> None:
 
     signal.signal(signal.SIGINT, stop)
     signal.signal(signal.SIGTERM, stop)
-    typer.echo(f"started {', '.join(f'{n} (pid {p.pid})' for n, p in procs.items())}; Ctrl-C stops")
+    for process in plan:
+        procs[process.name] = subprocess.Popen(  # noqa: S603 - our own interpreter and arguments
+            process.args, env={**os.environ, **process.env}
+        )
+        if process.name == "sandbox":
+            _wait_until_up(process.url, procs[process.name])
+    portal = (
+        "sandbox portal (demo data)" if settings.sandbox else "your portal (BITRIX24_WEBHOOK_URL)"
+    )
+    typer.echo(
+        "\n".join(
+            [
+                "",
+                "b24-nps is running:",
+                *(f"  {p.name:<9} pid {procs[p.name].pid:<7} {p.url}" for p in plan),
+                f"  portal    {portal}",
+                f"  rabbitmq  {_safe_url(settings.rabbitmq_url.get_secret_value())}",
+                f"  postgres  {_safe_url(settings.database_url.get_secret_value())}",
+                "Ctrl-C stops everything.",
+                "",
+            ]
+        )
+    )
     try:
         while not stopping:
             for name, proc in procs.items():
@@ -98,6 +175,27 @@ def _run_all(services: tuple[str, ...]) -> None:
                 proc.kill()
 
 
+def _safe_url(url: str) -> str:
+    """A connection URL without its password."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    netloc = f"{parts.username}@{host}" if parts.username else host
+    if parts.port:
+        netloc += f":{parts.port}"
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def _wait_until_up(url: str, proc: subprocess.Popen[bytes], timeout_s: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline and proc.poll() is None:
+        try:
+            with urllib.request.urlopen(url, timeout=1):  # noqa: S310 - our own local http URL
+                return
+        except OSError:
+            time.sleep(0.2)
+    raise typer.BadParameter(f"{url} did not come up within {timeout_s:.0f} s")
+
+
 @app.command()
 def run(
     service: Annotated[
@@ -106,7 +204,7 @@ def run(
 ) -> None:
     """Run one service (or `all`, each as its own process)."""
     if service == "all":
-        _run_all(SERVICES)
+        _run_all(get_settings())
         return
     runner = _runner(service)
     settings = _settings()
