@@ -1,0 +1,239 @@
+"""The HTTP face of a :class:`SandboxPortal`: Bitrix24's inbound-webhook URLs plus JSON
+inspection and control endpoints under ``/sandbox``."""
+
+import asyncio
+import contextlib
+import json
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+from fastapi import APIRouter, FastAPI, HTTPException, Request, Response
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field, ValidationError
+
+from services.sandbox.brackets import parse_query
+from services.sandbox.crm import ITEM_ADD, ITEM_UPDATE
+from services.sandbox.delivery import EventSender
+from services.sandbox.errors import RestError
+from services.sandbox.faults import Faults
+from services.sandbox.limits import Limits
+from services.sandbox.methods import CONTACT, LEAD
+from services.sandbox.persistence import save_portal
+from services.sandbox.portal import SandboxPortal
+from services.sandbox.seed import ConfigError, add_answer_items, make_answers
+from services.sandbox.values import FieldValueError
+from services.sandbox.views import render_item
+
+
+class HandlerIn(BaseModel):
+    url: str
+    events: list[str] = Field(default_factory=lambda: [ITEM_ADD, ITEM_UPDATE])
+
+
+class AnswersIn(BaseModel):
+    """Either ``count`` random answers (``seed`` for repeatability, ``spread_days`` to
+    back-date them) or explicit ``items`` (item fields, UPPER or camelCase names)."""
+
+    count: int = Field(default=0, ge=0, le=100_000)
+    seed: int | None = None
+    spread_days: float = Field(default=0.0, ge=0)
+    items: list[dict[str, Any]] = Field(default_factory=list)
+
+
+def create_app(
+    portal: SandboxPortal,
+    *,
+    event_transport: httpx.AsyncBaseTransport | None = None,
+    event_timeout_s: float = 5.0,
+    state_file: Path | None = None,
+    save_interval_s: float = 2.0,
+) -> FastAPI:
+    """An ASGI app serving ``portal``. Events go out through ``event_transport`` (tests pass
+    an ``httpx.MockTransport``); with ``state_file`` the data is saved every
+    ``save_interval_s`` while it changes and at shutdown."""
+    sender = EventSender(portal, transport=event_transport, timeout_s=event_timeout_s)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        saver = None
+        if state_file is not None:
+            saver = asyncio.create_task(_autosave(portal, state_file, save_interval_s))
+        try:
+            yield
+        finally:
+            if saver is not None:
+                saver.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await saver
+            await sender.drain()
+            if state_file is not None:
+                save_portal(portal, state_file)
+
+    app = FastAPI(title="Bitrix24 sandbox portal", lifespan=lifespan)
+
+    @app.middleware("http")
+    async def send_events(
+        request: Request, call_next: Callable[[Request], Awaitable[Response]]
+    ) -> Response:
+        response = await call_next(request)
+        sender.dispatch()
+        return response
+
+    app.include_router(_rest_router(portal))
+    app.include_router(_sandbox_router(portal))
+    return app
+
+
+def _rest_router(portal: SandboxPortal) -> APIRouter:
+    """``/rest/<user>/<secret>/<method>[.json]``: GET query, POST JSON or form body."""
+    router = APIRouter()
+
+    @router.api_route("/rest/{user}/{secret}/{method}", methods=["GET", "POST"])
+    async def rest(user: str, secret: str, method: str, request: Request) -> JSONResponse:
+        try:
+            params = await _params(request)
+        except ValueError as exc:
+            status, body = portal.reject(method, RestError(400, "INVALID_REQUEST", str(exc)))
+            return JSONResponse(body, status_code=status)
+        delay = portal.delay(method)
+        if delay:
+            await asyncio.sleep(delay)
+        status, body = portal.call(method, params, auth=(user, secret))
+        return JSONResponse(body, status_code=status)
+
+    return router
+
+
+def _sandbox_router(portal: SandboxPortal) -> APIRouter:
+    """JSON inspection and control of the portal, for tests and demos."""
+    router = APIRouter(prefix="/sandbox")
+
+    @router.get("/info")
+    async def info(request: Request) -> dict[str, Any]:
+        return portal.info(str(request.base_url))
+
+    @router.get("/calls")
+    async def calls(method: str | None = None, limit: int | None = None) -> dict[str, Any]:
+        return portal.calls_report(method=method, limit=limit)
+
+    @router.get("/contacts/{contact_id}/history")
+    async def contact_history(contact_id: int) -> dict[str, Any]:
+        if portal.crm.get(CONTACT, contact_id) is None:
+            raise HTTPException(404, f"contact {contact_id} not found")
+        changes = portal.crm.history(CONTACT, contact_id)
+        return {"id": contact_id, "changes": [change.model_dump() for change in changes]}
+
+    @router.get("/leads")
+    async def leads() -> dict[str, Any]:
+        return {"leads": list(portal.crm.records(LEAD).values())}
+
+    @router.get("/tasks")
+    async def tasks() -> dict[str, Any]:
+        return {"tasks": list(portal.state.tasks.values())}
+
+    @router.get("/comments")
+    async def comments() -> dict[str, Any]:
+        return {"comments": portal.state.comments}
+
+    @router.get("/items")
+    async def items(entity_type_id: int | None = None) -> dict[str, Any]:
+        types = [t for t in portal.state.entity_types.values() if t.dynamic]
+        if entity_type_id is not None:
+            types = [t for t in types if t.entity_type_id == entity_type_id]
+            if not types:
+                raise HTTPException(404, f"no smart process {entity_type_id}")
+        return {
+            "items": [
+                render_item(etype, record, original_uf=True)
+                for etype in types
+                for record in portal.crm.records(etype.entity_type_id).values()
+            ]
+        }
+
+    @router.get("/events")
+    async def events(status: str | None = None) -> dict[str, Any]:
+        deliveries = [d for d in portal.deliveries if status is None or d.status == status]
+        return {"deliveries": [delivery.to_json() for delivery in deliveries]}
+
+    @router.get("/handlers")
+    async def handlers() -> dict[str, Any]:
+        return {"handlers": [handler.model_dump() for handler in portal.state.handlers]}
+
+    @router.post("/handlers")
+    async def add_handler(body: HandlerIn) -> dict[str, Any]:
+        bound = portal.register_handler(body.url, body.events)
+        return {"handlers": [handler.model_dump() for handler in bound]}
+
+    @router.get("/limits")
+    async def limits() -> dict[str, Any]:
+        return portal.limits.model_dump()
+
+    @router.put("/limits")
+    async def set_limits(body: dict[str, Any]) -> dict[str, Any]:
+        try:
+            portal.set_limits(Limits.model_validate({**portal.limits.model_dump(), **body}))
+        except ValidationError as exc:
+            raise HTTPException(422, json.loads(exc.json())) from exc
+        return portal.limits.model_dump()
+
+    @router.get("/faults")
+    async def faults() -> dict[str, Any]:
+        return portal.faults.describe()
+
+    @router.put("/faults")
+    async def set_faults(body: Faults) -> dict[str, Any]:
+        portal.faults.configure(body)
+        return portal.faults.describe()
+
+    @router.post("/answers")
+    async def answers(body: AnswersIn) -> dict[str, Any]:
+        try:
+            created = add_answer_items(portal, body.items)
+            created += make_answers(portal, body.count, body.seed, spread_days=body.spread_days)
+        except ConfigError as exc:
+            raise HTTPException(409, str(exc)) from exc
+        except FieldValueError as exc:
+            raise HTTPException(422, exc.description) from exc
+        return {"created": created}
+
+    @router.post("/reset")
+    async def reset() -> dict[str, Any]:
+        portal.reset()
+        return {"reset": True}
+
+    return router
+
+
+async def _params(request: Request) -> dict[str, Any]:
+    """Query parameters, then the body: JSON object or form-urlencoded with PHP brackets."""
+    params = parse_query(request.url.query)
+    if request.method != "POST":
+        return params
+    raw = await request.body()
+    if not raw.strip():
+        return params
+    kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if kind == "application/json":
+        try:
+            data = json.loads(raw)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"Invalid JSON body: {exc.msg}") from exc
+        if not isinstance(data, dict):
+            raise ValueError("JSON body must be an object")
+        params.update(data)
+    elif kind in ("application/x-www-form-urlencoded", ""):
+        params.update(parse_query(raw.decode("utf-8", errors="replace")))
+    else:
+        raise ValueError(f"Unsupported Content-Type: {kind}")
+    return params
+
+
+async def _autosave(portal: SandboxPortal, path: Path, interval_s: float) -> None:
+    saved = portal.crm.revision
+    while True:
+        await asyncio.sleep(interval_s)
+        if portal.crm.revision != saved:
+            saved = portal.crm.revision
+            save_portal(portal, path)

@@ -1,0 +1,104 @@
+"""Process wiring: build (or load) and seed a portal, then serve it with uvicorn."""
+
+import logging
+import os
+import re
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import uvicorn
+
+from services.sandbox.app import create_app
+from services.sandbox.limits import Limits
+from services.sandbox.persistence import load_portal
+from services.sandbox.portal import SandboxPortal
+from services.sandbox.seed import DEMO_CONFIG, seed_demo
+
+_WEBHOOK_SECRET = re.compile(r"/rest/([^/]+)/[^/]+/")
+
+
+class HideWebhookSecret(logging.Filter):
+    """Masks ``/rest/<user>/<secret>/`` in access-log lines: the secret is a credential."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple):
+            record.args = tuple(
+                _WEBHOOK_SECRET.sub(r"/rest/\1/***/", arg) if isinstance(arg, str) else arg
+                for arg in record.args
+            )
+        return True
+
+
+def seed_config(seed: str) -> Path:
+    """The portal YAML to seed from: a path as given, or for ``demo`` the YAML the pipeline
+    reads (``$NPS_CONFIG``, else ``config/portal.yaml``) when it exists, so the sandbox has
+    the fields the services expect; the example YAML otherwise."""
+    if seed != "demo":
+        return Path(seed)
+    configured = Path(os.environ.get("NPS_CONFIG") or "config/portal.yaml")
+    return configured if configured.is_file() else DEMO_CONFIG
+
+
+def build_portal(
+    *,
+    seed: str | None = None,
+    handlers: Sequence[str] = (),
+    state_file: Path | None = None,
+    limits: Limits | None = None,
+    secret: str | None = None,
+    app_token: str | None = None,
+) -> SandboxPortal:
+    """A portal loaded from ``state_file`` when it exists (its data wins over ``seed``), or a
+    new one seeded from ``seed`` (see :func:`seed_config`).
+    ``secret``/``app_token`` default to ``SANDBOX_SECRET``/``SANDBOX_APP_TOKEN``, then random."""
+    secret = secret or os.environ.get("SANDBOX_SECRET") or None
+    app_token = app_token or os.environ.get("SANDBOX_APP_TOKEN") or None
+    if state_file is not None and state_file.exists():
+        portal = load_portal(state_file, limits=limits, secret=secret, application_token=app_token)
+    else:
+        portal = SandboxPortal(secret=secret, application_token=app_token, limits=limits)
+        if seed is not None:
+            seed_demo(portal, seed_config(seed))
+    for url in handlers:
+        portal.register_handler(url)
+    return portal
+
+
+def banner(portal: SandboxPortal, host: str, port: int) -> str:
+    base = f"http://{host}:{port}"
+    webhook = f"{base}/rest/{portal.user_id}/{portal.secret}/"
+    return (
+        f"Sandbox Bitrix24 portal on {base}\n"
+        f"  inbound webhook URL (BITRIX24_WEBHOOK_URL): {webhook}\n"
+        f"  outgoing-event token (BITRIX24_APP_TOKEN):  {portal.application_token}\n"
+        f"  member_id: {portal.member_id}\n"
+        f"  inspect and control: {base}/sandbox/info, {base}/docs\n"
+    )
+
+
+def run(  # noqa: PLR0917 - positional signature agreed with the CLI and Makefile
+    port: int = 8090,
+    host: str = "127.0.0.1",
+    seed: str | None = None,
+    handler: list[str] | None = None,
+    state_file: Path | None = None,
+    limits: Limits | None = None,
+    *,
+    secret: str | None = None,
+    app_token: str | None = None,
+) -> None:
+    """Build the portal, print its webhook URL and event token, and serve until stopped."""
+    portal = build_portal(
+        seed=seed,
+        handlers=handler or (),
+        state_file=state_file,
+        limits=limits,
+        secret=secret,
+        app_token=app_token,
+    )
+    sys.stdout.write(banner(portal, host, port))
+    sys.stdout.flush()
+    config = uvicorn.Config(create_app(portal, state_file=state_file), host=host, port=port)
+    logging.getLogger("uvicorn.access").addFilter(HideWebhookSecret())
+    uvicorn.Server(config).run()

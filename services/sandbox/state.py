@@ -1,0 +1,63 @@
+"""Everything a portal stores, as one serialisable model (the ``--state-file`` content)."""
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+from services.sandbox.schema import EntityType
+
+
+class Change(BaseModel):
+    """One field change of one entity: what it was, what it became, when and by which method."""
+
+    field: str
+    before: Any
+    after: Any
+    time: str
+    method: str
+
+
+class Handler(BaseModel):
+    """A registered outgoing-event handler (one per event, as Bitrix24 binds them)."""
+
+    id: int
+    event: str
+    url: str
+
+
+class ProductLayout(BaseModel):
+    sku: str
+    name: str
+    score_field: str
+    tested_field: str | None = None
+
+
+class SegmentLayout(BaseModel):
+    category_id: int
+    name: str
+    kind: Literal["cosmetics", "equipment"]
+    products: list[ProductLayout]
+    contact_fields: dict[str, str] = Field(default_factory=dict)
+
+
+class SurveyLayout(BaseModel):
+    """Where a seeded portal keeps the survey answers (UPPER field names)."""
+
+    entity_type_id: int
+    contact_field: str
+    responsible_field: str
+    comment_field: str | None = None
+    service_field: str | None = None
+    segments: list[SegmentLayout]
+
+
+class PortalState(BaseModel):
+    entity_types: dict[int, EntityType] = Field(default_factory=dict)
+    entities: dict[int, dict[int, dict[str, Any]]] = Field(default_factory=dict)
+    history: dict[int, dict[int, list[Change]]] = Field(default_factory=dict)
+    users: dict[int, dict[str, Any]] = Field(default_factory=dict)
+    tasks: dict[int, dict[str, Any]] = Field(default_factory=dict)
+    comments: list[dict[str, Any]] = Field(default_factory=list)
+    handlers: list[Handler] = Field(default_factory=list)
+    counters: dict[str, int] = Field(default_factory=dict)
+    survey: SurveyLayout | None = None

@@ -1,0 +1,126 @@
+"""The demo portal is built from the portal YAML; answers arrive as CRM forms create them."""
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from services.sandbox.persistence import load_portal, save_portal
+from services.sandbox.portal import SandboxPortal
+from services.sandbox.seed import ConfigError, make_answers, seed_demo
+
+CONFIG = Path(__file__).parents[2] / "config" / "portal.example.yaml"
+NPS = 1038
+
+
+@pytest.fixture(scope="module")
+def portal() -> SandboxPortal:
+    portal = SandboxPortal()
+    seed_demo(portal, CONFIG, contacts=300, seed=42)
+    return portal
+
+
+def test_smart_process_has_the_yaml_categories_and_fields(portal: SandboxPortal) -> None:
+    config = yaml.safe_load(CONFIG.read_text(encoding="utf-8"))
+    etype = portal.state.entity_types[config["survey"]["entity_type_id"]]
+    assert [c.id for c in etype.categories] == [
+        s["category_id"] for s in config["survey"]["segments"]
+    ]
+    assert etype.uf_entity_id == "CRM_5"
+    types = {name: spec.type for name, spec in etype.fields.items()}
+    assert types["UF_CRM_5_COMMENT"] == "string"
+    assert types["UF_CRM_5_TO_SERVICE"] == "boolean"
+    cosmetics = config["survey"]["segments"][0]["products"]
+    for product in cosmetics:
+        assert types[product["tested_field"]] == "boolean"
+        assert types[product["score_field"]] in ("integer", "double")
+    assert types["UF_CRM_5_SCORE"] in ("integer", "double")
+    cryo = etype.fields["UF_CRM_5_CRYO_SCORE"]
+    assert cryo.type == "enumeration"
+    assert [(item.id, item.value) for item in cryo.items] == [
+        (2001 + score, str(score)) for score in range(11)
+    ]
+
+
+def test_contacts_have_the_owned_fields_and_legacy_values(portal: SandboxPortal) -> None:
+    contact_type = portal.state.entity_types[3]
+    assert contact_type.fields["UF_CRM_NPS_LASER_A"].type in ("string", "double")
+    assert contact_type.fields["UF_CRM_NPS_CRYO_B"].type in ("string", "double")
+    assert contact_type.fields["UF_CRM_NPS_LASER_A_DATE"].type in ("date", "datetime")
+    assert contact_type.fields["UF_CRM_NPS_CRYO_B_DATE"].type in ("date", "datetime")
+    history = contact_type.fields["UF_CRM_NPS_HISTORY"]
+    assert (history.type, history.multiple) == ("string", True)
+    contacts = list(portal.crm.records(3).values())
+    assert len(contacts) == 300
+    owned = ("UF_CRM_NPS_LASER_A", "UF_CRM_NPS_CRYO_B", "UF_CRM_NPS_HISTORY")
+    legacy = [c for c in contacts if any(c.get(name) not in (None, []) for name in owned)]
+    assert 0.3 < len(legacy) / len(contacts) < 0.5
+    assert any(len(c["UF_CRM_NPS_HISTORY"]) > 1 for c in contacts)
+    assert all(c["PHONE"] and c["ASSIGNED_BY_ID"] in portal.state.users for c in contacts)
+
+
+def test_users_include_managers_and_routing_responsibles(portal: SandboxPortal) -> None:
+    for user_id in (5, 17, 23):
+        user = portal.state.users[user_id]
+        assert user["NAME"]
+        assert user["LAST_NAME"]
+    managers = {c["ASSIGNED_BY_ID"] for c in portal.crm.records(3).values()}
+    assert len(managers) > 3
+
+
+def test_answers_look_like_crm_form_submissions(portal: SandboxPortal) -> None:
+    handler_add, _ = portal.register_handler("http://ingest.local/hook")
+    created = make_answers(portal, 300, seed=3)
+    layout = portal.state.survey
+    assert layout is not None
+    items = [portal.crm.get(NPS, item_id) for item_id in created]
+    assert all(item is not None for item in items)
+    cryo = {
+        item.id: int(item.value)
+        for item in portal.state.entity_types[NPS].fields["UF_CRM_5_CRYO_SCORE"].items
+    }
+    laser = [i["UF_CRM_5_SCORE"] for i in items if i and i["CATEGORY_ID"] == 12]
+    cryo_scores = [cryo[i["UF_CRM_5_CRYO_SCORE"]] for i in items if i and i["CATEGORY_ID"] == 14]
+    assert 0 in laser + cryo_scores
+    assert all(0 <= score <= 10 for score in laser + cryo_scores)
+    cosmetics = [i for i in items if i and i["CATEGORY_ID"] == 10]
+    skipped = [
+        i for i in cosmetics if i["UF_CRM_5_SERUM_TESTED"] and i["UF_CRM_5_SERUM_SCORE"] is None
+    ]
+    assert skipped
+    assert any(i and i["UF_CRM_5_TO_SERVICE"] for i in items)
+    assert all(i and i["CONTACT_ID"] in portal.crm.records(3) for i in items)
+    events = portal.take_outbox()
+    assert len(events) == 300
+    assert {(e.event, e.handler_id) for e in events} == {("ONCRMDYNAMICITEMADD", handler_add.id)}
+    assert make_answers(portal, 0) == []
+
+
+def test_missing_yaml_keys_are_named(tmp_path: Path) -> None:
+    config = yaml.safe_load(CONFIG.read_text(encoding="utf-8"))
+    del config["survey"]["entity_type_id"]
+    path = tmp_path / "portal.yaml"
+    path.write_text(yaml.safe_dump(config), encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"survey\.entity_type_id"):
+        seed_demo(SandboxPortal(), path)
+    with pytest.raises(ConfigError, match="seed it first"):
+        make_answers(SandboxPortal(), 1)
+
+
+def test_state_file_round_trip(tmp_path: Path) -> None:
+    portal = SandboxPortal(secret="s3cret")
+    seed_demo(portal, CONFIG, contacts=10, seed=1)
+    portal.register_handler("http://ingest.local/hook")
+    make_answers(portal, 5, seed=1)
+    path = tmp_path / "state" / "portal.json"
+    save_portal(portal, path)
+    loaded = load_portal(path, application_token="new-token")
+    assert (loaded.secret, loaded.application_token) == ("s3cret", "new-token")
+    assert loaded.state == portal.state
+    status, body = loaded.call("crm.item.get", {"entityTypeId": NPS, "id": 5})
+    assert status == 200
+    assert body["result"]["item"]["id"] == 5
+    assert (
+        loaded.call("crm.item.add", {"entityTypeId": NPS, "fields": {}})[1]["result"]["item"]["id"]
+        == 6
+    )
