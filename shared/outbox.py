@@ -14,6 +14,7 @@ import json
 from collections.abc import Sequence
 
 import asyncpg
+from asyncpg.pool import PoolConnectionProxy
 from faststream.rabbit import RabbitBroker
 
 from shared.events import Event
@@ -24,7 +25,7 @@ CHANNEL = "nps_outbox"
 log = get_logger(__name__)
 
 
-async def enqueue(conn: asyncpg.Connection, events: Sequence[Event]) -> None:
+async def enqueue(conn: asyncpg.Connection | PoolConnectionProxy, events: Sequence[Event]) -> None:
     """Add `events` to the outbox inside the caller's transaction (duplicates are ignored)."""
     if not events:
         return
@@ -36,7 +37,9 @@ async def enqueue(conn: asyncpg.Connection, events: Sequence[Event]) -> None:
     await conn.execute(f"NOTIFY {CHANNEL}")
 
 
-async def claim(conn: asyncpg.Connection, consumer: str, message_id: str) -> bool:
+async def claim(
+    conn: asyncpg.Connection | PoolConnectionProxy, consumer: str, message_id: str
+) -> bool:
     """Record that `consumer` handles `message_id`; False when it already did (a redelivery)."""
     row = await conn.fetchval(
         """INSERT INTO processed_messages (consumer, message_id) VALUES ($1, $2::uuid)

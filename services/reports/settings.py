@@ -1,0 +1,22 @@
+"""Settings of the reports app, from the environment (and `.env`): `REPORTS_HOST`, `REPORTS_PORT`,
+`REPORTS_TOKEN` (when set, every `/api/*` request needs `Authorization: Bearer <token>`)."""
+
+from __future__ import annotations
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class ReportsSettings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="REPORTS_", env_file=".env", env_file_encoding="utf-8", extra="ignore"
+    )
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8001, ge=1, le=65535)
+    token: SecretStr | None = None
+
+    @field_validator("token", mode="before")
+    @classmethod
+    def _blank_is_unset(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value

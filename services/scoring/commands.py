@@ -1,0 +1,143 @@
+"""`nps report`: NPS by product, segment, responsible manager or period, as a table or JSON."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from datetime import date, datetime
+from typing import Annotated, Any
+
+import asyncpg
+import typer
+from pydantic import ValidationError
+
+from services.scoring.periods import PERIODS
+from services.scoring.report import GROUPINGS, ReportQuery, ReportRow, run_report
+from shared.settings import get_settings
+
+_METRICS = ("nps", "promoters", "passives", "detractors", "answers", "avg_score")
+_KEY_COLUMNS: dict[str, tuple[str, ...]] = {
+    "product": ("sku", "name"),
+    "segment": ("segment", "kind"),
+    "manager": ("manager_id",),
+    "period": (),
+}
+_DATE_FORMATS = ["%Y-%m-%d"]
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.1f}" if value == round(value, 1) else f"{value:.2f}"
+    return str(value)
+
+
+def render_table(rows: list[dict[str, Any]], by: str) -> str:
+    """A plain-text table of report rows (`-` where there is no value)."""
+    if not rows:
+        return "no answers match"
+    columns = list(_KEY_COLUMNS[by])
+    if "period" in rows[0]:
+        columns.append("period")
+    columns.extend(_METRICS)
+    if any(row.get("note") for row in rows):
+        columns.append("note")
+    table = [columns, *[[_cell(row.get(column)) for column in columns] for row in rows]]
+    widths = [max(len(line[i]) for line in table) for i in range(len(columns))]
+    numeric = set(_METRICS) | {"manager_id"}
+    lines = [
+        "  ".join(
+            text.rjust(width) if columns[i] in numeric else text.ljust(width)
+            for i, (text, width) in enumerate(zip(line, widths, strict=True))
+        ).rstrip()
+        for line in table
+    ]
+    lines.insert(1, "  ".join("-" * width for width in widths))
+    return "\n".join(lines)
+
+
+async def _fetch(query: ReportQuery) -> list[ReportRow]:
+    dsn = get_settings().database_url.get_secret_value()
+    try:
+        conn = await asyncpg.connect(dsn, timeout=10)
+    except (OSError, asyncpg.PostgresError) as exc:
+        raise typer.BadParameter(
+            f"cannot reach PostgreSQL ({type(exc).__name__}: {exc}); see DATABASE_URL,"
+            " and run `nps migrate` first"
+        ) from None
+    try:
+        return await run_report(conn, query)
+    finally:
+        await conn.close()
+
+
+def _day(value: datetime | None) -> date | None:
+    return value.date() if value is not None else None
+
+
+def report(
+    *,
+    by: Annotated[
+        str, typer.Option("--by", help=f"group rows by: {', '.join(GROUPINGS)}")
+    ] = "product",
+    period: Annotated[
+        str | None,
+        typer.Option(
+            "--period",
+            help=f"split rows by period: {', '.join(PERIODS)} (range = one row for --from/--to);"
+            " with --by period the default is month, or range when --from/--to is given",
+        ),
+    ] = None,
+    date_from: Annotated[
+        datetime | None,
+        typer.Option("--from", formats=_DATE_FORMATS, help="first day included (YYYY-MM-DD)"),
+    ] = None,
+    date_to: Annotated[
+        datetime | None,
+        typer.Option("--to", formats=_DATE_FORMATS, help="last day included (YYYY-MM-DD)"),
+    ] = None,
+    segment: Annotated[
+        str | None, typer.Option("--segment", help="segment: category id or name")
+    ] = None,
+    product: Annotated[str | None, typer.Option("--product", help="product sku")] = None,
+    manager: Annotated[
+        int | None, typer.Option("--manager", help="responsible manager's user id")
+    ] = None,
+    portal: Annotated[
+        str | None, typer.Option("--portal", help="portal key (member_id or domain)")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print a JSON list of rows")] = False,
+) -> None:
+    """NPS, promoters/passives/detractors, answers and average score, grouped and filtered.
+
+    Cosmetics segments get no segment-wide NPS (see `--by product`); days are the portal's days.
+    """
+    try:
+        query = ReportQuery.model_validate(
+            {
+                "by": by,
+                "period": period,
+                "date_from": _day(date_from),
+                "date_to": _day(date_to),
+                "segment": segment,
+                "product": product,
+                "manager": manager,
+                "portal": portal,
+            }
+        )
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or 'options'}: {err['msg']}"
+            for err in exc.errors(include_url=False)
+        )
+        raise typer.BadParameter(problems.replace("date_", "--")) from None
+    rows = [row.as_dict() for row in asyncio.run(_fetch(query))]
+    if as_json:
+        typer.echo(json.dumps(rows, indent=2, ensure_ascii=False))
+    else:
+        typer.echo(render_table(rows, query.by))
+
+
+def register(app: typer.Typer) -> None:
+    app.command("report")(report)

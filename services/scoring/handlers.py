@@ -1,0 +1,51 @@
+"""The `form.submitted` handler: one transaction claims, locks the item, stores, enqueues."""
+
+from __future__ import annotations
+
+import asyncpg
+
+from services.scoring import store
+from services.scoring.answers import SubmissionError, reconcile
+from shared.events import FormSubmitted
+from shared.logging import get_logger
+from shared.messaging import PermanentError
+from shared.outbox import claim, enqueue
+
+CONSUMER = "scoring"
+
+log = get_logger(__name__)
+
+
+async def score_submission(pool: asyncpg.Pool, submission: FormSubmitted) -> None:
+    """Store the answers of `submission` and publish one `nps.scored` per changed scored answer.
+
+    A redelivery (already claimed) or an older version of the item than the stored one changes
+    nothing. An off-scale score is a `PermanentError` (dead-lettered), and nothing is stored.
+    """
+    async with pool.acquire() as conn, conn.transaction():
+        if not await claim(conn, CONSUMER, str(submission.event_id)):
+            log.info("submission_duplicate", item_id=submission.item_id)
+            return
+        if not await store.advance_item(conn, submission):
+            log.info(
+                "submission_outdated",
+                item_id=submission.item_id,
+                updated_at=submission.updated_at.isoformat(),
+            )
+            return
+        previous = await store.load_answers(conn, submission.portal.key, submission.item_id)
+        try:
+            change = reconcile(submission, previous)
+        except SubmissionError as exc:
+            raise PermanentError(str(exc)) from None
+        await store.remember_names(conn, submission)
+        await store.save_answers(conn, change.rows)
+        await store.apply_rollup(conn, change.rollup)
+        await enqueue(conn, change.events)
+    log.info(
+        "submission_scored",
+        item_id=submission.item_id,
+        answers=len(submission.answers),
+        published=len(change.events),
+        superseded=bool(previous),
+    )

@@ -1,0 +1,350 @@
+"""NPS reports (DESIGN §1): grouped by product, segment, responsible manager or period, filtered by
+segment, product, manager, portal and date range, optionally split by period (the trend).
+
+Reports read the smallest table that can answer them (migration 0200):
+- no manager in the report (neither grouped nor filtered): the rollup `scoring_daily`, one row per
+  portal, segment, product and day, whatever the number of answers;
+- a manager report over whole months (no day/week split, range bounds on month boundaries): the
+  rollup `scoring_manager_monthly` (per portal, segment, product, manager and month);
+- any other manager report: the current scored answers through covering indexes.
+WHERE clauses are assembled from a fixed set of conditions; every value is a `$n` parameter.
+Queries run in a read-only transaction with JIT compilation off (it costs more than it saves here).
+
+Rules from the customer: cosmetics segments get no segment-wide NPS (a different number of
+products per answer makes it meaningless): in a segment report their `nps` and `avg_score` are
+null with a `note`, and the per-product report gives their NPS. Equipment rows carry the average
+score (sum of scores / number of answers).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date, timedelta
+from typing import Any, Literal, get_args
+
+import asyncpg
+from asyncpg.pool import PoolConnectionProxy
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from services.scoring.answers import NO_MANAGER
+from services.scoring.nps import NpsAggregate
+from services.scoring.periods import (
+    Granularity,
+    Period,
+    bucket_end,
+    buckets,
+    label,
+    next_bucket,
+)
+
+GroupBy = Literal["product", "segment", "manager", "period"]
+GROUPINGS: tuple[GroupBy, ...] = get_args(GroupBy)
+COSMETICS_NOTE = "cosmetics: no segment-wide NPS (answers hold several products); see by product"
+
+Conn = asyncpg.Connection | PoolConnectionProxy
+
+
+@dataclass(frozen=True)
+class _Source:
+    """Where a report's sums come from (fixed SQL fragments; the table is aliased `d`)."""
+
+    table: str
+    day: str
+    manager: str
+    sums: str
+    scope: str | None = None
+
+
+_ROLLUP_SUMS = (
+    "sum(d.promoters)::bigint AS promoters, sum(d.passives)::bigint AS passives,"
+    " sum(d.detractors)::bigint AS detractors, sum(d.score_sum)::bigint AS score_sum"
+)
+_DAILY = _Source("scoring_daily", "d.day", "NULL", _ROLLUP_SUMS)
+_MANAGER_MONTHLY = _Source("scoring_manager_monthly", "d.month", "d.responsible_id", _ROLLUP_SUMS)
+_ANSWERS = _Source(
+    "scoring_answers",
+    "d.day",
+    f"coalesce(d.responsible_id, {NO_MANAGER})",
+    "count(*) FILTER (WHERE d.category = 'promoter') AS promoters,"
+    " count(*) FILTER (WHERE d.category = 'passive') AS passives,"
+    " count(*) FILTER (WHERE d.category = 'detractor') AS detractors,"
+    " sum(d.score)::bigint AS score_sum",
+    scope="d.is_current AND d.score IS NOT NULL",
+)
+
+
+class ReportQuery(BaseModel):
+    """What to report: the grouping, the period split and the filters (all optional)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    by: GroupBy = "product"
+    period: Period | None = None
+    """Split rows by this period (the trend). For `by=period` it defaults to `range` when a date
+    bound is given (one row for the custom range) and to `month` otherwise."""
+    date_from: date | None = None
+    date_to: date | None = None
+    segment: str | None = Field(default=None, min_length=1)
+    """A segment's category id (digits) or its name (case-insensitive)."""
+    product: str | None = Field(default=None, min_length=1)
+    manager: int | None = Field(default=None, ge=1)
+    portal: str | None = Field(default=None, min_length=1)
+
+    @model_validator(mode="after")
+    def _range_in_order(self) -> ReportQuery:
+        if self.date_from and self.date_to and self.date_from > self.date_to:
+            raise ValueError(
+                f"from ({self.date_from}) is after to ({self.date_to}); expected from <= to"
+            )
+        return self
+
+    @property
+    def effective_period(self) -> Period | None:
+        if self.by != "period" or self.period is not None:
+            return self.period
+        return "range" if self.date_from or self.date_to else "month"
+
+
+@dataclass(frozen=True)
+class ReportRow:
+    """One row: its group keys (in display order), its counts, and why NPS is withheld if it is."""
+
+    keys: dict[str, Any]
+    stats: NpsAggregate
+    note: str | None = None
+
+    @property
+    def nps(self) -> float | None:
+        return None if self.note else self.stats.nps
+
+    @property
+    def avg_score(self) -> float | None:
+        return None if self.note else self.stats.avg_score
+
+    def as_dict(self) -> dict[str, Any]:
+        row: dict[str, Any] = {
+            **self.keys,
+            "nps": self.nps,
+            "promoters": self.stats.promoters,
+            "passives": self.stats.passives,
+            "detractors": self.stats.detractors,
+            "answers": self.stats.answers,
+            "avg_score": self.avg_score,
+        }
+        if "category_id" in self.keys:
+            row["note"] = self.note
+        return row
+
+
+@dataclass(frozen=True)
+class _Part:
+    """One query of a report: a source and the days it covers (None = open)."""
+
+    source: _Source
+    start: date | None
+    end: date | None
+
+
+def _parts(query: ReportQuery) -> list[_Part]:
+    """The smallest tables that together answer `query`, each over its share of the days.
+
+    A manager report that needs no finer grain than months but has bounds inside a month reads
+    the whole months from the monthly rollup and only the partial months at either end from the
+    answers.
+    """
+    start, end = query.date_from, query.date_to
+    if query.by != "manager" and query.manager is None:
+        return [_Part(_DAILY, start, end)]
+    if query.effective_period in {"day", "week"}:
+        return [_Part(_ANSWERS, start, end)]
+    months_from = start if start is None or start.day == 1 else next_bucket(start, "month")
+    months_to = (
+        end
+        if end is None or end == bucket_end(end, "month")
+        else end.replace(day=1) - timedelta(days=1)
+    )
+    if months_from is not None and months_to is not None and months_from > months_to:
+        return [_Part(_ANSWERS, start, end)]
+    parts = [_Part(_MANAGER_MONTHLY, months_from, months_to)]
+    if start is not None and months_from is not None and start < months_from:
+        parts.append(_Part(_ANSWERS, start, months_from - timedelta(days=1)))
+    if end is not None and months_to is not None and end > months_to:
+        parts.append(_Part(_ANSWERS, months_to + timedelta(days=1), end))
+    return parts
+
+
+def _sql(query: ReportQuery, part: _Part) -> tuple[str, list[Any]]:
+    source = part.source
+    conditions = [source.scope] if source.scope else []
+    params: list[Any] = []
+
+    def add(template: str, value: Any) -> None:
+        params.append(value)
+        conditions.append(template.format(f"${len(params)}"))
+
+    if query.portal is not None:
+        add("d.portal = {}", query.portal)
+    if query.segment is not None:
+        if query.segment.isdigit():
+            add("d.category_id = {}::int", int(query.segment))
+        else:
+            add(
+                "(d.portal, d.category_id) IN (SELECT s.portal, s.category_id"
+                " FROM scoring_segments s WHERE lower(s.name) = lower({}))",
+                query.segment,
+            )
+    if query.product is not None:
+        add("d.sku = {}", query.product)
+    if query.manager is not None:
+        add("d.responsible_id = {}::bigint", query.manager)
+    if part.start is not None:
+        add(f"{source.day} >= {{}}::date", part.start)
+    if part.end is not None:
+        add(f"{source.day} <= {{}}::date", part.end)
+
+    group_column = {
+        "product": "d.sku",
+        "segment": "d.category_id",
+        "manager": source.manager,
+        "period": None,
+    }[query.by]
+    select = [f"{group_column} AS grp" if group_column else "NULL AS grp"]
+    group_by = ["grp"] if group_column else []
+    unit = query.effective_period
+    if unit is not None and unit != "range":
+        params.append(unit)
+        select.append(f"date_trunc(${len(params)}, {source.day}::timestamp)::date AS bucket")
+        group_by.append("bucket")
+    else:
+        select.append("NULL::date AS bucket")
+    sql = (
+        f"SELECT {', '.join(select)}, {source.sums}"  # noqa: S608 - fixed fragments, values are $n
+        f" FROM {source.table} d"
+    )
+    if conditions:
+        sql += " WHERE " + " AND ".join(conditions)
+    if group_by:
+        sql += f" GROUP BY {', '.join(group_by)}"
+    return sql, params
+
+
+async def _names(conn: Conn, query: ReportQuery) -> dict[Any, tuple[str, str | None]]:
+    """Display names of the grouped products or segments (and each segment's kind)."""
+    portal_filter = " WHERE portal = $1" if query.portal is not None else ""
+    params = [query.portal] if query.portal is not None else []
+    if query.by == "product":
+        rows = await conn.fetch(
+            "SELECT DISTINCT ON (sku) sku, name FROM scoring_products"  # noqa: S608 - fixed text
+            f"{portal_filter} ORDER BY sku, portal",
+            *params,
+        )
+        return {row["sku"]: (row["name"], None) for row in rows}
+    if query.by == "segment":
+        rows = await conn.fetch(
+            "SELECT DISTINCT ON (category_id) category_id, name, kind"  # noqa: S608 - fixed text
+            f" FROM scoring_segments{portal_filter} ORDER BY category_id, portal",
+            *params,
+        )
+        return {row["category_id"]: (row["name"], row["kind"]) for row in rows}
+    return {}
+
+
+def _group_keys(
+    by: GroupBy, key: Any, names: dict[Any, tuple[str, str | None]]
+) -> tuple[dict[str, Any], str | None]:
+    if by == "product":
+        return {"sku": key, "name": names.get(key, (key, None))[0]}, None
+    if by == "segment":
+        name, kind = names.get(key, (str(key), None))
+        note = COSMETICS_NOTE if kind == "cosmetics" else None
+        return {"segment": name, "category_id": key, "kind": kind}, note
+    if by == "manager":
+        return {"manager_id": None if key == NO_MANAGER else key}, None
+    return {}, None
+
+
+def _period_keys(name: str, start: date, end: date) -> dict[str, Any]:
+    return {"period": name, "period_start": start.isoformat(), "period_end": end.isoformat()}
+
+
+def _range_keys(query: ReportQuery) -> dict[str, Any]:
+    """The custom range `from..to` (an open side left empty; `all` when both are open)."""
+    start, end = query.date_from, query.date_to
+    name = f"{start or ''}..{end or ''}" if start or end else "all"
+    return {
+        "period": name,
+        "period_start": start.isoformat() if start else None,
+        "period_end": end.isoformat() if end else None,
+    }
+
+
+def _sort_key(by: GroupBy, key: Any) -> tuple[int, Any]:
+    if by == "manager":
+        return (1, 0) if key == NO_MANAGER else (0, key)
+    return (0, key if key is not None else 0)
+
+
+async def run_report(conn: Conn, query: ReportQuery) -> list[ReportRow]:
+    """The rows of `query`, ordered by group key, then period."""
+    async with conn.transaction(readonly=True):
+        await conn.execute("SET LOCAL jit = off")
+        fetched = []
+        for part in _parts(query):
+            sql, params = _sql(query, part)
+            fetched.extend(await conn.fetch(sql, *params))
+        names = await _names(conn, query)
+    unit = query.effective_period
+    cells: dict[tuple[Any, date | None], NpsAggregate] = {}
+    for record in fetched:
+        stats = NpsAggregate(
+            promoters=record["promoters"] or 0,
+            passives=record["passives"] or 0,
+            detractors=record["detractors"] or 0,
+            score_sum=record["score_sum"] or 0,
+        )
+        if stats.answers:
+            # Cells emptied by superseded or retracted answers hold no answers: left out.
+            key = (record["grp"], record["bucket"])
+            cells[key] = cells.get(key, NpsAggregate()) + stats
+    groups = sorted({key for key, _ in cells}, key=lambda k: _sort_key(query.by, k))
+    if query.by == "period" and not groups:
+        groups = [None]
+    rows: list[ReportRow] = []
+    for group in groups:
+        keys, note = _group_keys(query.by, group, names)
+        if unit is None:
+            if (group, None) in cells:
+                rows.append(ReportRow(keys, cells[(group, None)], note))
+            continue
+        if unit == "range":
+            if cells or query.date_from or query.date_to:
+                stats = cells.get((group, None), NpsAggregate())
+                rows.append(ReportRow({**keys, **_range_keys(query)}, stats, note))
+            continue
+        rows.extend(_trend(query, unit, cells, group=group, keys=keys, note=note))
+    return rows
+
+
+def _trend(
+    query: ReportQuery,
+    unit: Granularity,
+    cells: dict[tuple[Any, date | None], NpsAggregate],
+    *,
+    group: Any,
+    keys: dict[str, Any],
+    note: str | None,
+) -> list[ReportRow]:
+    """One row per period from the first to the last (the date bounds when given), gaps as zeros."""
+    starts = [bucket for _, bucket in cells if bucket is not None]
+    first = query.date_from or min(starts, default=None)
+    last = query.date_to or max(starts, default=None)
+    if first is None or last is None:
+        return []
+    rows: list[ReportRow] = []
+    for start in buckets(first, last, unit):
+        shown_from = max(start, query.date_from) if query.date_from else start
+        end = bucket_end(start, unit)
+        shown_to = min(end, query.date_to) if query.date_to else end
+        period = _period_keys(label(start, unit), shown_from, shown_to)
+        rows.append(ReportRow({**keys, **period}, cells.get((group, start), NpsAggregate()), note))
+    return rows

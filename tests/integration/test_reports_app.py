@@ -1,0 +1,160 @@
+"""The reports app over HTTP on the real PostgreSQL: same rows as `run_report`, bearer token."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import asyncpg
+import httpx
+import pytest
+
+from services.reports.app import create_app
+from services.reports.settings import ReportsSettings
+from services.scoring.handlers import score_submission
+from services.scoring.report import ReportQuery, run_report
+from tests.unit.test_scoring_answers import make_submission
+
+TOKEN = "s3cret-reports-token"
+
+
+@pytest.fixture(scope="module")
+async def portal(pool: asyncpg.Pool) -> str:
+    member = f"m-http-{uuid.uuid4().hex[:10]}"
+    answers = [
+        ("SERUM", 10, "2024-05-02T10:00:00+03:00"),
+        ("SERUM", 3, "2024-05-20T10:00:00+03:00"),
+        ("CREAM", 8, "2024-06-01T10:00:00+03:00"),
+    ]
+    for item, (sku, score, at) in enumerate(answers, 1):
+        await score_submission(
+            pool, make_submission((sku, score), item_id=item, member_id=member, submitted_at=at)
+        )
+    return member
+
+
+@asynccontextmanager
+async def client(pg_dsn: str, token: str | None) -> AsyncIterator[httpx.AsyncClient]:
+    """The app with its real lifespan (its own pool), called in-process."""
+    app = create_app(pg_dsn, token)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://reports") as http:
+            yield http
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+async def expected(pool: asyncpg.Pool, **query: Any) -> list[dict[str, Any]]:
+    async with pool.acquire() as conn:
+        return [row.as_dict() for row in await run_report(conn, ReportQuery(**query))]
+
+
+async def test_report_rows_match_the_cli_report(
+    pg_dsn: str, pool: asyncpg.Pool, portal: str
+) -> None:
+    async with client(pg_dsn, None) as http:
+        products = await http.get("/api/report", params={"by": "product", "portal": portal})
+        trend = await http.get(
+            "/api/report",
+            params={"by": "product", "period": "month", "portal": portal, "product": "SERUM"},
+        )
+        ranged = await http.get(
+            "/api/report",
+            params={"by": "period", "from": "2024-05-01", "to": "2024-05-31", "portal": portal},
+        )
+    assert products.status_code == 200
+    assert products.json() == [
+        {
+            "sku": "CREAM",
+            "name": "cream",
+            "nps": 0.0,
+            "promoters": 0,
+            "passives": 1,
+            "detractors": 0,
+            "answers": 1,
+            "avg_score": 8.0,
+        },
+        {
+            "sku": "SERUM",
+            "name": "serum",
+            "nps": 0.0,
+            "promoters": 1,
+            "passives": 0,
+            "detractors": 1,
+            "answers": 2,
+            "avg_score": 6.5,
+        },
+    ]
+    assert products.json() == await expected(pool, by="product", portal=portal)
+    assert [(row["period"], row["answers"], row["nps"]) for row in trend.json()] == [
+        ("2024-05", 2, 0.0)
+    ]
+    assert trend.json() == await expected(
+        pool, by="product", period="month", portal=portal, product="SERUM"
+    )
+    assert [(row["period"], row["nps"]) for row in ranged.json()] == [
+        ("2024-05-01..2024-05-31", 0.0)
+    ]
+
+
+async def test_token_is_required_when_configured(pg_dsn: str, portal: str) -> None:
+    params = {"by": "segment", "portal": portal}
+    async with client(pg_dsn, TOKEN) as http:
+        missing = await http.get("/api/report", params=params)
+        wrong = await http.get("/api/report", params=params, headers=bearer("nope"))
+        basic = await http.get(
+            "/api/report", params=params, headers={"Authorization": f"Basic {TOKEN}"}
+        )
+        right = await http.get("/api/report", params=params, headers=bearer(TOKEN))
+        health = await http.get("/healthz")
+    for response in (missing, wrong, basic):
+        assert response.status_code == 401
+        assert response.headers["www-authenticate"] == "Bearer"
+        assert "bearer token" in response.json()["detail"]
+    assert right.status_code == 200
+    assert [row["segment"] for row in right.json()] == ["Cosmetics"]
+    assert right.json()[0]["nps"] is None
+    assert health.json() == {"status": "ok"}
+
+
+@pytest.mark.parametrize(
+    ("params", "field", "problem"),
+    [
+        ({"from": "2024-06-01", "to": "2024-05-01"}, "query", "from (2024-06-01) is after to"),
+        ({"by": "colour"}, "by", "product"),
+        ({"period": "fortnight"}, "period", "week"),
+        ({"from": "yesterday"}, "from", "date"),
+        ({"manager": "0"}, "manager", "greater than or equal to 1"),
+    ],
+)
+async def test_bad_parameters_are_named(
+    pg_dsn: str, params: dict[str, str], field: str, problem: str
+) -> None:
+    async with client(pg_dsn, None) as http:
+        response = await http.get("/api/report", params=params)
+    assert response.status_code == 422
+    details = response.json()["detail"]
+    text = str(details)
+    assert field in text
+    assert problem in text
+
+
+def test_settings_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("REPORTS_HOST", "0.0.0.0")
+    monkeypatch.setenv("REPORTS_PORT", "9001")
+    monkeypatch.setenv("REPORTS_TOKEN", TOKEN)
+    configured = ReportsSettings(_env_file=None)
+    assert (configured.host, configured.port) == ("0.0.0.0", 9001)
+    assert configured.token is not None
+    assert configured.token.get_secret_value() == TOKEN
+    assert TOKEN not in repr(configured)
+    monkeypatch.setenv("REPORTS_TOKEN", " ")
+    monkeypatch.delenv("REPORTS_HOST")
+    monkeypatch.delenv("REPORTS_PORT")
+    defaults = ReportsSettings(_env_file=None)
+    assert (defaults.host, defaults.port, defaults.token) == ("127.0.0.1", 8001, None)

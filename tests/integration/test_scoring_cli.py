@@ -1,0 +1,115 @@
+"""`nps report` against the real PostgreSQL: JSON rows, the table, and errors naming the option."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterator
+
+import asyncpg
+import pytest
+from typer.testing import CliRunner
+
+from services.cli import app
+from services.scoring.handlers import score_submission
+from shared.settings import get_settings
+from tests.unit.test_scoring_answers import make_submission
+
+
+@pytest.fixture(scope="module")
+async def portal(pool: asyncpg.Pool) -> str:
+    member = f"m-cli-{uuid.uuid4().hex[:10]}"
+    answers = [(5, "2024-05-02T10:00:00+03:00", 10), (7, "2024-08-20T10:00:00+03:00", 2)]
+    for item, (manager, at, score) in enumerate(answers, 1):
+        await score_submission(
+            pool,
+            make_submission(
+                ("EQ-LASER-A", score),
+                item_id=item,
+                member_id=member,
+                responsible_id=manager,
+                submitted_at=at,
+                kind="equipment",
+                category_id=12,
+                segment="Laser A",
+            ),
+        )
+    return member
+
+
+@pytest.fixture
+def cli(pg_dsn: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[CliRunner]:
+    monkeypatch.setenv("DATABASE_URL", pg_dsn)
+    get_settings.cache_clear()
+    yield CliRunner()
+    get_settings.cache_clear()
+
+
+def test_json_rows_by_manager(cli: CliRunner, portal: str) -> None:
+    result = cli.invoke(app, ["report", "--by", "manager", "--portal", portal, "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout) == [
+        {
+            "manager_id": 5,
+            "nps": 100.0,
+            "promoters": 1,
+            "passives": 0,
+            "detractors": 0,
+            "answers": 1,
+            "avg_score": 10.0,
+        },
+        {
+            "manager_id": 7,
+            "nps": -100.0,
+            "promoters": 0,
+            "passives": 0,
+            "detractors": 1,
+            "answers": 1,
+            "avg_score": 2.0,
+        },
+    ]
+
+
+def test_quarterly_trend_as_a_table(cli: CliRunner, portal: str) -> None:
+    result = cli.invoke(
+        app,
+        ["report", "--by", "period", "--period", "quarter", "--portal", portal, "--segment", "12"],
+    )
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert lines[0].split() == [
+        "period",
+        "nps",
+        "promoters",
+        "passives",
+        "detractors",
+        "answers",
+        "avg_score",
+    ]
+    assert [line.split() for line in lines[2:]] == [
+        ["2024-Q2", "100.0", "1", "0", "0", "1", "10.0"],
+        ["2024-Q3", "-100.0", "0", "0", "1", "1", "2.0"],
+    ]
+
+
+def test_custom_range(cli: CliRunner, portal: str) -> None:
+    bounds = ["--from", "2024-05-01", "--to", "2024-05-31"]
+    result = cli.invoke(app, ["report", "--by", "period", *bounds, "--portal", portal, "--json"])
+    assert result.exit_code == 0, result.output
+    [row] = json.loads(result.stdout)
+    assert (row["period"], row["nps"], row["answers"]) == ("2024-05-01..2024-05-31", 100.0, 1)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--from", "2024-06-01", "--to", "2024-05-01"], "from (2024-06-01) is after to"),
+        (["--by", "colour"], "by: Input should be 'product', 'segment', 'manager' or 'period'"),
+        (["--period", "fortnight"], "period: Input should be"),
+        (["--from", "01.05.2024"], "01.05.2024"),
+    ],
+)
+def test_bad_options_are_named(cli: CliRunner, args: list[str], message: str) -> None:
+    result = cli.invoke(app, ["report", *args])
+    assert result.exit_code == 2
+    assert message in " ".join(result.output.replace("│", " ").split())

@@ -1,0 +1,243 @@
+"""Scoring persistence on the real PostgreSQL: rows, outbox, redelivery, superseding, rollup."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from datetime import date, datetime
+from typing import Any
+
+import asyncpg
+import pytest
+
+from services.scoring import store
+from services.scoring.handlers import CONSUMER, score_submission
+from shared.messaging import PermanentError
+from tests.unit.test_scoring_answers import make_submission
+
+
+@pytest.fixture
+def member() -> str:
+    return f"m-{uuid.uuid4().hex[:12]}"
+
+
+async def answers(pool: asyncpg.Pool, portal: str) -> dict[str, dict[str, Any]]:
+    rows = await pool.fetch("SELECT * FROM scoring_answers WHERE portal = $1", portal)
+    return {row["sku"]: dict(row) for row in rows}
+
+
+async def outbox(pool: asyncpg.Pool, correlation_id: str) -> list[tuple[str, dict[str, Any]]]:
+    rows = await pool.fetch(
+        "SELECT routing_key, body FROM outbox WHERE correlation_id = $1 ORDER BY id",
+        correlation_id,
+    )
+    return [(row["routing_key"], json.loads(row["body"])) for row in rows]
+
+
+DAILY = """SELECT category_id, sku, day, promoters, passives, detractors, score_sum
+           FROM scoring_daily WHERE portal = $1"""
+MONTHLY = """SELECT category_id, sku, responsible_id, month, promoters, passives, detractors,
+                    score_sum FROM scoring_manager_monthly WHERE portal = $1"""
+
+
+async def cells(conn: Any, sql: str, portal: str) -> set[tuple[Any, ...]]:
+    """Rollup cells that hold answers (cells emptied by updates stay behind as zeros)."""
+    rows = await conn.fetch(sql, portal)
+    return {tuple(row) for row in rows if row["promoters"] or row["passives"] or row["detractors"]}
+
+
+async def rollup(pool: asyncpg.Pool, portal: str) -> set[tuple[Any, ...]]:
+    """The daily rollup of `portal`, after checking the manager-monthly one sums to the same."""
+    daily = await cells(pool, DAILY, portal)
+    monthly = await cells(pool, MONTHLY, portal)
+    per_month: dict[tuple[Any, ...], list[int]] = {}
+    for category_id, sku, _day, *counts in daily:
+        key = (category_id, sku, _day.replace(day=1))
+        per_month[key] = [
+            a + b for a, b in zip(per_month.get(key, [0, 0, 0, 0]), counts, strict=True)
+        ]
+    summed: dict[tuple[Any, ...], list[int]] = {}
+    for category_id, sku, _manager, month, *counts in monthly:
+        key = (category_id, sku, month)
+        summed[key] = [a + b for a, b in zip(summed.get(key, [0, 0, 0, 0]), counts, strict=True)]
+    assert summed == per_month
+    return daily
+
+
+async def test_answers_are_stored_with_everything_analytics_needs(
+    pool: asyncpg.Pool, member: str
+) -> None:
+    submission = make_submission(
+        ("SERUM", 10), ("CREAM", None), ("MASK", 0), member_id=member, item_id=11
+    )
+    await score_submission(pool, submission)
+
+    rows = await answers(pool, member)
+    assert set(rows) == {"SERUM", "CREAM", "MASK"}
+    serum = rows["SERUM"]
+    assert {k: v for k, v in serum.items() if k not in {"submitted_at", "updated_at"}} == {
+        "answer_id": f"{member}:11:SERUM",
+        "portal": member,
+        "entity_type_id": 1038,
+        "item_id": 11,
+        "category_id": 10,
+        "segment": "Cosmetics",
+        "kind": "cosmetics",
+        "sku": "SERUM",
+        "product_name": "serum",
+        "scale": "0-10",
+        "score": 10,
+        "category": "promoter",
+        "comment": "fine",
+        "service_request": False,
+        "contact_id": 501,
+        "responsible_id": 5,
+        "day": date(2024, 3, 5),
+        "is_current": True,
+        "revision": 1,
+        "source_event_id": submission.event_id,
+    }
+    assert serum["submitted_at"] == datetime.fromisoformat("2024-03-05T07:00:00+00:00")
+    assert (rows["CREAM"]["score"], rows["CREAM"]["category"]) == (None, None)
+    assert (rows["MASK"]["score"], rows["MASK"]["category"]) == (0, "detractor")
+
+    published = await outbox(pool, submission.correlation_id)
+    assert [key for key, _ in published] == [
+        "nps.scored.cosmetics.promoter",
+        "nps.scored.cosmetics.detractor",
+    ]
+    assert [body["answer"]["sku"] for _, body in published] == ["SERUM", "MASK"]
+    names = await pool.fetchrow(
+        "SELECT name, kind FROM scoring_segments WHERE portal = $1 AND category_id = 10", member
+    )
+    assert names is not None
+    assert tuple(names) == ("Cosmetics", "cosmetics")
+    products = await pool.fetch(
+        "SELECT sku, name FROM scoring_products WHERE portal = $1 ORDER BY sku", member
+    )
+    assert [tuple(row) for row in products] == [
+        ("CREAM", "cream"),
+        ("MASK", "mask"),
+        ("SERUM", "serum"),
+    ]
+    assert await rollup(pool, member) == {
+        (10, "MASK", date(2024, 3, 5), 0, 0, 1, 0),
+        (10, "SERUM", date(2024, 3, 5), 1, 0, 0, 10),
+    }
+    assert await cells(pool, MONTHLY, member) == {
+        (10, "MASK", 5, date(2024, 3, 1), 0, 0, 1, 0),
+        (10, "SERUM", 5, date(2024, 3, 1), 1, 0, 0, 10),
+    }
+
+
+async def test_redelivery_and_the_same_version_again_change_nothing(
+    pool: asyncpg.Pool, member: str
+) -> None:
+    submission = make_submission(("LASER", 4), member_id=member, kind="equipment")
+    await score_submission(pool, submission)
+    before = (await answers(pool, member), await outbox(pool, submission.correlation_id))
+
+    await score_submission(pool, submission)
+    swept = make_submission(("LASER", 9), member_id=member, kind="equipment")
+    assert swept.event_id != submission.event_id
+    await score_submission(pool, swept)
+
+    assert (await answers(pool, member), await outbox(pool, submission.correlation_id)) == before
+    assert await pool.fetchval(
+        "SELECT count(*) FROM processed_messages WHERE consumer = $1 AND message_id = $2",
+        CONSUMER,
+        submission.event_id,
+    )
+
+
+async def test_newer_version_supersedes_and_older_late_version_is_ignored(
+    pool: asyncpg.Pool, member: str
+) -> None:
+    v1 = make_submission(("SERUM", 10), ("CREAM", 6), ("MASK", 3), member_id=member)
+    v2 = make_submission(
+        ("SERUM", 10), ("MASK", 9), member_id=member, updated_at="2024-03-06T12:00:00+03:00"
+    )
+    late = make_submission(
+        ("SERUM", 0), ("PEEL", 2), member_id=member, updated_at="2024-03-05T11:00:00+03:00"
+    )
+    await score_submission(pool, v1)
+    await score_submission(pool, v2)
+    await score_submission(pool, late)
+
+    rows = await answers(pool, member)
+    assert {sku: (r["score"], r["is_current"], r["revision"]) for sku, r in rows.items()} == {
+        "SERUM": (10, True, 1),
+        "CREAM": (6, False, 2),
+        "MASK": (9, True, 2),
+    }
+    assert {r["source_event_id"] for r in rows.values()} == {v2.event_id}
+    published = await outbox(pool, v1.correlation_id)
+    assert [(key, body["answer"]["sku"]) for key, body in published] == [
+        ("nps.scored.cosmetics.promoter", "SERUM"),
+        ("nps.scored.cosmetics.detractor", "CREAM"),
+        ("nps.scored.cosmetics.detractor", "MASK"),
+        ("nps.scored.cosmetics.promoter", "MASK"),
+    ]
+    superseding = published[-1][1]
+    assert (
+        superseding["supersedes"],
+        superseding["previous_score"],
+        superseding["previous_category"],
+    ) == (True, 3, "detractor")
+    assert superseding["causation_id"] == str(v2.event_id)
+    assert await rollup(pool, member) == {
+        (10, "SERUM", date(2024, 3, 5), 1, 0, 0, 10),
+        (10, "MASK", date(2024, 3, 5), 1, 0, 0, 9),
+    }
+    stored_version = await pool.fetchval(
+        "SELECT updated_at FROM scoring_items WHERE portal = $1 AND item_id = 1", member
+    )
+    assert stored_version == v2.updated_at
+
+
+async def test_off_scale_score_is_permanent_and_stores_nothing(
+    pool: asyncpg.Pool, member: str
+) -> None:
+    submission = make_submission(("SERUM", 9), ("MASK", 12), member_id=member, item_id=77)
+    with pytest.raises(PermanentError, match="item 77, product MASK: score 12 rejected"):
+        await score_submission(pool, submission)
+    assert await answers(pool, member) == {}
+    assert await outbox(pool, submission.correlation_id) == []
+    assert not await pool.fetchval(
+        "SELECT count(*) FROM processed_messages WHERE message_id = $1", submission.event_id
+    )
+    assert not await pool.fetchval("SELECT count(*) FROM scoring_items WHERE portal = $1", member)
+
+
+async def test_rebuilt_rollup_equals_the_incrementally_maintained_one(
+    pool: asyncpg.Pool, member: str
+) -> None:
+    for item, scores in enumerate([(("A", 9), ("B", 2)), (("A", 7),), (("B", None),)], 1):
+        await score_submission(pool, make_submission(*scores, member_id=member, item_id=item))
+    await score_submission(
+        pool,
+        make_submission(
+            ("A", 10),
+            member_id=member,
+            item_id=1,
+            responsible_id=None,
+            updated_at="2024-04-01T00:00:00Z",
+        ),
+    )
+    daily = await rollup(pool, member)
+    monthly = await cells(pool, MONTHLY, member)
+    assert daily == {(10, "A", date(2024, 3, 5), 1, 1, 0, 17)}
+    assert monthly == {
+        (10, "A", 0, date(2024, 3, 1), 1, 0, 0, 10),
+        (10, "A", 5, date(2024, 3, 1), 0, 1, 0, 7),
+    }
+    async with pool.acquire() as conn:
+        transaction = conn.transaction()
+        await transaction.start()
+        try:
+            written = await store.rebuild_rollups(conn)
+            rebuilt = (await cells(conn, DAILY, member), await cells(conn, MONTHLY, member))
+        finally:
+            await transaction.rollback()
+    assert rebuilt == (daily, monthly)
+    assert written >= len(daily) + len(monthly)
