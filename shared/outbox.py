@@ -14,6 +14,7 @@ import json
 from collections.abc import Sequence
 
 import asyncpg
+from aiormq.exceptions import PublishError
 from asyncpg.pool import PoolConnectionProxy
 from faststream.rabbit import RabbitBroker
 
@@ -68,7 +69,8 @@ class OutboxRelay:
         async with self._pool.acquire() as conn, conn.transaction():
             rows = await conn.fetch(
                 """SELECT id, message_id, routing_key, correlation_id, body FROM outbox
-                   WHERE published_at IS NULL ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED""",
+                   WHERE published_at IS NULL AND next_attempt_at <= now()
+                   ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED""",
                 self._batch,
             )
             for row in rows:
@@ -80,6 +82,18 @@ class OutboxRelay:
                         message_id=str(row["message_id"]),
                         correlation_id=row["correlation_id"],
                     )
+                except PublishError as exc:
+                    # Returned by the broker: no queue takes this routing key. Only this row waits.
+                    await conn.execute(
+                        """UPDATE outbox SET attempts = attempts + 1, last_error = $2,
+                               next_attempt_at = now() + make_interval(
+                                   secs => least(600, 2 ^ least(attempts + 1, 10)))
+                           WHERE id = $1""",
+                        row["id"],
+                        f"unroutable: {exc}"[:1000],
+                    )
+                    log.error("outbox_unroutable", routing_key=row["routing_key"], error=str(exc))
+                    continue
                 except Exception as exc:
                     await conn.execute(
                         "UPDATE outbox SET attempts = attempts + 1, last_error = $2 WHERE id = $1",
