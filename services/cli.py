@@ -22,6 +22,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import typer
 
+from services.reports.settings import ReportsSettings
 from shared.logging import configure_logging
 from shared.settings import SANDBOX_APP_TOKEN, SANDBOX_SECRET, Settings, get_settings
 
@@ -116,6 +117,10 @@ def _plan(settings: Settings) -> list[Process]:
                 f"http://{settings.health_host}:{port}/readyz",
             )
         )
+    reports = ReportsSettings()
+    plan.append(
+        Process("reports", [*base, "run", "reports"], {}, f"http://{reports.host}:{reports.port}/")
+    )
     return plan
 
 
