@@ -237,11 +237,23 @@ def config_check(
     path: Annotated[
         Path | None, typer.Argument(help="portal YAML (default: NPS_CONFIG)", show_default=False)
     ] = None,
+    portal: Annotated[
+        bool,
+        typer.Option(
+            "--portal",
+            help="also check the fields on the portal (implied when BITRIX24_WEBHOOK_URL is set;"
+            " without it, the local sandbox portal is checked)",
+        ),
+    ] = False,
 ) -> None:
-    """Validate the portal YAML; names every bad key and what was expected."""
+    """Validate the portal YAML; names every bad key and what was expected.
+
+    With a portal, also checks that every configured field exists there with a fitting type.
+    """
     from shared.portal_config import ConfigError, load_portal_config
 
-    target = path or get_settings().nps_config
+    settings = get_settings()
+    target = path or settings.nps_config
     try:
         config = load_portal_config(target)
     except ConfigError as exc:
@@ -249,6 +261,16 @@ def config_check(
         raise typer.Exit(code=1) from None
     segments = ", ".join(f"{s.category_id} ({s.kind})" for s in config.survey.segments)
     typer.echo(f"{target}: OK — smart process {config.survey.entity_type_id}, segments {segments}")
+    if not (portal or settings.bitrix24_webhook_url is not None):
+        return
+    from shared.bitrix24.verify import check_configured_portal
+
+    problems = asyncio.run(check_configured_portal(settings, config))
+    for problem in problems:
+        typer.echo(problem, err=True)
+    if problems:
+        raise typer.Exit(code=1)
+    typer.echo("portal: every configured field exists and its type fits")
 
 
 def _register_service_commands() -> None:

@@ -1,0 +1,244 @@
+"""`nps config check --portal`: does every field the portal YAML names exist, with a fitting type?
+
+The NPS smart process's fields come from `crm.item.fields` (with `useOriginalUfNames=Y`, the
+names the YAML uses); the contact's from `crm.contact.fields` and `crm.contact.userfield.list`
+(the latter gives user fields' exact `USER_TYPE_ID` and `MULTIPLE`). What fits:
+
+- survey score fields: numeric (`integer`, `double`) or an enumeration (list) field;
+- "tested" flags and the service-request flag: `boolean`;
+- contact score fields: numeric, enumeration, or `string` (legacy fields kept by hand as text);
+  single-valued;
+- contact date fields: `date`, `datetime` or `string`; single-valued;
+- contact history fields: a multiple `string` field (it is appended to, never rewritten);
+- the contact, responsible and comment fields of the item: present.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+from shared.bitrix24.budget import MemoryRateBudget
+from shared.bitrix24.client import Bitrix24Client, Command
+from shared.bitrix24.errors import Bitrix24Error
+from shared.portal_config import CosmeticsSegment, PortalConfig
+from shared.settings import Settings
+
+NUMERIC = frozenset({"integer", "double"})
+SCORE_TYPES = NUMERIC | {"enumeration"}
+CONTACT_SCORE_TYPES = SCORE_TYPES | {"string"}
+DATE_TYPES = frozenset({"date", "datetime", "string"})
+FLAG_TYPES = frozenset({"boolean"})
+HISTORY_TYPES = frozenset({"string"})
+
+
+@dataclass(frozen=True)
+class FieldInfo:
+    type: str
+    multiple: bool
+
+
+@dataclass(frozen=True)
+class _Rule:
+    path: str
+    name: str
+    types: frozenset[str] | None = None
+    multiple: bool | None = None
+    wanted: str = ""
+
+
+def item_fields(result: Any) -> dict[str, FieldInfo]:
+    """`crm.item.fields`' `result`, by the field's name and, for user fields, its UPPER name."""
+    fields = result.get("fields") if isinstance(result, Mapping) else None
+    found: dict[str, FieldInfo] = {}
+    for name, spec in (fields or {}).items():
+        if not isinstance(spec, Mapping):
+            continue
+        info = FieldInfo(str(spec.get("type") or ""), bool(spec.get("isMultiple")))
+        found[str(name)] = info
+        upper = spec.get("upperName")
+        if isinstance(upper, str) and upper.startswith("UF_"):
+            found.setdefault(upper, info)
+    return found
+
+
+def contact_fields(fields_result: Any, userfields_result: Any) -> dict[str, FieldInfo]:
+    """`crm.contact.fields` merged with `crm.contact.userfield.list` (which wins for UFs)."""
+    found: dict[str, FieldInfo] = {}
+    if isinstance(fields_result, Mapping):
+        for name, spec in fields_result.items():
+            if isinstance(spec, Mapping):
+                found[str(name)] = FieldInfo(
+                    str(spec.get("type") or ""), bool(spec.get("isMultiple"))
+                )
+    for entry in userfields_result if isinstance(userfields_result, list) else []:
+        if isinstance(entry, Mapping) and entry.get("FIELD_NAME"):
+            found[str(entry["FIELD_NAME"])] = FieldInfo(
+                str(entry.get("USER_TYPE_ID") or ""), str(entry.get("MULTIPLE")).upper() == "Y"
+            )
+    return found
+
+
+def _item_rules(config: PortalConfig) -> list[_Rule]:
+    survey = config.survey
+    rules = [
+        _Rule("survey.fields.contact", survey.fields.contact),
+        _Rule("survey.fields.responsible", survey.fields.responsible),
+    ]
+    if survey.fields.comment:
+        rules.append(_Rule("survey.fields.comment", survey.fields.comment))
+    if survey.fields.service_request:
+        rules.append(
+            _Rule(
+                "survey.fields.service_request",
+                survey.fields.service_request,
+                FLAG_TYPES,
+                wanted="a boolean field",
+            )
+        )
+    score = "a numeric (integer, double) or enumeration field"
+    for index, segment in enumerate(survey.segments):
+        where = f"survey.segments[{index}]"
+        if isinstance(segment, CosmeticsSegment):
+            for number, product in enumerate(segment.products):
+                at = f"{where}.products[{number}]"
+                rules.append(
+                    _Rule(
+                        f"{at}.tested_field",
+                        product.tested_field,
+                        FLAG_TYPES,
+                        wanted="a boolean field",
+                    )
+                )
+                rules.append(
+                    _Rule(f"{at}.score_field", product.score_field, SCORE_TYPES, wanted=score)
+                )
+        else:
+            rules.append(
+                _Rule(f"{where}.score_field", segment.score_field, SCORE_TYPES, wanted=score)
+            )
+    return rules
+
+
+def _contact_rules(config: PortalConfig) -> list[_Rule]:
+    rules: list[_Rule] = []
+    for index, segment in enumerate(config.survey.segments):
+        if isinstance(segment, CosmeticsSegment) or segment.contact_fields is None:
+            continue
+        owned = segment.contact_fields
+        where = f"survey.segments[{index}].contact_fields"
+        rules.append(
+            _Rule(
+                f"{where}.score",
+                owned.score,
+                CONTACT_SCORE_TYPES,
+                multiple=False,
+                wanted="a single numeric, enumeration or string field",
+            )
+        )
+        if owned.date:
+            rules.append(
+                _Rule(
+                    f"{where}.date",
+                    owned.date,
+                    DATE_TYPES,
+                    multiple=False,
+                    wanted="a single date, datetime or string field",
+                )
+            )
+        if owned.history:
+            rules.append(
+                _Rule(
+                    f"{where}.history",
+                    owned.history,
+                    HISTORY_TYPES,
+                    multiple=True,
+                    wanted="a multiple string field",
+                )
+            )
+    return rules
+
+
+def _check(rules: Sequence[_Rule], fields: Mapping[str, FieldInfo], source: str) -> list[str]:
+    problems: list[str] = []
+    for rule in rules:
+        info = fields.get(rule.name)
+        if info is None:
+            problems.append(f"{rule.path}: {rule.name} does not exist in {source}")
+            continue
+        kind = f"{'multiple ' if info.multiple else ''}{info.type or 'untyped'}"
+        article = "an" if kind[0] in "aeiou" else "a"
+        type_ok = rule.types is None or info.type.lower() in rule.types
+        multiple_ok = rule.multiple is None or info.multiple == rule.multiple
+        if not (type_ok and multiple_ok):
+            problems.append(
+                f"{rule.path}: {rule.name} is {article} {kind} field; expected {rule.wanted}"
+            )
+    return problems
+
+
+def check_fields(
+    config: PortalConfig,
+    item: Mapping[str, FieldInfo],
+    contact: Mapping[str, FieldInfo],
+) -> list[str]:
+    """One line per problem (path in the YAML, field, what is wrong); empty when all fit."""
+    etype = config.survey.entity_type_id
+    return [
+        *_check(_item_rules(config), item, f"crm.item.fields of smart process {etype}"),
+        *_check(_contact_rules(config), contact, "the contact fields"),
+    ]
+
+
+async def verify_portal(client: Bitrix24Client, config: PortalConfig) -> list[str]:
+    """Read the field lists from the portal (one batch) and check the YAML against them.
+
+    Raises `Bitrix24Error` when the portal cannot be asked at all (unreachable, bad webhook).
+    """
+    etype = config.survey.entity_type_id
+    batch = await client.batch(
+        [
+            Command("item", "crm.item.fields", {"entityTypeId": etype, "useOriginalUfNames": "Y"}),
+            Command("contact", "crm.contact.fields"),
+            Command("userfields", "crm.contact.userfield.list"),
+        ]
+    )
+    for error in batch.errors.values():
+        if error.method == "batch":  # the request itself failed: the portal was not asked
+            raise error
+    if batch.errors:
+        return [_unreadable(name, etype, error) for name, error in batch.errors.items()]
+    return check_fields(
+        config,
+        item_fields(batch.results.get("item")),
+        contact_fields(batch.results.get("contact"), batch.results.get("userfields")),
+    )
+
+
+def _unreadable(name: str, etype: int, error: Bitrix24Error) -> str:
+    what = {
+        "item": f"survey.entity_type_id: cannot read the fields of smart process {etype}",
+        "contact": "contact fields: cannot read crm.contact.fields",
+        "userfields": "contact fields: cannot read crm.contact.userfield.list",
+    }[name]
+    return f"{what} ({error.code or 'no code'}: {error.description})"
+
+
+async def check_configured_portal(
+    settings: Settings,
+    config: PortalConfig,
+    transport: httpx.AsyncBaseTransport | None = None,
+) -> list[str]:
+    """`verify_portal` on the configured portal (or the sandbox); a portal that cannot be asked
+    is one problem line, with a hint when it is the local sandbox."""
+    budget = MemoryRateBudget(config.portal.effective_rate())
+    base_url = settings.portal_webhook_url()
+    async with Bitrix24Client(base_url, budget, transport=transport, max_attempts=2) as client:
+        try:
+            return await verify_portal(client, config)
+        except Bitrix24Error as exc:
+            hint = " (is the sandbox running? `nps sandbox`)" if settings.sandbox else ""
+            return [f"portal: cannot read the field lists: {exc}{hint}"]

@@ -1,0 +1,169 @@
+"""`nps config check --portal` against the sandbox portal seeded from the example YAML."""
+
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import uvicorn
+import yaml
+from typer.testing import CliRunner
+
+from services.cli import app
+from services.sandbox.app import create_app
+from services.sandbox.limits import Limits
+from services.sandbox.portal import SandboxPortal
+from services.sandbox.seed import seed_demo
+from shared.bitrix24.verify import check_configured_portal
+from shared.portal_config import PortalConfig, parse_portal_config
+from shared.settings import SANDBOX_SECRET, SANDBOX_USER_ID, Settings, get_settings
+from tests.conftest import EXAMPLE_CONFIG
+
+
+def demo_portal() -> SandboxPortal:
+    portal = SandboxPortal(user_id=SANDBOX_USER_ID, secret=SANDBOX_SECRET, limits=Limits.off())
+    seed_demo(portal, EXAMPLE_CONFIG, contacts=5)
+    return portal
+
+
+def example() -> dict[str, Any]:
+    data: dict[str, Any] = yaml.safe_load(EXAMPLE_CONFIG.read_text(encoding="utf-8"))
+    return data
+
+
+def broken_example() -> dict[str, Any]:
+    data = example()
+    cosmetics, laser, cryo = data["survey"]["segments"]
+    cosmetics["products"][0]["score_field"] = "UF_CRM_5_SERUM_TESTED"  # a boolean
+    laser["score_field"] = "UF_CRM_5_NO_SUCH_FIELD"
+    cryo["contact_fields"]["history"] = "UF_CRM_NPS_CRYO_B"  # a single double field
+    return data
+
+
+BROKEN_LINES = [
+    "survey.segments[0].products[0].score_field: UF_CRM_5_SERUM_TESTED is a boolean field; "
+    "expected a numeric (integer, double) or enumeration field",
+    "survey.segments[1].score_field: UF_CRM_5_NO_SUCH_FIELD does not exist in crm.item.fields "
+    "of smart process 1038",
+    "survey.segments[2].contact_fields.history: UF_CRM_NPS_CRYO_B is a double field; expected a "
+    "multiple string field",
+]
+
+
+def sandbox_settings(port: int = 8090) -> Settings:
+    return Settings(bitrix24_webhook_url=None, sandbox_port=port, _env_file=None)
+
+
+async def check(config: PortalConfig, portal: SandboxPortal) -> list[str]:
+    transport = httpx.ASGITransport(app=create_app(portal))
+    return await check_configured_portal(sandbox_settings(), config, transport=transport)
+
+
+async def test_the_example_config_fits_the_demo_portal(portal_config: PortalConfig) -> None:
+    assert await check(portal_config, demo_portal()) == []
+
+
+async def test_every_misfit_is_one_line() -> None:
+    config = parse_portal_config(broken_example())
+    assert await check(config, demo_portal()) == BROKEN_LINES
+
+
+async def test_an_unknown_smart_process_is_reported() -> None:
+    data = example()
+    data["survey"]["entity_type_id"] = 4242
+    problems = await check(parse_portal_config(data), demo_portal())
+    assert len(problems) == 1
+    assert problems[0].startswith(
+        "survey.entity_type_id: cannot read the fields of smart process 4242 (NOT_FOUND:"
+    )
+
+
+async def test_a_wrong_webhook_is_one_clear_line(portal_config: PortalConfig) -> None:
+    portal = demo_portal()
+    portal.secret = "rotated"
+    problems = await check(portal_config, portal)
+    assert len(problems) == 1
+    assert "NO_AUTH_FOUND" in problems[0]
+    assert f"/rest/{SANDBOX_USER_ID}/{SANDBOX_SECRET}" not in problems[0]
+
+
+# --- the command itself, against a sandbox listening on a real port --------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@pytest.fixture
+def sandbox_port() -> Iterator[int]:
+    """The demo portal served by uvicorn in a thread (the CLI runs its own event loop)."""
+    port = free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(create_app(demo_portal()), host="127.0.0.1", port=port, log_level="error")
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started:
+        assert thread.is_alive(), "the sandbox server did not start"
+        assert time.monotonic() < deadline, "the sandbox server did not start in 10 s"
+        time.sleep(0.05)
+    yield port
+    server.should_exit = True
+    thread.join(timeout=10)
+
+
+@pytest.fixture
+def cli_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[pytest.MonkeyPatch]:
+    monkeypatch.delenv("BITRIX24_WEBHOOK_URL", raising=False)
+    monkeypatch.chdir(EXAMPLE_CONFIG.parent.parent)
+    get_settings.cache_clear()
+    yield monkeypatch
+    get_settings.cache_clear()
+
+
+def test_config_check_portal_passes_on_the_demo_portal(
+    sandbox_port: int, cli_env: pytest.MonkeyPatch
+) -> None:
+    cli_env.setenv("SANDBOX_PORT", str(sandbox_port))
+    result = CliRunner().invoke(app, ["config", "check", str(EXAMPLE_CONFIG), "--portal"])
+    assert result.exit_code == 0, result.output
+    assert "portal: every configured field exists and its type fits" in result.output
+
+
+def test_config_check_portal_prints_each_problem_and_fails(
+    sandbox_port: int, cli_env: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    cli_env.setenv("SANDBOX_PORT", str(sandbox_port))
+    broken = tmp_path / "portal.yaml"
+    broken.write_text(yaml.safe_dump(broken_example()), encoding="utf-8")
+    result = CliRunner().invoke(app, ["config", "check", str(broken), "--portal"])
+    assert result.exit_code == 1
+    assert [line for line in result.stderr.splitlines() if line] == BROKEN_LINES
+
+
+def test_config_check_portal_says_when_the_sandbox_is_not_running(
+    cli_env: pytest.MonkeyPatch,
+) -> None:
+    cli_env.setenv("SANDBOX_PORT", str(free_port()))
+    result = CliRunner().invoke(app, ["config", "check", str(EXAMPLE_CONFIG), "--portal"])
+    assert result.exit_code == 1
+    assert "cannot read the field lists" in result.stderr
+    assert "is the sandbox running?" in result.stderr
+    assert f"/rest/{SANDBOX_USER_ID}/{SANDBOX_SECRET}" not in result.output
+
+
+def test_config_check_without_a_portal_only_validates_the_yaml(
+    cli_env: pytest.MonkeyPatch,
+) -> None:
+    cli_env.setenv("SANDBOX_PORT", str(free_port()))
+    result = CliRunner().invoke(app, ["config", "check", str(EXAMPLE_CONFIG)])
+    assert result.exit_code == 0, result.output
+    assert "portal:" not in result.output

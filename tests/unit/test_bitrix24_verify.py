@@ -1,0 +1,140 @@
+"""`nps config check --portal`: the field rules, on field lists as the portal describes them."""
+
+from typing import Any
+
+import pytest
+
+from shared.bitrix24.verify import check_fields, contact_fields, item_fields
+from shared.portal_config import PortalConfig
+
+
+def item_result(**overrides: dict[str, Any] | None) -> dict[str, Any]:
+    """`crm.item.fields` of the example's smart process, every field fitting."""
+    fields: dict[str, Any] = {
+        "id": {"type": "integer", "isMultiple": False, "upperName": "ID"},
+        "contactId": {"type": "crm_contact", "isMultiple": False, "upperName": "CONTACT_ID"},
+        "assignedById": {"type": "user", "isMultiple": False, "upperName": "ASSIGNED_BY_ID"},
+        "UF_CRM_5_COMMENT": {"type": "string", "upperName": "UF_CRM_5_COMMENT"},
+        "UF_CRM_5_TO_SERVICE": {"type": "boolean", "upperName": "UF_CRM_5_TO_SERVICE"},
+        "UF_CRM_5_SCORE": {"type": "integer", "upperName": "UF_CRM_5_SCORE"},
+        "UF_CRM_5_CRYO_SCORE": {"type": "enumeration", "upperName": "UF_CRM_5_CRYO_SCORE"},
+    }
+    for product in ("SERUM", "CREAM", "MASK", "PEEL"):
+        fields[f"UF_CRM_5_{product}_TESTED"] = {"type": "boolean"}
+        fields[f"UF_CRM_5_{product}_SCORE"] = {"type": "double"}
+    for name, spec in overrides.items():
+        if spec is None:
+            fields.pop(name)
+        else:
+            fields[name] = spec
+    return {"fields": fields}
+
+
+CONTACT_FIELDS = {
+    "ID": {"type": "integer", "isMultiple": False},
+    "NAME": {"type": "string", "isMultiple": False},
+    "UF_CRM_NPS_LASER_A": {"type": "string", "isMultiple": False},
+    "UF_CRM_NPS_LASER_A_DATE": {"type": "date", "isMultiple": False},
+    "UF_CRM_NPS_CRYO_B": {"type": "double", "isMultiple": False},
+    "UF_CRM_NPS_CRYO_B_DATE": {"type": "datetime", "isMultiple": False},
+    "UF_CRM_NPS_HISTORY": {"type": "string", "isMultiple": True},
+}
+
+
+def userfield(name: str, type_: str, multiple: bool = False) -> dict[str, Any]:
+    return {"FIELD_NAME": name, "USER_TYPE_ID": type_, "MULTIPLE": "Y" if multiple else "N"}
+
+
+def check(
+    config: PortalConfig,
+    item: dict[str, Any],
+    contact: dict[str, Any] = CONTACT_FIELDS,
+    userfields: list[dict[str, Any]] | None = None,
+) -> list[str]:
+    return check_fields(config, item_fields(item), contact_fields(contact, userfields or []))
+
+
+def test_a_portal_that_fits_has_no_problems(portal_config: PortalConfig) -> None:
+    assert check(portal_config, item_result()) == []
+
+
+def test_camel_case_user_field_names_are_found_by_their_upper_name(
+    portal_config: PortalConfig,
+) -> None:
+    result = item_result(UF_CRM_5_SCORE=None)
+    result["fields"]["ufCrm5Score"] = {"type": "integer", "upperName": "UF_CRM_5_SCORE"}
+    assert check(portal_config, result) == []
+
+
+@pytest.mark.parametrize(
+    ("overrides", "expected"),
+    [
+        (
+            {"UF_CRM_5_SCORE": None},
+            "survey.segments[1].score_field: UF_CRM_5_SCORE does not exist in "
+            "crm.item.fields of smart process 1038",
+        ),
+        (
+            {"UF_CRM_5_CRYO_SCORE": {"type": "string"}},
+            "survey.segments[2].score_field: UF_CRM_5_CRYO_SCORE is a string field; expected "
+            "a numeric (integer, double) or enumeration field",
+        ),
+        (
+            {"UF_CRM_5_MASK_TESTED": {"type": "integer"}},
+            "survey.segments[0].products[2].tested_field: UF_CRM_5_MASK_TESTED is an integer "
+            "field; expected a boolean field",
+        ),
+        (
+            {"UF_CRM_5_TO_SERVICE": {"type": "string"}},
+            "survey.fields.service_request: UF_CRM_5_TO_SERVICE is a string field; expected a "
+            "boolean field",
+        ),
+        (
+            {"contactId": None},
+            "survey.fields.contact: contactId does not exist in crm.item.fields of smart "
+            "process 1038",
+        ),
+    ],
+)
+def test_each_item_field_problem_is_one_line(
+    portal_config: PortalConfig, overrides: dict[str, Any], expected: str
+) -> None:
+    assert check(portal_config, item_result(**overrides)) == [expected]
+
+
+def test_contact_field_problems(portal_config: PortalConfig) -> None:
+    contact = {
+        **CONTACT_FIELDS,
+        "UF_CRM_NPS_LASER_A": {"type": "boolean", "isMultiple": False},
+        "UF_CRM_NPS_CRYO_B_DATE": {"type": "datetime", "isMultiple": True},
+    }
+    contact.pop("UF_CRM_NPS_CRYO_B")
+    assert check(portal_config, item_result(), contact) == [
+        "survey.segments[1].contact_fields.score: UF_CRM_NPS_LASER_A is a boolean field; "
+        "expected a single numeric, enumeration or string field",
+        "survey.segments[2].contact_fields.score: UF_CRM_NPS_CRYO_B does not exist in the "
+        "contact fields",
+        "survey.segments[2].contact_fields.date: UF_CRM_NPS_CRYO_B_DATE is a multiple datetime "
+        "field; expected a single date, datetime or string field",
+    ]
+
+
+def test_a_history_field_must_be_multiple(portal_config: PortalConfig) -> None:
+    userfields = [userfield("UF_CRM_NPS_HISTORY", "string", multiple=False)]
+    problems = check(portal_config, item_result(), userfields=userfields)
+    expected = (
+        "contact_fields.history: UF_CRM_NPS_HISTORY is a string field; expected a multiple "
+        "string field"
+    )
+    assert problems == [
+        f"survey.segments[1].{expected}",
+        f"survey.segments[2].{expected}",
+    ]
+
+
+def test_the_userfield_list_knows_fields_the_contact_fields_lack(
+    portal_config: PortalConfig,
+) -> None:
+    contact = {k: v for k, v in CONTACT_FIELDS.items() if k != "UF_CRM_NPS_CRYO_B"}
+    userfields = [userfield("UF_CRM_NPS_CRYO_B", "enumeration")]
+    assert check(portal_config, item_result(), contact, userfields) == []
