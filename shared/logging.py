@@ -33,6 +33,19 @@ def _redact_processor(
     return event_dict
 
 
+class _StderrLogger:
+    """Writes each rendered line to whatever `sys.stderr` is *now* (tests swap it)."""
+
+    def msg(self, message: str) -> None:
+        print(message, file=sys.stderr, flush=True)
+
+    log = debug = info = warn = warning = error = critical = exception = fatal = msg
+
+
+def _stderr_logger(*_args: Any) -> _StderrLogger:
+    return _StderrLogger()
+
+
 def configure_logging(
     level: str = "info", fmt: str | None = None, service: str | None = None
 ) -> None:
@@ -53,7 +66,7 @@ def configure_logging(
         wrapper_class=structlog.make_filtering_bound_logger(
             logging.getLevelNamesMapping()[level.upper()]
         ),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        logger_factory=_stderr_logger,
         cache_logger_on_first_use=True,
     )
     structlog.contextvars.clear_contextvars()

@@ -2,8 +2,9 @@
 
 `serve()` opens what every service needs (portal config, PostgreSQL pool, RabbitMQ broker),
 applies migrations and declares the topology (both idempotent and safe when four services start at
-once), lets the service register its handlers (`wire`), runs the outbox relay, and on SIGTERM or
-SIGINT stops consuming, lets in-flight messages finish (bounded), and closes everything.
+once), lets the service register its handlers (`wire`) and background jobs, runs the outbox relay,
+and on SIGTERM or SIGINT stops the jobs and consuming, lets in-flight work finish (bounded), and
+closes everything.
 """
 
 from __future__ import annotations
@@ -11,8 +12,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Coroutine
+from dataclasses import dataclass, field
+from typing import Any
 
 import asyncpg
 from faststream.rabbit import RabbitBroker
@@ -29,6 +31,8 @@ from shared.topology import declare
 
 log = get_logger(__name__)
 
+Background = Callable[[asyncio.Event], Coroutine[Any, Any, None]]
+
 
 @dataclass
 class Runtime:
@@ -39,9 +43,14 @@ class Runtime:
     config: PortalConfig
     pool: asyncpg.Pool
     broker: RabbitBroker
+    background: list[Background] = field(default_factory=list)
+    """Long-running jobs the wiring adds (an HTTP server, a periodic sweep): started once the
+    broker runs, each given the stop event and expected to return once it is set. A job that ends
+    early stops the service; on shutdown they are awaited (bounded) before the broker stops."""
 
 
 Wire = Callable[[Runtime], Awaitable[None]]
+JOB_STOP_TIMEOUT_S = 15.0
 
 
 async def serve(
@@ -69,6 +78,8 @@ async def serve(
     runtime = Runtime(name=name, settings=settings, config=config, pool=pool, broker=broker)
     relay_task: asyncio.Task[None] | None = None
     http_task: asyncio.Task[None] | None = None
+    jobs: list[asyncio.Task[None]] = []
+    failed: list[str] = []
     try:
         await wire(runtime)
         await broker.start()
@@ -78,11 +89,18 @@ async def serve(
             app = health_app(pool, broker, amqp_url, queues)
             http = serve_http(app, settings.health_host, settings.health_port, stop)
             http_task = asyncio.create_task(http, name=f"{name}-health")
+        for job in runtime.background:
+            job_task = asyncio.create_task(
+                job(stop), name=f"{name}-{getattr(job, '__name__', 'job')}"
+            )
+            job_task.add_done_callback(lambda _task: stop.set())
+            jobs.append(job_task)
         log.info("service_started", health_port=settings.health_port)
         await stop.wait()
         log.info("service_stopping")
     finally:
         stop.set()
+        failed = await _finish_jobs(jobs)
         await broker.stop()
         if relay_task is not None:
             relay_task.cancel()
@@ -95,6 +113,25 @@ async def serve(
             with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
                 loop.remove_signal_handler(sig)
         log.info("service_stopped")
+    if failed:
+        raise RuntimeError(f"{name}: background job(s) failed: {', '.join(failed)}")
+
+
+async def _finish_jobs(jobs: list[asyncio.Task[None]]) -> list[str]:
+    """Let the jobs return (they saw the stop event), cancel stragglers; the names that failed."""
+    if not jobs:
+        return []
+    _done, pending = await asyncio.wait(jobs, timeout=JOB_STOP_TIMEOUT_S)
+    for task in pending:
+        task.cancel()
+    await asyncio.gather(*pending, return_exceptions=True)
+    failed = []
+    for task in jobs:
+        error = None if task.cancelled() else task.exception()
+        if error is not None:
+            log.error("background_job_failed", job=task.get_name(), error=f"{error!r}")
+            failed.append(task.get_name())
+    return failed
 
 
 def run(name: str, settings: Settings, wire: Wire) -> None:

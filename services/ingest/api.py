@@ -1,0 +1,218 @@
+"""The ingest HTTP endpoints (DESIGN §4).
+
+- `POST /webhooks/bitrix24`: Bitrix24's event format; the accepted event is stored and its
+  `WebhookReceived` written to the outbox in one transaction before the 200, so a broker outage
+  never loses it (the relay publishes it later). Bitrix24 never re-sends a failed event.
+- `POST /webhooks/bitrix24/robot`: a smart-process robot's outgoing webhook with the item's fields.
+- `GET /healthz`, `GET /readyz`, `GET /metrics` (from `shared.health`).
+
+Bad input is 400/413/415 with `{"error", "field", "expected"}`; an infrastructure failure is a 503
+(never a 500), logged without secrets.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from faststream.rabbit import RabbitBroker
+from prometheus_client import Counter
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from services.ingest import store
+from services.ingest.webhook import (
+    MAX_BODY_BYTES,
+    Accepted,
+    Ignored,
+    RequestError,
+    authenticate_event,
+    authenticate_robot,
+    check_content_length,
+    check_content_type,
+    parse_form,
+    read_event,
+    read_robot,
+    too_large,
+)
+from shared.events import utcnow
+from shared.health import add_health_routes
+from shared.logging import get_logger, redact
+from shared.portal_config import PortalConfig
+from shared.settings import Settings
+from shared.topology import INGEST_HYDRATE
+
+EVENT_PATH = "/webhooks/bitrix24"
+ROBOT_PATH = "/webhooks/bitrix24/robot"
+POOL_TIMEOUT_S = 5.0
+
+WEBHOOKS = Counter(
+    "nps_ingest_webhooks_total",
+    "Incoming webhook requests by endpoint and outcome",
+    ["endpoint", "outcome"],
+)
+_STATUS_OUTCOMES = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    413: "too_large",
+    415: "unsupported_media_type",
+}
+
+log = get_logger(__name__)
+
+
+def create_app(
+    settings: Settings,
+    config: PortalConfig,
+    pool: asyncpg.Pool,
+    broker: RabbitBroker,
+    *,
+    clock: Callable[[], datetime] = utcnow,
+) -> FastAPI:
+    """The ingest ASGI app; tests drive it through `httpx.ASGITransport` without a port.
+
+    Refuses to build without an accepted token: every event would be rejected with 401.
+    """
+    tokens = settings.app_tokens()
+    if not tokens:
+        raise ValueError(
+            "BITRIX24_APP_TOKEN is required when BITRIX24_WEBHOOK_URL is set: the"
+            " application_token the portal shows for its outgoing webhook (comma-separated"
+            " to accept two during a rotation)"
+        )
+    app = FastAPI(title="b24-nps ingest", docs_url=None, redoc_url=None, openapi_url=None)
+    app.add_middleware(LastResort)
+    amqp_url = settings.rabbitmq_url.get_secret_value()
+    add_health_routes(app, pool, broker, amqp_url, [INGEST_HYDRATE.name])
+    member_id = config.portal.member_id
+
+    @app.post(EVENT_PATH)
+    async def bitrix24_event(request: Request) -> JSONResponse:
+        try:
+            check_content_length(request.headers.get("content-length"))
+            check_content_type(request.headers.get("content-type"))
+            form = parse_form(await _read_body(request))
+            authenticate_event(form, tokens, member_id)
+            outcome = read_event(form, config)
+        except RequestError as exc:
+            return _rejected("event", request, exc)
+        return await _accept(pool, "event", outcome)
+
+    @app.post(ROBOT_PATH)
+    async def bitrix24_robot(request: Request) -> JSONResponse:
+        try:
+            check_content_length(request.headers.get("content-length"))
+            body = await _read_body(request)
+            params = parse_form(request.scope.get("query_string", b""), part="query")
+            if body.strip():
+                check_content_type(request.headers.get("content-type"))
+                params.update(parse_form(body))
+            authenticate_robot(params, tokens, member_id)
+            outcome = read_robot(params, config, clock())
+        except RequestError as exc:
+            return _rejected("robot", request, exc)
+        return await _accept(pool, "robot", outcome)
+
+    return app
+
+
+async def _read_body(request: Request) -> bytes:
+    """The body, refused as soon as it grows past the limit (whatever Content-Length said)."""
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > MAX_BODY_BYTES:
+            raise too_large()
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def _accept(pool: asyncpg.Pool, endpoint: str, outcome: Accepted | Ignored) -> JSONResponse:
+    if isinstance(outcome, Ignored):
+        WEBHOOKS.labels(endpoint=endpoint, outcome="ignored").inc()
+        log.info(
+            "webhook_ignored", endpoint=endpoint, event_name=outcome.event, reason=outcome.reason
+        )
+        return JSONResponse({"status": "ignored", "reason": outcome.reason})
+    event = outcome.to_event()
+    async with pool.acquire(timeout=POOL_TIMEOUT_S) as conn, conn.transaction():
+        stored = await store.record_received(conn, event, outcome.payload)
+    status = "accepted" if stored else "duplicate"
+    WEBHOOKS.labels(endpoint=endpoint, outcome=status).inc()
+    log.info(
+        f"webhook_{status}",
+        endpoint=endpoint,
+        event_name=event.event,
+        entity_type_id=event.entity_type_id,
+        item_id=event.item_id,
+        ts=event.ts,
+        portal=event.portal.key,
+        correlation_id=event.correlation_id,
+    )
+    body: dict[str, Any] = {"status": status}
+    if stored:
+        body["event_id"] = str(event.event_id)
+    return JSONResponse(body)
+
+
+def _rejected(endpoint: str, request: Request, error: RequestError) -> JSONResponse:
+    WEBHOOKS.labels(endpoint=endpoint, outcome=_STATUS_OUTCOMES.get(error.status, "rejected")).inc()
+    log.warning(
+        "webhook_rejected",
+        endpoint=endpoint,
+        status=error.status,
+        error=error.error,
+        field=error.field,
+        client=request.client.host if request.client else None,
+        content_type=request.headers.get("content-type"),
+        content_length=request.headers.get("content-length"),
+    )
+    return JSONResponse(error.body(), status_code=error.status)
+
+
+class LastResort:
+    """Turns an unexpected failure (database down, pool exhausted…) into a 503, never a 500."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracking_send)
+        except Exception as exc:
+            path = scope.get("path", "")
+            log.error(
+                "request_failed",
+                path=path,
+                error=type(exc).__name__,
+                detail=redact(str(exc))[:500],
+            )
+            if started:
+                raise
+            endpoint = {EVENT_PATH: "event", ROBOT_PATH: "robot"}.get(path, "other")
+            WEBHOOKS.labels(endpoint=endpoint, outcome="unavailable").inc()
+            response = JSONResponse(
+                {
+                    "error": f"temporarily unavailable ({type(exc).__name__}); nothing was stored",
+                    "field": None,
+                    "expected": "retry later",
+                },
+                status_code=503,
+            )
+            await response(scope, receive, send)

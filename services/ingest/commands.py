@@ -1,0 +1,102 @@
+"""`nps sweep`: run the catch-up sweep once (see `services/ingest/sweep.py`)."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime
+from typing import Annotated
+
+import asyncpg
+import typer
+
+from services.ingest.sweep import Sweeper, SweepResult
+from shared.bitrix24 import client_from_settings
+from shared.db import create_pool, migrate
+from shared.logging import configure_logging
+from shared.messaging import make_broker
+from shared.outbox import OutboxRelay
+from shared.portal_config import ConfigError, load_portal_config
+from shared.settings import Settings, get_settings
+
+
+def register(app: typer.Typer) -> None:
+    app.command("sweep")(sweep_command)
+
+
+def sweep_command(
+    since: Annotated[
+        str | None,
+        typer.Option(
+            help="list items updated since this ISO 8601 time (e.g. 2024-07-01T00:00:00Z)"
+            " instead of the stored watermark; a time without offset is UTC",
+            show_default=False,
+        ),
+    ] = None,
+) -> None:
+    """List NPS items updated since the watermark and submit those ingest never saw, once."""
+    start = _parse_since(since)
+    settings = get_settings()
+    configure_logging(settings.log_level, settings.log_format, service="ingest-sweep")
+    try:
+        result, published = asyncio.run(sweep_once(settings, start))
+    except ConfigError as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(code=1) from None
+    if not result.ran:
+        typer.echo("another process is sweeping right now; nothing done")
+        return
+    mark = result.watermark.isoformat() if result.watermark else "-"
+    if result.initialised:
+        typer.echo(f"first sweep: watermark set to {mark}; use --since to backfill")
+        return
+    typer.echo(f"listed {result.listed} item(s), submitted {result.submitted}; watermark {mark}")
+    if published is None:
+        typer.echo("broker unreachable: submissions wait in the outbox for a running relay")
+    else:
+        typer.echo(f"published {published} outbox message(s)")
+
+
+def _parse_since(since: str | None) -> datetime | None:
+    if since is None:
+        return None
+    try:
+        value = datetime.fromisoformat(since)
+    except ValueError:
+        raise typer.BadParameter(
+            f"{since!r} is not an ISO 8601 time (e.g. 2024-07-01T00:00:00Z)", param_hint="--since"
+        ) from None
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+
+
+async def sweep_once(settings: Settings, since: datetime | None) -> tuple[SweepResult, int | None]:
+    """One sweep, then publish what waits in the outbox (None when the broker is unreachable)."""
+    config = load_portal_config(settings.nps_config)
+    dsn = settings.database_url.get_secret_value()
+    await migrate(dsn)
+    pool = await create_pool(dsn, max_size=3)
+    try:
+        async with client_from_settings(settings, pool, config) as client:
+            result = await Sweeper(pool, client, config).sweep_once(since)
+        return result, await _publish_outbox(settings, pool)
+    finally:
+        await pool.close()
+
+
+async def _publish_outbox(settings: Settings, pool: asyncpg.Pool) -> int | None:
+    broker = make_broker(settings.rabbitmq_url.get_secret_value())
+    try:
+        await broker.connect()
+    except Exception:
+        return None
+    try:
+        relay = OutboxRelay(pool, broker)
+        total = 0
+        while True:
+            count, failed = await relay.publish_pending()
+            total += count
+            if failed:
+                return None
+            if count == 0:
+                return total
+    finally:
+        await broker.stop()

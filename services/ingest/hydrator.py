@@ -1,0 +1,277 @@
+"""The `ingest.hydrate` consumer: a `WebhookReceived` → the item read → `FormSubmitted`.
+
+Events carry only an item id, so the item is read with `crm.item.list` (`@id` filter,
+`useOriginalUfNames=Y`) through the portal's shared rate budget. `ItemReader` gathers the ids
+of the messages being handled at the same moment into one call (up to 50, the page size). Robot
+calls and sweep submissions bring the item's fields along and need no read.
+
+Publishing happens in one transaction with `claim()` of the incoming message id, so a
+redelivered message publishes nothing twice; `store.record_answer` also drops a state of the item
+that was already published (the same answer reached us by event and by sweep, say).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Coroutine, Mapping, Sequence
+from typing import Any
+
+import asyncpg
+from prometheus_client import Counter
+
+from services.ingest import store
+from services.ingest.mapping import (
+    Answer,
+    AnswerError,
+    EnumValues,
+    NotASurvey,
+    UnknownListItemError,
+    map_item,
+)
+from shared.bitrix24 import Bitrix24Client, NotFound
+from shared.events import FormSubmitted, WebhookReceived
+from shared.logging import get_logger
+from shared.messaging import PermanentError
+from shared.outbox import claim
+from shared.portal_config import PortalConfig
+
+CONSUMER = "ingest.hydrate"
+PAGE_SIZE = 50
+FIELDS_REFRESH_S = 60.0
+
+HYDRATED = Counter(
+    "nps_ingest_hydrated_total",
+    "Webhook events turned into answers, by outcome",
+    ["outcome"],
+)
+
+log = get_logger(__name__)
+
+
+class ItemReader:
+    """Reads NPS items by id, packing the concurrent requests of one moment into one call."""
+
+    def __init__(
+        self, client: Bitrix24Client, *, window_s: float = 0.02, max_batch: int = PAGE_SIZE
+    ) -> None:
+        self._client = client
+        self._window_s = window_s
+        self._max_batch = max_batch
+        self._pending: dict[int, dict[int, list[asyncio.Future[dict[str, Any] | None]]]] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def get(self, entity_type_id: int, item_id: int) -> dict[str, Any] | None:
+        """The item as `crm.item.list` returns it, or None when it does not exist (any more)."""
+        future: asyncio.Future[dict[str, Any] | None] = asyncio.get_running_loop().create_future()
+        opening = entity_type_id not in self._pending
+        waiting = self._pending.setdefault(entity_type_id, {})
+        waiting.setdefault(item_id, []).append(future)
+        if len(waiting) >= self._max_batch:
+            self._start(self._flush(entity_type_id))
+        elif opening:
+            self._start(self._flush_after(entity_type_id))
+        return await future
+
+    def _start(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _flush_after(self, entity_type_id: int) -> None:
+        await asyncio.sleep(self._window_s)
+        await self._flush(entity_type_id)
+
+    async def _flush(self, entity_type_id: int) -> None:
+        waiting = self._pending.pop(entity_type_id, None)
+        if not waiting:
+            return
+        try:
+            items = await self._read(entity_type_id, sorted(waiting))
+        except asyncio.CancelledError:
+            for futures in waiting.values():
+                for future in futures:
+                    future.cancel()
+            raise
+        except Exception as exc:
+            for futures in waiting.values():
+                for future in futures:
+                    if not future.done():
+                        future.set_exception(exc)
+            return
+        for item_id, futures in waiting.items():
+            for future in futures:
+                if not future.done():
+                    future.set_result(items.get(item_id))
+
+    async def _read(self, entity_type_id: int, ids: Sequence[int]) -> dict[int, dict[str, Any]]:
+        try:
+            response = await self._client.call(
+                "crm.item.list",
+                {
+                    "entityTypeId": entity_type_id,
+                    "filter": {"@id": list(ids)},
+                    "select": ["*"],
+                    "useOriginalUfNames": "Y",
+                },
+            )
+        except NotFound as exc:
+            log.warning("items_not_found", entity_type_id=entity_type_id, reason=str(exc))
+            return {}
+        result = response.result if isinstance(response.result, Mapping) else {}
+        items = result.get("items") or []
+        return {int(item["id"]): item for item in items if isinstance(item, dict)}
+
+
+class FieldCatalog:
+    """Enumeration items of the smart process's fields (`crm.item.fields`), cached per process."""
+
+    def __init__(self, client: Bitrix24Client, clock: Callable[[], float] = time.monotonic) -> None:
+        self._client = client
+        self._clock = clock
+        self._cache: dict[int, tuple[float, dict[str, dict[str, str]]]] = {}
+        self._lock = asyncio.Lock()
+
+    async def enums(self, entity_type_id: int) -> EnumValues:
+        """Field name → {list item ID → VALUE}, read once and then served from the cache."""
+        async with self._lock:
+            cached = self._cache.get(entity_type_id)
+            return cached[1] if cached is not None else await self._read(entity_type_id)
+
+    async def refresh(self, entity_type_id: int) -> EnumValues | None:
+        """Re-read the definitions (a list item was added since); None when they were read less
+        than `FIELDS_REFRESH_S` ago, so a burst of unknown values cannot hammer the portal."""
+        async with self._lock:
+            cached = self._cache.get(entity_type_id)
+            if cached is not None and self._clock() - cached[0] < FIELDS_REFRESH_S:
+                return None
+            return await self._read(entity_type_id)
+
+    async def _read(self, entity_type_id: int) -> EnumValues:
+        response = await self._client.call(
+            "crm.item.fields", {"entityTypeId": entity_type_id, "useOriginalUfNames": "Y"}
+        )
+        values = enumeration_items(response.result)
+        self._cache[entity_type_id] = (self._clock(), values)
+        return values
+
+
+class FieldsOutdatedError(Exception):
+    """An enumeration value is unknown and the field definitions were read only moments ago:
+    not permanent, the message is retried and the definitions re-read once they may be stale."""
+
+
+def enumeration_items(result: Any) -> dict[str, dict[str, str]]:
+    """Read `crm.item.fields`' result: each enumeration field (by its name and its upperName)
+    with its list items (`ID` → `VALUE`)."""
+    fields = result.get("fields") if isinstance(result, Mapping) else None
+    values: dict[str, dict[str, str]] = {}
+    if not isinstance(fields, Mapping):
+        return values
+    for name, spec in fields.items():
+        if not isinstance(spec, Mapping) or spec.get("type") != "enumeration":
+            continue
+        items = {
+            str(_either(entry, "ID", "id")): str(_either(entry, "VALUE", "value"))
+            for entry in spec.get("items") or []
+            if isinstance(entry, Mapping)
+        }
+        values[name] = items
+        upper = spec.get("upperName")
+        if isinstance(upper, str) and upper:
+            values[upper] = items
+    return values
+
+
+def _either(entry: Mapping[str, Any], *keys: str) -> Any:
+    return next((entry[key] for key in keys if key in entry), "")
+
+
+class Hydrator:
+    """Handles one `WebhookReceived`: read (or take) the item, map it, publish the answer."""
+
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        reader: ItemReader,
+        catalog: FieldCatalog,
+        config: PortalConfig,
+    ) -> None:
+        self._pool = pool
+        self._reader = reader
+        self._catalog = catalog
+        self._config = config
+
+    async def handle(self, event: WebhookReceived) -> None:
+        nps_type = self._config.survey.entity_type_id
+        if event.entity_type_id != nps_type:
+            self._dropped("other_entity_type", event, f"not the NPS smart process {nps_type}")
+            return
+        item = event.fields
+        if item is None:
+            item = await self._reader.get(event.entity_type_id, event.item_id)
+            if item is None:
+                self._dropped("item_gone", event, "the item does not exist (any more)")
+                return
+        mapped = await self._map(item)
+        if isinstance(mapped, NotASurvey):
+            self._dropped("not_a_segment", event, mapped.reason)
+            return
+        form = FormSubmitted(
+            **event.caused("form", mapped.fingerprint()),
+            portal=event.portal,
+            entity_type_id=mapped.entity_type_id,
+            item_id=mapped.item_id,
+            category_id=mapped.category_id,
+            segment=mapped.segment,
+            kind=mapped.kind,
+            scale=mapped.scale,
+            contact_id=mapped.contact_id,
+            responsible_id=mapped.responsible_id,
+            comment=mapped.comment,
+            service_request=mapped.service_request,
+            submitted_at=mapped.submitted_at,
+            updated_at=mapped.updated_at,
+            answers=list(mapped.answers),
+        )
+        async with self._pool.acquire() as conn, conn.transaction():
+            if not await claim(conn, CONSUMER, str(event.event_id)):
+                HYDRATED.labels(outcome="redelivered").inc()
+                log.info("hydrate_redelivery_skipped", item_id=event.item_id)
+                return
+            outcome = await store.record_answer(conn, mapped, form)
+        HYDRATED.labels(outcome="published" if outcome == "new" else outcome).inc()
+        log.info(
+            "answer_published" if outcome == "new" else f"answer_{outcome}",
+            item_id=mapped.item_id,
+            category_id=mapped.category_id,
+            answers=len(mapped.answers),
+            form_event_id=str(form.event_id),
+        )
+
+    async def _map(self, item: Mapping[str, Any]) -> Answer | NotASurvey:
+        entity_type_id = self._config.survey.entity_type_id
+        try:
+            try:
+                return map_item(item, self._config, await self._catalog.enums(entity_type_id))
+            except UnknownListItemError as unknown:
+                enums = await self._catalog.refresh(entity_type_id)
+                if enums is None:
+                    raise FieldsOutdatedError(
+                        f"{unknown}; field definitions were read moments ago, retrying later"
+                    ) from unknown
+                return map_item(item, self._config, enums)
+        except AnswerError as exc:
+            HYDRATED.labels(outcome="invalid").inc()
+            raise PermanentError(str(exc)) from exc
+
+    def _dropped(self, outcome: str, event: WebhookReceived, reason: str) -> None:
+        HYDRATED.labels(outcome=outcome).inc()
+        log.info(
+            "hydrate_dropped",
+            outcome=outcome,
+            reason=reason,
+            entity_type_id=event.entity_type_id,
+            item_id=event.item_id,
+            source=event.source,
+        )

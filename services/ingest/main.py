@@ -1,0 +1,58 @@
+"""The ingest process: the HTTP endpoints (uvicorn on INGEST_HOST:INGEST_PORT), the hydrator
+consuming `ingest.hydrate`, the outbox relay and the periodic catch-up sweep, all in one process
+and stopped together by SIGTERM/SIGINT (`shared.service.serve` owns the stop event; uvicorn is
+run without its own signal handlers)."""
+
+from __future__ import annotations
+
+import asyncio
+
+from services.ingest.api import create_app
+from services.ingest.hydrator import PAGE_SIZE, FieldCatalog, Hydrator, ItemReader
+from services.ingest.sweep import Sweeper
+from shared.bitrix24 import Bitrix24Client, client_from_settings
+from shared.events import WebhookReceived
+from shared.health import serve_http
+from shared.messaging import subscribe
+from shared.service import Runtime, serve
+from shared.settings import Settings
+from shared.topology import INGEST_HYDRATE
+
+
+def run(settings: Settings) -> None:
+    """Blocking entry point of `nps run ingest`."""
+    asyncio.run(serve_ingest(settings))
+
+
+async def serve_ingest(settings: Settings, stop: asyncio.Event | None = None) -> None:
+    """Run ingest until `stop` is set or a signal arrives."""
+    clients: list[Bitrix24Client] = []
+
+    async def wire(runtime: Runtime) -> None:
+        config, pool = runtime.config, runtime.pool
+        client = client_from_settings(settings, pool, config)
+        clients.append(client)
+        hydrator = Hydrator(pool, ItemReader(client), FieldCatalog(client), config)
+        subscribe(
+            runtime.broker,
+            INGEST_HYDRATE,
+            WebhookReceived,
+            hydrator.handle,
+            max_attempts=settings.retry_max_attempts,
+        )
+        app = create_app(settings, config, pool, runtime.broker)
+        sweeper = Sweeper(pool, client, config)
+
+        async def http(stop: asyncio.Event) -> None:
+            await serve_http(app, settings.ingest_host, settings.ingest_port, stop)
+
+        async def sweep(stop: asyncio.Event) -> None:
+            await sweeper.run(settings.sweep_interval_s, stop)
+
+        runtime.background.extend((http, sweep))
+
+    try:
+        await serve("ingest", settings, wire, stop=stop, prefetch=PAGE_SIZE)
+    finally:
+        for client in clients:
+            await client.aclose()

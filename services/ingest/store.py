@@ -1,0 +1,133 @@
+"""PostgreSQL access of the ingest service (tables of migration `0100_ingest.sql`).
+
+Every function takes a connection and runs inside the caller's transaction, so that a stored
+event and its outbox row, or a claimed message and the answer it publishes, commit together.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any, Literal
+
+import asyncpg
+from asyncpg.pool import PoolConnectionProxy
+
+from services.ingest.mapping import Answer
+from shared.events import FormSubmitted, PortalRef, WebhookReceived
+from shared.outbox import enqueue
+
+Conn = asyncpg.Connection | PoolConnectionProxy
+VersionOutcome = Literal["new", "duplicate", "stale"]
+
+
+async def record_received(conn: Conn, event: WebhookReceived, payload: dict[str, Any]) -> bool:
+    """Store an accepted event and queue it for publishing; False when it is a duplicate."""
+    row_id = await conn.fetchval(
+        """INSERT INTO ingest_events (event_id, portal, member_id, domain, source, event,
+                                      entity_type_id, item_id, ts, payload)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10::jsonb)
+           ON CONFLICT DO NOTHING RETURNING id""",
+        event.event_id,
+        event.portal.key,
+        event.portal.member_id,
+        event.portal.domain,
+        event.source,
+        event.event,
+        event.entity_type_id,
+        event.item_id,
+        event.ts,
+        json.dumps(payload, ensure_ascii=False),
+    )
+    if row_id is None:
+        return False
+    await enqueue(conn, [event])
+    return True
+
+
+async def record_answer(conn: Conn, answer: Answer, form: FormSubmitted) -> VersionOutcome:
+    """Queue `form` unless this state of the item was already published or a newer one was."""
+    key = (form.portal.key, answer.entity_type_id, answer.item_id)
+    newer = await conn.fetchval(
+        """SELECT 1 FROM ingest_item_versions
+           WHERE portal = $1 AND entity_type_id = $2 AND item_id = $3 AND updated_at > $4
+           LIMIT 1""",
+        *key,
+        answer.updated_at,
+    )
+    if newer is not None:
+        return "stale"
+    inserted = await conn.fetchval(
+        """INSERT INTO ingest_item_versions
+               (portal, entity_type_id, item_id, updated_at, fingerprint, event_id)
+           VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING RETURNING 1""",
+        *key,
+        answer.updated_at,
+        answer.fingerprint(),
+        form.event_id,
+    )
+    if inserted is None:
+        return "duplicate"
+    await enqueue(conn, [form])
+    return "new"
+
+
+async def latest_portal(conn: Conn) -> PortalRef | None:
+    """The portal the most recent accepted event or robot call came from."""
+    row = await conn.fetchrow(
+        """SELECT member_id, domain FROM ingest_events WHERE source <> 'sweep'
+           ORDER BY id DESC LIMIT 1"""
+    )
+    if row is None:
+        return None
+    return PortalRef(member_id=row["member_id"], domain=row["domain"])
+
+
+async def watermark(conn: Conn, portal: str, entity_type_id: int) -> datetime | None:
+    value: datetime | None = await conn.fetchval(
+        "SELECT watermark FROM ingest_sweep_watermarks WHERE portal = $1 AND entity_type_id = $2",
+        portal,
+        entity_type_id,
+    )
+    return value
+
+
+async def set_watermark(conn: Conn, portal: str, entity_type_id: int, value: datetime) -> None:
+    """Move the watermark forward (never back) and note when the sweep ran."""
+    await conn.execute(
+        """INSERT INTO ingest_sweep_watermarks (portal, entity_type_id, watermark)
+           VALUES ($1, $2, $3)
+           ON CONFLICT (portal, entity_type_id) DO UPDATE
+           SET watermark = GREATEST(ingest_sweep_watermarks.watermark, EXCLUDED.watermark),
+               swept_at = now()""",
+        portal,
+        entity_type_id,
+        value,
+    )
+
+
+async def seen_items(
+    conn: Conn,
+    portal: str,
+    entity_type_id: int,
+    candidates: Sequence[tuple[int, datetime]],
+) -> set[int]:
+    """The candidate (item, updatedTime) pairs ingest already has: an answer published for that
+    state or a later one, or an event/robot call/sweep submission received since the update."""
+    if not candidates:
+        return set()
+    rows = await conn.fetch(
+        """SELECT c.item_id FROM unnest($3::bigint[], $4::timestamptz[]) AS c(item_id, updated_at)
+           WHERE EXISTS (SELECT 1 FROM ingest_item_versions v
+                         WHERE v.portal = $1 AND v.entity_type_id = $2
+                           AND v.item_id = c.item_id AND v.updated_at >= c.updated_at)
+              OR EXISTS (SELECT 1 FROM ingest_events e
+                         WHERE e.portal = $1 AND e.entity_type_id = $2
+                           AND e.item_id = c.item_id AND e.received_at >= c.updated_at)""",
+        portal,
+        entity_type_id,
+        [item_id for item_id, _ in candidates],
+        [updated for _, updated in candidates],
+    )
+    return {row["item_id"] for row in rows}

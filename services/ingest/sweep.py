@@ -1,0 +1,188 @@
+"""The catch-up sweep: Bitrix24 never re-sends an event that failed, so every few minutes the NPS
+items updated since a stored watermark are listed and the ones ingest never saw are submitted.
+
+"Seen" means: an answer was already published for that state of the item (or a later one), or an
+event, robot call or earlier sweep for the item arrived after that update. A submission is a
+`WebhookReceived` with `source="sweep"`, `ts` = the item's updatedTime and the listed fields
+(so the hydrator needs no second read), stored and queued through the outbox like any event.
+
+The first sweep of a portal only records a watermark (it does not replay the portal's history);
+`nps sweep --since <time>` backfills from an explicit point. One sweeper runs at a time across
+processes (a PostgreSQL advisory lock); the others skip their turn.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import asyncpg
+from prometheus_client import Counter
+
+from services.ingest import store
+from services.ingest.mapping import AnswerError, read_time
+from services.ingest.webhook import SWEEP_EVENT, correlation_for
+from shared.bitrix24 import Bitrix24Client
+from shared.events import PortalRef, WebhookReceived, utcnow
+from shared.logging import get_logger
+from shared.portal_config import PortalConfig
+
+SWEEP_LOCK = 0x6E70_0100  # the advisory lock that keeps sweeps from running side by side
+OVERLAP = timedelta(minutes=2)
+"""Re-list a little before the watermark: an item saved just before the last sweep may have
+become visible only after it. Items seen already are not submitted twice."""
+CHUNK = 200
+
+SWEPT = Counter(
+    "nps_ingest_sweep_items_total", "Items listed by the sweep, by outcome", ["outcome"]
+)
+
+log = get_logger(__name__)
+
+
+@dataclass(frozen=True)
+class SweepResult:
+    ran: bool
+    """False when another process held the sweep lock."""
+    listed: int = 0
+    submitted: int = 0
+    watermark: datetime | None = None
+    initialised: bool = False
+    """True on a portal's first sweep: the watermark was set to now and nothing was listed."""
+
+
+class Sweeper:
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        client: Bitrix24Client,
+        config: PortalConfig,
+        *,
+        clock: Callable[[], datetime] = utcnow,
+    ) -> None:
+        self._pool = pool
+        self._client = client
+        self._config = config
+        self._clock = clock
+
+    async def run(self, interval_s: float, stop: asyncio.Event) -> None:
+        """Sweep every `interval_s` until `stop` is set; a failed sweep waits for the next turn."""
+        while not stop.is_set():
+            try:
+                result = await self.sweep_once()
+            except Exception as exc:
+                log.warning("sweep_failed", error=f"{type(exc).__name__}: {exc}")
+            else:
+                if result.ran:
+                    log.info(
+                        "sweep_done",
+                        listed=result.listed,
+                        submitted=result.submitted,
+                        watermark=result.watermark.isoformat() if result.watermark else None,
+                    )
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=interval_s)
+
+    async def sweep_once(self, since: datetime | None = None) -> SweepResult:
+        """One sweep from the stored watermark, or from `since` when given."""
+        async with self._pool.acquire() as lock:
+            if not await lock.fetchval("SELECT pg_try_advisory_lock($1)", SWEEP_LOCK):
+                log.info("sweep_skipped", reason="another process is sweeping")
+                return SweepResult(ran=False)
+            try:
+                return await self._sweep(since)
+            finally:
+                await lock.execute("SELECT pg_advisory_unlock($1)", SWEEP_LOCK)
+
+    async def _sweep(self, since: datetime | None) -> SweepResult:
+        entity_type_id = self._config.survey.entity_type_id
+        async with self._pool.acquire() as conn:
+            portal = await self._portal(conn)
+            start = since or await store.watermark(conn, portal.key, entity_type_id)
+            if start is None:
+                now = self._clock()
+                await store.set_watermark(conn, portal.key, entity_type_id, now)
+                log.info("sweep_watermark_initialised", watermark=now.isoformat())
+                return SweepResult(ran=True, watermark=now, initialised=True)
+        newest = start
+        listed = submitted = 0
+        chunk: list[Mapping[str, Any]] = []
+        async for item in self._client.list_all(
+            "crm.item.list",
+            {
+                "entityTypeId": entity_type_id,
+                "filter": {
+                    ">=updatedTime": (start - OVERLAP).isoformat(),
+                    "@categoryId": [s.category_id for s in self._config.survey.segments],
+                },
+                "select": ["*"],
+                "useOriginalUfNames": "Y",
+            },
+            id_field="id",
+            items_key="items",
+        ):
+            listed += 1
+            chunk.append(item)
+            if len(chunk) >= CHUNK:
+                count, newest = await self._submit(portal, chunk, newest)
+                submitted += count
+                chunk = []
+        count, newest = await self._submit(portal, chunk, newest)
+        submitted += count
+        async with self._pool.acquire() as conn:
+            await store.set_watermark(conn, portal.key, entity_type_id, newest)
+        return SweepResult(ran=True, listed=listed, submitted=submitted, watermark=newest)
+
+    async def _portal(self, conn: store.Conn) -> PortalRef:
+        """The configured portal, else the one events last came from (the same key they use)."""
+        if self._config.portal.member_id is not None:
+            return PortalRef(member_id=self._config.portal.member_id)
+        return await store.latest_portal(conn) or PortalRef()
+
+    async def _submit(
+        self, portal: PortalRef, items: Sequence[Mapping[str, Any]], newest: datetime
+    ) -> tuple[int, datetime]:
+        """Submit the unseen items of one chunk; the count and the newest updatedTime so far."""
+        entity_type_id = self._config.survey.entity_type_id
+        candidates: list[tuple[int, datetime, Mapping[str, Any]]] = []
+        for item in items:
+            try:
+                updated = read_time(item, "updatedTime", item.get("id"))
+                item_id = int(item["id"])
+            except (AnswerError, KeyError, TypeError, ValueError) as exc:
+                SWEPT.labels(outcome="unreadable").inc()
+                log.warning("sweep_item_unreadable", item_id=item.get("id"), reason=str(exc))
+                continue
+            candidates.append((item_id, updated, item))
+            newest = max(newest, updated)
+        if not candidates:
+            return 0, newest
+        submitted = 0
+        async with self._pool.acquire() as conn, conn.transaction():
+            seen = await store.seen_items(
+                conn, portal.key, entity_type_id, [(i, u) for i, u, _ in candidates]
+            )
+            for item_id, updated, item in candidates:
+                if item_id in seen:
+                    continue
+                event = WebhookReceived(
+                    correlation_id=correlation_for(portal, entity_type_id, item_id),
+                    portal=portal,
+                    source="sweep",
+                    event=SWEEP_EVENT,
+                    entity_type_id=entity_type_id,
+                    item_id=item_id,
+                    ts=int(updated.timestamp()),
+                    fields=dict(item),
+                )
+                payload = {"id": item_id, "updatedTime": item.get("updatedTime")}
+                if await store.record_received(conn, event, payload):
+                    submitted += 1
+                    log.info("sweep_submitted", item_id=item_id, updated_at=updated.isoformat())
+        SWEPT.labels(outcome="seen").inc(len(candidates) - submitted)
+        SWEPT.labels(outcome="submitted").inc(submitted)
+        return submitted, newest

@@ -1,0 +1,381 @@
+"""Hydrator and catch-up sweep against real PostgreSQL and RabbitMQ, with the sandbox portal as
+Bitrix24 (its ASGI app as the REST client's transport; its outgoing events posted to ingest)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import asyncpg
+import httpx
+import pytest
+from aio_pika.abc import AbstractChannel
+from faststream.rabbit import RabbitBroker
+
+from services.ingest.api import create_app as ingest_app
+from services.ingest.hydrator import FieldCatalog, FieldsOutdatedError, Hydrator, ItemReader
+from services.ingest.sweep import SWEEP_LOCK, Sweeper
+from services.sandbox.app import create_app as sandbox_app
+from services.sandbox.limits import Limits
+from services.sandbox.portal import SandboxPortal
+from services.sandbox.schema import EnumItem
+from services.sandbox.seed import add_answer_items, seed_demo
+from shared.bitrix24 import Bitrix24Client, MemoryRateBudget
+from shared.events import PortalRef, WebhookReceived
+from shared.messaging import REASON_HEADER, PermanentError, make_broker, publish, subscribe
+from shared.outbox import OutboxRelay
+from shared.portal_config import PortalConfig
+from shared.settings import SANDBOX_APP_TOKEN, Settings
+from shared.topology import INGEST_HYDRATE
+from tests.conftest import EXAMPLE_CONFIG
+from tests.support import Captured, capture
+
+FORM = {"Content-Type": "application/x-www-form-urlencoded"}
+NPS = 1038
+CRYO_SCORE_IDS = {score: 2001 + score for score in range(11)}  # the demo seed's list items
+
+
+@pytest.fixture
+def portal() -> SandboxPortal:
+    portal = SandboxPortal(
+        application_token=SANDBOX_APP_TOKEN, member_id=uuid.uuid4().hex, limits=Limits.off()
+    )
+    seed_demo(portal, config_path=EXAMPLE_CONFIG, contacts=3, seed=7)
+    portal.register_handler("http://ingest/webhooks/bitrix24")
+    return portal
+
+
+@pytest.fixture
+def config(portal_config: PortalConfig, portal: SandboxPortal) -> PortalConfig:
+    section = portal_config.portal.model_copy(update={"member_id": portal.member_id})
+    return portal_config.model_copy(update={"portal": section})
+
+
+@pytest.fixture
+async def b24(portal: SandboxPortal) -> AsyncIterator[Bitrix24Client]:
+    transport = httpx.ASGITransport(app=sandbox_app(portal))
+    base_url = f"http://sandbox/rest/{portal.user_id}/{portal.secret}/"
+    async with Bitrix24Client(base_url, MemoryRateBudget(None), transport=transport) as client:
+        yield client
+
+
+@pytest.fixture
+def hydrator(pool: asyncpg.Pool, b24: Bitrix24Client, config: PortalConfig) -> Hydrator:
+    return Hydrator(pool, ItemReader(b24), FieldCatalog(b24), config)
+
+
+@pytest.fixture
+async def broker(amqp_url: str, channel: AbstractChannel) -> AsyncIterator[RabbitBroker]:
+    broker = make_broker(amqp_url)
+    yield broker
+    await broker.stop()
+
+
+@pytest.fixture
+async def relay(pool: asyncpg.Pool, broker: RabbitBroker) -> AsyncIterator[None]:
+    """The outbox relay running against the real broker for the test's duration."""
+    await broker.connect()
+    task = asyncio.create_task(OutboxRelay(pool, broker, poll_s=0.2).run())
+    yield
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
+def answer_item(portal: SandboxPortal, **values: Any) -> int:
+    [item_id] = add_answer_items(portal, [{"TITLE": "answer", "CONTACT_ID": 1, **values}])
+    return item_id
+
+
+async def deliver_events(portal: SandboxPortal, ingest: httpx.AsyncClient) -> list[str]:
+    """Post the sandbox's pending outgoing events to ingest, as Bitrix24's queue would."""
+    statuses = []
+    for delivery in portal.take_outbox():
+        response = await ingest.post("/webhooks/bitrix24", content=delivery.body, headers=FORM)
+        statuses.append(response.json()["status"])
+    return statuses
+
+
+def event_for(portal: SandboxPortal, item_id: int, **changes: Any) -> WebhookReceived:
+    values: dict[str, Any] = {
+        "correlation_id": f"corr-{item_id}",
+        "portal": PortalRef(member_id=portal.member_id),
+        "source": "event",
+        "event": "ONCRMDYNAMICITEMADD",
+        "entity_type_id": NPS,
+        "item_id": item_id,
+        "ts": 1,
+    }
+    return WebhookReceived(**{**values, **changes})
+
+
+async def answers_of(captured: Captured, member_id: str) -> list[dict[str, Any]]:
+    """Wait for this portal's answers (the relay also publishes what earlier tests left)."""
+    count = 1
+    while True:
+        bodies = await captured.wait_for(count)
+        mine = [b for b in bodies if b["portal"]["member_id"] == member_id]
+        if mine:
+            return mine
+        count = len(bodies) + 1
+
+
+async def forms(pool: asyncpg.Pool, portal: SandboxPortal) -> list[dict[str, Any]]:
+    """form.submitted bodies for this portal still in the outbox (no relay running)."""
+    rows = await pool.fetch(
+        """SELECT body FROM outbox WHERE routing_key = 'form.submitted'
+           AND body->'portal'->>'member_id' = $1 ORDER BY id""",
+        portal.member_id,
+    )
+    return [json.loads(row["body"]) for row in rows]
+
+
+async def sweeps(pool: asyncpg.Pool, portal: SandboxPortal) -> list[dict[str, Any]]:
+    rows = await pool.fetch(
+        """SELECT body FROM outbox WHERE routing_key = 'webhook.received'
+           AND body->>'source' = 'sweep' AND body->'portal'->>'member_id' = $1 ORDER BY id""",
+        portal.member_id,
+    )
+    return [json.loads(row["body"]) for row in rows]
+
+
+async def test_cosmetics_item_with_three_ticked_products_flows_to_three_answers(
+    settings: Settings,
+    config: PortalConfig,
+    pool: asyncpg.Pool,
+    portal: SandboxPortal,
+    hydrator: Hydrator,
+    broker: RabbitBroker,
+    channel: AbstractChannel,
+    relay: None,
+) -> None:
+    subscribe(broker, INGEST_HYDRATE, WebhookReceived, hydrator.handle)
+    await broker.start()
+    item_id = answer_item(
+        portal,
+        CATEGORY_ID=10,
+        UF_CRM_5_SERUM_TESTED=True,
+        UF_CRM_5_SERUM_SCORE=9,
+        UF_CRM_5_CREAM_TESTED=True,
+        UF_CRM_5_MASK_TESTED=True,
+        UF_CRM_5_MASK_SCORE=4,
+        UF_CRM_5_COMMENT="Mask dried my skin",
+    )
+    async with (
+        capture(channel, "form.submitted") as captured,
+        httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=ingest_app(settings, config, pool, broker)),
+            base_url="http://ingest",
+        ) as ingest,
+    ):
+        assert await deliver_events(portal, ingest) == ["accepted"]
+        [form] = await answers_of(captured, portal.member_id)
+    assert (form["item_id"], form["category_id"], form["kind"], form["segment"]) == (
+        item_id,
+        10,
+        "cosmetics",
+        "Cosmetics",
+    )
+    assert [(a["sku"], a["score"]) for a in form["answers"]] == [
+        ("COS-SERUM", 9),
+        ("COS-CREAM", None),
+        ("COS-MASK", 4),
+    ]
+    assert form["comment"] == "Mask dried my skin"
+    assert form["contact_id"] == 1
+    assert form["portal"]["member_id"] == portal.member_id
+
+
+async def test_out_of_scale_score_is_dead_lettered_with_the_reason(
+    portal: SandboxPortal,
+    hydrator: Hydrator,
+    broker: RabbitBroker,
+    channel: AbstractChannel,
+) -> None:
+    subscribe(broker, INGEST_HYDRATE, WebhookReceived, hydrator.handle)
+    await broker.start()
+    item_id = answer_item(portal, CATEGORY_ID=12, UF_CRM_5_SCORE=11)
+    await publish(broker, event_for(portal, item_id))
+    queue = await channel.get_queue(INGEST_HYDRATE.dlq)
+    message = None
+    for _ in range(100):
+        message = await queue.get(fail=False)
+        if message is not None:
+            break
+        await asyncio.sleep(0.1)
+    assert message is not None, "nothing reached the DLQ"
+    await message.ack()
+    reason = str(message.headers[REASON_HEADER])
+    assert f"item {item_id}: field UF_CRM_5_SCORE holds 11" in reason
+    assert "from 0 to 10" in reason
+
+
+async def test_enumeration_score_is_resolved_to_its_number(
+    pool: asyncpg.Pool, portal: SandboxPortal, hydrator: Hydrator
+) -> None:
+    item_id = answer_item(portal, CATEGORY_ID=14, UF_CRM_5_CRYO_SCORE=CRYO_SCORE_IDS[7])
+    await hydrator.handle(event_for(portal, item_id))
+    [form] = await forms(pool, portal)
+    assert form["answers"] == [{"sku": "EQ-CRYO-B", "name": "Cryo B", "score": 7}]
+
+
+async def test_a_list_item_added_later_is_found_after_a_refresh(
+    pool: asyncpg.Pool, portal: SandboxPortal, b24: Bitrix24Client, config: PortalConfig
+) -> None:
+    now = [0.0]
+    hydrator = Hydrator(pool, ItemReader(b24), FieldCatalog(b24, clock=lambda: now[0]), config)
+    first = answer_item(portal, CATEGORY_ID=14, UF_CRM_5_CRYO_SCORE=CRYO_SCORE_IDS[4])
+    await hydrator.handle(event_for(portal, first))
+    etype = portal.crm.entity_type(NPS)
+    assert etype is not None
+    etype.fields["UF_CRM_5_CRYO_SCORE"].items.append(EnumItem(id=3000, value="9"))
+    second = answer_item(portal, CATEGORY_ID=14, UF_CRM_5_CRYO_SCORE=3000)
+    with pytest.raises(FieldsOutdatedError, match="UF_CRM_5_CRYO_SCORE holds 3000"):
+        await hydrator.handle(event_for(portal, second))
+    now[0] = 61.0
+    await hydrator.handle(event_for(portal, second))
+    assert [f["answers"][0]["score"] for f in await forms(pool, portal)] == [4, 9]
+    reads = portal.calls_report(method="crm.item.fields")["calls"]
+    assert len(reads) == 2
+
+
+async def test_equipment_answer_carries_people_comment_and_service_flag(
+    pool: asyncpg.Pool, portal: SandboxPortal, hydrator: Hydrator
+) -> None:
+    item_id = answer_item(
+        portal,
+        CATEGORY_ID=12,
+        UF_CRM_5_SCORE=2,
+        UF_CRM_5_TO_SERVICE=True,
+        UF_CRM_5_COMMENT="Broken after a week",
+        ASSIGNED_BY_ID=31,
+    )
+    await hydrator.handle(event_for(portal, item_id))
+    [form] = await forms(pool, portal)
+    assert form["answers"] == [{"sku": "EQ-LASER-A", "name": "Laser A", "score": 2}]
+    assert (form["service_request"], form["comment"]) == (True, "Broken after a week")
+    assert (form["contact_id"], form["responsible_id"], form["scale"]) == (1, 31, "0-10")
+    assert form["causation_id"] is not None
+
+
+async def test_redelivery_and_repeated_reads_publish_once(
+    pool: asyncpg.Pool, portal: SandboxPortal, hydrator: Hydrator
+) -> None:
+    item_id = answer_item(portal, CATEGORY_ID=12, UF_CRM_5_SCORE=8)
+    event = event_for(portal, item_id)
+    await hydrator.handle(event)
+    await hydrator.handle(event)
+    await hydrator.handle(event_for(portal, item_id, event="ONCRMDYNAMICITEMUPDATE", ts=2))
+    assert len(await forms(pool, portal)) == 1
+
+
+async def test_a_changed_item_is_published_again(
+    pool: asyncpg.Pool, portal: SandboxPortal, hydrator: Hydrator
+) -> None:
+    item_id = answer_item(portal, CATEGORY_ID=12, UF_CRM_5_SCORE=8)
+    await hydrator.handle(event_for(portal, item_id))
+    portal.crm.update(NPS, item_id, {"UF_CRM_5_SCORE": 3}, method="test")
+    await hydrator.handle(event_for(portal, item_id, event="ONCRMDYNAMICITEMUPDATE", ts=2))
+    assert [f["answers"][0]["score"] for f in await forms(pool, portal)] == [8, 3]
+
+
+async def test_missing_item_and_unknown_category_are_dropped(
+    pool: asyncpg.Pool, portal: SandboxPortal, hydrator: Hydrator
+) -> None:
+    await hydrator.handle(event_for(portal, 987_654))
+    fields = {"id": 5, "categoryId": 99, "createdTime": "2024-07-22T18:00:00Z"}
+    await hydrator.handle(event_for(portal, 5, source="robot", fields=fields))
+    assert await forms(pool, portal) == []
+
+
+async def test_unreadable_robot_score_is_permanent(
+    portal: SandboxPortal, hydrator: Hydrator
+) -> None:
+    fields = {
+        "id": 6,
+        "categoryId": 12,
+        "UF_CRM_5_SCORE": "ten",
+        "createdTime": "2024-07-22T18:00:00Z",
+        "updatedTime": "2024-07-22T18:00:00Z",
+    }
+    with pytest.raises(PermanentError, match=r"item 6: field UF_CRM_5_SCORE holds 'ten'"):
+        await hydrator.handle(event_for(portal, 6, source="robot", fields=fields))
+
+
+async def test_concurrent_events_share_one_read(
+    pool: asyncpg.Pool, portal: SandboxPortal, hydrator: Hydrator
+) -> None:
+    ids = [answer_item(portal, CATEGORY_ID=12, UF_CRM_5_SCORE=s) for s in range(6)]
+    await asyncio.gather(*(hydrator.handle(event_for(portal, item_id)) for item_id in ids))
+    reads = portal.calls_report(method="crm.item.list")["calls"]
+    assert len(reads) == 1
+    assert sorted(f["item_id"] for f in await forms(pool, portal)) == ids
+
+
+async def test_sweep_submits_an_item_whose_event_never_arrived(
+    pool: asyncpg.Pool,
+    portal: SandboxPortal,
+    b24: Bitrix24Client,
+    config: PortalConfig,
+    hydrator: Hydrator,
+) -> None:
+    sweeper = Sweeper(pool, b24, config)
+    first = await sweeper.sweep_once()
+    assert first.initialised
+    item_id = answer_item(portal, CATEGORY_ID=12, UF_CRM_5_SCORE=10)
+    portal.take_outbox()  # the event is lost: ingest was down
+    result = await sweeper.sweep_once()
+    assert (result.listed, result.submitted) == (1, 1)
+    [submitted] = await sweeps(pool, portal)
+    event = WebhookReceived.model_validate(submitted)
+    assert (event.item_id, event.event, event.fields is not None) == (item_id, "SWEEP", True)
+    item = portal.crm.get(NPS, item_id)
+    assert item is not None
+    assert event.ts == int(datetime.fromisoformat(str(item["UPDATED_TIME"])).timestamp())
+    await hydrator.handle(event)
+    [form] = await forms(pool, portal)
+    assert (form["item_id"], form["answers"][0]["score"]) == (item_id, 10)
+    again = await sweeper.sweep_once()
+    assert (again.listed, again.submitted) == (1, 0)
+    assert result.watermark is not None
+    assert again.watermark == result.watermark
+
+
+async def test_sweep_leaves_items_whose_event_arrived(
+    settings: Settings,
+    pool: asyncpg.Pool,
+    portal: SandboxPortal,
+    b24: Bitrix24Client,
+    config: PortalConfig,
+    broker: RabbitBroker,
+) -> None:
+    seen = answer_item(portal, CATEGORY_ID=12, UF_CRM_5_SCORE=5)
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=ingest_app(settings, config, pool, broker)),
+        base_url="http://ingest",
+    ) as ingest:
+        assert await deliver_events(portal, ingest) == ["accepted"]
+    lost = answer_item(portal, CATEGORY_ID=10, UF_CRM_5_PEEL_TESTED=True)
+    portal.take_outbox()
+    since = datetime.now(UTC) - timedelta(hours=1)
+    result = await Sweeper(pool, b24, config).sweep_once(since=since)
+    assert (result.listed, result.submitted) == (2, 1)
+    assert [s["item_id"] for s in await sweeps(pool, portal)] == [lost]
+    assert seen != lost
+
+
+async def test_one_sweeper_at_a_time(
+    pool: asyncpg.Pool, b24: Bitrix24Client, config: PortalConfig
+) -> None:
+    async with pool.acquire() as holder:
+        await holder.execute("SELECT pg_advisory_lock($1)", SWEEP_LOCK)
+        try:
+            result = await Sweeper(pool, b24, config).sweep_once()
+        finally:
+            await holder.execute("SELECT pg_advisory_unlock($1)", SWEEP_LOCK)
+    assert not result.ran
