@@ -93,5 +93,20 @@ def replay_command(
         raise typer.Exit(code=1)
 
 
+def demo_command(
+    count: Annotated[int, typer.Option(min=1, max=10_000, help="survey answers to create")] = 200,
+    timeout_s: Annotated[float, typer.Option("--timeout", help="seconds to wait")] = 300.0,
+) -> None:
+    """Create survey answers in the sandbox portal and follow them through the running pipeline."""
+    from services.ops.demo import DemoError, run_demo
+
+    try:
+        asyncio.run(run_demo(get_settings(), count, timeout_s, echo=typer.echo))
+    except DemoError as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(code=1) from None
+
+
 def register(app: typer.Typer) -> None:
     app.add_typer(dlq_app, name="dlq")
+    app.command("demo")(demo_command)

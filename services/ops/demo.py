@@ -1,0 +1,139 @@
+"""`nps demo`: survey answers created in the sandbox portal, followed through the running pipeline
+with a progress line, ending with the NPS report and what was written to the CRM."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import asyncpg
+import httpx
+
+from services.scoring.commands import render_table
+from services.scoring.report import ReportQuery, run_report
+from shared.settings import Settings
+
+
+class DemoError(RuntimeError):
+    """The demo cannot run or did not finish; the message says what to do."""
+
+
+@dataclass(frozen=True)
+class Progress:
+    created: int
+    scored: int
+    actions_done: int
+    actions_pending: int
+
+    def line(self) -> str:
+        return (
+            f"answers scored {self.scored}/{self.created} · "
+            f"CRM actions done {self.actions_done}, pending {self.actions_pending}"
+        )
+
+
+_PROGRESS_SQL = """
+SELECT
+  (SELECT count(*) FROM scoring_items WHERE portal = $1 AND item_id = ANY($2::bigint[])) AS scored,
+  (SELECT count(*) FROM crm_actions a JOIN scoring_answers s USING (answer_id)
+    WHERE a.portal = $1 AND s.item_id = ANY($2::bigint[]) AND a.state = 'done') AS done,
+  (SELECT count(*) FROM crm_actions WHERE portal = $1 AND state = 'pending') AS pending
+"""
+
+_OUTCOMES_SQL = """
+SELECT a.action, a.outcome, count(*) AS n
+FROM crm_actions a JOIN scoring_answers s USING (answer_id)
+WHERE a.portal = $1 AND s.item_id = ANY($2::bigint[]) AND a.state = 'done'
+GROUP BY a.action, a.outcome ORDER BY a.action, a.outcome
+"""
+
+_CONFLICTS_SQL = """
+SELECT count(*) FROM crm_conflicts c JOIN scoring_answers s USING (answer_id)
+WHERE c.portal = $1 AND s.item_id = ANY($2::bigint[])
+"""
+
+
+async def _create_answers(settings: Settings, count: int) -> tuple[str, list[int]]:
+    base = f"http://{settings.sandbox_host}:{settings.sandbox_port}"
+    try:
+        async with httpx.AsyncClient(base_url=base, timeout=60) as http:
+            info = (await http.get("/sandbox/info")).raise_for_status().json()
+            reply = await http.post("/sandbox/answers", json={"count": count, "spread_days": 90})
+            created: list[int] = reply.raise_for_status().json()["created"]
+    except httpx.HTTPError as exc:
+        raise DemoError(
+            f"the sandbox portal does not answer at {base} ({type(exc).__name__}); "
+            "start the pipeline with `make run` in another terminal first"
+        ) from None
+    return str(info["member_id"]), created
+
+
+async def _progress(pool: asyncpg.Pool, portal: str, items: list[int]) -> Progress:
+    row = await pool.fetchrow(_PROGRESS_SQL, portal, items)
+    assert row is not None
+    return Progress(len(items), row["scored"], row["done"], row["pending"])
+
+
+async def run_demo(
+    settings: Settings,
+    count: int,
+    timeout_s: float = 300.0,
+    echo: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    """Create `count` answers, wait until the pipeline has settled, print and return a summary."""
+    if not settings.sandbox:
+        raise DemoError(
+            "nps demo creates answers in the sandbox portal; BITRIX24_WEBHOOK_URL points at a real"
+            " portal, so unset it (or run `nps demo` against a `make run` without it)"
+        )
+    portal, items = await _create_answers(settings, count)
+    echo(f"created {len(items)} survey answers in the sandbox portal; following them…")
+    pool = await asyncpg.create_pool(settings.database_url.get_secret_value(), max_size=2)
+    try:
+        deadline = time.monotonic() + timeout_s
+        last: Progress | None = None
+        steady = 0
+        tty = sys.stdout.isatty()
+        while True:
+            progress = await _progress(pool, portal, items)
+            settled = progress.scored == progress.created and progress.actions_pending == 0
+            steady = steady + 1 if settled and progress == last else 0
+            if progress != last:
+                echo(("\r" if tty else "") + progress.line())
+            last = progress
+            if steady >= 3:
+                break
+            if time.monotonic() > deadline:
+                raise DemoError(
+                    f"not settled after {timeout_s:.0f} s ({progress.line()}); check that every "
+                    "service of `make run` is up and look at `nps dlq list`"
+                )
+            await asyncio.sleep(0.5)
+        async with pool.acquire() as conn:
+            rows = [
+                r.as_dict()
+                for r in await run_report(conn, ReportQuery(by="product", portal=portal))
+            ]
+            outcomes = await conn.fetch(_OUTCOMES_SQL, portal, items)
+            conflicts = int(await conn.fetchval(_CONFLICTS_SQL, portal, items) or 0)
+    finally:
+        await pool.close()
+    crm = {f"{r['action']}:{r['outcome']}": int(r["n"]) for r in outcomes}
+    summary: dict[str, Any] = {
+        "answers": len(items),
+        "crm": crm,
+        "conflicts": conflicts,
+        "report": rows,
+    }
+    echo("\nNPS by product (all answers in the sandbox portal):")
+    echo(render_table(rows, "product"))
+    echo("\nWhat the CRM got for these answers:")
+    for key, value in crm.items():
+        action, outcome = key.split(":")
+        echo(f"  {action:<10} {outcome:<10} {value}")
+    echo(f"  legacy values left alone (nps conflicts): {conflicts}")
+    return summary
