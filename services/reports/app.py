@@ -1,42 +1,107 @@
-"""The read-only reports app: NPS reports as JSON (`GET /api/report`), for people and dashboards.
+"""The read-only reports app: the NPS dashboard's pages and the reports as JSON.
 
-`GET /api/report?by=product&period=month&segment=Cosmetics&from=2024-01-01&to=2024-06-30` takes
-the same parameters as `nps report` (`by`, `period`, `from`, `to`, `segment`, `product`,
-`manager`, `portal`) and answers the same list of rows as `nps report --json`. With a token
-configured, `/api/*` needs `Authorization: Bearer <token>` (401 otherwise). `GET /healthz` is open.
+Pages (server-rendered HTML with inline SVG charts, no JavaScript), each with its filters in the
+query string: `/` (NPS trend), `/products`, `/managers`, `/attention` (latest detractors and
+service requests), `/ops` (conflicts and dead letters). `GET /api/report` takes the same
+parameters as `nps report` (`by`, `period`, `from`, `to`, `segment`, `product`, `manager`,
+`portal`) and answers the same rows as `nps report --json`.
+
+Everything but `GET /healthz` needs the reports token (see `auth.py`): a page opened without it
+answers 401 with a sign-in prompt and how to get in; `?token=<token>` on any page sets a cookie
+and redirects to the same page without the token in its address.
 """
 
 from __future__ import annotations
 
-import secrets
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import date
 from typing import Annotated, Any
+from urllib.parse import urlencode
 
-from fastapi import APIRouter, Depends, FastAPI, Header, HTTPException, Query, Request
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from pydantic import ValidationError
 
+from services.reports import pages
+from services.reports.auth import COOKIE, COOKIE_MAX_AGE_S, Access, cookie_value
+from services.reports.dashboard import VIEWS, Sources
+from services.reports.filters import FilterError, Filters, parse_filters
+from services.reports.markup import Html
+from services.reports.queries import filter_options
+from services.reports.views import portal_origin
 from services.scoring.periods import Period
 from services.scoring.report import GroupBy, ReportQuery, run_report
 from shared.db import create_pool
 
+PAGE_HEADERS = {
+    "Content-Security-Policy": pages.CONTENT_SECURITY_POLICY,
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-store",
+}
+BASIC_CHALLENGE = 'Basic realm="b24-nps reports", charset="UTF-8"'
 
-def bearer_guard(token: str | None) -> Any:
-    """A dependency that accepts a request only with `Authorization: Bearer <token>`."""
 
-    async def check(authorization: Annotated[str | None, Header()] = None) -> None:
-        if token is None:
-            return
-        scheme, _, given = (authorization or "").partition(" ")
-        if scheme.lower() != "bearer" or not secrets.compare_digest(given.encode(), token.encode()):
-            raise HTTPException(
-                status_code=401,
-                detail="missing or wrong bearer token (Authorization: Bearer <REPORTS_TOKEN>)",
-                headers={"WWW-Authenticate": "Bearer"},
-            )
+def _presented(request: Request) -> bool:
+    access: Access = request.app.state.access
+    return access.allows(request.headers.get("authorization"), request.cookies.get(COOKIE))
 
-    return check
+
+async def api_guard(request: Request) -> None:
+    """`/api/*` needs the token (bearer header, basic auth or the dashboard's cookie)."""
+    if not _presented(request):
+        raise HTTPException(
+            status_code=401,
+            detail="missing or wrong bearer token (Authorization: Bearer <REPORTS_TOKEN>)",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+
+
+def _html(body: Html, status_code: int = 200, headers: dict[str, str] | None = None) -> Response:
+    return HTMLResponse(body, status_code=status_code, headers={**PAGE_HEADERS, **(headers or {})})
+
+
+def _sign_in(request: Request) -> Response:
+    return _html(pages.login_page(request.url.path), 401, {"WWW-Authenticate": BASIC_CHALLENGE})
+
+
+def _enter(request: Request, token: str) -> Response:
+    """Set the cookie and send the browser to the same page without the token in the URL."""
+    rest = [(k, v) for k, v in request.query_params.multi_items() if k != "token"]
+    target = request.url.path + (f"?{urlencode(rest)}" if rest else "")
+    response = RedirectResponse(target, status_code=303, headers=PAGE_HEADERS)
+    response.set_cookie(
+        COOKIE,
+        cookie_value(token),
+        max_age=COOKIE_MAX_AGE_S,
+        path="/",
+        httponly=True,
+        samesite="lax",
+        secure=request.url.scheme == "https",
+    )
+    return response
+
+
+async def page(request: Request) -> Response:
+    """One dashboard view, after the token check and with the filters of the query string."""
+    item, view = VIEWS[request.url.path]
+    access: Access = request.app.state.access
+    given = request.query_params.get("token")
+    if given is not None and access.token is not None:
+        return _enter(request, access.token) if access.matches(given) else _sign_in(request)
+    if not _presented(request):
+        return _sign_in(request)
+    async with request.app.state.pool.acquire() as conn:
+        try:
+            filters = parse_filters(request.query_params)
+        except FilterError as exc:
+            options = await filter_options(conn, None)
+            notice = pages.problems_notice(exc.problems)
+            body = pages.layout(item, Filters(), options, Html(""), notice=notice)
+            return _html(body, 422)
+        options = await filter_options(conn, filters.portal)
+        return _html(await view(conn, request.app.state.sources, filters, options))
 
 
 async def report_endpoint(
@@ -77,8 +142,19 @@ async def report_endpoint(
     return [row.as_dict() for row in rows]
 
 
-def create_app(database_url: str, token: str | None = None) -> FastAPI:
-    """The reports app on the database at `database_url`; `token` protects `/api/*` when set."""
+def create_app(
+    database_url: str,
+    token: str | None,
+    *,
+    portal_url: str | None = None,
+    rabbitmq_url: str | None = None,
+) -> FastAPI:
+    """The reports app on the database at `database_url`, protected by `token`.
+
+    `token=None` leaves it open (in-process tests only). `portal_url` (the webhook URL; only its
+    origin is kept) makes links to Bitrix24 items and contacts; `rabbitmq_url` lets the ops view
+    count dead letters.
+    """
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -89,9 +165,16 @@ def create_app(database_url: str, token: str | None = None) -> FastAPI:
             await app.state.pool.close()
 
     app = FastAPI(title="b24-nps reports", lifespan=lifespan)
-    api = APIRouter(prefix="/api", dependencies=[Depends(bearer_guard(token))])
+    app.state.access = Access(token)
+    app.state.sources = Sources(
+        portal_origin=portal_origin(portal_url) if portal_url else None,
+        rabbitmq_url=rabbitmq_url,
+    )
+    api = APIRouter(prefix="/api", dependencies=[Depends(api_guard)])
     api.add_api_route("/report", report_endpoint, methods=["GET"])
     app.include_router(api)
+    for path in VIEWS:
+        app.add_api_route(path, page, methods=["GET"], include_in_schema=False)
 
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:

@@ -1,8 +1,15 @@
-"""Reports app wiring: `nps run services.reports.main` serves it on REPORTS_HOST:REPORTS_PORT."""
+"""Reports app wiring: `nps run reports` serves the dashboard and `/api/report` on
+REPORTS_HOST:REPORTS_PORT.
+
+It is never open: without `REPORTS_TOKEN` a random token is generated at start-up and printed
+once on stdout (never into the logs), with the address that lets a browser in.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import secrets
+import sys
 
 import uvicorn
 
@@ -14,6 +21,31 @@ from shared.settings import Settings
 
 log = get_logger(__name__)
 
+WILDCARD_HOSTS = frozenset({"0.0.0.0", "::", ""})  # noqa: S104 - names them, binds nothing
+
+
+def resolve_token(reports: ReportsSettings) -> tuple[str, bool]:
+    """The token to require: REPORTS_TOKEN, or a fresh random one (then `True`)."""
+    if reports.token is not None:
+        return reports.token.get_secret_value(), False
+    return secrets.token_urlsafe(24), True
+
+
+def dashboard_url(reports: ReportsSettings) -> str:
+    """Where a browser on this machine reaches the dashboard."""
+    host = "127.0.0.1" if reports.host in WILDCARD_HOSTS else reports.host
+    host = f"[{host}]" if ":" in host else host
+    return f"http://{host}:{reports.port}/"
+
+
+def generated_token_notice(url: str, token: str) -> str:
+    return (
+        "REPORTS_TOKEN is not set: the reports app generated a token for this run.\n"
+        f"  open {url}?token={token} once in a browser (it sets a cookie), or\n"
+        f'  curl -H "Authorization: Bearer {token}" "{url}api/report?by=product"\n'
+        "Set REPORTS_TOKEN to keep the same token across restarts.\n"
+    )
+
 
 def run(settings: Settings) -> None:
     """Apply migrations, then serve the reports app until SIGINT/SIGTERM."""
@@ -21,10 +53,19 @@ def run(settings: Settings) -> None:
     reports = ReportsSettings()
     dsn = settings.database_url.get_secret_value()
     asyncio.run(migrate(dsn))
-    token = reports.token.get_secret_value() if reports.token is not None else None
-    log.info("reports_serving", host=reports.host, port=reports.port, protected=token is not None)
+    token, generated = resolve_token(reports)
+    url = dashboard_url(reports)
+    if generated:
+        sys.stdout.write(generated_token_notice(url, token))
+        sys.stdout.flush()
+    log.info("reports_serving", url=url, generated_credentials=generated)
     uvicorn.run(
-        create_app(dsn, token),
+        create_app(
+            dsn,
+            token,
+            portal_url=settings.portal_webhook_url(),
+            rabbitmq_url=settings.rabbitmq_url.get_secret_value(),
+        ),
         host=reports.host,
         port=reports.port,
         log_level="warning",

@@ -1,5 +1,6 @@
 """Settings of the reports app, from the environment (and `.env`): `REPORTS_HOST`, `REPORTS_PORT`,
-`REPORTS_TOKEN` (when set, every `/api/*` request needs `Authorization: Bearer <token>`)."""
+`REPORTS_TOKEN` (what every page and `/api/*` request must present; when it is unset or blank,
+`nps run reports` generates one at start-up and prints it once)."""
 
 from __future__ import annotations
 

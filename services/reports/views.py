@@ -1,0 +1,483 @@
+"""View models of the dashboard: report rows and records in, what a page shows out.
+
+Pure: numbers as they are displayed, bar widths in percent, SVG coordinates and paths. The rows
+are the dictionaries `/api/report` answers (`ReportRow.as_dict()`), so a page shows exactly the
+API's numbers. NPS charts always span -100..100, so a negative NPS sits visibly below zero.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import urlsplit
+
+NPS_LOW, NPS_HIGH = -100.0, 100.0
+DASH = "—"
+MAX_VALUE_CHARS = 120
+
+
+def fmt_nps(value: float | None) -> str:
+    return DASH if value is None else f"{value:.1f}"
+
+
+def fmt_avg(value: float | None) -> str:
+    return DASH if value is None else f"{value:.2f}"
+
+
+@dataclass(frozen=True)
+class Counts:
+    """The figures of one report row."""
+
+    nps: float | None
+    promoters: int
+    passives: int
+    detractors: int
+    answers: int
+    avg_score: float | None
+
+    @classmethod
+    def of(cls, row: Mapping[str, Any]) -> Counts:
+        return cls(
+            nps=row["nps"],
+            promoters=row["promoters"],
+            passives=row["passives"],
+            detractors=row["detractors"],
+            answers=row["answers"],
+            avg_score=row["avg_score"],
+        )
+
+
+@dataclass(frozen=True)
+class Span:
+    """A piece of a horizontal bar: where it starts and how wide it is, in percent."""
+
+    start: float
+    width: float
+
+
+@dataclass(frozen=True)
+class Mix:
+    """Promoters, passives and detractors as one stacked bar (widths add up to 100)."""
+
+    promoters: Span
+    passives: Span
+    detractors: Span
+
+
+def mix(counts: Counts) -> Mix | None:
+    """The stacked bar of `counts`; None without answers."""
+    if counts.answers == 0:
+        return None
+    widths = [100 * n / counts.answers for n in (counts.promoters, counts.passives)]
+    promoters = Span(0.0, round(widths[0], 3))
+    passives = Span(promoters.width, round(widths[1], 3))
+    start = promoters.width + passives.width
+    return Mix(promoters, passives, Span(round(start, 3), round(100 - start, 3)))
+
+
+@dataclass(frozen=True)
+class NpsBar:
+    """NPS as a bar from the middle (0) of a -100..100 track; x and width in percent."""
+
+    x: float
+    width: float
+    negative: bool
+
+
+def nps_bar(nps: float | None) -> NpsBar | None:
+    if nps is None:
+        return None
+    width = abs(nps) / 2
+    return NpsBar(x=50 - width if nps < 0 else 50.0, width=width, negative=nps < 0)
+
+
+def nps_y(nps: float, top: float, bottom: float) -> float:
+    """The y of `nps` on a vertical axis from NPS_HIGH at `top` to NPS_LOW at `bottom`."""
+    return top + (NPS_HIGH - nps) * (bottom - top) / (NPS_HIGH - NPS_LOW)
+
+
+def polyline(points: Sequence[tuple[float, float | None]]) -> str:
+    """An SVG path through the points; a point without y breaks the line into pieces."""
+    parts: list[str] = []
+    pen_down = False
+    for x, y in points:
+        if y is None:
+            pen_down = False
+            continue
+        parts.append(f"{'L' if pen_down else 'M'}{x:.1f},{y:.1f}")
+        pen_down = True
+    return "".join(parts)
+
+
+@dataclass(frozen=True)
+class Tick:
+    label: str
+    at: float
+
+
+@dataclass(frozen=True)
+class TrendPoint:
+    """One period of the trend chart: its figures, its NPS marker and its answer-count bar."""
+
+    period: str
+    counts: Counts
+    x: float
+    y: float | None
+    bar_x: float
+    bar_y: float
+    bar_height: float
+
+
+@dataclass(frozen=True)
+class TrendChart:
+    """The NPS line over -100..100 above a bar chart of answer counts, in SVG user units."""
+
+    width: float
+    height: float
+    left: float
+    right: float
+    nps_top: float
+    nps_bottom: float
+    zero_y: float
+    bars_top: float
+    bars_bottom: float
+    bar_width: float
+    marker_radius: float
+    """Radius of the NPS markers; 0 when there are too many periods to mark each one."""
+    points: tuple[TrendPoint, ...]
+    line: str
+    y_ticks: tuple[Tick, ...]
+    x_ticks: tuple[Tick, ...]
+    max_answers: int
+
+    @property
+    def has_answers(self) -> bool:
+        return self.max_answers > 0
+
+
+def trend_chart(
+    rows: Sequence[Mapping[str, Any]],
+    *,
+    width: float = 960,
+    height: float = 400,
+    max_labels: int = 12,
+    max_markers: int = 120,
+) -> TrendChart:
+    """The chart of a `by=period` trend (one row per period, in order)."""
+    left, right = 48.0, width - 16
+    nps_top, nps_bottom = 16.0, height * 0.6
+    bars_top, bars_bottom = height * 0.68, height - 34
+    band = (right - left) / max(len(rows), 1)
+    bar_width = min(band * 0.7, 40.0)
+    counts = [Counts.of(row) for row in rows]
+    max_answers = max((c.answers for c in counts), default=0)
+    points: list[TrendPoint] = []
+    for i, (row, figures) in enumerate(zip(rows, counts, strict=True)):
+        x = left + band * (i + 0.5)
+        bar_height = (
+            (bars_bottom - bars_top) * figures.answers / max_answers if max_answers else 0.0
+        )
+        points.append(
+            TrendPoint(
+                period=str(row["period"]),
+                counts=figures,
+                x=round(x, 2),
+                y=None
+                if figures.nps is None
+                else round(nps_y(figures.nps, nps_top, nps_bottom), 2),
+                bar_x=round(x - bar_width / 2, 2),
+                bar_y=round(bars_bottom - bar_height, 2),
+                bar_height=round(bar_height, 2),
+            )
+        )
+    step = max(1, math.ceil(len(points) / max_labels))
+    return TrendChart(
+        width=width,
+        height=height,
+        left=left,
+        right=right,
+        nps_top=nps_top,
+        nps_bottom=nps_bottom,
+        zero_y=nps_y(0, nps_top, nps_bottom),
+        bars_top=bars_top,
+        bars_bottom=bars_bottom,
+        bar_width=round(bar_width, 2),
+        marker_radius=round(min(3.5, band / 3), 2) if len(rows) <= max_markers else 0.0,
+        points=tuple(points),
+        line=polyline([(p.x, p.y) for p in points]),
+        y_ticks=tuple(
+            Tick(f"{value:+.0f}" if value else "0", nps_y(value, nps_top, nps_bottom))
+            for value in (NPS_HIGH, 50.0, 0.0, -50.0, NPS_LOW)
+        ),
+        x_ticks=tuple(Tick(p.period, p.x) for p in points[::step]),
+        max_answers=max_answers,
+    )
+
+
+@dataclass(frozen=True)
+class Sparkline:
+    """A small NPS line over -100..100 (a gap where a period has no answers)."""
+
+    width: float
+    height: float
+    line: str
+    zero_y: float
+    dots: tuple[tuple[float, float], ...]
+    last: float | None
+
+
+def sparkline(values: Sequence[float | None], width: float = 120, height: float = 28) -> Sparkline:
+    pad = 3.0
+    count = len(values)
+    xs = [
+        width / 2 if count == 1 else pad + i * (width - 2 * pad) / max(count - 1, 1)
+        for i in range(count)
+    ]
+    ys = [None if v is None else round(nps_y(v, pad, height - pad), 2) for v in values]
+    points = [(round(x, 2), y) for x, y in zip(xs, ys, strict=True)]
+    return Sparkline(
+        width=width,
+        height=height,
+        line=polyline(points),
+        zero_y=nps_y(0, pad, height - pad),
+        dots=tuple((x, y) for x, y in points if y is not None),
+        last=next((v for v in reversed(values) if v is not None), None),
+    )
+
+
+@dataclass(frozen=True)
+class ProductInfo:
+    """What the catalogue knows of a product: its name and the segments it is answered in."""
+
+    name: str
+    segments: tuple[str, ...]
+    kinds: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class FilterOptions:
+    """The choices the filter form offers (from the data of the selected portal)."""
+
+    portals: tuple[str, ...]
+    segments: tuple[tuple[int, str], ...]
+    catalogue: Mapping[str, ProductInfo]
+    managers: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class ProductLine:
+    sku: str
+    name: str
+    segments: str
+    kind: str
+    counts: Counts
+    mix: Mix | None
+    bar: NpsBar | None
+    trend: Sparkline
+    trend_span: str
+
+
+def product_lines(
+    rows: Sequence[Mapping[str, Any]],
+    trend_rows: Sequence[Mapping[str, Any]],
+    catalogue: Mapping[str, ProductInfo],
+) -> list[ProductLine]:
+    """One line per `by=product` row, with the product's trend from `by=product&period=…`."""
+    trends: dict[str, list[Mapping[str, Any]]] = {}
+    for row in trend_rows:
+        trends.setdefault(row["sku"], []).append(row)
+    lines: list[ProductLine] = []
+    for row in rows:
+        info = catalogue.get(row["sku"])
+        counts = Counts.of(row)
+        trend = trends.get(row["sku"], [])
+        span = f"{trend[0]['period']} … {trend[-1]['period']}" if trend else ""
+        lines.append(
+            ProductLine(
+                sku=row["sku"],
+                name=row["name"],
+                segments=", ".join(info.segments) if info else "",
+                kind=", ".join(info.kinds) if info else "",
+                counts=counts,
+                mix=mix(counts),
+                bar=nps_bar(counts.nps),
+                trend=sparkline([t["nps"] for t in trend]),
+                trend_span=span,
+            )
+        )
+    return lines
+
+
+@dataclass(frozen=True)
+class ManagerLine:
+    manager_id: int | None
+    label: str
+    counts: Counts
+    mix: Mix | None
+    bar: NpsBar | None
+
+
+def manager_label(manager_id: int | None) -> str:
+    return "no manager" if manager_id is None else f"user {manager_id}"
+
+
+def manager_lines(rows: Sequence[Mapping[str, Any]]) -> list[ManagerLine]:
+    lines: list[ManagerLine] = []
+    for row in rows:
+        counts = Counts.of(row)
+        lines.append(
+            ManagerLine(
+                manager_id=row["manager_id"],
+                label=manager_label(row["manager_id"]),
+                counts=counts,
+                mix=mix(counts),
+                bar=nps_bar(counts.nps),
+            )
+        )
+    return lines
+
+
+def portal_origin(webhook_url: str) -> str:
+    """`scheme://host[:port]` of the portal's webhook URL: no user, no path, no secret."""
+    parts = urlsplit(webhook_url)
+    if parts.scheme not in {"http", "https"} or not parts.hostname:
+        raise ValueError("the portal webhook URL needs http(s)://<host>/…")
+    host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
+    return f"{parts.scheme}://{host}" + (f":{parts.port}" if parts.port else "")
+
+
+def item_url(origin: str | None, entity_type_id: int, item_id: int) -> str | None:
+    """The Bitrix24 page of a smart-process item."""
+    if origin is None:
+        return None
+    return f"{origin}/crm/type/{entity_type_id}/details/{item_id}/"
+
+
+def contact_url(origin: str | None, contact_id: int | None) -> str | None:
+    """The Bitrix24 page of a contact."""
+    if origin is None or contact_id is None:
+        return None
+    return f"{origin}/crm/contact/details/{contact_id}/"
+
+
+def fmt_time(at: datetime) -> str:
+    return at.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
+@dataclass(frozen=True)
+class AttentionLine:
+    """A detractor or a service request: what it says and where to act on it."""
+
+    answer_id: str
+    submitted: str
+    segment: str
+    product: str
+    score: str
+    category: str
+    service_request: bool
+    manager: str
+    contact_id: int | None
+    contact_url: str | None
+    item_url: str | None
+    comment: str
+
+
+def attention_lines(
+    records: Sequence[Mapping[str, Any]], origin: str | None
+) -> list[AttentionLine]:
+    """Lines of the latest detractors and service requests (records of `scoring_answers`)."""
+    return [
+        AttentionLine(
+            answer_id=r["answer_id"],
+            submitted=fmt_time(r["submitted_at"]),
+            segment=r["segment"],
+            product=f"{r['product_name']} ({r['sku']})",
+            score=DASH if r["score"] is None else str(r["score"]),
+            category=r["category"] or "not scored",
+            service_request=r["service_request"],
+            manager=manager_label(r["responsible_id"]),
+            contact_id=r["contact_id"],
+            contact_url=contact_url(origin, r["contact_id"]),
+            item_url=item_url(origin, r["entity_type_id"], r["item_id"]),
+            comment=r["comment"] or "",
+        )
+        for r in records
+    ]
+
+
+def fmt_json_value(raw: str | None) -> str:
+    """A stored JSON value (jsonb text) as a short readable string."""
+    if raw is None:
+        return DASH
+    value = json.loads(raw)
+    text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+    if len(text) > MAX_VALUE_CHARS:
+        return text[: MAX_VALUE_CHARS - 1] + "…"
+    return text
+
+
+@dataclass(frozen=True)
+class ConflictLine:
+    id: int
+    created: str
+    contact_id: int
+    contact_url: str | None
+    field: str
+    reason: str
+    current: str
+    proposed: str
+    answer_id: str
+
+
+@dataclass(frozen=True)
+class QueueLine:
+    queue: str
+    size: str
+    alert: bool
+
+
+@dataclass(frozen=True)
+class OpsView:
+    """Conflicts (None: crm_sync's table is not in this database) and dead-letter queue sizes."""
+
+    conflicts_total: int | None
+    conflicts: tuple[ConflictLine, ...]
+    queues: tuple[QueueLine, ...]
+    broker_reachable: bool
+
+
+def _queue_line(name: str, dead_letters: Mapping[str, int] | None) -> QueueLine:
+    size = None if dead_letters is None else dead_letters.get(name)
+    return QueueLine(queue=name, size="unknown" if size is None else str(size), alert=bool(size))
+
+
+def ops_view(
+    conflicts_total: int | None,
+    conflict_records: Sequence[Mapping[str, Any]],
+    dead_letters: Mapping[str, int] | None,
+    queues: Sequence[str],
+    origin: str | None,
+) -> OpsView:
+    return OpsView(
+        conflicts_total=conflicts_total,
+        conflicts=tuple(
+            ConflictLine(
+                id=r["id"],
+                created=fmt_time(r["created_at"]),
+                contact_id=r["contact_id"],
+                contact_url=contact_url(origin, r["contact_id"]),
+                field=r["field"],
+                reason=r["reason"],
+                current=fmt_json_value(r["current_value"]),
+                proposed=fmt_json_value(r["proposed_value"]),
+                answer_id=r["answer_id"],
+            )
+            for r in conflict_records
+        ),
+        queues=tuple(_queue_line(name, dead_letters) for name in queues),
+        broker_reachable=dead_letters is not None,
+    )

@@ -1,0 +1,310 @@
+"""The dashboard in Debian's headless Chromium: `nps run reports` on seeded data, every view
+loaded in the browser and its numbers checked against the report API, a filter changed, and
+screenshots saved under `artifacts/`.
+
+The app is started without REPORTS_TOKEN, so it has to generate one and print it on stdout; the
+browser gets in the way a person does, with `?token=` once (the app sets a cookie and redirects).
+Chromium is driven by subprocess (`--dump-dom`, `--screenshot`): no browser library needed.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import select
+import shutil
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode
+
+import asyncpg
+import httpx
+import pytest
+
+from services.ops.stack import free_port
+from services.scoring.handlers import score_submission
+from tests.unit.test_dashboard_render import figures, shown
+from tests.unit.test_scoring_answers import make_submission
+
+ROOT = Path(__file__).resolve().parents[2]
+ARTIFACTS = ROOT / "artifacts"
+WEBHOOK = "https://acme.bitrix24.ru/rest/1/e2e-w3bh00k-s3cret/"
+TOKEN_LINE = re.compile(rb"\?token=([A-Za-z0-9_\-]+)")
+CHROMIUM_FLAGS = (
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--window-size=1280,1400",
+)
+
+
+def chromium() -> str:
+    path = shutil.which("chromium")
+    if path is None:
+        pytest.fail(
+            "chromium is not installed: run `make tools` (it installs Debian's chromium), then"
+            " re-run the dashboard's browser test"
+        )
+    return path
+
+
+class Browser:
+    """One Chromium profile; each call is a fresh headless run that shares its cookies."""
+
+    def __init__(self, profile: Path) -> None:
+        self.profile = profile
+
+    def _run(self, *args: str) -> str:
+        done = subprocess.run(
+            [chromium(), *CHROMIUM_FLAGS, f"--user-data-dir={self.profile}", *args],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        assert done.returncode == 0, f"chromium failed ({done.returncode}): {done.stderr[-2000:]}"
+        return done.stdout
+
+    def dom(self, url: str) -> str:
+        """The page's DOM after Chromium loaded it (redirects followed, cookies kept)."""
+        return self._run("--dump-dom", url)
+
+    def screenshot(self, url: str, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.unlink(missing_ok=True)
+        self._run("--hide-scrollbars", f"--screenshot={path}", url)
+
+
+async def seed(pool: asyncpg.Pool, member: str) -> None:
+    """Cosmetics and an equipment laser over three months, with managers 5 and 7."""
+    answers: list[tuple[int, list[tuple[str, int | None]], str, dict[str, Any]]] = [
+        (1, [("SERUM", 10), ("CREAM", 8)], "2024-03-05T10:00:00+03:00", {}),
+        (2, [("SERUM", 4)], "2024-04-10T10:00:00+03:00", {"responsible_id": 7}),
+        (3, [("CREAM", 9), ("SERUM", 9)], "2024-05-20T10:00:00+03:00", {"responsible_id": 7}),
+        (
+            10,
+            [("LASER", 1)],
+            "2024-04-02T09:00:00+03:00",
+            {"service_request": True, "comment": "<b>laser broke</b>", "contact_id": 611},
+        ),
+        (11, [("LASER", 10)], "2024-05-03T09:00:00+03:00", {"responsible_id": None}),
+    ]
+    laser = {"kind": "equipment", "category_id": 12, "segment": "Laser A"}
+    for item, scores, at, extra in answers:
+        fields = {**laser, **extra} if item >= 10 else extra
+        await score_submission(
+            pool,
+            make_submission(
+                *scores, item_id=item, member_id=member, submitted_at=at, updated_at=at, **fields
+            ),
+        )
+
+
+def _read_token(proc: subprocess.Popen[bytes], timeout_s: float = 60.0) -> str:
+    """The token `nps run reports` prints on stdout when REPORTS_TOKEN is not set."""
+    assert proc.stdout is not None
+    seen = b""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([proc.stdout], [], [], 0.5)
+        if ready:
+            chunk = os.read(proc.stdout.fileno(), 4096)
+            if not chunk:
+                break
+            seen += chunk
+            found = TOKEN_LINE.search(seen)
+            if found:
+                return found.group(1).decode()
+    raise AssertionError(f"no generated token on stdout (exit {proc.poll()}): {seen!r}")
+
+
+def _wait_healthy(url: str, proc: subprocess.Popen[bytes], timeout_s: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, f"the reports app exited with {proc.returncode}"
+        try:
+            with urllib.request.urlopen(url, timeout=1) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.2)
+    raise AssertionError(f"{url} did not answer within {timeout_s:.0f} s")
+
+
+class Served:
+    def __init__(self, base: str, token: str, portal: str, log: Path) -> None:
+        self.base = base
+        self.token = token
+        self.portal = portal
+        self.log = log
+
+    def url(self, path: str, **params: str) -> str:
+        """A page address as a person first opens it: with the token once, and the filters."""
+        return (
+            f"{self.base}{path}?{urlencode({'token': self.token, 'portal': self.portal, **params})}"
+        )
+
+    def api(self, **params: str) -> list[dict[str, Any]]:
+        response = httpx.get(
+            f"{self.base}/api/report",
+            params={"portal": self.portal, **params},
+            headers={"Authorization": f"Bearer {self.token}"},
+        )
+        assert response.status_code == 200, response.text
+        rows: list[dict[str, Any]] = response.json()
+        return rows
+
+
+@pytest.fixture(scope="module")
+async def served(
+    pg_dsn: str, amqp_url: str, pool: asyncpg.Pool, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[Served]:
+    portal = f"m-e2e-{uuid.uuid4().hex[:10]}"
+    await seed(pool, portal)
+    workdir = tmp_path_factory.mktemp("reports")
+    port = free_port()
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith(("REPORTS_", "BITRIX24_"))
+    }
+    env.update(
+        {
+            "DATABASE_URL": pg_dsn,
+            "RABBITMQ_URL": amqp_url,
+            "REPORTS_HOST": "127.0.0.1",
+            "REPORTS_PORT": str(port),
+            "BITRIX24_WEBHOOK_URL": WEBHOOK,
+            "LOG_FORMAT": "json",
+            "PYTHONPATH": str(ROOT),
+        }
+    )
+    log = workdir / "reports.log"
+    with log.open("wb") as stderr:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "services.cli", "run", "reports"],
+            cwd=workdir,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=stderr,
+        )
+    try:
+        token = _read_token(proc)
+        base = f"http://127.0.0.1:{port}"
+        _wait_healthy(f"{base}/healthz", proc)
+        yield Served(base, token, portal, log)
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        assert proc.stdout is not None
+        proc.stdout.close()
+
+
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory: pytest.TempPathFactory) -> Browser:
+    return Browser(tmp_path_factory.mktemp("chromium-profile"))
+
+
+def test_a_browser_without_the_token_is_asked_for_it(served: Served, browser: Browser) -> None:
+    address = f"{served.base}/products?portal={served.portal}"
+    dom = browser.dom(address)
+    assert figures(dom) == {}
+    assert "LASER" not in dom
+    challenge = httpx.get(address)
+    assert challenge.status_code == 401
+    assert challenge.headers["www-authenticate"].startswith("Basic ")
+    assert "This dashboard needs the reports token" in challenge.text
+    assert served.token not in served.log.read_text()
+
+
+def test_a_browser_signs_in_with_the_token_as_password(served: Served, browser: Browser) -> None:
+    signed_in = served.base.replace("http://", f"http://marketing:{served.token}@")
+    shown_rows = figures(browser.dom(f"{signed_in}/managers?portal={served.portal}"))
+    assert set(shown_rows) == {"5", "7", "none"}
+
+
+def test_trend_view_shows_the_api_numbers(served: Served, browser: Browser) -> None:
+    shown_rows = figures(browser.dom(served.url("/")))
+    monthly = served.api(by="period", period="month")
+    assert [row["period"] for row in monthly] == ["2024-03", "2024-04", "2024-05"]
+    for row in monthly:
+        assert shown_rows[row["period"]] == shown(row)
+    assert shown_rows["summary"] == shown(served.api(by="period", period="range")[0])
+
+
+def test_products_view_shows_the_api_numbers(served: Served, browser: Browser) -> None:
+    dom = browser.dom(served.url("/products"))
+    rows = served.api(by="product")
+    assert figures(dom) == {row["sku"]: shown(row) for row in rows}
+    assert dom.count('class="spark"') == len(rows) == 3
+
+
+def test_managers_view_shows_the_api_numbers(served: Served, browser: Browser) -> None:
+    rows = served.api(by="manager")
+    assert [row["manager_id"] for row in rows] == [5, 7, None]
+    assert figures(browser.dom(served.url("/managers"))) == {
+        str(row["manager_id"]) if row["manager_id"] else "none": shown(row) for row in rows
+    }
+
+
+def test_attention_view_links_to_bitrix24(served: Served, browser: Browser) -> None:
+    dom = browser.dom(served.url("/attention"))
+    rows = figures(dom)
+    assert [key for key in rows if key != "summary"] == [
+        f"{served.portal}:2:SERUM",
+        f"{served.portal}:10:LASER",
+    ]
+    assert rows[f"{served.portal}:10:LASER"] == {
+        "score": "1",
+        "contact_id": "611",
+        "comment": "<b>laser broke</b>",
+    }
+    assert 'href="https://acme.bitrix24.ru/crm/type/1038/details/10/"' in dom
+    assert "w3bh00k" not in dom
+
+
+def test_ops_view_shows_conflicts_and_dead_letters(served: Served, browser: Browser) -> None:
+    rows = figures(browser.dom(served.url("/ops")))
+    assert rows["conflicts"] == {"total": "0"}
+    assert rows["crm_sync.actions"]["size"].isdigit()
+    assert rows["scoring.submissions"]["size"].isdigit()
+
+
+def test_changing_a_filter_changes_the_numbers(served: Served, browser: Browser) -> None:
+    everything = figures(browser.dom(served.url("/products")))
+    lasers = figures(browser.dom(served.url("/products", segment="12")))
+    assert set(everything) == {"CREAM", "LASER", "SERUM"}
+    assert lasers == {"LASER": shown(served.api(by="product", segment="12")[0])}
+    weekly = figures(browser.dom(served.url("/", period="week", product="SERUM")))
+    rows = served.api(by="period", period="week", product="SERUM")
+    assert len(rows) == 12
+    for row in rows:
+        assert weekly[row["period"]] == shown(row)
+
+
+def test_screenshots_are_saved(served: Served, browser: Browser) -> None:
+    views: tuple[tuple[str, str, dict[str, str]], ...] = (
+        ("trend", "/", {}),
+        ("products", "/products", {}),
+        ("attention", "/attention", {}),
+    )
+    for name, path, params in views:
+        shot = ARTIFACTS / f"dashboard-{name}.png"
+        browser.screenshot(served.url(path, **params), shot)
+        data = shot.read_bytes()
+        assert data.startswith(b"\x89PNG\r\n\x1a\n"), f"{shot} is not a PNG"
+        assert len(data) > 10_000, f"{shot} looks blank ({len(data)} bytes)"

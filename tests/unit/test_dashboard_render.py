@@ -1,0 +1,267 @@
+"""Dashboard HTML: escaping, the figures a page shows, the filter form and the markup helpers.
+
+`figures(html)` reads a page the way the integration and browser tests check it: every element
+with `data-row` is a row, every `data-col` inside it a figure (its text).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from html.parser import HTMLParser
+from typing import Any
+
+from services.reports import pages
+from services.reports.filters import Filters
+from services.reports.markup import Html, el, escape, join
+from services.reports.views import (
+    Counts,
+    FilterOptions,
+    ProductInfo,
+    attention_lines,
+    manager_lines,
+    ops_view,
+    product_lines,
+    trend_chart,
+)
+
+VOID = {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source", "wbr"}
+SCRIPT = "<script>alert('x')</script>"
+
+
+class _Figures(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.rows: dict[str, dict[str, str]] = {}
+        self._row: list[tuple[int, str]] = []
+        self._col: tuple[int, str] | None = None
+        self._text: list[str] = []
+        self._depth = 0
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag in VOID:
+            return
+        self._depth += 1
+        found = dict(attrs)
+        if found.get("data-row") is not None:
+            key = found["data-row"] or ""
+            self._row.append((self._depth, key))
+            self.rows.setdefault(key, {})
+        if found.get("data-col") is not None and self._row:
+            self._col = (self._depth, found["data-col"] or "")
+            self._text = []
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag in VOID:
+            return
+        if self._col is not None and self._col[0] == self._depth:
+            self.rows[self._row[-1][1]][self._col[1]] = "".join(self._text).strip()
+            self._col = None
+        if self._row and self._row[-1][0] == self._depth:
+            self._row.pop()
+        self._depth -= 1
+
+    def handle_data(self, data: str) -> None:
+        if self._col is not None:
+            self._text.append(data)
+
+
+def figures(html: str) -> dict[str, dict[str, str]]:
+    """{row key: {column: text shown}} of every `data-row` element of a page."""
+    parser = _Figures()
+    parser.feed(html)
+    parser.close()
+    return parser.rows
+
+
+def shown(row: dict[str, Any]) -> dict[str, str]:
+    """How a page shows the figures of an `/api/report` row."""
+    return {
+        "nps": "—" if row["nps"] is None else f"{row['nps']:.1f}",
+        "promoters": str(row["promoters"]),
+        "passives": str(row["passives"]),
+        "detractors": str(row["detractors"]),
+        "answers": str(row["answers"]),
+        "avg_score": "—" if row["avg_score"] is None else f"{row['avg_score']:.2f}",
+    }
+
+
+def report_row(
+    nps: float | None, p: int, n: int, d: int, avg: float | None, **keys: Any
+) -> dict[str, Any]:
+    return {
+        **keys,
+        "nps": nps,
+        "promoters": p,
+        "passives": n,
+        "detractors": d,
+        "answers": p + n + d,
+        "avg_score": avg,
+    }
+
+
+OPTIONS = FilterOptions(
+    portals=("portal-a",),
+    segments=((10, "Cosmetics"), (12, "Laser A")),
+    catalogue={"EQ-1": ProductInfo("Laser <A>", ("Laser A",), ("equipment",))},
+    managers=(5, 7),
+)
+
+
+def test_markup_escapes_text_and_attributes_but_not_markup() -> None:
+    page = el(
+        "a", {"href": 'x" onclick="evil()', "title": SCRIPT, "hidden": True, "alt": None}, SCRIPT
+    )
+    assert page == (
+        '<a href="x&quot; onclick=&quot;evil()" title="&lt;script&gt;alert(&#x27;x&#x27;)'
+        '&lt;/script&gt;" hidden>&lt;script&gt;alert(&#x27;x&#x27;)&lt;/script&gt;</a>'
+    )
+    assert el("input", {"value": 3}) == '<input value="3">'
+    assert join([el("b", None, 1), "<i>", None, Html("<br>")]) == "<b>1</b>&lt;i&gt;<br>"
+    assert escape(escape("<")) == "&lt;"
+    assert escape(-12.5) == "-12.5"
+    assert escape(True) == "True"
+
+
+def test_comments_and_names_with_script_are_shown_as_text() -> None:
+    records = [
+        {
+            "answer_id": "p:1:EQ-1",
+            "entity_type_id": 1038,
+            "item_id": 1,
+            "segment": SCRIPT,
+            "sku": "EQ-1",
+            "product_name": SCRIPT,
+            "score": 2,
+            "category": "detractor",
+            "comment": f"broken {SCRIPT}\nagain",
+            "service_request": True,
+            "contact_id": 501,
+            "responsible_id": 5,
+            "submitted_at": datetime(2024, 5, 2, 7, 0, tzinfo=UTC),
+        }
+    ]
+    lines = attention_lines(records, "https://acme.bitrix24.ru")
+    filters = Filters(product=SCRIPT, portal="portal-a")
+    summary = Counts(-100.0, 0, 0, 1, 1, 2.0)
+    page = pages.layout(pages.ATTENTION, filters, OPTIONS, pages.attention_body(lines, summary, 50))
+    assert "<script" not in page
+    assert "&lt;script&gt;" in page
+    assert figures(page)["p:1:EQ-1"]["comment"] == f"broken {SCRIPT}\nagain"
+    assert figures(page)["p:1:EQ-1"]["contact_id"] == "501"
+    assert 'href="https://acme.bitrix24.ru/crm/type/1038/details/1/"' in page
+    assert 'href="https://acme.bitrix24.ru/crm/contact/details/501/"' in page
+    assert 'rel="noopener noreferrer"' in page
+    assert "service request" in page
+
+
+def test_trend_page_shows_every_period_and_the_summary() -> None:
+    rows = [
+        report_row(-33.3, 1, 0, 2, 5.33, period="2024-05"),
+        report_row(None, 0, 0, 0, None, period="2024-06"),
+        report_row(100.0, 1, 0, 0, 10.0, period="2024-07"),
+    ]
+    summary = report_row(0.0, 2, 0, 2, 6.5, period="all")
+    body = pages.trend_body(trend_chart(rows), Counts.of(summary), "month")
+    page = pages.layout(pages.TREND, Filters(), OPTIONS, body, api_url="/api/report?by=period")
+    shown_rows = figures(page)
+    for row in rows:
+        assert shown_rows[row["period"]] == shown(row)
+    assert shown_rows["summary"] == shown(summary)
+    assert page.count("<circle") == 2
+    assert page.count('class="bar"') == 2
+    assert "<details open>" in page
+    assert 'href="/api/report?by=period"' in page
+
+
+def test_an_empty_trend_says_there_are_no_answers() -> None:
+    body = pages.trend_body(trend_chart([]), Counts(None, 0, 0, 0, 0, None), "week")
+    assert "No answers for these filters." in body
+    assert "<svg" not in body
+
+
+def test_products_and_managers_pages_show_the_report_rows() -> None:
+    products = [
+        report_row(-60.0, 1, 0, 4, 3.2, sku="EQ-1", name="Laser <A>"),
+        report_row(50.0, 1, 1, 0, 8.5, sku="COS-1", name="Serum"),
+    ]
+    trend = [report_row(-60.0, 1, 0, 4, 3.2, sku="EQ-1", period="2024-05")]
+    lines = product_lines(products, trend, OPTIONS.catalogue)
+    page = pages.products_body(lines, Filters(period="week", portal="portal-a"))
+    assert figures(page) == {row["sku"]: shown(row) for row in products}
+    assert "Laser &lt;A&gt;" in page
+    assert 'href="/?product=EQ-1&amp;period=week&amp;portal=portal-a"' in page
+    assert 'class="d"' in page
+    assert "trend by week" in page
+
+    managers = [
+        {**report_row(20.0, 2, 2, 1, 7.8), "manager_id": 7},
+        {**report_row(-100.0, 0, 0, 1, 1.0), "manager_id": None},
+    ]
+    page = pages.managers_body(manager_lines(managers), Filters())
+    assert figures(page) == {"7": shown(managers[0]), "none": shown(managers[1])}
+    assert 'href="/?manager=7"' in page
+
+
+def test_filter_form_keeps_every_filter_in_the_url() -> None:
+    filters = Filters(segment="Cosmetics", product="EQ-1", manager=9, period="week", portal="p-x")
+    page = pages.layout(pages.MANAGERS, filters, OPTIONS, Html(""))
+    assert '<option value="Cosmetics" selected>Cosmetics</option>' in page
+    assert '<option value="EQ-1" selected>Laser &lt;A&gt; (EQ-1)</option>' in page
+    assert '<option value="9" selected>9</option>' in page
+    assert '<input type="hidden" name="period" value="week">' in page
+    assert '<option value="p-x" selected>p-x</option>' in page
+    query = "?segment=Cosmetics&amp;product=EQ-1&amp;manager=9&amp;period=week&amp;portal=p-x"
+    for item in pages.NAV:
+        assert f'href="{item.path}{query}"' in page
+    assert 'class="on">Managers</a>' in page
+
+
+def test_ops_page_shows_conflicts_and_unknown_queue_sizes() -> None:
+    conflict = {
+        "id": 4,
+        "contact_id": 501,
+        "field": "UF_CRM_NPS",
+        "reason": "legacy value kept",
+        "current_value": f'"{SCRIPT}"',
+        "proposed_value": "9",
+        "answer_id": "p:1:EQ-1",
+        "created_at": datetime(2024, 6, 1, tzinfo=UTC),
+    }
+    view = ops_view(1, [conflict], None, ["scoring.submissions"], None)
+    page = pages.ops_body(view)
+    assert figures(page) == {
+        "conflicts": {"total": "1"},
+        "4": {},
+        "scoring.submissions": {"size": "unknown"},
+    }
+    assert "<script" not in page
+    assert "RabbitMQ did not answer" in page
+    missing = pages.ops_body(
+        ops_view(None, [], {"scoring.submissions": 2}, ["scoring.submissions"], None)
+    )
+    assert "is not in this database" in missing
+    assert figures(missing)["scoring.submissions"] == {"size": "2"}
+    assert 'class="num alert"' in missing
+
+
+def test_sign_in_page_says_how_to_get_in() -> None:
+    page = pages.login_page("/products")
+    assert "/products?token=&lt;REPORTS_TOKEN&gt;" in page
+    assert "Authorization: Bearer" in page
+
+
+def test_problems_are_listed_escaped() -> None:
+    notice = pages.problems_notice([f"product: {SCRIPT}"])
+    assert "<li>product: &lt;script&gt;" in notice
+
+
+def test_the_style_sheet_is_the_one_the_policy_allows() -> None:
+    import base64
+    import hashlib
+
+    page = pages.layout(pages.OPS, Filters(), OPTIONS, Html(""))
+    css = page.split("<style>", 1)[1].split("</style>", 1)[0]
+    digest = base64.b64encode(hashlib.sha256(css.encode()).digest()).decode()
+    assert f"style-src 'sha256-{digest}'" in pages.CONTENT_SECURITY_POLICY
+    assert "script-src" not in pages.CONTENT_SECURITY_POLICY
+    assert "default-src 'none'" in pages.CONTENT_SECURITY_POLICY

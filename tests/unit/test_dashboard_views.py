@@ -1,0 +1,334 @@
+"""Dashboard view models: chart geometry, bars, sparklines, links and the ops view (pure)."""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime, timedelta, timezone
+from typing import Any
+
+import pytest
+
+from services.reports.views import (
+    DASH,
+    Counts,
+    ProductInfo,
+    attention_lines,
+    contact_url,
+    fmt_avg,
+    fmt_json_value,
+    fmt_nps,
+    item_url,
+    manager_lines,
+    mix,
+    nps_bar,
+    nps_y,
+    ops_view,
+    polyline,
+    portal_origin,
+    product_lines,
+    sparkline,
+    trend_chart,
+)
+
+
+def row(period: str, nps: float | None, p: int, n: int, d: int, **keys: Any) -> dict[str, Any]:
+    answers = p + n + d
+    return {
+        **keys,
+        "period": period,
+        "nps": nps,
+        "promoters": p,
+        "passives": n,
+        "detractors": d,
+        "answers": answers,
+        "avg_score": 7.5 if answers else None,
+    }
+
+
+def path_points(path: str) -> list[list[tuple[float, float]]]:
+    """The pieces of an SVG path written by `polyline`, as lists of (x, y)."""
+    pieces: list[list[tuple[float, float]]] = []
+    for command, x, y in re.findall(r"([ML])(-?[\d.]+),(-?[\d.]+)", path):
+        if command == "M":
+            pieces.append([])
+        pieces[-1].append((float(x), float(y)))
+    return pieces
+
+
+def test_nps_axis_maps_the_full_range_top_to_bottom() -> None:
+    assert nps_y(100, 10, 210) == 10
+    assert nps_y(-100, 10, 210) == 210
+    assert nps_y(0, 10, 210) == 110
+    assert nps_y(-50, 10, 210) == 160
+
+
+def test_trend_chart_scales_nps_and_answer_bars() -> None:
+    rows = [
+        row("2024-01", 100.0, 4, 0, 0),
+        row("2024-02", -50.0, 0, 1, 1),
+        row("2024-03", 0.0, 1, 0, 1),
+    ]
+    chart = trend_chart(rows, width=960, height=400)
+    first, second, third = chart.points
+    assert chart.max_answers == 4
+    assert first.y == chart.nps_top
+    assert second.y is not None
+    assert second.y > chart.zero_y
+    assert third.y == pytest.approx(chart.zero_y, abs=0.01)
+    assert first.bar_height == pytest.approx(chart.bars_bottom - chart.bars_top)
+    assert second.bar_height == pytest.approx(first.bar_height / 2, abs=0.01)
+    assert second.bar_y == pytest.approx(chart.bars_bottom - second.bar_height, abs=0.01)
+    assert [p.x for p in chart.points] == sorted(p.x for p in chart.points)
+    assert chart.left < first.x
+    assert third.x < chart.right
+    (piece,) = path_points(chart.line)
+    for (x, y), point in zip(piece, chart.points, strict=True):
+        assert x == pytest.approx(point.x, abs=0.05)
+        assert y == pytest.approx(point.y, abs=0.05)
+    assert [t.label for t in chart.x_ticks] == ["2024-01", "2024-02", "2024-03"]
+    assert [t.label for t in chart.y_ticks] == ["+100", "+50", "0", "-50", "-100"]
+    assert chart.marker_radius > 0
+
+
+def test_periods_without_answers_break_the_line_and_have_no_bar() -> None:
+    rows = [
+        row("2024-01", 20.0, 2, 2, 1),
+        row("2024-02", None, 0, 0, 0),
+        row("2024-03", -20.0, 1, 2, 2),
+        row("2024-04", 0.0, 1, 0, 1),
+    ]
+    chart = trend_chart(rows)
+    gap = chart.points[1]
+    assert gap.y is None
+    assert gap.bar_height == 0
+    pieces = path_points(chart.line)
+    assert len(pieces) == 2
+    assert len(pieces[0]) == 1
+    assert len(pieces[1]) == 2
+
+
+def test_an_empty_trend_has_no_points_and_says_so() -> None:
+    chart = trend_chart([])
+    assert chart.points == ()
+    assert chart.line == ""
+    assert chart.x_ticks == ()
+    assert not chart.has_answers
+    assert not trend_chart([row("2024-01", None, 0, 0, 0)]).has_answers
+
+
+def test_long_trends_get_a_bounded_number_of_labels_and_no_markers() -> None:
+    rows = [row(f"day {i}", 10.0, 1, 0, 0) for i in range(1095)]
+    chart = trend_chart(rows, max_labels=12)
+    assert 1 < len(chart.x_ticks) <= 12
+    assert chart.x_ticks[0].label == "day 0"
+    assert chart.marker_radius == 0
+    assert chart.bar_width > 0
+    assert chart.points[-1].x < chart.right
+
+
+def test_a_single_period_sits_in_the_middle() -> None:
+    chart = trend_chart([row("2024-Q1", -100.0, 0, 0, 3)])
+    (only,) = chart.points
+    assert only.x == pytest.approx((chart.left + chart.right) / 2)
+    assert only.y == chart.nps_bottom
+    assert path_points(chart.line) == [[(only.x, only.y)]]
+
+
+def test_mix_widths_add_up_to_a_full_bar() -> None:
+    shares = mix(Counts(nps=0.0, promoters=1, passives=1, detractors=1, answers=3, avg_score=7.0))
+    assert shares is not None
+    assert shares.promoters.start == 0
+    assert shares.passives.start == shares.promoters.width
+    assert shares.detractors.start == pytest.approx(shares.passives.start + shares.passives.width)
+    total = shares.promoters.width + shares.passives.width + shares.detractors.width
+    assert total == pytest.approx(100)
+    assert shares.promoters.width == pytest.approx(33.333)
+
+
+def test_mix_of_only_detractors_and_of_nothing() -> None:
+    shares = mix(Counts(-100.0, 0, 0, 5, 5, 2.0))
+    assert shares is not None
+    assert (shares.promoters.width, shares.passives.width) == (0, 0)
+    assert shares.detractors == type(shares.detractors)(0, 100)
+    assert mix(Counts(None, 0, 0, 0, 0, None)) is None
+
+
+@pytest.mark.parametrize(
+    ("nps", "x", "width", "negative"),
+    [
+        (60.0, 50.0, 30.0, False),
+        (-40.0, 30.0, 20.0, True),
+        (-100.0, 0.0, 50.0, True),
+        (0.0, 50.0, 0.0, False),
+    ],
+)
+def test_nps_bar_grows_from_the_middle(nps: float, x: float, width: float, negative: bool) -> None:
+    bar = nps_bar(nps)
+    assert bar is not None
+    assert (bar.x, bar.width, bar.negative) == (x, width, negative)
+
+
+def test_no_nps_no_bar() -> None:
+    assert nps_bar(None) is None
+
+
+def test_polyline_starts_a_new_piece_after_each_gap() -> None:
+    assert polyline([(0, 1), (1, None), (2, 3), (3, 4)]) == "M0.0,1.0M2.0,3.0L3.0,4.0"
+    assert polyline([(0, None)]) == ""
+
+
+def test_sparkline_spans_its_box_and_remembers_the_latest_value() -> None:
+    line = sparkline([100.0, None, -100.0, 0.0], width=120, height=28)
+    pieces = path_points(line.line)
+    assert [len(p) for p in pieces] == [1, 2]
+    assert pieces[0][0] == (3.0, 3.0)
+    assert pieces[1][0] == (79.0, 25.0)
+    assert pieces[1][1][0] == pytest.approx(117.0)
+    assert line.zero_y == 14
+    assert line.last == 0.0
+    assert len(line.dots) == 3
+    assert sparkline([None, None]).last is None
+    assert sparkline([]).line == ""
+
+
+def test_product_lines_join_the_trend_and_the_catalogue() -> None:
+    rows = [
+        row("", 50.0, 3, 0, 1, sku="EQ-1", name="Laser"),
+        row("", None, 0, 0, 0, sku="COS-1", name="Serum"),
+    ]
+    trend = [
+        row("2024-01", 100.0, 1, 0, 0, sku="EQ-1"),
+        row("2024-02", 33.3, 2, 0, 1, sku="EQ-1"),
+    ]
+    catalogue = {"EQ-1": ProductInfo("Laser", ("Laser A", "Lasers"), ("equipment",))}
+    laser, serum = product_lines(rows, trend, catalogue)
+    assert (laser.sku, laser.segments, laser.kind) == ("EQ-1", "Laser A, Lasers", "equipment")
+    assert laser.trend.last == 33.3
+    assert laser.trend_span == "2024-01 … 2024-02"
+    assert laser.mix is not None
+    assert laser.bar is not None
+    assert (serum.segments, serum.kind, serum.trend_span) == ("", "", "")
+    assert serum.mix is None
+    assert serum.bar is None
+    assert serum.trend.line == ""
+
+
+def test_manager_lines_name_the_answers_without_a_manager() -> None:
+    lines = manager_lines(
+        [
+            {**row("", -20.0, 1, 2, 2), "manager_id": 17},
+            {**row("", 100.0, 1, 0, 0), "manager_id": None},
+        ]
+    )
+    assert [(line.manager_id, line.label) for line in lines] == [
+        (17, "user 17"),
+        (None, "no manager"),
+    ]
+    assert lines[0].bar is not None
+    assert lines[0].bar.negative
+
+
+@pytest.mark.parametrize(
+    ("webhook", "origin"),
+    [
+        ("https://acme.bitrix24.ru/rest/1/s3cr3t/", "https://acme.bitrix24.ru"),
+        ("http://user:pw@crm.local:8443/rest/7/abc/", "http://crm.local:8443"),
+        ("http://127.0.0.1:8090/rest/1/sandbox/", "http://127.0.0.1:8090"),
+        ("https://[::1]:9000/rest/1/x/", "https://[::1]:9000"),
+    ],
+)
+def test_links_use_the_portal_origin_only(webhook: str, origin: str) -> None:
+    assert portal_origin(webhook) == origin
+    link = item_url(portal_origin(webhook), 1038, 4711)
+    assert link == f"{origin}/crm/type/1038/details/4711/"
+    assert "s3cr3t" not in link
+    assert "pw" not in link
+    assert "rest" not in link
+    assert contact_url(origin, 501) == f"{origin}/crm/contact/details/501/"
+
+
+def test_no_portal_no_links_and_bad_urls_are_refused() -> None:
+    assert item_url(None, 1038, 1) is None
+    assert contact_url("https://a.b", None) is None
+    with pytest.raises(ValueError, match="http"):
+        portal_origin("ftp://portal/rest/1/x/")
+
+
+def test_attention_lines_show_unscored_service_requests_and_links() -> None:
+    at = datetime(2024, 5, 2, 1, 30, tzinfo=timezone(timedelta(hours=3)))
+    records = [
+        {
+            "answer_id": "p:7:EQ",
+            "entity_type_id": 1038,
+            "item_id": 7,
+            "segment": "Laser A",
+            "sku": "EQ",
+            "product_name": "Laser",
+            "score": None,
+            "category": None,
+            "comment": None,
+            "service_request": True,
+            "contact_id": None,
+            "responsible_id": None,
+            "submitted_at": at,
+        }
+    ]
+    (line,) = attention_lines(records, "https://acme.bitrix24.ru")
+    assert line.submitted == "2024-05-01 22:30 UTC"
+    assert (line.score, line.category, line.comment) == (DASH, "not scored", "")
+    assert line.item_url == "https://acme.bitrix24.ru/crm/type/1038/details/7/"
+    assert line.contact_url is None
+    assert line.manager == "no manager"
+    assert line.product == "Laser (EQ)"
+
+
+def test_ops_view_with_an_unreachable_broker_says_unknown() -> None:
+    view = ops_view(None, [], None, ["ingest.hydrate", "crm_sync.actions"], None)
+    assert view.conflicts_total is None
+    assert [(q.queue, q.size, q.alert) for q in view.queues] == [
+        ("ingest.hydrate", "unknown", False),
+        ("crm_sync.actions", "unknown", False),
+    ]
+    assert not view.broker_reachable
+
+
+def test_ops_view_counts_and_conflict_values() -> None:
+    created = datetime(2024, 6, 1, 12, 0, tzinfo=UTC)
+    conflict = {
+        "id": 3,
+        "contact_id": 501,
+        "field": "UF_CRM_NPS_LASER_A",
+        "reason": "legacy value",
+        "current_value": '"7 (2019)"',
+        "proposed_value": "9",
+        "answer_id": "p:1:EQ",
+        "created_at": created,
+    }
+    view = ops_view(
+        12,
+        [conflict],
+        {"ingest.hydrate": 0, "crm_sync.actions": 4},
+        ["ingest.hydrate", "crm_sync.actions"],
+        "https://a.b",
+    )
+    assert view.conflicts_total == 12
+    (line,) = view.conflicts
+    assert (line.current, line.proposed, line.created) == ("7 (2019)", "9", "2024-06-01 12:00 UTC")
+    assert line.contact_url == "https://a.b/crm/contact/details/501/"
+    assert [(q.size, q.alert) for q in view.queues] == [("0", False), ("4", True)]
+    assert view.broker_reachable
+
+
+def test_formats() -> None:
+    assert (fmt_nps(None), fmt_nps(-33.3), fmt_nps(100.0), fmt_nps(0.0)) == (
+        DASH,
+        "-33.3",
+        "100.0",
+        "0.0",
+    )
+    assert (fmt_avg(None), fmt_avg(7.0), fmt_avg(6.67)) == (DASH, "7.00", "6.67")
+    assert fmt_json_value(None) == DASH
+    assert fmt_json_value('["a", 1]') == '["a", 1]'
+    long_value = fmt_json_value('"' + "x" * 500 + '"')
+    assert len(long_value) == 120
+    assert long_value.endswith("…")
