@@ -144,16 +144,16 @@ async def report_endpoint(
 
 def create_app(
     database_url: str,
-    token: str | None,
+    token: str,
     *,
     portal_url: str | None = None,
     rabbitmq_url: str | None = None,
 ) -> FastAPI:
     """The reports app on the database at `database_url`, protected by `token`.
 
-    `token=None` leaves it open (in-process tests only). `portal_url` (the webhook URL; only its
-    origin is kept) makes links to Bitrix24 items and contacts; `rabbitmq_url` lets the ops view
-    count dead letters.
+    Every page and API needs the token (see `services/reports/auth.py`). `portal_url` (the
+    webhook URL; only its origin is kept) makes links to Bitrix24 items and contacts;
+    `rabbitmq_url` lets the ops view count dead letters.
     """
 
     @asynccontextmanager

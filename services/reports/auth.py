@@ -47,17 +47,15 @@ def bearer_token(authorization: str) -> str | None:
 
 @dataclass(frozen=True)
 class Access:
-    """The reports token (None: open) and the checks of what a request presents."""
+    """The reports token and the checks of what a request presents."""
 
-    token: str | None
+    token: str
 
     def matches(self, given: str) -> bool:
-        return self.token is None or secrets.compare_digest(given.encode(), self.token.encode())
+        return secrets.compare_digest(given.encode(), self.token.encode())
 
     def allows(self, authorization: str | None, cookie: str | None) -> bool:
-        """True when the header or the cookie proves the token (always when there is none)."""
-        if self.token is None:
-            return True
+        """True when the header or the cookie proves the token."""
         if authorization:
             given = bearer_token(authorization) or basic_password(authorization)
             if given is not None and self.matches(given):

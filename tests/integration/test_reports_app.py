@@ -36,12 +36,17 @@ async def portal(pool: asyncpg.Pool) -> str:
 
 
 @asynccontextmanager
-async def client(pg_dsn: str, token: str | None) -> AsyncIterator[httpx.AsyncClient]:
+async def client(
+    pg_dsn: str, token: str, *, authorized: bool = False
+) -> AsyncIterator[httpx.AsyncClient]:
     """The app with its real lifespan (its own pool), called in-process."""
     app = create_app(pg_dsn, token)
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://reports") as http:
+        headers = bearer(token) if authorized else {}
+        async with httpx.AsyncClient(
+            transport=transport, base_url="http://reports", headers=headers
+        ) as http:
             yield http
 
 
@@ -57,7 +62,7 @@ async def expected(pool: asyncpg.Pool, **query: Any) -> list[dict[str, Any]]:
 async def test_report_rows_match_the_cli_report(
     pg_dsn: str, pool: asyncpg.Pool, portal: str
 ) -> None:
-    async with client(pg_dsn, None) as http:
+    async with client(pg_dsn, TOKEN, authorized=True) as http:
         products = await http.get("/api/report", params={"by": "product", "portal": portal})
         trend = await http.get(
             "/api/report",
@@ -135,7 +140,7 @@ async def test_token_is_required_when_configured(pg_dsn: str, portal: str) -> No
 async def test_bad_parameters_are_named(
     pg_dsn: str, params: dict[str, str], field: str, problem: str
 ) -> None:
-    async with client(pg_dsn, None) as http:
+    async with client(pg_dsn, TOKEN, authorized=True) as http:
         response = await http.get("/api/report", params=params)
     assert response.status_code == 422
     details = response.json()["detail"]

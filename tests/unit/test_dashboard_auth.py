@@ -50,11 +50,6 @@ def test_anything_else_is_refused(authorization: str | None, cookie: str | None)
     assert not Access(TOKEN).allows(authorization, cookie)
 
 
-def test_without_a_token_access_is_open() -> None:
-    assert Access(None).allows(None, None)
-    assert Access(None).matches("anything")
-
-
 def test_the_cookie_is_not_the_token_and_follows_it() -> None:
     assert TOKEN not in cookie_value(TOKEN)
     assert cookie_value(TOKEN) == cookie_value(TOKEN)
