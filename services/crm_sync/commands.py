@@ -1,0 +1,156 @@
+"""CLI of crm_sync: `nps conflicts`, `nps audit <contact>`, `nps undo <write-id>`."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Awaitable, Callable
+from typing import Annotated, Any, TypeVar
+
+import asyncpg
+import typer
+
+from services.crm_sync.policy import is_empty
+from services.crm_sync.store import contact_writes, list_conflicts
+from services.crm_sync.undo import UndoResult, undo_write
+from shared.bitrix24 import Bitrix24Error, client_from_settings
+from shared.db import create_pool
+from shared.logging import configure_logging
+from shared.portal_config import ConfigError, load_portal_config
+from shared.settings import Settings, get_settings
+
+T = TypeVar("T")
+
+JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
+PortalOption = Annotated[
+    str | None, typer.Option("--portal", help="Only this portal key (member id or domain).")
+]
+
+
+def _settings() -> Settings:
+    settings = get_settings()
+    configure_logging(settings.log_level, settings.log_format)
+    return settings
+
+
+def _with_pool(settings: Settings, work: Callable[[asyncpg.Pool], Awaitable[T]]) -> T:
+    async def main() -> T:
+        pool = await create_pool(settings.database_url.get_secret_value(), max_size=2)
+        try:
+            return await work(pool)
+        finally:
+            await pool.close()
+
+    try:
+        return asyncio.run(main())
+    except asyncpg.UndefinedTableError:
+        typer.echo("the database has no crm_sync tables yet: run `nps migrate`", err=True)
+        raise typer.Exit(code=1) from None
+
+
+def _value(value: Any) -> str:
+    if is_empty(value):
+        return "(empty)"
+    if isinstance(value, list):
+        return " | ".join(str(item) for item in value)
+    return str(value)
+
+
+def _print_json(rows: list[dict[str, Any]]) -> None:
+    typer.echo(json.dumps(rows, ensure_ascii=False, indent=2, default=str))
+
+
+def conflicts(
+    as_json: JsonOption = False,
+    contact: Annotated[
+        int | None, typer.Option("--contact", help="Only this contact.", show_default=False)
+    ] = None,
+    portal: PortalOption = None,
+    limit: Annotated[int, typer.Option(help="At most this many, newest first.", min=1)] = 500,
+) -> None:
+    """Values b24-nps left alone: legacy or hand-edited contact fields it did not overwrite."""
+    settings = _settings()
+    rows = _with_pool(
+        settings,
+        lambda pool: _fetch_conflicts(pool, contact=contact, portal=portal, limit=limit),
+    )
+    if as_json:
+        _print_json([row.to_json() for row in rows])
+        return
+    if not rows:
+        typer.echo("no conflicts: b24-nps has not had to leave any value alone")
+        return
+    for row in rows:
+        typer.echo(
+            f"#{row.id}  {row.created_at:%Y-%m-%d %H:%M}  contact {row.contact_id}  {row.field}  "
+            f"[{row.reason}]  kept {_value(row.current)!r}, not written {_value(row.proposed)!r}"
+            f"  (answer {row.answer_id})"
+        )
+    typer.echo(f"{len(rows)} conflict(s)")
+
+
+async def _fetch_conflicts(
+    pool: asyncpg.Pool, *, contact: int | None, portal: str | None, limit: int
+) -> list[Any]:
+    async with pool.acquire() as conn:
+        return await list_conflicts(conn, contact_id=contact, portal=portal, limit=limit)
+
+
+def audit(
+    contact: Annotated[int, typer.Argument(help="Contact id.")],
+    as_json: JsonOption = False,
+    portal: PortalOption = None,
+) -> None:
+    """Every value b24-nps wrote into a contact's fields, with what was there before."""
+    settings = _settings()
+    rows = _with_pool(settings, lambda pool: _fetch_writes(pool, contact, portal))
+    if as_json:
+        _print_json([row.to_json() for row in rows])
+        return
+    if not rows:
+        typer.echo(f"b24-nps has written nothing into contact {contact}")
+        return
+    for row in rows:
+        note = f"  (undone by #{row.undone_by})" if row.undone_by is not None else ""
+        if row.undo_of is not None:
+            note = f"  (undoes #{row.undo_of})"
+        typer.echo(
+            f"#{row.id}  {row.written_at:%Y-%m-%d %H:%M:%S}  {row.field}  {row.kind}: "
+            f"{_value(row.before)!r} → {_value(row.after)!r}{note}"
+        )
+
+
+async def _fetch_writes(pool: asyncpg.Pool, contact: int, portal: str | None) -> list[Any]:
+    async with pool.acquire() as conn:
+        return await contact_writes(conn, contact, portal=portal)
+
+
+def undo(
+    write_id: Annotated[int, typer.Argument(help="The write's id (see `nps audit`).")],
+) -> None:
+    """Restore a contact field to its value before write WRITE_ID, if it still holds ours."""
+    settings = _settings()
+    try:
+        config = load_portal_config(settings.nps_config)
+    except ConfigError as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(code=1) from None
+
+    async def work(pool: asyncpg.Pool) -> UndoResult:
+        async with client_from_settings(settings, pool, config) as client:
+            return await undo_write(pool, client, write_id)
+
+    try:
+        result = _with_pool(settings, work)
+    except Bitrix24Error as exc:
+        typer.echo(f"the portal refused: {exc}", err=True)
+        raise typer.Exit(code=1) from None
+    typer.echo(result.message, err=not result.restored)
+    if not result.restored:
+        raise typer.Exit(code=1)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("conflicts")(conflicts)
+    app.command("audit")(audit)
+    app.command("undo")(undo)

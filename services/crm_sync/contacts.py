@@ -1,0 +1,549 @@
+"""The contact patch (DESIGN §5): NPS scores written into contact cards without harming what
+people keep there by hand, many contacts per request.
+
+Contact actions are grouped (`grouping.GroupFormer`: up to 48 contacts, a short window). For a
+group, under a per-contact lock shared by every replica:
+
+1. one `crm.contact.list` command with an `@ID` filter reads the group's current values;
+2. `policy.plan_patch()` decides every mapped field against those values and the ledger; what
+   needs no write is recorded at once, the writes about to be sent are saved as the action's
+   *intent* (so that a crash after sending them is recovered, not repeated blindly);
+3. one request carries a *verify* read of the same contacts immediately followed by the
+   `crm.contact.update` commands (the coalescer adds the next group's read to fill it to 50);
+4. audit, ledger, conflicts, the action's completion and its `crm.written.contact` event are
+   recorded in one transaction; only then is the message acked.
+
+Bitrix24 has no conditional update, so a person can still edit a field between our read and our
+write. The verify read, executed by the portal right before our updates, shows whether that
+happened; if it did, our write is repaired on the next round (`policy.merge`): a scalar gets the
+person's value back (and a conflict is recorded), a list gets their entries plus ours.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Hashable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, cast
+
+import asyncpg
+
+from services.crm_sync.coalescer import CommandCoalescer
+from services.crm_sync.entities import written_event
+from services.crm_sync.grouping import GroupFormer
+from services.crm_sync.policy import (
+    SCALAR_ROLES,
+    LedgerEntry,
+    PatchPlan,
+    Repair,
+    Role,
+    Version,
+    Write,
+    overwritten,
+    plan_patch,
+    same,
+    targets,
+)
+from services.crm_sync.store import (
+    AuditRow,
+    Changes,
+    ConflictRow,
+    ContactLocks,
+    IntentWrite,
+    LedgerRow,
+    begin_actions,
+    load_ledger,
+    record,
+)
+from shared.bitrix24 import Command
+from shared.events import CrmWritten, RouteAction, WriteOutcome
+from shared.logging import bind_message_context, get_logger
+from shared.portal_config import ContactFields, EquipmentSegment, PortalConfig
+
+GROUP_SIZE = 48
+"""Contacts per group: a verify read, 48 updates and the next group's read make 50 commands."""
+GROUP_WINDOW_S = 0.2
+MAX_ACTIVE_GROUPS = 2
+MAX_ROUNDS = 4
+"""Write rounds per group: the first, and repairs while people keep editing the same fields."""
+
+log = get_logger(__name__)
+
+
+class StillEditingError(RuntimeError):
+    """A field kept changing while we repaired it: retry the message later (transient)."""
+
+
+def contact_fields_for(action: RouteAction, config: PortalConfig) -> ContactFields | None:
+    segment = config.survey.segment(action.answer.category_id)
+    if isinstance(segment, EquipmentSegment):
+        return segment.contact_fields
+    return None
+
+
+@dataclass(eq=False)
+class ContactJob:
+    action: RouteAction
+    fields: ContactFields
+    future: asyncio.Future[CrmWritten | None]
+
+    @property
+    def contact_id(self) -> int:
+        assert self.action.answer.contact_id is not None
+        return self.action.answer.contact_id
+
+    @property
+    def portal(self) -> str:
+        return self.action.answer.portal.key
+
+    @property
+    def key(self) -> Hashable:
+        return (self.portal, self.contact_id)
+
+    def fail(self, error: BaseException) -> None:
+        if not self.future.done():
+            self.future.set_exception(error)
+
+    def finish(self, event: CrmWritten | None) -> None:
+        if not self.future.done():
+            self.future.set_result(event)
+
+
+@dataclass(eq=False)
+class _Work:
+    """One job's state across the rounds of its group."""
+
+    job: ContactJob
+    repairs: tuple[Repair, ...] = ()
+    recovering: tuple[IntentWrite, ...] = ()
+    """Writes an earlier attempt sent without recording them (looked at in the first round)."""
+    plan: PatchPlan | None = None
+    writes: tuple[IntentWrite, ...] = ()
+    outcome: WriteOutcome | None = None
+    details: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def action(self) -> RouteAction:
+        return self.job.action
+
+    @property
+    def roles(self) -> dict[str, Role]:
+        return {
+            name: role for name, (role, _) in targets(self.job.fields, self.action.answer).items()
+        }
+
+    def fields(self) -> set[str]:
+        return {*self.roles, *(repair.field for repair in self.repairs)}
+
+
+def _audit(work: _Work, write: Write, before: Any, kind: str, before_ours: bool) -> AuditRow:
+    return AuditRow(
+        portal=work.job.portal,
+        contact_id=work.job.contact_id,
+        field=write.field,
+        before=before,
+        after=write.value,
+        kind=kind,
+        action_id=work.action.action_id,
+        answer_id=work.action.answer.answer_id,
+        before_ours=before_ours,
+    )
+
+
+def _details(plan: PatchPlan, contact_id: int) -> dict[str, Any]:
+    writes = [d for d in plan.decisions if d.verdict == "write"]
+    return {
+        "contact_id": contact_id,
+        "written": {d.field: d.value for d in writes if d.role != "history"},
+        "appended": {d.field: d.proposed for d in writes if d.role == "history"},
+        "kept": {d.field: d.reason for d in plan.decisions if d.verdict == "keep"},
+        "conflicts": [{"field": d.field, "reason": d.reason} for d in plan.conflicts()],
+        "stale": plan.stale,
+    }
+
+
+class ContactWriter:
+    """Carries out `route.contact` actions; see the module docstring."""
+
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        coalescer: CommandCoalescer,
+        config: PortalConfig,
+        *,
+        group_size: int = GROUP_SIZE,
+        window_s: float = GROUP_WINDOW_S,
+        max_active: int = MAX_ACTIVE_GROUPS,
+    ) -> None:
+        self._pool = pool
+        self._coalescer = coalescer
+        self._config = config
+        self._locks = ContactLocks(pool)
+        self._groups: GroupFormer[ContactJob] = GroupFormer(
+            self._process, max_size=group_size, window_s=window_s, max_active=max_active
+        )
+
+    async def patch(self, action: RouteAction) -> CrmWritten | None:
+        """Carry out one contact action; returns once its effect is recorded (None when it was
+        done before: nothing new is published)."""
+        fields = contact_fields_for(action, self._config)
+        if action.answer.contact_id is None or fields is None:
+            reason = "no contact" if fields is not None else "no contact fields for this segment"
+            return await self._skip(action, reason)
+        job = ContactJob(action, fields, asyncio.get_running_loop().create_future())
+        self._groups.submit(job)
+        return await job.future
+
+    async def _skip(self, action: RouteAction, reason: str) -> CrmWritten | None:
+        async with self._pool.acquire() as conn:
+            rows = await begin_actions(conn, [action])
+            if rows[action.action_id].done:
+                return None
+            event = written_event(
+                action,
+                "skipped",
+                entity_type="contact",
+                entity_id=action.answer.contact_id,
+                details={"reason": reason},
+            )
+            await record(conn, Changes(completions=[event]))
+        return event
+
+    # --- a group --------------------------------------------------------------------------
+
+    async def _process(self, jobs: list[ContactJob]) -> list[ContactJob]:
+        bind_message_context(group_size=len(jobs))
+        keys = [(job.portal, job.contact_id) for job in jobs]
+        held = await self._locks.acquire(keys)
+        mine = [job for job in jobs if (job.portal, job.contact_id) in held]
+        try:
+            if mine:
+                await self._patch(mine)
+        finally:
+            await self._locks.release([(job.portal, job.contact_id) for job in mine])
+        return [job for job in jobs if (job.portal, job.contact_id) not in held]
+
+    async def _patch(self, jobs: list[ContactJob]) -> None:
+        async with self._pool.acquire() as conn:
+            rows = await begin_actions(conn, [job.action for job in jobs])
+        work: list[_Work] = []
+        for job in jobs:
+            row = rows[job.action.action_id]
+            if row.done:
+                job.finish(None)
+            elif row.repairs:  # resuming repairs an earlier attempt saved
+                outcome = cast(WriteOutcome, row.outcome or "patched")
+                work.append(
+                    _Work(job, row.repairs, row.intent, outcome=outcome, details=row.details)
+                )
+            else:
+                work.append(_Work(job, recovering=row.intent))
+        for _ in range(MAX_ROUNDS):
+            if not work:
+                return
+            work = await self._round(work)
+        for item in work:
+            log.warning(
+                "contact_still_being_edited",
+                action_id=item.action.action_id,
+                correlation_id=item.action.correlation_id,
+                contact_id=item.job.contact_id,
+            )
+            item.job.fail(
+                StillEditingError(
+                    f"contact {item.job.contact_id}: a field kept changing while b24-nps put a "
+                    "person's edit back; the repair is saved and resumes on the next attempt"
+                )
+            )
+
+    async def _round(self, work: list[_Work]) -> list[_Work]:
+        """Read, decide, write and record once; returns the work that owes a repair."""
+        wanted = sorted(set().union(*(item.fields() for item in work)))
+        contacts = sorted({item.job.contact_id for item in work})
+        read = await self._coalescer.run([self._read("read", contacts, wanted)])
+        error = read.error("read")
+        if error is not None:
+            for item in work:
+                item.job.fail(error)
+            return []
+        current = _rows_by_id(read.results["read"])
+        async with self._pool.acquire() as conn:
+            ledger = await load_ledger(
+                conn, [(i.job.portal, i.job.contact_id) for i in work], wanted
+            )
+        planned = Changes()
+        writing: list[_Work] = []
+        for item in work:
+            item.writes = ()
+            row = current.get(item.job.contact_id)
+            if row is None:
+                self._not_found(item, planned)
+            elif item.repairs:
+                self._plan_repairs(item, row, planned)
+            else:
+                self._plan_answer(item, row, ledger, planned)
+            if item.writes:
+                writing.append(item)
+        async with self._pool.acquire() as conn:
+            await record(conn, planned)
+        _settle(work, planned)
+        if not writing:
+            return []
+        return await self._write(writing)
+
+    # --- deciding -------------------------------------------------------------------------
+
+    def _not_found(self, item: _Work, planned: Changes) -> None:
+        log.warning(
+            "contact_not_found",
+            action_id=item.action.action_id,
+            correlation_id=item.action.correlation_id,
+            contact_id=item.job.contact_id,
+        )
+        event = written_event(
+            item.action,
+            "skipped",
+            entity_type="contact",
+            entity_id=item.job.contact_id,
+            details={"reason": "contact not found on the portal (deleted, or not visible)"},
+        )
+        planned.completions.append(event)
+
+    def _plan_repairs(self, item: _Work, row: Mapping[str, Any], planned: Changes) -> None:
+        for intent in item.recovering:  # restores sent by an attempt that stopped before recording
+            if same(row.get(intent.write.field), intent.write.value):
+                planned.audit.append(_audit(item, intent.write, intent.write.base, "restore", True))
+        item.recovering = ()
+        writes = [
+            write for repair in item.repairs if (write := repair.write_for(row.get(repair.field)))
+        ]
+        item.writes = tuple(IntentWrite(write, before_ours=True) for write in writes)
+        if writes:
+            planned.intents[item.action.action_id] = item.writes
+        else:
+            planned.completions.append(self._event(item))
+
+    def _plan_answer(
+        self,
+        item: _Work,
+        row: Mapping[str, Any],
+        ledger: Mapping[tuple[str, int, str], LedgerEntry],
+        planned: Changes,
+    ) -> None:
+        job, answer = item.job, item.action.answer
+        version = Version.of(answer)
+        roles = item.roles
+        entries = {
+            name: ledger[(job.portal, job.contact_id, name)]
+            for name in roles
+            if (job.portal, job.contact_id, name) in ledger
+        }
+        # A previous attempt sent writes and stopped before recording them: those that show in
+        # the contact now did happen; they are recorded as ours before deciding afresh.
+        for intent in item.recovering:
+            write = intent.write
+            if write.field not in roles or not same(row.get(write.field), write.value):
+                continue
+            planned.audit.append(_audit(item, write, write.base, "recovered", intent.before_ours))
+            if roles[write.field] in SCALAR_ROLES:
+                entries[write.field] = LedgerEntry(version, write.value)
+                planned.ledger.append(
+                    LedgerRow(
+                        job.portal,
+                        job.contact_id,
+                        write.field,
+                        write.value,
+                        version,
+                        item.action.action_id,
+                    )
+                )
+        plan = plan_patch(job.fields, answer, row, entries)
+        item.plan = plan
+        item.outcome = plan.outcome()
+        item.details = _details(plan, job.contact_id)
+        item.writes = tuple(
+            IntentWrite(write, decision.before_ours)
+            for write in plan.writes()
+            if (decision := plan.decision(write.field)) is not None
+        )
+        if item.writes or item.recovering:
+            planned.intents[item.action.action_id] = item.writes
+        item.recovering = ()
+        if not item.writes:
+            self._conclude(item, planned)
+            planned.completions.append(self._event(item))
+
+    def _conclude(
+        self, item: _Work, changes: Changes, clobbered: frozenset[str] = frozenset()
+    ) -> None:
+        """Ledger and conflicts of an answer's plan, once its writes (if any) are done."""
+        plan, job = item.plan, item.job
+        if plan is None:
+            return
+        answer = item.action.answer
+        for decision in plan.ledger_updates():
+            owned = decision.owned_after
+            if decision.field in clobbered:
+                owned = decision.current if decision.before_ours else None
+            changes.ledger.append(
+                LedgerRow(
+                    job.portal,
+                    job.contact_id,
+                    decision.field,
+                    owned,
+                    plan.version,
+                    item.action.action_id,
+                )
+            )
+        for decision in plan.conflicts():
+            changes.conflicts.append(
+                ConflictRow(
+                    job.portal,
+                    job.contact_id,
+                    decision.field,
+                    decision.reason,
+                    decision.current,
+                    decision.proposed,
+                    answer.answer_id,
+                    item.action.action_id,
+                )
+            )
+
+    def _event(self, item: _Work) -> CrmWritten:
+        return written_event(
+            item.action,
+            item.outcome or "unchanged",
+            entity_type="contact",
+            entity_id=item.job.contact_id,
+            details=item.details,
+        )
+
+    # --- writing --------------------------------------------------------------------------
+
+    @staticmethod
+    def _read(name: str, contacts: Sequence[int], fields: Sequence[str]) -> Command:
+        return Command(
+            name,
+            "crm.contact.list",
+            {"filter": {"@ID": list(contacts)}, "select": ["ID", *fields], "start": -1},
+        )
+
+    async def _write(self, writing: list[_Work]) -> list[_Work]:
+        written_fields = sorted({i.write.field for item in writing for i in item.writes})
+        contacts = [item.job.contact_id for item in writing]
+        commands = [self._read("verify", contacts, written_fields)]
+        commands += [
+            Command(
+                f"w{item.job.contact_id}",
+                "crm.contact.update",
+                {
+                    "ID": item.job.contact_id,
+                    "FIELDS": {i.write.field: i.write.value for i in item.writes},
+                    "PARAMS": {"REGISTER_SONET_EVENT": "N"},
+                },
+            )
+            for item in writing
+        ]
+        result = await self._coalescer.run(commands)
+        seen: dict[int, dict[str, Any]] | None = None
+        verify_error = result.error("verify")
+        if verify_error is None:
+            seen = _rows_by_id(result.results["verify"])
+        else:
+            log.warning("contact_verify_failed", error=str(verify_error), contacts=len(contacts))
+        changes = Changes()
+        again: list[_Work] = []
+        for item in writing:
+            error = result.error(f"w{item.job.contact_id}")
+            if error is not None:
+                item.job.fail(error)
+                continue
+            before = None if seen is None else seen.get(item.job.contact_id, {})
+            if self._record_write(item, before, changes):
+                again.append(item)
+        async with self._pool.acquire() as conn:
+            await record(conn, changes)
+        _settle(writing, changes)
+        return again
+
+    def _record_write(self, item: _Work, seen: Mapping[str, Any] | None, changes: Changes) -> bool:
+        """Record one contact's writes; True when a repair is owed (another round)."""
+        kind = "restore" if item.repairs else "answer"
+        repairs: list[Repair] = []
+        for intent in item.writes:
+            write = intent.write
+            before = write.base if seen is None else seen.get(write.field)
+            changes.audit.append(_audit(item, write, before, kind, intent.before_ours))
+            repair = None if seen is None else overwritten(write, before)
+            if repair is not None:
+                repairs.append(repair)
+        clobbered = frozenset(r.field for r in repairs if self._is_scalar(item, r.field))
+        for repair in repairs:
+            log.warning(
+                "contact_edited_while_writing",
+                action_id=item.action.action_id,
+                correlation_id=item.action.correlation_id,
+                contact_id=item.job.contact_id,
+                field=repair.field,
+            )
+        if item.plan is not None:
+            self._conclude(item, changes, clobbered)
+        for name in sorted(clobbered):
+            decision = item.plan.decision(name) if item.plan is not None else None
+            changes.conflicts.append(
+                ConflictRow(
+                    item.job.portal,
+                    item.job.contact_id,
+                    name,
+                    "edited_during_write",
+                    next(r.displaced for r in repairs if r.field == name),
+                    decision.proposed if decision is not None else None,
+                    item.action.answer.answer_id,
+                    item.action.action_id,
+                )
+            )
+        if clobbered:
+            item.outcome = "conflict"
+            item.details = {
+                **item.details,
+                "conflicts": [
+                    *item.details.get("conflicts", []),
+                    *({"field": name, "reason": "edited_during_write"} for name in clobbered),
+                ],
+            }
+        if repairs:
+            item.details = {
+                **item.details,
+                "repaired": sorted(
+                    {*item.details.get("repaired", []), *(r.field for r in repairs)}
+                ),
+            }
+            item.repairs = tuple(repairs)
+            item.plan = None
+            changes.repairs[item.action.action_id] = (
+                item.repairs,
+                item.outcome or "patched",
+                item.details,
+            )
+            return True
+        changes.completions.append(self._event(item))
+        return False
+
+    @staticmethod
+    def _is_scalar(item: _Work, name: str) -> bool:
+        role = item.roles.get(name)
+        return role is None or role in SCALAR_ROLES
+
+
+def _settle(work: Sequence[_Work], changes: Changes) -> None:
+    """Settle the jobs whose completion was just recorded."""
+    done = {event.action_id: event for event in changes.completions}
+    for item in work:
+        if item.action.action_id in done:
+            item.job.finish(done[item.action.action_id])
+
+
+def _rows_by_id(result: Any) -> dict[int, dict[str, Any]]:
+    """`crm.contact.list` rows by contact id."""
+    rows = result if isinstance(result, list) else []
+    return {int(row["ID"]): row for row in rows if isinstance(row, dict) and "ID" in row}

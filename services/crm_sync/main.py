@@ -1,0 +1,43 @@
+"""crm_sync wiring: `route.*` actions (queue `crm_sync.actions`) → Bitrix24 writes →
+`crm.written.<action>` events through the outbox."""
+
+from __future__ import annotations
+
+import asyncio
+from functools import partial
+
+from services.crm_sync.coalescer import CommandCoalescer
+from services.crm_sync.contacts import ContactWriter
+from services.crm_sync.creates import EntityWriter
+from services.crm_sync.handlers import Writers, handle_action
+from shared.bitrix24 import client_from_settings
+from shared.events import RouteAction
+from shared.messaging import subscribe
+from shared.service import Runtime, serve
+from shared.settings import Settings
+from shared.topology import CRM_SYNC_ACTIONS
+
+PREFETCH = 200
+"""Unacked messages in flight: enough for two groups of 48 contacts at work and the next one
+filling up while they wait for the portal."""
+
+
+async def wire(runtime: Runtime) -> None:
+    client = client_from_settings(runtime.settings, runtime.pool, runtime.config)
+    coalescer = CommandCoalescer(client)
+    writers = Writers(
+        contacts=ContactWriter(runtime.pool, coalescer, runtime.config),
+        entities=EntityWriter(runtime.pool, coalescer, runtime.config),
+    )
+    subscribe(
+        runtime.broker,
+        CRM_SYNC_ACTIONS,
+        RouteAction,
+        partial(handle_action, writers=writers),
+        max_attempts=runtime.settings.retry_max_attempts,
+    )
+
+
+def run(settings: Settings) -> None:
+    """`nps run crm_sync`."""
+    asyncio.run(serve("crm_sync", settings, wire, prefetch=PREFETCH))

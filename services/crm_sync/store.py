@@ -1,0 +1,570 @@
+"""crm_sync's records in PostgreSQL: actions, the ownership ledger, the audit, conflicts, locks.
+
+Field values are stored as JSON exactly as read from or sent to the portal (strings, lists of
+strings); SQL NULL means "no value".
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+from asyncpg.pool import PoolConnectionProxy
+
+from services.crm_sync.policy import LedgerEntry, Repair, Version, Write
+from shared.events import CrmWritten, RouteAction
+from shared.outbox import enqueue
+
+Conn = asyncpg.Connection | PoolConnectionProxy
+ContactKey = tuple[str, int]
+"""(portal key, contact id)"""
+
+_LOCK_NAMESPACE = 0x4E50_5343  # "NPSC": advisory locks on contacts being patched
+
+
+def _dump(value: Any) -> str | None:
+    return None if value is None else json.dumps(value, ensure_ascii=False)
+
+
+def _load(raw: str | None) -> Any:
+    return None if raw is None else json.loads(raw)
+
+
+# --- actions --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class IntentWrite:
+    """A contact write sent before its outcome was recorded (`before_ours` for the audit)."""
+
+    write: Write
+    before_ours: bool
+
+    def to_json(self) -> dict[str, Any]:
+        w = self.write
+        return {"field": w.field, "base": w.base, "value": w.value, "before_ours": self.before_ours}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> IntentWrite:
+        write = Write(data["field"], data["base"], data["value"])
+        return cls(write, bool(data.get("before_ours")))
+
+
+@dataclass(frozen=True)
+class ActionRow:
+    action_id: str
+    state: str
+    attempts: int
+    """Attempts made before this one (a create that may have happened is looked up first)."""
+    intent: tuple[IntentWrite, ...] = ()
+    repairs: tuple[Repair, ...] = ()
+    outcome: str | None = None
+    details: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def done(self) -> bool:
+        return self.state == "done"
+
+
+def _action_row(row: asyncpg.Record, attempts: int | None = None) -> ActionRow:
+    intent = _load(row["intent"]) or []
+    repairs = _load(row["repairs"]) or []
+    return ActionRow(
+        action_id=row["action_id"],
+        state=row["state"],
+        attempts=row["attempts"] if attempts is None else attempts,
+        intent=tuple(IntentWrite.from_json(item) for item in intent),
+        repairs=tuple(Repair.from_json(item) for item in repairs),
+        outcome=row["outcome"],
+        details=_load(row["details"]) or {},
+    )
+
+
+async def begin_actions(conn: Conn, actions: Sequence[RouteAction]) -> dict[str, ActionRow]:
+    """Register `actions` (once) and return their rows, by action id."""
+    ids = [a.action_id for a in actions]
+    async with conn.transaction():
+        await conn.execute(
+            """INSERT INTO crm_actions (action_id, portal, action, answer_id, contact_id)
+               SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[])
+               ON CONFLICT (action_id) DO NOTHING""",
+            ids,
+            [a.answer.portal.key for a in actions],
+            [a.action for a in actions],
+            [a.answer.answer_id for a in actions],
+            [a.answer.contact_id for a in actions],
+        )
+        rows = await conn.fetch(
+            """SELECT action_id, state, attempts, intent, repairs, outcome, details
+               FROM crm_actions WHERE action_id = ANY($1::text[])""",
+            ids,
+        )
+    return {row["action_id"]: _action_row(row) for row in rows}
+
+
+async def begin_attempt(conn: Conn, action: RouteAction) -> ActionRow:
+    """Register `action` and count one more attempt (committed before any call is made); the
+    row's `attempts` is the number made before this one. A done action is returned as is."""
+    async with conn.transaction():
+        await begin_actions(conn, [action])
+        row = await conn.fetchrow(
+            """UPDATE crm_actions SET attempts = attempts + 1, updated_at = now()
+               WHERE action_id = $1 AND state = 'pending'
+               RETURNING action_id, state, attempts, intent, repairs, outcome, details""",
+            action.action_id,
+        )
+        if row is not None:
+            return _action_row(row, attempts=row["attempts"] - 1)
+        done = await conn.fetchrow(
+            """SELECT action_id, state, attempts, intent, repairs, outcome, details
+               FROM crm_actions WHERE action_id = $1""",
+            action.action_id,
+        )
+    assert done is not None
+    return _action_row(done)
+
+
+async def note_failure(conn: Conn, action_id: str, error: str) -> None:
+    await conn.execute(
+        "UPDATE crm_actions SET last_error = $2, updated_at = now() WHERE action_id = $1",
+        action_id,
+        error[:2000],
+    )
+
+
+# --- the ledger -----------------------------------------------------------------------------
+
+
+async def load_ledger(
+    conn: Conn, contacts: Iterable[ContactKey], fields: Iterable[str]
+) -> dict[tuple[str, int, str], LedgerEntry]:
+    """Ledger entries of `fields` of `contacts`, by (portal, contact, field)."""
+    keys = sorted(set(contacts))
+    rows = await conn.fetch(
+        """SELECT l.portal, l.contact_id, l.field, l.owned_value, l.answer_id,
+                  l.submitted_at, l.updated_at
+           FROM crm_field_ledger l
+           JOIN unnest($1::text[], $2::bigint[]) AS k(portal, contact_id)
+             ON l.portal = k.portal AND l.contact_id = k.contact_id
+           WHERE l.field = ANY($3::text[])""",
+        [portal for portal, _ in keys],
+        [contact for _, contact in keys],
+        sorted(set(fields)),
+    )
+    return {
+        (row["portal"], row["contact_id"], row["field"]): LedgerEntry(
+            Version(row["submitted_at"], row["updated_at"], row["answer_id"]),
+            _load(row["owned_value"]),
+        )
+        for row in rows
+    }
+
+
+# --- recording a round of contact work ------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class AuditRow:
+    portal: str
+    contact_id: int
+    field: str
+    before: Any
+    after: Any
+    kind: str
+    action_id: str | None
+    answer_id: str | None
+    before_ours: bool = False
+
+
+@dataclass(frozen=True)
+class LedgerRow:
+    portal: str
+    contact_id: int
+    field: str
+    owned_value: Any
+    version: Version
+    action_id: str
+
+
+@dataclass(frozen=True)
+class ConflictRow:
+    portal: str
+    contact_id: int
+    field: str
+    reason: str
+    current: Any
+    proposed: Any
+    answer_id: str
+    action_id: str
+
+
+@dataclass
+class Changes:
+    """Everything one step of the writer records, in one transaction."""
+
+    audit: list[AuditRow] = field(default_factory=list)
+    ledger: list[LedgerRow] = field(default_factory=list)
+    conflicts: list[ConflictRow] = field(default_factory=list)
+    intents: dict[str, tuple[IntentWrite, ...]] = field(default_factory=dict)
+    """Writes about to be sent, per action (an empty tuple clears the intent)."""
+    repairs: dict[str, tuple[tuple[Repair, ...], str, dict[str, Any]]] = field(default_factory=dict)
+    """Repairs still owed per action, with the outcome and details gathered so far."""
+    completions: list[CrmWritten] = field(default_factory=list)
+    """Actions done, each with the event announcing it (sent through the outbox)."""
+
+    def __bool__(self) -> bool:
+        return any(
+            (
+                self.audit,
+                self.ledger,
+                self.conflicts,
+                self.intents,
+                self.repairs,
+                self.completions,
+            )
+        )
+
+
+async def record(conn: Conn, changes: Changes) -> None:
+    """Apply `changes` atomically (the caller's transaction, or a new one)."""
+    if not changes:
+        return
+    async with conn.transaction():
+        if changes.audit:
+            await conn.executemany(
+                """INSERT INTO crm_contact_writes (portal, contact_id, field, before_value,
+                       after_value, before_ours, kind, answer_id, action_id)
+                   VALUES ($1, $2, $3, $4::jsonb, $5::jsonb, $6, $7, $8, $9)""",
+                [
+                    (
+                        a.portal,
+                        a.contact_id,
+                        a.field,
+                        _dump(a.before),
+                        _dump(a.after),
+                        a.before_ours,
+                        a.kind,
+                        a.answer_id,
+                        a.action_id,
+                    )
+                    for a in changes.audit
+                ],
+            )
+        if changes.ledger:
+            await conn.executemany(
+                """INSERT INTO crm_field_ledger AS l (portal, contact_id, field, owned_value,
+                       answer_id, submitted_at, updated_at, action_id)
+                   VALUES ($1, $2, $3, $4::jsonb, $5, $6, $7, $8)
+                   ON CONFLICT (portal, contact_id, field) DO UPDATE
+                   SET owned_value = EXCLUDED.owned_value, answer_id = EXCLUDED.answer_id,
+                       submitted_at = EXCLUDED.submitted_at, updated_at = EXCLUDED.updated_at,
+                       action_id = EXCLUDED.action_id, changed_at = now()
+                   WHERE (l.submitted_at, l.updated_at, l.answer_id)
+                         <= (EXCLUDED.submitted_at, EXCLUDED.updated_at, EXCLUDED.answer_id)""",
+                [
+                    (
+                        r.portal,
+                        r.contact_id,
+                        r.field,
+                        _dump(r.owned_value),
+                        r.version.answer_id,
+                        r.version.submitted_at,
+                        r.version.updated_at,
+                        r.action_id,
+                    )
+                    for r in changes.ledger
+                ],
+            )
+        if changes.conflicts:
+            await conn.executemany(
+                """INSERT INTO crm_conflicts (portal, contact_id, field, reason, current_value,
+                       proposed_value, answer_id, action_id)
+                   VALUES ($1, $2, $3, $4, $5::jsonb, $6::jsonb, $7, $8)
+                   ON CONFLICT (action_id, field, reason) DO NOTHING""",
+                [
+                    (
+                        c.portal,
+                        c.contact_id,
+                        c.field,
+                        c.reason,
+                        _dump(c.current),
+                        _dump(c.proposed),
+                        c.answer_id,
+                        c.action_id,
+                    )
+                    for c in changes.conflicts
+                ],
+            )
+        if changes.intents:
+            await conn.executemany(
+                """UPDATE crm_actions SET intent = $2::jsonb, updated_at = now()
+                   WHERE action_id = $1""",
+                [
+                    (action_id, _dump([w.to_json() for w in writes]) if writes else None)
+                    for action_id, writes in changes.intents.items()
+                ],
+            )
+        if changes.repairs:
+            await conn.executemany(
+                """UPDATE crm_actions
+                   SET repairs = $2::jsonb, outcome = $3, details = $4::jsonb, intent = NULL,
+                       updated_at = now()
+                   WHERE action_id = $1""",
+                [
+                    (action_id, _dump([r.to_json() for r in repairs]), outcome, _dump(details))
+                    for action_id, (repairs, outcome, details) in changes.repairs.items()
+                ],
+            )
+        if changes.completions:
+            await conn.executemany(
+                """UPDATE crm_actions
+                   SET state = 'done', outcome = $2, entity_type = $3, entity_id = $4,
+                       details = $5::jsonb, intent = NULL, repairs = NULL, last_error = NULL,
+                       done_at = now(), updated_at = now()
+                   WHERE action_id = $1 AND state = 'pending'""",
+                [
+                    (e.action_id, e.outcome, e.entity_type, e.entity_id, _dump(e.details))
+                    for e in changes.completions
+                ],
+            )
+            await enqueue(conn, changes.completions)
+
+
+# --- cross-process locks on contacts --------------------------------------------------------
+
+
+class ContactLocks:
+    """Session advisory locks on the contacts being patched, so two writer replicas never work
+    on one contact at once. The locks live on one connection taken from the pool while any is
+    held (a crashed process releases them with its connection)."""
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self._pool = pool
+        self._conn: PoolConnectionProxy | None = None
+        self._held: set[ContactKey] = set()
+        self._guard = asyncio.Lock()
+
+    async def acquire(self, keys: Sequence[ContactKey]) -> set[ContactKey]:
+        """Lock what is free among `keys`; returns the keys now held."""
+        if not keys:
+            return set()
+        async with self._guard:
+            if self._conn is None:
+                self._conn = await self._pool.acquire()
+            try:
+                rows = await self._conn.fetch(
+                    """SELECT k.portal, k.contact_id
+                       FROM unnest($1::text[], $2::bigint[]) AS k(portal, contact_id)
+                       WHERE pg_try_advisory_lock($3, hashtext(k.portal || ':' || k.contact_id))""",
+                    [portal for portal, _ in keys],
+                    [contact for _, contact in keys],
+                    _LOCK_NAMESPACE,
+                )
+            except Exception:
+                await self._drop()
+                raise
+            got = {(row["portal"], row["contact_id"]) for row in rows}
+            self._held |= got
+            if not self._held:
+                await self._hand_back()
+            return got
+
+    async def release(self, keys: Iterable[ContactKey]) -> None:
+        mine = [key for key in keys if key in self._held]
+        if not mine:
+            return
+        async with self._guard:
+            if self._conn is None:
+                return
+            try:
+                await self._conn.execute(
+                    """SELECT pg_advisory_unlock($3, hashtext(k.portal || ':' || k.contact_id))
+                       FROM unnest($1::text[], $2::bigint[]) AS k(portal, contact_id)""",
+                    [portal for portal, _ in mine],
+                    [contact for _, contact in mine],
+                    _LOCK_NAMESPACE,
+                )
+            except Exception:
+                await self._drop()
+                raise
+            self._held.difference_update(mine)
+            if not self._held:
+                await self._hand_back()
+
+    async def _hand_back(self) -> None:
+        if self._conn is not None:
+            conn, self._conn = self._conn, None
+            await self._pool.release(conn)
+
+    async def _drop(self) -> None:
+        """The lock connection failed: its session, and with it every lock, is gone."""
+        self._held.clear()
+        if self._conn is not None:
+            conn, self._conn = self._conn, None
+            conn.terminate()
+            await self._pool.release(conn)
+
+
+# --- reading for the CLI --------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ConflictView:
+    id: int
+    portal: str
+    contact_id: int
+    field: str
+    reason: str
+    current: Any
+    proposed: Any
+    answer_id: str
+    action_id: str
+    created_at: datetime
+
+    def to_json(self) -> dict[str, Any]:
+        return {**self.__dict__, "created_at": self.created_at.isoformat()}
+
+
+async def list_conflicts(
+    conn: Conn, *, contact_id: int | None = None, portal: str | None = None, limit: int = 1000
+) -> list[ConflictView]:
+    rows = await conn.fetch(
+        """SELECT id, portal, contact_id, field, reason, current_value, proposed_value,
+                  answer_id, action_id, created_at
+           FROM crm_conflicts
+           WHERE ($1::bigint IS NULL OR contact_id = $1) AND ($2::text IS NULL OR portal = $2)
+           ORDER BY id DESC LIMIT $3""",
+        contact_id,
+        portal,
+        limit,
+    )
+    return [
+        ConflictView(
+            id=row["id"],
+            portal=row["portal"],
+            contact_id=row["contact_id"],
+            field=row["field"],
+            reason=row["reason"],
+            current=_load(row["current_value"]),
+            proposed=_load(row["proposed_value"]),
+            answer_id=row["answer_id"],
+            action_id=row["action_id"],
+            created_at=row["created_at"],
+        )
+        for row in rows
+    ]
+
+
+@dataclass(frozen=True)
+class WriteView:
+    id: int
+    portal: str
+    contact_id: int
+    field: str
+    before: Any
+    after: Any
+    before_ours: bool
+    kind: str
+    answer_id: str | None
+    action_id: str | None
+    undo_of: int | None
+    undone_by: int | None
+    written_at: datetime
+
+    def to_json(self) -> dict[str, Any]:
+        return {**self.__dict__, "written_at": self.written_at.isoformat()}
+
+
+def _write_view(row: asyncpg.Record) -> WriteView:
+    return WriteView(
+        id=row["id"],
+        portal=row["portal"],
+        contact_id=row["contact_id"],
+        field=row["field"],
+        before=_load(row["before_value"]),
+        after=_load(row["after_value"]),
+        before_ours=row["before_ours"],
+        kind=row["kind"],
+        answer_id=row["answer_id"],
+        action_id=row["action_id"],
+        undo_of=row["undo_of"],
+        undone_by=row["undone_by"],
+        written_at=row["written_at"],
+    )
+
+
+async def contact_writes(
+    conn: Conn, contact_id: int, *, portal: str | None = None
+) -> list[WriteView]:
+    rows = await conn.fetch(
+        """SELECT id, portal, contact_id, field, before_value, after_value, before_ours, kind,
+                  answer_id, action_id, undo_of, undone_by, written_at
+           FROM crm_contact_writes
+           WHERE contact_id = $1 AND ($2::text IS NULL OR portal = $2) ORDER BY id""",
+        contact_id,
+        portal,
+    )
+    return [_write_view(row) for row in rows]
+
+
+async def get_write(conn: Conn, write_id: int) -> WriteView | None:
+    row = await conn.fetchrow(
+        """SELECT id, portal, contact_id, field, before_value, after_value, before_ours, kind,
+                  answer_id, action_id, undo_of, undone_by, written_at
+           FROM crm_contact_writes WHERE id = $1""",
+        write_id,
+    )
+    return None if row is None else _write_view(row)
+
+
+async def later_write(conn: Conn, write: WriteView) -> WriteView | None:
+    """The newest write to the same field after `write`, if any."""
+    row = await conn.fetchrow(
+        """SELECT id, portal, contact_id, field, before_value, after_value, before_ours, kind,
+                  answer_id, action_id, undo_of, undone_by, written_at
+           FROM crm_contact_writes
+           WHERE portal = $1 AND contact_id = $2 AND field = $3 AND id > $4
+            ORDER BY id DESC LIMIT 1""",
+        write.portal,
+        write.contact_id,
+        write.field,
+        write.id,
+    )
+    return None if row is None else _write_view(row)
+
+
+async def record_undo(conn: Conn, write: WriteView) -> int:
+    """Record that `write` was undone (its before-value is back): the audit row, the link, and
+    the ledger (the field is ours again only if the before-value was ours). Returns its id."""
+    async with conn.transaction():
+        undo_id: int = await conn.fetchval(
+            """INSERT INTO crm_contact_writes (portal, contact_id, field, before_value,
+                   after_value, before_ours, kind, answer_id, action_id, undo_of)
+               VALUES ($1, $2, $3, $4::jsonb, $5::jsonb, true, 'undo', $6, $7, $8)
+               RETURNING id""",
+            write.portal,
+            write.contact_id,
+            write.field,
+            _dump(write.after),
+            _dump(write.before),
+            write.answer_id,
+            write.action_id,
+            write.id,
+        )
+        await conn.execute(
+            "UPDATE crm_contact_writes SET undone_by = $2 WHERE id = $1", write.id, undo_id
+        )
+        await conn.execute(
+            """UPDATE crm_field_ledger SET owned_value = $4::jsonb, changed_at = now()
+               WHERE portal = $1 AND contact_id = $2 AND field = $3""",
+            write.portal,
+            write.contact_id,
+            write.field,
+            _dump(write.before) if write.before_ours else None,
+        )
+    return undo_id
