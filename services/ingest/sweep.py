@@ -102,6 +102,12 @@ class Sweeper:
         entity_type_id = self._config.survey.entity_type_id
         async with self._pool.acquire() as conn:
             portal = await self._portal(conn)
+            if portal is None:
+                log.info(
+                    "sweep_waiting_for_portal",
+                    hint="set portal.member_id in the portal YAML to sweep before the first event",
+                )
+                return SweepResult(ran=False)
             start = since or await store.watermark(conn, portal.key, entity_type_id)
             if start is None:
                 now = self._clock()
@@ -137,11 +143,12 @@ class Sweeper:
             await store.set_watermark(conn, portal.key, entity_type_id, newest)
         return SweepResult(ran=True, listed=listed, submitted=submitted, watermark=newest)
 
-    async def _portal(self, conn: store.Conn) -> PortalRef:
-        """The configured portal, else the one events last came from (the same key they use)."""
+    async def _portal(self, conn: store.Conn) -> PortalRef | None:
+        """The configured portal, else the one events came from (the same key they use); None
+        before the first event: answers submitted under a guessed key would count twice."""
         if self._config.portal.member_id is not None:
             return PortalRef(member_id=self._config.portal.member_id)
-        return await store.latest_portal(conn) or PortalRef()
+        return await store.latest_portal(conn)
 
     async def _submit(
         self, portal: PortalRef, items: Sequence[Mapping[str, Any]], newest: datetime

@@ -26,6 +26,7 @@ from services.sandbox.portal import SandboxPortal
 from services.sandbox.schema import EnumItem
 from services.sandbox.seed import add_answer_items, seed_demo
 from shared.bitrix24 import Bitrix24Client, MemoryRateBudget
+from shared.db import create_pool, migrate
 from shared.events import PortalRef, WebhookReceived
 from shared.messaging import REASON_HEADER, PermanentError, make_broker, publish, subscribe
 from shared.outbox import OutboxRelay
@@ -33,7 +34,7 @@ from shared.portal_config import PortalConfig
 from shared.settings import SANDBOX_APP_TOKEN, Settings
 from shared.topology import INGEST_HYDRATE
 from tests.conftest import EXAMPLE_CONFIG
-from tests.support import Captured, capture
+from tests.support import Captured, capture, with_path
 
 FORM = {"Content-Type": "application/x-www-form-urlencoded"}
 NPS = 1038
@@ -379,3 +380,23 @@ async def test_one_sweeper_at_a_time(
         finally:
             await holder.execute("SELECT pg_advisory_unlock($1)", SWEEP_LOCK)
     assert not result.ran
+
+
+async def test_without_a_known_portal_the_sweep_waits_for_the_first_event(
+    pg_server: str, b24: Bitrix24Client, portal_config: PortalConfig
+) -> None:
+    """No `portal.member_id` and no event yet: submitting under a guessed portal key would
+    count the same answers twice once events arrive, so the sweep does nothing."""
+    dsn = with_path(pg_server, f"/nps_test_fresh_{uuid.uuid4().hex[:8]}")
+    await migrate(dsn)
+    fresh = await create_pool(dsn)
+    try:
+        assert portal_config.portal.member_id is None
+        result = await Sweeper(fresh, b24, portal_config).sweep_once()
+        assert not result.ran
+        assert await fresh.fetchval("SELECT count(*) FROM ingest_sweep_watermarks") == 0
+    finally:
+        await fresh.close()
+        admin = await asyncpg.connect(with_path(pg_server, "/postgres"))
+        await admin.execute(f'DROP DATABASE "{dsn.rsplit("/", 1)[1]}" WITH (FORCE)')
+        await admin.close()
