@@ -260,6 +260,7 @@ TASK_FIELDS: dict[str, FieldSpec] = {
         field("STATUS", "integer", "Status"),
         field("PRIORITY", "integer", "Priority"),
         field("GROUP_ID", "integer", "Workgroup"),
+        field("XML_ID", "string", "External code"),
         field("UF_CRM_TASK", "crm", "CRM items", multiple=True),
     ]
 }

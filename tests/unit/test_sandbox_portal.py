@@ -471,8 +471,10 @@ def test_task_add_answers_camel_case_and_tasks_are_findable(portal: SandboxPorta
         "RESPONSIBLE_ID": 5,
         "DEADLINE": "2025-10-24T19:00:00+03:00",
         "UF_CRM_TASK": ["C_4", "T40e_1"],
+        "XML_ID": "action-7",
     }
     task = ok(portal, "tasks.task.add", {"fields": fields})["task"]
+    assert task["xmlId"] == "action-7"
     assert (task["id"], task["title"], task["responsibleId"]) == ("1", "NPS 3 from Ivan", "5")
     assert task["deadline"] == "2025-10-24T19:00:00+03:00"
     assert "ufCrmTask" not in task
