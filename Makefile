@@ -6,11 +6,12 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 
-.PHONY: help venv services tools run test lint format bench demo up down clean
+.PHONY: help venv services tools run test chaos lint format bench demo up down clean
 
 help:
 	@echo "make run    - the whole pipeline (sandbox portal when BITRIX24_WEBHOOK_URL is unset)"
 	@echo "make test   - the test suite against real RabbitMQ and PostgreSQL"
+	@echo "make chaos  - the slow fault runs (2,000 answers per fault)"
 	@echo "make lint   - ruff + mypy --strict"
 	@echo "make demo   - drive survey answers through a running 'make run'"
 	@echo "make bench  - benchmarks (print figures)"
@@ -36,6 +37,9 @@ run: venv services
 
 test: venv services tools
 	$(BIN)/pytest $(PYTEST_ARGS)
+
+chaos: venv services
+	$(BIN)/pytest -m chaos tests/e2e $(PYTEST_ARGS)
 
 lint: venv
 	$(BIN)/ruff check .

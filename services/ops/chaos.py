@@ -1,0 +1,153 @@
+"""Fault injection against a running `Stack`, and waiting for the pipeline to settle.
+
+Used by the fault suite (`tests/e2e/`) and by `nps chaos`, which starts a stack on a scratch
+database and vhost, drives answers from the sandbox portal, injects one fault and prints the
+verdict. Broker and database restarts act on the local servers (rabbitmqctl, pg_ctlcluster).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import subprocess
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import aio_pika
+import asyncpg
+import httpx
+
+from services.ops import dlq
+from services.ops.stack import PIPELINE, Stack
+from services.ops.verdict import Verdict, compute
+from shared.portal_config import PortalConfig
+
+FAULTS: tuple[str, ...] = (
+    *(f"kill:{name}" for name in PIPELINE),
+    "kill:all",
+    "broker-restart",
+    "db-restart",
+    "portal-outage",
+    "portal-errors",
+    "ingest-down",
+)
+
+
+async def create_answers(stack: Stack, count: int, seed: int = 7) -> list[int]:
+    """Survey answers created in the sandbox portal as CRM forms would (events fire)."""
+    async with httpx.AsyncClient(base_url=stack.sandbox_url, timeout=120) as http:
+        reply = await http.post("/sandbox/answers", json={"count": count, "seed": seed})
+        created: list[int] = reply.raise_for_status().json()["created"]
+    return created
+
+
+async def set_faults(stack: Stack, faults: dict[str, object]) -> None:
+    async with httpx.AsyncClient(base_url=stack.sandbox_url, timeout=30) as http:
+        (await http.put("/sandbox/faults", json=faults)).raise_for_status()
+
+
+async def dlq_total(amqp_url: str) -> int:
+    connection = await aio_pika.connect(amqp_url)
+    async with connection:
+        counts = await dlq.counts(await connection.channel())
+    return sum(counts.values())
+
+
+def _run(*args: str) -> None:
+    subprocess.run(args, check=True, capture_output=True, timeout=120)  # noqa: S603
+
+
+async def restart_broker(down_s: float = 3.0) -> None:
+    """Stop the local RabbitMQ application (every connection drops), then start it again."""
+    if shutil.which("rabbitmqctl") is None:
+        raise RuntimeError("broker-restart needs rabbitmqctl (a local RabbitMQ)")
+    await asyncio.to_thread(_run, "rabbitmqctl", "-q", "stop_app")
+    await asyncio.sleep(down_s)
+    await asyncio.to_thread(_run, "rabbitmqctl", "-q", "start_app")
+
+
+def _restart_cluster() -> None:
+    versions = sorted(Path("/etc/postgresql").glob("*"))
+    if shutil.which("pg_ctlcluster") is None or not versions:
+        raise RuntimeError("db-restart needs pg_ctlcluster (a local PostgreSQL)")
+    _run("pg_ctlcluster", "--skip-systemctl-redirect", versions[-1].name, "main", "restart")
+
+
+async def restart_database() -> None:
+    """Restart the local PostgreSQL cluster (every connection drops)."""
+    await asyncio.to_thread(_restart_cluster)
+
+
+async def inject(stack: Stack, fault: str, hold_s: float = 5.0) -> None:
+    """Inject `fault` into the running stack and recover from it (see FAULTS)."""
+    kind, _, target = fault.partition(":")
+    if kind == "kill":
+        names = PIPELINE if target == "all" else (target,)
+        for name in names:
+            await asyncio.to_thread(stack.kill, name)
+        await asyncio.sleep(hold_s)
+        for name in names:
+            await asyncio.to_thread(stack.start, name)
+    elif fault == "broker-restart":
+        await restart_broker(hold_s)
+    elif fault == "db-restart":
+        await restart_database()
+    elif fault == "portal-outage":
+        await set_faults(stack, {"outage_s": hold_s, "outage_status": 503})
+        await asyncio.sleep(hold_s)
+    elif fault == "portal-errors":
+        await set_faults(stack, {"error_rate": 0.3, "seed": 1})
+        await asyncio.sleep(hold_s)
+        await set_faults(stack, {})
+    elif fault == "ingest-down":
+        await asyncio.to_thread(stack.stop, "ingest")
+        await create_answers(stack, 20, seed=99)
+        await asyncio.sleep(hold_s)
+        await asyncio.to_thread(stack.start, "ingest")
+    else:
+        raise ValueError(f"unknown fault {fault!r}; choose from {', '.join(FAULTS)}")
+
+
+async def settle(
+    stack: Stack,
+    dsn: str,
+    config: PortalConfig,
+    amqp_url: str,
+    *,
+    timeout_s: float = 300.0,
+    progress: Callable[[Verdict], Awaitable[None] | None] | None = None,
+) -> Verdict:
+    """Poll the verdict until nothing is pending and it stays the same; return it."""
+    deadline = time.monotonic() + timeout_s
+    previous: Verdict | None = None
+    steady = 0
+    verdict = Verdict()
+    while time.monotonic() < deadline:
+        try:
+            pool = await asyncpg.create_pool(dsn, min_size=1, max_size=2)
+            try:
+                verdict = await compute(
+                    stack.sandbox_url, pool, config, dlq=await dlq_total(amqp_url)
+                )
+                pending = await pool.fetchval(
+                    "SELECT count(*) FROM crm_actions WHERE state = 'pending'"
+                )
+                outbox = await pool.fetchval("SELECT count(*) FROM outbox")
+            finally:
+                await pool.close()
+        except (OSError, asyncpg.PostgresError, aio_pika.exceptions.AMQPError):
+            await asyncio.sleep(1.0)  # a server restarting under us: look again
+            continue
+        if progress is not None:
+            shown = progress(verdict)
+            if shown is not None:
+                await shown
+        quiet = verdict.lost == 0 and pending == 0 and outbox == 0
+        same = previous is not None and verdict.line() == previous.line()
+        steady = steady + 1 if quiet and same else 0
+        if steady >= 3:
+            break
+        previous = verdict
+        await asyncio.sleep(1.0)
+    return verdict

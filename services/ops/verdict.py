@@ -1,0 +1,215 @@
+"""The pipeline's verdict: what the portal produced compared with what it finally holds.
+
+Counts, for one portal (sandbox inspection + the pipeline's own records):
+- `lost`: survey items never scored, and actions the answers call for with no outcome
+  (no lead, no task, no contact outcome);
+- `duplicated`: leads or tasks created more than once for one action or answer;
+- `overwritten`: contact field values b24-nps replaced although it had not written them, and
+  multiple (history) fields that lost an entry;
+- `dlq`: messages waiting in dead-letter queues.
+The expectations come from the scored answers with rules restated here on purpose, so a
+routing bug shows up as `lost` or `duplicated` instead of agreeing with itself.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import asyncpg
+import httpx
+
+from shared.portal_config import EquipmentSegment, PortalConfig
+
+CONTACT_OUTCOMES = {"patched", "unchanged", "conflict", "skipped"}
+
+
+@dataclass
+class Verdict:
+    items: int = 0
+    answers: int = 0
+    lost: int = 0
+    duplicated: int = 0
+    overwritten: int = 0
+    dlq: int = 0
+    details: dict[str, list[str]] = field(default_factory=dict)
+
+    def note(self, kind: str, text: str) -> None:
+        self.details.setdefault(kind, []).append(text)
+
+    @property
+    def ok(self) -> bool:
+        return self.lost == 0 and self.duplicated == 0 and self.overwritten == 0
+
+    def line(self) -> str:
+        return (
+            f"items {self.items} · answers {self.answers} · lost {self.lost} · "
+            f"duplicated {self.duplicated} · overwritten {self.overwritten} · dlq {self.dlq}"
+        )
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _plain(value: Any) -> Any:
+    """Compare values the way the portal stores them: scalars as text, lists element-wise."""
+    if isinstance(value, str) and value.startswith(("[", "{", '"')):
+        try:
+            value = json.loads(value)
+        except ValueError:
+            return value
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    if value is None or value == "" or value is False:
+        return ""
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    return str(value)
+
+
+async def compute(
+    sandbox_url: str, pool: asyncpg.Pool, config: PortalConfig, dlq: int = 0
+) -> Verdict:
+    verdict = Verdict(dlq=dlq)
+    async with httpx.AsyncClient(base_url=sandbox_url, timeout=60) as http:
+        info = (await http.get("/sandbox/info")).raise_for_status().json()
+        portal = str(info["member_id"])
+        entity_type = config.survey.entity_type_id
+        items = (await http.get("/sandbox/items", params={"entity_type_id": entity_type})).json()
+        leads = (await http.get("/sandbox/leads")).json()["leads"]
+        tasks = (await http.get("/sandbox/tasks")).json()["tasks"]
+        item_ids = [int(item["id"]) for item in items["items"]]
+        verdict.items = len(item_ids)
+        async with pool.acquire() as conn:
+            scored = {
+                r["item_id"]
+                for r in await conn.fetch(
+                    "SELECT item_id FROM scoring_items WHERE portal = $1", portal
+                )
+            }
+            answers = await conn.fetch(
+                """SELECT answer_id, kind, category, service_request, contact_id, category_id
+                   FROM scoring_answers WHERE portal = $1 AND is_current AND score IS NOT NULL""",
+                portal,
+            )
+            actions = await conn.fetch(
+                "SELECT action_id, action, answer_id, state, outcome FROM crm_actions"
+                " WHERE portal = $1",
+                portal,
+            )
+            ours = await conn.fetch(
+                "SELECT contact_id, field, after_value FROM crm_contact_writes WHERE portal = $1",
+                portal,
+            )
+        contacts = sorted({int(r["contact_id"]) for r in ours} | _touched(leads))
+        histories = {
+            cid: (await http.get(f"/sandbox/contacts/{cid}/history")).json()["changes"]
+            for cid in contacts
+        }
+    verdict.answers = len(answers)
+    for item_id in item_ids:
+        if item_id not in scored:
+            verdict.lost += 1
+            verdict.note("lost", f"item {item_id} never scored")
+    _check_creates(verdict, answers, actions, leads, tasks)
+    _check_contacts(verdict, answers, actions, config)
+    _check_overwrites(verdict, histories, ours, config)
+    return verdict
+
+
+def _touched(leads: list[dict[str, Any]]) -> set[int]:
+    return {int(lead["CONTACT_ID"]) for lead in leads if lead.get("CONTACT_ID")}
+
+
+def _check_creates(
+    verdict: Verdict,
+    answers: list[asyncpg.Record],
+    actions: list[asyncpg.Record],
+    leads: list[dict[str, Any]],
+    tasks: list[dict[str, Any]],
+) -> None:
+    action_answer = {r["action_id"]: (r["answer_id"], r["action"]) for r in actions}
+    lead_origins = Counter(str(lead.get("ORIGIN_ID")) for lead in leads if lead.get("ORIGIN_ID"))
+    task_origins = Counter(str(task.get("XML_ID")) for task in tasks if task.get("XML_ID"))
+    for origin, count in (lead_origins + task_origins).items():
+        if count > 1:
+            verdict.duplicated += count - 1
+            verdict.note("duplicated", f"{count} entities for action {origin}")
+    created: Counter[tuple[str, str]] = Counter()
+    for origin in (*lead_origins, *task_origins):
+        if origin in action_answer:
+            created[action_answer[origin]] += 1
+    for row in answers:
+        if row["kind"] != "equipment":
+            continue
+        wanted = []
+        if row["category"] == "detractor" or row["service_request"]:
+            wanted.append("service")
+        if row["category"] == "promoter":
+            wanted.append("marketing")
+        if row["category"] == "detractor":
+            wanted.append("task")
+        for action in wanted:
+            count = created[(row["answer_id"], action)]
+            if count == 0:
+                verdict.lost += 1
+                verdict.note("lost", f"no {action} for answer {row['answer_id']}")
+            elif count > 1:
+                verdict.duplicated += count - 1
+                verdict.note("duplicated", f"{count} x {action} for answer {row['answer_id']}")
+
+
+def _check_contacts(
+    verdict: Verdict,
+    answers: list[asyncpg.Record],
+    actions: list[asyncpg.Record],
+    config: PortalConfig,
+) -> None:
+    done = {
+        r["answer_id"]
+        for r in actions
+        if r["action"] == "contact" and r["state"] == "done" and r["outcome"] in CONTACT_OUTCOMES
+    }
+    for row in answers:
+        segment = config.survey.segment(row["category_id"])
+        mapped = isinstance(segment, EquipmentSegment) and segment.contact_fields is not None
+        wanted = row["kind"] == "equipment" and row["contact_id"] and mapped
+        if wanted and row["answer_id"] not in done:
+            verdict.lost += 1
+            verdict.note("lost", f"no contact outcome for answer {row['answer_id']}")
+
+
+def _check_overwrites(
+    verdict: Verdict,
+    histories: dict[int, list[dict[str, Any]]],
+    ours: list[asyncpg.Record],
+    config: PortalConfig,
+) -> None:
+    owned: dict[tuple[int, str], list[Any]] = {}
+    for row in ours:
+        owned.setdefault((int(row["contact_id"]), row["field"]), []).append(
+            _plain(row["after_value"])
+        )
+    single: set[str] = set()
+    multiple: set[str] = set()
+    for segment in config.survey.segments:
+        if isinstance(segment, EquipmentSegment) and segment.contact_fields is not None:
+            fields = segment.contact_fields
+            single.update(f for f in (fields.score, fields.date) if f)
+            if fields.history:
+                multiple.add(fields.history)
+    for contact_id, changes in histories.items():
+        for change in changes:
+            if change["method"] in {"seed", "sandbox.answers"}:
+                continue
+            name, before, after = change["field"], _plain(change["before"]), _plain(change["after"])
+            if name in single and before != "" and before not in owned.get((contact_id, name), []):
+                verdict.overwritten += 1
+                verdict.note("overwritten", f"contact {contact_id} {name}: {before!r} → {after!r}")
+            if name in multiple and isinstance(before, list):
+                kept = after if isinstance(after, list) else [after]
+                if any(value not in kept for value in before):
+                    verdict.overwritten += 1
+                    verdict.note("overwritten", f"contact {contact_id} {name} lost entries")

@@ -1,0 +1,73 @@
+"""Nothing lost, nothing doubled, no legacy value overwritten — with a fault injected while
+answers flow: crashed services, a broker restart, a database restart, a portal that fails for a
+while, ingest down while the portal emits events. The slow, large runs are `-m chaos`."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+
+import pytest
+
+from services.ops.chaos import create_answers, inject, set_faults, settle
+from services.ops.stack import Stack
+from shared.portal_config import PortalConfig
+
+FAULTS = [
+    pytest.param("kill:all", 6.0, id="sigkill-every-service"),
+    pytest.param("broker-restart", 4.0, id="rabbitmq-restart"),
+    pytest.param("db-restart", 0.0, id="postgresql-restart"),
+    pytest.param("portal-outage", 15.0, id="portal-503-outage"),
+    pytest.param("portal-errors", 10.0, id="portal-500s"),
+    pytest.param("ingest-down", 3.0, id="ingest-down-while-portal-emits"),
+]
+
+
+@pytest.mark.parametrize(("fault", "hold_s"), FAULTS)
+async def test_a_fault_mid_run_loses_and_doubles_nothing(
+    stack: Stack,
+    pg_dsn: str,
+    portal_config: PortalConfig,
+    amqp_url: str,
+    fault: str,
+    hold_s: float,
+) -> None:
+    flowing = asyncio.create_task(create_answers(stack, 120))
+    await asyncio.sleep(1.0)
+    await inject(stack, fault, hold_s=hold_s)
+    await flowing
+    verdict = await settle(stack, pg_dsn, portal_config, amqp_url)
+    assert verdict.ok, (verdict.line(), verdict.details)
+    assert verdict.dlq == 0, f"a passing fault must not flood the DLQ: {verdict.line()}"
+
+
+async def test_sigterm_finishes_in_flight_work_and_acks_nothing_unfinished(
+    stack: Stack, pg_dsn: str, portal_config: PortalConfig, amqp_url: str
+) -> None:
+    await set_faults(stack, {"latency_s": 0.5})
+    await create_answers(stack, 60)
+    await asyncio.sleep(3.0)
+    started = asyncio.get_running_loop().time()
+    code = await asyncio.to_thread(stack.stop, "crm_sync")
+    took = asyncio.get_running_loop().time() - started
+    assert code in (0, -signal.SIGTERM), stack.tail("crm_sync")
+    assert took < 30, f"shutdown must be bounded, took {took:.1f} s"
+    await set_faults(stack, {})
+    await asyncio.to_thread(stack.start, "crm_sync")
+    verdict = await settle(stack, pg_dsn, portal_config, amqp_url)
+    assert verdict.ok, (verdict.line(), verdict.details)
+    assert verdict.dlq == 0
+
+
+@pytest.mark.chaos
+@pytest.mark.parametrize("fault", ["kill:crm_sync", "kill:scoring", "broker-restart", "db-restart"])
+async def test_chaos_two_thousand_answers(
+    stack: Stack, pg_dsn: str, portal_config: PortalConfig, amqp_url: str, fault: str
+) -> None:
+    flowing = asyncio.create_task(create_answers(stack, 2000))
+    for _ in range(3):
+        await asyncio.sleep(2.0)
+        await inject(stack, fault, hold_s=3.0)
+    await flowing
+    verdict = await settle(stack, pg_dsn, portal_config, amqp_url, timeout_s=900)
+    assert verdict.ok, (verdict.line(), verdict.details)
