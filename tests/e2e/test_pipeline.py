@@ -13,7 +13,7 @@ async def test_answers_flow_from_portal_to_crm(
     stack: Stack, pg_dsn: str, pool: asyncpg.Pool, portal_config: PortalConfig, amqp_url: str
 ) -> None:
     await create_answers(stack, 150)
-    verdict = await settle(stack, pg_dsn, portal_config, amqp_url, timeout_s=150)
+    verdict = await settle(stack, pg_dsn, portal_config, amqp_url, timeout_s=240)
     assert verdict.items == 150, verdict.line()
     assert verdict.ok, (verdict.line(), verdict.details)
     assert verdict.dlq == 0, verdict.line()
