@@ -27,6 +27,7 @@ from shared.logging import configure_logging
 from shared.settings import SANDBOX_APP_TOKEN, SANDBOX_SECRET, Settings, get_settings
 
 SERVICES: tuple[str, ...] = ("ingest", "scoring", "router", "crm_sync")
+EXAMPLE_CONFIG = Path("config/portal.example.yaml")
 COMMAND_MODULES: tuple[str, ...] = (
     "services.sandbox.commands",
     "services.ingest.commands",
@@ -126,6 +127,9 @@ def _plan(settings: Settings) -> list[Process]:
 
 def _run_all(settings: Settings) -> None:
     """Every process of the pipeline on its own; Ctrl-C or SIGTERM stops them all together."""
+    if settings.sandbox and not settings.nps_config.exists():
+        os.environ["NPS_CONFIG"] = str(EXAMPLE_CONFIG)
+        typer.echo(f"{settings.nps_config} not found: the sandbox demo uses {EXAMPLE_CONFIG}")
     plan = _plan(settings)
     procs: dict[str, subprocess.Popen[bytes]] = {}
     stopping = False
@@ -211,9 +215,15 @@ def run(
     if service == "all":
         _run_all(get_settings())
         return
+    from shared.portal_config import ConfigError
+
     runner = _runner(service)
     settings = _settings()
-    runner(settings)
+    try:
+        runner(settings)
+    except ConfigError as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(code=1) from None
 
 
 @app.command(name="migrate")

@@ -4,7 +4,6 @@ with a progress line, ending with the NPS report and what was written to the CRM
 from __future__ import annotations
 
 import asyncio
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -15,6 +14,7 @@ import httpx
 
 from services.scoring.commands import render_table
 from services.scoring.report import ReportQuery, run_report
+from shared.db import create_pool
 from shared.settings import Settings
 
 
@@ -92,18 +92,17 @@ async def run_demo(
         )
     portal, items = await _create_answers(settings, count)
     echo(f"created {len(items)} survey answers in the sandbox portal; following them…")
-    pool = await asyncpg.create_pool(settings.database_url.get_secret_value(), max_size=2)
+    pool = await create_pool(settings.database_url.get_secret_value(), max_size=2)
     try:
         deadline = time.monotonic() + timeout_s
         last: Progress | None = None
         steady = 0
-        tty = sys.stdout.isatty()
         while True:
             progress = await _progress(pool, portal, items)
             settled = progress.scored == progress.created and progress.actions_pending == 0
             steady = steady + 1 if settled and progress == last else 0
             if progress != last:
-                echo(("\r" if tty else "") + progress.line())
+                echo(progress.line())
             last = progress
             if steady >= 3:
                 break

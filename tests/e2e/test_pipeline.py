@@ -5,8 +5,10 @@ from __future__ import annotations
 import asyncpg
 
 from services.ops.chaos import create_answers, settle
+from services.ops.demo import run_demo
 from services.ops.stack import Stack
 from shared.portal_config import PortalConfig
+from shared.settings import Settings
 
 
 async def test_answers_flow_from_portal_to_crm(
@@ -19,3 +21,22 @@ async def test_answers_flow_from_portal_to_crm(
     assert verdict.dlq == 0, verdict.line()
     conflicts = await pool.fetchval("SELECT count(*) FROM crm_conflicts")
     assert conflicts > 0, "the demo portal's legacy values must produce conflicts"
+
+
+async def test_demo_follows_its_answers_to_a_report_and_crm_summary(
+    stack: Stack, pg_dsn: str, amqp_url: str
+) -> None:
+    settings = Settings(
+        database_url=pg_dsn,
+        rabbitmq_url=amqp_url,
+        sandbox_port=stack.ports["sandbox"],
+        _env_file=None,
+    )
+    lines: list[str] = []
+    summary = await run_demo(settings, 40, timeout_s=180, echo=lines.append)
+    assert summary["answers"] == 40
+    assert sum(row["answers"] for row in summary["report"]) >= 40
+    assert any(key.startswith("contact:") for key in summary["crm"])
+    assert lines[0].startswith("created 40 survey answers")
+    assert any(line.startswith("answers scored 40/40") for line in lines)
+    assert any("NPS by product" in line for line in lines)
