@@ -70,7 +70,7 @@ async def portal(pool: asyncpg.Pool) -> str:
 
 @asynccontextmanager
 async def client(
-    pg_dsn: str, amqp_url: str | None = None, token: str | None = TOKEN
+    pg_dsn: str, amqp_url: str | None = None, token: str = TOKEN
 ) -> AsyncIterator[httpx.AsyncClient]:
     app = create_app(pg_dsn, token, portal_url=WEBHOOK, rabbitmq_url=amqp_url)
     async with app.router.lifespan_context(app):
