@@ -285,13 +285,7 @@ def config_check(
 
 def _register_service_commands() -> None:
     for module_name in COMMAND_MODULES:
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as exc:
-            if not exc.name or not module_name.startswith(exc.name):
-                raise
-            continue
-        module.register(app)
+        importlib.import_module(module_name).register(app)
 
 
 _register_service_commands()
