@@ -18,7 +18,10 @@ import uvicorn
 from fastapi import FastAPI, Response
 from fastapi.responses import JSONResponse
 from faststream.rabbit import RabbitBroker
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, Gauge, generate_latest
+
+QUEUE_MESSAGES = Gauge("nps_queue_messages", "Messages ready in a queue (at scrape)", ["queue"])
+QUEUE_CONSUMERS = Gauge("nps_queue_consumers", "Consumers on a queue (at scrape)", ["queue"])
 
 
 class QuietServer(uvicorn.Server):
@@ -43,6 +46,21 @@ async def serve_http(app: Any, host: str, port: int, stop: asyncio.Event) -> Non
         raise RuntimeError(f"HTTP server on {host}:{port} stopped unexpectedly")
 
 
+async def queue_states(amqp_url: str, queues: Sequence[str]) -> dict[str, tuple[int, int]]:
+    """(ready messages, consumers) of each queue, also exported as gauges."""
+    states: dict[str, tuple[int, int]] = {}
+    connection = await asyncio.wait_for(aio_pika.connect(amqp_url), 3)
+    async with connection:
+        channel = await connection.channel()
+        for name in queues:
+            declared = (await channel.declare_queue(name, passive=True)).declaration_result
+            messages, consumers = declared.message_count or 0, declared.consumer_count or 0
+            QUEUE_MESSAGES.labels(queue=name).set(messages)
+            QUEUE_CONSUMERS.labels(queue=name).set(consumers)
+            states[name] = (messages, consumers)
+    return states
+
+
 async def readiness(
     pool: asyncpg.Pool, broker: RabbitBroker, amqp_url: str, queues: Sequence[str]
 ) -> dict[str, str]:
@@ -56,13 +74,8 @@ async def readiness(
     checks["broker"] = "ok" if await broker.ping(timeout=3) else "disconnected"
     if queues and checks["broker"] == "ok":
         try:
-            connection = await asyncio.wait_for(aio_pika.connect(amqp_url), 3)
-            async with connection:
-                channel = await connection.channel()
-                for name in queues:
-                    queue = await channel.declare_queue(name, passive=True)
-                    count = queue.declaration_result.consumer_count
-                    checks[f"consumers:{name}"] = "ok" if count else "no consumer"
+            for name, (_messages, consumers) in (await queue_states(amqp_url, queues)).items():
+                checks[f"consumers:{name}"] = "ok" if consumers else "no consumer"
         except Exception as exc:
             checks["consumers"] = f"unknown: {type(exc).__name__}"
     return checks
@@ -88,6 +101,9 @@ def add_health_routes(
 
     @app.get("/metrics")
     async def metrics() -> Response:
+        if queues:
+            with contextlib.suppress(Exception):  # depths are a bonus; the rest still scrapes
+                await queue_states(amqp_url, queues)
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
 
