@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import signal
 
+import asyncpg
 import pytest
 
 from services.ops.chaos import create_answers, inject, set_faults, settle
@@ -34,6 +35,7 @@ async def warm_up(stack: Stack, pg_dsn: str, config: PortalConfig, amqp_url: str
 @pytest.mark.parametrize(("fault", "hold_s"), FAULTS)
 async def test_a_fault_mid_run_loses_and_doubles_nothing(
     stack: Stack,
+    pool: asyncpg.Pool,
     pg_dsn: str,
     portal_config: PortalConfig,
     amqp_url: str,
@@ -44,6 +46,7 @@ async def test_a_fault_mid_run_loses_and_doubles_nothing(
     flowing = asyncio.create_task(create_answers(stack, 120))
     await asyncio.sleep(1.0)
     await inject(stack, fault, hold_s=hold_s)
+    await pool.expire_connections()  # this session's own connections did not survive a restart
     await flowing
     verdict = await settle(stack, pg_dsn, portal_config, amqp_url, timeout_s=240)
     assert verdict.ok, (verdict.line(), verdict.details)
