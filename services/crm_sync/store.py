@@ -480,6 +480,13 @@ class WriteView:
         return {**self.__dict__, "written_at": self.written_at.isoformat()}
 
 
+_SELECT_WRITES = (
+    "SELECT id, portal, contact_id, field, before_value, after_value, before_ours, kind,"
+    " answer_id, action_id, undo_of, undone_by, written_at FROM crm_contact_writes"
+)
+"""The columns `_write_view` reads; callers append their WHERE clause (values as `$n`)."""
+
+
 def _write_view(row: asyncpg.Record) -> WriteView:
     return WriteView(
         id=row["id"],
@@ -502,10 +509,7 @@ async def contact_writes(
     conn: Conn, contact_id: int, *, portal: str | None = None
 ) -> list[WriteView]:
     rows = await conn.fetch(
-        """SELECT id, portal, contact_id, field, before_value, after_value, before_ours, kind,
-                  answer_id, action_id, undo_of, undone_by, written_at
-           FROM crm_contact_writes
-           WHERE contact_id = $1 AND ($2::text IS NULL OR portal = $2) ORDER BY id""",
+        _SELECT_WRITES + " WHERE contact_id = $1 AND ($2::text IS NULL OR portal = $2) ORDER BY id",
         contact_id,
         portal,
     )
@@ -514,9 +518,7 @@ async def contact_writes(
 
 async def get_write(conn: Conn, write_id: int) -> WriteView | None:
     row = await conn.fetchrow(
-        """SELECT id, portal, contact_id, field, before_value, after_value, before_ours, kind,
-                  answer_id, action_id, undo_of, undone_by, written_at
-           FROM crm_contact_writes WHERE id = $1""",
+        _SELECT_WRITES + " WHERE id = $1",
         write_id,
     )
     return None if row is None else _write_view(row)
@@ -525,11 +527,9 @@ async def get_write(conn: Conn, write_id: int) -> WriteView | None:
 async def later_write(conn: Conn, write: WriteView) -> WriteView | None:
     """The newest write to the same field after `write`, if any."""
     row = await conn.fetchrow(
-        """SELECT id, portal, contact_id, field, before_value, after_value, before_ours, kind,
-                  answer_id, action_id, undo_of, undone_by, written_at
-           FROM crm_contact_writes
-           WHERE portal = $1 AND contact_id = $2 AND field = $3 AND id > $4
-            ORDER BY id DESC LIMIT 1""",
+        _SELECT_WRITES
+        + " WHERE portal = $1 AND contact_id = $2 AND field = $3 AND id > $4"
+        + " ORDER BY id DESC LIMIT 1",
         write.portal,
         write.contact_id,
         write.field,
