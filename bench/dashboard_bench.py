@@ -14,14 +14,12 @@ import asyncio
 import os
 import statistics
 import time
-import uuid
 
 import asyncpg
 import httpx
 
-from bench.report_bench import ANSWERS, DATABASE_URL, PORTAL, _seed, _with_database
+from bench.report_bench import ANSWERS, PORTAL, _seed, scratch_database
 from services.reports.app import create_app
-from shared.db import migrate
 
 RABBITMQ_URL = os.environ.get("RABBITMQ_URL", "amqp://guest:guest@127.0.0.1:5672/")
 TARGET_MS = 200.0
@@ -96,10 +94,7 @@ async def _time_views(dsn: str) -> None:
 
 
 async def run(count: int = ANSWERS) -> None:
-    name = f"nps_bench_{uuid.uuid4().hex[:8]}"
-    dsn = _with_database(DATABASE_URL, name)
-    await migrate(dsn)
-    try:
+    async with scratch_database() as dsn:
         conn = await asyncpg.connect(dsn)
         try:
             seconds, cells = await _seed(conn, count)
@@ -110,12 +105,6 @@ async def run(count: int = ANSWERS) -> None:
         print(f"seeded {count:,} answers in {seconds:.1f} s ({cells:,} rollup cells)")
         print(f"and {CONFLICTS:,} conflicts")
         await _time_views(dsn)
-    finally:
-        admin = await asyncpg.connect(_with_database(DATABASE_URL, "postgres"))
-        try:
-            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        finally:
-            await admin.close()
 
 
 def main() -> None:

@@ -1,6 +1,7 @@
-"""NPS reports over 1,000,000 answers: seeds a scratch database (COPY), builds the daily rollup,
-and prints the time of every report shape (target: 100 ms each), plus the cost of scoring one
-more submission on top (answers, rollup cells, names and outbox in one transaction).
+"""NPS reports over 1,000,000 answers: seeds a scratch database (COPY), rebuilds the rollups
+(daily, manager-monthly, manager-weekly: `rebuild_rollups`), and prints the time of every report
+shape (target: 100 ms each), plus the cost of scoring one more submission on top (answers, rollup
+cells, names and outbox in one transaction).
 
 `BENCH_REPORT_ANSWERS` changes the volume; `DATABASE_URL` names the server (a scratch database
 `nps_bench_<random>` is created there and dropped afterwards).
@@ -9,12 +10,13 @@ more submission on top (answers, rollup cells, names and outbox in one transacti
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import random
 import statistics
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -71,6 +73,22 @@ SHAPES: list[tuple[str, dict[str, Any]]] = [
 
 def _with_database(dsn: str, name: str) -> str:
     return urlunsplit(urlsplit(dsn)._replace(path=f"/{name}"))
+
+
+@contextlib.asynccontextmanager
+async def scratch_database() -> AsyncIterator[str]:
+    """A new, migrated database of its own on `DATABASE_URL` (yields its DSN), dropped after."""
+    name = f"nps_bench_{uuid.uuid4().hex[:8]}"
+    dsn = _with_database(DATABASE_URL, name)
+    await migrate(dsn)
+    try:
+        yield dsn
+    finally:
+        admin = await asyncpg.connect(_with_database(DATABASE_URL, "postgres"))
+        try:
+            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        finally:
+            await admin.close()
 
 
 def _answers(count: int, seed: int = 24) -> Iterator[tuple[Any, ...]]:
@@ -191,10 +209,7 @@ async def _time_scoring(pool: asyncpg.Pool, submissions: int = 300) -> None:
 
 
 async def run(count: int = ANSWERS) -> None:
-    name = f"nps_bench_{uuid.uuid4().hex[:8]}"
-    dsn = _with_database(DATABASE_URL, name)
-    await migrate(dsn)
-    try:
+    async with scratch_database() as dsn:
         conn = await asyncpg.connect(dsn)
         try:
             seconds, cells = await _seed(conn, count)
@@ -209,12 +224,6 @@ async def run(count: int = ANSWERS) -> None:
             await _time_scoring(pool)
         finally:
             await pool.close()
-    finally:
-        admin = await asyncpg.connect(_with_database(DATABASE_URL, "postgres"))
-        try:
-            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        finally:
-            await admin.close()
 
 
 def main() -> None:

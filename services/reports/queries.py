@@ -14,7 +14,7 @@ from aio_pika.exceptions import AMQPException
 from services.ops.dlq import DLQ_SUFFIX, counts, dlq_names
 from services.reports.filters import Filters
 from services.reports.views import FilterOptions, ProductInfo
-from services.scoring.report import Conn
+from services.scoring.report import Conn, filter_conditions
 from shared.logging import get_logger
 
 log = get_logger(__name__)
@@ -84,30 +84,17 @@ async def attention(
     even without a score), newest first, narrowed by the filters."""
     conditions = ["d.is_current", "(d.category = 'detractor' OR d.service_request)"]
     params: list[Any] = []
-
-    def add(template: str, value: Any) -> None:
-        params.append(value)
-        conditions.append(template.format(f"${len(params)}"))
-
-    if filters.portal is not None:
-        add("d.portal = {}", filters.portal)
-    if filters.segment is not None:
-        if filters.segment.isdigit():
-            add("d.category_id = {}::int", int(filters.segment))
-        else:
-            add(
-                "(d.portal, d.category_id) IN (SELECT s.portal, s.category_id"
-                " FROM scoring_segments s WHERE lower(s.name) = lower({}))",
-                filters.segment,
-            )
-    if filters.product is not None:
-        add("d.sku = {}", filters.product)
-    if filters.manager is not None:
-        add("d.responsible_id = {}::bigint", filters.manager)
-    if filters.date_from is not None:
-        add("d.day >= {}::date", filters.date_from)
-    if filters.date_to is not None:
-        add("d.day <= {}::date", filters.date_to)
+    filter_conditions(
+        conditions,
+        params,
+        portal=filters.portal,
+        segment=filters.segment,
+        product=filters.product,
+        manager=filters.manager,
+        day="d.day",
+        start=filters.date_from,
+        end=filters.date_to,
+    )
     params.append(limit)
     sql = (
         "SELECT d.answer_id, d.entity_type_id, d.item_id, d.segment, d.sku,"  # noqa: S608 - fixed fragments, values are $n

@@ -1,12 +1,14 @@
 """NPS reports (DESIGN §1): grouped by product, segment, responsible manager or period, filtered by
 segment, product, manager, portal and date range, optionally split by period (the trend).
 
-Reports read the smallest table that can answer them (migration 0200):
+Reports read the smallest table that can answer them (migrations 0200, 0202):
 - no manager in the report (neither grouped nor filtered): the rollup `scoring_daily`, one row per
   portal, segment, product and day, whatever the number of answers;
-- a manager report over whole months (no day/week split, range bounds on month boundaries): the
-  rollup `scoring_manager_monthly` (per portal, segment, product, manager and month);
-- any other manager report: the current scored answers through covering indexes.
+- a manager report split by week: the rollup `scoring_manager_weekly` (per portal, segment,
+  product, manager and ISO week) for the whole weeks, the answers for partial weeks at the edges;
+- a manager report split by day: the current scored answers through covering indexes;
+- any other manager report: the rollup `scoring_manager_monthly` (per portal, segment, product,
+  manager and month) for the whole months, the answers for partial months at the edges.
 WHERE clauses are assembled from a fixed set of conditions; every value is a `$n` parameter.
 Queries run in a read-only transaction with JIT compilation off (it costs more than it saves here).
 
@@ -32,6 +34,7 @@ from services.scoring.periods import (
     Granularity,
     Period,
     bucket_end,
+    bucket_start,
     buckets,
     label,
     next_bucket,
@@ -53,6 +56,8 @@ class _Source:
     manager: str
     sums: str
     scope: str | None = None
+    grain: Granularity | None = None
+    """The unit whose bucket starts `day` already holds (grouped as is, no `date_trunc`)."""
 
 
 _ROLLUP_SUMS = (
@@ -61,6 +66,9 @@ _ROLLUP_SUMS = (
 )
 _DAILY = _Source("scoring_daily", "d.day", "NULL", _ROLLUP_SUMS)
 _MANAGER_MONTHLY = _Source("scoring_manager_monthly", "d.month", "d.responsible_id", _ROLLUP_SUMS)
+_MANAGER_WEEKLY = _Source(
+    "scoring_manager_weekly", "d.week", "d.responsible_id", _ROLLUP_SUMS, grain="week"
+)
 _ANSWERS = _Source(
     "scoring_answers",
     "d.day",
@@ -148,59 +156,96 @@ class _Part:
 def _parts(query: ReportQuery) -> list[_Part]:
     """The smallest tables that together answer `query`, each over its share of the days.
 
-    A manager report that needs no finer grain than months but has bounds inside a month reads
-    the whole months from the monthly rollup and only the partial months at either end from the
-    answers.
+    A manager report split by week reads the whole weeks from the weekly rollup; one that needs
+    no finer grain than months reads the whole months from the monthly rollup. Either reads only
+    the partial weeks or months at the ends of its range from the answers.
     """
     start, end = query.date_from, query.date_to
     if query.by != "manager" and query.manager is None:
         return [_Part(_DAILY, start, end)]
-    if query.effective_period in {"day", "week"}:
+    if query.effective_period == "day":
         return [_Part(_ANSWERS, start, end)]
-    months_from = start if start is None or start.day == 1 else next_bucket(start, "month")
-    months_to = (
-        end
-        if end is None or end == bucket_end(end, "month")
-        else end.replace(day=1) - timedelta(days=1)
-    )
-    if months_from is not None and months_to is not None and months_from > months_to:
+    if query.effective_period == "week":
+        return _whole_buckets_and_edges(_MANAGER_WEEKLY, "week", start, end)
+    return _whole_buckets_and_edges(_MANAGER_MONTHLY, "month", start, end)
+
+
+def _whole_buckets_and_edges(
+    rollup: _Source, unit: Granularity, start: date | None, end: date | None
+) -> list[_Part]:
+    """The whole `unit`s of start..end from `rollup`, the partial ones at its ends from the answers
+    (only the answers when the range holds no whole `unit`)."""
+    whole_from = start
+    if start is not None and start != bucket_start(start, unit):
+        whole_from = next_bucket(bucket_start(start, unit), unit)
+    whole_to = end
+    if end is not None and end != bucket_end(bucket_start(end, unit), unit):
+        whole_to = bucket_start(end, unit) - timedelta(days=1)
+    if whole_from is not None and whole_to is not None and whole_from > whole_to:
         return [_Part(_ANSWERS, start, end)]
-    parts = [_Part(_MANAGER_MONTHLY, months_from, months_to)]
-    if start is not None and months_from is not None and start < months_from:
-        parts.append(_Part(_ANSWERS, start, months_from - timedelta(days=1)))
-    if end is not None and months_to is not None and end > months_to:
-        parts.append(_Part(_ANSWERS, months_to + timedelta(days=1), end))
+    parts = [_Part(rollup, whole_from, whole_to)]
+    if start is not None and whole_from is not None and start < whole_from:
+        parts.append(_Part(_ANSWERS, start, whole_from - timedelta(days=1)))
+    if end is not None and whole_to is not None and end > whole_to:
+        parts.append(_Part(_ANSWERS, whole_to + timedelta(days=1), end))
     return parts
+
+
+def filter_conditions(
+    conditions: list[str],
+    params: list[Any],
+    *,
+    portal: str | None,
+    segment: str | None,
+    product: str | None,
+    manager: int | None,
+    day: str,
+    start: date | None,
+    end: date | None,
+) -> None:
+    """Append the conditions of the given filters on a table aliased `d` (`day` its day column)
+    to `conditions`, and their values to `params` (each condition names its value as `$n`)."""
+
+    def add(template: str, value: Any) -> None:
+        params.append(value)
+        conditions.append(template.format(f"${len(params)}"))
+
+    if portal is not None:
+        add("d.portal = {}", portal)
+    if segment is not None:
+        if segment.isdigit():
+            add("d.category_id = {}::int", int(segment))
+        else:
+            add(
+                "(d.portal, d.category_id) IN (SELECT s.portal, s.category_id"
+                " FROM scoring_segments s WHERE lower(s.name) = lower({}))",
+                segment,
+            )
+    if product is not None:
+        add("d.sku = {}", product)
+    if manager is not None:
+        add("d.responsible_id = {}::bigint", manager)
+    if start is not None:
+        add(f"{day} >= {{}}::date", start)
+    if end is not None:
+        add(f"{day} <= {{}}::date", end)
 
 
 def _sql(query: ReportQuery, part: _Part) -> tuple[str, list[Any]]:
     source = part.source
     conditions = [source.scope] if source.scope else []
     params: list[Any] = []
-
-    def add(template: str, value: Any) -> None:
-        params.append(value)
-        conditions.append(template.format(f"${len(params)}"))
-
-    if query.portal is not None:
-        add("d.portal = {}", query.portal)
-    if query.segment is not None:
-        if query.segment.isdigit():
-            add("d.category_id = {}::int", int(query.segment))
-        else:
-            add(
-                "(d.portal, d.category_id) IN (SELECT s.portal, s.category_id"
-                " FROM scoring_segments s WHERE lower(s.name) = lower({}))",
-                query.segment,
-            )
-    if query.product is not None:
-        add("d.sku = {}", query.product)
-    if query.manager is not None:
-        add("d.responsible_id = {}::bigint", query.manager)
-    if part.start is not None:
-        add(f"{source.day} >= {{}}::date", part.start)
-    if part.end is not None:
-        add(f"{source.day} <= {{}}::date", part.end)
+    filter_conditions(
+        conditions,
+        params,
+        portal=query.portal,
+        segment=query.segment,
+        product=query.product,
+        manager=query.manager,
+        day=source.day,
+        start=part.start,
+        end=part.end,
+    )
 
     group_column = {
         "product": "d.sku",
@@ -211,7 +256,10 @@ def _sql(query: ReportQuery, part: _Part) -> tuple[str, list[Any]]:
     select = [f"{group_column} AS grp" if group_column else "NULL AS grp"]
     group_by = ["grp"] if group_column else []
     unit = query.effective_period
-    if unit is not None and unit != "range":
+    if unit is not None and unit == source.grain:
+        select.append(f"{source.day} AS bucket")
+        group_by.append("bucket")
+    elif unit is not None and unit != "range":
         params.append(unit)
         select.append(f"date_trunc(${len(params)}, {source.day}::timestamp)::date AS bucket")
         group_by.append("bucket")
@@ -309,6 +357,7 @@ async def run_report(conn: Conn, query: ReportQuery) -> list[ReportRow]:
     groups = sorted({key for key, _ in cells}, key=lambda k: _sort_key(query.by, k))
     if query.by == "period" and not groups:
         groups = [None]
+    periods = _periods(query, unit, cells) if unit is not None and unit != "range" else []
     rows: list[ReportRow] = []
     for group in groups:
         keys, note = _group_keys(query.by, group, names)
@@ -321,30 +370,27 @@ async def run_report(conn: Conn, query: ReportQuery) -> list[ReportRow]:
                 stats = cells.get((group, None), NpsAggregate())
                 rows.append(ReportRow({**keys, **_range_keys(query)}, stats, note))
             continue
-        rows.extend(_trend(query, unit, cells, group=group, keys=keys, note=note))
+        rows.extend(
+            ReportRow({**keys, **period}, cells.get((group, start), NpsAggregate()), note)
+            for start, period in periods
+        )
     return rows
 
 
-def _trend(
-    query: ReportQuery,
-    unit: Granularity,
-    cells: dict[tuple[Any, date | None], NpsAggregate],
-    *,
-    group: Any,
-    keys: dict[str, Any],
-    note: str | None,
-) -> list[ReportRow]:
-    """One row per period from the first to the last (the date bounds when given), gaps as zeros."""
+def _periods(
+    query: ReportQuery, unit: Granularity, cells: dict[tuple[Any, date | None], NpsAggregate]
+) -> list[tuple[date, dict[str, Any]]]:
+    """The trend's periods, shared by every group: each bucket's start and its keys, from the
+    first to the last bucket with answers (the date bounds when given); gaps show as zeros."""
     starts = [bucket for _, bucket in cells if bucket is not None]
     first = query.date_from or min(starts, default=None)
     last = query.date_to or max(starts, default=None)
     if first is None or last is None:
         return []
-    rows: list[ReportRow] = []
+    periods: list[tuple[date, dict[str, Any]]] = []
     for start in buckets(first, last, unit):
         shown_from = max(start, query.date_from) if query.date_from else start
         end = bucket_end(start, unit)
         shown_to = min(end, query.date_to) if query.date_to else end
-        period = _period_keys(label(start, unit), shown_from, shown_to)
-        rows.append(ReportRow({**keys, **period}, cells.get((group, start), NpsAggregate()), note))
-    return rows
+        periods.append((start, _period_keys(label(start, unit), shown_from, shown_to)))
+    return periods

@@ -1,4 +1,4 @@
-"""PostgreSQL persistence of scored answers (migration 0200): every function runs inside the
+"""PostgreSQL persistence of scored answers (migrations 0200, 0202): every function runs inside the
 caller's transaction, so answers, rollup, names, outbox and `claim()` commit together.
 
 Locks are always taken in one order (the item, then names, then rollup cells sorted by key) so that
@@ -15,6 +15,7 @@ from asyncpg.pool import PoolConnectionProxy
 
 from services.scoring.answers import AnswerRow, RollupKey
 from services.scoring.nps import NpsAggregate
+from services.scoring.periods import bucket_start
 from shared.events import FormSubmitted
 
 Conn = asyncpg.Connection | PoolConnectionProxy
@@ -177,6 +178,15 @@ _UPSERT_MANAGER_MONTHLY = """
         passives = r.passives + EXCLUDED.passives,
         detractors = r.detractors + EXCLUDED.detractors,
         score_sum = r.score_sum + EXCLUDED.score_sum"""
+_UPSERT_MANAGER_WEEKLY = """
+    INSERT INTO scoring_manager_weekly AS r (portal, category_id, sku, responsible_id, week,
+                                             promoters, passives, detractors, score_sum)
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+    ON CONFLICT (portal, category_id, sku, responsible_id, week) DO UPDATE SET
+        promoters = r.promoters + EXCLUDED.promoters,
+        passives = r.passives + EXCLUDED.passives,
+        detractors = r.detractors + EXCLUDED.detractors,
+        score_sum = r.score_sum + EXCLUDED.score_sum"""
 
 
 def _rows(cells: dict[tuple[Any, ...], NpsAggregate]) -> list[tuple[Any, ...]]:
@@ -189,24 +199,30 @@ def _rows(cells: dict[tuple[Any, ...], NpsAggregate]) -> list[tuple[Any, ...]]:
 
 
 async def apply_rollup(conn: Conn, delta: Mapping[RollupKey, NpsAggregate]) -> None:
-    """Add `delta` (cells of the finest grain) to the daily and the manager-monthly rollups."""
+    """Add `delta` (cells of the finest grain) to the daily, manager-monthly and manager-weekly
+    rollups (always in that table order, each in key order)."""
     daily: dict[tuple[Any, ...], NpsAggregate] = {}
     monthly: dict[tuple[Any, ...], NpsAggregate] = {}
+    weekly: dict[tuple[Any, ...], NpsAggregate] = {}
     for key, value in delta.items():
         product = (key.portal, key.category_id, key.sku)
         day_key = (*product, key.day)
-        month_key = (*product, key.responsible_id, key.day.replace(day=1))
+        month_key = (*product, key.responsible_id, bucket_start(key.day, "month"))
+        week_key = (*product, key.responsible_id, bucket_start(key.day, "week"))
         daily[day_key] = daily.get(day_key, NpsAggregate()) + value
         monthly[month_key] = monthly.get(month_key, NpsAggregate()) + value
+        weekly[week_key] = weekly.get(week_key, NpsAggregate()) + value
     if rows := _rows(daily):
         await conn.executemany(_UPSERT_DAILY, rows)
     if rows := _rows(monthly):
         await conn.executemany(_UPSERT_MANAGER_MONTHLY, rows)
+    if rows := _rows(weekly):
+        await conn.executemany(_UPSERT_MANAGER_WEEKLY, rows)
 
 
 async def rebuild_rollups(conn: Conn) -> int:
-    """Recompute both rollups from the answers (after a bulk load); returns the cells written."""
-    await conn.execute("TRUNCATE scoring_daily, scoring_manager_monthly")
+    """Recompute every rollup from the answers (after a bulk load); returns the cells written."""
+    await conn.execute("TRUNCATE scoring_daily, scoring_manager_monthly, scoring_manager_weekly")
     daily = await conn.execute(
         """INSERT INTO scoring_daily (portal, category_id, sku, day,
                                       promoters, passives, detractors, score_sum)
@@ -232,4 +248,17 @@ async def rebuild_rollups(conn: Conn) -> int:
            WHERE is_current AND score IS NOT NULL
            GROUP BY 1, 2, 3, 4, 5"""
     )
-    return int(daily.split()[-1]) + int(monthly.split()[-1])
+    weekly = await conn.execute(
+        """INSERT INTO scoring_manager_weekly (portal, category_id, sku, responsible_id, week,
+                                               promoters, passives, detractors, score_sum)
+           SELECT portal, category_id, sku, coalesce(responsible_id, 0),
+                  date_trunc('week', day::timestamp)::date,
+                  count(*) FILTER (WHERE category = 'promoter'),
+                  count(*) FILTER (WHERE category = 'passive'),
+                  count(*) FILTER (WHERE category = 'detractor'),
+                  sum(score)
+           FROM scoring_answers
+           WHERE is_current AND score IS NOT NULL
+           GROUP BY 1, 2, 3, 4, 5"""
+    )
+    return sum(int(status.split()[-1]) for status in (daily, monthly, weekly))

@@ -24,7 +24,7 @@ import asyncpg
 import pytest
 
 from services.scoring.handlers import score_submission
-from services.scoring.report import COSMETICS_NOTE, ReportQuery, run_report
+from services.scoring.report import COSMETICS_NOTE, ReportQuery, _parts, run_report
 from tests.unit.test_scoring_answers import make_submission
 
 COSMETICS = {"kind": "cosmetics", "category_id": 10, "segment": "Cosmetics"}
@@ -365,6 +365,55 @@ async def test_manager_report_with_partial_months_at_both_ends(
         {"manager_id": 5, **stats(-50.0, 0, 1, 1, 5.0)},
         {"manager_id": 7, **stats(25.0, 2, 1, 1, 6.5)},
         {"manager_id": None, **stats(100.0, 1, 0, 0, 10.0)},
+    ]
+
+
+async def test_manager_by_week_with_partial_weeks_at_both_ends(
+    pool: asyncpg.Pool, portal: str
+) -> None:
+    """Tuesday 16 January to Tuesday 5 March 2024: the whole weeks 22 January - 3 March come from
+    the weekly rollup, 16-21 January and 4-5 March from the answers. Manager 5's answer of Monday
+    15 January shares its week with manager 7's of the 16th but is outside the range."""
+    edges = {"by": "manager", "period": "week", "date_from": "2024-01-16", "date_to": "2024-03-05"}
+    plan = [
+        (part.source.table, str(part.start), str(part.end))
+        for part in _parts(ReportQuery.model_validate(edges))
+    ]
+    assert plan == [
+        ("scoring_manager_weekly", "2024-01-22", "2024-03-03"),
+        ("scoring_answers", "2024-01-16", "2024-01-21"),
+        ("scoring_answers", "2024-03-04", "2024-03-05"),
+    ]
+    weeks = [
+        period("2024-W03", "2024-01-16", "2024-01-21"),
+        period("2024-W04", "2024-01-22", "2024-01-28"),
+        period("2024-W05", "2024-01-29", "2024-02-04"),
+        period("2024-W06", "2024-02-05", "2024-02-11"),
+        period("2024-W07", "2024-02-12", "2024-02-18"),
+        period("2024-W08", "2024-02-19", "2024-02-25"),
+        period("2024-W09", "2024-02-26", "2024-03-03"),
+        period("2024-W10", "2024-03-04", "2024-03-05"),
+    ]
+    manager_5 = {"2024-W05": stats(-100.0, 0, 0, 1, 3.0)}  # LASER 3 on 3 February
+    manager_7 = {
+        "2024-W03": stats(100.0, 1, 0, 0, 9.0),  # SERUM 9 on 16 January (left edge)
+        "2024-W08": stats(100.0, 1, 0, 0, 9.0),  # LASER 9 on 20 February (rollup)
+        "2024-W10": stats(50.0, 1, 1, 0, 8.5),  # CREAM 8 and SERUM 9 on 5 March (right edge)
+    }
+    assert await report(pool, portal, **edges) == [
+        {"manager_id": manager, **week, **counts.get(week["period"], EMPTY)}
+        for manager, counts in ((5, manager_5), (7, manager_7))
+        for week in weeks
+    ]
+    # Monday 4 March alone at the right edge: the answers of the 5th are left out.
+    to_monday = await report(pool, portal, **{**edges, "date_to": "2024-03-04"})
+    monday = period("2024-W10", "2024-03-04", "2024-03-04")
+    assert to_monday[-1] == {"manager_id": 7, **monday, **EMPTY}
+    # Within one week there is no whole week: the answers alone.
+    assert await report(
+        pool, portal, by="manager", period="week", date_from="2024-01-16", date_to="2024-01-20"
+    ) == [
+        {"manager_id": 7, **period("2024-W03", "2024-01-16", "2024-01-20"), **manager_7["2024-W03"]}
     ]
 
 

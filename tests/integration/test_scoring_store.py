@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Callable
 from datetime import date, datetime
 from typing import Any
 
@@ -12,6 +13,7 @@ import pytest
 
 from services.scoring import store
 from services.scoring.handlers import CONSUMER, score_submission
+from services.scoring.periods import bucket_start
 from shared.messaging import PermanentError
 from tests.unit.test_scoring_answers import make_submission
 
@@ -38,6 +40,18 @@ DAILY = """SELECT category_id, sku, day, promoters, passives, detractors, score_
            FROM scoring_daily WHERE portal = $1"""
 MONTHLY = """SELECT category_id, sku, responsible_id, month, promoters, passives, detractors,
                     score_sum FROM scoring_manager_monthly WHERE portal = $1"""
+WEEKLY = """SELECT category_id, sku, responsible_id, week, promoters, passives, detractors,
+                   score_sum FROM scoring_manager_weekly WHERE portal = $1"""
+# The manager-weekly cells the current, scored answers add up to (what the rollup must hold).
+WEEKLY_FROM_ANSWERS = """
+    SELECT category_id, sku, coalesce(responsible_id, 0) AS responsible_id,
+           date_trunc('week', day::timestamp)::date AS week,
+           count(*) FILTER (WHERE category = 'promoter')::int AS promoters,
+           count(*) FILTER (WHERE category = 'passive')::int AS passives,
+           count(*) FILTER (WHERE category = 'detractor')::int AS detractors,
+           sum(score)::bigint AS score_sum
+    FROM scoring_answers WHERE portal = $1 AND is_current AND score IS NOT NULL
+    GROUP BY 1, 2, 3, 4"""
 
 
 async def cells(conn: Any, sql: str, portal: str) -> set[tuple[Any, ...]]:
@@ -46,21 +60,30 @@ async def cells(conn: Any, sql: str, portal: str) -> set[tuple[Any, ...]]:
     return {tuple(row) for row in rows if row["promoters"] or row["passives"] or row["detractors"]}
 
 
+def _summed(
+    rows: set[tuple[Any, ...]], key: Callable[[tuple[Any, ...]], tuple[Any, ...]]
+) -> dict[tuple[Any, ...], list[int]]:
+    """The four counts of `rows` (their last four columns) added up per `key(row)`."""
+    summed: dict[tuple[Any, ...], list[int]] = {}
+    for row in rows:
+        cell = key(row)
+        summed[cell] = [a + b for a, b in zip(summed.get(cell, [0] * 4), row[-4:], strict=True)]
+    return summed
+
+
 async def rollup(pool: asyncpg.Pool, portal: str) -> set[tuple[Any, ...]]:
-    """The daily rollup of `portal`, after checking the manager-monthly one sums to the same."""
+    """The daily rollup of `portal`, after checking the manager-monthly and manager-weekly ones sum
+    to the same per month and per week, and the weekly one equals the answers' own sums."""
     daily = await cells(pool, DAILY, portal)
     monthly = await cells(pool, MONTHLY, portal)
-    per_month: dict[tuple[Any, ...], list[int]] = {}
-    for category_id, sku, _day, *counts in daily:
-        key = (category_id, sku, _day.replace(day=1))
-        per_month[key] = [
-            a + b for a, b in zip(per_month.get(key, [0, 0, 0, 0]), counts, strict=True)
-        ]
-    summed: dict[tuple[Any, ...], list[int]] = {}
-    for category_id, sku, _manager, month, *counts in monthly:
-        key = (category_id, sku, month)
-        summed[key] = [a + b for a, b in zip(summed.get(key, [0, 0, 0, 0]), counts, strict=True)]
-    assert summed == per_month
+    weekly = await cells(pool, WEEKLY, portal)
+    assert _summed(monthly, lambda r: (r[0], r[1], r[3])) == _summed(
+        daily, lambda r: (r[0], r[1], bucket_start(r[2], "month"))
+    )
+    assert _summed(weekly, lambda r: (r[0], r[1], r[3])) == _summed(
+        daily, lambda r: (r[0], r[1], bucket_start(r[2], "week"))
+    )
+    assert weekly == await cells(pool, WEEKLY_FROM_ANSWERS, portal)
     return daily
 
 
@@ -226,18 +249,96 @@ async def test_rebuilt_rollup_equals_the_incrementally_maintained_one(
     )
     daily = await rollup(pool, member)
     monthly = await cells(pool, MONTHLY, member)
+    weekly = await cells(pool, WEEKLY, member)
     assert daily == {(10, "A", date(2024, 3, 5), 1, 1, 0, 17)}
     assert monthly == {
         (10, "A", 0, date(2024, 3, 1), 1, 0, 0, 10),
         (10, "A", 5, date(2024, 3, 1), 0, 1, 0, 7),
+    }
+    assert weekly == {
+        (10, "A", 0, date(2024, 3, 4), 1, 0, 0, 10),
+        (10, "A", 5, date(2024, 3, 4), 0, 1, 0, 7),
     }
     async with pool.acquire() as conn:
         transaction = conn.transaction()
         await transaction.start()
         try:
             written = await store.rebuild_rollups(conn)
-            rebuilt = (await cells(conn, DAILY, member), await cells(conn, MONTHLY, member))
+            rebuilt = tuple([await cells(conn, sql, member) for sql in (DAILY, MONTHLY, WEEKLY)])
         finally:
             await transaction.rollback()
-    assert rebuilt == (daily, monthly)
-    assert written >= len(daily) + len(monthly)
+    assert rebuilt == (daily, monthly, weekly)
+    assert written >= len(daily) + len(monthly) + len(weekly)
+
+
+async def test_weekly_rollup_follows_inserts_supersedes_and_retracts(
+    pool: asyncpg.Pool, member: str
+) -> None:
+    """Each step moves answers between ISO weeks and managers; the rollup tracks every delta.
+
+    2024-03-10 is a Sunday (week of 4 March) and 2024-03-11 a Monday (week of 11 March).
+    """
+    sunday, monday = "2024-03-10T12:00:00+03:00", "2024-03-11T12:00:00+03:00"
+    steps = [
+        # Inserts: two items in the week of 4 March, one in the week of 11 March.
+        make_submission(("A", 9), ("B", 3), member_id=member, item_id=1, submitted_at=sunday),
+        make_submission(("A", 7), member_id=member, item_id=2, submitted_at=sunday),
+        make_submission(
+            ("A", 10), member_id=member, item_id=3, submitted_at=monday, updated_at=monday
+        ),
+        # Supersede: item 1 moves to Monday (the next week), to manager 8, and A changes 9 -> 8.
+        make_submission(
+            ("A", 8),
+            ("B", 3),
+            member_id=member,
+            item_id=1,
+            submitted_at=monday,
+            updated_at="2024-03-12T00:00:00Z",
+            responsible_id=8,
+        ),
+        # Retract B of item 1; item 2 becomes skipped; item 3 loses its manager.
+        make_submission(
+            ("A", 8),
+            member_id=member,
+            item_id=1,
+            submitted_at=monday,
+            updated_at="2024-03-13T00:00:00Z",
+            responsible_id=8,
+        ),
+        make_submission(
+            ("A", None),
+            member_id=member,
+            item_id=2,
+            submitted_at=sunday,
+            updated_at="2024-03-13T00:00:00Z",
+        ),
+        make_submission(
+            ("A", 10),
+            member_id=member,
+            item_id=3,
+            submitted_at=monday,
+            updated_at="2024-03-13T00:00:00Z",
+            responsible_id=None,
+        ),
+    ]
+    seen = []
+    for submission in steps:
+        await score_submission(pool, submission)
+        await rollup(pool, member)  # the weekly cells equal the answers' sums after every step
+        seen.append(await cells(pool, WEEKLY, member))
+    week_1, week_2 = date(2024, 3, 4), date(2024, 3, 11)
+    assert seen[2] == {
+        (10, "A", 5, week_1, 1, 1, 0, 16),
+        (10, "B", 5, week_1, 0, 0, 1, 3),
+        (10, "A", 5, week_2, 1, 0, 0, 10),
+    }
+    assert seen[3] == {
+        (10, "A", 5, week_1, 0, 1, 0, 7),
+        (10, "A", 5, week_2, 1, 0, 0, 10),
+        (10, "A", 8, week_2, 0, 1, 0, 8),
+        (10, "B", 8, week_2, 0, 0, 1, 3),
+    }
+    assert seen[-1] == {
+        (10, "A", 0, week_2, 1, 0, 0, 10),
+        (10, "A", 8, week_2, 0, 1, 0, 8),
+    }
