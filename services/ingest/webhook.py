@@ -25,6 +25,8 @@ from shared.portal_config import CosmeticsSegment, EquipmentSegment, PortalConfi
 MAX_BODY_BYTES = 64 * 1024
 MAX_PARAMETERS = 500
 MAX_KEY_DEPTH = 6
+MAX_INTEGER = 2**63 - 1
+"""The largest id or Unix time a PostgreSQL `bigint` holds: larger numbers are refused (400)."""
 FORM_CONTENT_TYPE = "application/x-www-form-urlencoded"
 ITEM_EVENTS = ("ONCRMDYNAMICITEMADD", "ONCRMDYNAMICITEMUPDATE")
 ROBOT_EVENT = "ROBOT"
@@ -38,7 +40,8 @@ _PER_TYPE_EVENT = re.compile(r"^(ONCRMDYNAMICITEM(?:ADD|UPDATE))_(\d+)$")
 _BAD_PERCENT = re.compile(r"%(?![0-9A-Fa-f]{2})")
 _KEY = re.compile(r"([^\[\]]+)((?:\[[^\[\]]*\])*)")
 _KEY_PART = re.compile(r"\[([^\[\]]*)\]")
-_INTEGER = re.compile(r"^\s*\d+\s*$")
+_INTEGER = re.compile(r"^\s*(\d+)\s*$")
+_MAX_DIGITS = 100  # longer digit strings are out of range (and `int()` refuses over 4,300)
 _KEPT_AUTH = ("domain", "member_id", "client_endpoint", "server_endpoint")
 _ROBOT_SECRETS = ("application_token", "auth")
 
@@ -112,9 +115,10 @@ def check_content_length(header: str | None) -> None:
     """Refuse an announced body over `MAX_BODY_BYTES` before reading it."""
     if header is None:
         return
-    if not _INTEGER.match(header):
+    match = _INTEGER.match(header)
+    if match is None:
         raise RequestError(400, "Content-Length is not a number", "Content-Length", "a byte count")
-    if int(header) > MAX_BODY_BYTES:
+    if len(match.group(1)) > _MAX_DIGITS or int(match.group(1)) > MAX_BODY_BYTES:
         raise too_large()
 
 
@@ -149,6 +153,9 @@ def parse_form(raw: bytes | str, part: str = "body") -> dict[str, Any]:
         raise RequestError(
             400, f"{part} has too many parameters", part, f"at most {MAX_PARAMETERS}"
         ) from None
+    if any("\x00" in key or "\x00" in value for key, value in pairs):
+        # PostgreSQL cannot store NUL in text or jsonb: refused here rather than a 503 there.
+        raise RequestError(400, f"{part} contains a NUL character", part, expected)
     return nest(pairs)
 
 
@@ -246,7 +253,8 @@ def read_event(form: Mapping[str, Any], config: PortalConfig) -> Accepted | Igno
     if name in ITEM_EVENTS:
         base, type_in_name = name, None
     elif per_type is not None:
-        base, type_in_name = per_type.group(1), int(per_type.group(2))
+        base = per_type.group(1)
+        type_in_name = _int(per_type.group(2), "event", "ONCRMDYNAMICITEMADD_<entityTypeId>")
     else:
         return Ignored(name, f"{name} is not an NPS item add/update event")
     fields = _get(_get(form, "data"), "FIELDS")
@@ -406,10 +414,15 @@ def _plain(value: Any) -> Any:
 
 
 def _int(raw: object, field: str, expected: str) -> int:
-    if isinstance(raw, str) and _INTEGER.match(raw):
-        return int(raw)
-    shown = "missing" if raw is None else f"not a whole number: {raw!r}"
-    raise RequestError(400, f"{field} {shown}", field, expected)
+    match = _INTEGER.match(raw) if isinstance(raw, str) else None
+    if match is None:
+        shown = "missing" if raw is None else f"not a whole number: {raw!r}"
+        raise RequestError(400, f"{field} {shown}", field, expected)
+    # The digits alone: `\s` also matches separators such as \x1c, which `int()` refuses.
+    digits = match.group(1)
+    if len(digits) > _MAX_DIGITS or int(digits) > MAX_INTEGER:
+        raise RequestError(400, f"{field} is out of range", field, f"{expected} <= {MAX_INTEGER}")
+    return int(digits)
 
 
 def _positive_int(raw: object, field: str, expected: str) -> int:
