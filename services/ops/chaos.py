@@ -97,7 +97,7 @@ async def inject(stack: Stack, fault: str, hold_s: float = 5.0) -> None:
         await set_faults(stack, {"outage_s": hold_s, "outage_status": 503})
         await asyncio.sleep(hold_s)
     elif fault == "portal-errors":
-        await set_faults(stack, {"error_rate": 0.3, "seed": 1})
+        await set_faults(stack, {"error_rate": 0.2, "seed": 1})
         await asyncio.sleep(hold_s)
         await set_faults(stack, {})
     elif fault == "ingest-down":

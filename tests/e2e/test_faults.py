@@ -19,7 +19,7 @@ FAULTS = [
     pytest.param("broker-restart", 4.0, id="rabbitmq-restart"),
     pytest.param("db-restart", 0.0, id="postgresql-restart"),
     pytest.param("portal-outage", 15.0, id="portal-503-outage"),
-    pytest.param("portal-errors", 10.0, id="portal-500s"),
+    pytest.param("portal-errors", 4.0, id="portal-500s"),
     pytest.param("ingest-down", 3.0, id="ingest-down-while-portal-emits"),
 ]
 
