@@ -130,10 +130,14 @@ async def settle(
                 verdict = await compute(
                     stack.sandbox_url, pool, config, dlq=await dlq_total(amqp_url)
                 )
+                # Only this stack's work: a shared database may hold other runs' leftovers.
                 pending = await pool.fetchval(
-                    "SELECT count(*) FROM crm_actions WHERE state = 'pending'"
+                    "SELECT count(*) FROM crm_actions WHERE state = 'pending' AND portal = $1",
+                    verdict.portal,
                 )
-                outbox = await pool.fetchval("SELECT count(*) FROM outbox")
+                outbox = await pool.fetchval(
+                    "SELECT count(*) FROM outbox WHERE created_at >= $1", stack.started_at
+                )
             finally:
                 await pool.close()
         except (OSError, asyncpg.PostgresError, aio_pika.exceptions.AMQPError):

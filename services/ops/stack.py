@@ -13,6 +13,7 @@ import sys
 import time
 import urllib.request
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 
 from shared.settings import SANDBOX_APP_TOKEN, SANDBOX_SECRET, SANDBOX_USER_ID
@@ -47,6 +48,7 @@ class Stack:
     extra_env: dict[str, str] = field(default_factory=dict)
     ports: dict[str, int] = field(default_factory=dict)
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    started_at: datetime = field(default_factory=lambda: datetime.now(UTC))
 
     def __post_init__(self) -> None:
         for name in ("sandbox", *PIPELINE):
@@ -130,6 +132,7 @@ class Stack:
         raise RuntimeError(f"{name} not ready after {wait_s:.0f} s: {self.tail(name)}")
 
     def start_all(self) -> None:
+        self.started_at = datetime.now(UTC)
         for name in ("sandbox", *PIPELINE):
             self.start(name)
 

@@ -28,6 +28,7 @@ CONTACT_OUTCOMES = {"patched", "unchanged", "conflict", "skipped"}
 
 @dataclass
 class Verdict:
+    portal: str = ""
     items: int = 0
     answers: int = 0
     lost: int = 0
@@ -76,6 +77,7 @@ async def compute(
     async with httpx.AsyncClient(base_url=sandbox_url, timeout=60) as http:
         info = (await http.get("/sandbox/info")).raise_for_status().json()
         portal = str(info["member_id"])
+        verdict.portal = portal
         entity_type = config.survey.entity_type_id
         items = (await http.get("/sandbox/items", params={"entity_type_id": entity_type})).json()
         leads = (await http.get("/sandbox/leads")).json()["leads"]
