@@ -1,8 +1,8 @@
 """Fault injection against a running `Stack`, and waiting for the pipeline to settle.
 
-Used by the fault suite (`tests/e2e/`) and by `nps chaos`, which starts a stack on a scratch
-database and vhost, drives answers from the sandbox portal, injects one fault and prints the
-verdict. Broker and database restarts act on the local servers (rabbitmqctl, pg_ctlcluster).
+Used by the fault suite (`tests/e2e/`): a stack on the test session's database and vhost,
+answers driven from the sandbox portal, one fault injected, the verdict checked. Broker and
+database restarts act on the local servers (rabbitmqctl, pg_ctlcluster).
 """
 
 from __future__ import annotations
