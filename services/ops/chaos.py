@@ -111,9 +111,7 @@ async def inject(stack: Stack, fault: str, hold_s: float = 5.0) -> None:
 
 async def settle(
     stack: Stack,
-    dsn: str,
     config: PortalConfig,
-    amqp_url: str,
     *,
     timeout_s: float = 300.0,
     progress: Callable[[Verdict], Awaitable[None] | None] | None = None,
@@ -125,10 +123,10 @@ async def settle(
     verdict = Verdict()
     while time.monotonic() < deadline:
         try:
-            pool = await asyncpg.create_pool(dsn, min_size=1, max_size=2)
+            pool = await asyncpg.create_pool(stack.database_url, min_size=1, max_size=2)
             try:
                 verdict = await compute(
-                    stack.sandbox_url, pool, config, dlq=await dlq_total(amqp_url)
+                    stack.sandbox_url, pool, config, dlq=await dlq_total(stack.rabbitmq_url)
                 )
                 # Only this stack's work: a shared database may hold other runs' leftovers.
                 pending = await pool.fetchval(

@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import signal
 
-import asyncpg
 import pytest
 
 from services.ops.chaos import create_answers, inject, set_faults, settle
@@ -24,31 +23,24 @@ FAULTS = [
 ]
 
 
-async def warm_up(stack: Stack, pg_dsn: str, config: PortalConfig, amqp_url: str) -> None:
+async def warm_up(stack: Stack, config: PortalConfig) -> None:
     """A few answers through first: ingest has seen its portal, as in any running install."""
     await create_answers(stack, 5, seed=1)
-    verdict = await settle(stack, pg_dsn, config, amqp_url, timeout_s=60)
+    verdict = await settle(stack, config, timeout_s=60)
     assert verdict.ok, (verdict.line(), verdict.details)
 
 
 @pytest.mark.timeout(420)
 @pytest.mark.parametrize(("fault", "hold_s"), FAULTS)
 async def test_a_fault_mid_run_loses_and_doubles_nothing(
-    stack: Stack,
-    pool: asyncpg.Pool,
-    pg_dsn: str,
-    portal_config: PortalConfig,
-    amqp_url: str,
-    fault: str,
-    hold_s: float,
+    stack: Stack, portal_config: PortalConfig, fault: str, hold_s: float
 ) -> None:
-    await warm_up(stack, pg_dsn, portal_config, amqp_url)
+    await warm_up(stack, portal_config)
     flowing = asyncio.create_task(create_answers(stack, 120))
     await asyncio.sleep(1.0)
     await inject(stack, fault, hold_s=hold_s)
-    await pool.expire_connections()  # this session's own connections did not survive a restart
     await flowing
-    verdict = await settle(stack, pg_dsn, portal_config, amqp_url, timeout_s=240)
+    verdict = await settle(stack, portal_config, timeout_s=240)
     assert verdict.ok, (verdict.line(), verdict.details)
     assert verdict.dlq == 0, f"a passing fault must not flood the DLQ: {verdict.line()}"
     for name in PIPELINE:  # ready = database, broker and a live consumer on every queue it reads
@@ -57,9 +49,9 @@ async def test_a_fault_mid_run_loses_and_doubles_nothing(
 
 @pytest.mark.timeout(420)
 async def test_sigterm_finishes_in_flight_work_and_acks_nothing_unfinished(
-    stack: Stack, pg_dsn: str, portal_config: PortalConfig, amqp_url: str
+    stack: Stack, portal_config: PortalConfig
 ) -> None:
-    await warm_up(stack, pg_dsn, portal_config, amqp_url)
+    await warm_up(stack, portal_config)
     await set_faults(stack, {"latency_s": 0.5})
     await create_answers(stack, 60)
     await asyncio.sleep(3.0)
@@ -70,7 +62,7 @@ async def test_sigterm_finishes_in_flight_work_and_acks_nothing_unfinished(
     assert took < 30, f"shutdown must be bounded, took {took:.1f} s"
     await set_faults(stack, {})
     await asyncio.to_thread(stack.start, "crm_sync")
-    verdict = await settle(stack, pg_dsn, portal_config, amqp_url, timeout_s=240)
+    verdict = await settle(stack, portal_config, timeout_s=240)
     assert verdict.ok, (verdict.line(), verdict.details)
     assert verdict.dlq == 0
 
@@ -79,13 +71,13 @@ async def test_sigterm_finishes_in_flight_work_and_acks_nothing_unfinished(
 @pytest.mark.timeout(1800)
 @pytest.mark.parametrize("fault", ["kill:crm_sync", "kill:scoring", "broker-restart", "db-restart"])
 async def test_chaos_two_thousand_answers(
-    stack: Stack, pg_dsn: str, portal_config: PortalConfig, amqp_url: str, fault: str
+    stack: Stack, portal_config: PortalConfig, fault: str
 ) -> None:
-    await warm_up(stack, pg_dsn, portal_config, amqp_url)
+    await warm_up(stack, portal_config)
     flowing = asyncio.create_task(create_answers(stack, 2000))
     for _ in range(3):
         await asyncio.sleep(2.0)
         await inject(stack, fault, hold_s=3.0)
     await flowing
-    verdict = await settle(stack, pg_dsn, portal_config, amqp_url, timeout_s=900)
+    verdict = await settle(stack, portal_config, timeout_s=900)
     assert verdict.ok, (verdict.line(), verdict.details)

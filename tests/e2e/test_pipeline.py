@@ -11,29 +11,29 @@ from shared.portal_config import PortalConfig
 from shared.settings import Settings
 
 
-async def test_answers_flow_from_portal_to_crm(
-    stack: Stack, pg_dsn: str, pool: asyncpg.Pool, portal_config: PortalConfig, amqp_url: str
-) -> None:
-    # Another run's unfinished work in the same database must not hold this verdict up.
-    await pool.execute(
+async def test_answers_flow_from_portal_to_crm(stack: Stack, portal_config: PortalConfig) -> None:
+    conn = await asyncpg.connect(stack.database_url)
+    # Another portal's unfinished work in the same database must not hold this verdict up.
+    await conn.execute(
         """INSERT INTO crm_actions (action_id, portal, action, answer_id)
            VALUES (gen_random_uuid()::text, 'another-portal', 'contact', 'x')"""
     )
     await create_answers(stack, 150)
-    verdict = await settle(stack, pg_dsn, portal_config, amqp_url, timeout_s=240)
+    verdict = await settle(stack, portal_config, timeout_s=240)
     assert verdict.items == 150, verdict.line()
     assert verdict.ok, (verdict.line(), verdict.details)
     assert verdict.dlq == 0, verdict.line()
-    conflicts = await pool.fetchval("SELECT count(*) FROM crm_conflicts")
+    conflicts = await conn.fetchval("SELECT count(*) FROM crm_conflicts")
+    await conn.close()
     assert conflicts > 0, "the demo portal's legacy values must produce conflicts"
 
 
 async def test_demo_follows_its_answers_to_a_report_and_crm_summary(
-    stack: Stack, pg_dsn: str, amqp_url: str
+    stack: Stack,
 ) -> None:
     settings = Settings(
-        database_url=pg_dsn,
-        rabbitmq_url=amqp_url,
+        database_url=stack.database_url,
+        rabbitmq_url=stack.rabbitmq_url,
         sandbox_port=stack.ports["sandbox"],
         _env_file=None,
     )
