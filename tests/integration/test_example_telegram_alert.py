@@ -13,12 +13,14 @@ import signal
 import subprocess
 import sys
 import threading
+import uuid
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import aio_pika
+import asyncpg
 import pytest
 from aio_pika.abc import AbstractChannel
 
@@ -28,6 +30,7 @@ from shared.messaging import REASON_HEADER
 from shared.service import serve
 from shared.settings import Settings
 from shared.topology import EXCHANGE, declare_queue
+from tests.support import with_path
 from tests.unit.test_router_rules import scored
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -66,10 +69,15 @@ class FakeTelegram:
 
     async def wait_for(self, count: int, timeout: float = 20.0) -> None:
         for _ in range(int(timeout * 10)):
-            if len(self.calls) >= count:
+            if len(self.mine()) >= count:
                 return
             await asyncio.sleep(0.1)
         raise AssertionError(f"expected {count} Telegram calls, got {self.calls}")
+
+    def mine(self) -> list[tuple[str, dict[str, Any]]]:
+        """Calls about this module's own answers (contact 42): the consumer's outbox relay may
+        also publish events other tests of the session left behind."""
+        return [call for call in self.calls if "(contact 42)" in call[1]["text"]]
 
 
 @pytest.fixture
@@ -119,9 +127,11 @@ async def test_nps_run_receives_only_what_it_bound_to(
     ):
         await send(channel, event)
 
+    # A database of its own: the process's outbox relay must not publish other tests' leftovers.
+    fresh = with_path(settings.database_url.get_secret_value(), f"/nps_tg_{uuid.uuid4().hex[:8]}")
     env = os.environ | {
         "RABBITMQ_URL": settings.rabbitmq_url.get_secret_value(),
-        "DATABASE_URL": settings.database_url.get_secret_value(),
+        "DATABASE_URL": fresh,
         "NPS_CONFIG": str(settings.nps_config),
         "LOG_FORMAT": "json",
     }
@@ -136,8 +146,11 @@ async def test_nps_run_receives_only_what_it_bound_to(
     finally:
         process.send_signal(signal.SIGTERM)
         _, stderr = await asyncio.to_thread(process.communicate, timeout=60)
+    admin = await asyncpg.connect(with_path(fresh, "/postgres"))
+    await admin.execute(f'DROP DATABASE IF EXISTS "{fresh.rsplit("/", 1)[1]}" WITH (FORCE)')
+    await admin.close()
     assert process.returncode == 0, stderr.decode()
-    assert telegram.calls == [
+    assert telegram.mine() == [
         (
             f"/bot{TOKEN}/sendMessage",
             {
@@ -179,4 +192,4 @@ async def test_a_refused_alert_is_dead_lettered_without_the_token(
     assert reason.startswith("Telegram refused the alert:")
     assert "chat not found" in reason
     assert TOKEN not in reason
-    assert len(telegram.calls) == 1
+    assert len(telegram.mine()) == 1
