@@ -160,33 +160,23 @@ async def _save_products(
     )
 
 
-_UPSERT_DAILY = """
-    INSERT INTO scoring_daily AS r (portal, category_id, sku, day,
-                                    promoters, passives, detractors, score_sum)
-    VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
-    ON CONFLICT (portal, category_id, sku, day) DO UPDATE SET
+def _upsert(table: str, keys: tuple[str, ...]) -> str:
+    """Add a cell's counts to a rollup row (created at zero when missing)."""
+    columns = (*keys, "promoters", "passives", "detractors", "score_sum")
+    values = ", ".join(f"${i}" for i in range(1, len(columns) + 1))
+    return f"""
+    INSERT INTO {table} AS r ({", ".join(columns)}) VALUES ({values})
+    ON CONFLICT ({", ".join(keys)}) DO UPDATE SET
         promoters = r.promoters + EXCLUDED.promoters,
         passives = r.passives + EXCLUDED.passives,
         detractors = r.detractors + EXCLUDED.detractors,
-        score_sum = r.score_sum + EXCLUDED.score_sum"""
-_UPSERT_MANAGER_MONTHLY = """
-    INSERT INTO scoring_manager_monthly AS r (portal, category_id, sku, responsible_id, month,
-                                              promoters, passives, detractors, score_sum)
-    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
-    ON CONFLICT (portal, category_id, sku, responsible_id, month) DO UPDATE SET
-        promoters = r.promoters + EXCLUDED.promoters,
-        passives = r.passives + EXCLUDED.passives,
-        detractors = r.detractors + EXCLUDED.detractors,
-        score_sum = r.score_sum + EXCLUDED.score_sum"""
-_UPSERT_MANAGER_WEEKLY = """
-    INSERT INTO scoring_manager_weekly AS r (portal, category_id, sku, responsible_id, week,
-                                             promoters, passives, detractors, score_sum)
-    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
-    ON CONFLICT (portal, category_id, sku, responsible_id, week) DO UPDATE SET
-        promoters = r.promoters + EXCLUDED.promoters,
-        passives = r.passives + EXCLUDED.passives,
-        detractors = r.detractors + EXCLUDED.detractors,
-        score_sum = r.score_sum + EXCLUDED.score_sum"""
+        score_sum = r.score_sum + EXCLUDED.score_sum"""  # noqa: S608 - names are module constants
+
+
+_KEY = ("portal", "category_id", "sku")
+_UPSERT_DAILY = _upsert("scoring_daily", (*_KEY, "day"))
+_UPSERT_MANAGER_MONTHLY = _upsert("scoring_manager_monthly", (*_KEY, "responsible_id", "month"))
+_UPSERT_MANAGER_WEEKLY = _upsert("scoring_manager_weekly", (*_KEY, "responsible_id", "week"))
 
 
 def _rows(cells: dict[tuple[Any, ...], NpsAggregate]) -> list[tuple[Any, ...]]:
