@@ -9,7 +9,6 @@ answers, the tests that need it fail loudly: nothing is skipped.
 from __future__ import annotations
 
 import os
-import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -18,18 +17,11 @@ import asyncpg
 import pytest
 from aio_pika.abc import AbstractChannel, AbstractRobustConnection
 
-from shared.db import create_pool, migrate
+from services.ops.scratch import scratch_database, scratch_name, scratch_vhost
+from shared.db import create_pool
 from shared.portal_config import PortalConfig, load_portal_config
 from shared.settings import Settings
-from shared.topology import declare_topology
-from tests.support import (
-    create_vhost,
-    delete_vhost,
-    docker_available,
-    purge_core_queues,
-    reachable,
-    with_path,
-)
+from tests.support import docker_available, purge_core_queues, reachable
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE_CONFIG = ROOT / "config" / "portal.example.yaml"
@@ -65,15 +57,8 @@ def amqp_server() -> Iterator[str]:
 @pytest.fixture(scope="session")
 async def pg_dsn(pg_server: str) -> AsyncIterator[str]:
     """A fresh, migrated database for this test session."""
-    name = f"nps_test_{uuid.uuid4().hex[:10]}"
-    dsn = with_path(pg_server, f"/{name}")
-    await migrate(dsn)
-    yield dsn
-    admin = await asyncpg.connect(with_path(pg_server, "/postgres"))
-    try:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await admin.close()
+    async with scratch_database(pg_server, scratch_name("test")) as dsn:
+        yield dsn
 
 
 @pytest.fixture(scope="session")
@@ -85,14 +70,10 @@ async def pool(pg_dsn: str) -> AsyncIterator[asyncpg.Pool]:
 
 @pytest.fixture(scope="session")
 async def amqp_url(amqp_server: str) -> AsyncIterator[str]:
-    """A vhost of its own for this session, with the whole topology declared."""
-    url, vhost = create_vhost(amqp_server)
-    connection = await aio_pika.connect_robust(url)
-    async with connection:
-        await declare_topology(await connection.channel())
-    yield url
-    if vhost is not None:
-        delete_vhost(vhost)
+    """A vhost of its own for this session (on a remote broker, without rabbitmqctl: the URL as
+    is), with the whole topology declared."""
+    async with scratch_vhost(amqp_server, scratch_name("test"), required=False) as url:
+        yield url
 
 
 @pytest.fixture(scope="session")

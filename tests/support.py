@@ -11,7 +11,7 @@ import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
-from urllib.parse import quote, urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import aio_pika
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
@@ -34,29 +34,6 @@ def docker_available() -> bool:
     if shutil.which("docker") is None:
         return False
     return subprocess.run(["docker", "info"], capture_output=True, check=False).returncode == 0
-
-
-def with_path(url: str, path: str) -> str:
-    return urlunsplit(urlsplit(url)._replace(path=path))
-
-
-def create_vhost(amqp_url: str) -> tuple[str, str | None]:
-    """A fresh vhost on a local broker (rabbitmqctl); the URL as is for a remote one."""
-    if shutil.which("rabbitmqctl") is None:
-        return amqp_url, None
-    name = f"nps_test_{uuid.uuid4().hex[:10]}"
-    user = urlsplit(amqp_url).username or "guest"
-    subprocess.run(["rabbitmqctl", "-q", "add_vhost", name], check=True, capture_output=True)
-    subprocess.run(
-        ["rabbitmqctl", "-q", "set_permissions", "-p", name, user, ".*", ".*", ".*"],
-        check=True,
-        capture_output=True,
-    )
-    return with_path(amqp_url, "/" + quote(name, safe="")), name
-
-
-def delete_vhost(name: str) -> None:
-    subprocess.run(["rabbitmqctl", "-q", "delete_vhost", name], check=False, capture_output=True)
 
 
 async def purge_core_queues(channel: AbstractChannel) -> None:

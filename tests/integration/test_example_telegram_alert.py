@@ -13,24 +13,22 @@ import signal
 import subprocess
 import sys
 import threading
-import uuid
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import aio_pika
-import asyncpg
 import pytest
 from aio_pika.abc import AbstractChannel
 
 from examples.telegram_alert import consumer
+from services.ops.scratch import scratch_database, scratch_name
 from shared.events import NpsScored
 from shared.messaging import REASON_HEADER
 from shared.service import serve
 from shared.settings import Settings
 from shared.topology import EXCHANGE, declare_queue
-from tests.support import with_path
 from tests.unit.test_router_rules import scored
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -128,27 +126,25 @@ async def test_nps_run_receives_only_what_it_bound_to(
         await send(channel, event)
 
     # A database of its own: the process's outbox relay must not publish other tests' leftovers.
-    fresh = with_path(settings.database_url.get_secret_value(), f"/nps_tg_{uuid.uuid4().hex[:8]}")
-    env = os.environ | {
-        "RABBITMQ_URL": settings.rabbitmq_url.get_secret_value(),
-        "DATABASE_URL": fresh,
-        "NPS_CONFIG": str(settings.nps_config),
-        "LOG_FORMAT": "json",
-    }
-    process = subprocess.Popen(
-        [sys.executable, "-m", "services.cli", "run", "examples.telegram_alert"],
-        cwd=ROOT,
-        env=env,
-        stderr=subprocess.PIPE,
-    )
-    try:
-        await telegram.wait_for(1)
-    finally:
-        process.send_signal(signal.SIGTERM)
-        _, stderr = await asyncio.to_thread(process.communicate, timeout=60)
-    admin = await asyncpg.connect(with_path(fresh, "/postgres"))
-    await admin.execute(f'DROP DATABASE IF EXISTS "{fresh.rsplit("/", 1)[1]}" WITH (FORCE)')
-    await admin.close()
+    server = settings.database_url.get_secret_value()
+    async with scratch_database(server, scratch_name("tg")) as fresh:
+        env = os.environ | {
+            "RABBITMQ_URL": settings.rabbitmq_url.get_secret_value(),
+            "DATABASE_URL": fresh,
+            "NPS_CONFIG": str(settings.nps_config),
+            "LOG_FORMAT": "json",
+        }
+        process = subprocess.Popen(
+            [sys.executable, "-m", "services.cli", "run", "examples.telegram_alert"],
+            cwd=ROOT,
+            env=env,
+            stderr=subprocess.PIPE,
+        )
+        try:
+            await telegram.wait_for(1)
+        finally:
+            process.send_signal(signal.SIGTERM)
+            _, stderr = await asyncio.to_thread(process.communicate, timeout=60)
     assert process.returncode == 0, stderr.decode()
     assert telegram.mine() == [
         (

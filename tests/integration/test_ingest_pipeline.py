@@ -20,13 +20,14 @@ from faststream.rabbit import RabbitBroker
 from services.ingest.api import create_app as ingest_app
 from services.ingest.hydrator import FieldCatalog, FieldsOutdatedError, Hydrator, ItemReader
 from services.ingest.sweep import SWEEP_LOCK, Sweeper
+from services.ops.scratch import scratch_database, scratch_name
 from services.sandbox.app import create_app as sandbox_app
 from services.sandbox.limits import Limits
 from services.sandbox.portal import SandboxPortal
 from services.sandbox.schema import EnumItem
 from services.sandbox.seed import add_answer_items, seed_demo
 from shared.bitrix24 import Bitrix24Client, MemoryRateBudget
-from shared.db import create_pool, migrate
+from shared.db import create_pool
 from shared.events import PortalRef, WebhookReceived
 from shared.messaging import REASON_HEADER, PermanentError, make_broker, publish, subscribe
 from shared.outbox import OutboxRelay
@@ -34,7 +35,7 @@ from shared.portal_config import PortalConfig
 from shared.settings import SANDBOX_APP_TOKEN, Settings
 from shared.topology import INGEST_HYDRATE
 from tests.conftest import EXAMPLE_CONFIG
-from tests.support import Captured, capture, with_path
+from tests.support import Captured, capture
 
 FORM = {"Content-Type": "application/x-www-form-urlencoded"}
 NPS = 1038
@@ -79,7 +80,10 @@ async def broker(amqp_url: str, channel: AbstractChannel) -> AsyncIterator[Rabbi
 
 @pytest.fixture
 async def relay(pool: asyncpg.Pool, broker: RabbitBroker) -> AsyncIterator[None]:
-    """The outbox relay running against the real broker for the test's duration."""
+    """The outbox relay running against the real broker for the test's duration. Rows earlier
+    tests left unpublished are dropped first: published here, they would reach this test's
+    hydrator, whose portal calls send the sandbox's pending events before the test does."""
+    await pool.execute("DELETE FROM outbox")
     await broker.connect()
     task = asyncio.create_task(OutboxRelay(pool, broker, poll_s=0.2).run())
     yield
@@ -387,16 +391,12 @@ async def test_without_a_known_portal_the_sweep_waits_for_the_first_event(
 ) -> None:
     """No `portal.member_id` and no event yet: submitting under a guessed portal key would
     count the same answers twice once events arrive, so the sweep does nothing."""
-    dsn = with_path(pg_server, f"/nps_test_fresh_{uuid.uuid4().hex[:8]}")
-    await migrate(dsn)
-    fresh = await create_pool(dsn)
-    try:
-        assert portal_config.portal.member_id is None
-        result = await Sweeper(fresh, b24, portal_config).sweep_once()
-        assert not result.ran
-        assert await fresh.fetchval("SELECT count(*) FROM ingest_sweep_watermarks") == 0
-    finally:
-        await fresh.close()
-        admin = await asyncpg.connect(with_path(pg_server, "/postgres"))
-        await admin.execute(f'DROP DATABASE "{dsn.rsplit("/", 1)[1]}" WITH (FORCE)')
-        await admin.close()
+    async with scratch_database(pg_server, scratch_name("test_fresh")) as dsn:
+        fresh = await create_pool(dsn)
+        try:
+            assert portal_config.portal.member_id is None
+            result = await Sweeper(fresh, b24, portal_config).sweep_once()
+            assert not result.ran
+            assert await fresh.fetchval("SELECT count(*) FROM ingest_sweep_watermarks") == 0
+        finally:
+            await fresh.close()
