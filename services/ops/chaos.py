@@ -1,8 +1,8 @@
 """Fault injection against a running `Stack`, and waiting for the pipeline to settle.
 
-Used by the fault suite (`tests/e2e/`): a stack on the test session's database and vhost,
-answers driven from the sandbox portal, one fault injected, the verdict checked. Broker and
-database restarts act on the local servers (rabbitmqctl, pg_ctlcluster).
+Used by the fault suite (`tests/e2e/`) and `nps chaos`: a stack on a database and vhost of its
+own, warmed up, answers driven from the sandbox portal while faults are injected, then the
+verdict. Broker and database restarts act on the local servers (rabbitmqctl, pg_ctlcluster).
 """
 
 from __future__ import annotations
@@ -11,8 +11,9 @@ import asyncio
 import shutil
 import subprocess
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from pathlib import Path
+from typing import Any
 
 import aio_pika
 import asyncpg
@@ -32,6 +33,24 @@ FAULTS: tuple[str, ...] = (
     "portal-errors",
     "ingest-down",
 )
+WARM_UP_ANSWERS = 5
+
+
+class ChaosError(RuntimeError):
+    """The pipeline under test did not get to the point where a fault can be judged."""
+
+
+def fault_stack(database_url: str, rabbitmq_url: str, config: Path, log_dir: Path) -> Stack:
+    """The stack faults are injected into: the demo portal without rate limits, and the catch-up
+    sweep every 2 s, so answers whose events were lost come back within the run."""
+    return Stack(
+        database_url=database_url,
+        rabbitmq_url=rabbitmq_url,
+        config=config,
+        log_dir=log_dir,
+        sandbox_args=["--seed", "demo", "--no-limits"],
+        extra_env={"SWEEP_INTERVAL_S": "2"},
+    )
 
 
 async def create_answers(stack: Stack, count: int, seed: int = 7) -> list[int]:
@@ -56,6 +75,17 @@ async def dlq_total(amqp_url: str) -> int:
 
 def _run(*args: str) -> None:
     subprocess.run(args, check=True, capture_output=True, timeout=120)  # noqa: S603
+
+
+async def _to_the_end(step: Coroutine[Any, Any, None]) -> None:
+    """Run `step` to its end even when the caller is cancelled (Ctrl-C): a server restart half
+    done would leave the server down for everyone. The cancellation is raised afterwards."""
+    task = asyncio.ensure_future(step)
+    try:
+        await asyncio.shield(task)
+    except asyncio.CancelledError:
+        await task
+        raise
 
 
 async def restart_broker(down_s: float = 3.0) -> None:
@@ -90,9 +120,9 @@ async def inject(stack: Stack, fault: str, hold_s: float = 5.0) -> None:
         for name in names:
             await asyncio.to_thread(stack.start, name)
     elif fault == "broker-restart":
-        await restart_broker(hold_s)
+        await _to_the_end(restart_broker(hold_s))
     elif fault == "db-restart":
-        await restart_database()
+        await _to_the_end(restart_database())
     elif fault == "portal-outage":
         await set_faults(stack, {"outage_s": hold_s, "outage_status": 503})
         await asyncio.sleep(hold_s)
@@ -152,4 +182,46 @@ async def settle(
             break
         previous = verdict
         await asyncio.sleep(1.0)
+    return verdict
+
+
+async def warm_up(stack: Stack, config: PortalConfig) -> None:
+    """A few answers through first: ingest has seen its portal, as in any running install."""
+    await create_answers(stack, WARM_UP_ANSWERS, seed=1)
+    verdict = await settle(stack, config, timeout_s=60)
+    if not verdict.ok:
+        raise ChaosError(
+            f"the warm-up did not come through cleanly: {verdict.line()} {verdict.details}"
+        )
+
+
+async def fault_mid_run(
+    stack: Stack,
+    config: PortalConfig,
+    faults: Sequence[str],
+    *,
+    answers: int,
+    hold_s: float,
+    timeout_s: float,
+    gap_s: float = 1.0,
+    say: Callable[[str], None] = lambda _text: None,
+    progress: Callable[[Verdict], Awaitable[None] | None] | None = None,
+) -> Verdict:
+    """`answers` created in the portal while each fault in turn, `gap_s` after the previous one,
+    is injected and recovered from; then the verdict once the pipeline settled. Every service
+    must be ready again: database, broker and a live consumer on every queue it reads."""
+    flowing = asyncio.create_task(create_answers(stack, answers))
+    try:
+        for fault in faults:
+            await asyncio.sleep(gap_s)
+            say(f"{fault}: injecting (held {hold_s:g} s) …")
+            await inject(stack, fault, hold_s=hold_s)
+            say(f"{fault}: recovered")
+        await flowing
+    finally:
+        flowing.cancel()  # done by now, unless a fault failed or the run was interrupted
+    say(f"settling (at most {timeout_s:g} s) …")
+    verdict = await settle(stack, config, timeout_s=timeout_s, progress=progress)
+    for name in PIPELINE:
+        await asyncio.to_thread(stack.wait_ready, name, 30)
     return verdict

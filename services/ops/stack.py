@@ -5,13 +5,17 @@ started again, the way a crash or a deploy would do it.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -49,6 +53,8 @@ class Stack:
     ports: dict[str, int] = field(default_factory=dict)
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     started_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+    _stopped: bool = field(default=False, init=False)
+    _starting: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
 
     def __post_init__(self) -> None:
         for name in ("sandbox", *PIPELINE):
@@ -113,11 +119,13 @@ class Stack:
         return [*base, "run", name]
 
     def start(self, name: str, wait_s: float = 60.0) -> None:
-        log = (self.log_dir / f"{name}.log").open("ab")
-        self.procs[name] = subprocess.Popen(  # noqa: S603 - our own interpreter and arguments
-            self.args(name), env=self.env(name), stdout=log, stderr=subprocess.STDOUT
-        )
-        log.close()
+        with self._starting:  # never a process started after stop_all took its list
+            if self._stopped:
+                raise RuntimeError(f"{name} not started: the stack is stopped")
+            with (self.log_dir / f"{name}.log").open("ab") as log:
+                self.procs[name] = subprocess.Popen(  # noqa: S603 - our interpreter and arguments
+                    self.args(name), env=self.env(name), stdout=log, stderr=subprocess.STDOUT
+                )
         self.wait_ready(name, wait_s)
 
     def wait_ready(self, name: str, wait_s: float = 60.0) -> None:
@@ -155,6 +163,9 @@ class Stack:
         return int(proc.returncode)
 
     def stop_all(self) -> None:
+        """Every process stopped; a start still under way in another thread starts nothing."""
+        with self._starting:
+            self._stopped = True
         for name in reversed(list(self.procs)):
             self.stop(name)
 
@@ -163,3 +174,14 @@ class Stack:
         if not path.exists():
             return ""
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+
+
+@asynccontextmanager
+async def running(stack: Stack) -> AsyncIterator[Stack]:
+    """The whole stack started (each process ready before the next); stopped on the way out,
+    also when cancelled (Ctrl-C) half-way through starting."""
+    try:
+        await asyncio.to_thread(stack.start_all)
+        yield stack
+    finally:
+        await asyncio.to_thread(stack.stop_all)

@@ -9,8 +9,8 @@ import signal
 
 import pytest
 
-from services.ops.chaos import create_answers, inject, set_faults, settle
-from services.ops.stack import PIPELINE, Stack
+from services.ops.chaos import create_answers, fault_mid_run, set_faults, settle, warm_up
+from services.ops.stack import Stack
 from shared.portal_config import PortalConfig
 
 FAULTS = [
@@ -23,28 +23,17 @@ FAULTS = [
 ]
 
 
-async def warm_up(stack: Stack, config: PortalConfig) -> None:
-    """A few answers through first: ingest has seen its portal, as in any running install."""
-    await create_answers(stack, 5, seed=1)
-    verdict = await settle(stack, config, timeout_s=60)
-    assert verdict.ok, (verdict.line(), verdict.details)
-
-
 @pytest.mark.timeout(420)
 @pytest.mark.parametrize(("fault", "hold_s"), FAULTS)
 async def test_a_fault_mid_run_loses_and_doubles_nothing(
     stack: Stack, portal_config: PortalConfig, fault: str, hold_s: float
 ) -> None:
     await warm_up(stack, portal_config)
-    flowing = asyncio.create_task(create_answers(stack, 120))
-    await asyncio.sleep(1.0)
-    await inject(stack, fault, hold_s=hold_s)
-    await flowing
-    verdict = await settle(stack, portal_config, timeout_s=240)
+    verdict = await fault_mid_run(
+        stack, portal_config, [fault], answers=120, hold_s=hold_s, timeout_s=240
+    )
     assert verdict.ok, (verdict.line(), verdict.details)
     assert verdict.dlq == 0, f"a passing fault must not flood the DLQ: {verdict.line()}"
-    for name in PIPELINE:  # ready = database, broker and a live consumer on every queue it reads
-        await asyncio.to_thread(stack.wait_ready, name, 30)
 
 
 @pytest.mark.timeout(420)
@@ -74,10 +63,7 @@ async def test_chaos_two_thousand_answers(
     stack: Stack, portal_config: PortalConfig, fault: str
 ) -> None:
     await warm_up(stack, portal_config)
-    flowing = asyncio.create_task(create_answers(stack, 2000))
-    for _ in range(3):
-        await asyncio.sleep(2.0)
-        await inject(stack, fault, hold_s=3.0)
-    await flowing
-    verdict = await settle(stack, portal_config, timeout_s=900)
+    verdict = await fault_mid_run(
+        stack, portal_config, [fault] * 3, answers=2000, hold_s=3.0, gap_s=2.0, timeout_s=900
+    )
     assert verdict.ok, (verdict.line(), verdict.details)
