@@ -1,0 +1,128 @@
+"""`nps chaos`: the fault suite as one command, for operators.
+
+The servers of `DATABASE_URL` / `RABBITMQ_URL` get a scratch database and vhost; a stack of its
+own runs on them (sandbox portal with the demo data, ingest, scoring, router, crm_sync, each a
+process), is warmed up, and answers are created in the portal while the faults are injected one
+after the other. Once the pipeline settled, the verdict: lost, duplicated, overwritten, dlq. The
+processes stop and the scratch database and vhost are dropped at the end, Ctrl-C included; the
+running pipeline's own database and vhost are never touched.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import aio_pika
+
+from services.ops import dlq
+from services.ops.chaos import WARM_UP_ANSWERS, fault_mid_run, fault_stack, warm_up
+from services.ops.scratch import scratch
+from services.ops.stack import PIPELINE, running
+from services.ops.verdict import Verdict
+from shared.portal_config import load_portal_config
+
+SERVER_RESTARTS: dict[str, str] = {
+    "broker-restart": "restarts the local RabbitMQ (rabbitmqctl stop_app, start_app)",
+    "db-restart": "restarts the local PostgreSQL cluster (pg_ctlcluster restart)",
+}
+PROGRESS_EVERY_S = 5.0
+SHOWN_PER_KIND = 10
+
+
+@dataclass(frozen=True)
+class ChaosPlan:
+    faults: tuple[str, ...]
+    answers: int
+    hold_s: float
+    timeout_s: float
+    config: Path
+    log_dir: Path
+
+
+def passed(verdict: Verdict) -> bool:
+    """Nothing lost, duplicated or overwritten, and nothing dead-lettered."""
+    return verdict.ok and verdict.dlq == 0
+
+
+def _every(seconds: float, say: Callable[[str], None]) -> Callable[[Verdict], None]:
+    """A settle progress callback that shows the verdict line at most every `seconds`."""
+    started = time.monotonic()
+    shown = started - seconds
+
+    def show(verdict: Verdict) -> None:
+        nonlocal shown
+        now = time.monotonic()
+        if now - shown >= seconds:
+            shown = now
+            say(f"  {now - started:4.0f} s  {verdict.line()}")
+
+    return show
+
+
+async def run_chaos(
+    plan: ChaosPlan, database_url: str, rabbitmq_url: str, say: Callable[[str], None]
+) -> Verdict:
+    """The whole run (see the module doc); SIGTERM cancels it like Ctrl-C. The verdict is also
+    written to `verdict.json` beside the logs."""
+    main = asyncio.current_task()
+    assert main is not None
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, main.cancel)
+    config = load_portal_config(plan.config)
+    async with scratch("chaos", database_url, rabbitmq_url) as (dsn, amqp_url):
+        name = urlsplit(dsn).path.lstrip("/")
+        say(f"scratch database and vhost: {name} (dropped at the end)")
+        say(f"starting {', '.join(('sandbox', *PIPELINE))} …")
+        stack = fault_stack(dsn, amqp_url, plan.config, plan.log_dir)
+        async with running(stack):
+            say(f"warming up ({WARM_UP_ANSWERS} answers) …")
+            await warm_up(stack, config)
+            say(f"creating {plan.answers} answers in the portal …")
+            verdict = await fault_mid_run(
+                stack,
+                config,
+                plan.faults,
+                answers=plan.answers,
+                hold_s=plan.hold_s,
+                timeout_s=plan.timeout_s,
+                say=say,
+                progress=_every(PROGRESS_EVERY_S, say),
+            )
+        if verdict.dlq:
+            await _note_dead_letters(verdict, amqp_url)
+    (plan.log_dir / "verdict.json").write_text(
+        json.dumps(verdict.as_dict(), indent=2, ensure_ascii=False), encoding="utf-8"
+    )
+    return verdict
+
+
+async def _note_dead_letters(verdict: Verdict, amqp_url: str) -> None:
+    """Why messages were dead-lettered, read before the scratch vhost goes."""
+    connection = await aio_pika.connect(amqp_url)
+    async with connection:
+        letters = await dlq.list_dead_letters(await connection.channel())
+    for letter in letters:
+        verdict.note("dlq", f"{letter.queue} {letter.message_id}: {letter.reason}")
+
+
+def summary(verdict: Verdict) -> list[str]:
+    """The verdict line, what went wrong (at most SHOWN_PER_KIND of each kind), and the outcome."""
+    lines = [f"verdict: {verdict.line()}"]
+    for kind in ("lost", "duplicated", "overwritten", "dlq"):
+        notes = verdict.details.get(kind, [])
+        if notes:
+            lines.append(f"{kind}:")
+            lines.extend(f"  {note}" for note in notes[:SHOWN_PER_KIND])
+            if len(notes) > SHOWN_PER_KIND:
+                lines.append(f"  … {len(notes) - SHOWN_PER_KIND} more in verdict.json")
+    if passed(verdict):
+        lines.append("PASS: nothing lost, duplicated or overwritten; no dead letters")
+    else:
+        lines.append("FAIL: see above; each process's log is in the logs directory")
+    return lines

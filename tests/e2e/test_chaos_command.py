@@ -1,0 +1,117 @@
+"""`nps chaos` as an operator runs it: a real process against the test session's servers, which
+must hold nothing of the run afterwards (scratch database, vhost, stack processes)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+from services.ops.scratch import with_path
+
+ROOT = Path(__file__).resolve().parents[2]
+SCRATCH = re.compile(r"scratch database and vhost: (nps_chaos_[0-9a-f]{8})")
+CLEAN = re.compile(
+    r"^verdict: items \d+ · answers \d+ · lost 0 · duplicated 0 · overwritten 0 · dlq 0$", re.M
+)
+
+
+def chaos(logs: Path, *args: str) -> list[str]:
+    return [sys.executable, "-m", "services.cli", "chaos", "--logs", str(logs), *args]
+
+
+def environment(pg_server: str, amqp_server: str) -> dict[str, str]:
+    return os.environ | {"DATABASE_URL": pg_server, "RABBITMQ_URL": amqp_server}
+
+
+async def assert_nothing_left(pg_server: str, name: str) -> None:
+    admin = await asyncpg.connect(with_path(pg_server, "/postgres"))
+    try:
+        left = await admin.fetchval("SELECT count(*) FROM pg_database WHERE datname = $1", name)
+    finally:
+        await admin.close()
+    assert left == 0
+    vhosts = subprocess.run(
+        ["rabbitmqctl", "-q", "list_vhosts"], capture_output=True, text=True, check=True
+    ).stdout.split()
+    assert name not in vhosts
+    # A stack process still running would have the scratch database's name in its environment.
+    using: list[str] = []
+    for environ in Path("/proc").glob("[0-9]*/environ"):
+        try:
+            if name.encode() in environ.read_bytes():
+                using.append(environ.parent.name)
+        except OSError:
+            continue  # gone meanwhile, or not ours to read
+    assert using == [], f"processes still running on {name}: {using}"
+
+
+@pytest.mark.timeout(180)
+async def test_a_kill_mid_run_ends_in_a_clean_verdict_and_leaves_nothing_behind(
+    pg_server: str, amqp_server: str, tmp_path: Path
+) -> None:
+    args = chaos(tmp_path, "--fault", "kill:router")
+    result = await asyncio.to_thread(
+        subprocess.run,
+        [*args, "--answers", "60", "--hold", "2", "--timeout", "120"],
+        cwd=ROOT,
+        env=environment(pg_server, amqp_server),
+        capture_output=True,
+        text=True,
+        timeout=170,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert CLEAN.search(result.stdout), result.stdout
+    assert "kill:router: recovered" in result.stdout
+    assert "PASS: nothing lost, duplicated or overwritten; no dead letters" in result.stdout
+    assert f"logs: {tmp_path}" in result.stdout
+    assert {path.name for path in tmp_path.iterdir()} == {
+        "sandbox.log",
+        "ingest.log",
+        "scoring.log",
+        "router.log",
+        "crm_sync.log",
+        "verdict.json",
+    }
+    found = SCRATCH.search(result.stdout)
+    assert found, result.stdout
+    await assert_nothing_left(pg_server, found.group(1))
+
+
+@pytest.mark.timeout(120)
+async def test_ctrl_c_stops_the_stack_and_drops_the_scratch_database_and_vhost(
+    pg_server: str, amqp_server: str, tmp_path: Path
+) -> None:
+    args = chaos(tmp_path, "--fault", "portal-outage", "--hold", "120")
+    process = await asyncio.create_subprocess_exec(
+        *args,
+        "--answers",
+        "20",
+        cwd=ROOT,
+        env=environment(pg_server, amqp_server),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    assert process.stdout is not None
+    seen: list[str] = []
+    async with asyncio.timeout(90):
+        while not seen or "portal-outage: injecting" not in seen[-1]:
+            line = (await process.stdout.readline()).decode()
+            assert line, "".join(seen)
+            seen.append(line)
+    process.send_signal(signal.SIGINT)
+    async with asyncio.timeout(60):
+        rest, _ = await process.communicate()
+    output = "".join(seen) + rest.decode()
+    assert process.returncode == 130, output
+    assert "interrupted: processes stopped, scratch database and vhost dropped" in output
+    found = SCRATCH.search(output)
+    assert found, output
+    await assert_nothing_left(pg_server, found.group(1))

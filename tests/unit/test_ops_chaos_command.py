@@ -1,0 +1,76 @@
+"""`nps chaos`: what it refuses before touching any server, and how it reports a verdict. The
+run itself is `tests/e2e/test_chaos_command.py`."""
+
+from __future__ import annotations
+
+import pytest
+from typer.testing import CliRunner
+
+from services.cli import app
+from services.ops.chaos import FAULTS
+from services.ops.chaos_run import SHOWN_PER_KIND, passed, summary
+from services.ops.scratch import scratch_name
+from services.ops.verdict import Verdict
+
+
+def test_an_unknown_fault_is_refused_with_the_valid_ones_named() -> None:
+    result = CliRunner().invoke(app, ["chaos", "--fault", "kill:everything", "--answers", "1"])
+    assert result.exit_code == 2
+    assert "unknown fault kill:everything" in result.output
+    for fault in FAULTS:
+        assert fault in result.output
+
+
+def test_at_least_one_fault_is_required() -> None:
+    result = CliRunner().invoke(app, ["chaos", "--answers", "10"])
+    assert result.exit_code == 2
+    assert "--fault" in result.output
+
+
+@pytest.mark.parametrize("fault", ["broker-restart", "db-restart"])
+def test_a_server_restart_needs_yes_and_says_who_else_it_hits(fault: str) -> None:
+    result = CliRunner().invoke(app, ["chaos", "--fault", "kill:router", "--fault", fault])
+    assert result.exit_code == 2
+    assert f"warning: {fault} restarts the local" in result.output
+    assert "every client of that server" in result.output
+    assert f"pass --yes to run {fault}" in result.output
+
+
+def test_a_clean_verdict_passes_and_says_so() -> None:
+    verdict = Verdict(items=65, answers=84)
+    assert passed(verdict)
+    assert summary(verdict) == [
+        "verdict: items 65 · answers 84 · lost 0 · duplicated 0 · overwritten 0 · dlq 0",
+        "PASS: nothing lost, duplicated or overwritten; no dead letters",
+    ]
+
+
+def test_a_failed_verdict_lists_what_went_wrong_capped_per_kind() -> None:
+    verdict = Verdict(items=30, answers=30, lost=SHOWN_PER_KIND + 3, duplicated=1)
+    for item in range(SHOWN_PER_KIND + 3):
+        verdict.note("lost", f"item {item} never scored")
+    verdict.note("duplicated", "2 entities for action a-1")
+    lines = summary(verdict)
+    assert not passed(verdict)
+    assert lines[1] == "lost:"
+    assert lines[2 : 2 + SHOWN_PER_KIND] == [f"  item {i} never scored" for i in range(10)]
+    assert lines[2 + SHOWN_PER_KIND] == "  … 3 more in verdict.json"
+    assert lines[-3:-1] == ["duplicated:", "  2 entities for action a-1"]
+    assert lines[-1].startswith("FAIL")
+
+
+def test_dead_letters_alone_fail_the_run() -> None:
+    verdict = Verdict(items=5, answers=5, dlq=1)
+    verdict.note("dlq", "crm_sync.actions m-1: 400 from the portal")
+    assert verdict.ok
+    assert not passed(verdict)
+    assert summary(verdict)[1:3] == ["dlq:", "  crm_sync.actions m-1: 400 from the portal"]
+
+
+def test_scratch_names_are_fresh_and_safe_to_quote() -> None:
+    first, second = scratch_name("chaos"), scratch_name("chaos")
+    assert first != second
+    assert first.startswith("nps_chaos_")
+    assert len(first) == len("nps_chaos_") + 8
+    with pytest.raises(ValueError, match="lower-case letters"):
+        scratch_name('x"; DROP')
