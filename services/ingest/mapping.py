@@ -280,9 +280,15 @@ def _int(raw: object) -> int | None:
         return raw
     if isinstance(raw, float) and raw.is_integer():
         return int(raw)
-    if isinstance(raw, str) and raw.strip().lstrip("-").isdigit():
+    if isinstance(raw, str) and _is_whole_number(raw):
         return int(raw.strip())
     return None
+
+
+def _is_whole_number(text: str) -> bool:
+    """ASCII digits with an optional minus: `"²".isdigit()` is true, but `int("²")` fails."""
+    digits = text.strip().removeprefix("-")
+    return digits.isascii() and digits.isdigit()
 
 
 def _single(item: Mapping[str, Any], field: str, item_id: object) -> Any:

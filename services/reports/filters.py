@@ -102,7 +102,7 @@ def _day(name: str, raw: str | None, problems: list[str]) -> date | None:
 def _manager(raw: str | None, problems: list[str]) -> int | None:
     if raw is None:
         return None
-    if raw.isdigit() and int(raw) >= 1:
+    if raw.isascii() and raw.isdigit() and int(raw) >= 1:
         return int(raw)
     problems.append(f"manager: expected a user id (a whole number from 1), got {raw!r}")
     return None

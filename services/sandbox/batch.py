@@ -66,7 +66,7 @@ def _lookup(match: re.Match[str], sources: Mapping[str, Mapping[str, Any]]) -> A
     for key in path:
         if isinstance(node, Mapping) and key in node:
             node = node[key]
-        elif isinstance(node, list) and key.isdigit() and int(key) < len(node):
+        elif isinstance(node, list) and key.isascii() and key.isdigit() and int(key) < len(node):
             node = node[int(key)]
         else:
             break

@@ -64,7 +64,7 @@ def _scalar(value: Any) -> str:
 
 
 def _next_index(node: dict[str, Any]) -> str:
-    indexes = [int(key) for key in node if key.isdigit()]
+    indexes = [int(key) for key in node if key.isascii() and key.isdigit()]
     return str(max(indexes) + 1) if indexes else "0"
 
 

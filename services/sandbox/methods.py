@@ -383,4 +383,4 @@ def _int(raw: Any) -> int | None:
 
 def _sortable(value: Any) -> tuple[int, Any]:
     text = str(value)
-    return (0, int(text)) if text.isdigit() else (1, text)
+    return (0, int(text)) if text.isascii() and text.isdigit() else (1, text)

@@ -213,7 +213,7 @@ def filter_conditions(
     if portal is not None:
         add("d.portal = {}", portal)
     if segment is not None:
-        if segment.isdigit():
+        if segment.isascii() and segment.isdigit():
             add("d.category_id = {}::int", int(segment))
         else:
             add(
