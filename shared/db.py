@@ -118,8 +118,18 @@ async def migrate(dsn: str, directory: Path = MIGRATIONS_DIR) -> list[str]:
     return applied_now
 
 
+async def _keep_session(conn: asyncpg.Connection) -> None:
+    """Return a connection to the pool as it is: asyncpg has already rolled back an open
+    transaction and dropped its listeners. The default reset costs one more round trip per
+    acquire (advisory unlock, CLOSE ALL, UNLISTEN, RESET ALL) for state this code never leaves
+    behind: whoever takes a session advisory lock or sets a session variable undoes it before
+    releasing (see `ContactLocks`, `Sweeper.sweep_once`)."""
+
+
 async def create_pool(dsn: str, min_size: int = 1, max_size: int = 10) -> asyncpg.Pool:
     """The connection pool a service uses for its whole life (opened in its lifespan)."""
-    pool = await asyncpg.create_pool(dsn, min_size=min_size, max_size=max_size, command_timeout=30)
+    pool = await asyncpg.create_pool(
+        dsn, min_size=min_size, max_size=max_size, command_timeout=30, reset=_keep_session
+    )
     assert pool is not None
     return pool
