@@ -56,13 +56,23 @@ class PermanentError(Exception):
 
 
 def make_broker(amqp_url: str, prefetch: int = 32) -> RabbitBroker:
-    """A broker whose channel raises on returned (unroutable) messages."""
+    """A broker whose channel raises on returned (unroutable) messages.
+
+    Handlers take the message itself and parse it (`subscribe`), so dependency injection is
+    off: FastStream resolves a `Context` parameter in a worker thread, a thread hop per message.
+    """
     return RabbitBroker(
         amqp_url,
         default_channel=Channel(on_return_raises=True, prefetch_count=prefetch),
         logger=None,
         graceful_timeout=20.0,
+        apply_types=False,
     )
+
+
+async def _as_is(message: RabbitMessage) -> RabbitMessage:
+    """The decoder of `subscribe`'s handlers: the message itself, body untouched."""
+    return message
 
 
 async def publish_json(
@@ -207,5 +217,6 @@ def subscribe(
     broker.subscriber(
         RabbitQueue(spec.name, declare=False),
         ack_policy=AckPolicy.NACK_ON_ERROR,
+        decoder=_as_is,
         title=f"{spec.name}:{model.__name__}",
     )(on_message)
