@@ -3,7 +3,10 @@ published by a relay once the broker takes them (DESIGN §4: with RabbitMQ down,
 
 Any number of relays may run (one per service process): `FOR UPDATE SKIP LOCKED` hands each row
 to one of them; a crash between publish and delete republishes the same `message_id`, which
-consumers drop as a duplicate.
+consumers drop as a duplicate. A relay publishes as soon as a `transaction()` of its own process
+that enqueued something commits, and polls every second for the rest (rows another process left
+behind, rows enqueued outside `transaction()`, rows waiting out a back-off). No LISTEN/NOTIFY:
+waking every service's relay for every row cost more round trips than the rows themselves.
 """
 
 from __future__ import annotations
@@ -11,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 
 import asyncpg
 from aiormq.exceptions import PublishError
@@ -22,8 +25,10 @@ from shared.events import Event
 from shared.logging import get_logger
 from shared.messaging import publish_json
 
-CHANNEL = "nps_outbox"
 log = get_logger(__name__)
+
+_RUNNING: set[OutboxRelay] = set()
+"""The relays running in this process (see `wake_relays`)."""
 
 
 async def enqueue(conn: asyncpg.Connection | PoolConnectionProxy, events: Sequence[Event]) -> None:
@@ -35,7 +40,24 @@ async def enqueue(conn: asyncpg.Connection | PoolConnectionProxy, events: Sequen
            VALUES ($1, $2, $3, $4::jsonb) ON CONFLICT (message_id) DO NOTHING""",
         [(e.event_id, e.routing_key(), e.correlation_id, e.model_dump_json()) for e in events],
     )
-    await conn.execute(f"NOTIFY {CHANNEL}")
+
+
+def wake_relays() -> None:
+    """Rows were just committed: this process's relays publish them now, not at their next poll.
+    Call it after the transaction that enqueued them commits (`transaction()` does)."""
+    for relay in _RUNNING:
+        relay.wake()
+
+
+@contextlib.asynccontextmanager
+async def transaction(
+    pool: asyncpg.Pool, acquire_timeout_s: float | None = None
+) -> AsyncIterator[PoolConnectionProxy]:
+    """A pooled connection in a transaction; what it enqueued is published as soon as it
+    commits."""
+    async with pool.acquire(timeout=acquire_timeout_s) as conn, conn.transaction():
+        yield conn
+    wake_relays()
 
 
 async def claim(
@@ -52,7 +74,7 @@ async def claim(
 
 
 class OutboxRelay:
-    """Publishes pending outbox rows; woken by NOTIFY, polling as a fallback."""
+    """Publishes pending outbox rows, a batch at a time with the confirms awaited together."""
 
     def __init__(
         self, pool: asyncpg.Pool, broker: RabbitBroker, batch: int = 200, poll_s: float = 1.0
@@ -63,9 +85,24 @@ class OutboxRelay:
         self._poll_s = poll_s
         self._wake = asyncio.Event()
 
+    def wake(self) -> None:
+        """Rows were committed: publish now."""
+        self._wake.set()
+
+    async def _publish(self, row: asyncpg.Record) -> None:
+        await publish_json(
+            self._broker,
+            json.loads(row["body"]),
+            routing_key=row["routing_key"],
+            message_id=str(row["message_id"]),
+            correlation_id=row["correlation_id"],
+        )
+
     async def publish_pending(self) -> tuple[int, bool]:
-        """Publish one batch of pending rows: (how many were published, whether one failed)."""
-        published = 0
+        """Publish one batch of pending rows: (how many were published, whether any failed).
+
+        A row the broker returns (no queue takes its routing key) waits with a growing back-off
+        and holds up nothing else; any other failure leaves the row for the next round."""
         async with self._pool.acquire() as conn, conn.transaction():
             rows = await conn.fetch(
                 """SELECT id, message_id, routing_key, correlation_id, body FROM outbox
@@ -73,74 +110,68 @@ class OutboxRelay:
                    ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED""",
                 self._batch,
             )
-            for row in rows:
-                try:
-                    await publish_json(
-                        self._broker,
-                        json.loads(row["body"]),
-                        routing_key=row["routing_key"],
-                        message_id=str(row["message_id"]),
-                        correlation_id=row["correlation_id"],
+            if not rows:
+                return 0, False
+            results = await asyncio.gather(
+                *(self._publish(row) for row in rows), return_exceptions=True
+            )
+            sent: list[int] = []
+            unroutable: list[tuple[int, str]] = []
+            failed: list[tuple[int, str]] = []
+            for row, result in zip(rows, results, strict=True):
+                if result is None:
+                    sent.append(row["id"])
+                elif isinstance(result, PublishError):
+                    unroutable.append((row["id"], f"unroutable: {result}"[:1000]))
+                    log.error(
+                        "outbox_unroutable", routing_key=row["routing_key"], error=str(result)
                     )
-                except PublishError as exc:
-                    # Returned by the broker: no queue takes this routing key. Only this row waits.
-                    await conn.execute(
-                        """UPDATE outbox SET attempts = attempts + 1, last_error = $2,
-                               next_attempt_at = now() + make_interval(
-                                   secs => least(600, 2 ^ least(attempts + 1, 10)))
-                           WHERE id = $1""",
-                        row["id"],
-                        f"unroutable: {exc}"[:1000],
-                    )
-                    log.error("outbox_unroutable", routing_key=row["routing_key"], error=str(exc))
-                    continue
-                except Exception as exc:
-                    await conn.execute(
-                        "UPDATE outbox SET attempts = attempts + 1, last_error = $2 WHERE id = $1",
-                        row["id"],
-                        f"{type(exc).__name__}: {exc}"[:1000],
-                    )
-                    log.warning(
-                        "outbox_publish_failed", routing_key=row["routing_key"], error=str(exc)
-                    )
-                    return published, True
-                await conn.execute("DELETE FROM outbox WHERE id = $1", row["id"])
-                published += 1
-        return published, False
-
-    def _notified(self, *_args: object) -> None:
-        self._wake.set()
+                elif isinstance(result, Exception):
+                    failed.append((row["id"], f"{type(result).__name__}: {result}"[:1000]))
+                else:
+                    raise result
+            if sent:
+                await conn.execute("DELETE FROM outbox WHERE id = ANY($1::bigint[])", sent)
+            if unroutable:
+                await conn.executemany(
+                    """UPDATE outbox SET attempts = attempts + 1, last_error = $2,
+                           next_attempt_at = now() + make_interval(
+                               secs => least(600, 2 ^ least(attempts + 1, 10)))
+                       WHERE id = $1""",
+                    unroutable,
+                )
+            if failed:
+                await conn.executemany(
+                    "UPDATE outbox SET attempts = attempts + 1, last_error = $2 WHERE id = $1",
+                    failed,
+                )
+                log.warning("outbox_publish_failed", rows=len(failed), error=failed[0][1])
+        return len(sent), bool(failed)
 
     async def run(self) -> None:
         """Relay until cancelled; survives broker and database outages with growing pauses."""
+        _RUNNING.add(self)
         failures = 0
-        while True:
-            try:
-                async with self._pool.acquire() as listener:
-                    await listener.add_listener(CHANNEL, self._notified)
-                    try:
-                        failures = await self._relay_loop(failures)
-                    finally:
-                        await listener.remove_listener(CHANNEL, self._notified)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                failures += 1
-                log.warning("outbox_relay_error", error=str(exc), failures=failures)
-                await asyncio.sleep(_backoff(failures))
-
-    async def _relay_loop(self, failures: int) -> int:
-        while True:
-            self._wake.clear()
-            count, failed = await self.publish_pending()
-            if failed:
-                failures += 1
-                await asyncio.sleep(_backoff(failures))
-                continue
-            failures = 0
-            if count < self._batch:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), timeout=self._poll_s)
+        try:
+            while True:
+                self._wake.clear()
+                try:
+                    count, failed = await self.publish_pending()
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:
+                    count, failed = 0, True
+                    log.warning("outbox_relay_error", error=str(exc), failures=failures + 1)
+                if failed:
+                    failures += 1
+                    await asyncio.sleep(_backoff(failures))
+                    continue
+                failures = 0
+                if count < self._batch:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._wake.wait(), timeout=self._poll_s)
+        finally:
+            _RUNNING.discard(self)
 
 
 def _backoff(failures: int) -> float:

@@ -33,7 +33,7 @@ from shared.bitrix24 import Bitrix24Client, NotFound
 from shared.events import FormSubmitted, WebhookReceived
 from shared.logging import get_logger
 from shared.messaging import PermanentError
-from shared.outbox import claim
+from shared.outbox import claim, transaction
 from shared.portal_config import PortalConfig
 
 CONSUMER = "ingest.hydrate"
@@ -234,7 +234,7 @@ class Hydrator:
             updated_at=mapped.updated_at,
             answers=list(mapped.answers),
         )
-        async with self._pool.acquire() as conn, conn.transaction():
+        async with transaction(self._pool) as conn:
             if not await claim(conn, CONSUMER, str(event.event_id)):
                 HYDRATED.labels(outcome="redelivered").inc()
                 log.info("hydrate_redelivery_skipped", item_id=event.item_id)

@@ -29,6 +29,7 @@ from services.ingest.webhook import SWEEP_EVENT, correlation_for
 from shared.bitrix24 import Bitrix24Client
 from shared.events import PortalRef, WebhookReceived, utcnow
 from shared.logging import get_logger
+from shared.outbox import transaction
 from shared.portal_config import PortalConfig
 
 SWEEP_LOCK = 0x6E70_0100  # the advisory lock that keeps sweeps from running side by side
@@ -169,7 +170,7 @@ class Sweeper:
         if not candidates:
             return 0, newest
         submitted = 0
-        async with self._pool.acquire() as conn, conn.transaction():
+        async with transaction(self._pool) as conn:
             seen = await store.seen_items(
                 conn, portal.key, entity_type_id, [(i, u) for i, u, _ in candidates]
             )

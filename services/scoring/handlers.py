@@ -9,7 +9,7 @@ from services.scoring.answers import SubmissionError, reconcile
 from shared.events import FormSubmitted
 from shared.logging import get_logger
 from shared.messaging import PermanentError
-from shared.outbox import claim, enqueue
+from shared.outbox import claim, enqueue, transaction
 
 CONSUMER = "scoring"
 
@@ -22,7 +22,7 @@ async def score_submission(pool: asyncpg.Pool, submission: FormSubmitted) -> Non
     A redelivery (already claimed) or an older version of the item than the stored one changes
     nothing. An off-scale score is a `PermanentError` (dead-lettered), and nothing is stored.
     """
-    async with pool.acquire() as conn, conn.transaction():
+    async with transaction(pool) as conn:
         if not await claim(conn, CONSUMER, str(submission.event_id)):
             log.info("submission_duplicate", item_id=submission.item_id)
             return
