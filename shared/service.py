@@ -14,9 +14,10 @@ import contextlib
 import signal
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import asyncpg
+import uvloop
 from faststream.rabbit import RabbitBroker
 from faststream.rabbit.subscriber import RabbitSubscriber
 
@@ -32,6 +33,7 @@ from shared.topology import declare
 log = get_logger(__name__)
 
 Background = Callable[[asyncio.Event], Coroutine[Any, Any, None]]
+T = TypeVar("T")
 
 
 @dataclass
@@ -134,6 +136,12 @@ async def _finish_jobs(jobs: list[asyncio.Task[None]]) -> list[str]:
     return failed
 
 
+def run_loop(main: Coroutine[Any, Any, T]) -> T:
+    """`asyncio.run` on uvloop: libuv's event loop spends less CPU per socket operation, which
+    is most of what a service does."""
+    return uvloop.run(main)
+
+
 def run(name: str, settings: Settings, wire: Wire) -> None:
     """Blocking entry point used by `nps run <name>`."""
-    asyncio.run(serve(name, settings, wire))
+    run_loop(serve(name, settings, wire))

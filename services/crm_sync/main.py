@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from functools import partial
 
 from services.crm_sync.coalescer import CommandCoalescer
@@ -13,7 +12,7 @@ from services.crm_sync.handlers import Writers, handle_action
 from shared.bitrix24 import client_from_settings
 from shared.events import RouteAction
 from shared.messaging import subscribe
-from shared.service import Runtime, serve
+from shared.service import Runtime, run_loop, serve
 from shared.settings import Settings
 from shared.topology import CRM_SYNC_ACTIONS
 
@@ -40,4 +39,4 @@ async def wire(runtime: Runtime) -> None:
 
 def run(settings: Settings) -> None:
     """`nps run crm_sync`."""
-    asyncio.run(serve("crm_sync", settings, wire, prefetch=PREFETCH))
+    run_loop(serve("crm_sync", settings, wire, prefetch=PREFETCH))

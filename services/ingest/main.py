@@ -14,14 +14,14 @@ from shared.bitrix24 import Bitrix24Client, client_from_settings
 from shared.events import WebhookReceived
 from shared.health import serve_http
 from shared.messaging import subscribe
-from shared.service import Runtime, serve
+from shared.service import Runtime, run_loop, serve
 from shared.settings import Settings
 from shared.topology import INGEST_HYDRATE
 
 
 def run(settings: Settings) -> None:
     """Blocking entry point of `nps run ingest`."""
-    asyncio.run(serve_ingest(settings))
+    run_loop(serve_ingest(settings))
 
 
 async def serve_ingest(settings: Settings, stop: asyncio.Event | None = None) -> None:
