@@ -42,6 +42,43 @@ async def enqueue(conn: asyncpg.Connection | PoolConnectionProxy, events: Sequen
     )
 
 
+async def enqueue_with(
+    conn: asyncpg.Connection | PoolConnectionProxy,
+    statement: str,
+    args: Sequence[object],
+    event: Event,
+) -> bool:
+    """Run `statement` (a data-modifying statement with a RETURNING clause) and add `event` to
+    the outbox when it returned a row: one statement, so atomic without a transaction and one
+    round trip. False when it returned nothing (and nothing was queued). Outside a transaction
+    the relays are woken at once."""
+    queued = await conn.fetchval(
+        f"""WITH cause AS ({statement}), {queue_after("cause", len(args) + 1)}
+            SELECT EXISTS (SELECT 1 FROM cause)""",  # noqa: S608 - our own statement text
+        *args,
+        *event_params(event),
+    )
+    if queued and not conn.is_in_transaction():
+        wake_relays()
+    return bool(queued)
+
+
+def queue_after(cause: str, first_param: int) -> str:
+    """SQL of a CTE `queued` that adds one event to the outbox when the CTE `cause` returns a
+    row, for statements that do their work and queue its event in one go. Its four parameters
+    start at `$first_param`; pass `event_params(event)` for them."""
+    p = first_param
+    return f"""queued AS (
+        INSERT INTO outbox (message_id, routing_key, correlation_id, body)
+        SELECT ${p}::uuid, ${p + 1}, ${p + 2}, ${p + 3}::jsonb WHERE EXISTS (SELECT 1 FROM {cause})
+        ON CONFLICT (message_id) DO NOTHING)"""  # noqa: S608 - parameters only, no values
+
+
+def event_params(event: Event) -> tuple[object, ...]:
+    """The parameters of `queue_after`'s CTE for `event`."""
+    return (event.event_id, event.routing_key(), event.correlation_id, event.model_dump_json())
+
+
 def wake_relays() -> None:
     """Rows were just committed: this process's relays publish them now, not at their next poll.
     Call it after the transaction that enqueued them commits (`transaction()` does)."""
@@ -50,12 +87,10 @@ def wake_relays() -> None:
 
 
 @contextlib.asynccontextmanager
-async def transaction(
-    pool: asyncpg.Pool, acquire_timeout_s: float | None = None
-) -> AsyncIterator[PoolConnectionProxy]:
+async def transaction(pool: asyncpg.Pool) -> AsyncIterator[PoolConnectionProxy]:
     """A pooled connection in a transaction; what it enqueued is published as soon as it
     commits."""
-    async with pool.acquire(timeout=acquire_timeout_s) as conn, conn.transaction():
+    async with pool.acquire() as conn, conn.transaction():
         yield conn
     wake_relays()
 

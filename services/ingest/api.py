@@ -38,7 +38,6 @@ from services.ingest.webhook import (
     read_robot,
     too_large,
 )
-from shared import outbox
 from shared.events import utcnow
 from shared.health import add_health_routes
 from shared.logging import get_logger, redact
@@ -141,7 +140,7 @@ async def _accept(pool: asyncpg.Pool, endpoint: str, outcome: Accepted | Ignored
         )
         return JSONResponse({"status": "ignored", "reason": outcome.reason})
     event = outcome.to_event()
-    async with outbox.transaction(pool, acquire_timeout_s=POOL_TIMEOUT_S) as conn:
+    async with pool.acquire(timeout=POOL_TIMEOUT_S) as conn:
         stored = await store.record_received(conn, event, outcome.payload)
     status = "accepted" if stored else "duplicate"
     WEBHOOKS.labels(endpoint=endpoint, outcome=status).inc()

@@ -5,9 +5,9 @@ Events carry only an item id, so the item is read with `crm.item.list` (`@id` fi
 of the messages being handled at the same moment into one call (up to 50, the page size). Robot
 calls and sweep submissions bring the item's fields along and need no read.
 
-Publishing happens in one transaction with `claim()` of the incoming message id, so a
-redelivered message publishes nothing twice; `store.record_answer` also drops a state of the item
-that was already published (the same answer reached us by event and by sweep, say).
+Publishing happens in one statement with the claim of the incoming message id, so a redelivered
+message publishes nothing twice; `store.record_answer` also drops a state of the item that was
+already published (the same answer reached us by event and by sweep, say).
 """
 
 from __future__ import annotations
@@ -33,7 +33,6 @@ from shared.bitrix24 import Bitrix24Client, NotFound
 from shared.events import FormSubmitted, WebhookReceived
 from shared.logging import get_logger
 from shared.messaging import PermanentError
-from shared.outbox import claim, transaction
 from shared.portal_config import PortalConfig
 
 CONSUMER = "ingest.hydrate"
@@ -234,12 +233,12 @@ class Hydrator:
             updated_at=mapped.updated_at,
             answers=list(mapped.answers),
         )
-        async with transaction(self._pool) as conn:
-            if not await claim(conn, CONSUMER, str(event.event_id)):
-                HYDRATED.labels(outcome="redelivered").inc()
-                log.info("hydrate_redelivery_skipped", item_id=event.item_id)
-                return
-            outcome = await store.record_answer(conn, mapped, form)
+        async with self._pool.acquire() as conn:
+            outcome = await store.record_answer(conn, CONSUMER, str(event.event_id), mapped, form)
+        if outcome == "redelivered":
+            HYDRATED.labels(outcome="redelivered").inc()
+            log.info("hydrate_redelivery_skipped", item_id=event.item_id)
+            return
         HYDRATED.labels(outcome="published" if outcome == "new" else outcome).inc()
         log.info(
             "answer_published" if outcome == "new" else f"answer_{outcome}",

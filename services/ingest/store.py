@@ -16,61 +16,75 @@ from asyncpg.pool import PoolConnectionProxy
 
 from services.ingest.mapping import Answer
 from shared.events import FormSubmitted, PortalRef, WebhookReceived
-from shared.outbox import enqueue
+from shared.outbox import enqueue_with, event_params, queue_after, wake_relays
 
 Conn = asyncpg.Connection | PoolConnectionProxy
-VersionOutcome = Literal["new", "duplicate", "stale"]
+VersionOutcome = Literal["new", "duplicate", "stale", "redelivered"]
 
 
 async def record_received(conn: Conn, event: WebhookReceived, payload: dict[str, Any]) -> bool:
-    """Store an accepted event and queue it for publishing; False when it is a duplicate."""
-    row_id = await conn.fetchval(
+    """Store an accepted event and queue it for publishing, in one statement (no transaction
+    needed); False when it is a duplicate."""
+    return await enqueue_with(
+        conn,
         """INSERT INTO ingest_events (event_id, portal, member_id, domain, source, event,
                                       entity_type_id, item_id, ts, payload)
            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10::jsonb)
            ON CONFLICT DO NOTHING RETURNING id""",
-        event.event_id,
-        event.portal.key,
-        event.portal.member_id,
-        event.portal.domain,
-        event.source,
-        event.event,
-        event.entity_type_id,
-        event.item_id,
-        event.ts,
-        json.dumps(payload, ensure_ascii=False),
+        (
+            event.event_id,
+            event.portal.key,
+            event.portal.member_id,
+            event.portal.domain,
+            event.source,
+            event.event,
+            event.entity_type_id,
+            event.item_id,
+            event.ts,
+            json.dumps(payload, ensure_ascii=False),
+        ),
+        event,
     )
-    if row_id is None:
-        return False
-    await enqueue(conn, [event])
-    return True
 
 
-async def record_answer(conn: Conn, answer: Answer, form: FormSubmitted) -> VersionOutcome:
-    """Queue `form` unless this state of the item was already published or a newer one was."""
-    key = (form.portal.key, answer.entity_type_id, answer.item_id)
-    newer = await conn.fetchval(
-        """SELECT 1 FROM ingest_item_versions
-           WHERE portal = $1 AND entity_type_id = $2 AND item_id = $3 AND updated_at > $4
-           LIMIT 1""",
-        *key,
-        answer.updated_at,
-    )
-    if newer is not None:
-        return "stale"
-    inserted = await conn.fetchval(
-        """INSERT INTO ingest_item_versions
-               (portal, entity_type_id, item_id, updated_at, fingerprint, event_id)
-           VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING RETURNING 1""",
-        *key,
+async def record_answer(
+    conn: Conn, consumer: str, message_id: str, answer: Answer, form: FormSubmitted
+) -> VersionOutcome:
+    """Claim `message_id` for `consumer` and queue `form` unless this state of the item was
+    already published or a newer one was, in one statement (atomic without a transaction):
+    `redelivered` when the message was handled before, then `stale`, `duplicate` or `new`."""
+    outcome: VersionOutcome = await conn.fetchval(
+        f"""WITH claimed AS (
+                INSERT INTO processed_messages (consumer, message_id) VALUES ($1, $2::uuid)
+                ON CONFLICT DO NOTHING RETURNING 1),
+            newer AS (
+                SELECT 1 FROM ingest_item_versions
+                WHERE portal = $3 AND entity_type_id = $4 AND item_id = $5 AND updated_at > $6
+                LIMIT 1),
+            version AS (
+                INSERT INTO ingest_item_versions
+                    (portal, entity_type_id, item_id, updated_at, fingerprint, event_id)
+                SELECT $3, $4, $5, $6, $7, $8
+                WHERE EXISTS (SELECT 1 FROM claimed) AND NOT EXISTS (SELECT 1 FROM newer)
+                ON CONFLICT DO NOTHING RETURNING 1),
+            {queue_after("version", 9)}
+            SELECT CASE WHEN NOT EXISTS (SELECT 1 FROM claimed) THEN 'redelivered'
+                        WHEN EXISTS (SELECT 1 FROM newer) THEN 'stale'
+                        WHEN EXISTS (SELECT 1 FROM version) THEN 'new'
+                        ELSE 'duplicate' END""",  # noqa: S608 - our own statement text
+        consumer,
+        message_id,
+        form.portal.key,
+        answer.entity_type_id,
+        answer.item_id,
         answer.updated_at,
         answer.fingerprint(),
         form.event_id,
+        *event_params(form),
     )
-    if inserted is None:
-        return "duplicate"
-    await enqueue(conn, [form])
-    return "new"
+    if outcome == "new" and not conn.is_in_transaction():
+        wake_relays()
+    return outcome
 
 
 async def latest_portal(conn: Conn) -> PortalRef | None:

@@ -289,6 +289,24 @@ async def test_a_changed_item_is_published_again(
     assert [f["answers"][0]["score"] for f in await forms(pool, portal)] == [8, 3]
 
 
+async def test_an_older_state_arriving_after_a_newer_one_publishes_nothing(
+    pool: asyncpg.Pool, portal: SandboxPortal, hydrator: Hydrator
+) -> None:
+    def robot(score: int, updated: str) -> WebhookReceived:
+        fields = {
+            "id": 7,
+            "categoryId": 12,
+            "UF_CRM_5_SCORE": score,
+            "createdTime": "2024-07-22T18:00:00Z",
+            "updatedTime": updated,
+        }
+        return event_for(portal, 7, source="robot", fields=fields)
+
+    await hydrator.handle(robot(9, "2024-07-22T19:00:00Z"))
+    await hydrator.handle(robot(3, "2024-07-22T18:30:00Z"))
+    assert [f["answers"][0]["score"] for f in await forms(pool, portal)] == [9]
+
+
 async def test_missing_item_and_unknown_category_are_dropped(
     pool: asyncpg.Pool, portal: SandboxPortal, hydrator: Hydrator
 ) -> None:
