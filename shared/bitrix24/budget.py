@@ -8,6 +8,8 @@ room, so the portal's bucket never overflows:
 - `acquire()` drains the level by the elapsed time times the rate and adds 1 when the result
   stays at or below `capacity` (`burst` minus a small `headroom` for network jitter); otherwise
   it sleeps exactly until there is room and tries again.
+- `room()` tells how long until one more request would fit, counting nothing: a caller that
+  packs work into requests waits for it first and fills its request up to the moment it can go.
 - `penalise()` after a 503 anyway: the portal's bucket is evidently full, so the copy is set full
   too and drains at `slow_factor` of the rate for `slow_s` seconds, for every process.
 - Methods blocked by the operating-time limit (429) are parked until the portal's reset; methods
@@ -143,6 +145,14 @@ class RateBudget(ABC):
         BUCKET_LEVEL.labels(portal=self.portal).set(level)
         return waited
 
+    async def room(self) -> float:
+        """Seconds until one more request would fit in the portal's bucket (0.0: it fits now).
+        Counts nothing: `acquire()` still has to be called, and may wait if another process
+        took the room meanwhile."""
+        if self.rate is None:
+            return 0.0
+        return await self._room(self.rate)
+
     async def penalise(self) -> None:
         """The portal answered 503 `QUERY_LIMIT_EXCEEDED` anyway: fill the bucket and slow it
         down for everyone sharing it."""
@@ -196,6 +206,22 @@ class RateBudget(ABC):
     @abstractmethod
     async def _take(self, rate: Rate) -> tuple[float, float]:
         """Count one request if it fits: (level afterwards, 0.0), else (level, seconds to wait)."""
+
+    def _wait_on(self, level: float, now: float, slow_until: float, rate: Rate) -> float:
+        """Seconds until one more request fits on top of `level` (0.0 when it fits now)."""
+        if level + 1 <= self.capacity + FIT_TOLERANCE:
+            return 0.0
+        return wait_for(
+            level + 1 - self.capacity,
+            now,
+            slow_until=slow_until,
+            per_second=rate.per_second,
+            slow_factor=self.slow_factor,
+        )
+
+    @abstractmethod
+    async def _room(self, rate: Rate) -> float:
+        """Seconds until one more request fits, without counting it."""
 
     @abstractmethod
     async def _penalise(self, rate: Rate) -> None: ...
@@ -261,6 +287,18 @@ class MemoryRateBudget(RateBudget):
             slow_factor=self.slow_factor,
         )
 
+    async def _room(self, rate: Rate) -> float:
+        now = self._clock()
+        level = drain(
+            self._level,
+            self._updated_at,
+            now,
+            slow_until=self._slow_until,
+            per_second=rate.per_second,
+            slow_factor=self.slow_factor,
+        )
+        return self._wait_on(level, now, self._slow_until, rate)
+
     async def _penalise(self, rate: Rate) -> None:
         now = self._clock()
         self._level = float(rate.burst)
@@ -297,6 +335,17 @@ SET level = CASE WHEN cur.drained + 1 <= $5::float8 THEN cur.drained + 1 ELSE cu
 FROM cur
 WHERE b.portal = cur.portal
 RETURNING cur.drained, cur.t, cur.slow_until, cur.drained + 1 <= $5::float8 AS taken
+"""
+_LEVEL = """
+WITH n AS (SELECT coalesce($2::float8, extract(epoch FROM clock_timestamp())) AS t)
+SELECT n.t, b.slow_until,
+       greatest(0.0, b.level
+                - greatest(0.0, n.t - b.updated_at) * $3::float8
+                + greatest(0.0, least(n.t, b.slow_until) - b.updated_at)
+                  * $3::float8 * (1.0 - $4::float8)
+       ) AS drained
+FROM rate_buckets b, n
+WHERE b.portal = $1
 """
 _PENALISE = """
 WITH n AS (SELECT coalesce($2::float8, extract(epoch FROM clock_timestamp())) AS t)
@@ -392,6 +441,15 @@ class PgRateBudget(RateBudget):
             slow_factor=self.slow_factor,
         )
         return drained, wait
+
+    async def _room(self, rate: Rate) -> float:
+        await self._ensure_row()
+        row = await self._pool.fetchrow(
+            _LEVEL, self.portal, self._now(), rate.per_second, self.slow_factor
+        )
+        if row is None:
+            raise RuntimeError(f"rate bucket row for portal {self.portal!r} disappeared")
+        return self._wait_on(row["drained"], row["t"], row["slow_until"], rate)
 
     async def _penalise(self, rate: Rate) -> None:
         await self._ensure_row()

@@ -71,6 +71,22 @@ async def test_time_drains_the_bucket(make_budget: Factory) -> None:
     assert await budget.acquire() == pytest.approx(0.1)
 
 
+async def test_room_tells_the_wait_for_one_more_request_and_counts_nothing(
+    make_budget: Factory,
+) -> None:
+    clock = FakeClock()
+    budget = make_budget(clock, Rate(per_second=2, burst=50))
+    assert await budget.room() == 0.0
+    for _ in range(45):
+        await budget.acquire()
+    assert await budget.room() == pytest.approx(0.5)
+    assert await budget.room() == pytest.approx(0.5)  # asking again took nothing
+    clock.now += 0.5
+    assert await budget.room() == 0.0
+    assert await budget.acquire() == 0.0  # the room it reported is there to take
+    assert await budget.room() == pytest.approx(0.5)
+
+
 async def test_a_503_fills_the_bucket_and_slows_it(make_budget: Factory) -> None:
     clock = FakeClock()
     budget = make_budget(clock, Rate(per_second=2, burst=50), slow_s=30, slow_factor=0.5)

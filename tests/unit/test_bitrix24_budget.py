@@ -111,6 +111,15 @@ async def test_after_a_503_the_bucket_is_full_and_drains_at_half_rate() -> None:
     assert await rate_budget.acquire() == pytest.approx(0.5)
 
 
+async def test_room_counts_the_slow_period_after_a_503() -> None:
+    clock = FakeClock()
+    rate_budget = budget(clock, per_second=2, burst=50, slow_s=30)
+    await rate_budget.penalise()
+    # As for acquire(): 6 must drain at 1/s during the slow period; nothing is counted.
+    assert await rate_budget.room() == pytest.approx(6.0)
+    assert await rate_budget.acquire() == pytest.approx(6.0)
+
+
 async def test_an_unlimited_budget_never_waits() -> None:
     clock = FakeClock()
     rate_budget = MemoryRateBudget(None, clock=clock, sleep=clock.sleep)
@@ -118,6 +127,7 @@ async def test_an_unlimited_budget_never_waits() -> None:
         assert await rate_budget.acquire() == 0.0
     await rate_budget.penalise()
     assert await rate_budget.acquire() == 0.0
+    assert await rate_budget.room() == 0.0
 
 
 async def test_a_parked_method_is_reported_until_its_time() -> None:
