@@ -3,10 +3,11 @@
 The portal's rate limit counts HTTP requests, not commands, so the writer's throughput is the
 number of commands per request. Callers hand over a *unit*: commands that must travel together in
 one request, in order (a verify read followed by the writes it guards, say). The coalescer waits a
-short window for more units, fills a request up to 50 commands in arrival order (units are never
-split) and sends it through the shared client, one request at a time: while a request waits for
-the budget, the next one fills up. A contact group's writes and the next group's read thus share
-one request.
+short window for more units, then until the portal's budget has room for a request, and only then
+fills a request up to 50 commands in arrival order (units are never split) and sends it through
+the shared client, one request at a time. What arrives while the budget is full joins the request
+about to go: a contact group's writes and the next group's read share one request even when the
+read is queued a little later than the writes.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from shared.logging import get_logger
 
 MAX_COMMANDS = 50
 WINDOW_S = 0.1
+MIN_SLEEP_S = 0.001
 
 log = get_logger(__name__)
 
@@ -104,11 +106,27 @@ class CommandCoalescer:
                 self._wake.clear()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), remaining)
+            await self._until_room()
             units = self._take()
             try:
                 await self._send(units)
             finally:
                 self._last_sent = loop.time()
+
+    async def _until_room(self) -> None:
+        """Wait until the portal's budget has room for a request (the client still counts it;
+        another process may take the room first, and then the client waits a little more).
+        When the budget cannot tell (its database is down), the request goes on to the client,
+        which settles each unit with the error."""
+        while True:
+            try:
+                wait = await self._client.budget.room()
+            except Exception as exc:
+                log.warning("crm_sync_budget_room_unknown", error=str(exc))
+                return
+            if wait <= 0:
+                return
+            await asyncio.sleep(max(wait, MIN_SLEEP_S))
 
     def _take(self) -> list[_Unit]:
         units: list[_Unit] = []

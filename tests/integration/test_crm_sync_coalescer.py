@@ -7,8 +7,25 @@ import asyncio
 import pytest
 
 from services.crm_sync.coalescer import CommandCoalescer
-from shared.bitrix24 import Command, NotFound
+from shared.bitrix24 import Command, MemoryRateBudget, NotFound
+from shared.portal_config import Rate
 from tests.integration.test_crm_sync_support import client_for, new_portal
+
+T0 = 1_700_000_000.0
+
+
+class FakeClock:
+    """Time that moves when the test says so, or when the budget sleeps."""
+
+    def __init__(self) -> None:
+        self.now = T0
+
+    def __call__(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        self.now += seconds
+        await asyncio.sleep(0)
 
 
 def get(name: str, contact_id: int) -> Command:
@@ -41,6 +58,30 @@ async def test_requests_hold_at_most_fifty_commands_and_units_are_never_split() 
     batches = [call["seq"] for call in calls if call["method"] == "batch"]
     sizes = [sum(1 for call in calls if call["batch"] == seq) for seq in batches]
     assert sizes == [45, 15]
+
+
+async def test_a_unit_arriving_while_the_budget_is_full_joins_the_request_about_to_go() -> None:
+    """The request is filled when the budget lets it go, not when its window ends: a group's
+    writes and the next group's read travel together even when the read comes later."""
+    portal = new_portal(contacts=5)
+    clock = FakeClock()
+    budget = MemoryRateBudget(
+        Rate(per_second=50, burst=3), headroom=2, clock=clock, sleep=clock.sleep
+    )
+    await budget.acquire()  # the bucket is full until the clock moves
+    coalescer = CommandCoalescer(client_for(portal, budget), window_s=0.01)
+
+    first = asyncio.create_task(coalescer.run([get("a", 1)]))
+    await asyncio.sleep(0.1)  # the window has long ended; the budget holds the request back
+    second = asyncio.create_task(coalescer.run([get("b", 2)]))
+    await asyncio.sleep(0)
+    clock.now += 1.0
+    one, two = await asyncio.gather(first, second)
+
+    assert int(one.result("a")["ID"]) == 1
+    assert int(two.result("b")["ID"]) == 2
+    assert coalescer.requests == 1
+    assert len(portal.calls_report(method="batch")["calls"]) == 1
 
 
 async def test_each_command_gets_its_own_error() -> None:
