@@ -390,9 +390,6 @@ class Events:
         )
 
 
-FORM = {"Content-Type": "application/x-www-form-urlencoded"}
-
-
 def _unlimited_config(directory: Path) -> Path:
     """The example portal YAML with `plan: custom` and no rate: no client-side budget."""
     config = yaml.safe_load(EXAMPLE_CONFIG.read_text(encoding="utf-8"))
@@ -419,10 +416,7 @@ async def _post_all(ingest_url: str, bodies: Sequence[str], concurrency: int) ->
     """Post every body to ingest, `concurrency` at a time, as fast as it answers."""
     outcomes: Counter[str] = Counter()
     pending = iter(bodies)
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    async with httpx.AsyncClient(
-        base_url=ingest_url, timeout=30, limits=limits, headers=FORM
-    ) as http:
+    async with KeepAlive(ingest_url, concurrency) as http:
 
         async def worker() -> None:
             for body in pending:
@@ -432,14 +426,65 @@ async def _post_all(ingest_url: str, bodies: Sequence[str], concurrency: int) ->
     return outcomes
 
 
-async def _post(http: httpx.AsyncClient, body: str) -> str:
+class KeepAlive:
+    """The bench's HTTP/1.1 client for webhooks: a fixed set of keep-alive connections, one
+    request at a time on each, requests beyond that waiting for a free connection. A tenth of
+    httpx's CPU per request, so that on two CPUs the figures measure ingest, not the generator.
+    Enough for uvicorn's replies (a status line, headers with Content-Length, a body)."""
+
+    def __init__(self, url: str, connections: int) -> None:
+        parts = urlsplit(url)
+        self._host, self._port = parts.hostname or "127.0.0.1", parts.port or 80
+        self._size = connections
+        self._idle: asyncio.Queue[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = (
+            asyncio.Queue()
+        )
+        self._all: list[asyncio.StreamWriter] = []
+
+    async def __aenter__(self) -> KeepAlive:
+        for _ in range(self._size):
+            reader, writer = await asyncio.open_connection(self._host, self._port)
+            self._all.append(writer)
+            self._idle.put_nowait((reader, writer))
+        return self
+
+    async def __aexit__(self, *_exc: object) -> None:
+        for writer in self._all:
+            writer.close()
+
+    async def post_form(self, path: str, body: bytes) -> tuple[int, bytes]:
+        """POST `body` (form-encoded) to `path`: (status, response body)."""
+        reader, writer = await self._idle.get()
+        try:
+            writer.write(
+                f"POST {path} HTTP/1.1\r\nHost: {self._host}\r\n"
+                "Content-Type: application/x-www-form-urlencoded\r\n"
+                f"Content-Length: {len(body)}\r\n\r\n".encode()
+                + body
+            )
+            head = await reader.readuntil(b"\r\n\r\n")
+            status_line, *headers = head.decode("latin-1").split("\r\n")
+            length = next(
+                int(value)
+                for name, _, value in (line.partition(":") for line in headers)
+                if name.strip().lower() == "content-length"
+            )
+            reply = await reader.readexactly(length)
+        except BaseException:
+            writer.close()
+            raise
+        self._idle.put_nowait((reader, writer))
+        return int(status_line.split()[1]), reply
+
+
+async def _post(http: KeepAlive, body: str) -> str:
     """One webhook; its outcome: ingest's `status` (accepted, duplicate…) or the failure."""
     try:
-        reply = await http.post("/webhooks/bitrix24", content=body)
-    except httpx.HTTPError as exc:
+        status, reply = await http.post_form("/webhooks/bitrix24", body.encode())
+    except (OSError, asyncio.IncompleteReadError) as exc:
         return type(exc).__name__
-    status = reply.json().get("status") if reply.is_success else None
-    return str(status or f"HTTP {reply.status_code}")
+    outcome = json.loads(reply).get("status") if 200 <= status < 300 else None
+    return str(outcome or f"HTTP {status}")
 
 
 def _cpu_seconds(pid: int) -> float:
@@ -545,67 +590,6 @@ class Latency:
     """CPU used during the window, in cores (1.0 = one core busy all the time)."""
 
 
-class KeepAlive:
-    """The latency generator's HTTP/1.1 client: a fixed set of keep-alive connections, one
-    request at a time on each, requests beyond that waiting for a free connection. A tenth of
-    httpx's CPU per request, so that on two CPUs the figure measures ingest, not the generator.
-    Enough for uvicorn's replies (a status line, headers with Content-Length, a body)."""
-
-    def __init__(self, url: str, connections: int) -> None:
-        parts = urlsplit(url)
-        self._host, self._port = parts.hostname or "127.0.0.1", parts.port or 80
-        self._size = connections
-        self._idle: asyncio.Queue[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = (
-            asyncio.Queue()
-        )
-        self._all: list[asyncio.StreamWriter] = []
-
-    async def __aenter__(self) -> KeepAlive:
-        for _ in range(self._size):
-            reader, writer = await asyncio.open_connection(self._host, self._port)
-            self._all.append(writer)
-            self._idle.put_nowait((reader, writer))
-        return self
-
-    async def __aexit__(self, *_exc: object) -> None:
-        for writer in self._all:
-            writer.close()
-
-    async def post_form(self, path: str, body: bytes) -> tuple[int, bytes]:
-        """POST `body` (form-encoded) to `path`: (status, response body)."""
-        reader, writer = await self._idle.get()
-        try:
-            writer.write(
-                f"POST {path} HTTP/1.1\r\nHost: {self._host}\r\n"
-                "Content-Type: application/x-www-form-urlencoded\r\n"
-                f"Content-Length: {len(body)}\r\n\r\n".encode()
-                + body
-            )
-            head = await reader.readuntil(b"\r\n\r\n")
-            status_line, *headers = head.decode("latin-1").split("\r\n")
-            length = next(
-                int(value)
-                for name, _, value in (line.partition(":") for line in headers)
-                if name.strip().lower() == "content-length"
-            )
-            reply = await reader.readexactly(length)
-        except BaseException:
-            writer.close()
-            raise
-        self._idle.put_nowait((reader, writer))
-        return int(status_line.split()[1]), reply
-
-
-async def _post_raw(http: KeepAlive, body: str) -> str:
-    """`_post` through the generator's client."""
-    try:
-        status, reply = await http.post_form("/webhooks/bitrix24", body.encode())
-    except (OSError, asyncio.IncompleteReadError) as exc:
-        return type(exc).__name__
-    outcome = json.loads(reply).get("status") if 200 <= status < 300 else None
-    return str(outcome or f"HTTP {status}")
-
-
 async def ingest_latency(stack: Stack, e2e: EndToEnd) -> Latency:
     events = Events(e2e.info)
     ids = e2e.item_ids
@@ -618,7 +602,7 @@ async def ingest_latency(stack: Stack, e2e: EndToEnd) -> Latency:
 
         async def send(seq: int, scheduled: float | None) -> None:
             body = events.body("ONCRMDYNAMICITEMUPDATE", ids[seq % len(ids)], first_ts + seq)
-            outcome = await _post_raw(http, body)
+            outcome = await _post(http, body)
             if scheduled is not None:
                 latencies.append(time.perf_counter() - scheduled)
                 outcomes[outcome] += 1
@@ -1166,8 +1150,9 @@ async def bench() -> Run:
         "sandbox's own event sender opens a new HTTP client per event (~20 ms of CPU each), "
         "which would measure the sandbox on these two CPUs rather than b24-nps.",
         f"Part 3: {LATENCY_RATE:.0f} webhooks/s for BENCH_LATENCY_S = {LATENCY_SECONDS:g} s "
-        f"after {LATENCY_WARMUP} warm-up requests; httpx.AsyncClient in the bench process, on "
-        "the same CPUs as the services.",
+        f"after {LATENCY_WARMUP} warm-up requests, {LATENCY_CONNECTIONS} keep-alive "
+        "connections from the bench process (its own lean HTTP/1.1 client), on the same CPUs as "
+        "the services; scoring, router and crm_sync stopped.",
         f"Part 4: BENCH_BACKLOG = {BACKLOG:,} (the issue asks for 100,000), "
         f"BENCH_BACKLOG_CONTACTS = {BACKLOG_CONTACTS:,}.",
     ]
