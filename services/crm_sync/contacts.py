@@ -13,6 +13,12 @@ group, under a per-contact lock shared by every replica:
 4. audit, ledger, conflicts, the action's completion and its `crm.written.contact` event are
    recorded in one transaction; only then is the message acked.
 
+Two groups at a time are between their read and the answer to their writes (`PIPELINE_DEPTH`):
+one group's writes and the next one's read fill each request. A third group is formed, locked
+and begun meanwhile and waits for a slot; a group gives its slot up as soon as the portal has
+answered its writes, before recording them, so the next group's read is queued at once and
+joins the request that carries the other group's writes.
+
 Bitrix24 has no conditional update, so a person can still edit a field between our read and our
 write. The verify read, executed by the portal right before our updates, shows whether that
 happened; if it did, our write is repaired on the next round (`policy.merge`): a scalar gets the
@@ -63,7 +69,8 @@ from shared.portal_config import ContactFields, EquipmentSegment, PortalConfig
 GROUP_SIZE = 48
 """Contacts per group: a verify read, 48 updates and the next group's read make 50 commands."""
 GROUP_WINDOW_S = 0.2
-MAX_ACTIVE_GROUPS = 2
+PIPELINE_DEPTH = 2
+"""Groups between their read and the answer to their writes (see the module docstring)."""
 MAX_ROUNDS = 4
 """Write rounds per group: the first, and repairs while people keep editing the same fields."""
 
@@ -173,14 +180,15 @@ class ContactWriter:
         *,
         group_size: int = GROUP_SIZE,
         window_s: float = GROUP_WINDOW_S,
-        max_active: int = MAX_ACTIVE_GROUPS,
+        depth: int = PIPELINE_DEPTH,
     ) -> None:
         self._pool = pool
         self._coalescer = coalescer
         self._config = config
         self._locks = ContactLocks(pool)
+        self._slots = asyncio.Semaphore(depth)
         self._groups: GroupFormer[ContactJob] = GroupFormer(
-            self._process, max_size=group_size, window_s=window_s, max_active=max_active
+            self._process, max_size=group_size, window_s=window_s, max_active=depth + 1
         )
 
     async def patch(self, action: RouteAction) -> CrmWritten | None:
@@ -258,6 +266,10 @@ class ContactWriter:
 
     async def _round(self, work: list[_Work]) -> list[_Work]:
         """Read, decide, write and record once; returns the work that owes a repair."""
+        async with _Slot(self._slots) as slot:
+            return await self._read_and_write(work, slot)
+
+    async def _read_and_write(self, work: list[_Work], slot: _Slot) -> list[_Work]:
         wanted = sorted(set().union(*(item.fields() for item in work)))
         contacts = sorted({item.job.contact_id for item in work})
         read = await self._coalescer.run([self._read("read", contacts, wanted)])
@@ -289,7 +301,7 @@ class ContactWriter:
         _settle(work, planned)
         if not writing:
             return []
-        return await self._write(writing)
+        return await self._write(writing, slot)
 
     # --- deciding -------------------------------------------------------------------------
 
@@ -428,7 +440,7 @@ class ContactWriter:
             {"filter": {"@ID": list(contacts)}, "select": ["ID", *fields], "start": -1},
         )
 
-    async def _write(self, writing: list[_Work]) -> list[_Work]:
+    async def _write(self, writing: list[_Work], slot: _Slot) -> list[_Work]:
         written_fields = sorted({i.write.field for item in writing for i in item.writes})
         contacts = [item.job.contact_id for item in writing]
         commands = [self._read("verify", contacts, written_fields)]
@@ -445,6 +457,7 @@ class ContactWriter:
             for item in writing
         ]
         result = await self._coalescer.run(commands)
+        slot.release()  # the next group may read now; recording needs no request
         seen: dict[int, dict[str, Any]] | None = None
         verify_error = result.error("verify")
         if verify_error is None:
@@ -533,6 +546,28 @@ class ContactWriter:
     def _is_scalar(item: _Work, name: str) -> bool:
         role = item.roles.get(name)
         return role is None or role in SCALAR_ROLES
+
+
+class _Slot:
+    """A place in the pipeline (`PIPELINE_DEPTH`), held from a group's read until the portal
+    has answered its writes; released at the latest when the round ends."""
+
+    def __init__(self, slots: asyncio.Semaphore) -> None:
+        self._slots = slots
+        self._held = False
+
+    async def __aenter__(self) -> _Slot:
+        await self._slots.acquire()
+        self._held = True
+        return self
+
+    async def __aexit__(self, *_exc: object) -> None:
+        self.release()
+
+    def release(self) -> None:
+        if self._held:
+            self._held = False
+            self._slots.release()
 
 
 def _settle(work: Sequence[_Work], changes: Changes) -> None:

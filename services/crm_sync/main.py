@@ -17,8 +17,9 @@ from shared.settings import Settings
 from shared.topology import CRM_SYNC_ACTIONS
 
 PREFETCH = 200
-"""Unacked messages in flight: enough for two groups of 48 contacts at work and the next one
-filling up while they wait for the portal."""
+"""Unacked messages in flight: enough for three groups of 48 contacts at work (two in the
+pipeline, one waiting for its place) and the next one filling up while they wait for the
+portal."""
 
 
 async def wire(runtime: Runtime) -> None:

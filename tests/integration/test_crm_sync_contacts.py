@@ -9,7 +9,11 @@ import asyncpg
 import httpx
 import pytest
 
+from services.crm_sync import contacts as contacts_module
+from services.crm_sync.coalescer import CommandCoalescer
+from services.crm_sync.contacts import ContactWriter
 from services.crm_sync.policy import history_entry
+from services.crm_sync.store import Changes, record
 from services.crm_sync.undo import undo_write
 from services.sandbox.methods import CONTACT
 from shared.bitrix24 import PortalUnavailable
@@ -403,3 +407,45 @@ async def test_undo_of_a_history_append_restores_the_list_before(
 
     assert result.restored
     assert contact(portal, cid)[HISTORY] == legacy_log
+
+
+async def test_the_next_groups_read_does_not_wait_for_a_group_to_record_its_writes(
+    pool: asyncpg.Pool, portal_config: PortalConfig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A group gives its place in the pipeline up once the portal has answered its writes: the
+    group after next reads in the request that carries the next group's writes, even while
+    recording the first group's writes takes long."""
+    portal = new_portal(contacts=10)
+    ref = portal_ref()
+    client = client_for(portal)
+    # Groups of two and requests of four commands: a verify read, two updates and one read.
+    coalescer = CommandCoalescer(client, window_s=0.2, max_commands=4)
+    writer = ContactWriter(pool, coalescer, portal_config, group_size=2, window_s=0.05)
+    cids = sorted(portal.crm.records(CONTACT))[:6]  # three groups
+    recording = asyncio.Event()
+
+    async def slow_record(conn: Any, changes: Changes) -> None:
+        if changes.audit:  # what happened on the portal: held back until the test says so
+            await recording.wait()
+        await record(conn, changes)
+
+    monkeypatch.setattr(contacts_module, "record", slow_record)
+    patches = asyncio.gather(*(writer.patch(route(answer(ref, c))) for c in cids))
+
+    def batches() -> list[list[str]]:
+        calls = portal.calls_report()["calls"]
+        seqs = [call["seq"] for call in calls if call["method"] == "batch"]
+        return [[c["method"] for c in calls if c["batch"] == seq] for seq in seqs]
+
+    for _ in range(500):  # until the second group's writes have been sent
+        if sum(b.count("crm.contact.update") for b in batches()) >= 4:
+            break
+        await asyncio.sleep(0.01)
+    recording.set()
+    events = await patches
+
+    assert all(event is not None for event in events)
+    writes = [b for b in batches() if "crm.contact.update" in b]
+    assert len(writes) == 3
+    # the second group's verify read and updates, and the third group's read
+    assert sorted(writes[1]) == ["crm.contact.list"] * 2 + ["crm.contact.update"] * 2
