@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import signal
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
@@ -52,6 +53,10 @@ class Runtime:
 
 
 Wire = Callable[[Runtime], Awaitable[None]]
+GC_THRESHOLDS = (100_000, 50, 100)
+"""Python's default (700, 10, 10) runs a collection every few hundred allocations, and a full one
+often enough to stall a busy service for tens of milliseconds (ingest's p99 at 200 webhooks/s
+doubled). Services allocate many short-lived objects and few reference cycles."""
 JOB_STOP_TIMEOUT_S = 15.0
 
 
@@ -137,8 +142,12 @@ async def _finish_jobs(jobs: list[asyncio.Task[None]]) -> list[str]:
 
 
 def run_loop(main: Coroutine[Any, Any, T]) -> T:
-    """`asyncio.run` on uvloop: libuv's event loop spends less CPU per socket operation, which
-    is most of what a service does."""
+    """A service process's `asyncio.run`: on uvloop (libuv's event loop spends less CPU per
+    socket operation, which is most of what a service does), with the imported code frozen out
+    of garbage collection and collections far less frequent (see `GC_THRESHOLDS`)."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)
     return uvloop.run(main)
 
 
