@@ -263,41 +263,27 @@ class MemoryRateBudget(RateBudget):
         self._slow_until = 0.0
         self._parks: dict[str, float] = {}
 
-    async def _take(self, rate: Rate) -> tuple[float, float]:
-        now = self._clock()
-        level = drain(
+    def _drained(self, now: float, rate: Rate) -> float:
+        return drain(
             self._level,
             self._updated_at,
-            now,
-            slow_until=self._slow_until,
-            per_second=rate.per_second,
-            slow_factor=self.slow_factor,
-        )
-        self._updated_at = max(self._updated_at, now)
-        if level + 1 <= self.capacity + FIT_TOLERANCE:
-            self._level = level + 1
-            return self._level, 0.0
-        self._level = level
-        excess = level + 1 - self.capacity
-        return level, wait_for(
-            excess,
             now,
             slow_until=self._slow_until,
             per_second=rate.per_second,
             slow_factor=self.slow_factor,
         )
 
+    async def _take(self, rate: Rate) -> tuple[float, float]:
+        now = self._clock()
+        level = self._drained(now, rate)
+        self._updated_at = max(self._updated_at, now)
+        wait = self._wait_on(level, now, self._slow_until, rate)
+        self._level = level if wait else level + 1
+        return self._level, wait
+
     async def _room(self, rate: Rate) -> float:
         now = self._clock()
-        level = drain(
-            self._level,
-            self._updated_at,
-            now,
-            slow_until=self._slow_until,
-            per_second=rate.per_second,
-            slow_factor=self.slow_factor,
-        )
-        return self._wait_on(level, now, self._slow_until, rate)
+        return self._wait_on(self._drained(now, rate), now, self._slow_until, rate)
 
     async def _penalise(self, rate: Rate) -> None:
         now = self._clock()
