@@ -210,45 +210,39 @@ async def apply_rollup(conn: Conn, delta: Mapping[RollupKey, NpsAggregate]) -> N
         await conn.executemany(_UPSERT_MANAGER_WEEKLY, rows)
 
 
+def _rebuild(table: str, keys: tuple[str, ...], key_values: tuple[str, ...]) -> str:
+    """Fill a rollup from the current scored answers: `keys` computed as `key_values`."""
+    columns = (*keys, "promoters", "passives", "detractors", "score_sum")
+    return f"""
+    INSERT INTO {table} ({", ".join(columns)})
+    SELECT {", ".join(key_values)},
+           count(*) FILTER (WHERE category = 'promoter'),
+           count(*) FILTER (WHERE category = 'passive'),
+           count(*) FILTER (WHERE category = 'detractor'),
+           sum(score)
+    FROM scoring_answers
+    WHERE is_current AND score IS NOT NULL
+    GROUP BY {", ".join(str(n) for n in range(1, len(keys) + 1))}"""  # noqa: S608 - constants
+
+
+_MANAGER = ("portal", "category_id", "sku", "coalesce(responsible_id, 0)")
+_REBUILDS = (
+    _rebuild("scoring_daily", (*_KEY, "day"), (*_KEY, "day")),
+    _rebuild(
+        "scoring_manager_monthly",
+        (*_KEY, "responsible_id", "month"),
+        (*_MANAGER, "date_trunc('month', day::timestamp)::date"),
+    ),
+    _rebuild(
+        "scoring_manager_weekly",
+        (*_KEY, "responsible_id", "week"),
+        (*_MANAGER, "date_trunc('week', day::timestamp)::date"),
+    ),
+)
+
+
 async def rebuild_rollups(conn: Conn) -> int:
     """Recompute every rollup from the answers (after a bulk load); returns the cells written."""
     await conn.execute("TRUNCATE scoring_daily, scoring_manager_monthly, scoring_manager_weekly")
-    daily = await conn.execute(
-        """INSERT INTO scoring_daily (portal, category_id, sku, day,
-                                      promoters, passives, detractors, score_sum)
-           SELECT portal, category_id, sku, day,
-                  count(*) FILTER (WHERE category = 'promoter'),
-                  count(*) FILTER (WHERE category = 'passive'),
-                  count(*) FILTER (WHERE category = 'detractor'),
-                  sum(score)
-           FROM scoring_answers
-           WHERE is_current AND score IS NOT NULL
-           GROUP BY portal, category_id, sku, day"""
-    )
-    monthly = await conn.execute(
-        """INSERT INTO scoring_manager_monthly (portal, category_id, sku, responsible_id, month,
-                                                promoters, passives, detractors, score_sum)
-           SELECT portal, category_id, sku, coalesce(responsible_id, 0),
-                  date_trunc('month', day::timestamp)::date,
-                  count(*) FILTER (WHERE category = 'promoter'),
-                  count(*) FILTER (WHERE category = 'passive'),
-                  count(*) FILTER (WHERE category = 'detractor'),
-                  sum(score)
-           FROM scoring_answers
-           WHERE is_current AND score IS NOT NULL
-           GROUP BY 1, 2, 3, 4, 5"""
-    )
-    weekly = await conn.execute(
-        """INSERT INTO scoring_manager_weekly (portal, category_id, sku, responsible_id, week,
-                                               promoters, passives, detractors, score_sum)
-           SELECT portal, category_id, sku, coalesce(responsible_id, 0),
-                  date_trunc('week', day::timestamp)::date,
-                  count(*) FILTER (WHERE category = 'promoter'),
-                  count(*) FILTER (WHERE category = 'passive'),
-                  count(*) FILTER (WHERE category = 'detractor'),
-                  sum(score)
-           FROM scoring_answers
-           WHERE is_current AND score IS NOT NULL
-           GROUP BY 1, 2, 3, 4, 5"""
-    )
-    return sum(int(status.split()[-1]) for status in (daily, monthly, weekly))
+    statuses = [await conn.execute(statement) for statement in _REBUILDS]
+    return sum(int(status.split()[-1]) for status in statuses)
