@@ -13,21 +13,9 @@ from shared.bitrix24 import MemoryRateBudget, PgRateBudget, RateBudget, client_f
 from shared.db import create_pool
 from shared.portal_config import PortalConfig, Rate
 from shared.settings import Settings
-
-T0 = 1_700_000_000.0
+from tests.support import T0, FakeClock
 
 Factory = Callable[..., RateBudget]
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = T0
-
-    def __call__(self) -> float:
-        return self.now
-
-    async def sleep(self, seconds: float) -> None:
-        self.now += seconds
 
 
 @pytest.fixture

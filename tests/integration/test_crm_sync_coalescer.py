@@ -10,22 +10,7 @@ from services.crm_sync.coalescer import CommandCoalescer
 from shared.bitrix24 import Command, MemoryRateBudget, NotFound
 from shared.portal_config import Rate
 from tests.integration.test_crm_sync_support import client_for, new_portal
-
-T0 = 1_700_000_000.0
-
-
-class FakeClock:
-    """Time that moves when the test says so, or when the budget sleeps."""
-
-    def __init__(self) -> None:
-        self.now = T0
-
-    def __call__(self) -> float:
-        return self.now
-
-    async def sleep(self, seconds: float) -> None:
-        self.now += seconds
-        await asyncio.sleep(0)
+from tests.support import FakeClock
 
 
 def get(name: str, contact_id: int) -> Command:

@@ -15,18 +15,11 @@ from services.sandbox.app import create_app
 from services.sandbox.brackets import encode
 from services.sandbox.portal import SandboxPortal
 from services.sandbox.seed import seed_demo
+from tests.support import FakeClock
 
 CONFIG = Path(__file__).parents[2] / "config" / "portal.example.yaml"
 NPS = 1038
 HOOK = "http://ingest.local/webhooks/bitrix24"
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1_760_000_000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 class Handler:
@@ -43,7 +36,7 @@ class Handler:
 
 @pytest.fixture
 def clock() -> FakeClock:
-    return FakeClock()
+    return FakeClock(1_760_000_000.0)
 
 
 @pytest.fixture

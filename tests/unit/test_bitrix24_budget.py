@@ -7,23 +7,7 @@ import pytest
 from shared.bitrix24.budget import MemoryRateBudget, default_headroom, drain, wait_for
 from shared.bitrix24.operating import OperatingTracker
 from shared.portal_config import Rate
-
-T0 = 1_700_000_000.0
-
-
-class FakeClock:
-    """Time that moves only when someone sleeps (or the test says so)."""
-
-    def __init__(self, now: float = T0) -> None:
-        self.now = now
-        self.slept: list[float] = []
-
-    def __call__(self) -> float:
-        return self.now
-
-    async def sleep(self, seconds: float) -> None:
-        self.slept.append(seconds)
-        self.now += seconds
+from tests.support import T0, FakeClock
 
 
 def budget(

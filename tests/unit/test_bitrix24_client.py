@@ -25,25 +25,12 @@ from shared.bitrix24 import (
 from shared.bitrix24 import budget as budget_module
 from shared.bitrix24 import client as client_module
 from shared.portal_config import Rate
+from tests.support import T0, FakeClock
 
 SECRET = "k9x7secretcode"
 BASE = f"https://portal.example.com/rest/7/{SECRET}/"
-T0 = 1_700_000_000.0
 
 Handler = Callable[[str, dict[str, Any]], httpx.Response]
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = T0
-        self.slept: list[float] = []
-
-    def __call__(self) -> float:
-        return self.now
-
-    async def sleep(self, seconds: float) -> None:
-        self.slept.append(seconds)
-        self.now += seconds
 
 
 class Portal:

@@ -9,22 +9,15 @@ from services.sandbox.faults import Faults
 from services.sandbox.limits import Limits
 from services.sandbox.portal import SandboxPortal
 from services.sandbox.seed import seed_demo
+from tests.support import FakeClock
 
 CONFIG = Path(__file__).parents[2] / "config" / "portal.example.yaml"
 NPS = 1038
 
 
-class FakeClock:
-    def __init__(self, now: float = 1_760_000_000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-
 @pytest.fixture
 def clock() -> FakeClock:
-    return FakeClock()
+    return FakeClock(1_760_000_000.0)
 
 
 @pytest.fixture
