@@ -28,7 +28,7 @@ from shared.messaging import publish_json
 log = get_logger(__name__)
 
 _RUNNING: set[OutboxRelay] = set()
-"""The relays running in this process (see `wake_relays`)."""
+"""The relays running in this process (see `committed`)."""
 
 
 async def enqueue(conn: asyncpg.Connection | PoolConnectionProxy, events: Sequence[Event]) -> None:
@@ -58,8 +58,8 @@ async def enqueue_with(
         *args,
         *event_params(event),
     )
-    if queued and not conn.is_in_transaction():
-        wake_relays()
+    if queued:
+        committed(conn)
     return bool(queued)
 
 
@@ -79,20 +79,22 @@ def event_params(event: Event) -> tuple[object, ...]:
     return (event.event_id, event.routing_key(), event.correlation_id, event.model_dump_json())
 
 
-def wake_relays() -> None:
-    """Rows were just committed: this process's relays publish them now, not at their next poll.
-    Call it after the transaction that enqueued them commits (`transaction()` does)."""
-    for relay in _RUNNING:
-        relay.wake()
+def committed(conn: asyncpg.Connection | PoolConnectionProxy) -> None:
+    """Call after a statement or transaction that queued events: unless an outer transaction
+    still holds them, this process's relays publish them now rather than at their next poll."""
+    if not conn.is_in_transaction():
+        for relay in _RUNNING:
+            relay.wake()
 
 
 @contextlib.asynccontextmanager
 async def transaction(pool: asyncpg.Pool) -> AsyncIterator[PoolConnectionProxy]:
     """A pooled connection in a transaction; what it enqueued is published as soon as it
     commits."""
-    async with pool.acquire() as conn, conn.transaction():
-        yield conn
-    wake_relays()
+    async with pool.acquire() as conn:
+        async with conn.transaction():
+            yield conn
+        committed(conn)
 
 
 async def claim(

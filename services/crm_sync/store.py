@@ -18,7 +18,7 @@ from asyncpg.pool import PoolConnectionProxy
 
 from services.crm_sync.policy import LedgerEntry, Repair, Version, Write
 from shared.events import CrmWritten, RouteAction
-from shared.outbox import enqueue, wake_relays
+from shared.outbox import committed, enqueue
 
 Conn = asyncpg.Connection | PoolConnectionProxy
 ContactKey = tuple[str, int]
@@ -234,7 +234,6 @@ async def record(conn: Conn, changes: Changes) -> None:
     """Apply `changes` atomically (the caller's transaction, or a new one)."""
     if not changes:
         return
-    own = not conn.is_in_transaction()
     async with conn.transaction():
         if changes.audit:
             await conn.executemany(
@@ -334,8 +333,8 @@ async def record(conn: Conn, changes: Changes) -> None:
                 ],
             )
             await enqueue(conn, changes.completions)
-    if own and changes.completions:
-        wake_relays()
+    if changes.completions:
+        committed(conn)
 
 
 # --- cross-process locks on contacts --------------------------------------------------------

@@ -16,7 +16,7 @@ from asyncpg.pool import PoolConnectionProxy
 
 from services.ingest.mapping import Answer
 from shared.events import FormSubmitted, PortalRef, WebhookReceived
-from shared.outbox import enqueue_with, event_params, queue_after, wake_relays
+from shared.outbox import committed, enqueue_with, event_params, queue_after
 
 Conn = asyncpg.Connection | PoolConnectionProxy
 VersionOutcome = Literal["new", "duplicate", "stale", "redelivered"]
@@ -82,8 +82,8 @@ async def record_answer(
         form.event_id,
         *event_params(form),
     )
-    if outcome == "new" and not conn.is_in_transaction():
-        wake_relays()
+    if outcome == "new":
+        committed(conn)
     return outcome
 
 
