@@ -31,15 +31,34 @@ _RUNNING: set[OutboxRelay] = set()
 """The relays running in this process (see `committed`)."""
 
 
+def _insert_all(first_param: int) -> str:
+    p = first_param
+    return f"""INSERT INTO outbox (message_id, routing_key, correlation_id, body)
+        SELECT * FROM unnest(${p}::uuid[], ${p + 1}::text[], ${p + 2}::text[], ${p + 3}::jsonb[])
+        ON CONFLICT (message_id) DO NOTHING"""  # noqa: S608 - parameters only, no values
+
+
+def events_params(events: Sequence[Event]) -> tuple[list[object], ...]:
+    """The four array parameters of `queue_all`'s CTE (and `enqueue`) for `events`."""
+    return (
+        [e.event_id for e in events],
+        [e.routing_key() for e in events],
+        [e.correlation_id for e in events],
+        [e.model_dump_json() for e in events],
+    )
+
+
+def queue_all(first_param: int) -> str:
+    """SQL of a CTE `queued` that adds a list of events (in order) to the outbox, for statements
+    that do their work and queue its events in one go. Its four array parameters start at
+    `$first_param`; pass `events_params(events)` for them."""
+    return f"queued AS ({_insert_all(first_param)})"
+
+
 async def enqueue(conn: asyncpg.Connection | PoolConnectionProxy, events: Sequence[Event]) -> None:
     """Add `events` to the outbox inside the caller's transaction (duplicates are ignored)."""
-    if not events:
-        return
-    await conn.executemany(
-        """INSERT INTO outbox (message_id, routing_key, correlation_id, body)
-           VALUES ($1, $2, $3, $4::jsonb) ON CONFLICT (message_id) DO NOTHING""",
-        [(e.event_id, e.routing_key(), e.correlation_id, e.model_dump_json()) for e in events],
-    )
+    if events:
+        await conn.execute(_insert_all(1), *events_params(events))
 
 
 async def enqueue_with(

@@ -9,7 +9,7 @@ from services.scoring.answers import SubmissionError, reconcile
 from shared.events import FormSubmitted
 from shared.logging import get_logger
 from shared.messaging import PermanentError
-from shared.outbox import claim, enqueue, transaction
+from shared.outbox import transaction
 
 CONSUMER = "scoring"
 
@@ -23,25 +23,27 @@ async def score_submission(pool: asyncpg.Pool, submission: FormSubmitted) -> Non
     nothing. An off-scale score is a `PermanentError` (dead-lettered), and nothing is stored.
     """
     async with transaction(pool) as conn:
-        if not await claim(conn, CONSUMER, str(submission.event_id)):
+        item = await store.begin_item(conn, CONSUMER, submission)
+        if item is store.Item.DUPLICATE:
             log.info("submission_duplicate", item_id=submission.item_id)
             return
-        if not await store.advance_item(conn, submission):
+        if item is store.Item.OUTDATED:
             log.info(
                 "submission_outdated",
                 item_id=submission.item_id,
                 updated_at=submission.updated_at.isoformat(),
             )
             return
-        previous = await store.load_answers(conn, submission.portal.key, submission.item_id)
+        previous = (
+            await store.load_answers(conn, submission.portal.key, submission.item_id)
+            if item is store.Item.NEWER
+            else {}
+        )
         try:
             change = reconcile(submission, previous)
         except SubmissionError as exc:
             raise PermanentError(str(exc)) from None
-        await store.remember_names(conn, submission)
-        await store.save_answers(conn, change.rows)
-        await store.apply_rollup(conn, change.rollup)
-        await enqueue(conn, change.events)
+        await store.write_change(conn, submission, change)
     log.info(
         "submission_scored",
         item_id=submission.item_id,

@@ -1,22 +1,26 @@
 """PostgreSQL persistence of scored answers (migrations 0200, 0202): every function runs inside the
-caller's transaction, so answers, rollup, names, outbox and `claim()` commit together.
+caller's transaction, so the claim, the item's version, answers, rollups, names and outbox commit
+together. A submission is three statements: `begin_item`, `load_answers` (only for a newer
+version of a stored item) and `write_change`.
 
-Locks are always taken in one order (the item, then names, then rollup cells sorted by key) so that
-concurrent submissions never deadlock.
+Locks are always taken in one order (the item, then names, then answers and rollup cells, each
+sorted by key) so that concurrent submissions never deadlock.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import dataclasses
+import enum
+import json
 from typing import Any
 
 import asyncpg
 from asyncpg.pool import PoolConnectionProxy
 
-from services.scoring.answers import AnswerRow, RollupKey
+from services.scoring.answers import AnswerRow, Change, RollupKey
 from services.scoring.nps import NpsAggregate
-from services.scoring.periods import bucket_start
 from shared.events import FormSubmitted
+from shared.outbox import events_params, queue_all
 
 Conn = asyncpg.Connection | PoolConnectionProxy
 
@@ -44,51 +48,61 @@ ANSWER_COLUMNS = (
     "revision",
     "source_event_id",
 )
-# Both statements are built only from the constant column names above (S608 does not apply).
-_UPSERT_ANSWER = (
-    f"INSERT INTO scoring_answers ({', '.join(ANSWER_COLUMNS)})"  # noqa: S608
-    f" VALUES ({', '.join(f'${n}' for n in range(1, len(ANSWER_COLUMNS) + 1))})"
-    " ON CONFLICT (answer_id) DO UPDATE SET "
-    + ", ".join(f"{column} = EXCLUDED.{column}" for column in ANSWER_COLUMNS[1:])
-)
+# Built only from the constant column names above (S608 does not apply).
 _SELECT_ANSWERS = (
     f"SELECT {', '.join(ANSWER_COLUMNS)} FROM scoring_answers"  # noqa: S608
     " WHERE portal = $1 AND item_id = $2"
 )
 
 
-async def advance_item(conn: Conn, submission: FormSubmitted) -> bool:
-    """Lock the survey item and record this version; False when it is not newer than the stored one.
+class Item(enum.Enum):
+    """What `begin_item` found."""
 
-    An equal `updated_at` is the same version (a webhook and the catch-up sweep can both submit it).
+    DUPLICATE = "duplicate"
+    """This message was handled before (a redelivery)."""
+    OUTDATED = "outdated"
+    """The stored version of the item is this one or newer."""
+    NEW = "new"
+    """The item's first version: it has no stored answers."""
+    NEWER = "newer"
+    """A newer version of a stored item."""
+
+
+_BEGIN_ITEM = """
+WITH claimed AS (
+    INSERT INTO processed_messages (consumer, message_id) VALUES ($1, $2)
+    ON CONFLICT DO NOTHING RETURNING 1),
+item AS (
+    INSERT INTO scoring_items AS i (portal, item_id, updated_at, event_id)
+    SELECT $3, $4, $5, $2 FROM claimed
+    ON CONFLICT (portal, item_id) DO UPDATE
+        SET updated_at = EXCLUDED.updated_at, event_id = EXCLUDED.event_id, applied_at = now()
+        WHERE i.updated_at < EXCLUDED.updated_at
+    RETURNING xmax = 0 AS inserted)
+SELECT EXISTS (SELECT 1 FROM claimed) AS claimed, (SELECT inserted FROM item) AS inserted"""
+
+
+async def begin_item(conn: Conn, consumer: str, submission: FormSubmitted) -> Item:
+    """Claim the message for `consumer` and record this version of the survey item, locking it
+    until the transaction ends, in one statement.
+
+    An equal `updated_at` is the same version (a webhook and the catch-up sweep can both submit
+    it). A newer version's stored answers are read after this (`load_answers`), under the lock.
     """
-    portal, item_id = submission.portal.key, submission.item_id
-    inserted = await conn.fetchval(
-        """INSERT INTO scoring_items (portal, item_id, updated_at, event_id)
-           VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING RETURNING true""",
-        portal,
-        item_id,
-        submission.updated_at,
+    row = await conn.fetchrow(
+        _BEGIN_ITEM,
+        consumer,
         submission.event_id,
-    )
-    if inserted:
-        return True
-    stored = await conn.fetchval(
-        "SELECT updated_at FROM scoring_items WHERE portal = $1 AND item_id = $2 FOR UPDATE",
-        portal,
-        item_id,
-    )
-    if stored >= submission.updated_at:
-        return False
-    await conn.execute(
-        """UPDATE scoring_items SET updated_at = $3, event_id = $4, applied_at = now()
-           WHERE portal = $1 AND item_id = $2""",
-        portal,
-        item_id,
+        submission.portal.key,
+        submission.item_id,
         submission.updated_at,
-        submission.event_id,
     )
-    return True
+    assert row is not None
+    if not row["claimed"]:
+        return Item.DUPLICATE
+    if row["inserted"] is None:
+        return Item.OUTDATED
+    return Item.NEW if row["inserted"] else Item.NEWER
 
 
 async def load_answers(conn: Conn, portal: str, item_id: int) -> dict[str, AnswerRow]:
@@ -103,111 +117,104 @@ async def load_answers(conn: Conn, portal: str, item_id: int) -> dict[str, Answe
     }
 
 
-async def save_answers(conn: Conn, rows: list[AnswerRow]) -> None:
-    """Insert or replace answer rows."""
-    await conn.executemany(
-        _UPSERT_ANSWER,
-        [
-            tuple(
-                row.current if column == "is_current" else getattr(row, column)
-                for column in ANSWER_COLUMNS
-            )
-            for row in sorted(rows, key=lambda r: r.answer_id)
-        ],
-    )
-
-
-async def remember_names(conn: Conn, submission: FormSubmitted) -> None:
-    """Keep the latest segment and product names; rows are only touched when a name changed."""
-    portal = submission.portal.key
-    segment = await conn.fetchrow(
-        "SELECT name, kind FROM scoring_segments WHERE portal = $1 AND category_id = $2",
-        portal,
-        submission.category_id,
-    )
-    if segment is None or (segment["name"], segment["kind"]) != (
-        submission.segment,
-        submission.kind,
-    ):
-        await conn.execute(
-            """INSERT INTO scoring_segments (portal, category_id, name, kind)
-               VALUES ($1, $2, $3, $4) ON CONFLICT (portal, category_id)
-               DO UPDATE SET name = EXCLUDED.name, kind = EXCLUDED.kind""",
-            portal,
-            submission.category_id,
-            submission.segment,
-            submission.kind,
-        )
-    wanted = {answer.sku: answer.name for answer in submission.answers}
-    known = await conn.fetch(
-        "SELECT sku, name FROM scoring_products WHERE portal = $1 AND sku = ANY($2::text[])",
-        portal,
-        list(wanted),
-    )
-    await _save_products(conn, portal, wanted, {row["sku"]: row["name"] for row in known})
-
-
-async def _save_products(
-    conn: Conn, portal: str, wanted: Mapping[str, str], known: Mapping[str, str]
-) -> None:
-    changed = sorted((sku, name) for sku, name in wanted.items() if known.get(sku) != name)
-    if not changed:
-        return
-    await conn.executemany(
-        """INSERT INTO scoring_products (portal, sku, name) VALUES ($1, $2, $3)
-           ON CONFLICT (portal, sku) DO UPDATE SET name = EXCLUDED.name""",
-        [(portal, sku, name) for sku, name in changed],
-    )
-
-
-def _upsert(table: str, keys: tuple[str, ...]) -> str:
-    """Add a cell's counts to a rollup row (created at zero when missing)."""
+def _rollup(table: str, keys: tuple[str, ...], key_values: tuple[str, ...]) -> str:
+    """CTE adding the cells of `delta` to a rollup, `keys` computed as `key_values`: rows are
+    created at zero when missing, cells that sum to zero are left out, and rows are locked in key
+    order so that concurrent submissions never deadlock."""
     columns = (*keys, "promoters", "passives", "detractors", "score_sum")
-    values = ", ".join(f"${i}" for i in range(1, len(columns) + 1))
-    return f"""
-    INSERT INTO {table} AS r ({", ".join(columns)}) VALUES ({values})
+    by = ", ".join(str(n) for n in range(1, len(keys) + 1))
+    return f"""{table} AS (
+    INSERT INTO {table} AS r ({", ".join(columns)})
+    SELECT {", ".join(key_values)}, sum(promoters), sum(passives), sum(detractors), sum(score_sum)
+    FROM delta GROUP BY {by}
+    HAVING (sum(promoters), sum(passives), sum(detractors), sum(score_sum)) <> (0, 0, 0, 0)
+    ORDER BY {by}
     ON CONFLICT ({", ".join(keys)}) DO UPDATE SET
         promoters = r.promoters + EXCLUDED.promoters,
         passives = r.passives + EXCLUDED.passives,
         detractors = r.detractors + EXCLUDED.detractors,
-        score_sum = r.score_sum + EXCLUDED.score_sum"""  # noqa: S608 - names are module constants
+        score_sum = r.score_sum + EXCLUDED.score_sum)"""  # noqa: S608 - names are constants
 
 
 _KEY = ("portal", "category_id", "sku")
-_UPSERT_DAILY = _upsert("scoring_daily", (*_KEY, "day"))
-_UPSERT_MANAGER_MONTHLY = _upsert("scoring_manager_monthly", (*_KEY, "responsible_id", "month"))
-_UPSERT_MANAGER_WEEKLY = _upsert("scoring_manager_weekly", (*_KEY, "responsible_id", "week"))
+_MONTH = "date_trunc('month', day::timestamp)::date"
+_WEEK = "date_trunc('week', day::timestamp)::date"
+_COLUMNS = ", ".join(ANSWER_COLUMNS)
+_ROLLUPS = ",\n".join(
+    (
+        _rollup("scoring_daily", (*_KEY, "day"), (*_KEY, "day")),
+        _rollup(
+            "scoring_manager_monthly",
+            (*_KEY, "responsible_id", "month"),
+            (*_KEY, "responsible_id", _MONTH),
+        ),
+        _rollup(
+            "scoring_manager_weekly",
+            (*_KEY, "responsible_id", "week"),
+            (*_KEY, "responsible_id", _WEEK),
+        ),
+    )
+)
+
+# Built only from the constant names above (S608 does not apply). $1-$4 the segment, $5-$6 the
+# products, $7 the answer rows, $8 the rollup delta (JSON), $9-$12 the events (`queue_all`).
+_WRITE = f"""
+WITH segment AS (
+    INSERT INTO scoring_segments (portal, category_id, name, kind)
+    SELECT $1, $2, $3, $4 WHERE NOT EXISTS (
+        SELECT 1 FROM scoring_segments
+        WHERE portal = $1 AND category_id = $2 AND name = $3 AND kind = $4)
+    ON CONFLICT (portal, category_id) DO UPDATE SET name = EXCLUDED.name, kind = EXCLUDED.kind),
+products AS (
+    INSERT INTO scoring_products (portal, sku, name)
+    SELECT $1, p.sku, p.name FROM unnest($5::text[], $6::text[]) AS p (sku, name)
+    WHERE NOT EXISTS (
+        SELECT 1 FROM scoring_products k WHERE k.portal = $1 AND k.sku = p.sku AND k.name = p.name)
+    ORDER BY p.sku
+    ON CONFLICT (portal, sku) DO UPDATE SET name = EXCLUDED.name),
+answers AS (
+    INSERT INTO scoring_answers ({_COLUMNS})
+    SELECT {_COLUMNS} FROM jsonb_populate_recordset(NULL::scoring_answers, $7::jsonb)
+    ORDER BY answer_id
+    ON CONFLICT (answer_id) DO UPDATE SET
+    {", ".join(f"{column} = EXCLUDED.{column}" for column in ANSWER_COLUMNS[1:])}),
+delta AS (
+    SELECT * FROM jsonb_to_recordset($8::jsonb) AS d (
+        portal text, category_id integer, sku text, responsible_id bigint, day date,
+        promoters integer, passives integer, detractors integer, score_sum bigint)),
+{_ROLLUPS},
+{queue_all(9)}
+SELECT 1"""  # noqa: S608
 
 
-def _rows(cells: dict[tuple[Any, ...], NpsAggregate]) -> list[tuple[Any, ...]]:
-    """Upsert arguments in key order (so concurrent writers never deadlock), zero cells left out."""
-    return [
-        (*key, value.promoters, value.passives, value.detractors, value.score_sum)
-        for key, value in sorted(cells.items())
-        if value != NpsAggregate()
-    ]
+def _answer(row: AnswerRow) -> dict[str, Any]:
+    return {
+        column: row.current if column == "is_current" else getattr(row, column)
+        for column in ANSWER_COLUMNS
+    }
 
 
-async def apply_rollup(conn: Conn, delta: Mapping[RollupKey, NpsAggregate]) -> None:
-    """Add `delta` (cells of the finest grain) to the daily, manager-monthly and manager-weekly
-    rollups (always in that table order, each in key order)."""
-    daily: dict[tuple[Any, ...], NpsAggregate] = {}
-    monthly: dict[tuple[Any, ...], NpsAggregate] = {}
-    weekly: dict[tuple[Any, ...], NpsAggregate] = {}
-    for key, value in delta.items():
-        product = (key.portal, key.category_id, key.sku)
-        day_key = (*product, key.day)
-        month_key = (*product, key.responsible_id, bucket_start(key.day, "month"))
-        week_key = (*product, key.responsible_id, bucket_start(key.day, "week"))
-        daily[day_key] = daily.get(day_key, NpsAggregate()) + value
-        monthly[month_key] = monthly.get(month_key, NpsAggregate()) + value
-        weekly[week_key] = weekly.get(week_key, NpsAggregate()) + value
-    if rows := _rows(daily):
-        await conn.executemany(_UPSERT_DAILY, rows)
-    if rows := _rows(monthly):
-        await conn.executemany(_UPSERT_MANAGER_MONTHLY, rows)
-    if rows := _rows(weekly):
-        await conn.executemany(_UPSERT_MANAGER_WEEKLY, rows)
+def _cell(key: RollupKey, value: NpsAggregate) -> dict[str, Any]:
+    return {**dataclasses.asdict(key), **dataclasses.asdict(value)}
+
+
+async def write_change(conn: Conn, submission: FormSubmitted, change: Change) -> None:
+    """Store what `submission` changes, in one statement: the latest segment and product names
+    (rows are only touched when a name changed), the answer rows, the daily, manager-monthly and
+    manager-weekly rollups (`change.rollup` summed into each) and the `nps.scored` events."""
+    names = {answer.sku: answer.name for answer in submission.answers}
+    await conn.execute(
+        _WRITE,
+        submission.portal.key,
+        submission.category_id,
+        submission.segment,
+        submission.kind,
+        list(names),
+        list(names.values()),
+        json.dumps([_answer(row) for row in change.rows], default=str),
+        json.dumps([_cell(k, v) for k, v in change.rollup.items()], default=str),
+        *events_params(change.events),
+    )
 
 
 def _rebuild(table: str, keys: tuple[str, ...], key_values: tuple[str, ...]) -> str:
@@ -231,12 +238,12 @@ _REBUILDS = (
     _rebuild(
         "scoring_manager_monthly",
         (*_KEY, "responsible_id", "month"),
-        (*_MANAGER, "date_trunc('month', day::timestamp)::date"),
+        (*_MANAGER, _MONTH),
     ),
     _rebuild(
         "scoring_manager_weekly",
         (*_KEY, "responsible_id", "week"),
-        (*_MANAGER, "date_trunc('week', day::timestamp)::date"),
+        (*_MANAGER, _WEEK),
     ),
 )
 

@@ -3,14 +3,30 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import AsyncIterator
 
 import asyncpg
+import pytest
 from aio_pika.abc import AbstractChannel
 
+from services.ops.scratch import scratch_database, scratch_name
+from shared.db import create_pool
 from shared.events import PortalRef, WebhookReceived
 from shared.messaging import make_broker
 from shared.outbox import OutboxRelay, enqueue
 from tests.support import capture
+
+
+@pytest.fixture(scope="module")
+async def pool(pg_server: str) -> AsyncIterator[asyncpg.Pool]:
+    """An outbox of this module's own: rows other tests leave in the session's database would
+    fill the relay's batch before the rows these tests look for."""
+    async with scratch_database(pg_server, scratch_name("outbox")) as dsn:
+        pool = await create_pool(dsn, max_size=4)
+        try:
+            yield pool
+        finally:
+            await pool.close()
 
 
 def _event(item_id: int) -> WebhookReceived:
