@@ -116,19 +116,6 @@ async def transaction(pool: asyncpg.Pool) -> AsyncIterator[PoolConnectionProxy]:
         committed(conn)
 
 
-async def claim(
-    conn: asyncpg.Connection | PoolConnectionProxy, consumer: str, message_id: str
-) -> bool:
-    """Record that `consumer` handles `message_id`; False when it already did (a redelivery)."""
-    row = await conn.fetchval(
-        """INSERT INTO processed_messages (consumer, message_id) VALUES ($1, $2::uuid)
-           ON CONFLICT DO NOTHING RETURNING 1""",
-        consumer,
-        message_id,
-    )
-    return row is not None
-
-
 class OutboxRelay:
     """Publishes pending outbox rows, a batch at a time with the confirms awaited together."""
 
