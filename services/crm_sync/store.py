@@ -7,9 +7,10 @@ strings); SQL NULL means "no value".
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
@@ -18,7 +19,7 @@ from asyncpg.pool import PoolConnectionProxy
 
 from services.crm_sync.policy import LedgerEntry, Repair, Version, Write
 from shared.events import CrmWritten, RouteAction
-from shared.outbox import committed, enqueue
+from shared.outbox import committed, events_params, queue_all
 
 Conn = asyncpg.Connection | PoolConnectionProxy
 ContactKey = tuple[str, int]
@@ -108,23 +109,29 @@ async def begin_actions(conn: Conn, actions: Sequence[RouteAction]) -> dict[str,
 
 
 async def begin_attempt(conn: Conn, action: RouteAction) -> ActionRow:
-    """Register `action` and count one more attempt (committed before any call is made); the
-    row's `attempts` is the number made before this one. A done action is returned as is."""
-    async with conn.transaction():
-        await begin_actions(conn, [action])
-        row = await conn.fetchrow(
-            """UPDATE crm_actions SET attempts = attempts + 1, updated_at = now()
-               WHERE action_id = $1 AND state = 'pending'
-               RETURNING action_id, state, attempts, intent, repairs, outcome, details""",
-            action.action_id,
-        )
-        if row is not None:
-            return _action_row(row, attempts=row["attempts"] - 1)
-        done = await conn.fetchrow(
-            """SELECT action_id, state, attempts, intent, repairs, outcome, details
-               FROM crm_actions WHERE action_id = $1""",
-            action.action_id,
-        )
+    """Register `action` and count one more attempt, in one statement (committed before any call
+    is made); the row's `attempts` is the number made before this one. A done action is returned
+    as is."""
+    answer = action.answer
+    row = await conn.fetchrow(
+        """INSERT INTO crm_actions AS a (action_id, portal, action, answer_id, contact_id, attempts)
+           VALUES ($1, $2, $3, $4, $5, 1)
+           ON CONFLICT (action_id) DO UPDATE SET attempts = a.attempts + 1, updated_at = now()
+               WHERE a.state = 'pending'
+           RETURNING action_id, state, attempts, intent, repairs, outcome, details""",
+        action.action_id,
+        answer.portal.key,
+        action.action,
+        answer.answer_id,
+        answer.contact_id,
+    )
+    if row is not None:
+        return _action_row(row, attempts=row["attempts"] - 1)
+    done = await conn.fetchrow(
+        """SELECT action_id, state, attempts, intent, repairs, outcome, details
+           FROM crm_actions WHERE action_id = $1""",
+        action.action_id,
+    )
     assert done is not None
     return _action_row(done)
 
@@ -231,10 +238,12 @@ class Changes:
 
 
 async def record(conn: Conn, changes: Changes) -> None:
-    """Apply `changes` atomically (the caller's transaction, or a new one)."""
+    """Apply `changes` atomically (the caller's transaction, or a new one; none is needed when
+    there are only completions: they are one statement)."""
     if not changes:
         return
-    async with conn.transaction():
+    only_completions = not replace(changes, completions=[])
+    async with contextlib.nullcontext() if only_completions else conn.transaction():
         if changes.audit:
             await conn.executemany(
                 """INSERT INTO crm_contact_writes (portal, contact_id, field, before_value,
@@ -321,20 +330,34 @@ async def record(conn: Conn, changes: Changes) -> None:
                 ],
             )
         if changes.completions:
-            await conn.executemany(
-                """UPDATE crm_actions
-                   SET state = 'done', outcome = $2, entity_type = $3, entity_id = $4,
-                       details = $5::jsonb, intent = NULL, repairs = NULL, last_error = NULL,
-                       done_at = now(), updated_at = now()
-                   WHERE action_id = $1 AND state = 'pending'""",
-                [
-                    (e.action_id, e.outcome, e.entity_type, e.entity_id, _dump(e.details))
-                    for e in changes.completions
-                ],
-            )
-            await enqueue(conn, changes.completions)
+            await conn.execute(_COMPLETE, *_completion_params(changes.completions))
     if changes.completions:
         committed(conn)
+
+
+# Actions done and their `crm.written` events queued, in one statement ($6-$9: `queue_all`).
+_COMPLETE = f"""
+WITH done AS (
+    UPDATE crm_actions a
+    SET state = 'done', outcome = c.outcome, entity_type = c.entity_type, entity_id = c.entity_id,
+        details = c.details, intent = NULL, repairs = NULL, last_error = NULL, done_at = now(),
+        updated_at = now()
+    FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::jsonb[])
+        AS c (action_id, outcome, entity_type, entity_id, details)
+    WHERE a.action_id = c.action_id AND a.state = 'pending'),
+{queue_all(6)}
+SELECT 1"""  # noqa: S608 - parameters only, no values
+
+
+def _completion_params(events: Sequence[CrmWritten]) -> tuple[list[Any], ...]:
+    return (
+        [e.action_id for e in events],
+        [e.outcome for e in events],
+        [e.entity_type for e in events],
+        [e.entity_id for e in events],
+        [_dump(e.details) for e in events],
+        *events_params(events),
+    )
 
 
 # --- cross-process locks on contacts --------------------------------------------------------
