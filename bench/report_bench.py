@@ -29,6 +29,7 @@ from services.scoring.report import ReportQuery, run_report
 from services.scoring.store import ANSWER_COLUMNS, rebuild_rollups
 from shared.db import create_pool, migrate
 from shared.events import FormSubmitted
+from shared.logging import configure_logging
 
 ANSWERS = int(os.environ.get("BENCH_REPORT_ANSWERS", "1000000"))
 DATABASE_URL = os.environ.get("DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/nps")
@@ -227,6 +228,7 @@ async def run(count: int = ANSWERS) -> None:
 
 
 def main() -> None:
+    configure_logging("warning")  # a line per scored submission is not part of the report
     asyncio.run(run())
 
 
