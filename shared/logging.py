@@ -72,10 +72,12 @@ def configure_logging(
     structlog.contextvars.clear_contextvars()
     if service:
         structlog.contextvars.bind_contextvars(service=service)
-    # Libraries that log through the standard library (aio-pika, uvicorn) stay quiet below warnings.
-    logging.basicConfig(
-        level=logging.WARNING, stream=sys.stderr, format="%(name)s %(levelname)s %(message)s"
-    )
+    # Libraries that log through the standard library (aio-pika, uvicorn) stay quiet below
+    # warnings, even one that sets its own logger to DEBUG: the handler has the level too.
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setLevel(logging.WARNING)
+    handler.setFormatter(logging.Formatter("%(name)s %(levelname)s %(message)s"))
+    logging.basicConfig(level=logging.WARNING, handlers=[handler])
 
 
 def bind_message_context(**values: Any) -> None:
