@@ -31,7 +31,11 @@ def main(argv: list[str]) -> int:
         module = importlib.import_module(f"bench.{name}_bench")
         print(f"\n## {name}")
         started = time.perf_counter()
-        module.main()
+        try:
+            module.main()
+        except KeyboardInterrupt:
+            print(f"\n{name}: interrupted; what it started is stopped and its scratch data dropped")
+            return 130
         print(f"({name}: {time.perf_counter() - started:.1f} s)")
     return 0
 

@@ -16,18 +16,18 @@ import random
 import statistics
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 
+from services.ops import scratch
 from services.scoring.handlers import score_submission
 from services.scoring.nps import categorize
 from services.scoring.report import ReportQuery, run_report
 from services.scoring.store import ANSWER_COLUMNS, rebuild_rollups
-from shared.db import create_pool, migrate
+from shared.db import create_pool
 from shared.events import FormSubmitted
 from shared.logging import configure_logging
 
@@ -72,24 +72,9 @@ SHAPES: list[tuple[str, dict[str, Any]]] = [
 ]
 
 
-def _with_database(dsn: str, name: str) -> str:
-    return urlunsplit(urlsplit(dsn)._replace(path=f"/{name}"))
-
-
-@contextlib.asynccontextmanager
-async def scratch_database() -> AsyncIterator[str]:
+def scratch_database() -> contextlib.AbstractAsyncContextManager[str]:
     """A new, migrated database of its own on `DATABASE_URL` (yields its DSN), dropped after."""
-    name = f"nps_bench_{uuid.uuid4().hex[:8]}"
-    dsn = _with_database(DATABASE_URL, name)
-    await migrate(dsn)
-    try:
-        yield dsn
-    finally:
-        admin = await asyncpg.connect(_with_database(DATABASE_URL, "postgres"))
-        try:
-            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        finally:
-            await admin.close()
+    return scratch.scratch_database(DATABASE_URL, scratch.scratch_name("bench_report"))
 
 
 def _answers(count: int, seed: int = 24) -> Iterator[tuple[Any, ...]]:

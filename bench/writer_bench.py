@@ -30,7 +30,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import uvicorn
@@ -39,13 +38,14 @@ from fast_bitrix24 import BitrixAsync
 from services.crm_sync.coalescer import CommandCoalescer
 from services.crm_sync.contacts import ContactWriter, contact_fields_for
 from services.crm_sync.policy import plan_patch
+from services.ops import scratch
 from services.sandbox.app import create_app
 from services.sandbox.limits import Limits
 from services.sandbox.methods import CONTACT
 from services.sandbox.portal import QUERY_LIMIT_EXCEEDED, SandboxPortal
 from services.sandbox.seed import seed_demo
 from shared.bitrix24 import Bitrix24Client, PgRateBudget, portal_key
-from shared.db import create_pool, migrate
+from shared.db import create_pool
 from shared.events import CrmWritten, PortalRef, RouteAction, ScoredAnswer
 from shared.portal_config import PortalConfig, Rate, load_portal_config
 
@@ -124,20 +124,13 @@ async def sandbox_server(portal: SandboxPortal) -> AsyncIterator[str]:
 
 @contextlib.asynccontextmanager
 async def scratch_database() -> AsyncIterator[asyncpg.Pool]:
-    name = f"nps_bench_{uuid.uuid4().hex[:10]}"
-    parts = urlsplit(DATABASE_URL)
-    dsn = urlunsplit(parts._replace(path=f"/{name}"))
-    await migrate(dsn)
-    pool = await create_pool(dsn, max_size=10)
-    try:
-        yield pool
-    finally:
-        await pool.close()
-        admin = await asyncpg.connect(urlunsplit(parts._replace(path="/postgres")))
+    """A pool on a new, migrated database of its own on `DATABASE_URL`, dropped after."""
+    async with scratch.scratch_database(DATABASE_URL, scratch.scratch_name("bench_writer")) as dsn:
+        pool = await create_pool(dsn, max_size=10)
         try:
-            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            yield pool
         finally:
-            await admin.close()
+            await pool.close()
 
 
 def _action(portal_ref: PortalRef, contact_id: int, now: datetime) -> RouteAction:
