@@ -31,58 +31,61 @@ async def measure(messages: int = MESSAGES, hops: int = HOPS) -> float:
             prefix, aio_pika.ExchangeType.DIRECT, auto_delete=True
         )
         queues = []
-        for hop in range(hops + 1):
-            queue = await channel.declare_queue(
-                f"{prefix}.{hop}", durable=True, arguments={"x-queue-type": "quorum"}
-            )
-            await queue.bind(exchange, routing_key=str(hop))
-            queues.append(queue)
-        done = asyncio.Event()
-        arrived = 0
-
-        def forwarder(hop: int) -> Callable[[AbstractIncomingMessage], Awaitable[None]]:
-            async def on_message(message: AbstractIncomingMessage) -> None:
-                await exchange.publish(
-                    aio_pika.Message(
-                        message.body,
-                        delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-                        message_id=message.message_id,
-                    ),
-                    routing_key=str(hop + 1),
+        try:
+            for hop in range(hops + 1):
+                queue = await channel.declare_queue(
+                    f"{prefix}.{hop}", durable=True, arguments={"x-queue-type": "quorum"}
                 )
+                await queue.bind(exchange, routing_key=str(hop))
+                queues.append(queue)
+            done = asyncio.Event()
+            arrived = 0
+
+            def forwarder(hop: int) -> Callable[[AbstractIncomingMessage], Awaitable[None]]:
+                async def on_message(message: AbstractIncomingMessage) -> None:
+                    await exchange.publish(
+                        aio_pika.Message(
+                            message.body,
+                            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+                            message_id=message.message_id,
+                        ),
+                        routing_key=str(hop + 1),
+                    )
+                    await message.ack()
+
+                return on_message
+
+            async def sink(message: AbstractIncomingMessage) -> None:
+                nonlocal arrived
                 await message.ack()
+                arrived += 1
+                if arrived >= messages:
+                    done.set()
 
-            return on_message
-
-        async def sink(message: AbstractIncomingMessage) -> None:
-            nonlocal arrived
-            await message.ack()
-            arrived += 1
-            if arrived >= messages:
-                done.set()
-
-        tags = [await queues[hop].consume(forwarder(hop)) for hop in range(hops)]
-        tags.append(await queues[hops].consume(sink))
-        body = json.dumps({"score": 9, "padding": "x" * 400}).encode()
-        started = time.perf_counter()
-        await asyncio.gather(
-            *(
-                exchange.publish(
-                    aio_pika.Message(
-                        body,
-                        delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-                        message_id=str(i),
-                    ),
-                    routing_key="0",
+            tags = [await queues[hop].consume(forwarder(hop)) for hop in range(hops)]
+            tags.append(await queues[hops].consume(sink))
+            body = json.dumps({"score": 9, "padding": "x" * 400}).encode()
+            started = time.perf_counter()
+            await asyncio.gather(
+                *(
+                    exchange.publish(
+                        aio_pika.Message(
+                            body,
+                            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+                            message_id=str(i),
+                        ),
+                        routing_key="0",
+                    )
+                    for i in range(messages)
                 )
-                for i in range(messages)
             )
-        )
-        await asyncio.wait_for(done.wait(), timeout=600)
-        elapsed = time.perf_counter() - started
-        for queue, tag in zip(queues, tags, strict=True):
-            await queue.cancel(tag)
-            await queue.delete(if_unused=False, if_empty=False)
+            await asyncio.wait_for(done.wait(), timeout=600)
+            elapsed = time.perf_counter() - started
+            for queue, tag in zip(queues, tags, strict=True):
+                await queue.cancel(tag)
+        finally:  # also when interrupted: no queue is left behind
+            for queue in queues:
+                await queue.delete(if_unused=False, if_empty=False)
     return messages / elapsed
 
 
