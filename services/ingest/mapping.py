@@ -252,7 +252,8 @@ def _comment(item: Mapping[str, Any], field: str | None) -> str | None:
         raw = "\n".join(str(part) for part in raw if not _is_empty(part))
     if _is_empty(raw):
         return None
-    text = str(raw).strip()
+    # PostgreSQL stores no NUL in text or jsonb: a comment with one would fail every service.
+    text = str(raw).replace("\x00", "").strip()
     return text or None
 
 

@@ -73,6 +73,22 @@ def test_equipment_item_maps_to_one_answer_with_everything() -> None:
 
 
 @pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("  Works well  ", "Works well"),
+        ("Broke\x00 down", "Broke down"),
+        ("\x00", None),
+        (["first", "", "second"], "first\nsecond"),
+        ("   ", None),
+    ],
+)
+def test_comment_is_trimmed_and_holds_no_nul(raw: object, expected: str | None) -> None:
+    answer = map_item(item(UF_CRM_5_COMMENT=raw), CONFIG, {})
+    assert not isinstance(answer, NotASurvey)
+    assert answer.comment == expected
+
+
+@pytest.mark.parametrize(
     ("flag", "expected"),
     [
         ("Y", True),
