@@ -14,7 +14,7 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 Kind = Literal["cosmetics", "equipment"]
 Category = Literal["promoter", "passive", "detractor"]
@@ -112,8 +112,8 @@ class FormSubmitted(Event):
     responsible_id: int | None = None
     comment: str | None = None
     service_request: bool = False
-    submitted_at: datetime
-    updated_at: datetime
+    submitted_at: AwareDatetime
+    updated_at: AwareDatetime
     answers: list[ProductAnswer]
 
 
@@ -138,8 +138,8 @@ class ScoredAnswer(BaseModel):
     service_request: bool = False
     contact_id: int | None = None
     responsible_id: int | None = None
-    submitted_at: datetime
-    updated_at: datetime
+    submitted_at: AwareDatetime
+    updated_at: AwareDatetime
 
 
 class NpsScored(Event):

@@ -7,6 +7,7 @@ from datetime import date, datetime
 from typing import Any
 
 import pytest
+from pydantic import ValidationError
 
 from services.scoring.answers import (
     NO_MANAGER,
@@ -272,3 +273,15 @@ def test_skipped_row_cannot_be_published() -> None:
 def test_submission_event_id_is_the_source_of_every_row() -> None:
     submission = make_submission(("SERUM", 1), event_id=uuid.UUID(int=7))
     assert {row.source_event_id for row in reconcile(submission, {}).rows} == {uuid.UUID(int=7)}
+
+
+@pytest.mark.parametrize("field", ["submitted_at", "updated_at"])
+def test_submission_times_must_carry_their_offset(field: str) -> None:
+    """The answer's day is the portal's local day: a time without an offset has none."""
+    with pytest.raises(ValidationError) as caught:
+        FormSubmitted.model_validate(
+            make_submission(("A", 9)).model_dump(mode="json") | {field: "2024-03-05T10:00:00"}
+        )
+    (error,) = caught.value.errors()
+    assert error["loc"] == (field,)
+    assert error["type"] == "timezone_aware"
