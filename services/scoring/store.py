@@ -3,8 +3,11 @@ caller's transaction, so the claim, the item's version, answers, rollups, names 
 together. A submission is three statements: `begin_item`, `load_answers` (only for a newer
 version of a stored item) and `write_change`.
 
-Locks are always taken in one order (the item, then names, then answers and rollup cells, each
-sorted by key) so that concurrent submissions never deadlock.
+Every submission takes its locks in the same order, so concurrent submissions never deadlock: the
+item first, then the rows `write_change` touches. The parts of that one statement run in an order
+fixed by its plan (the same for every submission), and each part takes its rows sorted by key. A
+deadlock with a replica of an earlier release during a rolling deploy (it took its locks in
+another order) is retried like any transient error.
 """
 
 from __future__ import annotations
