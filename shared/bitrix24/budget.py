@@ -300,17 +300,16 @@ class MemoryRateBudget(RateBudget):
 
 
 # In every statement, $1 is the portal and $2 the time to use: NULL means the database's clock,
-# so that processes on different hosts agree. _TAKE is `drain()` in SQL ($3 the rate, $4 the slow
-# factor, $5 the capacity plus FIT_TOLERANCE).
-_TAKE = """
+# so that processes on different hosts agree. _DRAINED is `drain()` in SQL ($3 the rate, $4 the
+# slow factor); _TAKE counts a request when it fits ($5 the capacity plus FIT_TOLERANCE).
+_DRAINED = """greatest(0.0, b.level
+        - greatest(0.0, n.t - b.updated_at) * $3::float8
+        + greatest(0.0, least(n.t, b.slow_until) - b.updated_at) * $3::float8 * (1.0 - $4::float8)
+    ) AS drained"""
+_TAKE = f"""
 WITH n AS (SELECT coalesce($2::float8, extract(epoch FROM clock_timestamp())) AS t),
 cur AS (
-    SELECT b.portal, n.t, b.slow_until, b.updated_at,
-           greatest(0.0, b.level
-                    - greatest(0.0, n.t - b.updated_at) * $3::float8
-                    + greatest(0.0, least(n.t, b.slow_until) - b.updated_at)
-                      * $3::float8 * (1.0 - $4::float8)
-           ) AS drained
+    SELECT b.portal, n.t, b.slow_until, b.updated_at, {_DRAINED}
     FROM rate_buckets b, n
     WHERE b.portal = $1
     FOR UPDATE OF b
@@ -321,18 +320,13 @@ SET level = CASE WHEN cur.drained + 1 <= $5::float8 THEN cur.drained + 1 ELSE cu
 FROM cur
 WHERE b.portal = cur.portal
 RETURNING cur.drained, cur.t, cur.slow_until, cur.drained + 1 <= $5::float8 AS taken
-"""
-_LEVEL = """
+"""  # noqa: S608 - a constant fragment, no values
+_LEVEL = f"""
 WITH n AS (SELECT coalesce($2::float8, extract(epoch FROM clock_timestamp())) AS t)
-SELECT n.t, b.slow_until,
-       greatest(0.0, b.level
-                - greatest(0.0, n.t - b.updated_at) * $3::float8
-                + greatest(0.0, least(n.t, b.slow_until) - b.updated_at)
-                  * $3::float8 * (1.0 - $4::float8)
-       ) AS drained
+SELECT n.t, b.slow_until, {_DRAINED}
 FROM rate_buckets b, n
 WHERE b.portal = $1
-"""
+"""  # noqa: S608 - a constant fragment, no values
 _PENALISE = """
 WITH n AS (SELECT coalesce($2::float8, extract(epoch FROM clock_timestamp())) AS t)
 UPDATE rate_buckets
