@@ -31,10 +31,12 @@ _RUNNING: set[OutboxRelay] = set()
 """The relays running in this process (see `committed`)."""
 
 
-def _insert_all(first_param: int) -> str:
+def _insert(first_param: int, after: str | None = None) -> str:
     p = first_param
+    when = f"WHERE EXISTS (SELECT 1 FROM {after})" if after else ""  # noqa: S608 - a CTE name
     return f"""INSERT INTO outbox (message_id, routing_key, correlation_id, body)
         SELECT * FROM unnest(${p}::uuid[], ${p + 1}::text[], ${p + 2}::text[], ${p + 3}::jsonb[])
+        {when}
         ON CONFLICT (message_id) DO NOTHING"""  # noqa: S608 - parameters only, no values
 
 
@@ -48,17 +50,18 @@ def events_params(events: Sequence[Event]) -> tuple[list[object], ...]:
     )
 
 
-def queue_all(first_param: int) -> str:
+def queue_all(first_param: int, after: str | None = None) -> str:
     """SQL of a CTE `queued` that adds a list of events (in order) to the outbox, for statements
-    that do their work and queue its events in one go. Its four array parameters start at
-    `$first_param`; pass `events_params(events)` for them."""
-    return f"queued AS ({_insert_all(first_param)})"
+    that do their work and queue its events in one go; with `after`, only when the CTE of that
+    name returns a row. Its four array parameters start at `$first_param`; pass
+    `events_params(events)` for them."""
+    return f"queued AS ({_insert(first_param, after)})"
 
 
 async def enqueue(conn: asyncpg.Connection | PoolConnectionProxy, events: Sequence[Event]) -> None:
     """Add `events` to the outbox inside the caller's transaction (duplicates are ignored)."""
     if events:
-        await conn.execute(_insert_all(1), *events_params(events))
+        await conn.execute(_insert(1), *events_params(events))
 
 
 async def enqueue_with(
@@ -72,30 +75,14 @@ async def enqueue_with(
     round trip. False when it returned nothing (and nothing was queued). Outside a transaction
     the relays are woken at once."""
     queued = await conn.fetchval(
-        f"""WITH cause AS ({statement}), {queue_after("cause", len(args) + 1)}
+        f"""WITH cause AS ({statement}), {queue_all(len(args) + 1, after="cause")}
             SELECT EXISTS (SELECT 1 FROM cause)""",  # noqa: S608 - our own statement text
         *args,
-        *event_params(event),
+        *events_params([event]),
     )
     if queued:
         committed(conn)
     return bool(queued)
-
-
-def queue_after(cause: str, first_param: int) -> str:
-    """SQL of a CTE `queued` that adds one event to the outbox when the CTE `cause` returns a
-    row, for statements that do their work and queue its event in one go. Its four parameters
-    start at `$first_param`; pass `event_params(event)` for them."""
-    p = first_param
-    return f"""queued AS (
-        INSERT INTO outbox (message_id, routing_key, correlation_id, body)
-        SELECT ${p}::uuid, ${p + 1}, ${p + 2}, ${p + 3}::jsonb WHERE EXISTS (SELECT 1 FROM {cause})
-        ON CONFLICT (message_id) DO NOTHING)"""  # noqa: S608 - parameters only, no values
-
-
-def event_params(event: Event) -> tuple[object, ...]:
-    """The parameters of `queue_after`'s CTE for `event`."""
-    return (event.event_id, event.routing_key(), event.correlation_id, event.model_dump_json())
 
 
 def committed(conn: asyncpg.Connection | PoolConnectionProxy) -> None:

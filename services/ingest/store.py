@@ -16,7 +16,7 @@ from asyncpg.pool import PoolConnectionProxy
 
 from services.ingest.mapping import Answer
 from shared.events import FormSubmitted, PortalRef, WebhookReceived
-from shared.outbox import committed, enqueue_with, event_params, queue_after
+from shared.outbox import committed, enqueue_with, events_params, queue_all
 
 Conn = asyncpg.Connection | PoolConnectionProxy
 VersionOutcome = Literal["new", "duplicate", "stale", "redelivered"]
@@ -67,7 +67,7 @@ async def record_answer(
                 SELECT $3, $4, $5, $6, $7, $8
                 WHERE EXISTS (SELECT 1 FROM claimed) AND NOT EXISTS (SELECT 1 FROM newer)
                 ON CONFLICT DO NOTHING RETURNING 1),
-            {queue_after("version", 9)}
+            {queue_all(9, after="version")}
             SELECT CASE WHEN NOT EXISTS (SELECT 1 FROM claimed) THEN 'redelivered'
                         WHEN EXISTS (SELECT 1 FROM newer) THEN 'stale'
                         WHEN EXISTS (SELECT 1 FROM version) THEN 'new'
@@ -80,7 +80,7 @@ async def record_answer(
         answer.updated_at,
         answer.fingerprint(),
         form.event_id,
-        *event_params(form),
+        *events_params([form]),
     )
     if outcome == "new":
         committed(conn)
