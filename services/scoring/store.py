@@ -143,20 +143,16 @@ _KEY = ("portal", "category_id", "sku")
 _MONTH = "date_trunc('month', day::timestamp)::date"
 _WEEK = "date_trunc('week', day::timestamp)::date"
 _COLUMNS = ", ".join(ANSWER_COLUMNS)
+_MANAGER = "coalesce(responsible_id, 0)"
+_TABLES: tuple[tuple[str, tuple[str, ...], tuple[str, ...]], ...] = (
+    ("scoring_daily", ("day",), ("day",)),
+    ("scoring_manager_monthly", ("responsible_id", "month"), (_MANAGER, _MONTH)),
+    ("scoring_manager_weekly", ("responsible_id", "week"), (_MANAGER, _WEEK)),
+)
+"""Each rollup: its table, its key columns after the product's, and how they are computed from
+an answer (or a delta cell, whose `responsible_id` is never NULL)."""
 _ROLLUPS = ",\n".join(
-    (
-        _rollup("scoring_daily", (*_KEY, "day"), (*_KEY, "day")),
-        _rollup(
-            "scoring_manager_monthly",
-            (*_KEY, "responsible_id", "month"),
-            (*_KEY, "responsible_id", _MONTH),
-        ),
-        _rollup(
-            "scoring_manager_weekly",
-            (*_KEY, "responsible_id", "week"),
-            (*_KEY, "responsible_id", _WEEK),
-        ),
-    )
+    _rollup(table, (*_KEY, *keys), (*_KEY, *values)) for table, keys, values in _TABLES
 )
 
 # Built only from the constant names above (S608 does not apply). $1-$4 the segment, $5-$6 the
@@ -235,19 +231,8 @@ def _rebuild(table: str, keys: tuple[str, ...], key_values: tuple[str, ...]) -> 
     GROUP BY {", ".join(str(n) for n in range(1, len(keys) + 1))}"""  # noqa: S608 - constants
 
 
-_MANAGER = ("portal", "category_id", "sku", "coalesce(responsible_id, 0)")
-_REBUILDS = (
-    _rebuild("scoring_daily", (*_KEY, "day"), (*_KEY, "day")),
-    _rebuild(
-        "scoring_manager_monthly",
-        (*_KEY, "responsible_id", "month"),
-        (*_MANAGER, _MONTH),
-    ),
-    _rebuild(
-        "scoring_manager_weekly",
-        (*_KEY, "responsible_id", "week"),
-        (*_MANAGER, _WEEK),
-    ),
+_REBUILDS = tuple(
+    _rebuild(table, (*_KEY, *keys), (*_KEY, *values)) for table, keys, values in _TABLES
 )
 
 
