@@ -505,10 +505,15 @@ async def _post(http: KeepAlive, body: str) -> str:
     return str(outcome or f"HTTP {status}")
 
 
-def _cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds a process has used (/proc/<pid>/stat)."""
-    fields = Path(f"/proc/{pid}/stat").read_text(encoding="ascii").rsplit(")", 1)[1].split()
+def _stat_cpu(stat: str) -> float:
+    """User + system CPU seconds in the text of a /proc/<pid>/stat file."""
+    fields = stat.rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds a process has used."""
+    return _stat_cpu(Path(f"/proc/{pid}/stat").read_text(encoding="ascii"))
 
 
 SERVERS = {"postgres": "PostgreSQL", "beam.smp": "RabbitMQ"}
@@ -520,14 +525,12 @@ def _server_cpu() -> dict[str, float]:
     elsewhere). A connection's backend that ends within a measured window takes its share
     along, so differences of these sums are lower bounds."""
     used = dict.fromkeys(SERVERS.values(), 0.0)
-    tick = os.sysconf("SC_CLK_TCK")
     for stat in Path("/proc").glob("[0-9]*/stat"):
         with contextlib.suppress(OSError, ValueError, IndexError):
             text = stat.read_text(encoding="ascii", errors="replace")
             name = SERVERS.get(text[text.index("(") + 1 : text.rindex(")")])
             if name is not None:
-                fields = text.rsplit(")", 1)[1].split()
-                used[name] += (int(fields[11]) + int(fields[12])) / tick
+                used[name] += _stat_cpu(text)
     return used
 
 
