@@ -70,7 +70,7 @@ def _parse_since(since: str | None) -> datetime | None:
 
 async def sweep_once(settings: Settings, since: datetime | None) -> tuple[SweepResult, int | None]:
     """One sweep, then publish what waits in the outbox (None when the broker is unreachable)."""
-    config = load_portal_config(settings.nps_config)
+    config = load_portal_config(settings.portal_config_path())
     dsn = settings.database_url.get_secret_value()
     await migrate(dsn)
     pool = await create_pool(dsn, max_size=3)
