@@ -1,4 +1,5 @@
-"""CLI of crm_sync: `nps conflicts`, `nps audit <contact>`, `nps undo <write-id>`."""
+"""CLI of crm_sync: `nps conflicts`, `nps audit <contact>`, `nps undo <write-id>` (or
+`--answer <answer-id>`)."""
 
 from __future__ import annotations
 
@@ -11,8 +12,8 @@ import asyncpg
 import typer
 
 from services.crm_sync.policy import is_empty
-from services.crm_sync.store import contact_writes, list_conflicts
-from services.crm_sync.undo import UndoResult, undo_write
+from services.crm_sync.store import contact_writes, count_conflicts, list_conflicts
+from services.crm_sync.undo import UndoResult, undo_answer, undo_write
 from shared.bitrix24 import Bitrix24Error, client_from_settings
 from shared.db import create_pool
 from shared.logging import configure_logging
@@ -70,7 +71,7 @@ def conflicts(
 ) -> None:
     """Values b24-nps left alone: legacy or hand-edited contact fields it did not overwrite."""
     settings = _settings()
-    rows = _with_pool(
+    rows, total = _with_pool(
         settings,
         lambda pool: _fetch_conflicts(pool, contact=contact, portal=portal, limit=limit),
     )
@@ -86,14 +87,18 @@ def conflicts(
             f"[{row.reason}]  kept {_value(row.current)!r}, not written {_value(row.proposed)!r}"
             f"  (answer {row.answer_id})"
         )
-    typer.echo(f"{len(rows)} conflict(s)")
+    if len(rows) < total:
+        typer.echo(f"showing {len(rows)} of {total} conflict(s), newest first (see --limit)")
+    else:
+        typer.echo(f"{total} conflict(s)")
 
 
 async def _fetch_conflicts(
     pool: asyncpg.Pool, *, contact: int | None, portal: str | None, limit: int
-) -> list[Any]:
-    async with pool.acquire() as conn:
-        return await list_conflicts(conn, contact_id=contact, portal=portal, limit=limit)
+) -> tuple[list[Any], int]:
+    async with pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
+        rows = await list_conflicts(conn, contact_id=contact, portal=portal, limit=limit)
+        return rows, await count_conflicts(conn, contact_id=contact, portal=portal)
 
 
 def audit(
@@ -116,7 +121,7 @@ def audit(
             note = f"  (undoes #{row.undo_of})"
         typer.echo(
             f"#{row.id}  {row.written_at:%Y-%m-%d %H:%M:%S}  {row.field}  {row.kind}: "
-            f"{_value(row.before)!r} → {_value(row.after)!r}{note}"
+            f"{_value(row.before)!r} → {_value(row.after)!r}{note}  (answer {row.answer_id})"
         )
 
 
@@ -126,27 +131,45 @@ async def _fetch_writes(pool: asyncpg.Pool, contact: int, portal: str | None) ->
 
 
 def undo(
-    write_id: Annotated[int, typer.Argument(help="The write's id (see `nps audit`).")],
+    write_id: Annotated[
+        int | None,
+        typer.Argument(help="The write's id (see `nps audit`).", show_default=False),
+    ] = None,
+    answer: Annotated[
+        str | None,
+        typer.Option(
+            "--answer",
+            help="Undo every field this answer wrote (its id: see `nps audit`, `nps conflicts`).",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
-    """Restore a contact field to its value before write WRITE_ID, if it still holds ours."""
+    """Restore a contact field to its value before write WRITE_ID, if it still holds ours;
+    or with --answer, every field one answer wrote, each with the same check."""
+    if (write_id is None) == (answer is None):
+        raise typer.BadParameter("name a write id or pass --answer <answer-id>, not both")
     settings = _settings()
     try:
-        config = load_portal_config(settings.nps_config)
+        config = load_portal_config(settings.portal_config_path())
     except ConfigError as exc:
         typer.echo(str(exc), err=True)
         raise typer.Exit(code=1) from None
 
-    async def work(pool: asyncpg.Pool) -> UndoResult:
+    async def work(pool: asyncpg.Pool) -> list[UndoResult]:
         async with client_from_settings(settings, pool, config) as client:
-            return await undo_write(pool, client, write_id)
+            if answer is not None:
+                return await undo_answer(pool, client, answer)
+            assert write_id is not None
+            return [await undo_write(pool, client, write_id)]
 
     try:
-        result = _with_pool(settings, work)
+        results = _with_pool(settings, work)
     except Bitrix24Error as exc:
         typer.echo(f"the portal refused: {exc}", err=True)
         raise typer.Exit(code=1) from None
-    typer.echo(result.message, err=not result.restored)
-    if not result.restored:
+    for result in results:
+        typer.echo(result.message, err=not result.restored)
+    if not all(result.restored for result in results):
         raise typer.Exit(code=1)
 
 
