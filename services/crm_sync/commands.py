@@ -47,6 +47,11 @@ def _with_pool(settings: Settings, work: Callable[[asyncpg.Pool], Awaitable[T]])
     except asyncpg.UndefinedTableError:
         typer.echo("the database has no crm_sync tables yet: run `nps migrate`", err=True)
         raise typer.Exit(code=1) from None
+    except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        typer.echo(
+            f"cannot use PostgreSQL ({type(exc).__name__}: {exc}); see DATABASE_URL", err=True
+        )
+        raise typer.Exit(code=1) from None
 
 
 def _value(value: Any) -> str:

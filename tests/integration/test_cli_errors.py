@@ -149,6 +149,18 @@ def test_migrate_says_what_is_wrong_with_the_database(
     assert ":pw@" not in output
 
 
+@pytest.mark.parametrize(
+    "command", [["conflicts"], ["audit", "1"], ["undo", "1"], ["report"]], ids=lambda c: c[0]
+)
+def test_commands_after_make_run_say_postgresql_is_unreachable(command: list[str]) -> None:
+    result = nps(*command, DATABASE_URL=f"postgresql://postgres@127.0.0.1:{free_port()}/nps")
+
+    output = said(result)
+    assert result.returncode in {1, 2}
+    assert "PostgreSQL" in output
+    assert "DATABASE_URL" in output
+
+
 def test_migrate_says_rabbitmq_is_unreachable(pg_dsn: str) -> None:
     result = nps("migrate", DATABASE_URL=pg_dsn, RABBITMQ_URL=f"amqp://127.0.0.1:{free_port()}/")
 
