@@ -288,6 +288,7 @@ def run(
         _run_all(get_settings())
         return
     from shared.portal_config import ConfigError
+    from shared.unreachable import SERVER_ERRORS, server_problem
 
     runner = _runner(service)
     settings = _settings()
@@ -295,6 +296,9 @@ def run(
         runner(settings)
     except ConfigError as exc:
         typer.echo(str(exc), err=True)
+        raise typer.Exit(code=1) from None
+    except SERVER_ERRORS as exc:
+        typer.echo(f"{service} stopped: {server_problem(exc)}", err=True)
         raise typer.Exit(code=1) from None
 
 

@@ -17,6 +17,7 @@ from shared.messaging import make_broker
 from shared.outbox import OutboxRelay
 from shared.portal_config import ConfigError, load_portal_config
 from shared.settings import Settings, get_settings
+from shared.unreachable import SERVER_ERRORS, server_problem
 
 
 def register(app: typer.Typer) -> None:
@@ -41,6 +42,9 @@ def sweep_command(
         result, published = asyncio.run(sweep_once(settings, start))
     except ConfigError as exc:
         typer.echo(str(exc), err=True)
+        raise typer.Exit(code=1) from None
+    except SERVER_ERRORS as exc:
+        typer.echo(f"sweep not done: {server_problem(exc)}", err=True)
         raise typer.Exit(code=1) from None
     if not result.ran:
         typer.echo("another process is sweeping right now; nothing done")

@@ -150,9 +150,19 @@ def test_migrate_says_what_is_wrong_with_the_database(
 
 
 @pytest.mark.parametrize(
-    "command", [["conflicts"], ["audit", "1"], ["undo", "1"], ["report"]], ids=lambda c: c[0]
+    "command",
+    [
+        ["conflicts"],
+        ["audit", "1"],
+        ["undo", "1"],
+        ["report"],
+        ["sweep"],
+        ["run", "scoring"],
+        ["run", "reports"],
+    ],
+    ids=" ".join,
 )
-def test_commands_after_make_run_say_postgresql_is_unreachable(command: list[str]) -> None:
+def test_commands_say_postgresql_is_unreachable(command: list[str]) -> None:
     result = nps(*command, DATABASE_URL=f"postgresql://postgres@127.0.0.1:{free_port()}/nps")
 
     output = said(result)
