@@ -7,9 +7,11 @@ asks `plan_patch()` for a decision per field, and carries it out.
 2. A scalar field (score, date) that is empty is written. One that still holds the value b24-nps
    wrote last (the ledger's `owned_value`) may be replaced by a newer answer. Anything else is a
    legacy or hand-edited value: it is never overwritten, the decision is a conflict.
-3. Answers are ordered by `Version` (submitted, then updated, then the answer id). An answer older
-   than the newest one already decided for the segment's fields is ignored as a whole, so
-   out-of-order deliveries never replace a newer score with an older one.
+3. Answers are ordered by `Version`: submitted, then updated, then the item id as a number (Bitrix24
+   item ids grow with time, so of two items submitted in the same second the later one wins), then
+   the answer id (one item's products). An answer older than the newest one already decided for
+   the segment's fields is ignored as a whole, so out-of-order deliveries never replace a newer
+   score with an older one.
 4. The history field (multiple) is append-only: the full current list plus the answer's entry,
    and only when that entry is not there yet (a retry never appends it twice).
 5. Auditing every write is the caller's part (see `store.py`).
@@ -137,15 +139,20 @@ def history_entry(answer: ScoredAnswer) -> str:
 
 @dataclass(frozen=True, order=True)
 class Version:
-    """How recent an answer is: a later submission wins; for one submission, a later edit."""
+    """How recent an answer is: a later submission wins; for one submission, a later edit; for
+    the same times (Bitrix24 keeps seconds: a double submit, a bulk import), the later item, as
+    its id is a number that grows with time; within one item, the answer id (its product), so
+    that every order of arrival settles on the same answer."""
 
     submitted_at: datetime
     updated_at: datetime
+    item_id: int
     answer_id: str
+    """Compared by code point, as the ledger compares it (`COLLATE "C"`)."""
 
     @classmethod
     def of(cls, answer: ScoredAnswer) -> Version:
-        return cls(answer.submitted_at, answer.updated_at, answer.answer_id)
+        return cls(answer.submitted_at, answer.updated_at, answer.item_id, answer.answer_id)
 
 
 @dataclass(frozen=True)

@@ -12,8 +12,8 @@ import pytest
 from services.crm_sync import contacts as contacts_module
 from services.crm_sync.coalescer import CommandCoalescer
 from services.crm_sync.contacts import ContactWriter
-from services.crm_sync.policy import history_entry
-from services.crm_sync.store import Changes, record
+from services.crm_sync.policy import Version, history_entry
+from services.crm_sync.store import Changes, LedgerRow, record
 from services.crm_sync.undo import undo_write
 from services.sandbox.methods import CONTACT
 from shared.bitrix24 import PortalUnavailable
@@ -210,6 +210,56 @@ async def test_out_of_order_versions_of_one_answer_settle_on_the_latest(
     for cid in cids:
         assert contact(portal, cid)[SCORE] == "9"
         assert history_entry(versions[cid][2]) in contact(portal, cid)[HISTORY]
+
+
+@pytest.mark.parametrize(
+    "arrival", [(10, 9), (9, 10)], ids=["later-item-first", "earlier-item-first"]
+)
+async def test_of_two_answers_submitted_in_the_same_second_the_later_item_wins(
+    pool: asyncpg.Pool, portal_config: PortalConfig, arrival: tuple[int, int]
+) -> None:
+    portal = new_portal()
+    cid = contacts_where(portal, blank_laser)[0]
+    ref = portal_ref()
+    w = writers(pool, client_for(portal), portal_config)
+    scores = {9: 3, 10: 8}  # item 10 was created after item 9, in the same second
+    answers = {item: answer(ref, cid, score=scores[item], item_id=item) for item in arrival}
+
+    events = [await w.contacts.patch(route(answers[item])) for item in arrival]
+
+    assert contact(portal, cid)[SCORE] == "8"
+    assert history_entry(answers[10]) in contact(portal, cid)[HISTORY]
+    assert await ledger_rows(pool, ref, cid) == {SCORE: "8", DATE: "2026-03-14"}
+    last = events[-1]
+    assert last is not None
+    assert last.details["stale"] is (arrival[-1] == 9)
+
+
+async def test_the_ledger_keeps_the_later_item_of_a_tie_whatever_is_recorded_last(
+    pool: asyncpg.Pool,
+) -> None:
+    ref = portal_ref()
+
+    def row(item_id: int, sku: str) -> LedgerRow:
+        version = Version(NOW, NOW, item_id, f"{ref.key}:{item_id}:{sku}")
+        return LedgerRow(ref.key, 7, SCORE, str(item_id), version, f"{item_id}-{sku}")
+
+    # One item's products compare by code point ("EQ-a" after "EQ-LASER-A"), as `Version` does,
+    # whatever the database's collation.
+    recorded = (row(10, "EQ-a"), row(9, "EQ-LASER-A"), row(10, "EQ-LASER-A"), row(2, "EQ-b"))
+    async with pool.acquire() as conn:
+        for ledger_row in recorded:
+            await record(conn, Changes(ledger=[ledger_row]))
+        kept = await conn.fetchrow(
+            "SELECT answer_id, item_id FROM crm_field_ledger"
+            " WHERE portal = $1 AND contact_id = 7 AND field = $2",
+            ref.key,
+            SCORE,
+        )
+
+    assert kept is not None
+    assert (kept["answer_id"], kept["item_id"]) == (f"{ref.key}:10:EQ-a", 10)
+    assert max(r.version for r in recorded) == Version(NOW, NOW, 10, f"{ref.key}:10:EQ-a")
 
 
 async def test_history_is_append_only_and_never_doubled(

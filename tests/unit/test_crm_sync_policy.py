@@ -34,19 +34,20 @@ def answer(
     *,
     submitted: datetime = SUBMITTED,
     updated: datetime | None = None,
-    answer_id: str = "p:77:EQ-LASER-A",
+    item_id: int = 77,
+    sku: str = "EQ-LASER-A",
     scale: str = "0-10",
 ) -> ScoredAnswer:
     return ScoredAnswer.model_validate(
         {
-            "answer_id": answer_id,
+            "answer_id": f"p:{item_id}:{sku}",
             "portal": PortalRef(member_id="p"),
             "entity_type_id": 1038,
-            "item_id": 77,
+            "item_id": item_id,
             "category_id": 12,
             "segment": "Laser A",
             "kind": "equipment",
-            "sku": "EQ-LASER-A",
+            "sku": sku,
             "product_name": "Laser A",
             "scale": scale,
             "score": score,
@@ -58,8 +59,8 @@ def answer(
     )
 
 
-OLDER = answer(3, submitted=SUBMITTED - timedelta(days=30), answer_id="p:60:EQ-LASER-A")
-NEWER = answer(10, submitted=SUBMITTED + timedelta(days=30), answer_id="p:90:EQ-LASER-A")
+OLDER = answer(3, submitted=SUBMITTED - timedelta(days=30), item_id=60)
+NEWER = answer(10, submitted=SUBMITTED + timedelta(days=30), item_id=90)
 
 
 def ours(value: Any, by: ScoredAnswer = OLDER) -> LedgerEntry:
@@ -278,11 +279,78 @@ def test_the_original_version_is_stale_after_its_edit() -> None:
     assert plan({"UF_SCORE": "4"}, {"UF_SCORE": ours("4", edited)}, answer()).stale
 
 
-def test_versions_order_by_submission_then_update_then_id() -> None:
-    base = Version.of(answer())
-    assert Version.of(NEWER) > base > Version.of(OLDER)
-    assert Version.of(answer(updated=SUBMITTED + timedelta(seconds=1))) > base
-    assert Version.of(answer(answer_id="p:78:EQ-LASER-A")) > base
+LATER = SUBMITTED + timedelta(seconds=1)
+
+
+@pytest.mark.parametrize(
+    ("earlier", "later"),
+    [
+        pytest.param(answer(item_id=90), answer(item_id=60, submitted=LATER), id="submitted"),
+        pytest.param(
+            answer(item_id=90, submitted=LATER),
+            answer(item_id=60, submitted=SUBMITTED + timedelta(days=1)),
+            id="submitted-days-apart",
+        ),
+        pytest.param(
+            answer(item_id=90, submitted=datetime(2025, 3, 14, 13, 30, tzinfo=MSK)),
+            answer(item_id=60, submitted=datetime(2025, 3, 14, 10, 30, 1, tzinfo=UTC)),
+            id="submitted-instant-not-wall-clock",
+        ),
+        pytest.param(
+            answer(item_id=90), answer(item_id=60, updated=LATER), id="same-submitted-updated"
+        ),
+        pytest.param(answer(item_id=77), answer(item_id=78), id="same-times-item-id"),
+        pytest.param(answer(item_id=9), answer(item_id=10), id="same-times-9-before-10"),
+        pytest.param(answer(item_id=99), answer(item_id=100), id="same-times-99-before-100"),
+        pytest.param(answer(item_id=2), answer(item_id=19), id="same-times-2-before-19"),
+        pytest.param(answer(item_id=999_999), answer(item_id=1_000_000), id="same-times-longer-id"),
+        pytest.param(
+            answer(item_id=77, sku="EQ-CRYO-B"),
+            answer(item_id=77, sku="EQ-LASER-A"),
+            id="same-item-products",
+        ),
+        pytest.param(
+            answer(item_id=77, sku="EQ-LASER-A"),
+            answer(item_id=77, sku="EQ-LASER-a"),
+            id="same-item-products-by-code-point",
+        ),
+        pytest.param(
+            answer(item_id=10, sku="A"), answer(item_id=11, sku="Z"), id="item-before-product"
+        ),
+    ],
+)
+def test_versions_order_by_submitted_updated_item_id_then_product(
+    earlier: ScoredAnswer, later: ScoredAnswer
+) -> None:
+    assert Version.of(earlier) < Version.of(later)
+    assert max(Version.of(later), Version.of(earlier)) == Version.of(later)
+
+
+@pytest.mark.parametrize(
+    ("first", "second"),
+    [
+        pytest.param(answer(9, item_id=10), answer(2, item_id=9), id="later-item-first"),
+        pytest.param(answer(2, item_id=9), answer(9, item_id=10), id="earlier-item-first"),
+        pytest.param(
+            answer(9, item_id=10, updated=LATER), answer(2, item_id=11), id="later-edit-first"
+        ),
+        pytest.param(
+            answer(2, item_id=11), answer(9, item_id=10, updated=LATER), id="later-edit-last"
+        ),
+    ],
+)
+def test_a_tie_on_submission_settles_on_the_later_answer_in_any_order(
+    first: ScoredAnswer, second: ScoredAnswer
+) -> None:
+    current: dict[str, Any] = {"UF_SCORE": None}
+    ledger: dict[str, LedgerEntry] = {}
+    for the_answer in (first, second):
+        result = plan(current, ledger, the_answer, ContactFields(score="UF_SCORE"))
+        for write in result.writes():
+            current[write.field] = write.value
+        for decision in result.ledger_updates():
+            ledger[decision.field] = LedgerEntry(result.version, decision.owned_after)
+    assert current == {"UF_SCORE": "9"}
 
 
 def test_the_same_answer_again_is_not_stale() -> None:
