@@ -81,7 +81,8 @@ async def attention(
     conn: Conn, filters: Filters, limit: int = ATTENTION_LIMIT
 ) -> list[dict[str, Any]]:
     """The latest current detractors and service requests (a ticked service checkbox counts
-    even without a score), newest first, narrowed by the filters."""
+    even without a score), newest first (as crm_sync orders answers: submitted, updated, then the
+    later item of the same second; one item's products by sku), narrowed by the filters."""
     conditions = ["d.is_current", "(d.category = 'detractor' OR d.service_request)"]
     params: list[Any] = []
     filter_conditions(
@@ -101,7 +102,8 @@ async def attention(
         " d.product_name, d.score, d.category, d.comment, d.service_request, d.contact_id,"
         " d.responsible_id, d.submitted_at FROM scoring_answers d"
         f" WHERE {' AND '.join(conditions)}"
-        f" ORDER BY d.submitted_at DESC, d.answer_id LIMIT ${len(params)}"
+        " ORDER BY d.submitted_at DESC, d.updated_at DESC, d.item_id DESC, d.answer_id"
+        f" LIMIT ${len(params)}"
     )
     async with conn.transaction(readonly=True):
         await conn.execute("SET LOCAL jit = off")
