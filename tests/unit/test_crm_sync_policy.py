@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import random
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from services.crm_sync.policy import (
     LedgerEntry,
@@ -342,15 +345,54 @@ def test_versions_order_by_submitted_updated_item_id_then_product(
 def test_a_tie_on_submission_settles_on_the_later_answer_in_any_order(
     first: ScoredAnswer, second: ScoredAnswer
 ) -> None:
+    later = max(first, second, key=Version.of)
+    assert later.score == 9
+    assert settle([first, second]) == ("9", Version.of(later))
+
+
+def settle(arrivals: list[ScoredAnswer]) -> tuple[Any, Version]:
+    """The score field and its ledger version once `arrivals` were decided one after another
+    (the field starts empty; every write lands)."""
     current: dict[str, Any] = {"UF_SCORE": None}
     ledger: dict[str, LedgerEntry] = {}
-    for the_answer in (first, second):
+    for the_answer in arrivals:
         result = plan(current, ledger, the_answer, ContactFields(score="UF_SCORE"))
         for write in result.writes():
             current[write.field] = write.value
         for decision in result.ledger_updates():
             ledger[decision.field] = LedgerEntry(result.version, decision.owned_after)
-    assert current == {"UF_SCORE": "9"}
+    return current["UF_SCORE"], ledger["UF_SCORE"].version
+
+
+ITEM_TIMES = st.tuples(st.integers(0, 1), st.integers(0, 1))
+"""An item's submitted and updated time, in seconds after SUBMITTED: ties are the rule."""
+
+
+@given(
+    st.dictionaries(
+        st.sampled_from([2, 9, 10, 19, 99, 100, 1000]),
+        st.tuples(ITEM_TIMES, st.sets(st.sampled_from(["EQ-A", "EQ-LASER-A", "EQ-a"]), min_size=1)),
+        min_size=1,
+    ),
+    st.randoms(use_true_random=False),
+)
+def test_any_order_of_arrival_settles_on_the_newest_answer(
+    items: dict[int, tuple[tuple[int, int], set[str]]], rng: random.Random
+) -> None:
+    answers = [
+        answer(
+            (item_id + len(sku)) % 11,
+            item_id=item_id,
+            sku=sku,
+            submitted=SUBMITTED + timedelta(seconds=submitted),
+            updated=SUBMITTED + timedelta(seconds=submitted + updated),
+        )
+        for item_id, ((submitted, updated), skus) in items.items()
+        for sku in skus
+    ]
+    newest = max(answers, key=lambda a: (a.submitted_at, a.updated_at, a.item_id, a.sku))
+    rng.shuffle(answers)
+    assert settle(answers) == (str(newest.score), Version.of(newest))
 
 
 def test_the_same_answer_again_is_not_stale() -> None:
