@@ -24,6 +24,7 @@ import typer
 
 from services.reports.settings import ReportsSettings
 from shared.logging import configure_logging
+from shared.portal_config import PortalConfig
 from shared.settings import SANDBOX_APP_TOKEN, SANDBOX_SECRET, Settings, get_settings
 
 SERVICES: tuple[str, ...] = ("ingest", "scoring", "router", "crm_sync")
@@ -258,7 +259,8 @@ def config_check(
 ) -> None:
     """Validate the portal YAML; names every bad key and what was expected.
 
-    With a portal, also checks that every configured field exists there with a fitting type.
+    With a portal, also shows the portal this deployment serves (pinned, or learned from the
+    first event) and checks that every configured field exists there with a fitting type.
     """
     from shared.portal_config import ConfigError, load_portal_config
 
@@ -275,12 +277,33 @@ def config_check(
         return
     from shared.bitrix24.verify import check_configured_portal
 
-    problems = asyncio.run(check_configured_portal(settings, config))
+    problems = _show_served_portal(settings, config, target)
+    problems += asyncio.run(check_configured_portal(settings, config))
     for problem in problems:
         typer.echo(problem, err=True)
     if problems:
         raise typer.Exit(code=1)
     typer.echo("portal: every configured field exists and its type fits")
+
+
+def _show_served_portal(settings: Settings, config: PortalConfig, path: Path) -> list[str]:
+    """Print the portal the deployment serves; a problem line when it cannot be read."""
+    import asyncpg
+
+    from shared.logging import redact
+    from shared.served_portal import describe, served_portal_at
+
+    dsn = settings.database_url.get_secret_value()
+    try:
+        served = asyncio.run(served_portal_at(dsn, config))
+    except asyncpg.UndefinedTableError:
+        return ["served portal: the database has no ingest tables yet: run `nps migrate`"]
+    except (OSError, TimeoutError, asyncpg.PostgresError) as exc:
+        return [
+            f"served portal: cannot read the database: {redact(str(exc)) or type(exc).__name__}"
+        ]
+    typer.echo(describe(served, path))
+    return []
 
 
 def _register_service_commands() -> None:

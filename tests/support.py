@@ -14,6 +14,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import aio_pika
+import asyncpg
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
 
 from shared.topology import CORE_QUEUES, EXCHANGE
@@ -28,6 +29,12 @@ def reachable(url: str, default_port: int) -> bool:
             return True
     except OSError:
         return False
+
+
+async def forget_served_portal(pool: asyncpg.Pool) -> None:
+    """Let the next authentic event teach ingest its portal again, as in a new deployment: tests
+    of the unpinned app share one database but each sends from portals of its own."""
+    await pool.execute("DELETE FROM ingest_portal")
 
 
 def docker_available() -> bool:

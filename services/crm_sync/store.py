@@ -459,13 +459,14 @@ class ConflictView:
 
 
 async def list_conflicts(
-    conn: Conn, *, contact_id: int | None = None, portal: str | None = None, limit: int = 1000
+    conn: Conn, *, portal: str, contact_id: int | None = None, limit: int = 1000
 ) -> list[ConflictView]:
+    """The values left alone on `portal`, newest first."""
     rows = await conn.fetch(
         """SELECT id, portal, contact_id, field, reason, current_value, proposed_value,
                   answer_id, action_id, created_at
            FROM crm_conflicts
-           WHERE ($1::bigint IS NULL OR contact_id = $1) AND ($2::text IS NULL OR portal = $2)
+           WHERE ($1::bigint IS NULL OR contact_id = $1) AND portal = $2
            ORDER BY id DESC LIMIT $3""",
         contact_id,
         portal,
@@ -533,11 +534,10 @@ def _write_view(row: asyncpg.Record) -> WriteView:
     )
 
 
-async def contact_writes(
-    conn: Conn, contact_id: int, *, portal: str | None = None
-) -> list[WriteView]:
+async def contact_writes(conn: Conn, contact_id: int, *, portal: str) -> list[WriteView]:
+    """Our writes into contact `contact_id` of `portal`, oldest first."""
     rows = await conn.fetch(
-        _SELECT_WRITES + " WHERE contact_id = $1 AND ($2::text IS NULL OR portal = $2) ORDER BY id",
+        _SELECT_WRITES + " WHERE contact_id = $1 AND portal = $2 ORDER BY id",
         contact_id,
         portal,
     )

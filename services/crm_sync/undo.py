@@ -2,8 +2,9 @@
 
 The field is read first; the before-value is restored only if the field still holds exactly the
 value b24-nps wrote. Anything else (a person changed it since, a later write of ours replaced it,
-the contact is gone) is refused with the reason. The undo is itself audited, and the ledger
-forgets our ownership unless the restored value was ours too.
+the contact is gone, the write was made on another portal than the one the deployment serves) is
+refused with the reason. The undo is itself audited, and the ledger forgets our ownership unless
+the restored value was ours too.
 """
 
 from __future__ import annotations
@@ -34,11 +35,16 @@ def _clearing(value: Any) -> Any:
     return [] if isinstance(value, list) else ""
 
 
-async def _undoable(conn: Conn, write_id: int) -> WriteView | str:
+async def _undoable(conn: Conn, write_id: int, portal: str) -> WriteView | str:
     """The write to undo, or why it cannot be undone (from our own records)."""
     write = await get_write(conn, write_id)
     if write is None:
         return f"there is no write #{write_id} (see `nps audit <contact>`)"
+    if write.portal != portal:
+        return (
+            f"write #{write_id} was made on portal {write.portal}, not on {portal}, the portal"
+            " this deployment serves: nothing was restored"
+        )
     if write.kind == "undo":
         return f"write #{write_id} is itself an undo (of #{write.undo_of})"
     if write.undone_by is not None:
@@ -52,9 +58,12 @@ async def _undoable(conn: Conn, write_id: int) -> WriteView | str:
     return write
 
 
-async def undo_write(pool: asyncpg.Pool, client: Bitrix24Client, write_id: int) -> UndoResult:
+async def undo_write(
+    pool: asyncpg.Pool, client: Bitrix24Client, write_id: int, portal: str
+) -> UndoResult:
+    """Undo write `write_id` if it was made on `portal` (the deployment's: `client` calls it)."""
     async with pool.acquire() as conn:
-        write = await _undoable(conn, write_id)
+        write = await _undoable(conn, write_id, portal)
     if isinstance(write, str):
         return UndoResult(False, write)
     where = f"{write.field} of contact {write.contact_id}"

@@ -87,15 +87,20 @@ async def record_answer(
     return outcome
 
 
-async def latest_portal(conn: Conn) -> PortalRef | None:
-    """The portal the most recent accepted event or robot call came from."""
-    row = await conn.fetchrow(
-        """SELECT member_id, domain FROM ingest_events WHERE source <> 'sweep'
-           ORDER BY id DESC LIMIT 1"""
+async def learn_portal(conn: Conn, portal: PortalRef) -> tuple[str, bool]:
+    """Keep `portal` as the deployment's portal unless one is kept already: the member id of the
+    portal kept and whether it was learned just now. Outside a transaction, so that of two first
+    events at once the loser's second statement sees the winner's row."""
+    learned = await conn.fetchval(
+        """INSERT INTO ingest_portal (member_id, domain) VALUES ($1, $2)
+           ON CONFLICT DO NOTHING RETURNING member_id""",
+        portal.member_id,
+        portal.domain,
     )
-    if row is None:
-        return None
-    return PortalRef(member_id=row["member_id"], domain=row["domain"])
+    if learned is not None:
+        return str(learned), True
+    kept: str = await conn.fetchval("SELECT member_id FROM ingest_portal")
+    return kept, False
 
 
 async def watermark(conn: Conn, portal: str, entity_type_id: int) -> datetime | None:

@@ -1,5 +1,6 @@
 """The sandbox portal: all state and behaviour of a Bitrix24 portal, without HTTP."""
 
+import hashlib
 import hmac
 import secrets
 import time
@@ -24,6 +25,12 @@ CALL_LOG_SIZE = 100_000
 
 QUERY_LIMIT_EXCEEDED = "QUERY_LIMIT_EXCEEDED"
 OPERATION_TIME_LIMIT = "OPERATION_TIME_LIMIT"
+
+
+def seeded_member_id(seed: str) -> str:
+    """The ``member_id`` of a portal seeded from ``seed``: derived from it, so a sandbox started
+    again with the same seed is the same portal to the pipeline (and its database)."""
+    return hashlib.sha256(f"b24-nps sandbox portal seeded from {seed}".encode()).hexdigest()[:32]
 
 
 @dataclass

@@ -407,9 +407,9 @@ async def test_undo_restores_the_value_before_our_write(
     await w.contacts.patch(route(answer(ref, cid, score=8, item_id=932)))
     writes = [r for r in await audit_rows(pool, ref, cid) if r["field"] == SCORE]
 
-    refused = await undo_write(pool, client, writes[0]["id"])
-    result = await undo_write(pool, client, writes[1]["id"])
-    twice = await undo_write(pool, client, writes[1]["id"])
+    refused = await undo_write(pool, client, writes[0]["id"], ref.key)
+    result = await undo_write(pool, client, writes[1]["id"], ref.key)
+    twice = await undo_write(pool, client, writes[1]["id"], ref.key)
 
     assert not refused.restored
     assert f"undo #{writes[1]['id']} first" in refused.message
@@ -434,12 +434,34 @@ async def test_undo_refuses_when_the_field_was_edited_since(
     write = next(r for r in await audit_rows(pool, ref, cid) if r["field"] == SCORE)
     portal.crm.update(CONTACT, cid, {SCORE: "8, confirmed by phone"}, method="manual")
 
-    result = await undo_write(pool, client, write["id"])
+    result = await undo_write(pool, client, write["id"], ref.key)
 
     assert not result.restored
     assert "changed since" in result.message
     assert contact(portal, cid)[SCORE] == "8, confirmed by phone"
     assert [row["kind"] for row in await audit_rows(pool, ref, cid)].count("undo") == 0
+
+
+async def test_undo_refuses_a_write_made_on_another_portal(
+    pool: asyncpg.Pool, portal_config: PortalConfig
+) -> None:
+    portal = new_portal()
+    cid = contacts_where(portal, blank_laser)[0]
+    ref, served = portal_ref(), portal_ref()
+    client = client_for(portal)
+    await writers(pool, client, portal_config).contacts.patch(route(answer(ref, cid, score=8)))
+    write = next(r for r in await audit_rows(pool, ref, cid) if r["field"] == SCORE)
+    portal.reset()
+
+    result = await undo_write(pool, client, write["id"], served.key)
+
+    assert not result.restored
+    assert result.message == (
+        f"write #{write['id']} was made on portal {ref.key}, not on {served.key}, the portal"
+        " this deployment serves: nothing was restored"
+    )
+    assert portal.calls_report()["calls"] == []
+    assert contact(portal, cid)[SCORE] == "8"
 
 
 async def test_undo_of_a_history_append_restores_the_list_before(
@@ -453,7 +475,7 @@ async def test_undo_of_a_history_append_restores_the_list_before(
     await writers(pool, client, portal_config).contacts.patch(route(answer(ref, cid)))
     write = next(r for r in await audit_rows(pool, ref, cid) if r["field"] == HISTORY)
 
-    result = await undo_write(pool, client, write["id"])
+    result = await undo_write(pool, client, write["id"], ref.key)
 
     assert result.restored
     assert contact(portal, cid)[HISTORY] == legacy_log

@@ -17,6 +17,7 @@ import pytest
 from aio_pika.abc import AbstractChannel
 from faststream.rabbit import RabbitBroker
 
+from services.ingest import store
 from services.ingest.api import create_app as ingest_app
 from services.ingest.hydrator import FieldCatalog, FieldsOutdatedError, Hydrator, ItemReader
 from services.ingest.sweep import SWEEP_LOCK, Sweeper
@@ -35,7 +36,7 @@ from shared.portal_config import PortalConfig
 from shared.settings import SANDBOX_APP_TOKEN, Settings
 from shared.topology import INGEST_HYDRATE
 from tests.conftest import EXAMPLE_CONFIG
-from tests.support import Captured, capture
+from tests.support import Captured, capture, forget_served_portal
 
 FORM = {"Content-Type": "application/x-www-form-urlencoded"}
 NPS = 1038
@@ -390,6 +391,49 @@ async def test_sweep_leaves_items_whose_event_arrived(
     assert (result.listed, result.submitted) == (2, 1)
     assert [s["item_id"] for s in await sweeps(pool, portal)] == [lost]
     assert seen != lost
+
+
+async def test_sweep_keeps_to_the_learned_portal_whatever_event_came_last(
+    settings: Settings,
+    pool: asyncpg.Pool,
+    portal: SandboxPortal,
+    b24: Bitrix24Client,
+    portal_config: PortalConfig,
+    broker: RabbitBroker,
+) -> None:
+    """Unpinned: the sweep works for the portal ingest learned from its first event, not for
+    whichever portal the newest stored event names (say, a row from before the upgrade)."""
+    await forget_served_portal(pool)
+    try:
+        answer_item(portal, CATEGORY_ID=12, UF_CRM_5_SCORE=5)
+        async with httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=ingest_app(settings, portal_config, pool, broker)),
+            base_url="http://ingest",
+        ) as ingest:
+            assert await deliver_events(portal, ingest) == ["accepted"]
+        invented = PortalRef(member_id=uuid.uuid4().hex)
+        stray = WebhookReceived(
+            correlation_id=str(uuid.uuid4()),
+            portal=invented,
+            source="event",
+            event="ONCRMDYNAMICITEMADD",
+            entity_type_id=NPS,
+            item_id=1,
+        )
+        async with pool.acquire() as conn:
+            assert await store.record_received(conn, stray, {})
+        lost = answer_item(portal, CATEGORY_ID=12, UF_CRM_5_SCORE=9)
+        portal.take_outbox()
+        since = datetime.now(UTC) - timedelta(hours=1)
+        result = await Sweeper(pool, b24, portal_config).sweep_once(since=since)
+        assert (result.listed, result.submitted) == (2, 1)
+        assert [s["item_id"] for s in await sweeps(pool, portal)] == [lost]
+        assert not await pool.fetchval(
+            "SELECT count(*) FROM ingest_events WHERE member_id = $1 AND source = 'sweep'",
+            invented.member_id,
+        )
+    finally:
+        await forget_served_portal(pool)
 
 
 async def test_one_sweeper_at_a_time(
