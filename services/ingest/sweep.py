@@ -27,6 +27,7 @@ from services.ingest import store
 from services.ingest.mapping import AnswerError, read_time
 from services.ingest.webhook import SWEEP_EVENT, correlation_for
 from shared.bitrix24 import Bitrix24Client
+from shared.db import Conn
 from shared.events import PortalRef, WebhookReceived, utcnow
 from shared.logging import get_logger
 from shared.outbox import transaction
@@ -144,7 +145,7 @@ class Sweeper:
             await store.set_watermark(conn, portal.key, entity_type_id, newest)
         return SweepResult(ran=True, listed=listed, submitted=submitted, watermark=newest)
 
-    async def _portal(self, conn: store.Conn) -> PortalRef | None:
+    async def _portal(self, conn: Conn) -> PortalRef | None:
         """The configured portal, else the one events came from (the same key they use); None
         before the first event: answers submitted under a guessed key would count twice."""
         if self._config.portal.member_id is not None:

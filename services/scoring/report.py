@@ -24,8 +24,6 @@ from dataclasses import dataclass
 from datetime import date, timedelta
 from typing import Any, Literal, get_args
 
-import asyncpg
-from asyncpg.pool import PoolConnectionProxy
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from services.scoring.answers import NO_MANAGER
@@ -39,12 +37,11 @@ from services.scoring.periods import (
     label,
     next_bucket,
 )
+from shared.db import Conn
 
 GroupBy = Literal["product", "segment", "manager", "period"]
 GROUPINGS: tuple[GroupBy, ...] = get_args(GroupBy)
 COSMETICS_NOTE = "cosmetics: no segment-wide NPS (answers hold several products); see by product"
-
-Conn = asyncpg.Connection | PoolConnectionProxy
 
 
 @dataclass(frozen=True)
