@@ -1,5 +1,6 @@
 """Transactional outbox: events written in the same transaction as the state that caused them,
-published by a relay once the broker takes them (DESIGN §4: with RabbitMQ down, nothing is lost).
+published by a relay once the broker takes them: with RabbitMQ down, nothing is lost
+(docs/architecture.md, The outbox).
 
 Any number of relays may run (one per service process): `FOR UPDATE SKIP LOCKED` hands each row
 to one of them; a crash between publish and delete republishes the same `message_id`, which

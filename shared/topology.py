@@ -1,4 +1,5 @@
-"""The whole RabbitMQ topology in one place, declared idempotently at start-up (DESIGN §2).
+"""The whole RabbitMQ topology in one place, declared idempotently at start-up
+(docs/architecture.md, RabbitMQ topology).
 
 - `nps` (topic): every event, by routing key.
 - `nps.dlx` (direct): dead letters, routed by the name of the queue they died in to `<queue>.dlq`.

@@ -1,4 +1,5 @@
-"""Dead-letter queues: list, show and replay what the pipeline gave up on (DESIGN §2).
+"""Dead-letter queues: list, show and replay what the pipeline gave up on (docs/architecture.md,
+RabbitMQ topology).
 
 Messages are read with `basic.get` and put back (`nack` with requeue) unless they are replayed,
 so listing never loses anything. A replay publishes the original body to the queue it died in

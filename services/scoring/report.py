@@ -1,5 +1,6 @@
-"""NPS reports (DESIGN §1): grouped by product, segment, responsible manager or period, filtered by
-segment, product, manager, portal and date range, optionally split by period (the trend).
+"""NPS reports (docs/scoring.md): grouped by product, segment, responsible manager or period,
+filtered by segment, product, manager, portal and date range, optionally split by period (the
+trend).
 
 Reports read the smallest table that can answer them (migrations 0200, 0202):
 - no manager in the report (neither grouped nor filtered): the rollup `scoring_daily`, one row per
