@@ -1,4 +1,4 @@
-"""`nps`: the one command-line entry point (DESIGN §8).
+"""`nps`: the one command-line entry point (README; docs/architecture.md).
 
 Service packages add their own commands through a `commands.py` module exposing
 `register(app: typer.Typer) -> None`; this file only wires the common ones.

@@ -1,4 +1,5 @@
-"""The portal YAML (DESIGN §3): survey mapping, contact fields we own, routing, rate plan.
+"""The portal YAML: survey mapping, contact fields we own, routing, rate plan (README,
+Configuration; config/portal.example.yaml).
 
 `load_portal_config()` validates the file and raises `ConfigError` whose message names each bad
 key by its dotted path and says what was expected.

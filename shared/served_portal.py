@@ -11,8 +11,8 @@ from datetime import datetime
 from pathlib import Path
 
 import asyncpg
-from asyncpg.pool import PoolConnectionProxy
 
+from shared.db import Conn
 from shared.events import PortalRef
 from shared.portal_config import PortalConfig
 
@@ -34,7 +34,7 @@ class ServedPortal:
         return self.ref.key
 
 
-async def learned_portal(conn: asyncpg.Connection | PoolConnectionProxy) -> ServedPortal | None:
+async def learned_portal(conn: Conn) -> ServedPortal | None:
     """The portal ingest learned from the first authenticated event; None before it."""
     row = await conn.fetchrow("SELECT member_id, domain, learned_at FROM ingest_portal")
     if row is None:
@@ -48,9 +48,7 @@ def pinned_portal(config: PortalConfig) -> ServedPortal | None:
     return None if member_id is None else ServedPortal(member_id)
 
 
-async def served_portal(
-    conn: asyncpg.Connection | PoolConnectionProxy, config: PortalConfig
-) -> ServedPortal | None:
+async def served_portal(conn: Conn, config: PortalConfig) -> ServedPortal | None:
     """The pinned portal, else the learned one; None while neither is known."""
     return pinned_portal(config) or await learned_portal(conn)
 

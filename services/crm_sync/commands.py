@@ -14,10 +14,10 @@ import asyncpg
 import typer
 
 from services.crm_sync.policy import is_empty
-from services.crm_sync.store import Conn, contact_writes, list_conflicts
+from services.crm_sync.store import contact_writes, list_conflicts
 from services.crm_sync.undo import UndoResult, undo_write
 from shared.bitrix24 import Bitrix24Error, client_from_settings
-from shared.db import create_pool
+from shared.db import Conn, create_pool
 from shared.logging import configure_logging
 from shared.portal_config import ConfigError, PortalConfig, load_portal_config
 from shared.served_portal import served_portal

@@ -1,4 +1,4 @@
-"""The contact patch (DESIGN §5): NPS scores written into contact cards without harming what
+"""The contact patch (docs/crm_sync.md): NPS scores written into contact cards without harming what
 people keep there by hand, many contacts per request.
 
 Contact actions are grouped (`grouping.GroupFormer`: up to 48 contacts, a short window). For a

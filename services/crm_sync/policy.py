@@ -1,4 +1,5 @@
-"""The legacy-safe contact patch (DESIGN §5): what one survey answer may write into a contact card.
+"""The legacy-safe contact patch: what one survey answer may write into a contact card
+(docs/crm_sync.md).
 
 Pure: no I/O and no clock. The caller reads the contact's current values and the ownership ledger,
 asks `plan_patch()` for a decision per field, and carries it out.

@@ -18,10 +18,10 @@ import asyncpg
 from asyncpg.pool import PoolConnectionProxy
 
 from services.crm_sync.policy import LedgerEntry, Repair, Version, Write
+from shared.db import Conn
 from shared.events import CrmWritten, RouteAction
 from shared.outbox import committed, events_params, queue_all
 
-Conn = asyncpg.Connection | PoolConnectionProxy
 ContactKey = tuple[str, int]
 """(portal key, contact id)"""
 

@@ -1,4 +1,4 @@
-"""The ingest HTTP endpoints (DESIGN §4).
+"""The ingest HTTP endpoints (docs/ingest.md).
 
 - `POST /webhooks/bitrix24`: Bitrix24's event format; the accepted event is stored and its
   `WebhookReceived` written to the outbox in one transaction before the 200, so a broker outage

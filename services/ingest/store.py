@@ -11,14 +11,11 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, Literal
 
-import asyncpg
-from asyncpg.pool import PoolConnectionProxy
-
 from services.ingest.mapping import Answer
+from shared.db import Conn
 from shared.events import FormSubmitted, PortalRef, WebhookReceived
 from shared.outbox import committed, enqueue_with, events_params, queue_all
 
-Conn = asyncpg.Connection | PoolConnectionProxy
 VersionOutcome = Literal["new", "duplicate", "stale", "redelivered"]
 
 

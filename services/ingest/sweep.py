@@ -29,6 +29,7 @@ from services.ingest import store
 from services.ingest.mapping import AnswerError, read_time
 from services.ingest.webhook import SWEEP_EVENT, correlation_for
 from shared.bitrix24 import Bitrix24Client
+from shared.db import Conn
 from shared.events import PortalRef, WebhookReceived, utcnow
 from shared.logging import get_logger
 from shared.outbox import transaction
@@ -147,7 +148,7 @@ class Sweeper:
             await store.set_watermark(conn, portal.key, entity_type_id, newest)
         return SweepResult(ran=True, listed=listed, submitted=submitted, watermark=newest)
 
-    async def _portal(self, conn: store.Conn) -> PortalRef | None:
+    async def _portal(self, conn: Conn) -> PortalRef | None:
         """The portal the deployment serves (pinned, or learned from the first event: the same
         key events use); None before it is known: answers submitted under a guessed key would
         count twice."""

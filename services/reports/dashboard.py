@@ -22,7 +22,8 @@ from services.reports.views import (
     product_lines,
     trend_chart,
 )
-from services.scoring.report import Conn, ReportQuery, run_report
+from services.scoring.report import ReportQuery, run_report
+from shared.db import Conn
 
 
 @dataclass(frozen=True)

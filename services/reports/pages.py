@@ -31,6 +31,7 @@ from services.reports.views import (
     manager_label,
 )
 from services.scoring.periods import GRANULARITIES
+from shared.topology import dlq_name
 
 
 @dataclass(frozen=True)
@@ -700,7 +701,7 @@ def ops_body(view: OpsView) -> Html:
         el(
             "tr",
             {"data-row": q.queue},
-            el("td", None, q.queue + ".dlq"),
+            el("td", None, dlq_name(q.queue)),
             el("td", {"class": "num alert" if q.alert else "num", "data-col": "size"}, q.size),
         )
         for q in view.queues

@@ -11,11 +11,13 @@ from typing import Any
 import aio_pika
 from aio_pika.exceptions import AMQPException
 
-from services.ops.dlq import DLQ_SUFFIX, counts, dlq_names
+from services.ops.dlq import counts
 from services.reports.filters import Filters
 from services.reports.views import FilterOptions, ProductInfo
-from services.scoring.report import Conn, filter_conditions
+from services.scoring.report import filter_conditions
+from shared.db import Conn
 from shared.logging import get_logger
+from shared.topology import CORE_QUEUES
 
 log = get_logger(__name__)
 
@@ -135,7 +137,7 @@ async def conflicts(
 
 def queue_names() -> list[str]:
     """The core queues whose dead letters the ops view shows."""
-    return [name[: -len(DLQ_SUFFIX)] for name in dlq_names()]
+    return [spec.name for spec in CORE_QUEUES]
 
 
 async def dead_letter_sizes(

@@ -1,6 +1,6 @@
 """Routing rules: which actions a scored answer causes. Pure: no I/O, no clock.
 
-Built-in rules (DESIGN §1), equipment answers only:
+Built-in rules (docs/router.md), equipment answers only:
 
 | rule                | when                                   | action    | outcome in the id |
 |---------------------|----------------------------------------|-----------|-------------------|

@@ -1,5 +1,6 @@
-"""NPS reports (DESIGN §1): grouped by product, segment, responsible manager or period, filtered by
-segment, product, manager, portal and date range, optionally split by period (the trend).
+"""NPS reports (docs/scoring.md): grouped by product, segment, responsible manager or period,
+filtered by segment, product, manager, portal and date range, optionally split by period (the
+trend).
 
 Reports read the smallest table that can answer them (migrations 0200, 0202):
 - no manager in the report (neither grouped nor filtered): the rollup `scoring_daily`, one row per
@@ -24,8 +25,6 @@ from dataclasses import dataclass
 from datetime import date, timedelta
 from typing import Any, Literal, get_args
 
-import asyncpg
-from asyncpg.pool import PoolConnectionProxy
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from services.scoring.answers import NO_MANAGER
@@ -39,12 +38,11 @@ from services.scoring.periods import (
     label,
     next_bucket,
 )
+from shared.db import Conn
 
 GroupBy = Literal["product", "segment", "manager", "period"]
 GROUPINGS: tuple[GroupBy, ...] = get_args(GroupBy)
 COSMETICS_NOTE = "cosmetics: no segment-wide NPS (answers hold several products); see by product"
-
-Conn = asyncpg.Connection | PoolConnectionProxy
 
 
 @dataclass(frozen=True)

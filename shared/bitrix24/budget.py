@@ -1,4 +1,5 @@
-"""The portal's rate budget (DESIGN §6): one leaky bucket per portal and the parked methods.
+"""The portal's rate budget: one leaky bucket per portal and the parked methods
+(docs/bitrix24-client.md).
 
 Bitrix24 counts every HTTP request (a `batch` of 50 commands is one) in a leaky bucket that drains
 `per_second` and refuses requests with 503 `QUERY_LIMIT_EXCEEDED` once it holds more than `burst`.

@@ -463,7 +463,8 @@ class Bitrix24Client:
         items_key: str | None = "items",
     ) -> AsyncIterator[Any]:
         """Every item of a list method, fast: ordered by `id_field`, `start=-1` (no COUNT) and
-        a `>id_field` filter past the last item seen, 50 per page (api-facts §4.3).
+        a `>id_field` filter past the last item seen, 50 per page (docs/bitrix24-client.md,
+        Bitrix24 facts: paging).
 
         `items_key` is where the page's items sit in `result` (`items` for `crm.item.list`,
         None for methods whose result is the list itself); `id_field` is `ID` for legacy

@@ -1,4 +1,4 @@
-"""The legacy-safe contact patch policy, rule by rule (DESIGN §5)."""
+"""The legacy-safe contact patch policy, rule by rule (docs/crm_sync.md)."""
 
 from __future__ import annotations
 
