@@ -262,7 +262,7 @@ def config_check(
     With a portal, also shows the portal this deployment serves (pinned, or learned from the
     first event) and checks that every configured field exists there with a fitting type.
     """
-    from shared.portal_config import ConfigError, load_portal_config
+    from shared.portal_config import ConfigError, load_portal_config, routing_summary
 
     settings = get_settings()
     target = path or settings.nps_config
@@ -273,6 +273,8 @@ def config_check(
         raise typer.Exit(code=1) from None
     segments = ", ".join(f"{s.category_id} ({s.kind})" for s in config.survey.segments)
     typer.echo(f"{target}: OK — smart process {config.survey.entity_type_id}, segments {segments}")
+    for line in routing_summary(config):
+        typer.echo(line)
     if not (portal or settings.bitrix24_webhook_url is not None):
         return
     from shared.bitrix24.verify import check_configured_portal

@@ -15,12 +15,14 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable, Coroutine, Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 
 import asyncpg
 from prometheus_client import Counter
 
 from services.ingest import store
+from services.ingest.contacts import ContactManagers
 from services.ingest.mapping import (
     Answer,
     AnswerError,
@@ -195,11 +197,15 @@ class Hydrator:
         reader: ItemReader,
         catalog: FieldCatalog,
         config: PortalConfig,
+        contacts: ContactManagers | None = None,
     ) -> None:
+        if config.survey.manager == "contact" and contacts is None:
+            raise ValueError("survey.manager: contact needs the contacts' responsibles reader")
         self._pool = pool
         self._reader = reader
         self._catalog = catalog
         self._config = config
+        self._contacts = contacts
 
     async def handle(self, event: WebhookReceived) -> None:
         nps_type = self._config.survey.entity_type_id
@@ -216,6 +222,11 @@ class Hydrator:
         if isinstance(mapped, NotASurvey):
             self._dropped("not_a_segment", event, mapped.reason)
             return
+        if self._contacts is not None and self._config.survey.manager == "contact":
+            # Whose NPS it is: the contact's responsible, not the item's (survey.manager).
+            contact = mapped.contact_id
+            manager = None if contact is None else await self._contacts.responsible(contact)
+            mapped = replace(mapped, responsible_id=manager)
         form = FormSubmitted(
             **event.caused("form", mapped.fingerprint()),
             portal=event.portal,

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 
 from services.ingest.api import create_app
+from services.ingest.contacts import ContactManagers
 from services.ingest.hydrator import PAGE_SIZE, FieldCatalog, Hydrator, ItemReader
 from services.ingest.sweep import Sweeper
 from shared.bitrix24 import Bitrix24Client, client_from_settings
@@ -32,7 +33,9 @@ async def serve_ingest(settings: Settings, stop: asyncio.Event | None = None) ->
         config, pool = runtime.config, runtime.pool
         client = client_from_settings(settings, pool, config)
         clients.append(client)
-        hydrator = Hydrator(pool, ItemReader(client), FieldCatalog(client), config)
+        hydrator = Hydrator(
+            pool, ItemReader(client), FieldCatalog(client), config, ContactManagers(client)
+        )
         subscribe(
             runtime.broker,
             INGEST_HYDRATE,

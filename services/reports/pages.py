@@ -289,12 +289,25 @@ def _count_heads() -> Html:
     )
 
 
+def _note_cell(counts: Counts) -> Html:
+    """The note of a row (cosmetics answers left out of it), in a table with a note column."""
+    if counts.note is None:
+        return el("td", {"class": "muted"}, "")
+    return el("td", {"class": "muted", "data-col": "note"}, counts.note)
+
+
+def _note_head(counts: Sequence[Counts]) -> Html | None:
+    """The note column's head, when a row of the table has a note."""
+    return el("th", None, "note") if any(c.note for c in counts) else None
+
+
 def _tile(label: str, value: str, col: str) -> Html:
     return el("div", {"class": "tile"}, el("b", {"data-col": col}, value), el("span", None, label))
 
 
 def summary_tiles(counts: Counts, key: str) -> Html:
-    """The figures of a whole selection (a `period=range` row) as tiles."""
+    """The figures of a whole selection (a `period=range` row) as tiles, and its note: the
+    tiles count equipment answers only when cosmetics answers were left out."""
     return el(
         "div",
         {"class": "tiles", "data-row": key},
@@ -304,6 +317,7 @@ def summary_tiles(counts: Counts, key: str) -> Html:
         _tile("passives", str(counts.passives), "passives"),
         _tile("detractors", str(counts.detractors), "detractors"),
         _tile("average score", fmt_avg(counts.avg_score), "avg_score"),
+        el("p", {"class": "muted", "data-col": "note"}, counts.note) if counts.note else None,
     )
 
 
@@ -358,7 +372,10 @@ def trend_body(chart: TrendChart, summary: Counts, rows_label: str) -> Html:
         figure: Html = el("p", {"class": "muted"}, "No answers for these filters.")
     else:
         figure = _trend_svg(chart)
-    heads = join([el("th", None, "period"), el("th", {"class": "num"}, "NPS"), _count_heads()])
+    note_head = _note_head([p.counts for p in chart.points])
+    heads = join(
+        [el("th", None, "period"), el("th", {"class": "num"}, "NPS"), _count_heads(), note_head]
+    )
     rows = join(
         el(
             "tr",
@@ -366,6 +383,7 @@ def trend_body(chart: TrendChart, summary: Counts, rows_label: str) -> Html:
             el("td", None, p.period),
             _num("nps", fmt_nps(p.counts.nps)),
             _count_cells(p.counts),
+            _note_cell(p.counts) if note_head else None,
         )
         for p in chart.points
     )
@@ -544,6 +562,7 @@ def managers_body(lines: Sequence[ManagerLine], filters: Filters) -> Html:
     """Per responsible manager: NPS and counts (the sales team's motivation view)."""
     if not lines:
         return el("section", None, el("p", {"class": "muted"}, "No answers for these filters."))
+    note_head = _note_head([line.counts for line in lines])
     heads = join(
         [
             el("th", None, "responsible manager"),
@@ -551,6 +570,7 @@ def managers_body(lines: Sequence[ManagerLine], filters: Filters) -> Html:
             el("th", None, ""),
             el("th", None, "promoters · passives · detractors"),
             _count_heads(),
+            note_head,
         ]
     )
     rows: list[Html] = []
@@ -569,6 +589,7 @@ def managers_body(lines: Sequence[ManagerLine], filters: Filters) -> Html:
                 el("td", None, _nps_bar_svg(line.bar, line.counts.nps)),
                 el("td", None, _mix_svg(line.mix, line.counts)),
                 _count_cells(line.counts),
+                _note_cell(line.counts) if note_head else None,
             )
         )
     return el(

@@ -30,7 +30,8 @@ def fmt_avg(value: float | None) -> str:
 
 @dataclass(frozen=True)
 class Counts:
-    """The figures of one report row."""
+    """The figures of one report row, and its note (cosmetics answers left out of an aggregate,
+    or why a cosmetics segment has no NPS)."""
 
     nps: float | None
     promoters: int
@@ -38,6 +39,7 @@ class Counts:
     detractors: int
     answers: int
     avg_score: float | None
+    note: str | None = None
 
     @classmethod
     def of(cls, row: Mapping[str, Any]) -> Counts:
@@ -48,6 +50,7 @@ class Counts:
             detractors=row["detractors"],
             answers=row["answers"],
             avg_score=row["avg_score"],
+            note=row.get("note"),
         )
 
 

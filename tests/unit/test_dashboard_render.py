@@ -82,6 +82,7 @@ def shown(row: dict[str, Any]) -> dict[str, str]:
         "detractors": str(row["detractors"]),
         "answers": str(row["answers"]),
         "avg_score": "—" if row["avg_score"] is None else f"{row['avg_score']:.2f}",
+        **({"note": row["note"]} if row.get("note") else {}),
     }
 
 
@@ -171,6 +172,35 @@ def test_trend_page_shows_every_period_and_the_summary() -> None:
     assert page.count('class="bar"') == 2
     assert "<details open>" in page
     assert 'href="/api/report?by=period"' in page
+
+
+NOTE = "equipment only: 2 cosmetics answers left out (no NPS across cosmetics products)"
+
+
+def test_trend_and_managers_show_the_notes_of_rows_that_left_cosmetics_out() -> None:
+    rows = [
+        {**report_row(None, 0, 0, 0, None, period="2024-05"), "note": NOTE},
+        {**report_row(100.0, 1, 0, 0, 10.0, period="2024-06"), "note": None},
+    ]
+    summary = {**report_row(100.0, 1, 0, 0, 10.0, period="all"), "note": NOTE}
+    page = pages.trend_body(trend_chart(rows), Counts.of(summary), "month")
+    assert figures(page) == {
+        "2024-05": {**shown(rows[0]), "note": NOTE},
+        "2024-06": shown(rows[1]),
+        "summary": {**shown(summary), "note": NOTE},
+    }
+    assert "<th>note</th>" in page
+
+    managers = [{**report_row(None, 0, 0, 0, None), "manager_id": 7, "note": NOTE}]
+    page = pages.managers_body(manager_lines(managers), Filters())
+    assert figures(page) == {"7": {**shown(managers[0]), "note": NOTE}}
+    assert "<th>note</th>" in page
+
+
+def test_tables_without_notes_have_no_note_column() -> None:
+    rows = [{**report_row(100.0, 1, 0, 0, 10.0, period="2024-06"), "note": None}]
+    page = pages.trend_body(trend_chart(rows), Counts.of(rows[0]), "month")
+    assert "note" not in page
 
 
 def test_an_empty_trend_says_there_are_no_answers() -> None:
