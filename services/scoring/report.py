@@ -62,7 +62,6 @@ def cosmetics_left_out_note(answers: int) -> str:
     )
 
 
-
 @dataclass(frozen=True)
 class _Source:
     """Where a report's sums come from (fixed SQL fragments; the table is aliased `d`)."""
