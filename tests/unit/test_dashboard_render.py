@@ -7,8 +7,10 @@ with `data-row` is a row, every `data-col` inside it a figure (its text).
 from __future__ import annotations
 
 import json
+import tomllib
 from datetime import UTC, datetime
 from html.parser import HTMLParser
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -350,3 +352,21 @@ def test_pages_take_their_style_sheet_from_the_app_and_the_policy_allows_only_it
     assert "unsafe-inline" not in pages.CONTENT_SECURITY_POLICY
     assert "script-src" not in pages.CONTENT_SECURITY_POLICY
     assert "default-src 'none'" in pages.CONTENT_SECURITY_POLICY
+
+
+def test_every_template_and_static_file_is_package_data() -> None:
+    """A non-editable install (the Docker image) gets only the files pyproject.toml lists."""
+    root = Path(__file__).resolve().parents[2]
+    package = root / "services" / "reports"
+    listed = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"][
+        "package-data"
+    ]["services.reports"]
+    shipped = {path for pattern in listed for path in package.glob(pattern)}
+    needed = {
+        path
+        for folder in ("templates", "static")
+        for path in (package / folder).rglob("*")
+        if path.is_file()
+    }
+    assert needed
+    assert needed <= shipped, sorted(str(p.relative_to(package)) for p in needed - shipped)
