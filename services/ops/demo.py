@@ -16,8 +16,8 @@ import asyncpg
 import httpx
 
 from services.scoring.commands import render_table
-from services.scoring.report import Conn, ReportQuery, run_report
-from shared.db import create_pool
+from services.scoring.report import ReportQuery, run_report
+from shared.db import Conn, create_pool
 from shared.settings import Settings
 
 

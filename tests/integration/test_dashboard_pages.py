@@ -4,6 +4,7 @@ the token is required, filters narrow every view, and the ops view reads conflic
 from __future__ import annotations
 
 import json
+import re
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -313,6 +314,23 @@ async def test_api_needs_the_token_too(pg_dsn: str, portal: str) -> None:
     assert missing.headers["www-authenticate"] == "Bearer"
     assert signed_in.status_code == 200
     assert health.status_code == 200
+
+
+async def test_the_style_sheet_is_served_without_the_token(pg_dsn: str) -> None:
+    async with client(pg_dsn) as http:
+        page = await http.get("/ops", headers=BEARER)
+        sign_in = await http.get("/ops")
+        linked = re.search(r'<link rel="stylesheet" href="([^"]+)">', page.text)
+        assert linked is not None
+        css = await http.get(linked.group(1))
+        missing = await http.get("/static/nothing.css")
+        outside = await http.get("/static/%2E%2E/app.py")
+    assert linked.group(1) in sign_in.text
+    assert css.status_code == 200
+    assert css.headers["content-type"].startswith("text/css")
+    assert "svg.chart" in css.text
+    assert missing.status_code == 404
+    assert outside.status_code == 404
 
 
 async def test_bad_filters_are_named_on_the_page(pg_dsn: str) -> None:
