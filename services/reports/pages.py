@@ -645,8 +645,49 @@ def attention_body(lines: Sequence[AttentionLine], summary: Counts, limit: int) 
     )
 
 
+def _unmapped_section(view: OpsView) -> Html:
+    """Answers ingest holds because no segment maps their category."""
+    if not view.unmapped:
+        content: Html = el(
+            "p", {"class": "muted"}, "None: every category that sent answers has a segment."
+        )
+    else:
+        heads = el(
+            "tr",
+            None,
+            el("th", None, "category"),
+            el("th", {"class": "num"}, "answers"),
+            el("th", None, "updated from"),
+            el("th", None, "to"),
+        )
+        rows = join(
+            el(
+                "tr",
+                {"data-row": f"category-{u.category_id}"},
+                el("td", None, u.category_id),
+                el("td", {"class": "num alert", "data-col": "answers"}, u.answers),
+                el("td", None, u.oldest),
+                el("td", None, u.newest),
+            )
+            for u in view.unmapped
+        )
+        content = join(
+            [
+                el("table", {"class": "unmapped"}, heads, rows),
+                el(
+                    "p",
+                    {"class": "muted"},
+                    "Add a segment for each category to the portal YAML: ingest picks the"
+                    " change up and scores and routes these answers once (nps unmapped).",
+                ),
+            ]
+        )
+    return el("section", None, el("h2", None, "Answers waiting for a segment"), content)
+
+
 def ops_body(view: OpsView) -> Html:
-    """Conflicts crm_sync left alone, and dead letters waiting per queue."""
+    """Conflicts crm_sync left alone, dead letters waiting per queue, and the answers held for
+    want of a segment."""
     if view.conflicts_total is None:
         conflicts: Html = el(
             "p",
@@ -730,5 +771,6 @@ def ops_body(view: OpsView) -> Html:
                     "Inspect and replay them with nps dlq list | show | replay.",
                 ),
             ),
+            _unmapped_section(view),
         ]
     )

@@ -15,6 +15,8 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit
 
+from services.ingest.unmapped import UnmappedCategory
+
 NPS_LOW, NPS_HIGH = -100.0, 100.0
 DASH = "—"
 MAX_VALUE_CHARS = 120
@@ -441,13 +443,25 @@ class QueueLine:
 
 
 @dataclass(frozen=True)
+class UnmappedLine:
+    """Answers of a category no segment maps, held by ingest until one does."""
+
+    category_id: int
+    answers: int
+    oldest: str
+    newest: str
+
+
+@dataclass(frozen=True)
 class OpsView:
-    """Conflicts (None: crm_sync's table is not in this database) and dead-letter queue sizes."""
+    """Conflicts (None: crm_sync's table is not in this database), dead-letter queue sizes and
+    the answers held for want of a segment."""
 
     conflicts_total: int | None
     conflicts: tuple[ConflictLine, ...]
     queues: tuple[QueueLine, ...]
     broker_reachable: bool
+    unmapped: tuple[UnmappedLine, ...] = ()
 
 
 def _queue_line(name: str, dead_letters: Mapping[str, int] | None) -> QueueLine:
@@ -461,6 +475,8 @@ def ops_view(
     dead_letters: Mapping[str, int] | None,
     queues: Sequence[str],
     origin: str | None,
+    *,
+    unmapped: Sequence[UnmappedCategory] = (),
 ) -> OpsView:
     return OpsView(
         conflicts_total=conflicts_total,
@@ -480,4 +496,13 @@ def ops_view(
         ),
         queues=tuple(_queue_line(name, dead_letters) for name in queues),
         broker_reachable=dead_letters is not None,
+        unmapped=tuple(
+            UnmappedLine(
+                category_id=u.category_id,
+                answers=u.items,
+                oldest=fmt_time(u.oldest),
+                newest=fmt_time(u.newest),
+            )
+            for u in unmapped
+        ),
     )

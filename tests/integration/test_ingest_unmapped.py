@@ -32,6 +32,7 @@ from services.ingest.hydrator import FieldCatalog, Hydrator, ItemReader
 from services.ingest.main import serve_ingest
 from services.ingest.release import HELD_EVENT, ConfigReloader, release_held
 from services.ingest.sweep import Sweeper
+from services.reports.app import create_app as reports_app
 from services.router.main import wire as router_wire
 from services.sandbox.app import create_app as sandbox_app
 from services.sandbox.limits import Limits
@@ -52,6 +53,7 @@ from shared.settings import (
 )
 from tests.conftest import EXAMPLE_CONFIG
 from tests.support import Captured, capture
+from tests.unit.test_dashboard_render import figures
 
 STARTUP_S = 30.0
 NPS = 1038
@@ -492,6 +494,32 @@ async def test_the_sweep_holds_items_of_a_category_no_segment_maps(
         "SELECT item_id FROM ingest_unmapped_items WHERE portal = $1", portal.member_id
     )
     assert held == item_id
+
+
+async def test_the_ops_page_lists_held_answers_per_category(
+    pg_dsn: str, pool: asyncpg.Pool, portal: SandboxPortal, b24: Bitrix24Client, new_form: int
+) -> None:
+    member = portal.member_id
+    before, _ = configs(member, new_form)
+    hydrator = Hydrator(pool, ItemReader(b24), FieldCatalog(b24), before)
+    held = [(801, new_form), (802, new_form), (803, 99)]
+    for item_id, category_id in held:
+        await hydrator.handle(robot(member, item_id, category_id, 6, "2024-07-22T18:00:00Z"))
+    token = "ops-token-5d2a"
+    app = reports_app(pg_dsn, token)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://reports") as http:
+            page = await http.get(
+                "/ops",
+                params={"portal": member},
+                headers={"Authorization": f"Bearer {token}"},
+            )
+    assert page.status_code == 200
+    rows = figures(page.text)
+    assert rows[f"category-{new_form}"] == {"answers": "2"}
+    assert rows["category-99"] == {"answers": "1"}
+    assert "Answers waiting for a segment" in page.text
 
 
 async def test_an_item_held_while_the_config_learns_its_category_goes_out(
