@@ -258,7 +258,8 @@ def config_check(
 ) -> None:
     """Validate the portal YAML; names every bad key and what was expected.
 
-    With a portal, also checks that every configured field exists there with a fitting type.
+    With a portal, also checks that every configured field exists there with a fitting type,
+    and lists the smart process's categories that no segment maps.
     """
     from shared.portal_config import ConfigError, load_portal_config
 
@@ -275,10 +276,16 @@ def config_check(
         return
     from shared.bitrix24.verify import check_configured_portal
 
-    problems = asyncio.run(check_configured_portal(settings, config))
-    for problem in problems:
+    checked = asyncio.run(check_configured_portal(settings, config))
+    for problem in checked.problems:
         typer.echo(problem, err=True)
-    if problems:
+    if checked.unmapped:
+        listed = ", ".join(f"{c.category_id} ({c.name})" for c in checked.unmapped)
+        typer.echo(
+            f"portal: categories no segment maps: {listed}; their answers are held"
+            " (nps unmapped) until a segment maps them"
+        )
+    if checked.problems:
         raise typer.Exit(code=1)
     typer.echo("portal: every configured field exists and its type fits")
 
