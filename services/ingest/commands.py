@@ -40,9 +40,12 @@ def unmapped_command(
     configure_logging(settings.log_level, settings.log_format, service="ingest")
     try:
         held = asyncio.run(_unmapped(settings, portal))
-    except asyncpg.UndefinedTableError:
-        typer.echo("the database has no ingest tables yet: run `nps migrate`", err=True)
+    except (OSError, asyncpg.PostgresError) as exc:
+        typer.echo(f"PostgreSQL (DATABASE_URL) did not answer: {exc}", err=True)
         raise typer.Exit(code=1) from None
+    if held is None:
+        typer.echo("the database has no ingest tables yet: run `nps migrate`", err=True)
+        raise typer.Exit(code=1)
     if as_json:
         rows = [asdict(category) for category in held]
         typer.echo(json.dumps(rows, ensure_ascii=False, indent=2, default=str))
@@ -62,7 +65,7 @@ def unmapped_command(
     )
 
 
-async def _unmapped(settings: Settings, portal: str | None) -> list[UnmappedCategory]:
+async def _unmapped(settings: Settings, portal: str | None) -> list[UnmappedCategory] | None:
     pool = await create_pool(settings.database_url.get_secret_value(), max_size=1)
     try:
         async with pool.acquire() as conn:

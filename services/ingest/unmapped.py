@@ -26,8 +26,11 @@ class UnmappedCategory:
     """The latest `updatedTime` among them."""
 
 
-async def unmapped_summary(conn: Conn, portal: str | None = None) -> list[UnmappedCategory]:
-    """The items waiting for a segment, per category (of one portal when `portal` is given)."""
+async def unmapped_summary(conn: Conn, portal: str | None = None) -> list[UnmappedCategory] | None:
+    """The items waiting for a segment, per category (of one portal when `portal` is given);
+    None when ingest's table is not in this database (not migrated yet)."""
+    if await conn.fetchval("SELECT to_regclass('ingest_unmapped_items')") is None:
+        return None
     rows = await conn.fetch(
         """SELECT category_id, count(*) AS items, min(updated_at) AS oldest,
                   max(updated_at) AS newest

@@ -647,8 +647,14 @@ def attention_body(lines: Sequence[AttentionLine], summary: Counts, limit: int) 
 
 def _unmapped_section(view: OpsView) -> Html:
     """Answers ingest holds because no segment maps their category."""
-    if not view.unmapped:
+    if view.unmapped is None:
         content: Html = el(
+            "p",
+            {"class": "muted"},
+            "ingest's table of held answers (ingest_unmapped_items) is not in this database.",
+        )
+    elif not view.unmapped:
+        content = el(
             "p", {"class": "muted"}, "None: every category that sent answers has a segment."
         )
     else:

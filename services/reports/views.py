@@ -461,7 +461,8 @@ class OpsView:
     conflicts: tuple[ConflictLine, ...]
     queues: tuple[QueueLine, ...]
     broker_reachable: bool
-    unmapped: tuple[UnmappedLine, ...] = ()
+    unmapped: tuple[UnmappedLine, ...] | None = ()
+    """None: ingest's table is not in this database."""
 
 
 def _queue_line(name: str, dead_letters: Mapping[str, int] | None) -> QueueLine:
@@ -476,7 +477,7 @@ def ops_view(
     queues: Sequence[str],
     origin: str | None,
     *,
-    unmapped: Sequence[UnmappedCategory] = (),
+    unmapped: Sequence[UnmappedCategory] | None = (),
 ) -> OpsView:
     return OpsView(
         conflicts_total=conflicts_total,
@@ -496,7 +497,9 @@ def ops_view(
         ),
         queues=tuple(_queue_line(name, dead_letters) for name in queues),
         broker_reachable=dead_letters is not None,
-        unmapped=tuple(
+        unmapped=None
+        if unmapped is None
+        else tuple(
             UnmappedLine(
                 category_id=u.category_id,
                 answers=u.items,

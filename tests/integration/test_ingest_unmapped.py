@@ -32,6 +32,7 @@ from services.ingest.hydrator import FieldCatalog, Hydrator, ItemReader
 from services.ingest.main import serve_ingest
 from services.ingest.release import HELD_EVENT, ConfigReloader, release_held
 from services.ingest.sweep import Sweeper
+from services.ops.scratch import scratch_database, scratch_name
 from services.reports.app import create_app as reports_app
 from services.router.main import wire as router_wire
 from services.sandbox.app import create_app as sandbox_app
@@ -547,3 +548,55 @@ async def test_an_item_held_while_the_config_learns_its_category_goes_out(
         hydrator.reconfigure(after)
     await asyncio.wait_for(handling, 10)
     assert [s.item_id for s in await submissions(pool, member)] == [901]
+
+
+async def test_nps_unmapped_says_what_is_held_and_what_to_do(
+    pg_server: str,
+    pg_dsn: str,
+    pool: asyncpg.Pool,
+    portal: SandboxPortal,
+    b24: Bitrix24Client,
+    new_form: int,
+    monkeypatch: pytest.MonkeyPatch,
+    restore_logging: None,
+) -> None:
+    member = portal.member_id
+    before, _ = configs(member, new_form)
+
+    async def nps_unmapped(dsn: str) -> tuple[int, str]:
+        monkeypatch.setenv("DATABASE_URL", dsn)
+        get_settings.cache_clear()
+        try:
+            result = await asyncio.to_thread(
+                CliRunner().invoke, cli, ["unmapped", "--portal", member]
+            )
+        finally:
+            get_settings.cache_clear()
+        return result.exit_code, result.output
+
+    assert await nps_unmapped(pg_dsn) == (
+        0,
+        "no answers held: every category that sent answers is mapped by a segment\n",
+    )
+    hydrator = Hydrator(pool, ItemReader(b24), FieldCatalog(b24), before)
+    await hydrator.handle(robot(member, 1001, new_form, 4, "2024-07-22T18:00:00Z"))
+    await hydrator.handle(robot(member, 1002, new_form, 9, "2024-07-23T10:30:00Z"))
+    code, output = await nps_unmapped(pg_dsn)
+    assert code == 0, output
+    assert output.splitlines() == [
+        f"category {new_form}: 2 answer(s) held, updated 2024-07-22 18:00 .. 2024-07-23 10:30 UTC",
+        "2 answer(s) in 1 category(ies) wait for a segment: add one per category to the portal"
+        " YAML; ingest picks the change up and scores them once",
+    ]
+    async with scratch_database(pg_server, scratch_name("test_unmigrated")) as dsn:
+        fresh = await asyncpg.connect(dsn)
+        try:
+            await fresh.execute("DROP TABLE ingest_unmapped_items")
+        finally:
+            await fresh.close()
+        code, output = await nps_unmapped(dsn)
+    assert (code, output) == (1, "the database has no ingest tables yet: run `nps migrate`\n")
+    code, output = await nps_unmapped("postgresql://postgres@127.0.0.1:1/nps")
+    assert code == 1
+    assert output.startswith("PostgreSQL (DATABASE_URL) did not answer:")
+    assert "Traceback" not in output

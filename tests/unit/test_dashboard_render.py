@@ -253,6 +253,8 @@ def test_ops_page_lists_answers_waiting_for_a_segment() -> None:
     assert "Add a segment for each category to the portal YAML" in page
     empty = pages.ops_body(ops_view(None, [], None, [], None))
     assert "None: every category that sent answers has a segment." in empty
+    missing = pages.ops_body(ops_view(None, [], None, [], None, unmapped=None))
+    assert "(ingest_unmapped_items) is not in this database" in missing
 
 
 def test_sign_in_page_says_how_to_get_in() -> None:

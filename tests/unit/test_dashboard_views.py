@@ -327,11 +327,13 @@ def test_ops_view_lists_the_answers_waiting_for_a_segment() -> None:
         oldest=datetime(2024, 6, 1, 12, 0, tzinfo=UTC),
         newest=datetime(2024, 6, 2, 9, 30, tzinfo=UTC),
     )
-    view = ops_view(None, [], None, [], None, unmapped=[held])
-    assert [(u.category_id, u.answers, u.oldest, u.newest) for u in view.unmapped] == [
+    lines = ops_view(None, [], None, [], None, unmapped=[held]).unmapped
+    assert lines is not None
+    assert [(u.category_id, u.answers, u.oldest, u.newest) for u in lines] == [
         (16, 3, "2024-06-01 12:00 UTC", "2024-06-02 09:30 UTC")
     ]
     assert ops_view(None, [], None, [], None).unmapped == ()
+    assert ops_view(None, [], None, [], None, unmapped=None).unmapped is None
 
 
 def test_formats() -> None:
