@@ -143,7 +143,7 @@ class ConfigReloader:
         self._stamp = stamp
         try:
             config = load_portal_config(self.path)
-        except ConfigError as exc:
+        except (ConfigError, OSError) as exc:
             log.warning("config_reload_failed", error=str(exc), keeping="the running config")
             return False
         refusal = reload_refusal(self.config, config)
@@ -166,7 +166,7 @@ class ConfigReloader:
         check."""
         try:
             submitted = await release_held(self.pool, self.config)
-        except (OSError, asyncpg.PostgresError) as exc:
+        except Exception as exc:
             self._release_due = True
             log.warning("held_items_release_failed", error=f"{type(exc).__name__}: {exc}")
             return 0

@@ -41,6 +41,7 @@ from services.sandbox.portal import SandboxPortal
 from services.sandbox.seed import add_answer_items, seed_demo
 from services.scoring.main import wire as scoring_wire
 from shared.bitrix24 import Bitrix24Client, MemoryRateBudget
+from shared.db import create_pool
 from shared.events import PortalRef, WebhookReceived
 from shared.health import QuietServer
 from shared.portal_config import PortalConfig, parse_portal_config
@@ -445,6 +446,39 @@ async def test_the_reloader_applies_a_changed_file_and_keeps_a_broken_one(
     assert len(await submissions(pool, member)) == 1
 
 
+async def test_a_changed_file_is_picked_up_without_a_signal(
+    pool: asyncpg.Pool,
+    portal: SandboxPortal,
+    b24: Bitrix24Client,
+    new_form: int,
+    tmp_path: Path,
+) -> None:
+    member = portal.member_id
+    before, after = configs(member, new_form)
+    hydrator = Hydrator(pool, ItemReader(b24), FieldCatalog(b24), before)
+    await hydrator.handle(robot(member, 651, new_form, 9, "2024-07-22T18:00:00Z"))
+    path = tmp_path / "portal.yaml"
+    data = example(member)
+    write_yaml(path, data)
+    reloader = ConfigReloader(path, before, pool, (hydrator.reconfigure,))
+    stop = asyncio.Event()
+    task = asyncio.create_task(reloader.run(0.1, stop))
+    try:
+        await asyncio.sleep(0.3)
+        assert await submissions(pool, member) == []
+        data["survey"]["segments"].append({"category_id": new_form, **LASER_C})
+        write_yaml(path, data)
+
+        async def released() -> bool:
+            return len(await submissions(pool, member)) == 1
+
+        await until(released, "the changed file to be applied")
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 5)
+    assert reloader.config == after
+
+
 async def test_on_start_up_the_held_items_of_mapped_categories_go_out(
     pool: asyncpg.Pool,
     portal: SandboxPortal,
@@ -471,6 +505,41 @@ async def test_on_start_up_the_held_items_of_mapped_categories_go_out(
         stop.set()
         await asyncio.wait_for(task, 5)
     assert sorted(s.item_id for s in await submissions(pool, member)) == [701, 702]
+
+
+async def test_a_failed_release_is_retried_on_the_next_check(
+    pg_dsn: str,
+    pool: asyncpg.Pool,
+    portal: SandboxPortal,
+    b24: Bitrix24Client,
+    new_form: int,
+    tmp_path: Path,
+) -> None:
+    member = portal.member_id
+    before, after = configs(member, new_form)
+    await Hydrator(pool, ItemReader(b24), FieldCatalog(b24), before).handle(
+        robot(member, 751, new_form, 3, "2024-07-22T18:00:00Z")
+    )
+    path = tmp_path / "portal.yaml"
+    write_yaml(path, example(member))
+    closed = await create_pool(pg_dsn, max_size=1)
+    await closed.close()
+    reloader = ConfigReloader(path, after, closed, ())
+    stop = asyncio.Event()
+    task = asyncio.create_task(reloader.run(0.1, stop))
+    try:
+        await asyncio.sleep(0.3)
+        assert not task.done()
+        assert await submissions(pool, member) == []
+        reloader.pool = pool
+
+        async def released() -> bool:
+            return len(await submissions(pool, member)) == 1
+
+        await until(released, "the release to be retried")
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 5)
 
 
 async def test_the_sweep_holds_items_of_a_category_no_segment_maps(
