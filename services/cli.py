@@ -260,7 +260,8 @@ def config_check(
     """Validate the portal YAML; names every bad key and what was expected.
 
     With a portal, also shows the portal this deployment serves (pinned, or learned from the
-    first event) and checks that every configured field exists there with a fitting type.
+    first event), checks that every configured field exists there with a fitting type, and lists
+    the smart process's categories that no segment maps.
     """
     from shared.portal_config import ConfigError, load_portal_config, routing_summary
 
@@ -280,9 +281,16 @@ def config_check(
     from shared.bitrix24.verify import check_configured_portal
 
     problems = _show_served_portal(settings, config, target)
-    problems += asyncio.run(check_configured_portal(settings, config))
+    checked = asyncio.run(check_configured_portal(settings, config))
+    problems += checked.problems
     for problem in problems:
         typer.echo(problem, err=True)
+    if checked.unmapped:
+        listed = ", ".join(f"{c.category_id} ({c.name})" for c in checked.unmapped)
+        typer.echo(
+            f"portal: categories no segment maps: {listed}; their answers are held"
+            " (nps unmapped) until a segment maps them"
+        )
     if problems:
         raise typer.Exit(code=1)
     typer.echo("portal: every configured field exists and its type fits")

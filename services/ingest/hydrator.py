@@ -8,6 +8,9 @@ calls and sweep submissions bring the item's fields along and need no read.
 Publishing happens in one statement with the claim of the incoming message id, so a redelivered
 message publishes nothing twice; `store.record_answer` also drops a state of the item that was
 already published (the same answer reached us by event and by sweep, say).
+
+An item of a category no segment maps is held (`store.hold_unmapped`) with the fields it was read
+with, until the configuration maps the category (`services.ingest.release`).
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from services.ingest.mapping import (
     UnknownListItemError,
     map_item,
 )
+from services.ingest.release import release_held
 from shared.bitrix24 import Bitrix24Client, NotFound
 from shared.events import FormSubmitted, WebhookReceived
 from shared.logging import get_logger
@@ -207,6 +211,10 @@ class Hydrator:
         self._config = config
         self._contacts = contacts
 
+    def reconfigure(self, config: PortalConfig) -> None:
+        """Map the next messages with `config` (a reloaded portal YAML)."""
+        self._config = config
+
     async def handle(self, event: WebhookReceived) -> None:
         nps_type = self._config.survey.entity_type_id
         if event.entity_type_id != nps_type:
@@ -220,7 +228,7 @@ class Hydrator:
                 return
         mapped = await self._map(item)
         if isinstance(mapped, NotASurvey):
-            self._dropped("not_a_segment", event, mapped.reason)
+            await self._hold(event, item, mapped)
             return
         if self._contacts is not None and self._config.survey.manager == "contact":
             # Whose NPS it is: the contact's responsible, not the item's (survey.manager).
@@ -274,6 +282,25 @@ class Hydrator:
         except AnswerError as exc:
             HYDRATED.labels(outcome="invalid").inc()
             raise PermanentError(str(exc)) from exc
+
+    async def _hold(
+        self, event: WebhookReceived, item: Mapping[str, Any], unmapped: NotASurvey
+    ) -> None:
+        """Keep the item until a segment maps its category. Should the config have learned the
+        category while the item was being read, it goes out now: a reload releases only what was
+        held before it."""
+        async with self._pool.acquire() as conn:
+            held = await store.hold_unmapped(conn, event, unmapped, item)
+        HYDRATED.labels(outcome="held" if held else "stale").inc()
+        log.info(
+            "hydrate_held" if held else "hydrate_held_stale",
+            reason=unmapped.reason,
+            category_id=unmapped.category_id,
+            item_id=event.item_id,
+            source=event.source,
+        )
+        if self._config.survey.segment(unmapped.category_id) is not None:
+            await release_held(self._pool, self._config)
 
     def _dropped(self, outcome: str, event: WebhookReceived, reason: str) -> None:
         HYDRATED.labels(outcome=outcome).inc()

@@ -10,6 +10,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
+from services.ingest.unmapped import unmapped_summary
 from services.reports import pages, queries
 from services.reports.filters import Filters
 from services.reports.views import (
@@ -85,7 +86,10 @@ async def attention(conn: Conn, sources: Sources, filters: Filters, options: Fil
 async def ops(conn: Conn, sources: Sources, filters: Filters, options: FilterOptions) -> str:
     total, records = await queries.conflicts(conn, filters.portal)
     dead_letters = await queries.dead_letter_sizes(sources.rabbitmq_url)
-    view = ops_view(total, records, dead_letters, queries.queue_names(), sources.portal_origin)
+    held = await unmapped_summary(conn, filters.portal)
+    view = ops_view(
+        total, records, dead_letters, queries.queue_names(), sources.portal_origin, unmapped=held
+    )
     return pages.ops_page(filters, options, view)
 
 

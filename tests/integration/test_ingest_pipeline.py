@@ -310,12 +310,10 @@ async def test_an_older_state_arriving_after_a_newer_one_publishes_nothing(
     assert [f["answers"][0]["score"] for f in await forms(pool, portal)] == [9]
 
 
-async def test_missing_item_and_unknown_category_are_dropped(
+async def test_missing_item_is_dropped(
     pool: asyncpg.Pool, portal: SandboxPortal, hydrator: Hydrator
 ) -> None:
     await hydrator.handle(event_for(portal, 987_654))
-    fields = {"id": 5, "categoryId": 99, "createdTime": "2024-07-22T18:00:00Z"}
-    await hydrator.handle(event_for(portal, 5, source="robot", fields=fields))
     assert await forms(pool, portal) == []
 
 

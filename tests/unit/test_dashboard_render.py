@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from services.ingest.unmapped import UnmappedCategory
 from services.reports import pages
 from services.reports.filters import Filters
 from services.reports.views import (
@@ -364,6 +365,18 @@ def test_ops_page_shows_conflicts_and_unknown_queue_sizes() -> None:
     assert "is not in this database" in missing
     assert figures(missing)["scoring.submissions"] == {"size": "2"}
     assert 'class="num alert"' in missing
+
+
+def test_ops_page_lists_answers_waiting_for_a_segment() -> None:
+    at = datetime(2024, 6, 1, tzinfo=UTC)
+    held = [UnmappedCategory(16, 3, at, at), UnmappedCategory(18, 1, at, at)]
+    page = pages.ops_page(Filters(), OPTIONS, ops_view(None, [], None, [], None, unmapped=held))
+    assert figures(page) == {"category-16": {"answers": "3"}, "category-18": {"answers": "1"}}
+    assert "Add a segment for each category to the portal YAML" in page
+    empty = pages.ops_page(Filters(), OPTIONS, ops_view(None, [], None, [], None))
+    assert "None: every category that sent answers has a segment." in empty
+    missing = pages.ops_page(Filters(), OPTIONS, ops_view(None, [], None, [], None, unmapped=None))
+    assert "(ingest_unmapped_items) is not in this database" in missing
 
 
 def test_sign_in_page_says_how_to_get_in() -> None:
