@@ -1,0 +1,130 @@
+"""The shared rate budget holds through a portal stall: the sandbox portal, served by a real
+uvicorn (real read timeouts), hangs every `crm.item.list` for a while and then recovers, while
+ingest's item reader keeps asking for items through a client whose budget is in PostgreSQL.
+
+The portal's limit is a custom plan's 10 requests/s with a burst of 20, so that a few seconds of
+stall hold back more requests than the burst, as twenty seconds do at the standard 2/s and 50."""
+
+import asyncio
+import json
+import math
+import time
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import asyncpg
+import pytest
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from services.ingest.hydrator import ItemReader
+from services.sandbox.app import create_app
+from services.sandbox.faults import Faults
+from services.sandbox.limits import Limits
+from services.sandbox.portal import QUERY_LIMIT_EXCEEDED, SandboxPortal
+from services.sandbox.seed import make_answers, seed_demo
+from shared.bitrix24 import Bitrix24Client, PgRateBudget
+from shared.portal_config import Rate
+from tests.conftest import EXAMPLE_CONFIG
+from tests.support import serving
+
+NPS = 1038
+RATE = Rate(per_second=10, burst=20)
+ITEMS = 100
+ARRIVAL_GAP_S = 0.04  # one message a moment: each read would go out alone
+HANG_S = 4.0
+READ_TIMEOUT_S = 3.0
+STALL_S = 4.0
+
+
+@dataclass
+class ItemReads:
+    """The `crm.item.list` requests the portal received: when, and how many ids each asked for."""
+
+    received: list[tuple[float, int]] = field(default_factory=list)
+
+    def wrap(self, app: ASGIApp) -> ASGIApp:
+        async def tapped(scope: Scope, receive: Receive, send: Send) -> None:
+            if scope["type"] != "http" or not scope["path"].endswith("/crm.item.list.json"):
+                await app(scope, receive, send)
+                return
+            arrived = time.monotonic()
+            body = b""
+
+            async def tap() -> Message:
+                nonlocal body
+                message = await receive()
+                body += message.get("body", b"")
+                return message
+
+            await app(scope, tap, send)
+            ids = json.loads(body)["filter"]["@id"]
+            self.received.append((arrived, len(ids)))
+
+        return tapped
+
+
+@pytest.fixture
+def portal() -> SandboxPortal:
+    limits = Limits(per_second=RATE.per_second, burst=RATE.burst, operating_limit_s=None)
+    portal = SandboxPortal(limits=limits)
+    seed_demo(portal, config_path=EXAMPLE_CONFIG, contacts=3, seed=7)
+    return portal
+
+
+@pytest.fixture
+async def client(
+    portal: SandboxPortal, pool: asyncpg.Pool, reads: ItemReads
+) -> AsyncIterator[Bitrix24Client]:
+    budget = PgRateBudget(pool, f"stall-{uuid.uuid4().hex}", RATE)
+    async with serving(reads.wrap(create_app(portal))) as url:
+        webhook = f"{url}/rest/{portal.user_id}/{portal.secret}/"
+        async with Bitrix24Client(
+            webhook, budget, read_timeout_s=READ_TIMEOUT_S, backoff_s=0.05, backoff_max_s=0.2
+        ) as b24:
+            yield b24
+
+
+@pytest.fixture
+def reads() -> ItemReads:
+    return ItemReads()
+
+
+@pytest.mark.timeout(90)
+async def test_after_a_stall_the_portal_refuses_nothing_and_reads_go_out_batched(
+    portal: SandboxPortal, client: Bitrix24Client, reads: ItemReads
+) -> None:
+    item_ids = make_answers(portal, ITEMS, seed=3)
+    reader = ItemReader(client)
+    waited: dict[int, float] = {}
+
+    async def read(item_id: int, delay: float) -> dict[str, Any] | None:
+        await asyncio.sleep(delay)
+        asked = time.monotonic()
+        try:
+            return await reader.get(NPS, item_id)
+        finally:
+            waited[item_id] = time.monotonic() - asked
+
+    portal.faults.configure(Faults(hang_rate=1.0, hang_s=HANG_S, methods=["crm.item.list"]))
+    readers = [
+        asyncio.create_task(read(item_id, index * ARRIVAL_GAP_S))
+        for index, item_id in enumerate(item_ids)
+    ]
+    await asyncio.sleep(STALL_S)
+    portal.faults.configure(Faults())
+    recovered = time.monotonic()
+    items = await asyncio.gather(*readers, return_exceptions=True)
+
+    report = portal.calls_report()
+    assert report["limit_errors"][QUERY_LIMIT_EXCEEDED] == 0, report["errors"]
+    failed = [item for item in items if not isinstance(item, dict)]
+    assert not failed, failed
+    assert [item["id"] for item in items if isinstance(item, dict)] == item_ids
+    after = [size for arrived, size in reads.received if arrived >= recovered]
+    assert len(after) <= math.ceil(ITEMS / 50) + 4, after  # the accumulated ids, 50 a request
+    assert max(after) > 1, after
+    # A read waits for the requests hung before it, not for wave after wave of them: at most
+    # its own hung attempts (two read timeouts) and one more request.
+    assert max(waited.values()) < 2 * READ_TIMEOUT_S + 2.0, sorted(waited.values())[-5:]
