@@ -32,10 +32,11 @@ from tests.support import serving
 NPS = 1038
 RATE = Rate(per_second=10, burst=20)
 ITEMS = 100
-ARRIVAL_GAP_S = 0.04  # one message a moment: each read would go out alone
+ARRIVAL_GAP_S = 0.03  # one message at a time, all within the stall: each read alone
 HANG_S = 4.0
 READ_TIMEOUT_S = 3.0
 STALL_S = 4.0
+READ_SLOTS = 4
 
 
 @dataclass
@@ -96,7 +97,7 @@ async def test_after_a_stall_the_portal_refuses_nothing_and_reads_go_out_batched
     portal: SandboxPortal, client: Bitrix24Client, reads: ItemReads
 ) -> None:
     item_ids = make_answers(portal, ITEMS, seed=3)
-    reader = ItemReader(client)
+    reader = ItemReader(client, max_reads=READ_SLOTS)
     waited: dict[int, float] = {}
 
     async def read(item_id: int, delay: float) -> dict[str, Any] | None:
@@ -122,9 +123,11 @@ async def test_after_a_stall_the_portal_refuses_nothing_and_reads_go_out_batched
     failed = [item for item in items if not isinstance(item, dict)]
     assert not failed, failed
     assert [item["id"] for item in items if isinstance(item, dict)] == item_ids
+    # After the recovery: the retries of the reads that were hung (one per read slot), then the
+    # ids gathered meanwhile, 50 a request.
     after = [size for arrived, size in reads.received if arrived >= recovered]
-    assert len(after) <= math.ceil(ITEMS / 50) + 4, after  # the accumulated ids, 50 a request
-    assert max(after) > 1, after
-    # A read waits for the requests hung before it, not for wave after wave of them: at most
-    # its own hung attempts (two read timeouts) and one more request.
+    assert len(after) <= READ_SLOTS + math.ceil(ITEMS / 50), after
+    assert max(after) == 50, after
+    # A read waits no longer than the reads hung at the portal (their two attempts in the stall,
+    # each ended by the read timeout) and one request more, not for wave after wave of hangs.
     assert max(waited.values()) < 2 * READ_TIMEOUT_S + 2.0, sorted(waited.values())[-5:]
