@@ -2,8 +2,9 @@
 uvicorn (real read timeouts), hangs every `crm.item.list` for a while and then recovers, while
 ingest's item reader keeps asking for items through a client whose budget is in PostgreSQL.
 
-The portal's limit is a custom plan's 10 requests/s with a burst of 20, so that a few seconds of
-stall hold back more requests than the burst, as twenty seconds do at the standard 2/s and 50."""
+Another process (its own connections, the same budget) calls the portal all along. The portal's
+limit is a custom plan's 10 requests/s with a burst of 20, so that a few seconds of stall hold
+back more requests than the burst, as twenty seconds do at the standard 2/s and 50."""
 
 import asyncio
 import json
@@ -25,6 +26,7 @@ from services.sandbox.limits import Limits
 from services.sandbox.portal import QUERY_LIMIT_EXCEEDED, SandboxPortal
 from services.sandbox.seed import make_answers, seed_demo
 from shared.bitrix24 import Bitrix24Client, PgRateBudget
+from shared.db import create_pool
 from shared.portal_config import Rate
 from tests.conftest import EXAMPLE_CONFIG
 from tests.support import serving
@@ -37,6 +39,7 @@ HANG_S = 4.0
 READ_TIMEOUT_S = 3.0
 STALL_S = 4.0
 READ_SLOTS = 4
+OTHER_GAP_S = 0.2
 
 
 @dataclass
@@ -75,16 +78,38 @@ def portal() -> SandboxPortal:
 
 
 @pytest.fixture
-async def client(
-    portal: SandboxPortal, pool: asyncpg.Pool, reads: ItemReads
-) -> AsyncIterator[Bitrix24Client]:
-    budget = PgRateBudget(pool, f"stall-{uuid.uuid4().hex}", RATE)
+async def webhook(portal: SandboxPortal, reads: ItemReads) -> AsyncIterator[str]:
     async with serving(reads.wrap(create_app(portal))) as url:
-        webhook = f"{url}/rest/{portal.user_id}/{portal.secret}/"
-        async with Bitrix24Client(
-            webhook, budget, read_timeout_s=READ_TIMEOUT_S, backoff_s=0.05, backoff_max_s=0.2
-        ) as b24:
+        yield f"{url}/rest/{portal.user_id}/{portal.secret}/"
+
+
+@pytest.fixture
+def budget_key() -> str:
+    return f"stall-{uuid.uuid4().hex}"
+
+
+@pytest.fixture
+async def client(
+    webhook: str, budget_key: str, pool: asyncpg.Pool
+) -> AsyncIterator[Bitrix24Client]:
+    """Ingest's client."""
+    budget = PgRateBudget(pool, budget_key, RATE)
+    async with Bitrix24Client(
+        webhook, budget, read_timeout_s=READ_TIMEOUT_S, backoff_s=0.05, backoff_max_s=0.2
+    ) as b24:
+        yield b24
+
+
+@pytest.fixture
+async def other_client(webhook: str, budget_key: str, pg_dsn: str) -> AsyncIterator[Bitrix24Client]:
+    """Another process calling the same portal (a crm_sync replica): its own connections to the
+    same database, the same shared budget."""
+    other_pool = await create_pool(pg_dsn, max_size=2)
+    try:
+        async with Bitrix24Client(webhook, PgRateBudget(other_pool, budget_key, RATE)) as b24:
             yield b24
+    finally:
+        await other_pool.close()
 
 
 @pytest.fixture
@@ -94,11 +119,21 @@ def reads() -> ItemReads:
 
 @pytest.mark.timeout(90)
 async def test_after_a_stall_the_portal_refuses_nothing_and_reads_go_out_batched(
-    portal: SandboxPortal, client: Bitrix24Client, reads: ItemReads
+    portal: SandboxPortal, client: Bitrix24Client, other_client: Bitrix24Client, reads: ItemReads
 ) -> None:
     item_ids = make_answers(portal, ITEMS, seed=3)
     reader = ItemReader(client, max_reads=READ_SLOTS)
     waited: dict[int, float] = {}
+    reading = True
+
+    async def other_process() -> int:
+        """Calls the portal all along, unaffected by the hang, within the same budget."""
+        calls = 0
+        while reading:
+            await other_client.call("crm.contact.list", {"select": ["ID"]})
+            calls += 1
+            await asyncio.sleep(OTHER_GAP_S)
+        return calls
 
     async def read(item_id: int, delay: float) -> dict[str, Any] | None:
         await asyncio.sleep(delay)
@@ -109,6 +144,7 @@ async def test_after_a_stall_the_portal_refuses_nothing_and_reads_go_out_batched
             waited[item_id] = time.monotonic() - asked
 
     portal.faults.configure(Faults(hang_rate=1.0, hang_s=HANG_S, methods=["crm.item.list"]))
+    other = asyncio.create_task(other_process())
     readers = [
         asyncio.create_task(read(item_id, index * ARRIVAL_GAP_S))
         for index, item_id in enumerate(item_ids)
@@ -117,12 +153,16 @@ async def test_after_a_stall_the_portal_refuses_nothing_and_reads_go_out_batched
     portal.faults.configure(Faults())
     recovered = time.monotonic()
     items = await asyncio.gather(*readers, return_exceptions=True)
+    reading = False
+    (other_calls,) = await asyncio.gather(other, return_exceptions=True)
 
     report = portal.calls_report()
     assert report["limit_errors"][QUERY_LIMIT_EXCEEDED] == 0, report["errors"]
     failed = [item for item in items if not isinstance(item, dict)]
     assert not failed, failed
     assert [item["id"] for item in items if isinstance(item, dict)] == item_ids
+    assert isinstance(other_calls, int), other_calls
+    assert other_calls >= STALL_S / OTHER_GAP_S / 2  # the other process went on meanwhile
     # After the recovery: the retries of the reads that were hung (one per read slot), then the
     # ids gathered meanwhile, 50 a request.
     after = [size for arrived, size in reads.received if arrived >= recovered]
