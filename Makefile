@@ -6,13 +6,14 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 
-.PHONY: help venv services tools run test chaos lint format bench demo up down clean
+.PHONY: help venv services tools run test unit chaos lint format bench demo up down clean
 
 help:
 	@echo "make run    - the whole pipeline (sandbox portal when BITRIX24_WEBHOOK_URL is unset)"
 	@echo "make test   - the test suite against real RabbitMQ and PostgreSQL"
+	@echo "make unit   - the pure unit tests only (no servers, seconds)"
 	@echo "make chaos  - the slow fault runs (2,000 answers per fault)"
-	@echo "make lint   - ruff + mypy --strict"
+	@echo "make lint   - ruff + mypy --strict + the import contracts (lint-imports)"
 	@echo "make demo   - drive survey answers through a running 'make run'"
 	@echo "make bench  - benchmarks (print figures)"
 	@echo "make up     - RabbitMQ + PostgreSQL + services via docker compose (where Docker runs)"
@@ -38,6 +39,9 @@ run: venv services
 test: venv services tools
 	$(BIN)/pytest $(PYTEST_ARGS)
 
+unit: venv
+	$(BIN)/pytest tests/unit $(PYTEST_ARGS)
+
 chaos: venv services
 	$(BIN)/pytest -m chaos tests/e2e $(PYTEST_ARGS)
 
@@ -45,6 +49,7 @@ lint: venv
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy shared services tests bench examples
+	$(BIN)/lint-imports
 
 format: venv
 	$(BIN)/ruff check --fix .
@@ -63,4 +68,4 @@ down:
 	docker compose -f deploy/docker-compose.yml --profile sandbox down
 
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache *.egg-info
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .import_linter_cache *.egg-info

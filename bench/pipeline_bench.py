@@ -421,10 +421,12 @@ def _unlimited_config(directory: Path) -> Path:
 async def _flow(pool: asyncpg.Pool, portal: str, amqp_url: str) -> Flow:
     row = await pool.fetchrow(_FLOW_SQL, portal)
     assert row is not None
-    work = [spec.name for spec in CORE_QUEUES if spec is not WRITTEN_TAP]
-    depths = await _queue_depths(amqp_url, [*work, *(f"{name}.dlq" for name in work)])
-    queued = sum(depths[name] for name in work)
-    dead = sum(count for name, count in depths.items() if name.endswith(".dlq"))
+    work = [spec for spec in CORE_QUEUES if spec is not WRITTEN_TAP]
+    depths = await _queue_depths(
+        amqp_url, [name for spec in work for name in (spec.name, spec.dlq)]
+    )
+    queued = sum(depths[spec.name] for spec in work)
+    dead = sum(depths[spec.dlq] for spec in work)
     return Flow(
         row["scored"], row["routed"], row["done"], row["pending"], row["outbox"], queued, dead
     )
@@ -1044,7 +1046,7 @@ async def backlog_drain(n: int, logs: Path) -> Drain:
                 pid = stack.procs["crm_sync"].pid
                 rss_start = _proc_status(pid)["VmRSS"]
                 shown = time.monotonic()
-                dlq = f"{CRM_SYNC_ACTIONS.name}.dlq"
+                dlq = CRM_SYNC_ACTIONS.dlq
 
                 async def probe() -> tuple[int, int, int]:
                     nonlocal shown

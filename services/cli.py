@@ -1,4 +1,4 @@
-"""`nps`: the one command-line entry point (DESIGN §8).
+"""`nps`: the one command-line entry point (README; docs/architecture.md).
 
 Service packages add their own commands through a `commands.py` module exposing
 `register(app: typer.Typer) -> None`; this file only wires the common ones.
@@ -25,6 +25,7 @@ import typer
 
 from services.reports.settings import ReportsSettings
 from shared.logging import configure_logging
+from shared.portal_config import PortalConfig
 from shared.settings import SANDBOX_APP_TOKEN, SANDBOX_SECRET, Settings, get_settings
 
 SERVICES: tuple[str, ...] = ("ingest", "scoring", "router", "crm_sync")
@@ -378,9 +379,11 @@ def config_check(
 ) -> None:
     """Validate the portal YAML; names every bad key and what was expected.
 
-    With a portal, also checks that every configured field exists there with a fitting type.
+    With a portal, also shows the portal this deployment serves (pinned, or learned from the
+    first event), checks that every configured field exists there with a fitting type, and lists
+    the smart process's categories that no segment maps.
     """
-    from shared.portal_config import ConfigError, load_portal_config
+    from shared.portal_config import ConfigError, load_portal_config, routing_summary
 
     settings = get_settings()
     target = path or settings.portal_config_path()
@@ -391,16 +394,46 @@ def config_check(
         raise typer.Exit(code=1) from None
     segments = ", ".join(f"{s.category_id} ({s.kind})" for s in config.survey.segments)
     typer.echo(f"{target}: OK — smart process {config.survey.entity_type_id}, segments {segments}")
+    for line in routing_summary(config):
+        typer.echo(line)
     if not (portal or settings.bitrix24_webhook_url is not None):
         return
     from shared.bitrix24.verify import check_configured_portal
 
-    problems = asyncio.run(check_configured_portal(settings, config))
+    problems = _show_served_portal(settings, config, target)
+    checked = asyncio.run(check_configured_portal(settings, config))
+    problems += checked.problems
     for problem in problems:
         typer.echo(problem, err=True)
+    if checked.unmapped:
+        listed = ", ".join(f"{c.category_id} ({c.name})" for c in checked.unmapped)
+        typer.echo(
+            f"portal: categories no segment maps: {listed}; their answers are held"
+            " (nps unmapped) until a segment maps them"
+        )
     if problems:
         raise typer.Exit(code=1)
     typer.echo("portal: every configured field exists and its type fits")
+
+
+def _show_served_portal(settings: Settings, config: PortalConfig, path: Path) -> list[str]:
+    """Print the portal the deployment serves; a problem line when it cannot be read."""
+    import asyncpg
+
+    from shared.logging import redact
+    from shared.served_portal import describe, served_portal_at
+
+    dsn = settings.database_url.get_secret_value()
+    try:
+        served = asyncio.run(served_portal_at(dsn, config))
+    except asyncpg.UndefinedTableError:
+        return ["served portal: the database has no ingest tables yet: run `nps migrate`"]
+    except (OSError, TimeoutError, asyncpg.PostgresError) as exc:
+        return [
+            f"served portal: cannot read the database: {redact(str(exc)) or type(exc).__name__}"
+        ]
+    typer.echo(describe(served, path))
+    return []
 
 
 def _register_service_commands() -> None:

@@ -14,6 +14,7 @@ from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
+from asyncpg.pool import PoolConnectionProxy
 
 from shared.logging import get_logger
 
@@ -22,6 +23,9 @@ _LOCK_KEY = 0x6E70_7331  # "nps1": the advisory lock that serialises migration r
 _NAME = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
 
 log = get_logger(__name__)
+
+Conn = asyncpg.Connection | PoolConnectionProxy
+"""A connection of our own or one borrowed from a pool: what every store function takes."""
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,5 @@
-"""Event contracts: the pydantic models every service publishes and consumes (DESIGN §2).
+"""Event contracts: the pydantic models every service publishes and consumes
+(docs/architecture.md, Events; the generated docs/asyncapi.json).
 
 Each event carries `event_id` (also the AMQP `message_id`), `schema_version`, `occurred_at`,
 `correlation_id` (one per survey answer, followed through every service and log line) and

@@ -34,7 +34,10 @@ class QuietServer(uvicorn.Server):
 
 async def serve_http(app: Any, host: str, port: int, stop: asyncio.Event) -> None:
     """Serve `app` until `stop` is set, then shut the server down gracefully."""
-    config = uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False)
+    # log_config=None: uvicorn's lines go through our logging set-up (JSON) instead of its own.
+    config = uvicorn.Config(
+        app, host=host, port=port, log_level="warning", access_log=False, log_config=None
+    )
     server = QuietServer(config)
     task = asyncio.create_task(server.serve())
     stopper = asyncio.create_task(stop.wait())

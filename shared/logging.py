@@ -1,4 +1,5 @@
-"""structlog set-up: JSON lines (or a console renderer on a TTY) with context variables merged.
+"""structlog set-up: JSON lines (or a console renderer on a TTY) with context variables merged,
+for our own loggers and the standard-library loggers of the libraries alike.
 
 Handlers call `bind_message_context()` at the start of every message so that the answer's
 `correlation_id` rides on every log line the message causes.
@@ -49,20 +50,28 @@ def _stderr_logger(*_args: Any) -> _StderrLogger:
 def configure_logging(
     level: str = "info", fmt: str | None = None, service: str | None = None
 ) -> None:
-    """Configure structlog for this process; `fmt=None` picks console on a TTY, JSON otherwise."""
+    """Configure structlog for this process; `fmt=None` picks console on a TTY, JSON otherwise.
+
+    Libraries that log through the standard library (uvicorn, aio-pika, httpx, faststream) go
+    through the same processors and renderer, so with JSON every line of the process is JSON,
+    with the `service` and the message's `correlation_id` and without secrets.
+    """
     use_console = fmt == "console" or (fmt is None and sys.stderr.isatty())
     renderer: structlog.types.Processor = (
         structlog.dev.ConsoleRenderer() if use_console else structlog.processors.JSONRenderer()
     )
+    stamp: list[structlog.types.Processor] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+    ]
+    render: list[structlog.types.Processor] = [
+        structlog.processors.format_exc_info,
+        _redact_processor,
+        renderer,
+    ]
     structlog.configure(
-        processors=[
-            structlog.contextvars.merge_contextvars,
-            structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
-            structlog.processors.format_exc_info,
-            _redact_processor,
-            renderer,
-        ],
+        processors=[*stamp, *render],
         wrapper_class=structlog.make_filtering_bound_logger(
             logging.getLevelNamesMapping()[level.upper()]
         ),
@@ -72,11 +81,16 @@ def configure_logging(
     structlog.contextvars.clear_contextvars()
     if service:
         structlog.contextvars.bind_contextvars(service=service)
-    # Libraries that log through the standard library (aio-pika, uvicorn) stay quiet below
-    # warnings, even one that sets its own logger to DEBUG: the handler has the level too.
+    # Libraries stay quiet below warnings, even one that sets its own logger to DEBUG: the
+    # handler has the level too.
     handler = logging.StreamHandler(sys.stderr)
     handler.setLevel(logging.WARNING)
-    handler.setFormatter(logging.Formatter("%(name)s %(levelname)s %(message)s"))
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=[*stamp, structlog.stdlib.add_logger_name],
+            processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, *render],
+        )
+    )
     logging.basicConfig(level=logging.WARNING, handlers=[handler])
 
 

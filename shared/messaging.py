@@ -1,7 +1,8 @@
 """RabbitMQ adapters: the broker, event publishing, and the consumer wrapper with retry/DLQ policy.
 
-Publishing (DESIGN §2): JSON, persistent, `message_id` = `event_id`, publisher-confirmed,
-`mandatory` with a raise on return (an unroutable message is an error, never a silent drop).
+Publishing (docs/architecture.md, Events): JSON, persistent, `message_id` = `event_id`,
+publisher-confirmed, `mandatory` with a raise on return (an unroutable message is an error, never
+a silent drop).
 
 Consuming: `subscribe()` registers a handler `async def handler(event) -> None` for a queue. The
 wrapper parses the body into the event model, binds the correlation id for logging, runs the

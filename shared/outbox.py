@@ -1,5 +1,6 @@
 """Transactional outbox: events written in the same transaction as the state that caused them,
-published by a relay once the broker takes them (DESIGN §4: with RabbitMQ down, nothing is lost).
+published by a relay once the broker takes them: with RabbitMQ down, nothing is lost
+(docs/architecture.md, The outbox).
 
 Any number of relays may run (one per service process): `FOR UPDATE SKIP LOCKED` hands each row
 to one of them; a crash between publish and delete republishes the same `message_id`, which
@@ -21,6 +22,7 @@ from aiormq.exceptions import PublishError
 from asyncpg.pool import PoolConnectionProxy
 from faststream.rabbit import RabbitBroker
 
+from shared.db import Conn
 from shared.events import Event
 from shared.logging import get_logger
 from shared.messaging import publish_json
@@ -58,14 +60,14 @@ def queue_all(first_param: int, after: str | None = None) -> str:
     return f"queued AS ({_insert(first_param, after)})"
 
 
-async def enqueue(conn: asyncpg.Connection | PoolConnectionProxy, events: Sequence[Event]) -> None:
+async def enqueue(conn: Conn, events: Sequence[Event]) -> None:
     """Add `events` to the outbox inside the caller's transaction (duplicates are ignored)."""
     if events:
         await conn.execute(_insert(1), *events_params(events))
 
 
 async def enqueue_with(
-    conn: asyncpg.Connection | PoolConnectionProxy,
+    conn: Conn,
     statement: str,
     args: Sequence[object],
     event: Event,
@@ -85,7 +87,7 @@ async def enqueue_with(
     return bool(queued)
 
 
-def committed(conn: asyncpg.Connection | PoolConnectionProxy) -> None:
+def committed(conn: Conn) -> None:
     """Call after a statement or transaction that queued events: unless an outer transaction
     still holds them, this process's relays publish them now rather than at their next poll."""
     if not conn.is_in_transaction():

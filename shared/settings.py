@@ -44,6 +44,7 @@ class Settings(BaseSettings):
     crm_sync_health_port: int = Field(default=9103, ge=1, le=65535)
     """The `HEALTH_PORT` that `nps run all` gives scoring, router and crm_sync."""
     sweep_interval_s: float = Field(default=300.0, gt=0)
+    config_reload_s: float = Field(default=10.0, gt=0)
     retry_max_attempts: int = Field(default=8, ge=1)
 
     @field_validator("log_level", mode="before")

@@ -1,4 +1,5 @@
-"""The whole RabbitMQ topology in one place, declared idempotently at start-up (DESIGN §2).
+"""The whole RabbitMQ topology in one place, declared idempotently at start-up
+(docs/architecture.md, RabbitMQ topology).
 
 - `nps` (topic): every event, by routing key.
 - `nps.dlx` (direct): dead letters, routed by the name of the queue they died in to `<queue>.dlq`.
@@ -19,6 +20,12 @@ EXCHANGE = "nps"
 DLX = "nps.dlx"
 DELAY_TIERS_S: tuple[int, ...] = (1, 5, 30, 120, 600)
 WRITTEN_TAP_MAX = 100_000
+DLQ_SUFFIX = ".dlq"
+
+
+def dlq_name(queue: str) -> str:
+    """The dead-letter queue of `queue`."""
+    return queue + DLQ_SUFFIX
 
 
 @dataclass(frozen=True)
@@ -30,7 +37,7 @@ class QueueSpec:
 
     @property
     def dlq(self) -> str:
-        return f"{self.name}.dlq"
+        return dlq_name(self.name)
 
 
 INGEST_HYDRATE = QueueSpec("ingest.hydrate", ("webhook.received",))

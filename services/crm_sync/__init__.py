@@ -1,1 +1,1 @@
-"""crm_sync: the only writer to Bitrix24 (DESIGN §5, §6); see docs/crm_sync.md."""
+"""crm_sync: the only writer to Bitrix24; see docs/crm_sync.md and docs/bitrix24-client.md."""

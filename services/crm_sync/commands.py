@@ -1,5 +1,8 @@
 """CLI of crm_sync: `nps conflicts`, `nps audit <contact>`, `nps undo <write-id>` (or
-`--answer <answer-id>`)."""
+`--answer <answer-id>`).
+
+All three keep to the portal the deployment serves (`portal.member_id`, else the portal ingest
+learned from its first event) and name it; `--portal` shows another portal's records."""
 
 from __future__ import annotations
 
@@ -15,23 +18,53 @@ from services.crm_sync.policy import is_empty
 from services.crm_sync.store import contact_writes, count_conflicts, list_conflicts
 from services.crm_sync.undo import UndoResult, undo_answer, undo_write
 from shared.bitrix24 import Bitrix24Error, client_from_settings
-from shared.db import create_pool
+from shared.db import Conn, create_pool
 from shared.logging import configure_logging
-from shared.portal_config import ConfigError, load_portal_config
+from shared.portal_config import ConfigError, PortalConfig, load_portal_config
+from shared.served_portal import served_portal
 from shared.settings import Settings, get_settings
 
 T = TypeVar("T")
 
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
 PortalOption = Annotated[
-    str | None, typer.Option("--portal", help="Only this portal key (member id or domain).")
+    str | None,
+    typer.Option(
+        "--portal",
+        help="Another portal's records (its key: member id or domain); default: the portal"
+        " this deployment serves.",
+        show_default=False,
+    ),
 ]
+UNKNOWN_PORTAL = (
+    "the portal this deployment serves is not known yet: no event has arrived and"
+    " portal.member_id is not set in the portal YAML (`nps config check --portal`)"
+)
 
 
 def _settings() -> Settings:
     settings = get_settings()
     configure_logging(settings.log_level, settings.log_format)
     return settings
+
+
+def _config(settings: Settings) -> PortalConfig:
+    try:
+        return load_portal_config(settings.portal_config_path())
+    except ConfigError as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(code=1) from None
+
+
+async def _portal_key(conn: Conn, config: PortalConfig, chosen: str | None = None) -> str:
+    """`chosen`, else the key of the portal the deployment serves (exit 1 while unknown)."""
+    if chosen is not None:
+        return chosen
+    served = await served_portal(conn, config)
+    if served is None:
+        typer.echo(UNKNOWN_PORTAL, err=True)
+        raise typer.Exit(code=1)
+    return served.key
 
 
 def _with_pool(settings: Settings, work: Callable[[asyncpg.Pool], Awaitable[T]]) -> T:
@@ -76,16 +109,18 @@ def conflicts(
 ) -> None:
     """Values b24-nps left alone: legacy or hand-edited contact fields it did not overwrite."""
     settings = _settings()
-    rows, total = _with_pool(
+    config = _config(settings)
+    key, rows, total = _with_pool(
         settings,
-        lambda pool: _fetch_conflicts(pool, contact=contact, portal=portal, limit=limit),
+        lambda pool: _fetch_conflicts(pool, config, contact=contact, portal=portal, limit=limit),
     )
     if as_json:
         _print_json([row.to_json() for row in rows])
         return
     if not rows:
-        typer.echo("no conflicts: b24-nps has not had to leave any value alone")
+        typer.echo(f"no conflicts on portal {key}: b24-nps has not had to leave any value alone")
         return
+    typer.echo(f"portal {key}")
     for row in rows:
         typer.echo(
             f"#{row.id}  {row.created_at:%Y-%m-%d %H:%M}  contact {row.contact_id}  {row.field}  "
@@ -99,11 +134,13 @@ def conflicts(
 
 
 async def _fetch_conflicts(
-    pool: asyncpg.Pool, *, contact: int | None, portal: str | None, limit: int
-) -> tuple[list[Any], int]:
-    async with pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
-        rows = await list_conflicts(conn, contact_id=contact, portal=portal, limit=limit)
-        return rows, await count_conflicts(conn, contact_id=contact, portal=portal)
+    pool: asyncpg.Pool, config: PortalConfig, *, contact: int | None, portal: str | None, limit: int
+) -> tuple[str, list[Any], int]:
+    async with pool.acquire() as conn:
+        key = await _portal_key(conn, config, portal)
+        async with conn.transaction(isolation="repeatable_read", readonly=True):
+            rows = await list_conflicts(conn, portal=key, contact_id=contact, limit=limit)
+            return key, rows, await count_conflicts(conn, portal=key, contact_id=contact)
 
 
 def audit(
@@ -113,13 +150,15 @@ def audit(
 ) -> None:
     """Every value b24-nps wrote into a contact's fields, with what was there before."""
     settings = _settings()
-    rows = _with_pool(settings, lambda pool: _fetch_writes(pool, contact, portal))
+    config = _config(settings)
+    key, rows = _with_pool(settings, lambda pool: _fetch_writes(pool, config, contact, portal))
     if as_json:
         _print_json([row.to_json() for row in rows])
         return
     if not rows:
-        typer.echo(f"b24-nps has written nothing into contact {contact}")
+        typer.echo(f"b24-nps has written nothing into contact {contact} on portal {key}")
         return
+    typer.echo(f"contact {contact} on portal {key}")
     for row in rows:
         note = f"  (undone by #{row.undone_by})" if row.undone_by is not None else ""
         if row.undo_of is not None:
@@ -130,9 +169,12 @@ def audit(
         )
 
 
-async def _fetch_writes(pool: asyncpg.Pool, contact: int, portal: str | None) -> list[Any]:
+async def _fetch_writes(
+    pool: asyncpg.Pool, config: PortalConfig, contact: int, portal: str | None
+) -> tuple[str, list[Any]]:
     async with pool.acquire() as conn:
-        return await contact_writes(conn, contact, portal=portal)
+        key = await _portal_key(conn, config, portal)
+        return key, await contact_writes(conn, contact, portal=key)
 
 
 def undo(
@@ -149,23 +191,22 @@ def undo(
         ),
     ] = None,
 ) -> None:
-    """Restore a contact field to its value before write WRITE_ID, if it still holds ours;
-    or with --answer, every field one answer wrote, each with the same check."""
+    """Restore a contact field to its value before write WRITE_ID, if it still holds ours; or
+    with --answer, every field one answer wrote, each with the same check (writes made on the
+    portal this deployment serves only)."""
     if (write_id is None) == (answer is None):
         raise typer.BadParameter("name a write id or pass --answer <answer-id>, not both")
     settings = _settings()
-    try:
-        config = load_portal_config(settings.portal_config_path())
-    except ConfigError as exc:
-        typer.echo(str(exc), err=True)
-        raise typer.Exit(code=1) from None
+    config = _config(settings)
 
     async def work(pool: asyncpg.Pool) -> list[UndoResult]:
+        async with pool.acquire() as conn:
+            key = await _portal_key(conn, config)
         async with client_from_settings(settings, pool, config) as client:
             if answer is not None:
-                return await undo_answer(pool, client, answer)
+                return await undo_answer(pool, client, answer, key)
             assert write_id is not None
-            return [await undo_write(pool, client, write_id)]
+            return [await undo_write(pool, client, write_id, key)]
 
     try:
         results = _with_pool(settings, work)

@@ -18,10 +18,10 @@ import asyncpg
 from asyncpg.pool import PoolConnectionProxy
 
 from services.crm_sync.policy import LedgerEntry, Repair, Version, Write
+from shared.db import Conn
 from shared.events import CrmWritten, RouteAction
 from shared.outbox import committed, events_params, queue_all
 
-Conn = asyncpg.Connection | PoolConnectionProxy
 ContactKey = tuple[str, int]
 """(portal key, contact id)"""
 
@@ -154,7 +154,7 @@ async def load_ledger(
     keys = sorted(set(contacts))
     rows = await conn.fetch(
         """SELECT l.portal, l.contact_id, l.field, l.owned_value, l.answer_id,
-                  l.submitted_at, l.updated_at
+                  l.submitted_at, l.updated_at, l.item_id
            FROM crm_field_ledger l
            JOIN unnest($1::text[], $2::bigint[]) AS k(portal, contact_id)
              ON l.portal = k.portal AND l.contact_id = k.contact_id
@@ -165,7 +165,7 @@ async def load_ledger(
     )
     return {
         (row["portal"], row["contact_id"], row["field"]): LedgerEntry(
-            Version(row["submitted_at"], row["updated_at"], row["answer_id"]),
+            Version(row["submitted_at"], row["updated_at"], row["item_id"], row["answer_id"]),
             _load(row["owned_value"]),
         )
         for row in rows
@@ -267,14 +267,16 @@ async def record(conn: Conn, changes: Changes) -> None:
         if changes.ledger:
             await conn.executemany(
                 """INSERT INTO crm_field_ledger AS l (portal, contact_id, field, owned_value,
-                       answer_id, submitted_at, updated_at, action_id)
-                   VALUES ($1, $2, $3, $4::jsonb, $5, $6, $7, $8)
+                       answer_id, submitted_at, updated_at, item_id, action_id)
+                   VALUES ($1, $2, $3, $4::jsonb, $5, $6, $7, $8, $9)
                    ON CONFLICT (portal, contact_id, field) DO UPDATE
                    SET owned_value = EXCLUDED.owned_value, answer_id = EXCLUDED.answer_id,
                        submitted_at = EXCLUDED.submitted_at, updated_at = EXCLUDED.updated_at,
-                       action_id = EXCLUDED.action_id, changed_at = now()
-                   WHERE (l.submitted_at, l.updated_at, l.answer_id)
-                         <= (EXCLUDED.submitted_at, EXCLUDED.updated_at, EXCLUDED.answer_id)""",
+                       item_id = EXCLUDED.item_id, action_id = EXCLUDED.action_id,
+                       changed_at = now()
+                   WHERE (l.submitted_at, l.updated_at, l.item_id, l.answer_id COLLATE "C")
+                         <= (EXCLUDED.submitted_at, EXCLUDED.updated_at, EXCLUDED.item_id,
+                             EXCLUDED.answer_id COLLATE "C")""",
                 [
                     (
                         r.portal,
@@ -284,6 +286,7 @@ async def record(conn: Conn, changes: Changes) -> None:
                         r.version.answer_id,
                         r.version.submitted_at,
                         r.version.updated_at,
+                        r.version.item_id,
                         r.action_id,
                     )
                     for r in changes.ledger
@@ -469,13 +472,14 @@ async def count_conflicts(
 
 
 async def list_conflicts(
-    conn: Conn, *, contact_id: int | None = None, portal: str | None = None, limit: int = 1000
+    conn: Conn, *, portal: str, contact_id: int | None = None, limit: int = 1000
 ) -> list[ConflictView]:
+    """The values left alone on `portal`, newest first."""
     rows = await conn.fetch(
         """SELECT id, portal, contact_id, field, reason, current_value, proposed_value,
                   answer_id, action_id, created_at
            FROM crm_conflicts
-           WHERE ($1::bigint IS NULL OR contact_id = $1) AND ($2::text IS NULL OR portal = $2)
+           WHERE ($1::bigint IS NULL OR contact_id = $1) AND portal = $2
            ORDER BY id DESC LIMIT $3""",
         contact_id,
         portal,
@@ -543,20 +547,21 @@ def _write_view(row: asyncpg.Record) -> WriteView:
     )
 
 
-async def contact_writes(
-    conn: Conn, contact_id: int, *, portal: str | None = None
-) -> list[WriteView]:
+async def contact_writes(conn: Conn, contact_id: int, *, portal: str) -> list[WriteView]:
+    """Our writes into contact `contact_id` of `portal`, oldest first."""
     rows = await conn.fetch(
-        _SELECT_WRITES + " WHERE contact_id = $1 AND ($2::text IS NULL OR portal = $2) ORDER BY id",
+        _SELECT_WRITES + " WHERE contact_id = $1 AND portal = $2 ORDER BY id",
         contact_id,
         portal,
     )
     return [_write_view(row) for row in rows]
 
 
-async def answer_writes(conn: Conn, answer_id: str) -> list[WriteView]:
-    """Every contact-field write of one answer (undos of them included), oldest first."""
-    rows = await conn.fetch(_SELECT_WRITES + " WHERE answer_id = $1 ORDER BY id", answer_id)
+async def answer_writes(conn: Conn, answer_id: str, portal: str) -> list[WriteView]:
+    """Every contact-field write of one answer on `portal` (undos included), oldest first."""
+    rows = await conn.fetch(
+        _SELECT_WRITES + " WHERE answer_id = $1 AND portal = $2 ORDER BY id", answer_id, portal
+    )
     return [_write_view(row) for row in rows]
 
 

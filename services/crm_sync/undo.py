@@ -3,8 +3,9 @@
 
 The field is read first; the before-value is restored only if the field still holds exactly the
 value b24-nps wrote. Anything else (a person changed it since, a later write of ours replaced it,
-the contact is gone) is refused with the reason. The undo is itself audited, and the ledger
-forgets our ownership unless the restored value was ours too.
+the contact is gone, the write was made on another portal than the one the deployment serves) is
+refused with the reason. The undo is itself audited, and the ledger forgets our ownership unless
+the restored value was ours too.
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ import asyncpg
 
 from services.crm_sync.policy import is_empty, same
 from services.crm_sync.store import (
-    Conn,
     WriteView,
     answer_writes,
     get_write,
@@ -24,6 +24,7 @@ from services.crm_sync.store import (
     record_undo,
 )
 from shared.bitrix24 import Bitrix24Client, NotFound
+from shared.db import Conn
 
 
 @dataclass(frozen=True)
@@ -42,11 +43,16 @@ def _clearing(value: Any) -> Any:
     return [] if isinstance(value, list) else ""
 
 
-async def _undoable(conn: Conn, write_id: int) -> WriteView | str:
+async def _undoable(conn: Conn, write_id: int, portal: str) -> WriteView | str:
     """The write to undo, or why it cannot be undone (from our own records)."""
     write = await get_write(conn, write_id)
     if write is None:
         return f"there is no write #{write_id} (see `nps audit <contact>`)"
+    if write.portal != portal:
+        return (
+            f"write #{write_id} was made on portal {write.portal}, not on {portal}, the portal"
+            " this deployment serves: nothing was restored"
+        )
     if write.kind == "undo":
         return f"write #{write_id} is itself an undo (of #{write.undo_of})"
     if write.undone_by is not None:
@@ -60,9 +66,12 @@ async def _undoable(conn: Conn, write_id: int) -> WriteView | str:
     return write
 
 
-async def undo_write(pool: asyncpg.Pool, client: Bitrix24Client, write_id: int) -> UndoResult:
+async def undo_write(
+    pool: asyncpg.Pool, client: Bitrix24Client, write_id: int, portal: str
+) -> UndoResult:
+    """Undo write `write_id` if it was made on `portal` (the deployment's: `client` calls it)."""
     async with pool.acquire() as conn:
-        write = await _undoable(conn, write_id)
+        write = await _undoable(conn, write_id, portal)
     if isinstance(write, str):
         return UndoResult(False, write)
     where = f"{write.field} of contact {write.contact_id}"
@@ -96,15 +105,18 @@ async def undo_write(pool: asyncpg.Pool, client: Bitrix24Client, write_id: int) 
 
 
 async def undo_answer(
-    pool: asyncpg.Pool, client: Bitrix24Client, answer_id: str
+    pool: asyncpg.Pool, client: Bitrix24Client, answer_id: str, portal: str
 ) -> list[UndoResult]:
-    """Undo every contact-field write of one answer still in force, newest first, each with the
-    checks of `undo_write` (a field changed since, or written again, is left as it is)."""
+    """Undo every contact-field write of one answer on `portal` still in force, newest first,
+    each with the checks of `undo_write` (a field changed since, or written again, is left as
+    it is)."""
     async with pool.acquire() as conn:
-        writes = await answer_writes(conn, answer_id)
+        writes = await answer_writes(conn, answer_id, portal)
     if not writes:
-        return [UndoResult(False, f"b24-nps wrote no contact field for answer {answer_id}")]
+        return [
+            UndoResult(False, f"b24-nps wrote no contact field on portal {portal} for {answer_id}")
+        ]
     standing = [w for w in writes if w.kind != "undo" and w.undone_by is None]
     if not standing:
         return [UndoResult(False, f"every write of answer {answer_id} was already undone")]
-    return [await undo_write(pool, client, write.id) for write in reversed(standing)]
+    return [await undo_write(pool, client, write.id, portal) for write in reversed(standing)]

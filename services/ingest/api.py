@@ -1,4 +1,4 @@
-"""The ingest HTTP endpoints (DESIGN §4).
+"""The ingest HTTP endpoints (docs/ingest.md).
 
 - `POST /webhooks/bitrix24`: Bitrix24's event format; the accepted event is stored and its
   `WebhookReceived` written to the outbox in one transaction before the 200, so a broker outage
@@ -6,8 +6,12 @@
 - `POST /webhooks/bitrix24/robot`: a smart-process robot's outgoing webhook with the item's fields.
 - `GET /healthz`, `GET /readyz`, `GET /metrics` (from `shared.health`).
 
-Bad input is 400/413/415 with `{"error", "field", "expected"}`; an infrastructure failure is a 503
-(never a 500), logged without secrets.
+A deployment serves one portal: `portal.member_id` when the YAML pins it, otherwise the portal of
+the first accepted event or robot call, which ingest keeps (`ingest_portal`). Authentic requests
+from any other portal are refused with 403 and store nothing.
+
+Bad input is 400/403/413/415 with `{"error", "field", "expected"}`; an infrastructure failure is
+a 503 (never a 500), logged without secrets.
 """
 
 from __future__ import annotations
@@ -26,6 +30,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from services.ingest import store
 from services.ingest.webhook import (
     MAX_BODY_BYTES,
+    MEMBER_FIELD,
+    ROBOT_MEMBER_FIELD,
     Accepted,
     Ignored,
     RequestError,
@@ -33,6 +39,8 @@ from services.ingest.webhook import (
     authenticate_robot,
     check_content_length,
     check_content_type,
+    foreign_portal,
+    member_to_learn,
     parse_form,
     read_event,
     read_robot,
@@ -42,6 +50,7 @@ from shared.events import utcnow
 from shared.health import add_health_routes
 from shared.logging import get_logger, redact
 from shared.portal_config import PortalConfig
+from shared.served_portal import learned_portal
 from shared.settings import Settings
 from shared.topology import INGEST_HYDRATE
 
@@ -88,7 +97,15 @@ def create_app(
     app.add_middleware(LastResort)
     amqp_url = settings.rabbitmq_url.get_secret_value()
     add_health_routes(app, pool, broker, amqp_url, [INGEST_HYDRATE.name])
-    member_id = config.portal.member_id
+    pinned = config.portal.member_id
+
+    async def served() -> str | None:
+        """The portal's member id when known: pinned, or learned from the first event."""
+        if pinned is not None:
+            return pinned
+        async with pool.acquire(timeout=POOL_TIMEOUT_S) as conn:
+            portal = await learned_portal(conn)
+        return None if portal is None else portal.member_id
 
     @app.post(EVENT_PATH)
     async def bitrix24_event(request: Request) -> JSONResponse:
@@ -96,8 +113,11 @@ def create_app(
             check_content_length(request.headers.get("content-length"))
             check_content_type(request.headers.get("content-type"))
             form = parse_form(await _read_body(request))
-            authenticate_event(form, tokens, member_id)
+            member_id = await served()
+            authenticate_event(form, tokens, member_id, learned=pinned is None)
             outcome = read_event(form, config)
+            if member_id is None:
+                await _learn(pool, outcome, MEMBER_FIELD)
         except RequestError as exc:
             return _rejected("event", request, exc)
         return await _accept(pool, "event", outcome)
@@ -111,8 +131,11 @@ def create_app(
             if body.strip():
                 check_content_type(request.headers.get("content-type"))
                 params.update(parse_form(body))
-            authenticate_robot(params, tokens, member_id)
+            member_id = await served()
+            authenticate_robot(params, tokens, member_id, learned=pinned is None)
             outcome = read_robot(params, config, clock())
+            if member_id is None:
+                await _learn(pool, outcome, ROBOT_MEMBER_FIELD)
         except RequestError as exc:
             return _rejected("robot", request, exc)
         return await _accept(pool, "robot", outcome)
@@ -130,6 +153,20 @@ async def _read_body(request: Request) -> bytes:
             raise too_large()
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+async def _learn(pool: asyncpg.Pool, outcome: Accepted | Ignored, member_field: str) -> None:
+    """Keep the portal of the first accepted request as the deployment's; a request that lost
+    the race to another portal's first event is refused like any other portal's."""
+    if isinstance(outcome, Ignored):
+        return
+    portal = member_to_learn(outcome.portal, member_field)
+    async with pool.acquire(timeout=POOL_TIMEOUT_S) as conn:
+        kept, learned_now = await store.learn_portal(conn, portal)
+    if learned_now:
+        log.info("portal_learned", portal=kept, domain=portal.domain)
+    if kept != portal.member_id:
+        raise foreign_portal(member_field, learned=True)
 
 
 async def _accept(pool: asyncpg.Pool, endpoint: str, outcome: Accepted | Ignored) -> JSONResponse:

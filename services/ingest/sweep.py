@@ -6,7 +6,9 @@ event, robot call or earlier sweep for the item arrived after that update. A sub
 `WebhookReceived` with `source="sweep"`, `ts` = the item's updatedTime and the listed fields
 (so the hydrator needs no second read), stored and queued through the outbox like any event.
 
-The first sweep of a portal only records a watermark (it does not replay the portal's history);
+It sweeps only the portal the deployment serves: `portal.member_id`, else the portal ingest learned
+from the first event (never the portal of whatever event came last). The first sweep of a portal
+only records a watermark (it does not replay the portal's history);
 `nps sweep --since <time>` backfills from an explicit point. One sweeper runs at a time across
 processes (a PostgreSQL advisory lock); the others skip their turn.
 """
@@ -27,10 +29,12 @@ from services.ingest import store
 from services.ingest.mapping import AnswerError, read_time
 from services.ingest.webhook import SWEEP_EVENT, correlation_for
 from shared.bitrix24 import Bitrix24Client
+from shared.db import Conn
 from shared.events import PortalRef, WebhookReceived, utcnow
 from shared.logging import get_logger
 from shared.outbox import transaction
 from shared.portal_config import PortalConfig
+from shared.served_portal import served_portal
 
 SWEEP_LOCK = 0x6E70_0100  # the advisory lock that keeps sweeps from running side by side
 OVERLAP = timedelta(minutes=2)
@@ -69,6 +73,10 @@ class Sweeper:
         self._client = client
         self._config = config
         self._clock = clock
+
+    def reconfigure(self, config: PortalConfig) -> None:
+        """Sweep with `config` from the next turn on (a reloaded portal YAML)."""
+        self._config = config
 
     async def run(self, interval_s: float, stop: asyncio.Event) -> None:
         """Sweep every `interval_s` until `stop` is set; a failed sweep waits for the next turn."""
@@ -122,10 +130,7 @@ class Sweeper:
             "crm.item.list",
             {
                 "entityTypeId": entity_type_id,
-                "filter": {
-                    ">=updatedTime": (start - OVERLAP).isoformat(),
-                    "@categoryId": [s.category_id for s in self._config.survey.segments],
-                },
+                "filter": {">=updatedTime": (start - OVERLAP).isoformat()},
                 "select": ["*"],
                 "useOriginalUfNames": "Y",
             },
@@ -144,12 +149,12 @@ class Sweeper:
             await store.set_watermark(conn, portal.key, entity_type_id, newest)
         return SweepResult(ran=True, listed=listed, submitted=submitted, watermark=newest)
 
-    async def _portal(self, conn: store.Conn) -> PortalRef | None:
-        """The configured portal, else the one events came from (the same key they use); None
-        before the first event: answers submitted under a guessed key would count twice."""
-        if self._config.portal.member_id is not None:
-            return PortalRef(member_id=self._config.portal.member_id)
-        return await store.latest_portal(conn)
+    async def _portal(self, conn: Conn) -> PortalRef | None:
+        """The portal the deployment serves (pinned, or learned from the first event: the same
+        key events use); None before it is known: answers submitted under a guessed key would
+        count twice."""
+        portal = await served_portal(conn, self._config)
+        return None if portal is None else portal.ref
 
     async def _submit(
         self, portal: PortalRef, items: Sequence[Mapping[str, Any]], newest: datetime

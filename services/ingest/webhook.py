@@ -3,9 +3,10 @@
 Bitrix24 posts events as `application/x-www-form-urlencoded` bodies with PHP bracket keys
 (`data[FIELDS][ID]=24&auth[application_token]=…`); every value is a string. `parse_form` rebuilds
 the nesting, `authenticate` checks the application token in constant time and the portal's
-`member_id`, and `read_event` / `read_robot` decide whether the request is an NPS item event
-(`Accepted`) or something to acknowledge and drop (`Ignored`). Anything malformed is `RequestError`
-with the HTTP status, the offending field and what was expected.
+`member_id` against the one the deployment serves (pinned or learned), and `read_event` /
+`read_robot` decide whether the request is an NPS item event (`Accepted`) or something to
+acknowledge and drop (`Ignored`). Anything malformed is `RequestError` with the HTTP status, the
+offending field and what was expected.
 """
 
 from __future__ import annotations
@@ -194,9 +195,14 @@ def token_matches(presented: str, accepted: Sequence[str]) -> bool:
 
 
 def authenticate_event(
-    form: Mapping[str, Any], accepted_tokens: Sequence[str], expected_member: str | None
+    form: Mapping[str, Any],
+    accepted_tokens: Sequence[str],
+    expected_member: str | None,
+    *,
+    learned: bool = False,
 ) -> None:
-    """Check `auth[application_token]` (401) and, when configured, `auth[member_id]` (403)."""
+    """Check `auth[application_token]` (401) and, when the deployment's portal is known (pinned,
+    or `learned` from the first event), `auth[member_id]` (403)."""
     auth = _auth(form)
     _authenticate(
         auth.get("application_token"),
@@ -204,11 +210,16 @@ def authenticate_event(
         accepted_tokens,
         expected_member,
         (TOKEN_FIELD, MEMBER_FIELD),
+        learned=learned,
     )
 
 
 def authenticate_robot(
-    params: Mapping[str, Any], accepted_tokens: Sequence[str], expected_member: str | None
+    params: Mapping[str, Any],
+    accepted_tokens: Sequence[str],
+    expected_member: str | None,
+    *,
+    learned: bool = False,
 ) -> None:
     """As `authenticate_event`, the token as `application_token` or `auth[application_token]`
     and the portal as `member_id` or `auth[member_id]`."""
@@ -219,6 +230,7 @@ def authenticate_robot(
         accepted_tokens,
         expected_member,
         (ROBOT_TOKEN_FIELD, ROBOT_MEMBER_FIELD),
+        learned=learned,
     )
 
 
@@ -228,6 +240,8 @@ def _authenticate(
     accepted_tokens: Sequence[str],
     expected_member: str | None,
     names: tuple[str, str],
+    *,
+    learned: bool,
 ) -> None:
     token_field, member_field = names
     if not isinstance(token, str) or not token:
@@ -235,12 +249,37 @@ def _authenticate(
     if not token_matches(token, accepted_tokens):
         raise RequestError(401, "application token not accepted", token_field, "the portal's token")
     if expected_member is not None and member_id != expected_member:
-        raise RequestError(
+        raise foreign_portal(member_field, learned=learned)
+
+
+def foreign_portal(member_field: str, *, learned: bool) -> RequestError:
+    """The 403 for an authentic request from a portal other than the deployment's."""
+    if not learned:
+        return RequestError(
             403,
             "event from a portal other than the configured one",
             member_field,
             "portal.member_id",
         )
+    return RequestError(
+        403,
+        "event from a portal other than the one this deployment serves",
+        member_field,
+        "the member_id learned from the deployment's first event (`nps config check --portal`)",
+    )
+
+
+def member_to_learn(portal: PortalRef, member_field: str) -> PortalRef:
+    """The portal of the first accepted request, which the deployment will serve from then on:
+    it must name its `member_id` (403 otherwise: it cannot be told from any other portal)."""
+    if portal.member_id is None:
+        raise RequestError(
+            403,
+            "event without the portal's member_id",
+            member_field,
+            "the member_id of the portal this deployment serves",
+        )
+    return portal
 
 
 def read_event(form: Mapping[str, Any], config: PortalConfig) -> Accepted | Ignored:

@@ -1,4 +1,5 @@
-"""Dead-letter queues: list, show and replay what the pipeline gave up on (DESIGN §2).
+"""Dead-letter queues: list, show and replay what the pipeline gave up on (docs/architecture.md,
+RabbitMQ topology).
 
 Messages are read with `basic.get` and put back (`nack` with requeue) unless they are replayed,
 so listing never loses anything. A replay publishes the original body to the queue it died in
@@ -17,9 +18,7 @@ import aio_pika
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
 
 from shared.messaging import ATTEMPT_HEADER, REASON_HEADER
-from shared.topology import CORE_QUEUES
-
-DLQ_SUFFIX = ".dlq"
+from shared.topology import CORE_QUEUES, DLQ_SUFFIX, dlq_name
 
 
 @dataclass(frozen=True)
@@ -69,7 +68,7 @@ def _parse(queue: str, message: AbstractIncomingMessage) -> DeadLetter:
 
 def dlq_names(queues: Iterable[str] | None = None) -> list[str]:
     names = list(queues) if queues else [spec.name for spec in CORE_QUEUES]
-    return [name if name.endswith(DLQ_SUFFIX) else name + DLQ_SUFFIX for name in names]
+    return [name if name.endswith(DLQ_SUFFIX) else dlq_name(name) for name in names]
 
 
 async def counts(channel: AbstractChannel, queues: Iterable[str] | None = None) -> dict[str, int]:

@@ -70,4 +70,5 @@ def run(settings: Settings) -> None:
         port=reports.port,
         log_level="warning",
         access_log=False,
+        log_config=None,  # uvicorn's lines go through our logging set-up (JSON)
     )

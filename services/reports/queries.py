@@ -11,11 +11,13 @@ from typing import Any
 import aio_pika
 from aio_pika.exceptions import AMQPException
 
-from services.ops.dlq import DLQ_SUFFIX, counts, dlq_names
+from services.ops.dlq import counts
 from services.reports.filters import Filters
 from services.reports.views import FilterOptions, ProductInfo
-from services.scoring.report import Conn, filter_conditions
+from services.scoring.report import filter_conditions
+from shared.db import Conn
 from shared.logging import get_logger
+from shared.topology import CORE_QUEUES
 
 log = get_logger(__name__)
 
@@ -81,7 +83,8 @@ async def attention(
     conn: Conn, filters: Filters, limit: int = ATTENTION_LIMIT
 ) -> list[dict[str, Any]]:
     """The latest current detractors and service requests (a ticked service checkbox counts
-    even without a score), newest first, narrowed by the filters."""
+    even without a score), newest first (as crm_sync orders answers: submitted, updated, then the
+    later item of the same second; one item's products by sku), narrowed by the filters."""
     conditions = ["d.is_current", "(d.category = 'detractor' OR d.service_request)"]
     params: list[Any] = []
     filter_conditions(
@@ -101,7 +104,8 @@ async def attention(
         " d.product_name, d.score, d.category, d.comment, d.service_request, d.contact_id,"
         " d.responsible_id, d.submitted_at FROM scoring_answers d"
         f" WHERE {' AND '.join(conditions)}"
-        f" ORDER BY d.submitted_at DESC, d.answer_id LIMIT ${len(params)}"
+        " ORDER BY d.submitted_at DESC, d.updated_at DESC, d.item_id DESC, d.answer_id"
+        f" LIMIT ${len(params)}"
     )
     async with conn.transaction(readonly=True):
         await conn.execute("SET LOCAL jit = off")
@@ -133,7 +137,7 @@ async def conflicts(
 
 def queue_names() -> list[str]:
     """The core queues whose dead letters the ops view shows."""
-    return [name[: -len(DLQ_SUFFIX)] for name in dlq_names()]
+    return [spec.name for spec in CORE_QUEUES]
 
 
 async def dead_letter_sizes(

@@ -52,7 +52,7 @@ answer) and `causation_id`. Core queues are durable quorum queues; each has a de
 to `nps.scored.<kind>.<category>` or `route.<action>`.
 """
 
-# Who publishes what (DESIGN §2): (service, model, routing keys, description).
+# Who publishes what (docs/architecture.md, Events): (service, model, routing keys, description).
 _KINDS: tuple[str, ...] = get_args(Kind)
 _CATEGORIES: tuple[str, ...] = get_args(Category)
 PUBLISHED: tuple[tuple[str, type[Event], tuple[str, ...], str], ...] = (

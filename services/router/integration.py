@@ -25,7 +25,7 @@ from shared.messaging import Handler, subscribe
 from shared.service import Runtime
 from shared.service import run as run_service
 from shared.settings import Settings
-from shared.topology import CORE_QUEUES, QueueSpec, declare_queue
+from shared.topology import CORE_QUEUES, DLQ_SUFFIX, QueueSpec, declare_queue
 
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]*$")
 EventT = TypeVar("EventT", bound=Event)
@@ -74,10 +74,10 @@ def rule_consumer(
     `NpsScored`, `route.<action>` for `RouteAction`, and so on.
     """
     keys = (bindings,) if isinstance(bindings, str) else tuple(bindings)
-    if not _NAME.match(name) or name.endswith(".dlq"):
+    if not _NAME.match(name) or name.endswith(DLQ_SUFFIX):
         raise ValueError(
             f"queue name {name!r}: use lower-case letters, digits, '_', '-', '.' "
-            "(and not the .dlq suffix)"
+            f"(and not the {DLQ_SUFFIX} suffix)"
         )
     if name in {spec.name for spec in CORE_QUEUES}:
         raise ValueError(f"queue name {name!r} belongs to the core pipeline; choose your own")

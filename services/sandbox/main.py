@@ -12,7 +12,7 @@ import uvicorn
 from services.sandbox.app import create_app
 from services.sandbox.limits import Limits
 from services.sandbox.persistence import load_portal
-from services.sandbox.portal import SandboxPortal
+from services.sandbox.portal import SandboxPortal, seeded_member_id
 from services.sandbox.seed import DEMO_CONFIG, seed_demo
 
 _WEBHOOK_SECRET = re.compile(r"/rest/([^/]+)/[^/]+/")
@@ -50,14 +50,20 @@ def build_portal(
     app_token: str | None = None,
 ) -> SandboxPortal:
     """A portal loaded from ``state_file`` when it exists (its data wins over ``seed``), or a
-    new one seeded from ``seed`` (see :func:`seed_config`).
+    new one seeded from ``seed`` (see :func:`seed_config`), its ``member_id`` derived from
+    ``seed`` (random without one).
     ``secret``/``app_token`` default to ``SANDBOX_SECRET``/``SANDBOX_APP_TOKEN``, then random."""
     secret = secret or os.environ.get("SANDBOX_SECRET") or None
     app_token = app_token or os.environ.get("SANDBOX_APP_TOKEN") or None
     if state_file is not None and state_file.exists():
         portal = load_portal(state_file, limits=limits, secret=secret, application_token=app_token)
     else:
-        portal = SandboxPortal(secret=secret, application_token=app_token, limits=limits)
+        portal = SandboxPortal(
+            secret=secret,
+            application_token=app_token,
+            member_id=None if seed is None else seeded_member_id(seed),
+            limits=limits,
+        )
         if seed is not None:
             seed_demo(portal, seed_config(seed))
     for url in handlers:

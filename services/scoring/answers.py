@@ -1,4 +1,5 @@
-"""What a survey submission does to the stored answers: pure, no I/O (DESIGN §1, §2).
+"""What a survey submission does to the stored answers: pure, no I/O
+(docs/scoring.md, Answers and versions).
 
 `reconcile()` takes a `form.submitted` and the answers already stored for the same survey item and
 returns the rows to write, the `nps.scored` events to publish and the change to the daily rollup:

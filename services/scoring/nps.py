@@ -1,4 +1,5 @@
-"""NPS maths (DESIGN §1): the category of a score on a scale, and the aggregate of many scores.
+"""NPS maths: the category of a score on a scale, and the aggregate of many scores
+(docs/scoring.md, The NPS rules).
 
 Pure: imports nothing but the standard library and the event vocabulary.
 

@@ -17,15 +17,11 @@ import enum
 import json
 from typing import Any
 
-import asyncpg
-from asyncpg.pool import PoolConnectionProxy
-
 from services.scoring.answers import AnswerRow, Change, RollupKey
 from services.scoring.nps import NpsAggregate
+from shared.db import Conn
 from shared.events import FormSubmitted
 from shared.outbox import events_params, queue_all
-
-Conn = asyncpg.Connection | PoolConnectionProxy
 
 ANSWER_COLUMNS = (
     "answer_id",

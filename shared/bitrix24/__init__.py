@@ -1,4 +1,4 @@
-"""The Bitrix24 REST client and the portal's shared rate budget (DESIGN §6).
+"""The Bitrix24 REST client and the portal's shared rate budget (docs/bitrix24-client.md).
 
 ```python
 client = client_from_settings(settings, pool, config)

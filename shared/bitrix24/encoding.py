@@ -1,8 +1,8 @@
 """Batch commands as PHP query strings: `method?param=value&arr[0]=x&fields[TITLE]=y`.
 
 The portal parses each command with PHP's `parse_str`, so nested dicts and lists become bracket
-keys and every value arrives as a string (api-facts §3). What cannot survive that trip is mapped
-to the nearest value PHP can read:
+keys and every value arrives as a string (docs/bitrix24-client.md, Bitrix24 facts: batch). What
+cannot survive that trip is mapped to the nearest value PHP can read:
 
 - `None` → an empty string (the way to clear a field in a command);
 - `True`/`False` → `1`/`0`, as PHP's `http_build_query` does (pass `"Y"`/`"N"` where a legacy

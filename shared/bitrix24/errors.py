@@ -1,4 +1,5 @@
-"""Bitrix24 REST errors: one class per way a caller must react (api-facts §5).
+"""Bitrix24 REST errors: one class per way a caller must react (docs/bitrix24-client.md,
+Bitrix24 facts: errors).
 
 - `TransientBitrix24Error`: try again later. `RateLimited` (503 `QUERY_LIMIT_EXCEEDED`),
   `OperationTimeLimit` (429 `OPERATION_TIME_LIMIT`, with `.reset_at`), `PortalUnavailable`
@@ -20,10 +21,11 @@ from shared.messaging import PermanentError
 
 _NOT_FOUND_TEXT = re.compile(r"\bnot\s+found\b", re.IGNORECASE)
 
-# System codes that are never worth a retry whatever the HTTP status says (api-facts §5): a
-# manual block by Bitrix24 (OVERLOAD_LIMIT arrives as a 503 like the rate limit), a deleted
-# portal (documented as 500), authorisation problems a webhook cannot fix by itself (it has no
-# refresh token, so even `expired_token` is final here) and misuse of a method or of `batch`.
+# System codes that are never worth a retry whatever the HTTP status says (docs/bitrix24-client.md,
+# Bitrix24 facts: errors): a manual block by Bitrix24 (OVERLOAD_LIMIT arrives as a 503 like the
+# rate limit), a deleted portal (documented as 500), authorisation problems a webhook cannot fix
+# by itself (it has no refresh token, so even `expired_token` is final here) and misuse of a
+# method or of `batch`.
 _PERMANENT_CODES = frozenset(
     {
         "OVERLOAD_LIMIT",

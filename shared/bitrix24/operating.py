@@ -2,7 +2,8 @@
 
 Bitrix24 adds up the run time of each method per webhook in ten one-minute buckets (a sliding
 ten-minute window) and answers 429 `OPERATION_TIME_LIMIT` once a method is over its limit (480 s
-on cloud; api-facts §4.2). This tracker mirrors that window from two sources:
+on cloud; docs/bitrix24-client.md, Bitrix24 facts: limits). This tracker mirrors that window from
+two sources:
 
 - `time.operating` of a plain call: the portal's own total for the method, authoritative (it also
   covers what other processes spent), so the local estimate is corrected to it;

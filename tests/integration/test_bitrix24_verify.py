@@ -1,5 +1,6 @@
 """`nps config check --portal` against the sandbox portal seeded from the example YAML."""
 
+import asyncio
 import socket
 import threading
 import time
@@ -7,6 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import httpx
 import pytest
 import uvicorn
@@ -18,7 +20,7 @@ from services.sandbox.app import create_app
 from services.sandbox.limits import Limits
 from services.sandbox.portal import SandboxPortal
 from services.sandbox.seed import seed_demo
-from shared.bitrix24.verify import check_configured_portal
+from shared.bitrix24.verify import PortalCategory, PortalCheck, check_configured_portal
 from shared.portal_config import PortalConfig, parse_portal_config
 from shared.settings import SANDBOX_SECRET, SANDBOX_USER_ID, Settings, get_settings
 from tests.conftest import EXAMPLE_CONFIG
@@ -58,13 +60,27 @@ def sandbox_settings(port: int = 8090) -> Settings:
     return Settings(bitrix24_webhook_url=None, sandbox_port=port, _env_file=None)
 
 
-async def check(config: PortalConfig, portal: SandboxPortal) -> list[str]:
+async def checked(config: PortalConfig, portal: SandboxPortal) -> PortalCheck:
     transport = httpx.ASGITransport(app=create_app(portal))
     return await check_configured_portal(sandbox_settings(), config, transport=transport)
 
 
+async def check(config: PortalConfig, portal: SandboxPortal) -> list[str]:
+    return (await checked(config, portal)).problems
+
+
 async def test_the_example_config_fits_the_demo_portal(portal_config: PortalConfig) -> None:
     assert await check(portal_config, demo_portal()) == []
+
+
+async def test_categories_no_segment_maps_are_listed(portal_config: PortalConfig) -> None:
+    portal = demo_portal()
+    etype = portal.crm.entity_type(portal_config.survey.entity_type_id)
+    assert etype is not None
+    added = portal.crm.add_category(etype, "Laser C")
+    result = await checked(portal_config, portal)
+    assert result.problems == []
+    assert result.unmapped == [PortalCategory(added.id, "Laser C")]
 
 
 async def test_every_misfit_is_one_line() -> None:
@@ -121,8 +137,9 @@ def sandbox_port() -> Iterator[int]:
 
 
 @pytest.fixture
-def cli_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[pytest.MonkeyPatch]:
+def cli_env(pg_dsn: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[pytest.MonkeyPatch]:
     monkeypatch.delenv("BITRIX24_WEBHOOK_URL", raising=False)
+    monkeypatch.setenv("DATABASE_URL", pg_dsn)
     monkeypatch.chdir(EXAMPLE_CONFIG.parent.parent)
     get_settings.cache_clear()
     yield monkeypatch
@@ -136,6 +153,46 @@ def test_config_check_portal_passes_on_the_demo_portal(
     result = CliRunner().invoke(app, ["config", "check", str(EXAMPLE_CONFIG), "--portal"])
     assert result.exit_code == 0, result.output
     assert "portal: every configured field exists and its type fits" in result.output
+
+
+def test_config_check_portal_shows_the_served_portal_and_how_to_pin_it(
+    sandbox_port: int, cli_env: pytest.MonkeyPatch, pg_dsn: str, tmp_path: Path
+) -> None:
+    cli_env.setenv("SANDBOX_PORT", str(sandbox_port))
+
+    async def learn(member_id: str | None) -> None:
+        conn = await asyncpg.connect(pg_dsn)
+        try:
+            await conn.execute("DELETE FROM ingest_portal")
+            if member_id is not None:
+                await conn.execute(
+                    "INSERT INTO ingest_portal (member_id, domain) VALUES ($1, 'x.bitrix24.com')",
+                    member_id,
+                )
+        finally:
+            await conn.close()
+
+    def served_line(config: Path) -> str:
+        result = CliRunner().invoke(app, ["config", "check", str(config), "--portal"])
+        assert result.exit_code == 0, result.output
+        [line] = [line for line in result.output.splitlines() if line.startswith("served portal")]
+        return line
+
+    pinned = tmp_path / "portal.yaml"
+    pinned.write_text(yaml.safe_dump({**example(), "portal": {"member_id": "p1n"}}))
+    try:
+        asyncio.run(learn(None))
+        unknown = served_line(EXAMPLE_CONFIG)
+        asyncio.run(learn("a1b2"))
+        learned = served_line(EXAMPLE_CONFIG)
+        pin = served_line(pinned)
+    finally:
+        asyncio.run(learn(None))
+    assert unknown.startswith("served portal: not known yet")
+    assert f"set portal.member_id in {EXAMPLE_CONFIG}" in unknown
+    assert learned.startswith("served portal: a1b2 (x.bitrix24.com), learned from its first event")
+    assert learned.endswith(f"To pin it, set portal.member_id: a1b2 in {EXAMPLE_CONFIG}")
+    assert pin.startswith(f"served portal: p1n, pinned by portal.member_id in {pinned};")
 
 
 def test_config_check_portal_prints_each_problem_and_fails(
@@ -167,3 +224,17 @@ def test_config_check_without_a_portal_only_validates_the_yaml(
     result = CliRunner().invoke(app, ["config", "check", str(EXAMPLE_CONFIG)])
     assert result.exit_code == 0, result.output
     assert "portal:" not in result.output
+
+
+def test_config_check_portal_lists_categories_no_segment_maps(
+    sandbox_port: int, cli_env: pytest.MonkeyPatch
+) -> None:
+    cli_env.setenv("SANDBOX_PORT", str(sandbox_port))
+    created = httpx.post(
+        f"http://127.0.0.1:{sandbox_port}/rest/{SANDBOX_USER_ID}/{SANDBOX_SECRET}/crm.category.add",
+        json={"entityTypeId": 1038, "fields": {"name": "Laser C"}},
+    )
+    category = created.json()["result"]["category"]
+    result = CliRunner().invoke(app, ["config", "check", str(EXAMPLE_CONFIG), "--portal"])
+    assert result.exit_code == 0, result.output
+    assert f"categories no segment maps: {category['id']} (Laser C)" in result.output

@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import asyncpg
 import pytest
 import uvicorn
 from typer.testing import CliRunner
@@ -25,6 +26,7 @@ from services.sandbox.methods import CONTACT
 from services.sandbox.portal import SandboxPortal
 from services.sandbox.seed import seed_demo
 from shared.db import create_pool
+from shared.events import PortalRef
 from shared.portal_config import load_portal_config
 from shared.settings import SANDBOX_SECRET, get_settings
 from tests.integration.test_crm_sync_support import (
@@ -85,15 +87,37 @@ def env(pg_dsn: str, sandbox: tuple[SandboxPortal, int], monkeypatch: pytest.Mon
     get_settings.cache_clear()
 
 
+@pytest.fixture
+def served(pg_dsn: str) -> Iterator[PortalRef]:
+    """The portal the deployment serves, learned by ingest from its first event (the example
+    YAML pins none)."""
+    ref = portal_ref()
+
+    async def learn(member_id: str | None) -> None:
+        conn = await asyncpg.connect(pg_dsn)
+        try:
+            await conn.execute("DELETE FROM ingest_portal")
+            if member_id is not None:
+                await conn.execute("INSERT INTO ingest_portal (member_id) VALUES ($1)", member_id)
+        finally:
+            await conn.close()
+
+    asyncio.run(learn(ref.member_id))
+    yield ref
+    asyncio.run(learn(None))
+
+
 @pytest.fixture(autouse=True)
 def _fresh_settings() -> Iterator[None]:
     yield
     get_settings.cache_clear()
 
 
-def patch_contacts(pg_dsn: str, portal: SandboxPortal, contact_ids: list[int], score: int) -> str:
-    """Patch the contacts through the writer (in a loop of its own); returns the portal key."""
-    ref = portal_ref()
+def patch_contacts(
+    pg_dsn: str, portal: SandboxPortal, ref: PortalRef, contact_ids: list[int], score: int
+) -> str:
+    """Patch the contacts of portal `ref` through the writer (in a loop of its own); returns the
+    portal key."""
 
     async def main() -> None:
         pool = await create_pool(pg_dsn, max_size=3)
@@ -116,11 +140,11 @@ def writes_of(contact_id: int, portal_key: str) -> list[dict[str, object]]:
 
 
 def test_undo_of_an_answer_restores_every_field_it_wrote(
-    pg_dsn: str, env: None, sandbox: tuple[SandboxPortal, int]
+    pg_dsn: str, env: None, sandbox: tuple[SandboxPortal, int], served: PortalRef
 ) -> None:
     portal, _ = sandbox
     cid = contacts_where(portal, blank_laser)[0]
-    key = patch_contacts(pg_dsn, portal, [cid], score=6)
+    key = patch_contacts(pg_dsn, portal, served, [cid], score=6)
     writes = writes_of(cid, key)
     assert {w["field"] for w in writes} >= {SCORE, DATE}
     answer_id = str(writes[0]["answer_id"])
@@ -139,11 +163,11 @@ def test_undo_of_an_answer_restores_every_field_it_wrote(
 
 
 def test_undo_of_an_answer_leaves_a_field_edited_since(
-    pg_dsn: str, env: None, sandbox: tuple[SandboxPortal, int]
+    pg_dsn: str, env: None, sandbox: tuple[SandboxPortal, int], served: PortalRef
 ) -> None:
     portal, _ = sandbox
     cid = contacts_where(portal, blank_laser)[0]
-    key = patch_contacts(pg_dsn, portal, [cid], score=6)
+    key = patch_contacts(pg_dsn, portal, served, [cid], score=6)
     answer_id = str(writes_of(cid, key)[0]["answer_id"])
     portal.crm.update(CONTACT, cid, {SCORE: "6 (checked by phone)"}, method="manual")
 
@@ -171,6 +195,7 @@ def test_undo_with_the_sandbox_uses_the_yaml_make_run_uses(
     pg_dsn: str,
     env: None,
     sandbox: tuple[SandboxPortal, int],
+    served: PortalRef,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -178,7 +203,7 @@ def test_undo_with_the_sandbox_uses_the_yaml_make_run_uses(
     `nps run all` does, and calls the sandbox portal."""
     portal, _ = sandbox
     cid = contacts_where(portal, blank_laser)[0]
-    key = patch_contacts(pg_dsn, portal, [cid], score=6)
+    key = patch_contacts(pg_dsn, portal, served, [cid], score=6)
     write = next(w for w in writes_of(cid, key) if w["field"] == SCORE)
     (tmp_path / "config").mkdir()
     shutil.copy(CONFIG_PATH, tmp_path / "config" / "portal.example.yaml")
@@ -192,11 +217,11 @@ def test_undo_with_the_sandbox_uses_the_yaml_make_run_uses(
 
 
 def test_conflicts_with_a_limit_says_how_many_there_are(
-    pg_dsn: str, env: None, sandbox: tuple[SandboxPortal, int]
+    pg_dsn: str, env: None, sandbox: tuple[SandboxPortal, int], served: PortalRef
 ) -> None:
     portal, _ = sandbox
     cids = contacts_where(portal, legacy_laser)[:2]
-    key = patch_contacts(pg_dsn, portal, cids, score=3)
+    key = patch_contacts(pg_dsn, portal, served, cids, score=3)
     runner = CliRunner()
 
     everything = json.loads(runner.invoke(app, ["conflicts", "--json", "--portal", key]).output)

@@ -12,8 +12,8 @@ import pytest
 from services.crm_sync import contacts as contacts_module
 from services.crm_sync.coalescer import CommandCoalescer
 from services.crm_sync.contacts import ContactWriter
-from services.crm_sync.policy import history_entry
-from services.crm_sync.store import Changes, record
+from services.crm_sync.policy import Version, history_entry
+from services.crm_sync.store import Changes, LedgerRow, record
 from services.crm_sync.undo import undo_write
 from services.sandbox.methods import CONTACT
 from shared.bitrix24 import PortalUnavailable
@@ -212,6 +212,56 @@ async def test_out_of_order_versions_of_one_answer_settle_on_the_latest(
         assert history_entry(versions[cid][2]) in contact(portal, cid)[HISTORY]
 
 
+@pytest.mark.parametrize(
+    "arrival", [(10, 9), (9, 10)], ids=["later-item-first", "earlier-item-first"]
+)
+async def test_of_two_answers_submitted_in_the_same_second_the_later_item_wins(
+    pool: asyncpg.Pool, portal_config: PortalConfig, arrival: tuple[int, int]
+) -> None:
+    portal = new_portal()
+    cid = contacts_where(portal, blank_laser)[0]
+    ref = portal_ref()
+    w = writers(pool, client_for(portal), portal_config)
+    scores = {9: 3, 10: 8}  # item 10 was created after item 9, in the same second
+    answers = {item: answer(ref, cid, score=scores[item], item_id=item) for item in arrival}
+
+    events = [await w.contacts.patch(route(answers[item])) for item in arrival]
+
+    assert contact(portal, cid)[SCORE] == "8"
+    assert history_entry(answers[10]) in contact(portal, cid)[HISTORY]
+    assert await ledger_rows(pool, ref, cid) == {SCORE: "8", DATE: "2026-03-14"}
+    last = events[-1]
+    assert last is not None
+    assert last.details["stale"] is (arrival[-1] == 9)
+
+
+async def test_the_ledger_keeps_the_later_item_of_a_tie_whatever_is_recorded_last(
+    pool: asyncpg.Pool,
+) -> None:
+    ref = portal_ref()
+
+    def row(item_id: int, sku: str) -> LedgerRow:
+        version = Version(NOW, NOW, item_id, f"{ref.key}:{item_id}:{sku}")
+        return LedgerRow(ref.key, 7, SCORE, str(item_id), version, f"{item_id}-{sku}")
+
+    # One item's products compare by code point ("EQ-a" after "EQ-LASER-A"), as `Version` does,
+    # whatever the database's collation.
+    recorded = (row(10, "EQ-a"), row(9, "EQ-LASER-A"), row(10, "EQ-LASER-A"), row(2, "EQ-b"))
+    async with pool.acquire() as conn:
+        for ledger_row in recorded:
+            await record(conn, Changes(ledger=[ledger_row]))
+        kept = await conn.fetchrow(
+            "SELECT answer_id, item_id FROM crm_field_ledger"
+            " WHERE portal = $1 AND contact_id = 7 AND field = $2",
+            ref.key,
+            SCORE,
+        )
+
+    assert kept is not None
+    assert (kept["answer_id"], kept["item_id"]) == (f"{ref.key}:10:EQ-a", 10)
+    assert max(r.version for r in recorded) == Version(NOW, NOW, 10, f"{ref.key}:10:EQ-a")
+
+
 async def test_history_is_append_only_and_never_doubled(
     pool: asyncpg.Pool, portal_config: PortalConfig
 ) -> None:
@@ -357,9 +407,9 @@ async def test_undo_restores_the_value_before_our_write(
     await w.contacts.patch(route(answer(ref, cid, score=8, item_id=932)))
     writes = [r for r in await audit_rows(pool, ref, cid) if r["field"] == SCORE]
 
-    refused = await undo_write(pool, client, writes[0]["id"])
-    result = await undo_write(pool, client, writes[1]["id"])
-    twice = await undo_write(pool, client, writes[1]["id"])
+    refused = await undo_write(pool, client, writes[0]["id"], ref.key)
+    result = await undo_write(pool, client, writes[1]["id"], ref.key)
+    twice = await undo_write(pool, client, writes[1]["id"], ref.key)
 
     assert not refused.restored
     assert f"undo #{writes[1]['id']} first" in refused.message
@@ -384,12 +434,34 @@ async def test_undo_refuses_when_the_field_was_edited_since(
     write = next(r for r in await audit_rows(pool, ref, cid) if r["field"] == SCORE)
     portal.crm.update(CONTACT, cid, {SCORE: "8, confirmed by phone"}, method="manual")
 
-    result = await undo_write(pool, client, write["id"])
+    result = await undo_write(pool, client, write["id"], ref.key)
 
     assert not result.restored
     assert "changed since" in result.message
     assert contact(portal, cid)[SCORE] == "8, confirmed by phone"
     assert [row["kind"] for row in await audit_rows(pool, ref, cid)].count("undo") == 0
+
+
+async def test_undo_refuses_a_write_made_on_another_portal(
+    pool: asyncpg.Pool, portal_config: PortalConfig
+) -> None:
+    portal = new_portal()
+    cid = contacts_where(portal, blank_laser)[0]
+    ref, served = portal_ref(), portal_ref()
+    client = client_for(portal)
+    await writers(pool, client, portal_config).contacts.patch(route(answer(ref, cid, score=8)))
+    write = next(r for r in await audit_rows(pool, ref, cid) if r["field"] == SCORE)
+    portal.reset()
+
+    result = await undo_write(pool, client, write["id"], served.key)
+
+    assert not result.restored
+    assert result.message == (
+        f"write #{write['id']} was made on portal {ref.key}, not on {served.key}, the portal"
+        " this deployment serves: nothing was restored"
+    )
+    assert portal.calls_report()["calls"] == []
+    assert contact(portal, cid)[SCORE] == "8"
 
 
 async def test_undo_of_a_history_append_restores_the_list_before(
@@ -403,7 +475,7 @@ async def test_undo_of_a_history_append_restores_the_list_before(
     await writers(pool, client, portal_config).contacts.patch(route(answer(ref, cid)))
     write = next(r for r in await audit_rows(pool, ref, cid) if r["field"] == HISTORY)
 
-    result = await undo_write(pool, client, write["id"])
+    result = await undo_write(pool, client, write["id"], ref.key)
 
     assert result.restored
     assert contact(portal, cid)[HISTORY] == legacy_log

@@ -185,6 +185,41 @@ async def test_actions_in_written_events_out(settings: Settings, channel: Abstra
     assert record[SCORE] == "2"
 
 
+async def test_of_two_answers_of_one_second_the_later_item_ends_in_the_contact(
+    settings: Settings, channel: AbstractChannel
+) -> None:
+    portal = demo_portal(30, Limits.off())
+    ref = portal_ref()
+    first, second = contacts_where(portal, blank_laser)[:2]
+    # Items 9 and 10 submitted in the same second (a double submit): 10 is the later one.
+    actions = [
+        route(answer(ref, first, score=8, item_id=10)),
+        route(answer(ref, first, score=3, item_id=9)),
+        route(answer(ref, second, score=3, item_id=9)),
+        route(answer(ref, second, score=8, item_id=10)),
+    ]
+    async with (
+        serving(portal, settings) as portal_settings,
+        capture(channel, "crm.written.#") as captured,
+        crm_sync(portal_settings, prefetch=1),
+    ):
+        for action in actions:
+            await send(channel, action)
+        events = await written_for(captured, actions)
+
+    assert {cid: (portal.crm.get(CONTACT, cid) or {}).get(SCORE) for cid in (first, second)} == {
+        first: "8",
+        second: "8",
+    }
+    by_action = {event.action_id: event.outcome for event in events}
+    assert [by_action[action.action_id] for action in actions] == [
+        "patched",
+        "skipped",
+        "patched",
+        "patched",
+    ]
+
+
 async def test_a_400_from_the_portal_goes_to_the_dlq_with_the_reason(
     settings: Settings, channel: AbstractChannel
 ) -> None:

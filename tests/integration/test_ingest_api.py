@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import uuid
@@ -23,7 +24,7 @@ from shared.messaging import make_broker
 from shared.outbox import OutboxRelay
 from shared.portal_config import PortalConfig
 from shared.settings import Settings
-from tests.support import capture
+from tests.support import capture, forget_served_portal
 
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "ingest.md"
 FORM = {"Content-Type": "application/x-www-form-urlencoded"}
@@ -51,6 +52,12 @@ async def down_broker() -> AsyncIterator[RabbitBroker]:
     broker = make_broker(UNREACHABLE_AMQP)
     yield broker
     await broker.stop()
+
+
+@pytest.fixture(autouse=True)
+async def new_deployment(pool: asyncpg.Pool) -> None:
+    """Each test is a deployment whose portal ingest has not learned yet."""
+    await forget_served_portal(pool)
 
 
 def client_for(app: Any) -> httpx.AsyncClient:
@@ -218,6 +225,96 @@ async def test_foreign_portal_is_403(
     assert own.status_code == 200
 
 
+def robot_query(member_id: str, item_id: int = 77) -> str:
+    return urlencode(
+        {
+            "application_token": "sandbox-app-token",
+            "member_id": member_id,
+            "id": str(item_id),
+            "category_id": "12",
+            "UF_CRM_5_SCORE": "3",
+            "updated_time": "2024-07-22T18:05:00+03:00",
+        }
+    )
+
+
+LEARNED_403 = {
+    "error": "event from a portal other than the one this deployment serves",
+    "expected": "the member_id learned from the deployment's first event"
+    " (`nps config check --portal`)",
+}
+
+
+async def test_unpinned_deployment_serves_the_portal_of_its_first_event(
+    ingest: httpx.AsyncClient, pool: asyncpg.Pool
+) -> None:
+    mine, invented = uuid.uuid4().hex, uuid.uuid4().hex
+    first = await ingest.post(
+        "/webhooks/bitrix24", content=event_body(item_id=31, member_id=mine), headers=FORM
+    )
+    event = await ingest.post(
+        "/webhooks/bitrix24", content=event_body(item_id=31, member_id=invented), headers=FORM
+    )
+    robot = await ingest.post(f"/webhooks/bitrix24/robot?{robot_query(invented)}")
+    assert first.json()["status"] == "accepted"
+    assert (event.status_code, event.json()) == (403, {**LEARNED_403, "field": "auth[member_id]"})
+    assert (robot.status_code, robot.json()) == (403, {**LEARNED_403, "field": "member_id"})
+    assert await stored(pool, invented) == []
+    assert await pending(pool, invented) == []
+    assert await pool.fetchval("SELECT member_id FROM ingest_portal") == mine
+
+
+async def test_the_learned_portal_is_kept_across_a_restart(
+    settings: Settings, portal_config: PortalConfig, pool: asyncpg.Pool, down_broker: RabbitBroker
+) -> None:
+    mine, invented = uuid.uuid4().hex, uuid.uuid4().hex
+    async with client_for(create_app(settings, portal_config, pool, down_broker)) as before:
+        learned = await before.post(f"/webhooks/bitrix24/robot?{robot_query(mine)}")
+    async with client_for(create_app(settings, portal_config, pool, down_broker)) as after:
+        foreign = await after.post(
+            "/webhooks/bitrix24", content=event_body(member_id=invented), headers=FORM
+        )
+        own = await after.post(
+            "/webhooks/bitrix24", content=event_body(member_id=mine), headers=FORM
+        )
+    assert learned.json()["status"] == "accepted"
+    assert foreign.status_code == 403
+    assert own.json()["status"] == "accepted"
+    assert await stored(pool, invented) == []
+
+
+async def test_of_first_events_from_several_portals_at_once_exactly_one_wins(
+    ingest: httpx.AsyncClient, pool: asyncpg.Pool
+) -> None:
+    members = [uuid.uuid4().hex for _ in range(6)]
+    responses = await asyncio.gather(
+        *(
+            ingest.post(f"/webhooks/bitrix24/robot?{robot_query(member)}")
+            if i % 2
+            else ingest.post(
+                "/webhooks/bitrix24", content=event_body(member_id=member), headers=FORM
+            )
+            for i, member in enumerate(members)
+        )
+    )
+    winners = [m for m, r in zip(members, responses, strict=True) if r.status_code == 200]
+    assert len(winners) == 1, [r.status_code for r in responses]
+    assert sorted(r.status_code for r in responses) == [200, 403, 403, 403, 403, 403]
+    assert await pool.fetchval("SELECT member_id FROM ingest_portal") == winners[0]
+    for member in members:
+        assert len(await stored(pool, member)) == (member in winners)
+
+
+async def test_a_first_event_without_member_id_is_403_and_teaches_nothing(
+    ingest: httpx.AsyncClient, pool: asyncpg.Pool
+) -> None:
+    body = event_body().replace("&auth%5Bmember_id%5D=m&", "&")
+    assert "member_id" not in body
+    response = await ingest.post("/webhooks/bitrix24", content=body, headers=FORM)
+    assert (response.status_code, response.json()["field"]) == (403, "auth[member_id]")
+    assert await pool.fetchval("SELECT count(*) FROM ingest_portal") == 0
+
+
 @pytest.mark.parametrize(
     ("content", "headers", "status", "field"),
     [
@@ -299,7 +396,12 @@ async def test_robot_call_carries_the_item_fields(
 
 async def test_robot_form_body_and_token_rules(ingest: httpx.AsyncClient) -> None:
     form = urlencode(
-        {"auth[application_token]": "sandbox-app-token", "id": "78", "category_id": "10"}
+        {
+            "auth[application_token]": "sandbox-app-token",
+            "auth[member_id]": uuid.uuid4().hex,
+            "id": "78",
+            "category_id": "10",
+        }
     )
     accepted = await ingest.post("/webhooks/bitrix24/robot", content=form, headers=FORM)
     wrong = await ingest.post("/webhooks/bitrix24/robot?application_token=no&id=1&category_id=10")

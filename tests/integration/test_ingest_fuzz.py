@@ -50,6 +50,7 @@ from services.ingest.webhook import (
 from shared.messaging import make_broker
 from shared.portal_config import PortalConfig, load_portal_config
 from shared.settings import Settings
+from tests.support import forget_served_portal
 
 CONFIG_PATH = Path(__file__).resolve().parents[2] / "config" / "portal.example.yaml"
 CONFIG = load_portal_config(CONFIG_PATH)
@@ -82,9 +83,10 @@ def fuzz(examples: int) -> hypothesis.settings:
 
 @pytest.fixture(scope="module", autouse=True)
 async def forget_the_run(pool: asyncpg.Pool) -> AsyncIterator[None]:
-    """Remove the run's thousands of events afterwards: later tests of the session run the relay
-    over the whole outbox, and the sweep takes the newest event's portal as the portal."""
+    """Remove the run's thousands of events afterwards (later tests of the session run the relay
+    over the whole outbox) and the portal the last example taught ingest."""
     yield
+    await forget_served_portal(pool)
     like = f"{MEMBER_PREFIX}%"
     await pool.execute(
         "DELETE FROM outbox WHERE routing_key = 'webhook.received'"
@@ -140,7 +142,8 @@ def client_for(
 async def ingest(
     fuzz_settings: Settings, pool: asyncpg.Pool, broker: RabbitBroker
 ) -> AsyncIterator[httpx.AsyncClient]:
-    """The app as shipped by default: no `portal.member_id`, any portal is taken."""
+    """The app as shipped by default: no `portal.member_id`, the first portal is kept (the tests
+    forget it before each example)."""
     async with client_for(fuzz_settings, CONFIG, pool, broker) as client:
         yield client
 
@@ -1070,6 +1073,7 @@ def member_id() -> str:
 async def test_valid_events_are_stored_and_queued_exactly_once(
     data: st.DataObject, ingest: httpx.AsyncClient, pool: asyncpg.Pool
 ) -> None:
+    await forget_served_portal(pool)  # each example is a new deployment
     form = data.draw(event_forms(member_id()))
     case = form.case()
     hypothesis.assume(len(case.body) <= MAX_BODY_BYTES)
@@ -1082,6 +1086,7 @@ async def test_valid_events_are_stored_and_queued_exactly_once(
 async def test_broken_events_are_refused_with_a_reason_and_store_nothing(
     data: st.DataObject, ingest: httpx.AsyncClient, pool: asyncpg.Pool
 ) -> None:
+    await forget_served_portal(pool)  # each example is a new deployment
     form = data.draw(event_forms(member_id()))
     control = form.case()
     hypothesis.assume(len(control.body) <= MAX_BODY_BYTES)
@@ -1096,6 +1101,7 @@ async def test_broken_events_are_refused_with_a_reason_and_store_nothing(
 async def test_valid_robot_calls_are_stored_and_queued_exactly_once(
     data: st.DataObject, ingest: httpx.AsyncClient, pool: asyncpg.Pool
 ) -> None:
+    await forget_served_portal(pool)  # each example is a new deployment
     form = data.draw(robot_forms(member_id()))
     case = form.case()
     hypothesis.assume(len(case.body) <= MAX_BODY_BYTES)
@@ -1108,6 +1114,7 @@ async def test_valid_robot_calls_are_stored_and_queued_exactly_once(
 async def test_broken_robot_calls_are_refused_with_a_reason_and_store_nothing(
     data: st.DataObject, ingest: httpx.AsyncClient, pool: asyncpg.Pool
 ) -> None:
+    await forget_served_portal(pool)  # each example is a new deployment
     form = data.draw(robot_forms(member_id()))
     control = form.case()
     hypothesis.assume(len(control.body) <= MAX_BODY_BYTES)

@@ -1,4 +1,4 @@
-"""The PHP bracket encoder of batch commands (api-facts §3)."""
+"""The PHP bracket encoder of batch commands (docs/bitrix24-client.md, Bitrix24 facts: batch)."""
 
 from datetime import UTC, date, datetime
 from urllib.parse import parse_qsl

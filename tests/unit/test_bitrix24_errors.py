@@ -1,4 +1,4 @@
-"""Error classification: every row of api-facts §5's table, and secrets never in messages."""
+"""Error classification: every error fact of docs/bitrix24-client.md; secrets never in messages."""
 
 import pytest
 

@@ -1,28 +1,44 @@
-"""The legacy-safe contact patch policy, rule by rule (DESIGN §5)."""
+"""The legacy-safe contact patch policy, rule by rule (docs/crm_sync.md)."""
 
 from __future__ import annotations
 
+import random
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from services.crm_sync.policy import (
+    Audit,
+    Conflict,
+    Effects,
     LedgerEntry,
+    Outgoing,
+    Owned,
     Repair,
+    Role,
+    Settled,
     Version,
     Write,
     canonical,
+    conclude,
+    contact_fields_for,
     date_value,
     history_entry,
     is_empty,
     merge,
     overwritten,
+    plan_answer,
+    plan_details,
     plan_patch,
+    plan_repairs,
     same,
+    settle_writes,
 )
-from shared.events import PortalRef, ScoredAnswer
-from shared.portal_config import ContactFields
+from shared.events import PortalRef, RouteAction, ScoredAnswer, WriteOutcome
+from shared.portal_config import ContactFields, PortalConfig, parse_portal_config
 
 MSK = timezone(timedelta(hours=3))
 SUBMITTED = datetime(2025, 3, 14, 10, 30, tzinfo=MSK)
@@ -34,19 +50,20 @@ def answer(
     *,
     submitted: datetime = SUBMITTED,
     updated: datetime | None = None,
-    answer_id: str = "p:77:EQ-LASER-A",
+    item_id: int = 77,
+    sku: str = "EQ-LASER-A",
     scale: str = "0-10",
 ) -> ScoredAnswer:
     return ScoredAnswer.model_validate(
         {
-            "answer_id": answer_id,
+            "answer_id": f"p:{item_id}:{sku}",
             "portal": PortalRef(member_id="p"),
             "entity_type_id": 1038,
-            "item_id": 77,
+            "item_id": item_id,
             "category_id": 12,
             "segment": "Laser A",
             "kind": "equipment",
-            "sku": "EQ-LASER-A",
+            "sku": sku,
             "product_name": "Laser A",
             "scale": scale,
             "score": score,
@@ -58,8 +75,8 @@ def answer(
     )
 
 
-OLDER = answer(3, submitted=SUBMITTED - timedelta(days=30), answer_id="p:60:EQ-LASER-A")
-NEWER = answer(10, submitted=SUBMITTED + timedelta(days=30), answer_id="p:90:EQ-LASER-A")
+OLDER = answer(3, submitted=SUBMITTED - timedelta(days=30), item_id=60)
+NEWER = answer(10, submitted=SUBMITTED + timedelta(days=30), item_id=90)
 
 
 def ours(value: Any, by: ScoredAnswer = OLDER) -> LedgerEntry:
@@ -278,11 +295,117 @@ def test_the_original_version_is_stale_after_its_edit() -> None:
     assert plan({"UF_SCORE": "4"}, {"UF_SCORE": ours("4", edited)}, answer()).stale
 
 
-def test_versions_order_by_submission_then_update_then_id() -> None:
-    base = Version.of(answer())
-    assert Version.of(NEWER) > base > Version.of(OLDER)
-    assert Version.of(answer(updated=SUBMITTED + timedelta(seconds=1))) > base
-    assert Version.of(answer(answer_id="p:78:EQ-LASER-A")) > base
+LATER = SUBMITTED + timedelta(seconds=1)
+
+
+@pytest.mark.parametrize(
+    ("earlier", "later"),
+    [
+        pytest.param(answer(item_id=90), answer(item_id=60, submitted=LATER), id="submitted"),
+        pytest.param(
+            answer(item_id=90, submitted=LATER),
+            answer(item_id=60, submitted=SUBMITTED + timedelta(days=1)),
+            id="submitted-days-apart",
+        ),
+        pytest.param(
+            answer(item_id=90, submitted=datetime(2025, 3, 14, 13, 30, tzinfo=MSK)),
+            answer(item_id=60, submitted=datetime(2025, 3, 14, 10, 30, 1, tzinfo=UTC)),
+            id="submitted-instant-not-wall-clock",
+        ),
+        pytest.param(
+            answer(item_id=90), answer(item_id=60, updated=LATER), id="same-submitted-updated"
+        ),
+        pytest.param(answer(item_id=77), answer(item_id=78), id="same-times-item-id"),
+        pytest.param(answer(item_id=9), answer(item_id=10), id="same-times-9-before-10"),
+        pytest.param(answer(item_id=99), answer(item_id=100), id="same-times-99-before-100"),
+        pytest.param(answer(item_id=2), answer(item_id=19), id="same-times-2-before-19"),
+        pytest.param(answer(item_id=999_999), answer(item_id=1_000_000), id="same-times-longer-id"),
+        pytest.param(
+            answer(item_id=77, sku="EQ-CRYO-B"),
+            answer(item_id=77, sku="EQ-LASER-A"),
+            id="same-item-products",
+        ),
+        pytest.param(
+            answer(item_id=77, sku="EQ-LASER-A"),
+            answer(item_id=77, sku="EQ-LASER-a"),
+            id="same-item-products-by-code-point",
+        ),
+        pytest.param(
+            answer(item_id=10, sku="A"), answer(item_id=11, sku="Z"), id="item-before-product"
+        ),
+    ],
+)
+def test_versions_order_by_submitted_updated_item_id_then_product(
+    earlier: ScoredAnswer, later: ScoredAnswer
+) -> None:
+    assert Version.of(earlier) < Version.of(later)
+    assert max(Version.of(later), Version.of(earlier)) == Version.of(later)
+
+
+@pytest.mark.parametrize(
+    ("first", "second"),
+    [
+        pytest.param(answer(9, item_id=10), answer(2, item_id=9), id="later-item-first"),
+        pytest.param(answer(2, item_id=9), answer(9, item_id=10), id="earlier-item-first"),
+        pytest.param(
+            answer(9, item_id=10, updated=LATER), answer(2, item_id=11), id="later-edit-first"
+        ),
+        pytest.param(
+            answer(2, item_id=11), answer(9, item_id=10, updated=LATER), id="later-edit-last"
+        ),
+    ],
+)
+def test_a_tie_on_submission_settles_on_the_later_answer_in_any_order(
+    first: ScoredAnswer, second: ScoredAnswer
+) -> None:
+    later = max(first, second, key=Version.of)
+    assert later.score == 9
+    assert settle([first, second]) == ("9", Version.of(later))
+
+
+def settle(arrivals: list[ScoredAnswer]) -> tuple[Any, Version]:
+    """The score field and its ledger version once `arrivals` were decided one after another
+    (the field starts empty; every write lands)."""
+    current: dict[str, Any] = {"UF_SCORE": None}
+    ledger: dict[str, LedgerEntry] = {}
+    for the_answer in arrivals:
+        result = plan(current, ledger, the_answer, ContactFields(score="UF_SCORE"))
+        for write in result.writes():
+            current[write.field] = write.value
+        for decision in result.ledger_updates():
+            ledger[decision.field] = LedgerEntry(result.version, decision.owned_after)
+    return current["UF_SCORE"], ledger["UF_SCORE"].version
+
+
+ITEM_TIMES = st.tuples(st.integers(0, 1), st.integers(0, 1))
+"""An item's submitted and updated time, in seconds after SUBMITTED: ties are the rule."""
+
+
+@given(
+    st.dictionaries(
+        st.sampled_from([2, 9, 10, 19, 99, 100, 1000]),
+        st.tuples(ITEM_TIMES, st.sets(st.sampled_from(["EQ-A", "EQ-LASER-A", "EQ-a"]), min_size=1)),
+        min_size=1,
+    ),
+    st.randoms(use_true_random=False),
+)
+def test_any_order_of_arrival_settles_on_the_newest_answer(
+    items: dict[int, tuple[tuple[int, int], set[str]]], rng: random.Random
+) -> None:
+    answers = [
+        answer(
+            (item_id + len(sku)) % 11,
+            item_id=item_id,
+            sku=sku,
+            submitted=SUBMITTED + timedelta(seconds=submitted),
+            updated=SUBMITTED + timedelta(seconds=submitted + updated),
+        )
+        for item_id, ((submitted, updated), skus) in items.items()
+        for sku in skus
+    ]
+    newest = max(answers, key=lambda a: (a.submitted_at, a.updated_at, a.item_id, a.sku))
+    rng.shuffle(answers)
+    assert settle(answers) == (str(newest.score), Version.of(newest))
 
 
 def test_the_same_answer_again_is_not_stale() -> None:
@@ -403,3 +526,440 @@ def test_repairs_survive_a_round_trip_through_json() -> None:
 )
 def test_three_way_merge(base: Any, ours_: Any, theirs: Any, merged: Any) -> None:
     assert merge(base, ours_, theirs) == merged
+
+
+# --- the contact writer's steps -------------------------------------------------------------
+
+V = Version.of(answer())
+DAY = date_value(answer())
+ENTRY = history_entry(answer())
+
+
+def sent(field: str, base: Any, value: Any, before_ours: bool = False) -> Outgoing:
+    return Outgoing(Write(field, base, value), before_ours)
+
+
+def contact_action(category_id: int) -> RouteAction:
+    the_answer = answer().model_copy(update={"category_id": category_id})
+    return RouteAction(
+        action_id="a", action="contact", rule="r", answer=the_answer, correlation_id="c"
+    )
+
+
+@pytest.mark.parametrize(
+    ("segment", "expected"),
+    [
+        (
+            12,
+            ContactFields(
+                score="UF_CRM_NPS_LASER_A",
+                date="UF_CRM_NPS_LASER_A_DATE",
+                history="UF_CRM_NPS_HISTORY",
+            ),
+        ),
+        (10, None),
+        (99, None),
+    ],
+    ids=["equipment", "cosmetics", "unknown category"],
+)
+def test_the_segment_decides_the_contact_fields(
+    portal_config: PortalConfig, segment: int, expected: ContactFields | None
+) -> None:
+    assert contact_fields_for(contact_action(category_id=segment), portal_config) == expected
+
+
+def test_an_equipment_segment_without_contact_fields_writes_no_contact(
+    portal_config: PortalConfig,
+) -> None:
+    data = portal_config.model_dump(mode="json", exclude_none=True)
+    for segment in data["survey"]["segments"]:
+        segment.pop("contact_fields", None)
+    config = parse_portal_config(data)
+    assert contact_fields_for(contact_action(category_id=12), config) is None
+
+
+@pytest.mark.parametrize(
+    ("current", "earlier", "audit", "owned", "sends"),
+    [
+        (
+            {"UF_SCORE": "9"},
+            [sent("UF_SCORE", None, "9")],
+            [Audit("UF_SCORE", None, "9", "recovered", False)],
+            [Owned("UF_SCORE", "9", V)],
+            ["UF_DATE", "UF_LOG"],
+        ),
+        (
+            {"UF_SCORE": "9"},
+            [sent("UF_SCORE", "3", "9", before_ours=True)],
+            [Audit("UF_SCORE", "3", "9", "recovered", True)],
+            [Owned("UF_SCORE", "9", V)],
+            ["UF_DATE", "UF_LOG"],
+        ),
+        (
+            {"UF_SCORE": "5 (by hand)"},
+            [sent("UF_SCORE", None, "9")],
+            [],
+            [],
+            ["UF_DATE", "UF_LOG"],
+        ),
+        (
+            {},
+            [sent("UF_SCORE", None, "9")],
+            [],
+            [],
+            ["UF_SCORE", "UF_DATE", "UF_LOG"],
+        ),
+        (
+            {"UF_LOG": [ENTRY]},
+            [sent("UF_LOG", None, [ENTRY])],
+            [Audit("UF_LOG", None, [ENTRY], "recovered", False)],
+            [],
+            ["UF_SCORE", "UF_DATE"],
+        ),
+        (
+            {"UF_OTHER": "9"},
+            [sent("UF_OTHER", None, "9")],
+            [],
+            [],
+            ["UF_SCORE", "UF_DATE", "UF_LOG"],
+        ),
+    ],
+    ids=[
+        "a sent score that shows is ours",
+        "the audit keeps whether the value replaced was ours",
+        "a sent score replaced since is not claimed",
+        "a sent write that does not show did not happen",
+        "a sent history entry is audited and not appended again",
+        "a field no longer mapped is not recovered",
+    ],
+)
+def test_writes_an_earlier_attempt_sent_are_recovered_before_deciding(
+    current: dict[str, Any],
+    earlier: list[Outgoing],
+    audit: list[Audit],
+    owned: list[Owned],
+    sends: list[str],
+) -> None:
+    step = plan_answer(FIELDS, answer(), current, {}, earlier)
+    assert step.effects == Effects(audit=tuple(audit), owned=tuple(owned))
+    assert [send.write.field for send in step.sends] == sends
+
+
+def test_a_recovered_score_is_owned_when_the_answer_is_decided_afresh() -> None:
+    step = plan_answer(FIELDS, answer(), {"UF_SCORE": "9"}, {}, [sent("UF_SCORE", None, "9")])
+    decision = step.plan.decision("UF_SCORE")
+    assert decision is not None
+    assert (decision.verdict, decision.owned_after) == ("keep", "9")
+
+
+@pytest.mark.parametrize(
+    ("current", "ledger", "sends"),
+    [
+        (
+            {},
+            {},
+            [
+                sent("UF_SCORE", None, "9"),
+                sent("UF_DATE", None, DAY),
+                sent("UF_LOG", None, [ENTRY]),
+            ],
+        ),
+        (
+            {"UF_SCORE": "3", "UF_DATE": "2025-02-12", "UF_LOG": ["x"]},
+            {"UF_SCORE": ours("3"), "UF_DATE": ours("2025-02-12")},
+            [
+                sent("UF_SCORE", "3", "9", before_ours=True),
+                sent("UF_DATE", "2025-02-12", DAY, before_ours=True),
+                sent("UF_LOG", ["x"], ["x", ENTRY]),
+            ],
+        ),
+        (
+            {"UF_SCORE": "7 (by hand)", "UF_DATE": DAY, "UF_LOG": [ENTRY]},
+            {},
+            [],
+        ),
+    ],
+    ids=["empty fields", "our values and a list", "nothing to write"],
+)
+def test_an_answer_sends_its_writes_with_whose_value_they_replace(
+    current: dict[str, Any], ledger: dict[str, LedgerEntry], sends: list[Outgoing]
+) -> None:
+    step = plan_answer(FIELDS, answer(), current, ledger)
+    assert list(step.sends) == sends
+    assert step.effects == Effects()
+
+
+RESTORE = Repair("UF_SCORE", written="9", target="7 (called)", displaced="7 (called)")
+MERGE = Repair("UF_LOG", written=["a", "e"], target=["a", "x", "e"], displaced=["a", "x"])
+
+
+@pytest.mark.parametrize(
+    ("repairs", "current", "earlier", "sends", "audit"),
+    [
+        ([RESTORE], {"UF_SCORE": "9"}, [], [sent("UF_SCORE", "9", "7 (called)", True)], []),
+        ([RESTORE], {"UF_SCORE": "8 (second edit)"}, [], [], []),
+        ([RESTORE], {"UF_SCORE": "7 (called)"}, [], [], []),
+        (
+            [RESTORE, MERGE],
+            {"UF_SCORE": "9", "UF_LOG": ["a", "e"]},
+            [],
+            [
+                sent("UF_SCORE", "9", "7 (called)", True),
+                sent("UF_LOG", ["a", "e"], ["a", "x", "e"], True),
+            ],
+            [],
+        ),
+        (
+            [RESTORE],
+            {"UF_SCORE": "7 (called)"},
+            [sent("UF_SCORE", "9", "7 (called)", True)],
+            [],
+            [Audit("UF_SCORE", "9", "7 (called)", "restore", True)],
+        ),
+        (
+            [RESTORE],
+            {"UF_SCORE": "9"},
+            [sent("UF_SCORE", "9", "7 (called)", True)],
+            [sent("UF_SCORE", "9", "7 (called)", True)],
+            [],
+        ),
+    ],
+    ids=[
+        "a scalar gets the person's value back",
+        "a field changed again is left alone",
+        "a field already showing the person's value needs nothing",
+        "a list gets the person's entries plus ours",
+        "a restore an earlier attempt sent is audited",
+        "a restore an earlier attempt did not get to is sent",
+    ],
+)
+def test_repairs_put_back_what_a_person_set_while_we_wrote(
+    repairs: list[Repair],
+    current: dict[str, Any],
+    earlier: list[Outgoing],
+    sends: list[Outgoing],
+    audit: list[Audit],
+) -> None:
+    step = plan_repairs(repairs, current, earlier)
+    assert list(step.sends) == sends
+    assert step.effects == Effects(audit=tuple(audit))
+
+
+SCORE_ONLY = ContactFields(score="UF_SCORE")
+
+
+@pytest.mark.parametrize(
+    ("current", "ledger", "clobbered", "owned", "conflicts"),
+    [
+        (None, {}, False, [Owned("UF_SCORE", "9", V)], []),
+        (None, {}, True, [Owned("UF_SCORE", None, V)], []),
+        ("3", {"UF_SCORE": ours("3")}, False, [Owned("UF_SCORE", "9", V)], []),
+        ("3", {"UF_SCORE": ours("3")}, True, [Owned("UF_SCORE", "3", V)], []),
+        ("9", {}, False, [Owned("UF_SCORE", None, V)], []),
+        ("9", {"UF_SCORE": ours("9")}, False, [Owned("UF_SCORE", "9", V)], []),
+        (
+            "7/10",
+            {},
+            False,
+            [Owned("UF_SCORE", None, V)],
+            [Conflict("UF_SCORE", "legacy", "7/10", "9")],
+        ),
+        (
+            "5",
+            {"UF_SCORE": ours("3")},
+            False,
+            [Owned("UF_SCORE", "3", V)],
+            [Conflict("UF_SCORE", "hand_edited", "5", "9")],
+        ),
+        ("3", {"UF_SCORE": ours("3", NEWER)}, False, [], []),
+    ],
+    ids=[
+        "an empty field written is ours",
+        "an empty field a person filled meanwhile is not",
+        "our value replaced is ours",
+        "our value a person replaced meanwhile: the old one stays ours",
+        "a legacy value equal to the answer is not claimed",
+        "our value equal to the answer stays ours",
+        "a legacy value is a conflict",
+        "our value edited by hand is a conflict",
+        "a stale answer moves nothing",
+    ],
+)
+def test_a_plan_concludes_in_the_ledger_and_conflicts(
+    current: Any,
+    ledger: dict[str, LedgerEntry],
+    clobbered: bool,
+    owned: list[Owned],
+    conflicts: list[Conflict],
+) -> None:
+    the_plan = plan_patch(SCORE_ONLY, answer(), {"UF_SCORE": current}, ledger)
+    effects = conclude(the_plan, frozenset({"UF_SCORE"}) if clobbered else frozenset())
+    assert effects == Effects(owned=tuple(owned), conflicts=tuple(conflicts))
+
+
+LOG_FIELDS = ContactFields(score="UF_SCORE", history="UF_LOG")
+BEFORE = {"UF_SCORE": None, "UF_LOG": ["a"]}
+ROLES: dict[str, Role] = {"UF_SCORE": "score", "UF_LOG": "history"}
+
+
+def settle_answer(seen: dict[str, Any] | None) -> Settled:
+    step = plan_answer(LOG_FIELDS, answer(), BEFORE, {})
+    return settle_writes(
+        step.sends,
+        seen,
+        plan=step.plan,
+        roles=ROLES,
+        outcome=step.plan.outcome(),
+        details=plan_details(step.plan, 5),
+    )
+
+
+@pytest.mark.parametrize(
+    ("seen", "repaired", "outcome", "edited", "owned"),
+    [
+        (None, [], "patched", [], "9"),
+        ({"UF_SCORE": None, "UF_LOG": ["a"]}, [], "patched", [], "9"),
+        ({"UF_SCORE": "9.0", "UF_LOG": ["a"]}, [], "patched", [], "9"),
+        (
+            {"UF_SCORE": "7 (called)", "UF_LOG": ["a"]},
+            ["UF_SCORE"],
+            "conflict",
+            [Conflict("UF_SCORE", "edited_during_write", "7 (called)", "9")],
+            None,
+        ),
+        ({"UF_SCORE": None, "UF_LOG": ["a", "x"]}, ["UF_LOG"], "patched", [], "9"),
+        (
+            {"UF_SCORE": "7 (called)", "UF_LOG": []},
+            ["UF_LOG", "UF_SCORE"],
+            "conflict",
+            [Conflict("UF_SCORE", "edited_during_write", "7 (called)", "9")],
+            None,
+        ),
+    ],
+    ids=[
+        "the verify read failed: taken as decided",
+        "nothing changed in between",
+        "the person typed our value",
+        "a score edited in between is a conflict and is put back",
+        "a list edited in between is merged without a conflict",
+        "both edited in between",
+    ],
+)
+def test_the_verify_read_decides_what_a_write_did(
+    seen: dict[str, Any] | None,
+    repaired: list[str],
+    outcome: str,
+    edited: list[Conflict],
+    owned: Any,
+) -> None:
+    settled = settle_answer(seen)
+    before = seen or BEFORE
+    assert settled.effects.audit == (
+        Audit("UF_SCORE", before["UF_SCORE"], "9", "answer", False),
+        Audit("UF_LOG", before["UF_LOG"], ["a", ENTRY], "answer", False),
+    )
+    assert sorted(r.field for r in settled.repairs) == repaired
+    assert settled.outcome == outcome
+    assert settled.effects.conflicts == tuple(edited)
+    assert settled.effects.owned == (Owned("UF_SCORE", owned, V),)
+    assert settled.details.get("repaired", []) == repaired
+    assert settled.details["conflicts"] == [{"field": c.field, "reason": c.reason} for c in edited]
+
+
+RESTORED = sent("UF_SCORE", "9", "7 (called)", before_ours=True)
+MERGED = sent("UF_LOG", ["a", "e"], ["a", "x", "e"], before_ours=True)
+
+
+@pytest.mark.parametrize(
+    ("restore", "roles", "seen", "repaired", "conflicts", "outcome"),
+    [
+        (RESTORED, ROLES, "9", False, [], "conflict"),
+        (RESTORED, ROLES, "7 (called)", False, [], "conflict"),
+        (
+            RESTORED,
+            ROLES,
+            "8 (second edit)",
+            True,
+            [Conflict("UF_SCORE", "edited_during_write", "8 (second edit)", None)],
+            "conflict",
+        ),
+        (
+            RESTORED,
+            {},
+            "8 (second edit)",
+            True,
+            [Conflict("UF_SCORE", "edited_during_write", "8 (second edit)", None)],
+            "conflict",
+        ),
+        (MERGED, ROLES, ["a", "e", "y"], True, [], "patched"),
+    ],
+    ids=[
+        "a restore that went through",
+        "the person set their value again",
+        "a scalar edited again during the restore",
+        "a field the answer no longer maps counts as a scalar",
+        "a list edited again is merged once more, without a conflict",
+    ],
+)
+def test_restores_are_audited_and_repaired_again_when_edited_again(
+    restore: Outgoing,
+    roles: dict[str, Role],
+    seen: Any,
+    repaired: bool,
+    conflicts: list[Conflict],
+    outcome: WriteOutcome,
+) -> None:
+    field, value = restore.write.field, restore.write.value
+    settled = settle_writes(
+        [restore],
+        {field: seen},
+        plan=None,
+        roles=roles,
+        outcome="patched" if field == "UF_LOG" else "conflict",
+        details={"repaired": [field]},
+    )
+    assert settled.effects.audit == (Audit(field, seen, value, "restore", True),)
+    assert settled.effects.owned == ()
+    assert settled.effects.conflicts == tuple(conflicts)
+    assert settled.outcome == outcome
+    assert [r.field for r in settled.repairs] == ([field] if repaired else [])
+
+
+@pytest.mark.parametrize(
+    ("current", "ledger", "details"),
+    [
+        (
+            {},
+            {},
+            {
+                "written": {"UF_SCORE": "9", "UF_DATE": DAY},
+                "appended": {"UF_LOG": ENTRY},
+                "kept": {},
+                "conflicts": [],
+                "stale": False,
+            },
+        ),
+        (
+            {"UF_SCORE": "7/10", "UF_DATE": DAY, "UF_LOG": [ENTRY]},
+            {},
+            {
+                "written": {},
+                "appended": {},
+                "kept": {"UF_DATE": "same_value", "UF_LOG": "already_logged"},
+                "conflicts": [{"field": "UF_SCORE", "reason": "legacy"}],
+                "stale": False,
+            },
+        ),
+        (
+            {},
+            {"UF_SCORE": ours("10", NEWER)},
+            {"written": {}, "appended": {}, "kept": {}, "conflicts": [], "stale": True},
+        ),
+    ],
+    ids=["written and appended", "kept and conflicts", "stale"],
+)
+def test_the_event_details_say_what_the_plan_did(
+    current: dict[str, Any], ledger: dict[str, LedgerEntry], details: dict[str, Any]
+) -> None:
+    the_plan = plan_patch(FIELDS, answer(), current, ledger)
+    assert plan_details(the_plan, 5) == {"contact_id": 5, **details}

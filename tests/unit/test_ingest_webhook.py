@@ -21,6 +21,7 @@ from services.ingest.webhook import (
     check_content_length,
     check_content_type,
     correlation_for,
+    member_to_learn,
     nest,
     parse_form,
     read_event,
@@ -335,6 +336,49 @@ def test_robot_token_in_either_place() -> None:
     assert (error.status, error.field) == (401, "application_token")
     foreign = rejected(authenticate_robot, robot(member_id="x"), ["sandbox-app-token"], "mine")
     assert (foreign.status, foreign.field) == (403, "member_id")
+
+
+@pytest.mark.parametrize(
+    ("learned", "error", "expected"),
+    [
+        (False, "event from a portal other than the configured one", "portal.member_id"),
+        (
+            True,
+            "event from a portal other than the one this deployment serves",
+            "the member_id learned from the deployment's first event (`nps config check --portal`)",
+        ),
+    ],
+)
+def test_another_portal_is_403_saying_where_the_served_one_comes_from(
+    learned: bool, error: str, expected: str
+) -> None:
+    with pytest.raises(RequestError) as refused:
+        authenticate_event(
+            parse_form(body()), ["jvh9y1ulvt2m6k5or90v9mg8nn32ozas"], "mine", learned=learned
+        )
+    assert refused.value.status == 403
+    assert refused.value.body() == {
+        "error": error,
+        "field": "auth[member_id]",
+        "expected": expected,
+    }
+
+
+@pytest.mark.parametrize(
+    ("portal", "learnable"),
+    [
+        (PortalRef(member_id="a1", domain="x.bitrix24.com"), True),
+        (PortalRef(member_id="a1"), True),
+        (PortalRef(domain="x.bitrix24.com"), False),
+        (PortalRef(), False),
+    ],
+)
+def test_only_a_portal_with_a_member_id_can_be_learned(portal: PortalRef, learnable: bool) -> None:
+    if learnable:
+        assert member_to_learn(portal, "member_id") == portal
+    else:
+        refused = rejected(member_to_learn, portal, "member_id")
+        assert (refused.status, refused.field) == (403, "member_id")
 
 
 KEYS = st.sampled_from(

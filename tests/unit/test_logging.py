@@ -1,8 +1,10 @@
-"""Log set-up: no secret reaches a line; standard-library loggers stay quiet below warnings."""
+"""Log set-up: no secret reaches a line; standard-library loggers stay quiet below warnings and
+are JSON lines like ours."""
 
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -41,7 +43,83 @@ noisy.debug("hidden debug")
 noisy.info("hidden info")
 noisy.warning("shown warning")
 """
+    lines = [json.loads(line) for line in _stderr_of(script)]
+    assert [(line["logger"], line["level"], line["event"]) for line in lines] == [
+        ("noisy.library", "warning", "shown warning")
+    ]
+
+
+def _stderr_of(script: str) -> list[str]:
     done = subprocess.run(
-        [sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, check=True
+        [sys.executable, "-c", script],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
-    assert done.stderr.strip().splitlines() == ["noisy.library WARNING shown warning"]
+    assert done.returncode == 0, done.stderr
+    return done.stderr.strip().splitlines()
+
+
+def test_library_lines_are_json_with_context_and_without_secrets() -> None:
+    lines = _stderr_of("""
+import logging
+from shared.logging import bind_message_context, configure_logging
+configure_logging("info", fmt="json", service="crm_sync")
+bind_message_context(correlation_id="item-7")
+logging.getLogger("aio_pika.robust_connection").warning(
+    "reconnecting to %s", "https://example.bitrix24.ru/rest/1/k9x7secretcode/"
+)
+try:
+    raise ConnectionError("broker gone")
+except ConnectionError:
+    logging.getLogger("faststream.access.rabbit").exception("consumer failed")
+""")
+    warning, error = (json.loads(line) for line in lines)
+    assert warning["logger"] == "aio_pika.robust_connection"
+    assert warning["level"] == "warning"
+    assert warning["event"] == "reconnecting to https://example.bitrix24.ru/rest/1/***/"
+    assert warning["service"] == "crm_sync"
+    assert warning["correlation_id"] == "item-7"
+    assert "timestamp" in warning
+    assert error["level"] == "error"
+    assert "ConnectionError: broker gone" in error["exception"]
+
+
+def test_the_http_server_logs_json_lines() -> None:
+    """uvicorn's own logger, as a service's HTTP endpoint (`serve_http`) runs it."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    lines = _stderr_of(f"""
+import asyncio
+from shared.health import serve_http
+from shared.logging import configure_logging
+
+async def app(scope, receive, send):
+    pass
+
+async def main():
+    configure_logging("info", fmt="json", service="ingest")
+    stop = asyncio.Event()
+    server = asyncio.create_task(serve_http(app, "127.0.0.1", {port}, stop))
+    for _ in range(200):
+        try:
+            reader, writer = await asyncio.open_connection("127.0.0.1", {port})
+            break
+        except OSError:
+            await asyncio.sleep(0.05)
+    writer.write(b"NOT HTTP AT ALL\\r\\n\\r\\n")
+    await writer.drain()
+    await reader.read()
+    writer.close()
+    stop.set()
+    await server
+
+asyncio.run(main())
+""")
+    assert lines, "uvicorn logged nothing about the malformed request"
+    parsed = [json.loads(line) for line in lines]
+    assert any(line["logger"].startswith("uvicorn") for line in parsed), parsed
+    assert all(line["service"] == "ingest" for line in parsed)

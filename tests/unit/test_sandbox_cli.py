@@ -1,6 +1,7 @@
 """``nps sandbox`` options reach ``run`` and ``build_portal`` pairs secrets with the env."""
 
 import logging
+import re
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +57,16 @@ def test_build_portal_takes_secrets_from_the_environment(monkeypatch: pytest.Mon
     ]
     assert portal.state.survey is not None
     assert build_portal(secret="flag").secret == "flag"
+
+
+def test_a_seeded_portal_is_the_same_portal_at_every_start() -> None:
+    """Its member_id follows from the seed: `make run` again is the portal the database knows."""
+    demo = build_portal(seed="demo").member_id
+    assert build_portal(seed="demo").member_id == demo
+    assert build_portal(seed=str(CONFIG)).member_id not in (demo, "")
+    assert build_portal(seed=str(CONFIG)).member_id == build_portal(seed=str(CONFIG)).member_id
+    assert re.fullmatch(r"[0-9a-f]{32}", demo)
+    assert build_portal().member_id != build_portal().member_id
 
 
 def test_access_log_hides_the_webhook_secret() -> None:
