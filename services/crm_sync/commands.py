@@ -14,7 +14,7 @@ import asyncpg
 import typer
 
 from services.crm_sync.policy import is_empty
-from services.crm_sync.store import contact_writes, list_conflicts
+from services.crm_sync.read import contact_writes, list_conflicts
 from services.crm_sync.undo import UndoResult, undo_write
 from shared.bitrix24 import Bitrix24Error, client_from_settings
 from shared.db import Conn, create_pool

@@ -10,7 +10,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from services.ingest.unmapped import unmapped_summary
+from services.ingest.read import unmapped_summary
 from services.reports import pages, queries
 from services.reports.filters import Filters
 from services.reports.views import (
