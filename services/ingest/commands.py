@@ -12,8 +12,8 @@ from typing import Annotated
 import asyncpg
 import typer
 
-from services.ingest.sweep import Sweeper, SweepResult
 from services.ingest.read import UnmappedCategory, unmapped_summary
+from services.ingest.sweep import Sweeper, SweepResult
 from shared.bitrix24 import client_from_settings
 from shared.db import create_pool, migrate
 from shared.logging import configure_logging
