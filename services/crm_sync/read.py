@@ -187,15 +187,19 @@ class ActionView:
     answer_id: str
     state: str
     outcome: str | None
+    created_at: datetime
+    done_at: datetime | None
 
 
 async def actions(
-    conn: Conn, portal: str, answer_ids: Sequence[str] | None = None
+    conn: Conn, portal: str | None, answer_ids: Sequence[str] | None = None
 ) -> list[ActionView]:
-    """The actions on `portal` (of `answer_ids` when given)."""
+    """The actions on `portal` (None: on every portal), of `answer_ids` when given."""
     rows = await conn.fetch(
-        """SELECT action_id, action, answer_id, state, outcome FROM crm_actions
-           WHERE portal = $1 AND ($2::text[] IS NULL OR answer_id = ANY($2::text[]))""",
+        """SELECT action_id, action, answer_id, state, outcome, created_at, done_at
+           FROM crm_actions
+           WHERE ($1::text IS NULL OR portal = $1)
+             AND ($2::text[] IS NULL OR answer_id = ANY($2::text[]))""",
         portal,
         None if answer_ids is None else list(answer_ids),
     )
@@ -206,14 +210,26 @@ async def actions(
             answer_id=row["answer_id"],
             state=row["state"],
             outcome=row["outcome"],
+            created_at=row["created_at"],
+            done_at=row["done_at"],
         )
         for row in rows
     ]
 
 
-async def pending_actions(conn: Conn, portal: str) -> int:
-    """How many actions on `portal` are not done yet."""
-    count = await conn.fetchval(
-        "SELECT count(*) FROM crm_actions WHERE portal = $1 AND state = 'pending'", portal
+@dataclass(frozen=True)
+class ActionStates:
+    done: int
+    pending: int
+
+
+async def action_states(conn: Conn, portal: str | None) -> ActionStates:
+    """How many actions on `portal` (None: on every portal) are done and how many pending."""
+    row = await conn.fetchrow(
+        """SELECT count(*) FILTER (WHERE state = 'done') AS done,
+                  count(*) FILTER (WHERE state = 'pending') AS pending
+           FROM crm_actions WHERE ($1::text IS NULL OR portal = $1)""",
+        portal,
     )
-    return int(count)
+    assert row is not None
+    return ActionStates(done=int(row["done"]), pending=int(row["pending"]))

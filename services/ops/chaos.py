@@ -19,7 +19,7 @@ import aio_pika
 import asyncpg
 import httpx
 
-from services.crm_sync.read import pending_actions
+from services.crm_sync.read import action_states
 from services.ops import dlq
 from services.ops.stack import PIPELINE, Stack
 from services.ops.verdict import Verdict, compute
@@ -161,7 +161,7 @@ async def settle(
                 )
                 # Only this stack's work: a shared database may hold other runs' leftovers.
                 async with pool.acquire() as conn:
-                    pending = await pending_actions(conn, verdict.portal)
+                    pending = (await action_states(conn, verdict.portal)).pending
                 outbox = await pool.fetchval(
                     "SELECT count(*) FROM outbox WHERE created_at >= $1", stack.started_at
                 )

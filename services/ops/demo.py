@@ -80,9 +80,9 @@ async def _progress(pool: asyncpg.Pool, portal: str, items: list[int]) -> Progre
         scored = await scored_items(conn, portal, items)
         answers = await answer_ids(conn, portal, items)
         actions = await crm_sync_read.actions(conn, portal, answers)
-        pending = await crm_sync_read.pending_actions(conn, portal)
+        states = await crm_sync_read.action_states(conn, portal)
     done = sum(1 for a in actions if a.state == "done")
-    return Progress(len(items), len(scored), done, pending)
+    return Progress(len(items), len(scored), done, states.pending)
 
 
 async def _crm_outcomes(conn: Conn, portal: str, items: list[int]) -> tuple[dict[str, int], int]:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, datetime
 from typing import Any
 
 from services.scoring.periods import GRANULARITIES, Granularity, Period
@@ -38,6 +38,7 @@ __all__ = [
     "attention",
     "choices",
     "current_answers",
+    "last_scored_at",
     "render_table",
     "run_report",
     "scored_items",
@@ -171,14 +172,21 @@ async def scored_items(conn: Conn, portal: str, items: Sequence[int] | None = No
     return {row["item_id"] for row in rows}
 
 
-async def answer_ids(conn: Conn, portal: str, items: Sequence[int]) -> list[str]:
-    """The answers (one per product) of the scored `items` of `portal`."""
+async def answer_ids(conn: Conn, portal: str, items: Sequence[int] | None = None) -> list[str]:
+    """The answers (one per product) of the scored items of `portal` (of `items` when given)."""
     rows = await conn.fetch(
-        "SELECT answer_id FROM scoring_answers WHERE portal = $1 AND item_id = ANY($2::bigint[])",
+        "SELECT answer_id FROM scoring_answers"
+        " WHERE portal = $1 AND ($2::bigint[] IS NULL OR item_id = ANY($2::bigint[]))",
         portal,
-        list(items),
+        None if items is None else list(items),
     )
     return [row["answer_id"] for row in rows]
+
+
+async def last_scored_at(conn: Conn) -> datetime | None:
+    """When scoring last applied an item (of any portal); None before the first."""
+    at: datetime | None = await conn.fetchval("SELECT max(applied_at) FROM scoring_items")
+    return at
 
 
 @dataclass(frozen=True)

@@ -87,7 +87,7 @@ async def test_crm_sync_reads_actions_conflicts_and_writes_of_one_portal(
 
         every = await crm_sync_read.actions(conn, portal)
         of_a1 = await crm_sync_read.actions(conn, portal, ["a1", "a2"])
-        pending = await crm_sync_read.pending_actions(conn, portal)
+        states = await crm_sync_read.action_states(conn, portal)
         conflicts = await crm_sync_read.conflict_count(conn, portal=portal)
         of_a3 = await crm_sync_read.conflict_count(conn, portal=portal, answer_ids=["a3"])
         everywhere = await crm_sync_read.conflict_count(conn, portal=None)
@@ -101,7 +101,7 @@ async def test_crm_sync_reads_actions_conflicts_and_writes_of_one_portal(
         ("a3", "service", "done", "created"),
     ]
     assert sorted(a.answer_id for a in of_a1) == ["a1", "a2"]
-    assert pending == 1
+    assert states == crm_sync_read.ActionStates(done=2, pending=1)
     assert (conflicts, of_a3) == (2, 1)
     assert everywhere is not None
     assert everywhere >= 3
