@@ -20,7 +20,8 @@ of products per answer makes it meaningless); their NPS is per product. So:
   `note`;
 - by period or manager (aggregates over products): equipment answers only; a row that left
   cosmetics answers out says so, and how many, in its `note`.
-Equipment rows carry the average score (sum of scores / number of answers).
+Equipment rows carry the average score (sum of scores / number of answers). `render_table` is the
+plain-text table of the rows that `nps report` and the demo print.
 """
 
 from __future__ import annotations
