@@ -1,8 +1,8 @@
 """Dead-letter queues: list, show and replay what the pipeline gave up on (docs/architecture.md,
 RabbitMQ topology).
 
-Dead letters are counted here for every reader (`nps dlq list`, the dashboard's ops view, the
-chaos verdict); the queue names come from `shared/topology.py`.
+Dead letters are counted here for every reader (`counts`: the dashboard's ops view through
+`dead_letter_sizes`, the chaos verdict); the queue names come from `shared/topology.py`.
 
 Messages are read with `basic.get` and put back (`nack` with requeue) unless they are replayed,
 so listing never loses anything. A replay publishes the original body to the queue it died in
