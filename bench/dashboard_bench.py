@@ -19,6 +19,7 @@ import asyncpg
 import httpx
 
 from bench.report_bench import ANSWERS, PORTAL, _seed, scratch_database
+from services.crm_sync.store import Changes, ConflictRow, record
 from services.reports.app import create_app
 
 RABBITMQ_URL = os.environ.get("RABBITMQ_URL", "amqp://guest:guest@127.0.0.1:5672/")
@@ -49,16 +50,21 @@ VIEWS: list[tuple[str, str]] = [
 
 
 async def _add_conflicts(conn: asyncpg.Connection, count: int) -> None:
-    await conn.execute(
-        """INSERT INTO crm_conflicts (portal, contact_id, field, reason, current_value,
-               proposed_value, answer_id, action_id)
-           SELECT $1, n % 200000, 'UF_CRM_NPS_EQ_' || (n % 6), 'legacy value kept',
-               to_jsonb('legacy ' || n), to_jsonb(n % 11), $1 || ':' || n || ':EQ-00',
-               'bench-' || n
-           FROM generate_series(1, $2::int) AS n""",
-        PORTAL,
-        count,
-    )
+    """`count` legacy values left alone, recorded the way crm_sync records them."""
+    conflicts = [
+        ConflictRow(
+            portal=PORTAL,
+            contact_id=n % 200_000,
+            field=f"UF_CRM_NPS_EQ_{n % 6}",
+            reason="legacy value kept",
+            current=f"legacy {n}",
+            proposed=n % 11,
+            answer_id=f"{PORTAL}:{n}:EQ-00",
+            action_id=f"bench-{n}",
+        )
+        for n in range(1, count + 1)
+    ]
+    await record(conn, Changes(conflicts=conflicts))
 
 
 async def _time_views(dsn: str) -> None:
@@ -99,7 +105,7 @@ async def run(count: int = ANSWERS) -> None:
         try:
             seconds, cells = await _seed(conn, count)
             await _add_conflicts(conn, CONFLICTS)
-            await conn.execute("ANALYZE crm_conflicts")
+            await conn.execute("ANALYZE")
         finally:
             await conn.close()
         print(f"seeded {count:,} answers in {seconds:.1f} s ({cells:,} rollup cells)")

@@ -66,11 +66,14 @@ import yaml
 from bench.raw_bench import HOPS
 from bench.raw_bench import MESSAGES as RAW_MESSAGES
 from bench.raw_bench import measure as raw_measure
+from services.crm_sync import read as crm_sync_read
 from services.ops.scratch import ScratchError, scratch, with_path
 from services.ops.stack import PIPELINE, Stack
+from services.router import read as router_read
 from services.sandbox.events import event_body
 from services.sandbox.limits import Limits
 from services.sandbox.methods import CONTACT
+from services.scoring import read as scoring_read
 from shared.bitrix24 import Bitrix24Client, PgRateBudget, portal_key
 from shared.events import PortalRef, RouteAction, ScoredAnswer
 from shared.logging import configure_logging
@@ -343,19 +346,7 @@ class Flow:
         )
 
 
-_FLOW_SQL = """
-SELECT
-  (SELECT count(*) FROM scoring_items WHERE portal = $1) AS scored,
-  (SELECT count(*) FROM router_actions) AS routed,
-  (SELECT count(*) FROM crm_actions WHERE state = 'done') AS done,
-  (SELECT count(*) FROM crm_actions WHERE state = 'pending') AS pending,
-  (SELECT count(*) FROM outbox WHERE published_at IS NULL) AS outbox
-"""
-
-_FINISHED_SQL = """
-SELECT extract(epoch FROM greatest(
-  (SELECT max(done_at) FROM crm_actions), (SELECT max(applied_at) FROM scoring_items)))
-"""
+_UNPUBLISHED_SQL = "SELECT count(*) FROM outbox WHERE published_at IS NULL"
 
 
 @dataclass(frozen=True)
@@ -419,17 +410,18 @@ def _unlimited_config(directory: Path) -> Path:
 
 
 async def _flow(pool: asyncpg.Pool, portal: str, amqp_url: str) -> Flow:
-    row = await pool.fetchrow(_FLOW_SQL, portal)
-    assert row is not None
+    async with pool.acquire() as conn:
+        scored = len(await scoring_read.scored_items(conn, portal))
+        routed = await router_read.sent_actions(conn)
+        states = await crm_sync_read.action_states(conn, None)
+        outbox = int(await conn.fetchval(_UNPUBLISHED_SQL))
     work = [spec for spec in CORE_QUEUES if spec is not WRITTEN_TAP]
     depths = await _queue_depths(
         amqp_url, [name for spec in work for name in (spec.name, spec.dlq)]
     )
     queued = sum(depths[spec.name] for spec in work)
     dead = sum(depths[spec.dlq] for spec in work)
-    return Flow(
-        row["scored"], row["routed"], row["done"], row["pending"], row["outbox"], queued, dead
-    )
+    return Flow(scored, routed, states.done, states.pending, outbox, queued, dead)
 
 
 async def _post_all(ingest_url: str, bodies: Sequence[str], concurrency: int) -> Counter[str]:
@@ -602,16 +594,14 @@ async def end_to_end(stack: Stack, dsn: str, amqp_url: str, count: int) -> EndTo
         cpu_after = _stack_cpu(stack)
         if flow.dead:
             raise BenchError(f"{flow.dead} message(s) dead-lettered; see {stack.log_dir}")
-        finished = float(await pool.fetchval(_FINISHED_SQL))
-        answers = int(
-            await pool.fetchval("SELECT count(*) FROM scoring_answers WHERE portal = $1", portal)
+        async with pool.acquire() as conn:
+            taken = await crm_sync_read.actions(conn, None)
+            last_scored = await scoring_read.last_scored_at(conn)
+            answers = len(await scoring_read.answer_ids(conn, portal))
+        finished = max(
+            at.timestamp() for at in (*(a.done_at for a in taken), last_scored) if at is not None
         )
-        actions = {
-            str(r["action"]): int(r["n"])
-            for r in await pool.fetch(
-                "SELECT action, count(*) AS n FROM crm_actions GROUP BY action ORDER BY 1"
-            )
-        }
+        actions = dict(sorted(Counter(a.action for a in taken).items()))
     finally:
         await pool.close()
     cpu = {name: cpu_after[name] - cpu_before[name] for name in cpu_before}
@@ -986,18 +976,6 @@ async def _calls(http: httpx.AsyncClient) -> tuple[int, dict[str, int]]:
     return int(report["requests"]), {k: int(v) for k, v in report["limit_errors"].items()}
 
 
-_DRAIN_SQL = """
-SELECT count(*) FILTER (WHERE state = 'done') AS done,
-       count(*) FILTER (WHERE state = 'pending') AS pending
-FROM crm_actions
-"""
-
-_DRAIN_SPAN_SQL = """
-SELECT extract(epoch FROM min(created_at)) AS first, extract(epoch FROM max(done_at)) AS last
-FROM crm_actions
-"""
-
-
 def _steady(stamps: Sequence[float]) -> float | None:
     """Completions per second after the first group finished (the pipeline's fill excluded)."""
     if len(stamps) < 2:
@@ -1052,20 +1030,20 @@ async def backlog_drain(n: int, logs: Path) -> Drain:
                     nonlocal shown
                     if stack.procs["crm_sync"].poll() is not None:
                         raise BenchError(f"crm_sync exited: {stack.tail('crm_sync')}")
-                    row = await pool.fetchrow(_DRAIN_SQL)
-                    assert row is not None
+                    async with pool.acquire() as conn:
+                        states = await crm_sync_read.action_states(conn, None)
                     dead = (await _queue_depths(amqp_url, [dlq]))[dlq]
                     if time.monotonic() - shown >= 30:
                         shown = time.monotonic()
                         status = _proc_status(pid)
                         elapsed = time.perf_counter() - wall
                         _say(
-                            f"      {row['done']:,}/{n:,} done after {elapsed:.0f} s "
-                            f"({row['done'] / elapsed:.1f}/s); RSS "
+                            f"      {states.done:,}/{n:,} done after {elapsed:.0f} s "
+                            f"({states.done / elapsed:.1f}/s); RSS "
                             f"{status['VmRSS'] / 2**20:.0f} MB, peak "
                             f"{status['VmHWM'] / 2**20:.0f} MB"
                         )
-                    return int(row["done"]), int(row["pending"]), dead
+                    return states.done, states.pending, dead
 
                 done, _, dead = await _until(
                     probe,
@@ -1078,29 +1056,21 @@ async def backlog_drain(n: int, logs: Path) -> Drain:
                 wall_s = time.perf_counter() - wall
                 rss_peak = _proc_status(pid)["VmHWM"]
                 after = await _calls(http)
-                span = await pool.fetchrow(_DRAIN_SPAN_SQL)
-                assert span is not None
-                stamps = [
-                    float(r["t"])
-                    for r in await pool.fetch(
-                        "SELECT extract(epoch FROM done_at) AS t FROM crm_actions"
-                        " WHERE state = 'done' ORDER BY done_at"
-                    )
-                ]
-                outcomes = {
-                    str(r["outcome"]): int(r["n"])
-                    for r in await pool.fetch(
-                        "SELECT outcome, count(*) AS n FROM crm_actions"
-                        " WHERE state = 'done' GROUP BY outcome ORDER BY 2 DESC"
-                    )
-                }
+                async with pool.acquire() as conn:
+                    taken = await crm_sync_read.actions(conn, None)
+                finished = sorted(a.done_at for a in taken if a.done_at is not None)
+                stamps = [at.timestamp() for at in finished]
+                first = min(a.created_at for a in taken).timestamp()
+                outcomes = dict(
+                    Counter(str(a.outcome) for a in taken if a.state == "done").most_common()
+                )
         finally:
             await pool.close()
     errors = {code: count - before[1].get(code, 0) for code, count in after[1].items()}
     return Drain(
         patches=done,
         contacts=len(contacts),
-        seconds=float(span["last"]) - float(span["first"]),
+        seconds=stamps[-1] - first,
         steady=_steady(stamps),
         wall_s=wall_s,
         rss_start=rss_start,

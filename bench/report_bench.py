@@ -1,5 +1,5 @@
 """NPS reports over 1,000,000 answers: seeds a scratch database (COPY), rebuilds the rollups
-(daily, manager-monthly, manager-weekly: `rebuild_rollups`), and prints the time of every report
+(daily, manager-monthly, manager-weekly: scoring's `bulk_load`), and prints the time of every report
 shape (target: 100 ms each), plus the cost of scoring one more submission on top (answers, rollup
 cells, names and outbox in one transaction).
 
@@ -25,8 +25,8 @@ import asyncpg
 from services.ops import scratch
 from services.scoring.handlers import score_submission
 from services.scoring.nps import categorize
-from services.scoring.report import ReportQuery, run_report
-from services.scoring.store import ANSWER_COLUMNS, rebuild_rollups
+from services.scoring.read import ReportQuery, run_report
+from services.scoring.store import ANSWER_COLUMNS, bulk_load
 from shared.db import create_pool
 from shared.events import FormSubmitted
 from shared.logging import configure_logging
@@ -129,19 +129,7 @@ def _answers(count: int, seed: int = 24) -> Iterator[tuple[Any, ...]]:
 
 async def _seed(conn: asyncpg.Connection, count: int) -> tuple[float, int]:
     started = time.perf_counter()
-    await conn.copy_records_to_table(
-        "scoring_answers", records=_answers(count), columns=list(ANSWER_COLUMNS)
-    )
-    async with conn.transaction():
-        cells = await rebuild_rollups(conn)
-        await conn.execute(
-            """INSERT INTO scoring_segments (portal, category_id, name, kind)
-               SELECT DISTINCT portal, category_id, segment, kind FROM scoring_answers"""
-        )
-        await conn.execute(
-            """INSERT INTO scoring_products (portal, sku, name)
-               SELECT DISTINCT portal, sku, product_name FROM scoring_answers"""
-        )
+    cells = await bulk_load(conn, _answers(count))
     await conn.execute("VACUUM ANALYZE")
     return time.perf_counter() - started, cells
 

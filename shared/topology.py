@@ -28,6 +28,11 @@ def dlq_name(queue: str) -> str:
     return queue + DLQ_SUFFIX
 
 
+def dead_queue(dlq: str) -> str:
+    """The queue whose dead letters the dead-letter queue `dlq` holds."""
+    return dlq.removesuffix(DLQ_SUFFIX)
+
+
 @dataclass(frozen=True)
 class QueueSpec:
     name: str

@@ -15,7 +15,7 @@ import asyncpg
 import typer
 
 from services.crm_sync.policy import is_empty
-from services.crm_sync.store import contact_writes, count_conflicts, list_conflicts
+from services.crm_sync.read import conflict_count, contact_writes, list_conflicts
 from services.crm_sync.undo import UndoResult, undo_answer, undo_write
 from shared.bitrix24 import Bitrix24Error, client_from_settings
 from shared.db import Conn, create_pool
@@ -140,7 +140,8 @@ async def _fetch_conflicts(
         key = await _portal_key(conn, config, portal)
         async with conn.transaction(isolation="repeatable_read", readonly=True):
             rows = await list_conflicts(conn, portal=key, contact_id=contact, limit=limit)
-            return key, rows, await count_conflicts(conn, portal=key, contact_id=contact)
+            total = await conflict_count(conn, portal=key, contact_id=contact)
+            return key, rows, len(rows) if total is None else total
 
 
 def audit(

@@ -40,6 +40,7 @@ import asyncpg
 from services.crm_sync.coalescer import CommandCoalescer
 from services.crm_sync.entities import written_event
 from services.crm_sync.grouping import GroupFormer
+from services.crm_sync.locks import ContactLocks
 from services.crm_sync.policy import (
     Effects,
     LedgerEntry,
@@ -59,7 +60,6 @@ from services.crm_sync.store import (
     AuditRow,
     Changes,
     ConflictRow,
-    ContactLocks,
     IntentWrite,
     LedgerRow,
     begin_actions,

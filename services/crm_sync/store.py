@@ -1,4 +1,6 @@
-"""crm_sync's records in PostgreSQL: actions, the ownership ledger, the audit, conflicts, locks.
+"""crm_sync's write model in PostgreSQL: actions, the ownership ledger, the audit and conflicts
+it records, and undo. The contact locks are in `locks.py`; the conflict and audit listings in the
+read module, `read.py`.
 
 Field values are stored as JSON exactly as read from or sent to the portal (strings, lists of
 strings); SQL NULL means "no value".
@@ -6,34 +8,24 @@ strings); SQL NULL means "no value".
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import datetime
 from typing import Any
 
 import asyncpg
-from asyncpg.pool import PoolConnectionProxy
 
+from services.crm_sync.locks import ContactKey
 from services.crm_sync.policy import LedgerEntry, Repair, Version, Write
+from services.crm_sync.read import WriteView, load_value
 from shared.db import Conn
 from shared.events import CrmWritten, RouteAction
 from shared.outbox import committed, events_params, queue_all
 
-ContactKey = tuple[str, int]
-"""(portal key, contact id)"""
-
-_LOCK_NAMESPACE = 0x4E50_5343  # "NPSC": advisory locks on contacts being patched
-
 
 def _dump(value: Any) -> str | None:
     return None if value is None else json.dumps(value, ensure_ascii=False)
-
-
-def _load(raw: str | None) -> Any:
-    return None if raw is None else json.loads(raw)
 
 
 # --- actions --------------------------------------------------------------------------------
@@ -73,8 +65,8 @@ class ActionRow:
 
 
 def _action_row(row: asyncpg.Record, attempts: int | None = None) -> ActionRow:
-    intent = _load(row["intent"]) or []
-    repairs = _load(row["repairs"]) or []
+    intent = load_value(row["intent"]) or []
+    repairs = load_value(row["repairs"]) or []
     return ActionRow(
         action_id=row["action_id"],
         state=row["state"],
@@ -82,7 +74,7 @@ def _action_row(row: asyncpg.Record, attempts: int | None = None) -> ActionRow:
         intent=tuple(IntentWrite.from_json(item) for item in intent),
         repairs=tuple(Repair.from_json(item) for item in repairs),
         outcome=row["outcome"],
-        details=_load(row["details"]) or {},
+        details=load_value(row["details"]) or {},
     )
 
 
@@ -166,7 +158,7 @@ async def load_ledger(
     return {
         (row["portal"], row["contact_id"], row["field"]): LedgerEntry(
             Version(row["submitted_at"], row["updated_at"], row["item_id"], row["answer_id"]),
-            _load(row["owned_value"]),
+            load_value(row["owned_value"]),
         )
         for row in rows
     }
@@ -361,230 +353,6 @@ def _completion_params(events: Sequence[CrmWritten]) -> tuple[list[Any], ...]:
         [_dump(e.details) for e in events],
         *events_params(events),
     )
-
-
-# --- cross-process locks on contacts --------------------------------------------------------
-
-
-class ContactLocks:
-    """Session advisory locks on the contacts being patched, so two writer replicas never work
-    on one contact at once. The locks live on one connection taken from the pool while any is
-    held (a crashed process releases them with its connection)."""
-
-    def __init__(self, pool: asyncpg.Pool) -> None:
-        self._pool = pool
-        self._conn: PoolConnectionProxy | None = None
-        self._held: set[ContactKey] = set()
-        self._guard = asyncio.Lock()
-
-    async def acquire(self, keys: Sequence[ContactKey]) -> set[ContactKey]:
-        """Lock what is free among `keys`; returns the keys now held."""
-        if not keys:
-            return set()
-        async with self._guard:
-            if self._conn is None:
-                self._conn = await self._pool.acquire()
-            try:
-                rows = await self._conn.fetch(
-                    """SELECT k.portal, k.contact_id
-                       FROM unnest($1::text[], $2::bigint[]) AS k(portal, contact_id)
-                       WHERE pg_try_advisory_lock($3, hashtext(k.portal || ':' || k.contact_id))""",
-                    [portal for portal, _ in keys],
-                    [contact for _, contact in keys],
-                    _LOCK_NAMESPACE,
-                )
-            except Exception:
-                await self._drop()
-                raise
-            got = {(row["portal"], row["contact_id"]) for row in rows}
-            self._held |= got
-            if not self._held:
-                await self._hand_back()
-            return got
-
-    async def release(self, keys: Iterable[ContactKey]) -> None:
-        mine = [key for key in keys if key in self._held]
-        if not mine:
-            return
-        async with self._guard:
-            if self._conn is None:
-                return
-            try:
-                await self._conn.execute(
-                    """SELECT pg_advisory_unlock($3, hashtext(k.portal || ':' || k.contact_id))
-                       FROM unnest($1::text[], $2::bigint[]) AS k(portal, contact_id)""",
-                    [portal for portal, _ in mine],
-                    [contact for _, contact in mine],
-                    _LOCK_NAMESPACE,
-                )
-            except Exception:
-                await self._drop()
-                raise
-            self._held.difference_update(mine)
-            if not self._held:
-                await self._hand_back()
-
-    async def _hand_back(self) -> None:
-        if self._conn is not None:
-            conn, self._conn = self._conn, None
-            await self._pool.release(conn)
-
-    async def _drop(self) -> None:
-        """The lock connection failed: its session, and with it every lock, is gone."""
-        self._held.clear()
-        if self._conn is not None:
-            conn, self._conn = self._conn, None
-            conn.terminate()
-            await self._pool.release(conn)
-
-
-# --- reading for the CLI --------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class ConflictView:
-    id: int
-    portal: str
-    contact_id: int
-    field: str
-    reason: str
-    current: Any
-    proposed: Any
-    answer_id: str
-    action_id: str
-    created_at: datetime
-
-    def to_json(self) -> dict[str, Any]:
-        return {**self.__dict__, "created_at": self.created_at.isoformat()}
-
-
-async def count_conflicts(
-    conn: Conn, *, contact_id: int | None = None, portal: str | None = None
-) -> int:
-    """How many conflicts `list_conflicts` would list without a limit."""
-    count: int = await conn.fetchval(
-        """SELECT count(*) FROM crm_conflicts
-           WHERE ($1::bigint IS NULL OR contact_id = $1) AND ($2::text IS NULL OR portal = $2)""",
-        contact_id,
-        portal,
-    )
-    return count
-
-
-async def list_conflicts(
-    conn: Conn, *, portal: str, contact_id: int | None = None, limit: int = 1000
-) -> list[ConflictView]:
-    """The values left alone on `portal`, newest first."""
-    rows = await conn.fetch(
-        """SELECT id, portal, contact_id, field, reason, current_value, proposed_value,
-                  answer_id, action_id, created_at
-           FROM crm_conflicts
-           WHERE ($1::bigint IS NULL OR contact_id = $1) AND portal = $2
-           ORDER BY id DESC LIMIT $3""",
-        contact_id,
-        portal,
-        limit,
-    )
-    return [
-        ConflictView(
-            id=row["id"],
-            portal=row["portal"],
-            contact_id=row["contact_id"],
-            field=row["field"],
-            reason=row["reason"],
-            current=_load(row["current_value"]),
-            proposed=_load(row["proposed_value"]),
-            answer_id=row["answer_id"],
-            action_id=row["action_id"],
-            created_at=row["created_at"],
-        )
-        for row in rows
-    ]
-
-
-@dataclass(frozen=True)
-class WriteView:
-    id: int
-    portal: str
-    contact_id: int
-    field: str
-    before: Any
-    after: Any
-    before_ours: bool
-    kind: str
-    answer_id: str | None
-    action_id: str | None
-    undo_of: int | None
-    undone_by: int | None
-    written_at: datetime
-
-    def to_json(self) -> dict[str, Any]:
-        return {**self.__dict__, "written_at": self.written_at.isoformat()}
-
-
-_SELECT_WRITES = (
-    "SELECT id, portal, contact_id, field, before_value, after_value, before_ours, kind,"
-    " answer_id, action_id, undo_of, undone_by, written_at FROM crm_contact_writes"
-)
-"""The columns `_write_view` reads; callers append their WHERE clause (values as `$n`)."""
-
-
-def _write_view(row: asyncpg.Record) -> WriteView:
-    return WriteView(
-        id=row["id"],
-        portal=row["portal"],
-        contact_id=row["contact_id"],
-        field=row["field"],
-        before=_load(row["before_value"]),
-        after=_load(row["after_value"]),
-        before_ours=row["before_ours"],
-        kind=row["kind"],
-        answer_id=row["answer_id"],
-        action_id=row["action_id"],
-        undo_of=row["undo_of"],
-        undone_by=row["undone_by"],
-        written_at=row["written_at"],
-    )
-
-
-async def contact_writes(conn: Conn, contact_id: int, *, portal: str) -> list[WriteView]:
-    """Our writes into contact `contact_id` of `portal`, oldest first."""
-    rows = await conn.fetch(
-        _SELECT_WRITES + " WHERE contact_id = $1 AND portal = $2 ORDER BY id",
-        contact_id,
-        portal,
-    )
-    return [_write_view(row) for row in rows]
-
-
-async def answer_writes(conn: Conn, answer_id: str, portal: str) -> list[WriteView]:
-    """Every contact-field write of one answer on `portal` (undos included), oldest first."""
-    rows = await conn.fetch(
-        _SELECT_WRITES + " WHERE answer_id = $1 AND portal = $2 ORDER BY id", answer_id, portal
-    )
-    return [_write_view(row) for row in rows]
-
-
-async def get_write(conn: Conn, write_id: int) -> WriteView | None:
-    row = await conn.fetchrow(
-        _SELECT_WRITES + " WHERE id = $1",
-        write_id,
-    )
-    return None if row is None else _write_view(row)
-
-
-async def later_write(conn: Conn, write: WriteView) -> WriteView | None:
-    """The newest write to the same field after `write`, if any."""
-    row = await conn.fetchrow(
-        _SELECT_WRITES
-        + " WHERE portal = $1 AND contact_id = $2 AND field = $3 AND id > $4"
-        + " ORDER BY id DESC LIMIT 1",
-        write.portal,
-        write.contact_id,
-        write.field,
-        write.id,
-    )
-    return None if row is None else _write_view(row)
 
 
 async def record_undo(conn: Conn, write: WriteView) -> int:

@@ -16,13 +16,8 @@ from typing import Any
 import asyncpg
 
 from services.crm_sync.policy import is_empty, same
-from services.crm_sync.store import (
-    WriteView,
-    answer_writes,
-    get_write,
-    later_write,
-    record_undo,
-)
+from services.crm_sync.read import WriteView, answer_writes, get_write, later_write
+from services.crm_sync.store import record_undo
 from shared.bitrix24 import Bitrix24Client, NotFound
 from shared.db import Conn
 

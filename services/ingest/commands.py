@@ -1,5 +1,5 @@
 """`nps sweep`: run the catch-up sweep once (see `services/ingest/sweep.py`); `nps unmapped`: the
-answers held because no segment maps their category (see `services/ingest/unmapped.py`)."""
+answers held because no segment maps their category (see `services/ingest/read.py`)."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ from typing import Annotated
 import asyncpg
 import typer
 
+from services.ingest.read import UnmappedCategory, unmapped_summary
 from services.ingest.sweep import Sweeper, SweepResult
-from services.ingest.unmapped import UnmappedCategory, unmapped_summary
 from shared.bitrix24 import client_from_settings
 from shared.db import create_pool, migrate
 from shared.logging import configure_logging

@@ -19,6 +19,7 @@ import aio_pika
 import asyncpg
 import httpx
 
+from services.crm_sync.read import action_states
 from services.ops import dlq
 from services.ops.stack import PIPELINE, Stack
 from services.ops.verdict import Verdict, compute
@@ -159,10 +160,8 @@ async def settle(
                     stack.sandbox_url, pool, config, dlq=await dlq_total(stack.rabbitmq_url)
                 )
                 # Only this stack's work: a shared database may hold other runs' leftovers.
-                pending = await pool.fetchval(
-                    "SELECT count(*) FROM crm_actions WHERE state = 'pending' AND portal = $1",
-                    verdict.portal,
-                )
+                async with pool.acquire() as conn:
+                    pending = (await action_states(conn, verdict.portal)).pending
                 outbox = await pool.fetchval(
                     "SELECT count(*) FROM outbox WHERE created_at >= $1", stack.started_at
                 )

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -15,8 +16,8 @@ from typing import Any
 import asyncpg
 import httpx
 
-from services.scoring.commands import render_table
-from services.scoring.report import ReportQuery, run_report
+from services.crm_sync import read as crm_sync_read
+from services.scoring.read import ReportQuery, answer_ids, render_table, run_report, scored_items
 from shared.db import Conn, create_pool
 from shared.settings import Settings
 
@@ -37,27 +38,6 @@ class Progress:
             f"answers scored {self.scored}/{self.created} · "
             f"CRM actions done {self.actions_done}, pending {self.actions_pending}"
         )
-
-
-_PROGRESS_SQL = """
-SELECT
-  (SELECT count(*) FROM scoring_items WHERE portal = $1 AND item_id = ANY($2::bigint[])) AS scored,
-  (SELECT count(*) FROM crm_actions a JOIN scoring_answers s USING (answer_id)
-    WHERE a.portal = $1 AND s.item_id = ANY($2::bigint[]) AND a.state = 'done') AS done,
-  (SELECT count(*) FROM crm_actions WHERE portal = $1 AND state = 'pending') AS pending
-"""
-
-_OUTCOMES_SQL = """
-SELECT a.action, a.outcome, count(*) AS n
-FROM crm_actions a JOIN scoring_answers s USING (answer_id)
-WHERE a.portal = $1 AND s.item_id = ANY($2::bigint[]) AND a.state = 'done'
-GROUP BY a.action, a.outcome ORDER BY a.action, a.outcome
-"""
-
-_CONFLICTS_SQL = """
-SELECT count(*) FROM crm_conflicts c JOIN scoring_answers s USING (answer_id)
-WHERE c.portal = $1 AND s.item_id = ANY($2::bigint[])
-"""
 
 
 async def _create_answers(settings: Settings, count: int) -> tuple[str, list[int]]:
@@ -96,9 +76,26 @@ def nps_text(products: list[dict[str, Any]], segments: list[dict[str, Any]]) -> 
 
 
 async def _progress(pool: asyncpg.Pool, portal: str, items: list[int]) -> Progress:
-    row = await pool.fetchrow(_PROGRESS_SQL, portal, items)
-    assert row is not None
-    return Progress(len(items), row["scored"], row["done"], row["pending"])
+    async with pool.acquire() as conn:
+        scored = await scored_items(conn, portal, items)
+        answers = await answer_ids(conn, portal, items)
+        actions = await crm_sync_read.actions(conn, portal, answers)
+        states = await crm_sync_read.action_states(conn, portal)
+    done = sum(1 for a in actions if a.state == "done")
+    return Progress(len(items), len(scored), done, states.pending)
+
+
+async def _crm_outcomes(conn: Conn, portal: str, items: list[int]) -> tuple[dict[str, int], int]:
+    """What crm_sync did for the answers of `items` (`action:outcome` -> how many), and how
+    many values it left alone for them."""
+    answers = await answer_ids(conn, portal, items)
+    done = Counter(
+        f"{a.action}:{a.outcome}"
+        for a in await crm_sync_read.actions(conn, portal, answers)
+        if a.state == "done"
+    )
+    conflicts = await crm_sync_read.conflict_count(conn, portal=portal, answer_ids=answers)
+    return dict(sorted(done.items())), conflicts or 0
 
 
 async def run_demo(
@@ -137,11 +134,9 @@ async def run_demo(
             await asyncio.sleep(0.5)
         async with pool.acquire() as conn:
             rows, segments = await nps_summary(conn, portal)
-            outcomes = await conn.fetch(_OUTCOMES_SQL, portal, items)
-            conflicts = int(await conn.fetchval(_CONFLICTS_SQL, portal, items) or 0)
+            crm, conflicts = await _crm_outcomes(conn, portal, items)
     finally:
         await pool.close()
-    crm = {f"{r['action']}:{r['outcome']}": int(r["n"]) for r in outcomes}
     summary: dict[str, Any] = {
         "answers": len(items),
         "crm": crm,

@@ -1,6 +1,9 @@
 """Dead-letter queues: list, show and replay what the pipeline gave up on (docs/architecture.md,
 RabbitMQ topology).
 
+Dead letters are counted here for every reader (`counts`: the dashboard's ops view through
+`dead_letter_sizes`, the chaos verdict); the queue names come from `shared/topology.py`.
+
 Messages are read with `basic.get` and put back (`nack` with requeue) unless they are replayed,
 so listing never loses anything. A replay publishes the original body to the queue it died in
 (through the default exchange, so no other consumer sees it twice), with the attempt counter
@@ -16,9 +19,15 @@ from typing import Any
 
 import aio_pika
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
+from aio_pika.exceptions import AMQPException
 
+from shared.logging import get_logger
 from shared.messaging import ATTEMPT_HEADER, REASON_HEADER
-from shared.topology import CORE_QUEUES, DLQ_SUFFIX, dlq_name
+from shared.topology import CORE_QUEUES, DLQ_SUFFIX, dead_queue, dlq_name
+
+log = get_logger(__name__)
+
+BROKER_TIMEOUT_S = 2.0
 
 
 @dataclass(frozen=True)
@@ -66,8 +75,13 @@ def _parse(queue: str, message: AbstractIncomingMessage) -> DeadLetter:
     )
 
 
+def core_queues() -> list[str]:
+    """The pipeline's queues, each with its dead-letter queue."""
+    return [spec.name for spec in CORE_QUEUES]
+
+
 def dlq_names(queues: Iterable[str] | None = None) -> list[str]:
-    names = list(queues) if queues else [spec.name for spec in CORE_QUEUES]
+    names = list(queues) if queues else core_queues()
     return [name if name.endswith(DLQ_SUFFIX) else dlq_name(name) for name in names]
 
 
@@ -78,8 +92,23 @@ async def counts(channel: AbstractChannel, queues: Iterable[str] | None = None) 
     result: dict[str, int] = {}
     for name in dlq_names(queues):
         declared = await underlay.queue_declare(name, passive=True)
-        result[name[: -len(DLQ_SUFFIX)]] = declared.message_count or 0
+        result[dead_queue(name)] = declared.message_count or 0
     return result
+
+
+async def dead_letter_sizes(
+    rabbitmq_url: str | None, connect_timeout_s: float = BROKER_TIMEOUT_S
+) -> dict[str, int] | None:
+    """Dead letters waiting per core queue; None when the broker cannot say (down, no topology)."""
+    if rabbitmq_url is None:
+        return None
+    try:
+        connection = await aio_pika.connect(rabbitmq_url, timeout=connect_timeout_s)
+        async with connection:
+            return await counts(await connection.channel())
+    except (OSError, TimeoutError, AMQPException) as exc:
+        log.warning("dead_letters_unknown", error=type(exc).__name__)
+        return None
 
 
 async def _drain(channel: AbstractChannel, dlq: str, limit: int) -> list[AbstractIncomingMessage]:
@@ -100,7 +129,7 @@ async def list_dead_letters(
     found: list[DeadLetter] = []
     for dlq in dlq_names(queues):
         messages = await _drain(channel, dlq, limit)
-        found.extend(_parse(dlq[: -len(DLQ_SUFFIX)], m) for m in messages)
+        found.extend(_parse(dead_queue(dlq), m) for m in messages)
         for message in messages:
             await message.nack(requeue=True)
     return found
@@ -115,7 +144,7 @@ async def replay(
     """Send dead letters (all, or those in `message_ids`) back to their queue; returns them."""
     replayed: list[DeadLetter] = []
     for dlq in dlq_names(queues):
-        queue_name = dlq[: -len(DLQ_SUFFIX)]
+        queue_name = dead_queue(dlq)
         for message in await _drain(channel, dlq, limit):
             if message_ids is not None and message.message_id not in message_ids:
                 await message.nack(requeue=True)

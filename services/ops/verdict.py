@@ -21,6 +21,9 @@ from typing import Any
 import asyncpg
 import httpx
 
+from services.crm_sync import read as crm_sync_read
+from services.crm_sync.read import ActionView, WriteView
+from services.scoring.read import CurrentAnswer, current_answers, scored_items
 from shared.portal_config import EquipmentSegment, PortalConfig
 
 CONTACT_OUTCOMES = {"patched", "unchanged", "conflict", "skipped"}
@@ -85,27 +88,11 @@ async def compute(
         item_ids = [int(item["id"]) for item in items["items"]]
         verdict.items = len(item_ids)
         async with pool.acquire() as conn:
-            scored = {
-                r["item_id"]
-                for r in await conn.fetch(
-                    "SELECT item_id FROM scoring_items WHERE portal = $1", portal
-                )
-            }
-            answers = await conn.fetch(
-                """SELECT answer_id, kind, category, service_request, contact_id, category_id
-                   FROM scoring_answers WHERE portal = $1 AND is_current AND score IS NOT NULL""",
-                portal,
-            )
-            actions = await conn.fetch(
-                "SELECT action_id, action, answer_id, state, outcome FROM crm_actions"
-                " WHERE portal = $1",
-                portal,
-            )
-            ours = await conn.fetch(
-                "SELECT contact_id, field, after_value FROM crm_contact_writes WHERE portal = $1",
-                portal,
-            )
-        contacts = sorted({int(r["contact_id"]) for r in ours} | _touched(leads))
+            scored = await scored_items(conn, portal)
+            answers = await current_answers(conn, portal)
+            actions = await crm_sync_read.actions(conn, portal)
+            ours = await crm_sync_read.portal_writes(conn, portal)
+        contacts = sorted({w.contact_id for w in ours} | _touched(leads))
         histories = {
             cid: (await http.get(f"/sandbox/contacts/{cid}/history")).json()["changes"]
             for cid in contacts
@@ -127,12 +114,12 @@ def _touched(leads: list[dict[str, Any]]) -> set[int]:
 
 def _check_creates(
     verdict: Verdict,
-    answers: list[asyncpg.Record],
-    actions: list[asyncpg.Record],
+    answers: list[CurrentAnswer],
+    actions: list[ActionView],
     leads: list[dict[str, Any]],
     tasks: list[dict[str, Any]],
 ) -> None:
-    action_answer = {r["action_id"]: (r["answer_id"], r["action"]) for r in actions}
+    action_answer = {r.action_id: (r.answer_id, r.action) for r in actions}
     lead_origins = Counter(str(lead.get("ORIGIN_ID")) for lead in leads if lead.get("ORIGIN_ID"))
     task_origins = Counter(str(task.get("XML_ID")) for task in tasks if task.get("XML_ID"))
     for origin, count in (lead_origins + task_origins).items():
@@ -144,56 +131,54 @@ def _check_creates(
         if origin in action_answer:
             created[action_answer[origin]] += 1
     for row in answers:
-        if row["kind"] != "equipment":
+        if row.kind != "equipment":
             continue
         wanted = []
-        if row["category"] == "detractor" or row["service_request"]:
+        if row.category == "detractor" or row.service_request:
             wanted.append("service")
-        if row["category"] == "promoter":
+        if row.category == "promoter":
             wanted.append("marketing")
-        if row["category"] == "detractor":
+        if row.category == "detractor":
             wanted.append("task")
         for action in wanted:
-            count = created[(row["answer_id"], action)]
+            count = created[(row.answer_id, action)]
             if count == 0:
                 verdict.lost += 1
-                verdict.note("lost", f"no {action} for answer {row['answer_id']}")
+                verdict.note("lost", f"no {action} for answer {row.answer_id}")
             elif count > 1:
                 verdict.duplicated += count - 1
-                verdict.note("duplicated", f"{count} x {action} for answer {row['answer_id']}")
+                verdict.note("duplicated", f"{count} x {action} for answer {row.answer_id}")
 
 
 def _check_contacts(
     verdict: Verdict,
-    answers: list[asyncpg.Record],
-    actions: list[asyncpg.Record],
+    answers: list[CurrentAnswer],
+    actions: list[ActionView],
     config: PortalConfig,
 ) -> None:
     done = {
-        r["answer_id"]
+        r.answer_id
         for r in actions
-        if r["action"] == "contact" and r["state"] == "done" and r["outcome"] in CONTACT_OUTCOMES
+        if r.action == "contact" and r.state == "done" and r.outcome in CONTACT_OUTCOMES
     }
     for row in answers:
-        segment = config.survey.segment(row["category_id"])
+        segment = config.survey.segment(row.category_id)
         mapped = isinstance(segment, EquipmentSegment) and segment.contact_fields is not None
-        wanted = row["kind"] == "equipment" and row["contact_id"] and mapped
-        if wanted and row["answer_id"] not in done:
+        wanted = row.kind == "equipment" and row.contact_id and mapped
+        if wanted and row.answer_id not in done:
             verdict.lost += 1
-            verdict.note("lost", f"no contact outcome for answer {row['answer_id']}")
+            verdict.note("lost", f"no contact outcome for answer {row.answer_id}")
 
 
 def _check_overwrites(
     verdict: Verdict,
     histories: dict[int, list[dict[str, Any]]],
-    ours: list[asyncpg.Record],
+    ours: list[WriteView],
     config: PortalConfig,
 ) -> None:
     owned: dict[tuple[int, str], list[Any]] = {}
     for row in ours:
-        owned.setdefault((int(row["contact_id"]), row["field"]), []).append(
-            _plain(row["after_value"])
-        )
+        owned.setdefault((row.contact_id, row.field), []).append(_plain(row.after))
     single: set[str] = set()
     multiple: set[str] = set()
     for segment in config.survey.segments:

@@ -33,8 +33,7 @@ from services.reports.dashboard import VIEWS, Sources
 from services.reports.filters import FilterError, parse_filters
 from services.reports.queries import filter_options
 from services.reports.views import portal_origin
-from services.scoring.periods import Period
-from services.scoring.report import GroupBy, ReportQuery, run_report
+from services.scoring.read import GroupBy, Period, ReportQuery, run_report
 from shared.db import create_pool
 
 PAGE_HEADERS = {

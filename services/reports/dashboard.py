@@ -10,7 +10,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from services.ingest.unmapped import unmapped_summary
+from services.ingest.read import unmapped_summary
+from services.ops import dlq
 from services.reports import pages, queries
 from services.reports.filters import Filters
 from services.reports.views import (
@@ -22,7 +23,7 @@ from services.reports.views import (
     product_lines,
     trend_chart,
 )
-from services.scoring.report import ReportQuery, run_report
+from services.scoring.read import ReportQuery, run_report
 from shared.db import Conn
 
 
@@ -85,10 +86,10 @@ async def attention(conn: Conn, sources: Sources, filters: Filters, options: Fil
 
 async def ops(conn: Conn, sources: Sources, filters: Filters, options: FilterOptions) -> str:
     total, records = await queries.conflicts(conn, filters.portal)
-    dead_letters = await queries.dead_letter_sizes(sources.rabbitmq_url)
+    dead_letters = await dlq.dead_letter_sizes(sources.rabbitmq_url)
     held = await unmapped_summary(conn, filters.portal)
     view = ops_view(
-        total, records, dead_letters, queries.queue_names(), sources.portal_origin, unmapped=held
+        total, records, dead_letters, dlq.core_queues(), sources.portal_origin, unmapped=held
     )
     return pages.ops_page(filters, options, view)
 

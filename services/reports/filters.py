@@ -13,8 +13,7 @@ from datetime import date
 from typing import Any
 from urllib.parse import urlencode
 
-from services.scoring.periods import GRANULARITIES, Granularity, Period
-from services.scoring.report import GroupBy, ReportQuery
+from services.scoring.read import GRANULARITIES, Granularity, GroupBy, Period, ReportQuery
 
 DEFAULT_PERIOD: Granularity = "month"
 MAX_TEXT = 200

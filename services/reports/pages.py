@@ -37,7 +37,7 @@ from services.reports.views import (
     fmt_nps,
     manager_label,
 )
-from services.scoring.periods import GRANULARITIES
+from services.scoring.read import GRANULARITIES
 
 
 @dataclass(frozen=True)

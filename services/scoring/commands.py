@@ -5,56 +5,17 @@ from __future__ import annotations
 import asyncio
 import json
 from datetime import date, datetime
-from typing import Annotated, Any
+from typing import Annotated
 
 import asyncpg
 import typer
 from pydantic import ValidationError
 
 from services.scoring.periods import PERIODS
-from services.scoring.report import GROUPINGS, ReportQuery, ReportRow, run_report
+from services.scoring.report import GROUPINGS, ReportQuery, ReportRow, render_table, run_report
 from shared.settings import get_settings
 
-_METRICS = ("nps", "promoters", "passives", "detractors", "answers", "avg_score")
-_KEY_COLUMNS: dict[str, tuple[str, ...]] = {
-    "product": ("sku", "name"),
-    "segment": ("segment", "kind"),
-    "manager": ("manager_id",),
-    "period": (),
-}
 _DATE_FORMATS = ["%Y-%m-%d"]
-
-
-def _cell(value: Any) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, float):
-        return f"{value:.1f}" if value == round(value, 1) else f"{value:.2f}"
-    return str(value)
-
-
-def render_table(rows: list[dict[str, Any]], by: str) -> str:
-    """A plain-text table of report rows (`-` where there is no value)."""
-    if not rows:
-        return "no answers match"
-    columns = list(_KEY_COLUMNS[by])
-    if "period" in rows[0]:
-        columns.append("period")
-    columns.extend(_METRICS)
-    if any(row.get("note") for row in rows):
-        columns.append("note")
-    table = [columns, *[[_cell(row.get(column)) for column in columns] for row in rows]]
-    widths = [max(len(line[i]) for line in table) for i in range(len(columns))]
-    numeric = set(_METRICS) | {"manager_id"}
-    lines = [
-        "  ".join(
-            text.rjust(width) if columns[i] in numeric else text.ljust(width)
-            for i, (text, width) in enumerate(zip(line, widths, strict=True))
-        ).rstrip()
-        for line in table
-    ]
-    lines.insert(1, "  ".join("-" * width for width in widths))
-    return "\n".join(lines)
 
 
 async def _fetch(query: ReportQuery) -> list[ReportRow]:

@@ -20,7 +20,8 @@ of products per answer makes it meaningless); their NPS is per product. So:
   `note`;
 - by period or manager (aggregates over products): equipment answers only; a row that left
   cosmetics answers out says so, and how many, in its `note`.
-Equipment rows carry the average score (sum of scores / number of answers).
+Equipment rows carry the average score (sum of scores / number of answers). `render_table` is the
+plain-text table of the rows that `nps report` and the demo print.
 """
 
 from __future__ import annotations
@@ -430,3 +431,44 @@ def _periods(
         shown_to = min(end, query.date_to) if query.date_to else end
         periods.append((start, _period_keys(label(start, unit), shown_from, shown_to)))
     return periods
+
+
+_METRICS = ("nps", "promoters", "passives", "detractors", "answers", "avg_score")
+_KEY_COLUMNS: dict[str, tuple[str, ...]] = {
+    "product": ("sku", "name"),
+    "segment": ("segment", "kind"),
+    "manager": ("manager_id",),
+    "period": (),
+}
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.1f}" if value == round(value, 1) else f"{value:.2f}"
+    return str(value)
+
+
+def render_table(rows: list[dict[str, Any]], by: str) -> str:
+    """A plain-text table of report rows (`-` where there is no value)."""
+    if not rows:
+        return "no answers match"
+    columns = list(_KEY_COLUMNS[by])
+    if "period" in rows[0]:
+        columns.append("period")
+    columns.extend(_METRICS)
+    if any(row.get("note") for row in rows):
+        columns.append("note")
+    table = [columns, *[[_cell(row.get(column)) for column in columns] for row in rows]]
+    widths = [max(len(line[i]) for line in table) for i in range(len(columns))]
+    numeric = set(_METRICS) | {"manager_id"}
+    lines = [
+        "  ".join(
+            text.rjust(width) if columns[i] in numeric else text.ljust(width)
+            for i, (text, width) in enumerate(zip(line, widths, strict=True))
+        ).rstrip()
+        for line in table
+    ]
+    lines.insert(1, "  ".join("-" * width for width in widths))
+    return "\n".join(lines)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 import json
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from services.scoring.answers import AnswerRow, Change, RollupKey
@@ -237,3 +238,20 @@ async def rebuild_rollups(conn: Conn) -> int:
     await conn.execute("TRUNCATE scoring_daily, scoring_manager_monthly, scoring_manager_weekly")
     statuses = [await conn.execute(statement) for statement in _REBUILDS]
     return sum(int(status.split()[-1]) for status in statuses)
+
+
+async def bulk_load(conn: Conn, answers: Iterable[Sequence[Any]]) -> int:
+    """Load answer rows (values in `ANSWER_COLUMNS` order) in bulk (COPY), then rebuild the
+    rollups and the segment and product names from every answer; returns the rollup cells."""
+    await conn.copy_records_to_table("scoring_answers", records=answers, columns=ANSWER_COLUMNS)
+    async with conn.transaction():
+        cells = await rebuild_rollups(conn)
+        await conn.execute(
+            """INSERT INTO scoring_segments (portal, category_id, name, kind)
+               SELECT DISTINCT portal, category_id, segment, kind FROM scoring_answers"""
+        )
+        await conn.execute(
+            """INSERT INTO scoring_products (portal, sku, name)
+               SELECT DISTINCT portal, sku, product_name FROM scoring_answers"""
+        )
+    return cells

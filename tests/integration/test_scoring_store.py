@@ -7,15 +7,17 @@ import json
 import random
 import uuid
 from collections.abc import Callable
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from typing import Any
 
 import asyncpg
 import pytest
 
+from services.ops.scratch import scratch_database, scratch_name
 from services.scoring import store
 from services.scoring.handlers import CONSUMER, score_submission
 from services.scoring.periods import bucket_start
+from services.scoring.report import ReportQuery, run_report
 from shared.messaging import PermanentError
 from tests.unit.test_scoring_answers import make_submission
 
@@ -395,3 +397,65 @@ async def test_concurrent_submissions_never_deadlock_and_keep_the_rollups_exact(
         finally:
             await transaction.rollback()
     assert rebuilt == (daily, monthly, weekly)
+
+
+async def test_a_bulk_load_brings_its_rollups_and_names(pg_server: str) -> None:
+    at = datetime(2024, 3, 5, 9, 0, tzinfo=UTC)
+    base = {
+        "portal": "p-bulk",
+        "entity_type_id": 1038,
+        "category_id": 12,
+        "segment": "Laser",
+        "kind": "equipment",
+        "scale": "0-10",
+        "comment": None,
+        "service_request": False,
+        "contact_id": 501,
+        "responsible_id": 5,
+        "submitted_at": at,
+        "updated_at": at,
+        "day": at.date(),
+        "is_current": True,
+        "revision": 1,
+    }
+    rows = [
+        {
+            **base,
+            "answer_id": f"p-bulk:{item}:EQ-A",
+            "item_id": item,
+            "sku": "EQ-A",
+            "product_name": "Laser A",
+            "score": score,
+            "category": category,
+            "source_event_id": uuid.uuid4(),
+        }
+        for item, score, category in ((1, 9, "promoter"), (2, 3, "detractor"))
+    ]
+    async with scratch_database(pg_server, scratch_name("test_bulk_load")) as dsn:
+        conn = await asyncpg.connect(dsn)
+        try:
+            cells = await store.bulk_load(
+                conn, [tuple(row[column] for column in store.ANSWER_COLUMNS) for row in rows]
+            )
+            segments = await conn.fetch(
+                "SELECT portal, category_id, name, kind FROM scoring_segments"
+            )
+            products = await conn.fetch("SELECT portal, sku, name FROM scoring_products")
+            report = await run_report(conn, ReportQuery(by="product"))
+        finally:
+            await conn.close()
+    assert cells == 3  # one cell in each rollup: daily, manager-monthly, manager-weekly
+    assert [tuple(r) for r in segments] == [("p-bulk", 12, "Laser", "equipment")]
+    assert [tuple(r) for r in products] == [("p-bulk", "EQ-A", "Laser A")]
+    assert [row.as_dict() for row in report] == [
+        {
+            "sku": "EQ-A",
+            "name": "Laser A",
+            "nps": 0.0,
+            "promoters": 1,
+            "passives": 0,
+            "detractors": 1,
+            "answers": 2,
+            "avg_score": 6.0,
+        }
+    ]

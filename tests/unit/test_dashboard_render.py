@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from services.ingest.unmapped import UnmappedCategory
+from services.ingest.read import UnmappedCategory
 from services.reports import pages
 from services.reports.filters import Filters
 from services.reports.views import (

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from services.ingest.unmapped import UnmappedCategory
+from services.ingest.read import UnmappedCategory
 from services.reports.views import (
     DASH,
     Counts,

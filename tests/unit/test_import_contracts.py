@@ -73,11 +73,21 @@ def _sandbox_imports_the_product(root: Path) -> list[str]:
     return ["services.sandbox.breach -> shared.events"]
 
 
+def _reader_reaches_past_a_read_module(root: Path) -> list[str]:
+    _write(root, "services.reports.breach", "from services.scoring import store\n")
+    _write(root, "services.ops.breach", "from services.router import rules\n")
+    return [
+        "services.reports.breach -> services.scoring.store",
+        "services.ops.breach -> services.router.rules",
+    ]
+
+
 BREACHES: dict[str, Callable[[Path], list[str]]] = {
     "pipeline-independent": _pipeline_service_imports_another,
     "pure-no-io": _pure_modules_reach_io,
     "shared-below-services": _shared_imports_a_service,
     "sandbox-standalone": _sandbox_imports_the_product,
+    "read-modules-only": _reader_reaches_past_a_read_module,
 }
 
 

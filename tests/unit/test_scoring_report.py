@@ -7,9 +7,8 @@ from datetime import date
 import pytest
 from pydantic import ValidationError
 
-from services.scoring.commands import render_table
 from services.scoring.nps import NpsAggregate
-from services.scoring.report import COSMETICS_NOTE, ReportQuery, ReportRow
+from services.scoring.report import COSMETICS_NOTE, ReportQuery, ReportRow, render_table
 
 
 def test_from_after_to_is_rejected_with_both_dates() -> None:

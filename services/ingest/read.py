@@ -1,4 +1,5 @@
-"""What ingest holds: items of a smart-process category that no segment of the portal YAML maps.
+"""Ingest's read module (docs/architecture.md, "Tables and their owners"): what ingest holds,
+items of a smart-process category that no segment of the portal YAML maps.
 
 A marketer may add a form (a category of the NPS smart process) on the portal before the YAML
 learns it. The hydrator holds such items (`ingest_unmapped_items`) instead of dropping them, and

@@ -1,0 +1,87 @@
+"""Cross-process locks on the contacts crm_sync patches: PostgreSQL session advisory locks, so
+two writer replicas never work on one contact at once."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable, Sequence
+
+import asyncpg
+from asyncpg.pool import PoolConnectionProxy
+
+ContactKey = tuple[str, int]
+"""(portal key, contact id)"""
+
+_LOCK_NAMESPACE = 0x4E50_5343  # "NPSC": advisory locks on contacts being patched
+
+
+class ContactLocks:
+    """Session advisory locks on the contacts being patched, so two writer replicas never work
+    on one contact at once. The locks live on one connection taken from the pool while any is
+    held (a crashed process releases them with its connection)."""
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self._pool = pool
+        self._conn: PoolConnectionProxy | None = None
+        self._held: set[ContactKey] = set()
+        self._guard = asyncio.Lock()
+
+    async def acquire(self, keys: Sequence[ContactKey]) -> set[ContactKey]:
+        """Lock what is free among `keys`; returns the keys now held."""
+        if not keys:
+            return set()
+        async with self._guard:
+            if self._conn is None:
+                self._conn = await self._pool.acquire()
+            try:
+                rows = await self._conn.fetch(
+                    """SELECT k.portal, k.contact_id
+                       FROM unnest($1::text[], $2::bigint[]) AS k(portal, contact_id)
+                       WHERE pg_try_advisory_lock($3, hashtext(k.portal || ':' || k.contact_id))""",
+                    [portal for portal, _ in keys],
+                    [contact for _, contact in keys],
+                    _LOCK_NAMESPACE,
+                )
+            except Exception:
+                await self._drop()
+                raise
+            got = {(row["portal"], row["contact_id"]) for row in rows}
+            self._held |= got
+            if not self._held:
+                await self._hand_back()
+            return got
+
+    async def release(self, keys: Iterable[ContactKey]) -> None:
+        mine = [key for key in keys if key in self._held]
+        if not mine:
+            return
+        async with self._guard:
+            if self._conn is None:
+                return
+            try:
+                await self._conn.execute(
+                    """SELECT pg_advisory_unlock($3, hashtext(k.portal || ':' || k.contact_id))
+                       FROM unnest($1::text[], $2::bigint[]) AS k(portal, contact_id)""",
+                    [portal for portal, _ in mine],
+                    [contact for _, contact in mine],
+                    _LOCK_NAMESPACE,
+                )
+            except Exception:
+                await self._drop()
+                raise
+            self._held.difference_update(mine)
+            if not self._held:
+                await self._hand_back()
+
+    async def _hand_back(self) -> None:
+        if self._conn is not None:
+            conn, self._conn = self._conn, None
+            await self._pool.release(conn)
+
+    async def _drop(self) -> None:
+        """The lock connection failed: its session, and with it every lock, is gone."""
+        self._held.clear()
+        if self._conn is not None:
+            conn, self._conn = self._conn, None
+            conn.terminate()
+            await self._pool.release(conn)

@@ -1,0 +1,12 @@
+"""Router's read module: what others read of `router_actions` (docs/architecture.md, "Tables
+and their owners")."""
+
+from __future__ import annotations
+
+from shared.db import Conn
+
+
+async def sent_actions(conn: Conn) -> int:
+    """How many actions the router has sent (for every portal)."""
+    count = await conn.fetchval("SELECT count(*) FROM router_actions")
+    return int(count)

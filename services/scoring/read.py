@@ -1,0 +1,221 @@
+"""Scoring's read module: what the CLI, the dashboard, the ops tooling and the benchmarks read of
+scoring's tables (docs/architecture.md, "Tables and their owners").
+
+The NPS reports themselves are `services.scoring.report` (`run_report`, `ReportQuery`, the
+periods), exported here; this module adds the rest others read: the filter choices, the latest
+answers that need attention, and the scored items and answers of a portal.
+
+Every value is a `$n` parameter; the dashboard's queries run read-only with JIT off.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import date, datetime
+from typing import Any
+
+from services.scoring.periods import GRANULARITIES, Granularity, Period
+from services.scoring.report import (
+    GroupBy,
+    ReportQuery,
+    filter_conditions,
+    render_table,
+    run_report,
+)
+from shared.db import Conn
+
+__all__ = [
+    "GRANULARITIES",
+    "Choices",
+    "CurrentAnswer",
+    "Granularity",
+    "GroupBy",
+    "Period",
+    "ProductChoice",
+    "ReportQuery",
+    "answer_ids",
+    "attention",
+    "choices",
+    "current_answers",
+    "last_scored_at",
+    "render_table",
+    "run_report",
+    "scored_items",
+]
+
+_ANSWERED = "d.promoters + d.passives + d.detractors > 0"
+
+
+@dataclass(frozen=True)
+class ProductChoice:
+    sku: str
+    name: str
+    segments: tuple[str, ...]
+    """The names of the segments it has answers in."""
+    kinds: tuple[str, ...]
+    """The kinds of those segments (equipment, cosmetics), each once."""
+
+
+@dataclass(frozen=True)
+class Choices:
+    """What reports can be filtered by: the values that have answers."""
+
+    portals: tuple[str, ...]
+    segments: tuple[tuple[int, str], ...]
+    """(category id, name)"""
+    products: tuple[ProductChoice, ...]
+    managers: tuple[int, ...]
+
+
+async def choices(conn: Conn, portal: str | None) -> Choices:
+    """Portals, segments, products (with their segments) and managers that have answers."""
+    where = " AND d.portal = $1" if portal is not None else ""
+    params = [portal] if portal is not None else []
+    async with conn.transaction(readonly=True):
+        await conn.execute("SET LOCAL jit = off")
+        portals = await conn.fetch("SELECT DISTINCT portal FROM scoring_segments ORDER BY portal")
+        segments = await conn.fetch(
+            "SELECT DISTINCT ON (d.category_id) d.category_id, d.name"  # noqa: S608 - fixed text
+            f" FROM scoring_segments d WHERE true{where} ORDER BY d.category_id, d.portal",
+            *params,
+        )
+        products = await conn.fetch(
+            "SELECT DISTINCT ON (d.sku) d.sku, d.name FROM scoring_products d"  # noqa: S608
+            f" WHERE true{where} ORDER BY d.sku, d.portal",
+            *params,
+        )
+        placements = await conn.fetch(
+            "SELECT DISTINCT p.sku, s.name, s.kind FROM"  # noqa: S608 - fixed text
+            " (SELECT DISTINCT d.portal, d.category_id, d.sku FROM scoring_daily d"
+            f"  WHERE {_ANSWERED}{where}) p"
+            " JOIN scoring_segments s ON s.portal = p.portal AND s.category_id = p.category_id"
+            " ORDER BY p.sku, s.name",
+            *params,
+        )
+        managers = await conn.fetch(
+            "SELECT DISTINCT d.responsible_id FROM scoring_manager_monthly d"  # noqa: S608
+            f" WHERE d.responsible_id > 0 AND {_ANSWERED}{where} ORDER BY d.responsible_id",
+            *params,
+        )
+    segment_names: dict[str, list[str]] = {}
+    kinds: dict[str, list[str]] = {}
+    for row in placements:
+        segment_names.setdefault(row["sku"], []).append(row["name"])
+        if row["kind"] not in kinds.setdefault(row["sku"], []):
+            kinds[row["sku"]].append(row["kind"])
+    return Choices(
+        portals=tuple(row["portal"] for row in portals),
+        segments=tuple((row["category_id"], row["name"]) for row in segments),
+        products=tuple(
+            ProductChoice(
+                sku=row["sku"],
+                name=row["name"],
+                segments=tuple(segment_names.get(row["sku"], ())),
+                kinds=tuple(kinds.get(row["sku"], ())),
+            )
+            for row in products
+        ),
+        managers=tuple(row["responsible_id"] for row in managers),
+    )
+
+
+async def attention(
+    conn: Conn,
+    *,
+    portal: str | None,
+    segment: str | None,
+    product: str | None,
+    manager: int | None,
+    start: date | None,
+    end: date | None,
+    limit: int,
+) -> list[dict[str, Any]]:
+    """The latest current detractors and service requests (a ticked service checkbox counts
+    even without a score), newest first (as crm_sync orders answers: submitted, updated, then the
+    later item of the same second; one item's products by sku), narrowed by the filters."""
+    conditions = ["d.is_current", "(d.category = 'detractor' OR d.service_request)"]
+    params: list[Any] = []
+    filter_conditions(
+        conditions,
+        params,
+        portal=portal,
+        segment=segment,
+        product=product,
+        manager=manager,
+        day="d.day",
+        start=start,
+        end=end,
+    )
+    params.append(limit)
+    sql = (
+        "SELECT d.answer_id, d.entity_type_id, d.item_id, d.segment, d.sku,"  # noqa: S608 - fixed fragments, values are $n
+        " d.product_name, d.score, d.category, d.comment, d.service_request, d.contact_id,"
+        " d.responsible_id, d.submitted_at FROM scoring_answers d"
+        f" WHERE {' AND '.join(conditions)}"
+        " ORDER BY d.submitted_at DESC, d.updated_at DESC, d.item_id DESC, d.answer_id"
+        f" LIMIT ${len(params)}"
+    )
+    async with conn.transaction(readonly=True):
+        await conn.execute("SET LOCAL jit = off")
+        return [dict(row) for row in await conn.fetch(sql, *params)]
+
+
+async def scored_items(conn: Conn, portal: str, items: Sequence[int] | None = None) -> set[int]:
+    """The survey items of `portal` scored so far (among `items` when given)."""
+    rows = await conn.fetch(
+        "SELECT item_id FROM scoring_items"
+        " WHERE portal = $1 AND ($2::bigint[] IS NULL OR item_id = ANY($2::bigint[]))",
+        portal,
+        None if items is None else list(items),
+    )
+    return {row["item_id"] for row in rows}
+
+
+async def answer_ids(conn: Conn, portal: str, items: Sequence[int] | None = None) -> list[str]:
+    """The answers (one per product) of the scored items of `portal` (of `items` when given)."""
+    rows = await conn.fetch(
+        "SELECT answer_id FROM scoring_answers"
+        " WHERE portal = $1 AND ($2::bigint[] IS NULL OR item_id = ANY($2::bigint[]))",
+        portal,
+        None if items is None else list(items),
+    )
+    return [row["answer_id"] for row in rows]
+
+
+async def last_scored_at(conn: Conn) -> datetime | None:
+    """When scoring last applied an item (of any portal); None before the first."""
+    at: datetime | None = await conn.fetchval("SELECT max(applied_at) FROM scoring_items")
+    return at
+
+
+@dataclass(frozen=True)
+class CurrentAnswer:
+    """A current scored answer: what decides the CRM actions it calls for."""
+
+    answer_id: str
+    kind: str
+    category: str
+    service_request: bool
+    contact_id: int | None
+    category_id: int
+
+
+async def current_answers(conn: Conn, portal: str) -> list[CurrentAnswer]:
+    """The current answers of `portal` that have a score."""
+    rows = await conn.fetch(
+        """SELECT answer_id, kind, category, service_request, contact_id, category_id
+           FROM scoring_answers WHERE portal = $1 AND is_current AND score IS NOT NULL""",
+        portal,
+    )
+    return [
+        CurrentAnswer(
+            answer_id=row["answer_id"],
+            kind=row["kind"],
+            category=row["category"],
+            service_request=row["service_request"],
+            contact_id=row["contact_id"],
+            category_id=row["category_id"],
+        )
+        for row in rows
+    ]
