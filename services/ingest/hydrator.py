@@ -33,6 +33,7 @@ from shared.bitrix24 import Bitrix24Client, NotFound
 from shared.events import FormSubmitted, WebhookReceived
 from shared.logging import get_logger
 from shared.messaging import PermanentError
+from shared.outbox import Outbox
 from shared.portal_config import PortalConfig
 
 CONSUMER = "ingest.hydrate"
@@ -192,11 +193,13 @@ class Hydrator:
     def __init__(
         self,
         pool: asyncpg.Pool,
+        outbox: Outbox,
         reader: ItemReader,
         catalog: FieldCatalog,
         config: PortalConfig,
     ) -> None:
         self._pool = pool
+        self._outbox = outbox
         self._reader = reader
         self._catalog = catalog
         self._config = config
@@ -234,7 +237,9 @@ class Hydrator:
             answers=list(mapped.answers),
         )
         async with self._pool.acquire() as conn:
-            outcome = await store.record_answer(conn, CONSUMER, str(event.event_id), mapped, form)
+            outcome = await store.record_answer(
+                self._outbox, conn, CONSUMER, str(event.event_id), answer=mapped, form=form
+            )
         if outcome == "redelivered":
             HYDRATED.labels(outcome="redelivered").inc()
             log.info("hydrate_redelivery_skipped", item_id=event.item_id)

@@ -29,10 +29,10 @@ async def serve_ingest(settings: Settings, stop: asyncio.Event | None = None) ->
     clients: list[Bitrix24Client] = []
 
     async def wire(runtime: Runtime) -> None:
-        config, pool = runtime.config, runtime.pool
+        config, pool, outbox = runtime.config, runtime.pool, runtime.outbox
         client = client_from_settings(settings, pool, config)
         clients.append(client)
-        hydrator = Hydrator(pool, ItemReader(client), FieldCatalog(client), config)
+        hydrator = Hydrator(pool, outbox, ItemReader(client), FieldCatalog(client), config)
         subscribe(
             runtime.broker,
             INGEST_HYDRATE,
@@ -40,8 +40,8 @@ async def serve_ingest(settings: Settings, stop: asyncio.Event | None = None) ->
             hydrator.handle,
             max_attempts=settings.retry_max_attempts,
         )
-        app = create_app(settings, config, pool, runtime.broker)
-        sweeper = Sweeper(pool, client, config)
+        app = create_app(settings, config, pool, outbox, runtime.broker)
+        sweeper = Sweeper(pool, outbox, client, config)
 
         async def http(stop: asyncio.Event) -> None:
             await serve_http(app, settings.ingest_host, settings.ingest_port, stop)

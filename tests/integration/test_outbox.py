@@ -1,4 +1,4 @@
-"""The transactional outbox relay on real PostgreSQL and RabbitMQ."""
+"""The transactional outbox and its relay on real PostgreSQL and RabbitMQ."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from services.ops.scratch import scratch_database, scratch_name
 from shared.db import create_pool
 from shared.events import PortalRef, WebhookReceived
 from shared.messaging import make_broker
-from shared.outbox import OutboxRelay, enqueue
+from shared.outbox import Outbox, OutboxRelay
 from tests.support import capture
 
 
@@ -48,17 +48,17 @@ async def _pending(pool: asyncpg.Pool, ids: list[uuid.UUID]) -> int:
 
 
 async def test_an_unroutable_row_does_not_hold_up_the_rows_behind_it(
-    pool: asyncpg.Pool, amqp_url: str, channel: AbstractChannel
+    pool: asyncpg.Pool, outbox: Outbox, amqp_url: str, channel: AbstractChannel
 ) -> None:
     stuck = _event(1)
     behind = [_event(2), _event(3)]
-    async with pool.acquire() as conn, conn.transaction():
+    async with outbox.transaction(pool) as conn:
         await conn.execute(
             """INSERT INTO outbox (message_id, routing_key, correlation_id, body)
                VALUES ($1, 'nobody.listens', 'c', '{}'::jsonb)""",
             stuck.event_id,
         )
-        await enqueue(conn, behind)
+        await outbox.enqueue(conn, behind)
     broker = make_broker(amqp_url)
     await broker.start()
     try:
@@ -83,12 +83,12 @@ async def test_an_unroutable_row_does_not_hold_up_the_rows_behind_it(
 
 
 async def test_rows_wait_while_the_broker_is_down_and_go_out_once_it_is_back(
-    pool: asyncpg.Pool, amqp_url: str, channel: AbstractChannel
+    pool: asyncpg.Pool, outbox: Outbox, amqp_url: str, channel: AbstractChannel
 ) -> None:
     events = [_event(10), _event(11)]
     ids = [e.event_id for e in events]
-    async with pool.acquire() as conn, conn.transaction():
-        await enqueue(conn, events)
+    async with outbox.transaction(pool) as conn:
+        await outbox.enqueue(conn, events)
 
     down = make_broker("amqp://guest:guest@127.0.0.1:1/")
     published, failed = await OutboxRelay(pool, down).publish_pending()

@@ -25,6 +25,7 @@ import pytest
 
 from services.scoring.handlers import score_submission
 from services.scoring.report import COSMETICS_NOTE, ReportQuery, _parts, run_report
+from shared.outbox import Outbox
 from tests.unit.test_scoring_answers import make_submission
 
 COSMETICS = {"kind": "cosmetics", "category_id": 10, "segment": "Cosmetics"}
@@ -41,6 +42,7 @@ async def portal(pool: asyncpg.Pool) -> str:
     ) -> None:
         await score_submission(
             pool,
+            Outbox(),
             make_submission(
                 *scores,
                 item_id=item,
