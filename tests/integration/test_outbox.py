@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator
 
@@ -10,10 +11,10 @@ import pytest
 from aio_pika.abc import AbstractChannel
 
 from services.ops.scratch import scratch_database, scratch_name
-from shared.db import create_pool
+from shared.db import Conn, create_pool
 from shared.events import PortalRef, WebhookReceived
 from shared.messaging import make_broker
-from shared.outbox import Outbox, OutboxRelay
+from shared.outbox import Outbox, OutboxRelay, OutboxUsageError
 from tests.support import capture
 
 
@@ -106,3 +107,93 @@ async def test_rows_wait_while_the_broker_is_down_and_go_out_once_it_is_back(
     ours = {str(i) for i in ids}
     assert sorted(b["item_id"] for b in captured.bodies if b["event_id"] in ours) == [10, 11]
     assert await _pending(pool, ids) == 0
+
+
+async def _left_behind(pool: asyncpg.Pool, event: WebhookReceived) -> None:
+    """A row as another process leaves it: committed, but this process's relay not woken."""
+    await pool.execute(
+        """INSERT INTO outbox (message_id, routing_key, correlation_id, body)
+           VALUES ($1, $2, $3, $4::jsonb)""",
+        event.event_id,
+        event.routing_key(),
+        event.correlation_id,
+        event.model_dump_json(),
+    )
+
+
+async def _queue_and_fail(
+    outbox: Outbox, source: asyncpg.Pool | Conn, event: WebhookReceived
+) -> None:
+    async with outbox.transaction(source) as conn:
+        await outbox.enqueue(conn, [event])
+        raise RuntimeError("rolled back")
+
+
+async def test_a_commit_wakes_the_relays_of_its_outbox_a_rollback_wakes_none(
+    pool: asyncpg.Pool, outbox: Outbox, amqp_url: str, channel: AbstractChannel
+) -> None:
+    """The relay polls once a minute here: what it publishes within seconds, it was woken for.
+    A row left behind goes out with the next wake-up, so it shows whether one happened."""
+    first, behind, rolled_back, elsewhere, last = (_event(n) for n in range(20, 25))
+    broker = make_broker(amqp_url)
+    await broker.connect()
+    relay = asyncio.create_task(OutboxRelay(pool, broker, poll_s=60).run(outbox))
+    try:
+        async with capture(channel, "webhook.received") as captured:
+            async with pool.acquire() as conn:
+                await outbox.enqueue(conn, [first])  # no transaction: woken at once
+            await captured.wait_for(1)
+            await _left_behind(pool, behind)
+
+            with pytest.raises(RuntimeError, match="rolled back"):
+                await _queue_and_fail(outbox, pool, rolled_back)
+            other = Outbox()  # another process's: its commits wake its own relays only
+            async with other.transaction(pool) as conn:
+                await other.enqueue(conn, [elsewhere])
+            await asyncio.sleep(1.5)
+            assert len(captured.bodies) == 1
+
+            async with outbox.transaction(pool) as conn:
+                await outbox.enqueue(conn, [last])
+                await asyncio.sleep(0.5)
+                assert len(captured.bodies) == 1  # not before the commit
+            await captured.wait_for(4)
+    finally:
+        relay.cancel()
+        await asyncio.gather(relay, return_exceptions=True)
+        await broker.stop()
+    assert [b["item_id"] for b in captured.bodies] == [20, 21, 23, 24]
+    assert await _pending(pool, [rolled_back.event_id]) == 0
+
+
+async def test_queuing_in_a_transaction_the_outbox_did_not_open_is_refused(
+    pool: asyncpg.Pool, outbox: Outbox
+) -> None:
+    """Its commit would wake no relay: the events would wait for the next poll."""
+    event = _event(30)
+    async with pool.acquire() as conn:
+        async with conn.transaction():
+            with pytest.raises(OutboxUsageError, match=r"Outbox\.transaction"):
+                await outbox.enqueue(conn, [event])
+            with pytest.raises(OutboxUsageError, match=r"Outbox\.transaction"):
+                async with outbox.transaction(conn):
+                    pass
+        async with Outbox().transaction(conn):
+            with pytest.raises(OutboxUsageError, match=r"Outbox\.transaction"):
+                await outbox.enqueue(conn, [event])
+    assert await _pending(pool, [event.event_id]) == 0
+
+
+async def test_a_transaction_within_one_of_the_same_outbox_leaves_the_wake_up_to_it(
+    pool: asyncpg.Pool, outbox: Outbox
+) -> None:
+    """A store function opening its own transaction inside the caller's gets a savepoint."""
+    kept, undone = _event(40), _event(41)
+    async with outbox.transaction(pool) as conn:
+        async with outbox.transaction(conn) as inner:
+            await outbox.enqueue(inner, [kept])
+        with pytest.raises(RuntimeError, match="rolled back"):
+            await _queue_and_fail(outbox, conn, undone)
+    assert await _pending(pool, [kept.event_id]) == 1
+    assert await _pending(pool, [undone.event_id]) == 0
+    await pool.execute("DELETE FROM outbox WHERE message_id = $1", kept.event_id)
