@@ -36,8 +36,8 @@ import uvicorn
 from fast_bitrix24 import BitrixAsync
 
 from services.crm_sync.coalescer import CommandCoalescer
-from services.crm_sync.contacts import ContactWriter, contact_fields_for
-from services.crm_sync.policy import plan_patch
+from services.crm_sync.contacts import ContactWriter
+from services.crm_sync.policy import contact_fields_for, plan_patch
 from services.ops import scratch
 from services.sandbox.app import create_app
 from services.sandbox.limits import Limits

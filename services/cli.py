@@ -260,9 +260,10 @@ def config_check(
     """Validate the portal YAML; names every bad key and what was expected.
 
     With a portal, also shows the portal this deployment serves (pinned, or learned from the
-    first event) and checks that every configured field exists there with a fitting type.
+    first event), checks that every configured field exists there with a fitting type, and lists
+    the smart process's categories that no segment maps.
     """
-    from shared.portal_config import ConfigError, load_portal_config
+    from shared.portal_config import ConfigError, load_portal_config, routing_summary
 
     settings = get_settings()
     target = path or settings.nps_config
@@ -273,14 +274,23 @@ def config_check(
         raise typer.Exit(code=1) from None
     segments = ", ".join(f"{s.category_id} ({s.kind})" for s in config.survey.segments)
     typer.echo(f"{target}: OK — smart process {config.survey.entity_type_id}, segments {segments}")
+    for line in routing_summary(config):
+        typer.echo(line)
     if not (portal or settings.bitrix24_webhook_url is not None):
         return
     from shared.bitrix24.verify import check_configured_portal
 
     problems = _show_served_portal(settings, config, target)
-    problems += asyncio.run(check_configured_portal(settings, config))
+    checked = asyncio.run(check_configured_portal(settings, config))
+    problems += checked.problems
     for problem in problems:
         typer.echo(problem, err=True)
+    if checked.unmapped:
+        listed = ", ".join(f"{c.category_id} ({c.name})" for c in checked.unmapped)
+        typer.echo(
+            f"portal: categories no segment maps: {listed}; their answers are held"
+            " (nps unmapped) until a segment maps them"
+        )
     if problems:
         raise typer.Exit(code=1)
     typer.echo("portal: every configured field exists and its type fits")

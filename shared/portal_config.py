@@ -21,6 +21,10 @@ TEMPLATE_PLACEHOLDERS: tuple[str, ...] = ("score", "sku", "product", "contact_id
 """What a string in a routing rule's `params` may refer to: `{score}`, `{sku}`, ..."""
 BUILTIN_PATCH_ACTION = "contact"
 """The contact-field patch is built in (every equipment answer); no declarative rule may send it."""
+LEAD_ACTIONS: tuple[str, ...] = ("service", "marketing")
+"""Actions that create a lead: never from cosmetics answers (the customer's rule)."""
+TASK_ACTION = "task"
+DEFAULT_DEADLINE_HOURS = 24
 
 
 class ConfigError(ValueError):
@@ -57,6 +61,11 @@ class PortalSection(_Strict):
 
 class NpsSection(_Strict):
     scale: Scale = "0-10"
+
+
+ManagerSource = Literal["item", "contact"]
+"""Whose NPS an answer is: the item's responsible (`survey.fields.responsible`) or the responsible
+of the answer's contact (the contact's `ASSIGNED_BY_ID`)."""
 
 
 class SurveyFields(_Strict):
@@ -106,6 +115,7 @@ Segment = Annotated[CosmeticsSegment | EquipmentSegment, Field(discriminator="ki
 class Survey(_Strict):
     entity_type_id: int = Field(ge=128, description="the NPS smart process (crm.type.list)")
     fields: SurveyFields = SurveyFields()
+    manager: ManagerSource = "item"
     segments: list[Segment] = Field(min_length=1)
 
     @model_validator(mode="after")
@@ -126,7 +136,7 @@ class ResponsibleAction(_Strict):
 
 
 class TaskAction(ResponsibleAction):
-    deadline_hours: int = Field(default=24, gt=0)
+    deadline_hours: int = Field(default=DEFAULT_DEADLINE_HOURS, gt=0)
 
 
 class ScoreRange(_Strict):
@@ -217,7 +227,8 @@ class Rule(_Strict):
 class Routing(_Strict):
     service: ResponsibleAction
     marketing: ResponsibleAction
-    task: TaskAction
+    task: TaskAction | None = None
+    """The head of sales' task for equipment detractors; None = no task for them."""
     rules: list[Rule] = Field(default_factory=list)
 
     @model_validator(mode="after")
@@ -247,6 +258,7 @@ class PortalConfig(_Strict):
         }
         problems = []
         for rule in self.routing.rules:
+            problems.extend(self._rule_problems(rule))
             unknown_segments = sorted(set(rule.match.segment or ()) - categories)
             if unknown_segments:
                 problems.append(
@@ -263,6 +275,58 @@ class PortalConfig(_Strict):
         if problems:
             raise ValueError("; ".join(problems))
         return self
+
+    def _rule_problems(self, rule: Rule) -> list[str]:
+        """A lead from cosmetics answers, or a task nobody is set to receive."""
+        problems = []
+        if rule.action in LEAD_ACTIONS and self._may_select_cosmetics(rule.match):
+            problems.append(
+                f"rule {rule.name!r}: action {rule.action!r} would create {rule.action} leads"
+                " from cosmetics answers, and cosmetics answers never make leads; restrict"
+                " match.kind to [equipment] (or match.segment/match.sku to equipment ones),"
+                " or use action 'task'"
+            )
+        if (
+            rule.action == TASK_ACTION
+            and self.routing.task is None
+            and "responsible_id" not in rule.params
+        ):
+            problems.append(
+                f"rule {rule.name!r}: action 'task' needs params.responsible_id, as"
+                " routing.task (the head of sales' task) is not configured"
+            )
+        return problems
+
+    def _may_select_cosmetics(self, match: RuleMatch) -> bool:
+        """Whether an answer of a cosmetics segment can meet `match` (kind cosmetics or not
+        restricted, and neither its segments nor its skus only equipment ones)."""
+        cosmetics = [s for s in self.survey.segments if isinstance(s, CosmeticsSegment)]
+        categories = {segment.category_id for segment in cosmetics}
+        skus = {product.sku for segment in cosmetics for product in segment.products}
+        return (
+            (match.kind is None or "cosmetics" in match.kind)
+            and (match.segment is None or bool(categories & set(match.segment)))
+            and (match.sku is None or bool(skus & set(match.sku)))
+        )
+
+
+def routing_summary(config: PortalConfig) -> list[str]:
+    """What the configuration decides beyond the field mapping, in words for `nps config check`."""
+    task = config.routing.task
+    manager = (
+        f"the item's responsible ({config.survey.fields.responsible})"
+        if config.survey.manager == "item"
+        else "the contact's responsible (ASSIGNED_BY_ID)"
+    )
+    return [
+        "head-of-sales task for equipment detractors: "
+        + (
+            f"user {task.responsible_id}, due in {task.deadline_hours} h"
+            if task is not None
+            else "off (no routing.task; detractors get the service lead only)"
+        ),
+        f"manager of an answer (manager reports): {manager}",
+    ]
 
 
 def _describe(error: Any) -> str:

@@ -37,6 +37,7 @@ class Settings(BaseSettings):
     health_host: str = "127.0.0.1"
     health_port: int | None = Field(default=None, ge=1, le=65535)
     sweep_interval_s: float = Field(default=300.0, gt=0)
+    config_reload_s: float = Field(default=10.0, gt=0)
     retry_max_attempts: int = Field(default=8, ge=1)
 
     @field_validator("log_level", mode="before")

@@ -15,7 +15,9 @@ from urllib.parse import urlsplit
 
 import aio_pika
 import asyncpg
+import uvicorn
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
+from starlette.types import ASGIApp
 
 from shared.topology import CORE_QUEUES, EXCHANGE
 
@@ -48,6 +50,25 @@ async def purge_core_queues(channel: AbstractChannel) -> None:
         for name in (spec.name, spec.dlq):
             queue = await channel.get_queue(name, ensure=False)
             await queue.purge()
+
+
+@asynccontextmanager
+async def serving(app: ASGIApp) -> AsyncIterator[str]:
+    """`app` served by a real uvicorn on a free local port; yields its base URL."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
+    task = asyncio.create_task(server.serve(sockets=[sock]))
+    try:
+        async with asyncio.timeout(10):
+            while not server.started:
+                await asyncio.sleep(0.01)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        await task
+        sock.close()
 
 
 T0 = 1_700_000_000.0

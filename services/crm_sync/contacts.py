@@ -5,13 +5,16 @@ Contact actions are grouped (`grouping.GroupFormer`: up to 48 contacts, a short 
 group, under a per-contact lock shared by every replica:
 
 1. one `crm.contact.list` command with an `@ID` filter reads the group's current values;
-2. `policy.plan_patch()` decides every mapped field against those values and the ledger; what
+2. `policy.plan_answer()` decides every mapped field against those values and the ledger; what
    needs no write is recorded at once, the writes about to be sent are saved as the action's
    *intent* (so that a crash after sending them is recovered, not repeated blindly);
 3. one request carries a *verify* read of the same contacts immediately followed by the
    `crm.contact.update` commands (the coalescer adds the next group's read to fill it to 50);
-4. audit, ledger, conflicts, the action's completion and its `crm.written.contact` event are
-   recorded in one transaction; only then is the message acked.
+4. `policy.settle_writes()` decides what the verify read shows of each write; audit, ledger,
+   conflicts, the action's completion and its `crm.written.contact` event are recorded in one
+   transaction; only then is the message acked.
+
+Every decision is the pure `policy` module's; the writer reads, calls it, writes and records.
 
 Two groups at a time are between their read and the answer to their writes (`PIPELINE_DEPTH`):
 one group's writes and the next one's read fill each request. A third group is formed, locked
@@ -21,8 +24,8 @@ joins the request that carries the other group's writes.
 
 Bitrix24 has no conditional update, so a person can still edit a field between our read and our
 write. The verify read, executed by the portal right before our updates, shows whether that
-happened; if it did, our write is repaired on the next round (`policy.merge`): a scalar gets the
-person's value back (and a conflict is recorded), a list gets their entries plus ours.
+happened; if it did, our write is repaired on the next round (`policy.plan_repairs()`): a scalar
+gets the person's value back (and a conflict is recorded), a list gets their entries plus ours.
 """
 
 from __future__ import annotations
@@ -38,17 +41,19 @@ from services.crm_sync.coalescer import CommandCoalescer
 from services.crm_sync.entities import written_event
 from services.crm_sync.grouping import GroupFormer
 from services.crm_sync.policy import (
-    SCALAR_ROLES,
+    Effects,
     LedgerEntry,
+    Outgoing,
     PatchPlan,
     Repair,
     Role,
-    Version,
-    Write,
-    overwritten,
-    plan_patch,
-    same,
-    targets,
+    conclude,
+    contact_fields_for,
+    field_roles,
+    plan_answer,
+    plan_details,
+    plan_repairs,
+    settle_writes,
 )
 from services.crm_sync.store import (
     AuditRow,
@@ -65,7 +70,7 @@ from shared.bitrix24 import Command
 from shared.events import CrmWritten, RouteAction, WriteOutcome
 from shared.logging import bind_message_context, get_logger
 from shared.outbox import Outbox
-from shared.portal_config import ContactFields, EquipmentSegment, PortalConfig
+from shared.portal_config import ContactFields, PortalConfig
 
 GROUP_SIZE = 48
 """Contacts per group: a verify read, 48 updates and the next group's read make 50 commands."""
@@ -80,13 +85,6 @@ log = get_logger(__name__)
 
 class StillEditingError(RuntimeError):
     """A field kept changing while we repaired it: retry the message later (transient)."""
-
-
-def contact_fields_for(action: RouteAction, config: PortalConfig) -> ContactFields | None:
-    segment = config.survey.segment(action.answer.category_id)
-    if isinstance(segment, EquipmentSegment):
-        return segment.contact_fields
-    return None
 
 
 @dataclass(eq=False)
@@ -126,7 +124,7 @@ class _Work:
     recovering: tuple[IntentWrite, ...] = ()
     """Writes an earlier attempt sent without recording them (looked at in the first round)."""
     plan: PatchPlan | None = None
-    writes: tuple[IntentWrite, ...] = ()
+    writes: tuple[Outgoing, ...] = ()
     outcome: WriteOutcome | None = None
     details: dict[str, Any] = field(default_factory=dict)
 
@@ -136,38 +134,43 @@ class _Work:
 
     @property
     def roles(self) -> dict[str, Role]:
-        return {
-            name: role for name, (role, _) in targets(self.job.fields, self.action.answer).items()
-        }
+        return field_roles(self.job.fields, self.action.answer)
 
     def fields(self) -> set[str]:
         return {*self.roles, *(repair.field for repair in self.repairs)}
 
 
-def _audit(work: _Work, write: Write, before: Any, kind: str, before_ours: bool) -> AuditRow:
-    return AuditRow(
-        portal=work.job.portal,
-        contact_id=work.job.contact_id,
-        field=write.field,
-        before=before,
-        after=write.value,
-        kind=kind,
-        action_id=work.action.action_id,
-        answer_id=work.action.answer.answer_id,
-        before_ours=before_ours,
-    )
+def _add(work: _Work, effects: Effects, changes: Changes) -> None:
+    """Add what the policy decided to record about one contact to `changes`."""
+    portal, contact_id = work.job.portal, work.job.contact_id
+    action_id, answer_id = work.action.action_id, work.action.answer.answer_id
+    changes.audit += [
+        AuditRow(
+            portal=portal,
+            contact_id=contact_id,
+            field=a.field,
+            before=a.before,
+            after=a.after,
+            kind=a.kind,
+            action_id=action_id,
+            answer_id=answer_id,
+            before_ours=a.before_ours,
+        )
+        for a in effects.audit
+    ]
+    changes.ledger += [
+        LedgerRow(portal, contact_id, o.field, o.value, o.version, action_id) for o in effects.owned
+    ]
+    changes.conflicts += [
+        ConflictRow(
+            portal, contact_id, c.field, c.reason, c.current, c.proposed, answer_id, action_id
+        )
+        for c in effects.conflicts
+    ]
 
 
-def _details(plan: PatchPlan, contact_id: int) -> dict[str, Any]:
-    writes = [d for d in plan.decisions if d.verdict == "write"]
-    return {
-        "contact_id": contact_id,
-        "written": {d.field: d.value for d in writes if d.role != "history"},
-        "appended": {d.field: d.proposed for d in writes if d.role == "history"},
-        "kept": {d.field: d.reason for d in plan.decisions if d.verdict == "keep"},
-        "conflicts": [{"field": d.field, "reason": d.reason} for d in plan.conflicts()],
-        "stale": plan.stale,
-    }
+def _intents(sends: tuple[Outgoing, ...]) -> tuple[IntentWrite, ...]:
+    return tuple(IntentWrite(send.write, send.before_ours) for send in sends)
 
 
 class ContactWriter:
@@ -325,16 +328,12 @@ class ContactWriter:
         planned.completions.append(event)
 
     def _plan_repairs(self, item: _Work, row: Mapping[str, Any], planned: Changes) -> None:
-        for intent in item.recovering:  # restores sent by an attempt that stopped before recording
-            if same(row.get(intent.write.field), intent.write.value):
-                planned.audit.append(_audit(item, intent.write, intent.write.base, "restore", True))
+        step = plan_repairs(item.repairs, row, item.recovering)
+        _add(item, step.effects, planned)
         item.recovering = ()
-        writes = [
-            write for repair in item.repairs if (write := repair.write_for(row.get(repair.field)))
-        ]
-        item.writes = tuple(IntentWrite(write, before_ours=True) for write in writes)
-        if writes:
-            planned.intents[item.action.action_id] = item.writes
+        item.writes = step.sends
+        if item.writes:
+            planned.intents[item.action.action_id] = _intents(item.writes)
         else:
             planned.completions.append(self._event(item))
 
@@ -345,84 +344,24 @@ class ContactWriter:
         ledger: Mapping[tuple[str, int, str], LedgerEntry],
         planned: Changes,
     ) -> None:
-        job, answer = item.job, item.action.answer
-        version = Version.of(answer)
-        roles = item.roles
+        job = item.job
         entries = {
             name: ledger[(job.portal, job.contact_id, name)]
-            for name in roles
+            for name in item.roles
             if (job.portal, job.contact_id, name) in ledger
         }
-        # A previous attempt sent writes and stopped before recording them: those that show in
-        # the contact now did happen; they are recorded as ours before deciding afresh.
-        for intent in item.recovering:
-            write = intent.write
-            if write.field not in roles or not same(row.get(write.field), write.value):
-                continue
-            planned.audit.append(_audit(item, write, write.base, "recovered", intent.before_ours))
-            if roles[write.field] in SCALAR_ROLES:
-                entries[write.field] = LedgerEntry(version, write.value)
-                planned.ledger.append(
-                    LedgerRow(
-                        job.portal,
-                        job.contact_id,
-                        write.field,
-                        write.value,
-                        version,
-                        item.action.action_id,
-                    )
-                )
-        plan = plan_patch(job.fields, answer, row, entries)
-        item.plan = plan
-        item.outcome = plan.outcome()
-        item.details = _details(plan, job.contact_id)
-        item.writes = tuple(
-            IntentWrite(write, decision.before_ours)
-            for write in plan.writes()
-            if (decision := plan.decision(write.field)) is not None
-        )
+        step = plan_answer(job.fields, item.action.answer, row, entries, item.recovering)
+        _add(item, step.effects, planned)
+        item.plan = step.plan
+        item.outcome = step.plan.outcome()
+        item.details = plan_details(step.plan, job.contact_id)
+        item.writes = step.sends
         if item.writes or item.recovering:
-            planned.intents[item.action.action_id] = item.writes
+            planned.intents[item.action.action_id] = _intents(item.writes)
         item.recovering = ()
         if not item.writes:
-            self._conclude(item, planned)
+            _add(item, conclude(step.plan), planned)
             planned.completions.append(self._event(item))
-
-    def _conclude(
-        self, item: _Work, changes: Changes, clobbered: frozenset[str] = frozenset()
-    ) -> None:
-        """Ledger and conflicts of an answer's plan, once its writes (if any) are done."""
-        plan, job = item.plan, item.job
-        if plan is None:
-            return
-        answer = item.action.answer
-        for decision in plan.ledger_updates():
-            owned = decision.owned_after
-            if decision.field in clobbered:
-                owned = decision.current if decision.before_ours else None
-            changes.ledger.append(
-                LedgerRow(
-                    job.portal,
-                    job.contact_id,
-                    decision.field,
-                    owned,
-                    plan.version,
-                    item.action.action_id,
-                )
-            )
-        for decision in plan.conflicts():
-            changes.conflicts.append(
-                ConflictRow(
-                    job.portal,
-                    job.contact_id,
-                    decision.field,
-                    decision.reason,
-                    decision.current,
-                    decision.proposed,
-                    answer.answer_id,
-                    item.action.action_id,
-                )
-            )
 
     def _event(self, item: _Work) -> CrmWritten:
         return written_event(
@@ -484,17 +423,16 @@ class ContactWriter:
 
     def _record_write(self, item: _Work, seen: Mapping[str, Any] | None, changes: Changes) -> bool:
         """Record one contact's writes; True when a repair is owed (another round)."""
-        kind = "restore" if item.repairs else "answer"
-        repairs: list[Repair] = []
-        for intent in item.writes:
-            write = intent.write
-            before = write.base if seen is None else seen.get(write.field)
-            changes.audit.append(_audit(item, write, before, kind, intent.before_ours))
-            repair = None if seen is None else overwritten(write, before)
-            if repair is not None:
-                repairs.append(repair)
-        clobbered = frozenset(r.field for r in repairs if self._is_scalar(item, r.field))
-        for repair in repairs:
+        settled = settle_writes(
+            item.writes,
+            seen,
+            plan=item.plan,
+            roles=item.roles,
+            outcome=item.outcome,
+            details=item.details,
+        )
+        _add(item, settled.effects, changes)
+        for repair in settled.repairs:
             log.warning(
                 "contact_edited_while_writing",
                 action_id=item.action.action_id,
@@ -502,53 +440,17 @@ class ContactWriter:
                 contact_id=item.job.contact_id,
                 field=repair.field,
             )
-        if item.plan is not None:
-            self._conclude(item, changes, clobbered)
-        for name in sorted(clobbered):
-            decision = item.plan.decision(name) if item.plan is not None else None
-            changes.conflicts.append(
-                ConflictRow(
-                    item.job.portal,
-                    item.job.contact_id,
-                    name,
-                    "edited_during_write",
-                    next(r.displaced for r in repairs if r.field == name),
-                    decision.proposed if decision is not None else None,
-                    item.action.answer.answer_id,
-                    item.action.action_id,
-                )
-            )
-        if clobbered:
-            item.outcome = "conflict"
-            item.details = {
-                **item.details,
-                "conflicts": [
-                    *item.details.get("conflicts", []),
-                    *({"field": name, "reason": "edited_during_write"} for name in clobbered),
-                ],
-            }
-        if repairs:
-            item.details = {
-                **item.details,
-                "repaired": sorted(
-                    {*item.details.get("repaired", []), *(r.field for r in repairs)}
-                ),
-            }
-            item.repairs = tuple(repairs)
-            item.plan = None
-            changes.repairs[item.action.action_id] = (
-                item.repairs,
-                item.outcome or "patched",
-                item.details,
-            )
-            return True
-        changes.completions.append(self._event(item))
-        return False
-
-    @staticmethod
-    def _is_scalar(item: _Work, name: str) -> bool:
-        role = item.roles.get(name)
-        return role is None or role in SCALAR_ROLES
+        item.outcome, item.details = settled.outcome, settled.details
+        if not settled.repairs:
+            changes.completions.append(self._event(item))
+            return False
+        item.repairs, item.plan = settled.repairs, None
+        changes.repairs[item.action.action_id] = (
+            item.repairs,
+            item.outcome or "patched",
+            item.details,
+        )
+        return True
 
 
 class _Slot:

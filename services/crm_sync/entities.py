@@ -16,7 +16,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from shared.events import CrmWritten, RouteAction, ScoredAnswer, WriteOutcome, derived_id
-from shared.portal_config import PortalConfig
+from shared.portal_config import DEFAULT_DEADLINE_HOURS, PortalConfig
 
 ORIGINATOR = "b24-nps"
 LEAD_ACTIONS = ("service", "marketing")
@@ -39,7 +39,7 @@ def crm_bindings(answer: ScoredAnswer) -> list[str]:
     return [*bindings, item_binding(answer.entity_type_id, answer.item_id)]
 
 
-def _positive_int(params: Mapping[str, Any], key: str, default: int) -> int:
+def _positive_int(params: Mapping[str, Any], key: str, default: int | None) -> int:
     value = params.get(key, default)
     if isinstance(value, bool) or not isinstance(value, int | str):
         raise ActionError(f"params.{key} must be a positive integer, got {value!r}")
@@ -58,15 +58,22 @@ def responsible_for(action: RouteAction, config: PortalConfig) -> int:
     defaults = {
         "service": routing.service.responsible_id,
         "marketing": routing.marketing.responsible_id,
-        TASK_ACTION: routing.task.responsible_id,
+        TASK_ACTION: None if routing.task is None else routing.task.responsible_id,
     }
     if action.action not in defaults:
         raise ActionError(f"crm_sync creates nothing for action {action.action!r}")
-    return _positive_int(action.params, "responsible_id", defaults[action.action])
+    default = defaults[action.action]
+    if default is None and "responsible_id" not in action.params:
+        raise ActionError(
+            "params.responsible_id is missing and routing.task (the head of sales) is not set"
+        )
+    return _positive_int(action.params, "responsible_id", default)
 
 
 def deadline_for(action: RouteAction, config: PortalConfig, now: datetime) -> datetime:
-    hours = _positive_int(action.params, "deadline_hours", config.routing.task.deadline_hours)
+    task = config.routing.task
+    default = DEFAULT_DEADLINE_HOURS if task is None else task.deadline_hours
+    hours = _positive_int(action.params, "deadline_hours", default)
     return now + timedelta(hours=hours)
 
 

@@ -1,8 +1,14 @@
 """The legacy-safe contact patch: what one survey answer may write into a contact card
 (docs/crm_sync.md).
 
-Pure: no I/O and no clock. The caller reads the contact's current values and the ownership ledger,
-asks `plan_patch()` for a decision per field, and carries it out.
+Pure: no I/O and no clock. Every decision of the contact writer is made here, over plain data;
+`contacts.ContactWriter` only reads, calls these functions, writes and records what they return:
+
+- `plan_answer()`: what an answer writes (`plan_patch()`: a decision per field), after taking in
+  the writes an earlier attempt sent without recording them (`recovered` in the audit);
+- `plan_repairs()`: what puts back a person's edit that our write replaced;
+- `settle_writes()`: what the verify read shows of each write once sent: its audit, the repairs
+  owed (`overwritten()`), the ledger and the conflicts (`conclude()`), the outcome and details.
 
 1. Only the segment's `contact_fields` are touched, and only those whose value would change.
 2. A scalar field (score, date) that is empty is written. One that still holds the value b24-nps
@@ -15,7 +21,8 @@ asks `plan_patch()` for a decision per field, and carries it out.
    score with an older one.
 4. The history field (multiple) is append-only: the full current list plus the answer's entry,
    and only when that entry is not there yet (a retry never appends it twice).
-5. Auditing every write is the caller's part (see `store.py`).
+5. Every write is audited: which, with what before and after, is decided here (`Audit`); the
+   caller records it (see `store.py`).
 
 Values are compared the way a person reads them: `"9"`, `"9.0"` and `9` are equal, a date equals
 the same date at midnight (`2025-03-14` and `2025-03-14T00:00:00+03:00`), and `None`, `""`,
@@ -34,10 +41,10 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
-from shared.events import ScoredAnswer, WriteOutcome
-from shared.portal_config import ContactFields
+from shared.events import RouteAction, ScoredAnswer, WriteOutcome
+from shared.portal_config import ContactFields, EquipmentSegment, PortalConfig
 
 Role = Literal["score", "date", "history"]
 Verdict = Literal["write", "keep", "conflict", "stale"]
@@ -53,6 +60,7 @@ Reason = Literal[
     "not_a_list",
 ]
 SCALAR_ROLES: tuple[Role, ...] = ("score", "date")
+AuditKind = Literal["answer", "restore", "recovered"]
 
 _NUMBER = re.compile(r"^[+-]?(?:\d+(?:\.\d*)?|\.\d+)$")
 _ISO_DATE = re.compile(
@@ -273,6 +281,14 @@ def _history(field: str, entry: str, current: Any) -> FieldDecision:
     )
 
 
+def contact_fields_for(action: RouteAction, config: PortalConfig) -> ContactFields | None:
+    """The contact fields the action's segment maps; None when it writes nothing into contacts."""
+    segment = config.survey.segment(action.answer.category_id)
+    if isinstance(segment, EquipmentSegment):
+        return segment.contact_fields
+    return None
+
+
 def targets(fields: ContactFields, answer: ScoredAnswer) -> dict[str, tuple[Role, str]]:
     """Each mapped field with its role and what the answer proposes for it."""
     proposed: dict[str, tuple[Role, str]] = {fields.score: ("score", score_value(answer))}
@@ -281,6 +297,11 @@ def targets(fields: ContactFields, answer: ScoredAnswer) -> dict[str, tuple[Role
     if fields.history:
         proposed[fields.history] = ("history", history_entry(answer))
     return proposed
+
+
+def field_roles(fields: ContactFields, answer: ScoredAnswer) -> dict[str, Role]:
+    """Each mapped field with its role."""
+    return {name: role for name, (role, _) in targets(fields, answer).items()}
 
 
 def plan_patch(
@@ -392,3 +413,226 @@ def overwritten(write: Write, seen: Any) -> Repair | None:
     if same(target, write.value):
         return None
     return Repair(write.field, write.value, target, seen)
+
+
+# --- the contact writer's steps -------------------------------------------------------------
+
+
+class Sent(Protocol):
+    """A write sent (or about to be): `before_ours` when the value it replaces is b24-nps's own
+    (`Outgoing`, or the action's saved intent)."""
+
+    @property
+    def write(self) -> Write: ...
+
+    @property
+    def before_ours(self) -> bool: ...
+
+
+@dataclass(frozen=True)
+class Outgoing:
+    """A write to send, and whether the value it replaces is b24-nps's own (for the audit)."""
+
+    write: Write
+    before_ours: bool
+
+
+@dataclass(frozen=True)
+class Audit:
+    """One write into the contact, as the audit shows it."""
+
+    field: str
+    before: Any
+    after: Any
+    kind: AuditKind
+    before_ours: bool
+
+
+@dataclass(frozen=True)
+class Owned:
+    """The ledger's new entry for a field: b24-nps owns `value` (None: nothing), by `version`."""
+
+    field: str
+    value: Any
+    version: Version
+
+
+@dataclass(frozen=True)
+class Conflict:
+    """A value left alone: `current` is the person's, `proposed` what the answer had for it."""
+
+    field: str
+    reason: Reason | Literal["edited_during_write"]
+    current: Any
+    proposed: Any
+
+
+@dataclass(frozen=True)
+class Effects:
+    """What one step records about one contact."""
+
+    audit: tuple[Audit, ...] = ()
+    owned: tuple[Owned, ...] = ()
+    conflicts: tuple[Conflict, ...] = ()
+
+
+@dataclass(frozen=True)
+class Step:
+    """What one round does for one contact: the writes to send and what to record now."""
+
+    sends: tuple[Outgoing, ...]
+    effects: Effects
+
+
+@dataclass(frozen=True)
+class AnswerStep(Step):
+    """A round for an answer, with its plan (to conclude once the writes are done)."""
+
+    plan: PatchPlan
+
+
+def plan_answer(
+    fields: ContactFields,
+    answer: ScoredAnswer,
+    current: Mapping[str, Any],
+    ledger: Mapping[str, LedgerEntry],
+    sent: Iterable[Sent] = (),
+) -> AnswerStep:
+    """The writes `answer` owes the contact (`plan_patch()`), given its `current` values, the
+    `ledger` entries of its fields and the writes `sent` by an attempt that stopped before
+    recording them: those that show in the contact did happen; they are recorded as ours
+    (audit `recovered`, and the ledger for a score or date) before deciding afresh."""
+    version = Version.of(answer)
+    mapped = field_roles(fields, answer)
+    entries = dict(ledger)
+    audit: list[Audit] = []
+    owned: list[Owned] = []
+    for intent in sent:
+        write = intent.write
+        if write.field not in mapped or not same(current.get(write.field), write.value):
+            continue
+        audit.append(Audit(write.field, write.base, write.value, "recovered", intent.before_ours))
+        if mapped[write.field] in SCALAR_ROLES:
+            entries[write.field] = LedgerEntry(version, write.value)
+            owned.append(Owned(write.field, write.value, version))
+    plan = plan_patch(fields, answer, current, entries)
+    sends = tuple(
+        Outgoing(write, decision.before_ours)
+        for write in plan.writes()
+        if (decision := plan.decision(write.field)) is not None
+    )
+    return AnswerStep(sends, Effects(audit=tuple(audit), owned=tuple(owned)), plan)
+
+
+def plan_repairs(
+    repairs: Iterable[Repair], current: Mapping[str, Any], sent: Iterable[Sent] = ()
+) -> Step:
+    """The writes that carry out `repairs` on the contact's `current` values; the restores `sent`
+    by an attempt that stopped before recording them are audited if they show in the contact."""
+    restored = tuple(
+        Audit(write.field, write.base, write.value, "restore", True)
+        for write in (intent.write for intent in sent)
+        if same(current.get(write.field), write.value)
+    )
+    sends = tuple(
+        Outgoing(write, True)
+        for repair in repairs
+        if (write := repair.write_for(current.get(repair.field)))
+    )
+    return Step(sends, Effects(audit=restored))
+
+
+def conclude(plan: PatchPlan, clobbered: frozenset[str] = frozenset()) -> Effects:
+    """The ledger and the conflicts of an answer's plan, once its writes (if any) are done. A
+    score or date a person set while we wrote it (`clobbered`) is theirs again: the ledger owns
+    the value our write replaced only if that one was ours."""
+    owned = tuple(
+        Owned(
+            d.field,
+            (d.current if d.before_ours else None) if d.field in clobbered else d.owned_after,
+            plan.version,
+        )
+        for d in plan.ledger_updates()
+    )
+    conflicts = tuple(Conflict(d.field, d.reason, d.current, d.proposed) for d in plan.conflicts())
+    return Effects(owned=owned, conflicts=conflicts)
+
+
+def plan_details(plan: PatchPlan, contact_id: int) -> dict[str, Any]:
+    """The details of the `crm.written.contact` event announcing `plan`."""
+    writes = [d for d in plan.decisions if d.verdict == "write"]
+    return {
+        "contact_id": contact_id,
+        "written": {d.field: d.value for d in writes if d.role != "history"},
+        "appended": {d.field: d.proposed for d in writes if d.role == "history"},
+        "kept": {d.field: d.reason for d in plan.decisions if d.verdict == "keep"},
+        "conflicts": [{"field": d.field, "reason": d.reason} for d in plan.conflicts()],
+        "stale": plan.stale,
+    }
+
+
+@dataclass(frozen=True)
+class Settled:
+    """A contact's writes once the portal has carried them out."""
+
+    effects: Effects
+    repairs: tuple[Repair, ...]
+    """Owed when a person edited a field between our read and our write (another round)."""
+    outcome: WriteOutcome | None
+    details: dict[str, Any]
+
+
+def settle_writes(
+    sent: Iterable[Sent],
+    seen: Mapping[str, Any] | None,
+    *,
+    plan: PatchPlan | None,
+    roles: Mapping[str, Role],
+    outcome: WriteOutcome | None,
+    details: Mapping[str, Any],
+) -> Settled:
+    """What to record of the writes `sent` (an answer's when `plan` is given, else restores),
+    given the verify read `seen` right before them (None when it failed: each write is taken to
+    have replaced the value it was decided on).
+
+    A field that held something else was edited in between: a repair is owed. A score or date
+    (or a field the answer no longer maps) edited so is a conflict `edited_during_write`, and the
+    outcome becomes `conflict`; a history list is merged without one."""
+    kind: AuditKind = "answer" if plan is not None else "restore"
+    audit: list[Audit] = []
+    repairs: list[Repair] = []
+    for intent in sent:
+        write = intent.write
+        before = write.base if seen is None else seen.get(write.field)
+        audit.append(Audit(write.field, before, write.value, kind, intent.before_ours))
+        repair = None if seen is None else overwritten(write, before)
+        if repair is not None:
+            repairs.append(repair)
+    clobbered = frozenset(
+        r.field for r in repairs if (role := roles.get(r.field)) is None or role in SCALAR_ROLES
+    )
+    concluded = conclude(plan, clobbered) if plan is not None else Effects()
+    edited = tuple(
+        Conflict(
+            name,
+            "edited_during_write",
+            next(r.displaced for r in repairs if r.field == name),
+            decision.proposed
+            if plan is not None and (decision := plan.decision(name)) is not None
+            else None,
+        )
+        for name in sorted(clobbered)
+    )
+    new_details = dict(details)
+    if clobbered:
+        outcome = "conflict"
+        new_details["conflicts"] = [
+            *new_details.get("conflicts", []),
+            *({"field": name, "reason": "edited_during_write"} for name in sorted(clobbered)),
+        ]
+    if repairs:
+        new_details["repaired"] = sorted(
+            {*new_details.get("repaired", []), *(r.field for r in repairs)}
+        )
+    effects = Effects(tuple(audit), concluded.owned, (*concluded.conflicts, *edited))
+    return Settled(effects, tuple(repairs), outcome, new_details)

@@ -1,8 +1,11 @@
-"""`nps sweep`: run the catch-up sweep once (see `services/ingest/sweep.py`)."""
+"""`nps sweep`: run the catch-up sweep once (see `services/ingest/sweep.py`); `nps unmapped`: the
+answers held because no segment maps their category (see `services/ingest/unmapped.py`)."""
 
 from __future__ import annotations
 
 import asyncio
+import json
+from dataclasses import asdict
 from datetime import UTC, datetime
 from typing import Annotated
 
@@ -10,6 +13,7 @@ import asyncpg
 import typer
 
 from services.ingest.sweep import Sweeper, SweepResult
+from services.ingest.unmapped import UnmappedCategory, unmapped_summary
 from shared.bitrix24 import client_from_settings
 from shared.db import create_pool, migrate
 from shared.logging import configure_logging
@@ -21,6 +25,53 @@ from shared.settings import Settings, get_settings
 
 def register(app: typer.Typer) -> None:
     app.command("sweep")(sweep_command)
+    app.command("unmapped")(unmapped_command)
+
+
+def unmapped_command(
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON instead of lines")] = False,
+    portal: Annotated[
+        str | None,
+        typer.Option(help="only this portal key (member id or domain)", show_default=False),
+    ] = None,
+) -> None:
+    """Answers held because no segment maps their category, per category."""
+    settings = get_settings()
+    configure_logging(settings.log_level, settings.log_format, service="ingest")
+    try:
+        held = asyncio.run(_unmapped(settings, portal))
+    except (OSError, asyncpg.PostgresError) as exc:
+        typer.echo(f"PostgreSQL (DATABASE_URL) did not answer: {exc}", err=True)
+        raise typer.Exit(code=1) from None
+    if held is None:
+        typer.echo("the database has no ingest tables yet: run `nps migrate`", err=True)
+        raise typer.Exit(code=1)
+    if as_json:
+        rows = [asdict(category) for category in held]
+        typer.echo(json.dumps(rows, ensure_ascii=False, indent=2, default=str))
+        return
+    if not held:
+        typer.echo("no answers held: every category that sent answers is mapped by a segment")
+        return
+    for category in held:
+        typer.echo(
+            f"category {category.category_id}: {category.items} answer(s) held, updated"
+            f" {category.oldest:%Y-%m-%d %H:%M} .. {category.newest:%Y-%m-%d %H:%M} UTC"
+        )
+    total = sum(category.items for category in held)
+    typer.echo(
+        f"{total} answer(s) in {len(held)} category(ies) wait for a segment: add one per category"
+        " to the portal YAML; ingest picks the change up and scores them once"
+    )
+
+
+async def _unmapped(settings: Settings, portal: str | None) -> list[UnmappedCategory] | None:
+    pool = await create_pool(settings.database_url.get_secret_value(), max_size=1)
+    try:
+        async with pool.acquire() as conn:
+            return await unmapped_summary(conn, portal)
+    finally:
+        await pool.close()
 
 
 def sweep_command(

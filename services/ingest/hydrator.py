@@ -8,19 +8,25 @@ calls and sweep submissions bring the item's fields along and need no read.
 Publishing happens in one statement with the claim of the incoming message id, so a redelivered
 message publishes nothing twice; `store.record_answer` also drops a state of the item that was
 already published (the same answer reached us by event and by sweep, say).
+
+An item of a category no segment maps is held (`store.hold_unmapped`) with the fields it was read
+with, until the configuration maps the category (`services.ingest.release`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Callable, Coroutine, Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 
 import asyncpg
 from prometheus_client import Counter
 
 from services.ingest import store
+from services.ingest.contacts import ContactManagers
 from services.ingest.mapping import (
     Answer,
     AnswerError,
@@ -29,6 +35,7 @@ from services.ingest.mapping import (
     UnknownListItemError,
     map_item,
 )
+from services.ingest.release import release_held
 from shared.bitrix24 import Bitrix24Client, NotFound
 from shared.events import FormSubmitted, WebhookReceived
 from shared.logging import get_logger
@@ -39,6 +46,7 @@ from shared.portal_config import PortalConfig
 CONSUMER = "ingest.hydrate"
 PAGE_SIZE = 50
 FIELDS_REFRESH_S = 60.0
+MIN_SLEEP_S = 0.001
 
 HYDRATED = Counter(
     "nps_ingest_hydrated_total",
@@ -48,29 +56,46 @@ HYDRATED = Counter(
 
 log = get_logger(__name__)
 
+Waiting = dict[int, list[asyncio.Future[dict[str, Any] | None]]]
+"""Item id → the futures of the messages waiting for that item."""
+
 
 class ItemReader:
-    """Reads NPS items by id, packing the concurrent requests of one moment into one call."""
+    """Reads NPS items by id, packing the requests of concurrent messages into one call.
+
+    One sender per smart process waits a short window for more ids, then for a free read slot
+    (at most `max_reads` reads at once) and for room in the portal's budget, and only then
+    takes up to 50 waiting ids into one `crm.item.list`. While the portal is slow or hangs,
+    or the budget is full, ids keep gathering into the next request instead of queueing as
+    requests of their own.
+    """
 
     def __init__(
-        self, client: Bitrix24Client, *, window_s: float = 0.02, max_batch: int = PAGE_SIZE
+        self,
+        client: Bitrix24Client,
+        *,
+        window_s: float = 0.02,
+        max_batch: int = PAGE_SIZE,
+        max_reads: int = 4,
     ) -> None:
         self._client = client
         self._window_s = window_s
         self._max_batch = max_batch
-        self._pending: dict[int, dict[int, list[asyncio.Future[dict[str, Any] | None]]]] = {}
+        self._reads = asyncio.Semaphore(max_reads)
+        self._pending: dict[int, Waiting] = {}
+        self._full: dict[int, asyncio.Event] = {}
         self._tasks: set[asyncio.Task[None]] = set()
 
     async def get(self, entity_type_id: int, item_id: int) -> dict[str, Any] | None:
         """The item as `crm.item.list` returns it, or None when it does not exist (any more)."""
         future: asyncio.Future[dict[str, Any] | None] = asyncio.get_running_loop().create_future()
-        opening = entity_type_id not in self._pending
         waiting = self._pending.setdefault(entity_type_id, {})
         waiting.setdefault(item_id, []).append(future)
+        if entity_type_id not in self._full:
+            self._full[entity_type_id] = asyncio.Event()
+            self._start(self._send_loop(entity_type_id))
         if len(waiting) >= self._max_batch:
-            self._start(self._flush(entity_type_id))
-        elif opening:
-            self._start(self._flush_after(entity_type_id))
+            self._full[entity_type_id].set()
         return await future
 
     def _start(self, work: Coroutine[Any, Any, None]) -> None:
@@ -78,14 +103,54 @@ class ItemReader:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _flush_after(self, entity_type_id: int) -> None:
-        await asyncio.sleep(self._window_s)
-        await self._flush(entity_type_id)
+    async def _send_loop(self, entity_type_id: int) -> None:
+        full = self._full[entity_type_id]
+        try:
+            while self._pending.get(entity_type_id):
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(full.wait(), self._window_s)
+                await self._reads.acquire()
+                try:
+                    await self._until_room()
+                except BaseException:
+                    self._reads.release()
+                    raise
+                waiting = self._take(entity_type_id)
+                if len(self._pending.get(entity_type_id, {})) < self._max_batch:
+                    full.clear()
+                self._start(self._flush(entity_type_id, waiting))
+        except asyncio.CancelledError:
+            for futures in self._pending.pop(entity_type_id, {}).values():
+                for future in futures:
+                    future.cancel()
+            raise
+        finally:
+            del self._full[entity_type_id]
 
-    async def _flush(self, entity_type_id: int) -> None:
-        waiting = self._pending.pop(entity_type_id, None)
-        if not waiting:
-            return
+    async def _until_room(self) -> None:
+        """Wait until the portal's budget has room for a request (the client still counts it).
+        When the budget cannot tell (its database is down), the read goes on to the client,
+        which fails it with the error."""
+        while True:
+            try:
+                wait = await self._client.budget.room()
+            except Exception as exc:
+                log.warning("items_budget_room_unknown", error=str(exc))
+                return
+            if wait <= 0:
+                return
+            await asyncio.sleep(max(wait, MIN_SLEEP_S))
+
+    def _take(self, entity_type_id: int) -> Waiting:
+        """Up to `max_batch` of the waiting ids, the earliest first; the rest keep waiting."""
+        waiting = self._pending.pop(entity_type_id, {})
+        taken = dict(list(waiting.items())[: self._max_batch])
+        rest = {item_id: futures for item_id, futures in waiting.items() if item_id not in taken}
+        if rest:
+            self._pending[entity_type_id] = rest
+        return taken
+
+    async def _flush(self, entity_type_id: int, waiting: Waiting) -> None:
         try:
             items = await self._read(entity_type_id, sorted(waiting))
         except asyncio.CancelledError:
@@ -99,6 +164,8 @@ class ItemReader:
                     if not future.done():
                         future.set_exception(exc)
             return
+        finally:
+            self._reads.release()
         for item_id, futures in waiting.items():
             for future in futures:
                 if not future.done():
@@ -197,11 +264,20 @@ class Hydrator:
         reader: ItemReader,
         catalog: FieldCatalog,
         config: PortalConfig,
+        *,
+        contacts: ContactManagers | None = None,
     ) -> None:
+        if config.survey.manager == "contact" and contacts is None:
+            raise ValueError("survey.manager: contact needs the contacts' responsibles reader")
         self._pool = pool
         self._outbox = outbox
         self._reader = reader
         self._catalog = catalog
+        self._config = config
+        self._contacts = contacts
+
+    def reconfigure(self, config: PortalConfig) -> None:
+        """Map the next messages with `config` (a reloaded portal YAML)."""
         self._config = config
 
     async def handle(self, event: WebhookReceived) -> None:
@@ -217,8 +293,13 @@ class Hydrator:
                 return
         mapped = await self._map(item)
         if isinstance(mapped, NotASurvey):
-            self._dropped("not_a_segment", event, mapped.reason)
+            await self._hold(event, item, mapped)
             return
+        if self._contacts is not None and self._config.survey.manager == "contact":
+            # Whose NPS it is: the contact's responsible, not the item's (survey.manager).
+            contact = mapped.contact_id
+            manager = None if contact is None else await self._contacts.responsible(contact)
+            mapped = replace(mapped, responsible_id=manager)
         form = FormSubmitted(
             **event.caused("form", mapped.fingerprint()),
             portal=event.portal,
@@ -268,6 +349,25 @@ class Hydrator:
         except AnswerError as exc:
             HYDRATED.labels(outcome="invalid").inc()
             raise PermanentError(str(exc)) from exc
+
+    async def _hold(
+        self, event: WebhookReceived, item: Mapping[str, Any], unmapped: NotASurvey
+    ) -> None:
+        """Keep the item until a segment maps its category. Should the config have learned the
+        category while the item was being read, it goes out now: a reload releases only what was
+        held before it."""
+        async with self._pool.acquire() as conn:
+            held = await store.hold_unmapped(conn, event, unmapped, item)
+        HYDRATED.labels(outcome="held" if held else "stale").inc()
+        log.info(
+            "hydrate_held" if held else "hydrate_held_stale",
+            reason=unmapped.reason,
+            category_id=unmapped.category_id,
+            item_id=event.item_id,
+            source=event.source,
+        )
+        if self._config.survey.segment(unmapped.category_id) is not None:
+            await release_held(self._pool, self._outbox, self._config)
 
     def _dropped(self, outcome: str, event: WebhookReceived, reason: str) -> None:
         HYDRATED.labels(outcome=outcome).inc()

@@ -1,5 +1,6 @@
 """The ingest process: the HTTP endpoints (uvicorn on INGEST_HOST:INGEST_PORT), the hydrator
-consuming `ingest.hydrate`, the outbox relay and the periodic catch-up sweep, all in one process
+consuming `ingest.hydrate`, the outbox relay, the periodic catch-up sweep and the portal YAML's
+reloader (SIGHUP or a changed file; it releases held items), all in one process
 and stopped together by SIGTERM/SIGINT (`shared.service.serve` owns the stop event; uvicorn is
 run without its own signal handlers)."""
 
@@ -8,7 +9,9 @@ from __future__ import annotations
 import asyncio
 
 from services.ingest.api import create_app
+from services.ingest.contacts import ContactManagers
 from services.ingest.hydrator import PAGE_SIZE, FieldCatalog, Hydrator, ItemReader
+from services.ingest.release import ConfigReloader
 from services.ingest.sweep import Sweeper
 from shared.bitrix24 import Bitrix24Client, client_from_settings
 from shared.events import WebhookReceived
@@ -32,7 +35,14 @@ async def serve_ingest(settings: Settings, stop: asyncio.Event | None = None) ->
         config, pool, outbox = runtime.config, runtime.pool, runtime.outbox
         client = client_from_settings(settings, pool, config)
         clients.append(client)
-        hydrator = Hydrator(pool, outbox, ItemReader(client), FieldCatalog(client), config)
+        hydrator = Hydrator(
+            pool,
+            outbox,
+            ItemReader(client),
+            FieldCatalog(client),
+            config,
+            contacts=ContactManagers(client),
+        )
         subscribe(
             runtime.broker,
             INGEST_HYDRATE,
@@ -42,6 +52,9 @@ async def serve_ingest(settings: Settings, stop: asyncio.Event | None = None) ->
         )
         app = create_app(settings, config, pool, outbox, runtime.broker)
         sweeper = Sweeper(pool, outbox, client, config)
+        reloader = ConfigReloader(
+            settings.nps_config, config, pool, outbox, (hydrator.reconfigure, sweeper.reconfigure)
+        )
 
         async def http(stop: asyncio.Event) -> None:
             await serve_http(app, settings.ingest_host, settings.ingest_port, stop)
@@ -49,7 +62,10 @@ async def serve_ingest(settings: Settings, stop: asyncio.Event | None = None) ->
         async def sweep(stop: asyncio.Event) -> None:
             await sweeper.run(settings.sweep_interval_s, stop)
 
-        runtime.background.extend((http, sweep))
+        async def reload(stop: asyncio.Event) -> None:
+            await reloader.run(settings.config_reload_s, stop)
+
+        runtime.background.extend((http, sweep, reload))
 
     try:
         await serve("ingest", settings, wire, stop=stop, prefetch=PAGE_SIZE)

@@ -85,9 +85,12 @@ class Answer:
 
 @dataclass(frozen=True)
 class NotASurvey:
-    """The item is no survey answer this portal config knows (e.g. an unconfigured category)."""
+    """The item belongs to a category no segment of the portal config maps (a form added on the
+    portal before the YAML learned it): ingest holds it until the configuration maps it."""
 
     reason: str
+    category_id: int
+    updated_at: datetime
 
 
 def map_item(
@@ -99,7 +102,11 @@ def map_item(
     segment = config.survey.segment(category_id)
     if segment is None:
         configured = ", ".join(str(s.category_id) for s in config.survey.segments)
-        return NotASurvey(f"category {category_id} is not a configured segment ({configured})")
+        return NotASurvey(
+            f"category {category_id} is not a configured segment ({configured})",
+            category_id=category_id,
+            updated_at=read_time(item, "updatedTime", item_id),
+        )
     fields = config.survey.fields
     scale = config.nps.scale
     if isinstance(segment, EquipmentSegment):

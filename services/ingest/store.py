@@ -1,4 +1,5 @@
-"""PostgreSQL access of the ingest service (tables of migration `0100_ingest.sql`).
+"""PostgreSQL access of the ingest service (tables of migrations `0100_ingest.sql` and
+`0110_ingest_unmapped.sql`).
 
 Every function takes a connection and runs inside the caller's transaction, so that a stored
 event and its outbox row, or a claimed message and the answer it publishes, commit together.
@@ -7,11 +8,13 @@ event and its outbox row, or a claimed message and the answer it publishes, comm
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any, Literal
 
-from services.ingest.mapping import Answer
+import asyncpg
+
+from services.ingest.mapping import Answer, NotASurvey
 from shared.db import Conn
 from shared.events import FormSubmitted, PortalRef, WebhookReceived
 from shared.outbox import Outbox, QueuingStatement, StatementBuilder
@@ -203,3 +206,54 @@ async def seen_items(
         [updated for _, updated in candidates],
     )
     return {row["item_id"] for row in rows}
+
+
+async def hold_unmapped(
+    conn: Conn, event: WebhookReceived, unmapped: NotASurvey, fields: Mapping[str, Any]
+) -> bool:
+    """Hold the item of `event`, of a category no segment maps, with the fields it was read
+    with; a state at least as new as the held one replaces it and waits again. False when a
+    newer state is held."""
+    held: bool = await conn.fetchval(
+        """INSERT INTO ingest_unmapped_items AS h (portal, member_id, domain, entity_type_id,
+                                                   item_id, category_id, updated_at, fields)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8::jsonb)
+           ON CONFLICT (portal, entity_type_id, item_id) DO UPDATE
+           SET member_id = EXCLUDED.member_id, domain = EXCLUDED.domain,
+               category_id = EXCLUDED.category_id, updated_at = EXCLUDED.updated_at,
+               fields = EXCLUDED.fields, held_at = now(), released_at = NULL
+           WHERE EXCLUDED.updated_at >= h.updated_at
+           RETURNING true""",
+        event.portal.key,
+        event.portal.member_id,
+        event.portal.domain,
+        event.entity_type_id,
+        event.item_id,
+        unmapped.category_id,
+        unmapped.updated_at,
+        json.dumps(dict(fields), ensure_ascii=False, default=str),
+    )
+    return bool(held)
+
+
+async def take_held(
+    conn: Conn, entity_type_id: int, categories: Sequence[int]
+) -> list[asyncpg.Record]:
+    """Mark the held items of `categories` released and return them (portal, member_id, domain,
+    item_id, category_id, updated_at, fields); rows another transaction is taking are skipped."""
+    rows: list[asyncpg.Record] = await conn.fetch(
+        """WITH taken AS (
+               SELECT portal, entity_type_id, item_id FROM ingest_unmapped_items
+               WHERE released_at IS NULL AND entity_type_id = $1 AND category_id = ANY($2::int[])
+               ORDER BY held_at, item_id
+               FOR UPDATE SKIP LOCKED)
+           UPDATE ingest_unmapped_items h SET released_at = now()
+           FROM taken
+           WHERE h.portal = taken.portal AND h.entity_type_id = taken.entity_type_id
+             AND h.item_id = taken.item_id
+           RETURNING h.portal, h.member_id, h.domain, h.item_id, h.category_id, h.updated_at,
+                     h.fields::text AS fields""",
+        entity_type_id,
+        list(categories),
+    )
+    return rows

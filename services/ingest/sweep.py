@@ -76,6 +76,10 @@ class Sweeper:
         self._config = config
         self._clock = clock
 
+    def reconfigure(self, config: PortalConfig) -> None:
+        """Sweep with `config` from the next turn on (a reloaded portal YAML)."""
+        self._config = config
+
     async def run(self, interval_s: float, stop: asyncio.Event) -> None:
         """Sweep every `interval_s` until `stop` is set; a failed sweep waits for the next turn."""
         while not stop.is_set():
@@ -128,10 +132,7 @@ class Sweeper:
             "crm.item.list",
             {
                 "entityTypeId": entity_type_id,
-                "filter": {
-                    ">=updatedTime": (start - OVERLAP).isoformat(),
-                    "@categoryId": [s.category_id for s in self._config.survey.segments],
-                },
+                "filter": {">=updatedTime": (start - OVERLAP).isoformat()},
                 "select": ["*"],
                 "useOriginalUfNames": "Y",
             },

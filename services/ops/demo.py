@@ -1,5 +1,8 @@
 """`nps demo`: survey answers created in the sandbox portal, followed through the running pipeline
-with a progress line, ending with the NPS report and what was written to the CRM."""
+with a progress line, ending with the NPS report and what was written to the CRM.
+
+The NPS shown follows the reports' cosmetics rule: per product (cosmetics included) and per
+segment, where a cosmetics segment has its counts but no NPS, and a note says why."""
 
 from __future__ import annotations
 
@@ -14,7 +17,7 @@ import httpx
 
 from services.scoring.commands import render_table
 from services.scoring.report import ReportQuery, run_report
-from shared.db import create_pool
+from shared.db import Conn, create_pool
 from shared.settings import Settings
 
 
@@ -72,6 +75,26 @@ async def _create_answers(settings: Settings, count: int) -> tuple[str, list[int
     return str(info["member_id"]), created
 
 
+async def nps_summary(conn: Conn, portal: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The demo's NPS rows of `portal`: by product, then by segment."""
+    products = await run_report(conn, ReportQuery(by="product", portal=portal))
+    segments = await run_report(conn, ReportQuery(by="segment", portal=portal))
+    return [row.as_dict() for row in products], [row.as_dict() for row in segments]
+
+
+def nps_text(products: list[dict[str, Any]], segments: list[dict[str, Any]]) -> str:
+    """The NPS part of the demo's summary: both tables with their headings."""
+    return "\n".join(
+        [
+            "NPS by product (all answers in the sandbox portal):",
+            render_table(products, "product"),
+            "",
+            "NPS by segment (cosmetics: per product only):",
+            render_table(segments, "segment"),
+        ]
+    )
+
+
 async def _progress(pool: asyncpg.Pool, portal: str, items: list[int]) -> Progress:
     row = await pool.fetchrow(_PROGRESS_SQL, portal, items)
     assert row is not None
@@ -113,10 +136,7 @@ async def run_demo(
                 )
             await asyncio.sleep(0.5)
         async with pool.acquire() as conn:
-            rows = [
-                r.as_dict()
-                for r in await run_report(conn, ReportQuery(by="product", portal=portal))
-            ]
+            rows, segments = await nps_summary(conn, portal)
             outcomes = await conn.fetch(_OUTCOMES_SQL, portal, items)
             conflicts = int(await conn.fetchval(_CONFLICTS_SQL, portal, items) or 0)
     finally:
@@ -127,9 +147,9 @@ async def run_demo(
         "crm": crm,
         "conflicts": conflicts,
         "report": rows,
+        "segments": segments,
     }
-    echo("\nNPS by product (all answers in the sandbox portal):")
-    echo(render_table(rows, "product"))
+    echo("\n" + nps_text(rows, segments))
     echo("\nWhat the CRM got for these answers:")
     for key, value in crm.items():
         action, outcome = key.split(":")

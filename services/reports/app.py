@@ -1,14 +1,16 @@
 """The read-only reports app: the NPS dashboard's pages and the reports as JSON.
 
-Pages (server-rendered HTML with inline SVG charts, no JavaScript), each with its filters in the
+Pages (server-rendered from the Jinja2 templates of `templates/` by `pages.py`: HTML with
+inline SVG charts, no JavaScript, the style sheet from `/static/`), each with its filters in the
 query string: `/` (NPS trend), `/products`, `/managers`, `/attention` (latest detractors and
 service requests), `/ops` (conflicts and dead letters). `GET /api/report` takes the same
 parameters as `nps report` (`by`, `period`, `from`, `to`, `segment`, `product`, `manager`,
 `portal`) and answers the same rows as `nps report --json`.
 
-Everything but `GET /healthz` needs the reports token (see `auth.py`): a page opened without it
-answers 401 with a sign-in prompt and how to get in; `?token=<token>` on any page sets a cookie
-and redirects to the same page without the token in its address.
+Everything but `GET /healthz` and the style sheet under `/static/` needs the reports token (see
+`auth.py`): a page opened without it answers 401 with a sign-in prompt and how to get in;
+`?token=<token>` on any page sets a cookie and redirects to the same page without the token in
+its address.
 """
 
 from __future__ import annotations
@@ -21,13 +23,13 @@ from urllib.parse import urlencode
 
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from fastapi.staticfiles import StaticFiles
 from pydantic import ValidationError
 
 from services.reports import pages
 from services.reports.auth import COOKIE, COOKIE_MAX_AGE_S, Access, cookie_value
 from services.reports.dashboard import VIEWS, Sources
-from services.reports.filters import FilterError, Filters, parse_filters
-from services.reports.markup import Html
+from services.reports.filters import FilterError, parse_filters
 from services.reports.queries import filter_options
 from services.reports.views import portal_origin
 from services.scoring.periods import Period
@@ -58,7 +60,7 @@ async def api_guard(request: Request) -> None:
         )
 
 
-def _html(body: Html, status_code: int = 200, headers: dict[str, str] | None = None) -> Response:
+def _html(body: str, status_code: int = 200, headers: dict[str, str] | None = None) -> Response:
     return HTMLResponse(body, status_code=status_code, headers={**PAGE_HEADERS, **(headers or {})})
 
 
@@ -97,9 +99,7 @@ async def page(request: Request) -> Response:
             filters = parse_filters(request.query_params)
         except FilterError as exc:
             options = await filter_options(conn, None)
-            notice = pages.problems_notice(exc.problems)
-            body = pages.layout(item, Filters(), options, Html(""), notice=notice)
-            return _html(body, 422)
+            return _html(pages.problems_page(item, options, exc.problems), 422)
         options = await filter_options(conn, filters.portal)
         return _html(await view(conn, request.app.state.sources, filters, options))
 
@@ -173,6 +173,7 @@ def create_app(
     api = APIRouter(prefix="/api", dependencies=[Depends(api_guard)])
     api.add_api_route("/report", report_endpoint, methods=["GET"])
     app.include_router(api)
+    app.mount("/static", StaticFiles(packages=[pages.STATIC_PACKAGE]), name="static")
     for path in VIEWS:
         app.add_api_route(path, page, methods=["GET"], include_in_schema=False)
 

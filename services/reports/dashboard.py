@@ -10,9 +10,9 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
+from services.ingest.unmapped import unmapped_summary
 from services.reports import pages, queries
 from services.reports.filters import Filters
-from services.reports.markup import Html
 from services.reports.views import (
     Counts,
     FilterOptions,
@@ -36,7 +36,7 @@ class Sources:
     """The broker whose dead-letter queues the ops view counts."""
 
 
-View = Callable[[Conn, Sources, Filters, FilterOptions], Awaitable[Html]]
+View = Callable[[Conn, Sources, Filters, FilterOptions], Awaitable[str]]
 
 
 async def _rows(conn: Conn, query: ReportQuery) -> list[dict[str, Any]]:
@@ -51,39 +51,46 @@ async def _summary(conn: Conn, filters: Filters) -> Counts:
     return Counts.of(rows[0])
 
 
-async def trend(conn: Conn, _sources: Sources, filters: Filters, options: FilterOptions) -> Html:
+async def trend(conn: Conn, _sources: Sources, filters: Filters, options: FilterOptions) -> str:
     rows = await _rows(conn, filters.report("period", filters.period))
-    body = pages.trend_body(trend_chart(rows), await _summary(conn, filters), filters.period)
+    summary = await _summary(conn, filters)
     api_url = filters.api_url("period", filters.period)
-    return pages.layout(pages.TREND, filters, options, body, api_url=api_url)
+    return pages.trend_page(
+        filters, options, trend_chart(rows), summary, filters.period, api_url=api_url
+    )
 
 
-async def products(conn: Conn, _sources: Sources, filters: Filters, options: FilterOptions) -> Html:
+async def products(conn: Conn, _sources: Sources, filters: Filters, options: FilterOptions) -> str:
     rows = await _rows(conn, filters.report("product"))
     trends = await _rows(conn, filters.report("product", filters.period))
-    body = pages.products_body(product_lines(rows, trends, options.catalogue), filters)
-    return pages.layout(pages.PRODUCTS, filters, options, body, api_url=filters.api_url("product"))
+    lines = product_lines(rows, trends, options.catalogue)
+    return pages.products_page(filters, options, lines, api_url=filters.api_url("product"))
 
 
-async def managers(conn: Conn, _sources: Sources, filters: Filters, options: FilterOptions) -> Html:
+async def managers(conn: Conn, _sources: Sources, filters: Filters, options: FilterOptions) -> str:
     rows = await _rows(conn, filters.report("manager"))
-    body = pages.managers_body(manager_lines(rows), filters)
-    return pages.layout(pages.MANAGERS, filters, options, body, api_url=filters.api_url("manager"))
+    lines = manager_lines(rows)
+    return pages.managers_page(filters, options, lines, api_url=filters.api_url("manager"))
 
 
-async def attention(conn: Conn, sources: Sources, filters: Filters, options: FilterOptions) -> Html:
+async def attention(conn: Conn, sources: Sources, filters: Filters, options: FilterOptions) -> str:
     records = await queries.attention(conn, filters)
     lines = attention_lines(records, sources.portal_origin)
-    body = pages.attention_body(lines, await _summary(conn, filters), queries.ATTENTION_LIMIT)
+    summary = await _summary(conn, filters)
     api_url = filters.api_url("period", "range")
-    return pages.layout(pages.ATTENTION, filters, options, body, api_url=api_url)
+    return pages.attention_page(
+        filters, options, lines, summary, queries.ATTENTION_LIMIT, api_url=api_url
+    )
 
 
-async def ops(conn: Conn, sources: Sources, filters: Filters, options: FilterOptions) -> Html:
+async def ops(conn: Conn, sources: Sources, filters: Filters, options: FilterOptions) -> str:
     total, records = await queries.conflicts(conn, filters.portal)
     dead_letters = await queries.dead_letter_sizes(sources.rabbitmq_url)
-    view = ops_view(total, records, dead_letters, queries.queue_names(), sources.portal_origin)
-    return pages.layout(pages.OPS, filters, options, pages.ops_body(view))
+    held = await unmapped_summary(conn, filters.portal)
+    view = ops_view(
+        total, records, dead_letters, queries.queue_names(), sources.portal_origin, unmapped=held
+    )
+    return pages.ops_page(filters, options, view)
 
 
 VIEWS: dict[str, tuple[pages.NavItem, View]] = {

@@ -12,7 +12,7 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 NPS_LOW, NPS_HIGH = -100.0, 100.0
@@ -30,7 +30,8 @@ def fmt_avg(value: float | None) -> str:
 
 @dataclass(frozen=True)
 class Counts:
-    """The figures of one report row."""
+    """The figures of one report row, and its note (cosmetics answers left out of an aggregate,
+    or why a cosmetics segment has no NPS)."""
 
     nps: float | None
     promoters: int
@@ -38,6 +39,7 @@ class Counts:
     detractors: int
     answers: int
     avg_score: float | None
+    note: str | None = None
 
     @classmethod
     def of(cls, row: Mapping[str, Any]) -> Counts:
@@ -48,6 +50,7 @@ class Counts:
             detractors=row["detractors"],
             answers=row["answers"],
             avg_score=row["avg_score"],
+            note=row.get("note"),
         )
 
 
@@ -440,14 +443,40 @@ class QueueLine:
     alert: bool
 
 
+class HeldCategory(Protocol):
+    """What ingest's read module says of one category no segment maps."""
+
+    @property
+    def category_id(self) -> int: ...
+    @property
+    def items(self) -> int: ...
+    @property
+    def oldest(self) -> datetime: ...
+    @property
+    def newest(self) -> datetime: ...
+
+
+@dataclass(frozen=True)
+class UnmappedLine:
+    """Answers of a category no segment maps, held by ingest until one does."""
+
+    category_id: int
+    answers: int
+    oldest: str
+    newest: str
+
+
 @dataclass(frozen=True)
 class OpsView:
-    """Conflicts (None: crm_sync's table is not in this database) and dead-letter queue sizes."""
+    """Conflicts (None: crm_sync's table is not in this database), dead-letter queue sizes and
+    the answers held for want of a segment."""
 
     conflicts_total: int | None
     conflicts: tuple[ConflictLine, ...]
     queues: tuple[QueueLine, ...]
     broker_reachable: bool
+    unmapped: tuple[UnmappedLine, ...] | None = ()
+    """None: ingest's table is not in this database."""
 
 
 def _queue_line(name: str, dead_letters: Mapping[str, int] | None) -> QueueLine:
@@ -461,6 +490,8 @@ def ops_view(
     dead_letters: Mapping[str, int] | None,
     queues: Sequence[str],
     origin: str | None,
+    *,
+    unmapped: Sequence[HeldCategory] | None = (),
 ) -> OpsView:
     return OpsView(
         conflicts_total=conflicts_total,
@@ -480,4 +511,15 @@ def ops_view(
         ),
         queues=tuple(_queue_line(name, dead_letters) for name in queues),
         broker_reachable=dead_letters is not None,
+        unmapped=None
+        if unmapped is None
+        else tuple(
+            UnmappedLine(
+                category_id=u.category_id,
+                answers=u.items,
+                oldest=fmt_time(u.oldest),
+                newest=fmt_time(u.newest),
+            )
+            for u in unmapped
+        ),
     )

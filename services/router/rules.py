@@ -5,7 +5,7 @@ Built-in rules (docs/router.md), equipment answers only:
 | rule                | when                                   | action    | outcome in the id |
 |---------------------|----------------------------------------|-----------|-------------------|
 | `builtin:service`   | detractor, or the service-request flag | service   | none: once ever   |
-| `builtin:task`      | detractor                              | task      | the category      |
+| `builtin:task`      | detractor, when `routing.task` is set  | task      | the category      |
 | `builtin:marketing` | promoter                               | marketing | the category      |
 | `builtin:contact`   | a contact and mapped contact fields    | contact   | answer version    |
 
@@ -27,6 +27,7 @@ from typing import Any
 from shared.events import NpsScored, RouteAction, ScoredAnswer, derived_id
 from shared.portal_config import (
     BUILTIN_PATCH_ACTION,
+    DEFAULT_DEADLINE_HOURS,
     PortalConfig,
     Rule,
     RuleMatch,
@@ -119,11 +120,13 @@ def default_params(action: str, answer: ScoredAnswer, config: PortalConfig) -> d
         params |= {"responsible_id": routing.service.responsible_id}
     elif action == MARKETING:
         params |= {"responsible_id": routing.marketing.responsible_id}
-    elif action == TASK:
+    elif action == TASK and routing.task is not None:
         params |= {
             "responsible_id": routing.task.responsible_id,
             "deadline_hours": routing.task.deadline_hours,
         }
+    elif action == TASK:
+        params |= {"deadline_hours": DEFAULT_DEADLINE_HOURS}
     if action in DEFAULT_TITLES:
         params["title"] = render(DEFAULT_TITLES[action], values)
     return params
@@ -143,7 +146,7 @@ def _builtin(answer: ScoredAnswer, config: PortalConfig) -> list[tuple[str, str,
     fired: list[tuple[str, str, str]] = []
     if answer.category == "detractor" or answer.service_request:
         fired.append((SERVICE, builtin_rule(SERVICE), "answer"))
-    if answer.category == "detractor":
+    if answer.category == "detractor" and config.routing.task is not None:
         fired.append((TASK, builtin_rule(TASK), answer.category))
     if answer.category == "promoter":
         fired.append((MARKETING, builtin_rule(MARKETING), answer.category))

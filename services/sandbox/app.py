@@ -97,10 +97,14 @@ def _rest_router(portal: SandboxPortal) -> APIRouter:
         except ValueError as exc:
             status, body = portal.reject(method, RestError(400, "INVALID_REQUEST", str(exc)))
             return JSONResponse(body, status_code=status)
+        refused = portal.arrive(method, auth=(user, secret))
+        if refused is not None:
+            status, body = refused
+            return JSONResponse(body, status_code=status)
         delay = portal.delay(method)
         if delay:
             await asyncio.sleep(delay)
-        status, body = portal.call(method, params, auth=(user, secret))
+        status, body = portal.call(method, params, arrived=True)
         return JSONResponse(body, status_code=status)
 
     return router

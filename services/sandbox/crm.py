@@ -4,7 +4,14 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from services.sandbox.query import Condition, matches, sort_records
-from services.sandbox.schema import TASK_FIELDS, EntityType, FieldSpec, contact_type, lead_type
+from services.sandbox.schema import (
+    TASK_FIELDS,
+    Category,
+    EntityType,
+    FieldSpec,
+    contact_type,
+    lead_type,
+)
 from services.sandbox.state import Change, PortalState
 from services.sandbox.timing import Clock, iso
 from services.sandbox.values import FieldValueError, apply_multifield, coerce
@@ -50,6 +57,14 @@ class Crm:
         self.state.entity_types[entity_type_id].fields[spec.name] = registered
         self.revision += 1
         return registered
+
+    def add_category(self, etype: EntityType, name: str, sort: int = 500) -> Category:
+        """A new pipeline of `etype`; ids are unique across the portal, as on Bitrix24."""
+        taken = [c.id for t in self.state.entity_types.values() for c in t.categories]
+        category = Category(id=max(taken, default=0) + 1, name=name, sort=sort)
+        etype.categories.append(category)
+        self.revision += 1
+        return category
 
     def entity_type(self, entity_type_id: int) -> EntityType | None:
         return self.state.entity_types.get(entity_type_id)

@@ -14,8 +14,9 @@ class Faults(BaseModel):
 
     Counts hit the next N requests; rates draw from a ``random.Random(seed)``. ``methods``
     restricts latency, hangs and 500s to those methods; an outage hits every request for
-    ``outage_s`` seconds from the moment the faults are set. A hung request sleeps ``hang_s``
-    and is then processed, so the client may time out on a call that did happen.
+    ``outage_s`` seconds from the moment the faults are set. A hung request is counted by the
+    leaky bucket when it arrives (as Bitrix24 counts it), sleeps ``hang_s`` and is then
+    processed, so the client may time out on a call that did happen.
     """
 
     model_config = ConfigDict(extra="forbid")

@@ -24,6 +24,7 @@ from services.sandbox.schema import TASK_FIELDS, USER_FIELDS, EntityType, FieldS
 from services.sandbox.values import FieldValueError
 from services.sandbox.views import (
     describe_field,
+    render_category,
     render_item,
     render_legacy,
     render_task,
@@ -122,6 +123,28 @@ def crm_item_fields(crm: Crm, params: Params) -> Reply:
 
 
 # --- legacy crm.contact.* / crm.lead.* ----------------------------------------------------
+
+
+# --- crm.category.* ---------------------------------------------------------------------
+
+
+def crm_category_list(crm: Crm, params: Params) -> Reply:
+    etype = _item_type(crm, params)
+    categories = sorted(etype.categories, key=lambda c: (c.sort, c.id))
+    return Reply(
+        {"categories": [render_category(etype, c) for c in categories]}, total=len(categories)
+    )
+
+
+def crm_category_add(crm: Crm, params: Params) -> Reply:
+    etype = _item_type(crm, params)
+    fields = _fields(params)
+    name = str(param(fields, "name") or "").strip()
+    if not name:
+        raise RestError(400, "INVALID_ARG_VALUE", 'Required field "name" is missing')
+    sort = _int(param(fields, "sort"))
+    category = crm.add_category(etype, name, 500 if sort is None else sort)
+    return Reply({"category": render_category(etype, category)})
 
 
 def legacy_get(entity_type_id: int) -> Method:
@@ -263,6 +286,8 @@ METHODS: dict[str, Method] = {
     "crm.item.add": crm_item_add,
     "crm.item.update": crm_item_update,
     "crm.item.fields": crm_item_fields,
+    "crm.category.list": crm_category_list,
+    "crm.category.add": crm_category_add,
     "crm.contact.get": legacy_get(CONTACT),
     "crm.contact.list": legacy_list(CONTACT),
     "crm.contact.update": crm_contact_update,

@@ -111,20 +111,40 @@ class SandboxPortal:
     # --- the REST entry point -----------------------------------------------------------
 
     def call(
-        self, method: str, params: Mapping[str, Any], *, auth: tuple[str, str] | None = None
+        self,
+        method: str,
+        params: Mapping[str, Any],
+        *,
+        auth: tuple[str, str] | None = None,
+        arrived: bool = False,
     ) -> tuple[int, dict[str, Any]]:
-        """Handle one request: authorization (when ``auth`` = (user, secret) is given),
-        outage, leaky bucket, method lookup, injected 500s, operating limit, the method or
-        ``batch``. Returns the HTTP status and the JSON body, ``time`` block included."""
+        """Handle one request: its arrival (see `arrive`; skipped when ``arrived``), method
+        lookup, injected 500s, operating limit, the method or ``batch``. Returns the HTTP status
+        and the JSON body, ``time`` block included."""
 
         def run(name: str, start: float, seq: int) -> Outcome:
-            self._admit(name, start, auth)
+            if not arrived:
+                self._arrive(start, auth)
+            self._admit(name)
             return self._batch(params, seq) if name == "batch" else self._execute(name, params)
 
         return self._serve(method, run)
 
+    def arrive(
+        self, method: str, *, auth: tuple[str, str] | None = None
+    ) -> tuple[int, dict[str, Any]] | None:
+        """Take a request the moment it arrives, as Bitrix24 does before anything runs or
+        hangs: authorization (when ``auth`` = (user, secret) is given), outage, and the leaky
+        bucket, which counts the request now. Returns the refusal (HTTP status and body, logged
+        like any call), or None: `call(..., arrived=True)` then handles the request."""
+        try:
+            self._arrive(self.clock(), auth)
+        except RestError as error:
+            return self.reject(method, error)
+        return None
+
     def reject(self, method: str, error: RestError) -> tuple[int, dict[str, Any]]:
-        """Answer a request the HTTP layer could not parse, logged like any other call."""
+        """Answer a request refused before it ran, logged like any other call."""
 
         def run(name: str, start: float, seq: int) -> Outcome:
             raise error
@@ -250,7 +270,7 @@ class SandboxPortal:
         self._finish(record, outcome)
         return outcome.status, outcome.body()
 
-    def _admit(self, name: str, now: float, auth: tuple[str, str] | None) -> None:
+    def _arrive(self, now: float, auth: tuple[str, str] | None) -> None:
         if auth is not None and not self._authorized(*auth):
             raise RestError(401, "NO_AUTH_FOUND", "Wrong authorization data")
         outage = self.faults.outage(now)
@@ -259,6 +279,8 @@ class SandboxPortal:
         per_second = self.limits.per_second
         if per_second is not None and not self._bucket.try_take(now, per_second, self.limits.burst):
             raise RestError(503, QUERY_LIMIT_EXCEEDED, "Too many requests")
+
+    def _admit(self, name: str) -> None:
         if name != "batch" and name not in METHODS:
             raise RestError(404, "ERROR_METHOD_NOT_FOUND", "Method not found!")
         failure = self.faults.failure(name)

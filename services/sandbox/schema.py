@@ -51,6 +51,7 @@ class Category(BaseModel):
 
     id: int
     name: str
+    sort: int = 500
     is_default: bool = False
 
 

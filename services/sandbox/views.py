@@ -4,7 +4,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from services.sandbox.naming import upper_to_camel
-from services.sandbox.schema import TASK_FIELDS, EntityType, FieldSpec
+from services.sandbox.schema import TASK_FIELDS, Category, EntityType, FieldSpec
 from services.sandbox.values import Style, render
 
 
@@ -26,6 +26,17 @@ def render_item(
     item = {names[name]: render(etype.fields[name], record.get(name), "item") for name in chosen}
     item["entityTypeId"] = etype.entity_type_id
     return item
+
+
+def render_category(etype: EntityType, category: Category) -> dict[str, Any]:
+    """A pipeline as ``crm.category.get``/``list`` return it."""
+    return {
+        "id": category.id,
+        "name": category.name,
+        "sort": category.sort,
+        "entityTypeId": etype.entity_type_id,
+        "isDefault": "Y" if category is etype.default_category() else "N",
+    }
 
 
 def render_legacy(

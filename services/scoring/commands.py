@@ -111,7 +111,7 @@ def report(
 ) -> None:
     """NPS, promoters/passives/detractors, answers and average score, grouped and filtered.
 
-    Cosmetics segments get no segment-wide NPS (see `--by product`); days are the portal's days.
+    Cosmetics NPS is per product only (by period/manager: equipment only, with a note).
     """
     try:
         query = ReportQuery.model_validate(

@@ -13,14 +13,19 @@ Reports read the smallest table that can answer them (migrations 0200, 0202):
 WHERE clauses are assembled from a fixed set of conditions; every value is a `$n` parameter.
 Queries run in a read-only transaction with JIT compilation off (it costs more than it saves here).
 
-Rules from the customer: cosmetics segments get no segment-wide NPS (a different number of
-products per answer makes it meaningless): in a segment report their `nps` and `avg_score` are
-null with a `note`, and the per-product report gives their NPS. Equipment rows carry the average
-score (sum of scores / number of answers).
+Rules from the customer: cosmetics get no NPS over several of their products (a different number
+of products per answer makes it meaningless); their NPS is per product. So:
+- by product (or any report filtered to one product): every product, cosmetics included;
+- by segment: a cosmetics segment's row has its counts, but `nps` and `avg_score` are null with a
+  `note`;
+- by period or manager (aggregates over products): equipment answers only; a row that left
+  cosmetics answers out says so, and how many, in its `note`.
+Equipment rows carry the average score (sum of scores / number of answers).
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import date, timedelta
 from typing import Any, Literal, get_args
@@ -43,6 +48,18 @@ from shared.db import Conn
 GroupBy = Literal["product", "segment", "manager", "period"]
 GROUPINGS: tuple[GroupBy, ...] = get_args(GroupBy)
 COSMETICS_NOTE = "cosmetics: no segment-wide NPS (answers hold several products); see by product"
+_COSMETICS_SQL = (
+    "EXISTS (SELECT 1 FROM scoring_segments s WHERE s.portal = d.portal"
+    " AND s.category_id = d.category_id AND s.kind = 'cosmetics')"
+)
+
+
+def cosmetics_left_out_note(answers: int) -> str:
+    """The note of an aggregate row that left `answers` cosmetics product answers out."""
+    return (
+        f"equipment only: {answers} cosmetics answers left out (no NPS across cosmetics"
+        " products); see by product"
+    )
 
 
 @dataclass(frozen=True)
@@ -105,6 +122,12 @@ class ReportQuery(BaseModel):
         return self
 
     @property
+    def equipment_only(self) -> bool:
+        """Whether the rows would add up several products' answers, so cosmetics stay out: a
+        report by period or manager not narrowed to one product."""
+        return self.by in ("period", "manager") and self.product is None
+
+    @property
     def effective_period(self) -> Period | None:
         if self.by != "period" or self.period is not None:
             return self.period
@@ -113,19 +136,21 @@ class ReportQuery(BaseModel):
 
 @dataclass(frozen=True)
 class ReportRow:
-    """One row: its group keys (in display order), its counts, and why NPS is withheld if it is."""
+    """One row: its group keys (in display order), its counts, and a note: why its NPS is withheld
+    (`withheld`) or which answers it left out."""
 
     keys: dict[str, Any]
     stats: NpsAggregate
     note: str | None = None
+    withheld: bool = False
 
     @property
     def nps(self) -> float | None:
-        return None if self.note else self.stats.nps
+        return None if self.withheld else self.stats.nps
 
     @property
     def avg_score(self) -> float | None:
-        return None if self.note else self.stats.avg_score
+        return None if self.withheld else self.stats.avg_score
 
     def as_dict(self) -> dict[str, Any]:
         row: dict[str, Any] = {
@@ -137,7 +162,7 @@ class ReportRow:
             "answers": self.stats.answers,
             "avg_score": self.avg_score,
         }
-        if "category_id" in self.keys:
+        if "sku" not in self.keys:
             row["note"] = self.note
         return row
 
@@ -251,8 +276,11 @@ def _sql(query: ReportQuery, part: _Part) -> tuple[str, list[Any]]:
         "manager": source.manager,
         "period": None,
     }[query.by]
-    select = [f"{group_column} AS grp" if group_column else "NULL AS grp"]
-    group_by = ["grp"] if group_column else []
+    select = [
+        f"{group_column} AS grp" if group_column else "NULL AS grp",
+        f"{_COSMETICS_SQL} AS cosmetics" if query.equipment_only else "false AS cosmetics",
+    ]
+    group_by = ["grp", "cosmetics"] if group_column else ["cosmetics"]
     unit = query.effective_period
     if unit is not None and unit == source.grain:
         select.append(f"{source.day} AS bucket")
@@ -297,16 +325,16 @@ async def _names(conn: Conn, query: ReportQuery) -> dict[Any, tuple[str, str | N
 
 def _group_keys(
     by: GroupBy, key: Any, names: dict[Any, tuple[str, str | None]]
-) -> tuple[dict[str, Any], str | None]:
+) -> tuple[dict[str, Any], bool]:
+    """The keys of a group, and whether its NPS is withheld (a cosmetics segment's)."""
     if by == "product":
-        return {"sku": key, "name": names.get(key, (key, None))[0]}, None
+        return {"sku": key, "name": names.get(key, (key, None))[0]}, False
     if by == "segment":
         name, kind = names.get(key, (str(key), None))
-        note = COSMETICS_NOTE if kind == "cosmetics" else None
-        return {"segment": name, "category_id": key, "kind": kind}, note
+        return {"segment": name, "category_id": key, "kind": kind}, kind == "cosmetics"
     if by == "manager":
-        return {"manager_id": None if key == NO_MANAGER else key}, None
-    return {}, None
+        return {"manager_id": None if key == NO_MANAGER else key}, False
+    return {}, False
 
 
 def _period_keys(name: str, start: date, end: date) -> dict[str, Any]:
@@ -341,6 +369,7 @@ async def run_report(conn: Conn, query: ReportQuery) -> list[ReportRow]:
         names = await _names(conn, query)
     unit = query.effective_period
     cells: dict[tuple[Any, date | None], NpsAggregate] = {}
+    left_out: dict[tuple[Any, date | None], int] = {}
     for record in fetched:
         stats = NpsAggregate(
             promoters=record["promoters"] or 0,
@@ -351,32 +380,41 @@ async def run_report(conn: Conn, query: ReportQuery) -> list[ReportRow]:
         if stats.answers:
             # Cells emptied by superseded or retracted answers hold no answers: left out.
             key = (record["grp"], record["bucket"])
-            cells[key] = cells.get(key, NpsAggregate()) + stats
-    groups = sorted({key for key, _ in cells}, key=lambda k: _sort_key(query.by, k))
+            if record["cosmetics"]:
+                left_out[key] = left_out.get(key, 0) + stats.answers
+            else:
+                cells[key] = cells.get(key, NpsAggregate()) + stats
+    seen = cells.keys() | left_out.keys()
+    groups = sorted({key for key, _ in seen}, key=lambda k: _sort_key(query.by, k))
     if query.by == "period" and not groups:
         groups = [None]
-    periods = _periods(query, unit, cells) if unit is not None and unit != "range" else []
+    periods = _periods(query, unit, seen) if unit is not None and unit != "range" else []
+
+    def row(group: Any, bucket: date | None, keys: dict[str, Any]) -> ReportRow:
+        group_keys, withheld = _group_keys(query.by, group, names)
+        stats = cells.get((group, bucket), NpsAggregate())
+        if withheld:
+            return ReportRow({**group_keys, **keys}, stats, COSMETICS_NOTE, withheld=True)
+        cosmetics = left_out.get((group, bucket), 0)
+        note = cosmetics_left_out_note(cosmetics) if cosmetics else None
+        return ReportRow({**group_keys, **keys}, stats, note)
+
     rows: list[ReportRow] = []
     for group in groups:
-        keys, note = _group_keys(query.by, group, names)
         if unit is None:
-            if (group, None) in cells:
-                rows.append(ReportRow(keys, cells[(group, None)], note))
+            if (group, None) in seen:
+                rows.append(row(group, None, {}))
             continue
         if unit == "range":
-            if cells or query.date_from or query.date_to:
-                stats = cells.get((group, None), NpsAggregate())
-                rows.append(ReportRow({**keys, **_range_keys(query)}, stats, note))
+            if seen or query.date_from or query.date_to:
+                rows.append(row(group, None, _range_keys(query)))
             continue
-        rows.extend(
-            ReportRow({**keys, **period}, cells.get((group, start), NpsAggregate()), note)
-            for start, period in periods
-        )
+        rows.extend(row(group, start, period) for start, period in periods)
     return rows
 
 
 def _periods(
-    query: ReportQuery, unit: Granularity, cells: dict[tuple[Any, date | None], NpsAggregate]
+    query: ReportQuery, unit: Granularity, cells: Iterable[tuple[Any, date | None]]
 ) -> list[tuple[date, dict[str, Any]]]:
     """The trend's periods, shared by every group: each bucket's start and its keys, from the
     first to the last bucket with answers (the date bounds when given); gaps show as zeros."""

@@ -8,7 +8,9 @@ room, so the portal's bucket never overflows:
 
 - `acquire()` drains the level by the elapsed time times the rate and adds 1 when the result
   stays at or below `capacity` (`burst` minus a small `headroom` for network jitter); otherwise
-  it sleeps exactly until there is room and tries again.
+  it sleeps exactly until there is room and tries again. The client calls it right before a
+  request goes out (once the request holds an in-flight slot), since the portal counts a request
+  when it arrives; a request that then fails or times out stays counted, as it does there.
 - `room()` tells how long until one more request would fit, counting nothing: a caller that
   packs work into requests waits for it first and fills its request up to the moment it can go.
 - `penalise()` after a 503 anyway: the portal's bucket is evidently full, so the copy is set full

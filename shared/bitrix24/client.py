@@ -1,7 +1,8 @@
 """The Bitrix24 REST client: inbound-webhook calls, batches and paging within the rate budget.
 
-Every HTTP request goes through the portal's `RateBudget` first. Retries (tenacity, jittered
-exponential back-off):
+Every HTTP request takes one of the client's in-flight slots, then counts in the portal's
+`RateBudget` right before it goes (as the portal counts it when it arrives). Retries (tenacity,
+jittered exponential back-off):
 - 503 `QUERY_LIMIT_EXCEEDED`: the portal certainly refused the request, so it is always retried,
   after slowing the shared bucket;
 - 5xx, network failures and timeouts: retried for read methods only; a write surfaces
@@ -248,7 +249,7 @@ class Bitrix24Client:
         return await retrying(self._send, method, body)
 
     async def _send(self, method: str, body: Mapping[str, Any]) -> Response:
-        """One attempt: parks, budget, HTTP, limit bookkeeping."""
+        """One attempt: parks, an in-flight slot, budget, HTTP, limit bookkeeping."""
         parked = await self.budget.parked([method])
         if parked:
             until = next(iter(parked.values()))
@@ -259,9 +260,13 @@ class Bitrix24Client:
                 None,
                 reset_at=until,
             )
-        await self.budget.acquire()
         try:
-            response = await self._post(method, body)
+            async with self._in_flight:
+                # Counted only once it holds a slot, right before it goes: the portal counts a
+                # request when it receives it, and one counted while queueing behind hung
+                # requests would leave the budget's copy drained by the time it went out.
+                await self.budget.acquire()
+                response = await self._post(method, body)
         except RateLimited:
             LIMIT_ERRORS.labels(code="QUERY_LIMIT_EXCEEDED").inc()
             await self.budget.penalise()
@@ -277,12 +282,11 @@ class Bitrix24Client:
     async def _post(self, method: str, body: Mapping[str, Any]) -> Response:
         content = json.dumps(body, default=_json_default, ensure_ascii=False).encode()
         try:
-            async with self._in_flight:
-                reply = await self._http.post(
-                    f"{self._base_url}{method}.json",
-                    content=content,
-                    headers={"Content-Type": "application/json"},
-                )
+            reply = await self._http.post(
+                f"{self._base_url}{method}.json",
+                content=content,
+                headers={"Content-Type": "application/json"},
+            )
             response = self._parse(method, reply)
         except httpx.TimeoutException as exc:
             error: Bitrix24Error = PortalUnavailable(

@@ -11,6 +11,9 @@ names the YAML uses); the contact's from `crm.contact.fields` and `crm.contact.u
 - contact date fields: `date`, `datetime` or `string`; single-valued;
 - contact history fields: a multiple `string` field (it is appended to, never rewritten);
 - the contact, responsible and comment fields of the item: present.
+
+It also lists the smart process's categories (`crm.category.list`) that no segment maps: their
+answers are held by ingest until a segment does.
 """
 
 from __future__ import annotations
@@ -39,6 +42,40 @@ HISTORY_TYPES = frozenset({"string"})
 class FieldInfo:
     type: str
     multiple: bool
+
+
+@dataclass(frozen=True)
+class PortalCategory:
+    """A category of the smart process as `crm.category.list` lists it."""
+
+    category_id: int
+    name: str
+
+
+@dataclass(frozen=True)
+class PortalCheck:
+    problems: list[str]
+    """One line per problem; empty when every configured field fits."""
+    unmapped: list[PortalCategory]
+    """The smart process's categories that no segment maps."""
+
+
+def portal_categories(result: Any) -> list[PortalCategory]:
+    """Read `crm.category.list`'s result (`{"categories": [{"id": 16, "name": ...}, ...]}`)."""
+    categories = result.get("categories") if isinstance(result, Mapping) else None
+    listed = []
+    for entry in categories if isinstance(categories, list) else []:
+        category_id = entry.get("id") if isinstance(entry, Mapping) else None
+        if isinstance(category_id, int | str) and str(category_id).isdigit():
+            listed.append(PortalCategory(int(category_id), str(entry.get("name") or "")))
+    return listed
+
+
+def unmapped_categories(
+    categories: Sequence[PortalCategory], config: PortalConfig
+) -> list[PortalCategory]:
+    """The categories no segment of `config` maps, in the portal's order."""
+    return [c for c in categories if config.survey.segment(c.category_id) is None]
 
 
 @dataclass(frozen=True)
@@ -193,8 +230,9 @@ def check_fields(
     ]
 
 
-async def verify_portal(client: Bitrix24Client, config: PortalConfig) -> list[str]:
-    """Read the field lists from the portal (one batch) and check the YAML against them.
+async def verify_portal(client: Bitrix24Client, config: PortalConfig) -> PortalCheck:
+    """Read the field lists and the categories from the portal (one batch) and check the YAML
+    against them.
 
     Raises `Bitrix24Error` when the portal cannot be asked at all (unreachable, bad webhook).
     """
@@ -204,18 +242,24 @@ async def verify_portal(client: Bitrix24Client, config: PortalConfig) -> list[st
             Command("item", "crm.item.fields", {"entityTypeId": etype, "useOriginalUfNames": "Y"}),
             Command("contact", "crm.contact.fields"),
             Command("userfields", "crm.contact.userfield.list"),
+            Command("categories", "crm.category.list", {"entityTypeId": etype}),
         ]
     )
     for error in batch.errors.values():
         if error.method == "batch":  # the request itself failed: the portal was not asked
             raise error
     if batch.errors:
-        return [_unreadable(name, etype, error) for name, error in batch.errors.items()]
-    return check_fields(
+        errors = dict(batch.errors)
+        if "item" in errors:  # no such smart process: its categories cannot be listed either
+            errors.pop("categories", None)
+        return PortalCheck([_unreadable(name, etype, error) for name, error in errors.items()], [])
+    problems = check_fields(
         config,
         item_fields(batch.results.get("item")),
         contact_fields(batch.results.get("contact"), batch.results.get("userfields")),
     )
+    categories = portal_categories(batch.results.get("categories"))
+    return PortalCheck(problems, unmapped_categories(categories, config))
 
 
 def _unreadable(name: str, etype: int, error: Bitrix24Error) -> str:
@@ -223,6 +267,7 @@ def _unreadable(name: str, etype: int, error: Bitrix24Error) -> str:
         "item": f"survey.entity_type_id: cannot read the fields of smart process {etype}",
         "contact": "contact fields: cannot read crm.contact.fields",
         "userfields": "contact fields: cannot read crm.contact.userfield.list",
+        "categories": f"survey.segments: cannot list the categories of smart process {etype}",
     }[name]
     return f"{what} ({error.code or 'no code'}: {error.description})"
 
@@ -231,7 +276,7 @@ async def check_configured_portal(
     settings: Settings,
     config: PortalConfig,
     transport: httpx.AsyncBaseTransport | None = None,
-) -> list[str]:
+) -> PortalCheck:
     """`verify_portal` on the configured portal (or the sandbox); a portal that cannot be asked
     is one problem line, with a hint when it is the local sandbox."""
     budget = MemoryRateBudget(config.portal.effective_rate())
@@ -241,4 +286,4 @@ async def check_configured_portal(
             return await verify_portal(client, config)
         except Bitrix24Error as exc:
             hint = " (is the sandbox running? `nps sandbox`)" if settings.sandbox else ""
-            return [f"portal: cannot read the field lists: {exc}{hint}"]
+            return PortalCheck([f"portal: cannot read the field lists: {exc}{hint}"], [])

@@ -302,7 +302,9 @@ def test_screenshots_are_saved(served: Served, browser: Browser) -> None:
     views: tuple[tuple[str, str, dict[str, str]], ...] = (
         ("trend", "/", {}),
         ("products", "/products", {}),
+        ("managers", "/managers", {}),
         ("attention", "/attention", {}),
+        ("ops", "/ops", {}),
     )
     for name, path, params in views:
         shot = ARTIFACTS / f"dashboard-{name}.png"

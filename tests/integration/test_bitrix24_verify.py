@@ -20,7 +20,7 @@ from services.sandbox.app import create_app
 from services.sandbox.limits import Limits
 from services.sandbox.portal import SandboxPortal
 from services.sandbox.seed import seed_demo
-from shared.bitrix24.verify import check_configured_portal
+from shared.bitrix24.verify import PortalCategory, PortalCheck, check_configured_portal
 from shared.portal_config import PortalConfig, parse_portal_config
 from shared.settings import SANDBOX_SECRET, SANDBOX_USER_ID, Settings, get_settings
 from tests.conftest import EXAMPLE_CONFIG
@@ -60,13 +60,27 @@ def sandbox_settings(port: int = 8090) -> Settings:
     return Settings(bitrix24_webhook_url=None, sandbox_port=port, _env_file=None)
 
 
-async def check(config: PortalConfig, portal: SandboxPortal) -> list[str]:
+async def checked(config: PortalConfig, portal: SandboxPortal) -> PortalCheck:
     transport = httpx.ASGITransport(app=create_app(portal))
     return await check_configured_portal(sandbox_settings(), config, transport=transport)
 
 
+async def check(config: PortalConfig, portal: SandboxPortal) -> list[str]:
+    return (await checked(config, portal)).problems
+
+
 async def test_the_example_config_fits_the_demo_portal(portal_config: PortalConfig) -> None:
     assert await check(portal_config, demo_portal()) == []
+
+
+async def test_categories_no_segment_maps_are_listed(portal_config: PortalConfig) -> None:
+    portal = demo_portal()
+    etype = portal.crm.entity_type(portal_config.survey.entity_type_id)
+    assert etype is not None
+    added = portal.crm.add_category(etype, "Laser C")
+    result = await checked(portal_config, portal)
+    assert result.problems == []
+    assert result.unmapped == [PortalCategory(added.id, "Laser C")]
 
 
 async def test_every_misfit_is_one_line() -> None:
@@ -210,3 +224,17 @@ def test_config_check_without_a_portal_only_validates_the_yaml(
     result = CliRunner().invoke(app, ["config", "check", str(EXAMPLE_CONFIG)])
     assert result.exit_code == 0, result.output
     assert "portal:" not in result.output
+
+
+def test_config_check_portal_lists_categories_no_segment_maps(
+    sandbox_port: int, cli_env: pytest.MonkeyPatch
+) -> None:
+    cli_env.setenv("SANDBOX_PORT", str(sandbox_port))
+    created = httpx.post(
+        f"http://127.0.0.1:{sandbox_port}/rest/{SANDBOX_USER_ID}/{SANDBOX_SECRET}/crm.category.add",
+        json={"entityTypeId": 1038, "fields": {"name": "Laser C"}},
+    )
+    category = created.json()["result"]["category"]
+    result = CliRunner().invoke(app, ["config", "check", str(EXAMPLE_CONFIG), "--portal"])
+    assert result.exit_code == 0, result.output
+    assert f"categories no segment maps: {category['id']} (Laser C)" in result.output

@@ -4,6 +4,7 @@ the token is required, filters narrow every view, and the ops view reads conflic
 from __future__ import annotations
 
 import json
+import re
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -19,7 +20,9 @@ from services.reports.app import create_app
 from services.reports.auth import COOKIE
 from services.reports.queries import conflicts
 from services.scoring.handlers import score_submission
+from services.scoring.report import cosmetics_left_out_note
 from shared.outbox import Outbox
+from tests.cosmetics_check import LEFT_OUT, PER_PRODUCT, score_the_check
 from tests.unit.test_dashboard_render import figures, shown
 from tests.unit.test_scoring_answers import make_submission
 
@@ -109,7 +112,9 @@ async def test_trend_page_shows_the_report_numbers(pg_dsn: str, portal: str) -> 
     for row in api:
         assert shown_rows[row["period"]] == shown(row)
     assert shown_rows["summary"] == shown(whole[0])
-    assert shown_rows["summary"]["answers"] == "8"
+    # Equipment answers only (the lasers), with the note of the cosmetics answers left out.
+    assert shown_rows["summary"]["answers"] == "3"
+    assert shown_rows["summary"]["note"] == cosmetics_left_out_note(5)
     assert len(weekly_api) == 9
     for row in weekly_api:
         assert weekly[row["period"]] == shown(row)
@@ -155,7 +160,8 @@ async def test_managers_page_shows_the_report_numbers(pg_dsn: str, portal: str) 
         str(row["manager_id"]) if row["manager_id"] else "none": shown(row) for row in api
     }
     assert cosmetics == {"7": shown(cosmetics_api[0])}
-    assert cosmetics["7"]["answers"] == "3"
+    assert (cosmetics["7"]["nps"], cosmetics["7"]["answers"]) == ("—", "0")
+    assert cosmetics["7"]["note"] == cosmetics_left_out_note(3)
 
 
 async def test_attention_page_lists_detractors_and_service_requests(
@@ -312,6 +318,23 @@ async def test_api_needs_the_token_too(pg_dsn: str, portal: str) -> None:
     assert health.status_code == 200
 
 
+async def test_the_style_sheet_is_served_without_the_token(pg_dsn: str) -> None:
+    async with client(pg_dsn) as http:
+        page = await http.get("/ops", headers=BEARER)
+        sign_in = await http.get("/ops")
+        linked = re.search(r'<link rel="stylesheet" href="([^"]+)">', page.text)
+        assert linked is not None
+        css = await http.get(linked.group(1))
+        missing = await http.get("/static/nothing.css")
+        outside = await http.get("/static/%2E%2E/app.py")
+    assert linked.group(1) in sign_in.text
+    assert css.status_code == 200
+    assert css.headers["content-type"].startswith("text/css")
+    assert "svg.chart" in css.text
+    assert missing.status_code == 404
+    assert outside.status_code == 404
+
+
 async def test_bad_filters_are_named_on_the_page(pg_dsn: str) -> None:
     async with client(pg_dsn) as http:
         response = await http.get(
@@ -326,3 +349,44 @@ async def test_bad_filters_are_named_on_the_page(pg_dsn: str) -> None:
     )
     assert "from (2024-06-01) is after to (2024-05-01)" in response.text
     assert '<form class="filters"' in response.text
+
+
+@pytest.fixture(scope="module")
+async def check_portal(pool: asyncpg.Pool) -> str:
+    member = f"m-dash-check-{uuid.uuid4().hex[:10]}"
+    await score_the_check(pool, member)
+    return member
+
+
+@pytest.mark.parametrize(
+    ("path", "row"),
+    [("/", "summary"), ("/", "2024-05"), ("/attention", "summary"), ("/managers", "5")],
+    ids=["trend-tiles", "trend", "attention-tiles", "managers"],
+)
+async def test_the_cosmetics_check_shows_no_aggregate_nps(
+    pg_dsn: str, check_portal: str, path: str, row: str
+) -> None:
+    async with client(pg_dsn) as http:
+        page = await http.get(path, params={"portal": check_portal}, headers=BEARER)
+    assert page.status_code == 200, page.text
+    assert figures(page.text)[row] == {
+        "nps": "—",
+        "promoters": "0",
+        "passives": "0",
+        "detractors": "0",
+        "answers": "0",
+        "avg_score": "—",
+        "note": LEFT_OUT,
+    }
+    assert "60.0" not in page.text
+
+
+async def test_the_cosmetics_check_per_product_on_the_products_page(
+    pg_dsn: str, check_portal: str
+) -> None:
+    async with client(pg_dsn) as http:
+        page = await http.get("/products", params={"portal": check_portal}, headers=BEARER)
+    shown_rows = figures(page.text)
+    assert {sku: shown_rows[sku]["nps"] for sku in PER_PRODUCT} == {
+        sku: f"{nps:.1f}" for sku, nps in PER_PRODUCT.items()
+    }

@@ -19,11 +19,13 @@ from faststream.rabbit import RabbitBroker
 
 from services.ingest import store
 from services.ingest.api import create_app as ingest_app
+from services.ingest.contacts import ContactManagers
 from services.ingest.hydrator import FieldCatalog, FieldsOutdatedError, Hydrator, ItemReader
 from services.ingest.sweep import SWEEP_LOCK, Sweeper
 from services.ops.scratch import scratch_database, scratch_name
 from services.sandbox.app import create_app as sandbox_app
 from services.sandbox.limits import Limits
+from services.sandbox.methods import CONTACT
 from services.sandbox.portal import SandboxPortal
 from services.sandbox.schema import EnumItem
 from services.sandbox.seed import add_answer_items, seed_demo
@@ -313,12 +315,10 @@ async def test_an_older_state_arriving_after_a_newer_one_publishes_nothing(
     assert [f["answers"][0]["score"] for f in await forms(pool, portal)] == [9]
 
 
-async def test_missing_item_and_unknown_category_are_dropped(
+async def test_missing_item_is_dropped(
     pool: asyncpg.Pool, portal: SandboxPortal, hydrator: Hydrator
 ) -> None:
     await hydrator.handle(event_for(portal, 987_654))
-    fields = {"id": 5, "categoryId": 99, "createdTime": "2024-07-22T18:00:00Z"}
-    await hydrator.handle(event_for(portal, 5, source="robot", fields=fields))
     assert await forms(pool, portal) == []
 
 
@@ -469,3 +469,71 @@ async def test_without_a_known_portal_the_sweep_waits_for_the_first_event(
             assert await fresh.fetchval("SELECT count(*) FROM ingest_sweep_watermarks") == 0
         finally:
             await fresh.close()
+
+
+@pytest.fixture
+def contact_config(config: PortalConfig) -> PortalConfig:
+    """The portal config with `survey.manager: contact`."""
+    return config.model_copy(
+        update={"survey": config.survey.model_copy(update={"manager": "contact"})}
+    )
+
+
+async def test_the_manager_is_the_contacts_responsible_when_configured(
+    pool: asyncpg.Pool, portal: SandboxPortal, b24: Bitrix24Client, contact_config: PortalConfig
+) -> None:
+    contacts = ContactManagers(b24)
+    hydrator = Hydrator(
+        pool, Outbox(), ItemReader(b24), FieldCatalog(b24), contact_config, contacts=contacts
+    )
+    portal.crm.update(CONTACT, 1, {"ASSIGNED_BY_ID": 41}, method="test")
+    portal.crm.update(CONTACT, 2, {"ASSIGNED_BY_ID": 43}, method="test")
+    items = [
+        answer_item(portal, CATEGORY_ID=12, UF_CRM_5_SCORE=2, ASSIGNED_BY_ID=31),
+        answer_item(portal, CATEGORY_ID=12, UF_CRM_5_SCORE=9, CONTACT_ID=2, ASSIGNED_BY_ID=31),
+        answer_item(portal, CATEGORY_ID=12, UF_CRM_5_SCORE=7, CONTACT_ID=None, ASSIGNED_BY_ID=31),
+    ]
+    before = len(portal.calls_report(method="crm.contact.list")["calls"])
+    await asyncio.gather(*(hydrator.handle(event_for(portal, item)) for item in items))
+    people = {
+        f["item_id"]: (f["contact_id"], f["responsible_id"]) for f in await forms(pool, portal)
+    }
+    assert people == {items[0]: (1, 41), items[1]: (2, 43), items[2]: (None, None)}
+    # The two look-ups of the moment share one read.
+    assert len(portal.calls_report(method="crm.contact.list")["calls"]) == before + 1
+
+
+async def test_the_manager_is_the_items_responsible_by_default(
+    pool: asyncpg.Pool, portal: SandboxPortal, hydrator: Hydrator
+) -> None:
+    portal.crm.update(CONTACT, 1, {"ASSIGNED_BY_ID": 41}, method="test")
+    item_id = answer_item(portal, CATEGORY_ID=12, UF_CRM_5_SCORE=2, ASSIGNED_BY_ID=31)
+    await hydrator.handle(event_for(portal, item_id))
+    [form] = await forms(pool, portal)
+    assert (form["contact_id"], form["responsible_id"]) == (1, 31)
+
+
+async def test_a_contact_gone_leaves_the_answer_without_a_manager(
+    pool: asyncpg.Pool, portal: SandboxPortal, b24: Bitrix24Client, contact_config: PortalConfig
+) -> None:
+    hydrator = Hydrator(
+        pool,
+        Outbox(),
+        ItemReader(b24),
+        FieldCatalog(b24),
+        contact_config,
+        contacts=ContactManagers(b24),
+    )
+    item_id = answer_item(
+        portal, CATEGORY_ID=12, UF_CRM_5_SCORE=2, CONTACT_ID=999, ASSIGNED_BY_ID=31
+    )
+    await hydrator.handle(event_for(portal, item_id))
+    [form] = await forms(pool, portal)
+    assert (form["contact_id"], form["responsible_id"]) == (999, None)
+
+
+def test_contact_managers_need_a_reader(
+    pool: asyncpg.Pool, b24: Bitrix24Client, contact_config: PortalConfig
+) -> None:
+    with pytest.raises(ValueError, match=r"survey\.manager: contact"):
+        Hydrator(pool, Outbox(), ItemReader(b24), FieldCatalog(b24), contact_config)

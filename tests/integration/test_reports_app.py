@@ -14,8 +14,9 @@ import pytest
 from services.reports.app import create_app
 from services.reports.settings import ReportsSettings
 from services.scoring.handlers import score_submission
-from services.scoring.report import ReportQuery, run_report
+from services.scoring.report import ReportQuery, cosmetics_left_out_note, run_report
 from shared.outbox import Outbox
+from tests.cosmetics_check import LEFT_OUT, PER_PRODUCT, score_the_check
 from tests.unit.test_scoring_answers import make_submission
 
 TOKEN = "s3cret-reports-token"
@@ -105,8 +106,8 @@ async def test_report_rows_match_the_cli_report(
     assert trend.json() == await expected(
         pool, by="product", period="month", portal=portal, product="SERUM"
     )
-    assert [(row["period"], row["nps"]) for row in ranged.json()] == [
-        ("2024-05-01..2024-05-31", 0.0)
+    assert [(row["period"], row["nps"], row["note"]) for row in ranged.json()] == [
+        ("2024-05-01..2024-05-31", None, cosmetics_left_out_note(2))
     ]
 
 
@@ -166,3 +167,40 @@ def test_settings_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("REPORTS_PORT")
     defaults = ReportsSettings(_env_file=None)
     assert (defaults.host, defaults.port, defaults.token) == ("127.0.0.1", 8001, None)
+
+
+@pytest.fixture(scope="module")
+async def check_portal(pool: asyncpg.Pool) -> str:
+    member = f"m-http-check-{uuid.uuid4().hex[:10]}"
+    await score_the_check(pool, member)
+    return member
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"by": "period"},
+        {"by": "period", "period": "range"},
+        {"by": "manager"},
+        {"by": "manager", "period": "week"},
+    ],
+    ids=["period", "range", "manager", "manager-weekly"],
+)
+async def test_the_cosmetics_check_has_no_aggregate_nps(
+    pg_dsn: str, check_portal: str, params: dict[str, str]
+) -> None:
+    async with client(pg_dsn, TOKEN, authorized=True) as http:
+        response = await http.get("/api/report", params={**params, "portal": check_portal})
+    assert response.status_code == 200
+    rows = response.json()
+    assert [row["note"] for row in rows if row["note"]] == [LEFT_OUT]
+    assert all(row["nps"] is None and row["answers"] == 0 for row in rows)
+
+
+async def test_the_cosmetics_check_per_segment_and_product(pg_dsn: str, check_portal: str) -> None:
+    async with client(pg_dsn, TOKEN, authorized=True) as http:
+        segments = await http.get("/api/report", params={"by": "segment", "portal": check_portal})
+        products = await http.get("/api/report", params={"by": "product", "portal": check_portal})
+    [segment] = segments.json()
+    assert (segment["nps"], segment["answers"]) == (None, 5)
+    assert {row["sku"]: row["nps"] for row in products.json()} == PER_PRODUCT

@@ -177,6 +177,21 @@ async def test_faults_over_http(client: httpx.AsyncClient) -> None:
     assert (await client.get("/sandbox/calls")).json()["requests"] == 1
 
 
+async def test_a_hung_request_is_counted_in_the_bucket_when_it_arrives(
+    client: httpx.AsyncClient,
+) -> None:
+    """Bitrix24 counts a request when it receives it: requests hanging in the portal hold their
+    place in the bucket, and one more beyond the burst is refused at once."""
+    await client.put("/sandbox/limits", json={"burst": 2})
+    await client.put("/sandbox/faults", json={"hang_count": 2, "hang_s": 0.3})
+    hung = [asyncio.create_task(client.get(rest("user.get"))) for _ in range(2)]
+    await asyncio.sleep(0.1)
+    refused = await client.get(rest("user.get"))
+    assert (refused.status_code, refused.json()["error"]) == (503, "QUERY_LIMIT_EXCEEDED")
+    assert not any(task.done() for task in hung)
+    assert [response.status_code for response in await asyncio.gather(*hung)] == [200, 200]
+
+
 async def test_contact_history_records_every_change(client: httpx.AsyncClient) -> None:
     before = (await client.post(rest("crm.contact.get"), json={"ID": 4})).json()["result"]
     await client.post(

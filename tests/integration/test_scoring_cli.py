@@ -14,6 +14,7 @@ from services.cli import app
 from services.scoring.handlers import score_submission
 from shared.outbox import Outbox
 from shared.settings import get_settings
+from tests.cosmetics_check import LEFT_OUT, score_the_check
 from tests.unit.test_scoring_answers import make_submission
 
 
@@ -59,6 +60,7 @@ def test_json_rows_by_manager(cli: CliRunner, portal: str) -> None:
             "detractors": 0,
             "answers": 1,
             "avg_score": 10.0,
+            "note": None,
         },
         {
             "manager_id": 7,
@@ -68,6 +70,7 @@ def test_json_rows_by_manager(cli: CliRunner, portal: str) -> None:
             "detractors": 1,
             "answers": 1,
             "avg_score": 2.0,
+            "note": None,
         },
     ]
 
@@ -115,3 +118,24 @@ def test_bad_options_are_named(cli: CliRunner, args: list[str], message: str) ->
     result = cli.invoke(app, ["report", *args])
     assert result.exit_code == 2
     assert message in " ".join(result.output.replace("│", " ").split())
+
+
+@pytest.fixture(scope="module")
+async def check_portal(pool: asyncpg.Pool) -> str:
+    member = f"m-cli-check-{uuid.uuid4().hex[:10]}"
+    await score_the_check(pool, member)
+    return member
+
+
+@pytest.mark.parametrize("by", ["period", "manager"])
+def test_the_cosmetics_check_shows_no_aggregate_nps(
+    cli: CliRunner, check_portal: str, by: str
+) -> None:
+    args = ["report", "--by", by, "--period", "range", "--portal", check_portal]
+    result = cli.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    header, _, row = result.stdout.splitlines()
+    assert header.split()[-3:] == ["answers", "avg_score", "note"]
+    assert row.endswith(LEFT_OUT)
+    assert row.removesuffix(LEFT_OUT).split()[-6:] == ["-", "0", "0", "0", "0", "-"]
+    assert "60.0" not in result.stdout

@@ -12,7 +12,9 @@ the updates below, as (item, product, score, manager, day):
     7 SERUM  7 mgr 5 2025-01-01  Pa     (01:30 +03:00: still 2024-12-31 in UTC)
     8 CREAM  8 mgr 7 2024-03-05  Pa,  SERUM 9 P
 
-Totals: 9 answers, P5 Pa2 D2, NPS (5-2)/9 = 33.3, average 65/9 = 7.22.
+Totals: 9 answers, P5 Pa2 D2, NPS (5-2)/9 = 33.3, average 65/9 = 7.22. Reports by period or
+manager add up equipment answers only (items 3-6: P2 D2, NPS 0.0, average 22/4 = 5.5) and note
+how many cosmetics answers each row left out.
 """
 
 from __future__ import annotations
@@ -24,8 +26,15 @@ import asyncpg
 import pytest
 
 from services.scoring.handlers import score_submission
-from services.scoring.report import COSMETICS_NOTE, ReportQuery, _parts, run_report
+from services.scoring.report import (
+    COSMETICS_NOTE,
+    ReportQuery,
+    _parts,
+    cosmetics_left_out_note,
+    run_report,
+)
 from shared.outbox import Outbox
+from tests.cosmetics_check import LEFT_OUT, PER_PRODUCT, score_the_check
 from tests.unit.test_scoring_answers import make_submission
 
 COSMETICS = {"kind": "cosmetics", "category_id": 10, "segment": "Cosmetics"}
@@ -96,6 +105,12 @@ def stats(nps: float | None, p: int, pa: int, d: int, avg: float | None) -> dict
 EMPTY = stats(None, 0, 0, 0, None)
 
 
+def noted(counts: dict[str, Any], cosmetics: int = 0) -> dict[str, Any]:
+    """A row of a report by period or manager: `counts`, and the note of the cosmetics answers
+    it left out (None when it left none out)."""
+    return {**counts, "note": cosmetics_left_out_note(cosmetics) if cosmetics else None}
+
+
 async def report(pool: asyncpg.Pool, portal: str, **query: Any) -> list[dict[str, Any]]:
     async with pool.acquire() as conn:
         rows = await run_report(conn, ReportQuery(portal=portal, **query))
@@ -143,9 +158,9 @@ async def test_by_segment_withholds_cosmetics_nps(pool: asyncpg.Pool, portal: st
 
 async def test_by_manager(pool: asyncpg.Pool, portal: str) -> None:
     assert await report(pool, portal, by="manager") == [
-        {"manager_id": 5, **stats(0.0, 1, 1, 1, 6.67)},
-        {"manager_id": 7, **stats(40.0, 3, 1, 1, 7.0)},
-        {"manager_id": None, **stats(100.0, 1, 0, 0, 10.0)},
+        {"manager_id": 5, **noted(stats(-100.0, 0, 0, 1, 3.0), 2)},
+        {"manager_id": 7, **noted(stats(0.0, 1, 0, 1, 4.5), 3)},
+        {"manager_id": None, **noted(stats(100.0, 1, 0, 0, 10.0))},
     ]
 
 
@@ -158,58 +173,55 @@ async def test_by_month_is_the_default_trend_with_empty_months(
     by_name = {row["period"]: row for row in rows}
     assert by_name["2024-01"] == {
         **period("2024-01", "2024-01-01", "2024-01-31"),
-        **stats(100.0, 2, 0, 0, 9.5),
+        **noted(EMPTY, 2),
     }
     assert by_name["2024-02"] == {
         **period("2024-02", "2024-02-01", "2024-02-29"),
-        **stats(0.0, 1, 0, 1, 6.0),
+        **noted(stats(0.0, 1, 0, 1, 6.0)),
     }
     assert by_name["2024-03"] == {
         **period("2024-03", "2024-03-01", "2024-03-31"),
-        **stats(50.0, 1, 1, 0, 8.5),
+        **noted(EMPTY, 2),
     }
     assert by_name["2024-04"] == {
         **period("2024-04", "2024-04-01", "2024-04-30"),
-        **stats(0.0, 1, 0, 1, 5.0),
+        **noted(stats(0.0, 1, 0, 1, 5.0)),
     }
-    assert by_name["2024-07"] == {**period("2024-07", "2024-07-01", "2024-07-31"), **EMPTY}
+    assert by_name["2024-07"] == {**period("2024-07", "2024-07-01", "2024-07-31"), **noted(EMPTY)}
     assert by_name["2025-01"] == {
         **period("2025-01", "2025-01-01", "2025-01-31"),
-        **stats(0.0, 0, 1, 0, 7.0),
+        **noted(EMPTY, 1),
     }
 
 
 async def test_by_quarter_and_year(pool: asyncpg.Pool, portal: str) -> None:
     assert await report(pool, portal, by="period", period="quarter") == [
-        {**period("2024-Q1", "2024-01-01", "2024-03-31"), **stats(50.0, 4, 1, 1, 8.0)},
-        {**period("2024-Q2", "2024-04-01", "2024-06-30"), **stats(0.0, 1, 0, 1, 5.0)},
-        {**period("2024-Q3", "2024-07-01", "2024-09-30"), **EMPTY},
-        {**period("2024-Q4", "2024-10-01", "2024-12-31"), **EMPTY},
-        {**period("2025-Q1", "2025-01-01", "2025-03-31"), **stats(0.0, 0, 1, 0, 7.0)},
+        {**period("2024-Q1", "2024-01-01", "2024-03-31"), **noted(stats(0.0, 1, 0, 1, 6.0), 4)},
+        {**period("2024-Q2", "2024-04-01", "2024-06-30"), **noted(stats(0.0, 1, 0, 1, 5.0))},
+        {**period("2024-Q3", "2024-07-01", "2024-09-30"), **noted(EMPTY)},
+        {**period("2024-Q4", "2024-10-01", "2024-12-31"), **noted(EMPTY)},
+        {**period("2025-Q1", "2025-01-01", "2025-03-31"), **noted(EMPTY, 1)},
     ]
     assert await report(pool, portal, by="period", period="year") == [
-        {**period("2024", "2024-01-01", "2024-12-31"), **stats(37.5, 5, 1, 2, 7.25)},
-        {**period("2025", "2025-01-01", "2025-12-31"), **stats(0.0, 0, 1, 0, 7.0)},
+        {**period("2024", "2024-01-01", "2024-12-31"), **noted(stats(0.0, 2, 0, 2, 5.5), 4)},
+        {**period("2025", "2025-01-01", "2025-12-31"), **noted(EMPTY, 1)},
     ]
 
 
 async def test_by_week(pool: asyncpg.Pool, portal: str) -> None:
     rows = await report(pool, portal, by="period", period="week")
-    assert rows[0] == {
-        **period("2024-W03", "2024-01-15", "2024-01-21"),
-        **stats(100.0, 2, 0, 0, 9.5),
-    }
-    assert rows[-1] == {
-        **period("2025-W01", "2024-12-30", "2025-01-05"),
-        **stats(0.0, 0, 1, 0, 7.0),
-    }
+    assert rows[0] == {**period("2024-W03", "2024-01-15", "2024-01-21"), **noted(EMPTY, 2)}
+    assert rows[-1] == {**period("2025-W01", "2024-12-30", "2025-01-05"), **noted(EMPTY, 1)}
     assert len(rows) == 51
     by_name = {row["period"]: row for row in rows}
     assert by_name["2024-W05"] == {
         **period("2024-W05", "2024-01-29", "2024-02-04"),
-        **stats(-100.0, 0, 0, 1, 3.0),
+        **noted(stats(-100.0, 0, 0, 1, 3.0)),
     }
-    assert by_name["2024-W04"] == {**period("2024-W04", "2024-01-22", "2024-01-28"), **EMPTY}
+    assert by_name["2024-W04"] == {
+        **period("2024-W04", "2024-01-22", "2024-01-28"),
+        **noted(EMPTY),
+    }
 
 
 async def test_by_day_within_a_range(pool: asyncpg.Pool, portal: str) -> None:
@@ -217,10 +229,10 @@ async def test_by_day_within_a_range(pool: asyncpg.Pool, portal: str) -> None:
         pool, portal, by="period", period="day", date_from="2024-01-14", date_to="2024-01-17"
     )
     assert rows == [
-        {**period("2024-01-14", "2024-01-14", "2024-01-14"), **EMPTY},
-        {**period("2024-01-15", "2024-01-15", "2024-01-15"), **stats(100.0, 1, 0, 0, 10.0)},
-        {**period("2024-01-16", "2024-01-16", "2024-01-16"), **stats(100.0, 1, 0, 0, 9.0)},
-        {**period("2024-01-17", "2024-01-17", "2024-01-17"), **EMPTY},
+        {**period("2024-01-14", "2024-01-14", "2024-01-14"), **noted(EMPTY)},
+        {**period("2024-01-15", "2024-01-15", "2024-01-15"), **noted(EMPTY, 1)},
+        {**period("2024-01-16", "2024-01-16", "2024-01-16"), **noted(EMPTY, 1)},
+        {**period("2024-01-17", "2024-01-17", "2024-01-17"), **noted(EMPTY)},
     ]
 
 
@@ -230,15 +242,16 @@ async def test_custom_range_is_one_row(pool: asyncpg.Pool, portal: str) -> None:
     ) == [
         {
             **period("2024-02-01..2024-04-05", "2024-02-01", "2024-04-05"),
-            **stats(40.0, 3, 1, 1, 7.8),
+            **noted(stats(33.3, 2, 0, 1, 7.33), 2),
         }
     ]
     assert await report(pool, portal, by="period", period="range") == [
-        {"period": "all", "period_start": None, "period_end": None, **stats(33.3, 5, 2, 2, 7.22)}
+        {"period": "all", "period_start": None, "period_end": None}
+        | noted(stats(0.0, 2, 0, 2, 5.5), 5)
     ]
     assert await report(pool, portal, by="period", date_from="2024-12-01") == [
         {"period": "2024-12-01..", "period_start": "2024-12-01", "period_end": None}
-        | stats(0.0, 0, 1, 0, 7.0)
+        | noted(EMPTY, 1)
     ]
 
 
@@ -246,8 +259,8 @@ async def test_month_buckets_are_clipped_to_the_range(pool: asyncpg.Pool, portal
     assert await report(
         pool, portal, by="period", period="month", date_from="2024-01-16", date_to="2024-02-10"
     ) == [
-        {**period("2024-01", "2024-01-16", "2024-01-31"), **stats(100.0, 1, 0, 0, 9.0)},
-        {**period("2024-02", "2024-02-01", "2024-02-10"), **stats(-100.0, 0, 0, 1, 3.0)},
+        {**period("2024-01", "2024-01-16", "2024-01-31"), **noted(EMPTY, 1)},
+        {**period("2024-02", "2024-02-01", "2024-02-10"), **noted(stats(-100.0, 0, 0, 1, 3.0))},
     ]
 
 
@@ -282,9 +295,10 @@ async def test_filter_by_segment_id_or_name(pool: asyncpg.Pool, portal: str, seg
 
 
 async def test_filter_by_product(pool: asyncpg.Pool, portal: str) -> None:
+    """One product's answers: its NPS, cosmetics or not."""
     assert await report(pool, portal, by="manager", product="SERUM") == [
-        {"manager_id": 5, **stats(50.0, 1, 1, 0, 8.5)},
-        {"manager_id": 7, **stats(100.0, 2, 0, 0, 9.0)},
+        {"manager_id": 5, **noted(stats(50.0, 1, 1, 0, 8.5))},
+        {"manager_id": 7, **noted(stats(100.0, 2, 0, 0, 9.0))},
     ]
 
 
@@ -293,12 +307,12 @@ async def test_manager_reports_on_single_days(pool: asyncpg.Pool, portal: str) -
     assert await report(
         pool, portal, by="manager", date_from="2024-01-16", date_to="2024-02-25"
     ) == [
-        {"manager_id": 5, **stats(-100.0, 0, 0, 1, 3.0)},
-        {"manager_id": 7, **stats(100.0, 2, 0, 0, 9.0)},
+        {"manager_id": 5, **noted(stats(-100.0, 0, 0, 1, 3.0))},
+        {"manager_id": 7, **noted(stats(100.0, 1, 0, 0, 9.0), 1)},
     ]
     assert await report(
         pool, portal, by="manager", date_from="2024-04-01", date_to="2024-04-05"
-    ) == [{"manager_id": None, **stats(100.0, 1, 0, 0, 10.0)}]
+    ) == [{"manager_id": None, **noted(stats(100.0, 1, 0, 0, 10.0))}]
     assert await report(
         pool,
         portal,
@@ -308,9 +322,9 @@ async def test_manager_reports_on_single_days(pool: asyncpg.Pool, portal: str) -
         date_from="2024-02-19",
         date_to="2024-02-21",
     ) == [
-        {**period("2024-02-19", "2024-02-19", "2024-02-19"), **EMPTY},
-        {**period("2024-02-20", "2024-02-20", "2024-02-20"), **stats(100.0, 1, 0, 0, 9.0)},
-        {**period("2024-02-21", "2024-02-21", "2024-02-21"), **EMPTY},
+        {**period("2024-02-19", "2024-02-19", "2024-02-19"), **noted(EMPTY)},
+        {**period("2024-02-20", "2024-02-20", "2024-02-20"), **noted(stats(100.0, 1, 0, 0, 9.0))},
+        {**period("2024-02-21", "2024-02-21", "2024-02-21"), **noted(EMPTY)},
     ]
     weekly = await report(pool, portal, by="manager", period="week", product="LASER")
     assert [(r["manager_id"], r["period"]) for r in weekly if r["answers"]] == [
@@ -329,8 +343,8 @@ async def test_manager_reports_over_whole_months_agree_with_single_days(
         whole
         == days
         == [
-            {"manager_id": 5, **stats(0.0, 1, 0, 1, 6.5)},
-            {"manager_id": 7, **stats(75.0, 3, 1, 0, 8.75)},
+            {"manager_id": 5, **noted(stats(-100.0, 0, 0, 1, 3.0), 1)},
+            {"manager_id": 7, **noted(stats(100.0, 1, 0, 0, 9.0), 3)},
         ]
     )
 
@@ -342,9 +356,9 @@ async def test_manager_report_with_partial_months_at_both_ends(
     assert await report(
         pool, portal, by="manager", date_from="2024-01-16", date_to="2024-04-05"
     ) == [
-        {"manager_id": 5, **stats(-100.0, 0, 0, 1, 3.0)},
-        {"manager_id": 7, **stats(75.0, 3, 1, 0, 8.75)},
-        {"manager_id": None, **stats(100.0, 1, 0, 0, 10.0)},
+        {"manager_id": 5, **noted(stats(-100.0, 0, 0, 1, 3.0))},
+        {"manager_id": 7, **noted(stats(100.0, 1, 0, 0, 9.0), 3)},
+        {"manager_id": None, **noted(stats(100.0, 1, 0, 0, 10.0))},
     ]
     monthly = await report(
         pool, portal, by="manager", period="month", date_from="2024-01-16", date_to="2024-04-05"
@@ -354,9 +368,9 @@ async def test_manager_report_with_partial_months_at_both_ends(
         (5, "2024-02", "2024-02-01", -100.0),
         (5, "2024-03", "2024-03-01", None),
         (5, "2024-04", "2024-04-01", None),
-        (7, "2024-01", "2024-01-16", 100.0),
+        (7, "2024-01", "2024-01-16", None),
         (7, "2024-02", "2024-02-01", 100.0),
-        (7, "2024-03", "2024-03-01", 50.0),
+        (7, "2024-03", "2024-03-01", None),
         (7, "2024-04", "2024-04-01", None),
         (None, "2024-01", "2024-01-16", None),
         (None, "2024-02", "2024-02-01", None),
@@ -364,9 +378,9 @@ async def test_manager_report_with_partial_months_at_both_ends(
         (None, "2024-04", "2024-04-01", 100.0),
     ]
     assert await report(pool, portal, by="manager", date_from="2024-01-20") == [
-        {"manager_id": 5, **stats(-50.0, 0, 1, 1, 5.0)},
-        {"manager_id": 7, **stats(25.0, 2, 1, 1, 6.5)},
-        {"manager_id": None, **stats(100.0, 1, 0, 0, 10.0)},
+        {"manager_id": 5, **noted(stats(-100.0, 0, 0, 1, 3.0), 1)},
+        {"manager_id": 7, **noted(stats(0.0, 1, 0, 1, 4.5), 2)},
+        {"manager_id": None, **noted(stats(100.0, 1, 0, 0, 10.0))},
     ]
 
 
@@ -396,21 +410,21 @@ async def test_manager_by_week_with_partial_weeks_at_both_ends(
         period("2024-W09", "2024-02-26", "2024-03-03"),
         period("2024-W10", "2024-03-04", "2024-03-05"),
     ]
-    manager_5 = {"2024-W05": stats(-100.0, 0, 0, 1, 3.0)}  # LASER 3 on 3 February
+    manager_5 = {"2024-W05": noted(stats(-100.0, 0, 0, 1, 3.0))}  # LASER 3 on 3 February
     manager_7 = {
-        "2024-W03": stats(100.0, 1, 0, 0, 9.0),  # SERUM 9 on 16 January (left edge)
-        "2024-W08": stats(100.0, 1, 0, 0, 9.0),  # LASER 9 on 20 February (rollup)
-        "2024-W10": stats(50.0, 1, 1, 0, 8.5),  # CREAM 8 and SERUM 9 on 5 March (right edge)
+        "2024-W03": noted(EMPTY, 1),  # SERUM 9 on 16 January (left edge)
+        "2024-W08": noted(stats(100.0, 1, 0, 0, 9.0)),  # LASER 9 on 20 February (rollup)
+        "2024-W10": noted(EMPTY, 2),  # CREAM 8 and SERUM 9 on 5 March (right edge)
     }
     assert await report(pool, portal, **edges) == [
-        {"manager_id": manager, **week, **counts.get(week["period"], EMPTY)}
+        {"manager_id": manager, **week, **counts.get(week["period"], noted(EMPTY))}
         for manager, counts in ((5, manager_5), (7, manager_7))
         for week in weeks
     ]
     # Monday 4 March alone at the right edge: the answers of the 5th are left out.
     to_monday = await report(pool, portal, **{**edges, "date_to": "2024-03-04"})
     monday = period("2024-W10", "2024-03-04", "2024-03-04")
-    assert to_monday[-1] == {"manager_id": 7, **monday, **EMPTY}
+    assert to_monday[-1] == {"manager_id": 7, **monday, **noted(EMPTY)}
     # Within one week there is no whole week: the answers alone.
     assert await report(
         pool, portal, by="manager", period="week", date_from="2024-01-16", date_to="2024-01-20"
@@ -450,7 +464,7 @@ async def test_filters_combine(pool: asyncpg.Pool, portal: str) -> None:
         segment="Cosmetics",
         manager=5,
         date_to="2024-12-31",
-    ) == [{**period("2024", "2024-01-01", "2024-12-31"), **stats(100.0, 1, 0, 0, 10.0)}]
+    ) == [{**period("2024", "2024-01-01", "2024-12-31"), **noted(EMPTY, 1)}]
 
 
 async def test_portal_filter_isolates_portals(pool: asyncpg.Pool, portal: str) -> None:
@@ -465,6 +479,44 @@ async def test_nothing_matches(pool: asyncpg.Pool, portal: str) -> None:
     assert await report(
         pool, portal, by="period", period="day", date_from="2030-01-01", date_to="2030-01-02"
     ) == [
-        {**period("2030-01-01", "2030-01-01", "2030-01-01"), **EMPTY},
-        {**period("2030-01-02", "2030-01-02", "2030-01-02"), **EMPTY},
+        {**period("2030-01-01", "2030-01-01", "2030-01-01"), **noted(EMPTY)},
+        {**period("2030-01-02", "2030-01-02", "2030-01-02"), **noted(EMPTY)},
     ]
+
+
+@pytest.fixture(scope="module")
+async def check_portal(pool: asyncpg.Pool) -> str:
+    member = f"m-check-{uuid.uuid4().hex[:10]}"
+    await score_the_check(pool, member)
+    return member
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        {"by": "period"},
+        {"by": "period", "period": "range"},
+        {"by": "period", "period": "day"},
+        {"by": "manager"},
+        {"by": "manager", "period": "week"},
+        {"by": "manager", "date_from": "2024-05-02", "date_to": "2024-05-02"},
+    ],
+    ids=["period", "range", "day", "manager", "manager-weekly", "manager-one-day"],
+)
+async def test_the_cosmetics_check_has_no_aggregate_nps(
+    pool: asyncpg.Pool, check_portal: str, query: dict[str, Any]
+) -> None:
+    rows = await report(pool, check_portal, **query)
+    assert [row["note"] for row in rows if row["note"]] == [LEFT_OUT]
+    assert all(row["nps"] is None and row["answers"] == 0 for row in rows)
+
+
+async def test_the_cosmetics_check_by_segment_and_product(
+    pool: asyncpg.Pool, check_portal: str
+) -> None:
+    [segment] = await report(pool, check_portal, by="segment")
+    assert (segment["nps"], segment["answers"], segment["note"]) == (None, 5, COSMETICS_NOTE)
+    products = await report(pool, check_portal, by="product")
+    assert {row["sku"]: row["nps"] for row in products} == PER_PRODUCT
+    trend = await report(pool, check_portal, by="period", product="COS-SERUM")
+    assert [(row["nps"], row["answers"], row["note"]) for row in trend] == [(0.0, 2, None)]

@@ -20,26 +20,40 @@ def budget(
 # --- pure arithmetic --------------------------------------------------------------------------
 
 
-def test_drain_removes_elapsed_time_times_rate_and_stops_at_zero() -> None:
-    assert drain(10, T0, T0 + 2, slow_until=0, per_second=2, slow_factor=0.5) == 6
-    assert drain(3, T0, T0 + 10, slow_until=0, per_second=2, slow_factor=0.5) == 0
+@pytest.mark.parametrize(
+    ("level", "elapsed_s", "slow_s", "expected"),
+    [
+        pytest.param(10, 2, 0, 6, id="elapsed-time-times-the-rate"),
+        pytest.param(3, 10, 0, 0, id="stops-at-zero"),
+        # 4 s at half rate (1/s) until the slow period ends, then 2 s at full rate (2/s).
+        pytest.param(20, 6, 4, 12, id="slower-during-the-slow-period"),
+        pytest.param(5, -3, 0, 5, id="a-clock-that-went-backwards-drains-nothing"),
+        # A 20 s stall: the portal drained the requests it received as much as the copy did.
+        pytest.param(45, 20, 0, 5, id="a-stall-drains-what-the-portal-drained"),
+        pytest.param(50, 20, 30, 30, id="a-stall-after-a-503-drains-at-half-rate"),
+    ],
+)
+def test_drain(level: float, elapsed_s: float, slow_s: float, expected: float) -> None:
+    slow_until = T0 + slow_s if slow_s else 0
+    drained = drain(level, T0, T0 + elapsed_s, slow_until=slow_until, per_second=2, slow_factor=0.5)
+    assert drained == expected
 
 
-def test_drain_is_slower_during_the_slow_period() -> None:
-    # 4 s at half rate (1/s) until T0+4, then 2 s at full rate (2/s): 4 + 4 = 8 drained.
-    assert drain(20, T0, T0 + 6, slow_until=T0 + 4, per_second=2, slow_factor=0.5) == 12
-
-
-def test_a_clock_that_went_backwards_drains_nothing() -> None:
-    assert drain(5, T0, T0 - 3, slow_until=0, per_second=2, slow_factor=0.5) == 5
-
-
-def test_wait_for_covers_the_slow_period_then_the_normal_rate() -> None:
-    assert wait_for(0, T0, slow_until=0, per_second=2, slow_factor=0.5) == 0
-    assert wait_for(1, T0, slow_until=0, per_second=2, slow_factor=0.5) == 0.5
-    assert wait_for(1, T0, slow_until=T0 + 10, per_second=2, slow_factor=0.5) == 1.0
-    # 2 s of slow drain (1/s) clears 2, the remaining 2 at 2/s take 1 s more.
-    assert wait_for(4, T0, slow_until=T0 + 2, per_second=2, slow_factor=0.5) == 3.0
+@pytest.mark.parametrize(
+    ("excess", "slow_s", "expected"),
+    [
+        pytest.param(0, 0, 0.0, id="nothing-to-drain"),
+        pytest.param(1, 0, 0.5, id="one-request-at-2-per-s"),
+        pytest.param(1, 10, 1.0, id="one-request-at-half-rate"),
+        # 2 s of slow drain (1/s) clears 2, the remaining 2 at 2/s take 1 s more.
+        pytest.param(4, 2, 3.0, id="the-slow-period-then-the-normal-rate"),
+        # A full copy (50 against a capacity of 45) after a 503: 6 more at 1/s.
+        pytest.param(6, 30, 6.0, id="a-full-copy-after-a-503"),
+    ],
+)
+def test_wait_for(excess: float, slow_s: float, expected: float) -> None:
+    slow_until = T0 + slow_s if slow_s else 0
+    assert wait_for(excess, T0, slow_until=slow_until, per_second=2, slow_factor=0.5) == expected
 
 
 def test_headroom_is_a_tenth_of_the_burst_and_at_least_two() -> None:

@@ -1,6 +1,7 @@
 """The client against scripted portal answers (httpx.MockTransport): requests, errors, retries,
 batches, paging, and the webhook secret kept out of every message."""
 
+import asyncio
 import json
 from collections.abc import Callable, Iterator, MutableMapping
 from typing import Any
@@ -213,6 +214,35 @@ async def test_a_network_failure_on_a_read_is_retried() -> None:
         response = await client.call("crm.contact.userfield.list", {})
     assert response.result == [{"ID": "1"}]
     assert len(portal.requests) == 2
+
+
+async def test_a_request_is_counted_when_it_goes_not_while_it_waits_for_a_slot() -> None:
+    """The portal counts a request when it receives it. One waiting behind a hung request must
+    not be counted yet: its count would drain away before it goes, and the requests queued that
+    way would go out together, over the portal's burst, when the hang ends."""
+    answer = asyncio.Event()
+    received: list[str] = []
+
+    async def hanging(request: httpx.Request) -> httpx.Response:
+        received.append(request.url.path)
+        await answer.wait()
+        return ok([])
+
+    clock = FakeClock()
+    budget = MemoryRateBudget(
+        Rate(per_second=1, burst=2), headroom=0, clock=clock, sleep=clock.sleep
+    )
+    async with Bitrix24Client(
+        BASE, budget, transport=httpx.MockTransport(hanging), max_in_flight=1
+    ) as client:
+        calls = [asyncio.create_task(client.call("user.get")) for _ in range(2)]
+        await asyncio.sleep(0.05)
+        assert len(received) == 1
+        assert await budget.room() == 0.0  # one request counted: the one at the portal
+        answer.set()
+        await asyncio.gather(*calls)
+    assert len(received) == 2
+    assert await budget.room() == 1.0  # both counted once they went
 
 
 async def test_a_429_parks_only_that_method_until_the_reset() -> None:

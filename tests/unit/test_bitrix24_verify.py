@@ -4,7 +4,14 @@ from typing import Any
 
 import pytest
 
-from shared.bitrix24.verify import check_fields, contact_fields, item_fields
+from shared.bitrix24.verify import (
+    PortalCategory,
+    check_fields,
+    contact_fields,
+    item_fields,
+    portal_categories,
+    unmapped_categories,
+)
 from shared.portal_config import PortalConfig
 
 
@@ -138,3 +145,40 @@ def test_the_userfield_list_knows_fields_the_contact_fields_lack(
     contact = {k: v for k, v in CONTACT_FIELDS.items() if k != "UF_CRM_NPS_CRYO_B"}
     userfields = [userfield("UF_CRM_NPS_CRYO_B", "enumeration")]
     assert check(portal_config, item_result(), contact, userfields) == []
+
+
+@pytest.mark.parametrize(
+    ("result", "expected"),
+    [
+        (
+            {"categories": [{"id": 10, "name": "Cosmetics"}, {"id": "16", "name": "Laser C"}]},
+            [PortalCategory(10, "Cosmetics"), PortalCategory(16, "Laser C")],
+        ),
+        ({"categories": [{"id": 3}]}, [PortalCategory(3, "")]),
+        ({"categories": [{"name": "no id"}, {"id": "x"}, {"id": None}, "16"]}, []),
+        ({"categories": []}, []),
+        ({}, []),
+        ([], []),
+        (None, []),
+    ],
+)
+def test_portal_categories_are_read_from_crm_category_list(
+    result: Any, expected: list[PortalCategory]
+) -> None:
+    assert portal_categories(result) == expected
+
+
+@pytest.mark.parametrize(
+    ("listed", "unmapped"),
+    [
+        ([10, 12, 14], []),
+        ([10, 16, 12, 14, 18], [16, 18]),
+        ([0], [0]),
+        ([], []),
+    ],
+)
+def test_unmapped_categories_are_those_no_segment_maps(
+    portal_config: PortalConfig, listed: list[int], unmapped: list[int]
+) -> None:
+    categories = [PortalCategory(category_id, f"form {category_id}") for category_id in listed]
+    assert [c.category_id for c in unmapped_categories(categories, portal_config)] == unmapped

@@ -28,7 +28,7 @@ from services.crm_sync.entities import (
     written_event,
 )
 from shared.events import PortalRef, RouteAction, ScoredAnswer
-from shared.portal_config import PortalConfig
+from shared.portal_config import PortalConfig, parse_portal_config
 
 SUBMITTED = datetime(2026, 3, 14, 10, 30, tzinfo=UTC)
 
@@ -111,6 +111,17 @@ def test_a_bad_responsible_is_refused(portal_config: PortalConfig, bad: Any) -> 
 def test_nothing_is_created_for_other_actions(portal_config: PortalConfig) -> None:
     with pytest.raises(ActionError, match="creates nothing"):
         responsible_for(action("contact"), portal_config)
+
+
+def test_a_task_without_routing_task_needs_its_responsible(portal_config: PortalConfig) -> None:
+    data = portal_config.model_dump(mode="json", exclude_none=True)
+    del data["routing"]["task"]
+    config = parse_portal_config(data)
+    now = datetime(2026, 1, 1, 9, 0, tzinfo=UTC)
+    assert responsible_for(action("task", {"responsible_id": 31}), config) == 31
+    assert deadline_for(action("task"), config, now) == now + timedelta(hours=24)
+    with pytest.raises(ActionError, match=r"routing\.task \(the head of sales\) is not set"):
+        responsible_for(action("task"), config)
 
 
 def test_the_deadline_is_hours_from_now(portal_config: PortalConfig) -> None:

@@ -11,21 +11,34 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from services.crm_sync.policy import (
+    Audit,
+    Conflict,
+    Effects,
     LedgerEntry,
+    Outgoing,
+    Owned,
     Repair,
+    Role,
+    Settled,
     Version,
     Write,
     canonical,
+    conclude,
+    contact_fields_for,
     date_value,
     history_entry,
     is_empty,
     merge,
     overwritten,
+    plan_answer,
+    plan_details,
     plan_patch,
+    plan_repairs,
     same,
+    settle_writes,
 )
-from shared.events import PortalRef, ScoredAnswer
-from shared.portal_config import ContactFields
+from shared.events import PortalRef, RouteAction, ScoredAnswer, WriteOutcome
+from shared.portal_config import ContactFields, PortalConfig, parse_portal_config
 
 MSK = timezone(timedelta(hours=3))
 SUBMITTED = datetime(2025, 3, 14, 10, 30, tzinfo=MSK)
@@ -513,3 +526,440 @@ def test_repairs_survive_a_round_trip_through_json() -> None:
 )
 def test_three_way_merge(base: Any, ours_: Any, theirs: Any, merged: Any) -> None:
     assert merge(base, ours_, theirs) == merged
+
+
+# --- the contact writer's steps -------------------------------------------------------------
+
+V = Version.of(answer())
+DAY = date_value(answer())
+ENTRY = history_entry(answer())
+
+
+def sent(field: str, base: Any, value: Any, before_ours: bool = False) -> Outgoing:
+    return Outgoing(Write(field, base, value), before_ours)
+
+
+def contact_action(category_id: int) -> RouteAction:
+    the_answer = answer().model_copy(update={"category_id": category_id})
+    return RouteAction(
+        action_id="a", action="contact", rule="r", answer=the_answer, correlation_id="c"
+    )
+
+
+@pytest.mark.parametrize(
+    ("segment", "expected"),
+    [
+        (
+            12,
+            ContactFields(
+                score="UF_CRM_NPS_LASER_A",
+                date="UF_CRM_NPS_LASER_A_DATE",
+                history="UF_CRM_NPS_HISTORY",
+            ),
+        ),
+        (10, None),
+        (99, None),
+    ],
+    ids=["equipment", "cosmetics", "unknown category"],
+)
+def test_the_segment_decides_the_contact_fields(
+    portal_config: PortalConfig, segment: int, expected: ContactFields | None
+) -> None:
+    assert contact_fields_for(contact_action(category_id=segment), portal_config) == expected
+
+
+def test_an_equipment_segment_without_contact_fields_writes_no_contact(
+    portal_config: PortalConfig,
+) -> None:
+    data = portal_config.model_dump(mode="json", exclude_none=True)
+    for segment in data["survey"]["segments"]:
+        segment.pop("contact_fields", None)
+    config = parse_portal_config(data)
+    assert contact_fields_for(contact_action(category_id=12), config) is None
+
+
+@pytest.mark.parametrize(
+    ("current", "earlier", "audit", "owned", "sends"),
+    [
+        (
+            {"UF_SCORE": "9"},
+            [sent("UF_SCORE", None, "9")],
+            [Audit("UF_SCORE", None, "9", "recovered", False)],
+            [Owned("UF_SCORE", "9", V)],
+            ["UF_DATE", "UF_LOG"],
+        ),
+        (
+            {"UF_SCORE": "9"},
+            [sent("UF_SCORE", "3", "9", before_ours=True)],
+            [Audit("UF_SCORE", "3", "9", "recovered", True)],
+            [Owned("UF_SCORE", "9", V)],
+            ["UF_DATE", "UF_LOG"],
+        ),
+        (
+            {"UF_SCORE": "5 (by hand)"},
+            [sent("UF_SCORE", None, "9")],
+            [],
+            [],
+            ["UF_DATE", "UF_LOG"],
+        ),
+        (
+            {},
+            [sent("UF_SCORE", None, "9")],
+            [],
+            [],
+            ["UF_SCORE", "UF_DATE", "UF_LOG"],
+        ),
+        (
+            {"UF_LOG": [ENTRY]},
+            [sent("UF_LOG", None, [ENTRY])],
+            [Audit("UF_LOG", None, [ENTRY], "recovered", False)],
+            [],
+            ["UF_SCORE", "UF_DATE"],
+        ),
+        (
+            {"UF_OTHER": "9"},
+            [sent("UF_OTHER", None, "9")],
+            [],
+            [],
+            ["UF_SCORE", "UF_DATE", "UF_LOG"],
+        ),
+    ],
+    ids=[
+        "a sent score that shows is ours",
+        "the audit keeps whether the value replaced was ours",
+        "a sent score replaced since is not claimed",
+        "a sent write that does not show did not happen",
+        "a sent history entry is audited and not appended again",
+        "a field no longer mapped is not recovered",
+    ],
+)
+def test_writes_an_earlier_attempt_sent_are_recovered_before_deciding(
+    current: dict[str, Any],
+    earlier: list[Outgoing],
+    audit: list[Audit],
+    owned: list[Owned],
+    sends: list[str],
+) -> None:
+    step = plan_answer(FIELDS, answer(), current, {}, earlier)
+    assert step.effects == Effects(audit=tuple(audit), owned=tuple(owned))
+    assert [send.write.field for send in step.sends] == sends
+
+
+def test_a_recovered_score_is_owned_when_the_answer_is_decided_afresh() -> None:
+    step = plan_answer(FIELDS, answer(), {"UF_SCORE": "9"}, {}, [sent("UF_SCORE", None, "9")])
+    decision = step.plan.decision("UF_SCORE")
+    assert decision is not None
+    assert (decision.verdict, decision.owned_after) == ("keep", "9")
+
+
+@pytest.mark.parametrize(
+    ("current", "ledger", "sends"),
+    [
+        (
+            {},
+            {},
+            [
+                sent("UF_SCORE", None, "9"),
+                sent("UF_DATE", None, DAY),
+                sent("UF_LOG", None, [ENTRY]),
+            ],
+        ),
+        (
+            {"UF_SCORE": "3", "UF_DATE": "2025-02-12", "UF_LOG": ["x"]},
+            {"UF_SCORE": ours("3"), "UF_DATE": ours("2025-02-12")},
+            [
+                sent("UF_SCORE", "3", "9", before_ours=True),
+                sent("UF_DATE", "2025-02-12", DAY, before_ours=True),
+                sent("UF_LOG", ["x"], ["x", ENTRY]),
+            ],
+        ),
+        (
+            {"UF_SCORE": "7 (by hand)", "UF_DATE": DAY, "UF_LOG": [ENTRY]},
+            {},
+            [],
+        ),
+    ],
+    ids=["empty fields", "our values and a list", "nothing to write"],
+)
+def test_an_answer_sends_its_writes_with_whose_value_they_replace(
+    current: dict[str, Any], ledger: dict[str, LedgerEntry], sends: list[Outgoing]
+) -> None:
+    step = plan_answer(FIELDS, answer(), current, ledger)
+    assert list(step.sends) == sends
+    assert step.effects == Effects()
+
+
+RESTORE = Repair("UF_SCORE", written="9", target="7 (called)", displaced="7 (called)")
+MERGE = Repair("UF_LOG", written=["a", "e"], target=["a", "x", "e"], displaced=["a", "x"])
+
+
+@pytest.mark.parametrize(
+    ("repairs", "current", "earlier", "sends", "audit"),
+    [
+        ([RESTORE], {"UF_SCORE": "9"}, [], [sent("UF_SCORE", "9", "7 (called)", True)], []),
+        ([RESTORE], {"UF_SCORE": "8 (second edit)"}, [], [], []),
+        ([RESTORE], {"UF_SCORE": "7 (called)"}, [], [], []),
+        (
+            [RESTORE, MERGE],
+            {"UF_SCORE": "9", "UF_LOG": ["a", "e"]},
+            [],
+            [
+                sent("UF_SCORE", "9", "7 (called)", True),
+                sent("UF_LOG", ["a", "e"], ["a", "x", "e"], True),
+            ],
+            [],
+        ),
+        (
+            [RESTORE],
+            {"UF_SCORE": "7 (called)"},
+            [sent("UF_SCORE", "9", "7 (called)", True)],
+            [],
+            [Audit("UF_SCORE", "9", "7 (called)", "restore", True)],
+        ),
+        (
+            [RESTORE],
+            {"UF_SCORE": "9"},
+            [sent("UF_SCORE", "9", "7 (called)", True)],
+            [sent("UF_SCORE", "9", "7 (called)", True)],
+            [],
+        ),
+    ],
+    ids=[
+        "a scalar gets the person's value back",
+        "a field changed again is left alone",
+        "a field already showing the person's value needs nothing",
+        "a list gets the person's entries plus ours",
+        "a restore an earlier attempt sent is audited",
+        "a restore an earlier attempt did not get to is sent",
+    ],
+)
+def test_repairs_put_back_what_a_person_set_while_we_wrote(
+    repairs: list[Repair],
+    current: dict[str, Any],
+    earlier: list[Outgoing],
+    sends: list[Outgoing],
+    audit: list[Audit],
+) -> None:
+    step = plan_repairs(repairs, current, earlier)
+    assert list(step.sends) == sends
+    assert step.effects == Effects(audit=tuple(audit))
+
+
+SCORE_ONLY = ContactFields(score="UF_SCORE")
+
+
+@pytest.mark.parametrize(
+    ("current", "ledger", "clobbered", "owned", "conflicts"),
+    [
+        (None, {}, False, [Owned("UF_SCORE", "9", V)], []),
+        (None, {}, True, [Owned("UF_SCORE", None, V)], []),
+        ("3", {"UF_SCORE": ours("3")}, False, [Owned("UF_SCORE", "9", V)], []),
+        ("3", {"UF_SCORE": ours("3")}, True, [Owned("UF_SCORE", "3", V)], []),
+        ("9", {}, False, [Owned("UF_SCORE", None, V)], []),
+        ("9", {"UF_SCORE": ours("9")}, False, [Owned("UF_SCORE", "9", V)], []),
+        (
+            "7/10",
+            {},
+            False,
+            [Owned("UF_SCORE", None, V)],
+            [Conflict("UF_SCORE", "legacy", "7/10", "9")],
+        ),
+        (
+            "5",
+            {"UF_SCORE": ours("3")},
+            False,
+            [Owned("UF_SCORE", "3", V)],
+            [Conflict("UF_SCORE", "hand_edited", "5", "9")],
+        ),
+        ("3", {"UF_SCORE": ours("3", NEWER)}, False, [], []),
+    ],
+    ids=[
+        "an empty field written is ours",
+        "an empty field a person filled meanwhile is not",
+        "our value replaced is ours",
+        "our value a person replaced meanwhile: the old one stays ours",
+        "a legacy value equal to the answer is not claimed",
+        "our value equal to the answer stays ours",
+        "a legacy value is a conflict",
+        "our value edited by hand is a conflict",
+        "a stale answer moves nothing",
+    ],
+)
+def test_a_plan_concludes_in_the_ledger_and_conflicts(
+    current: Any,
+    ledger: dict[str, LedgerEntry],
+    clobbered: bool,
+    owned: list[Owned],
+    conflicts: list[Conflict],
+) -> None:
+    the_plan = plan_patch(SCORE_ONLY, answer(), {"UF_SCORE": current}, ledger)
+    effects = conclude(the_plan, frozenset({"UF_SCORE"}) if clobbered else frozenset())
+    assert effects == Effects(owned=tuple(owned), conflicts=tuple(conflicts))
+
+
+LOG_FIELDS = ContactFields(score="UF_SCORE", history="UF_LOG")
+BEFORE = {"UF_SCORE": None, "UF_LOG": ["a"]}
+ROLES: dict[str, Role] = {"UF_SCORE": "score", "UF_LOG": "history"}
+
+
+def settle_answer(seen: dict[str, Any] | None) -> Settled:
+    step = plan_answer(LOG_FIELDS, answer(), BEFORE, {})
+    return settle_writes(
+        step.sends,
+        seen,
+        plan=step.plan,
+        roles=ROLES,
+        outcome=step.plan.outcome(),
+        details=plan_details(step.plan, 5),
+    )
+
+
+@pytest.mark.parametrize(
+    ("seen", "repaired", "outcome", "edited", "owned"),
+    [
+        (None, [], "patched", [], "9"),
+        ({"UF_SCORE": None, "UF_LOG": ["a"]}, [], "patched", [], "9"),
+        ({"UF_SCORE": "9.0", "UF_LOG": ["a"]}, [], "patched", [], "9"),
+        (
+            {"UF_SCORE": "7 (called)", "UF_LOG": ["a"]},
+            ["UF_SCORE"],
+            "conflict",
+            [Conflict("UF_SCORE", "edited_during_write", "7 (called)", "9")],
+            None,
+        ),
+        ({"UF_SCORE": None, "UF_LOG": ["a", "x"]}, ["UF_LOG"], "patched", [], "9"),
+        (
+            {"UF_SCORE": "7 (called)", "UF_LOG": []},
+            ["UF_LOG", "UF_SCORE"],
+            "conflict",
+            [Conflict("UF_SCORE", "edited_during_write", "7 (called)", "9")],
+            None,
+        ),
+    ],
+    ids=[
+        "the verify read failed: taken as decided",
+        "nothing changed in between",
+        "the person typed our value",
+        "a score edited in between is a conflict and is put back",
+        "a list edited in between is merged without a conflict",
+        "both edited in between",
+    ],
+)
+def test_the_verify_read_decides_what_a_write_did(
+    seen: dict[str, Any] | None,
+    repaired: list[str],
+    outcome: str,
+    edited: list[Conflict],
+    owned: Any,
+) -> None:
+    settled = settle_answer(seen)
+    before = seen or BEFORE
+    assert settled.effects.audit == (
+        Audit("UF_SCORE", before["UF_SCORE"], "9", "answer", False),
+        Audit("UF_LOG", before["UF_LOG"], ["a", ENTRY], "answer", False),
+    )
+    assert sorted(r.field for r in settled.repairs) == repaired
+    assert settled.outcome == outcome
+    assert settled.effects.conflicts == tuple(edited)
+    assert settled.effects.owned == (Owned("UF_SCORE", owned, V),)
+    assert settled.details.get("repaired", []) == repaired
+    assert settled.details["conflicts"] == [{"field": c.field, "reason": c.reason} for c in edited]
+
+
+RESTORED = sent("UF_SCORE", "9", "7 (called)", before_ours=True)
+MERGED = sent("UF_LOG", ["a", "e"], ["a", "x", "e"], before_ours=True)
+
+
+@pytest.mark.parametrize(
+    ("restore", "roles", "seen", "repaired", "conflicts", "outcome"),
+    [
+        (RESTORED, ROLES, "9", False, [], "conflict"),
+        (RESTORED, ROLES, "7 (called)", False, [], "conflict"),
+        (
+            RESTORED,
+            ROLES,
+            "8 (second edit)",
+            True,
+            [Conflict("UF_SCORE", "edited_during_write", "8 (second edit)", None)],
+            "conflict",
+        ),
+        (
+            RESTORED,
+            {},
+            "8 (second edit)",
+            True,
+            [Conflict("UF_SCORE", "edited_during_write", "8 (second edit)", None)],
+            "conflict",
+        ),
+        (MERGED, ROLES, ["a", "e", "y"], True, [], "patched"),
+    ],
+    ids=[
+        "a restore that went through",
+        "the person set their value again",
+        "a scalar edited again during the restore",
+        "a field the answer no longer maps counts as a scalar",
+        "a list edited again is merged once more, without a conflict",
+    ],
+)
+def test_restores_are_audited_and_repaired_again_when_edited_again(
+    restore: Outgoing,
+    roles: dict[str, Role],
+    seen: Any,
+    repaired: bool,
+    conflicts: list[Conflict],
+    outcome: WriteOutcome,
+) -> None:
+    field, value = restore.write.field, restore.write.value
+    settled = settle_writes(
+        [restore],
+        {field: seen},
+        plan=None,
+        roles=roles,
+        outcome="patched" if field == "UF_LOG" else "conflict",
+        details={"repaired": [field]},
+    )
+    assert settled.effects.audit == (Audit(field, seen, value, "restore", True),)
+    assert settled.effects.owned == ()
+    assert settled.effects.conflicts == tuple(conflicts)
+    assert settled.outcome == outcome
+    assert [r.field for r in settled.repairs] == ([field] if repaired else [])
+
+
+@pytest.mark.parametrize(
+    ("current", "ledger", "details"),
+    [
+        (
+            {},
+            {},
+            {
+                "written": {"UF_SCORE": "9", "UF_DATE": DAY},
+                "appended": {"UF_LOG": ENTRY},
+                "kept": {},
+                "conflicts": [],
+                "stale": False,
+            },
+        ),
+        (
+            {"UF_SCORE": "7/10", "UF_DATE": DAY, "UF_LOG": [ENTRY]},
+            {},
+            {
+                "written": {},
+                "appended": {},
+                "kept": {"UF_DATE": "same_value", "UF_LOG": "already_logged"},
+                "conflicts": [{"field": "UF_SCORE", "reason": "legacy"}],
+                "stale": False,
+            },
+        ),
+        (
+            {},
+            {"UF_SCORE": ours("10", NEWER)},
+            {"written": {}, "appended": {}, "kept": {}, "conflicts": [], "stale": True},
+        ),
+    ],
+    ids=["written and appended", "kept and conflicts", "stale"],
+)
+def test_the_event_details_say_what_the_plan_did(
+    current: dict[str, Any], ledger: dict[str, LedgerEntry], details: dict[str, Any]
+) -> None:
+    the_plan = plan_patch(FIELDS, answer(), current, ledger)
+    assert plan_details(the_plan, 5) == {"contact_id": 5, **details}

@@ -1,4 +1,4 @@
-"""Dashboard HTML: escaping, the figures a page shows, the filter form and the markup helpers.
+"""Dashboard HTML: escaping, the figures a page shows, the filter form and the style sheet.
 
 `figures(html)` reads a page the way the integration and browser tests check it: every element
 with `data-row` is a row, every `data-col` inside it a figure (its text).
@@ -6,13 +6,18 @@ with `data-row` is a row, every `data-col` inside it a figure (its text).
 
 from __future__ import annotations
 
+import json
+import tomllib
 from datetime import UTC, datetime
 from html.parser import HTMLParser
+from pathlib import Path
 from typing import Any
 
+import pytest
+
+from services.ingest.unmapped import UnmappedCategory
 from services.reports import pages
 from services.reports.filters import Filters
-from services.reports.markup import Html, el, escape, join
 from services.reports.views import (
     Counts,
     FilterOptions,
@@ -82,6 +87,7 @@ def shown(row: dict[str, Any]) -> dict[str, str]:
         "detractors": str(row["detractors"]),
         "answers": str(row["answers"]),
         "avg_score": "—" if row["avg_score"] is None else f"{row['avg_score']:.2f}",
+        **({"note": row["note"]} if row.get("note") else {}),
     }
 
 
@@ -107,19 +113,95 @@ OPTIONS = FilterOptions(
 )
 
 
-def test_markup_escapes_text_and_attributes_but_not_markup() -> None:
-    page = el(
-        "a", {"href": 'x" onclick="evil()', "title": SCRIPT, "hidden": True, "alt": None}, SCRIPT
+class _Markup(HTMLParser):
+    """The elements and attributes a browser would build from a page."""
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.tags: set[str] = set()
+        self.attributes: set[str] = set()
+        self.text: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.tags.add(tag)
+        self.attributes.update(name for name, _ in attrs)
+
+    def handle_data(self, data: str) -> None:
+        self.text.append(data)
+
+
+EVIL = f'{SCRIPT} " onmouseover="evil()" \' onfocus=\'evil()'
+"""Customer text trying to close an attribute (either quote) and to open a script."""
+
+
+def _pages_with_customer_text() -> dict[str, str]:
+    """Every page, with `EVIL` in every piece of text that comes from customers or the portal."""
+    options = FilterOptions(
+        portals=("portal-a", EVIL),
+        segments=((10, EVIL),),
+        catalogue={"EQ-1": ProductInfo(EVIL, (EVIL,), (EVIL,))},
+        managers=(5,),
     )
-    assert page == (
-        '<a href="x&quot; onclick=&quot;evil()" title="&lt;script&gt;alert(&#x27;x&#x27;)'
-        '&lt;/script&gt;" hidden>&lt;script&gt;alert(&#x27;x&#x27;)&lt;/script&gt;</a>'
-    )
-    assert el("input", {"value": 3}) == '<input value="3">'
-    assert join([el("b", None, 1), "<i>", None, Html("<br>")]) == "<b>1</b>&lt;i&gt;<br>"
-    assert escape(escape("<")) == "&lt;"
-    assert escape(-12.5) == "-12.5"
-    assert escape(True) == "True"
+    filters = Filters(segment=EVIL, product=EVIL, portal=EVIL)
+    answer = {
+        "answer_id": f"p:1:{EVIL}",
+        "entity_type_id": 1038,
+        "item_id": 1,
+        "segment": EVIL,
+        "sku": EVIL,
+        "product_name": EVIL,
+        "score": 2,
+        "category": "detractor",
+        "comment": EVIL,
+        "service_request": True,
+        "contact_id": 501,
+        "responsible_id": 5,
+        "submitted_at": datetime(2024, 5, 2, 7, 0, tzinfo=UTC),
+    }
+    conflict = {
+        "id": 4,
+        "contact_id": 501,
+        "field": EVIL,
+        "reason": EVIL,
+        "current_value": json.dumps(EVIL),
+        "proposed_value": json.dumps({"v": EVIL}),
+        "answer_id": EVIL,
+        "created_at": datetime(2024, 6, 1, tzinfo=UTC),
+    }
+    product = report_row(-60.0, 1, 0, 4, 3.2, sku=EVIL, name=EVIL)
+    trend = [report_row(-60.0, 1, 0, 4, 3.2, sku=EVIL, period=EVIL)]
+    summary = Counts(-100.0, 0, 0, 1, 1, 2.0)
+    return {
+        "trend": pages.trend_page(
+            filters, options, trend_chart(trend), summary, EVIL, api_url=f"/api?{EVIL}"
+        ),
+        "products": pages.products_page(
+            filters, options, product_lines([product], trend, options.catalogue), api_url="/"
+        ),
+        "managers": pages.managers_page(
+            filters, options, manager_lines([{**product, "manager_id": 5}]), api_url="/"
+        ),
+        "attention": pages.attention_page(
+            filters, options, attention_lines([answer], EVIL), summary, 50, api_url="/"
+        ),
+        "ops": pages.ops_page(
+            filters, options, ops_view(1, [conflict], {EVIL: 1}, [EVIL], "https://a.b")
+        ),
+        "problems": pages.problems_page(pages.OPS, options, [EVIL]),
+        "sign-in": pages.login_page(f"/{EVIL}"),
+    }
+
+
+@pytest.mark.parametrize("name", list(_pages_with_customer_text()))
+def test_customer_text_with_script_and_quotes_is_text_on_every_page(name: str) -> None:
+    page = _pages_with_customer_text()[name]
+    markup = _Markup()
+    markup.feed(page)
+    markup.close()
+    assert "script" not in markup.tags
+    assert not {"onmouseover", "onfocus", "evil()"} & markup.attributes
+    assert "<script" not in page
+    assert any(EVIL in text for text in markup.text)
 
 
 def test_comments_and_names_with_script_are_shown_as_text() -> None:
@@ -143,7 +225,7 @@ def test_comments_and_names_with_script_are_shown_as_text() -> None:
     lines = attention_lines(records, "https://acme.bitrix24.ru")
     filters = Filters(product=SCRIPT, portal="portal-a")
     summary = Counts(-100.0, 0, 0, 1, 1, 2.0)
-    page = pages.layout(pages.ATTENTION, filters, OPTIONS, pages.attention_body(lines, summary, 50))
+    page = pages.attention_page(filters, OPTIONS, lines, summary, 50, api_url="/api/report")
     assert "<script" not in page
     assert "&lt;script&gt;" in page
     assert figures(page)["p:1:EQ-1"]["comment"] == f"broken {SCRIPT}\nagain"
@@ -161,8 +243,10 @@ def test_trend_page_shows_every_period_and_the_summary() -> None:
         report_row(100.0, 1, 0, 0, 10.0, period="2024-07"),
     ]
     summary = report_row(0.0, 2, 0, 2, 6.5, period="all")
-    body = pages.trend_body(trend_chart(rows), Counts.of(summary), "month")
-    page = pages.layout(pages.TREND, Filters(), OPTIONS, body, api_url="/api/report?by=period")
+    chart = trend_chart(rows)
+    page = pages.trend_page(
+        Filters(), OPTIONS, chart, Counts.of(summary), "month", api_url="/api/report?by=period"
+    )
     shown_rows = figures(page)
     for row in rows:
         assert shown_rows[row["period"]] == shown(row)
@@ -173,8 +257,43 @@ def test_trend_page_shows_every_period_and_the_summary() -> None:
     assert 'href="/api/report?by=period"' in page
 
 
+NOTE = "equipment only: 2 cosmetics answers left out (no NPS across cosmetics products)"
+
+
+def test_trend_and_managers_show_the_notes_of_rows_that_left_cosmetics_out() -> None:
+    rows = [
+        {**report_row(None, 0, 0, 0, None, period="2024-05"), "note": NOTE},
+        {**report_row(100.0, 1, 0, 0, 10.0, period="2024-06"), "note": None},
+    ]
+    summary = {**report_row(100.0, 1, 0, 0, 10.0, period="all"), "note": NOTE}
+    page = pages.trend_page(
+        Filters(), OPTIONS, trend_chart(rows), Counts.of(summary), "month", api_url="/api"
+    )
+    assert figures(page) == {
+        "2024-05": {**shown(rows[0]), "note": NOTE},
+        "2024-06": shown(rows[1]),
+        "summary": {**shown(summary), "note": NOTE},
+    }
+    assert "<th>note</th>" in page
+
+    managers = [{**report_row(None, 0, 0, 0, None), "manager_id": 7, "note": NOTE}]
+    page = pages.managers_page(Filters(), OPTIONS, manager_lines(managers), api_url="/api")
+    assert figures(page) == {"7": {**shown(managers[0]), "note": NOTE}}
+    assert "<th>note</th>" in page
+
+
+def test_tables_without_notes_have_no_note_column() -> None:
+    rows = [{**report_row(100.0, 1, 0, 0, 10.0, period="2024-06"), "note": None}]
+    page = pages.trend_page(
+        Filters(), OPTIONS, trend_chart(rows), Counts.of(rows[0]), "month", api_url="/api"
+    )
+    assert "<th>note</th>" not in page
+    assert 'data-col="note"' not in page
+
+
 def test_an_empty_trend_says_there_are_no_answers() -> None:
-    body = pages.trend_body(trend_chart([]), Counts(None, 0, 0, 0, 0, None), "week")
+    empty = Counts(None, 0, 0, 0, 0, None)
+    body = pages.trend_page(Filters(), OPTIONS, trend_chart([]), empty, "week", api_url="/api")
     assert "No answers for these filters." in body
     assert "<svg" not in body
 
@@ -186,7 +305,9 @@ def test_products_and_managers_pages_show_the_report_rows() -> None:
     ]
     trend = [report_row(-60.0, 1, 0, 4, 3.2, sku="EQ-1", period="2024-05")]
     lines = product_lines(products, trend, OPTIONS.catalogue)
-    page = pages.products_body(lines, Filters(period="week", portal="portal-a"))
+    page = pages.products_page(
+        Filters(period="week", portal="portal-a"), OPTIONS, lines, api_url="/"
+    )
     assert figures(page) == {row["sku"]: shown(row) for row in products}
     assert "Laser &lt;A&gt;" in page
     assert 'href="/?product=EQ-1&amp;period=week&amp;portal=portal-a"' in page
@@ -197,14 +318,14 @@ def test_products_and_managers_pages_show_the_report_rows() -> None:
         {**report_row(20.0, 2, 2, 1, 7.8), "manager_id": 7},
         {**report_row(-100.0, 0, 0, 1, 1.0), "manager_id": None},
     ]
-    page = pages.managers_body(manager_lines(managers), Filters())
+    page = pages.managers_page(Filters(), OPTIONS, manager_lines(managers), api_url="/api")
     assert figures(page) == {"7": shown(managers[0]), "none": shown(managers[1])}
     assert 'href="/?manager=7"' in page
 
 
 def test_filter_form_keeps_every_filter_in_the_url() -> None:
     filters = Filters(segment="Cosmetics", product="EQ-1", manager=9, period="week", portal="p-x")
-    page = pages.layout(pages.MANAGERS, filters, OPTIONS, Html(""))
+    page = pages.managers_page(filters, OPTIONS, [], api_url="/api")
     assert '<option value="Cosmetics" selected>Cosmetics</option>' in page
     assert '<option value="EQ-1" selected>Laser &lt;A&gt; (EQ-1)</option>' in page
     assert '<option value="9" selected>9</option>' in page
@@ -228,7 +349,7 @@ def test_ops_page_shows_conflicts_and_unknown_queue_sizes() -> None:
         "created_at": datetime(2024, 6, 1, tzinfo=UTC),
     }
     view = ops_view(1, [conflict], None, ["scoring.submissions"], None)
-    page = pages.ops_body(view)
+    page = pages.ops_page(Filters(), OPTIONS, view)
     assert figures(page) == {
         "conflicts": {"total": "1"},
         "4": {},
@@ -236,12 +357,26 @@ def test_ops_page_shows_conflicts_and_unknown_queue_sizes() -> None:
     }
     assert "<script" not in page
     assert "RabbitMQ did not answer" in page
-    missing = pages.ops_body(
-        ops_view(None, [], {"scoring.submissions": 2}, ["scoring.submissions"], None)
+    missing = pages.ops_page(
+        Filters(),
+        OPTIONS,
+        ops_view(None, [], {"scoring.submissions": 2}, ["scoring.submissions"], None),
     )
     assert "is not in this database" in missing
     assert figures(missing)["scoring.submissions"] == {"size": "2"}
     assert 'class="num alert"' in missing
+
+
+def test_ops_page_lists_answers_waiting_for_a_segment() -> None:
+    at = datetime(2024, 6, 1, tzinfo=UTC)
+    held = [UnmappedCategory(16, 3, at, at), UnmappedCategory(18, 1, at, at)]
+    page = pages.ops_page(Filters(), OPTIONS, ops_view(None, [], None, [], None, unmapped=held))
+    assert figures(page) == {"category-16": {"answers": "3"}, "category-18": {"answers": "1"}}
+    assert "Add a segment for each category to the portal YAML" in page
+    empty = pages.ops_page(Filters(), OPTIONS, ops_view(None, [], None, [], None))
+    assert "None: every category that sent answers has a segment." in empty
+    missing = pages.ops_page(Filters(), OPTIONS, ops_view(None, [], None, [], None, unmapped=None))
+    assert "(ingest_unmapped_items) is not in this database" in missing
 
 
 def test_sign_in_page_says_how_to_get_in() -> None:
@@ -251,17 +386,35 @@ def test_sign_in_page_says_how_to_get_in() -> None:
 
 
 def test_problems_are_listed_escaped() -> None:
-    notice = pages.problems_notice([f"product: {SCRIPT}"])
+    notice = pages.problems_page(pages.TREND, OPTIONS, [f"product: {SCRIPT}"])
     assert "<li>product: &lt;script&gt;" in notice
 
 
-def test_the_style_sheet_is_the_one_the_policy_allows() -> None:
-    import base64
-    import hashlib
-
-    page = pages.layout(pages.OPS, Filters(), OPTIONS, Html(""))
-    css = page.split("<style>", 1)[1].split("</style>", 1)[0]
-    digest = base64.b64encode(hashlib.sha256(css.encode()).digest()).decode()
-    assert f"style-src 'sha256-{digest}'" in pages.CONTENT_SECURITY_POLICY
+def test_pages_take_their_style_sheet_from_the_app_and_the_policy_allows_only_it() -> None:
+    page = pages.ops_page(Filters(), OPTIONS, ops_view(None, [], {}, [], None))
+    assert f'<link rel="stylesheet" href="{pages.STYLESHEET}">' in page
+    assert pages.STYLESHEET.startswith(pages.STYLESHEET_PATH + "?v=")
+    assert "<style" not in page
+    assert " style=" not in page
+    assert "style-src 'self';" in pages.CONTENT_SECURITY_POLICY
+    assert "unsafe-inline" not in pages.CONTENT_SECURITY_POLICY
     assert "script-src" not in pages.CONTENT_SECURITY_POLICY
     assert "default-src 'none'" in pages.CONTENT_SECURITY_POLICY
+
+
+def test_every_template_and_static_file_is_package_data() -> None:
+    """A non-editable install (the Docker image) gets only the files pyproject.toml lists."""
+    root = Path(__file__).resolve().parents[2]
+    package = root / "services" / "reports"
+    listed = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"][
+        "package-data"
+    ]["services.reports"]
+    shipped = {path for pattern in listed for path in package.glob(pattern)}
+    needed = {
+        path
+        for folder in ("templates", "static")
+        for path in (package / folder).rglob("*")
+        if path.is_file()
+    }
+    assert needed
+    assert needed <= shipped, sorted(str(p.relative_to(package)) for p in needed - shipped)

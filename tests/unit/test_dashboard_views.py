@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from services.ingest.unmapped import UnmappedCategory
 from services.reports.views import (
     DASH,
     Counts,
@@ -317,6 +318,22 @@ def test_ops_view_counts_and_conflict_values() -> None:
     assert line.contact_url == "https://a.b/crm/contact/details/501/"
     assert [(q.size, q.alert) for q in view.queues] == [("0", False), ("4", True)]
     assert view.broker_reachable
+
+
+def test_ops_view_lists_the_answers_waiting_for_a_segment() -> None:
+    held = UnmappedCategory(
+        category_id=16,
+        items=3,
+        oldest=datetime(2024, 6, 1, 12, 0, tzinfo=UTC),
+        newest=datetime(2024, 6, 2, 9, 30, tzinfo=UTC),
+    )
+    lines = ops_view(None, [], None, [], None, unmapped=[held]).unmapped
+    assert lines is not None
+    assert [(u.category_id, u.answers, u.oldest, u.newest) for u in lines] == [
+        (16, 3, "2024-06-01 12:00 UTC", "2024-06-02 09:30 UTC")
+    ]
+    assert ops_view(None, [], None, [], None).unmapped == ()
+    assert ops_view(None, [], None, [], None, unmapped=None).unmapped is None
 
 
 def test_formats() -> None:

@@ -165,10 +165,17 @@ def test_enumeration_value_that_is_no_number_names_the_list_item() -> None:
         map_item(item(UF_CRM_5_SCORE="1"), CONFIG, enums)
 
 
-def test_unconfigured_category_is_not_a_survey() -> None:
-    result = map_item(item(categoryId=99), CONFIG, {})
+def test_unconfigured_category_is_held_with_its_category_and_update_time() -> None:
+    result = map_item(item(categoryId=99, UF_CRM_5_SCORE="not read"), CONFIG, {})
     assert isinstance(result, NotASurvey)
     assert "category 99" in result.reason
+    assert result.category_id == 99
+    assert result.updated_at == datetime(2024, 7, 22, 15, 5, tzinfo=UTC)
+
+
+def test_unconfigured_category_without_an_update_time_is_unreadable() -> None:
+    with pytest.raises(AnswerError, match="updatedTime"):
+        map_item(item(categoryId=99, updatedTime=None), CONFIG, {})
 
 
 @pytest.mark.parametrize(

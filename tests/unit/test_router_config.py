@@ -118,3 +118,115 @@ def test_nps_config_check_accepts_good_rules(tmp_path: Path, portal_config: Port
     result = CliRunner().invoke(app, ["config", "check", str(path)])
     assert result.exit_code == 0, result.output
     assert "OK" in result.output
+
+
+def without_task(portal_config: PortalConfig, *rules: dict[str, Any]) -> dict[str, Any]:
+    data = config_data(portal_config, *rules)
+    del data["routing"]["task"]
+    return data
+
+
+LEAD_FROM_COSMETICS = "would create {action} leads from cosmetics answers"
+
+
+@pytest.mark.parametrize(
+    ("action", "match", "refused"),
+    [
+        ("service", {}, True),
+        ("service", {"kind": ["cosmetics"]}, True),
+        ("marketing", {"kind": ["equipment", "cosmetics"]}, True),
+        ("marketing", {"category": ["promoter"]}, True),
+        ("service", {"service_request": True}, True),
+        ("service", {"segment": [10, 12]}, True),
+        ("marketing", {"sku": ["COS-SERUM"]}, True),
+        ("service", {"kind": ["equipment"]}, False),
+        ("marketing", {"segment": [12, 14]}, False),
+        ("service", {"sku": ["EQ-LASER-A"]}, False),
+        ("service", {"kind": ["cosmetics"], "segment": [12]}, False),
+        ("task", {"kind": ["cosmetics"]}, False),
+        ("task", {}, False),
+        ("notify", {"kind": ["cosmetics"]}, False),
+    ],
+)
+def test_no_lead_from_cosmetics_answers(
+    action: str, match: dict[str, Any], refused: bool, portal_config: PortalConfig
+) -> None:
+    data = config_data(portal_config, rule(name="leads", action=action, match=match))
+    if not refused:
+        parse_portal_config(data)
+        return
+    with pytest.raises(ConfigError) as raised:
+        parse_portal_config(data)
+    assert f"rule 'leads': action {action!r} " + LEAD_FROM_COSMETICS.format(action=action) in str(
+        raised.value
+    )
+
+
+def test_nps_config_check_refuses_a_lead_from_cosmetics(
+    tmp_path: Path, portal_config: PortalConfig
+) -> None:
+    path = tmp_path / "portal.yaml"
+    bad = rule(name="happy-cosmetics", action="marketing", match={"category": ["promoter"]})
+    path.write_text(yaml.safe_dump(config_data(portal_config, bad)), encoding="utf-8")
+    result = CliRunner().invoke(app, ["config", "check", str(path)])
+    assert result.exit_code == 1
+    assert "rule 'happy-cosmetics': action 'marketing' would create marketing leads" in (
+        result.output
+    )
+    assert "cosmetics answers never make leads" in result.output
+
+
+def test_routing_task_is_optional(portal_config: PortalConfig) -> None:
+    config = parse_portal_config(without_task(portal_config))
+    assert config.routing.task is None
+
+
+@pytest.mark.parametrize(
+    ("params", "refused"), [({}, True), ({"responsible_id": 31}, False)], ids=["no-one", "given"]
+)
+def test_a_task_rule_without_routing_task_names_its_responsible(
+    params: dict[str, Any], refused: bool, portal_config: PortalConfig
+) -> None:
+    data = without_task(portal_config, rule(name="complaint", action="task", params=params))
+    if not refused:
+        parse_portal_config(data)
+        return
+    with pytest.raises(ConfigError) as raised:
+        parse_portal_config(data)
+    assert "rule 'complaint': action 'task' needs params.responsible_id" in str(raised.value)
+
+
+@pytest.mark.parametrize(
+    ("task", "manager", "expected"),
+    [
+        (
+            True,
+            "item",
+            [
+                "head-of-sales task for equipment detractors: user 5, due in 24 h",
+                "manager of an answer (manager reports): the item's responsible (assignedById)",
+            ],
+        ),
+        (
+            False,
+            "contact",
+            [
+                "head-of-sales task for equipment detractors: off (no routing.task;"
+                " detractors get the service lead only)",
+                "manager of an answer (manager reports): the contact's responsible"
+                " (ASSIGNED_BY_ID)",
+            ],
+        ),
+    ],
+    ids=["task-item-manager", "no-task-contact-manager"],
+)
+def test_nps_config_check_says_what_routing_and_manager_do(
+    task: bool, manager: str, expected: list[str], tmp_path: Path, portal_config: PortalConfig
+) -> None:
+    data = config_data(portal_config) if task else without_task(portal_config)
+    data["survey"]["manager"] = manager
+    path = tmp_path / "portal.yaml"
+    path.write_text(yaml.safe_dump(data), encoding="utf-8")
+    result = CliRunner().invoke(app, ["config", "check", str(path)])
+    assert result.exit_code == 0, result.output
+    assert result.output.splitlines()[1:3] == expected

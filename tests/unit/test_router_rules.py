@@ -134,6 +134,48 @@ def test_no_contact_patch_for_a_segment_without_contact_fields(
     assert actions_of(scored("detractor"), config) == ["service", "task"]
 
 
+@pytest.mark.parametrize(
+    ("event", "expected"),
+    [
+        (scored("detractor", 0), ["service", "contact"]),
+        (scored("detractor", 3, service_request=True), ["service", "contact"]),
+        (scored("promoter", 10), ["marketing", "contact"]),
+    ],
+    ids=["detractor", "detractor-with-service-flag", "promoter"],
+)
+def test_no_task_without_routing_task(
+    event: NpsScored, expected: list[str], portal_config: PortalConfig
+) -> None:
+    data = portal_config.model_dump(mode="json", exclude_none=True)
+    del data["routing"]["task"]
+    assert actions_of(event, parse_portal_config(data)) == expected
+
+
+def test_a_task_rule_without_routing_task_has_the_default_deadline(
+    portal_config: PortalConfig,
+) -> None:
+    data = portal_config.model_dump(mode="json", exclude_none=True)
+    del data["routing"]["task"]
+    data["routing"]["rules"] = [
+        {
+            "name": "complaint",
+            "match": {"score": {"max": 1}},
+            "action": "task",
+            "params": {"responsible_id": 31},
+        }
+    ]
+    (task,) = [
+        a
+        for a in plan_actions(scored("detractor", 0), parse_portal_config(data))
+        if a.action == "task"
+    ]
+    assert (task.rule, task.params["responsible_id"], task.params["deadline_hours"]) == (
+        "complaint",
+        31,
+        24,
+    )
+
+
 def test_builtin_params(portal_config: PortalConfig) -> None:
     by_action = {a.action: a for a in plan_actions(scored("detractor", 2), portal_config)}
     about_answer = {

@@ -567,3 +567,48 @@ def test_rate_faults_repeat_with_the_same_seed(portal: SandboxPortal) -> None:
     assert 200 in first
     assert run() == first
     assert portal.call("crm.contact.fields", {})[0] == 200
+
+
+# --- crm.category.* -----------------------------------------------------------------------
+
+
+def test_category_list_gives_the_smart_process_pipelines_as_bitrix24_does(
+    portal: SandboxPortal,
+) -> None:
+    result = ok(portal, "crm.category.list", {"entityTypeId": NPS})
+    assert result["categories"] == [
+        {"id": 10, "name": "Cosmetics", "sort": 500, "entityTypeId": NPS, "isDefault": "Y"},
+        {"id": 12, "name": "Laser A", "sort": 500, "entityTypeId": NPS, "isDefault": "N"},
+        {"id": 14, "name": "Cryo B", "sort": 500, "entityTypeId": NPS, "isDefault": "N"},
+    ]
+
+
+def test_an_added_category_takes_new_items(portal: SandboxPortal) -> None:
+    params = {"entityTypeId": NPS, "fields": {"name": "Laser C", "sort": 100}}
+    category = ok(portal, "crm.category.add", params)["category"]
+    assert category == {
+        "id": 15,
+        "name": "Laser C",
+        "sort": 100,
+        "entityTypeId": NPS,
+        "isDefault": "N",
+    }
+    listed = ok(portal, "crm.category.list", {"entityTypeId": NPS})["categories"]
+    assert [c["id"] for c in listed] == [15, 10, 12, 14]
+    item = add_item(portal, categoryId=15, UF_CRM_5_SCORE=3)
+    assert (item["categoryId"], item["stageId"]) == (15, f"DT{NPS}_15:NEW")
+
+
+@pytest.mark.parametrize(
+    ("method", "params", "code"),
+    [
+        ("crm.category.list", {"entityTypeId": 4242}, "NOT_FOUND"),
+        ("crm.category.add", {"entityTypeId": NPS, "fields": {"sort": 1}}, "INVALID_ARG_VALUE"),
+        ("crm.category.add", {"entityTypeId": NPS}, "INVALID_ARG_VALUE"),
+    ],
+)
+def test_category_methods_refuse_bad_parameters(
+    portal: SandboxPortal, method: str, params: dict[str, Any], code: str
+) -> None:
+    status, body = portal.call(method, params)
+    assert (status, body["error"]) == (400, code)

@@ -49,10 +49,28 @@ def test_effective_period(query: dict[str, object], period: str | None) -> None:
     assert ReportQuery.model_validate(query).effective_period == period
 
 
+@pytest.mark.parametrize(
+    ("query", "equipment_only"),
+    [
+        ({"by": "period"}, True),
+        ({"by": "manager"}, True),
+        ({"by": "manager", "segment": "Cosmetics"}, True),
+        ({"by": "period", "product": "COS-SERUM"}, False),
+        ({"by": "manager", "product": "COS-SERUM"}, False),
+        ({"by": "segment"}, False),
+        ({"by": "product"}, False),
+    ],
+)
+def test_reports_over_several_products_leave_cosmetics_out(
+    query: dict[str, object], equipment_only: bool
+) -> None:
+    assert ReportQuery.model_validate(query).equipment_only is equipment_only
+
+
 def test_cosmetics_segment_row_withholds_nps_and_average() -> None:
     stats = NpsAggregate(promoters=2, passives=1, detractors=1, score_sum=30)
     keys = {"segment": "Cosmetics", "category_id": 10, "kind": "cosmetics"}
-    row = ReportRow(keys, stats, COSMETICS_NOTE).as_dict()
+    row = ReportRow(keys, stats, COSMETICS_NOTE, withheld=True).as_dict()
     assert row == {
         **keys,
         "nps": None,
