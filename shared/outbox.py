@@ -25,7 +25,7 @@ import asyncio
 import contextlib
 import json
 import re
-from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -67,6 +67,8 @@ class QueuingStatement:
     slots: tuple[str | int, ...]
     """What each placeholder takes, in order: a caller's parameter by name, or (an int) one of
     the events' arrays."""
+    queued_if: Callable[[Any], bool] | None = None
+    """Whether the statement's value says it queued its events (None: it always does)."""
 
     def args(self, events: Sequence[Event], params: Mapping[str, object]) -> list[object]:
         """The statement's arguments, in placeholder order."""
@@ -128,9 +130,13 @@ class StatementBuilder:
     ON CONFLICT (message_id) DO NOTHING)"""  # noqa: S608 - parameters only, no values
         return self._queue
 
-    def build(self, sql: str) -> QueuingStatement:
+    def build(
+        self, sql: str, *, queued_if: Callable[[Any], bool] | None = None
+    ) -> QueuingStatement:
         """The statement `sql`: it must hold the `queue()` CTE once and every placeholder asked
-        for, and no other placeholder."""
+        for, and no other placeholder. A statement that queues only on a condition
+        (`queue(after=...)`) says with `queued_if` how its value shows that it did, so that the
+        relays are not woken for nothing."""
         if self._queue is None or sql.count(self._queue) != 1:
             raise OutboxUsageError("the statement must hold the queue() CTE exactly once")
         if self._after and not re.search(rf"\b{re.escape(self._after)}\s+AS\s*\(", sql, re.I):
@@ -144,7 +150,7 @@ class StatementBuilder:
                 f"placeholders: {unused} asked for but not used, {foreign} used but not asked for"
                 " (take every placeholder from param())"
             )
-        return QueuingStatement(sql, tuple(self._slots))
+        return QueuingStatement(sql, tuple(self._slots), queued_if)
 
 
 def _enqueue_statement() -> QueuingStatement:
@@ -230,7 +236,7 @@ class Outbox:
                 "Outbox.transaction() so that the relays are woken when it commits"
             )
         value = await conn.fetchval(statement.sql, *args)
-        if events:
+        if events and (statement.queued_if is None or statement.queued_if(value)):
             if state is None:
                 self._wake()
             else:

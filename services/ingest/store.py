@@ -43,7 +43,8 @@ def _record_received_statement() -> QueuingStatement:
                 VALUES ({", ".join(values[:-1])}, {values[-1]}::jsonb)
                 ON CONFLICT DO NOTHING RETURNING id),
             {b.queue(after="stored")}
-            SELECT EXISTS (SELECT 1 FROM stored)"""  # noqa: S608 - placeholders only
+            SELECT EXISTS (SELECT 1 FROM stored)""",  # noqa: S608 - placeholders only
+        queued_if=bool,
     )
 
 
@@ -108,7 +109,8 @@ def _record_answer_statement() -> QueuingStatement:
             SELECT CASE WHEN NOT EXISTS (SELECT 1 FROM claimed) THEN 'redelivered'
                         WHEN EXISTS (SELECT 1 FROM newer) THEN 'stale'
                         WHEN EXISTS (SELECT 1 FROM version) THEN 'new'
-                        ELSE 'duplicate' END"""  # noqa: S608 - placeholders only
+                        ELSE 'duplicate' END""",  # noqa: S608 - placeholders only
+        queued_if=lambda outcome: outcome == "new",
     )
 
 

@@ -14,7 +14,13 @@ from services.ops.scratch import scratch_database, scratch_name
 from shared.db import Conn, create_pool
 from shared.events import PortalRef, WebhookReceived
 from shared.messaging import make_broker
-from shared.outbox import Outbox, OutboxRelay, OutboxUsageError
+from shared.outbox import (
+    Outbox,
+    OutboxRelay,
+    OutboxUsageError,
+    QueuingStatement,
+    StatementBuilder,
+)
 from tests.support import capture
 
 
@@ -121,6 +127,19 @@ async def _left_behind(pool: asyncpg.Pool, event: WebhookReceived) -> None:
     )
 
 
+def _queue_if_asked() -> QueuingStatement:
+    b = StatementBuilder()
+    asked = b.param("asked")
+    return b.build(
+        f"""WITH cause AS (SELECT 1 WHERE {asked}::boolean), {b.queue(after="cause")}
+            SELECT EXISTS (SELECT 1 FROM cause)""",
+        queued_if=bool,
+    )
+
+
+QUEUE_IF_ASKED = _queue_if_asked()
+
+
 async def _queue_and_fail(
     outbox: Outbox, source: asyncpg.Pool | Conn, event: WebhookReceived
 ) -> None:
@@ -134,7 +153,7 @@ async def test_a_commit_wakes_the_relays_of_its_outbox_a_rollback_wakes_none(
 ) -> None:
     """The relay polls once a minute here: what it publishes within seconds, it was woken for.
     A row left behind goes out with the next wake-up, so it shows whether one happened."""
-    first, behind, rolled_back, elsewhere, last = (_event(n) for n in range(20, 25))
+    first, behind, rolled_back, elsewhere, not_asked, last = (_event(n) for n in range(20, 26))
     broker = make_broker(amqp_url)
     await broker.connect()
     relay = asyncio.create_task(OutboxRelay(pool, broker, poll_s=60).run(outbox))
@@ -150,6 +169,8 @@ async def test_a_commit_wakes_the_relays_of_its_outbox_a_rollback_wakes_none(
             other = Outbox()  # another process's: its commits wake its own relays only
             async with other.transaction(pool) as conn:
                 await other.enqueue(conn, [elsewhere])
+            async with pool.acquire() as conn:  # queues nothing, so wakes nobody
+                assert not await outbox.fetchval(conn, QUEUE_IF_ASKED, [not_asked], asked=False)
             await asyncio.sleep(1.5)
             assert len(captured.bodies) == 1
 
@@ -162,8 +183,8 @@ async def test_a_commit_wakes_the_relays_of_its_outbox_a_rollback_wakes_none(
         relay.cancel()
         await asyncio.gather(relay, return_exceptions=True)
         await broker.stop()
-    assert [b["item_id"] for b in captured.bodies] == [20, 21, 23, 24]
-    assert await _pending(pool, [rolled_back.event_id]) == 0
+    assert [b["item_id"] for b in captured.bodies] == [20, 21, 23, 25]
+    assert await _pending(pool, [rolled_back.event_id, not_asked.event_id]) == 0
 
 
 async def test_queuing_in_a_transaction_the_outbox_did_not_open_is_refused(
