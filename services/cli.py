@@ -10,6 +10,7 @@ import asyncio
 import importlib
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -17,7 +18,7 @@ import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, NoReturn
 from urllib.parse import urlsplit, urlunsplit
 
 import typer
@@ -28,7 +29,6 @@ from shared.portal_config import PortalConfig
 from shared.settings import SANDBOX_APP_TOKEN, SANDBOX_SECRET, Settings, get_settings
 
 SERVICES: tuple[str, ...] = ("ingest", "scoring", "router", "crm_sync")
-EXAMPLE_CONFIG = Path("config/portal.example.yaml")
 COMMAND_MODULES: tuple[str, ...] = (
     "services.sandbox.commands",
     "services.ingest.commands",
@@ -69,7 +69,13 @@ def _runner(target: str) -> Callable[[Settings], None]:
     return run  # type: ignore[no-any-return]
 
 
-HEALTH_PORTS: dict[str, int] = {"scoring": 9101, "router": 9102, "crm_sync": 9103}
+@dataclass(frozen=True)
+class Listener:
+    """Where a process of `nps run all` listens, and the environment variable that moves it."""
+
+    host: str
+    port: int
+    variable: str
 
 
 @dataclass(frozen=True)
@@ -78,6 +84,7 @@ class Process:
     args: list[str]
     env: dict[str, str]
     url: str
+    listens: Listener
 
 
 def _plan(settings: Settings) -> list[Process]:
@@ -107,31 +114,94 @@ def _plan(settings: Settings) -> list[Process]:
                 ],
                 {},
                 f"http://{settings.sandbox_host}:{settings.sandbox_port}/sandbox/info",
+                Listener(settings.sandbox_host, settings.sandbox_port, "SANDBOX_PORT"),
             )
         )
-    plan.append(Process("ingest", [*base, "run", "ingest"], {}, f"{ingest_url}/readyz"))
-    for name, port in HEALTH_PORTS.items():
+    plan.append(
+        Process(
+            "ingest",
+            [*base, "run", "ingest"],
+            {},
+            f"{ingest_url}/readyz",
+            Listener(settings.ingest_host, settings.ingest_port, "INGEST_PORT"),
+        )
+    )
+    health_ports = {
+        "scoring": settings.scoring_health_port,
+        "router": settings.router_health_port,
+        "crm_sync": settings.crm_sync_health_port,
+    }
+    for name, port in health_ports.items():
         plan.append(
             Process(
                 name,
                 [*base, "run", name],
                 {"HEALTH_PORT": str(port)},
                 f"http://{settings.health_host}:{port}/readyz",
+                Listener(settings.health_host, port, f"{name.upper()}_HEALTH_PORT"),
             )
         )
     reports = ReportsSettings()
     plan.append(
-        Process("reports", [*base, "run", "reports"], {}, f"http://{reports.host}:{reports.port}/")
+        Process(
+            "reports",
+            [*base, "run", "reports"],
+            {},
+            f"http://{reports.host}:{reports.port}/",
+            Listener(reports.host, reports.port, "REPORTS_PORT"),
+        )
     )
     return plan
 
 
+def _cannot_listen(listener: Listener) -> str | None:
+    """Why a server could not listen on `listener` now (None when it can): bound the way
+    uvicorn binds, so a port held by a listening socket counts and one in TIME_WAIT does not."""
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(
+            listener.host, listener.port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )[0]
+        with socket.socket(family, kind, proto) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind(address)
+    except OSError as exc:
+        return exc.strerror or str(exc)
+    return None
+
+
+def port_problems(plan: list[Process]) -> list[str]:
+    """One line per port of `plan` that is taken or given twice, naming what moves it."""
+    problems: list[str] = []
+    owners: dict[int, Process] = {}
+    for process in plan:
+        listener = process.listens
+        first = owners.setdefault(listener.port, process)
+        if first is not process:
+            problems.append(
+                f"port {listener.port} is given to both {first.name} and {process.name}:"
+                f" set {listener.variable} (or {first.listens.variable}) to another port"
+            )
+            continue
+        why = _cannot_listen(listener)
+        if why is not None:
+            problems.append(
+                f"{process.name} cannot listen on {listener.host}:{listener.port} ({why};"
+                f" another b24-nps running?): stop what holds it or set {listener.variable}"
+                " to another port"
+            )
+    return problems
+
+
 def _run_all(settings: Settings) -> None:
     """Every process of the pipeline on its own; Ctrl-C or SIGTERM stops them all together."""
-    if settings.sandbox and not settings.nps_config.exists():
-        os.environ["NPS_CONFIG"] = str(EXAMPLE_CONFIG)
-        typer.echo(f"{settings.nps_config} not found: the sandbox demo uses {EXAMPLE_CONFIG}")
     plan = _plan(settings)
+    problems = port_problems(plan)
+    if problems:
+        typer.echo("\n".join(problems), err=True)
+        raise typer.Exit(code=1)
+    config = settings.portal_config_path()
+    if config != settings.nps_config:
+        typer.echo(f"{settings.nps_config} not found: the sandbox demo uses {config}")
     procs: dict[str, subprocess.Popen[bytes]] = {}
     stopping = False
 
@@ -141,30 +211,32 @@ def _run_all(settings: Settings) -> None:
 
     signal.signal(signal.SIGINT, stop)
     signal.signal(signal.SIGTERM, stop)
-    for process in plan:
-        procs[process.name] = subprocess.Popen(  # noqa: S603 - our own interpreter and arguments
-            process.args, env={**os.environ, **process.env}
-        )
-        if process.name == "sandbox":
-            _wait_until_up(process.url, procs[process.name])
-    portal = (
-        "sandbox portal (demo data)" if settings.sandbox else "your portal (BITRIX24_WEBHOOK_URL)"
-    )
-    typer.echo(
-        "\n".join(
-            [
-                "",
-                "b24-nps is running:",
-                *(f"  {p.name:<9} pid {procs[p.name].pid:<7} {p.url}" for p in plan),
-                f"  portal    {portal}",
-                f"  rabbitmq  {_safe_url(settings.rabbitmq_url.get_secret_value())}",
-                f"  postgres  {_safe_url(settings.database_url.get_secret_value())}",
-                "Ctrl-C stops everything.",
-                "",
-            ]
-        )
-    )
     try:
+        for process in plan:
+            procs[process.name] = subprocess.Popen(  # noqa: S603 - our own interpreter and args
+                process.args, env={**os.environ, **process.env}
+            )
+            if process.name == "sandbox":
+                _wait_until_up(process.url, procs[process.name])
+        portal = (
+            "sandbox portal (demo data)"
+            if settings.sandbox
+            else "your portal (BITRIX24_WEBHOOK_URL)"
+        )
+        typer.echo(
+            "\n".join(
+                [
+                    "",
+                    "b24-nps is running:",
+                    *(f"  {p.name:<9} pid {procs[p.name].pid:<7} {p.url}" for p in plan),
+                    f"  portal    {portal}",
+                    f"  rabbitmq  {_safe_url(settings.rabbitmq_url.get_secret_value())}",
+                    f"  postgres  {_safe_url(settings.database_url.get_secret_value())}",
+                    "Ctrl-C stops everything.",
+                    "",
+                ]
+            )
+        )
         while not stopping:
             for name, proc in procs.items():
                 if proc.poll() is not None:
@@ -217,6 +289,7 @@ def run(
         _run_all(get_settings())
         return
     from shared.portal_config import ConfigError
+    from shared.unreachable import SERVER_ERRORS, server_problem
 
     runner = _runner(service)
     settings = _settings()
@@ -225,21 +298,68 @@ def run(
     except ConfigError as exc:
         typer.echo(str(exc), err=True)
         raise typer.Exit(code=1) from None
+    except SERVER_ERRORS as exc:
+        typer.echo(f"{service} stopped: {server_problem(exc)}", err=True)
+        raise typer.Exit(code=1) from None
+
+
+def _database_url_problem(dsn: str) -> str | None:
+    """What makes `dsn` unusable as a PostgreSQL URL (None when it looks right)."""
+    try:
+        parts = urlsplit(dsn)
+        _ = parts.port
+    except ValueError as exc:
+        return str(exc)
+    if parts.scheme not in {"postgresql", "postgres"}:
+        return f"scheme {parts.scheme + '://' if parts.scheme else 'missing'}"
+    if not parts.path.strip("/"):
+        return "no database name"
+    return None
+
+
+def _fail(message: str, code: int = 1) -> NoReturn:
+    typer.echo(message, err=True)
+    raise typer.Exit(code=code)
 
 
 @app.command(name="migrate")
 def migrate_command() -> None:
     """Create the database if missing, apply migrations and declare the RabbitMQ topology."""
+    import aiormq
+    import asyncpg
+
     from shared.db import migrate
     from shared.topology import declare
 
     settings = _settings()
-    applied = asyncio.run(migrate(settings.database_url.get_secret_value()))
+    dsn = settings.database_url.get_secret_value()
+    problem = _database_url_problem(dsn)
+    if problem is not None:
+        _fail(
+            f"DATABASE_URL is not a PostgreSQL URL ({problem});"
+            " expected postgresql://user[:password]@host[:port]/database",
+            2,
+        )
+    where = _safe_url(dsn)
+    try:
+        applied = asyncio.run(migrate(dsn))
+    except (OSError, TimeoutError) as exc:
+        _fail(f"cannot reach PostgreSQL at {where} ({exc}); is it running? see DATABASE_URL")
+    except (asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        _fail(f"PostgreSQL at {where} refused: {exc}; see DATABASE_URL")
     typer.echo(
         f"database: {len(applied)} migration(s) applied"
         + (f" ({', '.join(applied)})" if applied else "")
     )
-    asyncio.run(declare(settings.rabbitmq_url.get_secret_value()))
+    amqp_url = settings.rabbitmq_url.get_secret_value()
+    try:
+        asyncio.run(asyncio.wait_for(declare(amqp_url), timeout=30))
+    except (OSError, TimeoutError, ValueError, aiormq.exceptions.AMQPError) as exc:
+        _fail(
+            f"cannot declare the topology on RabbitMQ at {_safe_url(amqp_url)}"
+            f" ({type(exc).__name__}: {exc or 'no answer within 30 s'}); is it running?"
+            " see RABBITMQ_URL"
+        )
     typer.echo("rabbitmq: topology declared")
 
 
@@ -266,7 +386,7 @@ def config_check(
     from shared.portal_config import ConfigError, load_portal_config, routing_summary
 
     settings = get_settings()
-    target = path or settings.nps_config
+    target = path or settings.portal_config_path()
     try:
         config = load_portal_config(target)
     except ConfigError as exc:

@@ -354,6 +354,15 @@ def load_portal_config(path: Path) -> PortalConfig:
         raise ConfigError(
             f"{path}: no such file (copy config/portal.example.yaml there or set NPS_CONFIG)"
         ) from None
+    except IsADirectoryError:
+        raise ConfigError(f"{path}: is a directory; expected the portal YAML file") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"{path}: not UTF-8 text (byte {exc.object[exc.start]:#04x} at offset {exc.start});"
+            " expected the portal YAML saved as UTF-8"
+        ) from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot be read ({exc.strerror or exc})") from None
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:

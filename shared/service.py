@@ -73,7 +73,7 @@ async def serve(
 ) -> None:
     """Run service `name` until `stop` is set (or SIGTERM/SIGINT arrives)."""
     configure_logging(settings.log_level, settings.log_format, service=name)
-    config = load_portal_config(settings.nps_config)
+    config = load_portal_config(settings.portal_config_path())
     dsn = settings.database_url.get_secret_value()
     amqp_url = settings.rabbitmq_url.get_secret_value()
     await migrate(dsn)

@@ -13,6 +13,9 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 SANDBOX_SECRET = "sandbox"  # noqa: S105 - not a secret: the embedded demo portal's fixed key
 SANDBOX_APP_TOKEN = "sandbox-app-token"  # noqa: S105 - same: the demo portal's event token
 SANDBOX_USER_ID = 1
+EXAMPLE_CONFIG = Path("config/portal.example.yaml")
+"""The portal YAML of the sandbox's demo portal: used while no real portal and no YAML of one's
+own is configured."""
 
 
 class Settings(BaseSettings):
@@ -36,6 +39,10 @@ class Settings(BaseSettings):
     sandbox_port: int = Field(default=8090, ge=1, le=65535)
     health_host: str = "127.0.0.1"
     health_port: int | None = Field(default=None, ge=1, le=65535)
+    scoring_health_port: int = Field(default=9101, ge=1, le=65535)
+    router_health_port: int = Field(default=9102, ge=1, le=65535)
+    crm_sync_health_port: int = Field(default=9103, ge=1, le=65535)
+    """The `HEALTH_PORT` that `nps run all` gives scoring, router and crm_sync."""
     sweep_interval_s: float = Field(default=300.0, gt=0)
     config_reload_s: float = Field(default=10.0, gt=0)
     retry_max_attempts: int = Field(default=8, ge=1)
@@ -54,6 +61,13 @@ class Settings(BaseSettings):
     def sandbox(self) -> bool:
         """True when no real portal is configured: the local sandbox portal is the default."""
         return self.bitrix24_webhook_url is None
+
+    def portal_config_path(self) -> Path:
+        """The portal YAML every command and service reads: `NPS_CONFIG`, or with the sandbox
+        portal and no such file, the demo portal's example YAML."""
+        if self.sandbox and not self.nps_config.exists():
+            return EXAMPLE_CONFIG
+        return self.nps_config
 
     def portal_webhook_url(self) -> str:
         """The inbound-webhook base URL to call (a secret: never log it)."""

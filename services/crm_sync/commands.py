@@ -1,4 +1,5 @@
-"""CLI of crm_sync: `nps conflicts`, `nps audit <contact>`, `nps undo <write-id>`.
+"""CLI of crm_sync: `nps conflicts`, `nps audit <contact>`, `nps undo <write-id>` (or
+`--answer <answer-id>`).
 
 All three keep to the portal the deployment serves (`portal.member_id`, else the portal ingest
 learned from its first event) and name it; `--portal` shows another portal's records."""
@@ -14,8 +15,8 @@ import asyncpg
 import typer
 
 from services.crm_sync.policy import is_empty
-from services.crm_sync.store import contact_writes, list_conflicts
-from services.crm_sync.undo import UndoResult, undo_write
+from services.crm_sync.store import contact_writes, count_conflicts, list_conflicts
+from services.crm_sync.undo import UndoResult, undo_answer, undo_write
 from shared.bitrix24 import Bitrix24Error, client_from_settings
 from shared.db import Conn, create_pool
 from shared.logging import configure_logging
@@ -49,7 +50,7 @@ def _settings() -> Settings:
 
 def _config(settings: Settings) -> PortalConfig:
     try:
-        return load_portal_config(settings.nps_config)
+        return load_portal_config(settings.portal_config_path())
     except ConfigError as exc:
         typer.echo(str(exc), err=True)
         raise typer.Exit(code=1) from None
@@ -79,6 +80,11 @@ def _with_pool(settings: Settings, work: Callable[[asyncpg.Pool], Awaitable[T]])
     except asyncpg.UndefinedTableError:
         typer.echo("the database has no crm_sync tables yet: run `nps migrate`", err=True)
         raise typer.Exit(code=1) from None
+    except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        typer.echo(
+            f"cannot use PostgreSQL ({type(exc).__name__}: {exc}); see DATABASE_URL", err=True
+        )
+        raise typer.Exit(code=1) from None
 
 
 def _value(value: Any) -> str:
@@ -104,7 +110,7 @@ def conflicts(
     """Values b24-nps left alone: legacy or hand-edited contact fields it did not overwrite."""
     settings = _settings()
     config = _config(settings)
-    key, rows = _with_pool(
+    key, rows, total = _with_pool(
         settings,
         lambda pool: _fetch_conflicts(pool, config, contact=contact, portal=portal, limit=limit),
     )
@@ -121,15 +127,20 @@ def conflicts(
             f"[{row.reason}]  kept {_value(row.current)!r}, not written {_value(row.proposed)!r}"
             f"  (answer {row.answer_id})"
         )
-    typer.echo(f"{len(rows)} conflict(s)")
+    if len(rows) < total:
+        typer.echo(f"showing {len(rows)} of {total} conflict(s), newest first (see --limit)")
+    else:
+        typer.echo(f"{total} conflict(s)")
 
 
 async def _fetch_conflicts(
     pool: asyncpg.Pool, config: PortalConfig, *, contact: int | None, portal: str | None, limit: int
-) -> tuple[str, list[Any]]:
+) -> tuple[str, list[Any], int]:
     async with pool.acquire() as conn:
         key = await _portal_key(conn, config, portal)
-        return key, await list_conflicts(conn, portal=key, contact_id=contact, limit=limit)
+        async with conn.transaction(isolation="repeatable_read", readonly=True):
+            rows = await list_conflicts(conn, portal=key, contact_id=contact, limit=limit)
+            return key, rows, await count_conflicts(conn, portal=key, contact_id=contact)
 
 
 def audit(
@@ -154,7 +165,7 @@ def audit(
             note = f"  (undoes #{row.undo_of})"
         typer.echo(
             f"#{row.id}  {row.written_at:%Y-%m-%d %H:%M:%S}  {row.field}  {row.kind}: "
-            f"{_value(row.before)!r} → {_value(row.after)!r}{note}"
+            f"{_value(row.before)!r} → {_value(row.after)!r}{note}  (answer {row.answer_id})"
         )
 
 
@@ -167,26 +178,44 @@ async def _fetch_writes(
 
 
 def undo(
-    write_id: Annotated[int, typer.Argument(help="The write's id (see `nps audit`).")],
+    write_id: Annotated[
+        int | None,
+        typer.Argument(help="The write's id (see `nps audit`).", show_default=False),
+    ] = None,
+    answer: Annotated[
+        str | None,
+        typer.Option(
+            "--answer",
+            help="Undo every field this answer wrote (its id: see `nps audit`, `nps conflicts`).",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
-    """Restore a contact field to its value before write WRITE_ID, if it still holds ours (a
-    write made on the portal this deployment serves only)."""
+    """Restore a contact field to its value before write WRITE_ID, if it still holds ours; or
+    with --answer, every field one answer wrote, each with the same check (writes made on the
+    portal this deployment serves only)."""
+    if (write_id is None) == (answer is None):
+        raise typer.BadParameter("name a write id or pass --answer <answer-id>, not both")
     settings = _settings()
     config = _config(settings)
 
-    async def work(pool: asyncpg.Pool) -> UndoResult:
+    async def work(pool: asyncpg.Pool) -> list[UndoResult]:
         async with pool.acquire() as conn:
             key = await _portal_key(conn, config)
         async with client_from_settings(settings, pool, config) as client:
-            return await undo_write(pool, client, write_id, key)
+            if answer is not None:
+                return await undo_answer(pool, client, answer, key)
+            assert write_id is not None
+            return [await undo_write(pool, client, write_id, key)]
 
     try:
-        result = _with_pool(settings, work)
+        results = _with_pool(settings, work)
     except Bitrix24Error as exc:
         typer.echo(f"the portal refused: {exc}", err=True)
         raise typer.Exit(code=1) from None
-    typer.echo(result.message, err=not result.restored)
-    if not result.restored:
+    for result in results:
+        typer.echo(result.message, err=not result.restored)
+    if not all(result.restored for result in results):
         raise typer.Exit(code=1)
 
 

@@ -464,6 +464,19 @@ class ConflictView:
         return {**self.__dict__, "created_at": self.created_at.isoformat()}
 
 
+async def count_conflicts(
+    conn: Conn, *, contact_id: int | None = None, portal: str | None = None
+) -> int:
+    """How many conflicts `list_conflicts` would list without a limit."""
+    count: int = await conn.fetchval(
+        """SELECT count(*) FROM crm_conflicts
+           WHERE ($1::bigint IS NULL OR contact_id = $1) AND ($2::text IS NULL OR portal = $2)""",
+        contact_id,
+        portal,
+    )
+    return count
+
+
 async def list_conflicts(
     conn: Conn, *, portal: str, contact_id: int | None = None, limit: int = 1000
 ) -> list[ConflictView]:
@@ -546,6 +559,14 @@ async def contact_writes(conn: Conn, contact_id: int, *, portal: str) -> list[Wr
         _SELECT_WRITES + " WHERE contact_id = $1 AND portal = $2 ORDER BY id",
         contact_id,
         portal,
+    )
+    return [_write_view(row) for row in rows]
+
+
+async def answer_writes(conn: Conn, answer_id: str, portal: str) -> list[WriteView]:
+    """Every contact-field write of one answer on `portal` (undos included), oldest first."""
+    rows = await conn.fetch(
+        _SELECT_WRITES + " WHERE answer_id = $1 AND portal = $2 ORDER BY id", answer_id, portal
     )
     return [_write_view(row) for row in rows]
 

@@ -1,4 +1,5 @@
-"""`nps undo <write>`: put a contact field back to what it held before one write of ours.
+"""`nps undo <write>`: put a contact field back to what it held before one write of ours;
+`nps undo --answer <id>`: the same for every field one answer wrote.
 
 The field is read first; the before-value is restored only if the field still holds exactly the
 value b24-nps wrote. Anything else (a person changed it since, a later write of ours replaced it,
@@ -15,7 +16,13 @@ from typing import Any
 import asyncpg
 
 from services.crm_sync.policy import is_empty, same
-from services.crm_sync.store import WriteView, get_write, later_write, record_undo
+from services.crm_sync.store import (
+    WriteView,
+    answer_writes,
+    get_write,
+    later_write,
+    record_undo,
+)
 from shared.bitrix24 import Bitrix24Client, NotFound
 from shared.db import Conn
 
@@ -95,3 +102,21 @@ async def undo_write(
         f"restored {where}: {_shown(write.after)} → {_shown(write.before)} (undo #{undo_id})",
         undo_id,
     )
+
+
+async def undo_answer(
+    pool: asyncpg.Pool, client: Bitrix24Client, answer_id: str, portal: str
+) -> list[UndoResult]:
+    """Undo every contact-field write of one answer on `portal` still in force, newest first,
+    each with the checks of `undo_write` (a field changed since, or written again, is left as
+    it is)."""
+    async with pool.acquire() as conn:
+        writes = await answer_writes(conn, answer_id, portal)
+    if not writes:
+        return [
+            UndoResult(False, f"b24-nps wrote no contact field on portal {portal} for {answer_id}")
+        ]
+    standing = [w for w in writes if w.kind != "undo" and w.undone_by is None]
+    if not standing:
+        return [UndoResult(False, f"every write of answer {answer_id} was already undone")]
+    return [await undo_write(pool, client, write.id, portal) for write in reversed(standing)]

@@ -21,6 +21,7 @@ from shared.messaging import make_broker
 from shared.outbox import Outbox, OutboxRelay
 from shared.portal_config import ConfigError, load_portal_config
 from shared.settings import Settings, get_settings
+from shared.unreachable import SERVER_ERRORS, server_problem
 
 
 def register(app: typer.Typer) -> None:
@@ -93,6 +94,9 @@ def sweep_command(
     except ConfigError as exc:
         typer.echo(str(exc), err=True)
         raise typer.Exit(code=1) from None
+    except SERVER_ERRORS as exc:
+        typer.echo(f"sweep not done: {server_problem(exc)}", err=True)
+        raise typer.Exit(code=1) from None
     if not result.ran:
         typer.echo("another process is sweeping right now; nothing done")
         return
@@ -121,7 +125,7 @@ def _parse_since(since: str | None) -> datetime | None:
 
 async def sweep_once(settings: Settings, since: datetime | None) -> tuple[SweepResult, int | None]:
     """One sweep, then publish what waits in the outbox (None when the broker is unreachable)."""
-    config = load_portal_config(settings.nps_config)
+    config = load_portal_config(settings.portal_config_path())
     dsn = settings.database_url.get_secret_value()
     await migrate(dsn)
     pool = await create_pool(dsn, max_size=3)

@@ -53,7 +53,11 @@ async def serve_ingest(settings: Settings, stop: asyncio.Event | None = None) ->
         app = create_app(settings, config, pool, outbox, runtime.broker)
         sweeper = Sweeper(pool, outbox, client, config)
         reloader = ConfigReloader(
-            settings.nps_config, config, pool, outbox, (hydrator.reconfigure, sweeper.reconfigure)
+            settings.portal_config_path(),
+            config,
+            pool,
+            outbox,
+            (hydrator.reconfigure, sweeper.reconfigure),
         )
 
         async def http(stop: asyncio.Event) -> None:

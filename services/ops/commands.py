@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Annotated, TypeVar
 
 import aio_pika
+import aiormq
 import typer
 from aio_pika.abc import AbstractChannel
 
@@ -18,6 +19,7 @@ from services.ops import dlq
 from services.ops.chaos import FAULTS
 from shared.logging import configure_logging
 from shared.settings import get_settings
+from shared.topology import CORE_QUEUES
 
 T = TypeVar("T")
 
@@ -40,7 +42,15 @@ def _with_channel(action: Callable[[AbstractChannel], Awaitable[T]]) -> T:
                 f"cannot reach RabbitMQ ({type(exc).__name__}); is it running? see RABBITMQ_URL"
             ) from None
         async with connection:
-            return await action(await connection.channel())
+            try:
+                return await action(await connection.channel())
+            except aiormq.exceptions.ChannelNotFoundEntity as exc:
+                known = ", ".join(spec.name for spec in CORE_QUEUES)
+                raise typer.BadParameter(
+                    f"RabbitMQ has no such queue ({exc.args[0] if exc.args else exc});"
+                    f" the pipeline's queues: {known}, or an integration's queue",
+                    param_hint="--queue",
+                ) from None
 
     return asyncio.run(runner())
 

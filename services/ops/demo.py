@@ -150,9 +150,33 @@ async def run_demo(
         "segments": segments,
     }
     echo("\n" + nps_text(rows, segments))
-    echo("\nWhat the CRM got for these answers:")
-    for key, value in crm.items():
-        action, outcome = key.split(":")
-        echo(f"  {action:<10} {outcome:<10} {value}")
-    echo(f"  legacy values left alone (nps conflicts): {conflicts}")
+    echo("")
+    for line in crm_lines(crm, conflicts):
+        echo(line)
     return summary
+
+
+OUTCOME_MEANINGS: dict[str, str] = {
+    "created": "created",
+    "existing": "found already created (a retry), not created again",
+    "patched": "every field it had to change written",
+    "unchanged": "nothing to change",
+    "conflict": "at least one field left alone (the others written)",
+    "skipped": "older than the answer already in the contact, nothing written",
+}
+"""What each outcome of a CRM action means, as the demo prints it."""
+
+
+def crm_lines(crm: dict[str, int], conflicts: int) -> list[str]:
+    """What the CRM got: actions (one per answer and kind) by outcome, then the legacy values
+    left alone, which count contact fields, not answers."""
+    lines = ["What the CRM got for these answers (actions: one per answer and kind):"]
+    for key, count in crm.items():
+        action, outcome = key.split(":")
+        lines.append(f"  {action:<10} {outcome:<10} {count:>5}  {OUTCOME_MEANINGS[outcome]}")
+    patches = crm.get("contact:conflict", 0)
+    left_alone = f"  legacy values left alone (nps conflicts): {conflicts} contact field(s)"
+    if patches:
+        left_alone += f", in the {patches} contact patch(es) with outcome conflict"
+    lines.append(left_alone)
+    return lines

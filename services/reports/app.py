@@ -7,10 +7,11 @@ service requests), `/ops` (conflicts and dead letters). `GET /api/report` takes 
 parameters as `nps report` (`by`, `period`, `from`, `to`, `segment`, `product`, `manager`,
 `portal`) and answers the same rows as `nps report --json`.
 
-Everything but `GET /healthz` and the style sheet under `/static/` needs the reports token (see
-`auth.py`): a page opened without it answers 401 with a sign-in prompt and how to get in;
-`?token=<token>` on any page sets a cookie and redirects to the same page without the token in
-its address.
+`GET /openapi.json` describes the API (there is no `/docs` page: Swagger UI would load its
+scripts from a CDN). Everything but `GET /healthz` and the style sheet under `/static/` needs the
+reports token (see `auth.py`): a page opened without it answers 401 with a sign-in prompt and how
+to get in; `?token=<token>` on any page sets a cookie and redirects to the same page without the
+token in its address.
 """
 
 from __future__ import annotations
@@ -164,7 +165,11 @@ def create_app(
         finally:
             await app.state.pool.close()
 
-    app = FastAPI(title="b24-nps reports", lifespan=lifespan)
+    # No Swagger UI or ReDoc page: they load their scripts from a CDN, which the pages' CSP and
+    # an offline machine refuse. The OpenAPI document is served like the API, behind the token.
+    app = FastAPI(
+        title="b24-nps reports", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None
+    )
     app.state.access = Access(token)
     app.state.sources = Sources(
         portal_origin=portal_origin(portal_url) if portal_url else None,
@@ -174,6 +179,11 @@ def create_app(
     api.add_api_route("/report", report_endpoint, methods=["GET"])
     app.include_router(api)
     app.mount("/static", StaticFiles(packages=[pages.STATIC_PACKAGE]), name="static")
+
+    @app.get("/openapi.json", include_in_schema=False, dependencies=[Depends(api_guard)])
+    async def openapi() -> dict[str, Any]:
+        return app.openapi()
+
     for path in VIEWS:
         app.add_api_route(path, page, methods=["GET"], include_in_schema=False)
 

@@ -1,5 +1,5 @@
-"""The HTTP face of a :class:`SandboxPortal`: Bitrix24's inbound-webhook URLs plus JSON
-inspection and control endpoints under ``/sandbox``."""
+"""The HTTP face of a :class:`SandboxPortal`: Bitrix24's inbound-webhook URLs, JSON inspection
+and control endpoints under ``/sandbox``, and the item and contact pages Bitrix24 links to."""
 
 import asyncio
 import contextlib
@@ -10,7 +10,7 @@ from typing import Any
 
 import httpx
 from fastapi import APIRouter, FastAPI, HTTPException, Request, Response
-from fastapi.responses import JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse
 from pydantic import BaseModel, Field, ValidationError
 
 from services.sandbox.brackets import parse_query
@@ -20,11 +20,12 @@ from services.sandbox.errors import RestError
 from services.sandbox.faults import Faults
 from services.sandbox.limits import Limits
 from services.sandbox.methods import CONTACT, LEAD
+from services.sandbox.pages import PAGE_HEADERS, record_page
 from services.sandbox.persistence import save_portal
 from services.sandbox.portal import SandboxPortal
 from services.sandbox.seed import ConfigError, add_answer_items, make_answers
 from services.sandbox.values import FieldValueError
-from services.sandbox.views import render_item
+from services.sandbox.views import render_item, render_legacy
 
 
 class HandlerIn(BaseModel):
@@ -83,7 +84,37 @@ def create_app(
 
     app.include_router(_rest_router(portal))
     app.include_router(_sandbox_router(portal))
+    app.include_router(_record_pages_router(portal))
     return app
+
+
+def _record_pages_router(portal: SandboxPortal) -> APIRouter:
+    """Bitrix24's pages of an item and of a contact, where the dashboard's links lead."""
+    router = APIRouter(include_in_schema=False)
+
+    def _page(body: str, status_code: int = 200) -> HTMLResponse:
+        return HTMLResponse(body, status_code=status_code, headers=PAGE_HEADERS)
+
+    @router.get("/crm/type/{entity_type_id}/details/{item_id}/")
+    async def item_page(entity_type_id: int, item_id: int) -> HTMLResponse:
+        etype = portal.crm.entity_type(entity_type_id)
+        record = portal.crm.get(entity_type_id, item_id) if etype is not None else None
+        if etype is None or record is None:
+            title = f"No item {item_id} of smart process {entity_type_id}"
+            return _page(record_page(title, {}), 404)
+        fields = render_item(etype, record, original_uf=True)
+        return _page(record_page(f"{etype.title} #{item_id}", fields))
+
+    @router.get("/crm/contact/details/{contact_id}/")
+    async def contact_page(contact_id: int) -> HTMLResponse:
+        etype = portal.crm.entity_type(CONTACT)
+        record = portal.crm.get(CONTACT, contact_id)
+        if etype is None or record is None:
+            return _page(record_page(f"No contact {contact_id}", {}), 404)
+        note = f"Every change of every field: /sandbox/contacts/{contact_id}/history"
+        return _page(record_page(f"Contact #{contact_id}", render_legacy(etype, record), note=note))
+
+    return router
 
 
 def _rest_router(portal: SandboxPortal) -> APIRouter:

@@ -67,9 +67,29 @@ async def _fetch(query: ReportQuery) -> list[ReportRow]:
             " and run `nps migrate` first"
         ) from None
     try:
+        if query.segment is not None:
+            known = await conn.fetch(
+                "SELECT DISTINCT category_id, name FROM scoring_segments"
+                " WHERE $1::text IS NULL OR portal = $1 ORDER BY category_id, name",
+                query.portal,
+            )
+            segments = [(row["category_id"], row["name"]) for row in known]
+            if segments and not names_segment(query.segment, segments):
+                listed = ", ".join(f"{name} ({category_id})" for category_id, name in segments)
+                raise typer.BadParameter(
+                    f"no segment {query.segment!r}; known: {listed}", param_hint="--segment"
+                )
         return await run_report(conn, query)
     finally:
         await conn.close()
+
+
+def names_segment(given: str, segments: list[tuple[int, str]]) -> bool:
+    """True when `given` is one of `segments` by category id (digits) or name (any case), the
+    way the report's segment filter matches it."""
+    if given.isascii() and given.isdigit():
+        return any(category_id == int(given) for category_id, _ in segments)
+    return any(name.lower() == given.lower() for _, name in segments)
 
 
 def _day(value: datetime | None) -> date | None:

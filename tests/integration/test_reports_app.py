@@ -131,6 +131,17 @@ async def test_token_is_required_when_configured(pg_dsn: str, portal: str) -> No
     assert health.json() == {"status": "ok"}
 
 
+async def test_the_api_description_needs_the_token_and_no_page_loads_a_cdn(pg_dsn: str) -> None:
+    async with client(pg_dsn, TOKEN) as http:
+        missing = await http.get("/openapi.json")
+        right = await http.get("/openapi.json", headers=bearer(TOKEN))
+        pages = [await http.get(path, headers=bearer(TOKEN)) for path in ("/docs", "/redoc")]
+    assert missing.status_code == 401
+    assert right.status_code == 200
+    assert "/api/report" in right.json()["paths"]
+    assert [page.status_code for page in pages] == [404, 404]
+
+
 @pytest.mark.parametrize(
     ("params", "field", "problem"),
     [

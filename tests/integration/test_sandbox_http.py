@@ -11,6 +11,7 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
+from services.reports.views import contact_url, item_url, portal_origin
 from services.sandbox.app import create_app
 from services.sandbox.brackets import encode
 from services.sandbox.portal import SandboxPortal
@@ -208,6 +209,28 @@ async def test_contact_history_records_every_change(client: httpx.AsyncClient) -
     )
     assert history["changes"][0]["method"] == "seed"
     assert (await client.get("/sandbox/contacts/999999/history")).status_code == 404
+
+
+async def test_the_dashboards_links_open_the_item_and_the_contact(
+    client: httpx.AsyncClient,
+) -> None:
+    """The addresses the dashboard builds for Bitrix24 lead to pages of the sandbox too."""
+    origin = portal_origin(f"http://sandbox{rest('')}")
+    item = (await client.post("/sandbox/answers", json={"count": 1, "seed": 3})).json()
+    item_id = item["created"][0]
+    contact = (await client.post(rest("crm.contact.get"), json={"ID": 4})).json()["result"]
+
+    item_page = await client.get(item_url(origin, NPS, item_id) or "")
+    contact_page = await client.get(contact_url(origin, 4) or "")
+    missing = await client.get(contact_url(origin, 999999) or "")
+
+    assert item_page.status_code == 200, item_page.text
+    assert f"#{item_id}</h1>" in item_page.text
+    assert contact_page.status_code == 200
+    assert contact["NAME"] in contact_page.text
+    assert contact_page.headers["content-security-policy"] == "default-src 'none'"
+    assert missing.status_code == 404
+    assert "No contact 999999" in missing.text
 
 
 async def wait_for(client: httpx.AsyncClient, count: int) -> list[dict[str, Any]]:

@@ -1,0 +1,110 @@
+"""What `nps run all` starts and checks, which portal YAML commands read, and the checks of
+command arguments that need no server."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from services.cli import Listener, _database_url_problem, _plan
+from services.scoring.commands import names_segment
+from shared.settings import EXAMPLE_CONFIG, Settings
+
+
+def test_every_listener_of_run_all_has_the_variable_that_moves_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("REPORTS_HOST", "127.0.0.1")
+    monkeypatch.setenv("REPORTS_PORT", "28001")
+    settings = Settings(
+        _env_file=None,
+        bitrix24_webhook_url=None,
+        sandbox_host="127.0.0.1",
+        ingest_host="127.0.0.1",
+        health_host="127.0.0.1",
+        sandbox_port=28090,
+        ingest_port=28000,
+        scoring_health_port=29101,
+        router_health_port=29102,
+        crm_sync_health_port=29103,
+    )
+
+    plan = _plan(settings)
+
+    assert {p.name: p.listens for p in plan} == {
+        "sandbox": Listener("127.0.0.1", 28090, "SANDBOX_PORT"),
+        "ingest": Listener("127.0.0.1", 28000, "INGEST_PORT"),
+        "scoring": Listener("127.0.0.1", 29101, "SCORING_HEALTH_PORT"),
+        "router": Listener("127.0.0.1", 29102, "ROUTER_HEALTH_PORT"),
+        "crm_sync": Listener("127.0.0.1", 29103, "CRM_SYNC_HEALTH_PORT"),
+        "reports": Listener("127.0.0.1", 28001, "REPORTS_PORT"),
+    }
+    assert {p.name: p.env.get("HEALTH_PORT") for p in plan if p.env} == {
+        "scoring": "29101",
+        "router": "29102",
+        "crm_sync": "29103",
+    }
+
+
+@pytest.mark.parametrize(
+    ("webhook", "exists", "expected"),
+    [
+        (None, False, EXAMPLE_CONFIG),
+        (None, True, "own"),
+        ("https://portal.example/rest/1/x/", False, "own"),
+        ("https://portal.example/rest/1/x/", True, "own"),
+    ],
+    ids=["sandbox-no-yaml", "sandbox-own-yaml", "portal-no-yaml", "portal-own-yaml"],
+)
+def test_portal_config_path(
+    tmp_path: Path, webhook: str | None, exists: bool, expected: Path | str
+) -> None:
+    own = tmp_path / "portal.yaml"
+    if exists:
+        own.write_text("portal: {}\n")
+    settings = Settings(_env_file=None, nps_config=own, bitrix24_webhook_url=webhook)
+
+    assert settings.portal_config_path() == (own if expected == "own" else expected)
+
+
+@pytest.mark.parametrize(
+    ("url", "problem"),
+    [
+        ("postgresql://postgres@127.0.0.1:5432/nps", None),
+        ("postgres://u:p@db/nps", None),
+        ("postgresql:///nps", None),
+        ("postgresql://postgres@127.0.0.1:notaport/nps", "Port could not be cast"),
+        ("nps", "scheme missing"),
+        ("mysql://root@db/nps", "scheme mysql://"),
+        ("postgresql://postgres@127.0.0.1:5432/", "no database name"),
+        ("postgresql://postgres@[::1/nps", "Invalid IPv6 URL"),
+    ],
+)
+def test_database_url_problem(url: str, problem: str | None) -> None:
+    found = _database_url_problem(url)
+    if problem is None:
+        assert found is None
+    else:
+        assert found is not None
+        assert problem in found
+
+
+SEGMENTS = [(10, "Cosmetics"), (12, "Laser A")]
+
+
+@pytest.mark.parametrize(
+    ("given", "known"),
+    [
+        ("10", True),
+        ("12", True),
+        ("11", False),
+        ("cosmetics", True),
+        ("LASER A", True),
+        ("Cosmetic", False),
+        ("laser", False),
+        ("\u0661\u0660", False),  # Arabic-Indic digits: a name, not a category id
+    ],
+)
+def test_names_segment(given: str, known: bool) -> None:
+    assert names_segment(given, SEGMENTS) is known
