@@ -30,6 +30,7 @@ from services.scoring.store import ANSWER_COLUMNS, bulk_load
 from shared.db import create_pool
 from shared.events import FormSubmitted
 from shared.logging import configure_logging
+from shared.outbox import Outbox
 
 ANSWERS = int(os.environ.get("BENCH_REPORT_ANSWERS", "1000000"))
 DATABASE_URL = os.environ.get("DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/nps")
@@ -160,6 +161,7 @@ async def _time_scoring(pool: asyncpg.Pool, submissions: int = 300) -> None:
         at = datetime(2025, 6, 1, tzinfo=UTC) + timedelta(minutes=n)
         await score_submission(
             pool,
+            Outbox(),
             FormSubmitted(
                 correlation_id=f"bench-{n}",
                 portal={"member_id": PORTAL},

@@ -47,6 +47,7 @@ from services.sandbox.seed import seed_demo
 from shared.bitrix24 import Bitrix24Client, PgRateBudget, portal_key
 from shared.db import create_pool
 from shared.events import CrmWritten, PortalRef, RouteAction, ScoredAnswer
+from shared.outbox import Outbox
 from shared.portal_config import PortalConfig, Rate, load_portal_config
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -176,7 +177,7 @@ async def run_writer(
     async with Bitrix24Client(url, budget) as client:
         for _ in range(int(budget.capacity)):  # spend the burst: the run starts at 2 requests/s
             await client.call("user.get", {"ID": portal.user_id})
-        writer = ContactWriter(pool, CommandCoalescer(client), config)
+        writer = ContactWriter(pool, Outbox(), CommandCoalescer(client), config)
         ref = PortalRef(member_id=f"bench-{uuid.uuid4().hex[:8]}")
         now = datetime.now(UTC)
         actions = [_action(ref, contact_id, now) for contact_id in ids]

@@ -2,12 +2,21 @@
 published by a relay once the broker takes them: with RabbitMQ down, nothing is lost
 (docs/architecture.md, The outbox).
 
-Any number of relays may run (one per service process): `FOR UPDATE SKIP LOCKED` hands each row
-to one of them; a crash between publish and delete republishes the same `message_id`, which
-consumers drop as a duplicate. A relay publishes as soon as a `transaction()` of its own process
-that enqueued something commits, and polls every second for the rest (rows another process left
-behind, rows enqueued outside `transaction()`, rows waiting out a back-off). No LISTEN/NOTIFY:
-waking every service's relay for every row cost more round trips than the rows themselves.
+Events are queued by the caller's own statement, built with `StatementBuilder`: the builder
+numbers the statement's parameters (the caller asks for a placeholder per parameter and names it)
+and adds the CTE that inserts the events, so the work and its events stay one statement; building
+checks that every placeholder is used and no other one appears, and running checks that every
+named parameter is given. Statements run through the process's `Outbox`: outside a transaction the
+relays are woken as soon as the statement returns, inside one only when it commits, and only a
+transaction opened by `Outbox.transaction` may queue (it knows when it commits; a rollback wakes
+nobody).
+
+Any number of relays may run (one per service process, registered on that process's `Outbox`):
+`FOR UPDATE SKIP LOCKED` hands each row to one of them; a crash between publish and delete
+republishes the same `message_id`, which consumers drop as a duplicate. A relay publishes as soon
+as something its `Outbox` queued commits, and polls every second for the rest (rows another
+process left behind, rows waiting out a back-off). No LISTEN/NOTIFY: waking every service's relay
+for every row cost more round trips than the rows themselves.
 """
 
 from __future__ import annotations
@@ -15,11 +24,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import AsyncIterator, Sequence
+import re
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
 
 import asyncpg
 from aiormq.exceptions import PublishError
-from asyncpg.pool import PoolConnectionProxy
 from faststream.rabbit import RabbitBroker
 
 from shared.db import Conn
@@ -29,21 +40,16 @@ from shared.messaging import publish_json
 
 log = get_logger(__name__)
 
-_RUNNING: set[OutboxRelay] = set()
-"""The relays running in this process (see `committed`)."""
+_EVENT_ARRAYS = ("message_id", "routing_key", "correlation_id", "body")
+"""The array parameters a queuing statement takes for its events, in this order."""
+_PLACEHOLDER = re.compile(r"\$(\d+)")
 
 
-def _insert(first_param: int, after: str | None = None) -> str:
-    p = first_param
-    when = f"WHERE EXISTS (SELECT 1 FROM {after})" if after else ""  # noqa: S608 - a CTE name
-    return f"""INSERT INTO outbox (message_id, routing_key, correlation_id, body)
-        SELECT * FROM unnest(${p}::uuid[], ${p + 1}::text[], ${p + 2}::text[], ${p + 3}::jsonb[])
-        {when}
-        ON CONFLICT (message_id) DO NOTHING"""  # noqa: S608 - parameters only, no values
+class OutboxUsageError(Exception):
+    """A queuing statement built or run in a way that would lose events or wake-ups."""
 
 
-def events_params(events: Sequence[Event]) -> tuple[list[object], ...]:
-    """The four array parameters of `queue_all`'s CTE (and `enqueue`) for `events`."""
+def _events_params(events: Sequence[Event]) -> tuple[list[object], ...]:
     return (
         [e.event_id for e in events],
         [e.routing_key() for e in events],
@@ -52,57 +58,206 @@ def events_params(events: Sequence[Event]) -> tuple[list[object], ...]:
     )
 
 
-def queue_all(first_param: int, after: str | None = None) -> str:
-    """SQL of a CTE `queued` that adds a list of events (in order) to the outbox, for statements
-    that do their work and queue its events in one go; with `after`, only when the CTE of that
-    name returns a row. Its four array parameters start at `$first_param`; pass
-    `events_params(events)` for them."""
-    return f"queued AS ({_insert(first_param, after)})"
+@dataclass(frozen=True)
+class QueuingStatement:
+    """A statement that does the caller's work and queues its events, built by
+    `StatementBuilder`; run it with `Outbox.execute` or `Outbox.fetchval`."""
+
+    sql: str
+    slots: tuple[str | int, ...]
+    """What each placeholder takes, in order: a caller's parameter by name, or (an int) one of
+    the events' arrays."""
+    queued_if: Callable[[Any], bool] | None = None
+    """Whether the statement's value says it queued its events (None: it always does)."""
+
+    def args(self, events: Sequence[Event], params: Mapping[str, object]) -> list[object]:
+        """The statement's arguments, in placeholder order."""
+        names = {slot for slot in self.slots if isinstance(slot, str)}
+        if names != params.keys():
+            missing = ", ".join(sorted(names - params.keys())) or "none"
+            unknown = ", ".join(sorted(params.keys() - names)) or "none"
+            raise OutboxUsageError(
+                f"the statement takes parameters {', '.join(sorted(names)) or 'none'}: "
+                f"missing {missing}, unknown {unknown}"
+            )
+        arrays = _events_params(events)
+        return [arrays[slot] if isinstance(slot, int) else params[slot] for slot in self.slots]
 
 
-async def enqueue(conn: Conn, events: Sequence[Event]) -> None:
-    """Add `events` to the outbox inside the caller's transaction (duplicates are ignored)."""
-    if events:
-        await conn.execute(_insert(1), *events_params(events))
+class StatementBuilder:
+    """Builds a `QueuingStatement`: ask for a placeholder per parameter (`param`), the CTE that
+    queues the events (`queue`, once), then `build` the statement's text from them.
+
+        b = StatementBuilder()
+        item = b.param("item_id")
+        statement = b.build(f"WITH done AS (UPDATE t SET x = 1 WHERE id = {item} RETURNING 1),"
+                            f" {b.queue(after='done')} SELECT EXISTS (SELECT 1 FROM done)")
+    """
+
+    def __init__(self) -> None:
+        self._slots: list[str | int] = []
+        self._queue: str | None = None
+        self._after: str | None = None
+
+    def _placeholder(self, slot: str | int) -> str:
+        self._slots.append(slot)
+        return f"${len(self._slots)}"
+
+    def param(self, name: str) -> str:
+        """The placeholder of the caller's parameter `name` (given by name when run)."""
+        if not name.isidentifier():
+            raise OutboxUsageError(f"parameter name {name!r}: expected a Python identifier")
+        if name in self._slots:
+            raise OutboxUsageError(f"parameter {name!r} asked for twice: reuse its placeholder")
+        return self._placeholder(name)
+
+    def params(self, *names: str) -> tuple[str, ...]:
+        """The placeholders of several parameters, in order."""
+        return tuple(self.param(name) for name in names)
+
+    def queue(self, after: str | None = None) -> str:
+        """The CTE `queued`, adding the events (in order) to the outbox (duplicates are ignored);
+        with `after`, only when the statement's CTE of that name returns a row."""
+        if self._queue is not None:
+            raise OutboxUsageError("queue() asked for twice: a statement queues its events once")
+        ids, keys, correlations, bodies = (self._placeholder(i) for i in range(len(_EVENT_ARRAYS)))
+        when = f"WHERE EXISTS (SELECT 1 FROM {after})" if after else ""  # noqa: S608 - a CTE name
+        self._after = after
+        self._queue = f"""queued AS (
+    INSERT INTO outbox (message_id, routing_key, correlation_id, body)
+    SELECT * FROM unnest({ids}::uuid[], {keys}::text[], {correlations}::text[], {bodies}::jsonb[])
+    {when}
+    ON CONFLICT (message_id) DO NOTHING)"""  # noqa: S608 - parameters only, no values
+        return self._queue
+
+    def build(
+        self, sql: str, *, queued_if: Callable[[Any], bool] | None = None
+    ) -> QueuingStatement:
+        """The statement `sql`: it must hold the `queue()` CTE once and every placeholder asked
+        for, and no other placeholder. A statement that queues only on a condition
+        (`queue(after=...)`) says with `queued_if` how its value shows that it did, so that the
+        relays are not woken for nothing."""
+        if self._queue is None or sql.count(self._queue) != 1:
+            raise OutboxUsageError("the statement must hold the queue() CTE exactly once")
+        if self._after and not re.search(rf"\b{re.escape(self._after)}\s+AS\s*\(", sql, re.I):
+            raise OutboxUsageError(f"queue(after={self._after!r}): the statement has no such CTE")
+        used = {int(n) for n in _PLACEHOLDER.findall(sql)}
+        asked = set(range(1, len(self._slots) + 1))
+        if used != asked:
+            unused = ", ".join(f"${n}" for n in sorted(asked - used)) or "none"
+            foreign = ", ".join(f"${n}" for n in sorted(used - asked)) or "none"
+            raise OutboxUsageError(
+                f"placeholders: {unused} asked for but not used, {foreign} used but not asked for"
+                " (take every placeholder from param())"
+            )
+        return QueuingStatement(sql, tuple(self._slots), queued_if)
 
 
-async def enqueue_with(
-    conn: Conn,
-    statement: str,
-    args: Sequence[object],
-    event: Event,
-) -> bool:
-    """Run `statement` (a data-modifying statement with a RETURNING clause) and add `event` to
-    the outbox when it returned a row: one statement, so atomic without a transaction and one
-    round trip. False when it returned nothing (and nothing was queued). Outside a transaction
-    the relays are woken at once."""
-    queued = await conn.fetchval(
-        f"""WITH cause AS ({statement}), {queue_all(len(args) + 1, after="cause")}
-            SELECT EXISTS (SELECT 1 FROM cause)""",  # noqa: S608 - our own statement text
-        *args,
-        *events_params([event]),
-    )
-    if queued:
-        committed(conn)
-    return bool(queued)
+def _enqueue_statement() -> QueuingStatement:
+    b = StatementBuilder()
+    return b.build(f"WITH {b.queue()} SELECT 1")
 
 
-def committed(conn: Conn) -> None:
-    """Call after a statement or transaction that queued events: unless an outer transaction
-    still holds them, this process's relays publish them now rather than at their next poll."""
-    if not conn.is_in_transaction():
-        for relay in _RUNNING:
+_ENQUEUE = _enqueue_statement()
+
+
+@dataclass
+class _Open:
+    """A transaction opened by `Outbox.transaction`."""
+
+    queued: bool = False
+
+
+class Outbox:
+    """A process's outbox: its relays (see `OutboxRelay.run`), woken when what this process
+    queued commits, and the transactions it knows. One per process, passed to whatever queues
+    (`Runtime.outbox` in a service's wiring)."""
+
+    def __init__(self) -> None:
+        self._relays: set[OutboxRelay] = set()
+        self._open: dict[Conn, _Open] = {}
+        """Connections in a transaction opened by `transaction`."""
+
+    @contextlib.contextmanager
+    def relaying(self, relay: OutboxRelay) -> Iterator[None]:
+        """Wake `relay` while the block runs."""
+        self._relays.add(relay)
+        try:
+            yield
+        finally:
+            self._relays.discard(relay)
+
+    def _wake(self) -> None:
+        for relay in self._relays:
             relay.wake()
 
+    @contextlib.asynccontextmanager
+    async def transaction(self, source: asyncpg.Pool | Conn) -> AsyncIterator[Conn]:
+        """A transaction on a connection from `source` (a pool, or a connection not in a
+        transaction); what it queued is published as soon as it commits. Within one of its own
+        on the same connection, a savepoint: the outer transaction's commit wakes the relays."""
+        if isinstance(source, asyncpg.Pool):
+            async with source.acquire() as pooled, self.transaction(pooled) as conn:
+                yield conn
+            return
+        conn = source
+        if conn in self._open:
+            async with conn.transaction():
+                yield conn
+            return
+        if conn.is_in_transaction():
+            raise OutboxUsageError(
+                "the connection is in a transaction the outbox did not open: open it with "
+                "Outbox.transaction() so that the relays are woken when it commits"
+            )
+        state = self._open[conn] = _Open()
+        try:
+            async with conn.transaction():
+                yield conn
+        finally:
+            del self._open[conn]
+        if state.queued:
+            self._wake()
 
-@contextlib.asynccontextmanager
-async def transaction(pool: asyncpg.Pool) -> AsyncIterator[PoolConnectionProxy]:
-    """A pooled connection in a transaction; what it enqueued is published as soon as it
-    commits."""
-    async with pool.acquire() as conn:
-        async with conn.transaction():
-            yield conn
-        committed(conn)
+    async def fetchval(
+        self,
+        conn: Conn,
+        statement: QueuingStatement,
+        events: Sequence[Event],
+        /,
+        **params: object,
+    ) -> Any:
+        """Run `statement` with `params` (by name), queuing `events`; its first value."""
+        args = statement.args(events, params)
+        state = self._open.get(conn)
+        if state is None and conn.is_in_transaction():
+            raise OutboxUsageError(
+                "events queued in a transaction the outbox did not open: open it with "
+                "Outbox.transaction() so that the relays are woken when it commits"
+            )
+        value = await conn.fetchval(statement.sql, *args)
+        if events and (statement.queued_if is None or statement.queued_if(value)):
+            if state is None:
+                self._wake()
+            else:
+                state.queued = True
+        return value
+
+    async def execute(
+        self,
+        conn: Conn,
+        statement: QueuingStatement,
+        events: Sequence[Event],
+        /,
+        **params: object,
+    ) -> None:
+        """Run `statement` with `params` (by name), queuing `events`."""
+        await self.fetchval(conn, statement, events, **params)
+
+    async def enqueue(self, conn: Conn, events: Sequence[Event]) -> None:
+        """Add `events` to the outbox (duplicates are ignored), in a statement of their own."""
+        if events:
+            await self.execute(conn, _ENQUEUE, events)
 
 
 class OutboxRelay:
@@ -180,30 +335,31 @@ class OutboxRelay:
                 log.warning("outbox_publish_failed", rows=len(failed), error=failed[0][1])
         return len(sent), bool(failed)
 
-    async def run(self) -> None:
-        """Relay until cancelled; survives broker and database outages with growing pauses."""
-        _RUNNING.add(self)
+    async def run(self, outbox: Outbox) -> None:
+        """Relay until cancelled, woken by what `outbox` queued as soon as it commits; survives
+        broker and database outages with growing pauses."""
+        with outbox.relaying(self):
+            await self._relay()
+
+    async def _relay(self) -> None:
         failures = 0
-        try:
-            while True:
-                self._wake.clear()
-                try:
-                    count, failed = await self.publish_pending()
-                except asyncio.CancelledError:
-                    raise
-                except Exception as exc:
-                    count, failed = 0, True
-                    log.warning("outbox_relay_error", error=str(exc), failures=failures + 1)
-                if failed:
-                    failures += 1
-                    await asyncio.sleep(_backoff(failures))
-                    continue
-                failures = 0
-                if count < self._batch:
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self._wake.wait(), timeout=self._poll_s)
-        finally:
-            _RUNNING.discard(self)
+        while True:
+            self._wake.clear()
+            try:
+                count, failed = await self.publish_pending()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                count, failed = 0, True
+                log.warning("outbox_relay_error", error=str(exc), failures=failures + 1)
+            if failed:
+                failures += 1
+                await asyncio.sleep(_backoff(failures))
+                continue
+            failures = 0
+            if count < self._batch:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), timeout=self._poll_s)
 
 
 def _backoff(failures: int) -> float:

@@ -26,7 +26,7 @@ from shared.db import create_pool, migrate
 from shared.health import health_app, serve_http
 from shared.logging import configure_logging, get_logger
 from shared.messaging import make_broker
-from shared.outbox import OutboxRelay
+from shared.outbox import Outbox, OutboxRelay
 from shared.portal_config import PortalConfig, load_portal_config
 from shared.settings import Settings
 from shared.topology import declare
@@ -46,6 +46,8 @@ class Runtime:
     config: PortalConfig
     pool: asyncpg.Pool
     broker: RabbitBroker
+    outbox: Outbox
+    """What queues events goes through it: the process's relay publishes them once they commit."""
     background: list[Background] = field(default_factory=list)
     """Long-running jobs the wiring adds (an HTTP server, a periodic sweep): started once the
     broker runs, each given the stop event and expected to return once it is set. A job that ends
@@ -83,7 +85,10 @@ async def serve(
             loop.add_signal_handler(sig, stop.set)
     pool = await create_pool(dsn)
     broker = make_broker(amqp_url, prefetch=prefetch)
-    runtime = Runtime(name=name, settings=settings, config=config, pool=pool, broker=broker)
+    outbox = Outbox()
+    runtime = Runtime(
+        name=name, settings=settings, config=config, pool=pool, broker=broker, outbox=outbox
+    )
     relay_task: asyncio.Task[None] | None = None
     http_task: asyncio.Task[None] | None = None
     jobs: list[asyncio.Task[None]] = []
@@ -91,7 +96,9 @@ async def serve(
     try:
         await wire(runtime)
         await broker.start()
-        relay_task = asyncio.create_task(OutboxRelay(pool, broker).run(), name=f"{name}-outbox")
+        relay_task = asyncio.create_task(
+            OutboxRelay(pool, broker).run(outbox), name=f"{name}-outbox"
+        )
         if settings.health_port is not None:
             queues = [s.queue.name for s in broker.subscribers if isinstance(s, RabbitSubscriber)]
             app = health_app(pool, broker, amqp_url, queues)

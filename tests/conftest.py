@@ -19,6 +19,7 @@ from aio_pika.abc import AbstractChannel, AbstractRobustConnection
 
 from services.ops.scratch import scratch_database, scratch_name, scratch_vhost
 from shared.db import create_pool
+from shared.outbox import Outbox
 from shared.portal_config import PortalConfig, load_portal_config
 from shared.settings import Settings
 from tests.support import docker_available, purge_core_queues, reachable
@@ -66,6 +67,12 @@ async def pool(pg_dsn: str) -> AsyncIterator[asyncpg.Pool]:
     pool = await create_pool(pg_dsn, max_size=10)
     yield pool
     await pool.close()
+
+
+@pytest.fixture
+def outbox() -> Outbox:
+    """The test's own outbox: what it queues wakes only the relays the test runs on it."""
+    return Outbox()
 
 
 @pytest.fixture(scope="session")

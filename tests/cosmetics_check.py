@@ -8,6 +8,7 @@ import asyncpg
 
 from services.scoring.handlers import score_submission
 from services.scoring.report import cosmetics_left_out_note
+from shared.outbox import Outbox
 from tests.unit.test_scoring_answers import make_submission
 
 SUBMITTED = "2024-05-02T10:00:00+03:00"
@@ -25,6 +26,7 @@ async def score_the_check(pool: asyncpg.Pool, member_id: str, first_item: int = 
     for offset, scores in enumerate(answers):
         await score_submission(
             pool,
+            Outbox(),
             make_submission(
                 *scores,
                 item_id=first_item + offset,

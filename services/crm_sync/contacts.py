@@ -69,6 +69,7 @@ from services.crm_sync.store import (
 from shared.bitrix24 import Command
 from shared.events import CrmWritten, RouteAction, WriteOutcome
 from shared.logging import bind_message_context, get_logger
+from shared.outbox import Outbox
 from shared.portal_config import ContactFields, PortalConfig
 
 GROUP_SIZE = 48
@@ -178,6 +179,7 @@ class ContactWriter:
     def __init__(
         self,
         pool: asyncpg.Pool,
+        outbox: Outbox,
         coalescer: CommandCoalescer,
         config: PortalConfig,
         *,
@@ -186,6 +188,7 @@ class ContactWriter:
         depth: int = PIPELINE_DEPTH,
     ) -> None:
         self._pool = pool
+        self._outbox = outbox
         self._coalescer = coalescer
         self._config = config
         self._locks = ContactLocks(pool)
@@ -217,7 +220,7 @@ class ContactWriter:
                 entity_id=action.answer.contact_id,
                 details={"reason": reason},
             )
-            await record(conn, Changes(completions=[event]))
+            await record(self._outbox, conn, Changes(completions=[event]))
         return event
 
     # --- a group --------------------------------------------------------------------------
@@ -300,7 +303,7 @@ class ContactWriter:
             if item.writes:
                 writing.append(item)
         async with self._pool.acquire() as conn:
-            await record(conn, planned)
+            await record(self._outbox, conn, planned)
         _settle(work, planned)
         if not writing:
             return []
@@ -414,7 +417,7 @@ class ContactWriter:
             if self._record_write(item, before, changes):
                 again.append(item)
         async with self._pool.acquire() as conn:
-            await record(conn, changes)
+            await record(self._outbox, conn, changes)
         _settle(writing, changes)
         return again
 

@@ -35,6 +35,7 @@ from shared.bitrix24 import Bitrix24Error, Command
 from shared.events import CrmWritten, RouteAction, WriteOutcome
 from shared.logging import get_logger
 from shared.messaging import PermanentError
+from shared.outbox import Outbox
 from shared.portal_config import PortalConfig
 
 MANAGER_TTL_S = 3600.0
@@ -69,9 +70,10 @@ class EntityWriter:
     """Carries out `route.service`, `route.marketing` and `route.task` actions."""
 
     def __init__(
-        self, pool: asyncpg.Pool, coalescer: CommandCoalescer, config: PortalConfig
+        self, pool: asyncpg.Pool, outbox: Outbox, coalescer: CommandCoalescer, config: PortalConfig
     ) -> None:
         self._pool = pool
+        self._outbox = outbox
         self._coalescer = coalescer
         self._config = config
         self._managers = ManagerNames(coalescer)
@@ -141,5 +143,5 @@ class EntityWriter:
             details={"contact_id": answer.contact_id, "answer_id": answer.answer_id},
         )
         async with self._pool.acquire() as conn:
-            await record(conn, Changes(completions=[event]))
+            await record(self._outbox, conn, Changes(completions=[event]))
         return event

@@ -26,8 +26,8 @@ async def wire(runtime: Runtime) -> None:
     client = client_from_settings(runtime.settings, runtime.pool, runtime.config)
     coalescer = CommandCoalescer(client)
     writers = Writers(
-        contacts=ContactWriter(runtime.pool, coalescer, runtime.config),
-        entities=EntityWriter(runtime.pool, coalescer, runtime.config),
+        contacts=ContactWriter(runtime.pool, runtime.outbox, coalescer, runtime.config),
+        entities=EntityWriter(runtime.pool, runtime.outbox, coalescer, runtime.config),
     )
     subscribe(
         runtime.broker,

@@ -21,7 +21,7 @@ from services.crm_sync.policy import LedgerEntry, Repair, Version, Write
 from services.crm_sync.read import WriteView, load_value
 from shared.db import Conn
 from shared.events import CrmWritten, RouteAction
-from shared.outbox import committed, events_params, queue_all
+from shared.outbox import Outbox, QueuingStatement, StatementBuilder
 
 
 def _dump(value: Any) -> str | None:
@@ -229,13 +229,13 @@ class Changes:
         )
 
 
-async def record(conn: Conn, changes: Changes) -> None:
-    """Apply `changes` atomically (the caller's transaction, or a new one; none is needed when
-    there are only completions: they are one statement)."""
+async def record(outbox: Outbox, conn: Conn, changes: Changes) -> None:
+    """Apply `changes` atomically (in a transaction of `outbox`, the caller's or a new one; none
+    is needed when there are only completions: they are one statement)."""
     if not changes:
         return
     only_completions = not replace(changes, completions=[])
-    async with contextlib.nullcontext() if only_completions else conn.transaction():
+    async with contextlib.nullcontext(conn) if only_completions else outbox.transaction(conn):
         if changes.audit:
             await conn.executemany(
                 """INSERT INTO crm_contact_writes (portal, contact_id, field, before_value,
@@ -325,34 +325,40 @@ async def record(conn: Conn, changes: Changes) -> None:
                 ],
             )
         if changes.completions:
-            await conn.execute(_COMPLETE, *_completion_params(changes.completions))
-    if changes.completions:
-        committed(conn)
+            events = changes.completions
+            await outbox.execute(
+                conn,
+                _COMPLETE,
+                events,
+                action_ids=[e.action_id for e in events],
+                outcomes=[e.outcome for e in events],
+                entity_types=[e.entity_type for e in events],
+                entity_ids=[e.entity_id for e in events],
+                details=[_dump(e.details) for e in events],
+            )
 
 
-# Actions done and their `crm.written` events queued, in one statement ($6-$9: `queue_all`).
-_COMPLETE = f"""
+def _complete_statement() -> QueuingStatement:
+    """Actions done and their `crm.written` events queued, in one statement."""
+    b = StatementBuilder()
+    ids, outcomes, types, entities, details = b.params(
+        "action_ids", "outcomes", "entity_types", "entity_ids", "details"
+    )
+    return b.build(f"""
 WITH done AS (
     UPDATE crm_actions a
     SET state = 'done', outcome = c.outcome, entity_type = c.entity_type, entity_id = c.entity_id,
         details = c.details, intent = NULL, repairs = NULL, last_error = NULL, done_at = now(),
         updated_at = now()
-    FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::jsonb[])
+    FROM unnest({ids}::text[], {outcomes}::text[], {types}::text[], {entities}::bigint[],
+                {details}::jsonb[])
         AS c (action_id, outcome, entity_type, entity_id, details)
     WHERE a.action_id = c.action_id AND a.state = 'pending'),
-{queue_all(6)}
-SELECT 1"""  # noqa: S608 - parameters only, no values
+{b.queue()}
+SELECT 1""")  # noqa: S608 - placeholders only, no values
 
 
-def _completion_params(events: Sequence[CrmWritten]) -> tuple[list[Any], ...]:
-    return (
-        [e.action_id for e in events],
-        [e.outcome for e in events],
-        [e.entity_type for e in events],
-        [e.entity_id for e in events],
-        [_dump(e.details) for e in events],
-        *events_params(events),
-    )
+_COMPLETE = _complete_statement()
 
 
 async def record_undo(conn: Conn, write: WriteView) -> int:

@@ -49,6 +49,7 @@ from services.ingest.webhook import (
 from shared.events import utcnow
 from shared.health import add_health_routes
 from shared.logging import get_logger, redact
+from shared.outbox import Outbox
 from shared.portal_config import PortalConfig
 from shared.served_portal import learned_portal
 from shared.settings import Settings
@@ -78,6 +79,7 @@ def create_app(
     settings: Settings,
     config: PortalConfig,
     pool: asyncpg.Pool,
+    outbox: Outbox,
     broker: RabbitBroker,
     *,
     clock: Callable[[], datetime] = utcnow,
@@ -120,7 +122,7 @@ def create_app(
                 await _learn(pool, outcome, MEMBER_FIELD)
         except RequestError as exc:
             return _rejected("event", request, exc)
-        return await _accept(pool, "event", outcome)
+        return await _accept(pool, outbox, "event", outcome)
 
     @app.post(ROBOT_PATH)
     async def bitrix24_robot(request: Request) -> JSONResponse:
@@ -138,7 +140,7 @@ def create_app(
                 await _learn(pool, outcome, ROBOT_MEMBER_FIELD)
         except RequestError as exc:
             return _rejected("robot", request, exc)
-        return await _accept(pool, "robot", outcome)
+        return await _accept(pool, outbox, "robot", outcome)
 
     return app
 
@@ -169,7 +171,9 @@ async def _learn(pool: asyncpg.Pool, outcome: Accepted | Ignored, member_field: 
         raise foreign_portal(member_field, learned=True)
 
 
-async def _accept(pool: asyncpg.Pool, endpoint: str, outcome: Accepted | Ignored) -> JSONResponse:
+async def _accept(
+    pool: asyncpg.Pool, outbox: Outbox, endpoint: str, outcome: Accepted | Ignored
+) -> JSONResponse:
     if isinstance(outcome, Ignored):
         WEBHOOKS.labels(endpoint=endpoint, outcome="ignored").inc()
         log.info(
@@ -178,7 +182,7 @@ async def _accept(pool: asyncpg.Pool, endpoint: str, outcome: Accepted | Ignored
         return JSONResponse({"status": "ignored", "reason": outcome.reason})
     event = outcome.to_event()
     async with pool.acquire(timeout=POOL_TIMEOUT_S) as conn:
-        stored = await store.record_received(conn, event, outcome.payload)
+        stored = await store.record_received(outbox, conn, event, outcome.payload)
     status = "accepted" if stored else "duplicate"
     WEBHOOKS.labels(endpoint=endpoint, outcome=status).inc()
     log.info(

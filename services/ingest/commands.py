@@ -18,7 +18,7 @@ from shared.bitrix24 import client_from_settings
 from shared.db import create_pool, migrate
 from shared.logging import configure_logging
 from shared.messaging import make_broker
-from shared.outbox import OutboxRelay
+from shared.outbox import Outbox, OutboxRelay
 from shared.portal_config import ConfigError, load_portal_config
 from shared.settings import Settings, get_settings
 from shared.unreachable import SERVER_ERRORS, server_problem
@@ -131,7 +131,8 @@ async def sweep_once(settings: Settings, since: datetime | None) -> tuple[SweepR
     pool = await create_pool(dsn, max_size=3)
     try:
         async with client_from_settings(settings, pool, config) as client:
-            result = await Sweeper(pool, client, config).sweep_once(since)
+            # No relay runs here: what the sweep queued is published below.
+            result = await Sweeper(pool, Outbox(), client, config).sweep_once(since)
         return result, await _publish_outbox(settings, pool)
     finally:
         await pool.close()

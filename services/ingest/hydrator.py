@@ -40,6 +40,7 @@ from shared.bitrix24 import Bitrix24Client, NotFound
 from shared.events import FormSubmitted, WebhookReceived
 from shared.logging import get_logger
 from shared.messaging import PermanentError
+from shared.outbox import Outbox
 from shared.portal_config import PortalConfig
 
 CONSUMER = "ingest.hydrate"
@@ -259,14 +260,17 @@ class Hydrator:
     def __init__(
         self,
         pool: asyncpg.Pool,
+        outbox: Outbox,
         reader: ItemReader,
         catalog: FieldCatalog,
         config: PortalConfig,
+        *,
         contacts: ContactManagers | None = None,
     ) -> None:
         if config.survey.manager == "contact" and contacts is None:
             raise ValueError("survey.manager: contact needs the contacts' responsibles reader")
         self._pool = pool
+        self._outbox = outbox
         self._reader = reader
         self._catalog = catalog
         self._config = config
@@ -314,7 +318,9 @@ class Hydrator:
             answers=list(mapped.answers),
         )
         async with self._pool.acquire() as conn:
-            outcome = await store.record_answer(conn, CONSUMER, str(event.event_id), mapped, form)
+            outcome = await store.record_answer(
+                self._outbox, conn, CONSUMER, str(event.event_id), answer=mapped, form=form
+            )
         if outcome == "redelivered":
             HYDRATED.labels(outcome="redelivered").inc()
             log.info("hydrate_redelivery_skipped", item_id=event.item_id)
@@ -361,7 +367,7 @@ class Hydrator:
             source=event.source,
         )
         if self._config.survey.segment(unmapped.category_id) is not None:
-            await release_held(self._pool, self._config)
+            await release_held(self._pool, self._outbox, self._config)
 
     def _dropped(self, outcome: str, event: WebhookReceived, reason: str) -> None:
         HYDRATED.labels(outcome=outcome).inc()

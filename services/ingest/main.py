@@ -32,11 +32,16 @@ async def serve_ingest(settings: Settings, stop: asyncio.Event | None = None) ->
     clients: list[Bitrix24Client] = []
 
     async def wire(runtime: Runtime) -> None:
-        config, pool = runtime.config, runtime.pool
+        config, pool, outbox = runtime.config, runtime.pool, runtime.outbox
         client = client_from_settings(settings, pool, config)
         clients.append(client)
         hydrator = Hydrator(
-            pool, ItemReader(client), FieldCatalog(client), config, ContactManagers(client)
+            pool,
+            outbox,
+            ItemReader(client),
+            FieldCatalog(client),
+            config,
+            contacts=ContactManagers(client),
         )
         subscribe(
             runtime.broker,
@@ -45,10 +50,14 @@ async def serve_ingest(settings: Settings, stop: asyncio.Event | None = None) ->
             hydrator.handle,
             max_attempts=settings.retry_max_attempts,
         )
-        app = create_app(settings, config, pool, runtime.broker)
-        sweeper = Sweeper(pool, client, config)
+        app = create_app(settings, config, pool, outbox, runtime.broker)
+        sweeper = Sweeper(pool, outbox, client, config)
         reloader = ConfigReloader(
-            settings.portal_config_path(), config, pool, (hydrator.reconfigure, sweeper.reconfigure)
+            settings.portal_config_path(),
+            config,
+            pool,
+            outbox,
+            (hydrator.reconfigure, sweeper.reconfigure),
         )
 
         async def http(stop: asyncio.Event) -> None:

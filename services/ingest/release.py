@@ -27,7 +27,7 @@ from services.ingest import store
 from services.ingest.webhook import correlation_for
 from shared.events import PortalRef, WebhookReceived, derived_id
 from shared.logging import get_logger
-from shared.outbox import transaction
+from shared.outbox import Outbox
 from shared.portal_config import ConfigError, PortalConfig, load_portal_config
 
 HELD_EVENT = "HELD"
@@ -60,12 +60,12 @@ def reload_refusal(running: PortalConfig, new: PortalConfig) -> str | None:
     return None
 
 
-async def release_held(pool: asyncpg.Pool, config: PortalConfig) -> int:
+async def release_held(pool: asyncpg.Pool, outbox: Outbox, config: PortalConfig) -> int:
     """Submit the held items of the categories `config` maps; how many were submitted."""
     entity_type_id = config.survey.entity_type_id
     categories = [segment.category_id for segment in config.survey.segments]
     submitted = 0
-    async with transaction(pool) as conn:
+    async with outbox.transaction(pool) as conn:
         for row in await store.take_held(conn, entity_type_id, categories):
             portal = PortalRef(member_id=row["member_id"], domain=row["domain"])
             fields = json.loads(row["fields"])
@@ -88,7 +88,7 @@ async def release_held(pool: asyncpg.Pool, config: PortalConfig) -> int:
                 "categoryId": row["category_id"],
                 "updatedTime": fields.get("updatedTime"),
             }
-            if await store.record_received(conn, event, payload):
+            if await store.record_received(outbox, conn, event, payload):
                 submitted += 1
                 log.info(
                     "held_item_submitted", item_id=row["item_id"], category_id=row["category_id"]
@@ -103,6 +103,7 @@ class ConfigReloader:
     path: Path
     config: PortalConfig
     pool: asyncpg.Pool
+    outbox: Outbox
     apply: Sequence[Callable[[PortalConfig], None]]
 
     def __post_init__(self) -> None:
@@ -165,7 +166,7 @@ class ConfigReloader:
         """`release_held` for the running config; a failure is logged and retried on the next
         check."""
         try:
-            submitted = await release_held(self.pool, self.config)
+            submitted = await release_held(self.pool, self.outbox, self.config)
         except Exception as exc:
             self._release_due = True
             log.warning("held_items_release_failed", error=f"{type(exc).__name__}: {exc}")

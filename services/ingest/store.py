@@ -17,73 +17,131 @@ import asyncpg
 from services.ingest.mapping import Answer, NotASurvey
 from shared.db import Conn
 from shared.events import FormSubmitted, PortalRef, WebhookReceived
-from shared.outbox import committed, enqueue_with, events_params, queue_all
+from shared.outbox import Outbox, QueuingStatement, StatementBuilder
 
 VersionOutcome = Literal["new", "duplicate", "stale", "redelivered"]
 
 
-async def record_received(conn: Conn, event: WebhookReceived, payload: dict[str, Any]) -> bool:
-    """Store an accepted event and queue it for publishing, in one statement (no transaction
-    needed); False when it is a duplicate."""
-    return await enqueue_with(
-        conn,
-        """INSERT INTO ingest_events (event_id, portal, member_id, domain, source, event,
-                                      entity_type_id, item_id, ts, payload)
-           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10::jsonb)
-           ON CONFLICT DO NOTHING RETURNING id""",
-        (
-            event.event_id,
-            event.portal.key,
-            event.portal.member_id,
-            event.portal.domain,
-            event.source,
-            event.event,
-            event.entity_type_id,
-            event.item_id,
-            event.ts,
-            json.dumps(payload, ensure_ascii=False),
-        ),
-        event,
+def _record_received_statement() -> QueuingStatement:
+    b = StatementBuilder()
+    values = b.params(
+        "event_id",
+        "portal",
+        "member_id",
+        "domain",
+        "source",
+        "event",
+        "entity_type_id",
+        "item_id",
+        "ts",
+        "payload",
+    )
+    return b.build(
+        f"""WITH stored AS (
+                INSERT INTO ingest_events (event_id, portal, member_id, domain, source, event,
+                                           entity_type_id, item_id, ts, payload)
+                VALUES ({", ".join(values[:-1])}, {values[-1]}::jsonb)
+                ON CONFLICT DO NOTHING RETURNING id),
+            {b.queue(after="stored")}
+            SELECT EXISTS (SELECT 1 FROM stored)""",  # noqa: S608 - placeholders only
+        queued_if=bool,
     )
 
 
-async def record_answer(
-    conn: Conn, consumer: str, message_id: str, answer: Answer, form: FormSubmitted
-) -> VersionOutcome:
-    """Claim `message_id` for `consumer` and queue `form` unless this state of the item was
-    already published or a newer one was, in one statement (atomic without a transaction):
-    `redelivered` when the message was handled before, then `stale`, `duplicate` or `new`."""
-    outcome: VersionOutcome = await conn.fetchval(
+_RECORD_RECEIVED = _record_received_statement()
+
+
+async def record_received(
+    outbox: Outbox, conn: Conn, event: WebhookReceived, payload: dict[str, Any]
+) -> bool:
+    """Store an accepted event and queue it for publishing, in one statement (no transaction
+    needed); False when it is a duplicate."""
+    stored: bool = await outbox.fetchval(
+        conn,
+        _RECORD_RECEIVED,
+        [event],
+        event_id=event.event_id,
+        portal=event.portal.key,
+        member_id=event.portal.member_id,
+        domain=event.portal.domain,
+        source=event.source,
+        event=event.event,
+        entity_type_id=event.entity_type_id,
+        item_id=event.item_id,
+        ts=event.ts,
+        payload=json.dumps(payload, ensure_ascii=False),
+    )
+    return stored
+
+
+def _record_answer_statement() -> QueuingStatement:
+    b = StatementBuilder()
+    consumer, message_id, portal, entity_type_id, item_id, updated_at, fingerprint, event_id = (
+        b.params(
+            "consumer",
+            "message_id",
+            "portal",
+            "entity_type_id",
+            "item_id",
+            "updated_at",
+            "fingerprint",
+            "event_id",
+        )
+    )
+    return b.build(
         f"""WITH claimed AS (
-                INSERT INTO processed_messages (consumer, message_id) VALUES ($1, $2::uuid)
+                INSERT INTO processed_messages (consumer, message_id)
+                VALUES ({consumer}, {message_id}::uuid)
                 ON CONFLICT DO NOTHING RETURNING 1),
             newer AS (
                 SELECT 1 FROM ingest_item_versions
-                WHERE portal = $3 AND entity_type_id = $4 AND item_id = $5 AND updated_at > $6
+                WHERE portal = {portal} AND entity_type_id = {entity_type_id}
+                  AND item_id = {item_id} AND updated_at > {updated_at}
                 LIMIT 1),
             version AS (
                 INSERT INTO ingest_item_versions
                     (portal, entity_type_id, item_id, updated_at, fingerprint, event_id)
-                SELECT $3, $4, $5, $6, $7, $8
+                SELECT {portal}, {entity_type_id}, {item_id}, {updated_at}, {fingerprint},
+                       {event_id}
                 WHERE EXISTS (SELECT 1 FROM claimed) AND NOT EXISTS (SELECT 1 FROM newer)
                 ON CONFLICT DO NOTHING RETURNING 1),
-            {queue_all(9, after="version")}
+            {b.queue(after="version")}
             SELECT CASE WHEN NOT EXISTS (SELECT 1 FROM claimed) THEN 'redelivered'
                         WHEN EXISTS (SELECT 1 FROM newer) THEN 'stale'
                         WHEN EXISTS (SELECT 1 FROM version) THEN 'new'
-                        ELSE 'duplicate' END""",  # noqa: S608 - our own statement text
-        consumer,
-        message_id,
-        form.portal.key,
-        answer.entity_type_id,
-        answer.item_id,
-        answer.updated_at,
-        answer.fingerprint(),
-        form.event_id,
-        *events_params([form]),
+                        ELSE 'duplicate' END""",  # noqa: S608 - placeholders only
+        queued_if=lambda outcome: outcome == "new",
     )
-    if outcome == "new":
-        committed(conn)
+
+
+_RECORD_ANSWER = _record_answer_statement()
+
+
+async def record_answer(
+    outbox: Outbox,
+    conn: Conn,
+    consumer: str,
+    message_id: str,
+    *,
+    answer: Answer,
+    form: FormSubmitted,
+) -> VersionOutcome:
+    """Claim `message_id` for `consumer` and queue `form` unless this state of the item was
+    already published or a newer one was, in one statement (atomic without a transaction):
+    `redelivered` when the message was handled before, then `stale`, `duplicate` or `new`."""
+    outcome: VersionOutcome = await outbox.fetchval(
+        conn,
+        _RECORD_ANSWER,
+        [form],
+        consumer=consumer,
+        message_id=message_id,
+        portal=form.portal.key,
+        entity_type_id=answer.entity_type_id,
+        item_id=answer.item_id,
+        updated_at=answer.updated_at,
+        fingerprint=answer.fingerprint(),
+        event_id=form.event_id,
+    )
     return outcome
 
 

@@ -32,7 +32,7 @@ from shared.bitrix24 import Bitrix24Client
 from shared.db import Conn
 from shared.events import PortalRef, WebhookReceived, utcnow
 from shared.logging import get_logger
-from shared.outbox import transaction
+from shared.outbox import Outbox
 from shared.portal_config import PortalConfig
 from shared.served_portal import served_portal
 
@@ -64,12 +64,14 @@ class Sweeper:
     def __init__(
         self,
         pool: asyncpg.Pool,
+        outbox: Outbox,
         client: Bitrix24Client,
         config: PortalConfig,
         *,
         clock: Callable[[], datetime] = utcnow,
     ) -> None:
         self._pool = pool
+        self._outbox = outbox
         self._client = client
         self._config = config
         self._clock = clock
@@ -175,7 +177,7 @@ class Sweeper:
         if not candidates:
             return 0, newest
         submitted = 0
-        async with transaction(self._pool) as conn:
+        async with self._outbox.transaction(self._pool) as conn:
             seen = await store.seen_items(
                 conn, portal.key, entity_type_id, [(i, u) for i, u, _ in candidates]
             )
@@ -193,7 +195,7 @@ class Sweeper:
                     fields=dict(item),
                 )
                 payload = {"id": item_id, "updatedTime": item.get("updatedTime")}
-                if await store.record_received(conn, event, payload):
+                if await store.record_received(self._outbox, conn, event, payload):
                     submitted += 1
                     log.info("sweep_submitted", item_id=item_id, updated_at=updated.isoformat())
         SWEPT.labels(outcome="seen").inc(len(candidates) - submitted)

@@ -9,20 +9,20 @@ from services.scoring.answers import SubmissionError, reconcile
 from shared.events import FormSubmitted
 from shared.logging import get_logger
 from shared.messaging import PermanentError
-from shared.outbox import transaction
+from shared.outbox import Outbox
 
 CONSUMER = "scoring"
 
 log = get_logger(__name__)
 
 
-async def score_submission(pool: asyncpg.Pool, submission: FormSubmitted) -> None:
+async def score_submission(pool: asyncpg.Pool, outbox: Outbox, submission: FormSubmitted) -> None:
     """Store the answers of `submission` and publish one `nps.scored` per changed scored answer.
 
     A redelivery (already claimed) or an older version of the item than the stored one changes
     nothing. An off-scale score is a `PermanentError` (dead-lettered), and nothing is stored.
     """
-    async with transaction(pool) as conn:
+    async with outbox.transaction(pool) as conn:
         item = await store.begin_item(conn, CONSUMER, submission)
         if item is store.Item.DUPLICATE:
             log.info("submission_duplicate", item_id=submission.item_id)
@@ -45,7 +45,7 @@ async def score_submission(pool: asyncpg.Pool, submission: FormSubmitted) -> Non
             change = reconcile(submission, previous)
         except SubmissionError as exc:
             raise PermanentError(str(exc)) from None
-        await store.write_change(conn, submission, change)
+        await store.write_change(outbox, conn, submission, change)
     log.info(
         "submission_scored",
         item_id=submission.item_id,

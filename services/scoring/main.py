@@ -19,7 +19,7 @@ async def wire(runtime: Runtime) -> None:
         runtime.broker,
         SCORING_SUBMISSIONS,
         FormSubmitted,
-        partial(score_submission, runtime.pool),
+        partial(score_submission, runtime.pool, runtime.outbox),
         max_attempts=runtime.settings.retry_max_attempts,
     )
 

@@ -22,7 +22,7 @@ from services.scoring.answers import AnswerRow, Change, RollupKey
 from services.scoring.nps import NpsAggregate
 from shared.db import Conn
 from shared.events import FormSubmitted
-from shared.outbox import events_params, queue_all
+from shared.outbox import Outbox, QueuingStatement, StatementBuilder
 
 ANSWER_COLUMNS = (
     "answer_id",
@@ -152,35 +152,45 @@ _ROLLUPS = ",\n".join(
     _rollup(table, (*_KEY, *keys), (*_KEY, *values)) for table, keys, values in _TABLES
 )
 
-# Built only from the constant names above (S608 does not apply). $1-$4 the segment, $5-$6 the
-# products, $7 the answer rows, $8 the rollup delta (JSON), $9-$12 the events (`queue_all`).
-_WRITE = f"""
+
+def _write_statement() -> QueuingStatement:
+    """Built only from the constant names above and placeholders (S608 does not apply)."""
+    b = StatementBuilder()
+    portal, category_id, segment, kind, skus, names, answers, delta = b.params(
+        "portal", "category_id", "segment", "kind", "skus", "names", "answers", "delta"
+    )
+    return b.build(f"""
 WITH segment AS (
     INSERT INTO scoring_segments (portal, category_id, name, kind)
-    SELECT $1, $2, $3, $4 WHERE NOT EXISTS (
+    SELECT {portal}, {category_id}, {segment}, {kind} WHERE NOT EXISTS (
         SELECT 1 FROM scoring_segments
-        WHERE portal = $1 AND category_id = $2 AND name = $3 AND kind = $4)
+        WHERE portal = {portal} AND category_id = {category_id} AND name = {segment}
+          AND kind = {kind})
     ON CONFLICT (portal, category_id) DO UPDATE SET name = EXCLUDED.name, kind = EXCLUDED.kind),
 products AS (
     INSERT INTO scoring_products (portal, sku, name)
-    SELECT $1, p.sku, p.name FROM unnest($5::text[], $6::text[]) AS p (sku, name)
+    SELECT {portal}, p.sku, p.name FROM unnest({skus}::text[], {names}::text[]) AS p (sku, name)
     WHERE NOT EXISTS (
-        SELECT 1 FROM scoring_products k WHERE k.portal = $1 AND k.sku = p.sku AND k.name = p.name)
+        SELECT 1 FROM scoring_products k
+        WHERE k.portal = {portal} AND k.sku = p.sku AND k.name = p.name)
     ORDER BY p.sku
     ON CONFLICT (portal, sku) DO UPDATE SET name = EXCLUDED.name),
 answers AS (
     INSERT INTO scoring_answers ({_COLUMNS})
-    SELECT {_COLUMNS} FROM jsonb_populate_recordset(NULL::scoring_answers, $7::jsonb)
+    SELECT {_COLUMNS} FROM jsonb_populate_recordset(NULL::scoring_answers, {answers}::jsonb)
     ORDER BY answer_id
     ON CONFLICT (answer_id) DO UPDATE SET
     {", ".join(f"{column} = EXCLUDED.{column}" for column in ANSWER_COLUMNS[1:])}),
 delta AS (
-    SELECT * FROM jsonb_to_recordset($8::jsonb) AS d (
+    SELECT * FROM jsonb_to_recordset({delta}::jsonb) AS d (
         portal text, category_id integer, sku text, responsible_id bigint, day date,
         promoters integer, passives integer, detractors integer, score_sum bigint)),
 {_ROLLUPS},
-{queue_all(9)}
-SELECT 1"""  # noqa: S608
+{b.queue()}
+SELECT 1""")  # noqa: S608
+
+
+_WRITE = _write_statement()
 
 
 def _answer(row: AnswerRow) -> dict[str, Any]:
@@ -194,22 +204,25 @@ def _cell(key: RollupKey, value: NpsAggregate) -> dict[str, Any]:
     return {**dataclasses.asdict(key), **dataclasses.asdict(value)}
 
 
-async def write_change(conn: Conn, submission: FormSubmitted, change: Change) -> None:
+async def write_change(
+    outbox: Outbox, conn: Conn, submission: FormSubmitted, change: Change
+) -> None:
     """Store what `submission` changes, in one statement: the latest segment and product names
     (rows are only touched when a name changed), the answer rows, the daily, manager-monthly and
     manager-weekly rollups (`change.rollup` summed into each) and the `nps.scored` events."""
     names = {answer.sku: answer.name for answer in submission.answers}
-    await conn.execute(
+    await outbox.execute(
+        conn,
         _WRITE,
-        submission.portal.key,
-        submission.category_id,
-        submission.segment,
-        submission.kind,
-        list(names),
-        list(names.values()),
-        json.dumps([_answer(row) for row in change.rows], default=str),
-        json.dumps([_cell(k, v) for k, v in change.rollup.items()], default=str),
-        *events_params(change.events),
+        change.events,
+        portal=submission.portal.key,
+        category_id=submission.category_id,
+        segment=submission.segment,
+        kind=submission.kind,
+        skus=list(names),
+        names=list(names.values()),
+        answers=json.dumps([_answer(row) for row in change.rows], default=str),
+        delta=json.dumps([_cell(k, v) for k, v in change.rollup.items()], default=str),
     )
 
 

@@ -29,6 +29,7 @@ import pytest
 
 from services.ops.stack import free_port
 from services.scoring.handlers import score_submission
+from shared.outbox import Outbox
 from tests.unit.test_dashboard_render import figures, shown
 from tests.unit.test_scoring_answers import make_submission
 
@@ -104,6 +105,7 @@ async def seed(pool: asyncpg.Pool, member: str) -> None:
         fields = {**laser, **extra} if item >= 10 else extra
         await score_submission(
             pool,
+            Outbox(),
             make_submission(
                 *scores, item_id=item, member_id=member, submitted_at=at, updated_at=at, **fields
             ),

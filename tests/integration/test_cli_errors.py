@@ -18,6 +18,7 @@ import asyncpg
 import pytest
 
 from services.scoring.handlers import score_submission
+from shared.outbox import Outbox
 from tests.conftest import EXAMPLE_CONFIG, ROOT
 from tests.unit.test_scoring_answers import make_submission
 
@@ -217,7 +218,9 @@ def test_dlq_with_a_queue_that_does_not_exist(amqp_url: str, command: list[str])
 @pytest.fixture(scope="module")
 async def scored_portal(pool: asyncpg.Pool) -> str:
     member = f"m-seg-{uuid.uuid4().hex[:10]}"
-    await score_submission(pool, make_submission(("SERUM", 9), item_id=1, member_id=member))
+    await score_submission(
+        pool, Outbox(), make_submission(("SERUM", 9), item_id=1, member_id=member)
+    )
     return member
 
 

@@ -17,6 +17,7 @@ from services.crm_sync.store import Changes, LedgerRow, record
 from services.crm_sync.undo import undo_write
 from services.sandbox.methods import CONTACT
 from shared.bitrix24 import PortalUnavailable
+from shared.outbox import Outbox
 from shared.portal_config import PortalConfig
 from tests.integration.test_crm_sync_support import (
     DATE,
@@ -249,7 +250,7 @@ async def test_the_ledger_keeps_the_later_item_of_a_tie_whatever_is_recorded_las
     recorded = (row(10, "EQ-a"), row(9, "EQ-LASER-A"), row(10, "EQ-LASER-A"), row(2, "EQ-b"))
     async with pool.acquire() as conn:
         for ledger_row in recorded:
-            await record(conn, Changes(ledger=[ledger_row]))
+            await record(Outbox(), conn, Changes(ledger=[ledger_row]))
         kept = await conn.fetchrow(
             "SELECT answer_id, item_id FROM crm_field_ledger"
             " WHERE portal = $1 AND contact_id = 7 AND field = $2",
@@ -492,14 +493,14 @@ async def test_the_next_groups_read_does_not_wait_for_a_group_to_record_its_writ
     client = client_for(portal)
     # Groups of two and requests of four commands: a verify read, two updates and one read.
     coalescer = CommandCoalescer(client, window_s=0.2, max_commands=4)
-    writer = ContactWriter(pool, coalescer, portal_config, group_size=2, window_s=0.05)
+    writer = ContactWriter(pool, Outbox(), coalescer, portal_config, group_size=2, window_s=0.05)
     cids = sorted(portal.crm.records(CONTACT))[:6]  # three groups
     recording = asyncio.Event()
 
-    async def slow_record(conn: Any, changes: Changes) -> None:
+    async def slow_record(outbox: Outbox, conn: Any, changes: Changes) -> None:
         if changes.audit:  # what happened on the portal: held back until the test says so
             await recording.wait()
-        await record(conn, changes)
+        await record(outbox, conn, changes)
 
     monkeypatch.setattr(contacts_module, "record", slow_record)
     patches = asyncio.gather(*(writer.patch(route(answer(ref, c))) for c in cids))

@@ -17,6 +17,7 @@ from services.sandbox.portal import SandboxPortal
 from shared.bitrix24 import MemoryRateBudget, OperationTimeLimit, PortalUnavailable
 from shared.events import CrmWritten, RouteAction
 from shared.messaging import PermanentError
+from shared.outbox import Outbox
 from shared.portal_config import PortalConfig
 from tests.integration.test_crm_sync_support import (
     SCORE,
@@ -125,7 +126,7 @@ async def test_a_crash_between_the_call_and_the_record_creates_nothing_twice(
     client = client_for(portal)
     action = route(answer(portal_ref(), 2, score=1, item_id=88), kind)
     crashing = CrashBeforeRecord(
-        pool, writers(pool, client, portal_config).coalescer, portal_config
+        pool, Outbox(), writers(pool, client, portal_config).coalescer, portal_config
     )
 
     with pytest.raises(ConnectionResetError):

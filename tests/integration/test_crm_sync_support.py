@@ -28,6 +28,7 @@ from services.sandbox.portal import SandboxPortal
 from services.sandbox.seed import seed_demo
 from shared.bitrix24 import Bitrix24Client, MemoryRateBudget, RateBudget
 from shared.events import PortalRef, RouteAction, ScoredAnswer
+from shared.outbox import Outbox
 from shared.portal_config import PortalConfig
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -75,10 +76,11 @@ class Writers:
 
 def writers(pool: asyncpg.Pool, client: Bitrix24Client, config: PortalConfig) -> Writers:
     coalescer = CommandCoalescer(client, window_s=0.02)
+    outbox = Outbox()  # no relay runs: the tests read what the writers queued from the table
     return Writers(
         coalescer,
-        ContactWriter(pool, coalescer, config, window_s=0.05),
-        EntityWriter(pool, coalescer, config),
+        ContactWriter(pool, outbox, coalescer, config, window_s=0.05),
+        EntityWriter(pool, outbox, coalescer, config),
     )
 
 

@@ -21,6 +21,7 @@ from services.reports.auth import COOKIE
 from services.reports.queries import conflicts
 from services.scoring.handlers import score_submission
 from services.scoring.report import cosmetics_left_out_note
+from shared.outbox import Outbox
 from tests.cosmetics_check import LEFT_OUT, PER_PRODUCT, score_the_check
 from tests.unit.test_dashboard_render import figures, shown
 from tests.unit.test_scoring_answers import make_submission
@@ -64,6 +65,7 @@ async def portal(pool: asyncpg.Pool) -> str:
     for item, scores, at, extra in submissions:
         await score_submission(
             pool,
+            Outbox(),
             make_submission(
                 *scores, item_id=item, member_id=member, submitted_at=at, updated_at=at, **extra
             ),

@@ -21,7 +21,7 @@ from pydantic import SecretStr
 from services.ingest.api import create_app
 from shared.db import create_pool
 from shared.messaging import make_broker
-from shared.outbox import OutboxRelay
+from shared.outbox import Outbox, OutboxRelay
 from shared.portal_config import PortalConfig
 from shared.settings import Settings
 from tests.support import capture, forget_served_portal
@@ -71,7 +71,9 @@ async def ingest(
     pool: asyncpg.Pool,
     down_broker: RabbitBroker,
 ) -> AsyncIterator[httpx.AsyncClient]:
-    async with client_for(create_app(settings, portal_config, pool, down_broker)) as client:
+    async with client_for(
+        create_app(settings, portal_config, pool, Outbox(), down_broker)
+    ) as client:
         yield client
 
 
@@ -180,7 +182,9 @@ async def test_rotated_second_token_is_accepted(
 ) -> None:
     rotated = settings.model_copy(update={"bitrix24_app_token": SecretStr("old-token, new-token")})
     member = uuid.uuid4().hex
-    async with client_for(create_app(rotated, portal_config, pool, down_broker)) as client:
+    async with client_for(
+        create_app(rotated, portal_config, pool, Outbox(), down_broker)
+    ) as client:
         statuses: list[int] = []
         for token in ("new-token", "old-token", "sandbox-app-token"):
             body = event_body(
@@ -199,7 +203,7 @@ async def test_a_real_portal_without_token_refuses_to_start(
         update={"bitrix24_webhook_url": SecretStr("https://portal.example/rest/1/abc/")}
     )
     with pytest.raises(ValueError, match="BITRIX24_APP_TOKEN is required"):
-        create_app(real, portal_config, pool, down_broker)
+        create_app(real, portal_config, pool, Outbox(), down_broker)
 
 
 async def test_foreign_portal_is_403(
@@ -209,7 +213,7 @@ async def test_foreign_portal_is_403(
     config = portal_config.model_copy(
         update={"portal": portal_config.portal.model_copy(update={"member_id": mine})}
     )
-    async with client_for(create_app(settings, config, pool, down_broker)) as client:
+    async with client_for(create_app(settings, config, pool, Outbox(), down_broker)) as client:
         foreign = await client.post(
             "/webhooks/bitrix24", content=event_body(member_id="other"), headers=FORM
         )
@@ -268,9 +272,13 @@ async def test_the_learned_portal_is_kept_across_a_restart(
     settings: Settings, portal_config: PortalConfig, pool: asyncpg.Pool, down_broker: RabbitBroker
 ) -> None:
     mine, invented = uuid.uuid4().hex, uuid.uuid4().hex
-    async with client_for(create_app(settings, portal_config, pool, down_broker)) as before:
+    async with client_for(
+        create_app(settings, portal_config, pool, Outbox(), down_broker)
+    ) as before:
         learned = await before.post(f"/webhooks/bitrix24/robot?{robot_query(mine)}")
-    async with client_for(create_app(settings, portal_config, pool, down_broker)) as after:
+    async with client_for(
+        create_app(settings, portal_config, pool, Outbox(), down_broker)
+    ) as after:
         foreign = await after.post(
             "/webhooks/bitrix24", content=event_body(member_id=invented), headers=FORM
         )
@@ -436,7 +444,9 @@ async def test_database_down_is_503_not_500(
 ) -> None:
     closed = await create_pool(pg_dsn, max_size=1)
     await closed.close()
-    async with client_for(create_app(settings, portal_config, closed, down_broker)) as client:
+    async with client_for(
+        create_app(settings, portal_config, closed, Outbox(), down_broker)
+    ) as client:
         response = await client.post("/webhooks/bitrix24", content=event_body(), headers=FORM)
     assert response.status_code == 503
     assert response.json()["expected"] == "retry later"
@@ -471,7 +481,9 @@ async def test_ready_when_broker_and_consumer_are_there(
 
     tag = await consumer.consume(hold)
     try:
-        async with client_for(create_app(settings, portal_config, pool, broker)) as client:
+        async with client_for(
+            create_app(settings, portal_config, pool, Outbox(), broker)
+        ) as client:
             ready = await client.get("/readyz")
     finally:
         await consumer.cancel(tag)

@@ -48,6 +48,7 @@ from services.ingest.webhook import (
     TOKEN_FIELD,
 )
 from shared.messaging import make_broker
+from shared.outbox import Outbox
 from shared.portal_config import PortalConfig, load_portal_config
 from shared.settings import Settings
 from tests.support import forget_served_portal
@@ -134,7 +135,7 @@ class RawQuery:
 def client_for(
     settings: Settings, config: PortalConfig, pool: asyncpg.Pool, broker: RabbitBroker
 ) -> httpx.AsyncClient:
-    app = RawQuery(create_app(settings, config, pool, broker))
+    app = RawQuery(create_app(settings, config, pool, Outbox(), broker))
     return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://ingest")
 
 

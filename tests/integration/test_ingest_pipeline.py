@@ -33,7 +33,7 @@ from shared.bitrix24 import Bitrix24Client, MemoryRateBudget
 from shared.db import create_pool
 from shared.events import PortalRef, WebhookReceived
 from shared.messaging import REASON_HEADER, PermanentError, make_broker, publish, subscribe
-from shared.outbox import OutboxRelay
+from shared.outbox import Outbox, OutboxRelay
 from shared.portal_config import PortalConfig
 from shared.settings import SANDBOX_APP_TOKEN, Settings
 from shared.topology import INGEST_HYDRATE
@@ -70,8 +70,10 @@ async def b24(portal: SandboxPortal) -> AsyncIterator[Bitrix24Client]:
 
 
 @pytest.fixture
-def hydrator(pool: asyncpg.Pool, b24: Bitrix24Client, config: PortalConfig) -> Hydrator:
-    return Hydrator(pool, ItemReader(b24), FieldCatalog(b24), config)
+def hydrator(
+    pool: asyncpg.Pool, outbox: Outbox, b24: Bitrix24Client, config: PortalConfig
+) -> Hydrator:
+    return Hydrator(pool, outbox, ItemReader(b24), FieldCatalog(b24), config)
 
 
 @pytest.fixture
@@ -82,13 +84,13 @@ async def broker(amqp_url: str, channel: AbstractChannel) -> AsyncIterator[Rabbi
 
 
 @pytest.fixture
-async def relay(pool: asyncpg.Pool, broker: RabbitBroker) -> AsyncIterator[None]:
+async def relay(pool: asyncpg.Pool, outbox: Outbox, broker: RabbitBroker) -> AsyncIterator[None]:
     """The outbox relay running against the real broker for the test's duration. Rows earlier
     tests left unpublished are dropped first: published here, they would reach this test's
     hydrator, whose portal calls send the sandbox's pending events before the test does."""
     await pool.execute("DELETE FROM outbox")
     await broker.connect()
-    task = asyncio.create_task(OutboxRelay(pool, broker, poll_s=0.2).run())
+    task = asyncio.create_task(OutboxRelay(pool, broker, poll_s=0.2).run(outbox))
     yield
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
@@ -160,6 +162,7 @@ async def test_cosmetics_item_with_three_ticked_products_flows_to_three_answers(
     hydrator: Hydrator,
     broker: RabbitBroker,
     channel: AbstractChannel,
+    outbox: Outbox,
     relay: None,
 ) -> None:
     subscribe(broker, INGEST_HYDRATE, WebhookReceived, hydrator.handle)
@@ -177,7 +180,7 @@ async def test_cosmetics_item_with_three_ticked_products_flows_to_three_answers(
     async with (
         capture(channel, "form.submitted") as captured,
         httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=ingest_app(settings, config, pool, broker)),
+            transport=httpx.ASGITransport(app=ingest_app(settings, config, pool, outbox, broker)),
             base_url="http://ingest",
         ) as ingest,
     ):
@@ -236,7 +239,9 @@ async def test_a_list_item_added_later_is_found_after_a_refresh(
     pool: asyncpg.Pool, portal: SandboxPortal, b24: Bitrix24Client, config: PortalConfig
 ) -> None:
     now = [0.0]
-    hydrator = Hydrator(pool, ItemReader(b24), FieldCatalog(b24, clock=lambda: now[0]), config)
+    hydrator = Hydrator(
+        pool, Outbox(), ItemReader(b24), FieldCatalog(b24, clock=lambda: now[0]), config
+    )
     first = answer_item(portal, CATEGORY_ID=14, UF_CRM_5_CRYO_SCORE=CRYO_SCORE_IDS[4])
     await hydrator.handle(event_for(portal, first))
     etype = portal.crm.entity_type(NPS)
@@ -348,7 +353,7 @@ async def test_sweep_submits_an_item_whose_event_never_arrived(
     config: PortalConfig,
     hydrator: Hydrator,
 ) -> None:
-    sweeper = Sweeper(pool, b24, config)
+    sweeper = Sweeper(pool, Outbox(), b24, config)
     first = await sweeper.sweep_once()
     assert first.initialised
     item_id = answer_item(portal, CATEGORY_ID=12, UF_CRM_5_SCORE=10)
@@ -380,14 +385,14 @@ async def test_sweep_leaves_items_whose_event_arrived(
 ) -> None:
     seen = answer_item(portal, CATEGORY_ID=12, UF_CRM_5_SCORE=5)
     async with httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=ingest_app(settings, config, pool, broker)),
+        transport=httpx.ASGITransport(app=ingest_app(settings, config, pool, Outbox(), broker)),
         base_url="http://ingest",
     ) as ingest:
         assert await deliver_events(portal, ingest) == ["accepted"]
     lost = answer_item(portal, CATEGORY_ID=10, UF_CRM_5_PEEL_TESTED=True)
     portal.take_outbox()
     since = datetime.now(UTC) - timedelta(hours=1)
-    result = await Sweeper(pool, b24, config).sweep_once(since=since)
+    result = await Sweeper(pool, Outbox(), b24, config).sweep_once(since=since)
     assert (result.listed, result.submitted) == (2, 1)
     assert [s["item_id"] for s in await sweeps(pool, portal)] == [lost]
     assert seen != lost
@@ -407,7 +412,9 @@ async def test_sweep_keeps_to_the_learned_portal_whatever_event_came_last(
     try:
         answer_item(portal, CATEGORY_ID=12, UF_CRM_5_SCORE=5)
         async with httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=ingest_app(settings, portal_config, pool, broker)),
+            transport=httpx.ASGITransport(
+                app=ingest_app(settings, portal_config, pool, Outbox(), broker)
+            ),
             base_url="http://ingest",
         ) as ingest:
             assert await deliver_events(portal, ingest) == ["accepted"]
@@ -421,11 +428,11 @@ async def test_sweep_keeps_to_the_learned_portal_whatever_event_came_last(
             item_id=1,
         )
         async with pool.acquire() as conn:
-            assert await store.record_received(conn, stray, {})
+            assert await store.record_received(Outbox(), conn, stray, {})
         lost = answer_item(portal, CATEGORY_ID=12, UF_CRM_5_SCORE=9)
         portal.take_outbox()
         since = datetime.now(UTC) - timedelta(hours=1)
-        result = await Sweeper(pool, b24, portal_config).sweep_once(since=since)
+        result = await Sweeper(pool, Outbox(), b24, portal_config).sweep_once(since=since)
         assert (result.listed, result.submitted) == (2, 1)
         assert [s["item_id"] for s in await sweeps(pool, portal)] == [lost]
         assert not await pool.fetchval(
@@ -442,7 +449,7 @@ async def test_one_sweeper_at_a_time(
     async with pool.acquire() as holder:
         await holder.execute("SELECT pg_advisory_lock($1)", SWEEP_LOCK)
         try:
-            result = await Sweeper(pool, b24, config).sweep_once()
+            result = await Sweeper(pool, Outbox(), b24, config).sweep_once()
         finally:
             await holder.execute("SELECT pg_advisory_unlock($1)", SWEEP_LOCK)
     assert not result.ran
@@ -457,7 +464,7 @@ async def test_without_a_known_portal_the_sweep_waits_for_the_first_event(
         fresh = await create_pool(dsn)
         try:
             assert portal_config.portal.member_id is None
-            result = await Sweeper(fresh, b24, portal_config).sweep_once()
+            result = await Sweeper(fresh, Outbox(), b24, portal_config).sweep_once()
             assert not result.ran
             assert await fresh.fetchval("SELECT count(*) FROM ingest_sweep_watermarks") == 0
         finally:
@@ -476,7 +483,9 @@ async def test_the_manager_is_the_contacts_responsible_when_configured(
     pool: asyncpg.Pool, portal: SandboxPortal, b24: Bitrix24Client, contact_config: PortalConfig
 ) -> None:
     contacts = ContactManagers(b24)
-    hydrator = Hydrator(pool, ItemReader(b24), FieldCatalog(b24), contact_config, contacts)
+    hydrator = Hydrator(
+        pool, Outbox(), ItemReader(b24), FieldCatalog(b24), contact_config, contacts=contacts
+    )
     portal.crm.update(CONTACT, 1, {"ASSIGNED_BY_ID": 41}, method="test")
     portal.crm.update(CONTACT, 2, {"ASSIGNED_BY_ID": 43}, method="test")
     items = [
@@ -508,7 +517,12 @@ async def test_a_contact_gone_leaves_the_answer_without_a_manager(
     pool: asyncpg.Pool, portal: SandboxPortal, b24: Bitrix24Client, contact_config: PortalConfig
 ) -> None:
     hydrator = Hydrator(
-        pool, ItemReader(b24), FieldCatalog(b24), contact_config, ContactManagers(b24)
+        pool,
+        Outbox(),
+        ItemReader(b24),
+        FieldCatalog(b24),
+        contact_config,
+        contacts=ContactManagers(b24),
     )
     item_id = answer_item(
         portal, CATEGORY_ID=12, UF_CRM_5_SCORE=2, CONTACT_ID=999, ASSIGNED_BY_ID=31
@@ -522,4 +536,4 @@ def test_contact_managers_need_a_reader(
     pool: asyncpg.Pool, b24: Bitrix24Client, contact_config: PortalConfig
 ) -> None:
     with pytest.raises(ValueError, match=r"survey\.manager: contact"):
-        Hydrator(pool, ItemReader(b24), FieldCatalog(b24), contact_config)
+        Hydrator(pool, Outbox(), ItemReader(b24), FieldCatalog(b24), contact_config)

@@ -44,6 +44,7 @@ from shared.bitrix24 import Bitrix24Client, MemoryRateBudget
 from shared.db import create_pool
 from shared.events import PortalRef, WebhookReceived
 from shared.health import QuietServer
+from shared.outbox import Outbox
 from shared.portal_config import PortalConfig, parse_portal_config
 from shared.service import serve
 from shared.settings import (
@@ -384,15 +385,15 @@ async def test_a_held_item_keeps_its_newest_state_and_goes_out_once(
 ) -> None:
     member = portal.member_id
     before, after = configs(member, new_form)
-    hydrator = Hydrator(pool, ItemReader(b24), FieldCatalog(b24), before)
+    hydrator = Hydrator(pool, Outbox(), ItemReader(b24), FieldCatalog(b24), before)
     await hydrator.handle(robot(member, 501, new_form, 3, "2024-07-22T18:00:00Z"))
     await hydrator.handle(robot(member, 501, new_form, 8, "2024-07-22T19:00:00Z"))
     await hydrator.handle(robot(member, 501, new_form, 3, "2024-07-22T18:00:00Z"))
     assert await scores(pool, member) == []
-    assert await release_held(pool, before) == 0
+    assert await release_held(pool, Outbox(), before) == 0
 
-    assert await release_held(pool, after) == 1
-    assert await release_held(pool, after) == 0
+    assert await release_held(pool, Outbox(), after) == 1
+    assert await release_held(pool, Outbox(), after) == 0
     [held] = await submissions(pool, member)
     assert held.fields is not None
     assert (held.source, held.item_id, held.fields["UF_CRM_5_SCORE"]) == ("sweep", 501, 8)
@@ -405,7 +406,7 @@ async def test_a_held_item_keeps_its_newest_state_and_goes_out_once(
     # submitted under the same key: nothing new goes out.
     hydrator.reconfigure(before)
     await hydrator.handle(robot(member, 501, new_form, 8, "2024-07-22T19:00:00Z"))
-    assert await release_held(pool, after) == 0
+    assert await release_held(pool, Outbox(), after) == 0
     assert len(await submissions(pool, member)) == 1
 
 
@@ -421,8 +422,8 @@ async def test_the_reloader_applies_a_changed_file_and_keeps_a_broken_one(
     path = tmp_path / "portal.yaml"
     data = example(member)
     write_yaml(path, data)
-    hydrator = Hydrator(pool, ItemReader(b24), FieldCatalog(b24), before)
-    reloader = ConfigReloader(path, before, pool, (hydrator.reconfigure,))
+    hydrator = Hydrator(pool, Outbox(), ItemReader(b24), FieldCatalog(b24), before)
+    reloader = ConfigReloader(path, before, pool, Outbox(), (hydrator.reconfigure,))
     await hydrator.handle(robot(member, 601, new_form, 10, "2024-07-22T18:00:00Z"))
     assert not await reloader.check()
 
@@ -455,12 +456,12 @@ async def test_a_changed_file_is_picked_up_without_a_signal(
 ) -> None:
     member = portal.member_id
     before, after = configs(member, new_form)
-    hydrator = Hydrator(pool, ItemReader(b24), FieldCatalog(b24), before)
+    hydrator = Hydrator(pool, Outbox(), ItemReader(b24), FieldCatalog(b24), before)
     await hydrator.handle(robot(member, 651, new_form, 9, "2024-07-22T18:00:00Z"))
     path = tmp_path / "portal.yaml"
     data = example(member)
     write_yaml(path, data)
-    reloader = ConfigReloader(path, before, pool, (hydrator.reconfigure,))
+    reloader = ConfigReloader(path, before, pool, Outbox(), (hydrator.reconfigure,))
     stop = asyncio.Event()
     task = asyncio.create_task(reloader.run(0.1, stop))
     try:
@@ -488,13 +489,13 @@ async def test_on_start_up_the_held_items_of_mapped_categories_go_out(
 ) -> None:
     member = portal.member_id
     before, after = configs(member, new_form)
-    hydrator = Hydrator(pool, ItemReader(b24), FieldCatalog(b24), before)
+    hydrator = Hydrator(pool, Outbox(), ItemReader(b24), FieldCatalog(b24), before)
     for item_id in (701, 702):
         await hydrator.handle(robot(member, item_id, new_form, 5, "2024-07-22T18:00:00Z"))
     path = tmp_path / "portal.yaml"
     write_yaml(path, example(member))
     stop = asyncio.Event()
-    task = asyncio.create_task(ConfigReloader(path, after, pool, ()).run(3600.0, stop))
+    task = asyncio.create_task(ConfigReloader(path, after, pool, Outbox(), ()).run(3600.0, stop))
 
     async def released() -> bool:
         return len(await submissions(pool, member)) == 2
@@ -517,14 +518,14 @@ async def test_a_failed_release_is_retried_on_the_next_check(
 ) -> None:
     member = portal.member_id
     before, after = configs(member, new_form)
-    await Hydrator(pool, ItemReader(b24), FieldCatalog(b24), before).handle(
+    await Hydrator(pool, Outbox(), ItemReader(b24), FieldCatalog(b24), before).handle(
         robot(member, 751, new_form, 3, "2024-07-22T18:00:00Z")
     )
     path = tmp_path / "portal.yaml"
     write_yaml(path, example(member))
     closed = await create_pool(pg_dsn, max_size=1)
     await closed.close()
-    reloader = ConfigReloader(path, after, closed, ())
+    reloader = ConfigReloader(path, after, closed, Outbox(), ())
     stop = asyncio.Event()
     task = asyncio.create_task(reloader.run(0.1, stop))
     try:
@@ -546,7 +547,7 @@ async def test_the_sweep_holds_items_of_a_category_no_segment_maps(
     pool: asyncpg.Pool, portal: SandboxPortal, b24: Bitrix24Client, new_form: int
 ) -> None:
     before, _ = configs(portal.member_id, new_form)
-    sweeper = Sweeper(pool, b24, before)
+    sweeper = Sweeper(pool, Outbox(), b24, before)
     assert (await sweeper.sweep_once()).initialised
     [item_id] = add_answer_items(portal, [{"CATEGORY_ID": new_form, "UF_CRM_5_SCORE": 4}])
     portal.take_outbox()  # the event is lost: ingest was down
@@ -557,7 +558,7 @@ async def test_the_sweep_holds_items_of_a_category_no_segment_maps(
         for b in await outbox(pool, portal.member_id, "webhook.received")
         if b["source"] == "sweep"
     ]
-    await Hydrator(pool, ItemReader(b24), FieldCatalog(b24), before).handle(
+    await Hydrator(pool, Outbox(), ItemReader(b24), FieldCatalog(b24), before).handle(
         WebhookReceived.model_validate(body)
     )
     held = await pool.fetchval(
@@ -571,7 +572,7 @@ async def test_the_ops_page_lists_held_answers_per_category(
 ) -> None:
     member = portal.member_id
     before, _ = configs(member, new_form)
-    hydrator = Hydrator(pool, ItemReader(b24), FieldCatalog(b24), before)
+    hydrator = Hydrator(pool, Outbox(), ItemReader(b24), FieldCatalog(b24), before)
     held = [(801, new_form), (802, new_form), (803, 99)]
     for item_id, category_id in held:
         await hydrator.handle(robot(member, item_id, category_id, 6, "2024-07-22T18:00:00Z"))
@@ -599,7 +600,7 @@ async def test_an_item_held_while_the_config_learns_its_category_goes_out(
     released by the hydrator itself."""
     member = portal.member_id
     before, after = configs(member, new_form)
-    hydrator = Hydrator(pool, ItemReader(b24), FieldCatalog(b24), before)
+    hydrator = Hydrator(pool, Outbox(), ItemReader(b24), FieldCatalog(b24), before)
     async with pool.acquire() as blocker, blocker.transaction():
         await blocker.execute("LOCK TABLE ingest_unmapped_items IN EXCLUSIVE MODE")
         handling = asyncio.create_task(
@@ -647,7 +648,7 @@ async def test_nps_unmapped_says_what_is_held_and_what_to_do(
         0,
         "no answers held: every category that sent answers is mapped by a segment\n",
     )
-    hydrator = Hydrator(pool, ItemReader(b24), FieldCatalog(b24), before)
+    hydrator = Hydrator(pool, Outbox(), ItemReader(b24), FieldCatalog(b24), before)
     await hydrator.handle(robot(member, 1001, new_form, 4, "2024-07-22T18:00:00Z"))
     await hydrator.handle(robot(member, 1002, new_form, 9, "2024-07-23T10:30:00Z"))
     code, output = await nps_unmapped(pg_dsn)

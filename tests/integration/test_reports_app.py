@@ -15,6 +15,7 @@ from services.reports.app import create_app
 from services.reports.settings import ReportsSettings
 from services.scoring.handlers import score_submission
 from services.scoring.report import ReportQuery, cosmetics_left_out_note, run_report
+from shared.outbox import Outbox
 from tests.cosmetics_check import LEFT_OUT, PER_PRODUCT, score_the_check
 from tests.unit.test_scoring_answers import make_submission
 
@@ -31,7 +32,9 @@ async def portal(pool: asyncpg.Pool) -> str:
     ]
     for item, (sku, score, at) in enumerate(answers, 1):
         await score_submission(
-            pool, make_submission((sku, score), item_id=item, member_id=member, submitted_at=at)
+            pool,
+            Outbox(),
+            make_submission((sku, score), item_id=item, member_id=member, submitted_at=at),
         )
     return member
 

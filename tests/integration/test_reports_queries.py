@@ -9,6 +9,7 @@ import asyncpg
 from services.reports.filters import Filters
 from services.reports.queries import attention
 from services.scoring.handlers import score_submission
+from shared.outbox import Outbox
 from tests.unit.test_scoring_answers import make_submission
 
 AT = "2024-05-03T09:00:00+03:00"
@@ -22,6 +23,7 @@ async def test_attention_lists_answers_of_the_same_second_later_item_first(
     for item, updated in ((9, AT), (11, AT), (10, AT), (8, EDITED)):
         await score_submission(
             pool,
+            Outbox(),
             make_submission(
                 ("CREAM", 2), ("SERUM", 1), item_id=item, member_id=member, updated_at=updated
             ),

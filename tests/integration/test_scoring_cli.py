@@ -12,6 +12,7 @@ from typer.testing import CliRunner
 
 from services.cli import app
 from services.scoring.handlers import score_submission
+from shared.outbox import Outbox
 from shared.settings import get_settings
 from tests.cosmetics_check import LEFT_OUT, score_the_check
 from tests.unit.test_scoring_answers import make_submission
@@ -24,6 +25,7 @@ async def portal(pool: asyncpg.Pool) -> str:
     for item, (manager, at, score) in enumerate(answers, 1):
         await score_submission(
             pool,
+            Outbox(),
             make_submission(
                 ("EQ-LASER-A", score),
                 item_id=item,

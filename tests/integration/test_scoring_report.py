@@ -33,6 +33,7 @@ from services.scoring.report import (
     cosmetics_left_out_note,
     run_report,
 )
+from shared.outbox import Outbox
 from tests.cosmetics_check import LEFT_OUT, PER_PRODUCT, score_the_check
 from tests.unit.test_scoring_answers import make_submission
 
@@ -50,6 +51,7 @@ async def portal(pool: asyncpg.Pool) -> str:
     ) -> None:
         await score_submission(
             pool,
+            Outbox(),
             make_submission(
                 *scores,
                 item_id=item,

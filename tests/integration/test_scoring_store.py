@@ -19,6 +19,7 @@ from services.scoring.handlers import CONSUMER, score_submission
 from services.scoring.periods import bucket_start
 from services.scoring.report import ReportQuery, run_report
 from shared.messaging import PermanentError
+from shared.outbox import Outbox
 from tests.unit.test_scoring_answers import make_submission
 
 
@@ -97,7 +98,7 @@ async def test_answers_are_stored_with_everything_analytics_needs(
     submission = make_submission(
         ("SERUM", 10), ("CREAM", None), ("MASK", 0), member_id=member, item_id=11
     )
-    await score_submission(pool, submission)
+    await score_submission(pool, Outbox(), submission)
 
     rows = await answers(pool, member)
     assert set(rows) == {"SERUM", "CREAM", "MASK"}
@@ -161,13 +162,13 @@ async def test_redelivery_and_the_same_version_again_change_nothing(
     pool: asyncpg.Pool, member: str
 ) -> None:
     submission = make_submission(("LASER", 4), member_id=member, kind="equipment")
-    await score_submission(pool, submission)
+    await score_submission(pool, Outbox(), submission)
     before = (await answers(pool, member), await outbox(pool, submission.correlation_id))
 
-    await score_submission(pool, submission)
+    await score_submission(pool, Outbox(), submission)
     swept = make_submission(("LASER", 9), member_id=member, kind="equipment")
     assert swept.event_id != submission.event_id
-    await score_submission(pool, swept)
+    await score_submission(pool, Outbox(), swept)
 
     assert (await answers(pool, member), await outbox(pool, submission.correlation_id)) == before
     assert await pool.fetchval(
@@ -187,9 +188,9 @@ async def test_newer_version_supersedes_and_older_late_version_is_ignored(
     late = make_submission(
         ("SERUM", 0), ("PEEL", 2), member_id=member, updated_at="2024-03-05T11:00:00+03:00"
     )
-    await score_submission(pool, v1)
-    await score_submission(pool, v2)
-    await score_submission(pool, late)
+    await score_submission(pool, Outbox(), v1)
+    await score_submission(pool, Outbox(), v2)
+    await score_submission(pool, Outbox(), late)
 
     rows = await answers(pool, member)
     assert {sku: (r["score"], r["is_current"], r["revision"]) for sku, r in rows.items()} == {
@@ -227,7 +228,7 @@ async def test_off_scale_score_is_permanent_and_stores_nothing(
 ) -> None:
     submission = make_submission(("SERUM", 9), ("MASK", 12), member_id=member, item_id=77)
     with pytest.raises(PermanentError, match="item 77, product MASK: score 12 rejected"):
-        await score_submission(pool, submission)
+        await score_submission(pool, Outbox(), submission)
     assert await answers(pool, member) == {}
     assert await outbox(pool, submission.correlation_id) == []
     assert not await pool.fetchval(
@@ -240,9 +241,12 @@ async def test_rebuilt_rollup_equals_the_incrementally_maintained_one(
     pool: asyncpg.Pool, member: str
 ) -> None:
     for item, scores in enumerate([(("A", 9), ("B", 2)), (("A", 7),), (("B", None),)], 1):
-        await score_submission(pool, make_submission(*scores, member_id=member, item_id=item))
+        await score_submission(
+            pool, Outbox(), make_submission(*scores, member_id=member, item_id=item)
+        )
     await score_submission(
         pool,
+        Outbox(),
         make_submission(
             ("A", 10),
             member_id=member,
@@ -327,7 +331,7 @@ async def test_weekly_rollup_follows_inserts_supersedes_and_retracts(
     ]
     seen = []
     for submission in steps:
-        await score_submission(pool, submission)
+        await score_submission(pool, Outbox(), submission)
         await rollup(pool, member)  # the weekly cells equal the answers' sums after every step
         seen.append(await cells(pool, WEEKLY, member))
     week_1, week_2 = date(2024, 3, 4), date(2024, 3, 11)
@@ -376,7 +380,7 @@ async def test_concurrent_submissions_never_deadlock_and_keep_the_rollups_exact(
             )
             newest[item] = dict(scores)
     rng.shuffle(submissions)
-    await asyncio.gather(*(score_submission(pool, s) for s in submissions))
+    await asyncio.gather(*(score_submission(pool, Outbox(), s) for s in submissions))
 
     rows = await pool.fetch(
         "SELECT item_id, sku, score FROM scoring_answers WHERE portal = $1 AND is_current", member
