@@ -21,6 +21,7 @@ import httpx
 from bench.report_bench import ANSWERS, PORTAL, _seed, scratch_database
 from services.crm_sync.store import Changes, ConflictRow, record
 from services.reports.app import create_app
+from shared.outbox import Outbox
 
 RABBITMQ_URL = os.environ.get("RABBITMQ_URL", "amqp://guest:guest@127.0.0.1:5672/")
 TARGET_MS = 200.0
@@ -64,7 +65,7 @@ async def _add_conflicts(conn: asyncpg.Connection, count: int) -> None:
         )
         for n in range(1, count + 1)
     ]
-    await record(conn, Changes(conflicts=conflicts))
+    await record(Outbox(), conn, Changes(conflicts=conflicts))
 
 
 async def _time_views(dsn: str) -> None:

@@ -12,6 +12,7 @@ from services.crm_sync.store import AuditRow, Changes, ConflictRow, record
 from services.scoring import read as scoring_read
 from services.scoring.handlers import score_submission
 from shared.db import Conn
+from shared.outbox import Outbox
 from tests.unit.test_scoring_answers import make_submission
 
 
@@ -20,15 +21,18 @@ def _portal(tag: str) -> str:
 
 
 async def test_scoring_reads_the_scored_items_and_current_answers_of_one_portal(
-    pool: asyncpg.Pool,
+    pool: asyncpg.Pool, outbox: Outbox
 ) -> None:
     portal, other = _portal("read"), _portal("other")
-    await score_submission(pool, make_submission(("CREAM", 9), ("SERUM", None), member_id=portal))
+    await score_submission(
+        pool, outbox, make_submission(("CREAM", 9), ("SERUM", None), member_id=portal)
+    )
     await score_submission(
         pool,
+        outbox,
         make_submission(("EQ-A", 3), item_id=2, member_id=portal, kind="equipment", category_id=12),
     )
-    await score_submission(pool, make_submission(("CREAM", 9), item_id=3, member_id=other))
+    await score_submission(pool, outbox, make_submission(("CREAM", 9), item_id=3, member_id=other))
 
     async with pool.acquire() as conn:
         scored = await scoring_read.scored_items(conn, portal)
@@ -61,7 +65,7 @@ async def _action(
 
 
 async def test_crm_sync_reads_actions_conflicts_and_writes_of_one_portal(
-    pool: asyncpg.Pool,
+    pool: asyncpg.Pool, outbox: Outbox
 ) -> None:
     portal, other = _portal("crm"), _portal("crm-other")
     async with pool.acquire() as conn:
@@ -70,6 +74,7 @@ async def test_crm_sync_reads_actions_conflicts_and_writes_of_one_portal(
         await _action(conn, portal, "a3", "service", "created")
         await _action(conn, other, "a1", "contact", None)
         await record(
+            outbox,
             conn,
             Changes(
                 audit=[
