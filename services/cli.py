@@ -109,7 +109,8 @@ def _plan(settings: Settings) -> list[Process]:
                 f"http://{settings.sandbox_host}:{settings.sandbox_port}/sandbox/info",
             )
         )
-    plan.append(Process("ingest", [*base, "run", "ingest"], {}, f"{ingest_url}/readyz"))
+    ingest_health = f"http://{settings.health_host}:{settings.ingest_health_port}"
+    plan.append(Process("ingest", [*base, "run", "ingest"], {}, f"{ingest_health}/readyz"))
     for name, port in HEALTH_PORTS.items():
         plan.append(
             Process(
