@@ -3,6 +3,7 @@ metric names the services export."""
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 from pathlib import Path
@@ -11,6 +12,7 @@ import promql_parser
 import pytest
 import yaml
 from prometheus_client import REGISTRY
+from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import CollectorRegistry
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -27,7 +29,7 @@ _SUFFIXES = {
 }
 
 
-def promtool(*args: str) -> subprocess.CompletedProcess[str]:
+def promtool(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
     """Run promtool; fail (never skip) when it is not installed."""
     path = shutil.which("promtool")
     if path is None:
@@ -70,10 +72,22 @@ def exported_names(registry: CollectorRegistry = REGISTRY) -> set[str]:
     import services.router.main
     import services.scoring.main  # noqa: F401 - importing registers each service's metrics
 
-    names: set[str] = set()
-    for family in registry.collect():
-        names.update(family.name + suffix for suffix in _SUFFIXES.get(family.type, ("",)))
-    return names
+    return set().union(*(series_names(family) for family in registry.collect()))
+
+
+def series_names(family: Metric) -> set[str]:
+    """The series names a metric family can expose (a counter `x`: `x_total`, `x_created`)."""
+    return {family.name + suffix for suffix in _SUFFIXES.get(family.type, ("",))}
+
+
+def dashboard_queries() -> list[str]:
+    dashboard = json.loads((GRAFANA / "dashboards" / "b24-nps.json").read_text())
+    return [
+        target["expr"]
+        for panel in dashboard["panels"]
+        for target in panel.get("targets", [])
+        if "expr" in target
+    ]
 
 
 def alert_rules() -> list[dict[str, object]]:
