@@ -62,10 +62,10 @@ bench: venv services
 	$(BIN)/python -m bench
 
 up:
-	docker compose -f deploy/docker-compose.yml --profile sandbox up -d --build
+	docker compose --env-file .env -f deploy/docker-compose.yml --profile sandbox up -d --build
 
 down:
-	docker compose -f deploy/docker-compose.yml --profile sandbox down
+	docker compose --env-file .env -f deploy/docker-compose.yml --profile sandbox down
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .import_linter_cache *.egg-info

@@ -122,7 +122,7 @@ def _plan(settings: Settings) -> list[Process]:
             "ingest",
             [*base, "run", "ingest"],
             {},
-            f"{ingest_url}/readyz",
+            f"http://{settings.health_host}:{settings.ingest_health_port}/readyz",
             Listener(settings.ingest_host, settings.ingest_port, "INGEST_PORT"),
         )
     )

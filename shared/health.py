@@ -22,6 +22,11 @@ from prometheus_client import CONTENT_TYPE_LATEST, Gauge, generate_latest
 
 QUEUE_MESSAGES = Gauge("nps_queue_messages", "Messages ready in a queue (at scrape)", ["queue"])
 QUEUE_CONSUMERS = Gauge("nps_queue_consumers", "Consumers on a queue (at scrape)", ["queue"])
+OUTBOX_PENDING = Gauge("nps_outbox_pending", "Outbox rows not published yet (at scrape)")
+OUTBOX_OLDEST = Gauge(
+    "nps_outbox_oldest_pending_seconds",
+    "Age of the oldest outbox row not published yet, 0 when none (at scrape)",
+)
 
 
 class QuietServer(uvicorn.Server):
@@ -64,6 +69,22 @@ async def queue_states(amqp_url: str, queues: Sequence[str]) -> dict[str, tuple[
     return states
 
 
+async def outbox_backlog(pool: asyncpg.Pool) -> tuple[int, float]:
+    """(rows not published yet, age in seconds of the oldest), also exported as gauges."""
+    row = await asyncio.wait_for(
+        pool.fetchrow(
+            """SELECT count(*) AS pending,
+                      coalesce(extract(epoch FROM now() - min(created_at)), 0)::float8 AS oldest
+               FROM outbox WHERE published_at IS NULL"""
+        ),
+        3,
+    )
+    pending, oldest = (0, 0.0) if row is None else (int(row["pending"]), float(row["oldest"]))
+    OUTBOX_PENDING.set(pending)
+    OUTBOX_OLDEST.set(oldest)
+    return pending, oldest
+
+
 async def readiness(
     pool: asyncpg.Pool, broker: RabbitBroker, amqp_url: str, queues: Sequence[str]
 ) -> dict[str, str]:
@@ -87,7 +108,8 @@ async def readiness(
 def add_health_routes(
     app: FastAPI, pool: asyncpg.Pool, broker: RabbitBroker, amqp_url: str, queues: Sequence[str]
 ) -> None:
-    """`/healthz` (alive), `/readyz` (dependencies and consumers), `/metrics` (Prometheus)."""
+    """`/healthz` (alive), `/readyz` (dependencies and consumers), `/metrics` (Prometheus, with
+    the queues' depths and the outbox backlog read at scrape)."""
 
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:
@@ -104,9 +126,12 @@ def add_health_routes(
 
     @app.get("/metrics")
     async def metrics() -> Response:
+        # Depths and the outbox backlog are read at scrape; if one cannot be, the rest scrapes.
         if queues:
-            with contextlib.suppress(Exception):  # depths are a bonus; the rest still scrapes
+            with contextlib.suppress(Exception):
                 await queue_states(amqp_url, queues)
+        with contextlib.suppress(Exception):
+            await outbox_backlog(pool)
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
 

@@ -33,6 +33,7 @@ class Settings(BaseSettings):
     nps_config: Path = Path("config/portal.yaml")
     ingest_host: str = "127.0.0.1"
     ingest_port: int = Field(default=8000, ge=1, le=65535)
+    ingest_health_port: int = Field(default=9100, ge=1, le=65535)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["json", "console"] | None = None
     sandbox_host: str = "127.0.0.1"

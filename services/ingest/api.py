@@ -4,7 +4,9 @@
   `WebhookReceived` written to the outbox in one transaction before the 200, so a broker outage
   never loses it (the relay publishes it later). Bitrix24 never re-sends a failed event.
 - `POST /webhooks/bitrix24/robot`: a smart-process robot's outgoing webhook with the item's fields.
-- `GET /healthz`, `GET /readyz`, `GET /metrics` (from `shared.health`).
+
+Only the webhooks are served here, on the port the internet reaches; `/healthz`, `/readyz` and
+`/metrics` are on a port of their own (`INGEST_HEALTH_PORT`, served by `shared.service`).
 
 A deployment serves one portal: `portal.member_id` when the YAML pins it, otherwise the portal of
 the first accepted event or robot call, which ingest keeps (`ingest_portal`). Authentic requests
@@ -23,7 +25,6 @@ from typing import Any
 import asyncpg
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
-from faststream.rabbit import RabbitBroker
 from prometheus_client import Counter
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -47,13 +48,11 @@ from services.ingest.webhook import (
     too_large,
 )
 from shared.events import utcnow
-from shared.health import add_health_routes
 from shared.logging import get_logger, redact
 from shared.outbox import Outbox
 from shared.portal_config import PortalConfig
 from shared.served_portal import learned_portal
 from shared.settings import Settings
-from shared.topology import INGEST_HYDRATE
 
 EVENT_PATH = "/webhooks/bitrix24"
 ROBOT_PATH = "/webhooks/bitrix24/robot"
@@ -80,7 +79,6 @@ def create_app(
     config: PortalConfig,
     pool: asyncpg.Pool,
     outbox: Outbox,
-    broker: RabbitBroker,
     *,
     clock: Callable[[], datetime] = utcnow,
 ) -> FastAPI:
@@ -97,8 +95,6 @@ def create_app(
         )
     app = FastAPI(title="b24-nps ingest", docs_url=None, redoc_url=None, openapi_url=None)
     app.add_middleware(LastResort)
-    amqp_url = settings.rabbitmq_url.get_secret_value()
-    add_health_routes(app, pool, broker, amqp_url, [INGEST_HYDRATE.name])
     pinned = config.portal.member_id
 
     async def served() -> str | None:

@@ -1,4 +1,5 @@
-"""The ingest process: the HTTP endpoints (uvicorn on INGEST_HOST:INGEST_PORT), the hydrator
+"""The ingest process: the webhook endpoints (uvicorn on INGEST_HOST:INGEST_PORT), health and
+metrics on a port of their own (HEALTH_HOST:INGEST_HEALTH_PORT), the hydrator
 consuming `ingest.hydrate`, the outbox relay, the periodic catch-up sweep and the portal YAML's
 reloader (SIGHUP or a changed file; it releases held items), all in one process
 and stopped together by SIGTERM/SIGINT (`shared.service.serve` owns the stop event; uvicorn is
@@ -50,7 +51,7 @@ async def serve_ingest(settings: Settings, stop: asyncio.Event | None = None) ->
             hydrator.handle,
             max_attempts=settings.retry_max_attempts,
         )
-        app = create_app(settings, config, pool, outbox, runtime.broker)
+        app = create_app(settings, config, pool, outbox)
         sweeper = Sweeper(pool, outbox, client, config)
         reloader = ConfigReloader(
             settings.portal_config_path(),
@@ -72,7 +73,10 @@ async def serve_ingest(settings: Settings, stop: asyncio.Event | None = None) ->
         runtime.background.extend((http, sweep, reload))
 
     try:
-        await serve("ingest", settings, wire, stop=stop, prefetch=PAGE_SIZE)
+        # Health and metrics never share the port the internet reaches: HEALTH_PORT is ingest's
+        # INGEST_HEALTH_PORT (one .env serves every process).
+        health = settings.model_copy(update={"health_port": settings.ingest_health_port})
+        await serve("ingest", health, wire, stop=stop, prefetch=PAGE_SIZE)
     finally:
         for client in clients:
             await client.aclose()

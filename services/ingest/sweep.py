@@ -23,7 +23,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import asyncpg
-from prometheus_client import Counter
+from prometheus_client import Counter, Gauge
 
 from services.ingest import store
 from services.ingest.mapping import AnswerError, read_time
@@ -45,6 +45,11 @@ CHUNK = 200
 SWEPT = Counter(
     "nps_ingest_sweep_items_total", "Items listed by the sweep, by outcome", ["outcome"]
 )
+SWEEP_LAST_RUN = Gauge(
+    "nps_ingest_sweep_last_run_timestamp_seconds",
+    "When this process last completed a sweep (or started its sweep loop), Unix time",
+)
+SWEEP_INTERVAL = Gauge("nps_ingest_sweep_interval_seconds", "SWEEP_INTERVAL_S of this process")
 
 log = get_logger(__name__)
 
@@ -81,7 +86,13 @@ class Sweeper:
         self._config = config
 
     async def run(self, interval_s: float, stop: asyncio.Event) -> None:
-        """Sweep every `interval_s` until `stop` is set; a failed sweep waits for the next turn."""
+        """Sweep every `interval_s` until `stop` is set; a failed sweep waits for the next turn.
+
+        `nps_ingest_sweep_last_run_timestamp_seconds` starts at the loop's start and moves on
+        with each completed sweep: an alert compares its newest value across processes (only
+        one sweeps at a time) with the interval."""
+        SWEEP_INTERVAL.set(interval_s)
+        SWEEP_LAST_RUN.set_to_current_time()
         while not stop.is_set():
             try:
                 result = await self.sweep_once()
@@ -89,6 +100,7 @@ class Sweeper:
                 log.warning("sweep_failed", error=f"{type(exc).__name__}: {exc}")
             else:
                 if result.ran:
+                    SWEEP_LAST_RUN.set_to_current_time()
                     log.info(
                         "sweep_done",
                         listed=result.listed,

@@ -1,9 +1,11 @@
-"""`nps dlq list|show|replay`: what the pipeline gave up on, and re-running it once fixed;
+"""`nps dlq list|show|replay|discard`: what the pipeline gave up on, re-running it once fixed,
+or dropping it for good with a recorded reason;
 `nps demo`; `nps chaos`: a fault injected into a stack of its own, and the verdict."""
 
 from __future__ import annotations
 
 import asyncio
+import getpass
 import json
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
@@ -12,6 +14,7 @@ from typing import Annotated, TypeVar
 
 import aio_pika
 import aiormq
+import asyncpg
 import typer
 from aio_pika.abc import AbstractChannel
 
@@ -23,7 +26,9 @@ from shared.topology import CORE_QUEUES
 
 T = TypeVar("T")
 
-dlq_app = typer.Typer(help="Inspect and replay dead-lettered messages.", no_args_is_help=True)
+dlq_app = typer.Typer(
+    help="Inspect, replay and discard dead-lettered messages.", no_args_is_help=True
+)
 
 QueueOption = Annotated[
     list[str] | None,
@@ -32,32 +37,79 @@ QueueOption = Annotated[
 JsonOption = Annotated[bool, typer.Option("--json", help="print JSON instead of a table")]
 
 
-def _with_channel(action: Callable[[AbstractChannel], Awaitable[T]]) -> T:
-    async def runner() -> T:
-        url = get_settings().rabbitmq_url.get_secret_value()
+async def _with_channel_async(action: Callable[[AbstractChannel], Awaitable[T]]) -> T:
+    url = get_settings().rabbitmq_url.get_secret_value()
+    try:
+        connection = await aio_pika.connect(url, timeout=10)
+    except Exception as exc:
+        raise typer.BadParameter(
+            f"cannot reach RabbitMQ ({type(exc).__name__}); is it running? see RABBITMQ_URL"
+        ) from None
+    async with connection:
         try:
-            connection = await aio_pika.connect(url, timeout=10)
+            return await action(await connection.channel())
+        except aiormq.exceptions.ChannelNotFoundEntity as exc:
+            known = ", ".join(spec.name for spec in CORE_QUEUES)
+            raise typer.BadParameter(
+                f"RabbitMQ has no such queue ({exc.args[0] if exc.args else exc});"
+                f" the pipeline's queues: {known}, or an integration's queue",
+                param_hint="--queue",
+            ) from None
+
+
+def _with_channel(action: Callable[[AbstractChannel], Awaitable[T]]) -> T:
+    return asyncio.run(_with_channel_async(action))
+
+
+def _with_database(action: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
+    async def runner() -> T:
+        try:
+            conn = await asyncpg.connect(get_settings().database_url.get_secret_value(), timeout=10)
         except Exception as exc:
             raise typer.BadParameter(
-                f"cannot reach RabbitMQ ({type(exc).__name__}); is it running? see RABBITMQ_URL"
+                f"cannot reach PostgreSQL ({type(exc).__name__}); is it running? see DATABASE_URL"
             ) from None
-        async with connection:
-            try:
-                return await action(await connection.channel())
-            except aiormq.exceptions.ChannelNotFoundEntity as exc:
-                known = ", ".join(spec.name for spec in CORE_QUEUES)
-                raise typer.BadParameter(
-                    f"RabbitMQ has no such queue ({exc.args[0] if exc.args else exc});"
-                    f" the pipeline's queues: {known}, or an integration's queue",
-                    param_hint="--queue",
-                ) from None
+        try:
+            return await action(conn)
+        except asyncpg.UndefinedTableError:
+            raise typer.BadParameter(
+                "the discard record's table is missing: run `nps migrate` first"
+            ) from None
+        finally:
+            await conn.close()
 
     return asyncio.run(runner())
 
 
+def _list_discarded(as_json: bool) -> None:
+    records = _with_database(dlq.discarded)
+    if as_json:
+        typer.echo(json.dumps([record.summary() for record in records], indent=2))
+        return
+    if not records:
+        typer.echo("no discarded dead letters")
+        return
+    for record in records:
+        typer.echo(
+            f"{record.discarded_at:%Y-%m-%d %H:%M:%S%z} {record.discarded_by:<12} "
+            f"{record.queue:<20} {record.message_id:<36} {record.reason}"
+        )
+    typer.echo(f"{len(records)} discarded dead letter(s), newest first")
+
+
 @dlq_app.command("list")
-def list_command(queue: QueueOption = None, as_json: JsonOption = False) -> None:
+def list_command(
+    queue: QueueOption = None,
+    as_json: JsonOption = False,
+    show_discarded: Annotated[
+        bool,
+        typer.Option("--discarded", help="the discarded ones instead: who, when and why"),
+    ] = False,
+) -> None:
     """Dead letters per queue with their reason (they stay where they are)."""
+    if show_discarded:
+        _list_discarded(as_json)
+        return
     letters = _with_channel(lambda ch: dlq.list_dead_letters(ch, queue))
     if as_json:
         typer.echo(json.dumps([letter.summary() for letter in letters], indent=2))
@@ -104,6 +156,48 @@ def replay_command(
     for message_id in sorted(missing):
         typer.echo(f"not found in any DLQ: {message_id}", err=True)
     typer.echo(f"{len(replayed)} message(s) replayed")
+    if missing:
+        raise typer.Exit(code=1)
+
+
+@dlq_app.command("discard")
+def discard_command(
+    message_ids: Annotated[list[str] | None, typer.Argument(help="message ids to discard")] = None,
+    discard_all: Annotated[bool, typer.Option("--all", help="discard every dead letter")] = False,
+    reason: Annotated[
+        str, typer.Option("--reason", help="why they are dropped (kept with the record)")
+    ] = "",
+    by: Annotated[
+        str | None, typer.Option("--by", help="who discards (default: your OS user name)")
+    ] = None,
+    queue: QueueOption = None,
+) -> None:
+    """Drop dead letters for good; each is recorded first (who, when, why, and the message)."""
+    if not message_ids and not discard_all:
+        raise typer.BadParameter("name message ids to discard, or pass --all")
+    if not reason.strip():
+        raise typer.BadParameter("--reason is required: why these messages are dropped")
+    who = by if by is not None else getpass.getuser()
+    if not who.strip():
+        raise typer.BadParameter("--by must name who discards")
+    wanted = None if discard_all else set(message_ids or [])
+
+    async def drop(conn: asyncpg.Connection) -> list[dlq.DeadLetter]:
+        return await _with_channel_async(
+            lambda ch: dlq.discard(
+                ch, conn, reason=reason, by=who, message_ids=wanted, queues=queue
+            )
+        )
+
+    dropped = _with_database(drop)
+    for letter in dropped:
+        typer.echo(f"discarded {letter.message_id} from {letter.queue}")
+    missing = (wanted or set()) - {letter.message_id for letter in dropped}
+    for message_id in sorted(missing):
+        typer.echo(f"not found in any DLQ: {message_id}", err=True)
+    typer.echo(
+        f"{len(dropped)} message(s) discarded by {who}; `nps dlq list --discarded` shows them"
+    )
     if missing:
         raise typer.Exit(code=1)
 

@@ -1,13 +1,15 @@
-"""Dead-letter queues: list, show and replay what the pipeline gave up on (docs/architecture.md,
-RabbitMQ topology).
+"""Dead-letter queues: list, show, replay and discard what the pipeline gave up on
+(docs/architecture.md, RabbitMQ topology).
 
 Dead letters are counted here for every reader (`counts`: the dashboard's ops view through
 `dead_letter_sizes`, the chaos verdict); the queue names come from `shared/topology.py`.
 
-Messages are read with `basic.get` and put back (`nack` with requeue) unless they are replayed,
-so listing never loses anything. A replay publishes the original body to the queue it died in
-(through the default exchange, so no other consumer sees it twice), with the attempt counter
-reset, and only then removes it from the DLQ.
+Messages are read with `basic.get` and put back (`nack` with requeue) unless they are replayed
+or discarded, so listing never loses anything. A replay publishes the original body to the queue
+it died in (through the default exchange, so no other consumer sees it twice), with the attempt
+counter reset, and only then removes it from the DLQ. A discard first records the message, who
+discarded it and why in `ops_dlq_discards` (ops's table), and removes it from the DLQ only once
+that record is committed.
 """
 
 from __future__ import annotations
@@ -15,12 +17,14 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import aio_pika
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
 from aio_pika.exceptions import AMQPException
 
+from shared.db import Conn
 from shared.logging import get_logger
 from shared.messaging import ATTEMPT_HEADER, REASON_HEADER
 from shared.topology import CORE_QUEUES, DLQ_SUFFIX, dead_queue, dlq_name
@@ -170,3 +174,81 @@ async def replay(
             await message.ack()
             replayed.append(_parse(queue_name, message))
     return replayed
+
+
+@dataclass(frozen=True)
+class Discard:
+    """A dead letter someone discarded: the record `nps dlq list --discarded` shows."""
+
+    queue: str
+    message_id: str
+    failure: str
+    reason: str
+    discarded_by: str
+    discarded_at: datetime
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "queue": self.queue,
+            "message_id": self.message_id,
+            "failure": self.failure,
+            "reason": self.reason,
+            "discarded_by": self.discarded_by,
+            "discarded_at": self.discarded_at.isoformat(),
+        }
+
+
+async def discard(
+    channel: AbstractChannel,
+    conn: Conn,
+    *,
+    reason: str,
+    by: str,
+    message_ids: set[str] | None = None,
+    queues: Iterable[str] | None = None,
+    limit: int = 10_000,
+) -> list[DeadLetter]:
+    """Remove dead letters (all, or those in `message_ids`) for good, each recorded first."""
+    if not reason.strip() or not by.strip():
+        raise ValueError("a discard needs a reason and who discards")
+    discarded: list[DeadLetter] = []
+    for dlq in dlq_names(queues):
+        queue_name = dlq[: -len(DLQ_SUFFIX)]
+        for message in await _drain(channel, dlq, limit):
+            if message_ids is not None and message.message_id not in message_ids:
+                await message.nack(requeue=True)
+                continue
+            letter = _parse(queue_name, message)
+            try:
+                async with conn.transaction():
+                    await conn.execute(
+                        """INSERT INTO ops_dlq_discards (queue, message_id, routing_key,
+                               correlation_id, failure, attempts, body, reason, discarded_by)
+                           VALUES ($1, $2, $3, $4, $5, $6, $7::jsonb, $8, $9)""",
+                        letter.queue,
+                        letter.message_id,
+                        letter.routing_key,
+                        letter.correlation_id,
+                        letter.reason,
+                        letter.attempts,
+                        json.dumps(letter.body),
+                        reason.strip(),
+                        by.strip(),
+                    )
+                    await message.ack()
+            except BaseException:
+                if not message.processed:
+                    await message.nack(requeue=True)
+                raise
+            discarded.append(letter)
+    return discarded
+
+
+async def discarded(conn: Conn, limit: int = 100) -> list[Discard]:
+    """The latest discards, newest first."""
+    rows = await conn.fetch(
+        """SELECT queue, message_id, failure, reason, discarded_by, discarded_at
+           FROM ops_dlq_discards ORDER BY discarded_at DESC, id DESC LIMIT $1""",
+        limit,
+    )
+    return [Discard(**dict(row)) for row in rows]

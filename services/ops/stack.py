@@ -57,7 +57,7 @@ class Stack:
     _starting: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
 
     def __post_init__(self) -> None:
-        for name in ("sandbox", *PIPELINE):
+        for name in ("sandbox", *PIPELINE, "ingest_health"):
             self.ports.setdefault(name, free_port())
         self.log_dir.mkdir(parents=True, exist_ok=True)
 
@@ -83,6 +83,7 @@ class Stack:
             "SANDBOX_PORT": str(self.ports["sandbox"]),
             "INGEST_HOST": "127.0.0.1",
             "INGEST_PORT": str(self.ports["ingest"]),
+            "INGEST_HEALTH_PORT": str(self.ports["ingest_health"]),
             "HEALTH_HOST": "127.0.0.1",
             "LOG_FORMAT": "json",
             **self.extra_env,
@@ -96,7 +97,8 @@ class Stack:
     def ready_url(self, name: str) -> str:
         if name == "sandbox":
             return f"{self.sandbox_url}/sandbox/info"
-        return f"http://127.0.0.1:{self.ports[name]}/readyz"
+        port = self.ports["ingest_health" if name == "ingest" else name]
+        return f"http://127.0.0.1:{port}/readyz"
 
     def args(self, name: str) -> list[str]:
         base = [sys.executable, "-m", "services.cli"]

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import uuid
+
 import asyncpg
 import httpx
 from aio_pika.abc import AbstractChannel
+from prometheus_client.parser import text_string_to_metric_families
 
 from shared.events import WebhookReceived
 from shared.health import health_app
@@ -54,3 +57,27 @@ async def test_not_ready_when_the_broker_is_gone(pool: asyncpg.Pool) -> None:
         reply = await h.get("/readyz")
     assert reply.status_code == 503
     assert reply.json()["checks"] == {"database": "ok", "broker": "disconnected"}
+
+
+async def test_metrics_show_the_outbox_backlog(pool: asyncpg.Pool, amqp_url: str) -> None:
+    broker = make_broker(amqp_url)
+    app = health_app(pool, broker, amqp_url, [])
+    message_id = uuid.uuid4()
+    await pool.execute(
+        """INSERT INTO outbox (message_id, routing_key, correlation_id, body, created_at)
+           VALUES ($1, 'test.backlog', 'c', '{}', now() - interval '10 minutes')""",
+        message_id,
+    )
+    try:
+        async with httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://h"
+        ) as h:
+            families = {
+                family.name: family.samples[0].value
+                for family in text_string_to_metric_families((await h.get("/metrics")).text)
+                if family.name.startswith("nps_outbox_")
+            }
+    finally:
+        await pool.execute("DELETE FROM outbox WHERE message_id = $1", message_id)
+    assert families["nps_outbox_pending"] >= 1
+    assert families["nps_outbox_oldest_pending_seconds"] >= 600

@@ -14,8 +14,8 @@ from urllib.parse import urlencode
 import asyncpg
 import httpx
 import pytest
-from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
-from faststream.rabbit import RabbitBroker
+from aio_pika.abc import AbstractChannel
+from prometheus_client import generate_latest
 from pydantic import SecretStr
 
 from services.ingest.api import create_app
@@ -28,7 +28,6 @@ from tests.support import capture, forget_served_portal
 
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "ingest.md"
 FORM = {"Content-Type": "application/x-www-form-urlencoded"}
-UNREACHABLE_AMQP = "amqp://guest:guest@127.0.0.1:1/"
 
 
 def event_body(item_id: object = 24, member_id: str = "m", **overrides: str | None) -> str:
@@ -46,14 +45,6 @@ def event_body(item_id: object = 24, member_id: str = "m", **overrides: str | No
     return urlencode({k: v for k, v in values.items() if v is not None})
 
 
-@pytest.fixture
-async def down_broker() -> AsyncIterator[RabbitBroker]:
-    """A broker that never connected: the endpoints must not need it."""
-    broker = make_broker(UNREACHABLE_AMQP)
-    yield broker
-    await broker.stop()
-
-
 @pytest.fixture(autouse=True)
 async def new_deployment(pool: asyncpg.Pool) -> None:
     """Each test is a deployment whose portal ingest has not learned yet."""
@@ -69,11 +60,8 @@ async def ingest(
     settings: Settings,
     portal_config: PortalConfig,
     pool: asyncpg.Pool,
-    down_broker: RabbitBroker,
 ) -> AsyncIterator[httpx.AsyncClient]:
-    async with client_for(
-        create_app(settings, portal_config, pool, Outbox(), down_broker)
-    ) as client:
+    async with client_for(create_app(settings, portal_config, pool, Outbox())) as client:
         yield client
 
 
@@ -178,13 +166,11 @@ async def test_wrong_or_missing_token_is_401(ingest: httpx.AsyncClient, pool: as
 
 
 async def test_rotated_second_token_is_accepted(
-    settings: Settings, portal_config: PortalConfig, pool: asyncpg.Pool, down_broker: RabbitBroker
+    settings: Settings, portal_config: PortalConfig, pool: asyncpg.Pool
 ) -> None:
     rotated = settings.model_copy(update={"bitrix24_app_token": SecretStr("old-token, new-token")})
     member = uuid.uuid4().hex
-    async with client_for(
-        create_app(rotated, portal_config, pool, Outbox(), down_broker)
-    ) as client:
+    async with client_for(create_app(rotated, portal_config, pool, Outbox())) as client:
         statuses: list[int] = []
         for token in ("new-token", "old-token", "sandbox-app-token"):
             body = event_body(
@@ -197,23 +183,23 @@ async def test_rotated_second_token_is_accepted(
 
 
 async def test_a_real_portal_without_token_refuses_to_start(
-    settings: Settings, portal_config: PortalConfig, pool: asyncpg.Pool, down_broker: RabbitBroker
+    settings: Settings, portal_config: PortalConfig, pool: asyncpg.Pool
 ) -> None:
     real = settings.model_copy(
         update={"bitrix24_webhook_url": SecretStr("https://portal.example/rest/1/abc/")}
     )
     with pytest.raises(ValueError, match="BITRIX24_APP_TOKEN is required"):
-        create_app(real, portal_config, pool, Outbox(), down_broker)
+        create_app(real, portal_config, pool, Outbox())
 
 
 async def test_foreign_portal_is_403(
-    settings: Settings, portal_config: PortalConfig, pool: asyncpg.Pool, down_broker: RabbitBroker
+    settings: Settings, portal_config: PortalConfig, pool: asyncpg.Pool
 ) -> None:
     mine = uuid.uuid4().hex
     config = portal_config.model_copy(
         update={"portal": portal_config.portal.model_copy(update={"member_id": mine})}
     )
-    async with client_for(create_app(settings, config, pool, Outbox(), down_broker)) as client:
+    async with client_for(create_app(settings, config, pool, Outbox())) as client:
         foreign = await client.post(
             "/webhooks/bitrix24", content=event_body(member_id="other"), headers=FORM
         )
@@ -269,16 +255,12 @@ async def test_unpinned_deployment_serves_the_portal_of_its_first_event(
 
 
 async def test_the_learned_portal_is_kept_across_a_restart(
-    settings: Settings, portal_config: PortalConfig, pool: asyncpg.Pool, down_broker: RabbitBroker
+    settings: Settings, portal_config: PortalConfig, pool: asyncpg.Pool
 ) -> None:
     mine, invented = uuid.uuid4().hex, uuid.uuid4().hex
-    async with client_for(
-        create_app(settings, portal_config, pool, Outbox(), down_broker)
-    ) as before:
+    async with client_for(create_app(settings, portal_config, pool, Outbox())) as before:
         learned = await before.post(f"/webhooks/bitrix24/robot?{robot_query(mine)}")
-    async with client_for(
-        create_app(settings, portal_config, pool, Outbox(), down_broker)
-    ) as after:
+    async with client_for(create_app(settings, portal_config, pool, Outbox())) as after:
         foreign = await after.post(
             "/webhooks/bitrix24", content=event_body(member_id=invented), headers=FORM
         )
@@ -440,52 +422,27 @@ async def test_curl_example_from_the_docs_is_accepted(
 
 
 async def test_database_down_is_503_not_500(
-    settings: Settings, portal_config: PortalConfig, pg_dsn: str, down_broker: RabbitBroker
+    settings: Settings, portal_config: PortalConfig, pg_dsn: str
 ) -> None:
     closed = await create_pool(pg_dsn, max_size=1)
     await closed.close()
-    async with client_for(
-        create_app(settings, portal_config, closed, Outbox(), down_broker)
-    ) as client:
+    async with client_for(create_app(settings, portal_config, closed, Outbox())) as client:
         response = await client.post("/webhooks/bitrix24", content=event_body(), headers=FORM)
     assert response.status_code == 503
     assert response.json()["expected"] == "retry later"
 
 
-async def test_health_readiness_and_metrics(ingest: httpx.AsyncClient) -> None:
-    assert (await ingest.get("/healthz")).json() == {"status": "ok"}
-    ready = await ingest.get("/readyz")
-    assert ready.status_code == 503
-    assert ready.json()["checks"]["broker"] == "disconnected"
-    assert ready.json()["checks"]["database"] == "ok"
+@pytest.mark.parametrize("path", ["/healthz", "/readyz", "/metrics", "/docs", "/openapi.json"])
+async def test_the_webhook_port_serves_only_the_webhooks(
+    ingest: httpx.AsyncClient, path: str
+) -> None:
+    """Health and metrics are on INGEST_HEALTH_PORT, not on the port the internet reaches."""
+    assert (await ingest.get(path)).status_code == 404
+
+
+async def test_refusals_are_counted_in_the_metrics(ingest: httpx.AsyncClient) -> None:
     await ingest.post(
         "/webhooks/bitrix24", content="event=x", headers={"Content-Type": "text/plain"}
     )
-    metrics = (await ingest.get("/metrics")).text
+    metrics = generate_latest().decode()
     assert 'nps_ingest_webhooks_total{endpoint="event",outcome="unsupported_media_type"}' in metrics
-
-
-async def test_ready_when_broker_and_consumer_are_there(
-    settings: Settings,
-    portal_config: PortalConfig,
-    pool: asyncpg.Pool,
-    amqp_url: str,
-    channel: AbstractChannel,
-) -> None:
-    broker = make_broker(amqp_url)
-    await broker.connect()
-    consumer = await channel.get_queue("ingest.hydrate")
-
-    async def hold(message: AbstractIncomingMessage) -> None:
-        await message.nack(requeue=True)
-
-    tag = await consumer.consume(hold)
-    try:
-        async with client_for(
-            create_app(settings, portal_config, pool, Outbox(), broker)
-        ) as client:
-            ready = await client.get("/readyz")
-    finally:
-        await consumer.cancel(tag)
-        await broker.stop()
-    assert ready.status_code == 200, ready.json()

@@ -1,7 +1,7 @@
 """Bad input at the edge (issue 7, point 3): the webhook endpoints fuzzed with hypothesis.
 
-The ingest app runs in-process (`httpx.ASGITransport`) on the session's real PostgreSQL, with a
-real, connected broker object. Each generated request must get:
+The ingest app runs in-process (`httpx.ASGITransport`) on the session's real PostgreSQL. Each
+generated request must get:
 
 - an answer below 500;
 - for a refusal (4xx), a JSON body naming the problem: `error`, plus the documented `field`;
@@ -33,7 +33,6 @@ import asyncpg
 import httpx
 import hypothesis
 import pytest
-from faststream.rabbit import RabbitBroker
 from hypothesis import HealthCheck, given
 from hypothesis import strategies as st
 from pydantic import SecretStr
@@ -47,7 +46,6 @@ from services.ingest.webhook import (
     MEMBER_FIELD,
     TOKEN_FIELD,
 )
-from shared.messaging import make_broker
 from shared.outbox import Outbox
 from shared.portal_config import PortalConfig, load_portal_config
 from shared.settings import Settings
@@ -98,14 +96,6 @@ async def forget_the_run(pool: asyncpg.Pool) -> AsyncIterator[None]:
 
 
 @pytest.fixture(scope="module")
-async def broker(amqp_url: str) -> AsyncIterator[RabbitBroker]:
-    broker = make_broker(amqp_url)
-    await broker.connect()
-    yield broker
-    await broker.stop()
-
-
-@pytest.fixture(scope="module")
 def fuzz_settings(pg_dsn: str, amqp_url: str) -> Settings:
     return Settings(
         rabbitmq_url=amqp_url,
@@ -132,20 +122,16 @@ class RawQuery:
         await self.app(scope, receive, send)
 
 
-def client_for(
-    settings: Settings, config: PortalConfig, pool: asyncpg.Pool, broker: RabbitBroker
-) -> httpx.AsyncClient:
-    app = RawQuery(create_app(settings, config, pool, Outbox(), broker))
+def client_for(settings: Settings, config: PortalConfig, pool: asyncpg.Pool) -> httpx.AsyncClient:
+    app = RawQuery(create_app(settings, config, pool, Outbox()))
     return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://ingest")
 
 
 @pytest.fixture(scope="module")
-async def ingest(
-    fuzz_settings: Settings, pool: asyncpg.Pool, broker: RabbitBroker
-) -> AsyncIterator[httpx.AsyncClient]:
+async def ingest(fuzz_settings: Settings, pool: asyncpg.Pool) -> AsyncIterator[httpx.AsyncClient]:
     """The app as shipped by default: no `portal.member_id`, the first portal is kept (the tests
     forget it before each example)."""
-    async with client_for(fuzz_settings, CONFIG, pool, broker) as client:
+    async with client_for(fuzz_settings, CONFIG, pool) as client:
         yield client
 
 
@@ -1128,7 +1114,7 @@ async def test_broken_robot_calls_are_refused_with_a_reason_and_store_nothing(
 @fuzz(120)
 @given(data=st.data())
 async def test_forged_portals_and_tokens_on_a_locked_portal_store_nothing(
-    data: st.DataObject, fuzz_settings: Settings, pool: asyncpg.Pool, broker: RabbitBroker
+    data: st.DataObject, fuzz_settings: Settings, pool: asyncpg.Pool
 ) -> None:
     """With `portal.member_id` set: another portal's calls are 403, a wrong token 401 first."""
     mine = member_id()
@@ -1161,7 +1147,7 @@ async def test_forged_portals_and_tokens_on_a_locked_portal_store_nothing(
     if data.draw(st.booleans(), label="token forged too"):
         forged = setting(forged, token_key, data.draw(near_misses(*TOKENS) | st.just("")))
         expect = Expect(401, fields[0])
-    async with client_for(fuzz_settings, locked_to(mine), pool, broker) as client:
+    async with client_for(fuzz_settings, locked_to(mine), pool) as client:
         await refused_and_nothing_stored(client, pool, path, form.case("forged", forged), expect)
         await accepted_once(client, pool, path, control, form.stored)
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import time
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -16,6 +17,7 @@ import httpx
 import pytest
 from aio_pika.abc import AbstractChannel
 from faststream.rabbit import RabbitBroker
+from prometheus_client import REGISTRY
 
 from services.ingest import store
 from services.ingest.api import create_app as ingest_app
@@ -180,7 +182,7 @@ async def test_cosmetics_item_with_three_ticked_products_flows_to_three_answers(
     async with (
         capture(channel, "form.submitted") as captured,
         httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=ingest_app(settings, config, pool, outbox, broker)),
+            transport=httpx.ASGITransport(app=ingest_app(settings, config, pool, outbox)),
             base_url="http://ingest",
         ) as ingest,
     ):
@@ -381,11 +383,10 @@ async def test_sweep_leaves_items_whose_event_arrived(
     portal: SandboxPortal,
     b24: Bitrix24Client,
     config: PortalConfig,
-    broker: RabbitBroker,
 ) -> None:
     seen = answer_item(portal, CATEGORY_ID=12, UF_CRM_5_SCORE=5)
     async with httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=ingest_app(settings, config, pool, Outbox(), broker)),
+        transport=httpx.ASGITransport(app=ingest_app(settings, config, pool, Outbox())),
         base_url="http://ingest",
     ) as ingest:
         assert await deliver_events(portal, ingest) == ["accepted"]
@@ -404,7 +405,6 @@ async def test_sweep_keeps_to_the_learned_portal_whatever_event_came_last(
     portal: SandboxPortal,
     b24: Bitrix24Client,
     portal_config: PortalConfig,
-    broker: RabbitBroker,
 ) -> None:
     """Unpinned: the sweep works for the portal ingest learned from its first event, not for
     whichever portal the newest stored event names (say, a row from before the upgrade)."""
@@ -412,9 +412,7 @@ async def test_sweep_keeps_to_the_learned_portal_whatever_event_came_last(
     try:
         answer_item(portal, CATEGORY_ID=12, UF_CRM_5_SCORE=5)
         async with httpx.AsyncClient(
-            transport=httpx.ASGITransport(
-                app=ingest_app(settings, portal_config, pool, Outbox(), broker)
-            ),
+            transport=httpx.ASGITransport(app=ingest_app(settings, portal_config, pool, Outbox())),
             base_url="http://ingest",
         ) as ingest:
             assert await deliver_events(portal, ingest) == ["accepted"]
@@ -537,3 +535,20 @@ def test_contact_managers_need_a_reader(
 ) -> None:
     with pytest.raises(ValueError, match=r"survey\.manager: contact"):
         Hydrator(pool, Outbox(), ItemReader(b24), FieldCatalog(b24), contact_config)
+
+
+async def test_the_sweep_loop_reports_when_it_last_swept(
+    pool: asyncpg.Pool, b24: Bitrix24Client, config: PortalConfig
+) -> None:
+    """What the "catch-up sweep not running" alert compares: the newest sweep and the interval."""
+    stop = asyncio.Event()
+    loop = asyncio.create_task(Sweeper(pool, Outbox(), b24, config).run(0.05, stop))
+    await asyncio.sleep(0.3)
+    later = time.time()
+    await asyncio.sleep(0.5)
+    stop.set()
+    await loop
+    last_run = REGISTRY.get_sample_value("nps_ingest_sweep_last_run_timestamp_seconds")
+    assert last_run is not None
+    assert last_run >= later
+    assert REGISTRY.get_sample_value("nps_ingest_sweep_interval_seconds") == 0.05

@@ -114,11 +114,12 @@ async def test_run_ingest_serves_consumes_and_stops_on_request(
     sandbox_port: int,
     restore_logging: None,
 ) -> None:
-    ingest_port = free_port()
+    ingest_port, health_port = free_port(), free_port()
     run_settings = settings.model_copy(
         update={
             "sandbox_port": sandbox_port,
             "ingest_port": ingest_port,
+            "ingest_health_port": health_port,
             "nps_config": portal_yaml,
             "sweep_interval_s": 3600.0,
         }
@@ -134,12 +135,14 @@ async def test_run_ingest_serves_consumes_and_stops_on_request(
                 assert time.monotonic() < deadline, "ingest did not become ready"
                 try:
                     if (
-                        await http.get(f"http://127.0.0.1:{ingest_port}/readyz")
+                        await http.get(f"http://127.0.0.1:{health_port}/readyz")
                     ).status_code == 200:
                         break
                 except httpx.TransportError:
                     pass
                 await asyncio.sleep(0.1)
+            webhook_port_metrics = await http.get(f"http://127.0.0.1:{ingest_port}/metrics")
+            metrics = (await http.get(f"http://127.0.0.1:{health_port}/metrics")).text
             created = await http.post(
                 f"http://127.0.0.1:{sandbox_port}/sandbox/answers",
                 json={"items": [{"CATEGORY_ID": 12, "CONTACT_ID": 1, "UF_CRM_5_SCORE": 6}]},
@@ -150,6 +153,8 @@ async def test_run_ingest_serves_consumes_and_stops_on_request(
         await asyncio.wait_for(service, STARTUP_S)
     assert [(b["item_id"], b["answers"][0]["score"]) for b in mine] == [(item_id, 6)]
     assert [d.status for d in portal.deliveries] == ["delivered"]
+    assert webhook_port_metrics.status_code == 404
+    assert "nps_queue_consumers" in metrics
 
 
 def test_nps_sweep_command(

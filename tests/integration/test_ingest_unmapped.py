@@ -200,11 +200,12 @@ async def test_answers_of_a_new_form_are_held_then_scored_and_routed_once(
     portal_yaml = tmp_path / "portal.yaml"
     data = example(portal.member_id)
     write_yaml(portal_yaml, data)
-    ingest_port = free_port()
+    ingest_port, health_port = free_port(), free_port()
     run_settings = settings.model_copy(
         update={
             "sandbox_port": sandbox_port,
             "ingest_port": ingest_port,
+            "ingest_health_port": health_port,
             "nps_config": portal_yaml,
             "sweep_interval_s": 3600.0,
             "config_reload_s": 3600.0,  # only SIGHUP reloads here
@@ -219,7 +220,7 @@ async def test_answers_of_a_new_form_are_held_then_scored_and_routed_once(
 
         async def ingest_ready() -> bool:
             try:
-                response = await http.get(f"http://127.0.0.1:{ingest_port}/readyz")
+                response = await http.get(f"http://127.0.0.1:{health_port}/readyz")
             except httpx.TransportError:
                 return False
             return response.status_code == 200

@@ -1,11 +1,14 @@
-"""`nps dlq list|show|replay` on the real RabbitMQ: nothing is lost by looking, replay re-runs."""
+"""`nps dlq list|show|replay|discard` on the real RabbitMQ: nothing is lost by looking, replay
+re-runs, discard drops for good with a record (who, when, why) in PostgreSQL."""
 
 from __future__ import annotations
 
 import asyncio
+import getpass
 import json
 from collections.abc import Iterator
 
+import asyncpg
 import pytest
 from aio_pika.abc import AbstractChannel
 from typer.testing import CliRunner
@@ -83,8 +86,9 @@ async def test_list_show_and_replay(amqp_url: str, channel: AbstractChannel) -> 
 
 
 @pytest.fixture
-def cli_env(amqp_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[CliRunner]:
+def cli_env(amqp_url: str, pg_dsn: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[CliRunner]:
     monkeypatch.setenv("RABBITMQ_URL", amqp_url)
+    monkeypatch.setenv("DATABASE_URL", pg_dsn)
     get_settings.cache_clear()
     yield CliRunner()
     get_settings.cache_clear()
@@ -119,3 +123,92 @@ async def test_cli_lists_and_refuses_an_unscoped_replay(
     refused = await asyncio.to_thread(cli_env.invoke, app, ["dlq", "replay"])
     assert refused.exit_code != 0
     assert "--all" in refused.output
+
+
+async def _dead_letter(amqp_url: str, channel: AbstractChannel, *item_ids: int) -> list[str]:
+    async def handler(event: WebhookReceived) -> None:
+        raise PermanentError(f"item {event.item_id} is not a survey answer")
+
+    broker = make_broker(amqp_url)
+    subscribe(broker, INGEST_HYDRATE, WebhookReceived, handler)
+    await broker.start()
+    try:
+        events = [_event(item_id) for item_id in item_ids]
+        for event in events:
+            await publish(broker, event)
+        await _wait_for_dead_letters(channel, len(events))
+    finally:
+        await broker.stop()
+    return [str(event.event_id) for event in events]
+
+
+async def test_discard_drops_dead_letters_for_good_with_who_when_and_why(
+    cli_env: CliRunner, channel: AbstractChannel, amqp_url: str, pool: asyncpg.Pool
+) -> None:
+    await pool.execute("DELETE FROM ops_dlq_discards")
+    kept, dropped = await _dead_letter(amqp_url, channel, 301, 302)
+
+    result = await asyncio.to_thread(
+        cli_env.invoke,
+        app,
+        ["dlq", "discard", dropped, "--reason", "test item, not a survey", "--by", "alice"],
+    )
+    assert result.exit_code == 0, result.output
+    assert f"discarded {dropped} from ingest.hydrate" in result.output
+    await _wait_for_dead_letters(channel, 1)
+    [left] = await dlq.list_dead_letters(channel, ["ingest.hydrate"])
+    assert left.message_id == kept
+    [row] = await pool.fetch("SELECT * FROM ops_dlq_discards")
+    assert (row["queue"], row["message_id"], row["discarded_by"]) == (
+        "ingest.hydrate",
+        dropped,
+        "alice",
+    )
+    assert row["reason"] == "test item, not a survey"
+    assert "not a survey answer" in row["failure"]
+    assert json.loads(row["body"])["item_id"] == 302
+
+    everything = await asyncio.to_thread(
+        cli_env.invoke, app, ["dlq", "discard", "--all", "--reason", "cleared after the fix"]
+    )
+    assert everything.exit_code == 0, everything.output
+    await _wait_for_dead_letters(channel, 0)
+
+    listed = await asyncio.to_thread(cli_env.invoke, app, ["dlq", "list", "--discarded", "--json"])
+    assert listed.exit_code == 0, listed.output
+    records = json.loads(listed.output)
+    assert [(r["message_id"], r["discarded_by"], r["reason"]) for r in records] == [
+        (kept, getpass.getuser(), "cleared after the fix"),
+        (dropped, "alice", "test item, not a survey"),
+    ]
+    table = await asyncio.to_thread(cli_env.invoke, app, ["dlq", "list", "--discarded"])
+    assert "alice" in table.output
+    assert "2 discarded dead letter(s)" in table.output
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["dlq", "discard", "--reason", "x"], "--all"),
+        (["dlq", "discard", "--all"], "--reason is required"),
+        (["dlq", "discard", "--all", "--reason", "  "], "--reason is required"),
+        (["dlq", "discard", "--all", "--reason", "x", "--by", ""], "--by must name"),
+    ],
+)
+async def test_discard_refuses_without_a_target_a_reason_or_a_name(
+    cli_env: CliRunner,
+    channel: AbstractChannel,
+    amqp_url: str,
+    pool: asyncpg.Pool,
+    args: list[str],
+    expected: str,
+) -> None:
+    await _dead_letter(amqp_url, channel, 401)
+    try:
+        result = await asyncio.to_thread(cli_env.invoke, app, args)
+        assert result.exit_code == 2
+        assert expected in result.output
+        await _wait_for_dead_letters(channel, 1)
+    finally:
+        async with pool.acquire() as conn:
+            await dlq.discard(channel, conn, reason="test clean-up", by="test")
