@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
 
 import aio_pika
 import asyncpg
@@ -23,9 +22,8 @@ from shared.outbox import Outbox
 from shared.portal_config import PortalConfig, load_portal_config
 from shared.settings import Settings
 from tests.support import docker_available, purge_core_queues, reachable
+from tests.support.paths import EXAMPLE_CONFIG
 
-ROOT = Path(__file__).resolve().parent.parent
-EXAMPLE_CONFIG = ROOT / "config" / "portal.example.yaml"
 DEFAULT_PG = "postgresql://postgres@127.0.0.1:5432/postgres"
 DEFAULT_AMQP = "amqp://guest:guest@127.0.0.1:5672/"
 

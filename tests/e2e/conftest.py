@@ -12,7 +12,7 @@ import pytest
 from services.ops.chaos import fault_stack
 from services.ops.scratch import scratch
 from services.ops.stack import Stack, running
-from tests.conftest import EXAMPLE_CONFIG
+from tests.support.paths import EXAMPLE_CONFIG
 
 ARTIFACTS = Path(__file__).resolve().parents[2] / "artifacts" / "e2e"
 

@@ -30,8 +30,8 @@ import pytest
 from services.ops.stack import free_port
 from services.scoring.handlers import score_submission
 from shared.outbox import Outbox
-from tests.unit.test_dashboard_render import figures, shown
-from tests.unit.test_scoring_answers import make_submission
+from tests.support.dashboard import figures, shown
+from tests.support.scoring import make_submission
 
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "artifacts"

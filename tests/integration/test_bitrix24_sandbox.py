@@ -25,7 +25,7 @@ from shared.bitrix24 import (
 )
 from shared.db import create_pool
 from shared.portal_config import EquipmentSegment, PortalConfig, Rate
-from tests.conftest import EXAMPLE_CONFIG
+from tests.support.paths import EXAMPLE_CONFIG
 
 MakeClient = Callable[..., Bitrix24Client]
 

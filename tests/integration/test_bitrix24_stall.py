@@ -28,8 +28,8 @@ from services.sandbox.seed import make_answers, seed_demo
 from shared.bitrix24 import Bitrix24Client, PgRateBudget
 from shared.db import create_pool
 from shared.portal_config import Rate
-from tests.conftest import EXAMPLE_CONFIG
 from tests.support import serving
+from tests.support.paths import EXAMPLE_CONFIG
 
 NPS = 1038
 RATE = Rate(per_second=10, burst=20)

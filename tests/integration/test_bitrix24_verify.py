@@ -23,7 +23,7 @@ from services.sandbox.seed import seed_demo
 from shared.bitrix24.verify import PortalCategory, PortalCheck, check_configured_portal
 from shared.portal_config import PortalConfig, parse_portal_config
 from shared.settings import SANDBOX_SECRET, SANDBOX_USER_ID, Settings, get_settings
-from tests.conftest import EXAMPLE_CONFIG
+from tests.support.paths import EXAMPLE_CONFIG
 
 
 def demo_portal() -> SandboxPortal:

@@ -19,8 +19,8 @@ import pytest
 
 from services.scoring.handlers import score_submission
 from shared.outbox import Outbox
-from tests.conftest import EXAMPLE_CONFIG, ROOT
-from tests.unit.test_scoring_answers import make_submission
+from tests.support.paths import EXAMPLE_CONFIG, ROOT
+from tests.support.scoring import make_submission
 
 
 def nps(*args: str, timeout_s: float = 90.0, **env: str) -> subprocess.CompletedProcess[str]:

@@ -29,7 +29,7 @@ from shared.db import create_pool
 from shared.events import PortalRef
 from shared.portal_config import load_portal_config
 from shared.settings import SANDBOX_SECRET, get_settings
-from tests.integration.test_crm_sync_support import (
+from tests.support.crm_sync import (
     CONFIG_PATH,
     DATE,
     SCORE,

@@ -9,8 +9,8 @@ import pytest
 from services.crm_sync.coalescer import CommandCoalescer
 from shared.bitrix24 import Command, MemoryRateBudget, NotFound
 from shared.portal_config import Rate
-from tests.integration.test_crm_sync_support import client_for, new_portal
 from tests.support import FakeClock
+from tests.support.crm_sync import client_for, new_portal
 
 
 def get(name: str, contact_id: int) -> Command:

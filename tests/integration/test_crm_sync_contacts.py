@@ -19,7 +19,7 @@ from services.sandbox.methods import CONTACT
 from shared.bitrix24 import PortalUnavailable
 from shared.outbox import Outbox
 from shared.portal_config import PortalConfig
-from tests.integration.test_crm_sync_support import (
+from tests.support.crm_sync import (
     DATE,
     HISTORY,
     LASER_FIELDS,

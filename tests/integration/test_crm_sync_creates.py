@@ -19,7 +19,7 @@ from shared.events import CrmWritten, RouteAction
 from shared.messaging import PermanentError
 from shared.outbox import Outbox
 from shared.portal_config import PortalConfig
-from tests.integration.test_crm_sync_support import (
+from tests.support.crm_sync import (
     SCORE,
     HookedTransport,
     answer,

@@ -27,7 +27,8 @@ from shared.messaging import REASON_HEADER
 from shared.service import serve
 from shared.settings import SANDBOX_SECRET, SANDBOX_USER_ID, Settings
 from shared.topology import CRM_SYNC_ACTIONS, EXCHANGE
-from tests.integration.test_crm_sync_support import (
+from tests.support import Captured, capture
+from tests.support.crm_sync import (
     CONFIG_PATH,
     SCORE,
     answer,
@@ -36,7 +37,6 @@ from tests.integration.test_crm_sync_support import (
     portal_ref,
     route,
 )
-from tests.support import Captured, capture
 
 
 def _free_port() -> int:

@@ -22,9 +22,9 @@ from services.reports.queries import conflicts
 from services.scoring.handlers import score_submission
 from services.scoring.report import cosmetics_left_out_note
 from shared.outbox import Outbox
-from tests.cosmetics_check import LEFT_OUT, PER_PRODUCT, score_the_check
-from tests.unit.test_dashboard_render import figures, shown
-from tests.unit.test_scoring_answers import make_submission
+from tests.support.cosmetics import LEFT_OUT, PER_PRODUCT, score_the_check
+from tests.support.dashboard import figures, shown
+from tests.support.scoring import make_submission
 
 TOKEN = "dashboard-token-7c1e"
 WEBHOOK = "https://acme.bitrix24.ru/rest/1/w3bh00k-s3cret/"

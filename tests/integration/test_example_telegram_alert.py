@@ -29,7 +29,7 @@ from shared.messaging import REASON_HEADER
 from shared.service import serve
 from shared.settings import Settings
 from shared.topology import EXCHANGE, declare_queue
-from tests.unit.test_router_rules import scored
+from tests.support.router import scored
 
 ROOT = Path(__file__).resolve().parents[2]
 TOKEN = "4242:AAE-not-a-real-token"  # the fake Bot API's token

@@ -39,8 +39,8 @@ from shared.outbox import Outbox, OutboxRelay
 from shared.portal_config import PortalConfig
 from shared.settings import SANDBOX_APP_TOKEN, Settings
 from shared.topology import INGEST_HYDRATE
-from tests.conftest import EXAMPLE_CONFIG
 from tests.support import Captured, capture, forget_served_portal
+from tests.support.paths import EXAMPLE_CONFIG
 
 FORM = {"Content-Type": "application/x-www-form-urlencoded"}
 NPS = 1038

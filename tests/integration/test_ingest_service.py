@@ -34,8 +34,8 @@ from shared.settings import (
     Settings,
     get_settings,
 )
-from tests.conftest import EXAMPLE_CONFIG
 from tests.support import Captured, capture
+from tests.support.paths import EXAMPLE_CONFIG
 
 STARTUP_S = 30.0
 

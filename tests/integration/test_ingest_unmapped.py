@@ -54,9 +54,9 @@ from shared.settings import (
     Settings,
     get_settings,
 )
-from tests.conftest import EXAMPLE_CONFIG
 from tests.support import Captured, capture
-from tests.unit.test_dashboard_render import figures
+from tests.support.dashboard import figures
+from tests.support.paths import EXAMPLE_CONFIG
 
 STARTUP_S = 30.0
 NPS = 1038

@@ -9,7 +9,7 @@ import asyncpg
 
 from services.ops.demo import nps_summary, nps_text
 from services.scoring.report import COSMETICS_NOTE
-from tests.cosmetics_check import PER_PRODUCT, score_the_check
+from tests.support.cosmetics import PER_PRODUCT, score_the_check
 
 
 async def test_the_cosmetics_check_in_the_demo_summary(pool: asyncpg.Pool) -> None:

@@ -13,7 +13,7 @@ from services.scoring import read as scoring_read
 from services.scoring.handlers import score_submission
 from shared.db import Conn
 from shared.outbox import Outbox
-from tests.unit.test_scoring_answers import make_submission
+from tests.support.scoring import make_submission
 
 
 def _portal(tag: str) -> str:

@@ -16,8 +16,8 @@ from services.reports.settings import ReportsSettings
 from services.scoring.handlers import score_submission
 from services.scoring.report import ReportQuery, cosmetics_left_out_note, run_report
 from shared.outbox import Outbox
-from tests.cosmetics_check import LEFT_OUT, PER_PRODUCT, score_the_check
-from tests.unit.test_scoring_answers import make_submission
+from tests.support.cosmetics import LEFT_OUT, PER_PRODUCT, score_the_check
+from tests.support.scoring import make_submission
 
 TOKEN = "s3cret-reports-token"
 

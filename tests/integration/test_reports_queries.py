@@ -10,7 +10,7 @@ from services.reports.filters import Filters
 from services.reports.queries import attention
 from services.scoring.handlers import score_submission
 from shared.outbox import Outbox
-from tests.unit.test_scoring_answers import make_submission
+from tests.support.scoring import make_submission
 
 AT = "2024-05-03T09:00:00+03:00"
 EDITED = "2024-05-03T09:30:00+03:00"

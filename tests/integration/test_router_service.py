@@ -29,7 +29,7 @@ from shared.service import serve
 from shared.settings import Settings
 from shared.topology import EXCHANGE, ROUTER_SCORED
 from tests.support import Captured, capture
-from tests.unit.test_router_rules import scored
+from tests.support.router import scored
 
 BUILTIN_ROUTES = ("route.service", "route.marketing", "route.task", "route.contact")
 _items = itertools.count(700_000)

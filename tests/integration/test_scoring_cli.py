@@ -14,8 +14,8 @@ from services.cli import app
 from services.scoring.handlers import score_submission
 from shared.outbox import Outbox
 from shared.settings import get_settings
-from tests.cosmetics_check import LEFT_OUT, score_the_check
-from tests.unit.test_scoring_answers import make_submission
+from tests.support.cosmetics import LEFT_OUT, score_the_check
+from tests.support.scoring import make_submission
 
 
 @pytest.fixture(scope="module")

@@ -19,7 +19,7 @@ from shared.service import serve
 from shared.settings import Settings
 from shared.topology import SCORING_SUBMISSIONS
 from tests.support import Captured, capture, publish_raw
-from tests.unit.test_scoring_answers import make_submission
+from tests.support.scoring import make_submission
 
 
 @pytest.fixture

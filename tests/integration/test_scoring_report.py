@@ -34,8 +34,8 @@ from services.scoring.report import (
     run_report,
 )
 from shared.outbox import Outbox
-from tests.cosmetics_check import LEFT_OUT, PER_PRODUCT, score_the_check
-from tests.unit.test_scoring_answers import make_submission
+from tests.support.cosmetics import LEFT_OUT, PER_PRODUCT, score_the_check
+from tests.support.scoring import make_submission
 
 COSMETICS = {"kind": "cosmetics", "category_id": 10, "segment": "Cosmetics"}
 LASER = {"kind": "equipment", "category_id": 12, "segment": "Laser A"}

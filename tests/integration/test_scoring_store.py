@@ -20,7 +20,7 @@ from services.scoring.periods import bucket_start
 from services.scoring.report import ReportQuery, run_report
 from shared.messaging import PermanentError
 from shared.outbox import Outbox
-from tests.unit.test_scoring_answers import make_submission
+from tests.support.scoring import make_submission
 
 
 @pytest.fixture

@@ -1,7 +1,7 @@
 """Dashboard HTML: escaping, the figures a page shows, the filter form and the style sheet.
 
-`figures(html)` reads a page the way the integration and browser tests check it: every element
-with `data-row` is a row, every `data-col` inside it a figure (its text).
+Pages are read with `figures(html)` of `tests.support.dashboard`, as the integration and browser
+tests read them.
 """
 
 from __future__ import annotations
@@ -28,67 +28,9 @@ from services.reports.views import (
     product_lines,
     trend_chart,
 )
+from tests.support.dashboard import figures, shown
 
-VOID = {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source", "wbr"}
 SCRIPT = "<script>alert('x')</script>"
-
-
-class _Figures(HTMLParser):
-    def __init__(self) -> None:
-        super().__init__(convert_charrefs=True)
-        self.rows: dict[str, dict[str, str]] = {}
-        self._row: list[tuple[int, str]] = []
-        self._col: tuple[int, str] | None = None
-        self._text: list[str] = []
-        self._depth = 0
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        if tag in VOID:
-            return
-        self._depth += 1
-        found = dict(attrs)
-        if found.get("data-row") is not None:
-            key = found["data-row"] or ""
-            self._row.append((self._depth, key))
-            self.rows.setdefault(key, {})
-        if found.get("data-col") is not None and self._row:
-            self._col = (self._depth, found["data-col"] or "")
-            self._text = []
-
-    def handle_endtag(self, tag: str) -> None:
-        if tag in VOID:
-            return
-        if self._col is not None and self._col[0] == self._depth:
-            self.rows[self._row[-1][1]][self._col[1]] = "".join(self._text).strip()
-            self._col = None
-        if self._row and self._row[-1][0] == self._depth:
-            self._row.pop()
-        self._depth -= 1
-
-    def handle_data(self, data: str) -> None:
-        if self._col is not None:
-            self._text.append(data)
-
-
-def figures(html: str) -> dict[str, dict[str, str]]:
-    """{row key: {column: text shown}} of every `data-row` element of a page."""
-    parser = _Figures()
-    parser.feed(html)
-    parser.close()
-    return parser.rows
-
-
-def shown(row: dict[str, Any]) -> dict[str, str]:
-    """How a page shows the figures of an `/api/report` row."""
-    return {
-        "nps": "—" if row["nps"] is None else f"{row['nps']:.1f}",
-        "promoters": str(row["promoters"]),
-        "passives": str(row["passives"]),
-        "detractors": str(row["detractors"]),
-        "answers": str(row["answers"]),
-        "avg_score": "—" if row["avg_score"] is None else f"{row['avg_score']:.2f}",
-        **({"note": row["note"]} if row.get("note") else {}),
-    }
 
 
 def report_row(

@@ -82,12 +82,22 @@ def _reader_reaches_past_a_read_module(root: Path) -> list[str]:
     ]
 
 
+def _a_test_module_is_imported(root: Path) -> list[str]:
+    _write(root, "tests.integration.test_breach", "from tests.unit import test_scoring_nps\n")
+    _write(root, "tests.support.breach", "from tests import conftest\n")
+    return [
+        "tests.integration.test_breach -> tests.unit.test_scoring_nps",
+        "tests.support.breach -> tests.conftest",
+    ]
+
+
 BREACHES: dict[str, Callable[[Path], list[str]]] = {
     "pipeline-independent": _pipeline_service_imports_another,
     "pure-no-io": _pure_modules_reach_io,
     "shared-below-services": _shared_imports_a_service,
     "sandbox-standalone": _sandbox_imports_the_product,
     "read-modules-only": _reader_reaches_past_a_read_module,
+    "test-modules-private": _a_test_module_is_imported,
 }
 
 
@@ -111,7 +121,7 @@ def test_the_code_keeps_every_contract() -> None:
 
 @pytest.mark.parametrize("contract_id", sorted(BREACHES))
 def test_a_breach_breaks_its_contract_and_only_it(contract_id: str, tmp_path: Path) -> None:
-    for package in ("services", "shared"):
+    for package in ("services", "shared", "tests", "bench"):
         shutil.copytree(
             ROOT / package, tmp_path / package, ignore=shutil.ignore_patterns("__pycache__")
         )

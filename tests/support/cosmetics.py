@@ -9,7 +9,7 @@ import asyncpg
 from services.scoring.handlers import score_submission
 from services.scoring.report import cosmetics_left_out_note
 from shared.outbox import Outbox
-from tests.unit.test_scoring_answers import make_submission
+from tests.support.scoring import make_submission
 
 SUBMITTED = "2024-05-02T10:00:00+03:00"
 MANAGER = 5

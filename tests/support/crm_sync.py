@@ -1,4 +1,4 @@
-"""Helpers shared by the crm_sync integration tests (this module holds no tests of its own).
+"""crm_sync against a sandbox portal, for its tests.
 
 Every test gets its own sandbox portal (seeded with the demo data: contacts that already hold
 legacy values in the mapped fields) and its own portal key, so the shared database needs no
@@ -12,7 +12,6 @@ import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -30,9 +29,10 @@ from shared.bitrix24 import Bitrix24Client, MemoryRateBudget, RateBudget
 from shared.events import PortalRef, RouteAction, ScoredAnswer
 from shared.outbox import Outbox
 from shared.portal_config import PortalConfig
+from tests.support.paths import EXAMPLE_CONFIG
 
-ROOT = Path(__file__).resolve().parents[2]
-CONFIG_PATH = ROOT / "config" / "portal.example.yaml"
+CONFIG_PATH = EXAMPLE_CONFIG
+"""The portal configuration the sandbox portals are seeded from."""
 
 LASER = 12
 CRYO = 14

@@ -1,48 +1,19 @@
-"""Helpers shared by the integration and e2e tests (real RabbitMQ, real PostgreSQL)."""
+"""RabbitMQ for the tests: what a test captures from the `nps` exchange and what it publishes
+raw, bypassing the producers."""
 
 from __future__ import annotations
 
 import asyncio
 import json
-import shutil
-import socket
-import subprocess
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
-from urllib.parse import urlsplit
 
 import aio_pika
-import asyncpg
-import uvicorn
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
-from starlette.types import ASGIApp
 
 from shared.topology import CORE_QUEUES, EXCHANGE
-
-
-def reachable(url: str, default_port: int) -> bool:
-    parts = urlsplit(url)
-    try:
-        with socket.create_connection(
-            (parts.hostname or "127.0.0.1", parts.port or default_port), 2
-        ):
-            return True
-    except OSError:
-        return False
-
-
-async def forget_served_portal(pool: asyncpg.Pool) -> None:
-    """Let the next authentic event teach ingest its portal again, as in a new deployment: tests
-    of the unpinned app share one database but each sends from portals of its own."""
-    await pool.execute("DELETE FROM ingest_portal")
-
-
-def docker_available() -> bool:
-    if shutil.which("docker") is None:
-        return False
-    return subprocess.run(["docker", "info"], capture_output=True, check=False).returncode == 0
 
 
 async def purge_core_queues(channel: AbstractChannel) -> None:
@@ -50,46 +21,6 @@ async def purge_core_queues(channel: AbstractChannel) -> None:
         for name in (spec.name, spec.dlq):
             queue = await channel.get_queue(name, ensure=False)
             await queue.purge()
-
-
-@asynccontextmanager
-async def serving(app: ASGIApp) -> AsyncIterator[str]:
-    """`app` served by a real uvicorn on a free local port; yields its base URL."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
-    task = asyncio.create_task(server.serve(sockets=[sock]))
-    try:
-        async with asyncio.timeout(10):
-            while not server.started:
-                await asyncio.sleep(0.01)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        await task
-        sock.close()
-
-
-T0 = 1_700_000_000.0
-"""A Unix time for tests that drive a `FakeClock`."""
-
-
-class FakeClock:
-    """Time that moves only when the test says so or when code sleeps through `sleep` (each
-    sleep recorded, then one turn of the event loop so that other tasks run)."""
-
-    def __init__(self, now: float = T0) -> None:
-        self.now = now
-        self.slept: list[float] = []
-
-    def __call__(self) -> float:
-        return self.now
-
-    async def sleep(self, seconds: float) -> None:
-        self.slept.append(seconds)
-        self.now += seconds
-        await asyncio.sleep(0)
 
 
 class Captured:
