@@ -9,7 +9,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from services.ops.chaos import create_answers, settle
 from services.ops.stack import PIPELINE, Stack
 from shared.portal_config import PortalConfig
-from tests.monitoring import (
+from tests.support.monitoring import (
     SCRAPED,
     alert_rules,
     dashboard_queries,

@@ -9,8 +9,15 @@ import re
 import pytest
 import yaml
 
-from tests.monitoring import PROMETHEUS, ROOT, SCRAPED, alert_rules, exported_names, metric_names
-from tests.monitoring import promtool as run_promtool
+from tests.support.monitoring import (
+    PROMETHEUS,
+    SCRAPED,
+    alert_rules,
+    exported_names,
+    metric_names,
+)
+from tests.support.monitoring import promtool as run_promtool
+from tests.support.paths import ROOT
 
 ALERTS = [str(rule["alert"]) for rule in alert_rules()]
 

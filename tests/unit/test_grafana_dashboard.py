@@ -11,7 +11,7 @@ import yaml
 
 from services.reports.app import create_app
 from services.scoring.report import ReportQuery
-from tests.monitoring import GRAFANA, SCRAPED, exported_names, metric_names
+from tests.support.monitoring import GRAFANA, SCRAPED, exported_names, metric_names
 
 DASHBOARD: dict[str, Any] = json.loads((GRAFANA / "dashboards" / "b24-nps.json").read_text())
 PANELS = [panel for panel in DASHBOARD["panels"] if panel["type"] != "row"]
