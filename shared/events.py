@@ -17,7 +17,8 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
-Kind = Literal["cosmetics", "equipment"]
+Kind = Literal["cosmetics", "equipment", "deal"]
+"""`deal`: an answer held by an NPS deal (`deal_surveys`), `entity_type_id` 2."""
 Category = Literal["promoter", "passive", "detractor"]
 Scale = Literal["0-10", "1-10", "binary"]
 
