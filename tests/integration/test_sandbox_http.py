@@ -72,7 +72,7 @@ async def test_wrong_secret_is_401_and_unknown_method_404(client: httpx.AsyncCli
     assert response.status_code == 401
     assert response.json()["error"] == "NO_AUTH_FOUND"
     assert response.json()["error_description"] == "Wrong authorization data"
-    response = await client.post(rest("crm.deal.list"), json={})
+    response = await client.post(rest("crm.company.list"), json={})
     assert (response.status_code, response.json()["error"]) == (404, "ERROR_METHOD_NOT_FOUND")
 
 
