@@ -19,6 +19,8 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 Kind = Literal["cosmetics", "equipment", "deal"]
 """`deal`: an answer held by an NPS deal (`deal_surveys`), `entity_type_id` 2."""
+DEAL_ENTITY_TYPE_ID = 2
+"""Bitrix24's entity type id of deals (`crm.item.*` with `entityTypeId` 2)."""
 Category = Literal["promoter", "passive", "detractor"]
 Scale = Literal["0-10", "1-10", "binary"]
 
