@@ -22,6 +22,8 @@ TEMPLATE_PLACEHOLDERS: tuple[str, ...] = ("score", "sku", "product", "contact_id
 """What a string in a routing rule's `params` may refer to: `{score}`, `{sku}`, ..."""
 BUILTIN_PATCH_ACTION = "contact"
 """The contact-field patch is built in (every equipment answer); no declarative rule may send it."""
+BUILTIN_STAGE_ACTION = "stage"
+"""The NPS deal's stage move is built in (deal surveys' `stages`); no declarative rule sends it."""
 LEAD_ACTIONS: tuple[str, ...] = ("service", "marketing")
 """Actions that create a lead: never from cosmetics answers (the customer's rule)."""
 TASK_ACTION = "task"
@@ -243,6 +245,11 @@ class Rule(_Strict):
         if self.action == BUILTIN_PATCH_ACTION:
             problems.append(
                 "action 'contact' is the built-in contact-field patch and cannot be sent by a rule"
+            )
+        if self.action == BUILTIN_STAGE_ACTION:
+            problems.append(
+                "action 'stage' is the built-in move of an NPS deal (deal_surveys[].stages) and"
+                " cannot be sent by a rule"
             )
         for key in ("responsible_id", "deadline_hours"):
             value = self.params.get(key)
