@@ -101,7 +101,8 @@ class ProductAnswer(BaseModel):
 
 
 class FormSubmitted(Event):
-    """A survey answer read from the NPS smart process, one entry per product answered."""
+    """A survey answer read from the NPS smart process (one entry per product answered) or from
+    an NPS deal (kind `deal`, `entity_type_id` 2, one entry: the deal survey's product)."""
 
     NAME: ClassVar[str] = "form.submitted"
 
