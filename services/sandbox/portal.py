@@ -159,6 +159,7 @@ class SandboxPortal:
             "smart_processes": [
                 etype.entity_type_id for etype in self.state.entity_types.values() if etype.dynamic
             ],
+            "nps_deal_funnels": [survey.category_id for survey in self.state.deal_surveys],
         }
 
     def calls_report(

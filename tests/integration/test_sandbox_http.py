@@ -258,6 +258,7 @@ async def test_info_tasks_and_leads_inspection(client: httpx.AsyncClient) -> Non
     info = (await client.get("/sandbox/info")).json()
     assert info["webhook_url"] == "http://sandbox/rest/1/s3cr3tw3bh00k/"
     assert info["smart_processes"] == [NPS]
+    assert info["nps_deal_funnels"] == [20]
     await client.post(
         rest("tasks.task.add"),
         json={"fields": {"TITLE": "Call back", "RESPONSIBLE_ID": 5, "UF_CRM_TASK": ["C_1"]}},
