@@ -18,7 +18,7 @@ from services.sandbox.delivery import EventSender
 from services.sandbox.errors import RestError
 from services.sandbox.faults import Faults
 from services.sandbox.limits import Limits
-from services.sandbox.methods import CONTACT, LEAD
+from services.sandbox.methods import CONTACT, DEAL, LEAD
 from services.sandbox.persistence import save_portal
 from services.sandbox.portal import ITEM_EVENTS, SandboxPortal
 from services.sandbox.seed import (
@@ -133,6 +133,10 @@ def _sandbox_router(portal: SandboxPortal) -> APIRouter:
         changes = portal.crm.history(CONTACT, contact_id)
         return {"id": contact_id, "changes": [change.model_dump() for change in changes]}
 
+    @router.get("/deals")
+    async def deals(category_id: int | None = None) -> dict[str, Any]:
+        return {"deals": _deals(portal, category_id)}
+
     @router.get("/leads")
     async def leads() -> dict[str, Any]:
         return {"leads": list(portal.crm.records(LEAD).values())}
@@ -215,6 +219,22 @@ def _sandbox_router(portal: SandboxPortal) -> APIRouter:
         return {"reset": True}
 
     return router
+
+
+def _deals(portal: SandboxPortal, category_id: int | None) -> list[dict[str, Any]]:
+    """Deals (UPPER names), each with the stages it was moved to (``stage_moves``: every stage
+    change after it was opened, with the method that made it)."""
+    listed = []
+    for record in portal.crm.records(DEAL).values():
+        if category_id is not None and record.get("CATEGORY_ID") != category_id:
+            continue
+        moves = [
+            {"stage": change.after, "method": change.method}
+            for change in portal.crm.history(DEAL, record["ID"])
+            if change.field == "STAGE_ID" and change.before is not None
+        ]
+        listed.append({**record, "stage_moves": moves})
+    return listed
 
 
 async def _params(request: Request) -> dict[str, Any]:

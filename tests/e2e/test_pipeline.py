@@ -18,9 +18,9 @@ async def test_answers_flow_from_portal_to_crm(stack: Stack, portal_config: Port
         """INSERT INTO crm_actions (action_id, portal, action, answer_id)
            VALUES (gen_random_uuid()::text, 'another-portal', 'contact', 'x')"""
     )
-    await create_answers(stack, 150)
+    await create_answers(stack, 150, deals=40)
     verdict = await settle(stack, portal_config, timeout_s=240)
-    assert verdict.items == 150, verdict.line()
+    assert (verdict.items, verdict.deals) == (150, 40), verdict.line()
     assert verdict.ok, (verdict.line(), verdict.details)
     assert verdict.dlq == 0, verdict.line()
     conflicts = await conn.fetchval("SELECT count(*) FROM crm_conflicts")

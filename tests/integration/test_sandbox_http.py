@@ -273,3 +273,21 @@ async def test_info_tasks_and_leads_inspection(client: httpx.AsyncClient) -> Non
     leads = (await client.get("/sandbox/leads")).json()["leads"]
     assert [(lead["TITLE"], lead["ORIGIN_ID"]) for lead in leads] == [("Service", "a1")]
     assert json.dumps((await client.get("/sandbox/handlers")).json()) == '{"handlers": []}'
+
+
+async def test_nps_deals_are_opened_answered_and_listed_with_their_stage_moves(
+    client: httpx.AsyncClient,
+) -> None:
+    opened = (await client.post("/sandbox/answers", json={"deals": 3, "seed": 2})).json()
+    assert opened["created"] == []
+    [moved, *_] = opened["deals"]
+    await client.post(
+        rest("crm.deal.update"), json={"id": moved, "fields": {"STAGE_ID": "C20:WON"}}
+    )
+    deals = (await client.get("/sandbox/deals", params={"category_id": 20})).json()["deals"]
+    assert sorted(d["ID"] for d in deals) == sorted(opened["deals"])
+    assert all(isinstance(d["UF_CRM_NPS_SCORE"], int) for d in deals)
+    moves = {d["ID"]: d["stage_moves"] for d in deals}
+    assert moves[moved] == [{"stage": "C20:WON", "method": "crm.deal.update"}]
+    sales = (await client.get("/sandbox/deals", params={"category_id": 0})).json()["deals"]
+    assert len(sales) == 3

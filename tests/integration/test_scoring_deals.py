@@ -11,7 +11,7 @@ from services.scoring.handlers import score_submission
 from services.scoring.report import ReportQuery, run_report
 from tests.unit.test_scoring_answers import make_submission
 
-DEAL_SURVEY = {
+DEAL_SURVEY: dict[str, Any] = {
     "kind": "deal",
     "entity_type_id": 2,
     "category_id": 20,
