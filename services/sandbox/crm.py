@@ -49,6 +49,11 @@ class Crm:
         self.register_type(contact_type())
         self.add_user(self.actor_id, "Sandbox", "Admin", position="Administrator")
 
+    def install_deals(self) -> None:
+        """Deals and their default funnel, for a portal saved before the sandbox had them."""
+        if deal_type().entity_type_id not in self.state.entity_types:
+            self.register_type(deal_type())
+
     def next_id(self, counter: str) -> int:
         value = self.state.counters.get(counter, 0) + 1
         self.state.counters[counter] = value

@@ -98,6 +98,8 @@ class SandboxPortal:
         self.crm = Crm(self.state, clock, user_id, self._emit)
         if state is None:
             self.crm.install_defaults()
+        else:
+            self.crm.install_deals()
         self.faults = FaultInjector(clock)
         self.deliveries: list[Delivery] = []
         self._outbox: list[Delivery] = []

@@ -6,6 +6,7 @@ from typing import Any
 import pytest
 
 from services.sandbox.limits import Limits
+from services.sandbox.persistence import load_portal, save_portal
 from services.sandbox.portal import SandboxPortal
 from services.sandbox.seed import answer_nps_deals, open_nps_deals, seed_demo
 from tests.support import FakeClock
@@ -126,3 +127,14 @@ def test_nps_deals_open_unanswered_for_won_sales_then_get_answered(
         )
     answer_nps_deals(portal, opened, seed=1)
     assert all(0 <= deals[deal_id]["UF_CRM_NPS_SCORE"] <= 10 for deal_id in opened)
+
+
+def test_a_portal_saved_before_deals_existed_gets_them_when_loaded(tmp_path: Path) -> None:
+    saved = SandboxPortal(limits=Limits.off())
+    del saved.state.entity_types[2]
+    del saved.state.entities[2]
+    path = tmp_path / "state.json"
+    save_portal(saved, path)
+    loaded = load_portal(path, limits=Limits.off())
+    assert ok(loaded, "crm.deal.list", {}) == []
+    assert [s["STATUS_ID"] for s in ok(loaded, "crm.status.list", {})][-1] == "LOSE"
