@@ -43,8 +43,7 @@ class Progress:
         )
 
 
-DEAL = 2
-# The demo's answers: smart-process items $2 (entity type other than 2) and NPS deals $3.
+# The demo's answers: smart-process items $2 and NPS deals $3 (deals are entity type 2).
 _MINE = """(entity_type_id <> 2 AND item_id = ANY($2::bigint[])
      OR entity_type_id = 2 AND item_id = ANY($3::bigint[]))"""
 
