@@ -393,11 +393,11 @@ def routing_summary(config: PortalConfig) -> list[str]:
             else "off (no routing.task; detractors get the service lead only)"
         ),
         f"manager of an answer (manager reports): {manager}",
-        *(_deal_summary(deal) for deal in config.deal_surveys),
+        *(_deal_summary(deal, task is not None) for deal in config.deal_surveys),
     ]
 
 
-def _deal_summary(deal: DealSurvey) -> str:
+def _deal_summary(deal: DealSurvey, task: bool) -> str:
     stages = deal.stages
     manager = (
         f"the sales deal's responsible ({deal.sale_deal_field})"
@@ -407,6 +407,7 @@ def _deal_summary(deal: DealSurvey) -> str:
     return (
         f"deal survey {deal.name!r} (deal category {deal.category_id}): promoter → "
         f"{stages.promoter}, passive → {stages.passive}, detractor → {stages.detractor}; "
+        f"head-of-sales task for detractors: {'on' if task else 'off (no routing.task)'}; "
         f"manager: {manager}"
     )
 

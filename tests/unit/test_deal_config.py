@@ -97,5 +97,6 @@ def test_nps_config_check_says_what_a_deal_survey_does(
     assert result.exit_code == 0, result.output
     assert (
         "deal survey 'After the sale' (deal category 7): promoter → success, passive → leave,"
-        " detractor → failure; manager: the sales deal's responsible (UF_CRM_SALE_DEAL)"
+        " detractor → failure; head-of-sales task for detractors: on; manager: the sales deal's"
+        " responsible (UF_CRM_SALE_DEAL)"
     ) in result.output.splitlines()
