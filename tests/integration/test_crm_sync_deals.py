@@ -6,6 +6,7 @@ outcome changes; every action delivered twice (a redelivery) has one effect."""
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
 from typing import Any
@@ -187,3 +188,37 @@ async def test_an_older_answer_arriving_late_does_not_undo_a_newer_move(
     await route_twice(scored(ref, deal, version=1), portal_config, writers)
     await route_twice(older, portal_config, writers)
     assert stage_moves(portal, deal_id) == [WON]
+
+
+async def test_a_move_the_portal_answers_true_to_but_does_not_make_is_not_taken_for_done(
+    pool: asyncpg.Pool,
+    portal: SandboxPortal,
+    writers: Writers,
+    portal_config: PortalConfig,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A person moves the deal to the sales funnel between crm_sync's read and its move: the
+    portal answers the move `true` and keeps the deal where it is; the verify read catches it."""
+    ref = portal_ref()
+    [deal_id] = answer_nps_deals(portal, open_nps_deals(portal, 1, seed=4), seed=4)
+    original = portal.call
+    moved: list[bool] = []
+
+    def call(method: str, params: Any, *, auth: tuple[str, str] | None = None) -> Any:
+        reply = original(method, params, auth=auth)
+        if not moved and "crm.item.get" in json.dumps(params):
+            portal.crm.update(DEAL, deal_id, {"CATEGORY_ID": 0}, method="crm.deal.update")
+            moved.append(True)
+        return reply
+
+    monkeypatch.setattr(portal, "call", call)
+    event = scored(ref, portal.crm.records(DEAL)[deal_id])
+    [stage] = [a for a in plan_actions(event, portal_config) if a.action == "stage"]
+    written = await writers.stages.move(stage)
+    assert written is not None
+    assert written.outcome == "conflict"
+    assert str(written.details["reason"]).startswith("the portal accepted the move to C20:")
+    assert portal.crm.records(DEAL)[deal_id]["STAGE_ID"] == "NEW"
+    async with pool.acquire() as conn:
+        [conflict] = await list_conflicts(conn, portal=ref.key)
+    assert conflict.field == stage_field(deal_id)
