@@ -411,6 +411,13 @@ def config_check(
             f"portal: categories no segment maps: {listed}; their answers are held"
             " (nps unmapped) until a segment maps them"
         )
+    for funnel in checked.funnels:
+        if funnel.success is not None and funnel.failure is not None:
+            typer.echo(
+                f"portal: deal category {funnel.category_id}: success stage"
+                f" {funnel.success.id} ({funnel.success.name}), failure stage"
+                f" {funnel.failure.id} ({funnel.failure.name})"
+            )
     if problems:
         raise typer.Exit(code=1)
     typer.echo("portal: every configured field exists and its type fits")

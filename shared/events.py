@@ -17,7 +17,10 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
-Kind = Literal["cosmetics", "equipment"]
+Kind = Literal["cosmetics", "equipment", "deal"]
+"""`deal`: an answer held by an NPS deal (`deal_surveys`), `entity_type_id` 2."""
+DEAL_ENTITY_TYPE_ID = 2
+"""Bitrix24's entity type id of deals (`crm.item.*` with `entityTypeId` 2)."""
 Category = Literal["promoter", "passive", "detractor"]
 Scale = Literal["0-10", "1-10", "binary"]
 
@@ -98,7 +101,8 @@ class ProductAnswer(BaseModel):
 
 
 class FormSubmitted(Event):
-    """A survey answer read from the NPS smart process, one entry per product answered."""
+    """A survey answer read from the NPS smart process (one entry per product answered) or from
+    an NPS deal (kind `deal`, `entity_type_id` 2, one entry: the deal survey's product)."""
 
     NAME: ClassVar[str] = "form.submitted"
 

@@ -14,6 +14,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from shared.deal_stages import StageOutcome
 from shared.events import Category, Kind, Scale
 
 PLAN_RATES: dict[str, tuple[float, int]] = {"standard": (2.0, 50), "enterprise": (5.0, 250)}
@@ -21,6 +22,8 @@ TEMPLATE_PLACEHOLDERS: tuple[str, ...] = ("score", "sku", "product", "contact_id
 """What a string in a routing rule's `params` may refer to: `{score}`, `{sku}`, ..."""
 BUILTIN_PATCH_ACTION = "contact"
 """The contact-field patch is built in (every equipment answer); no declarative rule may send it."""
+BUILTIN_STAGE_ACTION = "stage"
+"""The NPS deal's stage move is built in (deal surveys' `stages`); no declarative rule sends it."""
 LEAD_ACTIONS: tuple[str, ...] = ("service", "marketing")
 """Actions that create a lead: never from cosmetics answers (the customer's rule)."""
 TASK_ACTION = "task"
@@ -131,6 +134,35 @@ class Survey(_Strict):
         return next((s for s in self.segments if s.category_id == category_id), None)
 
 
+class DealStages(_Strict):
+    """What each NPS category does to the NPS deal's stage (`leave` = nothing)."""
+
+    promoter: StageOutcome = "success"
+    passive: StageOutcome = "success"
+    detractor: StageOutcome = "failure"
+
+    def outcome(self, category: Category) -> StageOutcome:
+        outcome: StageOutcome = getattr(self, category)
+        return outcome
+
+
+class DealSurvey(_Strict):
+    """NPS kept in a deal funnel: a deal of `category_id` per closed sale, answered by filling
+    `score_field` (and `comment_field`), then moved to the funnel's success or failure stage."""
+
+    category_id: int = Field(ge=0, description="the NPS deal category (0 = the default funnel)")
+    name: str = Field(min_length=1)
+    product: Product
+    """The sku and name the answers are reported under."""
+    score_field: str = Field(min_length=1)
+    comment_field: str | None = None
+    sale_deal_field: str | None = None
+    """A field holding the sales deal's id: its responsible is then whose NPS the answer is."""
+    scale: Scale | None = None
+    """The survey's scale; None = `nps.scale`."""
+    stages: DealStages = DealStages()
+
+
 class ResponsibleAction(_Strict):
     responsible_id: int = Field(gt=0)
 
@@ -214,6 +246,11 @@ class Rule(_Strict):
             problems.append(
                 "action 'contact' is the built-in contact-field patch and cannot be sent by a rule"
             )
+        if self.action == BUILTIN_STAGE_ACTION:
+            problems.append(
+                "action 'stage' is the built-in move of an NPS deal (deal_surveys[].stages) and"
+                " cannot be sent by a rule"
+            )
         for key in ("responsible_id", "deadline_hours"):
             value = self.params.get(key)
             if key in self.params and (type(value) is not int or value <= 0):
@@ -228,7 +265,7 @@ class Routing(_Strict):
     service: ResponsibleAction
     marketing: ResponsibleAction
     task: TaskAction | None = None
-    """The head of sales' task for equipment detractors; None = no task for them."""
+    """The head of sales' task for equipment and deal-survey detractors; None = no task."""
     rules: list[Rule] = Field(default_factory=list)
 
     @model_validator(mode="after")
@@ -244,11 +281,16 @@ class PortalConfig(_Strict):
     portal: PortalSection = PortalSection()
     nps: NpsSection = NpsSection()
     survey: Survey
+    deal_surveys: list[DealSurvey] = Field(default_factory=list)
     routing: Routing
+
+    def deal_survey(self, category_id: int) -> DealSurvey | None:
+        return next((d for d in self.deal_surveys if d.category_id == category_id), None)
 
     @model_validator(mode="after")
     def _rules_name_known_segments_and_skus(self) -> PortalConfig:
         categories = {segment.category_id for segment in self.survey.segments}
+        categories |= {deal.category_id for deal in self.deal_surveys}
         skus = {
             product.sku
             for segment in self.survey.segments
@@ -256,7 +298,8 @@ class PortalConfig(_Strict):
                 segment.products if isinstance(segment, CosmeticsSegment) else [segment.product]
             )
         }
-        problems = []
+        skus |= {deal.product.sku for deal in self.deal_surveys}
+        problems = self._deal_survey_problems()
         for rule in self.routing.rules:
             problems.extend(self._rule_problems(rule))
             unknown_segments = sorted(set(rule.match.segment or ()) - categories)
@@ -275,6 +318,30 @@ class PortalConfig(_Strict):
         if problems:
             raise ValueError("; ".join(problems))
         return self
+
+    def _deal_survey_problems(self) -> list[str]:
+        """Two deal surveys on one funnel, or a deal survey's sku used by another survey."""
+        problems = []
+        seen: set[int] = set()
+        taken = {
+            product.sku
+            for segment in self.survey.segments
+            for product in (
+                segment.products if isinstance(segment, CosmeticsSegment) else [segment.product]
+            )
+        }
+        for index, deal in enumerate(self.deal_surveys):
+            where = f"deal_surveys[{index}]"
+            if deal.category_id in seen:
+                problems.append(f"{where}.category_id: {deal.category_id} appears twice")
+            seen.add(deal.category_id)
+            if deal.product.sku in taken:
+                problems.append(
+                    f"{where}.product.sku: {deal.product.sku} is already a product of another"
+                    " survey; give each survey its own sku"
+                )
+            taken.add(deal.product.sku)
+        return problems
 
     def _rule_problems(self, rule: Rule) -> list[str]:
         """A lead from cosmetics answers, or a task nobody is set to receive."""
@@ -326,7 +393,23 @@ def routing_summary(config: PortalConfig) -> list[str]:
             else "off (no routing.task; detractors get the service lead only)"
         ),
         f"manager of an answer (manager reports): {manager}",
+        *(_deal_summary(deal, task is not None) for deal in config.deal_surveys),
     ]
+
+
+def _deal_summary(deal: DealSurvey, task: bool) -> str:
+    stages = deal.stages
+    manager = (
+        f"the sales deal's responsible ({deal.sale_deal_field})"
+        if deal.sale_deal_field
+        else "the NPS deal's responsible"
+    )
+    return (
+        f"deal survey {deal.name!r} (deal category {deal.category_id}): promoter → "
+        f"{stages.promoter}, passive → {stages.passive}, detractor → {stages.detractor}; "
+        f"head-of-sales task for detractors: {'on' if task else 'off (no routing.task)'}; "
+        f"manager: {manager}"
+    )
 
 
 def _describe(error: Any) -> str:

@@ -49,7 +49,8 @@ INGEST_HYDRATE = QueueSpec("ingest.hydrate", ("webhook.received",))
 SCORING_SUBMISSIONS = QueueSpec("scoring.submissions", ("form.submitted",))
 ROUTER_SCORED = QueueSpec("router.scored", ("nps.scored.#",))
 CRM_SYNC_ACTIONS = QueueSpec(
-    "crm_sync.actions", ("route.service", "route.marketing", "route.task", "route.contact")
+    "crm_sync.actions",
+    ("route.service", "route.marketing", "route.task", "route.contact", "route.stage"),
 )
 # A bounded tap of crm.written.* so the outcome events are always routable and ops can peek at them.
 WRITTEN_TAP = QueueSpec("nps.written", ("crm.written.#",), max_length=WRITTEN_TAP_MAX)

@@ -107,7 +107,8 @@ def conflicts(
     portal: PortalOption = None,
     limit: Annotated[int, typer.Option(help="At most this many, newest first.", min=1)] = 500,
 ) -> None:
-    """Values b24-nps left alone: legacy or hand-edited contact fields it did not overwrite."""
+    """Values b24-nps left alone: legacy or hand-edited contact fields it did not overwrite, and
+    NPS deals a person had moved (field D_<deal>.STAGE_ID)."""
     settings = _settings()
     config = _config(settings)
     key, rows, total = _with_pool(

@@ -15,13 +15,21 @@ from collections.abc import Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
-from shared.events import CrmWritten, RouteAction, ScoredAnswer, WriteOutcome, derived_id
+from shared.events import (
+    DEAL_ENTITY_TYPE_ID,
+    CrmWritten,
+    RouteAction,
+    ScoredAnswer,
+    WriteOutcome,
+    derived_id,
+)
 from shared.portal_config import DEFAULT_DEADLINE_HOURS, PortalConfig
 
 ORIGINATOR = "b24-nps"
 LEAD_ACTIONS = ("service", "marketing")
 TASK_ACTION = "task"
 CONTACT_ACTION = "contact"
+STAGE_ACTION = "stage"
 
 
 class ActionError(ValueError):
@@ -29,7 +37,10 @@ class ActionError(ValueError):
 
 
 def item_binding(entity_type_id: int, item_id: int) -> str:
-    """The CRM binding code of a smart-process item: `T` + type id in hex, e.g. `T40e_77`."""
+    """The CRM binding code of a smart-process item (`T` + type id in hex, e.g. `T40e_77`) or
+    of a deal (`D_77`)."""
+    if entity_type_id == DEAL_ENTITY_TYPE_ID:
+        return f"D_{item_id}"
     return f"T{entity_type_id:x}_{item_id}"
 
 
@@ -99,6 +110,12 @@ def title_for(action: RouteAction) -> str:
     return _default_title(action)
 
 
+def _source(answer: ScoredAnswer) -> str:
+    if answer.entity_type_id == DEAL_ENTITY_TYPE_ID:
+        return f"Survey answer: NPS deal {answer.item_id} ({answer.segment})"
+    return f"Survey answer: item {answer.item_id} of smart process {answer.entity_type_id}"
+
+
 def _summary(answer: ScoredAnswer) -> list[str]:
     return [
         f"Score: {score_text(answer)} ({answer.category})",
@@ -106,7 +123,7 @@ def _summary(answer: ScoredAnswer) -> list[str]:
         f"Customer comment: {answer.comment.strip() if answer.comment else '(none)'}",
         f"Service requested: {'yes' if answer.service_request else 'no'}",
         f"Answered: {answer.submitted_at.isoformat(timespec='minutes')}",
-        f"Survey answer: item {answer.item_id} of smart process {answer.entity_type_id}",
+        _source(answer),
     ]
 
 

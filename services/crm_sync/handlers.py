@@ -7,7 +7,8 @@ from dataclasses import dataclass
 
 from services.crm_sync.contacts import ContactWriter
 from services.crm_sync.creates import EntityWriter
-from services.crm_sync.entities import CONTACT_ACTION, LEAD_ACTIONS, TASK_ACTION
+from services.crm_sync.entities import CONTACT_ACTION, LEAD_ACTIONS, STAGE_ACTION, TASK_ACTION
+from services.crm_sync.stages import StageWriter
 from shared.events import RouteAction
 from shared.logging import get_logger
 from shared.messaging import PermanentError
@@ -19,6 +20,7 @@ log = get_logger(__name__)
 class Writers:
     contacts: ContactWriter
     entities: EntityWriter
+    stages: StageWriter
 
 
 async def handle_action(action: RouteAction, writers: Writers) -> None:
@@ -27,6 +29,8 @@ async def handle_action(action: RouteAction, writers: Writers) -> None:
         event = await writers.contacts.patch(action)
     elif action.action in (*LEAD_ACTIONS, TASK_ACTION):
         event = await writers.entities.create(action)
+    elif action.action == STAGE_ACTION:
+        event = await writers.stages.move(action)
     else:
         raise PermanentError(f"crm_sync does not carry out action {action.action!r}")
     if event is None:

@@ -9,6 +9,7 @@ from services.crm_sync.coalescer import CommandCoalescer
 from services.crm_sync.contacts import ContactWriter
 from services.crm_sync.creates import EntityWriter
 from services.crm_sync.handlers import Writers, handle_action
+from services.crm_sync.stages import StageWriter
 from shared.bitrix24 import client_from_settings
 from shared.events import RouteAction
 from shared.messaging import subscribe
@@ -28,6 +29,7 @@ async def wire(runtime: Runtime) -> None:
     writers = Writers(
         contacts=ContactWriter(runtime.pool, runtime.outbox, coalescer, runtime.config),
         entities=EntityWriter(runtime.pool, runtime.outbox, coalescer, runtime.config),
+        stages=StageWriter(runtime.pool, runtime.outbox, coalescer),
     )
     subscribe(
         runtime.broker,

@@ -9,6 +9,11 @@ Publishing happens in one statement with the claim of the incoming message id, s
 message publishes nothing twice; `store.record_answer` also drops a state of the item that was
 already published (the same answer reached us by event and by sweep, say).
 
+Deals (entity type 2, when `deal_surveys` are configured) take the same path, read with
+`crm.item.list` too: a deal of a funnel no deal survey names, or an NPS deal not answered yet,
+is dropped (it is no answer); an answered one is published like an item, its manager being the
+sales deal's responsible when the survey links the sales deal (one more read, batched alike).
+
 An item of a category no segment maps is held (`store.hold_unmapped`) with the fields it was read
 with, until the configuration maps the category (`services.ingest.release`).
 """
@@ -20,7 +25,7 @@ import contextlib
 import time
 from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import replace
-from typing import Any
+from typing import Any, TypeVar
 
 import asyncpg
 from prometheus_client import Counter
@@ -31,13 +36,17 @@ from services.ingest.mapping import (
     Answer,
     AnswerError,
     EnumValues,
+    NotAnAnswer,
     NotASurvey,
     UnknownListItemError,
+    deal_responsible,
+    map_deal,
     map_item,
+    sale_deal_id,
 )
 from services.ingest.release import release_held
 from shared.bitrix24 import Bitrix24Client, NotFound
-from shared.events import FormSubmitted, WebhookReceived
+from shared.events import DEAL_ENTITY_TYPE_ID, FormSubmitted, WebhookReceived
 from shared.logging import get_logger
 from shared.messaging import PermanentError
 from shared.outbox import Outbox
@@ -58,6 +67,8 @@ log = get_logger(__name__)
 
 Waiting = dict[int, list[asyncio.Future[dict[str, Any] | None]]]
 """Item id → the futures of the messages waiting for that item."""
+
+_Mapped = TypeVar("_Mapped", Answer | NotASurvey, Answer | NotAnAnswer)
 
 
 class ItemReader:
@@ -282,6 +293,9 @@ class Hydrator:
 
     async def handle(self, event: WebhookReceived) -> None:
         nps_type = self._config.survey.entity_type_id
+        if event.entity_type_id == DEAL_ENTITY_TYPE_ID and self._config.deal_surveys:
+            await self._handle_deal(event)
+            return
         if event.entity_type_id != nps_type:
             self._dropped("other_entity_type", event, f"not the NPS smart process {nps_type}")
             return
@@ -300,6 +314,31 @@ class Hydrator:
             contact = mapped.contact_id
             manager = None if contact is None else await self._contacts.responsible(contact)
             mapped = replace(mapped, responsible_id=manager)
+        await self._publish(event, mapped)
+
+    async def _handle_deal(self, event: WebhookReceived) -> None:
+        deal = event.fields
+        if deal is None:
+            deal = await self._reader.get(DEAL_ENTITY_TYPE_ID, event.item_id)
+            if deal is None:
+                self._dropped("item_gone", event, "the deal does not exist (any more)")
+                return
+        mapped = await self._mapped(
+            DEAL_ENTITY_TYPE_ID, lambda enums: map_deal(deal, self._config, enums)
+        )
+        if isinstance(mapped, NotAnAnswer):
+            self._dropped("not_an_answer", event, mapped.reason)
+            return
+        survey = self._config.deal_survey(mapped.category_id)
+        sale = None if survey is None else sale_deal_id(deal, survey)
+        if sale is not None:
+            # Whose NPS it is: the sales deal's responsible (the survey's sale_deal_field).
+            sale_deal = await self._reader.get(DEAL_ENTITY_TYPE_ID, sale)
+            if sale_deal is not None:
+                mapped = replace(mapped, responsible_id=deal_responsible(sale_deal))
+        await self._publish(event, mapped)
+
+    async def _publish(self, event: WebhookReceived, mapped: Answer) -> None:
         form = FormSubmitted(
             **event.caused("form", mapped.fingerprint()),
             portal=event.portal,
@@ -335,17 +374,22 @@ class Hydrator:
         )
 
     async def _map(self, item: Mapping[str, Any]) -> Answer | NotASurvey:
-        entity_type_id = self._config.survey.entity_type_id
+        return await self._mapped(
+            self._config.survey.entity_type_id, lambda enums: map_item(item, self._config, enums)
+        )
+
+    async def _mapped(self, entity_type_id: int, read: Callable[[EnumValues], _Mapped]) -> _Mapped:
+        """`read` with the type's enumeration items, re-read once when a list item is unknown."""
         try:
             try:
-                return map_item(item, self._config, await self._catalog.enums(entity_type_id))
+                return read(await self._catalog.enums(entity_type_id))
             except UnknownListItemError as unknown:
                 enums = await self._catalog.refresh(entity_type_id)
                 if enums is None:
                     raise FieldsOutdatedError(
                         f"{unknown}; field definitions were read moments ago, retrying later"
                     ) from unknown
-                return map_item(item, self._config, enums)
+                return read(enums)
         except AnswerError as exc:
             HYDRATED.labels(outcome="invalid").inc()
             raise PermanentError(str(exc)) from exc

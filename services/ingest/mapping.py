@@ -20,8 +20,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from shared.events import Kind, ProductAnswer, Scale
-from shared.portal_config import CosmeticsSegment, EquipmentSegment, PortalConfig
+from shared.events import DEAL_ENTITY_TYPE_ID, Kind, ProductAnswer, Scale
+from shared.portal_config import CosmeticsSegment, DealSurvey, EquipmentSegment, PortalConfig
 
 EnumValues = Mapping[str, Mapping[str, str]]
 """Enumeration field name → {list item ID → VALUE}."""
@@ -134,6 +134,59 @@ def map_item(
         updated_at=read_time(item, "updatedTime", item_id),
         answers=answers,
     )
+
+
+@dataclass(frozen=True)
+class NotAnAnswer:
+    """A deal that holds no survey answer: of a funnel no deal survey names (ignored), or an NPS
+    deal not answered yet (its score field is empty)."""
+
+    reason: str
+
+
+def map_deal(
+    deal: Mapping[str, Any], config: PortalConfig, enums: EnumValues
+) -> Answer | NotAnAnswer:
+    """Read a deal (as `crm.item.list` returns it for entityTypeId 2, `useOriginalUfNames=Y`)
+    as the answer of its deal survey. The answer's time is the NPS deal's creation (the sale's
+    close); raises `AnswerError` on unreadable values."""
+    deal_id = _required_int(deal, "id", "?")
+    category_id = _required_int(deal, "categoryId", deal_id)
+    survey = config.deal_survey(category_id)
+    if survey is None:
+        return NotAnAnswer(f"deal category {category_id} is no deal survey's")
+    scale = survey.scale or config.nps.scale
+    score = read_score(deal, survey.score_field, scale, enums, deal_id)
+    if score is None:
+        return NotAnAnswer(f"not answered yet: {survey.score_field} is empty")
+    product = survey.product
+    return Answer(
+        item_id=deal_id,
+        entity_type_id=DEAL_ENTITY_TYPE_ID,
+        category_id=category_id,
+        segment=survey.name,
+        kind="deal",
+        scale=scale,
+        contact_id=_optional_id(deal, "contactId", deal_id),
+        responsible_id=_optional_id(deal, "assignedById", deal_id),
+        comment=_comment(deal, survey.comment_field),
+        service_request=False,
+        submitted_at=read_time(deal, "createdTime", deal_id),
+        updated_at=read_time(deal, "updatedTime", deal_id),
+        answers=(ProductAnswer(sku=product.sku, name=product.name, score=score),),
+    )
+
+
+def sale_deal_id(deal: Mapping[str, Any], survey: DealSurvey) -> int | None:
+    """The sales deal an NPS deal links to (`sale_deal_field`), None without one."""
+    if survey.sale_deal_field is None:
+        return None
+    return _optional_id(deal, survey.sale_deal_field, deal.get("id"))
+
+
+def deal_responsible(deal: Mapping[str, Any]) -> int | None:
+    """A deal's responsible (`assignedById`), None when unset."""
+    return _optional_id(deal, "assignedById", deal.get("id"))
 
 
 def _cosmetics_answers(

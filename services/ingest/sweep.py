@@ -6,6 +6,9 @@ event, robot call or earlier sweep for the item arrived after that update. A sub
 `WebhookReceived` with `source="sweep"`, `ts` = the item's updatedTime and the listed fields
 (so the hydrator needs no second read), stored and queued through the outbox like any event.
 
+Deals are swept the same way when deal surveys are configured (`crm.item.list` with entityTypeId 2,
+only the deal surveys' funnels), with a watermark of their own.
+
 It sweeps only the portal the deployment serves: `portal.member_id`, else the portal ingest learned
 from the first event (never the portal of whatever event came last). The first sweep of a portal
 only records a watermark (it does not replay the portal's history);
@@ -30,7 +33,7 @@ from services.ingest.mapping import AnswerError, read_time
 from services.ingest.webhook import SWEEP_EVENT, correlation_for
 from shared.bitrix24 import Bitrix24Client
 from shared.db import Conn
-from shared.events import PortalRef, WebhookReceived, utcnow
+from shared.events import DEAL_ENTITY_TYPE_ID, PortalRef, WebhookReceived, utcnow
 from shared.logging import get_logger
 from shared.outbox import Outbox
 from shared.portal_config import PortalConfig
@@ -122,7 +125,22 @@ class Sweeper:
                 await lock.execute("SELECT pg_advisory_unlock($1)", SWEEP_LOCK)
 
     async def _sweep(self, since: datetime | None) -> SweepResult:
-        entity_type_id = self._config.survey.entity_type_id
+        result = await self._sweep_type(self._config.survey.entity_type_id, {}, since)
+        if not (result.ran and self._config.deal_surveys):
+            return result
+        funnels = [deal.category_id for deal in self._config.deal_surveys]
+        deals = await self._sweep_type(DEAL_ENTITY_TYPE_ID, {"@categoryId": funnels}, since)
+        return SweepResult(
+            ran=True,
+            listed=result.listed + deals.listed,
+            submitted=result.submitted + deals.submitted,
+            watermark=result.watermark,
+            initialised=result.initialised,
+        )
+
+    async def _sweep_type(
+        self, entity_type_id: int, only: Mapping[str, Any], since: datetime | None
+    ) -> SweepResult:
         async with self._pool.acquire() as conn:
             portal = await self._portal(conn)
             if portal is None:
@@ -144,7 +162,7 @@ class Sweeper:
             "crm.item.list",
             {
                 "entityTypeId": entity_type_id,
-                "filter": {">=updatedTime": (start - OVERLAP).isoformat()},
+                "filter": {">=updatedTime": (start - OVERLAP).isoformat(), **only},
                 "select": ["*"],
                 "useOriginalUfNames": "Y",
             },
@@ -154,10 +172,10 @@ class Sweeper:
             listed += 1
             chunk.append(item)
             if len(chunk) >= CHUNK:
-                count, newest = await self._submit(portal, chunk, newest)
+                count, newest = await self._submit(portal, entity_type_id, chunk, newest)
                 submitted += count
                 chunk = []
-        count, newest = await self._submit(portal, chunk, newest)
+        count, newest = await self._submit(portal, entity_type_id, chunk, newest)
         submitted += count
         async with self._pool.acquire() as conn:
             await store.set_watermark(conn, portal.key, entity_type_id, newest)
@@ -171,10 +189,13 @@ class Sweeper:
         return None if portal is None else portal.ref
 
     async def _submit(
-        self, portal: PortalRef, items: Sequence[Mapping[str, Any]], newest: datetime
+        self,
+        portal: PortalRef,
+        entity_type_id: int,
+        items: Sequence[Mapping[str, Any]],
+        newest: datetime,
     ) -> tuple[int, datetime]:
         """Submit the unseen items of one chunk; the count and the newest updatedTime so far."""
-        entity_type_id = self._config.survey.entity_type_id
         candidates: list[tuple[int, datetime, Mapping[str, Any]]] = []
         for item in items:
             try:

@@ -20,7 +20,7 @@ from typing import Any, Literal
 from urllib.parse import parse_qsl
 
 from services.ingest.mapping import AnswerError, read_time
-from shared.events import PortalRef, WebhookReceived, derived_id
+from shared.events import DEAL_ENTITY_TYPE_ID, PortalRef, WebhookReceived, derived_id
 from shared.portal_config import CosmeticsSegment, EquipmentSegment, PortalConfig
 
 MAX_BODY_BYTES = 64 * 1024
@@ -30,6 +30,9 @@ MAX_INTEGER = 2**63 - 1
 """The largest id or Unix time a PostgreSQL `bigint` holds: larger numbers are refused (400)."""
 FORM_CONTENT_TYPE = "application/x-www-form-urlencoded"
 ITEM_EVENTS = ("ONCRMDYNAMICITEMADD", "ONCRMDYNAMICITEMUPDATE")
+DEAL_EVENTS = ("ONCRMDEALADD", "ONCRMDEALUPDATE")
+"""Deal events carry only `data[FIELDS][ID]`: the hydrator reads the deal and keeps it only when
+it is in a deal survey's funnel."""
 ROBOT_EVENT = "ROBOT"
 SWEEP_EVENT = "SWEEP"
 TOKEN_FIELD = "auth[application_token]"  # noqa: S105 - a parameter name, not a token
@@ -289,6 +292,10 @@ def read_event(form: Mapping[str, Any], config: PortalConfig) -> Accepted | Igno
         raise RequestError(400, "event name missing", "event", "a Bitrix24 event name")
     name = raw_name.strip().upper()
     per_type = _PER_TYPE_EVENT.match(name)
+    if name in DEAL_EVENTS:
+        if not config.deal_surveys:
+            return Ignored(name, f"{name}: no deal survey is configured (deal_surveys)")
+        return _accepted(form, name, DEAL_ENTITY_TYPE_ID, "a positive integer deal id")
     if name in ITEM_EVENTS:
         base, type_in_name = name, None
     elif per_type is not None:
@@ -315,7 +322,12 @@ def read_event(form: Mapping[str, Any], config: PortalConfig) -> Accepted | Igno
         return Ignored(
             name, f"entity type {entity_type_id} is not the NPS smart process {nps_type}"
         )
-    item_id = _positive_int(_get(fields, "ID"), "data[FIELDS][ID]", "a positive integer item id")
+    return _accepted(form, base, entity_type_id, "a positive integer item id")
+
+
+def _accepted(form: Mapping[str, Any], base: str, entity_type_id: int, expected: str) -> Accepted:
+    fields = _get(_get(form, "data"), "FIELDS")
+    item_id = _positive_int(_get(fields, "ID"), "data[FIELDS][ID]", expected)
     ts_raw = form.get("ts")
     ts = None if ts_raw in (None, "") else _positive_int(ts_raw, "ts", "Unix time in seconds")
     auth = _auth(form)
@@ -339,8 +351,9 @@ def read_robot(
     """An authenticated robot call (item fields in the query or form) → accepted, or ignored.
 
     Parameters: `id` (required), `category_id` (required), `entity_type_id` (defaults to the
-    NPS smart process), `contact_id`, `responsible_id`, `created_time`, `updated_time`, and the
-    configured item field codes (score, tested, comment and service-request fields) by name.
+    NPS smart process; 2 for an NPS deal), `contact_id`, `responsible_id`, `created_time`,
+    `updated_time`, and the configured item field codes (score, tested, comment and
+    service-request fields; a deal survey's score, comment and sales-deal fields) by name.
     """
     item_id = _positive_int(params.get("id"), "id", "the item's id, a positive integer")
     nps_type = config.survey.entity_type_id
@@ -350,7 +363,8 @@ def read_robot(
         if entity_raw is None
         else _positive_int(entity_raw, "entity_type_id", "the smart process's entityTypeId")
     )
-    if entity_type_id != nps_type:
+    deal = entity_type_id == DEAL_ENTITY_TYPE_ID and bool(config.deal_surveys)
+    if entity_type_id != nps_type and not deal:
         return Ignored(
             ROBOT_EVENT, f"entity type {entity_type_id} is not the NPS smart process {nps_type}"
         )
@@ -365,14 +379,19 @@ def read_robot(
         "entityTypeId": entity_type_id,
         "categoryId": category_id,
     }
-    for name, aliases in (
-        (survey.fields.contact, ("contact_id",)),
-        (survey.fields.responsible, ("responsible_id",)),
-    ):
+    people = (
+        ("contactId", "assignedById")
+        if deal
+        else (
+            survey.fields.contact,
+            survey.fields.responsible,
+        )
+    )
+    for name, aliases in zip(people, (("contact_id",), ("responsible_id",)), strict=True):
         value = _first(params, name, *aliases)
         if value is not None:
             fields[name] = _plain(value)
-    for name in _item_field_codes(config):
+    for name in _deal_field_codes(config) if deal else _item_field_codes(config):
         if name in params:
             fields[name] = _plain(params[name])
     fields["createdTime"] = _robot_time(params, "created_time", received_at)[0]
@@ -418,6 +437,15 @@ def _item_field_codes(config: PortalConfig) -> list[str]:
             for product in segment.products:
                 codes.extend((product.tested_field, product.score_field))
     return codes
+
+
+def _deal_field_codes(config: PortalConfig) -> list[str]:
+    return [
+        code
+        for deal in config.deal_surveys
+        for code in (deal.score_field, deal.comment_field, deal.sale_deal_field)
+        if code
+    ]
 
 
 def _portal(member_id: object, domain: object) -> PortalRef:

@@ -54,10 +54,13 @@ def fault_stack(database_url: str, rabbitmq_url: str, config: Path, log_dir: Pat
     )
 
 
-async def create_answers(stack: Stack, count: int, seed: int = 7) -> list[int]:
-    """Survey answers created in the sandbox portal as CRM forms would (events fire)."""
+async def create_answers(stack: Stack, count: int, seed: int = 7, deals: int = 0) -> list[int]:
+    """Survey answers created in the sandbox portal as CRM forms would (events fire), and
+    `deals` NPS deals opened for won sales and answered (their update events fire)."""
     async with httpx.AsyncClient(base_url=stack.sandbox_url, timeout=120) as http:
-        reply = await http.post("/sandbox/answers", json={"count": count, "seed": seed})
+        reply = await http.post(
+            "/sandbox/answers", json={"count": count, "seed": seed, "deals": deals}
+        )
         created: list[int] = reply.raise_for_status().json()["created"]
     return created
 
@@ -133,7 +136,7 @@ async def inject(stack: Stack, fault: str, hold_s: float = 5.0) -> None:
         await set_faults(stack, {})
     elif fault == "ingest-down":
         await asyncio.to_thread(stack.stop, "ingest")
-        await create_answers(stack, 20, seed=99)
+        await create_answers(stack, 20, seed=99, deals=5)
         await asyncio.sleep(hold_s)
         await asyncio.to_thread(stack.start, "ingest")
     else:
@@ -186,7 +189,7 @@ async def settle(
 
 async def warm_up(stack: Stack, config: PortalConfig) -> None:
     """A few answers through first: ingest has seen its portal, as in any running install."""
-    await create_answers(stack, WARM_UP_ANSWERS, seed=1)
+    await create_answers(stack, WARM_UP_ANSWERS, seed=1, deals=2)
     verdict = await settle(stack, config, timeout_s=60)
     if not verdict.ok:
         raise ChaosError(
@@ -209,7 +212,7 @@ async def fault_mid_run(
     """`answers` created in the portal while each fault in turn, `gap_s` after the previous one,
     is injected and recovered from; then the verdict once the pipeline settled. Every service
     must be ready again: database, broker and a live consumer on every queue it reads."""
-    flowing = asyncio.create_task(create_answers(stack, answers))
+    flowing = asyncio.create_task(create_answers(stack, answers, deals=answers // 4))
     try:
         for fault in faults:
             await asyncio.sleep(gap_s)

@@ -205,12 +205,19 @@ def discard_command(
 def demo_command(
     count: Annotated[int, typer.Option(min=1, max=10_000, help="survey answers to create")] = 200,
     timeout_s: Annotated[float, typer.Option("--timeout", help="seconds to wait")] = 300.0,
+    deals: Annotated[
+        int,
+        typer.Option(
+            min=0, max=10_000, help="NPS deals to open for won sales and answer (deal_surveys)"
+        ),
+    ] = 60,
 ) -> None:
-    """Create survey answers in the sandbox portal and follow them through the running pipeline."""
+    """Create survey answers and answered NPS deals in the sandbox portal and follow them through
+    the running pipeline."""
     from services.ops.demo import DemoError, run_demo
 
     try:
-        asyncio.run(run_demo(get_settings(), count, timeout_s, echo=typer.echo))
+        asyncio.run(run_demo(get_settings(), count, timeout_s, echo=typer.echo, deals=deals))
     except DemoError as exc:
         typer.echo(str(exc), err=True)
         raise typer.Exit(code=1) from None

@@ -1,6 +1,10 @@
 """`nps demo`: survey answers created in the sandbox portal, followed through the running pipeline
 with a progress line, ending with the NPS report and what was written to the CRM.
 
+Beside the smart-process answers, NPS deals are opened for won sales in the demo's NPS funnel and
+answered: they end at the funnel's success or failure stage, detractors with a task for the head
+of sales (the `stage` and `task` lines of the CRM summary, the "After the sale" segment row).
+
 The NPS shown follows the reports' cosmetics rule: per product (cosmetics included) and per
 segment, where a cosmetics segment has its counts but no NPS, and a note says why."""
 
@@ -17,8 +21,17 @@ import asyncpg
 import httpx
 
 from services.crm_sync import read as crm_sync_read
-from services.scoring.read import ReportQuery, answer_ids, render_table, run_report, scored_items
+from services.scoring.read import (
+    ItemRef,
+    ReportQuery,
+    answer_ids,
+    render_table,
+    run_report,
+    scored_items,
+)
 from shared.db import Conn, create_pool
+from shared.events import DEAL_ENTITY_TYPE_ID
+from shared.portal_config import ConfigError, load_portal_config
 from shared.settings import Settings
 
 
@@ -40,19 +53,46 @@ class Progress:
         )
 
 
-async def _create_answers(settings: Settings, count: int) -> tuple[str, list[int]]:
+@dataclass(frozen=True)
+class Created:
+    """What the demo created in the sandbox portal."""
+
+    member_id: str
+    entity_type_id: int
+    """The smart process the survey items are in (the portal YAML's `survey.entity_type_id`)."""
+    items: list[int]
+    deals: list[int]
+
+    @property
+    def answers(self) -> int:
+        return len(self.items) + len(self.deals)
+
+
+async def _create_answers(settings: Settings, count: int, deals: int) -> Created:
     base = f"http://{settings.sandbox_host}:{settings.sandbox_port}"
     try:
         async with httpx.AsyncClient(base_url=base, timeout=60) as http:
             info = (await http.get("/sandbox/info")).raise_for_status().json()
-            reply = await http.post("/sandbox/answers", json={"count": count, "spread_days": 90})
-            created: list[int] = reply.raise_for_status().json()["created"]
+            if not info.get("nps_deal_funnels"):
+                deals = 0  # the portal YAML names no deal survey: smart-process answers only
+            reply = await http.post(
+                "/sandbox/answers", json={"count": count, "spread_days": 90, "deals": deals}
+            )
+            if reply.status_code == httpx.codes.CONFLICT:
+                raise DemoError(f"the sandbox portal refused: {reply.json().get('detail')}")
+            body = reply.raise_for_status().json()
     except httpx.HTTPError as exc:
         raise DemoError(
             f"the sandbox portal does not answer at {base} ({type(exc).__name__}); "
             "start the pipeline with `make run` in another terminal first"
         ) from None
-    return str(info["member_id"]), created
+    try:
+        entity_type_id = load_portal_config(settings.portal_config_path()).survey.entity_type_id
+    except ConfigError as exc:
+        raise DemoError(str(exc)) from None
+    return Created(
+        str(info["member_id"]), entity_type_id, list(body["created"]), list(body.get("deals", []))
+    )
 
 
 async def nps_summary(conn: Conn, portal: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
@@ -75,27 +115,38 @@ def nps_text(products: list[dict[str, Any]], segments: list[dict[str, Any]]) -> 
     )
 
 
-async def _progress(pool: asyncpg.Pool, portal: str, items: list[int]) -> Progress:
+def _refs(created: Created) -> list[ItemRef]:
+    """The demo's answers as scoring knows them: smart-process items, then NPS deals."""
+    entity = created.entity_type_id
+    return [(entity, i) for i in created.items] + [(DEAL_ENTITY_TYPE_ID, d) for d in created.deals]
+
+
+async def _progress(pool: asyncpg.Pool, created: Created) -> Progress:
+    refs = _refs(created)
     async with pool.acquire() as conn:
-        scored = await scored_items(conn, portal, items)
-        answers = await answer_ids(conn, portal, items)
-        actions = await crm_sync_read.actions(conn, portal, answers)
-        states = await crm_sync_read.action_states(conn, portal)
+        scored = await scored_items(conn, created.member_id, refs)
+        answers = await answer_ids(conn, created.member_id, refs)
+        actions = await crm_sync_read.actions(conn, created.member_id, answers)
+        states = await crm_sync_read.action_states(conn, created.member_id)
     done = sum(1 for a in actions if a.state == "done")
-    return Progress(len(items), len(scored), done, states.pending)
+    return Progress(created.answers, len(scored), done, states.pending)
 
 
-async def _crm_outcomes(conn: Conn, portal: str, items: list[int]) -> tuple[dict[str, int], int]:
-    """What crm_sync did for the answers of `items` (`action:outcome` -> how many), and how
-    many values it left alone for them."""
-    answers = await answer_ids(conn, portal, items)
+async def _crm_outcomes(conn: Conn, created: Created) -> tuple[dict[str, int], int, int]:
+    """What crm_sync did for the demo's answers (`action:outcome` -> how many), how many contact
+    values it left alone for them, and how many NPS deals' stages it left alone."""
+    portal = created.member_id
+    entity = created.entity_type_id
+    items = await answer_ids(conn, portal, [(entity, i) for i in created.items])
+    deals = await answer_ids(conn, portal, [(DEAL_ENTITY_TYPE_ID, d) for d in created.deals])
     done = Counter(
         f"{a.action}:{a.outcome}"
-        for a in await crm_sync_read.actions(conn, portal, answers)
+        for a in await crm_sync_read.actions(conn, portal, items + deals)
         if a.state == "done"
     )
-    conflicts = await crm_sync_read.conflict_count(conn, portal=portal, answer_ids=answers)
-    return dict(sorted(done.items())), conflicts or 0
+    fields = await crm_sync_read.conflict_count(conn, portal=portal, answer_ids=items)
+    stages = await crm_sync_read.conflict_count(conn, portal=portal, answer_ids=deals)
+    return dict(sorted(done.items())), fields or 0, stages or 0
 
 
 async def run_demo(
@@ -103,22 +154,28 @@ async def run_demo(
     count: int,
     timeout_s: float = 300.0,
     echo: Callable[[str], None] = print,
+    deals: int = 0,
 ) -> dict[str, Any]:
-    """Create `count` answers, wait until the pipeline has settled, print and return a summary."""
+    """Create `count` answers and `deals` answered NPS deals, wait until the pipeline has
+    settled, print and return a summary."""
     if not settings.sandbox:
         raise DemoError(
             "nps demo creates answers in the sandbox portal; BITRIX24_WEBHOOK_URL points at a real"
             " portal, so unset it (or run `nps demo` against a `make run` without it)"
         )
-    portal, items = await _create_answers(settings, count)
-    echo(f"created {len(items)} survey answers in the sandbox portal; following them…")
+    created = await _create_answers(settings, count, deals)
+    portal = created.member_id
+    echo(
+        f"created {len(created.items)} survey answers and {len(created.deals)} answered NPS deals"
+        " in the sandbox portal; following them…"
+    )
     pool = await create_pool(settings.database_url.get_secret_value(), max_size=2)
     try:
         deadline = time.monotonic() + timeout_s
         last: Progress | None = None
         steady = 0
         while True:
-            progress = await _progress(pool, portal, items)
+            progress = await _progress(pool, created)
             settled = progress.scored == progress.created and progress.actions_pending == 0
             steady = steady + 1 if settled and progress == last else 0
             if progress != last:
@@ -134,19 +191,21 @@ async def run_demo(
             await asyncio.sleep(0.5)
         async with pool.acquire() as conn:
             rows, segments = await nps_summary(conn, portal)
-            crm, conflicts = await _crm_outcomes(conn, portal, items)
+            crm, conflicts, stages = await _crm_outcomes(conn, created)
     finally:
         await pool.close()
     summary: dict[str, Any] = {
-        "answers": len(items),
+        "answers": len(created.items),
+        "deals": len(created.deals),
         "crm": crm,
         "conflicts": conflicts,
+        "stage_conflicts": stages,
         "report": rows,
         "segments": segments,
     }
     echo("\n" + nps_text(rows, segments))
     echo("")
-    for line in crm_lines(crm, conflicts):
+    for line in crm_lines(crm, conflicts, stages):
         echo(line)
     return summary
 
@@ -162,16 +221,29 @@ OUTCOME_MEANINGS: dict[str, str] = {
 """What each outcome of a CRM action means, as the demo prints it."""
 
 
-def crm_lines(crm: dict[str, int], conflicts: int) -> list[str]:
+STAGE_MEANINGS: dict[str, str] = {
+    "patched": "NPS deal moved to its funnel's success or failure stage",
+    "unchanged": "NPS deal already at the stage its answer calls for",
+    "conflict": "NPS deal left where a person had moved it",
+}
+"""What an outcome of the `stage` action means, where it differs from the others'."""
+
+
+def crm_lines(crm: dict[str, int], conflicts: int, stages: int = 0) -> list[str]:
     """What the CRM got: actions (one per answer and kind) by outcome, then the legacy values
-    left alone, which count contact fields, not answers."""
+    left alone, which count contact fields, not answers, and the NPS deals' stages left alone."""
     lines = ["What the CRM got for these answers (actions: one per answer and kind):"]
     for key, count in crm.items():
         action, outcome = key.split(":")
-        lines.append(f"  {action:<10} {outcome:<10} {count:>5}  {OUTCOME_MEANINGS[outcome]}")
+        meaning = (STAGE_MEANINGS if action == "stage" else OUTCOME_MEANINGS).get(
+            outcome, OUTCOME_MEANINGS.get(outcome, outcome)
+        )
+        lines.append(f"  {action:<10} {outcome:<10} {count:>5}  {meaning}")
     patches = crm.get("contact:conflict", 0)
     left_alone = f"  legacy values left alone (nps conflicts): {conflicts} contact field(s)"
     if patches:
         left_alone += f", in the {patches} contact patch(es) with outcome conflict"
     lines.append(left_alone)
+    if stages:
+        lines.append(f"  NPS deal stages left alone (nps conflicts): {stages}")
     return lines

@@ -1,9 +1,11 @@
 """The pipeline's verdict: what the portal produced compared with what it finally holds.
 
 Counts, for one portal (sandbox inspection + the pipeline's own records):
-- `lost`: survey items never scored, and actions the answers call for with no outcome
-  (no lead, no task, no contact outcome);
-- `duplicated`: leads or tasks created more than once for one action or answer;
+- `lost`: survey items and answered NPS deals never scored, actions the answers call for with no
+  outcome (no lead, no task, no contact outcome), NPS deals not at the stage their answer calls
+  for;
+- `duplicated`: leads or tasks created more than once for one action or answer, an NPS deal
+  moved more than once for one answer or given a task it should not have;
 - `overwritten`: contact field values b24-nps replaced although it had not written them, and
   multiple (history) fields that lost an entry;
 - `dlq`: messages waiting in dead-letter queues.
@@ -24,7 +26,9 @@ import httpx
 from services.crm_sync import read as crm_sync_read
 from services.crm_sync.read import ActionView, WriteView
 from services.scoring.read import CurrentAnswer, current_answers, scored_items
-from shared.portal_config import EquipmentSegment, PortalConfig
+from shared.deal_stages import read_funnel, status_entity_id
+from shared.events import Category
+from shared.portal_config import DealSurvey, EquipmentSegment, PortalConfig
 
 CONTACT_OUTCOMES = {"patched", "unchanged", "conflict", "skipped"}
 
@@ -33,6 +37,8 @@ CONTACT_OUTCOMES = {"patched", "unchanged", "conflict", "skipped"}
 class Verdict:
     portal: str = ""
     items: int = 0
+    deals: int = 0
+    """Answered NPS deals of the deal surveys' funnels."""
     answers: int = 0
     lost: int = 0
     duplicated: int = 0
@@ -49,8 +55,9 @@ class Verdict:
 
     def line(self) -> str:
         return (
-            f"items {self.items} · answers {self.answers} · lost {self.lost} · "
-            f"duplicated {self.duplicated} · overwritten {self.overwritten} · dlq {self.dlq}"
+            f"items {self.items} · deals {self.deals} · answers {self.answers} · "
+            f"lost {self.lost} · duplicated {self.duplicated} · "
+            f"overwritten {self.overwritten} · dlq {self.dlq}"
         )
 
     def as_dict(self) -> dict[str, Any]:
@@ -87,6 +94,7 @@ async def compute(
         tasks = (await http.get("/sandbox/tasks")).json()["tasks"]
         item_ids = [int(item["id"]) for item in items["items"]]
         verdict.items = len(item_ids)
+        deals = await _nps_deals(http, str(info["webhook_url"]), config)
         async with pool.acquire() as conn:
             scored = await scored_items(conn, portal)
             answers = await current_answers(conn, portal)
@@ -99,13 +107,98 @@ async def compute(
         }
     verdict.answers = len(answers)
     for item_id in item_ids:
-        if item_id not in scored:
+        if (entity_type, item_id) not in scored:
             verdict.lost += 1
             verdict.note("lost", f"item {item_id} never scored")
+    _check_deals(verdict, deals, scored, tasks, config)
     _check_creates(verdict, answers, actions, leads, tasks)
     _check_contacts(verdict, answers, actions, config)
     _check_overwrites(verdict, histories, ours, config)
     return verdict
+
+
+@dataclass(frozen=True)
+class _NpsDeal:
+    deal: dict[str, Any]
+    survey: DealSurvey
+    stages: dict[str, str]
+    """The funnel's success and failure stage ids (`crm.status.list` semantics)."""
+
+
+async def _nps_deals(
+    http: httpx.AsyncClient, webhook_url: str, config: PortalConfig
+) -> list[_NpsDeal]:
+    """The answered deals of each deal survey's funnel, with the funnel's final stages."""
+    found: list[_NpsDeal] = []
+    for survey in config.deal_surveys:
+        rows = (
+            await http.post(
+                f"{webhook_url}crm.status.list.json",
+                json={"filter": {"ENTITY_ID": status_entity_id(survey.category_id)}},
+            )
+        ).json()["result"]
+        funnel = read_funnel(survey.category_id, rows)
+        stages = {
+            outcome: stage.id
+            for outcome, stage in (("success", funnel.success), ("failure", funnel.failure))
+            if stage is not None
+        }
+        listed = (
+            await http.get("/sandbox/deals", params={"category_id": survey.category_id})
+        ).json()["deals"]
+        found.extend(
+            _NpsDeal(deal, survey, stages)
+            for deal in listed
+            if deal.get(survey.score_field) not in (None, "")
+        )
+    return found
+
+
+def _category(score: int, scale: str) -> Category:
+    """The NPS category of a score, restated: binary 1 promotes; 9-10, 7-8, the rest detract."""
+    if scale == "binary":
+        return "promoter" if score == 1 else "detractor"
+    return "promoter" if score >= 9 else "passive" if score >= 7 else "detractor"
+
+
+def _check_deals(
+    verdict: Verdict,
+    deals: list[_NpsDeal],
+    scored: set[tuple[int, int]],
+    tasks: list[dict[str, Any]],
+    config: PortalConfig,
+) -> None:
+    """Each answered NPS deal: scored, at the stage its answer calls for, moved once, and one
+    head-of-sales task when it is a detractor (none otherwise)."""
+    verdict.deals = len(deals)
+    bound = Counter(
+        str(binding) for task in tasks for binding in task.get("UF_CRM_TASK") or [] if binding
+    )
+    for nps in deals:
+        deal_id = int(nps.deal["ID"])
+        if (2, deal_id) not in scored:
+            verdict.lost += 1
+            verdict.note("lost", f"NPS deal {deal_id} never scored")
+            continue
+        category = _category(
+            int(nps.deal[nps.survey.score_field]), nps.survey.scale or config.nps.scale
+        )
+        outcome = nps.survey.stages.outcome(category)
+        moves = len(nps.deal["stage_moves"])
+        if outcome != "leave" and nps.deal["STAGE_ID"] != nps.stages.get(outcome):
+            verdict.lost += 1
+            verdict.note("lost", f"NPS deal {deal_id} at {nps.deal['STAGE_ID']}, not {outcome}")
+        if moves > (0 if outcome == "leave" else 1):
+            verdict.duplicated += moves - 1
+            verdict.note("duplicated", f"NPS deal {deal_id} moved {moves} times")
+        wanted = int(category == "detractor" and config.routing.task is not None)
+        count = bound[f"D_{deal_id}"]
+        if count < wanted:
+            verdict.lost += 1
+            verdict.note("lost", f"no task for NPS deal {deal_id}")
+        elif count > wanted:
+            verdict.duplicated += count - wanted
+            verdict.note("duplicated", f"{count} tasks for NPS deal {deal_id}")
 
 
 def _touched(leads: list[dict[str, Any]]) -> set[int]:

@@ -15,6 +15,8 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 from urllib.parse import urlsplit
 
+from shared.events import DEAL_ENTITY_TYPE_ID
+
 NPS_LOW, NPS_HIGH = -100.0, 100.0
 DASH = "—"
 MAX_VALUE_CHARS = 120
@@ -354,9 +356,11 @@ def portal_origin(webhook_url: str) -> str:
 
 
 def item_url(origin: str | None, entity_type_id: int, item_id: int) -> str | None:
-    """The Bitrix24 page of a smart-process item."""
+    """The Bitrix24 page of a smart-process item or of an NPS deal."""
     if origin is None:
         return None
+    if entity_type_id == DEAL_ENTITY_TYPE_ID:
+        return f"{origin}/crm/deal/details/{item_id}/"
     return f"{origin}/crm/type/{entity_type_id}/details/{item_id}/"
 
 

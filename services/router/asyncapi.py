@@ -50,6 +50,12 @@ event carries `event_id`, `schema_version`, `occurred_at`, `correlation_id` (one
 answer) and `causation_id`. Core queues are durable quorum queues; each has a dead-letter queue
 `<queue>.dlq` on the direct exchange `nps.dlx`. An integrator's reaction is one more queue bound
 to `nps.scored.<kind>.<category>` or `route.<action>`.
+
+Kinds: `cosmetics` and `equipment` are answers held by items of the NPS smart process; `deal` is
+an answer held by an NPS deal (a deal survey's funnel, `entity_type_id` 2, `item_id` = the deal's
+id), e.g. `nps.scored.deal.detractor`. Deal answers cause `route.stage` (the NPS deal moved to its
+funnel's success or failure stage; `crm.written.stage` says `patched`, `unchanged`, `conflict` when
+a person decided otherwise, or `skipped`) and, for detractors, `route.task`.
 """
 
 # Who publishes what (docs/architecture.md, Events): (service, model, routing keys, description).
@@ -66,7 +72,8 @@ PUBLISHED: tuple[tuple[str, type[Event], tuple[str, ...], str], ...] = (
         "ingest",
         FormSubmitted,
         ("form.submitted",),
-        "A survey answer read from the NPS smart process, one entry per product answered.",
+        "A survey answer read from the NPS smart process (one entry per product answered) or "
+        "from an NPS deal (kind `deal`, entity type 2).",
     ),
     (
         "scoring",
@@ -99,10 +106,15 @@ PUBLISHED: tuple[tuple[str, type[Event], tuple[str, ...], str], ...] = (
 
 # Who consumes what: (service, queue, model, description).
 CONSUMED: tuple[tuple[str, QueueSpec, type[Event], str], ...] = (
-    ("ingest", INGEST_HYDRATE, WebhookReceived, "Hydrates an item through crm.item.list."),
+    ("ingest", INGEST_HYDRATE, WebhookReceived, "Hydrates an item or deal via crm.item.list."),
     ("scoring", SCORING_SUBMISSIONS, FormSubmitted, "Stores and scores each product answer."),
     ("router", ROUTER_SCORED, NpsScored, "Applies built-in and declarative routing rules."),
-    ("crm_sync", CRM_SYNC_ACTIONS, RouteAction, "Writes to the portal: leads, tasks, contacts."),
+    (
+        "crm_sync",
+        CRM_SYNC_ACTIONS,
+        RouteAction,
+        "Writes to the portal: leads, tasks, contacts, deal stages.",
+    ),
     ("ops", WRITTEN_TAP, CrmWritten, "A bounded tap of outcomes for operators to peek at."),
 )
 

@@ -9,6 +9,17 @@ Built-in rules (docs/router.md), equipment answers only:
 | `builtin:marketing` | promoter                               | marketing | the category      |
 | `builtin:contact`   | a contact and mapped contact fields    | contact   | answer version    |
 
+Deal-survey answers (kind `deal`):
+
+| rule            | when                                  | action | outcome in the id            |
+|-----------------|---------------------------------------|--------|------------------------------|
+| `builtin:stage` | the NPS category moves the deal       | stage  | wanted stage, answer version |
+| `builtin:task`  | detractor, when `routing.task` is set | task   | the category                 |
+
+A stage action goes out for every version of a deal answer whose category moves the deal: crm_sync
+moves the deal only when it is not at the wanted stage already, so an edited answer moves it again
+only when the outcome changed, and an older version never undoes a newer one.
+
 Cosmetics answers cause no built-in action. Declarative rules (`routing.rules`) add actions of
 their own, with the category as outcome.
 
@@ -27,6 +38,7 @@ from typing import Any
 from shared.events import NpsScored, RouteAction, ScoredAnswer, derived_id
 from shared.portal_config import (
     BUILTIN_PATCH_ACTION,
+    BUILTIN_STAGE_ACTION,
     DEFAULT_DEADLINE_HOURS,
     PortalConfig,
     Rule,
@@ -37,7 +49,8 @@ SERVICE = "service"
 MARKETING = "marketing"
 TASK = "task"
 CONTACT = BUILTIN_PATCH_ACTION
-BUILTIN_ACTIONS: tuple[str, ...] = (SERVICE, MARKETING, TASK, CONTACT)
+STAGE = BUILTIN_STAGE_ACTION
+BUILTIN_ACTIONS: tuple[str, ...] = (SERVICE, MARKETING, TASK, CONTACT, STAGE)
 """The actions crm_sync carries out (the routing keys `route.<action>` of its queue)."""
 
 DEFAULT_TITLES: dict[str, str] = {
@@ -129,6 +142,11 @@ def default_params(action: str, answer: ScoredAnswer, config: PortalConfig) -> d
         params |= {"deadline_hours": DEFAULT_DEADLINE_HOURS}
     if action in DEFAULT_TITLES:
         params["title"] = render(DEFAULT_TITLES[action], values)
+    survey = config.deal_survey(answer.category_id) if answer.kind == "deal" else None
+    if survey is not None:
+        params["survey"] = survey.name
+        if action == STAGE:
+            params["outcome"] = survey.stages.outcome(answer.category)
     return params
 
 
@@ -139,8 +157,22 @@ def _has_contact_fields(answer: ScoredAnswer, config: PortalConfig) -> bool:
     )
 
 
+def _deal_builtin(answer: ScoredAnswer, config: PortalConfig) -> list[tuple[str, str, str]]:
+    survey = config.deal_survey(answer.category_id)
+    fired: list[tuple[str, str, str]] = []
+    outcome = "leave" if survey is None else survey.stages.outcome(answer.category)
+    if outcome != "leave":
+        version = f"{outcome}|{answer.updated_at.isoformat()}"
+        fired.append((STAGE, builtin_rule(STAGE), version))
+    if answer.category == "detractor" and config.routing.task is not None:
+        fired.append((TASK, builtin_rule(TASK), answer.category))
+    return fired
+
+
 def _builtin(answer: ScoredAnswer, config: PortalConfig) -> list[tuple[str, str, str]]:
     """(action, rule, outcome) of every built-in rule that fires for `answer`."""
+    if answer.kind == "deal":
+        return _deal_builtin(answer, config)
     if answer.kind != "equipment":
         return []
     fired: list[tuple[str, str, str]] = []

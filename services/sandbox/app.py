@@ -14,33 +14,41 @@ from fastapi.responses import HTMLResponse, JSONResponse
 from pydantic import BaseModel, Field, ValidationError
 
 from services.sandbox.brackets import parse_query
-from services.sandbox.crm import ITEM_ADD, ITEM_UPDATE
 from services.sandbox.delivery import EventSender
 from services.sandbox.errors import RestError
 from services.sandbox.faults import Faults
 from services.sandbox.limits import Limits
-from services.sandbox.methods import CONTACT, LEAD
+from services.sandbox.methods import CONTACT, DEAL, LEAD
 from services.sandbox.pages import PAGE_HEADERS, record_page
 from services.sandbox.persistence import save_portal
-from services.sandbox.portal import SandboxPortal
-from services.sandbox.seed import ConfigError, add_answer_items, make_answers
+from services.sandbox.portal import ITEM_EVENTS, SandboxPortal
+from services.sandbox.seed import (
+    ConfigError,
+    add_answer_items,
+    answer_nps_deals,
+    make_answers,
+    open_nps_deals,
+)
 from services.sandbox.values import FieldValueError
 from services.sandbox.views import render_item, render_legacy
 
 
 class HandlerIn(BaseModel):
     url: str
-    events: list[str] = Field(default_factory=lambda: [ITEM_ADD, ITEM_UPDATE])
+    events: list[str] = Field(default_factory=lambda: list(ITEM_EVENTS))
 
 
 class AnswersIn(BaseModel):
     """Either ``count`` random answers (``seed`` for repeatability, ``spread_days`` to
-    back-date them) or explicit ``items`` (item fields, UPPER or camelCase names)."""
+    back-date them) or explicit ``items`` (item fields, UPPER or camelCase names); ``deals``
+    NPS deals opened for closed sales, answered unless ``answer_deals`` is false."""
 
     count: int = Field(default=0, ge=0, le=100_000)
     seed: int | None = None
     spread_days: float = Field(default=0.0, ge=0)
     items: list[dict[str, Any]] = Field(default_factory=list)
+    deals: int = Field(default=0, ge=0, le=100_000)
+    answer_deals: bool = True
 
 
 def create_app(
@@ -160,6 +168,10 @@ def _sandbox_router(portal: SandboxPortal) -> APIRouter:
         changes = portal.crm.history(CONTACT, contact_id)
         return {"id": contact_id, "changes": [change.model_dump() for change in changes]}
 
+    @router.get("/deals")
+    async def deals(category_id: int | None = None) -> dict[str, Any]:
+        return {"deals": _deals(portal, category_id)}
+
     @router.get("/leads")
     async def leads() -> dict[str, Any]:
         return {"leads": list(portal.crm.records(LEAD).values())}
@@ -227,11 +239,14 @@ def _sandbox_router(portal: SandboxPortal) -> APIRouter:
         try:
             created = add_answer_items(portal, body.items)
             created += make_answers(portal, body.count, body.seed, spread_days=body.spread_days)
+            deals = open_nps_deals(portal, body.deals, body.seed)
+            if body.answer_deals:
+                answer_nps_deals(portal, deals, body.seed)
         except ConfigError as exc:
             raise HTTPException(409, str(exc)) from exc
         except FieldValueError as exc:
             raise HTTPException(422, exc.description) from exc
-        return {"created": created}
+        return {"created": created, "deals": deals}
 
     @router.post("/reset")
     async def reset() -> dict[str, Any]:
@@ -239,6 +254,22 @@ def _sandbox_router(portal: SandboxPortal) -> APIRouter:
         return {"reset": True}
 
     return router
+
+
+def _deals(portal: SandboxPortal, category_id: int | None) -> list[dict[str, Any]]:
+    """Deals (UPPER names), each with the stages it was moved to (``stage_moves``: every stage
+    change after it was opened, with the method that made it)."""
+    listed = []
+    for record in portal.crm.records(DEAL).values():
+        if category_id is not None and record.get("CATEGORY_ID") != category_id:
+            continue
+        moves = [
+            {"stage": change.after, "method": change.method}
+            for change in portal.crm.history(DEAL, record["ID"])
+            if change.field == "STAGE_ID" and change.before is not None
+        ]
+        listed.append({**record, "stage_moves": moves})
+    return listed
 
 
 async def _params(request: Request) -> dict[str, Any]:

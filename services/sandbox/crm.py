@@ -10,6 +10,7 @@ from services.sandbox.schema import (
     EntityType,
     FieldSpec,
     contact_type,
+    deal_type,
     lead_type,
 )
 from services.sandbox.state import Change, PortalState
@@ -17,10 +18,15 @@ from services.sandbox.timing import Clock, iso
 from services.sandbox.values import FieldValueError, apply_multifield, coerce
 
 ItemEvent = Callable[[str, int, int], None]
-"""Called with (event name, entityTypeId, item id) after a smart-process item is saved."""
+"""Called with (event name, entityTypeId, item id) after a smart-process item or a deal is
+saved."""
 
 ITEM_ADD = "ONCRMDYNAMICITEMADD"
 ITEM_UPDATE = "ONCRMDYNAMICITEMUPDATE"
+DEAL_ADD = "ONCRMDEALADD"
+DEAL_UPDATE = "ONCRMDEALUPDATE"
+DEAL_MOVED = "ONCRMDEALMOVETOCATEGORY"
+"""A deal moved to another funnel fires this, not an update event."""
 
 
 class Crm:
@@ -36,10 +42,17 @@ class Crm:
         self._on_item_event = on_item_event
 
     def install_defaults(self) -> None:
-        """Lead and contact types and the webhook's own user: what every portal has."""
+        """Lead, deal (its default funnel) and contact types and the webhook's own user: what
+        every portal has."""
         self.register_type(lead_type())
+        self.register_type(deal_type())
         self.register_type(contact_type())
         self.add_user(self.actor_id, "Sandbox", "Admin", position="Administrator")
+
+    def install_deals(self) -> None:
+        """Deals and their default funnel, for a portal saved before the sandbox had them."""
+        if deal_type().entity_type_id not in self.state.entity_types:
+            self.register_type(deal_type())
 
     def next_id(self, counter: str) -> int:
         value = self.state.counters.get(counter, 0) + 1
@@ -125,6 +138,8 @@ class Crm:
         self.revision += 1
         if etype.dynamic:
             self._on_item_event(ITEM_ADD, entity_type_id, entity_id)
+        elif etype.code == "deal":
+            self._on_item_event(DEAL_ADD, entity_type_id, entity_id)
         return record
 
     def update(
@@ -158,6 +173,9 @@ class Crm:
         self.revision += 1
         if etype.dynamic:
             self._on_item_event(ITEM_UPDATE, entity_type_id, entity_id)
+        elif etype.code == "deal":
+            moved = "CATEGORY_ID" in changed
+            self._on_item_event(DEAL_MOVED if moved else DEAL_UPDATE, entity_type_id, entity_id)
         return record
 
     def history(self, entity_type_id: int, entity_id: int) -> list[Change]:
@@ -262,6 +280,11 @@ class Crm:
             )
         new["CATEGORY_ID"] = category_id
         moved = record.get("CATEGORY_ID") != category_id or not record.get("STAGE_ID")
+        category = etype.category(category_id) if category_id is not None else None
+        staged = category is not None and bool(category.stages) and bool(new.get("STAGE_ID"))
+        if staged and category is not None and category.stage(new["STAGE_ID"]) is None:
+            # Bitrix24 answers `true` to a stage of another funnel and keeps the stage.
+            del new["STAGE_ID"]
         if category_id is not None and moved and not new.get("STAGE_ID"):
             new["STAGE_ID"] = etype.first_stage(category_id)
 

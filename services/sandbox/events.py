@@ -19,12 +19,16 @@ def event_body(
     member_id: str,
     application_token: str,
 ) -> str:
-    """The form-encoded body of an outgoing-webhook event, keys in Bitrix24's order."""
+    """The form-encoded body of an outgoing-webhook event, keys in Bitrix24's order. Smart-process
+    item events name the entity type; deal events carry only the id."""
+    fields: dict[str, int] = {"ID": item_id}
+    if event.startswith("ONCRMDYNAMICITEM"):
+        fields["ENTITY_TYPE_ID"] = entity_type_id
     return encode(
         {
             "event": event,
             "event_handler_id": handler_id,
-            "data": {"FIELDS": {"ID": item_id, "ENTITY_TYPE_ID": entity_type_id}},
+            "data": {"FIELDS": fields},
             "ts": ts,
             "auth": {
                 "domain": domain,

@@ -33,6 +33,7 @@ from services.sandbox.views import (
 )
 
 LEAD = 1
+DEAL = 2
 CONTACT = 3
 
 
@@ -216,6 +217,54 @@ def crm_lead_add(crm: Crm, params: Params) -> Reply:
     return Reply(record["ID"])
 
 
+def crm_deal_add(crm: Crm, params: Params) -> Reply:
+    etype = crm.state.entity_types[DEAL]
+    values = _named_fields(_fields(params, legacy=True), etype.fields.get)
+    with _invalid_value(legacy=True):
+        record = crm.add(DEAL, values, method="crm.deal.add")
+    return Reply(record["ID"])
+
+
+def crm_deal_update(crm: Crm, params: Params) -> Reply:
+    """`true` even when a `STAGE_ID` of another funnel was ignored (the stage stays)."""
+    record = _legacy_record(crm, DEAL, params)
+    etype = crm.state.entity_types[DEAL]
+    values = _named_fields(_fields(params, legacy=True), etype.fields.get)
+    with _invalid_value(legacy=True):
+        crm.update(DEAL, record["ID"], values, method="crm.deal.update")
+    return Reply(True)
+
+
+def crm_status_list(crm: Crm, params: Params) -> Reply:
+    """The deal funnels' stages (`ENTITY_ID` `DEAL_STAGE` or `DEAL_STAGE_<id>`), filtered by
+    equality on any of the returned keys."""
+    etype = crm.state.entity_types[DEAL]
+    rows: list[dict[str, Any]] = []
+    for category in sorted(etype.categories, key=lambda c: c.id):
+        entity = "DEAL_STAGE" if category.id == 0 else f"DEAL_STAGE_{category.id}"
+        rows.extend(
+            {
+                "ID": str(len(rows) + index + 1),
+                "ENTITY_ID": entity,
+                "STATUS_ID": stage.status_id,
+                "NAME": stage.name,
+                "SORT": str(stage.sort),
+                "SYSTEM": "N",
+                "CATEGORY_ID": None if category.id == 0 else str(category.id),
+                "SEMANTICS": stage.semantics,
+            }
+            for index, stage in enumerate(category.stages)
+        )
+    raw_filter = param(params, "filter")
+    wanted = (
+        {str(key).upper(): str(value) for key, value in raw_filter.items()}
+        if isinstance(raw_filter, Mapping)
+        else {}
+    )
+    chosen = [row for row in rows if all(str(row.get(k)) == v for k, v in wanted.items())]
+    return Reply(chosen)
+
+
 # --- tasks, timeline, users ---------------------------------------------------------------
 
 
@@ -293,6 +342,12 @@ METHODS: dict[str, Method] = {
     "crm.contact.update": crm_contact_update,
     "crm.contact.fields": legacy_fields(CONTACT),
     "crm.contact.userfield.list": crm_contact_userfield_list,
+    "crm.deal.add": crm_deal_add,
+    "crm.deal.get": legacy_get(DEAL),
+    "crm.deal.list": legacy_list(DEAL),
+    "crm.deal.update": crm_deal_update,
+    "crm.deal.fields": legacy_fields(DEAL),
+    "crm.status.list": crm_status_list,
     "crm.lead.add": crm_lead_add,
     "crm.lead.get": legacy_get(LEAD),
     "crm.lead.list": legacy_list(LEAD),

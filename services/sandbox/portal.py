@@ -10,7 +10,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from services.sandbox import batch
-from services.sandbox.crm import ITEM_ADD, ITEM_UPDATE, Crm
+from services.sandbox.crm import DEAL_ADD, DEAL_UPDATE, ITEM_ADD, ITEM_UPDATE, Crm
 from services.sandbox.errors import RestError
 from services.sandbox.events import Delivery, event_body
 from services.sandbox.faults import FaultInjector, Faults
@@ -20,7 +20,7 @@ from services.sandbox.state import Handler, PortalState
 from services.sandbox.timing import Clock, time_block
 
 DEFAULT_DOMAIN = "sandbox.bitrix24.local"
-ITEM_EVENTS = (ITEM_ADD, ITEM_UPDATE)
+ITEM_EVENTS = (ITEM_ADD, ITEM_UPDATE, DEAL_ADD, DEAL_UPDATE)
 CALL_LOG_SIZE = 100_000
 
 QUERY_LIMIT_EXCEEDED = "QUERY_LIMIT_EXCEEDED"
@@ -98,6 +98,8 @@ class SandboxPortal:
         self.crm = Crm(self.state, clock, user_id, self._emit)
         if state is None:
             self.crm.install_defaults()
+        else:
+            self.crm.install_deals()
         self.faults = FaultInjector(clock)
         self.deliveries: list[Delivery] = []
         self._outbox: list[Delivery] = []
@@ -179,6 +181,7 @@ class SandboxPortal:
             "smart_processes": [
                 etype.entity_type_id for etype in self.state.entity_types.values() if etype.dynamic
             ],
+            "nps_deal_funnels": [survey.category_id for survey in self.state.deal_surveys],
         }
 
     def calls_report(

@@ -46,13 +46,27 @@ class FieldSpec(BaseModel):
         return next((item for item in self.items if item.id == item_id), None)
 
 
+class StageDef(BaseModel):
+    """A stage of a deal funnel, as ``crm.status.list`` lists it (``SEMANTICS`` S, F or none)."""
+
+    status_id: str
+    name: str
+    sort: int
+    semantics: str | None = None
+
+
 class Category(BaseModel):
-    """A pipeline of a smart process ("segment" in b24-nps terms)."""
+    """A pipeline of a smart process ("segment" in b24-nps terms) or a deal funnel (with its
+    stages listed)."""
 
     id: int
     name: str
     sort: int = 500
     is_default: bool = False
+    stages: list[StageDef] = Field(default_factory=list)
+
+    def stage(self, status_id: object) -> StageDef | None:
+        return next((s for s in self.stages if s.status_id == status_id), None)
 
 
 class EntityType(BaseModel):
@@ -107,6 +121,9 @@ class EntityType(BaseModel):
         )
 
     def first_stage(self, category_id: int) -> str:
+        category = self.category(category_id)
+        if category is not None and category.stages:
+            return min(category.stages, key=lambda s: s.sort).status_id
         return f"DT{self.entity_type_id}_{category_id}:NEW"
 
 
@@ -206,6 +223,59 @@ def contact_type() -> EntityType:
         fields={spec.name: spec for spec in specs},
         camel_overrides=_LEGACY_OVERRIDES,
         defaults={"TYPE_ID": "CLIENT", "OPENED": True, "EXPORT": True},
+        **_LEGACY_STAMPS,
+    )
+
+
+DEAL = 2
+DEAL_STAGES = (
+    ("NEW", "New", None),
+    ("PREPARATION", "In progress", None),
+    ("WON", "Deal won", "S"),
+    ("LOSE", "Deal lost", "F"),
+)
+
+
+def deal_funnel(category_id: int, name: str, stages: Any = DEAL_STAGES, **options: Any) -> Category:
+    """A deal category with its stages: ``NEW``… in the default funnel (0), ``C<id>:NEW``…
+    in the others, as Bitrix24 names them."""
+    prefix = "" if category_id == 0 else f"C{category_id}:"
+    return Category(
+        id=category_id,
+        name=name,
+        stages=[
+            StageDef(status_id=f"{prefix}{code}", name=title, sort=10 * (i + 1), semantics=sem)
+            for i, (code, title, sem) in enumerate(stages)
+        ],
+        **options,
+    )
+
+
+def deal_type() -> EntityType:
+    specs = [
+        *_system("ID"),
+        field("TITLE", "string", "Deal name"),
+        field("CATEGORY_ID", "crm_category", "Pipeline"),
+        field("STAGE_ID", "crm_status", "Stage"),
+        field("ASSIGNED_BY_ID", "user", "Responsible person"),
+        field("CONTACT_ID", "crm_contact", "Contact"),
+        field("COMPANY_ID", "crm_company", "Company"),
+        field("OPPORTUNITY", "double", "Amount"),
+        field("COMMENTS", "string", "Comment"),
+        field("OPENED", "boolean", "Available to everyone"),
+        field("ORIGINATOR_ID", "string", "External source"),
+        field("ORIGIN_ID", "string", "Item ID in data source"),
+        *_legacy_stamp_fields(),
+    ]
+    return EntityType(
+        entity_type_id=DEAL,
+        title="Deal",
+        code="deal",
+        uf_entity_id="CRM_DEAL",
+        fields={spec.name: spec for spec in specs},
+        camel_overrides=_LEGACY_OVERRIDES,
+        defaults={"OPENED": True},
+        categories=[deal_funnel(0, "Sales", is_default=True)],
         **_LEGACY_STAMPS,
     )
 

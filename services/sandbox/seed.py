@@ -12,8 +12,16 @@ import yaml
 from services.sandbox.crm import Crm
 from services.sandbox.methods import CONTACT
 from services.sandbox.portal import SandboxPortal
-from services.sandbox.schema import Category, EntityType, EnumItem, field, smart_process_type
-from services.sandbox.state import ProductLayout, SegmentLayout, SurveyLayout
+from services.sandbox.schema import (
+    DEAL,
+    Category,
+    EntityType,
+    EnumItem,
+    deal_funnel,
+    field,
+    smart_process_type,
+)
+from services.sandbox.state import DealSurveyLayout, ProductLayout, SegmentLayout, SurveyLayout
 from services.sandbox.values import FieldValueError
 
 DEMO_CONFIG = Path("config/portal.example.yaml")
@@ -81,6 +89,7 @@ def seed_demo(
     _seed_users(crm, config)
     layout = _seed_smart_process(crm, config)
     _seed_contact_fields(crm, layout)
+    crm.state.deal_surveys = _seed_deal_funnels(crm, config)
     now = portal.clock()
     for _ in range(contacts):
         values = _contact_values(rng, layout, crm.state.entity_types[CONTACT])
@@ -113,6 +122,109 @@ def make_answers(
         )
         created.append(record["ID"])
     return created
+
+
+NPS_DEAL_STAGES = (
+    ("NEW", "Survey sent", None),
+    ("WON", "Positive answer", "S"),
+    ("LOSE", "Negative answer", "F"),
+    ("APOLOGY", "Refused to answer", "F"),
+)
+
+
+def _seed_deal_funnels(crm: Crm, config: Mapping[str, Any]) -> list[DealSurveyLayout]:
+    """Each of the YAML's `deal_surveys`: its NPS deal funnel (success stage "Positive answer",
+    failure stages "Negative answer" and "Refused to answer") and its deal fields."""
+    etype = crm.state.entity_types[DEAL]
+    layouts = []
+    for survey in config.get("deal_surveys") or []:
+        category_id = int(_require(survey, "category_id"))
+        name = str(_require(survey, "name"))
+        if etype.category(category_id) is None:
+            etype.categories.append(deal_funnel(category_id, name, NPS_DEAL_STAGES))
+        score = str(_require(survey, "score_field"))
+        comment = survey.get("comment_field")
+        sale = survey.get("sale_deal_field")
+        for name_, type_, title in (
+            (score, "integer", f"{name}: score"),
+            (comment, "string", f"{name}: comment, wishes"),
+            (sale, "integer", f"{name}: sales deal"),
+        ):
+            if name_ and name_ not in etype.fields:
+                crm.add_user_field(DEAL, field(str(name_), type_, title))
+        layouts.append(
+            DealSurveyLayout(
+                category_id=category_id,
+                name=name,
+                score_field=score,
+                comment_field=str(comment) if comment else None,
+                sale_deal_field=str(sale) if sale else None,
+            )
+        )
+    crm.revision += 1
+    return layouts
+
+
+def open_nps_deals(portal: SandboxPortal, count: int, seed: int | None = None) -> list[int]:
+    """Close ``count`` sales as won and open an NPS deal for each in the first deal survey's
+    funnel, with the customer and the sale's responsible, not answered yet."""
+    survey = _deal_survey(portal)
+    contacts = list(portal.crm.records(CONTACT).values())
+    if not contacts:
+        raise ConfigError("the portal has no contacts to survey")
+    rng = random.Random(seed)  # noqa: S311 - demo data, not crypto
+    opened = []
+    for _ in range(count):
+        contact = rng.choice(contacts)
+        manager = rng.choice(MANAGERS)[0]
+        who = f"{contact['NAME']} {contact['LAST_NAME']}"
+        sale = portal.crm.add(
+            DEAL,
+            {
+                "TITLE": f"Sale: {who}",
+                "CATEGORY_ID": 0,
+                "STAGE_ID": "WON",
+                "CONTACT_ID": contact["ID"],
+                "ASSIGNED_BY_ID": manager,
+                "OPPORTUNITY": float(rng.randint(5, 300) * 1000),
+            },
+            method="sandbox.deals",
+        )
+        values: dict[str, Any] = {
+            "TITLE": f"{survey.name}: {who}",
+            "CATEGORY_ID": survey.category_id,
+            "CONTACT_ID": contact["ID"],
+            "ASSIGNED_BY_ID": manager,
+        }
+        if survey.sale_deal_field:
+            values[survey.sale_deal_field] = sale["ID"]
+        opened.append(portal.crm.add(DEAL, values, method="sandbox.deals")["ID"])
+    return opened
+
+
+def answer_nps_deals(
+    portal: SandboxPortal, deal_ids: Sequence[int], seed: int | None = None
+) -> list[int]:
+    """Fill score and comment of the NPS deals, as the customer's survey form does (each save
+    fires ONCRMDEALUPDATE)."""
+    survey = _deal_survey(portal)
+    rng = random.Random(seed)  # noqa: S311 - demo data, not crypto
+    for deal_id in deal_ids:
+        score = _score(rng)
+        values: dict[str, Any] = {survey.score_field: score}
+        if survey.comment_field and rng.random() < 0.7:
+            mood = "detractor" if score <= 6 else "passive" if score <= 8 else "promoter"
+            values[survey.comment_field] = rng.choice(COMMENTS[mood])
+        portal.crm.update(DEAL, deal_id, values, method="sandbox.answers")
+    return list(deal_ids)
+
+
+def _deal_survey(portal: SandboxPortal) -> DealSurveyLayout:
+    if not portal.state.deal_surveys:
+        raise ConfigError(
+            "the portal has no NPS deal funnel: seed it from a portal YAML with deal_surveys"
+        )
+    return portal.state.deal_surveys[0]
 
 
 def add_answer_items(portal: SandboxPortal, items: Sequence[Mapping[str, Any]]) -> list[int]:

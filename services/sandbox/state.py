@@ -51,6 +51,16 @@ class SurveyLayout(BaseModel):
     segments: list[SegmentLayout]
 
 
+class DealSurveyLayout(BaseModel):
+    """An NPS deal funnel of a seeded portal (UPPER field names)."""
+
+    category_id: int
+    name: str
+    score_field: str
+    comment_field: str | None = None
+    sale_deal_field: str | None = None
+
+
 class PortalState(BaseModel):
     entity_types: dict[int, EntityType] = Field(default_factory=dict)
     entities: dict[int, dict[int, dict[str, Any]]] = Field(default_factory=dict)
@@ -61,3 +71,4 @@ class PortalState(BaseModel):
     handlers: list[Handler] = Field(default_factory=list)
     counters: dict[str, int] = Field(default_factory=dict)
     survey: SurveyLayout | None = None
+    deal_surveys: list[DealSurveyLayout] = Field(default_factory=list)

@@ -24,6 +24,7 @@ from datetime import date, datetime
 
 from services.scoring.nps import NpsAggregate, ScoreError, categorize
 from shared.events import (
+    DEAL_ENTITY_TYPE_ID,
     Category,
     FormSubmitted,
     Kind,
@@ -38,9 +39,11 @@ class SubmissionError(ValueError):
     """The submission can never be scored (off-scale score, a product listed twice)."""
 
 
-def answer_id(portal_key: str, item_id: int, sku: str) -> str:
-    """The stable id of one product answer of one survey item."""
-    return f"{portal_key}:{item_id}:{sku}"
+def answer_id(portal_key: str, entity_type_id: int, item_id: int, sku: str) -> str:
+    """The stable id of one product answer of one survey item; a deal's item part is `D_<id>`
+    (Bitrix24's own code for a deal), so a deal and a smart-process item never share one."""
+    item = f"D_{item_id}" if entity_type_id == DEAL_ENTITY_TYPE_ID else str(item_id)
+    return f"{portal_key}:{item}:{sku}"
 
 
 @dataclass(frozen=True, order=True)
@@ -162,7 +165,9 @@ def _row(submission: FormSubmitted, sku: str, name: str, score: int | None) -> A
                 f"item {submission.item_id}, product {sku}: score {score} rejected: {exc}"
             ) from None
     return AnswerRow(
-        answer_id=answer_id(submission.portal.key, submission.item_id, sku),
+        answer_id=answer_id(
+            submission.portal.key, submission.entity_type_id, submission.item_id, sku
+        ),
         portal=submission.portal.key,
         entity_type_id=submission.entity_type_id,
         item_id=submission.item_id,

@@ -37,7 +37,9 @@ async def score_submission(pool: asyncpg.Pool, outbox: Outbox, submission: FormS
         # An item seen for the first time has no stored answers: scoring writes them only with
         # the item's row (a bulk load must fill `scoring_items` too).
         previous = (
-            await store.load_answers(conn, submission.portal.key, submission.item_id)
+            await store.load_answers(
+                conn, submission.portal.key, submission.entity_type_id, submission.item_id
+            )
             if item is store.Item.NEWER
             else {}
         )

@@ -31,6 +31,7 @@ __all__ = [
     "CurrentAnswer",
     "Granularity",
     "GroupBy",
+    "ItemRef",
     "Period",
     "ProductChoice",
     "ReportQuery",
@@ -161,24 +162,39 @@ async def attention(
         return [dict(row) for row in await conn.fetch(sql, *params)]
 
 
-async def scored_items(conn: Conn, portal: str, items: Sequence[int] | None = None) -> set[int]:
+ItemRef = tuple[int, int]
+"""A survey item as scoring knows it: (entity type, item id); NPS deals are entity type 2, and a
+deal and a smart-process item may share an id."""
+
+
+def _refs(items: Sequence[ItemRef] | None) -> tuple[list[int] | None, list[int] | None]:
+    if items is None:
+        return None, None
+    return [entity for entity, _ in items], [item for _, item in items]
+
+
+async def scored_items(
+    conn: Conn, portal: str, items: Sequence[ItemRef] | None = None
+) -> set[ItemRef]:
     """The survey items of `portal` scored so far (among `items` when given)."""
     rows = await conn.fetch(
-        "SELECT item_id FROM scoring_items"
-        " WHERE portal = $1 AND ($2::bigint[] IS NULL OR item_id = ANY($2::bigint[]))",
+        """SELECT entity_type_id, item_id FROM scoring_items
+           WHERE portal = $1 AND ($2::integer[] IS NULL OR (entity_type_id, item_id) IN
+                 (SELECT * FROM unnest($2::integer[], $3::bigint[])))""",
         portal,
-        None if items is None else list(items),
+        *_refs(items),
     )
-    return {row["item_id"] for row in rows}
+    return {(row["entity_type_id"], row["item_id"]) for row in rows}
 
 
-async def answer_ids(conn: Conn, portal: str, items: Sequence[int] | None = None) -> list[str]:
+async def answer_ids(conn: Conn, portal: str, items: Sequence[ItemRef] | None = None) -> list[str]:
     """The answers (one per product) of the scored items of `portal` (of `items` when given)."""
     rows = await conn.fetch(
-        "SELECT answer_id FROM scoring_answers"
-        " WHERE portal = $1 AND ($2::bigint[] IS NULL OR item_id = ANY($2::bigint[]))",
+        """SELECT answer_id FROM scoring_answers
+           WHERE portal = $1 AND ($2::integer[] IS NULL OR (entity_type_id, item_id) IN
+                 (SELECT * FROM unnest($2::integer[], $3::bigint[])))""",
         portal,
-        None if items is None else list(items),
+        *_refs(items),
     )
     return [row["answer_id"] for row in rows]
 

@@ -51,7 +51,7 @@ ANSWER_COLUMNS = (
 # Built only from the constant column names above (S608 does not apply).
 _SELECT_ANSWERS = (
     f"SELECT {', '.join(ANSWER_COLUMNS)} FROM scoring_answers"  # noqa: S608
-    " WHERE portal = $1 AND item_id = $2"
+    " WHERE portal = $1 AND entity_type_id = $2 AND item_id = $3"
 )
 
 
@@ -73,9 +73,9 @@ WITH claimed AS (
     INSERT INTO processed_messages (consumer, message_id) VALUES ($1, $2)
     ON CONFLICT DO NOTHING RETURNING 1),
 item AS (
-    INSERT INTO scoring_items AS i (portal, item_id, updated_at, event_id)
-    SELECT $3, $4, $5, $2 FROM claimed
-    ON CONFLICT (portal, item_id) DO UPDATE
+    INSERT INTO scoring_items AS i (portal, entity_type_id, item_id, updated_at, event_id)
+    SELECT $3, $6, $4, $5, $2 FROM claimed
+    ON CONFLICT (portal, entity_type_id, item_id) DO UPDATE
         SET updated_at = EXCLUDED.updated_at, event_id = EXCLUDED.event_id, applied_at = now()
         WHERE i.updated_at < EXCLUDED.updated_at
     RETURNING xmax = 0 AS inserted)
@@ -96,6 +96,7 @@ async def begin_item(conn: Conn, consumer: str, submission: FormSubmitted) -> It
         submission.portal.key,
         submission.item_id,
         submission.updated_at,
+        submission.entity_type_id,
     )
     assert row is not None
     if not row["claimed"]:
@@ -105,9 +106,11 @@ async def begin_item(conn: Conn, consumer: str, submission: FormSubmitted) -> It
     return Item.NEW if row["inserted"] else Item.NEWER
 
 
-async def load_answers(conn: Conn, portal: str, item_id: int) -> dict[str, AnswerRow]:
+async def load_answers(
+    conn: Conn, portal: str, entity_type_id: int, item_id: int
+) -> dict[str, AnswerRow]:
     """The stored answers of one survey item (current and retracted), by answer id."""
-    rows = await conn.fetch(_SELECT_ANSWERS, portal, item_id)
+    rows = await conn.fetch(_SELECT_ANSWERS, portal, entity_type_id, item_id)
     return {
         row["answer_id"]: AnswerRow(
             **{column: row[column] for column in ANSWER_COLUMNS if column != "is_current"},

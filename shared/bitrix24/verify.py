@@ -12,6 +12,11 @@ names the YAML uses); the contact's from `crm.contact.fields` and `crm.contact.u
 - contact history fields: a multiple `string` field (it is appended to, never rewritten);
 - the contact, responsible and comment fields of the item: present.
 
+Deal surveys (`deal_surveys`): the deal fields come from `crm.item.fields` with `entityTypeId` 2
+(score: numeric, enumeration or string; comment and sales-deal link: present), and each NPS deal
+category's stages from `crm.status.list` (`ENTITY_ID` `DEAL_STAGE` or `DEAL_STAGE_<id>`): the
+category must exist and have a success (`SEMANTICS` S) and a failure (F) stage, which are shown.
+
 It also lists the smart process's categories (`crm.category.list`) that no segment maps: their
 answers are held by ingest until a segment does.
 """
@@ -19,7 +24,7 @@ answers are held by ingest until a segment does.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
@@ -27,6 +32,7 @@ import httpx
 from shared.bitrix24.budget import MemoryRateBudget
 from shared.bitrix24.client import Bitrix24Client, Command
 from shared.bitrix24.errors import Bitrix24Error
+from shared.deal_stages import Funnel, funnel_problems, read_funnel, status_entity_id
 from shared.portal_config import CosmeticsSegment, PortalConfig
 from shared.settings import Settings
 
@@ -36,6 +42,8 @@ CONTACT_SCORE_TYPES = SCORE_TYPES | {"string"}
 DATE_TYPES = frozenset({"date", "datetime", "string"})
 FLAG_TYPES = frozenset({"boolean"})
 HISTORY_TYPES = frozenset({"string"})
+DEAL_SCORE_TYPES = SCORE_TYPES | {"string"}
+DEAL_TYPE_ID = 2
 
 
 @dataclass(frozen=True)
@@ -58,6 +66,8 @@ class PortalCheck:
     """One line per problem; empty when every configured field fits."""
     unmapped: list[PortalCategory]
     """The smart process's categories that no segment maps."""
+    funnels: list[Funnel] = field(default_factory=list)
+    """The NPS deal funnels of `deal_surveys`, as the portal lists their stages."""
 
 
 def portal_categories(result: Any) -> list[PortalCategory]:
@@ -199,6 +209,44 @@ def _contact_rules(config: PortalConfig) -> list[_Rule]:
     return rules
 
 
+def _deal_rules(config: PortalConfig) -> list[_Rule]:
+    rules: list[_Rule] = []
+    for index, deal in enumerate(config.deal_surveys):
+        where = f"deal_surveys[{index}]"
+        rules.append(
+            _Rule(
+                f"{where}.score_field",
+                deal.score_field,
+                DEAL_SCORE_TYPES,
+                wanted="a numeric (integer, double), enumeration or string field",
+            )
+        )
+        if deal.comment_field:
+            rules.append(_Rule(f"{where}.comment_field", deal.comment_field))
+        if deal.sale_deal_field:
+            rules.append(_Rule(f"{where}.sale_deal_field", deal.sale_deal_field))
+    return rules
+
+
+def check_deal_fields(config: PortalConfig, deal: Mapping[str, FieldInfo]) -> list[str]:
+    """The deal surveys' fields against `crm.item.fields` of deals (entityTypeId 2)."""
+    return _check(_deal_rules(config), deal, "the deal fields (crm.item.fields, entityTypeId 2)")
+
+
+def check_funnels(
+    config: PortalConfig, statuses: Mapping[int, Any]
+) -> tuple[list[str], list[Funnel]]:
+    """Each deal survey's category against its `crm.status.list` rows (by category id)."""
+    problems: list[str] = []
+    funnels = []
+    for index, deal in enumerate(config.deal_surveys):
+        rows = statuses.get(deal.category_id)
+        funnel = read_funnel(deal.category_id, rows if isinstance(rows, list) else [])
+        problems.extend(funnel_problems(funnel, f"deal_surveys[{index}].category_id"))
+        funnels.append(funnel)
+    return problems, funnels
+
+
 def _check(rules: Sequence[_Rule], fields: Mapping[str, FieldInfo], source: str) -> list[str]:
     problems: list[str] = []
     for rule in rules:
@@ -237,12 +285,30 @@ async def verify_portal(client: Bitrix24Client, config: PortalConfig) -> PortalC
     Raises `Bitrix24Error` when the portal cannot be asked at all (unreachable, bad webhook).
     """
     etype = config.survey.entity_type_id
+    deals: list[Command] = []
+    if config.deal_surveys:
+        deals.append(
+            Command(
+                "deal",
+                "crm.item.fields",
+                {"entityTypeId": DEAL_TYPE_ID, "useOriginalUfNames": "Y"},
+            )
+        )
+        deals.extend(
+            Command(
+                f"stages_{deal.category_id}",
+                "crm.status.list",
+                {"filter": {"ENTITY_ID": status_entity_id(deal.category_id)}},
+            )
+            for deal in config.deal_surveys
+        )
     batch = await client.batch(
         [
             Command("item", "crm.item.fields", {"entityTypeId": etype, "useOriginalUfNames": "Y"}),
             Command("contact", "crm.contact.fields"),
             Command("userfields", "crm.contact.userfield.list"),
             Command("categories", "crm.category.list", {"entityTypeId": etype}),
+            *deals,
         ]
     )
     for error in batch.errors.values():
@@ -258,12 +324,24 @@ async def verify_portal(client: Bitrix24Client, config: PortalConfig) -> PortalC
         item_fields(batch.results.get("item")),
         contact_fields(batch.results.get("contact"), batch.results.get("userfields")),
     )
+    funnels: list[Funnel] = []
+    if config.deal_surveys:
+        problems.extend(check_deal_fields(config, item_fields(batch.results.get("deal"))))
+        statuses = {
+            d.category_id: batch.results.get(f"stages_{d.category_id}") for d in config.deal_surveys
+        }
+        funnel_lines, funnels = check_funnels(config, statuses)
+        problems.extend(funnel_lines)
     categories = portal_categories(batch.results.get("categories"))
-    return PortalCheck(problems, unmapped_categories(categories, config))
+    return PortalCheck(problems, unmapped_categories(categories, config), funnels)
 
 
 def _unreadable(name: str, etype: int, error: Bitrix24Error) -> str:
+    if name.startswith("stages_"):
+        what = f"deal_surveys: cannot list the stages of deal category {name[7:]}"
+        return f"{what} ({error.code or 'no code'}: {error.description})"
     what = {
+        "deal": "deal_surveys: cannot read the deal fields (crm.item.fields, entityTypeId 2)",
         "item": f"survey.entity_type_id: cannot read the fields of smart process {etype}",
         "contact": "contact fields: cannot read crm.contact.fields",
         "userfields": "contact fields: cannot read crm.contact.userfield.list",

@@ -19,7 +19,9 @@ from services.ops.scratch import with_path
 ROOT = Path(__file__).resolve().parents[2]
 SCRATCH = re.compile(r"scratch database and vhost: (nps_chaos_[0-9a-f]{8})")
 CLEAN = re.compile(
-    r"^verdict: items \d+ · answers \d+ · lost 0 · duplicated 0 · overwritten 0 · dlq 0$", re.M
+    r"^verdict: items \d+ · deals \d+ · answers \d+ · lost 0 · duplicated 0 · overwritten 0"
+    r" · dlq 0$",
+    re.M,
 )
 
 

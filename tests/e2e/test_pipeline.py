@@ -18,9 +18,9 @@ async def test_answers_flow_from_portal_to_crm(stack: Stack, portal_config: Port
         """INSERT INTO crm_actions (action_id, portal, action, answer_id)
            VALUES (gen_random_uuid()::text, 'another-portal', 'contact', 'x')"""
     )
-    await create_answers(stack, 150)
+    await create_answers(stack, 150, deals=40)
     verdict = await settle(stack, portal_config, timeout_s=240)
-    assert verdict.items == 150, verdict.line()
+    assert (verdict.items, verdict.deals) == (150, 40), verdict.line()
     assert verdict.ok, (verdict.line(), verdict.details)
     assert verdict.dlq == 0, verdict.line()
     conflicts = await conn.fetchval("SELECT count(*) FROM crm_conflicts")
@@ -38,10 +38,13 @@ async def test_demo_follows_its_answers_to_a_report_and_crm_summary(
         _env_file=None,
     )
     lines: list[str] = []
-    summary = await run_demo(settings, 40, timeout_s=180, echo=lines.append)
-    assert summary["answers"] == 40
-    assert sum(row["answers"] for row in summary["report"]) >= 40
+    summary = await run_demo(settings, 40, timeout_s=180, echo=lines.append, deals=30)
+    assert (summary["answers"], summary["deals"]) == (40, 30)
+    assert sum(row["answers"] for row in summary["report"]) >= 70
     assert any(key.startswith("contact:") for key in summary["crm"])
-    assert lines[0].startswith("created 40 survey answers")
-    assert any(line.startswith("answers scored 40/40") for line in lines)
+    assert summary["crm"]["stage:patched"] == 30  # every NPS deal moved once
+    assert summary["crm"]["task:created"] > 0
+    assert "After the sale" in {row["segment"] for row in summary["segments"]}
+    assert lines[0].startswith("created 40 survey answers and 30 answered NPS deals")
+    assert any(line.startswith("answers scored 70/70") for line in lines)
     assert any("NPS by product" in line for line in lines)

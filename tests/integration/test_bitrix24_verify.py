@@ -88,6 +88,28 @@ async def test_every_misfit_is_one_line() -> None:
     assert await check(config, demo_portal()) == BROKEN_LINES
 
 
+async def test_the_deal_funnel_resolves_its_stages_from_the_portal(
+    portal_config: PortalConfig,
+) -> None:
+    result = await checked(portal_config, demo_portal())
+    assert [
+        (f.category_id, f.success and f.success.id, f.failure and f.failure.id)
+        for f in result.funnels
+    ] == [(20, "C20:WON", "C20:LOSE")]
+
+
+async def test_a_wrong_deal_category_or_field_is_reported() -> None:
+    data = example()
+    data["deal_surveys"][0]["category_id"] = 21
+    data["deal_surveys"][0]["comment_field"] = "UF_CRM_NPS_NOTE"
+    problems = await check(parse_portal_config(data), demo_portal())
+    assert problems == [
+        "deal_surveys[0].comment_field: UF_CRM_NPS_NOTE does not exist in the deal fields"
+        " (crm.item.fields, entityTypeId 2)",
+        "deal_surveys[0].category_id: deal category 21 does not exist (no stages)",
+    ]
+
+
 async def test_an_unknown_smart_process_is_reported() -> None:
     data = example()
     data["survey"]["entity_type_id"] = 4242

@@ -390,3 +390,38 @@ async def test_the_cosmetics_check_per_product_on_the_products_page(
     assert {sku: shown_rows[sku]["nps"] for sku in PER_PRODUCT} == {
         sku: f"{nps:.1f}" for sku, nps in PER_PRODUCT.items()
     }
+
+
+async def test_deal_surveys_show_in_the_trend_managers_and_detractors(
+    pg_dsn: str, pool: asyncpg.Pool
+) -> None:
+    member = f"m-dash-deals-{uuid.uuid4().hex[:10]}"
+    for deal_id, manager, score in [(5, 31, 2), (6, 32, 10)]:
+        at = "2024-05-10T10:00:00+03:00"
+        await score_submission(
+            pool,
+            Outbox(),
+            make_submission(
+                ("DEAL-SALES", score),
+                item_id=deal_id,
+                member_id=member,
+                responsible_id=manager,
+                kind="deal",
+                entity_type_id=2,
+                category_id=20,
+                segment="After the sale",
+                submitted_at=at,
+                updated_at=at,
+            ),
+        )
+    async with client(pg_dsn) as http:
+        params = {"portal": member, "segment": "After the sale"}
+        trend = await http.get("/", params=params, headers=BEARER)
+        managers = await http.get("/managers", params=params, headers=BEARER)
+        attention = await http.get("/attention", params=params, headers=BEARER)
+    assert figures(trend.text)["2024-05"]["nps"] == "0.0"
+    assert {"31", "32"} <= set(figures(managers.text))
+    assert [key for key in figures(attention.text) if key != "summary"] == [
+        f"{member}:D_5:DEAL-SALES"
+    ]
+    assert f'href="{ORIGIN}/crm/deal/details/5/"' in attention.text

@@ -342,7 +342,7 @@ async def test_other_events_are_ignored(ingest: httpx.AsyncClient, pool: asyncpg
     member = uuid.uuid4().hex
     deal = await ingest.post(
         "/webhooks/bitrix24",
-        content=event_body(member_id=member, event="ONCRMDEALADD"),
+        content=event_body(member_id=member, event="ONCRMDEALDELETE"),
         headers=FORM,
     )
     other_type = await ingest.post(
@@ -352,7 +352,7 @@ async def test_other_events_are_ignored(ingest: httpx.AsyncClient, pool: asyncpg
     )
     assert deal.json() == {
         "status": "ignored",
-        "reason": "ONCRMDEALADD is not an NPS item add/update event",
+        "reason": "ONCRMDEALDELETE is not an NPS item add/update event",
     }
     assert other_type.json()["status"] == "ignored"
     assert await stored(pool, member) == []

@@ -40,6 +40,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from services.ingest.api import EVENT_PATH, ROBOT_PATH, create_app
 from services.ingest.webhook import (
+    DEAL_EVENTS,
     MAX_BODY_BYTES,
     MAX_KEY_DEPTH,
     MAX_PARAMETERS,
@@ -546,7 +547,8 @@ def bad_entity_type(draw: st.DrawFn, form: EventForm) -> Broken:
 other_event_names = st.one_of(
     st.sampled_from(
         [
-            "ONCRMDEALADD",
+            "ONCRMDEALDELETE",
+            "ONCRMDEALMOVETOCATEGORY",
             "ONCRMDYNAMICITEMDELETE",
             "onCrmContactUpdate",
             "ONAPPINSTALL",
@@ -560,7 +562,11 @@ other_event_names = st.one_of(
         ]
     ),
     st.text(string.ascii_letters + string.digits + "_ ", min_size=1, max_size=40).filter(
-        lambda name: name.strip() != "" and not name.strip().upper().startswith("ONCRMDYNAMIC")
+        lambda name: (
+            name.strip() != ""
+            and not name.strip().upper().startswith("ONCRMDYNAMIC")
+            and name.strip().upper() not in DEAL_EVENTS
+        )  # NPS deal events, accepted
     ),
 )
 
@@ -933,7 +939,8 @@ def robot_entity_type(draw: st.DrawFn, form: RobotForm) -> Broken:
     params = without(form.params, "entity_type_id", "entityTypeId")
     key = draw(st.sampled_from(["entity_type_id", "entityTypeId"]))
     if draw(st.booleans()):
-        other = draw(st.integers(1, BIGINT).filter(lambda n: n != NPS_TYPE))
+        # 2 is a deal: a robot call for an NPS deal is accepted (the example has a deal survey).
+        other = draw(st.integers(1, BIGINT).filter(lambda n: n not in (NPS_TYPE, 2)))
         return form.case("robot other entity type", (*params, (key, str(other)))), IGNORED
     value = draw(bad_numbers(zero=True) | st.just(""))
     return form.case("robot bad entity type", (*params, (key, value))), Expect(

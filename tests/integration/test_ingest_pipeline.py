@@ -1,5 +1,6 @@
-"""Hydrator and catch-up sweep against real PostgreSQL and RabbitMQ, with the sandbox portal as
-Bitrix24 (its ASGI app as the REST client's transport; its outgoing events posted to ingest)."""
+"""Hydrator and catch-up sweep against real PostgreSQL and RabbitMQ (smart-process items and NPS
+deals), with the sandbox portal as Bitrix24 (its ASGI app as the REST client's transport; its
+outgoing events posted to ingest)."""
 
 from __future__ import annotations
 
@@ -552,3 +553,102 @@ async def test_the_sweep_loop_reports_when_it_last_swept(
     assert last_run is not None
     assert last_run >= later
     assert REGISTRY.get_sample_value("nps_ingest_sweep_interval_seconds") == 0.05
+
+
+# --- NPS deals: deal events and the sweep bring answered NPS deals in ----------------------
+
+DEAL = 2
+NPS_FUNNEL = 20
+
+
+def sale_and_nps_deal(portal: SandboxPortal, **answer: Any) -> tuple[int, int]:
+    """A won sale of manager 32 and its NPS deal (responsible 31), answered with `answer`."""
+    sale = portal.crm.add(
+        DEAL,
+        {"CATEGORY_ID": 0, "STAGE_ID": "WON", "CONTACT_ID": 1, "ASSIGNED_BY_ID": 32},
+        method="test",
+    )
+    nps = portal.crm.add(
+        DEAL,
+        {
+            "CATEGORY_ID": NPS_FUNNEL,
+            "CONTACT_ID": 1,
+            "ASSIGNED_BY_ID": 31,
+            "UF_CRM_NPS_SALE_DEAL": sale["ID"],
+        },
+        method="test",
+    )
+    if answer:
+        portal.crm.update(DEAL, nps["ID"], answer, method="test")
+    return sale["ID"], nps["ID"]
+
+
+def deal_event(portal: SandboxPortal, deal_id: int) -> WebhookReceived:
+    return event_for(portal, deal_id, entity_type_id=DEAL, event="ONCRMDEALUPDATE")
+
+
+async def test_deal_events_are_accepted_by_the_webhook(
+    settings: Settings,
+    config: PortalConfig,
+    pool: asyncpg.Pool,
+    portal: SandboxPortal,
+    broker: RabbitBroker,
+) -> None:
+    sale_and_nps_deal(portal, UF_CRM_NPS_SCORE=9)
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=ingest_app(settings, config, pool, Outbox())),
+        base_url="http://ingest",
+    ) as ingest:
+        statuses = []
+        for delivery in portal.take_outbox():
+            response = await ingest.post("/webhooks/bitrix24", content=delivery.body, headers=FORM)
+            statuses.append((delivery.event, response.json()["status"]))
+    assert statuses == [
+        ("ONCRMDEALADD", "accepted"),
+        ("ONCRMDEALADD", "accepted"),
+        ("ONCRMDEALUPDATE", "accepted"),
+    ]
+
+
+async def test_an_answered_nps_deal_is_published_with_the_sales_managers_name(
+    pool: asyncpg.Pool, portal: SandboxPortal, hydrator: Hydrator
+) -> None:
+    _, deal_id = sale_and_nps_deal(portal, UF_CRM_NPS_SCORE=3, UF_CRM_NPS_COMMENT="Late")
+    await hydrator.handle(deal_event(portal, deal_id))
+    [form] = await forms(pool, portal)
+    assert (form["entity_type_id"], form["item_id"], form["category_id"]) == (DEAL, deal_id, 20)
+    assert (form["kind"], form["segment"], form["comment"]) == ("deal", "After the sale", "Late")
+    assert (form["contact_id"], form["responsible_id"]) == (1, 32)
+    assert [(a["sku"], a["score"]) for a in form["answers"]] == [("DEAL-SALES", 3)]
+
+
+async def test_sales_deals_and_unanswered_nps_deals_publish_nothing(
+    pool: asyncpg.Pool, portal: SandboxPortal, hydrator: Hydrator
+) -> None:
+    sale_id, deal_id = sale_and_nps_deal(portal)
+    await hydrator.handle(deal_event(portal, sale_id))
+    await hydrator.handle(deal_event(portal, deal_id))
+    await hydrator.handle(deal_event(portal, 9999))
+    assert await forms(pool, portal) == []
+
+
+async def test_the_sweep_recovers_a_lost_deal_event(
+    pool: asyncpg.Pool,
+    portal: SandboxPortal,
+    b24: Bitrix24Client,
+    config: PortalConfig,
+    hydrator: Hydrator,
+) -> None:
+    sweeper = Sweeper(pool, Outbox(), b24, config)
+    assert (await sweeper.sweep_once()).initialised
+    sale_and_nps_deal(portal)  # opened, not answered: listed, but no answer
+    _, deal_id = sale_and_nps_deal(portal, UF_CRM_NPS_SCORE=10)
+    portal.take_outbox()  # the events are lost: ingest was down
+    result = await sweeper.sweep_once(since=datetime.now(UTC) - timedelta(hours=1))
+    assert result.listed == 2  # the NPS funnel only: the sales deals are not listed
+    submitted = [WebhookReceived.model_validate(s) for s in await sweeps(pool, portal)]
+    assert sorted(s.entity_type_id for s in submitted) == [DEAL, DEAL]
+    for event in submitted:
+        await hydrator.handle(event)
+    [form] = await forms(pool, portal)
+    assert (form["item_id"], form["answers"][0]["score"]) == (deal_id, 10)

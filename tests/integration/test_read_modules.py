@@ -33,19 +33,32 @@ async def test_scoring_reads_the_scored_items_and_current_answers_of_one_portal(
         make_submission(("EQ-A", 3), item_id=2, member_id=portal, kind="equipment", category_id=12),
     )
     await score_submission(pool, outbox, make_submission(("CREAM", 9), item_id=3, member_id=other))
+    deal = make_submission(
+        ("DEAL-SALES", 10),
+        item_id=1,
+        member_id=portal,
+        kind="deal",
+        entity_type_id=2,
+        category_id=20,
+        segment="After the sale",
+    )
+    await score_submission(pool, outbox, deal)  # an NPS deal with the id of an item
 
     async with pool.acquire() as conn:
         scored = await scoring_read.scored_items(conn, portal)
-        some = await scoring_read.scored_items(conn, portal, [2, 3, 99])
-        ids = await scoring_read.answer_ids(conn, portal, [1])
+        some = await scoring_read.scored_items(conn, portal, [(1038, 2), (1038, 3), (2, 99)])
+        ids = await scoring_read.answer_ids(conn, portal, [(1038, 1)])
+        deal_ids = await scoring_read.answer_ids(conn, portal, [(2, 1)])
         answers = await scoring_read.current_answers(conn, portal)
 
-    assert scored == {1, 2}
-    assert some == {2}
+    assert scored == {(1038, 1), (1038, 2), (2, 1)}
+    assert some == {(1038, 2)}
     assert sorted(ids) == [f"{portal}:1:CREAM", f"{portal}:1:SERUM"]
+    assert deal_ids == [f"{portal}:D_1:DEAL-SALES"]
     assert sorted((a.answer_id, a.kind, a.category, a.category_id) for a in answers) == [
         (f"{portal}:1:CREAM", "cosmetics", "promoter", 10),
         (f"{portal}:2:EQ-A", "equipment", "detractor", 12),
+        (f"{portal}:D_1:DEAL-SALES", "deal", "promoter", 20),
     ]
 
 

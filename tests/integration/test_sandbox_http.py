@@ -73,7 +73,7 @@ async def test_wrong_secret_is_401_and_unknown_method_404(client: httpx.AsyncCli
     assert response.status_code == 401
     assert response.json()["error"] == "NO_AUTH_FOUND"
     assert response.json()["error_description"] == "Wrong authorization data"
-    response = await client.post(rest("crm.deal.list"), json={})
+    response = await client.post(rest("crm.company.list"), json={})
     assert (response.status_code, response.json()["error"]) == (404, "ERROR_METHOD_NOT_FOUND")
 
 
@@ -296,6 +296,7 @@ async def test_info_tasks_and_leads_inspection(client: httpx.AsyncClient) -> Non
     info = (await client.get("/sandbox/info")).json()
     assert info["webhook_url"] == "http://sandbox/rest/1/s3cr3tw3bh00k/"
     assert info["smart_processes"] == [NPS]
+    assert info["nps_deal_funnels"] == [20]
     await client.post(
         rest("tasks.task.add"),
         json={"fields": {"TITLE": "Call back", "RESPONSIBLE_ID": 5, "UF_CRM_TASK": ["C_1"]}},
@@ -310,3 +311,21 @@ async def test_info_tasks_and_leads_inspection(client: httpx.AsyncClient) -> Non
     leads = (await client.get("/sandbox/leads")).json()["leads"]
     assert [(lead["TITLE"], lead["ORIGIN_ID"]) for lead in leads] == [("Service", "a1")]
     assert json.dumps((await client.get("/sandbox/handlers")).json()) == '{"handlers": []}'
+
+
+async def test_nps_deals_are_opened_answered_and_listed_with_their_stage_moves(
+    client: httpx.AsyncClient,
+) -> None:
+    opened = (await client.post("/sandbox/answers", json={"deals": 3, "seed": 2})).json()
+    assert opened["created"] == []
+    [moved, *_] = opened["deals"]
+    await client.post(
+        rest("crm.deal.update"), json={"id": moved, "fields": {"STAGE_ID": "C20:WON"}}
+    )
+    deals = (await client.get("/sandbox/deals", params={"category_id": 20})).json()["deals"]
+    assert sorted(d["ID"] for d in deals) == sorted(opened["deals"])
+    assert all(isinstance(d["UF_CRM_NPS_SCORE"], int) for d in deals)
+    moves = {d["ID"]: d["stage_moves"] for d in deals}
+    assert moves[moved] == [{"stage": "C20:WON", "method": "crm.deal.update"}]
+    sales = (await client.get("/sandbox/deals", params={"category_id": 0})).json()["deals"]
+    assert len(sales) == 3

@@ -178,6 +178,32 @@ async def test_redelivery_and_the_same_version_again_change_nothing(
     )
 
 
+async def test_a_deal_and_an_item_with_the_same_id_are_two_answers(
+    pool: asyncpg.Pool, member: str
+) -> None:
+    item = make_submission(("LASER", 4), member_id=member, kind="equipment")
+    deal = make_submission(
+        ("DEAL-SALES", 9),
+        member_id=member,
+        kind="deal",
+        entity_type_id=2,
+        category_id=20,
+        segment="After the sale",
+        correlation_id="corr-deal",
+        updated_at="2024-07-01T09:00:00+00:00",
+    )
+    await score_submission(pool, Outbox(), item)
+    # The deal's updated_at is older than the item's: it is applied all the same.
+    await score_submission(pool, Outbox(), deal)
+    stored = await answers(pool, member)
+    assert {sku: (row["answer_id"], row["kind"]) for sku, row in stored.items()} == {
+        "LASER": (f"{member}:1:LASER", "equipment"),
+        "DEAL-SALES": (f"{member}:D_1:DEAL-SALES", "deal"),
+    }
+    [(key, _)] = await outbox(pool, "corr-deal")
+    assert key == "nps.scored.deal.promoter"
+
+
 async def test_newer_version_supersedes_and_older_late_version_is_ignored(
     pool: asyncpg.Pool, member: str
 ) -> None:

@@ -6,13 +6,15 @@ import pytest
 
 from shared.bitrix24.verify import (
     PortalCategory,
+    check_deal_fields,
     check_fields,
+    check_funnels,
     contact_fields,
     item_fields,
     portal_categories,
     unmapped_categories,
 )
-from shared.portal_config import PortalConfig
+from shared.portal_config import PortalConfig, parse_portal_config
 
 
 def item_result(**overrides: dict[str, Any] | None) -> dict[str, Any]:
@@ -182,3 +184,59 @@ def test_unmapped_categories_are_those_no_segment_maps(
 ) -> None:
     categories = [PortalCategory(category_id, f"form {category_id}") for category_id in listed]
     assert [c.category_id for c in unmapped_categories(categories, portal_config)] == unmapped
+
+
+def deal_config(portal_config: PortalConfig, **overrides: Any) -> PortalConfig:
+    data = portal_config.model_dump(mode="json", exclude_none=True)
+    data["deal_surveys"] = [
+        {
+            "category_id": 7,
+            "name": "After the sale",
+            "product": {"sku": "DEAL-SALES", "name": "Sales"},
+            "score_field": "UF_CRM_NPS_SCORE",
+            "comment_field": "UF_CRM_NPS_COMMENT",
+            "sale_deal_field": "UF_CRM_SALE_DEAL",
+            **overrides,
+        }
+    ]
+    return parse_portal_config(data)
+
+
+DEAL_FIELDS = {
+    "fields": {
+        "id": {"type": "integer"},
+        "UF_CRM_NPS_SCORE": {"type": "string", "upperName": "UF_CRM_NPS_SCORE"},
+        "UF_CRM_NPS_COMMENT": {"type": "string", "upperName": "UF_CRM_NPS_COMMENT"},
+        "UF_CRM_SALE_DEAL": {"type": "integer", "upperName": "UF_CRM_SALE_DEAL"},
+    }
+}
+
+
+def test_deal_fields_that_fit_have_no_problems(portal_config: PortalConfig) -> None:
+    assert check_deal_fields(deal_config(portal_config), item_fields(DEAL_FIELDS)) == []
+
+
+def test_deal_field_problems_name_the_deal_survey(portal_config: PortalConfig) -> None:
+    config = deal_config(portal_config, score_field="UF_CRM_NPS_FLAG", comment_field="UF_NONE")
+    fields = {"fields": {**DEAL_FIELDS["fields"], "UF_CRM_NPS_FLAG": {"type": "boolean"}}}
+    assert check_deal_fields(config, item_fields(fields)) == [
+        "deal_surveys[0].score_field: UF_CRM_NPS_FLAG is a boolean field; expected a numeric"
+        " (integer, double), enumeration or string field",
+        "deal_surveys[0].comment_field: UF_NONE does not exist in the deal fields"
+        " (crm.item.fields, entityTypeId 2)",
+    ]
+
+
+def test_funnels_resolve_their_success_and_failure_stages(portal_config: PortalConfig) -> None:
+    rows = [
+        {"ENTITY_ID": "DEAL_STAGE_7", "STATUS_ID": "C7:NEW", "SORT": 10, "SEMANTICS": None},
+        {"ENTITY_ID": "DEAL_STAGE_7", "STATUS_ID": "C7:WON", "SORT": 60, "SEMANTICS": "S"},
+        {"ENTITY_ID": "DEAL_STAGE_7", "STATUS_ID": "C7:LOSE", "SORT": 70, "SEMANTICS": "F"},
+    ]
+    problems, funnels = check_funnels(deal_config(portal_config), {7: rows})
+    assert problems == []
+    assert [(f.success and f.success.id, f.failure and f.failure.id) for f in funnels] == [
+        ("C7:WON", "C7:LOSE")
+    ]
+    problems, _ = check_funnels(deal_config(portal_config), {7: []})
+    assert problems == ["deal_surveys[0].category_id: deal category 7 does not exist (no stages)"]

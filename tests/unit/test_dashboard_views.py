@@ -250,6 +250,10 @@ def test_links_use_the_portal_origin_only(webhook: str, origin: str) -> None:
 
 def test_no_portal_no_links_and_bad_urls_are_refused() -> None:
     assert item_url(None, 1038, 1) is None
+    assert (
+        item_url("https://acme.bitrix24.ru", 2, 77)
+        == "https://acme.bitrix24.ru/crm/deal/details/77/"
+    )
     assert contact_url("https://a.b", None) is None
     with pytest.raises(ValueError, match="http"):
         portal_origin("ftp://portal/rest/1/x/")

@@ -201,7 +201,7 @@ def test_per_type_event_without_entity_type_takes_it_from_the_name() -> None:
 @pytest.mark.parametrize(
     ("overrides", "reason"),
     [
-        ({"event": "ONCRMDEALADD"}, "ONCRMDEALADD is not an NPS item"),
+        ({"event": "ONCRMDEALDELETE"}, "ONCRMDEALDELETE is not an NPS item"),
         ({"event": "ONCRMDYNAMICITEMDELETE"}, "not an NPS item"),
         ({"event": "ONAPPTEST", "data[FIELDS][ID]": None}, "not an NPS item"),
         ({"data[FIELDS][ENTITY_TYPE_ID]": "1040"}, "entity type 1040 is not the NPS"),

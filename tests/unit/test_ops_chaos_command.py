@@ -40,7 +40,7 @@ def test_a_clean_verdict_passes_and_says_so() -> None:
     verdict = Verdict(items=65, answers=84)
     assert passed(verdict)
     assert summary(verdict) == [
-        "verdict: items 65 · answers 84 · lost 0 · duplicated 0 · overwritten 0 · dlq 0",
+        "verdict: items 65 · deals 0 · answers 84 · lost 0 · duplicated 0 · overwritten 0 · dlq 0",
         "PASS: nothing lost, duplicated or overwritten; no dead letters",
     ]
 

@@ -75,7 +75,7 @@ def test_a_full_rule_loads(portal_config: PortalConfig) -> None:
         (rule(match={"colour": ["red"]}), "routing.rules.0.match.colour: Extra inputs"),
         (
             rule(match={"segment": [12, 77]}),
-            "rule 'laser-alarm': match.segment names no survey segment: 77 (known: 10, 12, 14)",
+            "rule 'laser-alarm': match.segment names no survey segment: 77 (known: 10, 12, 14, 20)",
         ),
         (
             rule(match={"sku": ["EQ-LASER-Z"]}),

@@ -54,6 +54,8 @@ def test_build_portal_takes_secrets_from_the_environment(monkeypatch: pytest.Mon
     assert [h.event for h in portal.state.handlers] == [
         "ONCRMDYNAMICITEMADD",
         "ONCRMDYNAMICITEMUPDATE",
+        "ONCRMDEALADD",
+        "ONCRMDEALUPDATE",
     ]
     assert portal.state.survey is not None
     assert build_portal(secret="flag").secret == "flag"

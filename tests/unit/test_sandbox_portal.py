@@ -501,7 +501,7 @@ def test_user_get_by_id(portal: SandboxPortal) -> None:
 
 def test_method_names_are_case_insensitive_and_unknown_ones_404(portal: SandboxPortal) -> None:
     assert portal.call("USER.GET.json", {"ID": 1})[0] == 200
-    status, body = portal.call("crm.deal.list", {})
+    status, body = portal.call("crm.company.list", {})
     assert (status, body["error"], body["error_description"]) == (
         404,
         "ERROR_METHOD_NOT_FOUND",
@@ -526,7 +526,9 @@ def test_wrong_webhook_credentials_get_401(portal: SandboxPortal) -> None:
 def test_item_add_and_real_updates_queue_events_for_handlers(
     portal: SandboxPortal, clock: FakeClock
 ) -> None:
-    add_handler, update_handler = portal.register_handler("http://ingest.local/webhooks/bitrix24")
+    add_handler, update_handler, *_ = portal.register_handler(
+        "http://ingest.local/webhooks/bitrix24"
+    )
     item = add_item(portal, categoryId=12, UF_CRM_5_SCORE=2)
     update = {"entityTypeId": NPS, "id": item["id"], "fields": {"UF_CRM_5_SCORE": 2}}
     ok(portal, "crm.item.update", update)  # nothing changes: no save, no event
@@ -584,19 +586,20 @@ def test_category_list_gives_the_smart_process_pipelines_as_bitrix24_does(
 
 
 def test_an_added_category_takes_new_items(portal: SandboxPortal) -> None:
+    # Category ids are unique across the portal: the demo's NPS deal funnel is 20.
     params = {"entityTypeId": NPS, "fields": {"name": "Laser C", "sort": 100}}
     category = ok(portal, "crm.category.add", params)["category"]
     assert category == {
-        "id": 15,
+        "id": 21,
         "name": "Laser C",
         "sort": 100,
         "entityTypeId": NPS,
         "isDefault": "N",
     }
     listed = ok(portal, "crm.category.list", {"entityTypeId": NPS})["categories"]
-    assert [c["id"] for c in listed] == [15, 10, 12, 14]
-    item = add_item(portal, categoryId=15, UF_CRM_5_SCORE=3)
-    assert (item["categoryId"], item["stageId"]) == (15, f"DT{NPS}_15:NEW")
+    assert [c["id"] for c in listed] == [21, 10, 12, 14]
+    item = add_item(portal, categoryId=21, UF_CRM_5_SCORE=3)
+    assert (item["categoryId"], item["stageId"]) == (21, f"DT{NPS}_21:NEW")
 
 
 @pytest.mark.parametrize(

@@ -69,7 +69,7 @@ def test_users_include_managers_and_routing_responsibles(portal: SandboxPortal) 
 
 
 def test_answers_look_like_crm_form_submissions(portal: SandboxPortal) -> None:
-    handler_add, _ = portal.register_handler("http://ingest.local/hook")
+    handler_add, *_ = portal.register_handler("http://ingest.local/hook")
     created = make_answers(portal, 300, seed=3)
     layout = portal.state.survey
     assert layout is not None

@@ -35,7 +35,7 @@ def test_first_version_stores_every_answer_and_publishes_the_scored_ones() -> No
         ("MASK", 0, "detractor", True, 1),
     ]
     serum = change.rows[0]
-    assert serum.answer_id == "m-unit:1:SERUM" == answer_id("m-unit", 1, "SERUM")
+    assert serum.answer_id == "m-unit:1:SERUM" == answer_id("m-unit", 1038, 1, "SERUM")
     assert (serum.portal, serum.item_id, serum.category_id, serum.segment, serum.kind) == (
         "m-unit",
         1,
