@@ -36,6 +36,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "services.router.commands",
     "services.crm_sync.commands",
     "services.ops.commands",
+    "services.harness.commands",
 )
 
 app = typer.Typer(
