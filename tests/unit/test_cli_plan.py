@@ -7,9 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from services.cli import Listener, _database_url_problem, _plan
+from services.cli import _database_url_problem, _plan
 from services.scoring.commands import names_segment
 from shared.settings import EXAMPLE_CONFIG, Settings
+from shared.supervisor import Listener
 
 
 def test_every_listener_of_run_all_has_the_variable_that_moves_it(
