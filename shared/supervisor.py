@@ -1,10 +1,11 @@
 """The pipeline's processes under one supervisor: `nps run all`, the test suite's stack, the chaos
 command and the benchmarks start, watch and stop them here.
 
-A `Process` says what to run, where it listens and which URL answers once it is ready. The
-supervisor checks the ports before it starts anything, starts the processes in the order given,
-each ready before the next, and stops them all (SIGTERM, SIGKILL after a grace period), also when
-asked to from a signal handler or another thread half-way through starting.
+A `Process` says what to run, where it listens and which URL answers once it is ready.
+`port_problems` says which ports are taken before anything starts; the `Supervisor` starts the
+processes in the order given, each ready before the next, says what runs where, watches them, and
+stops them all (SIGTERM, SIGKILL after a grace period, the last started first), also when asked
+to from a signal handler or another thread half-way through starting.
 """
 
 from __future__ import annotations
