@@ -67,8 +67,8 @@ from bench.raw_bench import HOPS
 from bench.raw_bench import MESSAGES as RAW_MESSAGES
 from bench.raw_bench import measure as raw_measure
 from services.crm_sync import read as crm_sync_read
-from services.ops.scratch import ScratchError, scratch, with_path
-from services.ops.stack import PIPELINE, Stack
+from services.harness.scratch import ScratchError, scratch, with_path
+from services.harness.stack import PIPELINE, Stack
 from services.router import read as router_read
 from services.sandbox.events import event_body
 from services.sandbox.limits import Limits

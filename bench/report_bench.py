@@ -22,7 +22,7 @@ from typing import Any
 
 import asyncpg
 
-from services.ops import scratch
+from services.harness import scratch
 from services.scoring.handlers import score_submission
 from services.scoring.nps import categorize
 from services.scoring.read import ReportQuery, run_report

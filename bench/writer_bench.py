@@ -38,7 +38,7 @@ from fast_bitrix24 import BitrixAsync
 from services.crm_sync.coalescer import CommandCoalescer
 from services.crm_sync.contacts import ContactWriter
 from services.crm_sync.policy import contact_fields_for, plan_patch
-from services.ops import scratch
+from services.harness import scratch
 from services.sandbox.app import create_app
 from services.sandbox.limits import Limits
 from services.sandbox.methods import CONTACT

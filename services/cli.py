@@ -8,15 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import importlib
-import os
-import signal
-import socket
-import subprocess
 import sys
-import time
-import urllib.request
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
 from urllib.parse import urlsplit, urlunsplit
@@ -27,6 +20,15 @@ from services.reports.settings import ReportsSettings
 from shared.logging import configure_logging
 from shared.portal_config import PortalConfig
 from shared.settings import SANDBOX_APP_TOKEN, SANDBOX_SECRET, Settings, get_settings
+from shared.supervisor import (
+    Listener,
+    NotReadyError,
+    Process,
+    ProcessExitedError,
+    StoppingError,
+    Supervisor,
+    port_problems,
+)
 
 SERVICES: tuple[str, ...] = ("ingest", "scoring", "router", "crm_sync")
 COMMAND_MODULES: tuple[str, ...] = (
@@ -36,6 +38,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "services.router.commands",
     "services.crm_sync.commands",
     "services.ops.commands",
+    "services.harness.commands",
 )
 
 app = typer.Typer(
@@ -67,24 +70,6 @@ def _runner(target: str) -> Callable[[Settings], None]:
     if not callable(run):
         raise typer.BadParameter(f"module {module_name} has no run(settings) function")
     return run  # type: ignore[no-any-return]
-
-
-@dataclass(frozen=True)
-class Listener:
-    """Where a process of `nps run all` listens, and the environment variable that moves it."""
-
-    host: str
-    port: int
-    variable: str
-
-
-@dataclass(frozen=True)
-class Process:
-    name: str
-    args: list[str]
-    env: dict[str, str]
-    url: str
-    listens: Listener
 
 
 def _plan(settings: Settings) -> list[Process]:
@@ -124,6 +109,9 @@ def _plan(settings: Settings) -> list[Process]:
             {},
             f"http://{settings.health_host}:{settings.ingest_health_port}/readyz",
             Listener(settings.ingest_host, settings.ingest_port, "INGEST_PORT"),
+            also_listens=(
+                Listener(settings.health_host, settings.ingest_health_port, "INGEST_HEALTH_PORT"),
+            ),
         )
     )
     health_ports = {
@@ -149,51 +137,15 @@ def _plan(settings: Settings) -> list[Process]:
             {},
             f"http://{reports.host}:{reports.port}/",
             Listener(reports.host, reports.port, "REPORTS_PORT"),
+            ready=f"http://{reports.host}:{reports.port}/healthz",
         )
     )
     return plan
 
 
-def _cannot_listen(listener: Listener) -> str | None:
-    """Why a server could not listen on `listener` now (None when it can): bound the way
-    uvicorn binds, so a port held by a listening socket counts and one in TIME_WAIT does not."""
-    try:
-        family, kind, proto, _, address = socket.getaddrinfo(
-            listener.host, listener.port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
-        )[0]
-        with socket.socket(family, kind, proto) as sock:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            sock.bind(address)
-    except OSError as exc:
-        return exc.strerror or str(exc)
-    return None
-
-
-def port_problems(plan: list[Process]) -> list[str]:
-    """One line per port of `plan` that is taken or given twice, naming what moves it."""
-    problems: list[str] = []
-    owners: dict[int, Process] = {}
-    for process in plan:
-        listener = process.listens
-        first = owners.setdefault(listener.port, process)
-        if first is not process:
-            problems.append(
-                f"port {listener.port} is given to both {first.name} and {process.name}:"
-                f" set {listener.variable} (or {first.listens.variable}) to another port"
-            )
-            continue
-        why = _cannot_listen(listener)
-        if why is not None:
-            problems.append(
-                f"{process.name} cannot listen on {listener.host}:{listener.port} ({why};"
-                f" another b24-nps running?): stop what holds it or set {listener.variable}"
-                " to another port"
-            )
-    return problems
-
-
 def _run_all(settings: Settings) -> None:
-    """Every process of the pipeline on its own; Ctrl-C or SIGTERM stops them all together."""
+    """Every process of the pipeline on its own, each ready before the next; Ctrl-C or SIGTERM
+    stops them all together, and so does one that ends on its own (exit code 1, naming it)."""
     plan = _plan(settings)
     problems = port_problems(plan)
     if problems:
@@ -202,59 +154,46 @@ def _run_all(settings: Settings) -> None:
     config = settings.portal_config_path()
     if config != settings.nps_config:
         typer.echo(f"{settings.nps_config} not found: the sandbox demo uses {config}")
-    procs: dict[str, subprocess.Popen[bytes]] = {}
-    stopping = False
+    supervisor = Supervisor()
+    with supervisor.stopping_on_signals():
+        try:
+            failure = _supervise(settings, supervisor, plan)
+        finally:
+            supervisor.stop_all()
+    if failure is not None:
+        typer.echo(f"{failure}; stopped the others", err=True)
+        raise typer.Exit(code=1)
 
-    def stop(*_args: object) -> None:
-        nonlocal stopping
-        stopping = True
 
-    signal.signal(signal.SIGINT, stop)
-    signal.signal(signal.SIGTERM, stop)
+def _supervise(settings: Settings, supervisor: Supervisor, plan: list[Process]) -> str | None:
+    """Start `plan` and watch it: None once asked to stop, else which process ended or never
+    got ready."""
     try:
-        for process in plan:
-            procs[process.name] = subprocess.Popen(  # noqa: S603 - our own interpreter and args
-                process.args, env={**os.environ, **process.env}
-            )
-            if process.name == "sandbox":
-                _wait_until_up(process.url, procs[process.name])
-        portal = (
-            "sandbox portal (demo data)"
-            if settings.sandbox
-            else "your portal (BITRIX24_WEBHOOK_URL)"
-        )
-        typer.echo(
-            "\n".join(
-                [
-                    "",
-                    "b24-nps is running:",
-                    *(f"  {p.name:<9} pid {procs[p.name].pid:<7} {p.url}" for p in plan),
-                    f"  portal    {portal}",
-                    f"  rabbitmq  {_safe_url(settings.rabbitmq_url.get_secret_value())}",
-                    f"  postgres  {_safe_url(settings.database_url.get_secret_value())}",
-                    "Ctrl-C stops everything.",
-                    "",
-                ]
-            )
-        )
-        while not stopping:
-            for name, proc in procs.items():
-                if proc.poll() is not None:
-                    typer.echo(
-                        f"{name} exited with {proc.returncode}; stopping the others", err=True
-                    )
-                    stopping = True
-            time.sleep(0.3)
-    finally:
-        for proc in procs.values():
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + 30
-        for proc in procs.values():
-            try:
-                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        supervisor.start_all(plan)
+    except StoppingError:
+        return None
+    except (ProcessExitedError, NotReadyError) as exc:
+        return None if supervisor.stop_requested else f"{exc} while starting"
+    typer.echo("\n".join(_running(settings, supervisor)))
+    exited = supervisor.watch()
+    return None if exited is None or supervisor.stop_requested else str(exited)
+
+
+def _running(settings: Settings, supervisor: Supervisor) -> list[str]:
+    """What runs where, for the person who started `nps run all`."""
+    portal = (
+        "sandbox portal (demo data)" if settings.sandbox else "your portal (BITRIX24_WEBHOOK_URL)"
+    )
+    return [
+        "",
+        "b24-nps is running:",
+        *supervisor.where(),
+        f"  portal    {portal}",
+        f"  rabbitmq  {_safe_url(settings.rabbitmq_url.get_secret_value())}",
+        f"  postgres  {_safe_url(settings.database_url.get_secret_value())}",
+        "Ctrl-C stops everything.",
+        "",
+    ]
 
 
 def _safe_url(url: str) -> str:
@@ -265,17 +204,6 @@ def _safe_url(url: str) -> str:
     if parts.port:
         netloc += f":{parts.port}"
     return urlunsplit(parts._replace(netloc=netloc))
-
-
-def _wait_until_up(url: str, proc: subprocess.Popen[bytes], timeout_s: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline and proc.poll() is None:
-        try:
-            with urllib.request.urlopen(url, timeout=1):  # noqa: S310 - our own local http URL
-                return
-        except OSError:
-            time.sleep(0.2)
-    raise typer.BadParameter(f"{url} did not come up within {timeout_s:.0f} s")
 
 
 @app.command()

@@ -16,7 +16,7 @@ import asyncpg
 import pytest
 from aio_pika.abc import AbstractChannel, AbstractRobustConnection
 
-from services.ops.scratch import scratch_database, scratch_name, scratch_vhost
+from services.harness.scratch import scratch_database, scratch_name, scratch_vhost
 from shared.db import create_pool
 from shared.outbox import Outbox
 from shared.portal_config import PortalConfig, load_portal_config

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from services.ops.chaos import fault_stack
-from services.ops.scratch import scratch
-from services.ops.stack import Stack, running
+from services.harness.chaos import fault_stack
+from services.harness.scratch import scratch
+from services.harness.stack import Stack, running
 from tests.support.paths import EXAMPLE_CONFIG
 
 ARTIFACTS = Path(__file__).resolve().parents[2] / "artifacts" / "e2e"

@@ -14,7 +14,7 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from services.ops.scratch import with_path
+from services.harness.scratch import with_path
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRATCH = re.compile(r"scratch database and vhost: (nps_chaos_[0-9a-f]{8})")

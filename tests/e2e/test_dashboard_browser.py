@@ -27,7 +27,7 @@ import asyncpg
 import httpx
 import pytest
 
-from services.ops.stack import free_port
+from services.harness.stack import free_port
 from services.scoring.handlers import score_submission
 from shared.outbox import Outbox
 from tests.support.dashboard import figures, shown

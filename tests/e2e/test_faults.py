@@ -9,8 +9,8 @@ import signal
 
 import pytest
 
-from services.ops.chaos import create_answers, fault_mid_run, set_faults, settle, warm_up
-from services.ops.stack import Stack
+from services.harness.chaos import create_answers, fault_mid_run, set_faults, settle, warm_up
+from services.harness.stack import Stack
 from shared.portal_config import PortalConfig
 
 FAULTS = [

@@ -6,8 +6,8 @@ from __future__ import annotations
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
-from services.ops.chaos import create_answers, settle
-from services.ops.stack import PIPELINE, Stack
+from services.harness.chaos import create_answers, settle
+from services.harness.stack import PIPELINE, Stack
 from shared.portal_config import PortalConfig
 from tests.support.monitoring import (
     SCRAPED,

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import asyncpg
 
-from services.ops.chaos import create_answers, settle
+from services.harness.chaos import create_answers, settle
+from services.harness.stack import Stack
 from services.ops.demo import run_demo
-from services.ops.stack import Stack
 from shared.portal_config import PortalConfig
 from shared.settings import Settings
 

@@ -4,6 +4,7 @@ streams captured."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -103,6 +104,28 @@ def test_run_all_with_a_port_taken_names_it_and_starts_nothing(
     assert len(problem) == 1, output
     assert str(held_port) in problem[0]
     assert variable in problem[0]
+
+
+def test_run_all_beside_another_copy_says_so_in_one_line(pg_dsn: str, amqp_url: str) -> None:
+    """Every port held, as by a `make run` already running on the same ports."""
+    ports = run_all_ports()
+    with contextlib.ExitStack() as held:
+        for port in ports.values():
+            sock = held.enter_context(socket.socket())
+            sock.bind(("127.0.0.1", int(port)))
+            sock.listen()
+
+        result = nps(
+            "run", "all", timeout_s=60, DATABASE_URL=pg_dsn, RABBITMQ_URL=amqp_url, **ports
+        )
+
+    output = said(result)
+    assert result.returncode == 1
+    problem = output.strip().splitlines()
+    assert len(problem) == 1, output
+    assert "another b24-nps running?" in problem[0]
+    for variable, port in ports.items():
+        assert f":{port} ({variable})" in problem[0]
 
 
 def test_run_all_refuses_one_port_given_twice(pg_dsn: str, amqp_url: str) -> None:

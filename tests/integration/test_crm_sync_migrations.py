@@ -7,7 +7,7 @@ from pathlib import Path
 
 import asyncpg
 
-from services.ops.scratch import scratch_name, with_path
+from services.harness.scratch import scratch_name, with_path
 from shared.db import MIGRATIONS_DIR, migrate
 
 LEDGER_ITEM = "0410_crm_sync_ledger_item.sql"

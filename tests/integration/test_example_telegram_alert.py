@@ -23,7 +23,7 @@ import pytest
 from aio_pika.abc import AbstractChannel
 
 from examples.telegram_alert import consumer
-from services.ops.scratch import scratch_database, scratch_name
+from services.harness.scratch import scratch_database, scratch_name
 from shared.events import NpsScored
 from shared.messaging import REASON_HEADER
 from shared.service import serve

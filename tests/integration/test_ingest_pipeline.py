@@ -20,12 +20,12 @@ from aio_pika.abc import AbstractChannel
 from faststream.rabbit import RabbitBroker
 from prometheus_client import REGISTRY
 
+from services.harness.scratch import scratch_database, scratch_name
 from services.ingest import store
 from services.ingest.api import create_app as ingest_app
 from services.ingest.contacts import ContactManagers
 from services.ingest.hydrator import FieldCatalog, FieldsOutdatedError, Hydrator, ItemReader
 from services.ingest.sweep import SWEEP_LOCK, Sweeper
-from services.ops.scratch import scratch_database, scratch_name
 from services.sandbox.app import create_app as sandbox_app
 from services.sandbox.limits import Limits
 from services.sandbox.methods import CONTACT

@@ -28,11 +28,11 @@ from aio_pika.abc import AbstractChannel
 from typer.testing import CliRunner
 
 from services.cli import app as cli
+from services.harness.scratch import scratch_database, scratch_name
 from services.ingest.hydrator import FieldCatalog, Hydrator, ItemReader
 from services.ingest.main import serve_ingest
 from services.ingest.release import HELD_EVENT, ConfigReloader, release_held
 from services.ingest.sweep import Sweeper
-from services.ops.scratch import scratch_database, scratch_name
 from services.reports.app import create_app as reports_app
 from services.router.main import wire as router_wire
 from services.sandbox.app import create_app as sandbox_app

@@ -10,7 +10,7 @@ import asyncpg
 import pytest
 from aio_pika.abc import AbstractChannel
 
-from services.ops.scratch import scratch_database, scratch_name
+from services.harness.scratch import scratch_database, scratch_name
 from shared.db import Conn, create_pool
 from shared.events import PortalRef, WebhookReceived
 from shared.messaging import make_broker

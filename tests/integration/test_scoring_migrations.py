@@ -7,7 +7,7 @@ from pathlib import Path
 
 import asyncpg
 
-from services.ops.scratch import scratch_name, with_path
+from services.harness.scratch import scratch_name, with_path
 from shared.db import MIGRATIONS_DIR, migrate
 
 DEALS = "0210_scoring_deals.sql"

@@ -13,7 +13,7 @@ from typing import Any
 import asyncpg
 import pytest
 
-from services.ops.scratch import scratch_database, scratch_name
+from services.harness.scratch import scratch_database, scratch_name
 from services.scoring import store
 from services.scoring.handlers import CONSUMER, score_submission
 from services.scoring.periods import bucket_start

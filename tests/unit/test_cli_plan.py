@@ -7,9 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from services.cli import Listener, _database_url_problem, _plan
+from services.cli import _database_url_problem, _plan
 from services.scoring.commands import names_segment
 from shared.settings import EXAMPLE_CONFIG, Settings
+from shared.supervisor import Listener
 
 
 def test_every_listener_of_run_all_has_the_variable_that_moves_it(
@@ -39,6 +40,9 @@ def test_every_listener_of_run_all_has_the_variable_that_moves_it(
         "router": Listener("127.0.0.1", 29102, "ROUTER_HEALTH_PORT"),
         "crm_sync": Listener("127.0.0.1", 29103, "CRM_SYNC_HEALTH_PORT"),
         "reports": Listener("127.0.0.1", 28001, "REPORTS_PORT"),
+    }
+    assert {p.name: p.also_listens for p in plan if p.also_listens} == {
+        "ingest": (Listener("127.0.0.1", 9100, "INGEST_HEALTH_PORT"),)
     }
     assert {p.name: p.env.get("HEALTH_PORT") for p in plan if p.env} == {
         "scoring": "29101",

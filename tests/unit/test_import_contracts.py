@@ -76,9 +76,11 @@ def _sandbox_imports_the_product(root: Path) -> list[str]:
 def _reader_reaches_past_a_read_module(root: Path) -> list[str]:
     _write(root, "services.reports.breach", "from services.scoring import store\n")
     _write(root, "services.ops.breach", "from services.router import rules\n")
+    _write(root, "services.harness.breach", "from services.crm_sync import policy\n")
     return [
         "services.reports.breach -> services.scoring.store",
         "services.ops.breach -> services.router.rules",
+        "services.harness.breach -> services.crm_sync.policy",
     ]
 
 
@@ -91,6 +93,21 @@ def _a_test_module_is_imported(root: Path) -> list[str]:
     ]
 
 
+def _ops_tool_imports_the_harness(root: Path) -> list[str]:
+    _write(root, "services.ops.breach", "from services.harness import scratch\n")
+    return ["services.ops.breach -> services.harness.scratch"]
+
+
+def _harness_imports_the_dashboard(root: Path) -> list[str]:
+    _write(root, "services.harness.breach", "from services.reports import views\n")
+    return ["services.harness.breach -> services.reports.views"]
+
+
+def _product_imports_the_harness(root: Path) -> list[str]:
+    _write(root, "services.scoring.breach", "from services.harness import scratch\n")
+    return ["services.scoring.breach -> services.harness.scratch"]
+
+
 BREACHES: dict[str, Callable[[Path], list[str]]] = {
     "pipeline-independent": _pipeline_service_imports_another,
     "pure-no-io": _pure_modules_reach_io,
@@ -98,6 +115,9 @@ BREACHES: dict[str, Callable[[Path], list[str]]] = {
     "sandbox-standalone": _sandbox_imports_the_product,
     "read-modules-only": _reader_reaches_past_a_read_module,
     "test-modules-private": _a_test_module_is_imported,
+    "ops-tools-apart": _ops_tool_imports_the_harness,
+    "harness-from-outside": _harness_imports_the_dashboard,
+    "product-without-harness": _product_imports_the_harness,
 }
 
 

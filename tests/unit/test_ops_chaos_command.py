@@ -7,10 +7,10 @@ import pytest
 from typer.testing import CliRunner
 
 from services.cli import app
-from services.ops.chaos import FAULTS
-from services.ops.chaos_run import SHOWN_PER_KIND, passed, summary
-from services.ops.scratch import scratch_name
-from services.ops.verdict import Verdict
+from services.harness.chaos import FAULTS
+from services.harness.chaos_run import SHOWN_PER_KIND, passed, summary
+from services.harness.scratch import scratch_name
+from services.harness.verdict import Verdict
 
 
 def test_an_unknown_fault_is_refused_with_the_valid_ones_named() -> None:

@@ -21,11 +21,11 @@ from urllib.parse import urlsplit
 
 import aio_pika
 
+from services.harness.chaos import WARM_UP_ANSWERS, fault_mid_run, fault_stack, warm_up
+from services.harness.scratch import scratch
+from services.harness.stack import PIPELINE, running
+from services.harness.verdict import Verdict
 from services.ops import dlq
-from services.ops.chaos import WARM_UP_ANSWERS, fault_mid_run, fault_stack, warm_up
-from services.ops.scratch import scratch
-from services.ops.stack import PIPELINE, running
-from services.ops.verdict import Verdict
 from shared.portal_config import load_portal_config
 
 SERVER_RESTARTS: dict[str, str] = {

@@ -20,9 +20,9 @@ import asyncpg
 import httpx
 
 from services.crm_sync.read import action_states
+from services.harness.stack import PIPELINE, Stack
+from services.harness.verdict import Verdict, compute
 from services.ops import dlq
-from services.ops.stack import PIPELINE, Stack
-from services.ops.verdict import Verdict, compute
 from shared.portal_config import PortalConfig
 
 FAULTS: tuple[str, ...] = (

@@ -7,13 +7,9 @@ from __future__ import annotations
 
 import asyncio
 import os
-import signal
 import socket
 import subprocess
 import sys
-import threading
-import time
-import urllib.request
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -21,6 +17,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from shared.settings import SANDBOX_APP_TOKEN, SANDBOX_SECRET, SANDBOX_USER_ID
+from shared.supervisor import Listener, Process, Supervisor
 
 PIPELINE: tuple[str, ...] = ("ingest", "scoring", "router", "crm_sync")
 
@@ -32,17 +29,10 @@ def free_port() -> int:
         return port
 
 
-def _answers(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=1) as response:  # noqa: S310 - local http
-            return bool(response.status == 200)
-    except OSError:
-        return False
-
-
 @dataclass
 class Stack:
-    """Sandbox portal + the four services, each its own process, on ports of their own."""
+    """Sandbox portal + the four services, each its own process, on ports of their own, under
+    the supervisor `nps run all` uses (`shared.supervisor`)."""
 
     database_url: str
     rabbitmq_url: str
@@ -51,15 +41,18 @@ class Stack:
     sandbox_args: list[str] = field(default_factory=list)
     extra_env: dict[str, str] = field(default_factory=dict)
     ports: dict[str, int] = field(default_factory=dict)
-    procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     started_at: datetime = field(default_factory=lambda: datetime.now(UTC))
-    _stopped: bool = field(default=False, init=False)
-    _starting: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
+    supervisor: Supervisor = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         for name in ("sandbox", *PIPELINE, "ingest_health"):
             self.ports.setdefault(name, free_port())
         self.log_dir.mkdir(parents=True, exist_ok=True)
+        self.supervisor = Supervisor(environ={}, log_dir=self.log_dir)
+
+    @property
+    def procs(self) -> dict[str, subprocess.Popen[bytes]]:
+        return self.supervisor.procs
 
     @property
     def sandbox_url(self) -> str:
@@ -120,62 +113,41 @@ class Stack:
             ]
         return [*base, "run", name]
 
+    def process(self, name: str) -> Process:
+        """`name` as the supervisor runs it."""
+        variable = {"sandbox": "SANDBOX_PORT", "ingest": "INGEST_PORT"}.get(name, "HEALTH_PORT")
+        return Process(
+            name,
+            self.args(name),
+            self.env(name),
+            self.ready_url(name),
+            Listener("127.0.0.1", self.ports[name], variable),
+        )
+
     def start(self, name: str, wait_s: float = 60.0) -> None:
-        with self._starting:  # never a process started after stop_all took its list
-            if self._stopped:
-                raise RuntimeError(f"{name} not started: the stack is stopped")
-            with (self.log_dir / f"{name}.log").open("ab") as log:
-                self.procs[name] = subprocess.Popen(  # noqa: S603 - our interpreter and arguments
-                    self.args(name), env=self.env(name), stdout=log, stderr=subprocess.STDOUT
-                )
-        self.wait_ready(name, wait_s)
+        self.supervisor.start(self.process(name), wait_s)
 
     def wait_ready(self, name: str, wait_s: float = 60.0) -> None:
-        deadline = time.monotonic() + wait_s
-        proc = self.procs[name]
-        while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                raise RuntimeError(f"{name} exited with {proc.returncode}: {self.tail(name)}")
-            if _answers(self.ready_url(name)):
-                return
-            time.sleep(0.2)
-        raise RuntimeError(f"{name} not ready after {wait_s:.0f} s: {self.tail(name)}")
+        self.supervisor.wait_ready(name, wait_s)
 
     def start_all(self) -> None:
         self.started_at = datetime.now(UTC)
-        for name in ("sandbox", *PIPELINE):
-            self.start(name)
+        self.supervisor.start_all([self.process(name) for name in ("sandbox", *PIPELINE)])
 
     def kill(self, name: str) -> None:
         """A crash: SIGKILL, nothing finishes."""
-        proc = self.procs[name]
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(timeout=10)
+        self.supervisor.kill(name)
 
     def stop(self, name: str, timeout_s: float = 30.0) -> int:
         """A deploy: SIGTERM, in-flight work finishes; returns the exit code."""
-        proc = self.procs[name]
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=timeout_s)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=10)
-        return int(proc.returncode)
+        return self.supervisor.stop(name, timeout_s)
 
     def stop_all(self) -> None:
         """Every process stopped; a start still under way in another thread starts nothing."""
-        with self._starting:
-            self._stopped = True
-        for name in reversed(list(self.procs)):
-            self.stop(name)
+        self.supervisor.stop_all()
 
     def tail(self, name: str, lines: int = 20) -> str:
-        path = self.log_dir / f"{name}.log"
-        if not path.exists():
-            return ""
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+        return self.supervisor.tail(name, lines)
 
 
 @asynccontextmanager
