@@ -33,6 +33,7 @@ from services.reports.dashboard import VIEWS, Sources
 from services.reports.filters import FilterError, parse_filters
 from services.reports.queries import filter_options
 from services.reports.views import portal_origin
+from services.scoring.nps import DEFAULT_MIN_ANSWERS
 from services.scoring.periods import Period
 from services.scoring.report import GroupBy, ReportQuery, run_report
 from shared.db import create_pool
@@ -140,7 +141,7 @@ async def report_endpoint(
         raise HTTPException(status_code=422, detail=detail) from None
     async with request.app.state.pool.acquire() as conn:
         rows = await run_report(conn, query)
-    return [row.as_dict() for row in rows]
+    return [row.as_dict(request.app.state.sources.min_answers) for row in rows]
 
 
 def create_app(
@@ -149,12 +150,14 @@ def create_app(
     *,
     portal_url: str | None = None,
     rabbitmq_url: str | None = None,
+    min_answers: int = DEFAULT_MIN_ANSWERS,
 ) -> FastAPI:
     """The reports app on the database at `database_url`, protected by `token`.
 
     Every page and API needs the token (see `services/reports/auth.py`). `portal_url` (the
     webhook URL; only its origin is kept) makes links to Bitrix24 items and contacts;
-    `rabbitmq_url` lets the ops view count dead letters.
+    `rabbitmq_url` lets the ops view count dead letters; below `min_answers` answers a number
+    is marked as too few to rely on.
     """
 
     @asynccontextmanager
@@ -174,6 +177,7 @@ def create_app(
     app.state.sources = Sources(
         portal_origin=portal_origin(portal_url) if portal_url else None,
         rabbitmq_url=rabbitmq_url,
+        min_answers=min_answers,
     )
     api = APIRouter(prefix="/api", dependencies=[Depends(api_guard)])
     api.add_api_route("/report", report_endpoint, methods=["GET"])

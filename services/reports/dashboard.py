@@ -22,6 +22,7 @@ from services.reports.views import (
     product_lines,
     trend_chart,
 )
+from services.scoring.nps import DEFAULT_MIN_ANSWERS
 from services.scoring.report import ReportQuery, run_report
 from shared.db import Conn
 
@@ -34,6 +35,8 @@ class Sources:
     """`scheme://host` of the Bitrix24 portal, for links to items and contacts."""
     rabbitmq_url: str | None
     """The broker whose dead-letter queues the ops view counts."""
+    min_answers: int = DEFAULT_MIN_ANSWERS
+    """Below this many answers a number is marked as too few to rely on."""
 
 
 View = Callable[[Conn, Sources, Filters, FilterOptions], Awaitable[str]]

@@ -65,6 +65,7 @@ def run(settings: Settings) -> None:
             token,
             portal_url=settings.portal_webhook_url(),
             rabbitmq_url=settings.rabbitmq_url.get_secret_value(),
+            min_answers=settings.nps_min_answers,
         ),
         host=reports.host,
         port=reports.port,

@@ -11,11 +11,13 @@ import asyncpg
 import typer
 from pydantic import ValidationError
 
+from services.scoring.nps import DEFAULT_MIN_ANSWERS
 from services.scoring.periods import PERIODS
 from services.scoring.report import GROUPINGS, ReportQuery, ReportRow, run_report
 from shared.settings import get_settings
 
-_METRICS = ("nps", "promoters", "passives", "detractors", "answers", "avg_score")
+_METRICS = ("nps", "margin", "promoters", "passives", "detractors", "answers", "avg_score")
+FEW_MARK = "*"
 _KEY_COLUMNS: dict[str, tuple[str, ...]] = {
     "product": ("sku", "name"),
     "segment": ("segment", "kind"),
@@ -33,8 +35,23 @@ def _cell(value: Any) -> str:
     return str(value)
 
 
-def render_table(rows: list[dict[str, Any]], by: str) -> str:
-    """A plain-text table of report rows (`-` where there is no value)."""
+def _row_cells(row: dict[str, Any], columns: list[str]) -> list[str]:
+    cells = []
+    for column in columns:
+        text = _cell(row.get(column))
+        if column == "margin" and row.get(column) is not None:
+            text = "±" + text
+        if column == "nps" and row.get("few_answers") and row.get(column) is not None:
+            text += FEW_MARK
+        cells.append(text)
+    return cells
+
+
+def render_table(
+    rows: list[dict[str, Any]], by: str, min_answers: int = DEFAULT_MIN_ANSWERS
+) -> str:
+    """A plain-text table of report rows (`-` where there is no value): the NPS with its 95 %
+    margin of error, and a mark on an NPS from fewer than `min_answers` answers."""
     if not rows:
         return "no answers match"
     columns = list(_KEY_COLUMNS[by])
@@ -43,7 +60,7 @@ def render_table(rows: list[dict[str, Any]], by: str) -> str:
     columns.extend(_METRICS)
     if any(row.get("note") for row in rows):
         columns.append("note")
-    table = [columns, *[[_cell(row.get(column)) for column in columns] for row in rows]]
+    table = [columns, *[_row_cells(row, columns) for row in rows]]
     widths = [max(len(line[i]) for line in table) for i in range(len(columns))]
     numeric = set(_METRICS) | {"manager_id"}
     lines = [
@@ -54,6 +71,8 @@ def render_table(rows: list[dict[str, Any]], by: str) -> str:
         for line in table
     ]
     lines.insert(1, "  ".join("-" * width for width in widths))
+    if any(row.get("few_answers") and row.get("nps") is not None for row in rows):
+        lines.append(f"{FEW_MARK} fewer than {min_answers} answers: too few to rely on")
     return "\n".join(lines)
 
 
@@ -129,7 +148,8 @@ def report(
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print a JSON list of rows")] = False,
 ) -> None:
-    """NPS, promoters/passives/detractors, answers and average score, grouped and filtered.
+    """NPS with its 95 % margin of error, promoters/passives/detractors, answers and average
+    score, grouped and filtered; an NPS from fewer than NPS_MIN_ANSWERS (30) answers is marked.
 
     Cosmetics NPS is per product only (by period/manager: equipment only, with a note).
     """
@@ -152,11 +172,12 @@ def report(
             for err in exc.errors(include_url=False)
         )
         raise typer.BadParameter(problems.replace("date_", "--")) from None
-    rows = [row.as_dict() for row in asyncio.run(_fetch(query))]
+    min_answers = get_settings().nps_min_answers
+    rows = [row.as_dict(min_answers) for row in asyncio.run(_fetch(query))]
     if as_json:
         typer.echo(json.dumps(rows, indent=2, ensure_ascii=False))
     else:
-        typer.echo(render_table(rows, query.by))
+        typer.echo(render_table(rows, query.by, min_answers))
 
 
 def register(app: typer.Typer) -> None:

@@ -33,7 +33,7 @@ from typing import Any, Literal, get_args
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from services.scoring.answers import NO_MANAGER
-from services.scoring.nps import NpsAggregate
+from services.scoring.nps import DEFAULT_MIN_ANSWERS, NpsAggregate, too_few_answers
 from services.scoring.periods import (
     Granularity,
     Period,
@@ -152,10 +152,19 @@ class ReportRow:
     def avg_score(self) -> float | None:
         return None if self.withheld else self.stats.avg_score
 
-    def as_dict(self) -> dict[str, Any]:
+    @property
+    def margin(self) -> float | None:
+        return None if self.withheld else self.stats.margin
+
+    def as_dict(self, min_answers: int = DEFAULT_MIN_ANSWERS) -> dict[str, Any]:
+        """The row as `nps report --json` and `/api/report` answer it: `margin` is the NPS's 95 %
+        margin of error (±, in points) and `few_answers` marks a row with answers but fewer than
+        `min_answers` of them (too few to rely on)."""
         row: dict[str, Any] = {
             **self.keys,
             "nps": self.nps,
+            "margin": self.margin,
+            "few_answers": too_few_answers(self.stats.answers, min_answers),
             "promoters": self.stats.promoters,
             "passives": self.stats.passives,
             "detractors": self.stats.detractors,

@@ -53,6 +53,8 @@ def test_json_rows_by_manager(cli: CliRunner, portal: str) -> None:
         {
             "manager_id": 5,
             "nps": 100.0,
+            "margin": 0.0,
+            "few_answers": True,
             "promoters": 1,
             "passives": 0,
             "detractors": 0,
@@ -63,6 +65,8 @@ def test_json_rows_by_manager(cli: CliRunner, portal: str) -> None:
         {
             "manager_id": 7,
             "nps": -100.0,
+            "margin": 0.0,
+            "few_answers": True,
             "promoters": 0,
             "passives": 0,
             "detractors": 1,
@@ -71,6 +75,16 @@ def test_json_rows_by_manager(cli: CliRunner, portal: str) -> None:
             "note": None,
         },
     ]
+
+
+def test_threshold_of_too_few_answers_is_configured(
+    cli: CliRunner, portal: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("NPS_MIN_ANSWERS", "1")
+    get_settings.cache_clear()
+    result = cli.invoke(app, ["report", "--by", "manager", "--portal", portal, "--json"])
+    assert result.exit_code == 0, result.output
+    assert [row["few_answers"] for row in json.loads(result.stdout)] == [False, False]
 
 
 def test_quarterly_trend_as_a_table(cli: CliRunner, portal: str) -> None:
@@ -83,6 +97,7 @@ def test_quarterly_trend_as_a_table(cli: CliRunner, portal: str) -> None:
     assert lines[0].split() == [
         "period",
         "nps",
+        "margin",
         "promoters",
         "passives",
         "detractors",
@@ -90,8 +105,9 @@ def test_quarterly_trend_as_a_table(cli: CliRunner, portal: str) -> None:
         "avg_score",
     ]
     assert [line.split() for line in lines[2:]] == [
-        ["2024-Q2", "100.0", "1", "0", "0", "1", "10.0"],
-        ["2024-Q3", "-100.0", "0", "0", "1", "1", "2.0"],
+        ["2024-Q2", "100.0*", "±0.0", "1", "0", "0", "1", "10.0"],
+        ["2024-Q3", "-100.0*", "±0.0", "0", "0", "1", "1", "2.0"],
+        ["*", "fewer", "than", "30", "answers:", "too", "few", "to", "rely", "on"],
     ]
 
 
