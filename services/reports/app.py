@@ -5,7 +5,8 @@ inline SVG charts, no JavaScript, the style sheet from `/static/`), each with it
 query string: `/` (NPS trend), `/products`, `/managers`, `/attention` (latest detractors and
 service requests), `/ops` (conflicts and dead letters). `GET /api/report` takes the same
 parameters as `nps report` (`by`, `period`, `from`, `to`, `segment`, `product`, `manager`,
-`portal`) and answers the same rows as `nps report --json`.
+`portal`) and answers the same rows as `nps report --json`; `GET /api/scores` takes the same
+parameters and answers how many of those answers gave each score.
 
 `GET /openapi.json` describes the API (there is no `/docs` page: Swagger UI would load its
 scripts from a CDN). Everything but `GET /healthz` and the style sheet under `/static/` needs the
@@ -35,7 +36,7 @@ from services.reports.queries import filter_options
 from services.reports.views import portal_origin
 from services.scoring.nps import DEFAULT_MIN_ANSWERS
 from services.scoring.periods import Period
-from services.scoring.report import GroupBy, ReportQuery, run_report
+from services.scoring.report import GroupBy, ReportQuery, run_report, score_distribution
 from shared.db import create_pool
 
 PAGE_HEADERS = {
@@ -106,8 +107,7 @@ async def page(request: Request) -> Response:
         return _html(await view(conn, request.app.state.sources, filters, options))
 
 
-async def report_endpoint(
-    request: Request,
+def report_query(
     *,
     by: GroupBy = "product",
     period: Period | None = None,
@@ -117,10 +117,10 @@ async def report_endpoint(
     product: str | None = None,
     manager: int | None = None,
     portal: str | None = None,
-) -> list[dict[str, Any]]:
-    """NPS report rows (see `nps report`)."""
+) -> ReportQuery:
+    """The report query of the request's parameters; 422 naming each one that is wrong."""
     try:
-        query = ReportQuery(
+        return ReportQuery(
             by=by,
             period=period,
             date_from=date_from,
@@ -139,9 +139,25 @@ async def report_endpoint(
             for err in exc.errors(include_url=False)
         ]
         raise HTTPException(status_code=422, detail=detail) from None
+
+
+async def report_endpoint(
+    request: Request, query: Annotated[ReportQuery, Depends(report_query)]
+) -> list[dict[str, Any]]:
+    """NPS report rows (see `nps report`)."""
     async with request.app.state.pool.acquire() as conn:
         rows = await run_report(conn, query)
     return [row.as_dict(request.app.state.sources.min_answers) for row in rows]
+
+
+async def scores_endpoint(
+    request: Request, query: Annotated[ReportQuery, Depends(report_query)]
+) -> list[dict[str, int]]:
+    """How many answers gave each score, over the answers behind the same report's rows (its
+    grouping decides only whether cosmetics answers are left out; the period split is ignored)."""
+    async with request.app.state.pool.acquire() as conn:
+        counts = await score_distribution(conn, query)
+    return [{"score": score, "answers": counts[score]} for score in sorted(counts)]
 
 
 def create_app(
@@ -181,6 +197,7 @@ def create_app(
     )
     api = APIRouter(prefix="/api", dependencies=[Depends(api_guard)])
     api.add_api_route("/report", report_endpoint, methods=["GET"])
+    api.add_api_route("/scores", scores_endpoint, methods=["GET"])
     app.include_router(api)
     app.mount("/static", StaticFiles(packages=[pages.STATIC_PACKAGE]), name="static")
 

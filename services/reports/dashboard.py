@@ -14,16 +14,19 @@ from services.ingest.unmapped import unmapped_summary
 from services.reports import pages, queries
 from services.reports.filters import Filters
 from services.reports.views import (
+    NO_COUNTS,
     Counts,
+    Distribution,
     FilterOptions,
     attention_lines,
+    distribution,
     manager_lines,
     ops_view,
     product_lines,
     trend_chart,
 )
 from services.scoring.nps import DEFAULT_MIN_ANSWERS
-from services.scoring.report import ReportQuery, run_report
+from services.scoring.report import ReportQuery, run_report, score_distribution
 from shared.db import Conn
 
 
@@ -42,44 +45,69 @@ class Sources:
 View = Callable[[Conn, Sources, Filters, FilterOptions], Awaitable[str]]
 
 
-async def _rows(conn: Conn, query: ReportQuery) -> list[dict[str, Any]]:
-    return [row.as_dict() for row in await run_report(conn, query)]
+async def _rows(conn: Conn, sources: Sources, query: ReportQuery) -> list[dict[str, Any]]:
+    return [row.as_dict(sources.min_answers) for row in await run_report(conn, query)]
 
 
-async def _summary(conn: Conn, filters: Filters) -> Counts:
+async def _summary(conn: Conn, sources: Sources, filters: Filters) -> Counts:
     """The figures of the whole selection (zeros when it holds no answers)."""
-    rows = await _rows(conn, filters.report("period", "range"))
+    rows = await _rows(conn, sources, filters.report("period", "range"))
     if not rows:
-        return Counts(None, 0, 0, 0, 0, None)
+        return NO_COUNTS
     return Counts.of(rows[0])
 
 
-async def trend(conn: Conn, _sources: Sources, filters: Filters, options: FilterOptions) -> str:
-    rows = await _rows(conn, filters.report("period", filters.period))
-    summary = await _summary(conn, filters)
+async def _distribution(conn: Conn, query: ReportQuery) -> Distribution:
+    """The score distribution of the answers behind `query`'s rows."""
+    return distribution(await score_distribution(conn, query))
+
+
+async def trend(conn: Conn, sources: Sources, filters: Filters, options: FilterOptions) -> str:
+    query = filters.report("period", filters.period)
+    rows = await _rows(conn, sources, query)
+    summary = await _summary(conn, sources, filters)
     api_url = filters.api_url("period", filters.period)
     return pages.trend_page(
-        filters, options, trend_chart(rows), summary, filters.period, api_url=api_url
+        filters,
+        options,
+        trend_chart(rows),
+        summary,
+        filters.period,
+        api_url=api_url,
+        scores=await _distribution(conn, query),
     )
 
 
-async def products(conn: Conn, _sources: Sources, filters: Filters, options: FilterOptions) -> str:
-    rows = await _rows(conn, filters.report("product"))
-    trends = await _rows(conn, filters.report("product", filters.period))
+async def products(conn: Conn, sources: Sources, filters: Filters, options: FilterOptions) -> str:
+    query = filters.report("product")
+    rows = await _rows(conn, sources, query)
+    trends = await _rows(conn, sources, filters.report("product", filters.period))
     lines = product_lines(rows, trends, options.catalogue)
-    return pages.products_page(filters, options, lines, api_url=filters.api_url("product"))
+    return pages.products_page(
+        filters,
+        options,
+        lines,
+        api_url=filters.api_url("product"),
+        scores=await _distribution(conn, query),
+    )
 
 
-async def managers(conn: Conn, _sources: Sources, filters: Filters, options: FilterOptions) -> str:
-    rows = await _rows(conn, filters.report("manager"))
-    lines = manager_lines(rows)
-    return pages.managers_page(filters, options, lines, api_url=filters.api_url("manager"))
+async def managers(conn: Conn, sources: Sources, filters: Filters, options: FilterOptions) -> str:
+    query = filters.report("manager")
+    lines = manager_lines(await _rows(conn, sources, query))
+    return pages.managers_page(
+        filters,
+        options,
+        lines,
+        api_url=filters.api_url("manager"),
+        scores=await _distribution(conn, query),
+    )
 
 
 async def attention(conn: Conn, sources: Sources, filters: Filters, options: FilterOptions) -> str:
     records = await queries.attention(conn, filters)
     lines = attention_lines(records, sources.portal_origin)
-    summary = await _summary(conn, filters)
+    summary = await _summary(conn, sources, filters)
     api_url = filters.api_url("period", "range")
     return pages.attention_page(
         filters, options, lines, summary, queries.ATTENTION_LIMIT, api_url=api_url

@@ -28,12 +28,14 @@ from services.reports.views import (
     DASH,
     AttentionLine,
     Counts,
+    Distribution,
     FilterOptions,
     ManagerLine,
     OpsView,
     ProductLine,
     TrendChart,
     fmt_avg,
+    fmt_margin,
     fmt_nps,
     manager_label,
 )
@@ -90,6 +92,7 @@ ENV = Environment(
 )
 ENV.filters["nps"] = fmt_nps
 ENV.filters["avg"] = fmt_avg
+ENV.filters["margin"] = fmt_margin
 ENV.globals.update(stylesheet=STYLESHEET, dash=DASH)
 
 
@@ -196,8 +199,9 @@ def trend_page(
     rows_label: str,
     *,
     api_url: str,
+    scores: Distribution,
 ) -> str:
-    """`/`: summary tiles, the chart, and the per-period figures."""
+    """`/`: summary tiles, the chart, the score distribution and the per-period figures."""
     return _page(
         "trend.html",
         TREND,
@@ -208,30 +212,57 @@ def trend_page(
         summary=summary,
         rows_label=rows_label,
         open_table=len(chart.points) <= OPEN_TABLE_ROWS,
+        scores=scores,
     )
 
 
 def products_page(
-    filters: Filters, options: FilterOptions, lines: Sequence[ProductLine], *, api_url: str
+    filters: Filters,
+    options: FilterOptions,
+    lines: Sequence[ProductLine],
+    *,
+    api_url: str,
+    scores: Distribution,
 ) -> str:
-    """`/products`: per product NPS, the mix, the average score, the trend."""
+    """`/products`: per product NPS, the mix, the average score, the trend; the distribution of
+    the scores."""
     links = {line.sku: "/" + replace(filters, product=line.sku).query_string() for line in lines}
     return _page(
-        "products.html", PRODUCTS, filters, options, api_url=api_url, lines=lines, links=links
+        "products.html",
+        PRODUCTS,
+        filters,
+        options,
+        api_url=api_url,
+        lines=lines,
+        links=links,
+        scores=scores,
     )
 
 
 def managers_page(
-    filters: Filters, options: FilterOptions, lines: Sequence[ManagerLine], *, api_url: str
+    filters: Filters,
+    options: FilterOptions,
+    lines: Sequence[ManagerLine],
+    *,
+    api_url: str,
+    scores: Distribution,
 ) -> str:
-    """`/managers`: per responsible manager NPS and counts (the sales team's motivation view)."""
+    """`/managers`: per responsible manager NPS and counts (the sales team's motivation view),
+    and the distribution of the scores."""
     links = {
         line.manager_id: "/" + replace(filters, manager=line.manager_id).query_string()
         for line in lines
         if line.manager_id is not None
     }
     return _page(
-        "managers.html", MANAGERS, filters, options, api_url=api_url, lines=lines, links=links
+        "managers.html",
+        MANAGERS,
+        filters,
+        options,
+        api_url=api_url,
+        lines=lines,
+        links=links,
+        scores=scores,
     )
 
 

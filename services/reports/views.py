@@ -28,10 +28,16 @@ def fmt_avg(value: float | None) -> str:
     return DASH if value is None else f"{value:.2f}"
 
 
+def fmt_margin(value: float | None) -> str:
+    """An NPS's 95 % margin of error as shown: `±17.1`."""
+    return DASH if value is None else f"±{value:.1f}"
+
+
 @dataclass(frozen=True)
 class Counts:
     """The figures of one report row, and its note (cosmetics answers left out of an aggregate,
-    or why a cosmetics segment has no NPS)."""
+    or why a cosmetics segment has no NPS); `margin` is the NPS's 95 % margin of error and
+    `few_answers` says the row has too few answers to rely on."""
 
     nps: float | None
     promoters: int
@@ -40,6 +46,8 @@ class Counts:
     answers: int
     avg_score: float | None
     note: str | None = None
+    margin: float | None = None
+    few_answers: bool = False
 
     @classmethod
     def of(cls, row: Mapping[str, Any]) -> Counts:
@@ -51,7 +59,78 @@ class Counts:
             answers=row["answers"],
             avg_score=row["avg_score"],
             note=row.get("note"),
+            margin=row["margin"],
+            few_answers=row["few_answers"],
         )
+
+    @property
+    def unreliable(self) -> str | None:
+        """The mark of an NPS that rests on too few answers; None when there is none to mark."""
+        if not self.few_answers or self.nps is None:
+            return None
+        return f"unreliable: {self.answers} answer{'' if self.answers == 1 else 's'}"
+
+
+NO_COUNTS = Counts(None, 0, 0, 0, 0, None)
+"""The figures of a selection without answers."""
+
+
+@dataclass(frozen=True)
+class ScoreBar:
+    """One score's column of a distribution: its count, share and category, in SVG units."""
+
+    score: int
+    count: int
+    share: str
+    category: str
+    x: float
+    y: float
+    height: float
+
+
+@dataclass(frozen=True)
+class Distribution:
+    """How many answers gave each score 0..10 (every score shown, zeros included)."""
+
+    width: float
+    height: float
+    bottom: float
+    bar_width: float
+    bars: tuple[ScoreBar, ...]
+    total: int
+
+
+def score_category(score: int) -> str:
+    """The class of a score's column: promoter (9-10), passive (7-8) or detractor (0-6)."""
+    return "p" if score >= 9 else "n" if score >= 7 else "d"
+
+
+def distribution(
+    counts: Mapping[int, int], *, width: float = 440, height: float = 150
+) -> Distribution:
+    """The 0-10 score distribution of `counts` (score -> answers) as columns."""
+    bottom = height - 20
+    top = 16.0
+    band = width / 11
+    bar_width = round(band * 0.7, 2)
+    total = sum(counts.values())
+    most = max(counts.values(), default=0)
+    bars = []
+    for score in range(11):
+        count = counts.get(score, 0)
+        bar_height = (bottom - top) * count / most if most else 0.0
+        bars.append(
+            ScoreBar(
+                score=score,
+                count=count,
+                share=f"{100 * count / total:.0f} %" if total else DASH,
+                category=score_category(score),
+                x=round(band * score + (band - bar_width) / 2, 2),
+                y=round(bottom - bar_height, 2),
+                height=round(bar_height, 2),
+            )
+        )
+    return Distribution(width, height, bottom, bar_width, tuple(bars), total)
 
 
 @dataclass(frozen=True)

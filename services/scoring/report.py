@@ -439,3 +439,32 @@ def _periods(
         shown_to = min(end, query.date_to) if query.date_to else end
         periods.append((start, _period_keys(label(start, unit), shown_from, shown_to)))
     return periods
+
+
+async def score_distribution(conn: Conn, query: ReportQuery) -> dict[int, int]:
+    """How many current answers gave each score, over the answers `query` selects (its filters;
+    equipment only where its rows would add up several products). Its grouping and period split
+    do not matter: the distribution is of the whole selection."""
+    conditions = ["d.is_current", "d.score IS NOT NULL"]
+    if query.equipment_only:
+        conditions.append(f"NOT {_COSMETICS_SQL}")
+    params: list[Any] = []
+    filter_conditions(
+        conditions,
+        params,
+        portal=query.portal,
+        segment=query.segment,
+        product=query.product,
+        manager=query.manager,
+        day="d.day",
+        start=query.date_from,
+        end=query.date_to,
+    )
+    sql = (
+        "SELECT d.score, count(*) AS answers FROM scoring_answers d"  # noqa: S608 - fixed fragments, values are $n
+        f" WHERE {' AND '.join(conditions)} GROUP BY d.score"
+    )
+    async with conn.transaction(readonly=True):
+        await conn.execute("SET LOCAL jit = off")
+        rows = await conn.fetch(sql, *params)
+    return {row["score"]: row["answers"] for row in rows}

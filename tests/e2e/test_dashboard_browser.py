@@ -29,7 +29,7 @@ import pytest
 
 from services.ops.stack import free_port
 from services.scoring.handlers import score_submission
-from tests.unit.test_dashboard_render import figures, shown
+from tests.unit.test_dashboard_render import figures, shown, shown_scores
 from tests.unit.test_scoring_answers import make_submission
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -155,8 +155,15 @@ class Served:
         )
 
     def api(self, **params: str) -> list[dict[str, Any]]:
+        return self._get("report", **params)
+
+    def scores(self, **params: str) -> dict[str, str]:
+        """The score distribution of `/api/scores`, as a page shows it."""
+        return shown_scores(self._get("scores", **params))
+
+    def _get(self, what: str, **params: str) -> list[dict[str, Any]]:
         response = httpx.get(
-            f"{self.base}/api/report",
+            f"{self.base}/api/{what}",
             params={"portal": self.portal, **params},
             headers={"Authorization": f"Bearer {self.token}"},
         )
@@ -234,7 +241,7 @@ def test_a_browser_without_the_token_is_asked_for_it(served: Served, browser: Br
 def test_a_browser_signs_in_with_the_token_as_password(served: Served, browser: Browser) -> None:
     signed_in = served.base.replace("http://", f"http://marketing:{served.token}@")
     shown_rows = figures(browser.dom(f"{signed_in}/managers?portal={served.portal}"))
-    assert set(shown_rows) == {"5", "7", "none"}
+    assert set(shown_rows) == {"5", "7", "none", "scores"}
 
 
 def test_trend_view_shows_the_api_numbers(served: Served, browser: Browser) -> None:
@@ -244,19 +251,25 @@ def test_trend_view_shows_the_api_numbers(served: Served, browser: Browser) -> N
     for row in monthly:
         assert shown_rows[row["period"]] == shown(row)
     assert shown_rows["summary"] == shown(served.api(by="period", period="range")[0])
+    assert shown_rows["summary"]["few_answers"] == "unreliable: 2 answers"
+    assert shown_rows["scores"] == served.scores(by="period")
 
 
 def test_products_view_shows_the_api_numbers(served: Served, browser: Browser) -> None:
     dom = browser.dom(served.url("/products"))
     rows = served.api(by="product")
-    assert figures(dom) == {row["sku"]: shown(row) for row in rows}
+    shown_rows = figures(dom)
+    assert shown_rows.pop("scores") == served.scores(by="product")
+    assert shown_rows == {row["sku"]: shown(row) for row in rows}
     assert dom.count('class="spark"') == len(rows) == 3
 
 
 def test_managers_view_shows_the_api_numbers(served: Served, browser: Browser) -> None:
     rows = served.api(by="manager")
     assert [row["manager_id"] for row in rows] == [5, 7, None]
-    assert figures(browser.dom(served.url("/managers"))) == {
+    shown_rows = figures(browser.dom(served.url("/managers")))
+    assert shown_rows.pop("scores") == served.scores(by="manager")
+    assert shown_rows == {
         str(row["manager_id"]) if row["manager_id"] else "none": shown(row) for row in rows
     }
 
@@ -287,8 +300,11 @@ def test_ops_view_shows_conflicts_and_dead_letters(served: Served, browser: Brow
 def test_changing_a_filter_changes_the_numbers(served: Served, browser: Browser) -> None:
     everything = figures(browser.dom(served.url("/products")))
     lasers = figures(browser.dom(served.url("/products", segment="12")))
-    assert set(everything) == {"CREAM", "LASER", "SERUM"}
-    assert lasers == {"LASER": shown(served.api(by="product", segment="12")[0])}
+    assert set(everything) == {"CREAM", "LASER", "SERUM", "scores"}
+    assert lasers == {
+        "LASER": shown(served.api(by="product", segment="12")[0]),
+        "scores": served.scores(by="product", segment="12"),
+    }
     weekly = figures(browser.dom(served.url("/", period="week", product="SERUM")))
     rows = served.api(by="period", period="week", product="SERUM")
     assert len(rows) == 12

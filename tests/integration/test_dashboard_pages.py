@@ -22,7 +22,7 @@ from services.reports.queries import conflicts
 from services.scoring.handlers import score_submission
 from services.scoring.report import cosmetics_left_out_note
 from tests.cosmetics_check import LEFT_OUT, PER_PRODUCT, score_the_check
-from tests.unit.test_dashboard_render import figures, shown
+from tests.unit.test_dashboard_render import figures, shown, shown_scores
 from tests.unit.test_scoring_answers import make_submission
 
 TOKEN = "dashboard-token-7c1e"
@@ -89,7 +89,12 @@ async def page_and_api(
     api = await http.get("/api/report", params=api_params, headers=BEARER)
     assert page.status_code == 200, page.text
     assert api.status_code == 200, api.text
-    return figures(page.text), api.json()
+    shown_rows = figures(page.text)
+    if "scores" in shown_rows:
+        # The score distribution of the page's selection, as the API answers it.
+        scores = await http.get("/api/scores", params=api_params, headers=BEARER)
+        assert shown_rows.pop("scores") == shown_scores(scores.json())
+    return shown_rows, api.json()
 
 
 async def test_trend_page_shows_the_report_numbers(pg_dsn: str, portal: str) -> None:
@@ -298,7 +303,7 @@ async def test_token_in_the_url_once_sets_a_cookie(pg_dsn: str, portal: str) -> 
         http.cookies.clear()
         forgotten = await http.get(entry.headers["location"])
     assert followed.status_code == 200
-    assert set(figures(followed.text)) == {"CREAM", "LASER", "SERUM"}
+    assert set(figures(followed.text)) == {"CREAM", "LASER", "SERUM", "scores"}
     assert api.status_code == 200
     assert forgotten.status_code == 401
 
@@ -369,6 +374,7 @@ async def test_the_cosmetics_check_shows_no_aggregate_nps(
     assert page.status_code == 200, page.text
     assert figures(page.text)[row] == {
         "nps": "—",
+        "margin": "—",
         "promoters": "0",
         "passives": "0",
         "detractors": "0",

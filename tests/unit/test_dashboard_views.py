@@ -15,8 +15,10 @@ from services.reports.views import (
     ProductInfo,
     attention_lines,
     contact_url,
+    distribution,
     fmt_avg,
     fmt_json_value,
+    fmt_margin,
     fmt_nps,
     item_url,
     manager_lines,
@@ -30,6 +32,7 @@ from services.reports.views import (
     sparkline,
     trend_chart,
 )
+from services.scoring.nps import nps_margin, too_few_answers
 
 
 def row(period: str, nps: float | None, p: int, n: int, d: int, **keys: Any) -> dict[str, Any]:
@@ -38,6 +41,8 @@ def row(period: str, nps: float | None, p: int, n: int, d: int, **keys: Any) -> 
         **keys,
         "period": period,
         "nps": nps,
+        "margin": None if nps is None else nps_margin(p, d, answers),
+        "few_answers": too_few_answers(answers),
         "promoters": p,
         "passives": n,
         "detractors": d,
@@ -344,8 +349,45 @@ def test_formats() -> None:
         "0.0",
     )
     assert (fmt_avg(None), fmt_avg(7.0), fmt_avg(6.67)) == (DASH, "7.00", "6.67")
+    assert (fmt_margin(None), fmt_margin(51.8), fmt_margin(0.0)) == (DASH, "±51.8", "±0.0")
     assert fmt_json_value(None) == DASH
     assert fmt_json_value('["a", 1]') == '["a", 1]'
     long_value = fmt_json_value('"' + "x" * 500 + '"')
     assert len(long_value) == 120
     assert long_value.endswith("…")
+
+
+@pytest.mark.parametrize(
+    ("nps", "answers", "few", "expected"),
+    [
+        (-28.6, 7, True, "unreliable: 7 answers"),
+        (100.0, 1, True, "unreliable: 1 answer"),
+        (12.5, 40, False, None),
+        (None, 7, True, None),  # no NPS (cosmetics segment): nothing to call unreliable
+        (None, 0, False, None),
+    ],
+)
+def test_an_nps_from_too_few_answers_is_marked(
+    nps: float | None, answers: int, few: bool, expected: str | None
+) -> None:
+    counts = Counts(nps, answers, 0, 0, answers, None, margin=None, few_answers=few)
+    assert counts.unreliable == expected
+
+
+def test_score_distribution_has_a_column_per_score() -> None:
+    shown = distribution({0: 1, 7: 2, 10: 4}, width=440, height=150)
+    assert [bar.score for bar in shown.bars] == list(range(11))
+    assert [bar.count for bar in shown.bars] == [1, 0, 0, 0, 0, 0, 0, 2, 0, 0, 4]
+    assert shown.total == 7
+    assert [bar.category for bar in shown.bars] == ["d"] * 7 + ["n"] * 2 + ["p"] * 2
+    tallest = shown.bars[10]
+    assert (tallest.y, tallest.height, tallest.share) == (16.0, 114.0, "57 %")
+    assert (shown.bars[7].height, shown.bars[7].y) == (57.0, 73.0)
+    assert (shown.bars[1].height, shown.bars[1].y, shown.bars[1].share) == (0.0, 130.0, "0 %")
+    assert all(0 <= bar.x <= 440 - shown.bar_width for bar in shown.bars)
+
+
+def test_an_empty_distribution_has_no_columns_to_draw() -> None:
+    shown = distribution({})
+    assert shown.total == 0
+    assert {(bar.count, bar.height, bar.share) for bar in shown.bars} == {(0, 0.0, DASH)}
