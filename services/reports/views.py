@@ -195,10 +195,23 @@ def polyline(points: Sequence[tuple[float, float | None]]) -> str:
     return "".join(parts)
 
 
+LABEL_CHAR_WIDTH = 6.6
+"""About how wide a character of an axis label (11 px) is, in SVG user units."""
+
+
 @dataclass(frozen=True)
 class Tick:
     label: str
     at: float
+    anchor: str = "middle"
+    """How the label sits on `at` (SVG `text-anchor`): centred, or ending there at the right
+    edge of the chart so that it is not cut off."""
+
+
+def x_tick(label: str, at: float, width: float) -> Tick:
+    """A label centred under `at`, or ending at `at` where a centred one would overflow `width`."""
+    overflows = at + len(label) * LABEL_CHAR_WIDTH / 2 > width
+    return Tick(label, at, "end" if overflows else "middle")
 
 
 @dataclass(frozen=True)
@@ -295,7 +308,7 @@ def trend_chart(
             Tick(f"{value:+.0f}" if value else "0", nps_y(value, nps_top, nps_bottom))
             for value in (NPS_HIGH, 50.0, 0.0, -50.0, NPS_LOW)
         ),
-        x_ticks=tuple(Tick(p.period, p.x) for p in points[::step]),
+        x_ticks=tuple(x_tick(p.period, p.x, width) for p in points[::step]),
         max_answers=max_answers,
     )
 

@@ -11,8 +11,10 @@ import pytest
 from services.ingest.unmapped import UnmappedCategory
 from services.reports.views import (
     DASH,
+    LABEL_CHAR_WIDTH,
     Counts,
     ProductInfo,
+    Tick,
     attention_lines,
     contact_url,
     distribution,
@@ -31,6 +33,7 @@ from services.reports.views import (
     product_lines,
     sparkline,
     trend_chart,
+    x_tick,
 )
 from services.scoring.nps import nps_margin, too_few_answers
 
@@ -130,6 +133,27 @@ def test_long_trends_get_a_bounded_number_of_labels_and_no_markers() -> None:
     assert chart.marker_radius == 0
     assert chart.bar_width > 0
     assert chart.points[-1].x < chart.right
+
+
+def test_the_last_label_of_a_daily_chart_stays_inside_it() -> None:
+    days = [row(f"2024-03-{d:02d}", 10.0, 1, 0, 0) for d in range(1, 32)]
+    chart = trend_chart(days, width=960)
+    last = chart.x_ticks[-1]
+    assert last.anchor == "end"
+    assert last.at <= 960
+    half = len(last.label) * LABEL_CHAR_WIDTH / 2
+    for tick in chart.x_ticks[:-1]:
+        assert (tick.anchor, tick.at - half >= 0, tick.at + half <= 960) == ("middle", True, True)
+
+
+@pytest.mark.parametrize(
+    ("label", "at", "anchor"),
+    [("2024-05", 480.0, "middle"), ("2024-05-31", 940.0, "end"), ("2024-05-31", 926.0, "middle")],
+)
+def test_an_axis_label_that_would_overflow_ends_at_its_point(
+    label: str, at: float, anchor: str
+) -> None:
+    assert x_tick(label, at, 960) == Tick(label, at, anchor)
 
 
 def test_a_single_period_sits_in_the_middle() -> None:
