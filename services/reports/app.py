@@ -17,11 +17,12 @@ token in its address.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from datetime import date
 from typing import Annotated, Any
 from urllib.parse import urlencode
+from zoneinfo import ZoneInfo
 
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
@@ -167,13 +168,16 @@ def create_app(
     portal_url: str | None = None,
     rabbitmq_url: str | None = None,
     min_answers: int = DEFAULT_MIN_ANSWERS,
+    timezone: str = "UTC",
+    field_titles: Mapping[str, str] | None = None,
 ) -> FastAPI:
     """The reports app on the database at `database_url`, protected by `token`.
 
     Every page and API needs the token (see `services/reports/auth.py`). `portal_url` (the
     webhook URL; only its origin is kept) makes links to Bitrix24 items and contacts;
     `rabbitmq_url` lets the ops view count dead letters; below `min_answers` answers a number
-    is marked as too few to rely on.
+    is marked as too few to rely on. Times are shown in `timezone` (the portal's, an IANA name)
+    and the contact fields of conflicts by their `field_titles` (code -> title).
     """
 
     @asynccontextmanager
@@ -194,6 +198,8 @@ def create_app(
         portal_origin=portal_origin(portal_url) if portal_url else None,
         rabbitmq_url=rabbitmq_url,
         min_answers=min_answers,
+        zone=ZoneInfo(timezone),
+        field_titles=dict(field_titles or {}),
     )
     api = APIRouter(prefix="/api", dependencies=[Depends(api_guard)])
     api.add_api_route("/report", report_endpoint, methods=["GET"])

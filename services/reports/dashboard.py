@@ -6,8 +6,9 @@ on a page equals the API's for the same filters.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, tzinfo
 from typing import Any
 
 from services.ingest.unmapped import unmapped_summary
@@ -40,6 +41,10 @@ class Sources:
     """The broker whose dead-letter queues the ops view counts."""
     min_answers: int = DEFAULT_MIN_ANSWERS
     """Below this many answers a number is marked as too few to rely on."""
+    zone: tzinfo = UTC
+    """The portal's time zone: the pages show times in it."""
+    field_titles: Mapping[str, str] = field(default_factory=dict)
+    """Contact field code -> title (from the portal YAML), for the conflicts on the ops view."""
 
 
 View = Callable[[Conn, Sources, Filters, FilterOptions], Awaitable[str]]
@@ -106,7 +111,7 @@ async def managers(conn: Conn, sources: Sources, filters: Filters, options: Filt
 
 async def attention(conn: Conn, sources: Sources, filters: Filters, options: FilterOptions) -> str:
     records = await queries.attention(conn, filters)
-    lines = attention_lines(records, sources.portal_origin)
+    lines = attention_lines(records, sources.portal_origin, sources.zone)
     summary = await _summary(conn, sources, filters)
     api_url = filters.api_url("period", "range")
     return pages.attention_page(
@@ -119,7 +124,14 @@ async def ops(conn: Conn, sources: Sources, filters: Filters, options: FilterOpt
     dead_letters = await queries.dead_letter_sizes(sources.rabbitmq_url)
     held = await unmapped_summary(conn, filters.portal)
     view = ops_view(
-        total, records, dead_letters, queries.queue_names(), sources.portal_origin, unmapped=held
+        total,
+        records,
+        dead_letters,
+        queries.queue_names(),
+        sources.portal_origin,
+        unmapped=held,
+        field_titles=sources.field_titles,
+        zone=sources.zone,
     )
     return pages.ops_page(filters, options, view)
 

@@ -11,7 +11,7 @@ import json
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, tzinfo
 from typing import Any, Protocol
 from urllib.parse import urlsplit
 
@@ -459,8 +459,9 @@ def contact_url(origin: str | None, contact_id: int | None) -> str | None:
     return f"{origin}/crm/contact/details/{contact_id}/"
 
 
-def fmt_time(at: datetime) -> str:
-    return at.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
+def fmt_time(at: datetime, zone: tzinfo = UTC) -> str:
+    """A moment as the portal's people read it: in the portal's time zone, which is named."""
+    return at.astimezone(zone).strftime("%Y-%m-%d %H:%M %Z")
 
 
 @dataclass(frozen=True)
@@ -482,13 +483,14 @@ class AttentionLine:
 
 
 def attention_lines(
-    records: Sequence[Mapping[str, Any]], origin: str | None
+    records: Sequence[Mapping[str, Any]], origin: str | None, zone: tzinfo = UTC
 ) -> list[AttentionLine]:
-    """Lines of the latest detractors and service requests (records of `scoring_answers`)."""
+    """Lines of the latest detractors and service requests (records of `scoring_answers`),
+    their times in `zone`."""
     return [
         AttentionLine(
             answer_id=r["answer_id"],
-            submitted=fmt_time(r["submitted_at"]),
+            submitted=fmt_time(r["submitted_at"], zone),
             segment=r["segment"],
             product=f"{r['product_name']} ({r['sku']})",
             score=DASH if r["score"] is None else str(r["score"]),
@@ -522,6 +524,8 @@ class ConflictLine:
     contact_id: int
     contact_url: str | None
     field: str
+    """The field's title where the configuration gives one, else its code."""
+    field_code: str
     reason: str
     current: str
     proposed: str
@@ -584,16 +588,22 @@ def ops_view(
     origin: str | None,
     *,
     unmapped: Sequence[HeldCategory] | None = (),
+    field_titles: Mapping[str, str] | None = None,
+    zone: tzinfo = UTC,
 ) -> OpsView:
+    """The ops view; conflicts name their fields by `field_titles` (code -> title) where it has
+    them, and times are in `zone`."""
+    titles = field_titles or {}
     return OpsView(
         conflicts_total=conflicts_total,
         conflicts=tuple(
             ConflictLine(
                 id=r["id"],
-                created=fmt_time(r["created_at"]),
+                created=fmt_time(r["created_at"], zone),
                 contact_id=r["contact_id"],
                 contact_url=contact_url(origin, r["contact_id"]),
-                field=r["field"],
+                field=titles.get(r["field"], r["field"]),
+                field_code=r["field"],
                 reason=r["reason"],
                 current=fmt_json_value(r["current_value"]),
                 proposed=fmt_json_value(r["proposed_value"]),
@@ -609,8 +619,8 @@ def ops_view(
             UnmappedLine(
                 category_id=u.category_id,
                 answers=u.items,
-                oldest=fmt_time(u.oldest),
-                newest=fmt_time(u.newest),
+                oldest=fmt_time(u.oldest, zone),
+                newest=fmt_time(u.newest, zone),
             )
             for u in unmapped
         ),

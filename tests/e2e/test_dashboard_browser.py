@@ -291,7 +291,9 @@ def test_attention_view_links_to_bitrix24(served: Served, browser: Browser) -> N
 
 
 def test_ops_view_shows_conflicts_and_dead_letters(served: Served, browser: Browser) -> None:
-    rows = figures(browser.dom(served.url("/ops")))
+    dom = browser.dom(served.url("/ops"))
+    assert dom.index("<h2>Dead letters</h2>") < dom.index("<h2>Conflicts</h2>")
+    rows = figures(dom)
     assert rows["conflicts"] == {"total": "0"}
     assert rows["crm_sync.actions"]["size"].isdigit()
     assert rows["scoring.submissions"]["size"].isdigit()

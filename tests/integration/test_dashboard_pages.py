@@ -73,9 +73,9 @@ async def portal(pool: asyncpg.Pool) -> str:
 
 @asynccontextmanager
 async def client(
-    pg_dsn: str, amqp_url: str | None = None, token: str = TOKEN
+    pg_dsn: str, amqp_url: str | None = None, token: str = TOKEN, **options: Any
 ) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(pg_dsn, token, portal_url=WEBHOOK, rabbitmq_url=amqp_url)
+    app = create_app(pg_dsn, token, portal_url=WEBHOOK, rabbitmq_url=amqp_url, **options)
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://reports") as http:
@@ -247,6 +247,32 @@ async def test_ops_page_counts_conflicts_and_dead_letters(
     assert down_rows["scoring.submissions"] == {"size": "unknown"}
     assert down_rows["conflicts"] == {"total": "2"}
     assert "RabbitMQ did not answer" in down.text
+
+
+async def test_pages_show_the_portals_time_and_field_titles(
+    pg_dsn: str, pool: asyncpg.Pool, portal: str
+) -> None:
+    other = f"m-dash-tz-{uuid.uuid4().hex[:10]}"
+    async with pool.acquire() as conn:
+        await conn.execute(
+            """INSERT INTO crm_conflicts (portal, contact_id, field, reason, current_value,
+                   proposed_value, answer_id, action_id, created_at)
+               VALUES ($1, 800, 'UF_CRM_NPS_CRYO_B', 'legacy value', '"8"', '3', $2, $3,
+                   '2024-06-01T12:00:00Z')""",
+            other,
+            f"{other}:30:CRYO",
+            f"act-{uuid.uuid4().hex[:8]}",
+        )
+    titles = {"UF_CRM_NPS_CRYO_B": "Cryo B: NPS score"}
+    async with client(pg_dsn, timezone="Europe/Moscow", field_titles=titles) as http:
+        ops = await http.get("/ops", params={"portal": other}, headers=BEARER)
+        attention = await http.get("/attention", params={"portal": portal}, headers=BEARER)
+    assert ops.status_code == attention.status_code == 200
+    assert "<td>2024-06-01 15:00 MSK</td>" in ops.text
+    assert '<td title="UF_CRM_NPS_CRYO_B">Cryo B: NPS score' in ops.text
+    assert ops.text.index("<h2>Dead letters</h2>") < ops.text.index("<h2>Conflicts</h2>")
+    assert " MSK</td>" in attention.text
+    assert " UTC</td>" not in attention.text
 
 
 async def test_conflicts_without_crm_syncs_table_are_none(pool: asyncpg.Pool) -> None:

@@ -411,6 +411,11 @@ def test_ops_page_shows_conflicts_and_unknown_queue_sizes() -> None:
     }
     assert "<script" not in page
     assert "RabbitMQ did not answer" in page
+    assert page.index("<h2>Dead letters</h2>") < page.index("<h2>Conflicts</h2>")
+    titled = ops_view(1, [conflict], None, [], None, field_titles={"UF_CRM_NPS": "NPS score"})
+    assert '<td title="UF_CRM_NPS">NPS score<div class="muted">UF_CRM_NPS</div></td>' in (
+        pages.ops_page(Filters(), OPTIONS, titled)
+    )
     missing = pages.ops_page(
         Filters(),
         OPTIONS,

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import re
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone, tzinfo
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 
@@ -22,6 +23,7 @@ from services.reports.views import (
     fmt_json_value,
     fmt_margin,
     fmt_nps,
+    fmt_time,
     item_url,
     manager_lines,
     mix,
@@ -305,6 +307,8 @@ def test_attention_lines_show_unscored_service_requests_and_links() -> None:
     ]
     (line,) = attention_lines(records, "https://acme.bitrix24.ru")
     assert line.submitted == "2024-05-01 22:30 UTC"
+    (moscow,) = attention_lines(records, None, ZoneInfo("Europe/Moscow"))
+    assert moscow.submitted == "2024-05-02 01:30 MSK"
     assert (line.score, line.category, line.comment) == (DASH, "not scored", "")
     assert line.item_url == "https://acme.bitrix24.ru/crm/type/1038/details/7/"
     assert line.contact_url is None
@@ -347,6 +351,56 @@ def test_ops_view_counts_and_conflict_values() -> None:
     assert line.contact_url == "https://a.b/crm/contact/details/501/"
     assert [(q.size, q.alert) for q in view.queues] == [("0", False), ("4", True)]
     assert view.broker_reachable
+    assert (line.field, line.field_code) == ("UF_CRM_NPS_LASER_A", "UF_CRM_NPS_LASER_A")
+
+
+def test_ops_view_names_fields_by_title_and_shows_the_portals_time() -> None:
+    created = datetime(2024, 6, 1, 12, 0, tzinfo=UTC)
+    conflicts = [
+        {
+            "id": n,
+            "contact_id": 501,
+            "field": code,
+            "reason": "legacy value",
+            "current_value": "7",
+            "proposed_value": "9",
+            "answer_id": "p:1:EQ",
+            "created_at": created,
+        }
+        for n, code in enumerate(["UF_CRM_NPS_LASER_A", "UF_CRM_OTHER"])
+    ]
+    held = [UnmappedCategory(16, 3, created, created)]
+    view = ops_view(
+        2,
+        conflicts,
+        None,
+        [],
+        None,
+        unmapped=held,
+        field_titles={"UF_CRM_NPS_LASER_A": "Laser A: NPS score"},
+        zone=ZoneInfo("Europe/Moscow"),
+    )
+    assert [(c.field, c.field_code) for c in view.conflicts] == [
+        ("Laser A: NPS score", "UF_CRM_NPS_LASER_A"),
+        ("UF_CRM_OTHER", "UF_CRM_OTHER"),
+    ]
+    assert view.conflicts[0].created == "2024-06-01 15:00 MSK"
+    assert view.unmapped is not None
+    assert view.unmapped[0].oldest == "2024-06-01 15:00 MSK"
+
+
+@pytest.mark.parametrize(
+    ("zone", "shown"),
+    [
+        (UTC, "2024-05-01 22:30 UTC"),
+        (ZoneInfo("Europe/Moscow"), "2024-05-02 01:30 MSK"),
+        (ZoneInfo("Asia/Yekaterinburg"), "2024-05-02 03:30 +05"),
+        (ZoneInfo("America/New_York"), "2024-05-01 18:30 EDT"),
+    ],
+)
+def test_times_are_shown_in_the_portals_time_zone(zone: tzinfo, shown: str) -> None:
+    at = datetime(2024, 5, 2, 1, 30, tzinfo=timezone(timedelta(hours=3)))
+    assert fmt_time(at, zone) == shown
 
 
 def test_ops_view_lists_the_answers_waiting_for_a_segment() -> None:
