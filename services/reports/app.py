@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
-from datetime import date
+from datetime import date, datetime
 from typing import Annotated, Any
 from urllib.parse import urlencode
 from zoneinfo import ZoneInfo
@@ -98,14 +98,16 @@ async def page(request: Request) -> Response:
         return _enter(request, access.token) if access.matches(given) else _sign_in(request)
     if not _presented(request):
         return _sign_in(request)
+    sources: Sources = request.app.state.sources
+    today = datetime.now(sources.zone).date()
     async with request.app.state.pool.acquire() as conn:
         try:
-            filters = parse_filters(request.query_params)
+            filters = parse_filters(request.query_params, today)
         except FilterError as exc:
             options = await filter_options(conn, None)
             return _html(pages.problems_page(item, options, exc.problems), 422)
         options = await filter_options(conn, filters.portal)
-        return _html(await view(conn, request.app.state.sources, filters, options))
+        return _html(await view(conn, sources, filters, options))
 
 
 def report_query(

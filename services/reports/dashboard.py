@@ -16,10 +16,12 @@ from services.reports import pages, queries
 from services.reports.filters import Filters
 from services.reports.views import (
     NO_COUNTS,
+    Change,
     Counts,
     Distribution,
     FilterOptions,
     attention_lines,
+    change,
     distribution,
     manager_lines,
     ops_view,
@@ -62,6 +64,15 @@ async def _summary(conn: Conn, sources: Sources, filters: Filters) -> Counts:
     return Counts.of(rows[0])
 
 
+async def _change(conn: Conn, sources: Sources, filters: Filters, now: Counts) -> Change | None:
+    """The summary `now` against the previous period of the same length, when there is one."""
+    before = filters.previous()
+    if before is None or before.date_from is None or before.date_to is None:
+        return None
+    then = await _summary(conn, sources, before)
+    return change(now, then, before.date_from, before.date_to)
+
+
 async def _distribution(conn: Conn, query: ReportQuery) -> Distribution:
     """The score distribution of the answers behind `query`'s rows."""
     return distribution(await score_distribution(conn, query))
@@ -80,6 +91,7 @@ async def trend(conn: Conn, sources: Sources, filters: Filters, options: FilterO
         filters.period,
         api_url=api_url,
         scores=await _distribution(conn, query),
+        delta=await _change(conn, sources, filters, summary),
     )
 
 
@@ -115,7 +127,13 @@ async def attention(conn: Conn, sources: Sources, filters: Filters, options: Fil
     summary = await _summary(conn, sources, filters)
     api_url = filters.api_url("period", "range")
     return pages.attention_page(
-        filters, options, lines, summary, queries.ATTENTION_LIMIT, api_url=api_url
+        filters,
+        options,
+        lines,
+        summary,
+        queries.ATTENTION_LIMIT,
+        api_url=api_url,
+        delta=await _change(conn, sources, filters, summary),
     )
 
 

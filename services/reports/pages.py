@@ -23,10 +23,11 @@ from typing import Any
 from jinja2 import Environment, PackageLoader, StrictUndefined
 from markupsafe import Markup
 
-from services.reports.filters import Filters
+from services.reports.filters import PRESETS, Filters
 from services.reports.views import (
     DASH,
     AttentionLine,
+    Change,
     Counts,
     Distribution,
     FilterOptions,
@@ -153,9 +154,14 @@ def filter_form(item: NavItem, filters: Filters, options: FilterOptions) -> Filt
         manager = None if filters.manager is None else str(filters.manager)
         choices = [(str(m), manager_label(m)) for m in options.managers]
         fields.append(_select("manager", "Responsible manager", manager, choices))
-    for name, label in (("from", "From"), ("to", "To")):
+    if "from" in shown:
+        presets = [Option("", "custom dates", filters.preset is None)]
+        presets.extend(Option(k, text, k == filters.preset) for k, text in PRESETS.items())
+        fields.append(Field("dates", "Dates", options=tuple(presets)))
+        shown.add("dates")
+    for name, label, day in (("from", "From", filters.date_from), ("to", "To", filters.date_to)):
         if name in shown:
-            fields.append(Field(name, label, value=current.get(name, "")))
+            fields.append(Field(name, label, value="" if day is None else day.isoformat()))
     if "period" in shown:
         periods = tuple(Option(p, p, p == filters.period) for p in GRANULARITIES)
         fields.append(Field("period", "Period", options=periods))
@@ -200,8 +206,10 @@ def trend_page(
     *,
     api_url: str,
     scores: Distribution,
+    delta: Change | None = None,
 ) -> str:
-    """`/`: summary tiles, the chart, the score distribution and the per-period figures."""
+    """`/`: summary tiles (and their change against the previous period), the chart, the score
+    distribution and the per-period figures."""
     return _page(
         "trend.html",
         TREND,
@@ -213,6 +221,7 @@ def trend_page(
         rows_label=rows_label,
         open_table=len(chart.points) <= OPEN_TABLE_ROWS,
         scores=scores,
+        delta=delta,
     )
 
 
@@ -274,6 +283,7 @@ def attention_page(
     limit: int,
     *,
     api_url: str,
+    delta: Change | None = None,
 ) -> str:
     """`/attention`: the latest detractors and service requests, with a way to act on each."""
     return _page(
@@ -285,6 +295,7 @@ def attention_page(
         lines=lines,
         summary=summary,
         limit=limit,
+        delta=delta,
     )
 
 

@@ -11,7 +11,7 @@ import json
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, tzinfo
+from datetime import UTC, date, datetime, tzinfo
 from typing import Any, Protocol
 from urllib.parse import urlsplit
 
@@ -73,6 +73,39 @@ class Counts:
 
 NO_COUNTS = Counts(None, 0, 0, 0, 0, None)
 """The figures of a selection without answers."""
+
+
+@dataclass(frozen=True)
+class Change:
+    """The summary figures against the previous period of the same length."""
+
+    since: str
+    """The previous period, `first … last` day."""
+    days: int
+    nps: str
+    """The NPS's change in points (`+5.2`), or DASH when either period has no NPS."""
+    answers: str
+    previous_nps: str
+    previous_answers: int
+    direction: str
+    """`up`, `down` or `same` for the NPS (empty when there is no change to tell)."""
+
+
+def change(current: Counts, previous: Counts, first: date, last: date) -> Change:
+    """How `current` differs from `previous`, the figures of `first`..`last`."""
+    delta = None
+    if current.nps is not None and previous.nps is not None:
+        delta = round(current.nps - previous.nps, 1)
+    direction = "" if delta is None else "up" if delta > 0 else "down" if delta < 0 else "same"
+    return Change(
+        since=f"{first.isoformat()} … {last.isoformat()}",
+        days=(last - first).days + 1,
+        nps=DASH if delta is None else f"{delta:+.1f}",
+        answers=f"{current.answers - previous.answers:+d}",
+        previous_nps=fmt_nps(previous.nps),
+        previous_answers=previous.answers,
+        direction=direction,
+    )
 
 
 @dataclass(frozen=True)
@@ -214,6 +247,22 @@ def x_tick(label: str, at: float, width: float) -> Tick:
     return Tick(label, at, "end" if overflows else "middle")
 
 
+def _extent(tick: Tick) -> tuple[float, float]:
+    """About where a label's text starts and ends."""
+    size = len(tick.label) * LABEL_CHAR_WIDTH
+    start = tick.at - size if tick.anchor == "end" else tick.at - size / 2
+    return start, start + size
+
+
+def x_ticks(labels: Sequence[tuple[str, float]], width: float) -> tuple[Tick, ...]:
+    """The x-axis labels: the last one kept inside `width`, and the one before it left out
+    where the two would overlap."""
+    ticks = [x_tick(label, at, width) for label, at in labels]
+    if len(ticks) > 1 and _extent(ticks[-2])[1] + LABEL_CHAR_WIDTH > _extent(ticks[-1])[0]:
+        del ticks[-2]
+    return tuple(ticks)
+
+
 @dataclass(frozen=True)
 class TrendPoint:
     """One period of the trend chart: its figures, its NPS marker and its answer-count bar."""
@@ -308,7 +357,7 @@ def trend_chart(
             Tick(f"{value:+.0f}" if value else "0", nps_y(value, nps_top, nps_bottom))
             for value in (NPS_HIGH, 50.0, 0.0, -50.0, NPS_LOW)
         ),
-        x_ticks=tuple(x_tick(p.period, p.x, width) for p in points[::step]),
+        x_ticks=x_ticks([(p.period, p.x) for p in points[::step]], width),
         max_answers=max_answers,
     )
 

@@ -314,9 +314,23 @@ def test_changing_a_filter_changes_the_numbers(served: Served, browser: Browser)
         assert weekly[row["period"]] == shown(row)
 
 
+def test_a_date_range_is_compared_with_the_one_before(served: Served, browser: Browser) -> None:
+    dates = {"from": "2024-04-01", "to": "2024-05-31"}
+    shown_rows = figures(browser.dom(served.url("/", **dates)))
+    [now] = served.api(by="period", **dates)
+    [before] = served.api(by="period", **{"from": "2024-01-31", "to": "2024-03-31"})
+    assert shown_rows["summary"] == shown(now)
+    assert shown_rows["change"]["answers"] == f"{now['answers'] - before['answers']:+d}"
+    assert shown_rows["change"]["previous_answers"] == str(before["answers"])
+    preset = browser.dom(served.url("/", dates="quarter"))
+    assert '<option value="quarter" selected="">this quarter</option>' in preset
+    assert "change" in figures(preset)
+
+
 def test_screenshots_are_saved(served: Served, browser: Browser) -> None:
     views: tuple[tuple[str, str, dict[str, str]], ...] = (
         ("trend", "/", {}),
+        ("trend-range", "/", {"from": "2024-04-01", "to": "2024-05-31", "period": "day"}),
         ("products", "/products", {}),
         ("managers", "/managers", {}),
         ("attention", "/attention", {}),

@@ -124,6 +124,25 @@ async def test_trend_page_shows_the_report_numbers(pg_dsn: str, portal: str) -> 
     assert weekly["summary"]["nps"] == "-33.3"
 
 
+async def test_the_summary_is_compared_with_the_previous_period(pg_dsn: str, portal: str) -> None:
+    may = {"portal": portal, "from": "2024-05-01", "to": "2024-05-31"}
+    april = {"portal": portal, "from": "2024-03-31", "to": "2024-04-30"}
+    async with client(pg_dsn) as http:
+        shown_rows, [now] = await page_and_api(http, "/", may, {"by": "period", **may})
+        _, [before] = await page_and_api(http, "/", april, {"by": "period", **april})
+        preset = await http.get("/", params={"portal": portal, "dates": "7d"}, headers=BEARER)
+    assert shown_rows["summary"] == shown(now)
+    assert shown_rows["change"] == {
+        "nps": "—" if None in (now["nps"], before["nps"]) else f"{now['nps'] - before['nps']:+.1f}",
+        "previous_nps": "—" if before["nps"] is None else f"{before['nps']:.1f}",
+        "answers": f"{now['answers'] - before['answers']:+d}",
+        "previous_answers": str(before["answers"]),
+    }
+    assert preset.status_code == 200
+    assert '<option value="7d" selected>last 7 days</option>' in preset.text
+    assert figures(preset.text)["change"]["previous_answers"] == "0"
+
+
 async def test_products_page_shows_the_report_numbers(pg_dsn: str, portal: str) -> None:
     async with client(pg_dsn) as http:
         shown_rows, api = await page_and_api(
@@ -204,7 +223,9 @@ async def test_attention_page_lists_detractors_and_service_requests(
     assert "w3bh00k" not in page.text
     assert "/rest/" not in page.text
     assert [k for k in figures(serum.text) if k != "summary"] == [f"{portal}:2:SERUM"]
-    assert [k for k in figures(may.text) if k != "summary"] == [f"{portal}:12:LASER"]
+    shown_may = figures(may.text)
+    assert [k for k in shown_may if k not in ("summary", "change")] == [f"{portal}:12:LASER"]
+    assert shown_may["change"]["previous_answers"].isdigit()
 
 
 async def test_ops_page_counts_conflicts_and_dead_letters(

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import tomllib
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
@@ -23,6 +23,7 @@ from services.reports.views import (
     FilterOptions,
     ProductInfo,
     attention_lines,
+    change,
     distribution,
     manager_lines,
     ops_view,
@@ -517,3 +518,39 @@ def test_pages_show_how_sure_each_nps_is_and_the_score_distribution() -> None:
     assert figures(page)["scores"]["9"] == "20"
     assert "few_answers" not in figures(page)["5"]
     assert "unreliable" not in page
+
+
+def test_summary_shows_the_change_and_the_form_offers_date_presets() -> None:
+    now = Counts.of(report_row(20.0, 20, 10, 10, 7.5, period="all"))
+    before = Counts.of(report_row(-10.0, 10, 10, 20, 6.0, period="all"))
+    delta = change(now, before, date(2026, 11, 7), date(2026, 12, 6))
+    filters = Filters(date_from=date(2026, 12, 7), date_to=date(2027, 1, 5), preset="30d")
+    for page in (
+        pages.trend_page(
+            filters,
+            OPTIONS,
+            trend_chart([]),
+            now,
+            "month",
+            api_url="/",
+            scores=NO_SCORES,
+            delta=delta,
+        ),
+        pages.attention_page(filters, OPTIONS, [], now, 50, api_url="/", delta=delta),
+    ):
+        assert figures(page)["change"] == {
+            "nps": "+30.0",
+            "previous_nps": "-10.0",
+            "answers": "+0",
+            "previous_answers": "40",
+        }
+        assert "Against the previous 30 days (2026-11-07 … 2026-12-06)" in page
+        assert '<option value="30d" selected>last 30 days</option>' in page
+        assert '<option value="">custom dates</option>' in page
+        assert '<input type="date" name="from" value="2026-12-07">' in page
+        assert 'href="/managers?dates=30d"' in page
+    plain = pages.trend_page(
+        Filters(), OPTIONS, trend_chart([]), now, "month", api_url="/", scores=NO_SCORES
+    )
+    assert "change" not in figures(plain)
+    assert '<option value="" selected>custom dates</option>' in plain

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from datetime import UTC, datetime, timedelta, timezone, tzinfo
+from datetime import UTC, date, datetime, timedelta, timezone, tzinfo
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -17,6 +17,7 @@ from services.reports.views import (
     ProductInfo,
     Tick,
     attention_lines,
+    change,
     contact_url,
     distribution,
     fmt_avg,
@@ -36,6 +37,7 @@ from services.reports.views import (
     sparkline,
     trend_chart,
     x_tick,
+    x_ticks,
 )
 from services.scoring.nps import nps_margin, too_few_answers
 
@@ -146,6 +148,15 @@ def test_the_last_label_of_a_daily_chart_stays_inside_it() -> None:
     half = len(last.label) * LABEL_CHAR_WIDTH / 2
     for tick in chart.x_ticks[:-1]:
         assert (tick.anchor, tick.at - half >= 0, tick.at + half <= 960) == ("middle", True, True)
+
+
+def test_the_last_label_does_not_overlap_the_one_before() -> None:
+    days = [row(f"2024-{m:02d}-{d:02d}", 10.0, 1, 0, 0) for m in (4, 5) for d in range(1, 31)]
+    chart = trend_chart([*days, row("2024-05-31", 10.0, 1, 0, 0)], width=960)
+    labels = [tick.label for tick in chart.x_ticks]
+    assert labels[-2:] == ["2024-05-19", "2024-05-31"]
+    assert chart.x_ticks[-1].anchor == "end"
+    assert x_ticks([("a", 100.0), ("b", 200.0)], 960) == (Tick("a", 100.0), Tick("b", 200.0))
 
 
 @pytest.mark.parametrize(
@@ -469,3 +480,28 @@ def test_an_empty_distribution_has_no_columns_to_draw() -> None:
     shown = distribution({})
     assert shown.total == 0
     assert {(bar.count, bar.height, bar.share) for bar in shown.bars} == {(0, 0.0, DASH)}
+
+
+@pytest.mark.parametrize(
+    ("now", "before", "nps", "answers", "direction"),
+    [
+        ((12.5, 40), (-3.2, 31), "+15.7", "+9", "up"),
+        ((-28.6, 7), (0.0, 12), "-28.6", "-5", "down"),
+        ((10.0, 10), (10.0, 10), "+0.0", "+0", "same"),
+        ((50.0, 2), (None, 0), DASH, "+2", ""),  # nothing before: no NPS to compare
+        ((None, 0), (20.0, 5), DASH, "-5", ""),
+    ],
+)
+def test_change_against_the_previous_period(
+    now: tuple[float | None, int],
+    before: tuple[float | None, int],
+    nps: str,
+    answers: str,
+    direction: str,
+) -> None:
+    current = Counts(now[0], now[1], 0, 0, now[1], None)
+    previous = Counts(before[0], before[1], 0, 0, before[1], None)
+    delta = change(current, previous, date(2024, 3, 31), date(2024, 4, 29))
+    assert (delta.nps, delta.answers, delta.direction) == (nps, answers, direction)
+    assert (delta.since, delta.days) == ("2024-03-31 … 2024-04-29", 30)
+    assert (delta.previous_nps, delta.previous_answers) == (fmt_nps(before[0]), before[1])
