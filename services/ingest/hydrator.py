@@ -25,7 +25,7 @@ from typing import Any
 import asyncpg
 from prometheus_client import Counter
 
-from services.ingest import store
+from services.ingest import store, users
 from services.ingest.contacts import ContactManagers
 from services.ingest.mapping import (
     Answer,
@@ -315,6 +315,7 @@ class Hydrator:
         )
         async with self._pool.acquire() as conn:
             outcome = await store.record_answer(conn, CONSUMER, str(event.event_id), mapped, form)
+            await users.want(conn, event.portal.key, mapped.responsible_id)
         if outcome == "redelivered":
             HYDRATED.labels(outcome="redelivered").inc()
             log.info("hydrate_redelivery_skipped", item_id=event.item_id)

@@ -9,8 +9,9 @@ event, robot call or earlier sweep for the item arrived after that update. A sub
 It sweeps only the portal the deployment serves: `portal.member_id`, else the portal ingest learned
 from the first event (never the portal of whatever event came last). The first sweep of a portal
 only records a watermark (it does not replay the portal's history);
-`nps sweep --since <time>` backfills from an explicit point. One sweeper runs at a time across
-processes (a PostgreSQL advisory lock); the others skip their turn.
+`nps sweep --since <time>` backfills from an explicit point. After the items, a sweep reads the
+names of the responsible managers answers named (services/ingest/users.py). One sweeper runs at a
+time across processes (a PostgreSQL advisory lock); the others skip their turn.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from typing import Any
 import asyncpg
 from prometheus_client import Counter
 
-from services.ingest import store
+from services.ingest import store, users
 from services.ingest.mapping import AnswerError, read_time
 from services.ingest.webhook import SWEEP_EVENT, correlation_for
 from shared.bitrix24 import Bitrix24Client
@@ -147,6 +148,7 @@ class Sweeper:
         submitted += count
         async with self._pool.acquire() as conn:
             await store.set_watermark(conn, portal.key, entity_type_id, newest)
+            await users.refresh_names(conn, self._client, portal.key, self._clock())
         return SweepResult(ran=True, listed=listed, submitted=submitted, watermark=newest)
 
     async def _portal(self, conn: Conn) -> PortalRef | None:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
+from dataclasses import replace
 from datetime import date, datetime
 from typing import Annotated, Any
 from urllib.parse import urlencode
@@ -29,6 +30,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from pydantic import ValidationError
 
+from services.ingest.users import user_names
 from services.reports import pages
 from services.reports.auth import COOKIE, COOKIE_MAX_AGE_S, Access, cookie_value
 from services.reports.dashboard import VIEWS, Sources
@@ -37,7 +39,13 @@ from services.reports.queries import filter_options
 from services.reports.views import portal_origin
 from services.scoring.nps import DEFAULT_MIN_ANSWERS
 from services.scoring.periods import Period
-from services.scoring.report import GroupBy, ReportQuery, run_report, score_distribution
+from services.scoring.report import (
+    GroupBy,
+    ReportQuery,
+    named_managers,
+    run_report,
+    score_distribution,
+)
 from shared.db import create_pool
 
 PAGE_HEADERS = {
@@ -107,6 +115,7 @@ async def page(request: Request) -> Response:
             options = await filter_options(conn, None)
             return _html(pages.problems_page(item, options, exc.problems), 422)
         options = await filter_options(conn, filters.portal)
+        options = replace(options, manager_names=await user_names(conn, filters.portal))
         return _html(await view(conn, sources, filters, options))
 
 
@@ -149,8 +158,13 @@ async def report_endpoint(
 ) -> list[dict[str, Any]]:
     """NPS report rows (see `nps report`)."""
     async with request.app.state.pool.acquire() as conn:
-        rows = await run_report(conn, query)
-    return [row.as_dict(request.app.state.sources.min_answers) for row in rows]
+        rows = [
+            row.as_dict(request.app.state.sources.min_answers)
+            for row in await run_report(conn, query)
+        ]
+        if query.by == "manager":
+            return named_managers(rows, await user_names(conn, query.portal))
+    return rows
 
 
 async def scores_endpoint(

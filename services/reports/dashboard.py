@@ -111,7 +111,7 @@ async def products(conn: Conn, sources: Sources, filters: Filters, options: Filt
 
 async def managers(conn: Conn, sources: Sources, filters: Filters, options: FilterOptions) -> str:
     query = filters.report("manager")
-    lines = manager_lines(await _rows(conn, sources, query))
+    lines = manager_lines(await _rows(conn, sources, query), options.manager_names)
     return pages.managers_page(
         filters,
         options,
@@ -123,7 +123,7 @@ async def managers(conn: Conn, sources: Sources, filters: Filters, options: Filt
 
 async def attention(conn: Conn, sources: Sources, filters: Filters, options: FilterOptions) -> str:
     records = await queries.attention(conn, filters)
-    lines = attention_lines(records, sources.portal_origin, sources.zone)
+    lines = attention_lines(records, sources.portal_origin, sources.zone, options.manager_names)
     summary = await _summary(conn, sources, filters)
     api_url = filters.api_url("period", "range")
     return pages.attention_page(

@@ -152,7 +152,7 @@ def filter_form(item: NavItem, filters: Filters, options: FilterOptions) -> Filt
         fields.append(_select("product", "Product", filters.product, choices))
     if "manager" in shown:
         manager = None if filters.manager is None else str(filters.manager)
-        choices = [(str(m), manager_label(m)) for m in options.managers]
+        choices = [(str(m), manager_label(m, options.manager_names)) for m in options.managers]
         fields.append(_select("manager", "Responsible manager", manager, choices))
     if "from" in shown:
         presets = [Option("", "custom dates", filters.preset is None)]

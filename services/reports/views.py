@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, tzinfo
 from typing import Any, Protocol
 from urllib.parse import urlsplit
@@ -410,6 +410,8 @@ class FilterOptions:
     segments: tuple[tuple[int, str], ...]
     catalogue: Mapping[str, ProductInfo]
     managers: tuple[int, ...]
+    manager_names: Mapping[int, str] = field(default_factory=dict)
+    """Who the managers are (user id -> name, from the portal's `user.get`)."""
 
 
 @dataclass(frozen=True)
@@ -465,18 +467,24 @@ class ManagerLine:
     bar: NpsBar | None
 
 
-def manager_label(manager_id: int | None) -> str:
-    return "no manager" if manager_id is None else f"user {manager_id}"
+def manager_label(manager_id: int | None, names: Mapping[int, str] | None = None) -> str:
+    """A manager by name where the portal told it (`names`), else by user id."""
+    if manager_id is None:
+        return "no manager"
+    return (names or {}).get(manager_id) or f"user {manager_id}"
 
 
-def manager_lines(rows: Sequence[Mapping[str, Any]]) -> list[ManagerLine]:
+def manager_lines(
+    rows: Sequence[Mapping[str, Any]], names: Mapping[int, str] | None = None
+) -> list[ManagerLine]:
+    """One line per `by=manager` row, the manager named by `names` where it knows them."""
     lines: list[ManagerLine] = []
     for row in rows:
         counts = Counts.of(row)
         lines.append(
             ManagerLine(
                 manager_id=row["manager_id"],
-                label=manager_label(row["manager_id"]),
+                label=manager_label(row["manager_id"], names),
                 counts=counts,
                 mix=mix(counts),
                 bar=nps_bar(counts.nps),
@@ -532,10 +540,13 @@ class AttentionLine:
 
 
 def attention_lines(
-    records: Sequence[Mapping[str, Any]], origin: str | None, zone: tzinfo = UTC
+    records: Sequence[Mapping[str, Any]],
+    origin: str | None,
+    zone: tzinfo = UTC,
+    names: Mapping[int, str] | None = None,
 ) -> list[AttentionLine]:
     """Lines of the latest detractors and service requests (records of `scoring_answers`),
-    their times in `zone`."""
+    their times in `zone`, their managers named by `names`."""
     return [
         AttentionLine(
             answer_id=r["answer_id"],
@@ -545,7 +556,7 @@ def attention_lines(
             score=DASH if r["score"] is None else str(r["score"]),
             category=r["category"] or "not scored",
             service_request=r["service_request"],
-            manager=manager_label(r["responsible_id"]),
+            manager=manager_label(r["responsible_id"], names),
             contact_id=r["contact_id"],
             contact_url=contact_url(origin, r["contact_id"]),
             item_url=item_url(origin, r["entity_type_id"], r["item_id"]),

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 import json
+from collections.abc import Awaitable, Callable
 from datetime import date, datetime
 from typing import Annotated, Any
 
@@ -13,7 +15,14 @@ from pydantic import ValidationError
 
 from services.scoring.nps import DEFAULT_MIN_ANSWERS
 from services.scoring.periods import PERIODS
-from services.scoring.report import GROUPINGS, ReportQuery, ReportRow, run_report
+from services.scoring.report import (
+    GROUPINGS,
+    ReportQuery,
+    ReportRow,
+    named_managers,
+    run_report,
+)
+from shared.db import Conn
 from shared.settings import get_settings
 
 _METRICS = ("nps", "margin", "promoters", "passives", "detractors", "answers", "avg_score")
@@ -21,7 +30,7 @@ FEW_MARK = "*"
 _KEY_COLUMNS: dict[str, tuple[str, ...]] = {
     "product": ("sku", "name"),
     "segment": ("segment", "kind"),
-    "manager": ("manager_id",),
+    "manager": ("manager_id", "manager_name"),
     "period": (),
 }
 _DATE_FORMATS = ["%Y-%m-%d"]
@@ -76,7 +85,17 @@ def render_table(
     return "\n".join(lines)
 
 
-async def _fetch(query: ReportQuery) -> list[ReportRow]:
+ManagerNames = Callable[[Conn, str | None], Awaitable[dict[int, str]]]
+"""Reads who the managers are (user id -> name) of a portal (or of any, given None)."""
+
+
+async def _no_names(_conn: Conn, _portal: str | None) -> dict[int, str]:
+    return {}
+
+
+async def _fetch(
+    query: ReportQuery, manager_names: ManagerNames
+) -> tuple[list[ReportRow], dict[int, str]]:
     dsn = get_settings().database_url.get_secret_value()
     try:
         conn = await asyncpg.connect(dsn, timeout=10)
@@ -98,7 +117,9 @@ async def _fetch(query: ReportQuery) -> list[ReportRow]:
                 raise typer.BadParameter(
                     f"no segment {query.segment!r}; known: {listed}", param_hint="--segment"
                 )
-        return await run_report(conn, query)
+        rows = await run_report(conn, query)
+        names = await manager_names(conn, query.portal) if query.by == "manager" else {}
+        return rows, names
     finally:
         await conn.close()
 
@@ -147,6 +168,7 @@ def report(
         str | None, typer.Option("--portal", help="portal key (member_id or domain)")
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print a JSON list of rows")] = False,
+    manager_names: ManagerNames = _no_names,
 ) -> None:
     """NPS with its 95 % margin of error, promoters/passives/detractors, answers and average
     score, grouped and filtered; an NPS from fewer than NPS_MIN_ANSWERS (30) answers is marked.
@@ -173,12 +195,26 @@ def report(
         )
         raise typer.BadParameter(problems.replace("date_", "--")) from None
     min_answers = get_settings().nps_min_answers
-    rows = [row.as_dict(min_answers) for row in asyncio.run(_fetch(query))]
+    fetched, names = asyncio.run(_fetch(query, manager_names))
+    rows = [row.as_dict(min_answers) for row in fetched]
+    if query.by == "manager":
+        rows = named_managers(rows, names)
     if as_json:
         typer.echo(json.dumps(rows, indent=2, ensure_ascii=False))
     else:
         typer.echo(render_table(rows, query.by, min_answers))
 
 
-def register(app: typer.Typer) -> None:
-    app.command("report")(report)
+def register(app: typer.Typer, manager_names: ManagerNames = _no_names) -> None:
+    """Add `nps report`; `manager_names` tells who the managers of a report by manager are."""
+
+    def named_report(**options: Any) -> None:
+        report(**options, manager_names=manager_names)
+
+    # The command's options are `report`'s, but for the reader given here.
+    signature = inspect.signature(report, eval_str=True)
+    named_report.__signature__ = signature.replace(  # type: ignore[attr-defined]
+        parameters=[p for p in signature.parameters.values() if p.name != "manager_names"]
+    )
+    named_report.__doc__ = report.__doc__
+    app.command("report")(named_report)

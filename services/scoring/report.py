@@ -25,7 +25,7 @@ Equipment rows carry the average score (sum of scores / number of answers).
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import date, timedelta
 from typing import Any, Literal, get_args
@@ -174,6 +174,17 @@ class ReportRow:
         if "sku" not in self.keys:
             row["note"] = self.note
         return row
+
+
+def named_managers(
+    rows: Iterable[dict[str, Any]], names: Mapping[int, str]
+) -> list[dict[str, Any]]:
+    """Rows of a report by manager (`as_dict()`) with each manager's name after the id (None
+    where the portal's name of the user is not known)."""
+    return [
+        {"manager_id": row["manager_id"], "manager_name": names.get(row["manager_id"]), **row}
+        for row in rows
+    ]
 
 
 @dataclass(frozen=True)

@@ -86,7 +86,13 @@ class Browser:
 
 
 async def seed(pool: asyncpg.Pool, member: str) -> None:
-    """Cosmetics and an equipment laser over three months, with managers 5 and 7."""
+    """Cosmetics and an equipment laser over three months, with managers 5 and 7 (ingest has
+    read the name of 7 from the portal)."""
+    await pool.execute(
+        "INSERT INTO ingest_users (portal, user_id, name, refreshed_at) VALUES ($1, 7, $2, now())",
+        member,
+        "Maria Lebedeva",
+    )
     answers: list[tuple[int, list[tuple[str, int | None]], str, dict[str, Any]]] = [
         (1, [("SERUM", 10), ("CREAM", 8)], "2024-03-05T10:00:00+03:00", {}),
         (2, [("SERUM", 4)], "2024-04-10T10:00:00+03:00", {"responsible_id": 7}),
@@ -267,7 +273,11 @@ def test_products_view_shows_the_api_numbers(served: Served, browser: Browser) -
 def test_managers_view_shows_the_api_numbers(served: Served, browser: Browser) -> None:
     rows = served.api(by="manager")
     assert [row["manager_id"] for row in rows] == [5, 7, None]
-    shown_rows = figures(browser.dom(served.url("/managers")))
+    dom = browser.dom(served.url("/managers"))
+    assert ">Maria Lebedeva</a>" in dom
+    assert ">user 5</a>" in dom
+    assert [row["manager_name"] for row in rows] == [None, "Maria Lebedeva", None]
+    shown_rows = figures(dom)
     assert shown_rows.pop("scores") == served.scores(by="manager")
     assert shown_rows == {
         str(row["manager_id"]) if row["manager_id"] else "none": shown(row) for row in rows

@@ -296,6 +296,34 @@ async def test_pages_show_the_portals_time_and_field_titles(
     assert " UTC</td>" not in attention.text
 
 
+async def test_managers_are_named_by_the_portals_users(
+    pg_dsn: str, pool: asyncpg.Pool, portal: str
+) -> None:
+    await pool.execute(
+        "INSERT INTO ingest_users (portal, user_id, name, refreshed_at) VALUES ($1, 7, $2, now())"
+        " ON CONFLICT DO NOTHING",
+        portal,
+        f"Elena {SCRIPT}",
+    )
+    async with client(pg_dsn) as http:
+        managers = await http.get("/managers", params={"portal": portal}, headers=BEARER)
+        attention = await http.get("/attention", params={"portal": portal}, headers=BEARER)
+        api = await http.get(
+            "/api/report", params={"by": "manager", "portal": portal}, headers=BEARER
+        )
+    named = f"Elena {SCRIPT}".replace("<", "&lt;").replace(">", "&gt;").replace("'", "&#x27;")
+    assert f'<a href="/?manager=7&amp;portal={portal}">{named}</a>' in managers.text
+    assert '<option value="7">' + named + "</option>" in managers.text
+    assert "user 5" in managers.text  # no name read for manager 5
+    assert f"<td>{named}</td>" in attention.text
+    assert SCRIPT not in managers.text + attention.text
+    assert [(r["manager_id"], r["manager_name"]) for r in api.json()] == [
+        (5, None),
+        (7, f"Elena {SCRIPT}"),
+        (None, None),
+    ]
+
+
 async def test_conflicts_without_crm_syncs_table_are_none(pool: asyncpg.Pool) -> None:
     schema = f"empty_{uuid.uuid4().hex[:8]}"
     async with pool.acquire() as conn:

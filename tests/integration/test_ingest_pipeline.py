@@ -17,7 +17,7 @@ import pytest
 from aio_pika.abc import AbstractChannel
 from faststream.rabbit import RabbitBroker
 
-from services.ingest import store
+from services.ingest import store, users
 from services.ingest.api import create_app as ingest_app
 from services.ingest.contacts import ContactManagers
 from services.ingest.hydrator import FieldCatalog, FieldsOutdatedError, Hydrator, ItemReader
@@ -523,3 +523,42 @@ def test_contact_managers_need_a_reader(
 ) -> None:
     with pytest.raises(ValueError, match=r"survey\.manager: contact"):
         Hydrator(pool, ItemReader(b24), FieldCatalog(b24), contact_config)
+
+
+async def test_the_sweep_reads_the_names_of_the_managers_answers_name(
+    pool: asyncpg.Pool,
+    portal: SandboxPortal,
+    b24: Bitrix24Client,
+    config: PortalConfig,
+    hydrator: Hydrator,
+) -> None:
+    sweeper = Sweeper(pool, b24, config)
+    assert (await sweeper.sweep_once()).initialised
+    named = answer_item(portal, CATEGORY_ID=12, UF_CRM_5_SCORE=9, ASSIGNED_BY_ID=31)
+    gone = answer_item(portal, CATEGORY_ID=12, UF_CRM_5_SCORE=3, ASSIGNED_BY_ID=9999)
+    portal.take_outbox()
+    await sweeper.sweep_once()
+    for submitted in await sweeps(pool, portal):
+        await hydrator.handle(WebhookReceived.model_validate(submitted))
+    key = PortalRef(member_id=portal.member_id).key
+    async with pool.acquire() as conn:
+        assert await users.user_names(conn, key) == {}
+        wanted = await conn.fetch(
+            "SELECT user_id FROM ingest_users WHERE portal = $1 ORDER BY user_id", key
+        )
+    assert [row["user_id"] for row in wanted] == [31, 9999]
+    await sweeper.sweep_once()
+    async with pool.acquire() as conn:
+        assert await users.user_names(conn, key) == {31: "Anna Petrova"}
+        assert await users.user_names(conn, "another-portal") == {}
+        first = await conn.fetch(
+            "SELECT user_id, refreshed_at FROM ingest_users WHERE portal = $1 ORDER BY user_id", key
+        )
+    assert named != gone
+    assert all(row["refreshed_at"] is not None for row in first)
+    await sweeper.sweep_once()
+    async with pool.acquire() as conn:
+        again = await conn.fetch(
+            "SELECT user_id, refreshed_at FROM ingest_users WHERE portal = $1 ORDER BY user_id", key
+        )
+    assert again == first  # read again only once stale (the unknown user too)

@@ -46,12 +46,25 @@ def cli(pg_dsn: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[CliRunner]:
     get_settings.cache_clear()
 
 
-def test_json_rows_by_manager(cli: CliRunner, portal: str) -> None:
-    result = cli.invoke(app, ["report", "--by", "manager", "--portal", portal, "--json"])
+@pytest.fixture
+async def named(pool: asyncpg.Pool, portal: str) -> str:
+    """The portal, with the name ingest read for manager 5 (none for 7)."""
+    await pool.execute(
+        "INSERT INTO ingest_users (portal, user_id, name, refreshed_at) VALUES ($1, 5, $2, now())"
+        " ON CONFLICT DO NOTHING",
+        portal,
+        "Anna Petrova",
+    )
+    return portal
+
+
+def test_json_rows_by_manager(cli: CliRunner, named: str) -> None:
+    result = cli.invoke(app, ["report", "--by", "manager", "--portal", named, "--json"])
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout) == [
         {
             "manager_id": 5,
+            "manager_name": "Anna Petrova",
             "nps": 100.0,
             "margin": 0.0,
             "few_answers": True,
@@ -64,6 +77,7 @@ def test_json_rows_by_manager(cli: CliRunner, portal: str) -> None:
         },
         {
             "manager_id": 7,
+            "manager_name": None,
             "nps": -100.0,
             "margin": 0.0,
             "few_answers": True,
@@ -75,6 +89,15 @@ def test_json_rows_by_manager(cli: CliRunner, portal: str) -> None:
             "note": None,
         },
     ]
+
+
+def test_managers_are_named_in_the_table(cli: CliRunner, named: str) -> None:
+    result = cli.invoke(app, ["report", "--by", "manager", "--portal", named])
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert lines[0].split()[:3] == ["manager_id", "manager_name", "nps"]
+    assert lines[2].split()[:4] == ["5", "Anna", "Petrova", "100.0*"]
+    assert lines[3].split()[:3] == ["7", "-", "-100.0*"]
 
 
 def test_threshold_of_too_few_answers_is_configured(

@@ -26,6 +26,7 @@ from services.reports.views import (
     fmt_nps,
     fmt_time,
     item_url,
+    manager_label,
     manager_lines,
     mix,
     nps_bar,
@@ -505,3 +506,33 @@ def test_change_against_the_previous_period(
     assert (delta.nps, delta.answers, delta.direction) == (nps, answers, direction)
     assert (delta.since, delta.days) == ("2024-03-31 … 2024-04-29", 30)
     assert (delta.previous_nps, delta.previous_answers) == (fmt_nps(before[0]), before[1])
+
+
+@pytest.mark.parametrize(
+    ("manager_id", "label"),
+    [(31, "Anna Petrova"), (32, "user 32"), (None, "no manager")],
+)
+def test_managers_are_named_where_the_portal_told_their_names(
+    manager_id: int | None, label: str
+) -> None:
+    names = {31: "Anna Petrova"}
+    assert manager_label(manager_id, names) == label
+    [line] = manager_lines([{**row("", 10.0, 1, 0, 0), "manager_id": manager_id}], names)
+    assert line.label == label
+    record = {
+        "answer_id": "p:7:EQ",
+        "entity_type_id": 1038,
+        "item_id": 7,
+        "segment": "Laser A",
+        "sku": "EQ",
+        "product_name": "Laser",
+        "score": 3,
+        "category": "detractor",
+        "comment": None,
+        "service_request": False,
+        "contact_id": None,
+        "responsible_id": manager_id,
+        "submitted_at": datetime(2024, 5, 2, tzinfo=UTC),
+    }
+    [attention] = attention_lines([record], None, names=names)
+    assert attention.manager == label
