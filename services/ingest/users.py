@@ -1,9 +1,10 @@
 """Who a responsible manager is: the names of the portal's users that answers name, read with
 `user.get` and kept in `ingest_users` (migration 0117).
 
-The hydrator marks a user as wanted when an answer first names it; the sweep loop then reads the
-wanted users and those not read for `REFRESH_AFTER`, at most `BATCH_USERS` per turn, in `batch`
-requests within the portal's shared request budget. A user the portal no longer knows keeps no
+The hydrator marks a user as wanted when an answer first names it; every `NAMES_INTERVAL_S` the
+sweeper reads the wanted users and those not read for `REFRESH_AFTER`, at most `BATCH_USERS` per
+turn, in `batch` requests within the portal's shared request budget (a turn with nothing to read
+sends no request). A user the portal no longer knows keeps no
 name (the pages say `user <id>`). The dashboard and `nps report` read the names through
 `user_names`.
 """
@@ -21,6 +22,7 @@ from shared.logging import get_logger
 
 REFRESH_AFTER = timedelta(days=1)
 BATCH_USERS = 200
+NAMES_INTERVAL_S = 30.0
 
 log = get_logger(__name__)
 

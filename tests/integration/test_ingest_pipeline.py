@@ -525,7 +525,7 @@ def test_contact_managers_need_a_reader(
         Hydrator(pool, ItemReader(b24), FieldCatalog(b24), contact_config)
 
 
-async def test_the_sweep_reads_the_names_of_the_managers_answers_name(
+async def test_the_sweeper_reads_the_names_of_the_managers_answers_name(
     pool: asyncpg.Pool,
     portal: SandboxPortal,
     b24: Bitrix24Client,
@@ -549,6 +549,20 @@ async def test_the_sweep_reads_the_names_of_the_managers_answers_name(
     assert [row["user_id"] for row in wanted] == [31, 9999]
     await sweeper.sweep_once()
     async with pool.acquire() as conn:
+        assert await users.user_names(conn, key) == {}  # the names are read on their own turn
+    stop = asyncio.Event()
+    names = asyncio.create_task(sweeper.run_names(0.05, stop))
+    try:
+        async with asyncio.timeout(10):
+            while not await pool.fetchval(
+                "SELECT bool_and(refreshed_at IS NOT NULL) FROM ingest_users WHERE portal = $1",
+                key,
+            ):
+                await asyncio.sleep(0.05)
+    finally:
+        stop.set()
+        await names
+    async with pool.acquire() as conn:
         assert await users.user_names(conn, key) == {31: "Anna Petrova"}
         assert await users.user_names(conn, "another-portal") == {}
         first = await conn.fetch(
@@ -556,7 +570,7 @@ async def test_the_sweep_reads_the_names_of_the_managers_answers_name(
         )
     assert named != gone
     assert all(row["refreshed_at"] is not None for row in first)
-    await sweeper.sweep_once()
+    assert await sweeper.refresh_names() == 0
     async with pool.acquire() as conn:
         again = await conn.fetch(
             "SELECT user_id, refreshed_at FROM ingest_users WHERE portal = $1 ORDER BY user_id", key
