@@ -373,7 +373,13 @@ def _show_served_portal(settings: Settings, config: PortalConfig, path: Path) ->
 
 def _register_service_commands() -> None:
     for module_name in COMMAND_MODULES:
-        importlib.import_module(module_name).register(app)
+        if module_name == "services.scoring.commands":
+            # `nps report --by manager` names the managers ingest read from the portal.
+            from services.ingest.read import user_names
+
+            importlib.import_module(module_name).register(app, manager_names=user_names)
+        else:
+            importlib.import_module(module_name).register(app)
 
 
 _register_service_commands()

@@ -10,9 +10,17 @@ from __future__ import annotations
 from pathlib import Path
 from string import Formatter
 from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from shared.deal_stages import StageOutcome
 from shared.events import Category, Kind, Scale
@@ -47,6 +55,19 @@ class PortalSection(_Strict):
     plan: Literal["standard", "enterprise", "custom"] = "standard"
     rate: Rate | None = None
     member_id: str | None = None
+    timezone: str = "UTC"
+    """The portal's time zone (an IANA name): the dashboard shows times in it."""
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(
+                f"unknown time zone {value!r}; expected an IANA name such as Europe/Moscow or UTC"
+            ) from None
+        return value
 
     @model_validator(mode="after")
     def _rate_matches_plan(self) -> PortalSection:
@@ -375,6 +396,30 @@ class PortalConfig(_Strict):
             and (match.segment is None or bool(categories & set(match.segment)))
             and (match.sku is None or bool(skus & set(match.sku)))
         )
+
+
+def contact_field_titles(config: PortalConfig) -> dict[str, str]:
+    """What the contact fields b24-nps writes are, in words, by field code: the segment's name
+    and the field's role (`Laser A: NPS score`); a field that several segments share (the
+    history) is named by its role alone."""
+    roles: dict[str, list[tuple[str, str]]] = {}
+    for segment in config.survey.segments:
+        if isinstance(segment, EquipmentSegment) and segment.contact_fields is not None:
+            name = segment.name or segment.product.name
+            fields = segment.contact_fields
+            for role, code in (
+                ("NPS score", fields.score),
+                ("NPS date", fields.date),
+                ("NPS history", fields.history),
+            ):
+                if code is not None:
+                    roles.setdefault(code, []).append((name, role))
+    titles: dict[str, str] = {}
+    for code, uses in roles.items():
+        names = {name for name, _ in uses}
+        role = uses[0][1]
+        titles[code] = f"{uses[0][0]}: {role}" if len(names) == 1 else role
+    return titles
 
 
 def routing_summary(config: PortalConfig) -> list[str]:

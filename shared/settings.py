@@ -47,6 +47,8 @@ class Settings(BaseSettings):
     sweep_interval_s: float = Field(default=300.0, gt=0)
     config_reload_s: float = Field(default=10.0, gt=0)
     retry_max_attempts: int = Field(default=8, ge=1)
+    nps_min_answers: int = Field(default=30, ge=1)
+    """Below this many answers `nps report` and the dashboard mark a number as unreliable."""
 
     @field_validator("log_level", mode="before")
     @classmethod

@@ -30,7 +30,7 @@ from typing import Any, TypeVar
 import asyncpg
 from prometheus_client import Counter
 
-from services.ingest import store
+from services.ingest import store, users
 from services.ingest.contacts import ContactManagers
 from services.ingest.mapping import (
     Answer,
@@ -360,6 +360,7 @@ class Hydrator:
             outcome = await store.record_answer(
                 self._outbox, conn, CONSUMER, str(event.event_id), answer=mapped, form=form
             )
+            await users.want(conn, event.portal.key, mapped.responsible_id)
         if outcome == "redelivered":
             HYDRATED.labels(outcome="redelivered").inc()
             log.info("hydrate_redelivery_skipped", item_id=event.item_id)

@@ -14,6 +14,7 @@ from services.ingest.contacts import ContactManagers
 from services.ingest.hydrator import PAGE_SIZE, FieldCatalog, Hydrator, ItemReader
 from services.ingest.release import ConfigReloader
 from services.ingest.sweep import Sweeper
+from services.ingest.users import NAMES_INTERVAL_S
 from shared.bitrix24 import Bitrix24Client, client_from_settings
 from shared.events import WebhookReceived
 from shared.health import serve_http
@@ -70,7 +71,10 @@ async def serve_ingest(settings: Settings, stop: asyncio.Event | None = None) ->
         async def reload(stop: asyncio.Event) -> None:
             await reloader.run(settings.config_reload_s, stop)
 
-        runtime.background.extend((http, sweep, reload))
+        async def names(stop: asyncio.Event) -> None:
+            await sweeper.run_names(NAMES_INTERVAL_S, stop)
+
+        runtime.background.extend((http, sweep, reload, names))
 
     try:
         # Health and metrics never share the port the internet reaches: HEALTH_PORT is ingest's

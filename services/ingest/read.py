@@ -1,5 +1,6 @@
-"""Ingest's read module (docs/architecture.md, "Tables and their owners"): what ingest holds,
-items of a smart-process category that no segment of the portal YAML maps.
+"""Ingest's read module (docs/architecture.md, "Tables and their owners"): the names of the
+portal's users (`ingest_users`, read by `services.ingest.users`), and what ingest holds, items of
+a smart-process category that no segment of the portal YAML maps.
 
 A marketer may add a form (a category of the NPS smart process) on the portal before the YAML
 learns it. The hydrator holds such items (`ingest_unmapped_items`) instead of dropping them, and
@@ -49,3 +50,14 @@ async def unmapped_summary(conn: Conn, portal: str | None = None) -> list[Unmapp
         )
         for row in rows
     ]
+
+
+async def user_names(conn: Conn, portal: str | None = None) -> dict[int, str]:
+    """The known names of users (of `portal`, or of any portal), by user id."""
+    rows = await conn.fetch(
+        "SELECT DISTINCT ON (user_id) user_id, name FROM ingest_users"
+        " WHERE name IS NOT NULL AND ($1::text IS NULL OR portal = $1)"
+        " ORDER BY user_id, refreshed_at DESC",
+        portal,
+    )
+    return {row["user_id"]: row["name"] for row in rows}

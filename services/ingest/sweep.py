@@ -13,7 +13,8 @@ It sweeps only the portal the deployment serves: `portal.member_id`, else the po
 from the first event (never the portal of whatever event came last). The first sweep of a portal
 only records a watermark (it does not replay the portal's history);
 `nps sweep --since <time>` backfills from an explicit point. One sweeper runs at a time across
-processes (a PostgreSQL advisory lock); the others skip their turn.
+processes (a PostgreSQL advisory lock); the others skip their turn. Next to the sweep, the
+sweeper reads the names of the responsible managers answers named (services/ingest/users.py).
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from typing import Any
 import asyncpg
 from prometheus_client import Counter, Gauge
 
-from services.ingest import store
+from services.ingest import store, users
 from services.ingest.mapping import AnswerError, read_time
 from services.ingest.webhook import SWEEP_EVENT, correlation_for
 from shared.bitrix24 import Bitrix24Client
@@ -180,6 +181,25 @@ class Sweeper:
         async with self._pool.acquire() as conn:
             await store.set_watermark(conn, portal.key, entity_type_id, newest)
         return SweepResult(ran=True, listed=listed, submitted=submitted, watermark=newest)
+
+    async def refresh_names(self) -> int:
+        """Read the names of the managers answers named that are not read yet or stale (see
+        services/ingest/users.py), of the served portal; how many were read."""
+        async with self._pool.acquire() as conn:
+            portal = await self._portal(conn)
+            if portal is None:
+                return 0
+            return await users.refresh_names(conn, self._client, portal.key, self._clock())
+
+    async def run_names(self, interval_s: float, stop: asyncio.Event) -> None:
+        """`refresh_names` every `interval_s` until `stop` is set (a failed turn waits)."""
+        while not stop.is_set():
+            try:
+                await self.refresh_names()
+            except Exception as exc:
+                log.warning("user_names_failed", error=f"{type(exc).__name__}: {exc}")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=interval_s)
 
     async def _portal(self, conn: Conn) -> PortalRef | None:
         """The portal the deployment serves (pinned, or learned from the first event: the same

@@ -5,7 +5,8 @@ inline SVG charts, no JavaScript, the style sheet from `/static/`), each with it
 query string: `/` (NPS trend), `/products`, `/managers`, `/attention` (latest detractors and
 service requests), `/ops` (conflicts and dead letters). `GET /api/report` takes the same
 parameters as `nps report` (`by`, `period`, `from`, `to`, `segment`, `product`, `manager`,
-`portal`) and answers the same rows as `nps report --json`.
+`portal`) and answers the same rows as `nps report --json`; `GET /api/scores` takes the same
+parameters and answers how many of those answers gave each score.
 
 `GET /openapi.json` describes the API (there is no `/docs` page: Swagger UI would load its
 scripts from a CDN). Everything but `GET /healthz` and the style sheet under `/static/` needs the
@@ -16,24 +17,35 @@ token in its address.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
-from datetime import date
+from dataclasses import replace
+from datetime import date, datetime
 from typing import Annotated, Any
 from urllib.parse import urlencode
+from zoneinfo import ZoneInfo
 
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from pydantic import ValidationError
 
+from services.ingest.read import user_names
 from services.reports import pages
 from services.reports.auth import COOKIE, COOKIE_MAX_AGE_S, Access, cookie_value
 from services.reports.dashboard import VIEWS, Sources
 from services.reports.filters import FilterError, parse_filters
 from services.reports.queries import filter_options
 from services.reports.views import portal_origin
-from services.scoring.read import GroupBy, Period, ReportQuery, run_report
+from services.scoring.read import (
+    DEFAULT_MIN_ANSWERS,
+    GroupBy,
+    Period,
+    ReportQuery,
+    named_managers,
+    run_report,
+    score_distribution,
+)
 from shared.db import create_pool
 
 PAGE_HEADERS = {
@@ -94,18 +106,20 @@ async def page(request: Request) -> Response:
         return _enter(request, access.token) if access.matches(given) else _sign_in(request)
     if not _presented(request):
         return _sign_in(request)
+    sources: Sources = request.app.state.sources
+    today = datetime.now(sources.zone).date()
     async with request.app.state.pool.acquire() as conn:
         try:
-            filters = parse_filters(request.query_params)
+            filters = parse_filters(request.query_params, today)
         except FilterError as exc:
             options = await filter_options(conn, None)
             return _html(pages.problems_page(item, options, exc.problems), 422)
         options = await filter_options(conn, filters.portal)
-        return _html(await view(conn, request.app.state.sources, filters, options))
+        options = replace(options, manager_names=await user_names(conn, filters.portal))
+        return _html(await view(conn, sources, filters, options))
 
 
-async def report_endpoint(
-    request: Request,
+def report_query(
     *,
     by: GroupBy = "product",
     period: Period | None = None,
@@ -115,10 +129,10 @@ async def report_endpoint(
     product: str | None = None,
     manager: int | None = None,
     portal: str | None = None,
-) -> list[dict[str, Any]]:
-    """NPS report rows (see `nps report`)."""
+) -> ReportQuery:
+    """The report query of the request's parameters; 422 naming each one that is wrong."""
     try:
-        query = ReportQuery(
+        return ReportQuery(
             by=by,
             period=period,
             date_from=date_from,
@@ -137,9 +151,30 @@ async def report_endpoint(
             for err in exc.errors(include_url=False)
         ]
         raise HTTPException(status_code=422, detail=detail) from None
+
+
+async def report_endpoint(
+    request: Request, query: Annotated[ReportQuery, Depends(report_query)]
+) -> list[dict[str, Any]]:
+    """NPS report rows (see `nps report`)."""
     async with request.app.state.pool.acquire() as conn:
-        rows = await run_report(conn, query)
-    return [row.as_dict() for row in rows]
+        rows = [
+            row.as_dict(request.app.state.sources.min_answers)
+            for row in await run_report(conn, query)
+        ]
+        if query.by == "manager":
+            return named_managers(rows, await user_names(conn, query.portal))
+    return rows
+
+
+async def scores_endpoint(
+    request: Request, query: Annotated[ReportQuery, Depends(report_query)]
+) -> list[dict[str, int]]:
+    """How many answers gave each score, over the answers behind the same report's rows (its
+    grouping decides only whether cosmetics answers are left out; the period split is ignored)."""
+    async with request.app.state.pool.acquire() as conn:
+        counts = await score_distribution(conn, query)
+    return [{"score": score, "answers": counts[score]} for score in sorted(counts)]
 
 
 def create_app(
@@ -148,12 +183,17 @@ def create_app(
     *,
     portal_url: str | None = None,
     rabbitmq_url: str | None = None,
+    min_answers: int = DEFAULT_MIN_ANSWERS,
+    timezone: str = "UTC",
+    field_titles: Mapping[str, str] | None = None,
 ) -> FastAPI:
     """The reports app on the database at `database_url`, protected by `token`.
 
     Every page and API needs the token (see `services/reports/auth.py`). `portal_url` (the
     webhook URL; only its origin is kept) makes links to Bitrix24 items and contacts;
-    `rabbitmq_url` lets the ops view count dead letters.
+    `rabbitmq_url` lets the ops view count dead letters; below `min_answers` answers a number
+    is marked as too few to rely on. Times are shown in `timezone` (the portal's, an IANA name)
+    and the contact fields of conflicts by their `field_titles` (code -> title).
     """
 
     @asynccontextmanager
@@ -173,9 +213,13 @@ def create_app(
     app.state.sources = Sources(
         portal_origin=portal_origin(portal_url) if portal_url else None,
         rabbitmq_url=rabbitmq_url,
+        min_answers=min_answers,
+        zone=ZoneInfo(timezone),
+        field_titles=dict(field_titles or {}),
     )
     api = APIRouter(prefix="/api", dependencies=[Depends(api_guard)])
     api.add_api_route("/report", report_endpoint, methods=["GET"])
+    api.add_api_route("/scores", scores_endpoint, methods=["GET"])
     app.include_router(api)
     app.mount("/static", StaticFiles(packages=[pages.STATIC_PACKAGE]), name="static")
 

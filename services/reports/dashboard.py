@@ -6,8 +6,9 @@ on a page equals the API's for the same filters.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, tzinfo
 from typing import Any
 
 from services.ingest.read import unmapped_summary
@@ -15,15 +16,25 @@ from services.ops import dlq
 from services.reports import pages, queries
 from services.reports.filters import Filters
 from services.reports.views import (
+    NO_COUNTS,
+    Change,
     Counts,
+    Distribution,
     FilterOptions,
     attention_lines,
+    change,
+    distribution,
     manager_lines,
     ops_view,
     product_lines,
     trend_chart,
 )
-from services.scoring.read import ReportQuery, run_report
+from services.scoring.read import (
+    DEFAULT_MIN_ANSWERS,
+    ReportQuery,
+    run_report,
+    score_distribution,
+)
 from shared.db import Conn
 
 
@@ -35,52 +46,99 @@ class Sources:
     """`scheme://host` of the Bitrix24 portal, for links to items and contacts."""
     rabbitmq_url: str | None
     """The broker whose dead-letter queues the ops view counts."""
+    min_answers: int = DEFAULT_MIN_ANSWERS
+    """Below this many answers a number is marked as too few to rely on."""
+    zone: tzinfo = UTC
+    """The portal's time zone: the pages show times in it."""
+    field_titles: Mapping[str, str] = field(default_factory=dict)
+    """Contact field code -> title (from the portal YAML), for the conflicts on the ops view."""
 
 
 View = Callable[[Conn, Sources, Filters, FilterOptions], Awaitable[str]]
 
 
-async def _rows(conn: Conn, query: ReportQuery) -> list[dict[str, Any]]:
-    return [row.as_dict() for row in await run_report(conn, query)]
+async def _rows(conn: Conn, sources: Sources, query: ReportQuery) -> list[dict[str, Any]]:
+    return [row.as_dict(sources.min_answers) for row in await run_report(conn, query)]
 
 
-async def _summary(conn: Conn, filters: Filters) -> Counts:
+async def _summary(conn: Conn, sources: Sources, filters: Filters) -> Counts:
     """The figures of the whole selection (zeros when it holds no answers)."""
-    rows = await _rows(conn, filters.report("period", "range"))
+    rows = await _rows(conn, sources, filters.report("period", "range"))
     if not rows:
-        return Counts(None, 0, 0, 0, 0, None)
+        return NO_COUNTS
     return Counts.of(rows[0])
 
 
-async def trend(conn: Conn, _sources: Sources, filters: Filters, options: FilterOptions) -> str:
-    rows = await _rows(conn, filters.report("period", filters.period))
-    summary = await _summary(conn, filters)
+async def _change(conn: Conn, sources: Sources, filters: Filters, now: Counts) -> Change | None:
+    """The summary `now` against the previous period of the same length, when there is one."""
+    before = filters.previous()
+    if before is None or before.date_from is None or before.date_to is None:
+        return None
+    then = await _summary(conn, sources, before)
+    return change(now, then, before.date_from, before.date_to)
+
+
+async def _distribution(conn: Conn, query: ReportQuery) -> Distribution:
+    """The score distribution of the answers behind `query`'s rows."""
+    return distribution(await score_distribution(conn, query))
+
+
+async def trend(conn: Conn, sources: Sources, filters: Filters, options: FilterOptions) -> str:
+    query = filters.report("period", filters.period)
+    rows = await _rows(conn, sources, query)
+    summary = await _summary(conn, sources, filters)
     api_url = filters.api_url("period", filters.period)
     return pages.trend_page(
-        filters, options, trend_chart(rows), summary, filters.period, api_url=api_url
+        filters,
+        options,
+        trend_chart(rows),
+        summary,
+        filters.period,
+        api_url=api_url,
+        scores=await _distribution(conn, query),
+        delta=await _change(conn, sources, filters, summary),
     )
 
 
-async def products(conn: Conn, _sources: Sources, filters: Filters, options: FilterOptions) -> str:
-    rows = await _rows(conn, filters.report("product"))
-    trends = await _rows(conn, filters.report("product", filters.period))
+async def products(conn: Conn, sources: Sources, filters: Filters, options: FilterOptions) -> str:
+    query = filters.report("product")
+    rows = await _rows(conn, sources, query)
+    trends = await _rows(conn, sources, filters.report("product", filters.period))
     lines = product_lines(rows, trends, options.catalogue)
-    return pages.products_page(filters, options, lines, api_url=filters.api_url("product"))
+    return pages.products_page(
+        filters,
+        options,
+        lines,
+        api_url=filters.api_url("product"),
+        scores=await _distribution(conn, query),
+    )
 
 
-async def managers(conn: Conn, _sources: Sources, filters: Filters, options: FilterOptions) -> str:
-    rows = await _rows(conn, filters.report("manager"))
-    lines = manager_lines(rows)
-    return pages.managers_page(filters, options, lines, api_url=filters.api_url("manager"))
+async def managers(conn: Conn, sources: Sources, filters: Filters, options: FilterOptions) -> str:
+    query = filters.report("manager")
+    lines = manager_lines(await _rows(conn, sources, query), options.manager_names)
+    return pages.managers_page(
+        filters,
+        options,
+        lines,
+        api_url=filters.api_url("manager"),
+        scores=await _distribution(conn, query),
+    )
 
 
 async def attention(conn: Conn, sources: Sources, filters: Filters, options: FilterOptions) -> str:
     records = await queries.attention(conn, filters)
-    lines = attention_lines(records, sources.portal_origin)
-    summary = await _summary(conn, filters)
+    lines = attention_lines(records, sources.portal_origin, sources.zone, options.manager_names)
+    summary = await _summary(conn, sources, filters)
     api_url = filters.api_url("period", "range")
     return pages.attention_page(
-        filters, options, lines, summary, queries.ATTENTION_LIMIT, api_url=api_url
+        filters,
+        options,
+        lines,
+        summary,
+        queries.ATTENTION_LIMIT,
+        api_url=api_url,
+        delta=await _change(conn, sources, filters, summary),
     )
 
 
@@ -89,7 +147,14 @@ async def ops(conn: Conn, sources: Sources, filters: Filters, options: FilterOpt
     dead_letters = await dlq.dead_letter_sizes(sources.rabbitmq_url)
     held = await unmapped_summary(conn, filters.portal)
     view = ops_view(
-        total, records, dead_letters, dlq.core_queues(), sources.portal_origin, unmapped=held
+        total,
+        records,
+        dead_letters,
+        dlq.core_queues(),
+        sources.portal_origin,
+        unmapped=held,
+        field_titles=sources.field_titles,
+        zone=sources.zone,
     )
     return pages.ops_page(filters, options, view)
 

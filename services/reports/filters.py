@@ -3,13 +3,18 @@
 `?segment=12&product=EQ-LASER-A&manager=5&from=2024-01-01&to=2024-06-30&period=week&portal=abc`.
 An empty value means "all" (an HTML form submits `segment=` for "all segments"); parameters
 that are not filters (the one-time `token`) are ignored here.
+
+`dates=` names a preset range that moves with the days (`7d`, `30d`, `90d`: the last 7, 30 or 90
+days up to today; `month`, `quarter`: this month or quarter up to today); it takes the place of
+`from` and `to`. A range with both ends has a previous period: the same number of days just
+before it, which the summary figures are compared with.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
-from datetime import date
+from dataclasses import dataclass, replace
+from datetime import date, timedelta
 from typing import Any
 from urllib.parse import urlencode
 
@@ -17,7 +22,35 @@ from services.scoring.read import GRANULARITIES, Granularity, GroupBy, Period, R
 
 DEFAULT_PERIOD: Granularity = "month"
 MAX_TEXT = 200
-FIELDS: tuple[str, ...] = ("segment", "product", "manager", "from", "to", "period", "portal")
+FIELDS: tuple[str, ...] = (
+    "segment",
+    "product",
+    "manager",
+    "dates",
+    "from",
+    "to",
+    "period",
+    "portal",
+)
+PRESETS: dict[str, str] = {
+    "7d": "last 7 days",
+    "30d": "last 30 days",
+    "90d": "last 90 days",
+    "month": "this month",
+    "quarter": "this quarter",
+}
+"""The date presets (`dates=`) and how the filter form names them."""
+
+
+def preset_range(preset: str, today: date) -> tuple[date, date]:
+    """The first and last day of `preset` (a key of `PRESETS`) on `today`."""
+    if preset.endswith("d"):
+        return today - timedelta(days=int(preset[:-1]) - 1), today
+    if preset == "month":
+        return today.replace(day=1), today
+    if preset == "quarter":
+        return today.replace(month=(today.month - 1) // 3 * 3 + 1, day=1), today
+    raise ValueError(f"unknown date preset {preset!r}; expected one of {', '.join(PRESETS)}")
 
 
 class FilterError(ValueError):
@@ -39,6 +72,19 @@ class Filters:
     date_to: date | None = None
     period: Granularity = DEFAULT_PERIOD
     portal: str | None = None
+    preset: str | None = None
+    """The date preset `date_from`..`date_to` came from (kept in links, so they move with the
+    days), or None for dates given as they are."""
+
+    def previous(self) -> Filters | None:
+        """The same filters over the period of the same length just before this one; None
+        without both ends of a date range."""
+        if self.date_from is None or self.date_to is None:
+            return None
+        days = self.date_to - self.date_from + timedelta(days=1)
+        return replace(
+            self, date_from=self.date_from - days, date_to=self.date_to - days, preset=None
+        )
 
     def report(self, by: GroupBy, period: Period | None = None) -> ReportQuery:
         """The report query of these filters, grouped `by` and split by `period` if given."""
@@ -54,11 +100,18 @@ class Filters:
         )
 
     def params(self) -> dict[str, str]:
-        """The filters that are set, as query parameters (the default period left out)."""
+        """The filters that are set, as query parameters (the default period left out; a preset
+        instead of the dates it stands for)."""
+        return {
+            k: v for k, v in self._values().items() if k not in ("from", "to") or not self.preset
+        }
+
+    def _values(self) -> dict[str, str]:
         values: dict[str, Any] = {
             "segment": self.segment,
             "product": self.product,
             "manager": self.manager,
+            "dates": self.preset,
             "from": self.date_from,
             "to": self.date_to,
             "period": None if self.period == DEFAULT_PERIOD else self.period,
@@ -72,8 +125,10 @@ class Filters:
         return "?" + urlencode(params) if params else ""
 
     def api_url(self, by: GroupBy, period: Period | None = None) -> str:
-        """The `/api/report` URL that answers the same rows as `report(by, period)`."""
-        params = {"by": by, **{k: v for k, v in self.params().items() if k != "period"}}
+        """The `/api/report` URL that answers the same rows as `report(by, period)` (a preset's
+        dates written out: the API takes dates)."""
+        given = self._values()
+        params = {"by": by, **{k: v for k, v in given.items() if k not in ("period", "dates")}}
         if period is not None:
             params["period"] = period
         return "/api/report?" + urlencode(params)
@@ -116,8 +171,16 @@ def _period(raw: str | None, problems: list[str]) -> Granularity:
     return DEFAULT_PERIOD
 
 
-def parse_filters(params: Mapping[str, str]) -> Filters:
-    """The filters in `params`; raises `FilterError` naming every parameter that is wrong."""
+def _preset(raw: str | None, problems: list[str]) -> str | None:
+    if raw is None or raw in PRESETS:
+        return raw
+    problems.append(f"dates: expected one of {', '.join(PRESETS)}, got {raw!r}")
+    return None
+
+
+def parse_filters(params: Mapping[str, str], today: date) -> Filters:
+    """The filters in `params` (a date preset resolved on `today`, the portal's date); raises
+    `FilterError` naming every parameter that is wrong."""
     raw = {name: params.get(name, "").strip() or None for name in FIELDS}
     problems: list[str] = []
     segment = _text("segment", raw["segment"], problems)
@@ -127,6 +190,9 @@ def parse_filters(params: Mapping[str, str]) -> Filters:
     date_from = _day("from", raw["from"], problems)
     date_to = _day("to", raw["to"], problems)
     period = _period(raw["period"], problems)
+    preset = _preset(raw["dates"], problems)
+    if preset is not None:
+        date_from, date_to = preset_range(preset, today)
     if date_from and date_to and date_from > date_to:
         problems.append(f"from ({date_from}) is after to ({date_to}); expected from <= to")
     if problems:
@@ -139,4 +205,5 @@ def parse_filters(params: Mapping[str, str]) -> Filters:
         date_to=date_to,
         period=period,
         portal=portal,
+        preset=preset,
     )

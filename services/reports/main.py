@@ -17,6 +17,7 @@ from services.reports.app import create_app
 from services.reports.settings import ReportsSettings
 from shared.db import migrate
 from shared.logging import configure_logging, get_logger
+from shared.portal_config import contact_field_titles, load_portal_config
 from shared.settings import Settings
 
 log = get_logger(__name__)
@@ -47,10 +48,21 @@ def generated_token_notice(url: str, token: str) -> str:
     )
 
 
+def portal_display(settings: Settings) -> tuple[str, dict[str, str]]:
+    """The portal's time zone and its contact fields' titles, from the portal YAML when there is
+    one (UTC and no titles without it: the dashboard needs no YAML to run)."""
+    path = settings.portal_config_path()
+    if not path.exists():
+        return "UTC", {}
+    config = load_portal_config(path)
+    return config.portal.timezone, contact_field_titles(config)
+
+
 def run(settings: Settings) -> None:
     """Apply migrations, then serve the reports app until SIGINT/SIGTERM."""
     configure_logging(settings.log_level, settings.log_format, service="reports")
     reports = ReportsSettings()
+    timezone, field_titles = portal_display(settings)
     dsn = settings.database_url.get_secret_value()
     asyncio.run(migrate(dsn))
     token, generated = resolve_token(reports)
@@ -65,6 +77,9 @@ def run(settings: Settings) -> None:
             token,
             portal_url=settings.portal_webhook_url(),
             rabbitmq_url=settings.rabbitmq_url.get_secret_value(),
+            min_answers=settings.nps_min_answers,
+            timezone=timezone,
+            field_titles=field_titles,
         ),
         host=reports.host,
         port=reports.port,

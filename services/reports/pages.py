@@ -23,17 +23,20 @@ from typing import Any
 from jinja2 import Environment, PackageLoader, StrictUndefined
 from markupsafe import Markup
 
-from services.reports.filters import Filters
+from services.reports.filters import PRESETS, Filters
 from services.reports.views import (
     DASH,
     AttentionLine,
+    Change,
     Counts,
+    Distribution,
     FilterOptions,
     ManagerLine,
     OpsView,
     ProductLine,
     TrendChart,
     fmt_avg,
+    fmt_margin,
     fmt_nps,
     manager_label,
 )
@@ -90,6 +93,7 @@ ENV = Environment(
 )
 ENV.filters["nps"] = fmt_nps
 ENV.filters["avg"] = fmt_avg
+ENV.filters["margin"] = fmt_margin
 ENV.globals.update(stylesheet=STYLESHEET, dash=DASH)
 
 
@@ -148,11 +152,16 @@ def filter_form(item: NavItem, filters: Filters, options: FilterOptions) -> Filt
         fields.append(_select("product", "Product", filters.product, choices))
     if "manager" in shown:
         manager = None if filters.manager is None else str(filters.manager)
-        choices = [(str(m), manager_label(m)) for m in options.managers]
+        choices = [(str(m), manager_label(m, options.manager_names)) for m in options.managers]
         fields.append(_select("manager", "Responsible manager", manager, choices))
-    for name, label in (("from", "From"), ("to", "To")):
+    if "from" in shown:
+        presets = [Option("", "custom dates", filters.preset is None)]
+        presets.extend(Option(k, text, k == filters.preset) for k, text in PRESETS.items())
+        fields.append(Field("dates", "Dates", options=tuple(presets)))
+        shown.add("dates")
+    for name, label, day in (("from", "From", filters.date_from), ("to", "To", filters.date_to)):
         if name in shown:
-            fields.append(Field(name, label, value=current.get(name, "")))
+            fields.append(Field(name, label, value="" if day is None else day.isoformat()))
     if "period" in shown:
         periods = tuple(Option(p, p, p == filters.period) for p in GRANULARITIES)
         fields.append(Field("period", "Period", options=periods))
@@ -196,8 +205,11 @@ def trend_page(
     rows_label: str,
     *,
     api_url: str,
+    scores: Distribution,
+    delta: Change | None = None,
 ) -> str:
-    """`/`: summary tiles, the chart, and the per-period figures."""
+    """`/`: summary tiles (and their change against the previous period), the chart, the score
+    distribution and the per-period figures."""
     return _page(
         "trend.html",
         TREND,
@@ -208,30 +220,58 @@ def trend_page(
         summary=summary,
         rows_label=rows_label,
         open_table=len(chart.points) <= OPEN_TABLE_ROWS,
+        scores=scores,
+        delta=delta,
     )
 
 
 def products_page(
-    filters: Filters, options: FilterOptions, lines: Sequence[ProductLine], *, api_url: str
+    filters: Filters,
+    options: FilterOptions,
+    lines: Sequence[ProductLine],
+    *,
+    api_url: str,
+    scores: Distribution,
 ) -> str:
-    """`/products`: per product NPS, the mix, the average score, the trend."""
+    """`/products`: per product NPS, the mix, the average score, the trend; the distribution of
+    the scores."""
     links = {line.sku: "/" + replace(filters, product=line.sku).query_string() for line in lines}
     return _page(
-        "products.html", PRODUCTS, filters, options, api_url=api_url, lines=lines, links=links
+        "products.html",
+        PRODUCTS,
+        filters,
+        options,
+        api_url=api_url,
+        lines=lines,
+        links=links,
+        scores=scores,
     )
 
 
 def managers_page(
-    filters: Filters, options: FilterOptions, lines: Sequence[ManagerLine], *, api_url: str
+    filters: Filters,
+    options: FilterOptions,
+    lines: Sequence[ManagerLine],
+    *,
+    api_url: str,
+    scores: Distribution,
 ) -> str:
-    """`/managers`: per responsible manager NPS and counts (the sales team's motivation view)."""
+    """`/managers`: per responsible manager NPS and counts (the sales team's motivation view),
+    and the distribution of the scores."""
     links = {
         line.manager_id: "/" + replace(filters, manager=line.manager_id).query_string()
         for line in lines
         if line.manager_id is not None
     }
     return _page(
-        "managers.html", MANAGERS, filters, options, api_url=api_url, lines=lines, links=links
+        "managers.html",
+        MANAGERS,
+        filters,
+        options,
+        api_url=api_url,
+        lines=lines,
+        links=links,
+        scores=scores,
     )
 
 
@@ -243,6 +283,7 @@ def attention_page(
     limit: int,
     *,
     api_url: str,
+    delta: Change | None = None,
 ) -> str:
     """`/attention`: the latest detractors and service requests, with a way to act on each."""
     return _page(
@@ -254,6 +295,7 @@ def attention_page(
         lines=lines,
         summary=summary,
         limit=limit,
+        delta=delta,
     )
 
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from datetime import UTC, datetime
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, tzinfo
 from typing import Any, Protocol
 from urllib.parse import urlsplit
 
@@ -30,10 +30,16 @@ def fmt_avg(value: float | None) -> str:
     return DASH if value is None else f"{value:.2f}"
 
 
+def fmt_margin(value: float | None) -> str:
+    """An NPS's 95 % margin of error as shown: `±17.1`."""
+    return DASH if value is None else f"±{value:.1f}"
+
+
 @dataclass(frozen=True)
 class Counts:
     """The figures of one report row, and its note (cosmetics answers left out of an aggregate,
-    or why a cosmetics segment has no NPS)."""
+    or why a cosmetics segment has no NPS); `margin` is the NPS's 95 % margin of error and
+    `few_answers` says the row has too few answers to rely on."""
 
     nps: float | None
     promoters: int
@@ -42,6 +48,8 @@ class Counts:
     answers: int
     avg_score: float | None
     note: str | None = None
+    margin: float | None = None
+    few_answers: bool = False
 
     @classmethod
     def of(cls, row: Mapping[str, Any]) -> Counts:
@@ -53,7 +61,111 @@ class Counts:
             answers=row["answers"],
             avg_score=row["avg_score"],
             note=row.get("note"),
+            margin=row["margin"],
+            few_answers=row["few_answers"],
         )
+
+    @property
+    def unreliable(self) -> str | None:
+        """The mark of an NPS that rests on too few answers; None when there is none to mark."""
+        if not self.few_answers or self.nps is None:
+            return None
+        return f"unreliable: {self.answers} answer{'' if self.answers == 1 else 's'}"
+
+
+NO_COUNTS = Counts(None, 0, 0, 0, 0, None)
+"""The figures of a selection without answers."""
+
+
+@dataclass(frozen=True)
+class Change:
+    """The summary figures against the previous period of the same length."""
+
+    since: str
+    """The previous period, `first … last` day."""
+    days: int
+    nps: str
+    """The NPS's change in points (`+5.2`), or DASH when either period has no NPS."""
+    answers: str
+    previous_nps: str
+    previous_answers: int
+    direction: str
+    """`up`, `down` or `same` for the NPS (empty when there is no change to tell)."""
+
+
+def change(current: Counts, previous: Counts, first: date, last: date) -> Change:
+    """How `current` differs from `previous`, the figures of `first`..`last`."""
+    delta = None
+    if current.nps is not None and previous.nps is not None:
+        delta = round(current.nps - previous.nps, 1)
+    direction = "" if delta is None else "up" if delta > 0 else "down" if delta < 0 else "same"
+    return Change(
+        since=f"{first.isoformat()} … {last.isoformat()}",
+        days=(last - first).days + 1,
+        nps=DASH if delta is None else f"{delta:+.1f}",
+        answers=f"{current.answers - previous.answers:+d}",
+        previous_nps=fmt_nps(previous.nps),
+        previous_answers=previous.answers,
+        direction=direction,
+    )
+
+
+@dataclass(frozen=True)
+class ScoreBar:
+    """One score's column of a distribution: its count, share and category, in SVG units."""
+
+    score: int
+    count: int
+    share: str
+    category: str
+    x: float
+    y: float
+    height: float
+
+
+@dataclass(frozen=True)
+class Distribution:
+    """How many answers gave each score 0..10 (every score shown, zeros included)."""
+
+    width: float
+    height: float
+    bottom: float
+    bar_width: float
+    bars: tuple[ScoreBar, ...]
+    total: int
+
+
+def score_category(score: int) -> str:
+    """The class of a score's column: promoter (9-10), passive (7-8) or detractor (0-6)."""
+    return "p" if score >= 9 else "n" if score >= 7 else "d"
+
+
+def distribution(
+    counts: Mapping[int, int], *, width: float = 440, height: float = 150
+) -> Distribution:
+    """The 0-10 score distribution of `counts` (score -> answers) as columns."""
+    bottom = height - 20
+    top = 16.0
+    band = width / 11
+    bar_width = round(band * 0.7, 2)
+    total = sum(counts.values())
+    most = max(counts.values(), default=0)
+    bars = []
+    for score in range(11):
+        count = counts.get(score, 0)
+        bar_height = (bottom - top) * count / most if most else 0.0
+        bars.append(
+            ScoreBar(
+                score=score,
+                count=count,
+                share=f"{100 * count / total:.0f} %" if total else DASH,
+                category=score_category(score),
+                x=round(band * score + (band - bar_width) / 2, 2),
+                y=round(bottom - bar_height, 2),
+                height=round(bar_height, 2),
+            )
+        )
+    return Distribution(width, height, bottom, bar_width, tuple(bars), total)
 
 
 @dataclass(frozen=True)
@@ -118,10 +230,39 @@ def polyline(points: Sequence[tuple[float, float | None]]) -> str:
     return "".join(parts)
 
 
+LABEL_CHAR_WIDTH = 6.6
+"""About how wide a character of an axis label (11 px) is, in SVG user units."""
+
+
 @dataclass(frozen=True)
 class Tick:
     label: str
     at: float
+    anchor: str = "middle"
+    """How the label sits on `at` (SVG `text-anchor`): centred, or ending there at the right
+    edge of the chart so that it is not cut off."""
+
+
+def x_tick(label: str, at: float, width: float) -> Tick:
+    """A label centred under `at`, or ending at `at` where a centred one would overflow `width`."""
+    overflows = at + len(label) * LABEL_CHAR_WIDTH / 2 > width
+    return Tick(label, at, "end" if overflows else "middle")
+
+
+def _extent(tick: Tick) -> tuple[float, float]:
+    """About where a label's text starts and ends."""
+    size = len(tick.label) * LABEL_CHAR_WIDTH
+    start = tick.at - size if tick.anchor == "end" else tick.at - size / 2
+    return start, start + size
+
+
+def x_ticks(labels: Sequence[tuple[str, float]], width: float) -> tuple[Tick, ...]:
+    """The x-axis labels: the last one kept inside `width`, and the one before it left out
+    where the two would overlap."""
+    ticks = [x_tick(label, at, width) for label, at in labels]
+    if len(ticks) > 1 and _extent(ticks[-2])[1] + LABEL_CHAR_WIDTH > _extent(ticks[-1])[0]:
+        del ticks[-2]
+    return tuple(ticks)
 
 
 @dataclass(frozen=True)
@@ -218,7 +359,7 @@ def trend_chart(
             Tick(f"{value:+.0f}" if value else "0", nps_y(value, nps_top, nps_bottom))
             for value in (NPS_HIGH, 50.0, 0.0, -50.0, NPS_LOW)
         ),
-        x_ticks=tuple(Tick(p.period, p.x) for p in points[::step]),
+        x_ticks=x_ticks([(p.period, p.x) for p in points[::step]], width),
         max_answers=max_answers,
     )
 
@@ -271,6 +412,8 @@ class FilterOptions:
     segments: tuple[tuple[int, str], ...]
     catalogue: Mapping[str, ProductInfo]
     managers: tuple[int, ...]
+    manager_names: Mapping[int, str] = field(default_factory=dict)
+    """Who the managers are (user id -> name, from the portal's `user.get`)."""
 
 
 @dataclass(frozen=True)
@@ -326,18 +469,24 @@ class ManagerLine:
     bar: NpsBar | None
 
 
-def manager_label(manager_id: int | None) -> str:
-    return "no manager" if manager_id is None else f"user {manager_id}"
+def manager_label(manager_id: int | None, names: Mapping[int, str] | None = None) -> str:
+    """A manager by name where the portal told it (`names`), else by user id."""
+    if manager_id is None:
+        return "no manager"
+    return (names or {}).get(manager_id) or f"user {manager_id}"
 
 
-def manager_lines(rows: Sequence[Mapping[str, Any]]) -> list[ManagerLine]:
+def manager_lines(
+    rows: Sequence[Mapping[str, Any]], names: Mapping[int, str] | None = None
+) -> list[ManagerLine]:
+    """One line per `by=manager` row, the manager named by `names` where it knows them."""
     lines: list[ManagerLine] = []
     for row in rows:
         counts = Counts.of(row)
         lines.append(
             ManagerLine(
                 manager_id=row["manager_id"],
-                label=manager_label(row["manager_id"]),
+                label=manager_label(row["manager_id"], names),
                 counts=counts,
                 mix=mix(counts),
                 bar=nps_bar(counts.nps),
@@ -371,8 +520,9 @@ def contact_url(origin: str | None, contact_id: int | None) -> str | None:
     return f"{origin}/crm/contact/details/{contact_id}/"
 
 
-def fmt_time(at: datetime) -> str:
-    return at.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
+def fmt_time(at: datetime, zone: tzinfo = UTC) -> str:
+    """A moment as the portal's people read it: in the portal's time zone, which is named."""
+    return at.astimezone(zone).strftime("%Y-%m-%d %H:%M %Z")
 
 
 @dataclass(frozen=True)
@@ -394,19 +544,23 @@ class AttentionLine:
 
 
 def attention_lines(
-    records: Sequence[Mapping[str, Any]], origin: str | None
+    records: Sequence[Mapping[str, Any]],
+    origin: str | None,
+    zone: tzinfo = UTC,
+    names: Mapping[int, str] | None = None,
 ) -> list[AttentionLine]:
-    """Lines of the latest detractors and service requests (records of `scoring_answers`)."""
+    """Lines of the latest detractors and service requests (records of `scoring_answers`),
+    their times in `zone`, their managers named by `names`."""
     return [
         AttentionLine(
             answer_id=r["answer_id"],
-            submitted=fmt_time(r["submitted_at"]),
+            submitted=fmt_time(r["submitted_at"], zone),
             segment=r["segment"],
             product=f"{r['product_name']} ({r['sku']})",
             score=DASH if r["score"] is None else str(r["score"]),
             category=r["category"] or "not scored",
             service_request=r["service_request"],
-            manager=manager_label(r["responsible_id"]),
+            manager=manager_label(r["responsible_id"], names),
             contact_id=r["contact_id"],
             contact_url=contact_url(origin, r["contact_id"]),
             item_url=item_url(origin, r["entity_type_id"], r["item_id"]),
@@ -434,6 +588,8 @@ class ConflictLine:
     contact_id: int
     contact_url: str | None
     field: str
+    """The field's title where the configuration gives one, else its code."""
+    field_code: str
     reason: str
     current: str
     proposed: str
@@ -496,16 +652,22 @@ def ops_view(
     origin: str | None,
     *,
     unmapped: Sequence[HeldCategory] | None = (),
+    field_titles: Mapping[str, str] | None = None,
+    zone: tzinfo = UTC,
 ) -> OpsView:
+    """The ops view; conflicts name their fields by `field_titles` (code -> title) where it has
+    them, and times are in `zone`."""
+    titles = field_titles or {}
     return OpsView(
         conflicts_total=conflicts_total,
         conflicts=tuple(
             ConflictLine(
                 id=r["id"],
-                created=fmt_time(r["created_at"]),
+                created=fmt_time(r["created_at"], zone),
                 contact_id=r["contact_id"],
                 contact_url=contact_url(origin, r["contact_id"]),
-                field=r["field"],
+                field=titles.get(r["field"], r["field"]),
+                field_code=r["field"],
                 reason=r["reason"],
                 current=fmt_json_value(r["current_value"]),
                 proposed=fmt_json_value(r["proposed_value"]),
@@ -521,8 +683,8 @@ def ops_view(
             UnmappedLine(
                 category_id=u.category_id,
                 answers=u.items,
-                oldest=fmt_time(u.oldest),
-                newest=fmt_time(u.newest),
+                oldest=fmt_time(u.oldest, zone),
+                newest=fmt_time(u.newest, zone),
             )
             for u in unmapped
         ),

@@ -3,22 +3,41 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 import json
+from collections.abc import Awaitable, Callable
 from datetime import date, datetime
-from typing import Annotated
+from typing import Annotated, Any
 
 import asyncpg
 import typer
 from pydantic import ValidationError
 
 from services.scoring.periods import PERIODS
-from services.scoring.report import GROUPINGS, ReportQuery, ReportRow, render_table, run_report
+from services.scoring.report import (
+    GROUPINGS,
+    ReportQuery,
+    ReportRow,
+    named_managers,
+    render_table,
+    run_report,
+)
+from shared.db import Conn
 from shared.settings import get_settings
 
 _DATE_FORMATS = ["%Y-%m-%d"]
 
+ManagerNames = Callable[[Conn, str | None], Awaitable[dict[int, str]]]
+"""Reads who the managers are (user id -> name) of a portal (or of any, given None)."""
 
-async def _fetch(query: ReportQuery) -> list[ReportRow]:
+
+async def _no_names(_conn: Conn, _portal: str | None) -> dict[int, str]:
+    return {}
+
+
+async def _fetch(
+    query: ReportQuery, manager_names: ManagerNames
+) -> tuple[list[ReportRow], dict[int, str]]:
     dsn = get_settings().database_url.get_secret_value()
     try:
         conn = await asyncpg.connect(dsn, timeout=10)
@@ -40,7 +59,9 @@ async def _fetch(query: ReportQuery) -> list[ReportRow]:
                 raise typer.BadParameter(
                     f"no segment {query.segment!r}; known: {listed}", param_hint="--segment"
                 )
-        return await run_report(conn, query)
+        rows = await run_report(conn, query)
+        names = await manager_names(conn, query.portal) if query.by == "manager" else {}
+        return rows, names
     finally:
         await conn.close()
 
@@ -89,8 +110,10 @@ def report(
         str | None, typer.Option("--portal", help="portal key (member_id or domain)")
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print a JSON list of rows")] = False,
+    manager_names: ManagerNames = _no_names,
 ) -> None:
-    """NPS, promoters/passives/detractors, answers and average score, grouped and filtered.
+    """NPS with its 95 % margin of error, promoters/passives/detractors, answers and average
+    score, grouped and filtered; an NPS from fewer than NPS_MIN_ANSWERS (30) answers is marked.
 
     Cosmetics NPS is per product only (by period/manager: equipment only, with a note).
     """
@@ -113,12 +136,27 @@ def report(
             for err in exc.errors(include_url=False)
         )
         raise typer.BadParameter(problems.replace("date_", "--")) from None
-    rows = [row.as_dict() for row in asyncio.run(_fetch(query))]
+    min_answers = get_settings().nps_min_answers
+    fetched, names = asyncio.run(_fetch(query, manager_names))
+    rows = [row.as_dict(min_answers) for row in fetched]
+    if query.by == "manager":
+        rows = named_managers(rows, names)
     if as_json:
         typer.echo(json.dumps(rows, indent=2, ensure_ascii=False))
     else:
-        typer.echo(render_table(rows, query.by))
+        typer.echo(render_table(rows, query.by, min_answers))
 
 
-def register(app: typer.Typer) -> None:
-    app.command("report")(report)
+def register(app: typer.Typer, manager_names: ManagerNames = _no_names) -> None:
+    """Add `nps report`; `manager_names` tells who the managers of a report by manager are."""
+
+    def named_report(**options: Any) -> None:
+        report(**options, manager_names=manager_names)
+
+    # The command's options are `report`'s, but for the reader given here.
+    signature = inspect.signature(report, eval_str=True)
+    named_report.__signature__ = signature.replace(  # type: ignore[attr-defined]
+        parameters=[p for p in signature.parameters.values() if p.name != "manager_names"]
+    )
+    named_report.__doc__ = report.__doc__
+    app.command("report")(named_report)

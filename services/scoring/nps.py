@@ -7,10 +7,15 @@ Pure: imports nothing but the standard library and the event vocabulary.
 - `binary`: 1 (satisfied) promoter, 0 (unsatisfied) detractor.
 - NPS = %promoters - %detractors over the answers that carry a score (skipped answers are not in
   the denominator; 0 is a real score), rounded half away from zero to one decimal.
+- How sure an NPS is: its 95 % margin of error, ±1.96·SE in NPS points, where
+  SE = sqrt((p + d - (p - d)^2) / n) with p and d the shares of promoters and detractors among the
+  n scored answers; a number that rests on fewer than a minimum of answers (30 unless configured)
+  is marked as too few to rely on.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 from decimal import ROUND_HALF_UP, Decimal
@@ -22,6 +27,10 @@ SCALES: tuple[Scale, ...] = get_args(Scale)
 SCALE_BOUNDS: dict[Scale, tuple[int, int]] = {"0-10": (0, 10), "1-10": (1, 10), "binary": (0, 1)}
 NPS_PLACES = Decimal("0.1")
 AVG_PLACES = Decimal("0.01")
+Z_95 = Decimal("1.96")
+"""The normal quantile of a two-sided 95 % interval."""
+DEFAULT_MIN_ANSWERS = 30
+"""Below this many scored answers a number is marked as resting on too few answers."""
 
 
 class ScoreError(ValueError):
@@ -58,6 +67,26 @@ def nps_score(promoters: int, detractors: int, answers: int) -> float | None:
     return _rounded(100 * (promoters - detractors), answers, NPS_PLACES)
 
 
+def nps_margin(promoters: int, detractors: int, answers: int) -> float | None:
+    """The 95 % margin of error of the NPS of `answers` scored answers, in NPS points (±), rounded
+    half away from zero to one decimal; None when there are none.
+
+    SE = sqrt((p + d - (p - d)^2) / n) = sqrt(((P + D)·n - (P - D)^2) / n^3) with P, D the counts:
+    the numerator is computed in integers, so all-promoter or all-detractor sets give exactly 0.
+    """
+    if answers == 0:
+        return None
+    spread = (promoters + detractors) * answers - (promoters - detractors) ** 2
+    se = math.sqrt(spread / answers**3)
+    return float((100 * Z_95 * Decimal(se)).quantize(NPS_PLACES, ROUND_HALF_UP))
+
+
+def too_few_answers(answers: int, minimum: int = DEFAULT_MIN_ANSWERS) -> bool:
+    """Whether a number over `answers` scored answers rests on too few to rely on (an empty set
+    has no number to mark)."""
+    return 0 < answers < minimum
+
+
 @dataclass(frozen=True)
 class NpsAggregate:
     """Counts of a set of scored answers, and the NPS and average score they give."""
@@ -75,6 +104,11 @@ class NpsAggregate:
     @property
     def nps(self) -> float | None:
         return nps_score(self.promoters, self.detractors, self.answers)
+
+    @property
+    def margin(self) -> float | None:
+        """The 95 % margin of error of `nps`, in NPS points; None without answers."""
+        return nps_margin(self.promoters, self.detractors, self.answers)
 
     @property
     def avg_score(self) -> float | None:

@@ -15,17 +15,21 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
 
+from services.scoring.nps import DEFAULT_MIN_ANSWERS
 from services.scoring.periods import GRANULARITIES, Granularity, Period
 from services.scoring.report import (
     GroupBy,
     ReportQuery,
     filter_conditions,
+    named_managers,
     render_table,
     run_report,
+    score_distribution,
 )
 from shared.db import Conn
 
 __all__ = [
+    "DEFAULT_MIN_ANSWERS",
     "GRANULARITIES",
     "Choices",
     "CurrentAnswer",
@@ -40,8 +44,10 @@ __all__ = [
     "choices",
     "current_answers",
     "last_scored_at",
+    "named_managers",
     "render_table",
     "run_report",
+    "score_distribution",
     "scored_items",
 ]
 

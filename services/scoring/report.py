@@ -26,7 +26,7 @@ plain-text table of the rows that `nps report` and the demo print.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import date, timedelta
 from typing import Any, Literal, get_args
@@ -34,7 +34,7 @@ from typing import Any, Literal, get_args
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from services.scoring.answers import NO_MANAGER
-from services.scoring.nps import NpsAggregate
+from services.scoring.nps import DEFAULT_MIN_ANSWERS, NpsAggregate, too_few_answers
 from services.scoring.periods import (
     Granularity,
     Period,
@@ -153,10 +153,19 @@ class ReportRow:
     def avg_score(self) -> float | None:
         return None if self.withheld else self.stats.avg_score
 
-    def as_dict(self) -> dict[str, Any]:
+    @property
+    def margin(self) -> float | None:
+        return None if self.withheld else self.stats.margin
+
+    def as_dict(self, min_answers: int = DEFAULT_MIN_ANSWERS) -> dict[str, Any]:
+        """The row as `nps report --json` and `/api/report` answer it: `margin` is the NPS's 95 %
+        margin of error (±, in points) and `few_answers` marks a row with answers but fewer than
+        `min_answers` of them (too few to rely on)."""
         row: dict[str, Any] = {
             **self.keys,
             "nps": self.nps,
+            "margin": self.margin,
+            "few_answers": too_few_answers(self.stats.answers, min_answers),
             "promoters": self.stats.promoters,
             "passives": self.stats.passives,
             "detractors": self.stats.detractors,
@@ -166,6 +175,17 @@ class ReportRow:
         if "sku" not in self.keys:
             row["note"] = self.note
         return row
+
+
+def named_managers(
+    rows: Iterable[dict[str, Any]], names: Mapping[int, str]
+) -> list[dict[str, Any]]:
+    """Rows of a report by manager (`as_dict()`) with each manager's name after the id (None
+    where the portal's name of the user is not known)."""
+    return [
+        {"manager_id": row["manager_id"], "manager_name": names.get(row["manager_id"]), **row}
+        for row in rows
+    ]
 
 
 @dataclass(frozen=True)
@@ -433,13 +453,15 @@ def _periods(
     return periods
 
 
-_METRICS = ("nps", "promoters", "passives", "detractors", "answers", "avg_score")
+_METRICS = ("nps", "margin", "promoters", "passives", "detractors", "answers", "avg_score")
+FEW_MARK = "*"
 _KEY_COLUMNS: dict[str, tuple[str, ...]] = {
     "product": ("sku", "name"),
     "segment": ("segment", "kind"),
-    "manager": ("manager_id",),
+    "manager": ("manager_id", "manager_name"),
     "period": (),
 }
+_DATE_FORMATS = ["%Y-%m-%d"]
 
 
 def _cell(value: Any) -> str:
@@ -450,8 +472,23 @@ def _cell(value: Any) -> str:
     return str(value)
 
 
-def render_table(rows: list[dict[str, Any]], by: str) -> str:
-    """A plain-text table of report rows (`-` where there is no value)."""
+def _row_cells(row: dict[str, Any], columns: list[str]) -> list[str]:
+    cells = []
+    for column in columns:
+        text = _cell(row.get(column))
+        if column == "margin" and row.get(column) is not None:
+            text = "±" + text
+        if column == "nps" and row.get("few_answers") and row.get(column) is not None:
+            text += FEW_MARK
+        cells.append(text)
+    return cells
+
+
+def render_table(
+    rows: list[dict[str, Any]], by: str, min_answers: int = DEFAULT_MIN_ANSWERS
+) -> str:
+    """A plain-text table of report rows (`-` where there is no value): the NPS with its 95 %
+    margin of error, and a mark on an NPS from fewer than `min_answers` answers."""
     if not rows:
         return "no answers match"
     columns = list(_KEY_COLUMNS[by])
@@ -460,7 +497,7 @@ def render_table(rows: list[dict[str, Any]], by: str) -> str:
     columns.extend(_METRICS)
     if any(row.get("note") for row in rows):
         columns.append("note")
-    table = [columns, *[[_cell(row.get(column)) for column in columns] for row in rows]]
+    table = [columns, *[_row_cells(row, columns) for row in rows]]
     widths = [max(len(line[i]) for line in table) for i in range(len(columns))]
     numeric = set(_METRICS) | {"manager_id"}
     lines = [
@@ -471,4 +508,35 @@ def render_table(rows: list[dict[str, Any]], by: str) -> str:
         for line in table
     ]
     lines.insert(1, "  ".join("-" * width for width in widths))
+    if any(row.get("few_answers") and row.get("nps") is not None for row in rows):
+        lines.append(f"{FEW_MARK} fewer than {min_answers} answers: too few to rely on")
     return "\n".join(lines)
+
+
+async def score_distribution(conn: Conn, query: ReportQuery) -> dict[int, int]:
+    """How many current answers gave each score, over the answers `query` selects (its filters;
+    equipment only where its rows would add up several products). Its grouping and period split
+    do not matter: the distribution is of the whole selection."""
+    conditions = ["d.is_current", "d.score IS NOT NULL"]
+    if query.equipment_only:
+        conditions.append(f"NOT {_COSMETICS_SQL}")
+    params: list[Any] = []
+    filter_conditions(
+        conditions,
+        params,
+        portal=query.portal,
+        segment=query.segment,
+        product=query.product,
+        manager=query.manager,
+        day="d.day",
+        start=query.date_from,
+        end=query.date_to,
+    )
+    sql = (
+        "SELECT d.score, count(*) AS answers FROM scoring_answers d"  # noqa: S608 - fixed fragments, values are $n
+        f" WHERE {' AND '.join(conditions)} GROUP BY d.score"
+    )
+    async with conn.transaction(readonly=True):
+        await conn.execute("SET LOCAL jit = off")
+        rows = await conn.fetch(sql, *params)
+    return {row["score"]: row["answers"] for row in rows}

@@ -30,7 +30,7 @@ import pytest
 from services.harness.stack import free_port
 from services.scoring.handlers import score_submission
 from shared.outbox import Outbox
-from tests.support.dashboard import figures, shown
+from tests.support.dashboard import figures, shown, shown_scores
 from tests.support.scoring import make_submission
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -87,7 +87,13 @@ class Browser:
 
 
 async def seed(pool: asyncpg.Pool, member: str) -> None:
-    """Cosmetics and an equipment laser over three months, with managers 5 and 7."""
+    """Cosmetics and an equipment laser over three months, with managers 5 and 7 (ingest has
+    read the name of 7 from the portal)."""
+    await pool.execute(
+        "INSERT INTO ingest_users (portal, user_id, name, refreshed_at) VALUES ($1, 7, $2, now())",
+        member,
+        "Maria Lebedeva",
+    )
     answers: list[tuple[int, list[tuple[str, int | None]], str, dict[str, Any]]] = [
         (1, [("SERUM", 10), ("CREAM", 8)], "2024-03-05T10:00:00+03:00", {}),
         (2, [("SERUM", 4)], "2024-04-10T10:00:00+03:00", {"responsible_id": 7}),
@@ -157,8 +163,15 @@ class Served:
         )
 
     def api(self, **params: str) -> list[dict[str, Any]]:
+        return self._get("report", **params)
+
+    def scores(self, **params: str) -> dict[str, str]:
+        """The score distribution of `/api/scores`, as a page shows it."""
+        return shown_scores(self._get("scores", **params))
+
+    def _get(self, what: str, **params: str) -> list[dict[str, Any]]:
         response = httpx.get(
-            f"{self.base}/api/report",
+            f"{self.base}/api/{what}",
             params={"portal": self.portal, **params},
             headers={"Authorization": f"Bearer {self.token}"},
         )
@@ -236,7 +249,7 @@ def test_a_browser_without_the_token_is_asked_for_it(served: Served, browser: Br
 def test_a_browser_signs_in_with_the_token_as_password(served: Served, browser: Browser) -> None:
     signed_in = served.base.replace("http://", f"http://marketing:{served.token}@")
     shown_rows = figures(browser.dom(f"{signed_in}/managers?portal={served.portal}"))
-    assert set(shown_rows) == {"5", "7", "none"}
+    assert set(shown_rows) == {"5", "7", "none", "scores"}
 
 
 def test_trend_view_shows_the_api_numbers(served: Served, browser: Browser) -> None:
@@ -246,19 +259,29 @@ def test_trend_view_shows_the_api_numbers(served: Served, browser: Browser) -> N
     for row in monthly:
         assert shown_rows[row["period"]] == shown(row)
     assert shown_rows["summary"] == shown(served.api(by="period", period="range")[0])
+    assert shown_rows["summary"]["few_answers"] == "unreliable: 2 answers"
+    assert shown_rows["scores"] == served.scores(by="period")
 
 
 def test_products_view_shows_the_api_numbers(served: Served, browser: Browser) -> None:
     dom = browser.dom(served.url("/products"))
     rows = served.api(by="product")
-    assert figures(dom) == {row["sku"]: shown(row) for row in rows}
+    shown_rows = figures(dom)
+    assert shown_rows.pop("scores") == served.scores(by="product")
+    assert shown_rows == {row["sku"]: shown(row) for row in rows}
     assert dom.count('class="spark"') == len(rows) == 3
 
 
 def test_managers_view_shows_the_api_numbers(served: Served, browser: Browser) -> None:
     rows = served.api(by="manager")
     assert [row["manager_id"] for row in rows] == [5, 7, None]
-    assert figures(browser.dom(served.url("/managers"))) == {
+    dom = browser.dom(served.url("/managers"))
+    assert ">Maria Lebedeva</a>" in dom
+    assert ">user 5</a>" in dom
+    assert [row["manager_name"] for row in rows] == [None, "Maria Lebedeva", None]
+    shown_rows = figures(dom)
+    assert shown_rows.pop("scores") == served.scores(by="manager")
+    assert shown_rows == {
         str(row["manager_id"]) if row["manager_id"] else "none": shown(row) for row in rows
     }
 
@@ -280,7 +303,9 @@ def test_attention_view_links_to_bitrix24(served: Served, browser: Browser) -> N
 
 
 def test_ops_view_shows_conflicts_and_dead_letters(served: Served, browser: Browser) -> None:
-    rows = figures(browser.dom(served.url("/ops")))
+    dom = browser.dom(served.url("/ops"))
+    assert dom.index("<h2>Dead letters</h2>") < dom.index("<h2>Conflicts</h2>")
+    rows = figures(dom)
     assert rows["conflicts"] == {"total": "0"}
     assert rows["crm_sync.actions"]["size"].isdigit()
     assert rows["scoring.submissions"]["size"].isdigit()
@@ -289,8 +314,11 @@ def test_ops_view_shows_conflicts_and_dead_letters(served: Served, browser: Brow
 def test_changing_a_filter_changes_the_numbers(served: Served, browser: Browser) -> None:
     everything = figures(browser.dom(served.url("/products")))
     lasers = figures(browser.dom(served.url("/products", segment="12")))
-    assert set(everything) == {"CREAM", "LASER", "SERUM"}
-    assert lasers == {"LASER": shown(served.api(by="product", segment="12")[0])}
+    assert set(everything) == {"CREAM", "LASER", "SERUM", "scores"}
+    assert lasers == {
+        "LASER": shown(served.api(by="product", segment="12")[0]),
+        "scores": served.scores(by="product", segment="12"),
+    }
     weekly = figures(browser.dom(served.url("/", period="week", product="SERUM")))
     rows = served.api(by="period", period="week", product="SERUM")
     assert len(rows) == 12
@@ -298,9 +326,23 @@ def test_changing_a_filter_changes_the_numbers(served: Served, browser: Browser)
         assert weekly[row["period"]] == shown(row)
 
 
+def test_a_date_range_is_compared_with_the_one_before(served: Served, browser: Browser) -> None:
+    dates = {"from": "2024-04-01", "to": "2024-05-31"}
+    shown_rows = figures(browser.dom(served.url("/", **dates)))
+    [now] = served.api(by="period", **dates)
+    [before] = served.api(by="period", **{"from": "2024-01-31", "to": "2024-03-31"})
+    assert shown_rows["summary"] == shown(now)
+    assert shown_rows["change"]["answers"] == f"{now['answers'] - before['answers']:+d}"
+    assert shown_rows["change"]["previous_answers"] == str(before["answers"])
+    preset = browser.dom(served.url("/", dates="quarter"))
+    assert '<option value="quarter" selected="">this quarter</option>' in preset
+    assert "change" in figures(preset)
+
+
 def test_screenshots_are_saved(served: Served, browser: Browser) -> None:
     views: tuple[tuple[str, str, dict[str, str]], ...] = (
         ("trend", "/", {}),
+        ("trend-range", "/", {"from": "2024-04-01", "to": "2024-05-31", "period": "day"}),
         ("products", "/products", {}),
         ("managers", "/managers", {}),
         ("attention", "/attention", {}),

@@ -23,7 +23,7 @@ from services.scoring.handlers import score_submission
 from services.scoring.report import cosmetics_left_out_note
 from shared.outbox import Outbox
 from tests.support.cosmetics import LEFT_OUT, PER_PRODUCT, score_the_check
-from tests.support.dashboard import figures, shown
+from tests.support.dashboard import figures, shown, shown_scores
 from tests.support.scoring import make_submission
 
 TOKEN = "dashboard-token-7c1e"
@@ -75,9 +75,9 @@ async def portal(pool: asyncpg.Pool) -> str:
 
 @asynccontextmanager
 async def client(
-    pg_dsn: str, amqp_url: str | None = None, token: str = TOKEN
+    pg_dsn: str, amqp_url: str | None = None, token: str = TOKEN, **options: Any
 ) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(pg_dsn, token, portal_url=WEBHOOK, rabbitmq_url=amqp_url)
+    app = create_app(pg_dsn, token, portal_url=WEBHOOK, rabbitmq_url=amqp_url, **options)
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://reports") as http:
@@ -91,7 +91,12 @@ async def page_and_api(
     api = await http.get("/api/report", params=api_params, headers=BEARER)
     assert page.status_code == 200, page.text
     assert api.status_code == 200, api.text
-    return figures(page.text), api.json()
+    shown_rows = figures(page.text)
+    if "scores" in shown_rows:
+        # The score distribution of the page's selection, as the API answers it.
+        scores = await http.get("/api/scores", params=api_params, headers=BEARER)
+        assert shown_rows.pop("scores") == shown_scores(scores.json())
+    return shown_rows, api.json()
 
 
 async def test_trend_page_shows_the_report_numbers(pg_dsn: str, portal: str) -> None:
@@ -119,6 +124,25 @@ async def test_trend_page_shows_the_report_numbers(pg_dsn: str, portal: str) -> 
     for row in weekly_api:
         assert weekly[row["period"]] == shown(row)
     assert weekly["summary"]["nps"] == "-33.3"
+
+
+async def test_the_summary_is_compared_with_the_previous_period(pg_dsn: str, portal: str) -> None:
+    may = {"portal": portal, "from": "2024-05-01", "to": "2024-05-31"}
+    april = {"portal": portal, "from": "2024-03-31", "to": "2024-04-30"}
+    async with client(pg_dsn) as http:
+        shown_rows, [now] = await page_and_api(http, "/", may, {"by": "period", **may})
+        _, [before] = await page_and_api(http, "/", april, {"by": "period", **april})
+        preset = await http.get("/", params={"portal": portal, "dates": "7d"}, headers=BEARER)
+    assert shown_rows["summary"] == shown(now)
+    assert shown_rows["change"] == {
+        "nps": "—" if None in (now["nps"], before["nps"]) else f"{now['nps'] - before['nps']:+.1f}",
+        "previous_nps": "—" if before["nps"] is None else f"{before['nps']:.1f}",
+        "answers": f"{now['answers'] - before['answers']:+d}",
+        "previous_answers": str(before["answers"]),
+    }
+    assert preset.status_code == 200
+    assert '<option value="7d" selected>last 7 days</option>' in preset.text
+    assert figures(preset.text)["change"]["previous_answers"] == "0"
 
 
 async def test_products_page_shows_the_report_numbers(pg_dsn: str, portal: str) -> None:
@@ -201,7 +225,9 @@ async def test_attention_page_lists_detractors_and_service_requests(
     assert "w3bh00k" not in page.text
     assert "/rest/" not in page.text
     assert [k for k in figures(serum.text) if k != "summary"] == [f"{portal}:2:SERUM"]
-    assert [k for k in figures(may.text) if k != "summary"] == [f"{portal}:12:LASER"]
+    shown_may = figures(may.text)
+    assert [k for k in shown_may if k not in ("summary", "change")] == [f"{portal}:12:LASER"]
+    assert shown_may["change"]["previous_answers"].isdigit()
 
 
 async def test_ops_page_counts_conflicts_and_dead_letters(
@@ -244,6 +270,60 @@ async def test_ops_page_counts_conflicts_and_dead_letters(
     assert down_rows["scoring.submissions"] == {"size": "unknown"}
     assert down_rows["conflicts"] == {"total": "2"}
     assert "RabbitMQ did not answer" in down.text
+
+
+async def test_pages_show_the_portals_time_and_field_titles(
+    pg_dsn: str, pool: asyncpg.Pool, portal: str
+) -> None:
+    other = f"m-dash-tz-{uuid.uuid4().hex[:10]}"
+    async with pool.acquire() as conn:
+        await conn.execute(
+            """INSERT INTO crm_conflicts (portal, contact_id, field, reason, current_value,
+                   proposed_value, answer_id, action_id, created_at)
+               VALUES ($1, 800, 'UF_CRM_NPS_CRYO_B', 'legacy value', '"8"', '3', $2, $3,
+                   '2024-06-01T12:00:00Z')""",
+            other,
+            f"{other}:30:CRYO",
+            f"act-{uuid.uuid4().hex[:8]}",
+        )
+    titles = {"UF_CRM_NPS_CRYO_B": "Cryo B: NPS score"}
+    async with client(pg_dsn, timezone="Europe/Moscow", field_titles=titles) as http:
+        ops = await http.get("/ops", params={"portal": other}, headers=BEARER)
+        attention = await http.get("/attention", params={"portal": portal}, headers=BEARER)
+    assert ops.status_code == attention.status_code == 200
+    assert "<td>2024-06-01 15:00 MSK</td>" in ops.text
+    assert '<td title="UF_CRM_NPS_CRYO_B">Cryo B: NPS score' in ops.text
+    assert ops.text.index("<h2>Dead letters</h2>") < ops.text.index("<h2>Conflicts</h2>")
+    assert " MSK</td>" in attention.text
+    assert " UTC</td>" not in attention.text
+
+
+async def test_managers_are_named_by_the_portals_users(
+    pg_dsn: str, pool: asyncpg.Pool, portal: str
+) -> None:
+    await pool.execute(
+        "INSERT INTO ingest_users (portal, user_id, name, refreshed_at) VALUES ($1, 7, $2, now())"
+        " ON CONFLICT DO NOTHING",
+        portal,
+        f"Elena {SCRIPT}",
+    )
+    async with client(pg_dsn) as http:
+        managers = await http.get("/managers", params={"portal": portal}, headers=BEARER)
+        attention = await http.get("/attention", params={"portal": portal}, headers=BEARER)
+        api = await http.get(
+            "/api/report", params={"by": "manager", "portal": portal}, headers=BEARER
+        )
+    named = f"Elena {SCRIPT}".replace("<", "&lt;").replace(">", "&gt;").replace("'", "&#x27;")
+    assert f'<a href="/?manager=7&amp;portal={portal}">{named}</a>' in managers.text
+    assert '<option value="7">' + named + "</option>" in managers.text
+    assert "user 5" in managers.text  # no name read for manager 5
+    assert f"<td>{named}</td>" in attention.text
+    assert SCRIPT not in managers.text + attention.text
+    assert [(r["manager_id"], r["manager_name"]) for r in api.json()] == [
+        (5, None),
+        (7, f"Elena {SCRIPT}"),
+        (None, None),
+    ]
 
 
 async def test_conflicts_without_crm_syncs_table_are_none(pool: asyncpg.Pool) -> None:
@@ -300,7 +380,7 @@ async def test_token_in_the_url_once_sets_a_cookie(pg_dsn: str, portal: str) -> 
         http.cookies.clear()
         forgotten = await http.get(entry.headers["location"])
     assert followed.status_code == 200
-    assert set(figures(followed.text)) == {"CREAM", "LASER", "SERUM"}
+    assert set(figures(followed.text)) == {"CREAM", "LASER", "SERUM", "scores"}
     assert api.status_code == 200
     assert forgotten.status_code == 401
 
@@ -371,6 +451,7 @@ async def test_the_cosmetics_check_shows_no_aggregate_nps(
     assert page.status_code == 200, page.text
     assert figures(page.text)[row] == {
         "nps": "—",
+        "margin": "—",
         "promoters": "0",
         "passives": "0",
         "detractors": "0",

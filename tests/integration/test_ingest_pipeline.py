@@ -21,7 +21,7 @@ from faststream.rabbit import RabbitBroker
 from prometheus_client import REGISTRY
 
 from services.harness.scratch import scratch_database, scratch_name
-from services.ingest import store
+from services.ingest import read, store
 from services.ingest.api import create_app as ingest_app
 from services.ingest.contacts import ContactManagers
 from services.ingest.hydrator import FieldCatalog, FieldsOutdatedError, Hydrator, ItemReader
@@ -652,3 +652,56 @@ async def test_the_sweep_recovers_a_lost_deal_event(
         await hydrator.handle(event)
     [form] = await forms(pool, portal)
     assert (form["item_id"], form["answers"][0]["score"]) == (deal_id, 10)
+
+
+async def test_the_sweeper_reads_the_names_of_the_managers_answers_name(
+    pool: asyncpg.Pool,
+    portal: SandboxPortal,
+    b24: Bitrix24Client,
+    config: PortalConfig,
+    hydrator: Hydrator,
+) -> None:
+    sweeper = Sweeper(pool, Outbox(), b24, config)
+    assert (await sweeper.sweep_once()).initialised
+    named = answer_item(portal, CATEGORY_ID=12, UF_CRM_5_SCORE=9, ASSIGNED_BY_ID=31)
+    gone = answer_item(portal, CATEGORY_ID=12, UF_CRM_5_SCORE=3, ASSIGNED_BY_ID=9999)
+    portal.take_outbox()
+    await sweeper.sweep_once()
+    for submitted in await sweeps(pool, portal):
+        await hydrator.handle(WebhookReceived.model_validate(submitted))
+    key = PortalRef(member_id=portal.member_id).key
+    async with pool.acquire() as conn:
+        assert await read.user_names(conn, key) == {}
+        wanted = await conn.fetch(
+            "SELECT user_id FROM ingest_users WHERE portal = $1 ORDER BY user_id", key
+        )
+    assert [row["user_id"] for row in wanted] == [31, 9999]
+    await sweeper.sweep_once()
+    async with pool.acquire() as conn:
+        assert await read.user_names(conn, key) == {}  # the names are read on their own turn
+    stop = asyncio.Event()
+    names = asyncio.create_task(sweeper.run_names(0.05, stop))
+    try:
+        async with asyncio.timeout(10):
+            while not await pool.fetchval(
+                "SELECT bool_and(refreshed_at IS NOT NULL) FROM ingest_users WHERE portal = $1",
+                key,
+            ):
+                await asyncio.sleep(0.05)
+    finally:
+        stop.set()
+        await names
+    async with pool.acquire() as conn:
+        assert await read.user_names(conn, key) == {31: "Anna Petrova"}
+        assert await read.user_names(conn, "another-portal") == {}
+        first = await conn.fetch(
+            "SELECT user_id, refreshed_at FROM ingest_users WHERE portal = $1 ORDER BY user_id", key
+        )
+    assert named != gone
+    assert all(row["refreshed_at"] is not None for row in first)
+    assert await sweeper.refresh_names() == 0
+    async with pool.acquire() as conn:
+        again = await conn.fetch(
+            "SELECT user_id, refreshed_at FROM ingest_users WHERE portal = $1 ORDER BY user_id", key
+        )
+    assert again == first  # read again only once stale (the unknown user too)

@@ -25,4 +25,4 @@ async def test_the_cosmetics_check_in_the_demo_summary(pool: asyncpg.Pool) -> No
     assert "60.0" not in text
     segment_line = text.splitlines()[-1]
     assert segment_line.startswith("Cosmetics  cosmetics")
-    assert segment_line.split()[2:9] == ["-", "4", "0", "1", "5", "-", "cosmetics:"]
+    assert segment_line.split()[2:10] == ["-", "-", "4", "0", "1", "5", "-", "cosmetics:"]

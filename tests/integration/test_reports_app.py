@@ -82,6 +82,8 @@ async def test_report_rows_match_the_cli_report(
             "sku": "CREAM",
             "name": "cream",
             "nps": 0.0,
+            "margin": 0.0,
+            "few_answers": True,
             "promoters": 0,
             "passives": 1,
             "detractors": 0,
@@ -92,6 +94,8 @@ async def test_report_rows_match_the_cli_report(
             "sku": "SERUM",
             "name": "serum",
             "nps": 0.0,
+            "margin": 138.6,
+            "few_answers": True,
             "promoters": 1,
             "passives": 0,
             "detractors": 1,
@@ -108,6 +112,20 @@ async def test_report_rows_match_the_cli_report(
     )
     assert [(row["period"], row["nps"], row["note"]) for row in ranged.json()] == [
         ("2024-05-01..2024-05-31", None, cosmetics_left_out_note(2))
+    ]
+
+
+async def test_too_few_answers_follows_the_configured_threshold(pg_dsn: str, portal: str) -> None:
+    app = create_app(pg_dsn, TOKEN, min_answers=2)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(
+            transport=transport, base_url="http://reports", headers=bearer(TOKEN)
+        ) as http:
+            rows = await http.get("/api/report", params={"by": "product", "portal": portal})
+    assert [(r["sku"], r["answers"], r["few_answers"]) for r in rows.json()] == [
+        ("CREAM", 1, True),
+        ("SERUM", 2, False),
     ]
 
 

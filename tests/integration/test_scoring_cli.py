@@ -48,13 +48,28 @@ def cli(pg_dsn: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[CliRunner]:
     get_settings.cache_clear()
 
 
-def test_json_rows_by_manager(cli: CliRunner, portal: str) -> None:
-    result = cli.invoke(app, ["report", "--by", "manager", "--portal", portal, "--json"])
+@pytest.fixture
+async def named(pool: asyncpg.Pool, portal: str) -> str:
+    """The portal, with the name ingest read for manager 5 (none for 7)."""
+    await pool.execute(
+        "INSERT INTO ingest_users (portal, user_id, name, refreshed_at) VALUES ($1, 5, $2, now())"
+        " ON CONFLICT DO NOTHING",
+        portal,
+        "Anna Petrova",
+    )
+    return portal
+
+
+def test_json_rows_by_manager(cli: CliRunner, named: str) -> None:
+    result = cli.invoke(app, ["report", "--by", "manager", "--portal", named, "--json"])
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout) == [
         {
             "manager_id": 5,
+            "manager_name": "Anna Petrova",
             "nps": 100.0,
+            "margin": 0.0,
+            "few_answers": True,
             "promoters": 1,
             "passives": 0,
             "detractors": 0,
@@ -64,7 +79,10 @@ def test_json_rows_by_manager(cli: CliRunner, portal: str) -> None:
         },
         {
             "manager_id": 7,
+            "manager_name": None,
             "nps": -100.0,
+            "margin": 0.0,
+            "few_answers": True,
             "promoters": 0,
             "passives": 0,
             "detractors": 1,
@@ -73,6 +91,25 @@ def test_json_rows_by_manager(cli: CliRunner, portal: str) -> None:
             "note": None,
         },
     ]
+
+
+def test_managers_are_named_in_the_table(cli: CliRunner, named: str) -> None:
+    result = cli.invoke(app, ["report", "--by", "manager", "--portal", named])
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert lines[0].split()[:3] == ["manager_id", "manager_name", "nps"]
+    assert lines[2].split()[:4] == ["5", "Anna", "Petrova", "100.0*"]
+    assert lines[3].split()[:3] == ["7", "-", "-100.0*"]
+
+
+def test_threshold_of_too_few_answers_is_configured(
+    cli: CliRunner, portal: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("NPS_MIN_ANSWERS", "1")
+    get_settings.cache_clear()
+    result = cli.invoke(app, ["report", "--by", "manager", "--portal", portal, "--json"])
+    assert result.exit_code == 0, result.output
+    assert [row["few_answers"] for row in json.loads(result.stdout)] == [False, False]
 
 
 def test_quarterly_trend_as_a_table(cli: CliRunner, portal: str) -> None:
@@ -85,6 +122,7 @@ def test_quarterly_trend_as_a_table(cli: CliRunner, portal: str) -> None:
     assert lines[0].split() == [
         "period",
         "nps",
+        "margin",
         "promoters",
         "passives",
         "detractors",
@@ -92,8 +130,9 @@ def test_quarterly_trend_as_a_table(cli: CliRunner, portal: str) -> None:
         "avg_score",
     ]
     assert [line.split() for line in lines[2:]] == [
-        ["2024-Q2", "100.0", "1", "0", "0", "1", "10.0"],
-        ["2024-Q3", "-100.0", "0", "0", "1", "1", "2.0"],
+        ["2024-Q2", "100.0*", "±0.0", "1", "0", "0", "1", "10.0"],
+        ["2024-Q3", "-100.0*", "±0.0", "0", "0", "1", "1", "2.0"],
+        ["*", "fewer", "than", "30", "answers:", "too", "few", "to", "rely", "on"],
     ]
 
 

@@ -26,6 +26,7 @@ import asyncpg
 import pytest
 
 from services.scoring.handlers import score_submission
+from services.scoring.nps import DEFAULT_MIN_ANSWERS, nps_margin
 from services.scoring.report import (
     COSMETICS_NOTE,
     ReportQuery,
@@ -92,8 +93,11 @@ async def portal(pool: asyncpg.Pool) -> str:
 
 
 def stats(nps: float | None, p: int, pa: int, d: int, avg: float | None) -> dict[str, Any]:
+    answers = p + pa + d
     return {
         "nps": nps,
+        "margin": None if nps is None else nps_margin(p, d, answers),
+        "few_answers": 0 < answers < DEFAULT_MIN_ANSWERS,
         "promoters": p,
         "passives": pa,
         "detractors": d,

@@ -1,6 +1,6 @@
 """Dashboard pages read the way the tests check them: `figures(html)` takes every element with
 `data-row` as a row and every `data-col` inside it as a figure (its text); `shown(row)` is how a
-page shows the figures of an `/api/report` row."""
+page shows the figures of an `/api/report` row, `shown_scores(rows)` its score distribution."""
 
 from __future__ import annotations
 
@@ -57,8 +57,12 @@ def figures(html: str) -> dict[str, dict[str, str]]:
 
 def shown(row: dict[str, Any]) -> dict[str, str]:
     """How a page shows the figures of an `/api/report` row."""
+    unreliable = row["few_answers"] and row["nps"] is not None
+    plural = "" if row["answers"] == 1 else "s"
     return {
         "nps": "—" if row["nps"] is None else f"{row['nps']:.1f}",
+        "margin": "—" if row["margin"] is None else f"±{row['margin']:.1f}",
+        **({"few_answers": f"unreliable: {row['answers']} answer{plural}"} if unreliable else {}),
         "promoters": str(row["promoters"]),
         "passives": str(row["passives"]),
         "detractors": str(row["detractors"]),
@@ -66,3 +70,9 @@ def shown(row: dict[str, Any]) -> dict[str, str]:
         "avg_score": "—" if row["avg_score"] is None else f"{row['avg_score']:.2f}",
         **({"note": row["note"]} if row.get("note") else {}),
     }
+
+
+def shown_scores(rows: list[dict[str, int]]) -> dict[str, str]:
+    """How a page shows the score distribution of `/api/scores` rows: every score 0..10."""
+    counts = {row["score"]: row["answers"] for row in rows}
+    return {str(score): str(counts.get(score, 0)) for score in range(11)}

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import tomllib
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
@@ -23,12 +23,15 @@ from services.reports.views import (
     FilterOptions,
     ProductInfo,
     attention_lines,
+    change,
+    distribution,
     manager_lines,
     ops_view,
     product_lines,
     trend_chart,
 )
-from tests.support.dashboard import figures, shown
+from services.scoring.nps import nps_margin, too_few_answers
+from tests.support.dashboard import figures, shown, shown_scores
 
 SCRIPT = "<script>alert('x')</script>"
 
@@ -39,6 +42,8 @@ def report_row(
     return {
         **keys,
         "nps": nps,
+        "margin": None if nps is None else nps_margin(p, d, p + n + d),
+        "few_answers": too_few_answers(p + n + d),
         "promoters": p,
         "passives": n,
         "detractors": d,
@@ -46,6 +51,8 @@ def report_row(
         "avg_score": avg,
     }
 
+
+NO_SCORES = distribution({})
 
 OPTIONS = FilterOptions(
     portals=("portal-a",),
@@ -115,13 +122,27 @@ def _pages_with_customer_text() -> dict[str, str]:
     summary = Counts(-100.0, 0, 0, 1, 1, 2.0)
     return {
         "trend": pages.trend_page(
-            filters, options, trend_chart(trend), summary, EVIL, api_url=f"/api?{EVIL}"
+            filters,
+            options,
+            trend_chart(trend),
+            summary,
+            EVIL,
+            api_url=f"/api?{EVIL}",
+            scores=NO_SCORES,
         ),
         "products": pages.products_page(
-            filters, options, product_lines([product], trend, options.catalogue), api_url="/"
+            filters,
+            options,
+            product_lines([product], trend, options.catalogue),
+            api_url="/",
+            scores=NO_SCORES,
         ),
         "managers": pages.managers_page(
-            filters, options, manager_lines([{**product, "manager_id": 5}]), api_url="/"
+            filters,
+            options,
+            manager_lines([{**product, "manager_id": 5}]),
+            api_url="/",
+            scores=NO_SCORES,
         ),
         "attention": pages.attention_page(
             filters, options, attention_lines([answer], EVIL), summary, 50, api_url="/"
@@ -187,7 +208,13 @@ def test_trend_page_shows_every_period_and_the_summary() -> None:
     summary = report_row(0.0, 2, 0, 2, 6.5, period="all")
     chart = trend_chart(rows)
     page = pages.trend_page(
-        Filters(), OPTIONS, chart, Counts.of(summary), "month", api_url="/api/report?by=period"
+        Filters(),
+        OPTIONS,
+        chart,
+        Counts.of(summary),
+        "month",
+        api_url="/api/report?by=period",
+        scores=NO_SCORES,
     )
     shown_rows = figures(page)
     for row in rows:
@@ -209,7 +236,13 @@ def test_trend_and_managers_show_the_notes_of_rows_that_left_cosmetics_out() -> 
     ]
     summary = {**report_row(100.0, 1, 0, 0, 10.0, period="all"), "note": NOTE}
     page = pages.trend_page(
-        Filters(), OPTIONS, trend_chart(rows), Counts.of(summary), "month", api_url="/api"
+        Filters(),
+        OPTIONS,
+        trend_chart(rows),
+        Counts.of(summary),
+        "month",
+        api_url="/api",
+        scores=NO_SCORES,
     )
     assert figures(page) == {
         "2024-05": {**shown(rows[0]), "note": NOTE},
@@ -219,7 +252,9 @@ def test_trend_and_managers_show_the_notes_of_rows_that_left_cosmetics_out() -> 
     assert "<th>note</th>" in page
 
     managers = [{**report_row(None, 0, 0, 0, None), "manager_id": 7, "note": NOTE}]
-    page = pages.managers_page(Filters(), OPTIONS, manager_lines(managers), api_url="/api")
+    page = pages.managers_page(
+        Filters(), OPTIONS, manager_lines(managers), api_url="/api", scores=NO_SCORES
+    )
     assert figures(page) == {"7": {**shown(managers[0]), "note": NOTE}}
     assert "<th>note</th>" in page
 
@@ -227,7 +262,13 @@ def test_trend_and_managers_show_the_notes_of_rows_that_left_cosmetics_out() -> 
 def test_tables_without_notes_have_no_note_column() -> None:
     rows = [{**report_row(100.0, 1, 0, 0, 10.0, period="2024-06"), "note": None}]
     page = pages.trend_page(
-        Filters(), OPTIONS, trend_chart(rows), Counts.of(rows[0]), "month", api_url="/api"
+        Filters(),
+        OPTIONS,
+        trend_chart(rows),
+        Counts.of(rows[0]),
+        "month",
+        api_url="/api",
+        scores=NO_SCORES,
     )
     assert "<th>note</th>" not in page
     assert 'data-col="note"' not in page
@@ -235,7 +276,9 @@ def test_tables_without_notes_have_no_note_column() -> None:
 
 def test_an_empty_trend_says_there_are_no_answers() -> None:
     empty = Counts(None, 0, 0, 0, 0, None)
-    body = pages.trend_page(Filters(), OPTIONS, trend_chart([]), empty, "week", api_url="/api")
+    body = pages.trend_page(
+        Filters(), OPTIONS, trend_chart([]), empty, "week", api_url="/api", scores=NO_SCORES
+    )
     assert "No answers for these filters." in body
     assert "<svg" not in body
 
@@ -248,7 +291,7 @@ def test_products_and_managers_pages_show_the_report_rows() -> None:
     trend = [report_row(-60.0, 1, 0, 4, 3.2, sku="EQ-1", period="2024-05")]
     lines = product_lines(products, trend, OPTIONS.catalogue)
     page = pages.products_page(
-        Filters(period="week", portal="portal-a"), OPTIONS, lines, api_url="/"
+        Filters(period="week", portal="portal-a"), OPTIONS, lines, api_url="/", scores=NO_SCORES
     )
     assert figures(page) == {row["sku"]: shown(row) for row in products}
     assert "Laser &lt;A&gt;" in page
@@ -260,14 +303,16 @@ def test_products_and_managers_pages_show_the_report_rows() -> None:
         {**report_row(20.0, 2, 2, 1, 7.8), "manager_id": 7},
         {**report_row(-100.0, 0, 0, 1, 1.0), "manager_id": None},
     ]
-    page = pages.managers_page(Filters(), OPTIONS, manager_lines(managers), api_url="/api")
+    page = pages.managers_page(
+        Filters(), OPTIONS, manager_lines(managers), api_url="/api", scores=NO_SCORES
+    )
     assert figures(page) == {"7": shown(managers[0]), "none": shown(managers[1])}
     assert 'href="/?manager=7"' in page
 
 
 def test_filter_form_keeps_every_filter_in_the_url() -> None:
     filters = Filters(segment="Cosmetics", product="EQ-1", manager=9, period="week", portal="p-x")
-    page = pages.managers_page(filters, OPTIONS, [], api_url="/api")
+    page = pages.managers_page(filters, OPTIONS, [], api_url="/api", scores=NO_SCORES)
     assert '<option value="Cosmetics" selected>Cosmetics</option>' in page
     assert '<option value="EQ-1" selected>Laser &lt;A&gt; (EQ-1)</option>' in page
     assert '<option value="9" selected>9</option>' in page
@@ -299,6 +344,11 @@ def test_ops_page_shows_conflicts_and_unknown_queue_sizes() -> None:
     }
     assert "<script" not in page
     assert "RabbitMQ did not answer" in page
+    assert page.index("<h2>Dead letters</h2>") < page.index("<h2>Conflicts</h2>")
+    titled = ops_view(1, [conflict], None, [], None, field_titles={"UF_CRM_NPS": "NPS score"})
+    assert '<td title="UF_CRM_NPS">NPS score<div class="muted">UF_CRM_NPS</div></td>' in (
+        pages.ops_page(Filters(), OPTIONS, titled)
+    )
     missing = pages.ops_page(
         Filters(),
         OPTIONS,
@@ -360,3 +410,79 @@ def test_every_template_and_static_file_is_package_data() -> None:
     }
     assert needed
     assert needed <= shipped, sorted(str(p.relative_to(package)) for p in needed - shipped)
+
+
+def test_pages_show_how_sure_each_nps_is_and_the_score_distribution() -> None:
+    rows = [report_row(-28.6, 1, 3, 3, 5.71, period="2024-W10")]
+    summary = report_row(-28.6, 1, 3, 3, 5.71, period="all")
+    scores = distribution({3: 2, 5: 1, 7: 2, 8: 1, 10: 1})
+    page = pages.trend_page(
+        Filters(),
+        OPTIONS,
+        trend_chart(rows),
+        Counts.of(summary),
+        "week",
+        api_url="/",
+        scores=scores,
+    )
+    shown_rows = figures(page)
+    assert shown_rows["2024-W10"]["margin"] == "±51.8"
+    assert shown_rows["2024-W10"]["few_answers"] == "unreliable: 7 answers"
+    assert shown_rows["summary"]["few_answers"] == "unreliable: 7 answers"
+    assert "too few answers to rely on this NPS" in page
+    assert shown_rows["scores"] == shown_scores(
+        [
+            {"score": 3, "answers": 2},
+            {"score": 5, "answers": 1},
+            {"score": 7, "answers": 2},
+            {"score": 8, "answers": 1},
+            {"score": 10, "answers": 1},
+        ]
+    )
+    assert shown_rows["scores"]["4"] == "0"
+    assert "Scores given (7 answers)" in page
+
+    many = [{**report_row(20.0, 20, 10, 10, 7.5), "manager_id": 5}]
+    page = pages.managers_page(
+        Filters(), OPTIONS, manager_lines(many), api_url="/", scores=distribution({9: 20})
+    )
+    assert figures(page)["5"] == shown(many[0])
+    assert figures(page)["scores"]["9"] == "20"
+    assert "few_answers" not in figures(page)["5"]
+    assert "unreliable" not in page
+
+
+def test_summary_shows_the_change_and_the_form_offers_date_presets() -> None:
+    now = Counts.of(report_row(20.0, 20, 10, 10, 7.5, period="all"))
+    before = Counts.of(report_row(-10.0, 10, 10, 20, 6.0, period="all"))
+    delta = change(now, before, date(2026, 11, 7), date(2026, 12, 6))
+    filters = Filters(date_from=date(2026, 12, 7), date_to=date(2027, 1, 5), preset="30d")
+    for page in (
+        pages.trend_page(
+            filters,
+            OPTIONS,
+            trend_chart([]),
+            now,
+            "month",
+            api_url="/",
+            scores=NO_SCORES,
+            delta=delta,
+        ),
+        pages.attention_page(filters, OPTIONS, [], now, 50, api_url="/", delta=delta),
+    ):
+        assert figures(page)["change"] == {
+            "nps": "+30.0",
+            "previous_nps": "-10.0",
+            "answers": "+0",
+            "previous_answers": "40",
+        }
+        assert "Against the previous 30 days (2026-11-07 … 2026-12-06)" in page
+        assert '<option value="30d" selected>last 30 days</option>' in page
+        assert '<option value="">custom dates</option>' in page
+        assert '<input type="date" name="from" value="2026-12-07">' in page
+        assert 'href="/managers?dates=30d"' in page
+    plain = pages.trend_page(
+        Filters(), OPTIONS, trend_chart([]), now, "month", api_url="/", scores=NO_SCORES
+    )
+    assert "change" not in figures(plain)
+    assert '<option value="" selected>custom dates</option>' in plain

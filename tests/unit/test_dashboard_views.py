@@ -3,22 +3,30 @@
 from __future__ import annotations
 
 import re
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta, timezone, tzinfo
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 
 from services.ingest.read import UnmappedCategory
 from services.reports.views import (
     DASH,
+    LABEL_CHAR_WIDTH,
     Counts,
     ProductInfo,
+    Tick,
     attention_lines,
+    change,
     contact_url,
+    distribution,
     fmt_avg,
     fmt_json_value,
+    fmt_margin,
     fmt_nps,
+    fmt_time,
     item_url,
+    manager_label,
     manager_lines,
     mix,
     nps_bar,
@@ -29,7 +37,10 @@ from services.reports.views import (
     product_lines,
     sparkline,
     trend_chart,
+    x_tick,
+    x_ticks,
 )
+from services.scoring.nps import nps_margin, too_few_answers
 
 
 def row(period: str, nps: float | None, p: int, n: int, d: int, **keys: Any) -> dict[str, Any]:
@@ -38,6 +49,8 @@ def row(period: str, nps: float | None, p: int, n: int, d: int, **keys: Any) -> 
         **keys,
         "period": period,
         "nps": nps,
+        "margin": None if nps is None else nps_margin(p, d, answers),
+        "few_answers": too_few_answers(answers),
         "promoters": p,
         "passives": n,
         "detractors": d,
@@ -125,6 +138,36 @@ def test_long_trends_get_a_bounded_number_of_labels_and_no_markers() -> None:
     assert chart.marker_radius == 0
     assert chart.bar_width > 0
     assert chart.points[-1].x < chart.right
+
+
+def test_the_last_label_of_a_daily_chart_stays_inside_it() -> None:
+    days = [row(f"2024-03-{d:02d}", 10.0, 1, 0, 0) for d in range(1, 32)]
+    chart = trend_chart(days, width=960)
+    last = chart.x_ticks[-1]
+    assert last.anchor == "end"
+    assert last.at <= 960
+    half = len(last.label) * LABEL_CHAR_WIDTH / 2
+    for tick in chart.x_ticks[:-1]:
+        assert (tick.anchor, tick.at - half >= 0, tick.at + half <= 960) == ("middle", True, True)
+
+
+def test_the_last_label_does_not_overlap_the_one_before() -> None:
+    days = [row(f"2024-{m:02d}-{d:02d}", 10.0, 1, 0, 0) for m in (4, 5) for d in range(1, 31)]
+    chart = trend_chart([*days, row("2024-05-31", 10.0, 1, 0, 0)], width=960)
+    labels = [tick.label for tick in chart.x_ticks]
+    assert labels[-2:] == ["2024-05-19", "2024-05-31"]
+    assert chart.x_ticks[-1].anchor == "end"
+    assert x_ticks([("a", 100.0), ("b", 200.0)], 960) == (Tick("a", 100.0), Tick("b", 200.0))
+
+
+@pytest.mark.parametrize(
+    ("label", "at", "anchor"),
+    [("2024-05", 480.0, "middle"), ("2024-05-31", 940.0, "end"), ("2024-05-31", 926.0, "middle")],
+)
+def test_an_axis_label_that_would_overflow_ends_at_its_point(
+    label: str, at: float, anchor: str
+) -> None:
+    assert x_tick(label, at, 960) == Tick(label, at, anchor)
 
 
 def test_a_single_period_sits_in_the_middle() -> None:
@@ -280,6 +323,8 @@ def test_attention_lines_show_unscored_service_requests_and_links() -> None:
     ]
     (line,) = attention_lines(records, "https://acme.bitrix24.ru")
     assert line.submitted == "2024-05-01 22:30 UTC"
+    (moscow,) = attention_lines(records, None, ZoneInfo("Europe/Moscow"))
+    assert moscow.submitted == "2024-05-02 01:30 MSK"
     assert (line.score, line.category, line.comment) == (DASH, "not scored", "")
     assert line.item_url == "https://acme.bitrix24.ru/crm/type/1038/details/7/"
     assert line.contact_url is None
@@ -322,6 +367,56 @@ def test_ops_view_counts_and_conflict_values() -> None:
     assert line.contact_url == "https://a.b/crm/contact/details/501/"
     assert [(q.size, q.alert) for q in view.queues] == [("0", False), ("4", True)]
     assert view.broker_reachable
+    assert (line.field, line.field_code) == ("UF_CRM_NPS_LASER_A", "UF_CRM_NPS_LASER_A")
+
+
+def test_ops_view_names_fields_by_title_and_shows_the_portals_time() -> None:
+    created = datetime(2024, 6, 1, 12, 0, tzinfo=UTC)
+    conflicts = [
+        {
+            "id": n,
+            "contact_id": 501,
+            "field": code,
+            "reason": "legacy value",
+            "current_value": "7",
+            "proposed_value": "9",
+            "answer_id": "p:1:EQ",
+            "created_at": created,
+        }
+        for n, code in enumerate(["UF_CRM_NPS_LASER_A", "UF_CRM_OTHER"])
+    ]
+    held = [UnmappedCategory(16, 3, created, created)]
+    view = ops_view(
+        2,
+        conflicts,
+        None,
+        [],
+        None,
+        unmapped=held,
+        field_titles={"UF_CRM_NPS_LASER_A": "Laser A: NPS score"},
+        zone=ZoneInfo("Europe/Moscow"),
+    )
+    assert [(c.field, c.field_code) for c in view.conflicts] == [
+        ("Laser A: NPS score", "UF_CRM_NPS_LASER_A"),
+        ("UF_CRM_OTHER", "UF_CRM_OTHER"),
+    ]
+    assert view.conflicts[0].created == "2024-06-01 15:00 MSK"
+    assert view.unmapped is not None
+    assert view.unmapped[0].oldest == "2024-06-01 15:00 MSK"
+
+
+@pytest.mark.parametrize(
+    ("zone", "shown"),
+    [
+        (UTC, "2024-05-01 22:30 UTC"),
+        (ZoneInfo("Europe/Moscow"), "2024-05-02 01:30 MSK"),
+        (ZoneInfo("Asia/Yekaterinburg"), "2024-05-02 03:30 +05"),
+        (ZoneInfo("America/New_York"), "2024-05-01 18:30 EDT"),
+    ],
+)
+def test_times_are_shown_in_the_portals_time_zone(zone: tzinfo, shown: str) -> None:
+    at = datetime(2024, 5, 2, 1, 30, tzinfo=timezone(timedelta(hours=3)))
+    assert fmt_time(at, zone) == shown
 
 
 def test_ops_view_lists_the_answers_waiting_for_a_segment() -> None:
@@ -348,8 +443,100 @@ def test_formats() -> None:
         "0.0",
     )
     assert (fmt_avg(None), fmt_avg(7.0), fmt_avg(6.67)) == (DASH, "7.00", "6.67")
+    assert (fmt_margin(None), fmt_margin(51.8), fmt_margin(0.0)) == (DASH, "±51.8", "±0.0")
     assert fmt_json_value(None) == DASH
     assert fmt_json_value('["a", 1]') == '["a", 1]'
     long_value = fmt_json_value('"' + "x" * 500 + '"')
     assert len(long_value) == 120
     assert long_value.endswith("…")
+
+
+@pytest.mark.parametrize(
+    ("nps", "answers", "few", "expected"),
+    [
+        (-28.6, 7, True, "unreliable: 7 answers"),
+        (100.0, 1, True, "unreliable: 1 answer"),
+        (12.5, 40, False, None),
+        (None, 7, True, None),  # no NPS (cosmetics segment): nothing to call unreliable
+        (None, 0, False, None),
+    ],
+)
+def test_an_nps_from_too_few_answers_is_marked(
+    nps: float | None, answers: int, few: bool, expected: str | None
+) -> None:
+    counts = Counts(nps, answers, 0, 0, answers, None, margin=None, few_answers=few)
+    assert counts.unreliable == expected
+
+
+def test_score_distribution_has_a_column_per_score() -> None:
+    shown = distribution({0: 1, 7: 2, 10: 4}, width=440, height=150)
+    assert [bar.score for bar in shown.bars] == list(range(11))
+    assert [bar.count for bar in shown.bars] == [1, 0, 0, 0, 0, 0, 0, 2, 0, 0, 4]
+    assert shown.total == 7
+    assert [bar.category for bar in shown.bars] == ["d"] * 7 + ["n"] * 2 + ["p"] * 2
+    tallest = shown.bars[10]
+    assert (tallest.y, tallest.height, tallest.share) == (16.0, 114.0, "57 %")
+    assert (shown.bars[7].height, shown.bars[7].y) == (57.0, 73.0)
+    assert (shown.bars[1].height, shown.bars[1].y, shown.bars[1].share) == (0.0, 130.0, "0 %")
+    assert all(0 <= bar.x <= 440 - shown.bar_width for bar in shown.bars)
+
+
+def test_an_empty_distribution_has_no_columns_to_draw() -> None:
+    shown = distribution({})
+    assert shown.total == 0
+    assert {(bar.count, bar.height, bar.share) for bar in shown.bars} == {(0, 0.0, DASH)}
+
+
+@pytest.mark.parametrize(
+    ("now", "before", "nps", "answers", "direction"),
+    [
+        ((12.5, 40), (-3.2, 31), "+15.7", "+9", "up"),
+        ((-28.6, 7), (0.0, 12), "-28.6", "-5", "down"),
+        ((10.0, 10), (10.0, 10), "+0.0", "+0", "same"),
+        ((50.0, 2), (None, 0), DASH, "+2", ""),  # nothing before: no NPS to compare
+        ((None, 0), (20.0, 5), DASH, "-5", ""),
+    ],
+)
+def test_change_against_the_previous_period(
+    now: tuple[float | None, int],
+    before: tuple[float | None, int],
+    nps: str,
+    answers: str,
+    direction: str,
+) -> None:
+    current = Counts(now[0], now[1], 0, 0, now[1], None)
+    previous = Counts(before[0], before[1], 0, 0, before[1], None)
+    delta = change(current, previous, date(2024, 3, 31), date(2024, 4, 29))
+    assert (delta.nps, delta.answers, delta.direction) == (nps, answers, direction)
+    assert (delta.since, delta.days) == ("2024-03-31 … 2024-04-29", 30)
+    assert (delta.previous_nps, delta.previous_answers) == (fmt_nps(before[0]), before[1])
+
+
+@pytest.mark.parametrize(
+    ("manager_id", "label"),
+    [(31, "Anna Petrova"), (32, "user 32"), (None, "no manager")],
+)
+def test_managers_are_named_where_the_portal_told_their_names(
+    manager_id: int | None, label: str
+) -> None:
+    names = {31: "Anna Petrova"}
+    assert manager_label(manager_id, names) == label
+    [line] = manager_lines([{**row("", 10.0, 1, 0, 0), "manager_id": manager_id}], names)
+    assert line.label == label
+    record = {
+        "answer_id": "p:7:EQ",
+        "entity_type_id": 1038,
+        "item_id": 7,
+        "segment": "Laser A",
+        "sku": "EQ",
+        "product_name": "Laser",
+        "score": 3,
+        "category": "detractor",
+        "comment": None,
+        "service_request": False,
+        "contact_id": None,
+        "responsible_id": manager_id,
+        "submitted_at": datetime(2024, 5, 2, tzinfo=UTC),
+    }
+    [attention] = attention_lines([record], None, names=names)
+    assert attention.manager == label

@@ -6,7 +6,14 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from services.scoring.nps import NpsAggregate, ScoreError, categorize, nps_score
+from services.scoring.nps import (
+    NpsAggregate,
+    ScoreError,
+    categorize,
+    nps_margin,
+    nps_score,
+    too_few_answers,
+)
 from shared.events import Category, Scale
 
 CATEGORIES: list[tuple[Scale, int, Category]] = [
@@ -148,3 +155,47 @@ def test_binary_nps_stays_in_bounds(scores: list[int]) -> None:
     assert -100 <= aggregate.nps <= 100
     exact = 100 * (scores.count(1) - scores.count(0)) / len(scores)
     assert abs(aggregate.nps - exact) <= 0.05 + 1e-9
+
+
+@pytest.mark.parametrize(
+    ("promoters", "detractors", "answers", "expected"),
+    [
+        (0, 0, 0, None),  # no answers: no NPS, no margin
+        (1, 3, 7, 51.8),  # NPS -28.6 from 7 answers: ±51.8 points
+        (50, 30, 100, 17.1),  # p .5, d .3: SE = sqrt((.8 - .04) / 100) = .0872
+        (500, 300, 1000, 5.4),  # ten times the answers: about a third of the margin
+        (10, 0, 10, 0.0),  # all promoters: no spread
+        (0, 10, 10, 0.0),  # all detractors
+        (0, 0, 10, 0.0),  # all passives
+        (1, 1, 2, 138.6),  # one of each: the widest spread
+        (25, 25, 100, 13.9),  # p = d = .25: SE = sqrt(.5 / 100)
+    ],
+)
+def test_margin_of_error_of_nps(
+    promoters: int, detractors: int, answers: int, expected: float | None
+) -> None:
+    assert nps_margin(promoters, detractors, answers) == expected
+
+
+def test_aggregate_carries_its_margin() -> None:
+    total = NpsAggregate(promoters=1, passives=3, detractors=3, score_sum=40)
+    assert (total.nps, total.margin) == (-28.6, 51.8)
+    assert NpsAggregate().margin is None
+
+
+@pytest.mark.parametrize(
+    ("answers", "minimum", "expected"),
+    [
+        (0, 30, False),  # nothing to mark: there is no number
+        (1, 30, True),
+        (7, 30, True),
+        (29, 30, True),
+        (30, 30, False),
+        (500, 30, False),
+        (7, 5, False),
+        (4, 5, True),
+        (1, 1, False),
+    ],
+)
+def test_too_few_answers(answers: int, minimum: int, expected: bool) -> None:
+    assert too_few_answers(answers, minimum) is expected

@@ -73,6 +73,8 @@ def test_cosmetics_segment_row_withholds_nps_and_average() -> None:
     assert row == {
         **keys,
         "nps": None,
+        "margin": None,
+        "few_answers": True,
         "promoters": 2,
         "passives": 1,
         "detractors": 1,
@@ -83,28 +85,52 @@ def test_cosmetics_segment_row_withholds_nps_and_average() -> None:
     assert ReportRow({"sku": "A", "name": "a"}, stats).as_dict()["nps"] == 25.0
 
 
+@pytest.mark.parametrize(
+    ("stats", "min_answers", "margin", "few"),
+    [
+        (NpsAggregate(1, 3, 3, 40), 30, 51.8, True),  # -28.6 from 7 answers
+        (NpsAggregate(1, 3, 3, 40), 7, 51.8, False),  # a threshold of 7 trusts it
+        (NpsAggregate(50, 20, 30, 750), 30, 17.1, False),
+        (NpsAggregate(), 30, None, False),  # no answers: nothing to mark
+    ],
+)
+def test_row_says_how_sure_its_nps_is(
+    stats: NpsAggregate, min_answers: int, margin: float | None, few: bool
+) -> None:
+    row = ReportRow({"sku": "A", "name": "a"}, stats).as_dict(min_answers)
+    assert (row["margin"], row["few_answers"]) == (margin, few)
+
+
 def test_table_for_people() -> None:
     rows = [
         ReportRow({"sku": "EQ-LASER-A", "name": "Laser A"}, NpsAggregate(2, 0, 1, 22)).as_dict(),
         ReportRow({"sku": "COS-SERUM", "name": "Serum"}, NpsAggregate()).as_dict(),
     ]
-    assert render_table(rows, "product").splitlines() == [
-        "sku         name      nps  promoters  passives  detractors  answers  avg_score",
-        "----------  -------  ----  ---------  --------  ----------  -------  ---------",
-        "EQ-LASER-A  Laser A  33.3          2         0           1        3       7.33",
-        "COS-SERUM   Serum       -          0         0           0        0          -",
+    assert render_table(rows, "product", 30).splitlines() == [
+        "sku         name       nps  margin  promoters  passives  detractors  answers  avg_score",
+        "----------  -------  -----  ------  ---------  --------  ----------  -------  ---------",
+        "EQ-LASER-A  Laser A  33.3*  ±106.7          2         0           1        3       7.33",
+        "COS-SERUM   Serum        -       -          0         0           0        0          -",
+        "* fewer than 30 answers: too few to rely on",
     ]
+
+
+def test_table_without_few_answers_has_no_mark() -> None:
+    rows = [ReportRow({"sku": "A", "name": "a"}, NpsAggregate(2, 0, 1, 22)).as_dict(3)]
+    lines = render_table(rows, "product", 3).splitlines()
+    assert lines[-1].split() == ["A", "a", "33.3", "±106.7", "2", "0", "1", "3", "7.33"]
 
 
 def test_table_shows_period_and_note_columns() -> None:
     keys = {"segment": "Cosmetics", "category_id": 10, "kind": "cosmetics", "period": "2024-Q1"}
-    row = ReportRow(keys, NpsAggregate(1, 0, 0, 9), COSMETICS_NOTE).as_dict()
-    header, _rule, line = render_table([row], "segment").splitlines()
+    row = ReportRow(keys, NpsAggregate(1, 0, 0, 9), COSMETICS_NOTE).as_dict(1)
+    header, _rule, line = render_table([row], "segment", 1).splitlines()
     assert header.split() == [
         "segment",
         "kind",
         "period",
         "nps",
+        "margin",
         "promoters",
         "passives",
         "detractors",
