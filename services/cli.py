@@ -35,6 +35,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "services.scoring.commands",
     "services.router.commands",
     "services.crm_sync.commands",
+    "services.survey.commands",
     "services.ops.commands",
 )
 
