@@ -24,11 +24,12 @@ from urllib.parse import urlsplit, urlunsplit
 import typer
 
 from services.reports.settings import ReportsSettings
+from services.survey.settings import SurveySettings
 from shared.logging import configure_logging
 from shared.portal_config import PortalConfig
 from shared.settings import SANDBOX_APP_TOKEN, SANDBOX_SECRET, Settings, get_settings
 
-SERVICES: tuple[str, ...] = ("ingest", "scoring", "router", "crm_sync")
+SERVICES: tuple[str, ...] = ("ingest", "scoring", "router", "crm_sync", "survey")
 COMMAND_MODULES: tuple[str, ...] = (
     "services.sandbox.commands",
     "services.ingest.commands",
@@ -150,6 +151,16 @@ def _plan(settings: Settings) -> list[Process]:
             {},
             f"http://{reports.host}:{reports.port}/",
             Listener(reports.host, reports.port, "REPORTS_PORT"),
+        )
+    )
+    survey = SurveySettings()
+    plan.append(
+        Process(
+            "survey",
+            [*base, "run", "survey"],
+            {},
+            f"{survey.base_url()}/healthz",
+            Listener(survey.host, survey.port, "SURVEY_PORT"),
         )
     )
     return plan
@@ -282,7 +293,7 @@ def _wait_until_up(url: str, proc: subprocess.Popen[bytes], timeout_s: float = 3
 @app.command()
 def run(
     service: Annotated[
-        str, typer.Argument(help="ingest, scoring, router, crm_sync, all, or a module")
+        str, typer.Argument(help="ingest, scoring, router, crm_sync, survey, all, or a module")
     ],
 ) -> None:
     """Run one service (or `all`, each as its own process)."""

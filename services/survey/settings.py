@@ -14,11 +14,13 @@ from pathlib import Path
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from shared.portal_config import ConfigError
+
 DEMO_KEY = "sandbox-survey-demo-key"
 EXAMPLE_PAGE_CONFIG = Path("config/survey.example.yaml")
 
 
-class KeysMissingError(ValueError):
+class KeysMissingError(ConfigError):
     """No signing key is configured while a real portal is served."""
 
 

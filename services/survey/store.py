@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 
+from services.survey.form import Answer
 from services.survey.requests import SurveyRequest
 from shared.db import Conn
 
@@ -37,3 +39,24 @@ async def get_request(conn: Conn, request_id: uuid.UUID) -> SurveyRequest | None
         sku=row["sku"],
         lang=row["lang"],
     )
+
+
+async def save_answer(conn: Conn, request_id: uuid.UUID, answer: Answer) -> int | None:
+    """Store the request's answer (a change replaces it): the new version, or None when the
+    same answer was stored already (a double submit)."""
+    version: int | None = await conn.fetchval(
+        """INSERT INTO survey_answers (request_id, version, answer) VALUES ($1, 1, $2::jsonb)
+           ON CONFLICT (request_id) DO UPDATE
+               SET version = survey_answers.version + 1, answer = EXCLUDED.answer,
+                   updated_at = now()
+               WHERE survey_answers.answer IS DISTINCT FROM EXCLUDED.answer
+           RETURNING version""",
+        request_id,
+        json.dumps(answer.to_json()),
+    )
+    return version
+
+
+async def get_answer(conn: Conn, request_id: uuid.UUID) -> Answer | None:
+    raw = await conn.fetchval("SELECT answer FROM survey_answers WHERE request_id = $1", request_id)
+    return None if raw is None else Answer.from_json(json.loads(raw))

@@ -17,6 +17,8 @@ def test_every_listener_of_run_all_has_the_variable_that_moves_it(
 ) -> None:
     monkeypatch.setenv("REPORTS_HOST", "127.0.0.1")
     monkeypatch.setenv("REPORTS_PORT", "28001")
+    monkeypatch.setenv("SURVEY_HOST", "127.0.0.1")
+    monkeypatch.setenv("SURVEY_PORT", "28002")
     settings = Settings(
         _env_file=None,
         bitrix24_webhook_url=None,
@@ -39,6 +41,7 @@ def test_every_listener_of_run_all_has_the_variable_that_moves_it(
         "router": Listener("127.0.0.1", 29102, "ROUTER_HEALTH_PORT"),
         "crm_sync": Listener("127.0.0.1", 29103, "CRM_SYNC_HEALTH_PORT"),
         "reports": Listener("127.0.0.1", 28001, "REPORTS_PORT"),
+        "survey": Listener("127.0.0.1", 28002, "SURVEY_PORT"),
     }
     assert {p.name: p.env.get("HEALTH_PORT") for p in plan if p.env} == {
         "scoring": "29101",
