@@ -295,3 +295,24 @@ async def test_the_logo_and_style_sheet_come_from_the_page_itself(
     css = await client.get("/static/survey.css")
     assert css.status_code == 200
     assert css.headers["x-content-type-options"] == "nosniff"
+
+
+async def test_no_token_answer_or_contact_in_the_logs(
+    pool: asyncpg.Pool,
+    portal_config: PortalConfig,
+    client_for: Any,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    client = client_for(setup_for(portal_config))
+    request, link = await make_link(pool, portal_config, "12")
+    csrf = csrf_of((await client.get(link)).text)
+    form = {"csrf": csrf, "score": "2", "comment": "call me at +7 900 000-00-00"}
+    assert (await client.post(link, data=form)).status_code == 303
+    await client.get(f"{link}/thanks")
+    await client.get(link[:-3] + "xyz")
+    logged = capsys.readouterr()
+    lines = logged.out + logged.err
+    assert "survey_answered" in lines
+    token = link.removeprefix("/s/")
+    for secret in (token, token[:20], csrf, "+7 900", str(request.contact_id) + " "):
+        assert secret not in lines
