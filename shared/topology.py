@@ -46,6 +46,7 @@ ROUTER_SCORED = QueueSpec("router.scored", ("nps.scored.#",))
 CRM_SYNC_ACTIONS = QueueSpec(
     "crm_sync.actions", ("route.service", "route.marketing", "route.task", "route.contact")
 )
+CRM_SYNC_SURVEYS = QueueSpec("crm_sync.surveys", ("survey.answered",))
 # A bounded tap of crm.written.* so the outcome events are always routable and ops can peek at them.
 WRITTEN_TAP = QueueSpec("nps.written", ("crm.written.#",), max_length=WRITTEN_TAP_MAX)
 
@@ -54,6 +55,7 @@ CORE_QUEUES: tuple[QueueSpec, ...] = (
     SCORING_SUBMISSIONS,
     ROUTER_SCORED,
     CRM_SYNC_ACTIONS,
+    CRM_SYNC_SURVEYS,
     WRITTEN_TAP,
 )
 

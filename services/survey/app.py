@@ -33,6 +33,7 @@ from services.survey.form import (
     Answer,
     FormError,
     answer_category,
+    answered_event,
     parse_body,
     read_answer,
     read_score,
@@ -50,8 +51,9 @@ from services.survey.views import (
     texts,
     thanks_text,
 )
-from shared.events import Scale
+from shared.events import Scale, utcnow
 from shared.logging import get_logger
+from shared.outbox import enqueue, transaction
 from shared.portal_config import CosmeticsSegment, PortalConfig, Product
 
 log = get_logger(__name__)
@@ -246,8 +248,18 @@ class Survey:
             status = 403 if exc.code == "csrf" else 422
             page = self.form(opened, fresh, previous=previous, error=exc.code, status=status)
             return self.with_cookie(page, fresh)
-        async with self.pool.acquire() as conn:
+        async with transaction(self.pool) as conn:
             version = await save_answer(conn, request_id, answer)
+            if version is not None:
+                event = answered_event(
+                    opened.request,
+                    opened.products,
+                    answer,
+                    version=version,
+                    scale=self.scale,
+                    answered_at=utcnow(),
+                )
+                await enqueue(conn, [event])
         log.info(
             "survey_answered",
             request_id=str(request_id),

@@ -8,7 +8,7 @@ from typing import Annotated
 import asyncpg
 import typer
 
-from services.survey.requests import RequestError, SurveyRequest, new_request
+from services.survey.requests import DEFAULT_PORTAL, RequestError, SurveyRequest, new_request
 from services.survey.settings import KeysMissingError, SurveySettings
 from services.survey.store import add_request
 from services.survey.tokens import LinkSigner
@@ -55,7 +55,7 @@ def link(
             segment=segment,
             product=product,
             lang=lang,
-            portal=config.portal.member_id or "default",
+            portal=config.portal.member_id or DEFAULT_PORTAL,
         )
     except (ConfigError, KeysMissingError) as exc:
         typer.echo(str(exc), err=True)

@@ -11,10 +11,19 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 from urllib.parse import parse_qsl
 
-from shared.events import Category, Scale
+from services.survey.requests import DEFAULT_PORTAL, SurveyRequest
+from shared.events import (
+    Category,
+    PortalRef,
+    ProductAnswer,
+    Scale,
+    SurveyAnswered,
+    derived_id,
+)
 from shared.portal_config import Product
 
 MAX_BODY_BYTES = 16 * 1024
@@ -133,3 +142,34 @@ def answer_category(answer: Answer, scale: Scale) -> Category | None:
     thank-you page of a customer unhappy with one product is not a promoter's."""
     given = [score for score in answer.scores.values() if score is not None]
     return categorize(min(given), scale) if given else None
+
+
+def answered_event(
+    request: SurveyRequest,
+    products: Sequence[Product],
+    answer: Answer,
+    *,
+    version: int,
+    scale: Scale,
+    answered_at: datetime,
+) -> SurveyAnswered:
+    """The `survey.answered` event of version `version` of the request's answer: its id is
+    derived from the request and the version, so the same version is one message."""
+    names = {product.sku: product.name for product in products}
+    return SurveyAnswered(
+        event_id=derived_id("survey.answered", request.request_id, version),
+        correlation_id=f"survey-{request.request_id}",
+        request_id=request.request_id,
+        version=version,
+        portal=PortalRef(member_id=None if request.portal == DEFAULT_PORTAL else request.portal),
+        contact_id=request.contact_id,
+        category_id=request.category_id,
+        scale=scale,
+        answers=[
+            ProductAnswer(sku=sku, name=names.get(sku, sku), score=score)
+            for sku, score in answer.scores.items()
+        ],
+        service_request=answer.service_request,
+        comment=answer.comment,
+        answered_at=answered_at,
+    )

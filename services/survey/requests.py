@@ -14,6 +14,8 @@ from shared.portal_config import CosmeticsSegment, EquipmentSegment, PortalConfi
 
 Language = Literal["ru", "en"]
 LANGUAGES: tuple[Language, ...] = ("ru", "en")
+DEFAULT_PORTAL = "default"
+"""The portal of a request when the portal YAML pins no `portal.member_id`."""
 
 
 class RequestError(ValueError):

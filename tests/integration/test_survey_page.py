@@ -19,7 +19,7 @@ from services.survey.page_config import PageConfig, load_page_config
 from services.survey.requests import SurveyRequest, new_request
 from services.survey.store import add_request
 from services.survey.tokens import LinkSigner
-from shared.events import Scale
+from shared.events import Scale, SurveyAnswered
 from shared.portal_config import NpsSection, PortalConfig
 
 KEYS = ["test-key"]
@@ -148,6 +148,16 @@ async def test_a_double_submit_is_one_answer_and_a_change_updates_it(
         "SELECT count(*) FROM survey_answers WHERE request_id = $1", request.request_id
     )
     assert count == 1
+    queued = await pool.fetch(
+        """SELECT routing_key, body FROM outbox WHERE correlation_id = $1 ORDER BY id""",
+        f"survey-{request.request_id}",
+    )
+    events = [SurveyAnswered.model_validate_json(row["body"]) for row in queued]
+    assert [row["routing_key"] for row in queued] == ["survey.answered"] * 2
+    assert [(e.version, e.answers[0].score, e.contact_id) for e in events] == [
+        (1, 3, 42),
+        (2, 9, 42),
+    ]
 
 
 async def test_cosmetics_form_asks_each_product(
