@@ -7,6 +7,7 @@ verifies (`SURVEY_KEYS`). Signatures are compared in constant time by itsdangero
 
 from __future__ import annotations
 
+import hashlib
 import time
 import uuid
 from collections.abc import Callable, Sequence
@@ -39,7 +40,12 @@ def _serializer(
             return int(clock())
 
     # itsdangerous signs with the last key of the list and verifies with any.
-    return URLSafeTimedSerializer(list(reversed(keys)), salt=salt, signer=ClockSigner)
+    return URLSafeTimedSerializer(
+        list(reversed(keys)),
+        salt=salt,
+        signer=ClockSigner,
+        signer_kwargs={"digest_method": hashlib.sha256},
+    )
 
 
 class LinkSigner:
