@@ -23,6 +23,8 @@ from pathlib import Path
 from shared.settings import SANDBOX_APP_TOKEN, SANDBOX_SECRET, SANDBOX_USER_ID
 
 PIPELINE: tuple[str, ...] = ("ingest", "scoring", "router", "crm_sync")
+SURVEY = "survey"
+"""The survey page: started on demand (`start("survey")`), not by `start_all`."""
 
 
 def free_port() -> int:
@@ -57,7 +59,7 @@ class Stack:
     _starting: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
 
     def __post_init__(self) -> None:
-        for name in ("sandbox", *PIPELINE):
+        for name in ("sandbox", *PIPELINE, SURVEY):
             self.ports.setdefault(name, free_port())
         self.log_dir.mkdir(parents=True, exist_ok=True)
 
@@ -68,6 +70,10 @@ class Stack:
     @property
     def webhook_url(self) -> str:
         return f"{self.sandbox_url}/rest/{SANDBOX_USER_ID}/{SANDBOX_SECRET}/"
+
+    @property
+    def survey_url(self) -> str:
+        return f"http://127.0.0.1:{self.ports[SURVEY]}"
 
     @property
     def ingest_url(self) -> str:
@@ -84,6 +90,8 @@ class Stack:
             "INGEST_HOST": "127.0.0.1",
             "INGEST_PORT": str(self.ports["ingest"]),
             "HEALTH_HOST": "127.0.0.1",
+            "SURVEY_HOST": "127.0.0.1",
+            "SURVEY_PORT": str(self.ports[SURVEY]),
             "LOG_FORMAT": "json",
             **self.extra_env,
         }
@@ -96,6 +104,8 @@ class Stack:
     def ready_url(self, name: str) -> str:
         if name == "sandbox":
             return f"{self.sandbox_url}/sandbox/info"
+        if name == SURVEY:
+            return f"{self.survey_url}/healthz"
         return f"http://127.0.0.1:{self.ports[name]}/readyz"
 
     def args(self, name: str) -> list[str]:
