@@ -41,7 +41,7 @@ from services.survey.form import (
 from services.survey.limits import WindowLimiter
 from services.survey.page_config import LOGO_TYPES, PageConfig
 from services.survey.requests import RequestError, SurveyRequest, asked_products
-from services.survey.store import get_answer, get_request, save_answer
+from services.survey.store import get_request_and_answer, save_answer
 from services.survey.tokens import LinkSigner
 from services.survey.views import (
     FORM_ERRORS,
@@ -104,12 +104,14 @@ def _environment(page: PageConfig) -> Environment:
 
 @dataclass(frozen=True)
 class Opened:
-    """A link that checked out: its token, request, segment kind and products."""
+    """A link that checked out: its token, request, segment kind, products and the answer it
+    has received so far."""
 
     token: str
     request: SurveyRequest
     cosmetics: bool
     products: list[Product]
+    answer: Answer | None
 
 
 class Survey:
@@ -153,9 +155,10 @@ class Survey:
         if check.request_id is None:
             return self.refuse(request, "unknown", 404)
         async with self.pool.acquire() as conn:
-            survey = await get_request(conn, check.request_id)
-        if survey is None:
+            found = await get_request_and_answer(conn, check.request_id)
+        if found is None:
             return self.refuse(request, "unknown", 404)
+        survey, answer = found
         try:
             segment, products = asked_products(self.setup.portal, survey)
         except RequestError as exc:
@@ -163,7 +166,7 @@ class Survey:
                 "survey_request_unservable", request_id=str(survey.request_id), error=str(exc)
             )
             return self.refuse(request, "gone", 410)
-        return Opened(token, survey, isinstance(segment, CosmeticsSegment), products)
+        return Opened(token, survey, isinstance(segment, CosmeticsSegment), products, answer)
 
     def form(
         self,
@@ -220,8 +223,7 @@ class Survey:
         opened = await self.open(request, token)
         if isinstance(opened, HTMLResponse):
             return opened
-        async with self.pool.acquire() as conn:
-            previous = await get_answer(conn, opened.request.request_id)
+        previous = opened.answer
         try:
             preselect = read_score(request.query_params.get("score"), self.scale)
         except FormError:
@@ -242,8 +244,7 @@ class Survey:
                 raise FormError("csrf")  # noqa: TRY301 - one way out for every form problem
             answer = read_answer(fields, opened.products, self.scale, cosmetics=opened.cosmetics)
         except FormError as exc:
-            async with self.pool.acquire() as conn:
-                previous = await get_answer(conn, request_id)
+            previous = opened.answer
             fresh = nonce or secrets.token_urlsafe(16)
             status = 403 if exc.code == "csrf" else 422
             page = self.form(opened, fresh, previous=previous, error=exc.code, status=status)
@@ -272,8 +273,7 @@ class Survey:
         opened = await self.open(request, token)
         if isinstance(opened, HTMLResponse):
             return opened
-        async with self.pool.acquire() as conn:
-            answer = await get_answer(conn, opened.request.request_id)
+        answer = opened.answer
         if answer is None:
             return RedirectResponse(f"/s/{token}", status_code=303)
         category = answer_category(answer, self.scale)

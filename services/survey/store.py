@@ -24,14 +24,24 @@ async def add_request(conn: Conn, request: SurveyRequest) -> None:
 
 
 async def get_request(conn: Conn, request_id: uuid.UUID) -> SurveyRequest | None:
+    found = await get_request_and_answer(conn, request_id)
+    return None if found is None else found[0]
+
+
+async def get_request_and_answer(
+    conn: Conn, request_id: uuid.UUID
+) -> tuple[SurveyRequest, Answer | None] | None:
+    """The request and the answer it has received (None: none yet), in one round trip."""
     row = await conn.fetchrow(
-        """SELECT request_id, portal, contact_id, category_id, sku, lang
-           FROM survey_requests WHERE request_id = $1""",
+        """SELECT r.request_id, r.portal, r.contact_id, r.category_id, r.sku, r.lang, a.answer
+           FROM survey_requests r LEFT JOIN survey_answers a USING (request_id)
+           WHERE r.request_id = $1""",
         request_id,
     )
     if row is None:
         return None
-    return SurveyRequest(
+    answer = None if row["answer"] is None else Answer.from_json(json.loads(row["answer"]))
+    request = SurveyRequest(
         request_id=row["request_id"],
         portal=row["portal"],
         contact_id=row["contact_id"],
@@ -39,6 +49,7 @@ async def get_request(conn: Conn, request_id: uuid.UUID) -> SurveyRequest | None
         sku=row["sku"],
         lang=row["lang"],
     )
+    return request, answer
 
 
 async def save_answer(conn: Conn, request_id: uuid.UUID, answer: Answer) -> int | None:
@@ -55,8 +66,3 @@ async def save_answer(conn: Conn, request_id: uuid.UUID, answer: Answer) -> int 
         json.dumps(answer.to_json()),
     )
     return version
-
-
-async def get_answer(conn: Conn, request_id: uuid.UUID) -> Answer | None:
-    raw = await conn.fetchval("SELECT answer FROM survey_answers WHERE request_id = $1", request_id)
-    return None if raw is None else Answer.from_json(json.loads(raw))
