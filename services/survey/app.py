@@ -34,6 +34,7 @@ from services.survey.form import (
     FormError,
     answer_category,
     answered_event,
+    draft_answer,
     parse_body,
     read_answer,
     read_score,
@@ -177,7 +178,9 @@ class Survey:
         preselect: int | None = None,
         error: str | None = None,
         status: int = 200,
+        draft: Answer | None = None,
     ) -> HTMLResponse:
+        """The form, filled with `draft` (a refused form's input) or else the answer given."""
         survey = opened.request
         text = texts(self.setup.page, survey.lang)
         company = self.setup.page.company.name
@@ -187,9 +190,10 @@ class Survey:
             text,
             cosmetics=opened.cosmetics,
             company=company,
-            previous=previous,
+            previous=draft or previous,
             preselect=preselect,
         )
+        shown = draft or previous
         heading = text["question"].format(company=company, product="") if opened.cosmetics else ""
         return self.render(
             "page.html",
@@ -200,8 +204,8 @@ class Survey:
             questions=questions,
             binary=self.scale == "binary",
             service_box=not opened.cosmetics,
-            service_checked=previous is not None and previous.service_request,
-            comment=(previous.comment or "") if previous is not None else "",
+            service_checked=shown is not None and shown.service_request,
+            comment=(shown.comment or "") if shown is not None else "",
             answered=previous is not None,
             error=None if error is None else text[FORM_ERRORS[error]],
             action=f"/s/{opened.token}",
@@ -238,6 +242,7 @@ class Survey:
             return opened
         request_id = opened.request.request_id
         nonce = request.cookies.get(CSRF_COOKIE) or ""
+        fields: dict[str, str] = {}
         try:
             fields = parse_body(body)
             if not self.setup.signer.form_token_valid(fields.get("csrf", ""), request_id, nonce):
@@ -247,7 +252,10 @@ class Survey:
             previous = opened.answer
             fresh = nonce or secrets.token_urlsafe(16)
             status = 403 if exc.code == "csrf" else 422
-            page = self.form(opened, fresh, previous=previous, error=exc.code, status=status)
+            draft = draft_answer(fields, opened.products, self.scale, cosmetics=opened.cosmetics)
+            page = self.form(
+                opened, fresh, previous=previous, error=exc.code, status=status, draft=draft
+            )
             return self.with_cookie(page, fresh)
         async with transaction(self.pool) as conn:
             version = await save_answer(conn, request_id, answer)

@@ -127,6 +127,34 @@ def read_answer(
     return Answer(scores=scores, comment=comment or None, tested=list(scores))
 
 
+def draft_answer(
+    fields: Mapping[str, str], products: Sequence[Product], scale: Scale, *, cosmetics: bool
+) -> Answer:
+    """What a refused form held, read leniently (a bad score left out, the comment cut to
+    length), so the form shown again keeps what the visitor entered."""
+
+    def lenient(raw: str | None) -> int | None:
+        try:
+            return read_score(raw, scale)
+        except FormError:
+            return None
+
+    comment = (fields.get("comment") or "").replace("\x00", "")[:MAX_COMMENT].strip()
+    if not cosmetics:
+        score = lenient(fields.get("score"))
+        return Answer(
+            scores={} if score is None else {products[0].sku: score},
+            service_request=_flag(fields.get("service")),
+            comment=comment or None,
+        )
+    scores: dict[str, int | None] = {}
+    for index, product in enumerate(products):
+        score = lenient(fields.get(f"score_{index}"))
+        if score is not None or _flag(fields.get(f"tested_{index}")):
+            scores[product.sku] = score
+    return Answer(scores=scores, comment=comment or None, tested=list(scores))
+
+
 def categorize(score: int, scale: Scale) -> Category:
     if scale == "binary":
         return "promoter" if score == 1 else "detractor"

@@ -71,6 +71,14 @@ class PageConfig(_Strict):
                     f"texts.{lang}: unknown key(s) {', '.join(unknown)};"
                     f" known: {', '.join(TEXT_KEYS)}"
                 )
+            for key, value in texts.items():
+                try:
+                    value.format(company="", product="")
+                except (KeyError, IndexError, ValueError) as exc:
+                    raise ValueError(
+                        f"texts.{lang}.{key}: {exc!r} in {value!r}; only {{company}} and"
+                        " {product} may be filled in (write {{ and }} for literal braces)"
+                    ) from None
         return self
 
 

@@ -326,3 +326,18 @@ async def test_no_token_answer_or_contact_in_the_logs(
     token = link.removeprefix("/s/")
     for secret in (token, token[:20], csrf, "+7 900", str(request.contact_id) + " "):
         assert secret not in lines
+
+
+async def test_a_refused_form_is_shown_again_with_what_was_entered(
+    pool: asyncpg.Pool, portal_config: PortalConfig, client_for: Any
+) -> None:
+    client = client_for(setup_for(portal_config))
+    request, link = await make_link(pool, portal_config, "12")
+    csrf = csrf_of((await client.get(link)).text)
+    refused = await client.post(link, data={"csrf": csrf, "service": "1", "comment": "No score"})
+    assert refused.status_code == 422
+    assert "Choose a score on the scale." in refused.text
+    assert ">No score</textarea>" in refused.text
+    assert 'name="service" value="1" checked' in refused.text
+    assert "change your answer" not in refused.text
+    assert await stored(pool, request.request_id) is None

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from services.survey.form import (
@@ -9,6 +11,7 @@ from services.survey.form import (
     Answer,
     FormError,
     answer_category,
+    draft_answer,
     parse_body,
     read_answer,
 )
@@ -167,3 +170,42 @@ def test_window_limiter_counts_per_key_and_window() -> None:
     assert limiter.allow("b")
     now[0] = 60.0
     assert limiter.allow("a")
+
+
+@pytest.mark.parametrize(
+    ("body", "cosmetics", "expected"),
+    [
+        (b"comment=Hello&service=1", False, Answer({}, service_request=True, comment="Hello")),
+        (b"score=42&comment=x", False, Answer({}, comment="x")),
+        (b"score=7", False, Answer({"EQ-LASER-A": 7})),
+        (
+            b"tested_0=1&score_1=99&score_2=4",
+            True,
+            Answer({"COS-SERUM": None, "COS-MASK": 4}, tested=["COS-SERUM", "COS-MASK"]),
+        ),
+    ],
+)
+def test_a_refused_form_keeps_what_was_entered(
+    body: bytes, cosmetics: bool, expected: Answer
+) -> None:
+    products = COSMETICS if cosmetics else LASER
+    assert draft_answer(parse_body(body), products, "0-10", cosmetics=cosmetics) == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        ("Rate {product}", None),
+        ("Rate {{us}} at {company}", None),
+        ("Rate {name}", "KeyError('name')"),
+        ("Rate {0}", "IndexError"),
+        ("Rate {", "ValueError"),
+    ],
+)
+def test_texts_may_fill_in_company_and_product_only(text: str, problem: str | None) -> None:
+    data = {"company": {"name": "C"}, "texts": {"en": {"question": text}}}
+    if problem is None:
+        PageConfig.model_validate(data)
+        return
+    with pytest.raises(ValueError, match=re.escape(problem)):
+        PageConfig.model_validate(data)
