@@ -4,7 +4,9 @@ and how to find that item again (pure: no I/O).
 The item is what the portal's own CRM form would have created: in the segment's category, with
 the contact, the score field(s), the cosmetics' tested flags, the comment and the service box,
 so the portal stays the system of record and the item comes back through ingest like any other.
-It carries `XML_ID` = `b24-nps-survey:<request id>`: after an uncertain outcome the writer finds
+A new item's responsible is the contact's responsible manager, as the portal's own form
+would have it (whose NPS it is in the manager reports). It carries `XML_ID` =
+`b24-nps-survey:<request id>`: after an uncertain outcome the writer finds
 it by that instead of creating a second one. A change of the answer rewrites the same item:
 every field the survey owns is sent (a product no longer tested gets its flag off and its score
 emptied).
@@ -111,6 +113,19 @@ def item_lookup(entity_type_id: int, event: SurveyAnswered) -> dict[str, Any]:
         "select": ["id"],
         "order": {"id": "ASC"},
     }
+
+
+def contact_lookup(contact_id: int) -> dict[str, Any]:
+    """`crm.contact.list` params that read the contact's responsible manager."""
+    return {"filter": {"ID": contact_id}, "select": ["ID", "ASSIGNED_BY_ID"]}
+
+
+def contact_responsible(result: Any) -> int | None:
+    """The `ASSIGNED_BY_ID` of the contact `crm.contact.list` found (None: no such contact)."""
+    rows = result if isinstance(result, list) else []
+    row = rows[0] if rows and isinstance(rows[0], Mapping) else {}
+    raw = row.get("ASSIGNED_BY_ID")
+    return int(raw) if isinstance(raw, int | str) and str(raw).isdigit() else None
 
 
 def found_item(result: Any) -> int | None:

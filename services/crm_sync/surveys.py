@@ -5,9 +5,10 @@ The request's row in `crm_survey_items` holds its item and the answer's version 
 Each message is handled under a lock on its request, in one transaction: a version written
 already (a redelivery) or older than the one written (a late message) writes nothing; a newer
 one updates the same item; the first creates it, unless an earlier attempt created it without
-recording it (a timeout, a crash): the item is looked up by its `XML_ID` first. When the portal
-cannot be reached the transaction rolls back and the message is retried later through the delay
-tiers (then kept in the DLQ for `nps dlq replay`): the answer waits, it is never lost.
+recording it (a timeout, a crash): the item is looked up by its `XML_ID` first, in the same
+request as the contact's responsible manager, who becomes the new item's responsible. When the
+portal cannot be reached the transaction rolls back and the message is retried later through the
+delay tiers (then kept in the DLQ for `nps dlq replay`): the answer waits, it is never lost.
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ import asyncpg
 from services.crm_sync.coalescer import CommandCoalescer
 from services.crm_sync.entities import ActionError
 from services.crm_sync.survey_items import (
+    contact_lookup,
+    contact_responsible,
     found_item,
     item_fields,
     item_lookup,
@@ -85,7 +88,16 @@ class SurveyWriter:
         item_id: int | None = row["item_id"] if row is not None else None
         if item_id is None:
             lookup = item_lookup(self._entity_type_id, event)
-            item_id = found_item(await self._call("crm.item.list", lookup))
+            reply = await self._coalescer.run(
+                [
+                    Command("find", "crm.item.list", lookup),
+                    Command("contact", "crm.contact.list", contact_lookup(event.contact_id)),
+                ]
+            )
+            item_id = found_item(reply.result("find"))
+            responsible = contact_responsible(reply.result("contact"))
+            if item_id is None and responsible is not None:
+                fields[self._config.survey.fields.responsible] = responsible
         outcome: WriteOutcome
         params = {"entityTypeId": self._entity_type_id, "fields": fields, "useOriginalUfNames": "Y"}
         if item_id is None:

@@ -14,6 +14,7 @@ import pytest
 from services.crm_sync.coalescer import CommandCoalescer
 from services.crm_sync.survey_items import XML_PREFIX
 from services.crm_sync.surveys import SurveyWriter
+from services.sandbox.methods import CONTACT
 from services.sandbox.portal import SandboxPortal
 from shared.bitrix24 import PortalUnavailable
 from shared.events import PortalRef, ProductAnswer, Scale, SurveyAnswered
@@ -91,6 +92,8 @@ async def test_an_equipment_answer_becomes_an_item_of_its_category(
     assert item["UF_CRM_5_SCORE"] == 2
     assert item["UF_CRM_5_TO_SERVICE"] is True
     assert item["UF_CRM_5_COMMENT"] == "Cooling broke"
+    contact = portal.crm.records(CONTACT)[3]
+    assert item["ASSIGNED_BY_ID"] == contact["ASSIGNED_BY_ID"]
     queued = await pool.fetchval(
         "SELECT count(*) FROM outbox WHERE routing_key = 'crm.written.survey'"
         " AND body->>'action_id' = $1",

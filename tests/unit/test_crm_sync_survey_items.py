@@ -10,6 +10,7 @@ import pytest
 
 from services.crm_sync.entities import ActionError
 from services.crm_sync.survey_items import (
+    contact_responsible,
     found_item,
     item_fields,
     list_values,
@@ -143,6 +144,20 @@ def test_list_values_read_by_name_and_upper_name() -> None:
 )
 def test_found_item(result: Any, found: int | None) -> None:
     assert found_item(result) == found
+
+
+@pytest.mark.parametrize(
+    ("result", "responsible"),
+    [
+        ([{"ID": "3", "ASSIGNED_BY_ID": "31"}], 31),
+        ([{"ID": "3", "ASSIGNED_BY_ID": 7}], 7),
+        ([{"ID": "3", "ASSIGNED_BY_ID": None}], None),
+        ([], None),
+        ({"error": "x"}, None),
+    ],
+)
+def test_contact_responsible(result: Any, responsible: int | None) -> None:
+    assert contact_responsible(result) == responsible
 
 
 def test_written_item_id_and_event() -> None:
