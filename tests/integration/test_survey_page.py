@@ -341,3 +341,24 @@ async def test_a_refused_form_is_shown_again_with_what_was_entered(
     assert 'name="service" value="1" checked' in refused.text
     assert "change your answer" not in refused.text
     assert await stored(pool, request.request_id) is None
+
+
+async def test_over_https_the_cookie_is_secure_and_hsts_is_sent(
+    pool: asyncpg.Pool, portal_config: PortalConfig, client_for: Any
+) -> None:
+    setup = setup_for(portal_config)
+    client = client_for(
+        PageSetup(
+            portal=setup.portal,
+            page=setup.page,
+            signer=setup.signer,
+            secure=True,
+            rate_per_minute=setup.rate_per_minute,
+        )
+    )
+    _request, link = await make_link(pool, portal_config, "12")
+    page = await client.get(link)
+    assert page.headers["strict-transport-security"] == "max-age=31536000"
+    cookie = page.headers["set-cookie"]
+    for attribute in ("Secure", "HttpOnly", "SameSite=strict", "Path=/s/"):
+        assert attribute in cookie
