@@ -24,7 +24,7 @@ from urllib.parse import urlsplit, urlunsplit
 import typer
 
 from services.reports.settings import ReportsSettings
-from services.survey.settings import SurveySettings
+from services.survey.settings import KeysMissingError, SurveySettings
 from shared.logging import configure_logging
 from shared.portal_config import PortalConfig
 from shared.settings import SANDBOX_APP_TOKEN, SANDBOX_SECRET, Settings, get_settings
@@ -154,16 +154,27 @@ def _plan(settings: Settings) -> list[Process]:
         )
     )
     survey = SurveySettings()
-    plan.append(
-        Process(
-            "survey",
-            [*base, "run", "survey"],
-            {},
-            f"{survey.base_url()}/healthz",
-            Listener(survey.host, survey.port, "SURVEY_PORT"),
+    if survey_page_off(settings, survey) is None:
+        plan.append(
+            Process(
+                "survey",
+                [*base, "run", "survey"],
+                {},
+                f"{survey.base_url()}/healthz",
+                Listener(survey.host, survey.port, "SURVEY_PORT"),
+            )
         )
-    )
     return plan
+
+
+def survey_page_off(settings: Settings, survey: SurveySettings) -> str | None:
+    """Why `nps run all` leaves the survey page out (None: it starts it): a real portal and no
+    key to sign its links."""
+    try:
+        survey.signing_keys(settings.sandbox)
+    except KeysMissingError as exc:
+        return f"survey page not started: {exc}"
+    return None
 
 
 def _cannot_listen(listener: Listener) -> str | None:
@@ -204,6 +215,18 @@ def port_problems(plan: list[Process]) -> list[str]:
     return problems
 
 
+def _start_notes(settings: Settings) -> list[str]:
+    """What `nps run all` says before it starts: the portal YAML used, a part left out."""
+    notes = []
+    config = settings.portal_config_path()
+    if config != settings.nps_config:
+        notes.append(f"{settings.nps_config} not found: the sandbox demo uses {config}")
+    survey_off = survey_page_off(settings, SurveySettings())
+    if survey_off is not None:
+        notes.append(survey_off)
+    return notes
+
+
 def _run_all(settings: Settings) -> None:
     """Every process of the pipeline on its own; Ctrl-C or SIGTERM stops them all together."""
     plan = _plan(settings)
@@ -211,9 +234,8 @@ def _run_all(settings: Settings) -> None:
     if problems:
         typer.echo("\n".join(problems), err=True)
         raise typer.Exit(code=1)
-    config = settings.portal_config_path()
-    if config != settings.nps_config:
-        typer.echo(f"{settings.nps_config} not found: the sandbox demo uses {config}")
+    for note in _start_notes(settings):
+        typer.echo(note)
     procs: dict[str, subprocess.Popen[bytes]] = {}
     stopping = False
 

@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from services.cli import Listener, _database_url_problem, _plan
+from services.cli import Listener, _database_url_problem, _plan, survey_page_off
 from services.scoring.commands import names_segment
+from services.survey.settings import SurveySettings
 from shared.settings import EXAMPLE_CONFIG, Settings
 
 
@@ -48,6 +49,30 @@ def test_every_listener_of_run_all_has_the_variable_that_moves_it(
         "router": "29102",
         "crm_sync": "29103",
     }
+
+
+@pytest.mark.parametrize(
+    ("webhook", "keys", "started"),
+    [
+        (None, None, True),
+        ("https://portal.example/rest/1/x/", None, False),
+        ("https://portal.example/rest/1/x/", "k2,k1", True),
+    ],
+    ids=["sandbox-demo-key", "portal-no-keys", "portal-keys"],
+)
+def test_run_all_starts_the_survey_page_when_its_links_can_be_signed(
+    monkeypatch: pytest.MonkeyPatch, webhook: str | None, keys: str | None, started: bool
+) -> None:
+    if keys is None:
+        monkeypatch.delenv("SURVEY_KEYS", raising=False)
+    else:
+        monkeypatch.setenv("SURVEY_KEYS", keys)
+    settings = Settings(_env_file=None, bitrix24_webhook_url=webhook)
+    assert ("survey" in {p.name for p in _plan(settings)}) is started
+    off = survey_page_off(settings, SurveySettings(_env_file=None))
+    assert (off is None) is started
+    if off is not None:
+        assert "SURVEY_KEYS is not set" in off
 
 
 @pytest.mark.parametrize(
