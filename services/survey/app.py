@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import secrets
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from importlib.resources import files
 from typing import Any
@@ -27,6 +27,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from jinja2 import ChoiceLoader, Environment, FileSystemLoader, PackageLoader, StrictUndefined
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from services.survey.form import (
     MAX_BODY_BYTES,
@@ -305,6 +306,38 @@ class Survey:
         return not (self.by_address.allow(address) and self.by_link.allow(link))
 
 
+class Guard:
+    """Every response gets the security headers; a client address or link over its limit gets
+    the 429 page. Plain ASGI: no task per request, as a `BaseHTTPMiddleware` would cost."""
+
+    def __init__(self, app: ASGIApp, survey: Survey, secure: bool) -> None:
+        self._app = app
+        self._survey = survey
+        headers = {**SECURITY_HEADERS, **({"Strict-Transport-Security": HSTS} if secure else {})}
+        self._headers = [(k.lower().encode(), v.encode()) for k, v in headers.items()]
+        self._names = {name for name, _ in self._headers}
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self._app(scope, receive, send)
+            return
+
+        async def secured(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                kept = [h for h in message.get("headers", []) if h[0].lower() not in self._names]
+                message["headers"] = [*kept, *self._headers]
+            await send(message)
+
+        if str(scope["path"]).startswith("/s/"):
+            request = Request(scope)
+            if self._survey.limited(request):
+                busy = self._survey.refuse(request, "busy", 429)
+                busy.headers["Retry-After"] = "60"
+                await busy(scope, receive, secured)
+                return
+        await self._app(scope, receive, secured)
+
+
 async def _bounded_body(request: Request) -> bytes | None:
     """The request body, or None when it is over `MAX_BODY_BYTES`."""
     length = request.headers.get("content-length")
@@ -329,19 +362,7 @@ def create_app(pool: asyncpg.Pool, setup: PageSetup) -> FastAPI:
         name="static",
     )
 
-    @app.middleware("http")
-    async def guard(
-        request: Request, call_next: Callable[[Request], Awaitable[Response]]
-    ) -> Response:
-        if request.url.path.startswith("/s/") and survey.limited(request):
-            response: Response = survey.refuse(request, "busy", 429)
-            response.headers["Retry-After"] = "60"
-        else:
-            response = await call_next(request)
-        response.headers.update(SECURITY_HEADERS)
-        if setup.secure:
-            response.headers["Strict-Transport-Security"] = HSTS
-        return response
+    app.add_middleware(Guard, survey=survey, secure=setup.secure)
 
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:
