@@ -11,7 +11,7 @@ import platform
 import sys
 import time
 
-BENCHES: tuple[str, ...] = ("raw", "report", "writer", "pipeline", "dashboard")
+BENCHES: tuple[str, ...] = ("raw", "report", "writer", "pipeline", "dashboard", "survey")
 
 
 def machine() -> str:

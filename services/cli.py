@@ -17,6 +17,7 @@ from urllib.parse import urlsplit, urlunsplit
 import typer
 
 from services.reports.settings import ReportsSettings
+from services.survey.settings import KeysMissingError, SurveySettings
 from shared.logging import configure_logging
 from shared.portal_config import PortalConfig
 from shared.settings import SANDBOX_APP_TOKEN, SANDBOX_SECRET, Settings, get_settings
@@ -30,13 +31,14 @@ from shared.supervisor import (
     port_problems,
 )
 
-SERVICES: tuple[str, ...] = ("ingest", "scoring", "router", "crm_sync")
+SERVICES: tuple[str, ...] = ("ingest", "scoring", "router", "crm_sync", "survey")
 COMMAND_MODULES: tuple[str, ...] = (
     "services.sandbox.commands",
     "services.ingest.commands",
     "services.scoring.commands",
     "services.router.commands",
     "services.crm_sync.commands",
+    "services.survey.commands",
     "services.ops.commands",
     "services.harness.commands",
 )
@@ -140,7 +142,40 @@ def _plan(settings: Settings) -> list[Process]:
             ready=f"http://{reports.host}:{reports.port}/healthz",
         )
     )
+    survey = SurveySettings()
+    if survey_page_off(settings, survey) is None:
+        plan.append(
+            Process(
+                "survey",
+                [*base, "run", "survey"],
+                {},
+                f"{survey.base_url()}/healthz",
+                Listener(survey.host, survey.port, "SURVEY_PORT"),
+            )
+        )
     return plan
+
+
+def survey_page_off(settings: Settings, survey: SurveySettings) -> str | None:
+    """Why `nps run all` leaves the survey page out (None: it starts it): a real portal and no
+    key to sign its links."""
+    try:
+        survey.signing_keys(settings.sandbox)
+    except KeysMissingError as exc:
+        return f"survey page not started: {exc}"
+    return None
+
+
+def _start_notes(settings: Settings) -> list[str]:
+    """What `nps run all` says before it starts: the portal YAML used, a part left out."""
+    notes = []
+    config = settings.portal_config_path()
+    if config != settings.nps_config:
+        notes.append(f"{settings.nps_config} not found: the sandbox demo uses {config}")
+    survey_off = survey_page_off(settings, SurveySettings())
+    if survey_off is not None:
+        notes.append(survey_off)
+    return notes
 
 
 def _run_all(settings: Settings) -> None:
@@ -151,9 +186,8 @@ def _run_all(settings: Settings) -> None:
     if problems:
         typer.echo("\n".join(problems), err=True)
         raise typer.Exit(code=1)
-    config = settings.portal_config_path()
-    if config != settings.nps_config:
-        typer.echo(f"{settings.nps_config} not found: the sandbox demo uses {config}")
+    for note in _start_notes(settings):
+        typer.echo(note)
     supervisor = Supervisor()
     with supervisor.stopping_on_signals():
         try:
@@ -209,7 +243,7 @@ def _safe_url(url: str) -> str:
 @app.command()
 def run(
     service: Annotated[
-        str, typer.Argument(help="ingest, scoring, router, crm_sync, all, or a module")
+        str, typer.Argument(help="ingest, scoring, router, crm_sync, survey, all, or a module")
     ],
 ) -> None:
     """Run one service (or `all`, each as its own process)."""

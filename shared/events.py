@@ -196,10 +196,30 @@ class CrmWritten(Event):
         return f"{self.NAME}.{self.action}"
 
 
+class SurveyAnswered(Event):
+    """An answer given on the survey page (each change a new `version`), for crm_sync to write
+    into the portal, where it then comes back through ingest like any form's answer."""
+
+    NAME: ClassVar[str] = "survey.answered"
+
+    request_id: uuid.UUID
+    version: int = Field(ge=1)
+    portal: PortalRef
+    contact_id: int
+    category_id: int
+    scale: Scale
+    answers: list[ProductAnswer]
+    """The products answered about (for cosmetics: the ones tested; `score=None`: not scored)."""
+    service_request: bool = False
+    comment: str | None = None
+    answered_at: AwareDatetime
+
+
 EVENT_TYPES: tuple[type[Event], ...] = (
     WebhookReceived,
     FormSubmitted,
     NpsScored,
     RouteAction,
     CrmWritten,
+    SurveyAnswered,
 )

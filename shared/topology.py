@@ -52,6 +52,7 @@ CRM_SYNC_ACTIONS = QueueSpec(
     "crm_sync.actions",
     ("route.service", "route.marketing", "route.task", "route.contact", "route.stage"),
 )
+CRM_SYNC_SURVEYS = QueueSpec("crm_sync.surveys", ("survey.answered",))
 # A bounded tap of crm.written.* so the outcome events are always routable and ops can peek at them.
 WRITTEN_TAP = QueueSpec("nps.written", ("crm.written.#",), max_length=WRITTEN_TAP_MAX)
 
@@ -60,6 +61,7 @@ CORE_QUEUES: tuple[QueueSpec, ...] = (
     SCORING_SUBMISSIONS,
     ROUTER_SCORED,
     CRM_SYNC_ACTIONS,
+    CRM_SYNC_SURVEYS,
     WRITTEN_TAP,
 )
 

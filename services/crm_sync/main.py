@@ -1,5 +1,6 @@
-"""crm_sync wiring: `route.*` actions (queue `crm_sync.actions`) → Bitrix24 writes →
-`crm.written.<action>` events through the outbox."""
+"""crm_sync wiring: `route.*` actions (queue `crm_sync.actions`) and the survey page's answers
+(queue `crm_sync.surveys`) → Bitrix24 writes → `crm.written.<action>` events through the
+outbox."""
 
 from __future__ import annotations
 
@@ -10,12 +11,13 @@ from services.crm_sync.contacts import ContactWriter
 from services.crm_sync.creates import EntityWriter
 from services.crm_sync.handlers import Writers, handle_action
 from services.crm_sync.stages import StageWriter
+from services.crm_sync.surveys import SurveyWriter, handle_survey
 from shared.bitrix24 import client_from_settings
-from shared.events import RouteAction
+from shared.events import RouteAction, SurveyAnswered
 from shared.messaging import subscribe
 from shared.service import Runtime, run_loop, serve
 from shared.settings import Settings
-from shared.topology import CRM_SYNC_ACTIONS
+from shared.topology import CRM_SYNC_ACTIONS, CRM_SYNC_SURVEYS
 
 PREFETCH = 200
 """Unacked messages in flight: enough for three groups of 48 contacts at work (two in the
@@ -36,6 +38,16 @@ async def wire(runtime: Runtime) -> None:
         CRM_SYNC_ACTIONS,
         RouteAction,
         partial(handle_action, writers=writers),
+        max_attempts=runtime.settings.retry_max_attempts,
+    )
+    subscribe(
+        runtime.broker,
+        CRM_SYNC_SURVEYS,
+        SurveyAnswered,
+        partial(
+            handle_survey,
+            writer=SurveyWriter(runtime.pool, runtime.outbox, coalescer, runtime.config),
+        ),
         max_attempts=runtime.settings.retry_max_attempts,
     )
 

@@ -20,6 +20,8 @@ from shared.settings import SANDBOX_APP_TOKEN, SANDBOX_SECRET, SANDBOX_USER_ID
 from shared.supervisor import Listener, Process, Supervisor
 
 PIPELINE: tuple[str, ...] = ("ingest", "scoring", "router", "crm_sync")
+SURVEY = "survey"
+"""The survey page: started on demand (`start("survey")`), not by `start_all`."""
 
 
 def free_port() -> int:
@@ -45,7 +47,7 @@ class Stack:
     supervisor: Supervisor = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
-        for name in ("sandbox", *PIPELINE, "ingest_health"):
+        for name in ("sandbox", *PIPELINE, "ingest_health", SURVEY):
             self.ports.setdefault(name, free_port())
         self.log_dir.mkdir(parents=True, exist_ok=True)
         self.supervisor = Supervisor(environ={}, log_dir=self.log_dir)
@@ -63,6 +65,10 @@ class Stack:
         return f"{self.sandbox_url}/rest/{SANDBOX_USER_ID}/{SANDBOX_SECRET}/"
 
     @property
+    def survey_url(self) -> str:
+        return f"http://127.0.0.1:{self.ports[SURVEY]}"
+
+    @property
     def ingest_url(self) -> str:
         return f"http://127.0.0.1:{self.ports['ingest']}"
 
@@ -78,6 +84,8 @@ class Stack:
             "INGEST_PORT": str(self.ports["ingest"]),
             "INGEST_HEALTH_PORT": str(self.ports["ingest_health"]),
             "HEALTH_HOST": "127.0.0.1",
+            "SURVEY_HOST": "127.0.0.1",
+            "SURVEY_PORT": str(self.ports[SURVEY]),
             "LOG_FORMAT": "json",
             **self.extra_env,
         }
@@ -90,6 +98,8 @@ class Stack:
     def ready_url(self, name: str) -> str:
         if name == "sandbox":
             return f"{self.sandbox_url}/sandbox/info"
+        if name == SURVEY:
+            return f"{self.survey_url}/healthz"
         port = self.ports["ingest_health" if name == "ingest" else name]
         return f"http://127.0.0.1:{port}/readyz"
 

@@ -27,11 +27,13 @@ from shared.events import (
     Kind,
     NpsScored,
     RouteAction,
+    SurveyAnswered,
     WebhookReceived,
 )
 from shared.messaging import NPS_EXCHANGE
 from shared.topology import (
     CRM_SYNC_ACTIONS,
+    CRM_SYNC_SURVEYS,
     INGEST_HYDRATE,
     ROUTER_SCORED,
     SCORING_SUBMISSIONS,
@@ -102,6 +104,18 @@ PUBLISHED: tuple[tuple[str, type[Event], tuple[str, ...], str], ...] = (
         tuple(f"crm.written.{action}" for action in BUILTIN_ACTIONS),
         "The outcome of an action, once its effect on the portal is durable.",
     ),
+    (
+        "survey",
+        SurveyAnswered,
+        ("survey.answered",),
+        "An answer given on the survey page; each change of it is a new `version`.",
+    ),
+    (
+        "crm_sync",
+        CrmWritten,
+        ("crm.written.survey",),
+        "A survey page answer written into the portal as a smart-process item.",
+    ),
 )
 
 # Who consumes what: (service, queue, model, description).
@@ -114,6 +128,12 @@ CONSUMED: tuple[tuple[str, QueueSpec, type[Event], str], ...] = (
         CRM_SYNC_ACTIONS,
         RouteAction,
         "Writes to the portal: leads, tasks, contacts, deal stages.",
+    ),
+    (
+        "crm_sync",
+        CRM_SYNC_SURVEYS,
+        SurveyAnswered,
+        "Writes a survey page answer into the portal as a smart-process item.",
     ),
     ("ops", WRITTEN_TAP, CrmWritten, "A bounded tap of outcomes for operators to peek at."),
 )

@@ -12,7 +12,6 @@ from __future__ import annotations
 import os
 import re
 import select
-import shutil
 import subprocess
 import sys
 import time
@@ -30,6 +29,7 @@ import pytest
 from services.harness.stack import free_port
 from services.scoring.handlers import score_submission
 from shared.outbox import Outbox
+from tests.support.browser import CHROMIUM_FLAGS, chromium
 from tests.support.dashboard import figures, shown, shown_scores
 from tests.support.scoring import make_submission
 
@@ -37,26 +37,6 @@ ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "artifacts"
 WEBHOOK = "https://acme.bitrix24.ru/rest/1/e2e-w3bh00k-s3cret/"
 TOKEN_LINE = re.compile(rb"\?token=([A-Za-z0-9_\-]+)")
-CHROMIUM_FLAGS = (
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-    "--window-size=1280,1400",
-)
-
-
-def chromium() -> str:
-    path = shutil.which("chromium")
-    if path is None:
-        pytest.fail(
-            "chromium is not installed: run `make tools` (it installs Debian's chromium), then"
-            " re-run the dashboard's browser test"
-        )
-    return path
 
 
 class Browser:

@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 import yaml
 
+from services.survey.settings import SurveySettings
 from shared.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -107,6 +108,7 @@ def test_env_example_documents_every_setting() -> None:
         if "=" in line and line.lstrip("# ").split("=", 1)[0].isupper()
     }
     expected = {name.upper() for name in Settings.model_fields}
+    expected |= {f"SURVEY_{name.upper()}" for name in SurveySettings.model_fields}
     assert expected <= documented, expected - documented
 
 

@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from services.cli import _database_url_problem, _plan
+from services.cli import _database_url_problem, _plan, survey_page_off
 from services.scoring.commands import names_segment
+from services.survey.settings import SurveySettings
 from shared.settings import EXAMPLE_CONFIG, Settings
 from shared.supervisor import Listener
 
@@ -18,6 +19,8 @@ def test_every_listener_of_run_all_has_the_variable_that_moves_it(
 ) -> None:
     monkeypatch.setenv("REPORTS_HOST", "127.0.0.1")
     monkeypatch.setenv("REPORTS_PORT", "28001")
+    monkeypatch.setenv("SURVEY_HOST", "127.0.0.1")
+    monkeypatch.setenv("SURVEY_PORT", "28002")
     settings = Settings(
         _env_file=None,
         bitrix24_webhook_url=None,
@@ -40,6 +43,7 @@ def test_every_listener_of_run_all_has_the_variable_that_moves_it(
         "router": Listener("127.0.0.1", 29102, "ROUTER_HEALTH_PORT"),
         "crm_sync": Listener("127.0.0.1", 29103, "CRM_SYNC_HEALTH_PORT"),
         "reports": Listener("127.0.0.1", 28001, "REPORTS_PORT"),
+        "survey": Listener("127.0.0.1", 28002, "SURVEY_PORT"),
     }
     assert {p.name: p.also_listens for p in plan if p.also_listens} == {
         "ingest": (Listener("127.0.0.1", 9100, "INGEST_HEALTH_PORT"),)
@@ -49,6 +53,30 @@ def test_every_listener_of_run_all_has_the_variable_that_moves_it(
         "router": "29102",
         "crm_sync": "29103",
     }
+
+
+@pytest.mark.parametrize(
+    ("webhook", "keys", "started"),
+    [
+        (None, None, True),
+        ("https://portal.example/rest/1/x/", None, False),
+        ("https://portal.example/rest/1/x/", "k2,k1", True),
+    ],
+    ids=["sandbox-demo-key", "portal-no-keys", "portal-keys"],
+)
+def test_run_all_starts_the_survey_page_when_its_links_can_be_signed(
+    monkeypatch: pytest.MonkeyPatch, webhook: str | None, keys: str | None, started: bool
+) -> None:
+    if keys is None:
+        monkeypatch.delenv("SURVEY_KEYS", raising=False)
+    else:
+        monkeypatch.setenv("SURVEY_KEYS", keys)
+    settings = Settings(_env_file=None, bitrix24_webhook_url=webhook)
+    assert ("survey" in {p.name for p in _plan(settings)}) is started
+    off = survey_page_off(settings, SurveySettings(_env_file=None))
+    assert (off is None) is started
+    if off is not None:
+        assert "SURVEY_KEYS is not set" in off
 
 
 @pytest.mark.parametrize(

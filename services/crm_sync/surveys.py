@@ -1,0 +1,140 @@
+"""Answers of the survey page (`survey.answered`, queue `crm_sync.surveys`) written into the
+portal as smart-process items, exactly once per request (docs/survey.md, The answer's way).
+
+The request's row in `crm_survey_items` holds its item and the answer's version last written.
+Each message is handled under a lock on its request, in one transaction: a version written
+already (a redelivery) or older than the one written (a late message) writes nothing; a newer
+one updates the same item; the first creates it, unless an earlier attempt created it without
+recording it (a timeout, a crash): the item is looked up by its `XML_ID` first, in the same
+request as the contact's responsible manager, who becomes the new item's responsible. When the
+portal cannot be reached the transaction rolls back and the message is retried later through the
+delay tiers (then kept in the DLQ for `nps dlq replay`): the answer waits, it is never lost.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import asyncpg
+
+from services.crm_sync.coalescer import CommandCoalescer
+from services.crm_sync.entities import ActionError
+from services.crm_sync.survey_items import (
+    contact_lookup,
+    contact_responsible,
+    found_item,
+    item_fields,
+    item_lookup,
+    list_values,
+    survey_written,
+    written_item_id,
+)
+from shared.bitrix24 import Command
+from shared.db import Conn
+from shared.events import CrmWritten, SurveyAnswered, WriteOutcome
+from shared.logging import get_logger
+from shared.messaging import PermanentError
+from shared.outbox import Outbox
+from shared.portal_config import PortalConfig
+
+log = get_logger(__name__)
+
+
+class SurveyWriter:
+    def __init__(
+        self, pool: asyncpg.Pool, outbox: Outbox, coalescer: CommandCoalescer, config: PortalConfig
+    ) -> None:
+        self._pool = pool
+        self._outbox = outbox
+        self._coalescer = coalescer
+        self._config = config
+        self._lists: dict[str, dict[str, str]] | None = None
+
+    @property
+    def _entity_type_id(self) -> int:
+        return self._config.survey.entity_type_id
+
+    async def _list_values(self) -> dict[str, dict[str, str]]:
+        """The smart process's list fields, read once per process."""
+        if self._lists is None:
+            params = {"entityTypeId": self._entity_type_id, "useOriginalUfNames": "Y"}
+            reply = await self._coalescer.run([Command("fields", "crm.item.fields", params)])
+            self._lists = list_values(reply.result("fields"))
+        return self._lists
+
+    async def _call(self, method: str, params: dict[str, Any]) -> Any:
+        reply = await self._coalescer.run([Command("call", method, params)])
+        return reply.result("call")
+
+    async def write(self, event: SurveyAnswered) -> CrmWritten | None:
+        """Write `event` into its item; its `crm.written.survey` event, or None when this
+        version (or a newer one) was written before."""
+        async with self._outbox.transaction(self._pool) as conn:
+            return await self._write(conn, event)
+
+    async def _write(self, conn: Conn, event: SurveyAnswered) -> CrmWritten | None:
+        await conn.execute(
+            "SELECT pg_advisory_xact_lock(hashtextextended($1, 450))", str(event.request_id)
+        )
+        row = await conn.fetchrow(
+            "SELECT item_id, version FROM crm_survey_items WHERE request_id = $1",
+            event.request_id,
+        )
+        if row is not None and row["version"] >= event.version:
+            return None
+        try:
+            fields = item_fields(event, self._config, await self._list_values())
+        except ActionError as exc:
+            raise PermanentError(str(exc)) from exc
+        item_id: int | None = row["item_id"] if row is not None else None
+        if item_id is None:
+            lookup = item_lookup(self._entity_type_id, event)
+            reply = await self._coalescer.run(
+                [
+                    Command("find", "crm.item.list", lookup),
+                    Command("contact", "crm.contact.list", contact_lookup(event.contact_id)),
+                ]
+            )
+            item_id = found_item(reply.result("find"))
+            responsible = contact_responsible(reply.result("contact"))
+            if item_id is None and responsible is not None:
+                fields[self._config.survey.fields.responsible] = responsible
+        outcome: WriteOutcome
+        params = {"entityTypeId": self._entity_type_id, "fields": fields, "useOriginalUfNames": "Y"}
+        if item_id is None:
+            try:
+                item_id = written_item_id(await self._call("crm.item.add", params))
+            except ActionError as exc:
+                raise PermanentError(str(exc)) from exc
+            outcome = "created"
+        else:
+            await self._call("crm.item.update", {**params, "id": item_id})
+            outcome = "patched"
+        await conn.execute(
+            """INSERT INTO crm_survey_items (request_id, item_id, version) VALUES ($1, $2, $3)
+               ON CONFLICT (request_id) DO UPDATE
+                   SET item_id = EXCLUDED.item_id, version = EXCLUDED.version,
+                       written_at = now()""",
+            event.request_id,
+            item_id,
+            event.version,
+        )
+        written = survey_written(event, outcome, item_id)
+        await self._outbox.enqueue(conn, [written])
+        return written
+
+
+async def handle_survey(event: SurveyAnswered, writer: SurveyWriter) -> None:
+    """The `crm_sync.surveys` consumer: transient errors propagate (retried), permanent ones
+    dead-letter."""
+    written = await writer.write(event)
+    if written is None:
+        log.info("survey_already_written", request_id=str(event.request_id), version=event.version)
+        return
+    log.info(
+        "survey_written",
+        request_id=str(event.request_id),
+        version=event.version,
+        outcome=written.outcome,
+        item_id=written.entity_id,
+    )

@@ -1,0 +1,403 @@
+"""The public survey page (docs/survey.md).
+
+`GET /s/<token>` shows the form of the link's request (with `?score=<n>` preselected, or the
+answer already given, which may be changed until the link expires); `POST /s/<token>` stores the
+answer, then redirects to `GET /s/<token>/thanks`, the thank-you page of its NPS category. A
+link that is expired answers 410, one that is tampered or unknown 404: a friendly page, nothing
+stored.
+
+It faces the internet: every response carries a strict Content-Security-Policy and the other
+security headers; each client address and each link has a request limit per minute; a body is
+read up to 16 KB; a form is accepted only with its signed CSRF field matching the browser's
+cookie (double submit); link signatures are checked in constant time; no token, answer or
+contact reaches a log line.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from importlib.resources import files
+from typing import Any
+
+import asyncpg
+from fastapi import FastAPI, Request
+from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Response
+from fastapi.staticfiles import StaticFiles
+from jinja2 import ChoiceLoader, Environment, FileSystemLoader, PackageLoader, StrictUndefined
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from services.survey.form import (
+    MAX_BODY_BYTES,
+    Answer,
+    FormError,
+    answer_category,
+    answered_event,
+    draft_answer,
+    parse_body,
+    read_answer,
+    read_score,
+)
+from services.survey.limits import WindowLimiter
+from services.survey.page_config import LOGO_TYPES, PageConfig
+from services.survey.requests import RequestError, SurveyRequest, asked_products
+from services.survey.store import get_request_and_answer, save_answer
+from services.survey.tokens import LinkSigner
+from services.survey.views import (
+    FORM_ERRORS,
+    page_questions,
+    pick_language,
+    show_reviews,
+    texts,
+    thanks_text,
+)
+from shared.events import Scale, utcnow
+from shared.logging import get_logger
+from shared.outbox import Outbox
+from shared.portal_config import CosmeticsSegment, PortalConfig, Product
+
+log = get_logger(__name__)
+
+CONTENT_SECURITY_POLICY = (
+    "default-src 'none'; style-src 'self'; img-src 'self';"
+    " form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+)
+SECURITY_HEADERS = {
+    "Content-Security-Policy": CONTENT_SECURITY_POLICY,
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-store",
+    "Permissions-Policy": "camera=(), microphone=(), geolocation=(), interest-cohort=()",
+    "Cross-Origin-Opener-Policy": "same-origin",
+    "Cross-Origin-Resource-Policy": "same-origin",
+}
+HSTS = "max-age=31536000"
+CSRF_COOKIE = "nps_survey"
+
+
+@dataclass(frozen=True)
+class PageSetup:
+    """Everything the page needs besides the database."""
+
+    portal: PortalConfig
+    page: PageConfig
+    signer: LinkSigner
+    secure: bool
+    """Served over HTTPS (the public URL): cookies are `Secure` and HSTS is sent."""
+    rate_per_minute: int = 30
+    clock: Callable[[], float] = time.monotonic
+
+
+def _environment(page: PageConfig) -> Environment:
+    loaders: list[Any] = [PackageLoader("services.survey", "templates")]
+    if page.templates is not None:
+        loaders.insert(0, FileSystemLoader(page.templates))
+    return Environment(
+        loader=ChoiceLoader(loaders),
+        autoescape=True,
+        undefined=StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+
+
+@dataclass(frozen=True)
+class Opened:
+    """A link that checked out: its token, request, segment kind, products and the answer it
+    has received so far."""
+
+    token: str
+    request: SurveyRequest
+    cosmetics: bool
+    products: list[Product]
+    answer: Answer | None
+
+
+class Survey:
+    """The handlers, with the setup they share."""
+
+    def __init__(self, pool: asyncpg.Pool, outbox: Outbox, setup: PageSetup) -> None:
+        self.pool = pool
+        self.outbox = outbox
+        self.setup = setup
+        self.env = _environment(setup.page)
+        self.scale: Scale = setup.portal.nps.scale
+        self.by_address = WindowLimiter(setup.rate_per_minute, setup.clock)
+        self.by_link = WindowLimiter(max(1, setup.rate_per_minute // 2), setup.clock)
+
+    def render(self, name: str, lang: str, status: int = 200, **context: Any) -> HTMLResponse:
+        page = self.setup.page
+        html = self.env.get_template(name).render(
+            lang=lang,
+            company=page.company.name,
+            logo=page.company.logo is not None,
+            **context,
+        )
+        return HTMLResponse(html, status_code=status)
+
+    def refuse(self, request: Request, kind: str, status: int) -> HTMLResponse:
+        lang = pick_language(request.headers.get("accept-language"))
+        text = texts(self.setup.page, lang)
+        return self.render(
+            "error.html",
+            lang,
+            status,
+            t=text,
+            title=text[f"{kind}_title"],
+            text=text[f"{kind}_text"],
+        )
+
+    async def open(self, request: Request, token: str) -> Opened | HTMLResponse:
+        """The link's request, or the page that says why it cannot be used."""
+        check = self.setup.signer.check(token)
+        if check.status == "expired":
+            return self.refuse(request, "gone", 410)
+        if check.request_id is None:
+            return self.refuse(request, "unknown", 404)
+        async with self.pool.acquire() as conn:
+            found = await get_request_and_answer(conn, check.request_id)
+        if found is None:
+            return self.refuse(request, "unknown", 404)
+        survey, answer = found
+        try:
+            segment, products = asked_products(self.setup.portal, survey)
+        except RequestError as exc:
+            log.warning(
+                "survey_request_unservable", request_id=str(survey.request_id), error=str(exc)
+            )
+            return self.refuse(request, "gone", 410)
+        return Opened(token, survey, isinstance(segment, CosmeticsSegment), products, answer)
+
+    def form(
+        self,
+        opened: Opened,
+        nonce: str,
+        *,
+        previous: Answer | None,
+        preselect: int | None = None,
+        error: str | None = None,
+        status: int = 200,
+        draft: Answer | None = None,
+    ) -> HTMLResponse:
+        """The form, filled with `draft` (a refused form's input) or else the answer given."""
+        survey = opened.request
+        text = texts(self.setup.page, survey.lang)
+        company = self.setup.page.company.name
+        questions = page_questions(
+            opened.products,
+            self.scale,
+            text,
+            cosmetics=opened.cosmetics,
+            company=company,
+            previous=draft or previous,
+            preselect=preselect,
+        )
+        shown = draft or previous
+        heading = text["question"].format(company=company, product="") if opened.cosmetics else ""
+        return self.render(
+            "page.html",
+            survey.lang,
+            status,
+            t=text,
+            heading=heading,
+            questions=questions,
+            binary=self.scale == "binary",
+            service_box=not opened.cosmetics,
+            service_checked=shown is not None and shown.service_request,
+            comment=(shown.comment or "") if shown is not None else "",
+            answered=previous is not None,
+            error=None if error is None else text[FORM_ERRORS[error]],
+            action=f"/s/{opened.token}",
+            csrf=self.setup.signer.form_token(survey.request_id, nonce),
+        )
+
+    def with_cookie(self, response: Response, nonce: str) -> Response:
+        response.set_cookie(
+            CSRF_COOKIE,
+            nonce,
+            path="/s/",
+            httponly=True,
+            samesite="strict",
+            secure=self.setup.secure,
+        )
+        return response
+
+    async def show(self, request: Request, token: str) -> Response:
+        opened = await self.open(request, token)
+        if isinstance(opened, HTMLResponse):
+            return opened
+        previous = opened.answer
+        try:
+            preselect = read_score(request.query_params.get("score"), self.scale)
+        except FormError:
+            preselect = None
+        nonce = request.cookies.get(CSRF_COOKIE) or secrets.token_urlsafe(16)
+        page = self.form(opened, nonce, previous=previous, preselect=preselect)
+        return self.with_cookie(page, nonce)
+
+    async def submit(self, request: Request, token: str, body: bytes) -> Response:
+        opened = await self.open(request, token)
+        if isinstance(opened, HTMLResponse):
+            return opened
+        request_id = opened.request.request_id
+        nonce = request.cookies.get(CSRF_COOKIE) or ""
+        fields: dict[str, str] = {}
+        try:
+            fields = parse_body(body)
+            if not self.setup.signer.form_token_valid(fields.get("csrf", ""), request_id, nonce):
+                raise FormError("csrf")  # noqa: TRY301 - one way out for every form problem
+            answer = read_answer(fields, opened.products, self.scale, cosmetics=opened.cosmetics)
+        except FormError as exc:
+            previous = opened.answer
+            fresh = nonce or secrets.token_urlsafe(16)
+            status = 403 if exc.code == "csrf" else 422
+            draft = draft_answer(fields, opened.products, self.scale, cosmetics=opened.cosmetics)
+            page = self.form(
+                opened, fresh, previous=previous, error=exc.code, status=status, draft=draft
+            )
+            return self.with_cookie(page, fresh)
+        async with self.outbox.transaction(self.pool) as conn:
+            version = await save_answer(conn, request_id, answer)
+            if version is not None:
+                event = answered_event(
+                    opened.request,
+                    opened.products,
+                    answer,
+                    version=version,
+                    scale=self.scale,
+                    answered_at=utcnow(),
+                )
+                await self.outbox.enqueue(conn, [event])
+        log.info(
+            "survey_answered",
+            request_id=str(request_id),
+            version=version,
+            repeated=version is None,
+        )
+        return RedirectResponse(f"/s/{token}/thanks", status_code=303)
+
+    async def thanks(self, request: Request, token: str) -> Response:
+        opened = await self.open(request, token)
+        if isinstance(opened, HTMLResponse):
+            return opened
+        answer = opened.answer
+        if answer is None:
+            return RedirectResponse(f"/s/{token}", status_code=303)
+        category = answer_category(answer, self.scale)
+        text = texts(self.setup.page, opened.request.lang)
+        reviews = self.setup.page.reviews.links if show_reviews(self.setup.page, category) else []
+        return self.render(
+            "thanks.html",
+            opened.request.lang,
+            t=text,
+            category=category,
+            message=thanks_text(text, category),
+            reviews=reviews,
+            change_url=f"/s/{token}",
+        )
+
+    def limited(self, request: Request) -> bool:
+        """Whether the client address or the link is over its limit for this minute."""
+        address = request.client.host if request.client is not None else "unknown"
+        parts = request.url.path.split("/")
+        link = parts[2] if len(parts) > 2 else ""
+        return not (self.by_address.allow(address) and self.by_link.allow(link))
+
+
+class Guard:
+    """Every response gets the security headers; a client address or link over its limit gets
+    the 429 page. Plain ASGI: no task per request, as a `BaseHTTPMiddleware` would cost."""
+
+    def __init__(self, app: ASGIApp, survey: Survey, secure: bool) -> None:
+        self._app = app
+        self._survey = survey
+        headers = {**SECURITY_HEADERS, **({"Strict-Transport-Security": HSTS} if secure else {})}
+        self._headers = [(k.lower().encode(), v.encode()) for k, v in headers.items()]
+        self._names = {name for name, _ in self._headers}
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self._app(scope, receive, send)
+            return
+
+        async def secured(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                kept = [h for h in message.get("headers", []) if h[0].lower() not in self._names]
+                message["headers"] = [*kept, *self._headers]
+            await send(message)
+
+        if str(scope["path"]).startswith("/s/"):
+            request = Request(scope)
+            if self._survey.limited(request):
+                busy = self._survey.refuse(request, "busy", 429)
+                busy.headers["Retry-After"] = "60"
+                await busy(scope, receive, secured)
+                return
+        await self._app(scope, receive, secured)
+
+
+async def _bounded_body(request: Request) -> bytes | None:
+    """The request body, or None when it is over `MAX_BODY_BYTES`."""
+    length = request.headers.get("content-length")
+    if length is not None and (not length.isdigit() or int(length) > MAX_BODY_BYTES):
+        return None
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > MAX_BODY_BYTES:
+            return None
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def create_app(pool: asyncpg.Pool, outbox: Outbox, setup: PageSetup) -> FastAPI:
+    app = FastAPI(title="b24-nps survey", docs_url=None, redoc_url=None, openapi_url=None)
+    survey = Survey(pool, outbox, setup)
+    app.mount(
+        "/static",
+        StaticFiles(directory=str(files("services.survey").joinpath("static"))),
+        name="static",
+    )
+
+    app.add_middleware(Guard, survey=survey, secure=setup.secure)
+
+    @app.get("/healthz")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/logo")
+    async def logo() -> Response:
+        path = setup.page.company.logo
+        if path is None:
+            return Response(status_code=404)
+        return FileResponse(path, media_type=LOGO_TYPES[path.suffix.lower()])
+
+    @app.get("/s/{token}")
+    async def show(request: Request, token: str) -> Response:
+        return await survey.show(request, token)
+
+    @app.post("/s/{token}")
+    async def submit(request: Request, token: str) -> Response:
+        body = await _bounded_body(request)
+        if body is None:
+            lang = pick_language(request.headers.get("accept-language"))
+            text = texts(setup.page, lang)
+            return survey.render(
+                "error.html",
+                lang,
+                413,
+                t=text,
+                title=text["unknown_title"],
+                text=text["error_malformed"],
+            )
+        return await survey.submit(request, token, body)
+
+    @app.get("/s/{token}/thanks")
+    async def thanks(request: Request, token: str) -> Response:
+        return await survey.thanks(request, token)
+
+    return app

@@ -1,0 +1,45 @@
+"""The survey process: the public page (uvicorn on SURVEY_HOST:SURVEY_PORT) and the outbox
+relay that publishes its answers, stopped together by SIGTERM/SIGINT."""
+
+from __future__ import annotations
+
+import asyncio
+
+from services.survey.app import PageSetup, create_app
+from services.survey.page_config import load_page_config
+from services.survey.settings import SurveySettings
+from services.survey.tokens import LinkSigner
+from shared.health import serve_http
+from shared.service import Runtime, run_loop, serve
+from shared.settings import Settings
+
+
+def run(settings: Settings) -> None:
+    """Blocking entry point of `nps run survey`."""
+    run_loop(serve_survey(settings))
+
+
+async def serve_survey(
+    settings: Settings, stop: asyncio.Event | None = None, survey: SurveySettings | None = None
+) -> None:
+    """Run the survey page until `stop` is set or a signal arrives."""
+    survey = survey or SurveySettings()
+    keys = survey.signing_keys(settings.sandbox)
+    page = load_page_config(survey.page_config_path())
+
+    async def wire(runtime: Runtime) -> None:
+        setup = PageSetup(
+            portal=runtime.config,
+            page=page,
+            signer=LinkSigner(keys, survey.link_max_age_s),
+            secure=survey.base_url().startswith("https://"),
+            rate_per_minute=survey.rate_per_minute,
+        )
+        app = create_app(runtime.pool, runtime.outbox, setup)
+
+        async def http(stop: asyncio.Event) -> None:
+            await serve_http(app, survey.host, survey.port, stop)
+
+        runtime.background.append(http)
+
+    await serve("survey", settings, wire, stop=stop)
