@@ -151,6 +151,7 @@ def _plan(settings: Settings) -> list[Process]:
                 {},
                 f"{survey.base_url()}/healthz",
                 Listener(survey.host, survey.port, "SURVEY_PORT"),
+                ready=f"{survey.local_url()}/healthz",
             )
         )
     return plan

@@ -341,8 +341,11 @@ class PortalConfig(_Strict):
         return self
 
     def _deal_survey_problems(self) -> list[str]:
-        """Two deal surveys on one funnel, or a deal survey's sku used by another survey."""
+        """Two deal surveys on one funnel, a deal funnel with the id of a smart-process segment
+        (reports and rules know a survey by its category id), or a deal survey's sku used by
+        another survey."""
         problems = []
+        segments = {segment.category_id for segment in self.survey.segments}
         seen: set[int] = set()
         taken = {
             product.sku
@@ -355,6 +358,12 @@ class PortalConfig(_Strict):
             where = f"deal_surveys[{index}]"
             if deal.category_id in seen:
                 problems.append(f"{where}.category_id: {deal.category_id} appears twice")
+            elif deal.category_id in segments:
+                problems.append(
+                    f"{where}.category_id: {deal.category_id} is also a segment of survey.segments;"
+                    " reports and routing rules tell surveys apart by category id, so a deal"
+                    " funnel needs an id no segment uses"
+                )
             seen.add(deal.category_id)
             if deal.product.sku in taken:
                 problems.append(

@@ -125,7 +125,9 @@ class Stack:
 
     def process(self, name: str) -> Process:
         """`name` as the supervisor runs it."""
-        variable = {"sandbox": "SANDBOX_PORT", "ingest": "INGEST_PORT"}.get(name, "HEALTH_PORT")
+        variable = {"sandbox": "SANDBOX_PORT", "ingest": "INGEST_PORT", SURVEY: "SURVEY_PORT"}.get(
+            name, "HEALTH_PORT"
+        )
         return Process(
             name,
             self.args(name),

@@ -188,8 +188,9 @@ def _check_deals(
         if outcome != "leave" and nps.deal["STAGE_ID"] != nps.stages.get(outcome):
             verdict.lost += 1
             verdict.note("lost", f"NPS deal {deal_id} at {nps.deal['STAGE_ID']}, not {outcome}")
-        if moves > (0 if outcome == "leave" else 1):
-            verdict.duplicated += moves - 1
+        allowed = 0 if outcome == "leave" else 1
+        if moves > allowed:
+            verdict.duplicated += moves - allowed
             verdict.note("duplicated", f"NPS deal {deal_id} moved {moves} times")
         wanted = int(category == "detractor" and config.routing.task is not None)
         count = bound[f"D_{deal_id}"]

@@ -461,7 +461,6 @@ _KEY_COLUMNS: dict[str, tuple[str, ...]] = {
     "manager": ("manager_id", "manager_name"),
     "period": (),
 }
-_DATE_FORMATS = ["%Y-%m-%d"]
 
 
 def _cell(value: Any) -> str:

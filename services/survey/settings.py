@@ -59,9 +59,13 @@ class SurveySettings(BaseSettings):
         return keys
 
     def base_url(self) -> str:
-        """Where links point, without a trailing slash."""
+        """Where links point, without a trailing slash: `SURVEY_PUBLIC_URL`, else the listener."""
         if self.public_url is not None:
             return self.public_url.rstrip("/")
+        return self.local_url()
+
+    def local_url(self) -> str:
+        """The listener as this machine reaches it (a wildcard host as the loopback address)."""
         host = "127.0.0.1" if self.host in {"0.0.0.0", "::", ""} else self.host  # noqa: S104
         host = f"[{host}]" if ":" in host else host
         return f"http://{host}:{self.port}"

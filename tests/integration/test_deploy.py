@@ -30,6 +30,7 @@ SECRETS = {
     "POSTGRES_PASSWORD": "pg-secret",
     "REPORTS_TOKEN": "reports-secret",
     "GRAFANA_ADMIN_PASSWORD": "grafana-secret",
+    "SURVEY_KEYS": "survey-key-2,survey-key-1",
 }
 """What .env must hold for compose to start (the values here are the test's own)."""
 PROFILES = ("sandbox", "monitoring", "tls")

@@ -80,6 +80,37 @@ def test_run_all_starts_the_survey_page_when_its_links_can_be_signed(
 
 
 @pytest.mark.parametrize(
+    ("host", "public", "shown", "ready"),
+    [
+        ("127.0.0.1", None, "http://127.0.0.1:28002", "http://127.0.0.1:28002"),
+        ("0.0.0.0", None, "http://127.0.0.1:28002", "http://127.0.0.1:28002"),
+        (
+            "127.0.0.1",
+            "https://nps.example.com/",
+            "https://nps.example.com",
+            "http://127.0.0.1:28002",
+        ),
+    ],
+    ids=["loopback", "wildcard", "behind-a-proxy"],
+)
+def test_run_all_waits_for_the_survey_page_on_its_own_listener(
+    monkeypatch: pytest.MonkeyPatch, host: str, public: str | None, shown: str, ready: str
+) -> None:
+    """Behind a TLS proxy the page's public address is not where `make run` can see it start."""
+    monkeypatch.setenv("SURVEY_HOST", host)
+    monkeypatch.setenv("SURVEY_PORT", "28002")
+    if public is None:
+        monkeypatch.delenv("SURVEY_PUBLIC_URL", raising=False)
+    else:
+        monkeypatch.setenv("SURVEY_PUBLIC_URL", public)
+    [survey] = [
+        p for p in _plan(Settings(_env_file=None, bitrix24_webhook_url=None)) if p.name == "survey"
+    ]
+    assert survey.url == f"{shown}/healthz"
+    assert survey.ready_url == f"{ready}/healthz"
+
+
+@pytest.mark.parametrize(
     ("webhook", "exists", "expected"),
     [
         (None, False, EXAMPLE_CONFIG),

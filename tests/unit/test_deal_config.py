@@ -61,12 +61,24 @@ def test_deal_surveys_are_optional(portal_config: PortalConfig) -> None:
             [deal_survey(product={"sku": "EQ-LASER-A", "name": "Laser"})],
             "deal_surveys[0].product.sku: EQ-LASER-A is already a product of another survey",
         ),
+        (
+            [deal_survey(category_id=12)],
+            "deal_surveys[0].category_id: 12 is also a segment of survey.segments",
+        ),
         ([deal_survey(stages={"detractor": "lost"})], "deal_surveys.0.stages.detractor"),
         ([deal_survey(category_id=-1)], "deal_surveys.0.category_id"),
         ([deal_survey(score_field="")], "deal_surveys.0.score_field"),
         ([deal_survey(stage="C7:WON")], "deal_surveys.0.stage"),
     ],
-    ids=["same-funnel", "same-sku", "bad-outcome", "bad-category", "no-score", "unknown-key"],
+    ids=[
+        "same-funnel",
+        "same-sku",
+        "a-segments-id",
+        "bad-outcome",
+        "bad-category",
+        "no-score",
+        "unknown-key",
+    ],
 )
 def test_bad_deal_surveys_are_named(
     surveys: list[dict[str, Any]], message: str, portal_config: PortalConfig
