@@ -24,7 +24,6 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Callable, Coroutine, Mapping, Sequence
-from dataclasses import replace
 from typing import Any, TypeVar
 
 import asyncpg
@@ -313,7 +312,7 @@ class Hydrator:
             # Whose NPS it is: the contact's responsible, not the item's (survey.manager).
             contact = mapped.contact_id
             manager = None if contact is None else await self._contacts.responsible(contact)
-            mapped = replace(mapped, responsible_id=manager)
+            mapped = mapped.managed_by(manager)
         await self._publish(event, mapped)
 
     async def _handle_deal(self, event: WebhookReceived) -> None:
@@ -335,26 +334,12 @@ class Hydrator:
             # Whose NPS it is: the sales deal's responsible (the survey's sale_deal_field).
             sale_deal = await self._reader.get(DEAL_ENTITY_TYPE_ID, sale)
             if sale_deal is not None:
-                mapped = replace(mapped, responsible_id=deal_responsible(sale_deal))
+                mapped = mapped.managed_by(deal_responsible(sale_deal))
         await self._publish(event, mapped)
 
     async def _publish(self, event: WebhookReceived, mapped: Answer) -> None:
-        form = FormSubmitted(
-            **event.caused("form", mapped.fingerprint()),
-            portal=event.portal,
-            entity_type_id=mapped.entity_type_id,
-            item_id=mapped.item_id,
-            category_id=mapped.category_id,
-            segment=mapped.segment,
-            kind=mapped.kind,
-            scale=mapped.scale,
-            contact_id=mapped.contact_id,
-            responsible_id=mapped.responsible_id,
-            comment=mapped.comment,
-            service_request=mapped.service_request,
-            submitted_at=mapped.submitted_at,
-            updated_at=mapped.updated_at,
-            answers=list(mapped.answers),
+        form = FormSubmitted.of(
+            mapped, portal=event.portal, **event.caused("form", mapped.fingerprint())
         )
         async with self._pool.acquire() as conn:
             outcome = await store.record_answer(
