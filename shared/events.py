@@ -100,13 +100,13 @@ class ProductAnswer(BaseModel):
     score: int | None = None
 
 
-class FormSubmitted(Event):
-    """A survey answer read from the NPS smart process (one entry per product answered) or from
-    an NPS deal (kind `deal`, `entity_type_id` 2, one entry: the deal survey's product)."""
+class SubmittedAnswer(BaseModel):
+    """What a survey answer says: a `FormSubmitted` without the envelope and the portal. Ingest's
+    mapping reads it from an item or a deal, and the event is built from it in one call
+    (`FormSubmitted.of`), so a field is declared here once and reaches the event."""
 
-    NAME: ClassVar[str] = "form.submitted"
+    model_config = ConfigDict(frozen=True)
 
-    portal: PortalRef
     entity_type_id: int
     item_id: int
     category_id: int
@@ -119,7 +119,36 @@ class FormSubmitted(Event):
     service_request: bool = False
     submitted_at: AwareDatetime
     updated_at: AwareDatetime
-    answers: list[ProductAnswer]
+    answers: tuple[ProductAnswer, ...]
+
+
+class FormSubmitted(Event, SubmittedAnswer):
+    """A survey answer read from the NPS smart process (one entry per product answered) or from
+    an NPS deal (kind `deal`, `entity_type_id` 2, one entry: the deal survey's product)."""
+
+    NAME: ClassVar[str] = "form.submitted"
+
+    portal: PortalRef
+
+    @classmethod
+    def of(
+        cls,
+        answer: SubmittedAnswer,
+        *,
+        portal: PortalRef,
+        event_id: uuid.UUID,
+        correlation_id: str,
+        causation_id: str | None,
+    ) -> FormSubmitted:
+        """The event of `answer` from `portal`, with the envelope `Event.caused` gives."""
+        content = {name: getattr(answer, name) for name in SubmittedAnswer.model_fields}
+        return cls(
+            event_id=event_id,
+            correlation_id=correlation_id,
+            causation_id=causation_id,
+            portal=portal,
+            **content,
+        )
 
 
 class ScoredAnswer(BaseModel):

@@ -1,8 +1,9 @@
 """The `ingest.hydrate` consumer: a `WebhookReceived` → the item read → `FormSubmitted`.
 
 Events carry only an item id, so the item is read with `crm.item.list` (`@id` filter,
-`useOriginalUfNames=Y`) through the portal's shared rate budget. `ItemReader` gathers the ids
-of the messages being handled at the same moment into one call (up to 50, the page size). Robot
+`useOriginalUfNames=Y`) through the portal's shared rate budget. `ItemReader` (a `BatchReader`)
+gathers the ids of the messages being handled at the same moment into one call (up to 50, the
+page size), and while the portal stalls into the next one. Robot
 calls and sweep submissions bring the item's fields along and need no read.
 
 Publishing happens in one statement with the claim of the incoming message id, so a redelivered
@@ -21,16 +22,15 @@ with, until the configuration maps the category (`services.ingest.release`).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
-from collections.abc import Callable, Coroutine, Mapping, Sequence
-from dataclasses import replace
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
 import asyncpg
 from prometheus_client import Counter
 
 from services.ingest import store, users
+from services.ingest.batching import BatchReader
 from services.ingest.contacts import ContactManagers
 from services.ingest.mapping import (
     Answer,
@@ -53,9 +53,7 @@ from shared.outbox import Outbox
 from shared.portal_config import PortalConfig
 
 CONSUMER = "ingest.hydrate"
-PAGE_SIZE = 50
 FIELDS_REFRESH_S = 60.0
-MIN_SLEEP_S = 0.001
 
 HYDRATED = Counter(
     "nps_ingest_hydrated_total",
@@ -65,136 +63,26 @@ HYDRATED = Counter(
 
 log = get_logger(__name__)
 
-Waiting = dict[int, list[asyncio.Future[dict[str, Any] | None]]]
-"""Item id → the futures of the messages waiting for that item."""
-
 _Mapped = TypeVar("_Mapped", Answer | NotASurvey, Answer | NotAnAnswer)
 
 
-class ItemReader:
-    """Reads NPS items by id, packing the requests of concurrent messages into one call.
+class ItemReader(BatchReader[int, dict[str, Any]]):
+    """Reads items (and deals) by entity type and id with `crm.item.list`, the ids of concurrent
+    messages in one call (`BatchReader`: one sender per entity type, stall-safe)."""
 
-    One sender per smart process waits a short window for more ids, then for a free read slot
-    (at most `max_reads` reads at once) and for room in the portal's budget, and only then
-    takes up to 50 waiting ids into one `crm.item.list`. While the portal is slow or hangs,
-    or the budget is full, ids keep gathering into the next request instead of queueing as
-    requests of their own.
-    """
-
-    def __init__(
-        self,
-        client: Bitrix24Client,
-        *,
-        window_s: float = 0.02,
-        max_batch: int = PAGE_SIZE,
-        max_reads: int = 4,
-    ) -> None:
-        self._client = client
-        self._window_s = window_s
-        self._max_batch = max_batch
-        self._reads = asyncio.Semaphore(max_reads)
-        self._pending: dict[int, Waiting] = {}
-        self._full: dict[int, asyncio.Event] = {}
-        self._tasks: set[asyncio.Task[None]] = set()
-
-    async def get(self, entity_type_id: int, item_id: int) -> dict[str, Any] | None:
-        """The item as `crm.item.list` returns it, or None when it does not exist (any more)."""
-        future: asyncio.Future[dict[str, Any] | None] = asyncio.get_running_loop().create_future()
-        waiting = self._pending.setdefault(entity_type_id, {})
-        waiting.setdefault(item_id, []).append(future)
-        if entity_type_id not in self._full:
-            self._full[entity_type_id] = asyncio.Event()
-            self._start(self._send_loop(entity_type_id))
-        if len(waiting) >= self._max_batch:
-            self._full[entity_type_id].set()
-        return await future
-
-    def _start(self, work: Coroutine[Any, Any, None]) -> None:
-        task = asyncio.create_task(work)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    async def _send_loop(self, entity_type_id: int) -> None:
-        full = self._full[entity_type_id]
-        try:
-            while self._pending.get(entity_type_id):
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(full.wait(), self._window_s)
-                await self._reads.acquire()
-                try:
-                    await self._until_room()
-                except BaseException:
-                    self._reads.release()
-                    raise
-                waiting = self._take(entity_type_id)
-                if len(self._pending.get(entity_type_id, {})) < self._max_batch:
-                    full.clear()
-                self._start(self._flush(entity_type_id, waiting))
-        except asyncio.CancelledError:
-            for futures in self._pending.pop(entity_type_id, {}).values():
-                for future in futures:
-                    future.cancel()
-            raise
-        finally:
-            del self._full[entity_type_id]
-
-    async def _until_room(self) -> None:
-        """Wait until the portal's budget has room for a request (the client still counts it).
-        When the budget cannot tell (its database is down), the read goes on to the client,
-        which fails it with the error."""
-        while True:
-            try:
-                wait = await self._client.budget.room()
-            except Exception as exc:
-                log.warning("items_budget_room_unknown", error=str(exc))
-                return
-            if wait <= 0:
-                return
-            await asyncio.sleep(max(wait, MIN_SLEEP_S))
-
-    def _take(self, entity_type_id: int) -> Waiting:
-        """Up to `max_batch` of the waiting ids, the earliest first; the rest keep waiting."""
-        waiting = self._pending.pop(entity_type_id, {})
-        taken = dict(list(waiting.items())[: self._max_batch])
-        rest = {item_id: futures for item_id, futures in waiting.items() if item_id not in taken}
-        if rest:
-            self._pending[entity_type_id] = rest
-        return taken
-
-    async def _flush(self, entity_type_id: int, waiting: Waiting) -> None:
-        try:
-            items = await self._read(entity_type_id, sorted(waiting))
-        except asyncio.CancelledError:
-            for futures in waiting.values():
-                for future in futures:
-                    future.cancel()
-            raise
-        except Exception as exc:
-            for futures in waiting.values():
-                for future in futures:
-                    if not future.done():
-                        future.set_exception(exc)
-            return
-        finally:
-            self._reads.release()
-        for item_id, futures in waiting.items():
-            for future in futures:
-                if not future.done():
-                    future.set_result(items.get(item_id))
-
-    async def _read(self, entity_type_id: int, ids: Sequence[int]) -> dict[int, dict[str, Any]]:
+    async def read(self, key: int, ids: Sequence[int]) -> dict[int, dict[str, Any]]:
         try:
             response = await self._client.call(
                 "crm.item.list",
                 {
-                    "entityTypeId": entity_type_id,
+                    "entityTypeId": key,
                     "filter": {"@id": list(ids)},
                     "select": ["*"],
                     "useOriginalUfNames": "Y",
                 },
             )
         except NotFound as exc:
-            log.warning("items_not_found", entity_type_id=entity_type_id, reason=str(exc))
+            log.warning("items_not_found", entity_type_id=key, reason=str(exc))
             return {}
         result = response.result if isinstance(response.result, Mapping) else {}
         items = result.get("items") or []
@@ -313,7 +201,7 @@ class Hydrator:
             # Whose NPS it is: the contact's responsible, not the item's (survey.manager).
             contact = mapped.contact_id
             manager = None if contact is None else await self._contacts.responsible(contact)
-            mapped = replace(mapped, responsible_id=manager)
+            mapped = mapped.managed_by(manager)
         await self._publish(event, mapped)
 
     async def _handle_deal(self, event: WebhookReceived) -> None:
@@ -335,26 +223,12 @@ class Hydrator:
             # Whose NPS it is: the sales deal's responsible (the survey's sale_deal_field).
             sale_deal = await self._reader.get(DEAL_ENTITY_TYPE_ID, sale)
             if sale_deal is not None:
-                mapped = replace(mapped, responsible_id=deal_responsible(sale_deal))
+                mapped = mapped.managed_by(deal_responsible(sale_deal))
         await self._publish(event, mapped)
 
     async def _publish(self, event: WebhookReceived, mapped: Answer) -> None:
-        form = FormSubmitted(
-            **event.caused("form", mapped.fingerprint()),
-            portal=event.portal,
-            entity_type_id=mapped.entity_type_id,
-            item_id=mapped.item_id,
-            category_id=mapped.category_id,
-            segment=mapped.segment,
-            kind=mapped.kind,
-            scale=mapped.scale,
-            contact_id=mapped.contact_id,
-            responsible_id=mapped.responsible_id,
-            comment=mapped.comment,
-            service_request=mapped.service_request,
-            submitted_at=mapped.submitted_at,
-            updated_at=mapped.updated_at,
-            answers=list(mapped.answers),
+        form = FormSubmitted.of(
+            mapped, portal=event.portal, **event.caused("form", mapped.fingerprint())
         )
         async with self._pool.acquire() as conn:
             outcome = await store.record_answer(

@@ -10,8 +10,9 @@ from __future__ import annotations
 import asyncio
 
 from services.ingest.api import create_app
+from services.ingest.batching import PAGE_SIZE
 from services.ingest.contacts import ContactManagers
-from services.ingest.hydrator import PAGE_SIZE, FieldCatalog, Hydrator, ItemReader
+from services.ingest.hydrator import FieldCatalog, Hydrator, ItemReader
 from services.ingest.release import ConfigReloader
 from services.ingest.sweep import Sweeper
 from services.ingest.users import NAMES_INTERVAL_S

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from shared.events import DEAL_ENTITY_TYPE_ID, Kind, ProductAnswer, Scale
+from shared.events import DEAL_ENTITY_TYPE_ID, ProductAnswer, Scale, SubmittedAnswer
 from shared.portal_config import CosmeticsSegment, DealSurvey, EquipmentSegment, PortalConfig
 
 EnumValues = Mapping[str, Mapping[str, str]]
@@ -51,23 +51,13 @@ class UnknownListItemError(AnswerError):
     """An enumeration score names a list item the known field definition does not have."""
 
 
-@dataclass(frozen=True)
-class Answer:
-    """The content of a `FormSubmitted` (everything but the envelope and the portal)."""
+class Answer(SubmittedAnswer):
+    """The content of a `FormSubmitted` (everything but the envelope and the portal), as read
+    from an item or a deal."""
 
-    item_id: int
-    entity_type_id: int
-    category_id: int
-    segment: str
-    kind: Kind
-    scale: Scale
-    contact_id: int | None
-    responsible_id: int | None
-    comment: str | None
-    service_request: bool
-    submitted_at: datetime
-    updated_at: datetime
-    answers: tuple[ProductAnswer, ...]
+    def managed_by(self, responsible_id: int | None) -> Answer:
+        """The same answer, whose NPS is `responsible_id`'s (`survey.manager`, a sales deal)."""
+        return self.model_copy(update={"responsible_id": responsible_id})
 
     def fingerprint(self) -> str:
         """A digest of the content: two reads of an unchanged item give the same value."""

@@ -21,7 +21,15 @@ from services.ingest.mapping import (
     read_score,
     read_time,
 )
-from shared.events import ProductAnswer, Scale
+from shared.events import (
+    Event,
+    FormSubmitted,
+    PortalRef,
+    ProductAnswer,
+    Scale,
+    SubmittedAnswer,
+    WebhookReceived,
+)
 from shared.portal_config import PortalConfig, load_portal_config
 
 CONFIG = load_portal_config(Path(__file__).resolve().parents[2] / "config/portal.example.yaml")
@@ -70,6 +78,40 @@ def test_equipment_item_maps_to_one_answer_with_everything() -> None:
     assert answer.scale == "0-10"
     assert answer.submitted_at == datetime(2024, 7, 22, 18, 0, 8, tzinfo=MSK)
     assert answer.updated_at == datetime(2024, 7, 22, 18, 5, 0, tzinfo=MSK)
+
+
+def test_the_event_is_built_from_the_answer_with_every_field() -> None:
+    answer = map_item(item(UF_CRM_5_TO_SERVICE="Y"), CONFIG, {})
+    assert isinstance(answer, Answer)
+    cause = WebhookReceived(
+        correlation_id="c-1",
+        portal=PortalRef(member_id="m-1"),
+        source="event",
+        event="ONCRMDYNAMICITEMUPDATE",
+        entity_type_id=1038,
+        item_id=41,
+    )
+    form = FormSubmitted.of(answer, portal=cause.portal, **cause.caused("form", "x"))
+    assert form.model_dump(include=set(SubmittedAnswer.model_fields)) == answer.model_dump()
+    assert (form.portal, form.correlation_id, form.causation_id) == (
+        cause.portal,
+        "c-1",
+        str(cause.event_id),
+    )
+    # The event declares no answer field of its own: each one is the answer's.
+    assert set(FormSubmitted.model_fields) == (
+        set(SubmittedAnswer.model_fields) | set(Event.model_fields) | {"portal"}
+    )
+
+
+def test_an_answer_managed_by_someone_else_keeps_the_rest() -> None:
+    answer = map_item(item(), CONFIG, {})
+    assert isinstance(answer, Answer)
+    managed = answer.managed_by(43)
+    assert managed.responsible_id == 43
+    assert managed.model_dump(exclude={"responsible_id"}) == answer.model_dump(
+        exclude={"responsible_id"}
+    )
 
 
 @pytest.mark.parametrize(
