@@ -266,7 +266,7 @@ async def test_a_deal_survey_answer_moves_its_nps_deal_once(
     [deal_id] = opened.raise_for_status().json()["deals"]
     link, _ = link_for(survey_stack, "--deal", str(deal_id), "--lang", "en")
     browser.open(link)
-    assert "Sales" in browser.text
+    assert "after this purchase" in browser.text  # the deal survey's own question
     assert browser.evaluate("document.querySelector('#service')") is None
     browser.click("label[for=score-2]")
     browser.type("#comment", "Nobody called back")
