@@ -184,3 +184,16 @@ def test_link_names_options_that_do_not_fit(cli: CliRunner, args: list[str], mes
     result = cli.invoke(app, ["survey", "link", *args])
     assert result.exit_code == 2
     assert message in result.stderr
+
+
+def test_a_portal_that_cannot_be_reached_is_named_not_a_traceback(
+    cli: CliRunner, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        closed = probe.getsockname()[1]
+    monkeypatch.setenv("SANDBOX_PORT", str(closed))
+    get_settings.cache_clear()
+    result = cli.invoke(app, ["survey", "link", "--deal", "5"])
+    assert result.exit_code == 1
+    assert "cannot read deal 5 from the portal: crm.item.get" in result.stderr
