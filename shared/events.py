@@ -242,6 +242,9 @@ class SurveyAnswered(Event):
     service_request: bool = False
     comment: str | None = None
     answered_at: AwareDatetime
+    deal_id: int | None = None
+    """A deal survey's answer: the NPS deal it is written into (`category_id` is then the deal
+    survey's deal category); None for a smart-process segment."""
 
 
 EVENT_TYPES: tuple[type[Event], ...] = (

@@ -1,5 +1,6 @@
 """What crm_sync writes for an answer of the survey page: the fields of its smart-process item,
-and how to find that item again (pure: no I/O).
+and how to find that item again; for a deal survey's answer the NPS deal's score and comment
+fields (pure: no I/O).
 
 The item is what the portal's own CRM form would have created: in the segment's category, with
 the contact, the score field(s), the cosmetics' tested flags, the comment and the service box,
@@ -10,6 +11,11 @@ would have it (whose NPS it is in the manager reports). It carries `XML_ID` =
 it by that instead of creating a second one. A change of the answer rewrites the same item:
 every field the survey owns is sent (a product no longer tested gets its flag off and its score
 emptied).
+
+A deal survey's answer is written into its NPS deal (`crm.item.update`, entityTypeId 2): the deal
+survey's `score_field` (a list field gets its list item's id) and `comment_field` (emptied when the
+changed answer has no comment). The deal's update then comes back through ingest like an answer a
+person typed into the deal.
 """
 
 from __future__ import annotations
@@ -18,7 +24,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from services.crm_sync.entities import ActionError
-from shared.events import CrmWritten, SurveyAnswered, WriteOutcome
+from shared.events import DEAL_ENTITY_TYPE_ID, CrmWritten, SurveyAnswered, WriteOutcome
 from shared.portal_config import CosmeticsSegment, PortalConfig
 
 XML_PREFIX = "b24-nps-survey:"
@@ -105,6 +111,30 @@ def item_fields(event: SurveyAnswered, config: PortalConfig, lists: ListValues) 
     return fields
 
 
+def deal_fields(event: SurveyAnswered, config: PortalConfig, lists: ListValues) -> dict[str, Any]:
+    """`fields` of the NPS deal's `crm.item.update` call (names as with `useOriginalUfNames=Y`)
+    for a deal survey's answer."""
+    survey = config.deal_survey(event.category_id)
+    if survey is None:
+        raise ActionError(f"deal category {event.category_id} is not in deal_surveys")
+    answer = next((a for a in event.answers if a.sku == survey.product.sku), None)
+    if answer is None or answer.score is None:
+        raise ActionError(
+            f"the answer to deal survey {survey.name} has no score for {survey.product.sku}"
+        )
+    fields: dict[str, Any] = {
+        survey.score_field: _score_value(survey.score_field, answer.score, lists)
+    }
+    if survey.comment_field is not None:
+        fields[survey.comment_field] = event.comment or ""
+    return fields
+
+
+def entity_type_of(event: SurveyAnswered, config: PortalConfig) -> int:
+    """The entity type an answer is written into: the NPS deal or the survey's smart process."""
+    return DEAL_ENTITY_TYPE_ID if event.deal_id is not None else config.survey.entity_type_id
+
+
 def item_lookup(entity_type_id: int, event: SurveyAnswered) -> dict[str, Any]:
     """`crm.item.list` params that find the item written for `event`'s request, if any."""
     return {
@@ -151,7 +181,7 @@ def survey_written(event: SurveyAnswered, outcome: WriteOutcome, item_id: int) -
         action_id=f"survey:{event.request_id}:{event.version}",
         action=SURVEY_ACTION,
         outcome=outcome,
-        entity_type="item",
+        entity_type="item" if event.deal_id is None else "deal",
         entity_id=item_id,
         details={"request_id": str(event.request_id), "version": event.version},
     )

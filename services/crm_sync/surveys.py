@@ -9,6 +9,10 @@ recording it (a timeout, a crash): the item is looked up by its `XML_ID` first, 
 request as the contact's responsible manager, who becomes the new item's responsible. When the
 portal cannot be reached the transaction rolls back and the message is retried later through the
 delay tiers (then kept in the DLQ for `nps dlq replay`): the answer waits, it is never lost.
+
+A deal survey's answer (`deal_id` set) is written into its NPS deal the same way, versioned in
+the same table (`item_id` is then the deal's id): each newer version updates the deal's score
+and comment fields; a deal that no longer exists dead-letters the message.
 """
 
 from __future__ import annotations
@@ -22,6 +26,8 @@ from services.crm_sync.entities import ActionError
 from services.crm_sync.survey_items import (
     contact_lookup,
     contact_responsible,
+    deal_fields,
+    entity_type_of,
     found_item,
     item_fields,
     item_lookup,
@@ -29,9 +35,9 @@ from services.crm_sync.survey_items import (
     survey_written,
     written_item_id,
 )
-from shared.bitrix24 import Command
+from shared.bitrix24 import Command, NotFound
 from shared.db import Conn
-from shared.events import CrmWritten, SurveyAnswered, WriteOutcome
+from shared.events import DEAL_ENTITY_TYPE_ID, CrmWritten, SurveyAnswered, WriteOutcome
 from shared.logging import get_logger
 from shared.messaging import PermanentError
 from shared.outbox import Outbox
@@ -48,19 +54,19 @@ class SurveyWriter:
         self._outbox = outbox
         self._coalescer = coalescer
         self._config = config
-        self._lists: dict[str, dict[str, str]] | None = None
+        self._lists: dict[int, dict[str, dict[str, str]]] = {}
 
     @property
     def _entity_type_id(self) -> int:
         return self._config.survey.entity_type_id
 
-    async def _list_values(self) -> dict[str, dict[str, str]]:
-        """The smart process's list fields, read once per process."""
-        if self._lists is None:
-            params = {"entityTypeId": self._entity_type_id, "useOriginalUfNames": "Y"}
+    async def _list_values(self, entity_type_id: int) -> dict[str, dict[str, str]]:
+        """The list fields of the smart process (or of deals), read once per process."""
+        if entity_type_id not in self._lists:
+            params = {"entityTypeId": entity_type_id, "useOriginalUfNames": "Y"}
             reply = await self._coalescer.run([Command("fields", "crm.item.fields", params)])
-            self._lists = list_values(reply.result("fields"))
-        return self._lists
+            self._lists[entity_type_id] = list_values(reply.result("fields"))
+        return self._lists[entity_type_id]
 
     async def _call(self, method: str, params: dict[str, Any]) -> Any:
         reply = await self._coalescer.run([Command("call", method, params)])
@@ -82,10 +88,17 @@ class SurveyWriter:
         )
         if row is not None and row["version"] >= event.version:
             return None
+        lists = await self._list_values(entity_type_of(event, self._config))
         try:
-            fields = item_fields(event, self._config, await self._list_values())
+            if event.deal_id is not None:
+                fields = deal_fields(event, self._config, lists)
+            else:
+                fields = item_fields(event, self._config, lists)
         except ActionError as exc:
             raise PermanentError(str(exc)) from exc
+        if event.deal_id is not None:
+            await self._write_deal(event.deal_id, fields)
+            return await self._record(conn, event, "patched", event.deal_id)
         item_id: int | None = row["item_id"] if row is not None else None
         if item_id is None:
             lookup = item_lookup(self._entity_type_id, event)
@@ -110,6 +123,24 @@ class SurveyWriter:
         else:
             await self._call("crm.item.update", {**params, "id": item_id})
             outcome = "patched"
+        return await self._record(conn, event, outcome, item_id)
+
+    async def _write_deal(self, deal_id: int, fields: dict[str, Any]) -> None:
+        params = {
+            "entityTypeId": DEAL_ENTITY_TYPE_ID,
+            "id": deal_id,
+            "fields": fields,
+            "useOriginalUfNames": "Y",
+        }
+        try:
+            await self._call("crm.item.update", params)
+        except NotFound as exc:
+            raise PermanentError(f"NPS deal {deal_id} no longer exists") from exc
+
+    async def _record(
+        self, conn: Conn, event: SurveyAnswered, outcome: WriteOutcome, item_id: int
+    ) -> CrmWritten:
+        """Note the version written into `item_id` and queue its `crm.written.survey`."""
         await conn.execute(
             """INSERT INTO crm_survey_items (request_id, item_id, version) VALUES ($1, $2, $3)
                ON CONFLICT (request_id) DO UPDATE

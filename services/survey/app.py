@@ -42,7 +42,7 @@ from services.survey.form import (
 )
 from services.survey.limits import WindowLimiter
 from services.survey.page_config import LOGO_TYPES, PageConfig
-from services.survey.requests import RequestError, SurveyRequest, asked_products
+from services.survey.requests import Asked, RequestError, SurveyRequest, asked
 from services.survey.store import get_request_and_answer, save_answer
 from services.survey.tokens import LinkSigner
 from services.survey.views import (
@@ -53,10 +53,10 @@ from services.survey.views import (
     texts,
     thanks_text,
 )
-from shared.events import Scale, utcnow
+from shared.events import utcnow
 from shared.logging import get_logger
 from shared.outbox import Outbox
-from shared.portal_config import CosmeticsSegment, PortalConfig, Product
+from shared.portal_config import PortalConfig
 
 log = get_logger(__name__)
 
@@ -106,14 +106,17 @@ def _environment(page: PageConfig) -> Environment:
 
 @dataclass(frozen=True)
 class Opened:
-    """A link that checked out: its token, request, segment kind, products and the answer it
-    has received so far."""
+    """A link that checked out: its token, request, what its page asks and the answer it has
+    received so far."""
 
     token: str
     request: SurveyRequest
-    cosmetics: bool
-    products: list[Product]
+    asked: Asked
     answer: Answer | None
+
+    def texts(self, page: PageConfig) -> dict[str, str]:
+        deal = self.asked.deal_survey
+        return texts(page, self.request.lang, None if deal is None else deal.name)
 
 
 class Survey:
@@ -124,7 +127,6 @@ class Survey:
         self.outbox = outbox
         self.setup = setup
         self.env = _environment(setup.page)
-        self.scale: Scale = setup.portal.nps.scale
         self.by_address = WindowLimiter(setup.rate_per_minute, setup.clock)
         self.by_link = WindowLimiter(max(1, setup.rate_per_minute // 2), setup.clock)
 
@@ -163,13 +165,13 @@ class Survey:
             return self.refuse(request, "unknown", 404)
         survey, answer = found
         try:
-            segment, products = asked_products(self.setup.portal, survey)
+            what = asked(self.setup.portal, survey)
         except RequestError as exc:
             log.warning(
                 "survey_request_unservable", request_id=str(survey.request_id), error=str(exc)
             )
             return self.refuse(request, "gone", 410)
-        return Opened(token, survey, isinstance(segment, CosmeticsSegment), products, answer)
+        return Opened(token, survey, what, answer)
 
     def form(
         self,
@@ -183,20 +185,20 @@ class Survey:
         draft: Answer | None = None,
     ) -> HTMLResponse:
         """The form, filled with `draft` (a refused form's input) or else the answer given."""
-        survey = opened.request
-        text = texts(self.setup.page, survey.lang)
+        survey, what = opened.request, opened.asked
+        text = opened.texts(self.setup.page)
         company = self.setup.page.company.name
         questions = page_questions(
-            opened.products,
-            self.scale,
+            what.products,
+            what.scale,
             text,
-            cosmetics=opened.cosmetics,
+            cosmetics=what.cosmetics,
             company=company,
             previous=draft or previous,
             preselect=preselect,
         )
         shown = draft or previous
-        heading = text["question"].format(company=company, product="") if opened.cosmetics else ""
+        heading = text["question"].format(company=company, product="") if what.cosmetics else ""
         return self.render(
             "page.html",
             survey.lang,
@@ -204,8 +206,8 @@ class Survey:
             t=text,
             heading=heading,
             questions=questions,
-            binary=self.scale == "binary",
-            service_box=not opened.cosmetics,
+            binary=what.scale == "binary",
+            service_box=what.service_box,
             service_checked=shown is not None and shown.service_request,
             comment=(shown.comment or "") if shown is not None else "",
             answered=previous is not None,
@@ -231,7 +233,7 @@ class Survey:
             return opened
         previous = opened.answer
         try:
-            preselect = read_score(request.query_params.get("score"), self.scale)
+            preselect = read_score(request.query_params.get("score"), opened.asked.scale)
         except FormError:
             preselect = None
         nonce = request.cookies.get(CSRF_COOKIE) or secrets.token_urlsafe(16)
@@ -242,19 +244,31 @@ class Survey:
         opened = await self.open(request, token)
         if isinstance(opened, HTMLResponse):
             return opened
-        request_id = opened.request.request_id
+        request_id, what = opened.request.request_id, opened.asked
         nonce = request.cookies.get(CSRF_COOKIE) or ""
         fields: dict[str, str] = {}
         try:
             fields = parse_body(body)
             if not self.setup.signer.form_token_valid(fields.get("csrf", ""), request_id, nonce):
                 raise FormError("csrf")  # noqa: TRY301 - one way out for every form problem
-            answer = read_answer(fields, opened.products, self.scale, cosmetics=opened.cosmetics)
+            answer = read_answer(
+                fields,
+                what.products,
+                what.scale,
+                cosmetics=what.cosmetics,
+                service_box=what.service_box,
+            )
         except FormError as exc:
             previous = opened.answer
             fresh = nonce or secrets.token_urlsafe(16)
             status = 403 if exc.code == "csrf" else 422
-            draft = draft_answer(fields, opened.products, self.scale, cosmetics=opened.cosmetics)
+            draft = draft_answer(
+                fields,
+                what.products,
+                what.scale,
+                cosmetics=what.cosmetics,
+                service_box=what.service_box,
+            )
             page = self.form(
                 opened, fresh, previous=previous, error=exc.code, status=status, draft=draft
             )
@@ -264,10 +278,10 @@ class Survey:
             if version is not None:
                 event = answered_event(
                     opened.request,
-                    opened.products,
+                    what.products,
                     answer,
                     version=version,
-                    scale=self.scale,
+                    scale=what.scale,
                     answered_at=utcnow(),
                 )
                 await self.outbox.enqueue(conn, [event])
@@ -286,8 +300,8 @@ class Survey:
         answer = opened.answer
         if answer is None:
             return RedirectResponse(f"/s/{token}", status_code=303)
-        category = answer_category(answer, self.scale)
-        text = texts(self.setup.page, opened.request.lang)
+        category = answer_category(answer, opened.asked.scale)
+        text = opened.texts(self.setup.page)
         reviews = self.setup.page.reviews.links if show_reviews(self.setup.page, category) else []
         return self.render(
             "thanks.html",

@@ -1,19 +1,32 @@
-"""`nps survey link`: a personal survey link made by hand, so the page can be tried."""
+"""`nps survey link`: a personal survey link made by hand, so the page can be tried: about a
+smart-process segment (`--segment`) or an NPS deal (`--deal`, its deal survey from the deal's
+category read from the portal, or `--survey`)."""
 
 from __future__ import annotations
 
 import asyncio
-from typing import Annotated
+from collections.abc import Mapping
+from typing import Annotated, Any
 
 import asyncpg
 import typer
 
-from services.survey.requests import DEFAULT_PORTAL, RequestError, SurveyRequest, new_request
+from services.survey.requests import (
+    DEFAULT_PORTAL,
+    RequestError,
+    SurveyRequest,
+    new_deal_request,
+    new_request,
+    resolve_deal,
+)
 from services.survey.settings import KeysMissingError, SurveySettings
 from services.survey.store import add_request
 from services.survey.tokens import LinkSigner
-from shared.portal_config import ConfigError, load_portal_config
-from shared.settings import get_settings
+from shared.bitrix24 import Bitrix24Error, NotFound, client_from_settings
+from shared.db import create_pool
+from shared.events import DEAL_ENTITY_TYPE_ID
+from shared.portal_config import ConfigError, PortalConfig, load_portal_config
+from shared.settings import Settings, get_settings
 from shared.unreachable import SERVER_ERRORS, server_problem
 
 survey_app = typer.Typer(help="The survey page: personal links.", no_args_is_help=True)
@@ -31,15 +44,112 @@ async def _store(dsn: str, request: SurveyRequest) -> None:
         await conn.close()
 
 
+class PortalReadError(Exception):
+    """The deal could not be read from the portal; the message says why."""
+
+
+async def _read_deal(
+    settings: Settings, config: PortalConfig, deal_id: int
+) -> Mapping[str, Any] | None:
+    """The deal as `crm.item.get` reads it (None: the portal has no such deal)."""
+    pool = await create_pool(settings.database_url.get_secret_value(), max_size=2)
+    try:
+        async with client_from_settings(settings, pool, config) as client:
+            params = {"entityTypeId": DEAL_ENTITY_TYPE_ID, "id": deal_id}
+            try:
+                reply = await client.call("crm.item.get", params)
+            except NotFound:
+                return None
+            except Bitrix24Error as exc:
+                raise PortalReadError(
+                    f"cannot read deal {deal_id} from the portal: {exc}"
+                ) from None
+    finally:
+        await pool.close()
+    item = reply.result.get("item") if isinstance(reply.result, Mapping) else None
+    return item if isinstance(item, Mapping) else None
+
+
+def _deal_request(
+    settings: Settings,
+    config: PortalConfig,
+    deal_id: int,
+    *,
+    survey: str | None,
+    contact: int | None,
+    lang: str,
+) -> SurveyRequest:
+    """The request about `deal_id`; the deal is read from the portal unless `--survey` and
+    `--contact` say everything."""
+    deal = None
+    if survey is None or contact is None:
+        deal = asyncio.run(_read_deal(settings, config, deal_id))
+    chosen, contact_id = resolve_deal(config, deal_id, survey=survey, contact=contact, deal=deal)
+    return new_deal_request(
+        chosen,
+        deal_id=deal_id,
+        contact_id=contact_id,
+        lang=lang,
+        portal=config.portal.member_id or DEFAULT_PORTAL,
+    )
+
+
+def _request(
+    settings: Settings,
+    config: PortalConfig,
+    *,
+    contact: int | None,
+    segment: str | None,
+    product: str | None,
+    deal: int | None,
+    survey: str | None,
+    lang: str,
+) -> SurveyRequest:
+    """The request the options describe (RequestError: they do not fit together)."""
+    if (segment is None) == (deal is None):
+        raise RequestError(
+            "give either --segment (a smart-process survey) or --deal (a deal survey's NPS deal)"
+        )
+    if deal is not None:
+        if product is not None:
+            raise RequestError("--product belongs to --segment; a deal survey has its product")
+        return _deal_request(settings, config, deal, survey=survey, contact=contact, lang=lang)
+    if survey is not None:
+        raise RequestError("--survey names a deal survey: it goes with --deal")
+    if contact is None:
+        raise RequestError("--segment needs --contact: the Bitrix24 contact asked")
+    return new_request(
+        config,
+        contact_id=contact,
+        segment=str(segment),
+        product=product,
+        lang=lang,
+        portal=config.portal.member_id or DEFAULT_PORTAL,
+    )
+
+
 @survey_app.command("link")
-def link(
-    contact: Annotated[int, typer.Option("--contact", help="the Bitrix24 contact id asked")],
+def link(  # noqa: PLR0917 - one parameter per option, as typer reads them
+    contact: Annotated[
+        int | None,
+        typer.Option("--contact", help="the Bitrix24 contact id asked (default: the deal's)"),
+    ] = None,
     segment: Annotated[
-        str, typer.Option("--segment", help="a survey segment: its category id or name")
-    ],
+        str | None, typer.Option("--segment", help="a survey segment: its category id or name")
+    ] = None,
     product: Annotated[
         str | None,
         typer.Option("--product", help="the equipment product's SKU (default: the segment's)"),
+    ] = None,
+    deal: Annotated[
+        int | None, typer.Option("--deal", help="the NPS deal asked about (a deal survey)")
+    ] = None,
+    survey_name: Annotated[
+        str | None,
+        typer.Option(
+            "--survey",
+            help="the deal survey: its name or deal category (default: the deal's category)",
+        ),
     ] = None,
     lang: Annotated[str, typer.Option("--lang", help="ru or en")] = "ru",
 ) -> None:
@@ -49,24 +159,34 @@ def link(
     try:
         config = load_portal_config(settings.portal_config_path())
         keys = survey.signing_keys(settings.sandbox)
-        request = new_request(
+        request = _request(
+            settings,
             config,
-            contact_id=contact,
+            contact=contact,
             segment=segment,
             product=product,
+            deal=deal,
+            survey=survey_name,
             lang=lang,
-            portal=config.portal.member_id or DEFAULT_PORTAL,
         )
-    except (ConfigError, KeysMissingError) as exc:
+    except (ConfigError, KeysMissingError, PortalReadError) as exc:
         typer.echo(str(exc), err=True)
         raise typer.Exit(code=1) from None
     except RequestError as exc:
         typer.echo(str(exc), err=True)
         raise typer.Exit(code=2) from None
+    except SERVER_ERRORS as exc:
+        typer.echo(f"cannot read the deal: {server_problem(exc)}", err=True)
+        raise typer.Exit(code=1) from None
     try:
         asyncio.run(_store(settings.database_url.get_secret_value(), request))
     except asyncpg.UndefinedTableError:
         typer.echo("the database has no survey tables yet: run `nps migrate`", err=True)
+        raise typer.Exit(code=1) from None
+    except asyncpg.UndefinedColumnError:
+        typer.echo(
+            "the database's survey tables are older than this version: run `nps migrate`", err=True
+        )
         raise typer.Exit(code=1) from None
     except SERVER_ERRORS as exc:
         typer.echo(f"cannot store the survey request: {server_problem(exc)}", err=True)

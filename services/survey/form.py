@@ -100,9 +100,15 @@ def _flag(raw: str | None) -> bool:
 
 
 def read_answer(
-    fields: Mapping[str, str], products: Sequence[Product], scale: Scale, *, cosmetics: bool
+    fields: Mapping[str, str],
+    products: Sequence[Product],
+    scale: Scale,
+    *,
+    cosmetics: bool,
+    service_box: bool = True,
 ) -> Answer:
-    """The answer the form holds for the `products` asked about."""
+    """The answer the form holds for the `products` asked about (`service` counts only on a
+    page with the service box: not a deal survey's)."""
     comment = (fields.get("comment") or "").replace("\r\n", "\n").strip()
     if len(comment) > MAX_COMMENT:
         raise FormError("comment")
@@ -114,7 +120,7 @@ def read_answer(
             raise FormError("no_score")
         return Answer(
             scores={products[0].sku: score},
-            service_request=_flag(fields.get("service")),
+            service_request=service_box and _flag(fields.get("service")),
             comment=comment or None,
         )
     scores: dict[str, int | None] = {}
@@ -128,7 +134,12 @@ def read_answer(
 
 
 def draft_answer(
-    fields: Mapping[str, str], products: Sequence[Product], scale: Scale, *, cosmetics: bool
+    fields: Mapping[str, str],
+    products: Sequence[Product],
+    scale: Scale,
+    *,
+    cosmetics: bool,
+    service_box: bool = True,
 ) -> Answer:
     """What a refused form held, read leniently (a bad score left out, the comment cut to
     length), so the form shown again keeps what the visitor entered."""
@@ -144,7 +155,7 @@ def draft_answer(
         score = lenient(fields.get("score"))
         return Answer(
             scores={} if score is None else {products[0].sku: score},
-            service_request=_flag(fields.get("service")),
+            service_request=service_box and _flag(fields.get("service")),
             comment=comment or None,
         )
     scores: dict[str, int | None] = {}
@@ -200,4 +211,5 @@ def answered_event(
         service_request=answer.service_request,
         comment=answer.comment,
         answered_at=answered_at,
+        deal_id=request.deal_id,
     )

@@ -59,27 +59,36 @@ class PageConfig(_Strict):
     company: Company
     texts: dict[Literal["ru", "en"], dict[str, str]] = Field(default_factory=dict)
     reviews: Reviews = Reviews()
+    deal_texts: dict[str, dict[Literal["ru", "en"], dict[str, str]]] = Field(default_factory=dict)
+    """A deal survey's own texts (by its name in the portal YAML's `deal_surveys`), replacing
+    `texts` on its pages."""
     templates: Path | None = None
     """A directory whose templates replace the built-in ones of the same name."""
 
     @model_validator(mode="after")
     def _known_texts(self) -> PageConfig:
-        for lang, texts in self.texts.items():
-            unknown = sorted(set(texts) - set(TEXT_KEYS))
-            if unknown:
-                raise ValueError(
-                    f"texts.{lang}: unknown key(s) {', '.join(unknown)};"
-                    f" known: {', '.join(TEXT_KEYS)}"
-                )
-            for key, value in texts.items():
-                try:
-                    value.format(company="", product="")
-                except (KeyError, IndexError, ValueError) as exc:
-                    raise ValueError(
-                        f"texts.{lang}.{key}: {exc!r} in {value!r}; only {{company}} and"
-                        " {product} may be filled in (write {{ and }} for literal braces)"
-                    ) from None
+        _check_texts("texts", self.texts)
+        for name, texts in self.deal_texts.items():
+            _check_texts(f"deal_texts.{name}", texts)
         return self
+
+
+def _check_texts(where: str, by_lang: dict[Literal["ru", "en"], dict[str, str]]) -> None:
+    for lang, texts in by_lang.items():
+        unknown = sorted(set(texts) - set(TEXT_KEYS))
+        if unknown:
+            raise ValueError(
+                f"{where}.{lang}: unknown key(s) {', '.join(unknown)};"
+                f" known: {', '.join(TEXT_KEYS)}"
+            )
+        for key, value in texts.items():
+            try:
+                value.format(company="", product="")
+            except (KeyError, IndexError, ValueError) as exc:
+                raise ValueError(
+                    f"{where}.{lang}.{key}: {exc!r} in {value!r}; only {{company}} and"
+                    " {product} may be filled in (write {{ and }} for literal braces)"
+                ) from None
 
 
 LOGO_TYPES = {

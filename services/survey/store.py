@@ -1,4 +1,5 @@
-"""The survey page's SQL: `survey_requests` and `survey_answers` (migrations/0500_survey.sql)."""
+"""The survey page's SQL: `survey_requests` and `survey_answers` (migrations/0500_survey.sql,
+0510_survey_deals.sql)."""
 
 from __future__ import annotations
 
@@ -12,14 +13,16 @@ from shared.db import Conn
 
 async def add_request(conn: Conn, request: SurveyRequest) -> None:
     await conn.execute(
-        """INSERT INTO survey_requests (request_id, portal, contact_id, category_id, sku, lang)
-           VALUES ($1, $2, $3, $4, $5, $6)""",
+        """INSERT INTO survey_requests
+               (request_id, portal, contact_id, category_id, sku, lang, deal_id)
+           VALUES ($1, $2, $3, $4, $5, $6, $7)""",
         request.request_id,
         request.portal,
         request.contact_id,
         request.category_id,
         request.sku,
         request.lang,
+        request.deal_id,
     )
 
 
@@ -33,7 +36,8 @@ async def get_request_and_answer(
 ) -> tuple[SurveyRequest, Answer | None] | None:
     """The request and the answer it has received (None: none yet), in one round trip."""
     row = await conn.fetchrow(
-        """SELECT r.request_id, r.portal, r.contact_id, r.category_id, r.sku, r.lang, a.answer
+        """SELECT r.request_id, r.portal, r.contact_id, r.category_id, r.sku, r.lang, r.deal_id,
+                  a.answer
            FROM survey_requests r LEFT JOIN survey_answers a USING (request_id)
            WHERE r.request_id = $1""",
         request_id,
@@ -48,6 +52,7 @@ async def get_request_and_answer(
         category_id=row["category_id"],
         sku=row["sku"],
         lang=row["lang"],
+        deal_id=row["deal_id"],
     )
     return request, answer
 

@@ -91,9 +91,11 @@ FORM_ERRORS = {
 }
 
 
-def texts(config: PageConfig, lang: Language) -> dict[str, str]:
-    """The built-in texts of `lang` with the page YAML's replacements."""
-    return {**TEXTS[lang], **config.texts.get(lang, {})}
+def texts(config: PageConfig, lang: Language, deal_survey: str | None = None) -> dict[str, str]:
+    """The built-in texts of `lang` with the page YAML's replacements, and on a deal survey's
+    page its own (`deal_texts`)."""
+    own = config.deal_texts.get(deal_survey, {}) if deal_survey is not None else {}
+    return {**TEXTS[lang], **config.texts.get(lang, {}), **own.get(lang, {})}
 
 
 def pick_language(accept_language: str | None) -> Language:

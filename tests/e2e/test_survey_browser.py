@@ -1,7 +1,8 @@
 """The survey page in headless Chromium against the whole pipeline: a link made by
 `nps survey link`, the page filled and submitted by clicks, and each answer followed into the
 sandbox portal (the smart-process item) and back through ingest, scoring, router and crm_sync
-(scored once, the lead made once).
+(scored once, the lead made once); a deal survey's answer into its NPS deal and on to the deal's
+stage and the head of sales' task.
 
 Each stack runs the catch-up sweep every 2 s besides the portal's events, so every item the
 survey writes is seen by both paths: an answer scored twice would show as a second revision.
@@ -34,6 +35,7 @@ from tests.support.paths import EXAMPLE_CONFIG, ROOT
 ARTIFACTS = ROOT / "artifacts" / "e2e"
 
 NPS_TYPE = 1038
+DEAL = 2
 CONTACT = 5
 T = TypeVar("T")
 
@@ -72,11 +74,13 @@ async def binary_stack(
 
 def make_link(stack: Stack, segment: str, lang: str = "en") -> tuple[str, uuid.UUID]:
     """`nps survey link` run as a person would, and the request id its token carries."""
+    return link_for(stack, "--contact", str(CONTACT), "--segment", segment, "--lang", lang)
+
+
+def link_for(stack: Stack, *options: str) -> tuple[str, uuid.UUID]:
+    """`nps survey link` with `options`, and the request id its token carries."""
     done = subprocess.run(
-        [
-            *(sys.executable, "-m", "services.cli", "survey", "link"),
-            *("--contact", str(CONTACT), "--segment", segment, "--lang", lang),
-        ],
+        [*(sys.executable, "-m", "services.cli", "survey", "link"), *options],
         env=stack.env(SURVEY),
         capture_output=True,
         text=True,
@@ -120,15 +124,18 @@ async def portal_item(stack: Stack, request_id: uuid.UUID, **expected: Any) -> d
     return await eventually(probe)
 
 
-async def scored(stack: Stack, item_id: int, revision: int) -> list[asyncpg.Record]:
-    """The item's current scored answers once they reached `revision`."""
+async def scored(
+    stack: Stack, item_id: int, revision: int, entity_type_id: int = NPS_TYPE
+) -> list[asyncpg.Record]:
+    """The item's (or deal's) current scored answers once they reached `revision`."""
 
     async def probe() -> list[asyncpg.Record] | None:
         conn = await asyncpg.connect(stack.database_url)
         try:
             rows = await conn.fetch(
                 """SELECT sku, score, category, service_request, revision FROM scoring_answers
-                   WHERE item_id = $1 AND is_current ORDER BY sku""",
+                   WHERE entity_type_id = $1 AND item_id = $2 AND is_current ORDER BY sku""",
+                entity_type_id,
                 item_id,
             )
         finally:
@@ -247,3 +254,48 @@ async def test_a_binary_scale_answer(binary_stack: Stack, browser: Chromium) -> 
     item = await portal_item(binary_stack, request_id, UF_CRM_5_SCORE=1)
     [answer] = await scored(binary_stack, item["id"], revision=1)
     assert (answer["score"], answer["category"]) == (1, "promoter")
+
+
+async def test_a_deal_survey_answer_moves_its_nps_deal_once(
+    survey_stack: Stack, browser: Chromium
+) -> None:
+    async with httpx.AsyncClient(base_url=survey_stack.sandbox_url, timeout=30) as http:
+        opened = await http.post(
+            "/sandbox/answers", json={"deals": 1, "answer_deals": False, "seed": 7}
+        )
+    [deal_id] = opened.raise_for_status().json()["deals"]
+    link, _ = link_for(survey_stack, "--deal", str(deal_id), "--lang", "en")
+    browser.open(link)
+    assert "after this purchase" in browser.text  # the deal survey's own question
+    assert browser.evaluate("document.querySelector('#service')") is None
+    browser.click("label[for=score-2]")
+    browser.type("#comment", "Nobody called back")
+    browser.submit()
+    assert "Thank you for being frank" in browser.text
+
+    async def moved() -> dict[str, Any] | None:
+        async with httpx.AsyncClient(base_url=survey_stack.sandbox_url, timeout=30) as http:
+            reply = await http.get("/sandbox/deals", params={"category_id": 20})
+        deal = next(d for d in reply.raise_for_status().json()["deals"] if d["ID"] == deal_id)
+        found: dict[str, Any] = deal
+        return found if deal["stage_moves"] else None
+
+    deal = await eventually(moved)
+    assert (deal["UF_CRM_NPS_SCORE"], deal["UF_CRM_NPS_COMMENT"]) == (2, "Nobody called back")
+    assert [move["stage"] for move in deal["stage_moves"]] == ["C20:LOSE"]
+    [answer] = await scored(survey_stack, deal_id, revision=1, entity_type_id=DEAL)
+    assert (answer["score"], answer["category"]) == (2, "detractor")
+
+    async def tasks() -> list[dict[str, Any]] | None:
+        async with httpx.AsyncClient(base_url=survey_stack.sandbox_url, timeout=30) as http:
+            reply = await http.get("/sandbox/tasks")
+        return [
+            t
+            for t in reply.raise_for_status().json()["tasks"]
+            if f"D_{deal_id}" in t["UF_CRM_TASK"]
+        ] or None
+
+    assert len(await eventually(tasks)) == 1
+    await asyncio.sleep(5)  # two sweeps: the deal is seen by both paths, scored still once
+    [answer] = await scored(survey_stack, deal_id, revision=1, entity_type_id=DEAL)
+    assert len(await eventually(tasks)) == 1

@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from services.survey.app import CONTENT_SECURITY_POLICY, PageSetup, create_app
-from services.survey.requests import SurveyRequest, new_request
+from services.survey.requests import SurveyRequest, new_deal_request, new_request
 from services.survey.store import add_request
 from services.survey.tokens import LinkSigner
 from shared.events import SurveyAnswered
@@ -159,6 +159,45 @@ async def test_cosmetics_form_asks_each_product(
         "COS-CREAM": None,
         "COS-MASK": 8,
     }
+
+
+async def test_a_deal_survey_asks_one_score_on_its_own_scale_with_its_own_texts(
+    pool: asyncpg.Pool, portal_config: PortalConfig, client_for: Any
+) -> None:
+    deal = portal_config.deal_surveys[0].model_copy(update={"scale": "binary"})
+    config = portal_config.model_copy(update={"deal_surveys": [deal]})
+    texts = {"After the sale": {"en": {"question_product": "Was {product} good to you?"}}}
+    client = client_for(setup_for(config, page=page_config(deal_texts=texts)))
+    request = new_deal_request(deal, deal_id=77, contact_id=42, lang="en", portal="default")
+    async with pool.acquire() as conn:
+        await add_request(conn, request)
+    link = "/s/" + LinkSigner(KEYS, 30 * DAY, clock=lambda: 1_800_000_000.0).sign(
+        request.request_id
+    )
+    page = await client.get(link, params={"score": "1"})
+    assert page.status_code == 200
+    assert page.headers["content-security-policy"] == CONTENT_SECURITY_POLICY
+    assert "Was Sales good to you?" in page.text
+    assert page.text.count('type="radio"') == 2
+    assert 'id="score-1" name="score" value="1" checked' in page.text
+    assert 'name="service"' not in page.text
+    assert (await client.post(link, data={"score": "1"})).status_code == 403
+    form = {"csrf": csrf_of(page.text), "score": "1", "service": "1", "comment": "Quick"}
+    assert (await client.post(link, data=form)).status_code == 303
+    thanks = await client.get(f"{link}/thanks")
+    assert "glad you are happy" in thanks.text
+    assert (await client.post(link, data={**form, "score": "0"})).status_code == 303
+    queued = await pool.fetch(
+        "SELECT body FROM outbox WHERE correlation_id = $1 ORDER BY id",
+        f"survey-{request.request_id}",
+    )
+    events = [SurveyAnswered.model_validate_json(row["body"]) for row in queued]
+    assert [
+        (e.version, e.deal_id, e.category_id, e.scale, e.answers[0].sku, e.answers[0].score)
+        for e in events
+    ] == [(1, 77, 20, "binary", "DEAL-SALES", 1), (2, 77, 20, "binary", "DEAL-SALES", 0)]
+    assert not any(e.service_request for e in events)
+    assert events[1].comment == "Quick"
 
 
 async def test_binary_scale(
