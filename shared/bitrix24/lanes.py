@@ -27,6 +27,12 @@ URGENT: Lane = "urgent"
 BULK: Lane = "bulk"
 LANES: tuple[Lane, ...] = (URGENT, BULK)
 
+
+def lane_of(urgent: bool) -> Lane:
+    """The lane of a request made for work that is `urgent` or not."""
+    return URGENT if urgent else BULK
+
+
 DEFAULT_BULK_MIN_SHARE = 0.2
 DEFAULT_RESERVE = 2
 """Slots a bulk request leaves free while urgent work waits."""
