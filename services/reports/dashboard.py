@@ -18,6 +18,7 @@ from services.reports.views import (
     Counts,
     FilterOptions,
     attention_lines,
+    lane_lines,
     manager_lines,
     ops_view,
     product_lines,
@@ -88,8 +89,16 @@ async def ops(conn: Conn, sources: Sources, filters: Filters, options: FilterOpt
     total, records = await queries.conflicts(conn, filters.portal)
     dead_letters = await dlq.dead_letter_sizes(sources.rabbitmq_url)
     held = await unmapped_summary(conn, filters.portal)
+    depths = await queries.lane_depths(sources.rabbitmq_url)
+    lanes = lane_lines(queries.LANE_QUEUES, depths, await queries.lanes(conn))
     view = ops_view(
-        total, records, dead_letters, dlq.core_queues(), sources.portal_origin, unmapped=held
+        total,
+        records,
+        dead_letters,
+        dlq.core_queues(),
+        sources.portal_origin,
+        unmapped=held,
+        lanes=lanes,
     )
     return pages.ops_page(filters, options, view)
 

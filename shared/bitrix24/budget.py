@@ -40,6 +40,7 @@ import asyncpg
 from shared.bitrix24.lanes import BULK, Admission, Lane, LanePolicy, LaneState, admit, room
 from shared.bitrix24.metrics import BUCKET_LEVEL, BUCKET_WAIT, LANE_REQUESTS, LANE_WAIT, PARKS
 from shared.bitrix24.operating import OperatingTracker
+from shared.db import Conn
 from shared.logging import get_logger
 from shared.portal_config import Rate
 
@@ -389,6 +390,12 @@ WHERE portal = $1 AND minute < to_timestamp($2::float8) - make_interval(secs => 
 """
 USAGE_KEPT_S = 86_400.0
 """How long the per-minute lane counts (`rate_lane_usage`) are kept."""
+_LANE_USAGE = """
+SELECT lane, sum(requests)::bigint AS requests, sum(waited_s) AS waited_s
+FROM rate_lane_usage
+WHERE minute >= date_trunc('minute', now()) - make_interval(mins => $1::int - 1)
+GROUP BY lane
+"""
 _PENALISE = """
 WITH n AS (SELECT coalesce($2::float8, extract(epoch FROM clock_timestamp())) AS t)
 UPDATE rate_buckets
@@ -519,3 +526,10 @@ class PgRateBudget(RateBudget):
     async def _parked(self, methods: list[str]) -> dict[str, float]:
         rows = await self._pool.fetch(_PARKED, self.portal, self._now(), methods)
         return {row["method"]: row["until"] for row in rows}
+
+
+async def lane_usage(conn: Conn, minutes: int) -> dict[str, tuple[int, float]]:
+    """Requests counted per lane over the last `minutes` minutes (this one included), every
+    portal together, with the seconds they waited for the budget: {lane: (requests, waited)}."""
+    rows = await conn.fetch(_LANE_USAGE, minutes)
+    return {row["lane"]: (int(row["requests"]), float(row["waited_s"])) for row in rows}
