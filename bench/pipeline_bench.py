@@ -1003,12 +1003,18 @@ def _steady(stamps: Sequence[float]) -> float | None:
 @dataclass
 class Detractors:
     """Detractor answers arriving at a steady rate: each a Laser A item scored low created in
-    the sandbox, then its webhook posted to ingest; when each webhook went (Unix time)."""
+    the sandbox, then its webhook posted to ingest; when each webhook went (Unix time). The
+    sandbox's `info` and `contacts` are read before its limits are on."""
 
     stack: Stack
     every_s: float
     posted: dict[int, float] = field(default_factory=dict)
-    portal: str = ""
+    info: dict[str, Any] = field(default_factory=dict)
+    contacts: list[int] = field(default_factory=list)
+
+    @property
+    def portal(self) -> str:
+        return PortalRef(member_id=str(self.info["member_id"])).key
 
     def answer_ids(self) -> list[str]:
         return [f"{self.portal}:{item}:EQ-LASER-A" for item in self.posted]
@@ -1018,10 +1024,8 @@ class Detractors:
             httpx.AsyncClient(base_url=self.stack.sandbox_url, timeout=60) as http,
             KeepAlive(self.stack.ingest_url, 1) as ingest,
         ):
-            info = (await http.get("/sandbox/info")).raise_for_status().json()
-            self.portal = PortalRef(member_id=str(info["member_id"])).key
-            contacts = await _contact_ids(http, self.stack.webhook_url)
-            events = Events(info)
+            events = Events(self.info)
+            contacts = self.contacts
             tick = time.monotonic()
             while True:
                 item = {
@@ -1070,6 +1074,7 @@ async def backlog_drain(n: int, logs: Path) -> Drain:
             ):
                 info = (await http.get("/sandbox/info")).raise_for_status().json()
                 contacts = await _seed_contacts(http, stack.webhook_url, wanted)
+                detractors.info, detractors.contacts = info, contacts
                 standard = Limits(per_second=STANDARD.per_second, burst=STANDARD.burst)
                 reply = await http.put("/sandbox/limits", json=standard.model_dump())
                 reply.raise_for_status()
