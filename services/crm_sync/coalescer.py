@@ -161,23 +161,47 @@ class CommandCoalescer:
             self._wake.clear()
 
     def _take(self) -> list[_Unit]:
-        """Urgent units first (bulk ones first when they are owed a request), each lane in
-        arrival order, never splitting a unit."""
+        """Urgent units first (bulk ones first when they are owed a request), never splitting a
+        unit. Bulk units go in arrival order; next to urgent ones, the largest that fit first, so
+        that a command or two of urgent work does not push a contact group's 49 writes out of a
+        request and leave it nearly empty."""
         bulk_waits = bool(self._pending)
         owed = bulk_waits and self._bulk_credit >= 1.0 - CREDIT_TOLERANCE
         units: list[_Unit] = []
-        size = 0
-        for queue in (self._pending, self._urgent) if owed else (self._urgent, self._pending):
+        if owed:
+            self._fill(units, self._pending)
+            self._fill(units, self._urgent)
+            self._bulk_credit -= 1.0
+        elif self._urgent:
+            self._fill(units, self._urgent)
+            self._fill(units, self._pending, largest_first=True)
+            if bulk_waits and all(unit.lane == URGENT for unit in units):
+                self._bulk_credit = min(1.0, self._bulk_credit + self._credit_per_request)
+        else:
+            self._fill(units, self._pending)
+        self._queued -= sum(len(unit.commands) for unit in units)
+        return units
+
+    def _fill(
+        self, units: list[_Unit], queue: deque[_Unit], *, largest_first: bool = False
+    ) -> None:
+        """Move units of `queue` into `units` while they fit: in order up to the first that does
+        not, or (`largest_first`) every one that fits, the largest first."""
+        size = sum(len(unit.commands) for unit in units)
+        if not largest_first:
             while queue and size + len(queue[0].commands) <= self._max:
                 unit = queue.popleft()
                 units.append(unit)
                 size += len(unit.commands)
-        self._queued -= size
-        if owed:
-            self._bulk_credit -= 1.0
-        elif bulk_waits and all(unit.lane == URGENT for unit in units):
-            self._bulk_credit = min(1.0, self._bulk_credit + self._credit_per_request)
-        return units
+            return
+        chosen: list[_Unit] = []
+        for unit in sorted(queue, key=lambda u: len(u.commands), reverse=True):
+            if size + len(unit.commands) <= self._max:
+                chosen.append(unit)
+                size += len(unit.commands)
+        for unit in chosen:
+            queue.remove(unit)
+        units.extend(sorted(chosen, key=lambda u: u.number))
 
     async def _send(self, units: list[_Unit]) -> None:
         commands = [

@@ -162,3 +162,31 @@ async def test_bulk_units_keep_their_share_of_requests_under_continuous_urgent_w
     )
     assert lanes == "UUUUB" * 5
     assert [int(r.result("b0")["ID"]) for r in results[20:]] == [1, 2, 3, 4, 5]
+
+
+async def test_an_urgent_unit_does_not_push_a_groups_writes_out_of_a_full_request() -> None:
+    """A group's read (1 command) and another group's 49 writes fill a request exactly; an urgent
+    command joins the writes and the read goes next, rather than a request of two commands."""
+    portal = new_portal(contacts=60)
+    clock = FakeClock()
+    budget = MemoryRateBudget(
+        Rate(per_second=50, burst=4), headroom=2, clock=clock, sleep=clock.sleep
+    )
+    for _ in range(2):
+        await budget.acquire()  # full until the clock moves, then room for two requests
+    coalescer = CommandCoalescer(client_for(portal, budget), window_s=0.01)
+    read = asyncio.create_task(coalescer.run([get("read", 1)]))
+    await asyncio.sleep(0)
+    writes = asyncio.create_task(coalescer.run([get(f"w{i}", 2 + i) for i in range(49)]))
+    await asyncio.sleep(0.05)
+    lead = asyncio.create_task(
+        coalescer.run([Command("lead", "crm.lead.add", {"fields": {}})], lane="urgent")
+    )
+    await asyncio.sleep(0)
+    clock.now += 10.0
+    await asyncio.gather(read, writes, lead)
+
+    assert requests_of(portal) == [
+        ["crm.lead.add"] + ["crm.contact.get"] * 49,
+        ["crm.contact.get"],
+    ]
