@@ -1022,7 +1022,7 @@ class Detractors:
     async def run(self) -> None:
         async with (
             httpx.AsyncClient(base_url=self.stack.sandbox_url, timeout=60) as http,
-            KeepAlive(self.stack.ingest_url, 1) as ingest,
+            httpx.AsyncClient(base_url=self.stack.ingest_url, timeout=60) as ingest,
         ):
             events = Events(self.info)
             contacts = self.contacts
@@ -1038,7 +1038,12 @@ class Detractors:
                 (created,) = reply.raise_for_status().json()["created"]
                 body = events.body("ONCRMDYNAMICITEMADD", created, int(time.time()))
                 self.posted[created] = time.time()
-                outcome = await _post(ingest, body)
+                reply = await ingest.post(
+                    "/webhooks/bitrix24",
+                    content=body.encode(),
+                    headers={"Content-Type": "application/x-www-form-urlencoded"},
+                )
+                outcome = reply.json().get("status") if reply.is_success else reply.status_code
                 if outcome != "accepted":
                     raise BenchError(f"ingest did not accept a detractor's webhook: {outcome}")
                 tick += self.every_s

@@ -166,7 +166,7 @@ class CommandCoalescer:
         that a command or two of urgent work does not push a contact group's 49 writes out of a
         request and leave it nearly empty."""
         bulk_waits = bool(self._pending)
-        owed = bulk_waits and self._bulk_credit >= 1.0 - CREDIT_TOLERANCE
+        owed = bulk_waits and bool(self._urgent) and self._bulk_credit >= 1.0 - CREDIT_TOLERANCE
         units: list[_Unit] = []
         if owed:
             self._fill(units, self._pending)
