@@ -41,7 +41,7 @@ Environment: `DATABASE_URL`, `RABBITMQ_URL` (the servers), `BENCH_PIPELINE_ANSWE
 for part 2, default 2000), `BENCH_LATENCY_S` (part 3's duration, default 10),
 `BENCH_BACKLOG` (patches for part 4, default 100000; 0 skips it), `BENCH_BACKLOG_CONTACTS`
 (contacts the backlog is spread over, default 10000, at most one per patch),
-`BENCH_DETRACTOR_EVERY_S` (seconds between two detractor answers during part 4, default 2; 0:
+`BENCH_DETRACTOR_EVERY_S` (seconds between two detractor answers during part 4, default 30; 0:
 none).
 """
 
@@ -114,7 +114,10 @@ DOWNSTREAM = ("scoring", "router", "crm_sync")
 """Stopped for part 3: their queues fill while ingest is measured on its own."""
 BACKLOG = _env_int("BENCH_BACKLOG", 100_000)
 BACKLOG_CONTACTS = _env_int("BENCH_BACKLOG_CONTACTS", 10_000)
-DETRACTOR_EVERY_S = float(os.environ.get("BENCH_DETRACTOR_EVERY_S", "2") or "2")
+DETRACTOR_EVERY_S = float(os.environ.get("BENCH_DETRACTOR_EVERY_S", "30") or "30")
+"""Seconds between two detractor answers during the drain. Each costs the drain about two
+requests (ingest's read of the item, crm_sync's request with the lead and the task), about 100
+patches: one every 30 s takes some 3 patches/s off the drain, one every 10 s some 10."""
 DETRACTOR_SCORE = 2
 DETRACTOR_SEGMENT = 12  # Laser A in the example YAML: its score field is a number
 STANDARD = Rate(per_second=2.0, burst=50)
