@@ -173,7 +173,7 @@ class CommandCoalescer:
             self._fill(units, self._urgent)
             self._bulk_credit -= 1.0
         elif self._urgent:
-            self._fill(units, self._urgent)
+            self._fill(units, self._urgent, limit=self._urgent_room())
             self._fill(units, self._pending, largest_first=True)
             if bulk_waits and all(unit.lane == URGENT for unit in units):
                 self._bulk_credit = min(1.0, self._bulk_credit + self._credit_per_request)
@@ -182,14 +182,32 @@ class CommandCoalescer:
         self._queued -= sum(len(unit.commands) for unit in units)
         return units
 
+    def _urgent_room(self) -> int:
+        """Commands the urgent units may take in the next request. A few urgent commands ride
+        beside the largest bulk unit (a contact group's 49 writes) rather than push it out and
+        leave the request nearly empty: those that do not fit beside it go first in the next
+        request, at least one goes now. Much urgent work takes the whole request."""
+        largest = max((len(unit.commands) for unit in self._pending), default=0)
+        urgent = sum(len(unit.commands) for unit in self._urgent)
+        if urgent + largest <= self._max or urgent >= self._max // 2:
+            return self._max
+        return max(self._max - largest, len(self._urgent[0].commands))
+
     def _fill(
-        self, units: list[_Unit], queue: deque[_Unit], *, largest_first: bool = False
+        self,
+        units: list[_Unit],
+        queue: deque[_Unit],
+        *,
+        largest_first: bool = False,
+        limit: int | None = None,
     ) -> None:
-        """Move units of `queue` into `units` while they fit: in order up to the first that does
-        not, or (`largest_first`) every one that fits, the largest first."""
+        """Move units of `queue` into `units` while they fit (the request, and `limit` commands
+        from this queue): in order up to the first that does not, or (`largest_first`) every one
+        that fits, the largest first."""
         size = sum(len(unit.commands) for unit in units)
         if not largest_first:
-            while queue and size + len(queue[0].commands) <= self._max:
+            cap = self._max if limit is None else min(self._max, size + limit)
+            while queue and size + len(queue[0].commands) <= cap:
                 unit = queue.popleft()
                 units.append(unit)
                 size += len(unit.commands)

@@ -190,3 +190,32 @@ async def test_an_urgent_unit_does_not_push_a_groups_writes_out_of_a_full_reques
         ["crm.lead.add"] + ["crm.contact.get"] * 49,
         ["crm.contact.get"],
     ]
+
+
+async def test_a_second_urgent_command_goes_next_rather_than_push_a_groups_writes_out() -> None:
+    """A lead and a task beside a group's 49 writes would be 51 commands: the lead rides with the
+    writes, the task goes first in the next request (with the read), not three commands alone."""
+    portal = new_portal(contacts=60)
+    clock = FakeClock()
+    budget = MemoryRateBudget(
+        Rate(per_second=50, burst=4), headroom=2, clock=clock, sleep=clock.sleep
+    )
+    for _ in range(2):
+        await budget.acquire()
+    coalescer = CommandCoalescer(client_for(portal, budget), window_s=0.01)
+    read = asyncio.create_task(coalescer.run([get("read", 1)]))
+    await asyncio.sleep(0)
+    writes = asyncio.create_task(coalescer.run([get(f"w{i}", 2 + i) for i in range(49)]))
+    await asyncio.sleep(0.05)
+    urgent = [
+        asyncio.create_task(coalescer.run([Command(name, method, {"fields": {}})], lane="urgent"))
+        for name, method in (("lead", "crm.lead.add"), ("task", "tasks.task.add"))
+    ]
+    await asyncio.sleep(0)
+    clock.now += 10.0
+    await asyncio.gather(read, writes, *urgent)
+
+    assert requests_of(portal) == [
+        ["crm.lead.add"] + ["crm.contact.get"] * 49,
+        ["tasks.task.add", "crm.contact.get"],
+    ]
