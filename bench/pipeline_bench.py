@@ -25,7 +25,12 @@
    crm_sync is stopped; then the sandbox set to 2 requests/s, burst 50, the burst spent through
    the shared budget (and kept spent until crm_sync is ready), and crm_sync started. Patches/s
    from the first action begun to the last done; the crm_sync process's peak RSS (`VmHWM`) over
-   its RSS when it came up.
+   its RSS when it came up. In the same run, with ingest, scoring and router up as well,
+   detractor answers arrive at a steady rate while the backlog drains (one every
+   `BENCH_DETRACTOR_EVERY_S` seconds: a Laser A item scored 2 created in the sandbox, its
+   `ONCRMDYNAMICITEMADD` webhook posted to ingest): webhook → service lead created, from the
+   webhook posted to the service action done, p50 and p99. The service lead and the head of
+   sales' task go in crm_sync's urgent lane; the contact patches in the bulk lane.
 
 Each part runs on a scratch PostgreSQL database and a scratch RabbitMQ vhost (created here and
 dropped at the end), so a `make run` in progress is never touched. Nothing is asserted; a part
@@ -35,7 +40,9 @@ printed as a table and written to `bench/results.md` with a description of the m
 Environment: `DATABASE_URL`, `RABBITMQ_URL` (the servers), `BENCH_PIPELINE_ANSWERS` (answers
 for part 2, default 2000), `BENCH_LATENCY_S` (part 3's duration, default 10),
 `BENCH_BACKLOG` (patches for part 4, default 100000; 0 skips it), `BENCH_BACKLOG_CONTACTS`
-(contacts the backlog is spread over, default 10000, at most one per patch).
+(contacts the backlog is spread over, default 10000, at most one per patch),
+`BENCH_DETRACTOR_EVERY_S` (seconds between two detractor answers during part 4, default 30; 0:
+none).
 """
 
 from __future__ import annotations
@@ -107,6 +114,12 @@ DOWNSTREAM = ("scoring", "router", "crm_sync")
 """Stopped for part 3: their queues fill while ingest is measured on its own."""
 BACKLOG = _env_int("BENCH_BACKLOG", 100_000)
 BACKLOG_CONTACTS = _env_int("BENCH_BACKLOG_CONTACTS", 10_000)
+DETRACTOR_EVERY_S = float(os.environ.get("BENCH_DETRACTOR_EVERY_S", "30") or "30")
+"""Seconds between two detractor answers during the drain. Each costs the drain about two
+requests (ingest's read of the item, crm_sync's request with the lead and the task), about 100
+patches: one every 30 s takes some 3 patches/s off the drain, one every 10 s some 10."""
+DETRACTOR_SCORE = 2
+DETRACTOR_SEGMENT = 12  # Laser A in the example YAML: its score field is a number
 STANDARD = Rate(per_second=2.0, burst=50)
 STALL_S = 180.0
 """A part gives up when its progress counters have not moved for this long."""
@@ -116,6 +129,8 @@ OPERATING_WINDOW_S = 600.0
 TARGET_RATIO = 0.5
 TARGET_P99_MS = 25.0
 TARGET_DRAIN = 95.0
+TARGET_DRAIN_WITH_URGENT = 90.0
+TARGET_URGENT_P99_S = 5.0
 TARGET_RSS_MB = 50.0
 
 
@@ -820,6 +835,9 @@ class Drain:
     limit_errors: dict[str, int]
     outcomes: dict[str, int]
     dead: int
+    lead_latencies: list[float] = field(default_factory=list)
+    """Webhook posted → service lead done, seconds, ascending (the detractors' stream)."""
+    detractors: int = 0
 
     @property
     def rate(self) -> float:
@@ -985,16 +1003,77 @@ def _steady(stamps: Sequence[float]) -> float | None:
     return (len(stamps) - len(first)) / span if span > 0 else None
 
 
+@dataclass
+class Detractors:
+    """Detractor answers arriving at a steady rate: each a Laser A item scored low created in
+    the sandbox, then its webhook posted to ingest; when each webhook went (Unix time). The
+    sandbox's `info` and `contacts` are read before its limits are on."""
+
+    stack: Stack
+    every_s: float
+    posted: dict[int, float] = field(default_factory=dict)
+    info: dict[str, Any] = field(default_factory=dict)
+    contacts: list[int] = field(default_factory=list)
+
+    @property
+    def portal(self) -> str:
+        return PortalRef(member_id=str(self.info["member_id"])).key
+
+    def answer_ids(self) -> list[str]:
+        return [f"{self.portal}:{item}:EQ-LASER-A" for item in self.posted]
+
+    async def run(self) -> None:
+        async with (
+            httpx.AsyncClient(base_url=self.stack.sandbox_url, timeout=60) as http,
+            httpx.AsyncClient(base_url=self.stack.ingest_url, timeout=60) as ingest,
+        ):
+            events = Events(self.info)
+            contacts = self.contacts
+            tick = time.monotonic()
+            while True:
+                item = {
+                    "categoryId": DETRACTOR_SEGMENT,
+                    "UF_CRM_5_SCORE": DETRACTOR_SCORE,
+                    "contactId": contacts[len(self.posted) % len(contacts)],
+                    "UF_CRM_5_COMMENT": "It stopped working",
+                }
+                reply = await http.post("/sandbox/answers", json={"items": [item]})
+                (created,) = reply.raise_for_status().json()["created"]
+                body = events.body("ONCRMDYNAMICITEMADD", created, int(time.time()))
+                self.posted[created] = time.time()
+                reply = await ingest.post(
+                    "/webhooks/bitrix24",
+                    content=body.encode(),
+                    headers={"Content-Type": "application/x-www-form-urlencoded"},
+                )
+                outcome = reply.json().get("status") if reply.is_success else reply.status_code
+                if outcome != "accepted":
+                    raise BenchError(f"ingest did not accept a detractor's webhook: {outcome}")
+                tick += self.every_s
+                await asyncio.sleep(max(0.0, tick - time.monotonic()))
+
+    def latencies(self, taken: Sequence[Any]) -> list[float]:
+        """Webhook → service lead done, for every detractor whose lead is done."""
+        leads = {
+            int(a.answer_id.split(":")[1]): a.done_at.timestamp()
+            for a in taken
+            if a.action == "service" and a.done_at is not None
+        }
+        return sorted(leads[item] - posted for item, posted in self.posted.items() if item in leads)
+
+
 async def backlog_drain(n: int, logs: Path) -> Drain:
     wanted = min(n, max(1, BACKLOG_CONTACTS))
     async with _scratch("backlog") as (dsn, amqp_url):
-        stack = Stack(
+        stack = QuietPortalStack(
             database_url=dsn,
             rabbitmq_url=amqp_url,
             config=EXAMPLE_CONFIG,
             log_dir=logs / "backlog",
             sandbox_args=["--seed", "demo", "--no-limits"],
         )
+        detractors = Detractors(stack, DETRACTOR_EVERY_S)
+        stream: asyncio.Task[None] | None = None
         pool = await asyncpg.create_pool(dsn, min_size=1, max_size=2)
         try:
             async with (
@@ -1003,6 +1082,7 @@ async def backlog_drain(n: int, logs: Path) -> Drain:
             ):
                 info = (await http.get("/sandbox/info")).raise_for_status().json()
                 contacts = await _seed_contacts(http, stack.webhook_url, wanted)
+                detractors.info, detractors.contacts = info, contacts
                 standard = Limits(per_second=STANDARD.per_second, burst=STANDARD.burst)
                 reply = await http.put("/sandbox/limits", json=standard.model_dump())
                 reply.raise_for_status()
@@ -1017,9 +1097,14 @@ async def backlog_drain(n: int, logs: Path) -> Drain:
                     f"({time.perf_counter() - published:.1f} s); spending the burst, "
                     "starting crm_sync …"
                 )
+                if DETRACTOR_EVERY_S > 0:
+                    for name in ("ingest", "scoring", "router"):
+                        await asyncio.to_thread(stack.start, name)
                 async with _burst_spent(stack, pool):
                     wall = time.perf_counter()
                     await asyncio.to_thread(stack.start, "crm_sync")
+                if DETRACTOR_EVERY_S > 0:
+                    stream = asyncio.create_task(detractors.run())
                 before = await _calls(http)
                 pid = stack.procs["crm_sync"].pid
                 rss_start = _proc_status(pid)["VmRSS"]
@@ -1030,21 +1115,29 @@ async def backlog_drain(n: int, logs: Path) -> Drain:
                     nonlocal shown
                     if stack.procs["crm_sync"].poll() is not None:
                         raise BenchError(f"crm_sync exited: {stack.tail('crm_sync')}")
+                    if stream is not None and stream.done():
+                        stream.result()
+                        raise BenchError("the detractors' stream ended early")
                     async with pool.acquire() as conn:
                         states = await crm_sync_read.action_states(conn, None)
+                        theirs = await crm_sync_read.actions(conn, None, detractors.answer_ids())
+                    backlog = states.done - sum(1 for a in theirs if a.state == "done")
                     dead = (await _queue_depths(amqp_url, [dlq]))[dlq]
                     if time.monotonic() - shown >= 30:
                         shown = time.monotonic()
                         status = _proc_status(pid)
                         elapsed = time.perf_counter() - wall
                         _say(
-                            f"      {states.done:,}/{n:,} done after {elapsed:.0f} s "
-                            f"({states.done / elapsed:.1f}/s); RSS "
+                            f"      {backlog:,}/{n:,} done after {elapsed:.0f} s "
+                            f"({backlog / elapsed:.1f}/s; {len(detractors.posted)} detractors); "
+                            "RSS "
                             f"{status['VmRSS'] / 2**20:.0f} MB, peak "
                             f"{status['VmHWM'] / 2**20:.0f} MB"
                         )
-                    return states.done, states.pending, dead
+                    return backlog, states.pending, dead
 
+                # The detractors' own actions count too: the drain is over once the backlog's
+                # n are done, whatever else was done meanwhile.
                 done, _, dead = await _until(
                     probe,
                     lambda state: state[0] + state[2] >= n,
@@ -1056,15 +1149,26 @@ async def backlog_drain(n: int, logs: Path) -> Drain:
                 wall_s = time.perf_counter() - wall
                 rss_peak = _proc_status(pid)["VmHWM"]
                 after = await _calls(http)
+                if stream is not None:
+                    stream.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await stream
+                    await asyncio.sleep(DETRACTOR_EVERY_S + 5.0)  # the last leads land
                 async with pool.acquire() as conn:
-                    taken = await crm_sync_read.actions(conn, None)
+                    everything = await crm_sync_read.actions(conn, None)
+                detractor_answers = set(detractors.answer_ids())
+                taken = [a for a in everything if a.answer_id not in detractor_answers]
+                done = sum(1 for a in taken if a.state == "done")
                 finished = sorted(a.done_at for a in taken if a.done_at is not None)
                 stamps = [at.timestamp() for at in finished]
                 first = min(a.created_at for a in taken).timestamp()
                 outcomes = dict(
                     Counter(str(a.outcome) for a in taken if a.state == "done").most_common()
                 )
+                latencies = detractors.latencies(everything)
         finally:
+            if stream is not None:
+                stream.cancel()
             await pool.close()
     errors = {code: count - before[1].get(code, 0) for code, count in after[1].items()}
     return Drain(
@@ -1079,6 +1183,8 @@ async def backlog_drain(n: int, logs: Path) -> Drain:
         limit_errors=errors,
         outcomes=outcomes,
         dead=dead,
+        lead_latencies=latencies,
+        detractors=len(detractors.posted),
     )
 
 
@@ -1114,18 +1220,29 @@ async def part_backlog(run: Run, logs: Path) -> None:
         f"{TARGET_RSS_MB:.0f} MB); outcomes: {outcomes}"
         + (f"; {drain.dead} dead-lettered" if drain.dead else "")
     )
+    urgent = DETRACTOR_EVERY_S > 0
+    target = TARGET_DRAIN_WITH_URGENT if urgent else TARGET_DRAIN
+    with_urgent = (
+        f"; meanwhile {drain.detractors} detractor answers, one every {DETRACTOR_EVERY_S:g} s "
+        "(BENCH_DETRACTOR_EVERY_S), their leads and tasks in the urgent lane"
+        if urgent
+        else ""
+    )
     run.rows.append(
         Row(
             "Backlog drain, standard limits (2 req/s, burst 50): rate",
             f"{drain.rate:.1f} patches/s (steady {steady})",
-            f"≥ {TARGET_DRAIN:.0f}/s",
+            f"≥ {target:.0f}/s",
             f"N = {drain.patches:,} of {BACKLOG:,} patches over {drain.contacts:,} contacts "
             f"(BENCH_BACKLOG), burst spent first; {drain.seconds:.1f} s from the first action "
             f"begun to the last done ({drain.wall_s:.1f} s with crm_sync's start-up); "
-            f"{drain.requests} requests; limit errors: {errors}; outcomes: {outcomes}",
-            met=drain.rate >= TARGET_DRAIN,
+            f"{drain.requests} requests; limit errors: {errors}; outcomes: {outcomes}"
+            f"{with_urgent}",
+            met=drain.rate >= target,
         )
     )
+    if urgent:
+        _show_leads(run, drain)
     run.rows.append(
         Row(
             "Backlog drain: crm_sync peak RSS growth",
@@ -1134,6 +1251,32 @@ async def part_backlog(run: Run, logs: Path) -> None:
             f"VmHWM {drain.rss_peak / 2**20:.0f} MB at the end minus VmRSS "
             f"{drain.rss_start / 2**20:.0f} MB when the process was ready",
             met=drain.growth_mb < TARGET_RSS_MB,
+        )
+    )
+
+
+def _show_leads(run: Run, drain: Drain) -> None:
+    measure = "Webhook → service lead while the backlog drains (urgent lane)"
+    latencies = drain.lead_latencies
+    if not latencies:
+        run.rows.append(Row(measure, "no lead done", "—", "no detractor's lead was recorded"))
+        return
+    p50, p99 = _percentile(latencies, 50), _percentile(latencies, 99)
+    _say(
+        f"      webhook → service lead: p50 {p50:.2f} s · p99 {p99:.2f} s · max "
+        f"{latencies[-1]:.2f} s over {len(latencies)} of {drain.detractors} detractors"
+    )
+    run.rows.append(
+        Row(
+            measure,
+            f"p50 {p50:.2f} s · p99 {p99:.2f} s",
+            f"p99 ≤ {TARGET_URGENT_P99_S:.0f} s",
+            f"{len(latencies)} of {drain.detractors} detractor answers (a Laser A item scored "
+            f"{DETRACTOR_SCORE} created in the sandbox, its webhook posted to ingest, one every "
+            f"{DETRACTOR_EVERY_S:g} s) during the drain of the same run; from the webhook posted "
+            f"to crm_sync's service action done (lead created and recorded); max "
+            f"{latencies[-1]:.2f} s",
+            met=p99 <= TARGET_URGENT_P99_S,
         )
     )
 
@@ -1197,7 +1340,8 @@ async def bench() -> Run:
         "connections from the bench process (its own lean HTTP/1.1 client), on the same CPUs as "
         "the services; scoring, router and crm_sync stopped.",
         f"Part 4: BENCH_BACKLOG = {BACKLOG:,} (the issue asks for 100,000), "
-        f"BENCH_BACKLOG_CONTACTS = {BACKLOG_CONTACTS:,}.",
+        f"BENCH_BACKLOG_CONTACTS = {BACKLOG_CONTACTS:,}, BENCH_DETRACTOR_EVERY_S = "
+        f"{DETRACTOR_EVERY_S:g} (ingest, scoring and router up during the drain for them).",
     ]
     logs = Path(tempfile.mkdtemp(prefix="nps-bench-"))
     raw = await part_raw(run)

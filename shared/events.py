@@ -191,8 +191,12 @@ class NpsScored(Event):
         return f"{self.NAME}.{self.answer.kind}.{self.answer.category}"
 
 
+URGENT_SUFFIX = "urgent"
+
+
 class RouteAction(Event):
-    """Published as `route.<action>`: something to do about an answer."""
+    """Published as `route.<action>`, or `route.<action>.urgent` when it is `urgent`: something to
+    do about an answer."""
 
     NAME: ClassVar[str] = "route"
 
@@ -201,9 +205,13 @@ class RouteAction(Event):
     rule: str
     answer: ScoredAnswer
     params: dict[str, Any] = Field(default_factory=dict)
+    urgent: bool = False
+    """crm_sync's urgent lane: its own queue, consumed first, the next slots of the rate budget
+    (docs/crm_sync.md, Lanes)."""
 
     def routing_key(self) -> str:
-        return f"{self.NAME}.{self.action}"
+        key = f"{self.NAME}.{self.action}"
+        return f"{key}.{URGENT_SUFFIX}" if self.urgent else key
 
 
 WriteOutcome = Literal["created", "existing", "patched", "unchanged", "conflict", "skipped"]

@@ -163,8 +163,11 @@ def subscribe(
     handler: Handler[E],
     *,
     max_attempts: int = 8,
+    prefetch: int | None = None,
 ) -> None:
-    """Consume `spec.name` with `handler`, applying the retry/DLQ policy described above."""
+    """Consume `spec.name` with `handler`, applying the retry/DLQ policy described above. With
+    `prefetch`, the queue gets a channel of its own with that many unacked messages, so another
+    queue's backlog in flight never holds its deliveries back."""
     queue = spec.name
 
     async def on_message(message: RabbitMessage) -> None:
@@ -217,6 +220,7 @@ def subscribe(
 
     broker.subscriber(
         RabbitQueue(spec.name, declare=False),
+        channel=None if prefetch is None else Channel(prefetch_count=prefetch),
         ack_policy=AckPolicy.NACK_ON_ERROR,
         decoder=_as_is,
         title=f"{spec.name}:{model.__name__}",

@@ -51,6 +51,9 @@ class Rate(_Strict):
     burst: int = Field(ge=1)
 
 
+DEFAULT_BULK_MIN_SHARE = 0.2
+
+
 class PortalSection(_Strict):
     plan: Literal["standard", "enterprise", "custom"] = "standard"
     rate: Rate | None = None
@@ -68,6 +71,10 @@ class PortalSection(_Strict):
                 f"unknown time zone {value!r}; expected an IANA name such as Europe/Moscow or UTC"
             ) from None
         return value
+
+    bulk_min_share: float = Field(default=DEFAULT_BULK_MIN_SHARE, gt=0, lt=1)
+    """The share of the portal's requests bulk work keeps while urgent work waits (the urgent
+    lane, docs/crm_sync.md)."""
 
     @model_validator(mode="after")
     def _rate_matches_plan(self) -> PortalSection:
@@ -247,6 +254,30 @@ def _template_problems(value: Any, path: str) -> list[str]:
     return problems
 
 
+class UrgentWhen(_Strict):
+    """An action that goes in the urgent lane (`route.<action>.urgent`) when `match` holds."""
+
+    action: str = Field(min_length=1, pattern=r"^[a-z0-9][a-z0-9_]*$")
+    match: RuleMatch = RuleMatch()
+
+    @model_validator(mode="after")
+    def _not_the_contact_patch(self) -> UrgentWhen:
+        if self.action == BUILTIN_PATCH_ACTION:
+            raise ValueError(
+                "action 'contact' cannot be urgent: contact patches stay in the bulk lane, in"
+                " the order their answers arrive"
+            )
+        return self
+
+
+DEFAULT_URGENT: tuple[UrgentWhen, ...] = (
+    UrgentWhen(action="service"),
+    UrgentWhen(action="task"),
+    UrgentWhen(action="stage", match=RuleMatch(category=["detractor"])),
+)
+"""Service leads, the head of sales' tasks and detractors' stage moves overtake bulk work."""
+
+
 class Rule(_Strict):
     """A declarative routing rule: when `match` holds, publish `route.<action>` with `params`.
 
@@ -259,6 +290,9 @@ class Rule(_Strict):
     match: RuleMatch = RuleMatch()
     action: str = Field(min_length=1, pattern=r"^[a-z0-9][a-z0-9_]*$")
     params: dict[str, Any] = Field(default_factory=dict)
+    urgent: bool | None = None
+    """True/False: this rule's actions go in the urgent/bulk lane; None: `routing.urgent`
+    decides."""
 
     @model_validator(mode="after")
     def _valid_action_and_params(self) -> Rule:
@@ -288,6 +322,8 @@ class Routing(_Strict):
     task: TaskAction | None = None
     """The head of sales' task for equipment and deal-survey detractors; None = no task."""
     rules: list[Rule] = Field(default_factory=list)
+    urgent: list[UrgentWhen] = Field(default_factory=lambda: list(DEFAULT_URGENT))
+    """Which of crm_sync's actions overtake bulk work; a rule's own `urgent` comes first."""
 
     @model_validator(mode="after")
     def _unique_rule_names(self) -> Routing:

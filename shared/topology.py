@@ -53,6 +53,9 @@ CRM_SYNC_ACTIONS = QueueSpec(
     ("route.service", "route.marketing", "route.task", "route.contact", "route.stage"),
 )
 CRM_SYNC_SURVEYS = QueueSpec("crm_sync.surveys", ("survey.answered",))
+# crm_sync's urgent lane (docs/crm_sync.md, Lanes): the router publishes urgent actions as
+# `route.<action>.urgent`, which the bulk queue's exact bindings do not match.
+CRM_SYNC_URGENT = QueueSpec("crm_sync.urgent", ("route.*.urgent",))
 # A bounded tap of crm.written.* so the outcome events are always routable and ops can peek at them.
 WRITTEN_TAP = QueueSpec("nps.written", ("crm.written.#",), max_length=WRITTEN_TAP_MAX)
 
@@ -62,6 +65,7 @@ CORE_QUEUES: tuple[QueueSpec, ...] = (
     ROUTER_SCORED,
     CRM_SYNC_ACTIONS,
     CRM_SYNC_SURVEYS,
+    CRM_SYNC_URGENT,
     WRITTEN_TAP,
 )
 

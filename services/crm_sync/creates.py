@@ -32,6 +32,7 @@ from services.crm_sync.entities import (
 )
 from services.crm_sync.store import Changes, begin_attempt, note_failure, record
 from shared.bitrix24 import Bitrix24Error, Command
+from shared.bitrix24.lanes import BULK, Lane, lane_of
 from shared.events import CrmWritten, RouteAction, WriteOutcome
 from shared.logging import get_logger
 from shared.messaging import PermanentError
@@ -51,14 +52,15 @@ class ManagerNames:
         self._ttl_s = ttl_s
         self._cache: dict[int, tuple[float, str]] = {}
 
-    async def name(self, user_id: int | None) -> str:
+    async def name(self, user_id: int | None, *, lane: Lane = BULK) -> str:
         if user_id is None:
             return manager_name(None, None)
         cached = self._cache.get(user_id)
         now = time.monotonic()
         if cached is not None and now - cached[0] < self._ttl_s:
             return cached[1]
-        reply = await self._coalescer.run([Command("user", "user.get", {"ID": user_id})])
+        command = Command("user", "user.get", {"ID": user_id})
+        reply = await self._coalescer.run([command], lane=lane)
         users = reply.result("user")
         user = users[0] if isinstance(users, list) and users else None
         name = manager_name(user if isinstance(user, dict) else None, user_id)
@@ -109,15 +111,17 @@ class EntityWriter:
     async def _find(self, action: RouteAction, task: bool) -> int | None:
         if task:
             command = Command("find", "tasks.task.list", task_lookup(action))
-            reply = await self._coalescer.run([command])
+            reply = await self._coalescer.run([command], lane=lane_of(action.urgent))
             return found_task(reply.result("find"), action.action_id)
         command = Command("find", "crm.lead.list", lead_lookup(action.action_id))
-        reply = await self._coalescer.run([command])
+        reply = await self._coalescer.run([command], lane=lane_of(action.urgent))
         return found_lead(reply.result("find"))
 
     async def _add(self, action: RouteAction, task: bool, responsible: int) -> int:
         if task:
-            manager = await self._managers.name(action.answer.responsible_id)
+            manager = await self._managers.name(
+                action.answer.responsible_id, lane=lane_of(action.urgent)
+            )
             try:
                 deadline = deadline_for(action, self._config, datetime.now(UTC))
             except ActionError as exc:
@@ -125,7 +129,8 @@ class EntityWriter:
             method, params = "tasks.task.add", task_fields(action, responsible, manager, deadline)
         else:
             method, params = "crm.lead.add", lead_fields(action, responsible)
-        reply = await self._coalescer.run([Command("add", method, params)])
+        command = Command("add", method, params)
+        reply = await self._coalescer.run([command], lane=lane_of(action.urgent))
         try:
             return created_id(method, reply.result("add"))
         except ActionError as exc:

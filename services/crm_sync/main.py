@@ -1,6 +1,6 @@
-"""crm_sync wiring: `route.*` actions (queue `crm_sync.actions`) and the survey page's answers
-(queue `crm_sync.surveys`) → Bitrix24 writes → `crm.written.<action>` events through the
-outbox."""
+"""crm_sync wiring: `route.*` actions (queues `crm_sync.actions` and, the urgent lane,
+`crm_sync.urgent`) and the survey page's answers (queue `crm_sync.surveys`) → Bitrix24 writes →
+`crm.written.<action>` events through the outbox."""
 
 from __future__ import annotations
 
@@ -17,12 +17,15 @@ from shared.events import RouteAction, SurveyAnswered
 from shared.messaging import subscribe
 from shared.service import Runtime, run_loop, serve
 from shared.settings import Settings
-from shared.topology import CRM_SYNC_ACTIONS, CRM_SYNC_SURVEYS
+from shared.topology import CRM_SYNC_ACTIONS, CRM_SYNC_SURVEYS, CRM_SYNC_URGENT
 
 PREFETCH = 200
 """Unacked messages in flight: enough for three groups of 48 contacts at work (two in the
 pipeline, one waiting for its place) and the next one filling up while they wait for the
 portal."""
+URGENT_PREFETCH = 32
+"""Unacked urgent actions in flight, on a channel of their own: a bulk backlog holding all of
+`PREFETCH` never keeps an urgent action in RabbitMQ."""
 
 
 async def wire(runtime: Runtime) -> None:
@@ -33,13 +36,17 @@ async def wire(runtime: Runtime) -> None:
         entities=EntityWriter(runtime.pool, runtime.outbox, coalescer, runtime.config),
         stages=StageWriter(runtime.pool, runtime.outbox, coalescer),
     )
+    handler = partial(handle_action, writers=writers)
+    attempts = runtime.settings.retry_max_attempts
     subscribe(
         runtime.broker,
-        CRM_SYNC_ACTIONS,
+        CRM_SYNC_URGENT,
         RouteAction,
-        partial(handle_action, writers=writers),
-        max_attempts=runtime.settings.retry_max_attempts,
+        handler,
+        max_attempts=attempts,
+        prefetch=URGENT_PREFETCH,
     )
+    subscribe(runtime.broker, CRM_SYNC_ACTIONS, RouteAction, handler, max_attempts=attempts)
     subscribe(
         runtime.broker,
         CRM_SYNC_SURVEYS,
@@ -48,7 +55,7 @@ async def wire(runtime: Runtime) -> None:
             handle_survey,
             writer=SurveyWriter(runtime.pool, runtime.outbox, coalescer, runtime.config),
         ),
-        max_attempts=runtime.settings.retry_max_attempts,
+        max_attempts=attempts,
     )
 
 

@@ -24,6 +24,7 @@ from services.reports.views import (
     attention_lines,
     change,
     distribution,
+    lane_lines,
     manager_lines,
     ops_view,
     product_lines,
@@ -146,6 +147,8 @@ async def ops(conn: Conn, sources: Sources, filters: Filters, options: FilterOpt
     total, records = await queries.conflicts(conn, filters.portal)
     dead_letters = await dlq.dead_letter_sizes(sources.rabbitmq_url)
     held = await unmapped_summary(conn, filters.portal)
+    depths = await queries.lane_depths(sources.rabbitmq_url)
+    lanes = lane_lines(queries.LANE_QUEUES, depths, await queries.lanes(conn))
     view = ops_view(
         total,
         records,
@@ -155,6 +158,7 @@ async def ops(conn: Conn, sources: Sources, filters: Filters, options: FilterOpt
         unmapped=held,
         field_titles=sources.field_titles,
         zone=sources.zone,
+        lanes=lanes,
     )
     return pages.ops_page(filters, options, view)
 

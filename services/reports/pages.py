@@ -300,7 +300,8 @@ def attention_page(
 
 
 def ops_page(filters: Filters, options: FilterOptions, view: OpsView) -> str:
-    """`/ops`: conflicts crm_sync left alone, and dead letters waiting per queue."""
+    """`/ops`: conflicts crm_sync left alone, dead letters waiting per queue, and crm_sync's
+    lanes."""
     return _page("ops.html", OPS, filters, options, view=view)
 
 

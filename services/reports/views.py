@@ -627,6 +627,44 @@ class UnmappedLine:
 
 
 @dataclass(frozen=True)
+class LaneLine:
+    """crm_sync's urgent or bulk lane: what waits in its queue, and its share of the portal's
+    requests over the last minutes with their mean wait for the budget."""
+
+    lane: str
+    queue: str
+    queued: str
+    requests: int
+    share: str
+    mean_wait: str
+
+
+def lane_lines(
+    queues: Mapping[str, str],
+    depths: Mapping[str, int] | None,
+    usage: Mapping[str, tuple[int, float]],
+) -> tuple[LaneLine, ...]:
+    """One line per lane of `queues` ({lane: queue}); `depths` None: the broker did not answer;
+    `usage` {lane: (requests, seconds waited)}."""
+    total = sum(requests for requests, _ in usage.values())
+    lines = []
+    for lane, queue in queues.items():
+        requests, waited = usage.get(lane, (0, 0.0))
+        depth = None if depths is None else depths.get(queue)
+        lines.append(
+            LaneLine(
+                lane=lane,
+                queue=queue,
+                queued="unknown" if depth is None else str(depth),
+                requests=requests,
+                share=f"{round(100 * requests / total)} %" if total else "—",
+                mean_wait=f"{waited / requests:.2f} s" if requests else "—",
+            )
+        )
+    return tuple(lines)
+
+
+@dataclass(frozen=True)
 class OpsView:
     """Conflicts (None: crm_sync's table is not in this database), dead-letter queue sizes and
     the answers held for want of a segment."""
@@ -637,6 +675,7 @@ class OpsView:
     broker_reachable: bool
     unmapped: tuple[UnmappedLine, ...] | None = ()
     """None: ingest's table is not in this database."""
+    lanes: tuple[LaneLine, ...] = ()
 
 
 def _queue_line(name: str, dead_letters: Mapping[str, int] | None) -> QueueLine:
@@ -654,6 +693,7 @@ def ops_view(
     unmapped: Sequence[HeldCategory] | None = (),
     field_titles: Mapping[str, str] | None = None,
     zone: tzinfo = UTC,
+    lanes: tuple[LaneLine, ...] = (),
 ) -> OpsView:
     """The ops view; conflicts name their fields by `field_titles` (code -> title) where it has
     them, and times are in `zone`."""
@@ -688,4 +728,5 @@ def ops_view(
             )
             for u in unmapped
         ),
+        lanes=lanes,
     )

@@ -18,7 +18,7 @@ from typing import get_args
 from faststream.rabbit import RabbitBroker, RabbitQueue
 from faststream.specification import AsyncAPI
 
-from services.router.rules import BUILTIN_ACTIONS
+from services.router.rules import BUILTIN_ACTIONS, LANED_ACTIONS
 from shared.events import (
     Category,
     CrmWritten,
@@ -34,6 +34,7 @@ from shared.messaging import NPS_EXCHANGE
 from shared.topology import (
     CRM_SYNC_ACTIONS,
     CRM_SYNC_SURVEYS,
+    CRM_SYNC_URGENT,
     INGEST_HYDRATE,
     ROUTER_SCORED,
     SCORING_SUBMISSIONS,
@@ -94,6 +95,14 @@ PUBLISHED: tuple[tuple[str, type[Event], tuple[str, ...], str], ...] = (
     (
         "router",
         RouteAction,
+        tuple(f"route.{action}.urgent" for action in LANED_ACTIONS),
+        "The same, in crm_sync's urgent lane (`urgent` true: `routing.urgent`, or the rule's "
+        "own `urgent`): queue `crm_sync.urgent`, consumed before the bulk queue, the next slots "
+        "of the portal's rate budget.",
+    ),
+    (
+        "router",
+        RouteAction,
         ("route.{action}",),
         "An action of a declarative rule (`routing.rules`) naming an action of its own, for an "
         "integrator's consumer; with no queue bound to it the scored answer is dead-lettered.",
@@ -129,6 +138,7 @@ CONSUMED: tuple[tuple[str, QueueSpec, type[Event], str], ...] = (
         RouteAction,
         "Writes to the portal: leads, tasks, contacts, deal stages.",
     ),
+    ("crm_sync", CRM_SYNC_URGENT, RouteAction, "The urgent lane: consumed first."),
     (
         "crm_sync",
         CRM_SYNC_SURVEYS,

@@ -52,6 +52,9 @@ CONTACT = BUILTIN_PATCH_ACTION
 STAGE = BUILTIN_STAGE_ACTION
 BUILTIN_ACTIONS: tuple[str, ...] = (SERVICE, MARKETING, TASK, CONTACT, STAGE)
 """The actions crm_sync carries out (the routing keys `route.<action>` of its queue)."""
+LANED_ACTIONS: tuple[str, ...] = tuple(a for a in BUILTIN_ACTIONS if a != CONTACT)
+"""The actions that may go in crm_sync's urgent lane: contact patches stay in the bulk lane, in
+order."""
 
 DEFAULT_TITLES: dict[str, str] = {
     SERVICE: "NPS {score}, service request: {product}",
@@ -188,8 +191,28 @@ def _builtin(answer: ScoredAnswer, config: PortalConfig) -> list[tuple[str, str,
     return fired
 
 
+def is_urgent(action: str, rule: Rule | None, answer: ScoredAnswer, config: PortalConfig) -> bool:
+    """Whether `action` goes in crm_sync's urgent lane: the declarative `rule`'s own `urgent`
+    when it says, else the first of `routing.urgent` naming the action whose match holds. Only
+    crm_sync's actions have lanes (contact patches stay in the bulk lane): an integrator's action
+    keeps its `route.<action>`."""
+    if action not in LANED_ACTIONS:
+        return False
+    if rule is not None and rule.urgent is not None:
+        return rule.urgent
+    return any(
+        when.action == action and matches(when.match, answer) for when in config.routing.urgent
+    )
+
+
 def _route_action(
-    event: NpsScored, action: str, rule: str, outcome: str, params: dict[str, Any]
+    event: NpsScored,
+    action: str,
+    rule: str,
+    outcome: str,
+    params: dict[str, Any],
+    *,
+    urgent: bool,
 ) -> RouteAction:
     answer = event.answer
     identifier = action_id(answer.answer_id, rule, outcome)
@@ -202,6 +225,7 @@ def _route_action(
         rule=rule,
         answer=answer,
         params=params,
+        urgent=urgent,
     )
 
 
@@ -209,7 +233,8 @@ def _declared(event: NpsScored, rule: Rule, config: PortalConfig) -> RouteAction
     answer = event.answer
     params = default_params(rule.action, answer, config)
     params |= render(rule.params, template_values(answer))
-    return _route_action(event, rule.action, rule.name, answer.category, params)
+    urgent = is_urgent(rule.action, rule, answer, config)
+    return _route_action(event, rule.action, rule.name, answer.category, params, urgent=urgent)
 
 
 def plan_actions(event: NpsScored, config: PortalConfig) -> list[RouteAction]:
@@ -220,7 +245,14 @@ def plan_actions(event: NpsScored, config: PortalConfig) -> list[RouteAction]:
     """
     answer = event.answer
     actions = [
-        _route_action(event, action, rule, outcome, default_params(action, answer, config))
+        _route_action(
+            event,
+            action,
+            rule,
+            outcome,
+            default_params(action, answer, config),
+            urgent=is_urgent(action, None, answer, config),
+        )
         for action, rule, outcome in _builtin(answer, config)
     ]
     actions.extend(

@@ -13,6 +13,8 @@ room, so the portal's bucket never overflows:
   when it arrives; a request that then fails or times out stays counted, as it does there.
 - `room()` tells how long until one more request would fit, counting nothing: a caller that
   packs work into requests waits for it first and fills its request up to the moment it can go.
+- Both take a lane, `urgent` or `bulk` (the default): while urgent work waits, bulk requests
+  leave the next slots to it, keeping a minimum share (`lanes.py`, docs/crm_sync.md).
 - `penalise()` after a 503 anyway: the portal's bucket is evidently full, so the copy is set full
   too and drains at `slow_factor` of the rate for `slow_s` seconds, for every process.
 - Methods blocked by the operating-time limit (429) are parked until the portal's reset; methods
@@ -35,18 +37,16 @@ from typing import Any
 
 import asyncpg
 
-from shared.bitrix24.metrics import BUCKET_LEVEL, BUCKET_WAIT, PARKS
+from shared.bitrix24.lanes import BULK, Admission, Lane, LanePolicy, LaneState, admit, room
+from shared.bitrix24.metrics import BUCKET_LEVEL, BUCKET_WAIT, LANE_REQUESTS, LANE_WAIT, PARKS
 from shared.bitrix24.operating import OperatingTracker
+from shared.db import Conn
 from shared.logging import get_logger
 from shared.portal_config import Rate
 
 Clock = Callable[[], float]
 Sleep = Callable[[float], Awaitable[None]]
 
-FIT_TOLERANCE = 1e-3
-"""Requests a level may exceed the capacity by and still count as fitting: Unix times near 1.7e9
-carry about 2e-7 s of float precision, so a level that has drained "exactly" enough may stay a
-hair above its target. A thousandth of a request is far inside the headroom."""
 MIN_SLEEP_S = 0.001
 
 UNKNOWN_RESET_S = 60.0
@@ -114,6 +114,7 @@ class RateBudget(ABC):
         operating_limit_s: float | None = 480.0,
         slow_s: float = 30.0,
         slow_factor: float = 0.5,
+        lanes: LanePolicy | None = None,
         clock: Clock = time.time,
         sleep: Sleep = asyncio.sleep,
     ) -> None:
@@ -128,17 +129,18 @@ class RateBudget(ABC):
         self.operating = OperatingTracker(operating_limit_s)
         self.slow_s = slow_s
         self.slow_factor = slow_factor
+        self.lanes = lanes or LanePolicy()
         self._clock = clock
         self._sleep = sleep
 
-    async def acquire(self) -> float:
-        """Wait until one more request fits in the portal's bucket and count it; returns the
-        seconds waited."""
+    async def acquire(self, lane: Lane = BULK) -> float:
+        """Wait until one more `lane` request fits in the portal's bucket and count it; returns
+        the seconds waited."""
         if self.rate is None:
             return 0.0
         waited = 0.0
         while True:
-            level, wait = await self._take(self.rate)
+            level, wait = await self._take(self.rate, lane, waited)
             if wait <= 0:
                 break
             wait = max(wait, MIN_SLEEP_S)
@@ -146,15 +148,18 @@ class RateBudget(ABC):
             waited += wait
         BUCKET_WAIT.labels(portal=self.portal).observe(waited)
         BUCKET_LEVEL.labels(portal=self.portal).set(level)
+        LANE_REQUESTS.labels(portal=self.portal, lane=lane).inc()
+        LANE_WAIT.labels(portal=self.portal, lane=lane).observe(waited)
         return waited
 
-    async def room(self) -> float:
-        """Seconds until one more request would fit in the portal's bucket (0.0: it fits now).
-        Counts nothing: `acquire()` still has to be called, and may wait if another process
-        took the room meanwhile."""
+    async def room(self, lane: Lane = BULK) -> float:
+        """Seconds until one more `lane` request would fit in the portal's bucket (0.0: it fits
+        now). Counts nothing (a request that would have to wait claims its lane, though):
+        `acquire()` still has to be called, and may wait if another process took the room
+        meanwhile."""
         if self.rate is None:
             return 0.0
-        return await self._room(self.rate)
+        return await self._room(self.rate, lane)
 
     async def penalise(self) -> None:
         """The portal answered 503 `QUERY_LIMIT_EXCEEDED` anyway: fill the bucket and slow it
@@ -207,24 +212,46 @@ class RateBudget(ABC):
         return until
 
     @abstractmethod
-    async def _take(self, rate: Rate) -> tuple[float, float]:
-        """Count one request if it fits: (level afterwards, 0.0), else (level, seconds to wait)."""
+    async def _take(self, rate: Rate, lane: Lane, waited: float) -> tuple[float, float]:
+        """Count one `lane` request (that has waited `waited` seconds so far) if it fits:
+        (level afterwards, 0.0), else (level, seconds to wait)."""
 
-    def _wait_on(self, level: float, now: float, slow_until: float, rate: Rate) -> float:
-        """Seconds until one more request fits on top of `level` (0.0 when it fits now)."""
-        if level + 1 <= self.capacity + FIT_TOLERANCE:
-            return 0.0
-        return wait_for(
-            level + 1 - self.capacity,
-            now,
-            slow_until=slow_until,
-            per_second=rate.per_second,
-            slow_factor=self.slow_factor,
+    def _admit(
+        self,
+        lane: Lane,
+        rate: Rate,
+        *,
+        level: float,
+        now: float,
+        slow_until: float,
+        state: LaneState,
+        count: bool,
+    ) -> Admission:
+        """`lanes.admit` (or `lanes.room` when not `count`ing) on this bucket."""
+
+        def drain_time(excess: float) -> float:
+            return wait_for(
+                excess,
+                now,
+                slow_until=slow_until,
+                per_second=rate.per_second,
+                slow_factor=self.slow_factor,
+            )
+
+        decide = admit if count else room
+        return decide(
+            lane,
+            level=level,
+            capacity=self.capacity,
+            now=now,
+            state=state,
+            policy=self.lanes,
+            drain_time=drain_time,
         )
 
     @abstractmethod
-    async def _room(self, rate: Rate) -> float:
-        """Seconds until one more request fits, without counting it."""
+    async def _room(self, rate: Rate, lane: Lane) -> float:
+        """Seconds until one more `lane` request fits, without counting it."""
 
     @abstractmethod
     async def _penalise(self, rate: Rate) -> None: ...
@@ -248,6 +275,7 @@ class MemoryRateBudget(RateBudget):
         operating_limit_s: float | None = 480.0,
         slow_s: float = 30.0,
         slow_factor: float = 0.5,
+        lanes: LanePolicy | None = None,
         clock: Clock = time.time,
         sleep: Sleep = asyncio.sleep,
     ) -> None:
@@ -258,12 +286,14 @@ class MemoryRateBudget(RateBudget):
             operating_limit_s=operating_limit_s,
             slow_s=slow_s,
             slow_factor=slow_factor,
+            lanes=lanes,
             clock=clock,
             sleep=sleep,
         )
         self._level = 0.0
         self._updated_at = clock()
         self._slow_until = 0.0
+        self._lanes = LaneState()
         self._parks: dict[str, float] = {}
 
     def _drained(self, now: float, rate: Rate) -> float:
@@ -276,17 +306,37 @@ class MemoryRateBudget(RateBudget):
             slow_factor=self.slow_factor,
         )
 
-    async def _take(self, rate: Rate) -> tuple[float, float]:
+    async def _take(self, rate: Rate, lane: Lane, waited: float) -> tuple[float, float]:
         now = self._clock()
         level = self._drained(now, rate)
         self._updated_at = max(self._updated_at, now)
-        wait = self._wait_on(level, now, self._slow_until, rate)
-        self._level = level if wait else level + 1
-        return self._level, wait
+        answer = self._admit(
+            lane,
+            rate,
+            level=level,
+            now=now,
+            slow_until=self._slow_until,
+            state=self._lanes,
+            count=True,
+        )
+        self._lanes = answer.state
+        self._level = level + 1 if answer.taken else level
+        return self._level, answer.wait
 
-    async def _room(self, rate: Rate) -> float:
+    async def _room(self, rate: Rate, lane: Lane) -> float:
         now = self._clock()
-        return self._wait_on(self._drained(now, rate), now, self._slow_until, rate)
+        level = self._drained(now, rate)
+        answer = self._admit(
+            lane,
+            rate,
+            level=level,
+            now=now,
+            slow_until=self._slow_until,
+            state=self._lanes,
+            count=False,
+        )
+        self._lanes = answer.state
+        return answer.wait
 
     async def _penalise(self, rate: Rate) -> None:
         now = self._clock()
@@ -304,32 +354,48 @@ class MemoryRateBudget(RateBudget):
 
 # In every statement, $1 is the portal and $2 the time to use: NULL means the database's clock,
 # so that processes on different hosts agree. _DRAINED is `drain()` in SQL ($3 the rate, $4 the
-# slow factor); _TAKE counts a request when it fits ($5 the capacity plus FIT_TOLERANCE).
+# slow factor). _BUCKET locks the row and reads it drained to the time; the lanes' arithmetic is
+# `lanes.admit` in Python, inside the same transaction, and _COUNT/_CLAIM write its answer.
 _DRAINED = """greatest(0.0, b.level
         - greatest(0.0, n.t - b.updated_at) * $3::float8
         + greatest(0.0, least(n.t, b.slow_until) - b.updated_at) * $3::float8 * (1.0 - $4::float8)
     ) AS drained"""
-_TAKE = f"""
-WITH n AS (SELECT coalesce($2::float8, extract(epoch FROM clock_timestamp())) AS t),
-cur AS (
-    SELECT b.portal, n.t, b.slow_until, b.updated_at, {_DRAINED}
-    FROM rate_buckets b, n
-    WHERE b.portal = $1
-    FOR UPDATE OF b
-)
-UPDATE rate_buckets b
-SET level = CASE WHEN cur.drained + 1 <= $5::float8 THEN cur.drained + 1 ELSE cur.drained END,
-    updated_at = greatest(cur.updated_at, cur.t)
-FROM cur
-WHERE b.portal = cur.portal
-RETURNING cur.drained, cur.t, cur.slow_until, cur.drained + 1 <= $5::float8 AS taken
-"""  # noqa: S608 - a constant fragment, no values
-_LEVEL = f"""
+_BUCKET = f"""
 WITH n AS (SELECT coalesce($2::float8, extract(epoch FROM clock_timestamp())) AS t)
-SELECT n.t, b.slow_until, {_DRAINED}
+SELECT n.t, b.updated_at, b.slow_until, b.urgent_until, b.bulk_until, b.bulk_credit, {_DRAINED}
 FROM rate_buckets b, n
 WHERE b.portal = $1
+FOR UPDATE OF b
 """  # noqa: S608 - a constant fragment, no values
+_COUNT = """
+UPDATE rate_buckets
+SET level = $2, updated_at = greatest(updated_at, $3), bulk_credit = $4
+WHERE portal = $1
+"""
+_CLAIM = """
+UPDATE rate_buckets
+SET urgent_until = greatest(urgent_until, $2), bulk_until = greatest(bulk_until, $3)
+WHERE portal = $1
+"""
+_USAGE = """
+INSERT INTO rate_lane_usage (portal, lane, minute, requests, waited_s)
+VALUES ($1, $2, date_trunc('minute', to_timestamp($3::float8)), 1, $4)
+ON CONFLICT (portal, lane, minute) DO UPDATE
+SET requests = rate_lane_usage.requests + 1, waited_s = rate_lane_usage.waited_s + EXCLUDED.waited_s
+RETURNING xmax = 0 AS new_minute
+"""
+_USAGE_PRUNE = """
+DELETE FROM rate_lane_usage
+WHERE portal = $1 AND minute < to_timestamp($2::float8) - make_interval(secs => $3::float8)
+"""
+USAGE_KEPT_S = 86_400.0
+"""How long the per-minute lane counts (`rate_lane_usage`) are kept."""
+_LANE_USAGE = """
+SELECT lane, sum(requests)::bigint AS requests, sum(waited_s) AS waited_s
+FROM rate_lane_usage
+WHERE minute >= date_trunc('minute', now()) - make_interval(mins => $1::int - 1)
+GROUP BY lane
+"""
 _PENALISE = """
 WITH n AS (SELECT coalesce($2::float8, extract(epoch FROM clock_timestamp())) AS t)
 UPDATE rate_buckets
@@ -360,9 +426,11 @@ class PgRateBudget(RateBudget):
     """The portal's budget in PostgreSQL (`rate_buckets`, `rate_parks`), shared by every process
     that uses the same database and `portal` key.
 
-    Each request costs one atomic UPDATE: the row lock orders concurrent processes, and the level
-    is drained and counted in the same statement. `clock=None` (production) uses the database's
-    clock for the bucket and the parks; tests may inject one.
+    Each request costs one short transaction: the row lock orders concurrent processes, the level
+    is drained, the lanes decide and the request is counted before it commits; a request taken
+    also adds to its lane's count of the minute (`rate_lane_usage`, what the Ops page shows).
+    `clock=None` (production) uses the database's clock for the bucket and the parks; tests may
+    inject one.
     """
 
     def __init__(
@@ -375,6 +443,7 @@ class PgRateBudget(RateBudget):
         operating_limit_s: float | None = 480.0,
         slow_s: float = 30.0,
         slow_factor: float = 0.5,
+        lanes: LanePolicy | None = None,
         clock: Clock | None = None,
         sleep: Sleep = asyncio.sleep,
     ) -> None:
@@ -385,12 +454,14 @@ class PgRateBudget(RateBudget):
             operating_limit_s=operating_limit_s,
             slow_s=slow_s,
             slow_factor=slow_factor,
+            lanes=lanes,
             clock=clock or time.time,
             sleep=sleep,
         )
         self._pool = pool
         self._db_now: Clock | None = clock
         self._row_ready = False
+        self._level = 0.0
 
     def _now(self) -> float | None:
         return None if self._db_now is None else self._db_now()
@@ -400,39 +471,48 @@ class PgRateBudget(RateBudget):
             await self._pool.execute(_ENSURE, self.portal, self._now())
             self._row_ready = True
 
-    async def _take(self, rate: Rate) -> tuple[float, float]:
+    async def _decide(self, rate: Rate, lane: Lane, waited: float, *, count: bool) -> float:
+        """The lanes' answer for one `lane` request, counted when it fits and `count`: the
+        seconds to wait (0.0: taken, or there is room). Sets `self._level` for the gauge."""
         await self._ensure_row()
-        row = await self._pool.fetchrow(
-            _TAKE,
-            self.portal,
-            self._now(),
-            rate.per_second,
-            self.slow_factor,
-            self.capacity + FIT_TOLERANCE,
-        )
-        if row is None:
-            raise RuntimeError(f"rate bucket row for portal {self.portal!r} disappeared")
-        drained: float = row["drained"]
-        if row["taken"]:
-            return drained + 1, 0.0
-        excess = drained + 1 - self.capacity
-        wait = wait_for(
-            excess,
-            row["t"],
-            slow_until=row["slow_until"],
-            per_second=rate.per_second,
-            slow_factor=self.slow_factor,
-        )
-        return drained, wait
+        async with self._pool.acquire() as conn, conn.transaction():
+            row = await conn.fetchrow(
+                _BUCKET, self.portal, self._now(), rate.per_second, self.slow_factor
+            )
+            if row is None:
+                raise RuntimeError(f"rate bucket row for portal {self.portal!r} disappeared")
+            now: float = row["t"]
+            self._level = row["drained"]
+            state = LaneState(row["urgent_until"], row["bulk_until"], row["bulk_credit"])
+            answer = self._admit(
+                lane,
+                rate,
+                level=self._level,
+                now=now,
+                slow_until=row["slow_until"],
+                state=state,
+                count=count,
+            )
+            if not answer.taken:
+                if answer.state != state:
+                    await conn.execute(
+                        _CLAIM, self.portal, answer.state.urgent_until, answer.state.bulk_until
+                    )
+                return answer.wait
+            if count:
+                self._level += 1
+                await conn.execute(_COUNT, self.portal, self._level, now, answer.state.bulk_credit)
+                new_minute = await conn.fetchval(_USAGE, self.portal, lane, now, waited)
+                if new_minute:
+                    await conn.execute(_USAGE_PRUNE, self.portal, now, USAGE_KEPT_S)
+            return 0.0
 
-    async def _room(self, rate: Rate) -> float:
-        await self._ensure_row()
-        row = await self._pool.fetchrow(
-            _LEVEL, self.portal, self._now(), rate.per_second, self.slow_factor
-        )
-        if row is None:
-            raise RuntimeError(f"rate bucket row for portal {self.portal!r} disappeared")
-        return self._wait_on(row["drained"], row["t"], row["slow_until"], rate)
+    async def _take(self, rate: Rate, lane: Lane, waited: float) -> tuple[float, float]:
+        wait = await self._decide(rate, lane, waited, count=True)
+        return self._level, wait
+
+    async def _room(self, rate: Rate, lane: Lane) -> float:
+        return await self._decide(rate, lane, 0.0, count=False)
 
     async def _penalise(self, rate: Rate) -> None:
         await self._ensure_row()
@@ -446,3 +526,10 @@ class PgRateBudget(RateBudget):
     async def _parked(self, methods: list[str]) -> dict[str, float]:
         rows = await self._pool.fetch(_PARKED, self.portal, self._now(), methods)
         return {row["method"]: row["until"] for row in rows}
+
+
+async def lane_usage(conn: Conn, minutes: int) -> dict[str, tuple[int, float]]:
+    """Requests counted per lane over the last `minutes` minutes (this one included), every
+    portal together, with the seconds they waited for the budget: {lane: (requests, waited)}."""
+    rows = await conn.fetch(_LANE_USAGE, minutes)
+    return {row["lane"]: (int(row["requests"]), float(row["waited_s"])) for row in rows}

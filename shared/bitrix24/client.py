@@ -47,6 +47,7 @@ from shared.bitrix24.errors import (
     RateLimited,
     classify,
 )
+from shared.bitrix24.lanes import BULK, Lane, LanePolicy
 from shared.bitrix24.metrics import COMMANDS, LIMIT_ERRORS, REQUESTS, outcome
 from shared.logging import get_logger
 from shared.portal_config import PortalConfig
@@ -242,13 +243,16 @@ class Bitrix24Client:
 
     # --- single calls -------------------------------------------------------------------------
 
-    async def call(self, method: str, params: Mapping[str, Any] | None = None) -> Response:
-        """Call `method` with JSON `params`; raises a `Bitrix24Error` subclass on failure."""
+    async def call(
+        self, method: str, params: Mapping[str, Any] | None = None, *, lane: Lane = BULK
+    ) -> Response:
+        """Call `method` with JSON `params` in the budget's `lane`; raises a `Bitrix24Error`
+        subclass on failure."""
         body = dict(params or {})
         retrying = self._retrying(method, is_read_method(method))
-        return await retrying(self._send, method, body)
+        return await retrying(self._send, method, body, lane)
 
-    async def _send(self, method: str, body: Mapping[str, Any]) -> Response:
+    async def _send(self, method: str, body: Mapping[str, Any], lane: Lane = BULK) -> Response:
         """One attempt: parks, an in-flight slot, budget, HTTP, limit bookkeeping."""
         parked = await self.budget.parked([method])
         if parked:
@@ -265,7 +269,7 @@ class Bitrix24Client:
                 # Counted only once it holds a slot, right before it goes: the portal counts a
                 # request when it receives it, and one counted while queueing behind hung
                 # requests would leave the budget's copy drained by the time it went out.
-                await self.budget.acquire()
+                await self.budget.acquire(lane)
                 response = await self._post(method, body)
         except RateLimited:
             LIMIT_ERRORS.labels(code="QUERY_LIMIT_EXCEEDED").inc()
@@ -357,7 +361,9 @@ class Bitrix24Client:
 
     # --- batches ------------------------------------------------------------------------------
 
-    async def batch(self, commands: Sequence[Command], halt: bool = False) -> BatchResponse:
+    async def batch(
+        self, commands: Sequence[Command], halt: bool = False, *, lane: Lane = BULK
+    ) -> BatchResponse:
         """Run any number of commands, 50 per HTTP request, each request within the budget.
 
         Results and errors are per command (`result_error` entries become `Bitrix24Error`s);
@@ -365,7 +371,7 @@ class Bitrix24Client:
         each of its commands. Commands of parked methods are not sent: they get an
         `OperationTimeLimit`. Without `halt`, the requests run concurrently; with it, one after
         the other, stopping at the first failed command. `$result[...]` references must stay
-        within one request of 50.
+        within one request of 50. Each request goes in the budget's `lane`.
         """
         _check_names(commands)
         queries = {
@@ -376,20 +382,20 @@ class Bitrix24Client:
         combined = BatchResponse()
         if halt:
             for chunk in chunks:
-                part = await self._batch_chunk(chunk, queries, halt=True)
+                part = await self._batch_chunk(chunk, queries, halt=True, lane=lane)
                 combined.merge(part)
                 if part.errors:
                     break
         else:
             parts = await asyncio.gather(
-                *(self._batch_chunk(chunk, queries, halt=False) for chunk in chunks)
+                *(self._batch_chunk(chunk, queries, halt=False, lane=lane) for chunk in chunks)
             )
             for part in parts:
                 combined.merge(part)
         return combined
 
     async def _batch_chunk(
-        self, chunk: Sequence[Command], queries: Mapping[str, str], *, halt: bool
+        self, chunk: Sequence[Command], queries: Mapping[str, str], *, halt: bool, lane: Lane
     ) -> BatchResponse:
         out = BatchResponse()
         parked = await self.budget.parked(command.method for command in chunk)
@@ -414,7 +420,7 @@ class Bitrix24Client:
         body = {"halt": int(halt), "cmd": {c.name: queries[c.name] for c in to_send}}
         retrying = self._retrying("batch", all(is_read_method(c.method) for c in to_send))
         try:
-            response: Response = await retrying(self._send, "batch", body)
+            response: Response = await retrying(self._send, "batch", body, lane)
         except Bitrix24Error as exc:
             for command in to_send:
                 out.errors[command.name] = exc
@@ -511,5 +517,6 @@ def client_from_settings(
         portal_key(base_url),
         portal.effective_rate(),
         operating_limit_s=480.0 if portal.plan != "custom" else 420.0,
+        lanes=LanePolicy(bulk_min_share=portal.bulk_min_share),
     )
     return Bitrix24Client(base_url, budget)

@@ -37,6 +37,18 @@ BUCKET_WAIT = Histogram(
     ["portal"],
     buckets=(0.0, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0),
 )
+LANE_REQUESTS = Counter(
+    "nps_bitrix24_lane_requests_total",
+    "Requests counted in the portal's shared rate budget, by lane (urgent, bulk): the lanes'"
+    " shares of the budget",
+    ["portal", "lane"],
+)
+LANE_WAIT = Histogram(
+    "nps_bitrix24_lane_wait_seconds",
+    "Time a request waited for the portal's shared rate budget, by lane (urgent, bulk)",
+    ["portal", "lane"],
+    buckets=(0.0, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0),
+)
 BUCKET_LEVEL = Gauge(
     "nps_bitrix24_bucket_level",
     "Level of the portal's shared leaky bucket after this process's last request",

@@ -2,6 +2,7 @@
 the PostgreSQL one promises: one bucket and one set of parks for every process of a portal."""
 
 import asyncio
+import contextlib
 import uuid
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -10,6 +11,7 @@ import asyncpg
 import pytest
 
 from shared.bitrix24 import MemoryRateBudget, PgRateBudget, RateBudget, client_from_settings
+from shared.bitrix24.lanes import LanePolicy
 from shared.db import create_pool
 from shared.portal_config import PortalConfig, Rate
 from shared.settings import Settings
@@ -172,3 +174,50 @@ async def test_service_clients_use_the_shared_budget_of_their_portal(
         assert real.budget.capacity == 45
         assert real.budget.operating.limit_s == 480
         assert local.budget.portal == "127.0.0.1:8123"
+
+
+async def test_an_urgent_request_waiting_in_one_process_holds_back_bulk_in_another(
+    pool: asyncpg.Pool, second_pool: asyncpg.Pool
+) -> None:
+    clock = FakeClock()
+    portal = f"lanes-{uuid.uuid4().hex}"
+    rate = Rate(per_second=2, burst=50)
+    urgent = PgRateBudget(pool, portal, rate, clock=clock, sleep=refuse_to_wait)
+    bulk = PgRateBudget(second_pool, portal, rate, clock=clock, sleep=refuse_to_wait)
+    for _ in range(45):
+        await bulk.acquire("bulk")
+    assert await urgent.room("urgent") == pytest.approx(0.5)  # waits, and says so
+    clock.now += 0.5
+    with pytest.raises(WouldWaitError):
+        await bulk.acquire("bulk")  # the slot that drained is urgent's
+    assert await urgent.acquire("urgent") == 0.0
+
+
+async def test_bulk_keeps_its_minimum_share_under_continuous_urgent_work(
+    pool: asyncpg.Pool, second_pool: asyncpg.Pool
+) -> None:
+    """Both lanes always waiting in two processes, slot after slot: bulk gets one in five."""
+    clock = FakeClock()
+    portal = f"share-{uuid.uuid4().hex}"
+    rate = Rate(per_second=2, burst=50)
+    lanes = LanePolicy(bulk_min_share=0.2)
+    urgent = PgRateBudget(pool, portal, rate, lanes=lanes, clock=clock, sleep=refuse_to_wait)
+    bulk = PgRateBudget(second_pool, portal, rate, lanes=lanes, clock=clock, sleep=refuse_to_wait)
+    for _ in range(45):
+        await bulk.acquire("bulk")
+    order = ""
+    for _ in range(20):
+        assert await bulk.room("bulk") > 0
+        assert await urgent.room("urgent") > 0
+        clock.now += 0.5
+        for name, budget in (("B", bulk), ("U", urgent)):
+            with contextlib.suppress(WouldWaitError):
+                await budget.acquire("urgent" if name == "U" else "bulk")
+                order += name
+                break
+    assert order == "UUUUB" * 4
+    usage = await pool.fetch(
+        "SELECT lane, sum(requests) AS n FROM rate_lane_usage WHERE portal = $1 GROUP BY lane",
+        portal,
+    )
+    assert {row["lane"]: row["n"] for row in usage} == {"urgent": 16, "bulk": 45 + 4}

@@ -269,3 +269,40 @@ async def test_two_replicas_share_one_budget_without_limit_errors(
     assert len(leads_of(portal, leads)) == len(leads)
     assert len(events) == len(actions) + len(leads)
     assert {event.outcome for event in events} <= {"patched", "conflict", "created"}
+
+
+async def test_an_urgent_lead_queued_behind_a_contact_backlog_is_written_within_three_requests(
+    settings: Settings, channel: AbstractChannel, tmp_path: Path
+) -> None:
+    """500 contact patches wait in the bulk queue (eleven requests' worth at least) when a
+    detractor's service lead arrives in the urgent lane: it is created by one of the portal's
+    first three requests, and the backlog is then written as before."""
+    per_second, burst = 20.0, 5
+    portal = demo_portal(500, Limits(per_second=per_second, burst=burst))
+    config = yaml.safe_load(CONFIG_PATH.read_text(encoding="utf-8"))
+    config["portal"] = {"plan": "custom", "rate": {"per_second": per_second, "burst": burst}}
+    limited = tmp_path / "portal.yaml"
+    limited.write_text(yaml.safe_dump(config), encoding="utf-8")
+    ref = portal_ref()
+    contacts = sorted(portal.crm.records(CONTACT))
+    backlog = [route(answer(ref, cid, score=cid % 11)) for cid in contacts]
+    lead = route(answer(ref, contacts[0], score=1, item_id=7777), "service").model_copy(
+        update={"urgent": True}
+    )
+    async with (
+        serving(portal, settings.model_copy(update={"nps_config": limited})) as replica,
+        capture(channel, "crm.written.#") as captured,
+    ):
+        for action in [*backlog, lead]:
+            await send(channel, action)
+        async with crm_sync(replica):
+            await written_for(captured, [lead], timeout=60)
+            events = await written_for(captured, backlog, timeout=120)
+
+    calls = portal.calls_report()["calls"]
+    requests = [call["seq"] for call in calls if call["method"] == "batch"]
+    (add,) = [call for call in calls if call["method"] == "crm.lead.add"]
+    assert requests.index(add["batch"]) < 3
+    assert len(requests) > 11
+    assert len(leads_of(portal, [lead])) == 1
+    assert {event.outcome for event in events} <= {"patched", "conflict"}

@@ -506,3 +506,34 @@ async def test_deal_surveys_show_in_the_trend_managers_and_detractors(
         f"{member}:D_5:DEAL-SALES"
     ]
     assert f'href="{ORIGIN}/crm/deal/details/5/"' in attention.text
+
+
+async def test_ops_page_shows_crm_syncs_lanes(
+    pg_dsn: str, pool: asyncpg.Pool, amqp_url: str, channel: AbstractChannel
+) -> None:
+    async with pool.acquire() as conn:
+        await conn.execute("DELETE FROM rate_lane_usage")
+        await conn.executemany(
+            """INSERT INTO rate_lane_usage (portal, lane, minute, requests, waited_s)
+               VALUES ('p', $1, date_trunc('minute', now()) - make_interval(mins => $2), $3, $4)""",
+            [("urgent", 0, 3, 0.3), ("bulk", 1, 12, 6.0), ("bulk", 20, 500, 100.0)],
+        )
+    message = aio_pika.Message(b"{}", message_id=f"urgent-{uuid.uuid4().hex[:8]}")
+    await channel.default_exchange.publish(message, routing_key="crm_sync.urgent")
+    try:
+        async with client(pg_dsn, amqp_url) as http:
+            page = await http.get("/ops", headers=BEARER)
+        async with client(pg_dsn, "amqp://guest:guest@127.0.0.1:1/") as http:
+            down = await http.get("/ops", headers=BEARER)
+    finally:
+        await (await channel.get_queue("crm_sync.urgent", ensure=False)).purge()
+    rows = figures(page.text)
+    # the last 15 minutes only: the bulk requests of 20 minutes ago are left out
+    assert rows["lane-urgent"] == {
+        "queued": "1",
+        "requests": "3",
+        "share": "20 %",
+        "wait": "0.10 s",
+    }
+    assert rows["lane-bulk"] == {"queued": "0", "requests": "12", "share": "80 %", "wait": "0.50 s"}
+    assert figures(down.text)["lane-urgent"]["queued"] == "unknown"

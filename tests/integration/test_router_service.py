@@ -31,7 +31,7 @@ from shared.topology import EXCHANGE, ROUTER_SCORED
 from tests.support import Captured, capture
 from tests.support.router import scored
 
-BUILTIN_ROUTES = ("route.service", "route.marketing", "route.task", "route.contact")
+BUILTIN_ROUTES = ("route.service.urgent", "route.marketing", "route.task.urgent", "route.contact")
 _items = itertools.count(700_000)
 
 
@@ -69,7 +69,10 @@ async def send(channel: AbstractChannel, event: NpsScored) -> None:
 def received(captured: Captured) -> list[tuple[str, int, str]]:
     """(routing key, item id, action id) of every captured action."""
     actions = [RouteAction.model_validate(body) for body in captured.bodies]
-    return [(f"route.{a.action}", a.answer.item_id, a.action_id) for a in actions]
+    return [
+        (key, a.answer.item_id, a.action_id)
+        for key, a in zip(captured.routing_keys, actions, strict=True)
+    ]
 
 
 def keys(captured: Captured) -> list[tuple[str, int]]:
@@ -91,8 +94,8 @@ async def test_scored_answers_become_the_right_actions(
             await send(channel, event)
         await captured.wait_for(6)
     assert keys(captured) == [
-        ("route.service", detractor),
-        ("route.task", detractor),
+        ("route.service.urgent", detractor),
+        ("route.task.urgent", detractor),
         ("route.contact", detractor),
         ("route.marketing", promoter),
         ("route.contact", promoter),
@@ -120,8 +123,8 @@ async def test_redelivery_sends_no_action_twice(
         await send(channel, scored("passive", 8, item_id=sentinel))
         await captured.wait_for(4)
     assert keys(captured) == [
-        ("route.service", answer),
-        ("route.task", answer),
+        ("route.service.urgent", answer),
+        ("route.task.urgent", answer),
         ("route.contact", answer),
         ("route.contact", sentinel),
     ]
@@ -146,8 +149,8 @@ async def test_a_superseded_answer_sends_only_what_changed(
         await captured.wait_for(5)
     assert [key for key, _ in keys(captured)] == [
         "route.contact",
-        "route.service",
-        "route.task",
+        "route.service.urgent",
+        "route.task.urgent",
         "route.contact",
         "route.contact",
     ]

@@ -26,6 +26,7 @@ from services.reports.views import (
     fmt_nps,
     fmt_time,
     item_url,
+    lane_lines,
     manager_label,
     manager_lines,
     mix,
@@ -540,3 +541,31 @@ def test_managers_are_named_where_the_portal_told_their_names(
     }
     [attention] = attention_lines([record], None, names=names)
     assert attention.manager == label
+
+
+@pytest.mark.parametrize(
+    ("depths", "usage", "expected"),
+    [
+        (
+            {"crm_sync.urgent": 2, "crm_sync.actions": 900},
+            {"urgent": (1, 0.25), "bulk": (3, 3.0)},
+            [("urgent", "2", 1, "25 %", "0.25 s"), ("bulk", "900", 3, "75 %", "1.00 s")],
+        ),
+        # no request in the window, broker down
+        (None, {}, [("urgent", "unknown", 0, "—", "—"), ("bulk", "unknown", 0, "—", "—")]),
+        # bulk alone: all of the budget
+        (
+            {"crm_sync.urgent": 0, "crm_sync.actions": 5},
+            {"bulk": (40, 0.0)},
+            [("urgent", "0", 0, "0 %", "—"), ("bulk", "5", 40, "100 %", "0.00 s")],
+        ),
+    ],
+)
+def test_lane_lines(
+    depths: dict[str, int] | None,
+    usage: dict[str, tuple[int, float]],
+    expected: list[tuple[str, str, int, str, str]],
+) -> None:
+    queues = {"urgent": "crm_sync.urgent", "bulk": "crm_sync.actions"}
+    lines = lane_lines(queues, depths, usage)
+    assert [(x.lane, x.queued, x.requests, x.share, x.mean_wait) for x in lines] == expected

@@ -230,3 +230,28 @@ def test_nps_config_check_says_what_routing_and_manager_do(
     result = CliRunner().invoke(app, ["config", "check", str(path)])
     assert result.exit_code == 0, result.output
     assert result.output.splitlines()[1:3] == expected
+
+
+@pytest.mark.parametrize(
+    ("section", "key", "value", "message"),
+    [
+        ("portal", "bulk_min_share", 0, "portal.bulk_min_share: Input should be greater than 0"),
+        ("portal", "bulk_min_share", 1, "portal.bulk_min_share: Input should be less than 1"),
+        ("routing", "urgent", [{"action": "contact"}], "action 'contact' cannot be urgent"),
+        ("routing", "urgent", [{"match": {}}], "routing.urgent.0.action: Field required"),
+        (
+            "routing",
+            "urgent",
+            [{"action": "task", "match": {"category": ["angry"]}}],
+            "routing.urgent.0.match.category.0",
+        ),
+    ],
+)
+def test_bad_lane_settings_are_named_errors(
+    section: str, key: str, value: Any, message: str, portal_config: PortalConfig
+) -> None:
+    data = config_data(portal_config)
+    data[section][key] = value
+    with pytest.raises(ConfigError) as raised:
+        parse_portal_config(data)
+    assert message in str(raised.value)

@@ -15,7 +15,12 @@ from services.router.rules import (
     template_values,
 )
 from shared.events import NpsScored
-from shared.portal_config import TEMPLATE_PLACEHOLDERS, PortalConfig, parse_portal_config
+from shared.portal_config import (
+    DEFAULT_URGENT,
+    TEMPLATE_PLACEHOLDERS,
+    PortalConfig,
+    parse_portal_config,
+)
 from tests.support.router import scored
 
 
@@ -153,7 +158,8 @@ def test_actions_carry_rule_answer_and_routing_key(portal_config: PortalConfig) 
     for action in plan_actions(event, portal_config):
         assert action.rule == builtin_rule(action.action)
         assert action.answer == event.answer
-        assert action.routing_key() == f"route.{action.action}"
+        lane = ".urgent" if action.action in {"service", "task"} else ""
+        assert action.routing_key() == f"route.{action.action}{lane}"
         assert action.correlation_id == event.correlation_id
         assert action.causation_id == str(event.event_id)
 
@@ -371,7 +377,7 @@ def test_rule_on_a_builtin_action_overrides_its_defaults(portal_config: PortalCo
     }
     config = with_rules(portal_config, rule)
     (task,) = plan_actions(scored("detractor", 2, kind="cosmetics"), config)
-    assert task.routing_key() == "route.task"
+    assert task.routing_key() == "route.task.urgent"
     assert task.rule == "cosmetics-complaint"
     assert task.params["responsible_id"] == 31
     assert task.params["deadline_hours"] == 24
@@ -401,3 +407,96 @@ def test_declarative_rules_fire_once_per_answer_and_category(
 ) -> None:
     rule = {"name": "any-low", "match": {"category": ["detractor", "passive"]}, "action": "notify"}
     assert ("notify" in sent_anew(versions, with_rules(portal_config, rule))) is fires_anew
+
+
+def with_urgent(config: PortalConfig, urgent: list[dict[str, Any]] | None) -> PortalConfig:
+    data = config.model_dump(mode="json", exclude_none=True)
+    if urgent is None:
+        del data["routing"]["urgent"]
+    else:
+        data["routing"]["urgent"] = urgent
+    return parse_portal_config(data)
+
+
+def keys_of(event: NpsScored, config: PortalConfig) -> list[str]:
+    return [action.routing_key() for action in plan_actions(event, config)]
+
+
+@pytest.mark.parametrize(
+    ("event", "urgent", "expected"),
+    [
+        # the defaults: service leads and tasks are urgent, the contact patch and marketing not
+        (
+            scored("detractor"),
+            None,
+            ["route.service.urgent", "route.task.urgent", "route.contact"],
+        ),
+        (scored("promoter"), None, ["route.marketing", "route.contact"]),
+        (
+            scored("passive", service_request=True),
+            None,
+            ["route.service.urgent", "route.contact"],
+        ),
+        # nothing urgent
+        (scored("detractor"), [], ["route.service", "route.task", "route.contact"]),
+        # by action and match: only detractors' service leads
+        (
+            scored("passive", service_request=True),
+            [{"action": "service", "match": {"category": ["detractor"]}}],
+            ["route.service", "route.contact"],
+        ),
+        (
+            scored("detractor"),
+            [{"action": "service", "match": {"category": ["detractor"]}}],
+            ["route.service.urgent", "route.task", "route.contact"],
+        ),
+        # promoters' marketing leads made urgent
+        (
+            scored("promoter"),
+            [{"action": "marketing"}],
+            ["route.marketing.urgent", "route.contact"],
+        ),
+    ],
+)
+def test_urgent_lane_by_action(
+    event: NpsScored,
+    urgent: list[dict[str, Any]] | None,
+    expected: list[str],
+    portal_config: PortalConfig,
+) -> None:
+    config = with_urgent(portal_config, urgent)
+    assert keys_of(event, config) == expected
+    assert [a.urgent for a in plan_actions(event, config)] == [
+        key.endswith(".urgent") for key in expected
+    ]
+
+
+@pytest.mark.parametrize(
+    ("rule", "expected"),
+    [
+        # a rule's own `urgent` comes first, either way
+        ({"name": "vip", "action": "task", "urgent": False}, "route.task"),
+        ({"name": "vip", "action": "marketing", "urgent": True}, "route.marketing.urgent"),
+        # without it, routing.urgent decides (the defaults: tasks are urgent)
+        ({"name": "vip", "action": "task"}, "route.task.urgent"),
+        # an integrator's action has no lanes
+        ({"name": "erp", "action": "erp_ticket", "urgent": True}, "route.erp_ticket"),
+    ],
+)
+def test_urgent_lane_by_rule(
+    rule: dict[str, Any], expected: str, portal_config: PortalConfig
+) -> None:
+    match = {"category": ["detractor"], "kind": ["equipment"]}
+    config = with_rules(portal_config, {**rule, "match": match})
+    assert keys_of(scored("detractor"), config)[-1] == expected
+
+
+def test_the_default_urgent_set_covers_detractors_stage_moves() -> None:
+    """`stage` is urgent for detractors by configuration, once crm_sync carries it out."""
+    stage = [w for w in DEFAULT_URGENT if w.action == "stage"]
+    assert [w.match.category for w in stage] == [["detractor"]]
+
+
+def test_the_contact_patch_cannot_be_urgent(portal_config: PortalConfig) -> None:
+    with pytest.raises(ValueError, match="action 'contact' cannot be urgent"):
+        with_urgent(portal_config, [{"action": "contact"}])
