@@ -83,6 +83,14 @@ def test_a_full_rule_loads(portal_config: PortalConfig) -> None:
         ),
         (rule(action="Route.Telegram"), "routing.rules.0.action: String should match pattern"),
         (rule(name="Laser Alarm"), "routing.rules.0.name: String should match pattern"),
+        (
+            rule(match={"contains_any": "delivery"}),
+            "rule 'laser-alarm': match.contains_any names no theme: 'delivery' (known: none;"
+            " define them under themes)",
+        ),
+        (rule(match={"contains_any": {"en": []}}), "routing.rules.0.match.contains_any"),
+        (rule(match={"contains_any": {"en": ["  "]}}), "routing.rules.0.match.contains_any"),
+        (rule(match={"contains_any": {"English": ["x"]}}), "routing.rules.0.match.contains_any"),
     ],
 )
 def test_bad_rules_are_named_errors(
@@ -230,3 +238,45 @@ def test_nps_config_check_says_what_routing_and_manager_do(
     result = CliRunner().invoke(app, ["config", "check", str(path)])
     assert result.exit_code == 0, result.output
     assert result.output.splitlines()[1:3] == expected
+
+
+@pytest.mark.parametrize(
+    ("themes", "message"),
+    [
+        ({"Delivery": {"en": ["late"]}}, "themes.Delivery"),
+        ({"delivery": {}}, "themes.delivery: no words; give words per language"),
+        ({"delivery": {"en": []}}, "themes.delivery.en: List should have at least 1 item"),
+        ({"delivery": {"en": [""]}}, "themes.delivery.en.0"),
+        ({"delivery": {"en": "late"}}, "themes.delivery.en: Input should be a valid list"),
+        ({"delivery": {"english": ["late"]}}, "themes.delivery.english"),
+        (["delivery"], "themes: Input should be a valid dictionary"),
+    ],
+)
+def test_bad_themes_are_named_errors(
+    themes: Any, message: str, portal_config: PortalConfig
+) -> None:
+    data = config_data(portal_config)
+    data["themes"] = themes
+    with pytest.raises(ConfigError) as raised:
+        parse_portal_config(data)
+    assert message in str(raised.value)
+
+
+def test_themes_and_a_rule_naming_one_load(portal_config: PortalConfig) -> None:
+    data = config_data(
+        portal_config,
+        rule(match={"contains_any": "delivery"}),
+        rule(name="ideas", match={"contains_any": {"en": ["suggest"]}}),
+    )
+    data["themes"] = {"delivery": {"ru": [" доставк ", "курьер"], "en": ["delivery", "курьер"]}}
+    config = parse_portal_config(data)
+    assert config.theme_words() == {"delivery": ("доставк", "курьер", "delivery")}
+    first, second = config.routing.rules
+    assert config.comment_words(first.match) == ("доставк", "курьер", "delivery")
+    assert config.comment_words(second.match) == ("suggest",)
+    assert (
+        config.comment_words(
+            config.routing.rules[0].match.model_copy(update={"contains_any": None})
+        )
+        is None
+    )
