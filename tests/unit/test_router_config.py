@@ -84,9 +84,8 @@ def test_a_full_rule_loads(portal_config: PortalConfig) -> None:
         (rule(action="Route.Telegram"), "routing.rules.0.action: String should match pattern"),
         (rule(name="Laser Alarm"), "routing.rules.0.name: String should match pattern"),
         (
-            rule(match={"contains_any": "delivery"}),
-            "rule 'laser-alarm': match.contains_any names no theme: 'delivery' (known: none;"
-            " define them under themes)",
+            rule(match={"contains_any": "weather"}),
+            "rule 'laser-alarm': match.contains_any names no theme: 'weather' (known:",
         ),
         (rule(match={"contains_any": {"en": []}}), "routing.rules.0.match.contains_any"),
         (rule(match={"contains_any": {"en": ["  "]}}), "routing.rules.0.match.contains_any"),
@@ -262,6 +261,16 @@ def test_bad_themes_are_named_errors(
     assert message in str(raised.value)
 
 
+def test_a_theme_named_without_themes_says_where_to_define_them(
+    portal_config: PortalConfig,
+) -> None:
+    data = config_data(portal_config, rule(match={"contains_any": "delivery"}))
+    data.pop("themes", None)
+    with pytest.raises(ConfigError) as raised:
+        parse_portal_config(data)
+    assert "names no theme: 'delivery' (known: none; define them under themes)" in str(raised.value)
+
+
 def test_themes_and_a_rule_naming_one_load(portal_config: PortalConfig) -> None:
     data = config_data(
         portal_config,
@@ -280,3 +289,15 @@ def test_themes_and_a_rule_naming_one_load(portal_config: PortalConfig) -> None:
         )
         is None
     )
+
+
+def test_nps_config_check_reports_a_rule_naming_an_unknown_theme(
+    tmp_path: Path, portal_config: PortalConfig
+) -> None:
+    path = tmp_path / "portal.yaml"
+    data = config_data(portal_config, rule(match={"contains_any": "ideas"}))
+    data["themes"] = {"delivery": {"en": ["courier"]}}
+    path.write_text(yaml.safe_dump(data), encoding="utf-8")
+    result = CliRunner().invoke(app, ["config", "check", str(path)])
+    assert result.exit_code == 1
+    assert "match.contains_any names no theme: 'ideas' (known: delivery)" in result.output
