@@ -491,7 +491,22 @@ def routing_summary(config: PortalConfig) -> list[str]:
         ),
         f"manager of an answer (manager reports): {manager}",
         *(_deal_summary(deal, task is not None) for deal in config.deal_surveys),
+        *_theme_summary(config),
     ]
+
+
+def _theme_summary(config: PortalConfig) -> list[str]:
+    """The comment themes and the rules that match words in comments, when there are any."""
+    lines = [
+        f"comment theme {name!r}: {', '.join(words)}"
+        for name, words in config.theme_words().items()
+    ]
+    lines.extend(
+        f"rule {rule.name!r} matches comments containing: {', '.join(words)}"
+        for rule in config.routing.rules
+        if (words := config.comment_words(rule.match)) is not None
+    )
+    return lines
 
 
 def _deal_summary(deal: DealSurvey, task: bool) -> str:

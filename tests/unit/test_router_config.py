@@ -301,3 +301,16 @@ def test_nps_config_check_reports_a_rule_naming_an_unknown_theme(
     result = CliRunner().invoke(app, ["config", "check", str(path)])
     assert result.exit_code == 1
     assert "match.contains_any names no theme: 'ideas' (known: delivery)" in result.output
+
+
+def test_nps_config_check_lists_themes_and_comment_rules(
+    tmp_path: Path, portal_config: PortalConfig
+) -> None:
+    data = config_data(portal_config, rule(name="ideas", match={"contains_any": "ideas"}))
+    data["themes"] = {"ideas": {"ru": ["предлага"], "en": ["suggest"]}}
+    path = tmp_path / "portal.yaml"
+    path.write_text(yaml.safe_dump(data, allow_unicode=True, sort_keys=False), encoding="utf-8")
+    result = CliRunner().invoke(app, ["config", "check", str(path)])
+    assert result.exit_code == 0, result.output
+    assert "comment theme 'ideas': предлага, suggest" in result.output.splitlines()
+    assert "rule 'ideas' matches comments containing: предлага, suggest" in result.output
