@@ -15,6 +15,7 @@ import asyncpg
 import httpx
 import pytest
 
+from services.reports import app as app_module
 from services.reports.app import create_app
 from services.reports.dashboard import RATINGS_PAGE_SIZE
 from services.reports.views import CSV_HEADER
@@ -228,3 +229,14 @@ async def test_the_csv_needs_the_token(pg_dsn: str, portal: str) -> None:
     assert "text/csv" not in refused.headers["content-type"]
     assert wrong.status_code == 422
     assert "category: expected one of promoter, passive, detractor, none" in wrong.text
+
+
+async def test_the_csv_comes_in_chunks_without_losing_or_repeating_a_row(
+    pg_dsn: str, portal: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with client(pg_dsn) as http:
+        whole = await csv_of(http, portal=portal)
+        monkeypatch.setattr(app_module, "CSV_BATCH", 4)
+        chunked = await csv_of(http, portal=portal)
+    assert chunked == whole
+    assert len({tuple(row) for row in chunked[1:]}) == FILLERS + 4 + len(FORMULAS)
