@@ -17,6 +17,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    StringConstraints,
     ValidationError,
     field_validator,
     model_validator,
@@ -36,6 +37,27 @@ LEAD_ACTIONS: tuple[str, ...] = ("service", "marketing")
 """Actions that create a lead: never from cosmetics answers (the customer's rule)."""
 TASK_ACTION = "task"
 DEFAULT_DEADLINE_HOURS = 24
+
+Word = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)]
+"""A word (or stem, or phrase) a comment may contain: matched case-insensitively, as a
+substring, so a stem (`доставк`) matches all its forms."""
+Language = Annotated[str, StringConstraints(pattern=r"^[a-z]{2,3}$")]
+"""A language code (`ru`, `en`): words are listed per language."""
+WordLists = dict[Language, Annotated[list[Word], Field(min_length=1)]]
+THEME_NAME = r"^[a-z][a-z0-9_-]*$"
+
+
+def word_list(lists: WordLists) -> tuple[str, ...]:
+    """The words of every language, each once, in the order given."""
+    return tuple(dict.fromkeys(word for words in lists.values() for word in words))
+
+
+def contains_any(comment: str | None, words: tuple[str, ...]) -> bool:
+    """Whether `comment` contains any of `words` (case-insensitive substrings)."""
+    if not comment:
+        return False
+    text = comment.casefold()
+    return any(word.casefold() in text for word in words)
 
 
 class ConfigError(ValueError):
@@ -226,6 +248,9 @@ class RuleMatch(_Strict):
     sku: list[str] | None = Field(default=None, min_length=1)
     segment: list[int] | None = Field(default=None, min_length=1)
     service_request: bool | None = None
+    contains_any: str | WordLists | None = None
+    """The comment contains any of these words (per language), or of the words of the theme
+    of this name (`themes`)."""
 
 
 def _template_problems(value: Any, path: str) -> list[str]:
@@ -340,9 +365,25 @@ class PortalConfig(_Strict):
     survey: Survey
     deal_surveys: list[DealSurvey] = Field(default_factory=list)
     routing: Routing
+    themes: dict[Annotated[str, StringConstraints(pattern=THEME_NAME)], WordLists] = Field(
+        default_factory=dict
+    )
+    """Comment themes: name -> words per language (the dashboard's all-ratings page filters and
+    counts answers by them; a rule's `match.contains_any` may name one)."""
 
     def deal_survey(self, category_id: int) -> DealSurvey | None:
         return next((d for d in self.deal_surveys if d.category_id == category_id), None)
+
+    def theme_words(self) -> dict[str, tuple[str, ...]]:
+        """Each theme's words, every language together."""
+        return {name: word_list(lists) for name, lists in self.themes.items()}
+
+    def comment_words(self, match: RuleMatch) -> tuple[str, ...] | None:
+        """The words `match.contains_any` asks a comment for; None when it asks for none."""
+        wanted = match.contains_any
+        if wanted is None:
+            return None
+        return word_list(self.themes[wanted] if isinstance(wanted, str) else wanted)
 
     @model_validator(mode="after")
     def _rules_name_known_segments_and_skus(self) -> PortalConfig:
@@ -357,8 +398,19 @@ class PortalConfig(_Strict):
         }
         skus |= {deal.product.sku for deal in self.deal_surveys}
         problems = self._deal_survey_problems()
+        problems.extend(
+            f"themes.{name}: no words; give words per language, e.g. en: [delivery]"
+            for name, lists in self.themes.items()
+            if not lists
+        )
         for rule in self.routing.rules:
             problems.extend(self._rule_problems(rule))
+            theme = rule.match.contains_any
+            if isinstance(theme, str) and theme not in self.themes:
+                problems.append(
+                    f"rule {rule.name!r}: match.contains_any names no theme: {theme!r} (known:"
+                    f" {', '.join(self.themes) or 'none; define them under themes'})"
+                )
             unknown_segments = sorted(set(rule.match.segment or ()) - categories)
             if unknown_segments:
                 problems.append(
@@ -484,7 +536,22 @@ def routing_summary(config: PortalConfig) -> list[str]:
         ),
         f"manager of an answer (manager reports): {manager}",
         *(_deal_summary(deal, task is not None) for deal in config.deal_surveys),
+        *_theme_summary(config),
     ]
+
+
+def _theme_summary(config: PortalConfig) -> list[str]:
+    """The comment themes and the rules that match words in comments, when there are any."""
+    lines = [
+        f"comment theme {name!r}: {', '.join(words)}"
+        for name, words in config.theme_words().items()
+    ]
+    lines.extend(
+        f"rule {rule.name!r} matches comments containing: {', '.join(words)}"
+        for rule in config.routing.rules
+        if (words := config.comment_words(rule.match)) is not None
+    )
+    return lines
 
 
 def _deal_summary(deal: DealSurvey, task: bool) -> str:

@@ -3,10 +3,15 @@
 Pages (server-rendered from the Jinja2 templates of `templates/` by `pages.py`: HTML with
 inline SVG charts, no JavaScript, the style sheet from `/static/`), each with its filters in the
 query string: `/` (NPS trend), `/products`, `/managers`, `/attention` (latest detractors and
-service requests), `/ops` (conflicts and dead letters). `GET /api/report` takes the same
-parameters as `nps report` (`by`, `period`, `from`, `to`, `segment`, `product`, `manager`,
-`portal`) and answers the same rows as `nps report --json`; `GET /api/scores` takes the same
-parameters and answers how many of those answers gave each score.
+service requests), `/ratings` (every current answer, filtered, a page at a time), `/ops`
+(conflicts and dead letters). `/ratings.csv` takes the all-ratings page's query string and streams
+every answer it selects (all pages) as CSV: UTF-8 with a BOM (Excel reads it as such), a header
+row, and every cell a spreadsheet could take for a formula prefixed with `'`.
+
+`GET /api/report` takes the same parameters as `nps report` (`by`, `period`, `from`, `to`,
+`segment`, `product`, `manager`, `portal`) and answers the same rows as `nps report --json`;
+`GET /api/scores` takes the same parameters and answers how many of those answers gave each
+score.
 
 `GET /openapi.json` describes the API (there is no `/docs` page: Swagger UI would load its
 scripts from a CDN). Everything but `GET /healthz` and the style sheet under `/static/` needs the
@@ -17,7 +22,7 @@ token in its address.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import replace
 from datetime import date, datetime
@@ -26,7 +31,13 @@ from urllib.parse import urlencode
 from zoneinfo import ZoneInfo
 
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request
-from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from fastapi.responses import (
+    HTMLResponse,
+    PlainTextResponse,
+    RedirectResponse,
+    Response,
+    StreamingResponse,
+)
 from fastapi.staticfiles import StaticFiles
 from pydantic import ValidationError
 
@@ -36,12 +47,13 @@ from services.reports.auth import COOKIE, COOKIE_MAX_AGE_S, Access, cookie_value
 from services.reports.dashboard import VIEWS, Sources
 from services.reports.filters import FilterError, parse_filters
 from services.reports.queries import filter_options
-from services.reports.views import portal_origin
+from services.reports.views import CSV_HEADER, csv_row, csv_text, portal_origin, rating_lines
 from services.scoring.read import (
     DEFAULT_MIN_ANSWERS,
     GroupBy,
     Period,
     ReportQuery,
+    all_ratings,
     named_managers,
     run_report,
     score_distribution,
@@ -110,13 +122,61 @@ async def page(request: Request) -> Response:
     today = datetime.now(sources.zone).date()
     async with request.app.state.pool.acquire() as conn:
         try:
-            filters = parse_filters(request.query_params, today)
+            filters = parse_filters(request.query_params, today, sources.themes)
         except FilterError as exc:
             options = await filter_options(conn, None)
             return _html(pages.problems_page(item, options, exc.problems), 422)
         options = await filter_options(conn, filters.portal)
-        options = replace(options, manager_names=await user_names(conn, filters.portal))
+        options = replace(
+            options,
+            manager_names=await user_names(conn, filters.portal),
+            themes=tuple(sources.themes),
+        )
         return _html(await view(conn, sources, filters, options))
+
+
+CSV_BATCH = 500
+"""Answers per chunk of the CSV export."""
+
+
+async def ratings_csv(request: Request) -> Response:
+    """Every answer the all-ratings page selects with the same query string, as CSV."""
+    if not _presented(request):
+        return _sign_in(request)
+    sources: Sources = request.app.state.sources
+    today = datetime.now(sources.zone).date()
+    try:
+        filters = parse_filters(request.query_params, today, sources.themes)
+    except FilterError as exc:
+        return PlainTextResponse("\n".join(exc.problems) + "\n", 422, headers=PAGE_HEADERS)
+    query = filters.ratings(sources.themes)
+    pool = request.app.state.pool
+
+    def chunk(records: Sequence[Mapping[str, Any]], names: Mapping[int, str]) -> str:
+        lines = rating_lines(records, sources.portal_origin, sources.zone, names)
+        return csv_text([csv_row(line) for line in lines])
+
+    async def body() -> AsyncIterator[str]:
+        yield "\ufeff" + csv_text([CSV_HEADER])
+        async with pool.acquire() as conn:
+            names = await user_names(conn, filters.portal)
+            batch: list[dict[str, Any]] = []
+            async for record in all_ratings(conn, query, batch=CSV_BATCH):
+                batch.append(record)
+                if len(batch) == CSV_BATCH:
+                    yield chunk(batch, names)
+                    batch = []
+            if batch:
+                yield chunk(batch, names)
+
+    return StreamingResponse(
+        body(),
+        media_type="text/csv; charset=utf-8",
+        headers={
+            **PAGE_HEADERS,
+            "Content-Disposition": f'attachment; filename="ratings-{today.isoformat()}.csv"',
+        },
+    )
 
 
 def report_query(
@@ -186,6 +246,7 @@ def create_app(
     min_answers: int = DEFAULT_MIN_ANSWERS,
     timezone: str = "UTC",
     field_titles: Mapping[str, str] | None = None,
+    themes: Mapping[str, tuple[str, ...]] | None = None,
 ) -> FastAPI:
     """The reports app on the database at `database_url`, protected by `token`.
 
@@ -193,7 +254,8 @@ def create_app(
     webhook URL; only its origin is kept) makes links to Bitrix24 items and contacts;
     `rabbitmq_url` lets the ops view count dead letters; below `min_answers` answers a number
     is marked as too few to rely on. Times are shown in `timezone` (the portal's, an IANA name)
-    and the contact fields of conflicts by their `field_titles` (code -> title).
+    and the contact fields of conflicts by their `field_titles` (code -> title); the
+    all-ratings page filters and counts answers by the comment `themes` (name -> words).
     """
 
     @asynccontextmanager
@@ -216,6 +278,7 @@ def create_app(
         min_answers=min_answers,
         zone=ZoneInfo(timezone),
         field_titles=dict(field_titles or {}),
+        themes=dict(themes or {}),
     )
     api = APIRouter(prefix="/api", dependencies=[Depends(api_guard)])
     api.add_api_route("/report", report_endpoint, methods=["GET"])
@@ -229,6 +292,7 @@ def create_app(
 
     for path in VIEWS:
         app.add_api_route(path, page, methods=["GET"], include_in_schema=False)
+    app.add_api_route("/ratings.csv", ratings_csv, methods=["GET"], include_in_schema=False)
 
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:

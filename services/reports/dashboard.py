@@ -7,7 +7,7 @@ on a page equals the API's for the same filters.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, tzinfo
 from typing import Any
 
@@ -21,21 +21,27 @@ from services.reports.views import (
     Counts,
     Distribution,
     FilterOptions,
+    ThemeCount,
     attention_lines,
     change,
     distribution,
     lane_lines,
     manager_lines,
     ops_view,
+    pager,
     product_lines,
+    rating_lines,
     trend_chart,
 )
 from services.scoring.read import (
     DEFAULT_MIN_ANSWERS,
     ReportQuery,
+    ratings_count,
     run_report,
     score_distribution,
+    theme_counts,
 )
+from services.scoring.read import ratings as read_ratings
 from shared.db import Conn
 
 
@@ -53,6 +59,11 @@ class Sources:
     """The portal's time zone: the pages show times in it."""
     field_titles: Mapping[str, str] = field(default_factory=dict)
     """Contact field code -> title (from the portal YAML), for the conflicts on the ops view."""
+    themes: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    """The comment themes of the portal YAML: name -> words."""
+
+
+RATINGS_PAGE_SIZE = 50
 
 
 View = Callable[[Conn, Sources, Filters, FilterOptions], Awaitable[str]]
@@ -143,6 +154,45 @@ async def attention(conn: Conn, sources: Sources, filters: Filters, options: Fil
     )
 
 
+def ratings_csv_url(filters: Filters) -> str:
+    """The CSV export of every answer the all-ratings page selects with `filters`."""
+    return "/ratings.csv" + replace(filters, page=1).query_string()
+
+
+async def ratings(conn: Conn, sources: Sources, filters: Filters, options: FilterOptions) -> str:
+    query = filters.ratings(sources.themes)
+    size = RATINGS_PAGE_SIZE
+    records = await read_ratings(conn, query, limit=size, offset=(filters.page - 1) * size)
+    total = await ratings_count(conn, query)
+    counts = await theme_counts(conn, query, sources.themes)
+    themes = [
+        ThemeCount(
+            name=name,
+            answers=answers,
+            href="/ratings"
+            + replace(
+                filters, theme=None if name == filters.theme else name, page=1
+            ).query_string(),
+            on=name == filters.theme,
+        )
+        for name, answers in counts.items()
+    ]
+    return pages.ratings_page(
+        filters,
+        options,
+        rating_lines(records, sources.portal_origin, sources.zone, options.manager_names),
+        pager(
+            filters.page,
+            size,
+            len(records),
+            total,
+            lambda n: "/ratings" + replace(filters, page=n).query_string(),
+        ),
+        themes,
+        csv_url=ratings_csv_url(filters),
+    )
+
+
 async def ops(conn: Conn, sources: Sources, filters: Filters, options: FilterOptions) -> str:
     total, records = await queries.conflicts(conn, filters.portal)
     dead_letters = await dlq.dead_letter_sizes(sources.rabbitmq_url)
@@ -168,5 +218,6 @@ VIEWS: dict[str, tuple[pages.NavItem, View]] = {
     pages.PRODUCTS.path: (pages.PRODUCTS, products),
     pages.MANAGERS.path: (pages.MANAGERS, managers),
     pages.ATTENTION.path: (pages.ATTENTION, attention),
+    pages.RATINGS.path: (pages.RATINGS, ratings),
     pages.OPS.path: (pages.OPS, ops),
 }

@@ -4,6 +4,11 @@
 An empty value means "all" (an HTML form submits `segment=` for "all segments"); parameters
 that are not filters (the one-time `token`) are ignored here.
 
+The all-ratings page has filters of its own: `category=` (promoter, passive, detractor, or
+`none`: not scored), `comment=yes` (answers with a comment), `q=` (a text the comment contains,
+case-insensitive), `theme=` (a comment theme of the portal YAML) and `page=` (from 1); the other
+pages carry them along without applying them.
+
 `dates=` names a preset range that moves with the days (`7d`, `30d`, `90d`: the last 7, 30 or 90
 days up to today; `month`, `quarter`: this month or quarter up to today); it takes the place of
 `from` and `to`. A range with both ends has a previous period: the same number of days just
@@ -12,16 +17,24 @@ before it, which the summary figures are compared with.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, replace
 from datetime import date, timedelta
 from typing import Any
 from urllib.parse import urlencode
 
-from services.scoring.read import GRANULARITIES, Granularity, GroupBy, Period, ReportQuery
+from services.scoring.read import (
+    GRANULARITIES,
+    Granularity,
+    GroupBy,
+    Period,
+    RatingsQuery,
+    ReportQuery,
+)
 
 DEFAULT_PERIOD: Granularity = "month"
 MAX_TEXT = 200
+MAX_PAGE = 1_000_000
 FIELDS: tuple[str, ...] = (
     "segment",
     "product",
@@ -31,7 +44,19 @@ FIELDS: tuple[str, ...] = (
     "to",
     "period",
     "portal",
+    "category",
+    "comment",
+    "q",
+    "theme",
+    "page",
 )
+CATEGORIES: dict[str, str] = {
+    "promoter": "promoters",
+    "passive": "passives",
+    "detractor": "detractors",
+    "none": "not scored",
+}
+"""The all-ratings page's `category=` values and how the filter form names them."""
 PRESETS: dict[str, str] = {
     "7d": "last 7 days",
     "30d": "last 30 days",
@@ -51,6 +76,10 @@ def preset_range(preset: str, today: date) -> tuple[date, date]:
     if preset == "quarter":
         return today.replace(month=(today.month - 1) // 3 * 3 + 1, day=1), today
     raise ValueError(f"unknown date preset {preset!r}; expected one of {', '.join(PRESETS)}")
+
+
+REPORT_PARAMS = ("segment", "product", "manager", "from", "to", "portal")
+"""The filters `/api/report` takes."""
 
 
 class FilterError(ValueError):
@@ -75,6 +104,27 @@ class Filters:
     preset: str | None = None
     """The date preset `date_from`..`date_to` came from (kept in links, so they move with the
     days), or None for dates given as they are."""
+    category: str | None = None
+    has_comment: bool = False
+    search: str | None = None
+    theme: str | None = None
+    page: int = 1
+    """The all-ratings page's filters and page number (the other pages ignore them)."""
+
+    def ratings(self, themes: Mapping[str, tuple[str, ...]]) -> RatingsQuery:
+        """The all-ratings query of these filters; `themes` gives the theme's words."""
+        return RatingsQuery(
+            portal=self.portal,
+            segment=self.segment,
+            product=self.product,
+            manager=self.manager,
+            start=self.date_from,
+            end=self.date_to,
+            category=self.category,
+            has_comment=self.has_comment,
+            search=self.search,
+            words=None if self.theme is None else themes[self.theme],
+        )
 
     def previous(self) -> Filters | None:
         """The same filters over the period of the same length just before this one; None
@@ -116,6 +166,11 @@ class Filters:
             "to": self.date_to,
             "period": None if self.period == DEFAULT_PERIOD else self.period,
             "portal": self.portal,
+            "category": self.category,
+            "comment": "yes" if self.has_comment else None,
+            "q": self.search,
+            "theme": self.theme,
+            "page": None if self.page == 1 else self.page,
         }
         return {key: str(value) for key, value in values.items() if value is not None}
 
@@ -128,7 +183,7 @@ class Filters:
         """The `/api/report` URL that answers the same rows as `report(by, period)` (a preset's
         dates written out: the API takes dates)."""
         given = self._values()
-        params = {"by": by, **{k: v for k, v in given.items() if k not in ("period", "dates")}}
+        params = {"by": by, **{k: v for k, v in given.items() if k in REPORT_PARAMS}}
         if period is not None:
             params["period"] = period
         return "/api/report?" + urlencode(params)
@@ -178,9 +233,28 @@ def _preset(raw: str | None, problems: list[str]) -> str | None:
     return None
 
 
-def parse_filters(params: Mapping[str, str], today: date) -> Filters:
-    """The filters in `params` (a date preset resolved on `today`, the portal's date); raises
-    `FilterError` naming every parameter that is wrong."""
+def _choice(
+    name: str, raw: str | None, allowed: Collection[str], problems: list[str]
+) -> str | None:
+    if raw is None or raw in allowed:
+        return raw
+    expected = f"one of {', '.join(allowed)}" if allowed else "none (no themes are configured)"
+    problems.append(f"{name}: expected {expected}, got {raw[:MAX_TEXT]!r}")
+    return None
+
+
+def _page_number(raw: str | None, problems: list[str]) -> int:
+    if raw is None:
+        return 1
+    if raw.isascii() and raw.isdigit() and 1 <= int(raw) <= MAX_PAGE:
+        return int(raw)
+    problems.append(f"page: expected a page number from 1 to {MAX_PAGE}, got {raw[:MAX_TEXT]!r}")
+    return 1
+
+
+def parse_filters(params: Mapping[str, str], today: date, themes: Collection[str] = ()) -> Filters:
+    """The filters in `params` (a date preset resolved on `today`, the portal's date; `theme`
+    one of `themes`); raises `FilterError` naming every parameter that is wrong."""
     raw = {name: params.get(name, "").strip() or None for name in FIELDS}
     problems: list[str] = []
     segment = _text("segment", raw["segment"], problems)
@@ -191,6 +265,11 @@ def parse_filters(params: Mapping[str, str], today: date) -> Filters:
     date_to = _day("to", raw["to"], problems)
     period = _period(raw["period"], problems)
     preset = _preset(raw["dates"], problems)
+    category = _choice("category", raw["category"], CATEGORIES, problems)
+    comment = _choice("comment", raw["comment"], ("yes",), problems)
+    search = _text("q", raw["q"], problems)
+    theme = _choice("theme", raw["theme"], themes, problems)
+    page = _page_number(raw["page"], problems)
     if preset is not None:
         date_from, date_to = preset_range(preset, today)
     if date_from and date_to and date_from > date_to:
@@ -206,4 +285,9 @@ def parse_filters(params: Mapping[str, str], today: date) -> Filters:
         period=period,
         portal=portal,
         preset=preset,
+        category=category,
+        has_comment=comment is not None,
+        search=search,
+        theme=theme,
+        page=page,
     )

@@ -48,21 +48,24 @@ def generated_token_notice(url: str, token: str) -> str:
     )
 
 
-def portal_display(settings: Settings) -> tuple[str, dict[str, str]]:
-    """The portal's time zone and its contact fields' titles, from the portal YAML when there is
-    one (UTC and no titles without it: the dashboard needs no YAML to run)."""
+def portal_display(
+    settings: Settings,
+) -> tuple[str, dict[str, str], dict[str, tuple[str, ...]]]:
+    """The portal's time zone, its contact fields' titles and its comment themes, from the portal
+    YAML when there is one (UTC, no titles, no themes without it: the dashboard needs no YAML to
+    run)."""
     path = settings.portal_config_path()
     if not path.exists():
-        return "UTC", {}
+        return "UTC", {}, {}
     config = load_portal_config(path)
-    return config.portal.timezone, contact_field_titles(config)
+    return config.portal.timezone, contact_field_titles(config), config.theme_words()
 
 
 def run(settings: Settings) -> None:
     """Apply migrations, then serve the reports app until SIGINT/SIGTERM."""
     configure_logging(settings.log_level, settings.log_format, service="reports")
     reports = ReportsSettings()
-    timezone, field_titles = portal_display(settings)
+    timezone, field_titles, themes = portal_display(settings)
     dsn = settings.database_url.get_secret_value()
     asyncio.run(migrate(dsn))
     token, generated = resolve_token(reports)
@@ -80,6 +83,7 @@ def run(settings: Settings) -> None:
             min_answers=settings.nps_min_answers,
             timezone=timezone,
             field_titles=field_titles,
+            themes=themes,
         ),
         host=reports.host,
         port=reports.port,

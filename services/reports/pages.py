@@ -23,7 +23,7 @@ from typing import Any
 from jinja2 import Environment, PackageLoader, StrictUndefined
 from markupsafe import Markup
 
-from services.reports.filters import PRESETS, Filters
+from services.reports.filters import CATEGORIES, PRESETS, Filters
 from services.reports.views import (
     DASH,
     AttentionLine,
@@ -33,7 +33,10 @@ from services.reports.views import (
     FilterOptions,
     ManagerLine,
     OpsView,
+    Pager,
     ProductLine,
+    RatingLine,
+    ThemeCount,
     TrendChart,
     fmt_avg,
     fmt_margin,
@@ -55,8 +58,13 @@ TREND = NavItem("/", "Trend", ("segment", "product", "manager", "from", "to", "p
 PRODUCTS = NavItem("/products", "Products", TREND.filters)
 MANAGERS = NavItem("/managers", "Managers", ("segment", "product", "manager", "from", "to"))
 ATTENTION = NavItem("/attention", "Detractors & service", MANAGERS.filters)
+RATINGS = NavItem(
+    "/ratings",
+    "All ratings",
+    (*MANAGERS.filters, "category", "comment", "theme", "q"),
+)
 OPS = NavItem("/ops", "Ops", ())
-NAV: tuple[NavItem, ...] = (TREND, PRODUCTS, MANAGERS, ATTENTION, OPS)
+NAV: tuple[NavItem, ...] = (TREND, PRODUCTS, MANAGERS, ATTENTION, RATINGS, OPS)
 OPEN_TABLE_ROWS = 24
 """The trend's figures table starts unfolded up to this many periods."""
 
@@ -113,12 +121,14 @@ class Option:
 
 @dataclass(frozen=True)
 class Field:
-    """A filter of the form: a select with `options`, or a date input (no options)."""
+    """A filter of the form: a select with `options`, or an `input` (no options)."""
 
     name: str
     label: str
     value: str = ""
     options: tuple[Option, ...] = ()
+    input: str = "date"
+    """The input's type: `date`, or `search` for text."""
 
 
 @dataclass(frozen=True)
@@ -131,7 +141,14 @@ class FilterForm:
 def _select(
     name: str, label: str, current: str | None, choices: Sequence[tuple[str, str]]
 ) -> Field:
-    everything = {"segment": "all segments", "product": "all products", "manager": "all managers"}
+    everything = {
+        "segment": "all segments",
+        "product": "all products",
+        "manager": "all managers",
+        "category": "all categories",
+        "comment": "with or without",
+        "theme": "all themes",
+    }
     options = [Option("", everything.get(name, "all"), current is None)]
     if current is not None and current not in {value for value, _ in choices}:
         options.append(Option(current, current, True))
@@ -162,6 +179,15 @@ def filter_form(item: NavItem, filters: Filters, options: FilterOptions) -> Filt
     for name, label, day in (("from", "From", filters.date_from), ("to", "To", filters.date_to)):
         if name in shown:
             fields.append(Field(name, label, value="" if day is None else day.isoformat()))
+    if "category" in shown:
+        fields.append(_select("category", "Category", filters.category, list(CATEGORIES.items())))
+    if "comment" in shown:
+        wanted = "yes" if filters.has_comment else None
+        fields.append(_select("comment", "Comment", wanted, [("yes", "with a comment")]))
+    if "theme" in shown and (options.themes or filters.theme is not None):
+        fields.append(_select("theme", "Theme", filters.theme, [(t, t) for t in options.themes]))
+    if "q" in shown:
+        fields.append(Field("q", "Comment contains", value=filters.search or "", input="search"))
     if "period" in shown:
         periods = tuple(Option(p, p, p == filters.period) for p in GRANULARITIES)
         fields.append(Field("period", "Period", options=periods))
@@ -185,7 +211,7 @@ def _page(
     **content: Any,
 ) -> str:
     """`template` (a page extending `layout.html`) with the header, navigation and filters."""
-    query = filters.query_string()
+    query = replace(filters, page=1).query_string()
     return ENV.get_template(template).render(
         item=item,
         nav=[NavLink(n.path + query, n.title, n is item) for n in NAV],
@@ -296,6 +322,29 @@ def attention_page(
         summary=summary,
         limit=limit,
         delta=delta,
+    )
+
+
+def ratings_page(
+    filters: Filters,
+    options: FilterOptions,
+    lines: Sequence[RatingLine],
+    pages: Pager,
+    themes: Sequence[ThemeCount],
+    *,
+    csv_url: str,
+) -> str:
+    """`/ratings`: every current answer the filters select, a page at a time, the comment
+    themes' counts, and the CSV export of them all."""
+    return _page(
+        "ratings.html",
+        RATINGS,
+        filters,
+        options,
+        lines=lines,
+        pager=pages,
+        themes=themes,
+        csv_url=csv_url,
     )
 
 

@@ -7,9 +7,11 @@ API's numbers. NPS charts always span -100..100, so a negative NPS sits visibly 
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, tzinfo
 from typing import Any, Protocol
@@ -414,6 +416,8 @@ class FilterOptions:
     managers: tuple[int, ...]
     manager_names: Mapping[int, str] = field(default_factory=dict)
     """Who the managers are (user id -> name, from the portal's `user.get`)."""
+    themes: tuple[str, ...] = ()
+    """The comment themes of the portal YAML."""
 
 
 @dataclass(frozen=True)
@@ -729,4 +733,141 @@ def ops_view(
             for u in unmapped
         ),
         lanes=lanes,
+    )
+
+
+@dataclass(frozen=True)
+class RatingLine:
+    """One current answer of the all-ratings list (and a row of its CSV export)."""
+
+    answer_id: str
+    answered: str
+    survey: str
+    item: str
+    """`item 501` (a smart-process item) or `deal 77` (an NPS deal)."""
+    item_url: str | None
+    product: str
+    score: str
+    category: str
+    service_request: bool
+    comment: str
+    manager: str
+    contact_id: int | None
+    contact_url: str | None
+
+
+def item_label(entity_type_id: int, item_id: int) -> str:
+    return f"{'deal' if entity_type_id == DEAL_ENTITY_TYPE_ID else 'item'} {item_id}"
+
+
+def rating_lines(
+    records: Sequence[Mapping[str, Any]],
+    origin: str | None,
+    zone: tzinfo = UTC,
+    names: Mapping[int, str] | None = None,
+) -> list[RatingLine]:
+    """Lines of current answers (records of `scoring_answers`), their times in `zone`, their
+    managers named by `names`, their items and contacts linked to the portal at `origin`."""
+    return [
+        RatingLine(
+            answer_id=r["answer_id"],
+            answered=fmt_time(r["submitted_at"], zone),
+            survey=r["segment"],
+            item=item_label(r["entity_type_id"], r["item_id"]),
+            item_url=item_url(origin, r["entity_type_id"], r["item_id"]),
+            product=f"{r['product_name']} ({r['sku']})",
+            score=DASH if r["score"] is None else str(r["score"]),
+            category=r["category"] or "not scored",
+            service_request=r["service_request"],
+            comment=r["comment"] or "",
+            manager=manager_label(r["responsible_id"], names),
+            contact_id=r["contact_id"],
+            contact_url=contact_url(origin, r["contact_id"]),
+        )
+        for r in records
+    ]
+
+
+CSV_HEADER: tuple[str, ...] = (
+    "answered",
+    "survey",
+    "item",
+    "item link",
+    "product",
+    "score",
+    "category",
+    "service request",
+    "comment",
+    "responsible",
+    "contact",
+    "contact link",
+)
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+"""What a spreadsheet may read as the start of a formula in a cell."""
+
+
+def safe_cell(text: str) -> str:
+    """`text` as a spreadsheet shows it as text: a leading `'` where it could start a formula."""
+    return "'" + text if text.startswith(FORMULA_STARTS) else text
+
+
+def csv_row(line: RatingLine) -> list[str]:
+    """`line`'s cells in the order of `CSV_HEADER`, each safe to open in a spreadsheet (an empty
+    cell where the list shows a dash)."""
+    cells = [
+        line.answered,
+        line.survey,
+        line.item,
+        line.item_url or "",
+        line.product,
+        "" if line.score == DASH else line.score,
+        line.category,
+        "yes" if line.service_request else "",
+        line.comment,
+        line.manager,
+        "" if line.contact_id is None else str(line.contact_id),
+        line.contact_url or "",
+    ]
+    return [safe_cell(cell) for cell in cells]
+
+
+def csv_text(rows: Sequence[Sequence[str]]) -> str:
+    """`rows` as CSV (RFC 4180: comma, quotes where needed, CRLF line ends)."""
+    out = io.StringIO()
+    csv.writer(out).writerows(rows)
+    return out.getvalue()
+
+
+@dataclass(frozen=True)
+class ThemeCount:
+    """A comment theme of the all-ratings page: how many answers it has, a link filtering by
+    it (or clearing it, when it is the one selected)."""
+
+    name: str
+    answers: int
+    href: str
+    on: bool
+
+
+@dataclass(frozen=True)
+class Pager:
+    """Where the shown answers sit among all those selected, and links to the pages around."""
+
+    first: int
+    last: int
+    total: int
+    previous: str | None
+    next: str | None
+
+
+def pager(page: int, size: int, shown: int, total: int, link: Callable[[int], str]) -> Pager:
+    """Page `page` (from 1) of `size` answers, `shown` of them on it, of `total` in all;
+    `link(n)` is the address of page n."""
+    first = (page - 1) * size + 1 if shown else 0
+    return Pager(
+        first=first,
+        last=first + shown - 1 if shown else 0,
+        total=total,
+        previous=link(page - 1) if page > 1 else None,
+        next=link(page + 1) if page * size < total else None,
     )

@@ -21,7 +21,8 @@ moves the deal only when it is not at the wanted stage already, so an edited ans
 only when the outcome changed, and an older version never undoes a newer one.
 
 Cosmetics answers cause no built-in action. Declarative rules (`routing.rules`) add actions of
-their own, with the category as outcome.
+their own, with the category as outcome; their `match.contains_any` picks answers by words in the
+comment (case-insensitive substrings, listed per language or named by a theme).
 
 The *outcome* goes into the deterministic `action_id` with the answer and the rule: the same
 answer with the same outcome always yields the same id, so the router's record of sent actions
@@ -43,6 +44,7 @@ from shared.portal_config import (
     PortalConfig,
     Rule,
     RuleMatch,
+    contains_any,
 )
 
 SERVICE = "service"
@@ -73,8 +75,9 @@ def action_id(answer_id: str, rule: str, outcome: str) -> str:
     return str(derived_id("route-action", answer_id, rule, outcome))
 
 
-def matches(match: RuleMatch, answer: ScoredAnswer) -> bool:
-    """True when every condition given in `match` holds for `answer`."""
+def matches(match: RuleMatch, answer: ScoredAnswer, words: tuple[str, ...] | None = None) -> bool:
+    """True when every condition given in `match` holds for `answer`; `words` are those its
+    `contains_any` asks the comment for (`PortalConfig.comment_words`)."""
     return (
         (match.kind is None or answer.kind in match.kind)
         and (match.category is None or answer.category in match.category)
@@ -82,6 +85,7 @@ def matches(match: RuleMatch, answer: ScoredAnswer) -> bool:
         and (match.sku is None or answer.sku in match.sku)
         and (match.segment is None or answer.category_id in match.segment)
         and (match.service_request is None or answer.service_request == match.service_request)
+        and (words is None or contains_any(answer.comment, words))
     )
 
 
@@ -258,6 +262,6 @@ def plan_actions(event: NpsScored, config: PortalConfig) -> list[RouteAction]:
     actions.extend(
         _declared(event, rule, config)
         for rule in config.routing.rules
-        if matches(rule.match, answer)
+        if matches(rule.match, answer, config.comment_words(rule.match))
     )
     return actions

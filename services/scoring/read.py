@@ -3,14 +3,15 @@ scoring's tables (docs/architecture.md, "Tables and their owners").
 
 The NPS reports themselves are `services.scoring.report` (`run_report`, `ReportQuery`, the
 periods), exported here; this module adds the rest others read: the filter choices, the latest
-answers that need attention, and the scored items and answers of a portal.
+answers that need attention, every current answer (the all-ratings list, its CSV export and
+its per-theme counts), and the scored items and answers of a portal.
 
 Every value is a `$n` parameter; the dashboard's queries run read-only with JIT off.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
@@ -38,17 +39,23 @@ __all__ = [
     "ItemRef",
     "Period",
     "ProductChoice",
+    "RatingsQuery",
     "ReportQuery",
+    "all_ratings",
     "answer_ids",
     "attention",
     "choices",
     "current_answers",
     "last_scored_at",
+    "like_pattern",
     "named_managers",
+    "ratings",
+    "ratings_count",
     "render_table",
     "run_report",
     "score_distribution",
     "scored_items",
+    "theme_counts",
 ]
 
 _ANSWERED = "d.promoters + d.passives + d.detractors > 0"
@@ -241,3 +248,126 @@ async def current_answers(conn: Conn, portal: str) -> list[CurrentAnswer]:
         )
         for row in rows
     ]
+
+
+@dataclass(frozen=True)
+class RatingsQuery:
+    """Which current answers the all-ratings list shows: the report filters, and a category
+    (`none`: not scored), answers with a comment only, a text the comment contains and word lists
+    of which the comment contains any (a theme). Texts match case-insensitively, as substrings."""
+
+    portal: str | None = None
+    segment: str | None = None
+    product: str | None = None
+    manager: int | None = None
+    start: date | None = None
+    end: date | None = None
+    category: str | None = None
+    has_comment: bool = False
+    search: str | None = None
+    words: tuple[str, ...] | None = None
+
+
+def like_pattern(text: str) -> str:
+    """An ILIKE pattern matching any text that contains `text` (its wildcards taken literally)."""
+    escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return f"%{escaped}%"
+
+
+def _ratings_where(query: RatingsQuery, params: list[Any], *, themed: bool = True) -> str:
+    conditions = ["d.is_current"]
+    filter_conditions(
+        conditions,
+        params,
+        portal=query.portal,
+        segment=query.segment,
+        product=query.product,
+        manager=query.manager,
+        day="d.day",
+        start=query.start,
+        end=query.end,
+    )
+
+    def add(template: str, value: Any) -> None:
+        params.append(value)
+        conditions.append(template.format(f"${len(params)}"))
+
+    if query.category == "none":
+        conditions.append("d.category IS NULL")
+    elif query.category is not None:
+        add("d.category = {}", query.category)
+    if query.has_comment:
+        conditions.append("btrim(coalesce(d.comment, '')) <> ''")
+    if query.search is not None:
+        add("d.comment ILIKE {}", like_pattern(query.search))
+    if themed and query.words is not None:
+        add("d.comment ILIKE ANY({}::text[])", [like_pattern(w) for w in query.words])
+    return " AND ".join(conditions)
+
+
+_RATING_COLUMNS = (
+    "d.answer_id, d.entity_type_id, d.item_id, d.segment, d.sku, d.product_name, d.score,"
+    " d.category, d.comment, d.service_request, d.contact_id, d.responsible_id, d.submitted_at"
+)
+_RATINGS_ORDER = " ORDER BY d.submitted_at DESC, d.updated_at DESC, d.item_id DESC, d.answer_id"
+
+
+async def ratings(
+    conn: Conn, query: RatingsQuery, *, limit: int, offset: int = 0
+) -> list[dict[str, Any]]:
+    """One page of the current answers `query` selects, newest first (as `attention` orders)."""
+    params: list[Any] = []
+    where = _ratings_where(query, params)
+    params.extend([limit, offset])
+    sql = (
+        f"SELECT {_RATING_COLUMNS} FROM scoring_answers d WHERE {where}{_RATINGS_ORDER}"  # noqa: S608 - fixed fragments, values are $n
+        f" LIMIT ${len(params) - 1} OFFSET ${len(params)}"
+    )
+    async with conn.transaction(readonly=True):
+        await conn.execute("SET LOCAL jit = off")
+        return [dict(row) for row in await conn.fetch(sql, *params)]
+
+
+async def all_ratings(
+    conn: Conn, query: RatingsQuery, *, batch: int = 500
+) -> AsyncIterator[dict[str, Any]]:
+    """Every current answer `query` selects, in the order of `ratings`, read through a cursor
+    (`batch` rows at a time) in one read-only transaction: one snapshot, however many rows."""
+    params: list[Any] = []
+    where = _ratings_where(query, params)
+    sql = f"SELECT {_RATING_COLUMNS} FROM scoring_answers d WHERE {where}{_RATINGS_ORDER}"  # noqa: S608 - fixed fragments, values are $n
+    async with conn.transaction(readonly=True):
+        await conn.execute("SET LOCAL jit = off")
+        async for row in conn.cursor(sql, *params, prefetch=batch):
+            yield dict(row)
+
+
+async def ratings_count(conn: Conn, query: RatingsQuery) -> int:
+    """How many current answers `query` selects."""
+    params: list[Any] = []
+    where = _ratings_where(query, params)
+    sql = f"SELECT count(*) FROM scoring_answers d WHERE {where}"  # noqa: S608 - fixed fragments, values are $n
+    async with conn.transaction(readonly=True):
+        await conn.execute("SET LOCAL jit = off")
+        count: int = await conn.fetchval(sql, *params)
+    return count
+
+
+async def theme_counts(
+    conn: Conn, query: RatingsQuery, themes: Mapping[str, Sequence[str]]
+) -> dict[str, int]:
+    """Per theme (name -> its words), how many of the answers `query` selects (its own theme
+    words left aside) have a comment containing any of the theme's words."""
+    if not themes:
+        return {}
+    params: list[Any] = []
+    where = _ratings_where(query, params, themed=False)
+    counts = []
+    for words in themes.values():
+        params.append([like_pattern(w) for w in words])
+        counts.append(f"count(*) FILTER (WHERE d.comment ILIKE ANY(${len(params)}::text[]))")
+    sql = f"SELECT {', '.join(counts)} FROM scoring_answers d WHERE {where}"  # noqa: S608 - fixed fragments, values are $n
+    async with conn.transaction(readonly=True):
+        await conn.execute("SET LOCAL jit = off")
+        (row,) = await conn.fetch(sql, *params)
+    return {name: row[i] for i, name in enumerate(themes)}

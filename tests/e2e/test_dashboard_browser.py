@@ -180,6 +180,7 @@ async def served(
             "REPORTS_HOST": "127.0.0.1",
             "REPORTS_PORT": str(port),
             "BITRIX24_WEBHOOK_URL": WEBHOOK,
+            "NPS_CONFIG": str(ROOT / "config" / "portal.example.yaml"),
             "LOG_FORMAT": "json",
             "PYTHONPATH": str(ROOT),
         }
@@ -282,6 +283,45 @@ def test_attention_view_links_to_bitrix24(served: Served, browser: Browser) -> N
     assert "w3bh00k" not in dom
 
 
+def test_all_ratings_lists_every_answer_and_exports_them(served: Served, browser: Browser) -> None:
+    dom = browser.dom(served.url("/ratings"))
+    rows = figures(dom)
+    answers = {key: row for key, row in rows.items() if key.startswith(served.portal)}
+    assert list(answers) == [
+        f"{served.portal}:3:CREAM",
+        f"{served.portal}:3:SERUM",
+        f"{served.portal}:11:LASER",
+        f"{served.portal}:2:SERUM",
+        f"{served.portal}:10:LASER",
+        f"{served.portal}:1:CREAM",
+        f"{served.portal}:1:SERUM",
+    ]
+    assert answers[f"{served.portal}:2:SERUM"]["manager"] == "Maria Lebedeva"
+    assert answers[f"{served.portal}:10:LASER"] == {
+        "survey": "Laser A",
+        "item": "item 10",
+        "product": "laser (LASER)",
+        "score": "1",
+        "category": "detractorservice request",
+        "comment": "<b>laser broke</b>",
+        "manager": "user 5",
+        "contact_id": "611",
+    }
+    assert rows["theme-quality"] == {"answers": "1"}
+    assert 'href="https://acme.bitrix24.ru/crm/type/1038/details/10/"' in dom
+    broken = figures(browser.dom(served.url("/ratings", theme="quality", category="detractor")))
+    assert [key for key in broken if key.startswith(served.portal)] == [f"{served.portal}:10:LASER"]
+    export = httpx.get(
+        f"{served.base}/ratings.csv",
+        params={"portal": served.portal, "q": "LASER BROKE"},
+        headers={"Authorization": f"Bearer {served.token}"},
+    )
+    assert export.status_code == 200, export.text
+    lines = export.content.decode("utf-8-sig").splitlines()
+    assert len(lines) == 2
+    assert "<b>laser broke</b>" in lines[1]
+
+
 def test_ops_view_shows_conflicts_and_dead_letters(served: Served, browser: Browser) -> None:
     dom = browser.dom(served.url("/ops"))
     assert dom.index("<h2>Dead letters</h2>") < dom.index("<h2>Conflicts</h2>")
@@ -326,6 +366,7 @@ def test_screenshots_are_saved(served: Served, browser: Browser) -> None:
         ("products", "/products", {}),
         ("managers", "/managers", {}),
         ("attention", "/attention", {}),
+        ("ratings", "/ratings", {}),
         ("ops", "/ops", {}),
     )
     for name, path, params in views:

@@ -22,12 +22,15 @@ from services.reports.views import (
     Counts,
     FilterOptions,
     ProductInfo,
+    ThemeCount,
     attention_lines,
     change,
     distribution,
     manager_lines,
     ops_view,
+    pager,
     product_lines,
+    rating_lines,
     trend_chart,
 )
 from services.scoring.nps import nps_margin, too_few_answers
@@ -90,8 +93,10 @@ def _pages_with_customer_text() -> dict[str, str]:
         segments=((10, EVIL),),
         catalogue={"EQ-1": ProductInfo(EVIL, (EVIL,), (EVIL,))},
         managers=(5,),
+        manager_names={5: EVIL},
+        themes=(EVIL,),
     )
-    filters = Filters(segment=EVIL, product=EVIL, portal=EVIL)
+    filters = Filters(segment=EVIL, product=EVIL, portal=EVIL, search=EVIL, theme=EVIL)
     answer = {
         "answer_id": f"p:1:{EVIL}",
         "entity_type_id": 1038,
@@ -146,6 +151,14 @@ def _pages_with_customer_text() -> dict[str, str]:
         ),
         "attention": pages.attention_page(
             filters, options, attention_lines([answer], EVIL), summary, 50, api_url="/"
+        ),
+        "ratings": pages.ratings_page(
+            filters,
+            options,
+            rating_lines([answer], EVIL, names={5: EVIL}),
+            pager(2, 50, 1, 99, lambda n: f"/ratings?page={n}&q={EVIL}"),
+            [ThemeCount(EVIL, 1, f"/ratings?theme={EVIL}", True)],
+            csv_url=f"/ratings.csv?q={EVIL}",
         ),
         "ops": pages.ops_page(
             filters, options, ops_view(1, [conflict], {EVIL: 1}, [EVIL], "https://a.b")

@@ -63,17 +63,20 @@ def test_a_segment_without_a_name_is_titled_by_its_product(portal_config: Portal
     )
 
 
-def test_the_dashboard_takes_zone_and_titles_from_the_portal_yaml(
+def test_the_dashboard_takes_zone_titles_and_themes_from_the_portal_yaml(
     tmp_path: Path, portal_config: PortalConfig
 ) -> None:
     path = tmp_path / "portal.yaml"
-    path.write_text(yaml.safe_dump(with_portal(portal_config, timezone="Europe/Moscow")))
+    data = with_portal(portal_config, timezone="Europe/Moscow")
+    data["themes"] = {"price": {"ru": ["дорог"], "en": ["expensive", "price"]}}
+    path.write_text(yaml.safe_dump(data, allow_unicode=True, sort_keys=False), encoding="utf-8")
     real = SecretStr("https://acme.bitrix24.ru/rest/1/x/")
-    zone, titles = portal_display(Settings(nps_config=path, bitrix24_webhook_url=real))
+    zone, titles, themes = portal_display(Settings(nps_config=path, bitrix24_webhook_url=real))
     assert (zone, titles["UF_CRM_NPS_LASER_A"]) == ("Europe/Moscow", "Laser A: NPS score")
+    assert themes == {"price": ("дорог", "expensive", "price")}
     assert portal_display(
         Settings(nps_config=tmp_path / "none.yaml", bitrix24_webhook_url=real)
-    ) == ("UTC", {})
+    ) == ("UTC", {}, {})
     path.write_text("portal: {timezone: Mars/Olympus}\n")
     with pytest.raises(ConfigError, match="unknown time zone 'Mars/Olympus'"):
         portal_display(Settings(nps_config=path, bitrix24_webhook_url=real))

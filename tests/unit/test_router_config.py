@@ -83,6 +83,13 @@ def test_a_full_rule_loads(portal_config: PortalConfig) -> None:
         ),
         (rule(action="Route.Telegram"), "routing.rules.0.action: String should match pattern"),
         (rule(name="Laser Alarm"), "routing.rules.0.name: String should match pattern"),
+        (
+            rule(match={"contains_any": "weather"}),
+            "rule 'laser-alarm': match.contains_any names no theme: 'weather' (known:",
+        ),
+        (rule(match={"contains_any": {"en": []}}), "routing.rules.0.match.contains_any"),
+        (rule(match={"contains_any": {"en": ["  "]}}), "routing.rules.0.match.contains_any"),
+        (rule(match={"contains_any": {"English": ["x"]}}), "routing.rules.0.match.contains_any"),
     ],
 )
 def test_bad_rules_are_named_errors(
@@ -255,3 +262,80 @@ def test_bad_lane_settings_are_named_errors(
     with pytest.raises(ConfigError) as raised:
         parse_portal_config(data)
     assert message in str(raised.value)
+
+
+@pytest.mark.parametrize(
+    ("themes", "message"),
+    [
+        ({"Delivery": {"en": ["late"]}}, "themes.Delivery"),
+        ({"delivery": {}}, "themes.delivery: no words; give words per language"),
+        ({"delivery": {"en": []}}, "themes.delivery.en: List should have at least 1 item"),
+        ({"delivery": {"en": [""]}}, "themes.delivery.en.0"),
+        ({"delivery": {"en": "late"}}, "themes.delivery.en: Input should be a valid list"),
+        ({"delivery": {"english": ["late"]}}, "themes.delivery.english"),
+        (["delivery"], "themes: Input should be a valid dictionary"),
+    ],
+)
+def test_bad_themes_are_named_errors(
+    themes: Any, message: str, portal_config: PortalConfig
+) -> None:
+    data = config_data(portal_config)
+    data["themes"] = themes
+    with pytest.raises(ConfigError) as raised:
+        parse_portal_config(data)
+    assert message in str(raised.value)
+
+
+def test_a_theme_named_without_themes_says_where_to_define_them(
+    portal_config: PortalConfig,
+) -> None:
+    data = config_data(portal_config, rule(match={"contains_any": "delivery"}))
+    data.pop("themes", None)
+    with pytest.raises(ConfigError) as raised:
+        parse_portal_config(data)
+    assert "names no theme: 'delivery' (known: none; define them under themes)" in str(raised.value)
+
+
+def test_themes_and_a_rule_naming_one_load(portal_config: PortalConfig) -> None:
+    data = config_data(
+        portal_config,
+        rule(match={"contains_any": "delivery"}),
+        rule(name="ideas", match={"contains_any": {"en": ["suggest"]}}),
+    )
+    data["themes"] = {"delivery": {"ru": [" доставк ", "курьер"], "en": ["delivery", "курьер"]}}
+    config = parse_portal_config(data)
+    assert config.theme_words() == {"delivery": ("доставк", "курьер", "delivery")}
+    first, second = config.routing.rules
+    assert config.comment_words(first.match) == ("доставк", "курьер", "delivery")
+    assert config.comment_words(second.match) == ("suggest",)
+    assert (
+        config.comment_words(
+            config.routing.rules[0].match.model_copy(update={"contains_any": None})
+        )
+        is None
+    )
+
+
+def test_nps_config_check_reports_a_rule_naming_an_unknown_theme(
+    tmp_path: Path, portal_config: PortalConfig
+) -> None:
+    path = tmp_path / "portal.yaml"
+    data = config_data(portal_config, rule(match={"contains_any": "ideas"}))
+    data["themes"] = {"delivery": {"en": ["courier"]}}
+    path.write_text(yaml.safe_dump(data), encoding="utf-8")
+    result = CliRunner().invoke(app, ["config", "check", str(path)])
+    assert result.exit_code == 1
+    assert "match.contains_any names no theme: 'ideas' (known: delivery)" in result.output
+
+
+def test_nps_config_check_lists_themes_and_comment_rules(
+    tmp_path: Path, portal_config: PortalConfig
+) -> None:
+    data = config_data(portal_config, rule(name="ideas", match={"contains_any": "ideas"}))
+    data["themes"] = {"ideas": {"ru": ["предлага"], "en": ["suggest"]}}
+    path = tmp_path / "portal.yaml"
+    path.write_text(yaml.safe_dump(data, allow_unicode=True, sort_keys=False), encoding="utf-8")
+    result = CliRunner().invoke(app, ["config", "check", str(path)])
+    assert result.exit_code == 0, result.output
+    assert "comment theme 'ideas': предлага, suggest" in result.output.splitlines()
+    assert "rule 'ideas' matches comments containing: предлага, suggest" in result.output

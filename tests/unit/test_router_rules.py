@@ -500,3 +500,48 @@ def test_the_default_urgent_set_covers_detractors_stage_moves() -> None:
 def test_the_contact_patch_cannot_be_urgent(portal_config: PortalConfig) -> None:
     with pytest.raises(ValueError, match="action 'contact' cannot be urgent"):
         with_urgent(portal_config, [{"action": "contact"}])
+
+
+# ---------------------------------------------------------------- comment words and themes
+
+THEMES = {"delivery": {"ru": ["доставк", "курьер"], "en": ["delivery", "courier"]}}
+IDEAS = {"ru": ["предлага", "хорошо бы"], "en": ["suggest", "would be nice"]}
+
+
+@pytest.mark.parametrize(
+    ("contains_any", "comment", "fires"),
+    [
+        (IDEAS, "I suggest a longer cable", True),
+        (IDEAS, "I SUGGEST a longer cable", True),
+        (IDEAS, "Хорошо бы добавить таймер", True),
+        (IDEAS, "ХОРОШО БЫ добавить таймер", True),
+        (IDEAS, "Предлагаю сделать шнур длиннее", True),
+        (IDEAS, "It stopped heating", False),
+        (IDEAS, "", False),
+        (IDEAS, None, False),
+        ({"en": ["suggest"]}, "Хорошо бы добавить таймер", False),
+        ("delivery", "Доставка опоздала на неделю", True),
+        ("delivery", "the Courier was rude", True),
+        ("delivery", "great device", False),
+        ("delivery", None, False),
+    ],
+)
+def test_comment_match(
+    contains_any: Any, comment: str | None, fires: bool, portal_config: PortalConfig
+) -> None:
+    data = portal_config.model_dump(mode="json", exclude_none=True)
+    data["themes"] = THEMES
+    data["routing"]["rules"] = [
+        {"name": "ideas", "match": {"contains_any": contains_any}, "action": "rnd_idea"}
+    ]
+    config = parse_portal_config(data)
+    event = scored("passive", 7, comment=comment)
+    assert ("rnd_idea" in actions_of(event, config)) is fires
+
+
+def test_comment_match_combines_with_the_other_conditions(portal_config: PortalConfig) -> None:
+    match = {"category": ["promoter"], "contains_any": IDEAS}
+    config = with_rules(portal_config, {"name": "ideas", "match": match, "action": "task"})
+    assert actions_of(scored("promoter", 9, comment="I suggest a timer"), config).count("task") == 1
+    assert "task" not in actions_of(scored("passive", 7, comment="I suggest a timer"), config)
+    assert "task" not in actions_of(scored("promoter", 9, comment="great"), config)
