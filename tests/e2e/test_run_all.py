@@ -28,8 +28,10 @@ PORTS = (
     "ROUTER_HEALTH_PORT",
     "CRM_SYNC_HEALTH_PORT",
     "REPORTS_PORT",
+    "INGEST_HEALTH_PORT",
+    "SURVEY_PORT",
 )
-HOSTS = ("SANDBOX_HOST", "INGEST_HOST", "HEALTH_HOST", "REPORTS_HOST")
+HOSTS = ("SANDBOX_HOST", "INGEST_HOST", "HEALTH_HOST", "REPORTS_HOST", "SURVEY_HOST")
 STARTUP_S = 120.0
 RUNNING = "Ctrl-C stops everything."
 
@@ -131,7 +133,15 @@ def _answers(url: str) -> bool:
 
 def test_ctrl_c_stops_everything(run_all: RunAll) -> None:
     run_all.wait_for(RUNNING)
-    assert set(run_all.pids()) == {"sandbox", "ingest", "scoring", "router", "crm_sync", "reports"}
+    assert set(run_all.pids()) == {
+        "sandbox",
+        "ingest",
+        "scoring",
+        "router",
+        "crm_sync",
+        "reports",
+        "survey",
+    }
 
     os.killpg(run_all.proc.pid, signal.SIGINT)  # what a terminal does on Ctrl-C
 

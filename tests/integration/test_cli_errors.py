@@ -77,6 +77,8 @@ def run_all_ports(**taken: int) -> dict[str, str]:
         "ROUTER_HEALTH_PORT",
         "CRM_SYNC_HEALTH_PORT",
         "REPORTS_PORT",
+        "INGEST_HEALTH_PORT",
+        "SURVEY_PORT",
     )
     return {name: str(taken.get(name) or free_port()) for name in names}
 
@@ -108,12 +110,13 @@ def test_run_all_with_a_port_taken_names_it_and_starts_nothing(
 
 def test_run_all_beside_another_copy_says_so_in_one_line(pg_dsn: str, amqp_url: str) -> None:
     """Every port held, as by a `make run` already running on the same ports."""
-    ports = run_all_ports()
     with contextlib.ExitStack() as held:
-        for port in ports.values():
+        ports: dict[str, str] = {}
+        for variable in run_all_ports():
             sock = held.enter_context(socket.socket())
-            sock.bind(("127.0.0.1", int(port)))
+            sock.bind(("127.0.0.1", 0))  # held from the start: no other process can take it
             sock.listen()
+            ports[variable] = str(sock.getsockname()[1])
 
         result = nps(
             "run", "all", timeout_s=60, DATABASE_URL=pg_dsn, RABBITMQ_URL=amqp_url, **ports

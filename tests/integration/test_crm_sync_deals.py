@@ -205,8 +205,10 @@ async def test_a_move_the_portal_answers_true_to_but_does_not_make_is_not_taken_
     original = portal.call
     moved: list[bool] = []
 
-    def call(method: str, params: Any, *, auth: tuple[str, str] | None = None) -> Any:
-        reply = original(method, params, auth=auth)
+    def call(
+        method: str, params: Any, *, auth: tuple[str, str] | None = None, arrived: bool = False
+    ) -> Any:
+        reply = original(method, params, auth=auth, arrived=arrived)
         if not moved and "crm.item.get" in json.dumps(params):
             portal.crm.update(DEAL, deal_id, {"CATEGORY_ID": 0}, method="crm.deal.update")
             moved.append(True)

@@ -482,6 +482,8 @@ async def test_a_bulk_load_brings_its_rollups_and_names(pg_server: str) -> None:
             "sku": "EQ-A",
             "name": "Laser A",
             "nps": 0.0,
+            "margin": 138.6,
+            "few_answers": True,
             "promoters": 1,
             "passives": 0,
             "detractors": 1,
