@@ -20,8 +20,9 @@ class ContactLocks:
     on one contact at once. The locks live on one connection taken from the pool while any is
     held (a crashed process releases them with its connection)."""
 
-    def __init__(self, pool: asyncpg.Pool) -> None:
+    def __init__(self, pool: asyncpg.Pool, namespace: int = _LOCK_NAMESPACE) -> None:
         self._pool = pool
+        self._namespace = namespace
         self._conn: PoolConnectionProxy | None = None
         self._held: set[ContactKey] = set()
         self._guard = asyncio.Lock()
@@ -40,7 +41,7 @@ class ContactLocks:
                        WHERE pg_try_advisory_lock($3, hashtext(k.portal || ':' || k.contact_id))""",
                     [portal for portal, _ in keys],
                     [contact for _, contact in keys],
-                    _LOCK_NAMESPACE,
+                    self._namespace,
                 )
             except Exception:
                 await self._drop()
@@ -64,7 +65,7 @@ class ContactLocks:
                        FROM unnest($1::text[], $2::bigint[]) AS k(portal, contact_id)""",
                     [portal for portal, _ in mine],
                     [contact for _, contact in mine],
-                    _LOCK_NAMESPACE,
+                    self._namespace,
                 )
             except Exception:
                 await self._drop()

@@ -2,13 +2,16 @@
 portal as smart-process items, exactly once per request (docs/survey.md, The answer's way).
 
 The request's row in `crm_survey_items` holds its item and the answer's version last written.
-Each message is handled under a lock on its request, in one transaction: a version written
-already (a redelivery) or older than the one written (a late message) writes nothing; a newer
-one updates the same item; the first creates it, unless an earlier attempt created it without
-recording it (a timeout, a crash): the item is looked up by its `XML_ID` first, in the same
-request as the contact's responsible manager, who becomes the new item's responsible. When the
-portal cannot be reached the transaction rolls back and the message is retried later through the
-delay tiers (then kept in the DLQ for `nps dlq replay`): the answer waits, it is never lost.
+Each message is handled under a lock on its request (in this process, and a session advisory
+lock across replicas; a request another replica is writing is retried later), with no database
+transaction open while the portal is asked: a version written already (a redelivery) or older
+than the one written (a late message) writes nothing; a newer one updates the same item; the
+first creates it, unless an earlier attempt created it without recording it (a timeout, a
+crash): the item is looked up by its `XML_ID` first, in the same request as the contact's
+responsible manager, who becomes the new item's responsible. The version written and its
+`crm.written.survey` are then recorded in one short transaction. When the portal cannot be
+reached nothing is recorded and the message is retried later through the delay tiers (then kept
+in the DLQ for `nps dlq replay`): the answer waits, it is never lost.
 
 A deal survey's answer (`deal_id` set) is written into its NPS deal the same way, versioned in
 the same table (`item_id` is then the deal's id): each newer version updates the deal's score
@@ -17,12 +20,17 @@ and comment fields; a deal that no longer exists dead-letters the message.
 
 from __future__ import annotations
 
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import asyncpg
 
 from services.crm_sync.coalescer import CommandCoalescer
 from services.crm_sync.entities import ActionError
+from services.crm_sync.locks import ContactLocks
 from services.crm_sync.survey_items import (
     contact_lookup,
     contact_responsible,
@@ -45,6 +53,12 @@ from shared.portal_config import PortalConfig
 
 log = get_logger(__name__)
 
+_LOCK_NAMESPACE = 0x4E50_5353  # "NPSS": advisory locks on survey requests being written
+
+
+class RequestBusyError(RuntimeError):
+    """Another replica writes this request now: the message is retried later."""
+
 
 class SurveyWriter:
     def __init__(
@@ -55,6 +69,9 @@ class SurveyWriter:
         self._coalescer = coalescer
         self._config = config
         self._lists: dict[int, dict[str, dict[str, str]]] = {}
+        self._locks = ContactLocks(pool, _LOCK_NAMESPACE)
+        self._local: dict[uuid.UUID, tuple[asyncio.Lock, int]] = {}
+        """Each request being written here: its lock, and how many messages use it."""
 
     @property
     def _entity_type_id(self) -> int:
@@ -72,17 +89,35 @@ class SurveyWriter:
         reply = await self._coalescer.run([Command("call", method, params)])
         return reply.result("call")
 
+    @asynccontextmanager
+    async def _writing(self, request_id: uuid.UUID) -> AsyncIterator[None]:
+        """Hold `request_id`: one writer at a time in this process, and across replicas."""
+        lock, users = self._local.get(request_id, (asyncio.Lock(), 0))
+        self._local[request_id] = (lock, users + 1)
+        try:
+            async with lock:
+                key = (str(request_id), 0)
+                if not await self._locks.acquire([key]):
+                    raise RequestBusyError(f"survey request {request_id} is written elsewhere")
+                try:
+                    yield
+                finally:
+                    await self._locks.release([key])
+        finally:
+            lock, users = self._local[request_id]
+            if users == 1:
+                del self._local[request_id]
+            else:
+                self._local[request_id] = (lock, users - 1)
+
     async def write(self, event: SurveyAnswered) -> CrmWritten | None:
         """Write `event` into its item; its `crm.written.survey` event, or None when this
         version (or a newer one) was written before."""
-        async with self._outbox.transaction(self._pool) as conn:
-            return await self._write(conn, event)
+        async with self._writing(event.request_id):
+            return await self._write(event)
 
-    async def _write(self, conn: Conn, event: SurveyAnswered) -> CrmWritten | None:
-        await conn.execute(
-            "SELECT pg_advisory_xact_lock(hashtextextended($1, 450))", str(event.request_id)
-        )
-        row = await conn.fetchrow(
+    async def _write(self, event: SurveyAnswered) -> CrmWritten | None:
+        row = await self._pool.fetchrow(
             "SELECT item_id, version FROM crm_survey_items WHERE request_id = $1",
             event.request_id,
         )
@@ -98,7 +133,7 @@ class SurveyWriter:
             raise PermanentError(str(exc)) from exc
         if event.deal_id is not None:
             await self._write_deal(event.deal_id, fields)
-            return await self._record(conn, event, "patched", event.deal_id)
+            return await self._record(event, "patched", event.deal_id)
         item_id: int | None = row["item_id"] if row is not None else None
         if item_id is None:
             lookup = item_lookup(self._entity_type_id, event)
@@ -123,7 +158,7 @@ class SurveyWriter:
         else:
             await self._call("crm.item.update", {**params, "id": item_id})
             outcome = "patched"
-        return await self._record(conn, event, outcome, item_id)
+        return await self._record(event, outcome, item_id)
 
     async def _write_deal(self, deal_id: int, fields: dict[str, Any]) -> None:
         params = {
@@ -138,21 +173,26 @@ class SurveyWriter:
             raise PermanentError(f"NPS deal {deal_id} no longer exists") from exc
 
     async def _record(
-        self, conn: Conn, event: SurveyAnswered, outcome: WriteOutcome, item_id: int
+        self, event: SurveyAnswered, outcome: WriteOutcome, item_id: int
     ) -> CrmWritten:
-        """Note the version written into `item_id` and queue its `crm.written.survey`."""
-        await conn.execute(
-            """INSERT INTO crm_survey_items (request_id, item_id, version) VALUES ($1, $2, $3)
-               ON CONFLICT (request_id) DO UPDATE
-                   SET item_id = EXCLUDED.item_id, version = EXCLUDED.version,
-                       written_at = now()""",
-            event.request_id,
-            item_id,
-            event.version,
-        )
+        """Note the version written into `item_id` and queue its `crm.written.survey`, in one
+        short transaction."""
         written = survey_written(event, outcome, item_id)
-        await self._outbox.enqueue(conn, [written])
+        async with self._outbox.transaction(self._pool) as conn:
+            await _note_version(conn, event, item_id)
+            await self._outbox.enqueue(conn, [written])
         return written
+
+
+async def _note_version(conn: Conn, event: SurveyAnswered, item_id: int) -> None:
+    await conn.execute(
+        """INSERT INTO crm_survey_items (request_id, item_id, version) VALUES ($1, $2, $3)
+           ON CONFLICT (request_id) DO UPDATE
+               SET item_id = EXCLUDED.item_id, version = EXCLUDED.version, written_at = now()""",
+        event.request_id,
+        item_id,
+        event.version,
+    )
 
 
 async def handle_survey(event: SurveyAnswered, writer: SurveyWriter) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Annotated, Any
 
 import asyncpg
@@ -26,6 +27,7 @@ from shared.bitrix24 import Bitrix24Error, NotFound, client_from_settings
 from shared.db import create_pool
 from shared.events import DEAL_ENTITY_TYPE_ID
 from shared.portal_config import ConfigError, PortalConfig, load_portal_config
+from shared.served_portal import learned_portal
 from shared.settings import Settings, get_settings
 from shared.unreachable import SERVER_ERRORS, server_problem
 
@@ -36,12 +38,19 @@ def link_path(token: str) -> str:
     return f"/s/{token}"
 
 
-async def _store(dsn: str, request: SurveyRequest) -> None:
+async def _store(dsn: str, request: SurveyRequest) -> SurveyRequest:
+    """Store `request`, on the portal the deployment serves: the pinned one it was made for, or
+    the one ingest learned from the first event (the default key only before any event)."""
     conn = await asyncpg.connect(dsn)
     try:
+        if request.portal == DEFAULT_PORTAL:
+            learned = await learned_portal(conn)
+            if learned is not None:
+                request = replace(request, portal=learned.member_id)
         await add_request(conn, request)
     finally:
         await conn.close()
+    return request
 
 
 class PortalReadError(Exception):
@@ -179,7 +188,7 @@ def link(  # noqa: PLR0917 - one parameter per option, as typer reads them
         typer.echo(f"cannot read the deal: {server_problem(exc)}", err=True)
         raise typer.Exit(code=1) from None
     try:
-        asyncio.run(_store(settings.database_url.get_secret_value(), request))
+        request = asyncio.run(_store(settings.database_url.get_secret_value(), request))
     except asyncpg.UndefinedTableError:
         typer.echo("the database has no survey tables yet: run `nps migrate`", err=True)
         raise typer.Exit(code=1) from None

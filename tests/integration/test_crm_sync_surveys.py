@@ -3,6 +3,7 @@ per request, changes in place, late and repeated messages, a lost answer, a port
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from datetime import UTC, datetime
 from typing import Any
@@ -16,7 +17,8 @@ from services.crm_sync.survey_items import XML_PREFIX
 from services.crm_sync.surveys import SurveyWriter
 from services.sandbox.methods import CONTACT
 from services.sandbox.portal import SandboxPortal
-from shared.bitrix24 import PortalUnavailable
+from shared.bitrix24 import PgRateBudget, PortalUnavailable
+from shared.db import create_pool
 from shared.events import PortalRef, ProductAnswer, Scale, SurveyAnswered
 from shared.messaging import PermanentError
 from shared.outbox import Outbox
@@ -214,3 +216,47 @@ async def test_an_answer_of_an_unknown_segment_is_dead_lettered(
     portal = new_portal(contacts=5)
     with pytest.raises(PermanentError, match="segment 99"):
         await writer(pool, portal, portal_config).write(answered(uuid.uuid4(), 99, {"X": 1}))
+
+
+async def test_more_answers_at_once_than_pool_connections_all_get_written(
+    pg_dsn: str, portal_config: PortalConfig
+) -> None:
+    """The portal's budget takes a connection of the same pool for each request: a writer that
+    held a connection (a transaction) while it asked the portal would starve the others."""
+    portal = new_portal(contacts=12)
+    small = await create_pool(pg_dsn, max_size=3)
+    try:
+        budget = PgRateBudget(small, f"p-{uuid.uuid4().hex[:8]}", None)
+        coalescer = CommandCoalescer(client_for(portal, budget), window_s=0.01)
+        survey = SurveyWriter(small, Outbox(), coalescer, portal_config)
+        requests = [uuid.uuid4() for _ in range(10)]
+        events = [
+            answered(request, 12, {"EQ-LASER-A": n}, contact=1 + n)
+            for n, request in enumerate(requests)
+        ]
+        written = await asyncio.wait_for(
+            asyncio.gather(*(survey.write(event) for event in events)), timeout=60
+        )
+    finally:
+        await small.close()
+    assert [w is not None and w.outcome for w in written] == ["created"] * 10
+    assert all(len(items(portal, request)) == 1 for request in requests)
+
+
+async def test_versions_of_one_request_at_once_write_in_turn(
+    pool: asyncpg.Pool, portal_config: PortalConfig
+) -> None:
+    portal = new_portal(contacts=5)
+    request = uuid.uuid4()
+    survey = writer(pool, portal, portal_config)
+    first = answered(request, 12, {"EQ-LASER-A": 2}, version=1)
+    second = answered(request, 12, {"EQ-LASER-A": 9}, version=2)
+
+    written = await asyncio.gather(survey.write(first), survey.write(second))
+
+    assert sorted(w.outcome for w in written if w is not None) in (
+        ["created", "patched"],  # in order of arrival
+        ["created"],  # the second first: the first is then late and writes nothing
+    )
+    (item,) = items(portal, request)
+    assert item["UF_CRM_5_SCORE"] == 9

@@ -65,6 +65,36 @@ def test_link_stores_the_request_and_prints_a_verifiable_link(cli: CliRunner, pg
     )
 
 
+async def _learn(dsn: str, member_id: str | None) -> None:
+    conn = await asyncpg.connect(dsn)
+    try:
+        await conn.execute("DELETE FROM ingest_portal")
+        if member_id is not None:
+            await conn.execute(
+                "INSERT INTO ingest_portal (member_id, domain) VALUES ($1, 'p.bitrix24.ru')",
+                member_id,
+            )
+    finally:
+        await conn.close()
+
+
+@pytest.mark.parametrize("learned", ["m-learned-portal", None], ids=["learned", "not-yet"])
+def test_link_is_for_the_portal_the_deployment_serves(
+    cli: CliRunner, pg_dsn: str, learned: str | None
+) -> None:
+    asyncio.run(_learn(pg_dsn, learned))
+    try:
+        result = cli.invoke(app, ["survey", "link", "--contact", "42", "--segment", "12"])
+    finally:
+        asyncio.run(_learn(pg_dsn, None))
+    assert result.exit_code == 0, result.output
+    check = LinkSigner([DEMO_KEY], 86400).check(result.stdout.strip().rsplit("/", 1)[1])
+    assert check.request_id is not None
+    request = asyncio.run(_stored(pg_dsn, check.request_id))
+    assert request is not None
+    assert request.portal == (learned or "default")
+
+
 @pytest.mark.parametrize(
     ("args", "code", "message"),
     [
