@@ -6,9 +6,13 @@ gathers the ids of the messages being handled at the same moment into one call (
 page size), and while the portal stalls into the next one. Robot
 calls and sweep submissions bring the item's fields along and need no read.
 
-Publishing happens in one statement with the claim of the incoming message id, so a redelivered
-message publishes nothing twice; `store.record_answer` also drops a state of the item that was
-already published (the same answer reached us by event and by sweep, say).
+Publishing reads the item's last published state (`store.last_version`) and decides
+(`services.ingest.versions`): a state already published (the same answer reached us by event and
+by sweep, say) or older than the last is dropped; a new one is recorded and queued in one statement
+with the claim of the incoming message id, so a redelivered message publishes nothing twice. Two
+states within one second (Bitrix24's `updatedTime` keeps seconds) are ordered by a per-item
+`revision`, and after such a tie the item is read once more (a `webhook.received` with source
+`reread`), since only a read that starts after both states were seen knows which came last.
 
 Deals (entity type 2, when `deal_surveys` are configured) take the same path, read with
 `crm.item.list` too: a deal of a funnel no deal survey names, or an NPS deal not answered yet,
@@ -45,6 +49,7 @@ from services.ingest.mapping import (
     sale_deal_id,
 )
 from services.ingest.release import release_held
+from services.ingest.versions import next_step
 from shared.bitrix24 import Bitrix24Client, NotFound
 from shared.events import DEAL_ENTITY_TYPE_ID, FormSubmitted, WebhookReceived
 from shared.logging import get_logger
@@ -53,6 +58,8 @@ from shared.outbox import Outbox
 from shared.portal_config import PortalConfig
 
 CONSUMER = "ingest.hydrate"
+REREAD_EVENT = "REREAD"
+"""The `event` of a `webhook.received` ingest queues to read an item once more (`reread`)."""
 FIELDS_REFRESH_S = 60.0
 
 HYDRATED = Counter(
@@ -120,6 +127,11 @@ class FieldCatalog:
         values = enumeration_items(response.result)
         self._cache[entity_type_id] = (self._clock(), values)
         return values
+
+
+class VersionConflictError(Exception):
+    """Another message recorded the same revision of the item between the read of its last
+    state and the publishing: not permanent, the message is retried and decides again."""
 
 
 class FieldsOutdatedError(Exception):
@@ -227,13 +239,35 @@ class Hydrator:
         await self._publish(event, mapped)
 
     async def _publish(self, event: WebhookReceived, mapped: Answer) -> None:
-        form = FormSubmitted.of(
-            mapped, portal=event.portal, **event.caused("form", mapped.fingerprint())
-        )
-        async with self._pool.acquire() as conn:
-            outcome = await store.record_answer(
-                self._outbox, conn, CONSUMER, str(event.event_id), answer=mapped, form=form
+        fingerprint = mapped.fingerprint()
+        async with self._outbox.transaction(self._pool) as conn:
+            last, known = await store.last_version(
+                conn,
+                event.portal.key,
+                mapped.entity_type_id,
+                mapped.item_id,
+                (mapped.updated_at, fingerprint),
             )
+            step = next_step(
+                last, mapped.updated_at, fingerprint, known=known, reread=event.source == "reread"
+            )
+            if step.reread:
+                await self._outbox.enqueue(conn, [self._reread(event, fingerprint)])
+            form: FormSubmitted | None = None
+            outcome: str = step.outcome
+            if step.outcome == "new":
+                form = FormSubmitted.of(
+                    mapped.model_copy(update={"revision": step.revision}),
+                    portal=event.portal,
+                    **event.caused("form", fingerprint),
+                )
+                outcome = await store.record_answer(
+                    self._outbox, conn, CONSUMER, str(event.event_id), answer=mapped, form=form
+                )
+                if outcome == "conflict":
+                    raise VersionConflictError(
+                        f"item {mapped.item_id}: another state of it was published meanwhile"
+                    )
             await users.want(conn, event.portal.key, mapped.responsible_id)
         if outcome == "redelivered":
             HYDRATED.labels(outcome="redelivered").inc()
@@ -245,7 +279,22 @@ class Hydrator:
             item_id=mapped.item_id,
             category_id=mapped.category_id,
             answers=len(mapped.answers),
-            form_event_id=str(form.event_id),
+            revision=step.revision,
+            reread=step.reread,
+            form_event_id=None if form is None else str(form.event_id),
+        )
+
+    @staticmethod
+    def _reread(event: WebhookReceived, fingerprint: str) -> WebhookReceived:
+        """One more read of the item of `event` (its id derived from the message and the state
+        read, so a redelivery asks for the same read)."""
+        return WebhookReceived(
+            **event.caused("reread", fingerprint),
+            portal=event.portal,
+            source="reread",
+            event=REREAD_EVENT,
+            entity_type_id=event.entity_type_id,
+            item_id=event.item_id,
         )
 
     async def _map(self, item: Mapping[str, Any]) -> Answer | NotASurvey:

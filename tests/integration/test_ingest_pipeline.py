@@ -705,3 +705,76 @@ async def test_the_sweeper_reads_the_names_of_the_managers_answers_name(
             "SELECT user_id, refreshed_at FROM ingest_users WHERE portal = $1 ORDER BY user_id", key
         )
     assert again == first  # read again only once stale (the unknown user too)
+
+
+async def rereads(pool: asyncpg.Pool, portal: SandboxPortal) -> list[WebhookReceived]:
+    """The reads ingest asked for after a tie, still in the outbox (no relay running)."""
+    rows = await pool.fetch(
+        """SELECT body FROM outbox WHERE routing_key = 'webhook.received'
+           AND body->>'source' = 'reread' AND body->'portal'->>'member_id' = $1 ORDER BY id""",
+        portal.member_id,
+    )
+    return [WebhookReceived.model_validate_json(row["body"]) for row in rows]
+
+
+class TestStatesWithinOneSecond:
+    """Bitrix24's updatedTime keeps seconds: two states of an item saved within one second."""
+
+    @pytest.fixture
+    def portal(self) -> SandboxPortal:
+        """A portal whose clock stands still: every save carries the same updatedTime."""
+        still = time.time()
+        portal = SandboxPortal(
+            application_token=SANDBOX_APP_TOKEN,
+            member_id=uuid.uuid4().hex,
+            limits=Limits.off(),
+            clock=lambda: still,
+        )
+        seed_demo(portal, config_path=EXAMPLE_CONFIG, contacts=3, seed=7)
+        return portal
+
+    async def test_a_tie_is_published_with_a_higher_revision_and_read_once_more(
+        self, pool: asyncpg.Pool, portal: SandboxPortal, hydrator: Hydrator
+    ) -> None:
+        item_id = answer_item(portal, CATEGORY_ID=12, UF_CRM_5_SCORE=8)
+        await hydrator.handle(event_for(portal, item_id))
+        portal.crm.update(NPS, item_id, {"UF_CRM_5_SCORE": 3}, method="test")
+        changed = event_for(portal, item_id, event="ONCRMDYNAMICITEMUPDATE", ts=2)
+        await hydrator.handle(changed)
+        await hydrator.handle(changed)  # a redelivery asks for no second read
+        published = await forms(pool, portal)
+        assert [(f["answers"][0]["score"], f["revision"]) for f in published] == [(8, 0), (3, 1)]
+        assert published[0]["updated_at"] == published[1]["updated_at"]
+        [reread] = await rereads(pool, portal)
+        assert (reread.item_id, reread.fields, reread.causation_id) == (
+            item_id,
+            None,
+            str(changed.event_id),
+        )
+
+        # The read finds the state published last: nothing more, and no further read.
+        await hydrator.handle(reread)
+        assert len(await forms(pool, portal)) == 2
+        assert len(await rereads(pool, portal)) == 1
+
+    async def test_the_read_after_a_tie_publishes_a_state_changed_since(
+        self, pool: asyncpg.Pool, portal: SandboxPortal, hydrator: Hydrator
+    ) -> None:
+        item_id = answer_item(portal, CATEGORY_ID=12, UF_CRM_5_SCORE=8)
+        await hydrator.handle(event_for(portal, item_id))
+        portal.crm.update(NPS, item_id, {"UF_CRM_5_SCORE": 3}, method="test")
+        await hydrator.handle(event_for(portal, item_id, event="ONCRMDYNAMICITEMUPDATE", ts=2))
+        # Changed back before the read (its event still on the way): the read publishes it.
+        portal.crm.update(NPS, item_id, {"UF_CRM_5_SCORE": 8}, method="test")
+        [reread] = await rereads(pool, portal)
+        await hydrator.handle(reread)
+        published = await forms(pool, portal)
+        assert [(f["answers"][0]["score"], f["revision"]) for f in published] == [
+            (8, 0),
+            (3, 1),
+            (8, 2),
+        ]
+        # The event of that change, read now, finds the state published last.
+        await hydrator.handle(event_for(portal, item_id, event="ONCRMDYNAMICITEMUPDATE", ts=3))
+        assert len(await forms(pool, portal)) == 3
+        assert len(await rereads(pool, portal)) == 1
