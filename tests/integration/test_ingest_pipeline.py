@@ -25,6 +25,7 @@ from services.ingest import read, store
 from services.ingest.api import create_app as ingest_app
 from services.ingest.contacts import ContactManagers
 from services.ingest.hydrator import FieldCatalog, FieldsOutdatedError, Hydrator, ItemReader
+from services.ingest.mapping import Answer
 from services.ingest.sweep import SWEEP_LOCK, Sweeper
 from services.sandbox.app import create_app as sandbox_app
 from services.sandbox.limits import Limits
@@ -34,7 +35,7 @@ from services.sandbox.schema import EnumItem
 from services.sandbox.seed import add_answer_items, seed_demo
 from shared.bitrix24 import Bitrix24Client, MemoryRateBudget
 from shared.db import create_pool
-from shared.events import PortalRef, WebhookReceived
+from shared.events import FormSubmitted, PortalRef, ProductAnswer, WebhookReceived
 from shared.messaging import REASON_HEADER, PermanentError, make_broker, publish, subscribe
 from shared.outbox import Outbox, OutboxRelay
 from shared.portal_config import PortalConfig
@@ -778,3 +779,35 @@ class TestStatesWithinOneSecond:
         await hydrator.handle(event_for(portal, item_id, event="ONCRMDYNAMICITEMUPDATE", ts=3))
         assert len(await forms(pool, portal)) == 3
         assert len(await rereads(pool, portal)) == 1
+
+    async def test_two_states_recorded_with_one_revision_conflict(
+        self, pool: asyncpg.Pool, outbox: Outbox, portal: SandboxPortal
+    ) -> None:
+        """Two messages that read the same last state and publish different states of the item
+        at once: one records the revision, the other is told to decide again."""
+        cause = event_for(portal, 41)
+        outcomes = []
+        for score in (9, 2):
+            answer = Answer(
+                entity_type_id=NPS,
+                item_id=41,
+                category_id=12,
+                segment="Cryo",
+                kind="equipment",
+                scale="0-10",
+                submitted_at=datetime(2026, 3, 5, 10, tzinfo=UTC),
+                updated_at=datetime(2026, 3, 5, 10, tzinfo=UTC),
+                answers=(ProductAnswer(sku="CRYO", name="Cryo", score=score),),
+                revision=1,
+            )
+            form = FormSubmitted.of(
+                answer, portal=cause.portal, **cause.caused("form", answer.fingerprint())
+            )
+            async with pool.acquire() as conn:
+                outcomes.append(
+                    await store.record_answer(
+                        outbox, conn, "test", str(uuid.uuid4()), answer=answer, form=form
+                    )
+                )
+        assert outcomes == ["new", "conflict"]
+        assert [f["answers"][0]["score"] for f in await forms(pool, portal)] == [9]
