@@ -180,6 +180,9 @@ class ScoredAnswer(BaseModel):
     responsible_id: int | None = None
     submitted_at: AwareDatetime
     updated_at: AwareDatetime
+    revision: int = 0
+    """The answer's revision in scoring: it grows each time a newer version of the item changes
+    the answer, so of two states of one answer with the same times the higher is the later."""
 
 
 class NpsScored(Event):

@@ -537,3 +537,9 @@ async def test_a_changed_answer_within_the_same_second_is_scored(
     await score_submission(pool, Outbox(), changed)
     await score_submission(pool, Outbox(), first.model_copy(update={"event_id": uuid.uuid4()}))
     assert {sku: row["score"] for sku, row in (await answers(pool, member)).items()} == {"LASER": 3}
+    published = await outbox(pool, first.correlation_id)
+    # The answer's revision goes along, for crm_sync to tell its two states of one second apart.
+    assert [(body["answer"]["score"], body["answer"]["revision"]) for _, body in published] == [
+        (9, 1),
+        (3, 2),
+    ]
