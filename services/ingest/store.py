@@ -20,7 +20,7 @@ from shared.db import Conn
 from shared.events import FormSubmitted, PortalRef, WebhookReceived
 from shared.outbox import Outbox, QueuingStatement, StatementBuilder
 
-RecordOutcome = Literal["new", "conflict", "redelivered"]
+RecordOutcome = Literal["new", "duplicate", "stale", "tie", "conflict", "redelivered"]
 
 
 def _record_received_statement() -> QueuingStatement:
@@ -104,30 +104,40 @@ async def last_version(
 
 def _record_answer_statement() -> QueuingStatement:
     b = StatementBuilder()
-    consumer, message_id, portal, entity_type_id, item_id, updated_at, revision = b.params(
-        "consumer",
-        "message_id",
-        "portal",
-        "entity_type_id",
-        "item_id",
-        "updated_at",
-        "revision",
+    consumer, message_id, portal, entity_type_id, item_id, updated_at = b.params(
+        "consumer", "message_id", "portal", "entity_type_id", "item_id", "updated_at"
     )
-    fingerprint, event_id = b.params("fingerprint", "event_id")
+    revision, seen, fingerprint, event_id = b.params("revision", "seen", "fingerprint", "event_id")
+    item = f"portal = {portal} AND entity_type_id = {entity_type_id} AND item_id = {item_id}"
     return b.build(
-        f"""WITH claimed AS (
+        f"""WITH last_of_second AS (
+                SELECT fingerprint, revision FROM ingest_item_versions
+                WHERE {item} AND updated_at = {updated_at}
+                ORDER BY revision DESC LIMIT 1),
+            tie AS (
+                SELECT 1 FROM last_of_second
+                WHERE fingerprint <> {fingerprint} AND revision IS DISTINCT FROM {seen}::integer),
+            newer AS (
+                SELECT 1 FROM ingest_item_versions WHERE {item} AND updated_at > {updated_at}
+                LIMIT 1),
+            claimed AS (
                 INSERT INTO processed_messages (consumer, message_id)
-                VALUES ({consumer}, {message_id}::uuid)
+                SELECT {consumer}, {message_id}::uuid WHERE NOT EXISTS (SELECT 1 FROM tie)
                 ON CONFLICT DO NOTHING RETURNING 1),
             version AS (
                 INSERT INTO ingest_item_versions
                     (portal, entity_type_id, item_id, updated_at, revision, fingerprint, event_id)
                 SELECT {portal}, {entity_type_id}, {item_id}, {updated_at}, {revision},
                        {fingerprint}, {event_id}
-                WHERE EXISTS (SELECT 1 FROM claimed)
+                WHERE EXISTS (SELECT 1 FROM claimed) AND NOT EXISTS (SELECT 1 FROM newer)
+                  AND NOT EXISTS (SELECT 1 FROM last_of_second WHERE fingerprint = {fingerprint})
                 ON CONFLICT DO NOTHING RETURNING 1),
             {b.queue(after="version")}
-            SELECT CASE WHEN NOT EXISTS (SELECT 1 FROM claimed) THEN 'redelivered'
+            SELECT CASE WHEN EXISTS (SELECT 1 FROM tie) THEN 'tie'
+                        WHEN NOT EXISTS (SELECT 1 FROM claimed) THEN 'redelivered'
+                        WHEN EXISTS (SELECT 1 FROM newer) THEN 'stale'
+                        WHEN EXISTS (SELECT 1 FROM last_of_second
+                                     WHERE fingerprint = {fingerprint}) THEN 'duplicate'
                         WHEN EXISTS (SELECT 1 FROM version) THEN 'new'
                         ELSE 'conflict' END""",  # noqa: S608 - placeholders only
         queued_if=lambda outcome: outcome == "new",
@@ -145,11 +155,17 @@ async def record_answer(
     *,
     answer: Answer,
     form: FormSubmitted,
+    seen: int | None = None,
 ) -> RecordOutcome:
     """Claim `message_id` for `consumer`, record the state `form` publishes (its `updated_at`
-    and revision) and queue `form`, in one statement: `redelivered` when the message was handled
-    before, `conflict` when another message recorded that revision of the item meanwhile (the
-    caller rolls back and retries), else `new`."""
+    and revision) and queue `form`, in one statement (atomic without a transaction).
+
+    `tie` (nothing claimed, nothing recorded) when the last state recorded for the same
+    `updated_at` is another one and its revision is not `seen` (the one the caller decided the
+    revision from, `versions.next_step`; None: none). Else `redelivered` when the message was
+    handled before, `stale` when a later second was recorded, `duplicate` when this state is the
+    last of its second, `conflict` when another message recorded that revision of the item
+    meanwhile (the caller rolls back and retries), or `new`."""
     outcome: RecordOutcome = await outbox.fetchval(
         conn,
         _RECORD_ANSWER,
@@ -161,6 +177,7 @@ async def record_answer(
         item_id=answer.item_id,
         updated_at=answer.updated_at,
         revision=form.revision,
+        seen=seen,
         fingerprint=answer.fingerprint(),
         event_id=form.event_id,
     )

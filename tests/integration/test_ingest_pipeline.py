@@ -34,7 +34,7 @@ from services.sandbox.portal import SandboxPortal
 from services.sandbox.schema import EnumItem
 from services.sandbox.seed import add_answer_items, seed_demo
 from shared.bitrix24 import Bitrix24Client, MemoryRateBudget
-from shared.db import create_pool
+from shared.db import Conn, create_pool
 from shared.events import FormSubmitted, PortalRef, ProductAnswer, WebhookReceived
 from shared.messaging import REASON_HEADER, PermanentError, make_broker, publish, subscribe
 from shared.outbox import Outbox, OutboxRelay
@@ -780,11 +780,12 @@ class TestStatesWithinOneSecond:
         assert len(await forms(pool, portal)) == 3
         assert len(await rereads(pool, portal)) == 1
 
-    async def test_two_states_recorded_with_one_revision_conflict(
+    async def test_a_state_decided_from_a_last_state_since_replaced_is_not_recorded(
         self, pool: asyncpg.Pool, outbox: Outbox, portal: SandboxPortal
     ) -> None:
-        """Two messages that read the same last state and publish different states of the item
-        at once: one records the revision, the other is told to decide again."""
+        """Two messages decide the revision of their states from the same last state (revision
+        0) at once: the first records revision 1, the second finds the last state of the second
+        is no longer the one it decided from and records nothing (the hydrator retries it)."""
         cause = event_for(portal, 41)
         outcomes = []
         for score in (9, 2):
@@ -806,8 +807,46 @@ class TestStatesWithinOneSecond:
             async with pool.acquire() as conn:
                 outcomes.append(
                     await store.record_answer(
-                        outbox, conn, "test", str(uuid.uuid4()), answer=answer, form=form
+                        outbox, conn, "test", str(uuid.uuid4()), answer=answer, form=form, seen=0
                     )
                 )
-        assert outcomes == ["new", "conflict"]
+        assert outcomes == ["new", "tie"]
+        assert [f["answers"][0]["score"] for f in await forms(pool, portal)] == [9]
+
+    async def test_two_states_recorded_at_once_with_one_revision_conflict(
+        self, pool: asyncpg.Pool, outbox: Outbox, portal: SandboxPortal
+    ) -> None:
+        """Two first states of one second recorded by two messages at the very same time: the
+        key on the revision lets one through; the other is told to decide again."""
+        cause = event_for(portal, 42)
+
+        def state(score: int) -> tuple[Answer, FormSubmitted]:
+            answer = Answer(
+                entity_type_id=NPS,
+                item_id=42,
+                category_id=12,
+                segment="Cryo",
+                kind="equipment",
+                scale="0-10",
+                submitted_at=datetime(2026, 3, 5, 10, tzinfo=UTC),
+                updated_at=datetime(2026, 3, 5, 10, tzinfo=UTC),
+                answers=(ProductAnswer(sku="CRYO", name="Cryo", score=score),),
+            )
+            envelope = cause.caused("form", answer.fingerprint())
+            return answer, FormSubmitted.of(answer, portal=cause.portal, **envelope)
+
+        async def record(conn: Conn, score: int) -> str:
+            answer, form = state(score)
+            outcome: str = await store.record_answer(
+                outbox, conn, "test", str(uuid.uuid4()), answer=answer, form=form
+            )
+            return outcome
+
+        async with pool.acquire() as first, pool.acquire() as second:
+            async with outbox.transaction(first):
+                assert await record(first, 9) == "new"
+                racing = asyncio.create_task(record(second, 2))
+                await asyncio.sleep(0.3)  # the second waits on the first's row
+                assert not racing.done()
+            assert await racing == "conflict"
         assert [f["answers"][0]["score"] for f in await forms(pool, portal)] == [9]
