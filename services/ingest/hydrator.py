@@ -132,8 +132,8 @@ class FieldCatalog:
 
 
 class VersionConflictError(Exception):
-    """Another message recorded the same revision of the item between the read of its last
-    state and the publishing: not permanent, the message is retried and decides again."""
+    """Another message recorded a state of the item's second while this one was deciding its
+    revision: not permanent, the message is retried and decides again."""
 
 
 class FieldsOutdatedError(Exception):
