@@ -76,12 +76,14 @@ class PortalRef(BaseModel):
 
 
 class WebhookReceived(Event):
-    """A Bitrix24 event or robot call accepted by ingest (stored before it was acknowledged)."""
+    """A Bitrix24 event or robot call accepted by ingest (stored before it was acknowledged), a
+    catch-up sweep's submission, or (`source` "reread") ingest's own request to read an item once
+    more after publishing two of its states within one second (docs/ingest.md)."""
 
     NAME: ClassVar[str] = "webhook.received"
 
     portal: PortalRef
-    source: Literal["event", "robot", "sweep"]
+    source: Literal["event", "robot", "sweep", "reread"]
     event: str
     entity_type_id: int
     item_id: int = Field(gt=0)
@@ -120,6 +122,10 @@ class SubmittedAnswer(BaseModel):
     submitted_at: AwareDatetime
     updated_at: AwareDatetime
     answers: tuple[ProductAnswer, ...]
+    revision: int = Field(default=0, ge=0)
+    """Orders two states of the item with the same `updated_at` (Bitrix24 keeps seconds): ingest
+    publishes a state that differs from the last one published within the same second with a
+    revision one higher; a version is newer when its (`updated_at`, `revision`) is greater."""
 
 
 class FormSubmitted(Event, SubmittedAnswer):
@@ -174,6 +180,9 @@ class ScoredAnswer(BaseModel):
     responsible_id: int | None = None
     submitted_at: AwareDatetime
     updated_at: AwareDatetime
+    revision: int = 0
+    """The answer's revision in scoring: it grows each time a newer version of the item changes
+    the answer, so of two states of one answer with the same times the higher is the later."""
 
 
 class NpsScored(Event):

@@ -16,7 +16,8 @@ Pure: no I/O and no clock. Every decision of the contact writer is made here, ov
    legacy or hand-edited value: it is never overwritten, the decision is a conflict.
 3. Answers are ordered by `Version`: submitted, then updated, then the item id as a number (Bitrix24
    item ids grow with time, so of two items submitted in the same second the later one wins), then
-   the answer id (one item's products). An answer older than the newest one already decided for
+   the answer id (one item's products), then the answer's revision (one answer changed within
+   the same second). An answer older than the newest one already decided for
    the segment's fields is ignored as a whole, so out-of-order deliveries never replace a newer
    score with an older one.
 4. The history field (multiple) is append-only: the full current list plus the answer's entry,
@@ -151,17 +152,26 @@ class Version:
     """How recent an answer is: a later submission wins; for one submission, a later edit; for
     the same times (Bitrix24 keeps seconds: a double submit, a bulk import), the later item, as
     its id is a number that grows with time; within one item, the answer id (its product), so
-    that every order of arrival settles on the same answer."""
+    that every order of arrival settles on the same answer; for one answer, its revision."""
 
     submitted_at: datetime
     updated_at: datetime
     item_id: int
     answer_id: str
     """Compared by code point, as the ledger compares it (`COLLATE "C"`)."""
+    revision: int = 0
+    """For one answer, its revision in scoring: two states of it within one second (Bitrix24
+    keeps seconds) differ only in it."""
 
     @classmethod
     def of(cls, answer: ScoredAnswer) -> Version:
-        return cls(answer.submitted_at, answer.updated_at, answer.item_id, answer.answer_id)
+        return cls(
+            answer.submitted_at,
+            answer.updated_at,
+            answer.item_id,
+            answer.answer_id,
+            answer.revision,
+        )
 
 
 @dataclass(frozen=True)

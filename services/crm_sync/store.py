@@ -146,7 +146,7 @@ async def load_ledger(
     keys = sorted(set(contacts))
     rows = await conn.fetch(
         """SELECT l.portal, l.contact_id, l.field, l.owned_value, l.answer_id,
-                  l.submitted_at, l.updated_at, l.item_id
+                  l.submitted_at, l.updated_at, l.item_id, l.revision
            FROM crm_field_ledger l
            JOIN unnest($1::text[], $2::bigint[]) AS k(portal, contact_id)
              ON l.portal = k.portal AND l.contact_id = k.contact_id
@@ -157,7 +157,13 @@ async def load_ledger(
     )
     return {
         (row["portal"], row["contact_id"], row["field"]): LedgerEntry(
-            Version(row["submitted_at"], row["updated_at"], row["item_id"], row["answer_id"]),
+            Version(
+                row["submitted_at"],
+                row["updated_at"],
+                row["item_id"],
+                row["answer_id"],
+                row["revision"],
+            ),
             load_value(row["owned_value"]),
         )
         for row in rows
@@ -259,16 +265,17 @@ async def record(outbox: Outbox, conn: Conn, changes: Changes) -> None:
         if changes.ledger:
             await conn.executemany(
                 """INSERT INTO crm_field_ledger AS l (portal, contact_id, field, owned_value,
-                       answer_id, submitted_at, updated_at, item_id, action_id)
-                   VALUES ($1, $2, $3, $4::jsonb, $5, $6, $7, $8, $9)
+                       answer_id, submitted_at, updated_at, item_id, revision, action_id)
+                   VALUES ($1, $2, $3, $4::jsonb, $5, $6, $7, $8, $9, $10)
                    ON CONFLICT (portal, contact_id, field) DO UPDATE
                    SET owned_value = EXCLUDED.owned_value, answer_id = EXCLUDED.answer_id,
                        submitted_at = EXCLUDED.submitted_at, updated_at = EXCLUDED.updated_at,
-                       item_id = EXCLUDED.item_id, action_id = EXCLUDED.action_id,
-                       changed_at = now()
-                   WHERE (l.submitted_at, l.updated_at, l.item_id, l.answer_id COLLATE "C")
+                       item_id = EXCLUDED.item_id, revision = EXCLUDED.revision,
+                       action_id = EXCLUDED.action_id, changed_at = now()
+                   WHERE (l.submitted_at, l.updated_at, l.item_id, l.answer_id COLLATE "C",
+                          l.revision)
                          <= (EXCLUDED.submitted_at, EXCLUDED.updated_at, EXCLUDED.item_id,
-                             EXCLUDED.answer_id COLLATE "C")""",
+                             EXCLUDED.answer_id COLLATE "C", EXCLUDED.revision)""",
                 [
                     (
                         r.portal,
@@ -279,6 +286,7 @@ async def record(outbox: Outbox, conn: Conn, changes: Changes) -> None:
                         r.version.submitted_at,
                         r.version.updated_at,
                         r.version.item_id,
+                        r.version.revision,
                         r.action_id,
                     )
                     for r in changes.ledger

@@ -8,7 +8,12 @@ calls and sweep submissions bring the item's fields along and need no read.
 
 Publishing happens in one statement with the claim of the incoming message id, so a redelivered
 message publishes nothing twice; `store.record_answer` also drops a state of the item that was
-already published (the same answer reached us by event and by sweep, say).
+already published (the same answer reached us by event and by sweep, say) or is older than one
+published. Two states within one second (Bitrix24's `updatedTime` keeps seconds) tie: then the
+last state published is read (`store.last_version`) and `services.ingest.versions` decides; the
+new state goes out with the next per-item `revision`, and the item is read once more (a
+`webhook.received` with source `reread`), since only a read that starts after both states were
+seen knows which came last.
 
 Deals (entity type 2, when `deal_surveys` are configured) take the same path, read with
 `crm.item.list` too: a deal of a funnel no deal survey names, or an NPS deal not answered yet,
@@ -45,7 +50,9 @@ from services.ingest.mapping import (
     sale_deal_id,
 )
 from services.ingest.release import release_held
+from services.ingest.versions import next_step
 from shared.bitrix24 import Bitrix24Client, NotFound
+from shared.db import Conn
 from shared.events import DEAL_ENTITY_TYPE_ID, FormSubmitted, WebhookReceived
 from shared.logging import get_logger
 from shared.messaging import PermanentError
@@ -53,6 +60,8 @@ from shared.outbox import Outbox
 from shared.portal_config import PortalConfig
 
 CONSUMER = "ingest.hydrate"
+REREAD_EVENT = "REREAD"
+"""The `event` of a `webhook.received` ingest queues to read an item once more (`reread`)."""
 FIELDS_REFRESH_S = 60.0
 
 HYDRATED = Counter(
@@ -120,6 +129,11 @@ class FieldCatalog:
         values = enumeration_items(response.result)
         self._cache[entity_type_id] = (self._clock(), values)
         return values
+
+
+class VersionConflictError(Exception):
+    """Another message recorded a state of the item's second while this one was deciding its
+    revision: not permanent, the message is retried and decides again."""
 
 
 class FieldsOutdatedError(Exception):
@@ -227,13 +241,8 @@ class Hydrator:
         await self._publish(event, mapped)
 
     async def _publish(self, event: WebhookReceived, mapped: Answer) -> None:
-        form = FormSubmitted.of(
-            mapped, portal=event.portal, **event.caused("form", mapped.fingerprint())
-        )
-        async with self._pool.acquire() as conn:
-            outcome = await store.record_answer(
-                self._outbox, conn, CONSUMER, str(event.event_id), answer=mapped, form=form
-            )
+        async with self._outbox.transaction(self._pool) as conn:
+            outcome, form = await self._record(conn, event, mapped)
             await users.want(conn, event.portal.key, mapped.responsible_id)
         if outcome == "redelivered":
             HYDRATED.labels(outcome="redelivered").inc()
@@ -245,7 +254,66 @@ class Hydrator:
             item_id=mapped.item_id,
             category_id=mapped.category_id,
             answers=len(mapped.answers),
+            revision=form.revision,
             form_event_id=str(form.event_id),
+        )
+
+    async def _record(
+        self, conn: Conn, event: WebhookReceived, mapped: Answer
+    ) -> tuple[str, FormSubmitted]:
+        """Record and queue the state `mapped` (one statement), or, when it ties with another
+        state of the same second, decide from the last state published (`next_step`): publish it
+        with the next revision and ask for one more read of the item."""
+        fingerprint = mapped.fingerprint()
+        envelope = event.caused("form", fingerprint)
+        form = FormSubmitted.of(mapped, portal=event.portal, **envelope)
+        outcome: str = await store.record_answer(
+            self._outbox, conn, CONSUMER, str(event.event_id), answer=mapped, form=form
+        )
+        if outcome == "tie":
+            last, known = await store.last_version(
+                conn,
+                event.portal.key,
+                mapped.entity_type_id,
+                mapped.item_id,
+                (mapped.updated_at, fingerprint),
+            )
+            step = next_step(
+                last, mapped.updated_at, fingerprint, known=known, reread=event.source == "reread"
+            )
+            log.info("answer_tie", item_id=mapped.item_id, step=step.outcome, reread=step.reread)
+            if step.reread:
+                await self._outbox.enqueue(conn, [self._reread(event, fingerprint)])
+            outcome = step.outcome
+            if step.outcome == "new":
+                revised = mapped.model_copy(update={"revision": step.revision})
+                form = FormSubmitted.of(revised, portal=event.portal, **envelope)
+                outcome = await store.record_answer(
+                    self._outbox,
+                    conn,
+                    CONSUMER,
+                    str(event.event_id),
+                    answer=mapped,
+                    form=form,
+                    seen=None if last is None else last.revision,
+                )
+        if outcome in ("conflict", "tie"):
+            raise VersionConflictError(
+                f"item {mapped.item_id}: another state of it was published meanwhile"
+            )
+        return outcome, form
+
+    @staticmethod
+    def _reread(event: WebhookReceived, fingerprint: str) -> WebhookReceived:
+        """One more read of the item of `event` (its id derived from the message and the state
+        read, so a redelivery asks for the same read)."""
+        return WebhookReceived(
+            **event.caused("reread", fingerprint),
+            portal=event.portal,
+            source="reread",
+            event=REREAD_EVENT,
+            entity_type_id=event.entity_type_id,
+            item_id=event.item_id,
         )
 
     async def _map(self, item: Mapping[str, Any]) -> Answer | NotASurvey:

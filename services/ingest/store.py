@@ -1,5 +1,5 @@
 """PostgreSQL access of the ingest service (tables of migrations `0100_ingest.sql` and
-`0110_ingest_unmapped.sql`).
+`0110_ingest_unmapped.sql`, `0120_ingest_item_revisions.sql`).
 
 Every function takes a connection and runs inside the caller's transaction, so that a stored
 event and its outbox row, or a claimed message and the answer it publishes, commit together.
@@ -15,11 +15,12 @@ from typing import Any, Literal
 import asyncpg
 
 from services.ingest.mapping import Answer, NotASurvey
+from services.ingest.versions import Published
 from shared.db import Conn
 from shared.events import FormSubmitted, PortalRef, WebhookReceived
 from shared.outbox import Outbox, QueuingStatement, StatementBuilder
 
-VersionOutcome = Literal["new", "duplicate", "stale", "redelivered"]
+RecordOutcome = Literal["new", "duplicate", "stale", "tie", "conflict", "redelivered"]
 
 
 def _record_received_statement() -> QueuingStatement:
@@ -74,42 +75,71 @@ async def record_received(
     return stored
 
 
+async def last_version(
+    conn: Conn, portal: str, entity_type_id: int, item_id: int, state: tuple[datetime, str]
+) -> tuple[Published | None, bool]:
+    """The last state of the item published (the greatest `updated_at`, then revision) and
+    whether `state` (`updated_at`, fingerprint) was ever published, in one statement."""
+    updated_at, fingerprint = state
+    row = await conn.fetchrow(
+        """SELECT last.updated_at, last.fingerprint, last.revision,
+                  EXISTS (SELECT 1 FROM ingest_item_versions
+                          WHERE portal = $1 AND entity_type_id = $2 AND item_id = $3
+                            AND updated_at = $4 AND fingerprint = $5) AS known
+           FROM (SELECT 1) AS one
+           LEFT JOIN LATERAL (SELECT updated_at, fingerprint, revision FROM ingest_item_versions
+                              WHERE portal = $1 AND entity_type_id = $2 AND item_id = $3
+                              ORDER BY updated_at DESC, revision DESC LIMIT 1) AS last ON true""",
+        portal,
+        entity_type_id,
+        item_id,
+        updated_at,
+        fingerprint,
+    )
+    assert row is not None
+    if row["updated_at"] is None:
+        return None, bool(row["known"])
+    return Published(row["updated_at"], row["fingerprint"], row["revision"]), bool(row["known"])
+
+
 def _record_answer_statement() -> QueuingStatement:
     b = StatementBuilder()
-    consumer, message_id, portal, entity_type_id, item_id, updated_at, fingerprint, event_id = (
-        b.params(
-            "consumer",
-            "message_id",
-            "portal",
-            "entity_type_id",
-            "item_id",
-            "updated_at",
-            "fingerprint",
-            "event_id",
-        )
+    consumer, message_id, portal, entity_type_id, item_id, updated_at = b.params(
+        "consumer", "message_id", "portal", "entity_type_id", "item_id", "updated_at"
     )
+    revision, seen, fingerprint, event_id = b.params("revision", "seen", "fingerprint", "event_id")
+    item = f"portal = {portal} AND entity_type_id = {entity_type_id} AND item_id = {item_id}"
     return b.build(
-        f"""WITH claimed AS (
-                INSERT INTO processed_messages (consumer, message_id)
-                VALUES ({consumer}, {message_id}::uuid)
-                ON CONFLICT DO NOTHING RETURNING 1),
+        f"""WITH last_of_second AS (
+                SELECT fingerprint, revision FROM ingest_item_versions
+                WHERE {item} AND updated_at = {updated_at}
+                ORDER BY revision DESC LIMIT 1),
+            tie AS (
+                SELECT 1 FROM last_of_second
+                WHERE fingerprint <> {fingerprint} AND revision IS DISTINCT FROM {seen}::integer),
             newer AS (
-                SELECT 1 FROM ingest_item_versions
-                WHERE portal = {portal} AND entity_type_id = {entity_type_id}
-                  AND item_id = {item_id} AND updated_at > {updated_at}
+                SELECT 1 FROM ingest_item_versions WHERE {item} AND updated_at > {updated_at}
                 LIMIT 1),
+            claimed AS (
+                INSERT INTO processed_messages (consumer, message_id)
+                SELECT {consumer}, {message_id}::uuid WHERE NOT EXISTS (SELECT 1 FROM tie)
+                ON CONFLICT DO NOTHING RETURNING 1),
             version AS (
                 INSERT INTO ingest_item_versions
-                    (portal, entity_type_id, item_id, updated_at, fingerprint, event_id)
-                SELECT {portal}, {entity_type_id}, {item_id}, {updated_at}, {fingerprint},
-                       {event_id}
+                    (portal, entity_type_id, item_id, updated_at, revision, fingerprint, event_id)
+                SELECT {portal}, {entity_type_id}, {item_id}, {updated_at}, {revision},
+                       {fingerprint}, {event_id}
                 WHERE EXISTS (SELECT 1 FROM claimed) AND NOT EXISTS (SELECT 1 FROM newer)
+                  AND NOT EXISTS (SELECT 1 FROM last_of_second WHERE fingerprint = {fingerprint})
                 ON CONFLICT DO NOTHING RETURNING 1),
             {b.queue(after="version")}
-            SELECT CASE WHEN NOT EXISTS (SELECT 1 FROM claimed) THEN 'redelivered'
+            SELECT CASE WHEN EXISTS (SELECT 1 FROM tie) THEN 'tie'
+                        WHEN NOT EXISTS (SELECT 1 FROM claimed) THEN 'redelivered'
                         WHEN EXISTS (SELECT 1 FROM newer) THEN 'stale'
+                        WHEN EXISTS (SELECT 1 FROM last_of_second
+                                     WHERE fingerprint = {fingerprint}) THEN 'duplicate'
                         WHEN EXISTS (SELECT 1 FROM version) THEN 'new'
-                        ELSE 'duplicate' END""",  # noqa: S608 - placeholders only
+                        ELSE 'conflict' END""",  # noqa: S608 - placeholders only
         queued_if=lambda outcome: outcome == "new",
     )
 
@@ -125,11 +155,18 @@ async def record_answer(
     *,
     answer: Answer,
     form: FormSubmitted,
-) -> VersionOutcome:
-    """Claim `message_id` for `consumer` and queue `form` unless this state of the item was
-    already published or a newer one was, in one statement (atomic without a transaction):
-    `redelivered` when the message was handled before, then `stale`, `duplicate` or `new`."""
-    outcome: VersionOutcome = await outbox.fetchval(
+    seen: int | None = None,
+) -> RecordOutcome:
+    """Claim `message_id` for `consumer`, record the state `form` publishes (its `updated_at`
+    and revision) and queue `form`, in one statement (atomic without a transaction).
+
+    `tie` (nothing claimed, nothing recorded) when the last state recorded for the same
+    `updated_at` is another one and its revision is not `seen` (the one the caller decided the
+    revision from, `versions.next_step`; None: none). Else `redelivered` when the message was
+    handled before, `stale` when a later second was recorded, `duplicate` when this state is the
+    last of its second, `conflict` when another message recorded that revision of the item
+    meanwhile (the caller rolls back and retries), or `new`."""
+    outcome: RecordOutcome = await outbox.fetchval(
         conn,
         _RECORD_ANSWER,
         [form],
@@ -139,6 +176,8 @@ async def record_answer(
         entity_type_id=answer.entity_type_id,
         item_id=answer.item_id,
         updated_at=answer.updated_at,
+        revision=form.revision,
+        seen=seen,
         fingerprint=answer.fingerprint(),
         event_id=form.event_id,
     )

@@ -143,6 +143,7 @@ class AnswerRow:
             responsible_id=self.responsible_id,
             submitted_at=self.submitted_at,
             updated_at=self.updated_at,
+            revision=self.revision,
         )
 
 

@@ -1,7 +1,7 @@
-"""PostgreSQL persistence of scored answers (migrations 0200, 0202): every function runs inside the
-caller's transaction, so the claim, the item's version, answers, rollups, names and outbox commit
-together. A submission is three statements: `begin_item`, `load_answers` (only for a newer
-version of a stored item) and `write_change`.
+"""PostgreSQL persistence of scored answers (migrations 0200, 0202, 0230): every function runs
+inside the caller's transaction, so the claim, the item's version, answers, rollups, names and
+outbox commit together. A submission is three statements: `begin_item`, `load_answers` (only for
+a newer version of a stored item) and `write_change`.
 
 Every submission takes its locks in the same order, so concurrent submissions never deadlock: the
 item first, then the rows `write_change` touches. The parts of that one statement run in an order
@@ -73,11 +73,13 @@ WITH claimed AS (
     INSERT INTO processed_messages (consumer, message_id) VALUES ($1, $2)
     ON CONFLICT DO NOTHING RETURNING 1),
 item AS (
-    INSERT INTO scoring_items AS i (portal, entity_type_id, item_id, updated_at, event_id)
-    SELECT $3, $6, $4, $5, $2 FROM claimed
+    INSERT INTO scoring_items AS i (portal, entity_type_id, item_id, updated_at, revision,
+                                    event_id)
+    SELECT $3, $6, $4, $5, $7, $2 FROM claimed
     ON CONFLICT (portal, entity_type_id, item_id) DO UPDATE
-        SET updated_at = EXCLUDED.updated_at, event_id = EXCLUDED.event_id, applied_at = now()
-        WHERE i.updated_at < EXCLUDED.updated_at
+        SET updated_at = EXCLUDED.updated_at, revision = EXCLUDED.revision,
+            event_id = EXCLUDED.event_id, applied_at = now()
+        WHERE (i.updated_at, i.revision) < (EXCLUDED.updated_at, EXCLUDED.revision)
     RETURNING xmax = 0 AS inserted)
 SELECT EXISTS (SELECT 1 FROM claimed) AS claimed, (SELECT inserted FROM item) AS inserted"""
 
@@ -86,8 +88,10 @@ async def begin_item(conn: Conn, consumer: str, submission: FormSubmitted) -> It
     """Claim the message for `consumer` and record this version of the survey item, locking it
     until the transaction ends, in one statement.
 
-    An equal `updated_at` is the same version (a webhook and the catch-up sweep can both submit
-    it). A newer version's stored answers are read after this (`load_answers`), under the lock.
+    Versions are ordered by (`updated_at`, `revision`): ingest gives the later of two states
+    within one second (Bitrix24 keeps seconds) a higher revision. An equal pair is the same
+    version. A newer version's stored answers are read after this (`load_answers`), under the
+    lock.
     """
     row = await conn.fetchrow(
         _BEGIN_ITEM,
@@ -97,6 +101,7 @@ async def begin_item(conn: Conn, consumer: str, submission: FormSubmitted) -> It
         submission.item_id,
         submission.updated_at,
         submission.entity_type_id,
+        submission.revision,
     )
     assert row is not None
     if not row["claimed"]:

@@ -13,7 +13,7 @@ from services.crm_sync import contacts as contacts_module
 from services.crm_sync.coalescer import CommandCoalescer
 from services.crm_sync.contacts import ContactWriter
 from services.crm_sync.policy import Version, history_entry
-from services.crm_sync.store import Changes, LedgerRow, record
+from services.crm_sync.store import Changes, LedgerRow, load_ledger, record
 from services.crm_sync.undo import undo_write
 from services.sandbox.methods import CONTACT
 from shared.bitrix24 import PortalUnavailable
@@ -261,6 +261,25 @@ async def test_the_ledger_keeps_the_later_item_of_a_tie_whatever_is_recorded_las
     assert kept is not None
     assert (kept["answer_id"], kept["item_id"]) == (f"{ref.key}:10:EQ-a", 10)
     assert max(r.version for r in recorded) == Version(NOW, NOW, 10, f"{ref.key}:10:EQ-a")
+
+
+async def test_the_ledger_keeps_the_later_state_of_an_answer_changed_within_a_second(
+    pool: asyncpg.Pool,
+) -> None:
+    ref = portal_ref()
+    answer_id = f"{ref.key}:10:EQ-LASER-A"
+
+    def row(score: str, revision: int) -> LedgerRow:
+        version = Version(NOW, NOW, 10, answer_id, revision)
+        return LedgerRow(ref.key, 7, SCORE, score, version, f"{answer_id}-{revision}")
+
+    async with pool.acquire() as conn:
+        for ledger_row in (row("8", 2), row("3", 1)):
+            await record(Outbox(), conn, Changes(ledger=[ledger_row]))
+        loaded = await load_ledger(conn, [(ref.key, 7)], [SCORE])
+
+    kept = loaded[(ref.key, 7, SCORE)]
+    assert (kept.owned_value, kept.version) == ("8", Version(NOW, NOW, 10, answer_id, 2))
 
 
 async def test_history_is_append_only_and_never_doubled(

@@ -25,6 +25,7 @@ from services.ingest import read, store
 from services.ingest.api import create_app as ingest_app
 from services.ingest.contacts import ContactManagers
 from services.ingest.hydrator import FieldCatalog, FieldsOutdatedError, Hydrator, ItemReader
+from services.ingest.mapping import Answer
 from services.ingest.sweep import SWEEP_LOCK, Sweeper
 from services.sandbox.app import create_app as sandbox_app
 from services.sandbox.limits import Limits
@@ -33,8 +34,8 @@ from services.sandbox.portal import SandboxPortal
 from services.sandbox.schema import EnumItem
 from services.sandbox.seed import add_answer_items, seed_demo
 from shared.bitrix24 import Bitrix24Client, MemoryRateBudget
-from shared.db import create_pool
-from shared.events import PortalRef, WebhookReceived
+from shared.db import Conn, create_pool
+from shared.events import FormSubmitted, PortalRef, ProductAnswer, WebhookReceived
 from shared.messaging import REASON_HEADER, PermanentError, make_broker, publish, subscribe
 from shared.outbox import Outbox, OutboxRelay
 from shared.portal_config import PortalConfig
@@ -705,3 +706,147 @@ async def test_the_sweeper_reads_the_names_of_the_managers_answers_name(
             "SELECT user_id, refreshed_at FROM ingest_users WHERE portal = $1 ORDER BY user_id", key
         )
     assert again == first  # read again only once stale (the unknown user too)
+
+
+async def rereads(pool: asyncpg.Pool, portal: SandboxPortal) -> list[WebhookReceived]:
+    """The reads ingest asked for after a tie, still in the outbox (no relay running)."""
+    rows = await pool.fetch(
+        """SELECT body FROM outbox WHERE routing_key = 'webhook.received'
+           AND body->>'source' = 'reread' AND body->'portal'->>'member_id' = $1 ORDER BY id""",
+        portal.member_id,
+    )
+    return [WebhookReceived.model_validate_json(row["body"]) for row in rows]
+
+
+class TestStatesWithinOneSecond:
+    """Bitrix24's updatedTime keeps seconds: two states of an item saved within one second."""
+
+    @pytest.fixture
+    def portal(self) -> SandboxPortal:
+        """A portal whose clock stands still: every save carries the same updatedTime."""
+        still = time.time()
+        portal = SandboxPortal(
+            application_token=SANDBOX_APP_TOKEN,
+            member_id=uuid.uuid4().hex,
+            limits=Limits.off(),
+            clock=lambda: still,
+        )
+        seed_demo(portal, config_path=EXAMPLE_CONFIG, contacts=3, seed=7)
+        return portal
+
+    async def test_a_tie_is_published_with_a_higher_revision_and_read_once_more(
+        self, pool: asyncpg.Pool, portal: SandboxPortal, hydrator: Hydrator
+    ) -> None:
+        item_id = answer_item(portal, CATEGORY_ID=12, UF_CRM_5_SCORE=8)
+        await hydrator.handle(event_for(portal, item_id))
+        portal.crm.update(NPS, item_id, {"UF_CRM_5_SCORE": 3}, method="test")
+        changed = event_for(portal, item_id, event="ONCRMDYNAMICITEMUPDATE", ts=2)
+        await hydrator.handle(changed)
+        await hydrator.handle(changed)  # a redelivery asks for no second read
+        published = await forms(pool, portal)
+        assert [(f["answers"][0]["score"], f["revision"]) for f in published] == [(8, 0), (3, 1)]
+        assert published[0]["updated_at"] == published[1]["updated_at"]
+        [reread] = await rereads(pool, portal)
+        assert (reread.item_id, reread.fields, reread.causation_id) == (
+            item_id,
+            None,
+            str(changed.event_id),
+        )
+
+        # The read finds the state published last: nothing more, and no further read.
+        await hydrator.handle(reread)
+        assert len(await forms(pool, portal)) == 2
+        assert len(await rereads(pool, portal)) == 1
+
+    async def test_the_read_after_a_tie_publishes_a_state_changed_since(
+        self, pool: asyncpg.Pool, portal: SandboxPortal, hydrator: Hydrator
+    ) -> None:
+        item_id = answer_item(portal, CATEGORY_ID=12, UF_CRM_5_SCORE=8)
+        await hydrator.handle(event_for(portal, item_id))
+        portal.crm.update(NPS, item_id, {"UF_CRM_5_SCORE": 3}, method="test")
+        await hydrator.handle(event_for(portal, item_id, event="ONCRMDYNAMICITEMUPDATE", ts=2))
+        # Changed back before the read (its event still on the way): the read publishes it.
+        portal.crm.update(NPS, item_id, {"UF_CRM_5_SCORE": 8}, method="test")
+        [reread] = await rereads(pool, portal)
+        await hydrator.handle(reread)
+        published = await forms(pool, portal)
+        assert [(f["answers"][0]["score"], f["revision"]) for f in published] == [
+            (8, 0),
+            (3, 1),
+            (8, 2),
+        ]
+        # The event of that change, read now, finds the state published last.
+        await hydrator.handle(event_for(portal, item_id, event="ONCRMDYNAMICITEMUPDATE", ts=3))
+        assert len(await forms(pool, portal)) == 3
+        assert len(await rereads(pool, portal)) == 1
+
+    async def test_a_state_decided_from_a_last_state_since_replaced_is_not_recorded(
+        self, pool: asyncpg.Pool, outbox: Outbox, portal: SandboxPortal
+    ) -> None:
+        """Two messages decide the revision of their states from the same last state (revision
+        0) at once: the first records revision 1, the second finds the last state of the second
+        is no longer the one it decided from and records nothing (the hydrator retries it)."""
+        cause = event_for(portal, 41)
+        outcomes = []
+        for score in (9, 2):
+            answer = Answer(
+                entity_type_id=NPS,
+                item_id=41,
+                category_id=12,
+                segment="Cryo",
+                kind="equipment",
+                scale="0-10",
+                submitted_at=datetime(2026, 3, 5, 10, tzinfo=UTC),
+                updated_at=datetime(2026, 3, 5, 10, tzinfo=UTC),
+                answers=(ProductAnswer(sku="CRYO", name="Cryo", score=score),),
+                revision=1,
+            )
+            form = FormSubmitted.of(
+                answer, portal=cause.portal, **cause.caused("form", answer.fingerprint())
+            )
+            async with pool.acquire() as conn:
+                outcomes.append(
+                    await store.record_answer(
+                        outbox, conn, "test", str(uuid.uuid4()), answer=answer, form=form, seen=0
+                    )
+                )
+        assert outcomes == ["new", "tie"]
+        assert [f["answers"][0]["score"] for f in await forms(pool, portal)] == [9]
+
+    async def test_two_states_recorded_at_once_with_one_revision_conflict(
+        self, pool: asyncpg.Pool, outbox: Outbox, portal: SandboxPortal
+    ) -> None:
+        """Two first states of one second recorded by two messages at the very same time: the
+        key on the revision lets one through; the other is told to decide again."""
+        cause = event_for(portal, 42)
+
+        def state(score: int) -> tuple[Answer, FormSubmitted]:
+            answer = Answer(
+                entity_type_id=NPS,
+                item_id=42,
+                category_id=12,
+                segment="Cryo",
+                kind="equipment",
+                scale="0-10",
+                submitted_at=datetime(2026, 3, 5, 10, tzinfo=UTC),
+                updated_at=datetime(2026, 3, 5, 10, tzinfo=UTC),
+                answers=(ProductAnswer(sku="CRYO", name="Cryo", score=score),),
+            )
+            envelope = cause.caused("form", answer.fingerprint())
+            return answer, FormSubmitted.of(answer, portal=cause.portal, **envelope)
+
+        async def record(conn: Conn, score: int) -> str:
+            answer, form = state(score)
+            outcome: str = await store.record_answer(
+                outbox, conn, "test", str(uuid.uuid4()), answer=answer, form=form
+            )
+            return outcome
+
+        async with pool.acquire() as first, pool.acquire() as second:
+            async with outbox.transaction(first):
+                assert await record(first, 9) == "new"
+                racing = asyncio.create_task(record(second, 2))
+                await asyncio.sleep(0.3)  # the second waits on the first's row
+                assert not racing.done()
+            assert await racing == "conflict"
+        assert [f["answers"][0]["score"] for f in await forms(pool, portal)] == [9]

@@ -20,7 +20,9 @@ from services.scoring.periods import bucket_start
 from services.scoring.report import ReportQuery, run_report
 from shared.messaging import PermanentError
 from shared.outbox import Outbox
-from tests.support.scoring import make_submission
+from tests.support.scoring import T0, make_submission
+
+LATER = "2024-03-05T10:00:01+03:00"
 
 
 @pytest.fixture
@@ -490,4 +492,54 @@ async def test_a_bulk_load_brings_its_rollups_and_names(pg_server: str) -> None:
             "answers": 2,
             "avg_score": 6.0,
         }
+    ]
+
+
+@pytest.mark.parametrize(
+    ("stored", "incoming", "expected"),
+    [
+        # (updated_at, revision) of the stored version and of the incoming one.
+        ((T0, 0), (T0, 1), store.Item.NEWER),
+        ((T0, 1), (T0, 3), store.Item.NEWER),
+        ((T0, 1), (T0, 1), store.Item.OUTDATED),
+        ((T0, 2), (T0, 1), store.Item.OUTDATED),
+        ((T0, 5), (LATER, 0), store.Item.NEWER),
+        ((LATER, 0), (T0, 5), store.Item.OUTDATED),
+    ],
+)
+async def test_versions_of_one_second_are_ordered_by_revision(
+    pool: asyncpg.Pool,
+    member: str,
+    stored: tuple[str, int],
+    incoming: tuple[str, int],
+    expected: store.Item,
+) -> None:
+    first = make_submission(
+        ("LASER", 9), member_id=member, updated_at=stored[0], revision=stored[1]
+    )
+    then = make_submission(
+        ("LASER", 3), member_id=member, updated_at=incoming[0], revision=incoming[1]
+    )
+    async with pool.acquire() as conn:
+        assert await store.begin_item(conn, CONSUMER, first) is store.Item.NEW
+        assert await store.begin_item(conn, CONSUMER, then) is expected
+        # A redelivery of either is a duplicate, whatever its version.
+        assert await store.begin_item(conn, CONSUMER, then) is store.Item.DUPLICATE
+        assert await store.begin_item(conn, CONSUMER, first) is store.Item.DUPLICATE
+
+
+async def test_a_changed_answer_within_the_same_second_is_scored(
+    pool: asyncpg.Pool, member: str
+) -> None:
+    first = make_submission(("LASER", 9), member_id=member, kind="equipment")
+    changed = make_submission(("LASER", 3), member_id=member, kind="equipment", revision=1)
+    await score_submission(pool, Outbox(), first)
+    await score_submission(pool, Outbox(), changed)
+    await score_submission(pool, Outbox(), first.model_copy(update={"event_id": uuid.uuid4()}))
+    assert {sku: row["score"] for sku, row in (await answers(pool, member)).items()} == {"LASER": 3}
+    published = await outbox(pool, first.correlation_id)
+    # The answer's revision goes along, for crm_sync to tell its two states of one second apart.
+    assert [(body["answer"]["score"], body["answer"]["revision"]) for _, body in published] == [
+        (9, 1),
+        (3, 2),
     ]

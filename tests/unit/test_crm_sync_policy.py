@@ -53,6 +53,7 @@ def answer(
     item_id: int = 77,
     sku: str = "EQ-LASER-A",
     scale: str = "0-10",
+    revision: int = 1,
 ) -> ScoredAnswer:
     return ScoredAnswer.model_validate(
         {
@@ -71,6 +72,7 @@ def answer(
             "contact_id": 5,
             "submitted_at": submitted,
             "updated_at": updated or submitted,
+            "revision": revision,
         }
     )
 
@@ -333,6 +335,12 @@ LATER = SUBMITTED + timedelta(seconds=1)
         pytest.param(
             answer(item_id=10, sku="A"), answer(item_id=11, sku="Z"), id="item-before-product"
         ),
+        pytest.param(answer(revision=1), answer(revision=2), id="one-answer-changed-in-a-second"),
+        pytest.param(
+            answer(item_id=77, sku="EQ-LASER-A", revision=5),
+            answer(item_id=77, sku="EQ-LASER-B", revision=1),
+            id="product-before-revision",
+        ),
     ],
 )
 def test_versions_order_by_submitted_updated_item_id_then_product(
@@ -353,6 +361,8 @@ def test_versions_order_by_submitted_updated_item_id_then_product(
         pytest.param(
             answer(2, item_id=11), answer(9, item_id=10, updated=LATER), id="later-edit-last"
         ),
+        pytest.param(answer(9, revision=2), answer(2, revision=1), id="changed-in-a-second-first"),
+        pytest.param(answer(2, revision=1), answer(9, revision=2), id="changed-in-a-second-last"),
     ],
 )
 def test_a_tie_on_submission_settles_on_the_later_answer_in_any_order(
