@@ -1,5 +1,7 @@
 """Sends outgoing events over HTTP in the background: once, with a short timeout, recording
-the outcome on the portal (Bitrix24 never re-sends a failed event)."""
+the outcome on the portal (Bitrix24 never re-sends a failed event). Like a portal's event
+queue, it sends a bounded number at a time, so a burst of thousands of events never floods the
+sandbox's own event loop (its REST answers stay prompt)."""
 
 import asyncio
 
@@ -18,11 +20,13 @@ class EventSender:
         *,
         transport: httpx.AsyncBaseTransport | None = None,
         timeout_s: float = 5.0,
+        in_flight: int = 16,
     ) -> None:
         self._portal = portal
         self._transport = transport
         self._timeout = timeout_s
         self._tasks: set[asyncio.Task[None]] = set()
+        self._slots = asyncio.Semaphore(in_flight)
 
     def dispatch(self) -> None:
         """Start sending every delivery the portal queued since the last dispatch."""
@@ -37,6 +41,10 @@ class EventSender:
             await asyncio.gather(*self._tasks)
 
     async def _send(self, delivery: Delivery) -> None:
+        async with self._slots:
+            await self._post(delivery)
+
+    async def _post(self, delivery: Delivery) -> None:
         try:
             async with httpx.AsyncClient(
                 transport=self._transport, timeout=self._timeout
