@@ -15,7 +15,7 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any, ClassVar, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 
 Kind = Literal["cosmetics", "equipment", "deal"]
 """`deal`: an answer held by an NPS deal (`deal_surveys`), `entity_type_id` 2."""
@@ -223,7 +223,9 @@ class RouteAction(Event):
         return f"{key}.{URGENT_SUFFIX}" if self.urgent else key
 
 
-WriteOutcome = Literal["created", "existing", "patched", "unchanged", "conflict", "skipped"]
+WriteOutcome = Literal[
+    "created", "existing", "patched", "unchanged", "conflict", "skipped", "sent", "failed"
+]
 
 
 class CrmWritten(Event):
@@ -264,6 +266,209 @@ class SurveyAnswered(Event):
     survey's deal category); None for a smart-process segment."""
 
 
+class SoldProduct(BaseModel):
+    """One product row of a sales deal (`crm.item.productrow.list`)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    product_id: int
+    name: str
+    quantity: float = 1
+
+
+class SaleClosed(Event):
+    """A sales deal of a funnel `dispatch.sales` watches reached a success stage (its stage's
+    semantics "S", read from the portal), or the stage's robot asked ingest to survey it.
+    Published by ingest through the outbox once per deal (docs/dispatch.md, Triggers)."""
+
+    NAME: ClassVar[str] = "sale.closed"
+
+    portal: PortalRef
+    source: Literal["event", "robot", "sweep"]
+    deal_id: int = Field(gt=0)
+    category_id: int = Field(ge=0)
+    stage_id: str
+    contact_id: int | None = None
+    company_id: int | None = None
+    responsible_id: int | None = None
+    closed_at: AwareDatetime
+    products: tuple[SoldProduct, ...] = ()
+
+
+class NewNpsDeal(BaseModel):
+    """Create the NPS deal of a deal survey's request (`crm.item.add`, entityTypeId 2)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    category_id: int = Field(ge=0)
+    title: str
+    contact_id: int
+    company_id: int | None = None
+    responsible_id: int | None = None
+    sale_deal_id: int | None = None
+    sale_deal_field: str | None = None
+    """The deal survey's field that links the sales deal (`sale_deal_field`)."""
+
+
+class PortalSend(BaseModel):
+    """Deliver a link through the portal's robots: the link into `link_field` of the deal, then
+    the automation trigger `trigger` or the move to `stage`, and a timeline entry."""
+
+    model_config = ConfigDict(frozen=True)
+
+    deal_id: int = Field(gt=0)
+    link_field: str
+    url: str
+    trigger: str | None = None
+    stage: str | None = None
+    timeline_title: str | None = None
+    timeline_text: str | None = None
+    reminder: int = Field(default=0, ge=0)
+    """0: the first message; n: the n-th reminder."""
+
+
+class CallTask(BaseModel):
+    """A task for the responsible employee: call the customer who did not answer."""
+
+    model_config = ConfigDict(frozen=True)
+
+    responsible_id: int = Field(gt=0)
+    title: str
+    description: str
+    deadline_hours: int = Field(gt=0)
+    contact_id: int | None = None
+    deal_id: int | None = None
+
+
+DispatchAction = Literal["nps_deal", "survey_send", "call_task"]
+
+
+class DispatchCommand(Event):
+    """Published by dispatch as `dispatch.<action>`: a write for crm_sync (the only writer) on
+    behalf of a survey request. Exactly one of `nps_deal`, `survey_send`, `call_task` is set.
+    crm_sync carries it out once per `command_id` and answers with `crm.written.<action>`
+    (`action_id` = `command_id`, `entity_id` = the deal or task)."""
+
+    NAME: ClassVar[str] = "dispatch"
+
+    command_id: str
+    request_id: uuid.UUID
+    portal: PortalRef
+    nps_deal: NewNpsDeal | None = None
+    survey_send: PortalSend | None = None
+    call_task: CallTask | None = None
+
+    @model_validator(mode="after")
+    def _one_command(self) -> DispatchCommand:
+        given = [name for name in ("nps_deal", "survey_send", "call_task") if getattr(self, name)]
+        if len(given) != 1:
+            raise ValueError(f"exactly one command is expected, got {given or 'none'}")
+        return self
+
+    @property
+    def action(self) -> DispatchAction:
+        if self.nps_deal is not None:
+            return "nps_deal"
+        return "survey_send" if self.survey_send is not None else "call_task"
+
+    def routing_key(self) -> str:
+        return f"{self.NAME}.{self.action}"
+
+
+Language = Literal["ru", "en"]
+
+
+class SurveyRequested(Event):
+    """Dispatch asks the survey service for a personal link (docs/dispatch.md): the survey page
+    stores the request under `request_id` and answers `survey.ready`."""
+
+    NAME: ClassVar[str] = "survey.requested"
+
+    request_id: uuid.UUID
+    portal: PortalRef
+    contact_id: int
+    category_id: int
+    """The segment's category, or a deal survey's deal category with `deal_id`."""
+    sku: str | None = None
+    """The equipment segment's product; None for cosmetics and deal surveys."""
+    lang: Language
+    deal_id: int | None = None
+
+
+class SurveyReady(Event):
+    """The survey service stored a dispatched request: its personal link, the opt-out link and
+    the company's name and logo for the message."""
+
+    NAME: ClassVar[str] = "survey.ready"
+
+    request_id: uuid.UUID
+    portal: PortalRef
+    url: str
+    optout_url: str
+    company: str
+    logo_url: str | None = None
+    expires_at: AwareDatetime
+
+
+class SurveyOpened(Event):
+    """A personal link was opened for the first time (published once per request)."""
+
+    NAME: ClassVar[str] = "survey.opened"
+
+    request_id: uuid.UUID
+    portal: PortalRef
+    opened_at: AwareDatetime
+
+
+class SurveyOptedOut(Event):
+    """The customer asked never to be asked again (the opt-out link of a message)."""
+
+    NAME: ClassVar[str] = "survey.opted_out"
+
+    request_id: uuid.UUID
+    portal: PortalRef
+    contact_id: int
+    opted_out_at: AwareDatetime
+
+
+RequestState = Literal[
+    "scheduled",
+    "skipped",
+    "sent",
+    "opened",
+    "answered",
+    "reminded",
+    "unanswered",
+    "expired",
+    "failed",
+]
+
+
+class SurveyRequestChanged(Event):
+    """Published by dispatch as `dispatch.request.<state>` each time a request in the register
+    changes state, for integrators (docs/dispatch.md, The register)."""
+
+    NAME: ClassVar[str] = "dispatch.request"
+
+    request_id: uuid.UUID
+    portal: PortalRef
+    survey: str
+    source: Literal["sale", "robot", "campaign"]
+    contact_id: int
+    channel: Literal["email", "portal"]
+    state: RequestState
+    reason: str | None = None
+    reminders: int = 0
+    deal_id: int | None = None
+    """The NPS deal (a deal survey's request)."""
+    sale_deal_id: int | None = None
+    sku: str | None = None
+    changed_at: AwareDatetime
+
+    def routing_key(self) -> str:
+        return f"{self.NAME}.{self.state}"
+
+
 EVENT_TYPES: tuple[type[Event], ...] = (
     WebhookReceived,
     FormSubmitted,
@@ -271,4 +476,11 @@ EVENT_TYPES: tuple[type[Event], ...] = (
     RouteAction,
     CrmWritten,
     SurveyAnswered,
+    SaleClosed,
+    DispatchCommand,
+    SurveyRequested,
+    SurveyReady,
+    SurveyOpened,
+    SurveyOptedOut,
+    SurveyRequestChanged,
 )

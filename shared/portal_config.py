@@ -24,6 +24,7 @@ from pydantic import (
 )
 
 from shared.deal_stages import StageOutcome
+from shared.dispatch_config import Dispatch
 from shared.events import Category, Kind, Scale
 
 PLAN_RATES: dict[str, tuple[float, int]] = {"standard": (2.0, 50), "enterprise": (5.0, 250)}
@@ -370,6 +371,27 @@ class PortalConfig(_Strict):
     )
     """Comment themes: name -> words per language (the dashboard's all-ratings page filters and
     counts answers by them; a rule's `match.contains_any` may name one)."""
+    dispatch: Dispatch | None = None
+    """b24-nps asking customers itself (docs/dispatch.md); None: nothing is sent."""
+
+    def survey_names(self) -> dict[str, str]:
+        """Every survey dispatch may ask, by name: `deal` (a deal survey) or the segment's kind."""
+        names: dict[str, str] = {d.name: "deal" for d in self.deal_surveys}
+        for segment in self.survey.segments:
+            if segment.name is not None:
+                names.setdefault(segment.name, segment.kind)
+        return names
+
+    def equipment_segment(self, sku: str) -> EquipmentSegment | None:
+        """The equipment segment whose product is `sku`."""
+        return next(
+            (
+                s
+                for s in self.survey.segments
+                if isinstance(s, EquipmentSegment) and s.product.sku == sku
+            ),
+            None,
+        )
 
     def deal_survey(self, category_id: int) -> DealSurvey | None:
         return next((d for d in self.deal_surveys if d.category_id == category_id), None)
@@ -398,6 +420,7 @@ class PortalConfig(_Strict):
         }
         skus |= {deal.product.sku for deal in self.deal_surveys}
         problems = self._deal_survey_problems()
+        problems.extend(self._dispatch_problems())
         problems.extend(
             f"themes.{name}: no words; give words per language, e.g. en: [delivery]"
             for name, lists in self.themes.items()
@@ -459,6 +482,48 @@ class PortalConfig(_Strict):
                     " survey; give each survey its own sku"
                 )
             taken.add(deal.product.sku)
+        return problems
+
+    def _dispatch_problems(self) -> list[str]:
+        """Dispatch naming a survey, a funnel or a SKU the YAML does not have."""
+        dispatch = self.dispatch
+        if dispatch is None:
+            return []
+        problems = dispatch.channel_problems()
+        names = self.survey_names()
+        known = ", ".join(sorted(names)) or "none"
+        nps_funnels = {deal.category_id for deal in self.deal_surveys}
+        for index, trigger in enumerate(dispatch.sales):
+            where = f"dispatch.sales[{index}]"
+            if trigger.survey is not None and names.get(trigger.survey) != "deal":
+                problems.append(
+                    f"{where}.survey: {trigger.survey!r} is no deal survey's name (deal surveys:"
+                    f" {', '.join(d.name for d in self.deal_surveys) or 'none'})"
+                )
+            if trigger.funnel in nps_funnels:
+                problems.append(
+                    f"{where}.funnel: {trigger.funnel} is a deal survey's NPS funnel; give the"
+                    " sales funnel whose won deals are surveyed"
+                )
+            if trigger.products and not dispatch.products:
+                problems.append(
+                    f"{where}.products: no product is mapped; map the portal's product ids to"
+                    " equipment SKUs under dispatch.products"
+                )
+        for product_id, sku in dispatch.products.items():
+            if not product_id.isdigit():
+                problems.append(
+                    f"dispatch.products: {product_id!r} is no product id (a positive integer)"
+                )
+            if self.equipment_segment(sku) is None:
+                problems.append(
+                    f"dispatch.products.{product_id}: {sku!r} is no equipment segment's SKU"
+                )
+        problems.extend(
+            f"dispatch.surveys: {name!r} names no survey (known: {known})"
+            for name in dispatch.surveys
+            if name not in names
+        )
         return problems
 
     def _rule_problems(self, rule: Rule) -> list[str]:

@@ -56,6 +56,25 @@ CRM_SYNC_SURVEYS = QueueSpec("crm_sync.surveys", ("survey.answered",))
 # crm_sync's urgent lane (docs/crm_sync.md, Lanes): the router publishes urgent actions as
 # `route.<action>.urgent`, which the bulk queue's exact bindings do not match.
 CRM_SYNC_URGENT = QueueSpec("crm_sync.urgent", ("route.*.urgent",))
+# Dispatch (docs/dispatch.md): sales closed, the survey page's links, opens, opt-outs and
+# answers, and crm_sync's outcomes of dispatch's commands; crm_sync carries the commands out.
+DISPATCH_SALES = QueueSpec("dispatch.sales", ("sale.closed",))
+DISPATCH_LINKS = QueueSpec("dispatch.links", ("survey.ready",))
+DISPATCH_OPENS = QueueSpec("dispatch.opens", ("survey.opened",))
+DISPATCH_OPTOUTS = QueueSpec("dispatch.optouts", ("survey.opted_out",))
+DISPATCH_ANSWERS = QueueSpec("dispatch.answers", ("survey.answered",))
+DISPATCH_WRITTEN = QueueSpec(
+    "dispatch.written",
+    ("crm.written.nps_deal", "crm.written.survey_send", "crm.written.call_task"),
+)
+CRM_SYNC_DISPATCH = QueueSpec(
+    "crm_sync.dispatch", ("dispatch.nps_deal", "dispatch.survey_send", "dispatch.call_task")
+)
+SURVEY_REQUESTS = QueueSpec("survey.requests", ("survey.requested",))
+REGISTER_TAP_MAX = 100_000
+# A bounded tap of the register's state events, so they are always routable (integrators bind
+# their own queues to dispatch.request.#).
+REGISTER_TAP = QueueSpec("dispatch.register", ("dispatch.request.#",), max_length=REGISTER_TAP_MAX)
 # A bounded tap of crm.written.* so the outcome events are always routable and ops can peek at them.
 WRITTEN_TAP = QueueSpec("nps.written", ("crm.written.#",), max_length=WRITTEN_TAP_MAX)
 
@@ -67,6 +86,15 @@ CORE_QUEUES: tuple[QueueSpec, ...] = (
     CRM_SYNC_SURVEYS,
     CRM_SYNC_URGENT,
     WRITTEN_TAP,
+    DISPATCH_SALES,
+    DISPATCH_LINKS,
+    DISPATCH_OPENS,
+    DISPATCH_OPTOUTS,
+    DISPATCH_ANSWERS,
+    DISPATCH_WRITTEN,
+    CRM_SYNC_DISPATCH,
+    SURVEY_REQUESTS,
+    REGISTER_TAP,
 )
 
 

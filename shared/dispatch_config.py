@@ -1,0 +1,177 @@
+"""The portal YAML's `dispatch` section: when b24-nps asks customers itself, how, and how often
+(docs/dispatch.md; config/portal.example.yaml). Pure: no I/O.
+
+The section is optional; without it nothing is sent. Survey names are those of `deal_surveys`
+(an NPS deal per request) and of `survey.segments` (a smart-process item per answer); the
+portal YAML checks that each name it refers to exists (`PortalConfig`).
+"""
+
+from __future__ import annotations
+
+from datetime import time
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+Channel = Literal["email", "portal"]
+"""`email`: b24-nps sends the message itself over SMTP; `portal`: the link is written into a
+deal field and the portal's own robots send it (SMS, WhatsApp, Telegram, e-mail)."""
+Language = Literal["ru", "en"]
+Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+WEEKDAYS: tuple[Weekday, ...] = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+DEFAULT_EVERY_DAYS = 90
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SendWindow(_Strict):
+    """Sends (first messages and reminders) happen only inside this window, in the portal's time
+    zone (`portal.timezone`); a request due outside it waits for the next opening."""
+
+    start: time = time(9, 0)
+    end: time = time(20, 0)
+    weekdays: tuple[Weekday, ...] = WEEKDAYS
+
+    @model_validator(mode="after")
+    def _opens(self) -> SendWindow:
+        if self.end <= self.start:
+            raise ValueError(f"window: end {self.end:%H:%M} must be after start {self.start:%H:%M}")
+        if not self.weekdays:
+            raise ValueError("window.weekdays: give at least one day (mon … sun)")
+        return self
+
+
+class Reminders(_Strict):
+    """Reminders through the same channel, each `after_days[i]` days after the previous send;
+    their number is the list's length (empty: none)."""
+
+    after_days: tuple[int, ...] = Field(default=(3,), max_length=5)
+
+    @field_validator("after_days")
+    @classmethod
+    def _positive(cls, value: tuple[int, ...]) -> tuple[int, ...]:
+        if any(days < 1 for days in value):
+            raise ValueError("after_days: each delay is a whole number of days, at least 1")
+        return value
+
+
+class Unanswered(_Strict):
+    """`after_days` after the last send (first message or reminder), an unanswered request is
+    marked `unanswered`; with `task`, its responsible employee gets a task to call the customer."""
+
+    after_days: int = Field(default=3, ge=1)
+    task: bool = True
+    responsible_id: int | None = Field(default=None, gt=0)
+    """Who gets the call task when the request has no responsible (no sales deal)."""
+    deadline_hours: int = Field(default=24, gt=0)
+
+
+class EmailChannel(_Strict):
+    sender: str = Field(min_length=3, description='From: "Demo Clinic <nps@example.com>"')
+    reply_to: str | None = None
+
+
+class PortalChannel(_Strict):
+    """Delivery through the portal's robots: the personal link goes into `link_field` of the
+    deal (the NPS deal of a deal survey, else the sales deal), then the automation `trigger`
+    (`crm.automation.trigger`, code) fires, or the deal moves to `stage`; a timeline entry tells
+    the manager."""
+
+    link_field: str = Field(min_length=1)
+    trigger: str | None = Field(default=None, min_length=1)
+    reminder_trigger: str | None = Field(default=None, min_length=1)
+    """Fired for a reminder (default: `trigger`)."""
+    stage: str | None = Field(default=None, min_length=1)
+    timeline: bool = True
+
+    @model_validator(mode="after")
+    def _one_way(self) -> PortalChannel:
+        if (self.trigger is None) == (self.stage is None):
+            raise ValueError(
+                "portal_channel: give exactly one of trigger (an automation trigger's code) or"
+                " stage (a stage whose robots send the message)"
+            )
+        return self
+
+
+class SaleTrigger(_Strict):
+    """A sales deal of `funnel` reaching a success stage (by the stage's semantics) asks its
+    contact: `survey` names a deal survey (an NPS deal is created with the sale's contact,
+    company and responsible), `products` asks one equipment survey per product row whose portal
+    product id `dispatch.products` maps to a segment's SKU."""
+
+    funnel: int = Field(ge=0, description="the sales deal category (0 = the default funnel)")
+    survey: str | None = Field(default=None, min_length=1)
+    products: bool = False
+
+    @model_validator(mode="after")
+    def _asks_something(self) -> SaleTrigger:
+        if self.survey is None and not self.products:
+            raise ValueError(
+                f"sales (funnel {self.funnel}): give survey (a deal survey's name) or"
+                " products: true (one equipment survey per product sold), or both"
+            )
+        return self
+
+
+class SurveyPolicy(_Strict):
+    """Per-survey overrides of the section's defaults."""
+
+    every_days: int | None = Field(default=None, ge=0)
+    channel: Channel | None = None
+    language: Language | None = None
+
+
+class Dispatch(_Strict):
+    channel: Channel = "email"
+    language: Language = "ru"
+    every_days: int = Field(default=DEFAULT_EVERY_DAYS, ge=0)
+    """A contact is asked about one survey at most once per this many days (0: no limit)."""
+    window: SendWindow = SendWindow()
+    reminders: Reminders = Reminders()
+    unanswered: Unanswered = Unanswered()
+    email: EmailChannel | None = None
+    portal_channel: PortalChannel | None = None
+    sales: tuple[SaleTrigger, ...] = ()
+    products: dict[str, str] = Field(default_factory=dict)
+    """The portal's product id (a product row's `productId`) → an equipment segment's SKU."""
+    surveys: dict[str, SurveyPolicy] = Field(default_factory=dict)
+
+    def policy(self, survey: str) -> SurveyPolicy:
+        return self.surveys.get(survey, SurveyPolicy())
+
+    def every_days_for(self, survey: str) -> int:
+        days = self.policy(survey).every_days
+        return self.every_days if days is None else days
+
+    def channel_for(self, survey: str) -> Channel:
+        return self.policy(survey).channel or self.channel
+
+    def language_for(self, survey: str) -> Language:
+        return self.policy(survey).language or self.language
+
+    def sale_trigger(self, funnel: int) -> SaleTrigger | None:
+        return next((trigger for trigger in self.sales if trigger.funnel == funnel), None)
+
+    def channel_problems(self) -> list[str]:
+        """A channel in use without its settings."""
+        used = {self.channel} | {p.channel for p in self.surveys.values() if p.channel}
+        problems = []
+        if "email" in used and self.email is None:
+            problems.append(
+                "dispatch.email: the email channel is used but not set up; give"
+                ' dispatch.email.sender ("Company <nps@example.com>")'
+            )
+        if "portal" in used and self.portal_channel is None:
+            problems.append(
+                "dispatch.portal_channel: the portal channel is used but not set up; give"
+                " link_field and trigger (or stage)"
+            )
+        funnels = [trigger.funnel for trigger in self.sales]
+        problems.extend(
+            f"dispatch.sales: funnel {funnel} appears twice"
+            for funnel in sorted({f for f in funnels if funnels.count(f) > 1})
+        )
+        return problems
