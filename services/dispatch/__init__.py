@@ -1,0 +1,1 @@
+"""Dispatch: b24-nps asks customers itself (docs/dispatch.md)."""

@@ -1,0 +1,529 @@
+"""Dispatch at work (docs/dispatch.md): asking (a sale closed, a campaign), following the
+request through the NPS deal, the link, the sends, the reminders and the answer, and the timer
+that sends what is due. Every change of the register and the events it causes are one
+transaction (the outbox); an e-mail is recorded as `sending` before it goes and as `sent` after.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import asyncpg
+
+from services.dispatch import store
+from services.dispatch.mailer import Mailer, MailerUnavailableError, MessageRejectedError
+from services.dispatch.messages import Survey, build_message
+from services.dispatch.plan import (
+    Close,
+    Send,
+    Wait,
+    Wanted,
+    next_step,
+    requests_for_sale,
+    skip_reason,
+    state_after_send,
+)
+from services.dispatch.settings import DispatchSettings
+from services.dispatch.store import Request
+from shared.bitrix24 import Bitrix24Client, Bitrix24Error, Command
+from shared.db import Conn
+from shared.dispatch_config import Dispatch
+from shared.events import (
+    CallTask,
+    CrmWritten,
+    DispatchCommand,
+    Event,
+    NewNpsDeal,
+    PortalRef,
+    PortalSend,
+    RequestState,
+    SaleClosed,
+    SurveyAnswered,
+    SurveyOpened,
+    SurveyOptedOut,
+    SurveyReady,
+    SurveyRequestChanged,
+    SurveyRequested,
+    derived_id,
+    utcnow,
+)
+from shared.logging import get_logger
+from shared.messaging import PermanentError
+from shared.outbox import Outbox
+from shared.portal_config import PortalConfig
+
+log = get_logger(__name__)
+Clock = Callable[[], datetime]
+RETRY_MAIL_S = 60.0
+
+
+def portal_ref(key: str) -> PortalRef:
+    return PortalRef() if key == "default" else PortalRef(member_id=key)
+
+
+@dataclass(frozen=True)
+class Asked:
+    """What asking did: the requests scheduled and skipped (with the reason)."""
+
+    scheduled: list[Request]
+    skipped: list[tuple[Wanted, str]]
+    repeated: int
+
+
+class Dispatcher:
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        outbox: Outbox,
+        config: PortalConfig,
+        *,
+        portal: Bitrix24Client,
+        mailer: Mailer,
+        settings: DispatchSettings,
+        clock: Clock = utcnow,
+    ) -> None:
+        self._pool = pool
+        self._outbox = outbox
+        self._config = config
+        self._dispatch = config.dispatch or Dispatch()
+        self._tz = ZoneInfo(config.portal.timezone)
+        self._portal = portal
+        self._mailer = mailer
+        self._settings = settings
+        self._clock = clock
+
+    # -- asking --------------------------------------------------------------------------
+
+    async def ask(
+        self, conn: Conn, portal: str, wanted: Sequence[Wanted], cause: Event | None
+    ) -> Asked:
+        """Admit or skip each wanted request (inside the caller's outbox transaction) and queue
+        what a scheduled one needs first: its NPS deal or its link."""
+        now = self._clock()
+        asked = Asked([], [], 0)
+        for want in wanted:
+            reason = None if want.contact_id is not None else "no_contact"
+            if want.contact_id is not None:
+                await store.lock_contact(conn, portal, want.contact_id)
+                history = await store.contact_history(conn, portal, want.contact_id, want.survey)
+                reason = skip_reason(want, history, now, self._dispatch.every_days_for(want.survey))
+            state: RequestState = "scheduled" if reason is None else "skipped"
+            row = await store.insert_request(
+                conn, portal, want, state=state, reason=reason, now=now
+            )
+            if row is None:
+                asked = Asked(asked.scheduled, asked.skipped, asked.repeated + 1)
+                continue
+            events: list[Event] = [self._changed(row, cause)]
+            if reason is None:
+                asked.scheduled.append(row)
+                events.append(self._first_step(row, cause))
+            else:
+                asked.skipped.append((want, reason))
+            await self._outbox.enqueue(conn, events)
+        return asked
+
+    def _first_step(self, row: Request, cause: Event | None) -> Event:
+        if row.kind == "deal":
+            deal = next(d for d in self._config.deal_surveys if d.name == row.survey)
+            return DispatchCommand(
+                **self._envelope(row, cause, "nps_deal"),
+                command_id=f"{row.request_id}:nps_deal:0",
+                request_id=row.request_id,
+                portal=portal_ref(row.portal),
+                nps_deal=NewNpsDeal(
+                    category_id=deal.category_id,
+                    title=f"NPS: {deal.name}"
+                    + (f" (deal {row.sale_deal_id})" if row.sale_deal_id else ""),
+                    contact_id=row.contact_id,
+                    company_id=row.company_id,
+                    responsible_id=row.responsible_id,
+                    sale_deal_id=row.sale_deal_id,
+                    sale_deal_field=deal.sale_deal_field,
+                ),
+            )
+        return self._link_request(row, cause, deal_id=None)
+
+    def _link_request(self, row: Request, cause: Event | None, deal_id: int | None) -> Event:
+        return SurveyRequested(
+            **self._envelope(row, cause, "link"),
+            request_id=row.request_id,
+            portal=portal_ref(row.portal),
+            contact_id=row.contact_id,
+            category_id=row.category_id,
+            sku=row.sku,
+            lang="en" if row.lang == "en" else "ru",
+            deal_id=deal_id,
+        )
+
+    def _envelope(self, row: Request, cause: Event | None, *what: object) -> dict[str, Any]:
+        return {
+            "event_id": derived_id(row.request_id, *what),
+            "correlation_id": cause.correlation_id if cause else f"dispatch:{row.request_id}",
+            "causation_id": None if cause is None else str(cause.event_id),
+        }
+
+    def _changed(self, row: Request, cause: Event | None) -> SurveyRequestChanged:
+        return SurveyRequestChanged(
+            **self._envelope(row, cause, "state", row.state, row.sends, row.reason),
+            request_id=row.request_id,
+            portal=portal_ref(row.portal),
+            survey=row.survey,
+            source=row.source,
+            contact_id=row.contact_id,
+            channel=row.channel,
+            state=row.state,
+            reason=row.reason,
+            reminders=max(row.sends - 1, 0),
+            deal_id=row.nps_deal_id,
+            sale_deal_id=row.sale_deal_id,
+            sku=row.sku,
+            changed_at=row.updated_at,
+        )
+
+    # -- events --------------------------------------------------------------------------
+
+    async def on_sale(self, sale: SaleClosed) -> None:
+        wanted = requests_for_sale(sale, self._config)
+        async with self._outbox.transaction(self._pool) as conn:
+            asked = await self.ask(conn, sale.portal.key, wanted, sale)
+        log.info(
+            "sale_asked",
+            deal_id=sale.deal_id,
+            scheduled=len(asked.scheduled),
+            skipped=[reason for _, reason in asked.skipped],
+            repeated=asked.repeated,
+        )
+
+    async def on_written(self, written: CrmWritten) -> None:
+        request_text, action, n_text = written.action_id.rsplit(":", 2)
+        request_id, n = uuid.UUID(request_text), int(n_text)
+        now = self._clock()
+        async with self._outbox.transaction(self._pool) as conn:
+            row = await store.get(conn, request_id, lock=True)
+            if row is None:
+                raise PermanentError(f"crm.written.{action} for unknown request {request_id}")
+            failed = written.outcome == "failed"
+            reason = str(written.details.get("reason", "the portal refused it"))
+            if action == "nps_deal":
+                if row.nps_deal_id is not None or row.closed_at is not None:
+                    return
+                if failed:
+                    await self._close(
+                        conn, row, "failed", f"NPS deal not created: {reason}", written
+                    )
+                    return
+                row = await store.update(conn, request_id, now, nps_deal_id=written.entity_id)
+                await self._outbox.enqueue(
+                    conn, [self._link_request(row, written, deal_id=written.entity_id)]
+                )
+            elif action == "survey_send":
+                await self._sent(conn, row, n, None if not failed else reason, written)
+            elif action == "call_task" and not failed:
+                await store.update(conn, request_id, now, call_task_id=written.entity_id)
+
+    async def on_ready(self, ready: SurveyReady) -> None:
+        now = self._clock()
+        async with self._outbox.transaction(self._pool) as conn:
+            row = await store.get(conn, ready.request_id, lock=True)
+            if row is None or row.link_url is not None or row.closed_at is not None:
+                return
+            await store.update(
+                conn,
+                row.request_id,
+                now,
+                link_url=ready.url,
+                optout_url=ready.optout_url,
+                company=ready.company,
+                logo_url=ready.logo_url,
+                expires_at=ready.expires_at,
+                due_at=now,
+            )
+
+    async def on_opened(self, opened: SurveyOpened) -> None:
+        now = self._clock()
+        async with self._outbox.transaction(self._pool) as conn:
+            row = await store.get(conn, opened.request_id, lock=True)
+            if row is None or row.opened_at is not None:
+                return
+            state: RequestState = "opened" if row.state == "sent" else row.state
+            row = await store.update(
+                conn, row.request_id, now, opened_at=opened.opened_at, state=state
+            )
+            if state == "opened":
+                await self._outbox.enqueue(conn, [self._changed(row, opened)])
+
+    async def on_answered(self, answered: SurveyAnswered) -> None:
+        now = self._clock()
+        async with self._outbox.transaction(self._pool) as conn:
+            row = await store.get(conn, answered.request_id, lock=True)
+            if row is None or row.answered_at is not None:
+                return  # a link made by hand, or a changed answer
+            row = await store.update(
+                conn,
+                row.request_id,
+                now,
+                answered_at=answered.answered_at,
+                opened_at=row.opened_at or answered.answered_at,
+                state="answered",
+                reason=None,
+                due_at=None,
+                closed_at=now,
+            )
+            await self._outbox.enqueue(conn, [self._changed(row, answered)])
+
+    async def on_opted_out(self, opted: SurveyOptedOut) -> None:
+        now = self._clock()
+        portal = opted.portal.key
+        async with self._outbox.transaction(self._pool) as conn:
+            await store.lock_contact(conn, portal, opted.contact_id)
+            if not await store.opt_out(
+                conn, portal, opted.contact_id, opted.request_id, opted.opted_out_at
+            ):
+                return
+            events: list[Event] = []
+            for row in await store.open_requests_of(conn, portal, opted.contact_id):
+                state: RequestState = "skipped" if row.sends == 0 else row.state
+                changed = await store.update(
+                    conn,
+                    row.request_id,
+                    now,
+                    state=state,
+                    reason="opted_out",
+                    due_at=None,
+                    closed_at=now,
+                )
+                events.append(self._changed(changed, opted))
+            await self._outbox.enqueue(conn, events)
+
+    # -- the timer -----------------------------------------------------------------------
+
+    async def tick(self, now: datetime | None = None) -> int:
+        """Do what is due at `now` (default: the clock); the number of requests looked at."""
+        now = now or self._clock()
+        lease = timedelta(seconds=self._settings.lease_s)
+        emails: list[tuple[Request, int]] = []
+        async with self._outbox.transaction(self._pool) as conn:
+            rows = await store.due(conn, now, self._settings.batch)
+            for row in rows:
+                in_flight = await store.sending(conn, row.request_id, lease, now)
+                if in_flight:
+                    later = now + lease if row.channel == "email" else None
+                    await store.update(conn, row.request_id, now, due_at=later)
+                    continue
+                step = next_step(row.progress(False), now, self._dispatch, self._tz)
+                if isinstance(step, Wait):
+                    await store.update(conn, row.request_id, now, due_at=step.until)
+                elif isinstance(step, Close):
+                    await self._close(conn, row, step.state, None, None)
+                elif isinstance(step, Send):
+                    await store.start_send(conn, row.request_id, step.n, row.channel, now)
+                    if row.channel == "portal":
+                        await store.update(conn, row.request_id, now, due_at=None)
+                        await self._outbox.enqueue(conn, [self._portal_send(row, step.n)])
+                    else:
+                        await store.update(conn, row.request_id, now, due_at=now + lease)
+                        emails.append((row, step.n))
+        if emails:
+            await self._send_emails(emails, now)
+        return len(rows)
+
+    async def _close(
+        self,
+        conn: Conn,
+        row: Request,
+        state: RequestState,
+        reason: str | None,
+        cause: Event | None,
+    ) -> None:
+        now = self._clock()
+        events: list[Event] = []
+        if state == "unanswered" and self._dispatch.unanswered.task:
+            responsible = row.responsible_id or self._dispatch.unanswered.responsible_id
+            if responsible is None:
+                reason = "no responsible for the call task (dispatch.unanswered.responsible_id)"
+            else:
+                events.append(self._call_task(row, responsible, cause))
+        row = await store.update(
+            conn, row.request_id, now, state=state, reason=reason, due_at=None, closed_at=now
+        )
+        events.insert(0, self._changed(row, cause))
+        await self._outbox.enqueue(conn, events)
+
+    def _call_task(self, row: Request, responsible: int, cause: Event | None) -> DispatchCommand:
+        unanswered = self._dispatch.unanswered
+        deal = row.nps_deal_id or row.sale_deal_id
+        return DispatchCommand(
+            **self._envelope(row, cause, "call_task"),
+            command_id=f"{row.request_id}:call_task:0",
+            request_id=row.request_id,
+            portal=portal_ref(row.portal),
+            call_task=CallTask(
+                responsible_id=responsible,
+                title=f"Call the customer: NPS survey not answered ({row.survey})",
+                description=(
+                    f"The customer (contact {row.contact_id}) did not answer the NPS survey"
+                    f" {row.survey!r} after {row.sends} message(s) by {row.channel}"
+                    + (f", deal {deal}" if deal else "")
+                    + ". Please call and ask how we did and why they did not answer."
+                ),
+                deadline_hours=unanswered.deadline_hours,
+                contact_id=row.contact_id,
+                deal_id=deal,
+            ),
+        )
+
+    def _portal_send(self, row: Request, n: int) -> DispatchCommand:
+        channel = self._dispatch.portal_channel
+        if channel is None:
+            raise PermanentError("dispatch.portal_channel is not configured")
+        deal = row.nps_deal_id or row.sale_deal_id
+        assert row.link_url is not None
+        trigger = channel.reminder_trigger if n and channel.reminder_trigger else channel.trigger
+        return DispatchCommand(
+            **self._envelope(row, None, "survey_send", n),
+            command_id=f"{row.request_id}:survey_send:{n}",
+            request_id=row.request_id,
+            portal=portal_ref(row.portal),
+            survey_send=PortalSend(
+                deal_id=deal or 0,
+                link_field=channel.link_field,
+                url=row.link_url,
+                trigger=trigger,
+                stage=None if trigger else channel.stage,
+                timeline_title=(
+                    ("NPS survey reminder sent" if n else "NPS survey sent")
+                    if channel.timeline
+                    else None
+                ),
+                timeline_text=f"Survey {row.survey!r}: the customer's personal link was sent.",
+                reminder=n,
+            ),
+        )
+
+    async def _sent(
+        self, conn: Conn, row: Request, n: int, failure: str | None, cause: Event | None
+    ) -> None:
+        """Record send `n`'s outcome (once) and the request's state after it."""
+        now = self._clock()
+        if not await store.finish_send(
+            conn, row.request_id, n, state="failed" if failure else "sent", reason=failure, now=now
+        ):
+            return
+        if failure is not None:
+            await self._close(conn, row, "failed", failure, cause)
+            return
+        if row.closed_at is not None:
+            return  # answered or opted out while the message was on its way
+        row = await store.update(
+            conn,
+            row.request_id,
+            now,
+            sends=n + 1,
+            sent_at=row.sent_at or now,
+            last_sent_at=now,
+            state=state_after_send(n, row.opened_at is not None),
+            due_at=now,
+        )
+        await self._outbox.enqueue(conn, [self._changed(row, cause)])
+
+    async def _send_emails(self, emails: list[tuple[Request, int]], now: datetime) -> None:
+        contacts = await self._contacts([row.contact_id for row, _ in emails])
+        email = self._dispatch.email
+        for row, n in emails:
+            failure: str | None = None
+            if contacts is None:
+                await self._retry_later(row, now, "the portal could not be read")
+                continue
+            address, name = contacts.get(row.contact_id, (None, None))
+            if email is None:
+                failure = "dispatch.email is not configured"
+            elif address is None:
+                failure = "the contact has no e-mail address"
+            else:
+                message = build_message(
+                    self._survey(row, n, name), email.sender, address, email.reply_to
+                )
+                try:
+                    await self._mailer.send(message)
+                except MessageRejectedError as exc:
+                    failure = f"the SMTP server refused the message: {exc}"
+                except MailerUnavailableError as exc:
+                    await self._retry_later(row, now, str(exc))
+                    continue
+            async with self._outbox.transaction(self._pool) as conn:
+                locked = await store.get(conn, row.request_id, lock=True)
+                assert locked is not None
+                await self._sent(conn, locked, n, failure, None)
+            log.info(
+                "survey_mailed" if failure is None else "survey_mail_failed",
+                request_id=str(row.request_id),
+                n=n,
+            )
+
+    async def _retry_later(self, row: Request, now: datetime, why: str) -> None:
+        log.warning("survey_mail_deferred", request_id=str(row.request_id), reason=why)
+        async with self._pool.acquire() as conn:
+            await store.update(
+                conn, row.request_id, now, due_at=now + timedelta(seconds=RETRY_MAIL_S)
+            )
+            # The attempt is over: no longer in flight, tried again when due.
+            await conn.execute(
+                "UPDATE dispatch_sends SET started_at = $2, reason = $3"
+                " WHERE request_id = $1 AND state = 'sending'",
+                row.request_id,
+                now - timedelta(seconds=self._settings.lease_s),
+                why,
+            )
+
+    def _survey(self, row: Request, n: int, name: str | None) -> Survey:
+        deal = next((d for d in self._config.deal_surveys if d.name == row.survey), None)
+        scale = (deal.scale if deal else None) or self._config.nps.scale
+        assert row.link_url is not None
+        assert row.optout_url is not None
+        expires = (
+            ""
+            if row.expires_at is None
+            else row.expires_at.astimezone(self._tz).strftime("%Y-%m-%d")
+        )
+        return Survey(
+            request_id=str(row.request_id),
+            n=n,
+            lang=row.lang,
+            scale=scale,
+            url=row.link_url,
+            optout_url=row.optout_url,
+            company=row.company or "",
+            logo_url=row.logo_url,
+            expires=expires,
+            name=name,
+        )
+
+    async def _contacts(self, ids: list[int]) -> dict[int, tuple[str | None, str | None]] | None:
+        """Each contact's first e-mail address and first name, read in batches; None when the
+        portal cannot be read now."""
+        commands = [
+            Command(f"c{contact}", "crm.contact.get", {"id": contact})
+            for contact in sorted(set(ids))
+        ]
+        try:
+            response = await self._portal.batch(commands)
+        except Bitrix24Error:
+            return None
+        found: dict[int, tuple[str | None, str | None]] = {}
+        for command in commands:
+            contact = int(command.name[1:])
+            result = response.results.get(command.name)
+            if not isinstance(result, dict):
+                continue
+            emails = result.get("EMAIL") or []
+            address = next(
+                (e.get("VALUE") for e in emails if isinstance(e, dict) and e.get("VALUE")), None
+            )
+            found[contact] = (address, result.get("NAME") or None)
+        return found

@@ -1,0 +1,79 @@
+"""Dispatch wiring: `sale.closed`, the survey page's `survey.ready`/`opened`/`opted_out`/
+`answered` and crm_sync's outcomes of its commands → the register; the timer that sends what is
+due (docs/dispatch.md)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+from services.dispatch.dispatcher import Dispatcher
+from services.dispatch.mailer import Mailer
+from services.dispatch.settings import DispatchSettings
+from shared.bitrix24 import client_from_settings
+from shared.events import (
+    CrmWritten,
+    SaleClosed,
+    SurveyAnswered,
+    SurveyOpened,
+    SurveyOptedOut,
+    SurveyReady,
+)
+from shared.logging import get_logger
+from shared.messaging import subscribe
+from shared.service import Runtime, run_loop, serve
+from shared.settings import Settings
+from shared.topology import (
+    DISPATCH_ANSWERS,
+    DISPATCH_LINKS,
+    DISPATCH_OPENS,
+    DISPATCH_OPTOUTS,
+    DISPATCH_SALES,
+    DISPATCH_WRITTEN,
+)
+
+log = get_logger(__name__)
+
+
+def build(runtime: Runtime, settings: DispatchSettings) -> Dispatcher:
+    return Dispatcher(
+        runtime.pool,
+        runtime.outbox,
+        runtime.config,
+        portal=client_from_settings(runtime.settings, runtime.pool, runtime.config),
+        mailer=Mailer(settings),
+        settings=settings,
+    )
+
+
+async def wire(runtime: Runtime, settings: DispatchSettings | None = None) -> None:
+    settings = settings or DispatchSettings()
+    dispatcher = build(runtime, settings)
+    attempts = runtime.settings.retry_max_attempts
+    broker = runtime.broker
+    subscribe(broker, DISPATCH_SALES, SaleClosed, dispatcher.on_sale, max_attempts=attempts)
+    subscribe(broker, DISPATCH_LINKS, SurveyReady, dispatcher.on_ready, max_attempts=attempts)
+    subscribe(broker, DISPATCH_OPENS, SurveyOpened, dispatcher.on_opened, max_attempts=attempts)
+    subscribe(
+        broker, DISPATCH_OPTOUTS, SurveyOptedOut, dispatcher.on_opted_out, max_attempts=attempts
+    )
+    subscribe(
+        broker, DISPATCH_ANSWERS, SurveyAnswered, dispatcher.on_answered, max_attempts=attempts
+    )
+    subscribe(broker, DISPATCH_WRITTEN, CrmWritten, dispatcher.on_written, max_attempts=attempts)
+
+    async def timer(stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            try:
+                await dispatcher.tick()
+            except Exception:  # the next round tries again; nothing is lost in between
+                log.exception("dispatch_tick_failed")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), settings.tick_s)
+
+    runtime.background.append(timer)
+
+
+def run(settings: Settings) -> None:
+    """`nps run dispatch`."""
+    run_loop(serve("dispatch", settings, wire))
