@@ -44,7 +44,7 @@ CREATE TABLE dispatch_requests (
     closed_at      timestamptz,                    -- answered, unanswered, expired, failed
     call_task_id   bigint,                         -- the call task of an unanswered request
     updated_at     timestamptz NOT NULL DEFAULT now(),
-    UNIQUE (portal, source, ref, survey, sku)
+    UNIQUE (portal, source, ref, survey, sku, contact_id)
 );
 
 CREATE INDEX dispatch_requests_due ON dispatch_requests (due_at) WHERE due_at IS NOT NULL;

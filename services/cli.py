@@ -31,7 +31,7 @@ from shared.supervisor import (
     port_problems,
 )
 
-SERVICES: tuple[str, ...] = ("ingest", "scoring", "router", "crm_sync", "survey")
+SERVICES: tuple[str, ...] = ("ingest", "scoring", "router", "crm_sync", "survey", "dispatch")
 COMMAND_MODULES: tuple[str, ...] = (
     "services.sandbox.commands",
     "services.ingest.commands",
@@ -120,6 +120,7 @@ def _plan(settings: Settings) -> list[Process]:
         "scoring": settings.scoring_health_port,
         "router": settings.router_health_port,
         "crm_sync": settings.crm_sync_health_port,
+        "dispatch": settings.dispatch_health_port,
     }
     for name, port in health_ports.items():
         plan.append(
@@ -244,7 +245,10 @@ def _safe_url(url: str) -> str:
 @app.command()
 def run(
     service: Annotated[
-        str, typer.Argument(help="ingest, scoring, router, crm_sync, survey, all, or a module")
+        str,
+        typer.Argument(
+            help="ingest, scoring, router, crm_sync, survey, dispatch, all, or a module"
+        ),
     ],
 ) -> None:
     """Run one service (or `all`, each as its own process)."""
@@ -408,7 +412,14 @@ def _show_served_portal(settings: Settings, config: PortalConfig, path: Path) ->
 
 def _register_service_commands() -> None:
     for module_name in COMMAND_MODULES:
-        if module_name == "services.scoring.commands":
+        if module_name == "services.survey.commands":
+            # `nps survey list` and `nps survey campaign` are dispatch's (the register).
+            from services.dispatch.commands import register as register_dispatch
+            from services.survey.commands import survey_app
+
+            register_dispatch(survey_app)
+            importlib.import_module(module_name).register(app)
+        elif module_name == "services.scoring.commands":
             # `nps report --by manager` names the managers ingest read from the portal.
             from services.ingest.read import user_names
 

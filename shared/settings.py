@@ -43,6 +43,7 @@ class Settings(BaseSettings):
     scoring_health_port: int = Field(default=9101, ge=1, le=65535)
     router_health_port: int = Field(default=9102, ge=1, le=65535)
     crm_sync_health_port: int = Field(default=9103, ge=1, le=65535)
+    dispatch_health_port: int = Field(default=9104, ge=1, le=65535)
     """The `HEALTH_PORT` that `nps run all` gives scoring, router and crm_sync."""
     sweep_interval_s: float = Field(default=300.0, gt=0)
     config_reload_s: float = Field(default=10.0, gt=0)

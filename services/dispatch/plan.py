@@ -48,7 +48,11 @@ class Wanted:
 
     def request_id(self, portal: str) -> str:
         """Deterministic: the same trigger asks for the same request again, which is one row."""
-        return str(derived_id("dispatch", portal, self.source, self.ref, self.survey, self.sku))
+        return str(
+            derived_id(
+                "dispatch", portal, self.source, self.ref, self.survey, self.sku, self.contact_id
+            )
+        )
 
 
 def _wanted(

@@ -111,7 +111,7 @@ async def insert_request(
                 company_id, responsible_id, sale_deal_id, lang, channel, state, reason,
                 created_at, updated_at, closed_at)
            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16,
-                   $17, $17, CASE WHEN $15 = 'skipped' THEN $17 END)
+                   $17, $17, CASE WHEN $15::text = 'skipped' THEN $17::timestamptz END)
            ON CONFLICT DO NOTHING
            RETURNING {COLUMNS}""",  # noqa: S608 - fixed column list, values are $n
         uuid.UUID(wanted.request_id(portal)),
