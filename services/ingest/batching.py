@@ -48,6 +48,11 @@ class BatchReader(ABC, Generic[K, V]):
         self._full: dict[K, asyncio.Event] = {}
         self._tasks: set[asyncio.Task[None]] = set()
 
+    @property
+    def client(self) -> Bitrix24Client:
+        """The portal client the reads go through."""
+        return self._client
+
     @abstractmethod
     async def read(self, key: K, ids: Sequence[int]) -> Mapping[int, V]:
         """One request for `ids` (at most `max_batch`): id → value, an id not found left out."""

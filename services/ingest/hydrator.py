@@ -15,10 +15,13 @@ new state goes out with the next per-item `revision`, and the item is read once 
 `webhook.received` with source `reread`), since only a read that starts after both states were
 seen knows which came last.
 
-Deals (entity type 2, when `deal_surveys` are configured) take the same path, read with
-`crm.item.list` too: a deal of a funnel no deal survey names, or an NPS deal not answered yet,
-is dropped (it is no answer); an answered one is published like an item, its manager being the
-sales deal's responsible when the survey links the sales deal (one more read, batched alike).
+Deals (entity type 2, when `deal_surveys` or `dispatch.sales` are configured) take the same
+path, read with `crm.item.list` too. A deal of a sales funnel `dispatch.sales` watches is handed
+to `services.ingest.closed_sales` (always read, robot calls too: its stage, people and product
+rows), which announces a closed sale once as `sale.closed`. Otherwise a deal of a funnel no deal
+survey names, or an NPS deal not answered yet, is dropped (it is no answer); an answered one is
+published like an item, its manager being the sales deal's responsible when the survey links the
+sales deal (one more read, batched alike).
 
 An item of a category no segment maps is held (`store.hold_unmapped`) with the fields it was read
 with, until the configuration maps the category (`services.ingest.release`).
@@ -36,6 +39,7 @@ from prometheus_client import Counter
 
 from services.ingest import store, users
 from services.ingest.batching import BatchReader
+from services.ingest.closed_sales import SaleAnnouncer
 from services.ingest.contacts import ContactManagers
 from services.ingest.mapping import (
     Answer,
@@ -50,6 +54,8 @@ from services.ingest.mapping import (
     sale_deal_id,
 )
 from services.ingest.release import release_held
+from services.ingest.sale_reads import FunnelCatalog, ProductRowReader
+from services.ingest.sales import in_sales_funnel, sales_funnels
 from services.ingest.versions import next_step
 from shared.bitrix24 import Bitrix24Client, NotFound
 from shared.db import Conn
@@ -179,6 +185,7 @@ class Hydrator:
         config: PortalConfig,
         *,
         contacts: ContactManagers | None = None,
+        sales: SaleAnnouncer | None = None,
     ) -> None:
         if config.survey.manager == "contact" and contacts is None:
             raise ValueError("survey.manager: contact needs the contacts' responsibles reader")
@@ -188,6 +195,9 @@ class Hydrator:
         self._catalog = catalog
         self._config = config
         self._contacts = contacts
+        self._sales = sales or SaleAnnouncer(
+            pool, outbox, FunnelCatalog(reader.client), ProductRowReader(reader.client)
+        )
 
     def reconfigure(self, config: PortalConfig) -> None:
         """Map the next messages with `config` (a reloaded portal YAML)."""
@@ -195,7 +205,9 @@ class Hydrator:
 
     async def handle(self, event: WebhookReceived) -> None:
         nps_type = self._config.survey.entity_type_id
-        if event.entity_type_id == DEAL_ENTITY_TYPE_ID and self._config.deal_surveys:
+        if event.entity_type_id == DEAL_ENTITY_TYPE_ID and (
+            self._config.deal_surveys or sales_funnels(self._config)
+        ):
             await self._handle_deal(event)
             return
         if event.entity_type_id != nps_type:
@@ -220,11 +232,19 @@ class Hydrator:
 
     async def _handle_deal(self, event: WebhookReceived) -> None:
         deal = event.fields
-        if deal is None:
+        sale_robot = deal is not None and in_sales_funnel(deal, self._config)
+        if deal is None or sale_robot:
+            # A sale is always read, a robot's call too: its stage, people and products.
             deal = await self._reader.get(DEAL_ENTITY_TYPE_ID, event.item_id)
             if deal is None:
                 self._dropped("item_gone", event, "the deal does not exist (any more)")
                 return
+        if sale_robot or in_sales_funnel(deal, self._config):
+            await self._announce(event, deal)
+            return
+        if not self._config.deal_surveys:
+            self._dropped("not_a_sale", event, "the deal is in no sales funnel (dispatch.sales)")
+            return
         mapped = await self._mapped(
             DEAL_ENTITY_TYPE_ID, lambda enums: map_deal(deal, self._config, enums)
         )
@@ -239,6 +259,28 @@ class Hydrator:
             if sale_deal is not None:
                 mapped = mapped.managed_by(deal_responsible(sale_deal))
         await self._publish(event, mapped)
+
+    async def _announce(self, event: WebhookReceived, deal: dict[str, Any]) -> None:
+        """A deal of a sales funnel: `sale.closed` once, when it is a closed sale."""
+        try:
+            announced = await self._sales.announce(event, deal, self._config)
+        except AnswerError as exc:
+            HYDRATED.labels(outcome="invalid").inc()
+            raise PermanentError(str(exc)) from exc
+        if announced.outcome == "not_a_sale":
+            self._dropped("not_a_sale", event, announced.reason or "")
+            return
+        HYDRATED.labels(outcome=announced.outcome).inc()
+        sale = announced.sale
+        log.info(
+            "sale_announced" if announced.outcome == "sale_closed" else "sale_known",
+            deal_id=event.item_id,
+            source=event.source,
+            category_id=None if sale is None else sale.category_id,
+            stage_id=None if sale is None else sale.stage_id,
+            products=None if sale is None else len(sale.products),
+            sale_event_id=None if sale is None else str(sale.event_id),
+        )
 
     async def _publish(self, event: WebhookReceived, mapped: Answer) -> None:
         async with self._outbox.transaction(self._pool) as conn:

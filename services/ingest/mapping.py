@@ -179,6 +179,17 @@ def deal_responsible(deal: Mapping[str, Any]) -> int | None:
     return _optional_id(deal, "assignedById", deal.get("id"))
 
 
+def read_id(item: Mapping[str, Any], field: str, item_id: object) -> int | None:
+    """An optional id field (a contact, a company, a user); None when empty (raises
+    `AnswerError` on a value that is no id)."""
+    return _optional_id(item, field, item_id)
+
+
+def read_whole(item: Mapping[str, Any], field: str, item_id: object) -> int:
+    """A required whole number at least 0 (an id, a category; raises `AnswerError`)."""
+    return _required_int(item, field, item_id)
+
+
 def _cosmetics_answers(
     item: Mapping[str, Any],
     segment: CosmeticsSegment,

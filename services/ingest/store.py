@@ -1,5 +1,5 @@
-"""PostgreSQL access of the ingest service (tables of migrations `0100_ingest.sql` and
-`0110_ingest_unmapped.sql`, `0120_ingest_item_revisions.sql`).
+"""PostgreSQL access of the ingest service (tables of migrations `0100_ingest.sql`,
+`0110_ingest_unmapped.sql`, `0120_ingest_item_revisions.sql` and `0121_ingest_sales.sql`).
 
 Every function takes a connection and runs inside the caller's transaction, so that a stored
 event and its outbox row, or a claimed message and the answer it publishes, commit together.
@@ -17,7 +17,7 @@ import asyncpg
 from services.ingest.mapping import Answer, NotASurvey
 from services.ingest.versions import Published
 from shared.db import Conn
-from shared.events import FormSubmitted, PortalRef, WebhookReceived
+from shared.events import FormSubmitted, PortalRef, SaleClosed, WebhookReceived
 from shared.outbox import Outbox, QueuingStatement, StatementBuilder
 
 RecordOutcome = Literal["new", "duplicate", "stale", "tie", "conflict", "redelivered"]
@@ -200,25 +200,34 @@ async def learn_portal(conn: Conn, portal: PortalRef) -> tuple[str, bool]:
     return kept, False
 
 
-async def watermark(conn: Conn, portal: str, entity_type_id: int) -> datetime | None:
+async def watermark(
+    conn: Conn, portal: str, entity_type_id: int, scope: str = ""
+) -> datetime | None:
+    """The sweep's watermark of `portal`'s `entity_type_id` (`scope`: which of its sweeps; ''
+    the items or deals changed, `stagehistory:<funnel>` a sales funnel's stage history)."""
     value: datetime | None = await conn.fetchval(
-        "SELECT watermark FROM ingest_sweep_watermarks WHERE portal = $1 AND entity_type_id = $2",
+        """SELECT watermark FROM ingest_sweep_watermarks
+           WHERE portal = $1 AND entity_type_id = $2 AND scope = $3""",
         portal,
         entity_type_id,
+        scope,
     )
     return value
 
 
-async def set_watermark(conn: Conn, portal: str, entity_type_id: int, value: datetime) -> None:
+async def set_watermark(
+    conn: Conn, portal: str, entity_type_id: int, value: datetime, scope: str = ""
+) -> None:
     """Move the watermark forward (never back) and note when the sweep ran."""
     await conn.execute(
-        """INSERT INTO ingest_sweep_watermarks (portal, entity_type_id, watermark)
-           VALUES ($1, $2, $3)
-           ON CONFLICT (portal, entity_type_id) DO UPDATE
+        """INSERT INTO ingest_sweep_watermarks (portal, entity_type_id, scope, watermark)
+           VALUES ($1, $2, $3, $4)
+           ON CONFLICT (portal, entity_type_id, scope) DO UPDATE
            SET watermark = GREATEST(ingest_sweep_watermarks.watermark, EXCLUDED.watermark),
                swept_at = now()""",
         portal,
         entity_type_id,
+        scope,
         value,
     )
 
@@ -247,6 +256,56 @@ async def seen_items(
         [updated for _, updated in candidates],
     )
     return {row["item_id"] for row in rows}
+
+
+def _record_sale_statement() -> QueuingStatement:
+    b = StatementBuilder()
+    values = b.params(
+        "portal", "deal_id", "category_id", "stage_id", "source", "event_id", "closed_at"
+    )
+    return b.build(
+        f"""WITH stored AS (
+                INSERT INTO ingest_sales (portal, deal_id, category_id, stage_id, source,
+                                          event_id, closed_at)
+                VALUES ({", ".join(values)})
+                ON CONFLICT DO NOTHING RETURNING 1),
+            {b.queue(after="stored")}
+            SELECT EXISTS (SELECT 1 FROM stored)""",  # noqa: S608 - placeholders only
+        queued_if=bool,
+    )
+
+
+_RECORD_SALE = _record_sale_statement()
+
+
+async def record_sale(outbox: Outbox, conn: Conn, sale: SaleClosed) -> bool:
+    """Record the deal of `sale` as announced and queue `sale`, in one statement; False (nothing
+    queued) when the deal was announced before."""
+    announced: bool = await outbox.fetchval(
+        conn,
+        _RECORD_SALE,
+        [sale],
+        portal=sale.portal.key,
+        deal_id=sale.deal_id,
+        category_id=sale.category_id,
+        stage_id=sale.stage_id,
+        source=sale.source,
+        event_id=sale.event_id,
+        closed_at=sale.closed_at,
+    )
+    return announced
+
+
+async def announced_sales(conn: Conn, portal: str, deal_ids: Sequence[int]) -> set[int]:
+    """Which of `deal_ids` were announced as `sale.closed` already."""
+    if not deal_ids:
+        return set()
+    rows = await conn.fetch(
+        "SELECT deal_id FROM ingest_sales WHERE portal = $1 AND deal_id = ANY($2::bigint[])",
+        portal,
+        list(deal_ids),
+    )
+    return {row["deal_id"] for row in rows}
 
 
 async def hold_unmapped(

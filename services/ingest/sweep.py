@@ -9,6 +9,12 @@ event, robot call or earlier sweep for the item arrived after that update. A sub
 Deals are swept the same way when deal surveys are configured (`crm.item.list` with entityTypeId 2,
 only the deal surveys' funnels), with a watermark of their own.
 
+Each sales funnel of `dispatch.sales` is swept through its stage history
+(`crm.stagehistory.list`, entityTypeId 2, the funnel's moves to a success stage, `STAGE_SEMANTIC_ID`
+"S", since its own watermark): the deals not announced as `sale.closed` yet are submitted without
+fields (the hydrator reads the deal, decides and announces it once), so a lost deal event or robot
+call is recovered.
+
 It sweeps only the portal the deployment serves: `portal.member_id`, else the portal ingest learned
 from the first event (never the portal of whatever event came last). The first sweep of a portal
 only records a watermark (it does not replay the portal's history);
@@ -30,7 +36,8 @@ import asyncpg
 from prometheus_client import Counter, Gauge
 
 from services.ingest import store, users
-from services.ingest.mapping import AnswerError, read_time
+from services.ingest.mapping import AnswerError, read_id, read_time
+from services.ingest.sales import sales_funnels
 from services.ingest.webhook import SWEEP_EVENT, correlation_for
 from shared.bitrix24 import Bitrix24Client
 from shared.db import Conn
@@ -45,6 +52,10 @@ OVERLAP = timedelta(minutes=2)
 """Re-list a little before the watermark: an item saved just before the last sweep may have
 become visible only after it. Items seen already are not submitted twice."""
 CHUNK = 200
+STAGE_HISTORY = "crm.stagehistory.list"
+STAGE_HISTORY_SCOPE = "stagehistory"
+"""The watermark scope of a sales funnel's stage-history sweep: `stagehistory:<funnel>`."""
+SUCCESS_SEMANTIC_ID = "S"
 
 SWEPT = Counter(
     "nps_ingest_sweep_items_total", "Items listed by the sweep, by outcome", ["outcome"]
@@ -127,14 +138,20 @@ class Sweeper:
 
     async def _sweep(self, since: datetime | None) -> SweepResult:
         result = await self._sweep_type(self._config.survey.entity_type_id, {}, since)
-        if not (result.ran and self._config.deal_surveys):
+        if not result.ran:
             return result
-        funnels = [deal.category_id for deal in self._config.deal_surveys]
-        deals = await self._sweep_type(DEAL_ENTITY_TYPE_ID, {"@categoryId": funnels}, since)
+        more: list[SweepResult] = []
+        if self._config.deal_surveys:
+            funnels = [deal.category_id for deal in self._config.deal_surveys]
+            more.append(
+                await self._sweep_type(DEAL_ENTITY_TYPE_ID, {"@categoryId": funnels}, since)
+            )
+        for funnel in sales_funnels(self._config):
+            more.append(await self._sweep_sales(funnel, since))
         return SweepResult(
             ran=True,
-            listed=result.listed + deals.listed,
-            submitted=result.submitted + deals.submitted,
+            listed=result.listed + sum(part.listed for part in more),
+            submitted=result.submitted + sum(part.submitted for part in more),
             watermark=result.watermark,
             initialised=result.initialised,
         )
@@ -181,6 +198,88 @@ class Sweeper:
         async with self._pool.acquire() as conn:
             await store.set_watermark(conn, portal.key, entity_type_id, newest)
         return SweepResult(ran=True, listed=listed, submitted=submitted, watermark=newest)
+
+    async def _sweep_sales(self, funnel: int, since: datetime | None) -> SweepResult:
+        """The sales funnel's moves to a success stage since its watermark (stage history): the
+        deals not announced yet are submitted."""
+        scope = f"{STAGE_HISTORY_SCOPE}:{funnel}"
+        async with self._pool.acquire() as conn:
+            portal = await self._portal(conn)
+            if portal is None:
+                return SweepResult(ran=False)
+            start = since or await store.watermark(conn, portal.key, DEAL_ENTITY_TYPE_ID, scope)
+            if start is None:
+                now = self._clock()
+                await store.set_watermark(conn, portal.key, DEAL_ENTITY_TYPE_ID, now, scope)
+                log.info("sweep_watermark_initialised", watermark=now.isoformat(), scope=scope)
+                return SweepResult(ran=True, watermark=now, initialised=True)
+        newest = start
+        listed = submitted = 0
+        chunk: list[Mapping[str, Any]] = []
+        async for row in self._client.list_all(
+            STAGE_HISTORY,
+            {
+                "entityTypeId": DEAL_ENTITY_TYPE_ID,
+                "filter": {
+                    "CATEGORY_ID": funnel,
+                    "STAGE_SEMANTIC_ID": SUCCESS_SEMANTIC_ID,
+                    ">CREATED_TIME": (start - OVERLAP).isoformat(),
+                },
+            },
+            id_field="ID",
+            items_key="items",
+        ):
+            listed += 1
+            chunk.append(row)
+            if len(chunk) >= CHUNK:
+                count, newest = await self._submit_sales(portal, chunk, newest)
+                submitted += count
+                chunk = []
+        count, newest = await self._submit_sales(portal, chunk, newest)
+        submitted += count
+        async with self._pool.acquire() as conn:
+            await store.set_watermark(conn, portal.key, DEAL_ENTITY_TYPE_ID, newest, scope)
+        return SweepResult(ran=True, listed=listed, submitted=submitted, watermark=newest)
+
+    async def _submit_sales(
+        self, portal: PortalRef, rows: Sequence[Mapping[str, Any]], newest: datetime
+    ) -> tuple[int, datetime]:
+        """Submit the deals of one chunk of stage-history rows not announced yet (each once,
+        at its latest move); the count and the newest move so far."""
+        moves: dict[int, datetime] = {}
+        for row in rows:
+            try:
+                deal_id, moved = _stage_move(row)
+            except AnswerError as exc:
+                SWEPT.labels(outcome="unreadable").inc()
+                log.warning("sweep_stage_move_unreadable", row_id=row.get("ID"), reason=str(exc))
+                continue
+            moves[deal_id] = max(moves.get(deal_id, moved), moved)
+            newest = max(newest, moved)
+        if not moves:
+            return 0, newest
+        submitted = 0
+        async with self._outbox.transaction(self._pool) as conn:
+            announced = await store.announced_sales(conn, portal.key, list(moves))
+            for deal_id, moved in moves.items():
+                if deal_id in announced:
+                    continue
+                event = WebhookReceived(
+                    correlation_id=correlation_for(portal, DEAL_ENTITY_TYPE_ID, deal_id),
+                    portal=portal,
+                    source="sweep",
+                    event=SWEEP_EVENT,
+                    entity_type_id=DEAL_ENTITY_TYPE_ID,
+                    item_id=deal_id,
+                    ts=int(moved.timestamp()),
+                )
+                payload = {"id": deal_id, "stageHistory": {"CREATED_TIME": moved.isoformat()}}
+                if await store.record_received(self._outbox, conn, event, payload):
+                    submitted += 1
+                    log.info("sweep_sale_submitted", deal_id=deal_id, moved_at=moved.isoformat())
+        SWEPT.labels(outcome="seen").inc(len(moves) - submitted)
+        SWEPT.labels(outcome="submitted").inc(submitted)
+        return submitted, newest
 
     async def refresh_names(self) -> int:
         """Read the names of the managers answers named that are not read yet or stale (see
@@ -254,3 +353,11 @@ class Sweeper:
         SWEPT.labels(outcome="seen").inc(len(candidates) - submitted)
         SWEPT.labels(outcome="submitted").inc(submitted)
         return submitted, newest
+
+
+def _stage_move(row: Mapping[str, Any]) -> tuple[int, datetime]:
+    """A stage-history row's deal (`OWNER_ID`) and the time of the move (`CREATED_TIME`)."""
+    deal_id = read_id(row, "OWNER_ID", row.get("ID"))
+    if deal_id is None:
+        raise AnswerError(row.get("ID"), "OWNER_ID", row.get("OWNER_ID"), "the deal's id")
+    return deal_id, read_time(row, "CREATED_TIME", deal_id)

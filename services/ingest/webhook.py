@@ -20,6 +20,7 @@ from typing import Any, Literal
 from urllib.parse import parse_qsl
 
 from services.ingest.mapping import AnswerError, read_time
+from services.ingest.sales import sales_funnels
 from shared.events import DEAL_ENTITY_TYPE_ID, PortalRef, WebhookReceived, derived_id
 from shared.portal_config import CosmeticsSegment, EquipmentSegment, PortalConfig
 
@@ -30,9 +31,11 @@ MAX_INTEGER = 2**63 - 1
 """The largest id or Unix time a PostgreSQL `bigint` holds: larger numbers are refused (400)."""
 FORM_CONTENT_TYPE = "application/x-www-form-urlencoded"
 ITEM_EVENTS = ("ONCRMDYNAMICITEMADD", "ONCRMDYNAMICITEMUPDATE")
-DEAL_EVENTS = ("ONCRMDEALADD", "ONCRMDEALUPDATE")
+DEAL_EVENTS = ("ONCRMDEALADD", "ONCRMDEALUPDATE", "ONCRMDEALMOVETOCATEGORY")
 """Deal events carry only `data[FIELDS][ID]`: the hydrator reads the deal and keeps it only when
-it is in a deal survey's funnel."""
+it is in a deal survey's funnel (an answer) or in a sales funnel of `dispatch.sales` (a sale).
+A deal moved to another funnel fires `ONCRMDEALMOVETOCATEGORY`, not an update: it is read like
+one."""
 ROBOT_EVENT = "ROBOT"
 SWEEP_EVENT = "SWEEP"
 TOKEN_FIELD = "auth[application_token]"  # noqa: S105 - a parameter name, not a token
@@ -293,8 +296,12 @@ def read_event(form: Mapping[str, Any], config: PortalConfig) -> Accepted | Igno
     name = raw_name.strip().upper()
     per_type = _PER_TYPE_EVENT.match(name)
     if name in DEAL_EVENTS:
-        if not config.deal_surveys:
-            return Ignored(name, f"{name}: no deal survey is configured (deal_surveys)")
+        if not config.deal_surveys and not sales_funnels(config):
+            return Ignored(
+                name,
+                f"{name}: no deal survey (deal_surveys) and no sales funnel (dispatch.sales)"
+                " is configured",
+            )
         return _accepted(form, name, DEAL_ENTITY_TYPE_ID, "a positive integer deal id")
     if name in ITEM_EVENTS:
         base, type_in_name = name, None
@@ -351,9 +358,14 @@ def read_robot(
     """An authenticated robot call (item fields in the query or form) → accepted, or ignored.
 
     Parameters: `id` (required), `category_id` (required), `entity_type_id` (defaults to the
-    NPS smart process; 2 for an NPS deal), `contact_id`, `responsible_id`, `created_time`,
+    NPS smart process; 2 for a deal), `contact_id`, `responsible_id`, `created_time`,
     `updated_time`, and the configured item field codes (score, tested, comment and
     service-request fields; a deal survey's score, comment and sales-deal fields) by name.
+
+    A deal (`entity_type_id=2`) is an NPS deal's answer when `category_id` is a deal survey's
+    funnel, or a closed sale when it is a sales funnel of `dispatch.sales` (the robot on the won
+    stage: the hydrator reads the deal, its stage is not looked at); of any other funnel it is
+    ignored.
     """
     item_id = _positive_int(params.get("id"), "id", "the item's id, a positive integer")
     nps_type = config.survey.entity_type_id
@@ -363,7 +375,8 @@ def read_robot(
         if entity_raw is None
         else _positive_int(entity_raw, "entity_type_id", "the smart process's entityTypeId")
     )
-    deal = entity_type_id == DEAL_ENTITY_TYPE_ID and bool(config.deal_surveys)
+    funnels = sales_funnels(config)
+    deal = entity_type_id == DEAL_ENTITY_TYPE_ID and bool(config.deal_surveys or funnels)
     if entity_type_id != nps_type and not deal:
         return Ignored(
             ROBOT_EVENT, f"entity type {entity_type_id} is not the NPS smart process {nps_type}"
@@ -373,6 +386,16 @@ def read_robot(
         "category_id",
         "the item's category (pipeline) id, a whole number",
     )
+    if deal and category_id in funnels:
+        return _sale_robot(params, item_id, category_id, received_at)
+    if deal and config.deal_survey(category_id) is None:
+        known = ", ".join(str(f) for f in funnels) or "none"
+        surveys = ", ".join(str(d.category_id) for d in config.deal_surveys) or "none"
+        return Ignored(
+            ROBOT_EVENT,
+            f"deal category {category_id} is neither a sales funnel under dispatch.sales"
+            f" ({known}) nor a deal survey's funnel ({surveys})",
+        )
     survey = config.survey
     fields: dict[str, Any] = {
         "id": item_id,
@@ -396,6 +419,28 @@ def read_robot(
             fields[name] = _plain(params[name])
     fields["createdTime"] = _robot_time(params, "created_time", received_at)[0]
     fields["updatedTime"], updated = _robot_time(params, "updated_time", received_at)
+    return _robot_accepted(params, entity_type_id, item_id, updated, fields)
+
+
+def _sale_robot(
+    params: Mapping[str, Any], deal_id: int, category_id: int, received_at: datetime
+) -> Accepted:
+    """The won stage's robot naming a sales deal: the hydrator reads the deal (its people, close
+    time and product rows), so only its id and funnel travel."""
+    _robot_time(params, "created_time", received_at)  # a time that cannot be read is a 400
+    updated = _robot_time(params, "updated_time", received_at)[1]
+    fields = {"id": deal_id, "entityTypeId": DEAL_ENTITY_TYPE_ID, "categoryId": category_id}
+    return _robot_accepted(params, DEAL_ENTITY_TYPE_ID, deal_id, updated, fields)
+
+
+def _robot_accepted(
+    params: Mapping[str, Any],
+    entity_type_id: int,
+    item_id: int,
+    updated: datetime | None,
+    fields: dict[str, Any],
+) -> Accepted:
+    """A robot call to store: its parameters but the secrets, and `fields` for the hydrator."""
     auth = _auth(params)
     payload = {key: value for key, value in params.items() if key not in _ROBOT_SECRETS}
     payload["auth"] = {key: auth[key] for key in _KEPT_AUTH if key in auth}

@@ -5,7 +5,7 @@
 
 from tests.support.broker import Captured, capture, publish_raw, purge_core_queues
 from tests.support.clock import T0, FakeClock
-from tests.support.ingest import forget_served_portal
+from tests.support.ingest import forget_served_portal, with_sales
 from tests.support.servers import docker_available, reachable, serving
 
 __all__ = [
@@ -19,4 +19,5 @@ __all__ = [
     "purge_core_queues",
     "reachable",
     "serving",
+    "with_sales",
 ]

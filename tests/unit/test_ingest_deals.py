@@ -60,7 +60,7 @@ def test_deal_events_carrying_only_the_id_are_accepted_as_entity_type_2(event: s
 def test_deal_events_are_ignored_without_deal_surveys() -> None:
     result = read_event(deal_event(), WITHOUT_DEALS)
     assert isinstance(result, Ignored)
-    assert "no deal survey is configured" in result.reason
+    assert "no deal survey (deal_surveys) and no sales funnel" in result.reason
 
 
 def test_a_deal_event_without_an_id_is_400() -> None:
