@@ -92,6 +92,7 @@ def create_app(
 
     app.include_router(_rest_router(portal))
     app.include_router(_sandbox_router(portal))
+    app.include_router(_sales_router(portal))
     app.include_router(_record_pages_router(portal))
     return app
 
@@ -256,6 +257,31 @@ def _sandbox_router(portal: SandboxPortal) -> APIRouter:
     return router
 
 
+def _sales_router(portal: SandboxPortal) -> APIRouter:
+    """Inspection of sales deals and what the portal keeps about them, and closing sales."""
+    router = APIRouter(prefix="/sandbox")
+
+    @router.get("/deals/{deal_id}")
+    async def deal(deal_id: int) -> dict[str, Any]:
+        if portal.crm.get(DEAL, deal_id) is None:
+            raise HTTPException(404, f"deal {deal_id} not found")
+        return deal_details(portal, deal_id)
+
+    @router.get("/products")
+    async def products() -> dict[str, Any]:
+        return {"products": [p.model_dump() for p in portal.state.products.values()]}
+
+    @router.get("/triggers")
+    async def triggers() -> dict[str, Any]:
+        return {"triggers": portal.state.automation}
+
+    @router.get("/timeline")
+    async def timeline() -> dict[str, Any]:
+        return {"log_messages": portal.state.log_messages}
+
+    return router
+
+
 def _deals(portal: SandboxPortal, category_id: int | None) -> list[dict[str, Any]]:
     """Deals (UPPER names), each with the stages it was moved to (``stage_moves``: every stage
     change after it was opened, with the method that made it)."""
@@ -270,6 +296,34 @@ def _deals(portal: SandboxPortal, category_id: int | None) -> list[dict[str, Any
         ]
         listed.append({**record, "stage_moves": moves})
     return listed
+
+
+def deal_details(portal: SandboxPortal, deal_id: int) -> dict[str, Any]:
+    """One deal (UPPER names) with everything the portal keeps about it: product rows, stage
+    history, automation triggers fired on it, timeline log entries and comments, bound tasks."""
+    crm = portal.crm
+    binding = f"D_{deal_id}"
+    return {
+        "deal": crm.get(DEAL, deal_id),
+        "product_rows": crm.product_rows("D", deal_id),
+        "stage_history": [e for e in portal.state.stage_history if e["OWNER_ID"] == deal_id],
+        "triggers": [
+            run
+            for run in portal.state.automation
+            if (run["entity_type_id"], run["entity_id"]) == (DEAL, deal_id)
+        ],
+        "log_messages": [
+            message
+            for message in portal.state.log_messages
+            if (message["entityTypeId"], message["entityId"]) == (DEAL, deal_id)
+        ],
+        "comments": [
+            comment
+            for comment in portal.state.comments
+            if (comment["ENTITY_TYPE"], comment["ENTITY_ID"]) == ("deal", deal_id)
+        ],
+        "tasks": [task for task in portal.state.tasks.values() if binding in task["UF_CRM_TASK"]],
+    }
 
 
 async def _params(request: Request) -> dict[str, Any]:

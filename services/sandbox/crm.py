@@ -3,6 +3,7 @@
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
+from services.sandbox.products import MEASURES, OWNER_CODES, build_row, owner_entity_type
 from services.sandbox.query import Condition, matches, sort_records
 from services.sandbox.schema import (
     TASK_FIELDS,
@@ -13,7 +14,7 @@ from services.sandbox.schema import (
     deal_type,
     lead_type,
 )
-from services.sandbox.state import Change, PortalState
+from services.sandbox.state import Change, PortalState, Product
 from services.sandbox.timing import Clock, iso
 from services.sandbox.values import FieldValueError, apply_multifield, coerce
 
@@ -27,6 +28,15 @@ DEAL_ADD = "ONCRMDEALADD"
 DEAL_UPDATE = "ONCRMDEALUPDATE"
 DEAL_MOVED = "ONCRMDEALMOVETOCATEGORY"
 """A deal moved to another funnel fires this, not an update event."""
+
+DEAL = 2
+# crm.stagehistory.list TYPE_ID: what a record tells about the deal.
+CREATED = 1
+MOVED = 2
+"""Moved to an in-progress stage."""
+MOVED_TO_FINAL = 3
+"""Moved to a success or failure stage."""
+FUNNEL_CHANGED = 5
 
 
 class Crm:
@@ -50,9 +60,22 @@ class Crm:
         self.add_user(self.actor_id, "Sandbox", "Admin", position="Administrator")
 
     def install_deals(self) -> None:
-        """Deals and their default funnel, for a portal saved before the sandbox had them."""
-        if deal_type().entity_type_id not in self.state.entity_types:
-            self.register_type(deal_type())
+        """Deals and their default funnel, for a portal saved before the sandbox had them; the
+        deal fields added since (``STAGE_SEMANTIC_ID``) for one saved before those."""
+        current = deal_type()
+        etype = self.state.entity_types.get(current.entity_type_id)
+        if etype is None:
+            self.register_type(current)
+            return
+        missing = {name: spec for name, spec in current.fields.items() if name not in etype.fields}
+        if not missing:
+            return
+        etype.fields = {**missing, **etype.fields}
+        for record in self.records(etype.entity_type_id).values():
+            record["STAGE_SEMANTIC_ID"] = etype.stage_semantics(
+                record.get("CATEGORY_ID"), record.get("STAGE_ID")
+            )
+        self.revision += 1
 
     def next_id(self, counter: str) -> int:
         value = self.state.counters.get(counter, 0) + 1
@@ -139,6 +162,7 @@ class Crm:
         if etype.dynamic:
             self._on_item_event(ITEM_ADD, entity_type_id, entity_id)
         elif etype.code == "deal":
+            self._record_stage(record, CREATED, stamp)
             self._on_item_event(DEAL_ADD, entity_type_id, entity_id)
         return record
 
@@ -175,8 +199,37 @@ class Crm:
             self._on_item_event(ITEM_UPDATE, entity_type_id, entity_id)
         elif etype.code == "deal":
             moved = "CATEGORY_ID" in changed
+            if moved:
+                self._record_stage(record, FUNNEL_CHANGED, stamp)
+            elif "STAGE_ID" in changed:
+                final = record.get("STAGE_SEMANTIC_ID") in ("S", "F")
+                self._record_stage(record, MOVED_TO_FINAL if final else MOVED, stamp)
             self._on_item_event(DEAL_MOVED if moved else DEAL_UPDATE, entity_type_id, entity_id)
         return record
+
+    def stage_history(self) -> list[dict[str, Any]]:
+        """Deal stage history as ``crm.stagehistory.list`` sees it: only the records of stages of
+        each deal's current funnel."""
+        deals = self.records(DEAL)
+        return [
+            entry
+            for entry in self.state.stage_history
+            if (deal := deals.get(entry["OWNER_ID"])) is not None
+            and deal.get("CATEGORY_ID") == entry["CATEGORY_ID"]
+        ]
+
+    def _record_stage(self, deal: Mapping[str, Any], type_id: int, stamp: str) -> None:
+        self.state.stage_history.append(
+            {
+                "ID": self.next_id("stagehistory"),
+                "TYPE_ID": type_id,
+                "OWNER_ID": deal["ID"],
+                "CREATED_TIME": stamp,
+                "CATEGORY_ID": deal.get("CATEGORY_ID"),
+                "STAGE_SEMANTIC_ID": deal.get("STAGE_SEMANTIC_ID"),
+                "STAGE_ID": deal.get("STAGE_ID"),
+            }
+        )
 
     def history(self, entity_type_id: int, entity_id: int) -> list[Change]:
         return self.state.history.get(entity_type_id, {}).get(entity_id, [])
@@ -227,6 +280,112 @@ class Crm:
         self.state.comments.append(comment)
         self.revision += 1
         return comment
+
+    def add_product(
+        self, product_id: int, name: str, price: float, *, measure_code: int = 796
+    ) -> Product:
+        product = Product(
+            id=product_id,
+            name=name,
+            price=price,
+            measure_code=measure_code,
+            measure_name=MEASURES.get(measure_code, ""),
+        )
+        self.state.products[product_id] = product
+        self.revision += 1
+        return product
+
+    def product_rows(self, owner_type: str, owner_id: int) -> list[dict[str, Any]]:
+        """The rows of one owner (``ownerType`` compared as ``crm.item.productrow.list`` does,
+        by the entity type the code names)."""
+        entity_type_id = owner_entity_type(owner_type)
+        return [
+            row
+            for row in self.state.product_rows
+            if row["ownerId"] == owner_id and owner_entity_type(row["ownerType"]) == entity_type_id
+        ]
+
+    def set_product_rows(
+        self, owner_type: str, owner_id: int, raw_rows: Iterable[Any], *, method: str
+    ) -> list[dict[str, Any]]:
+        """Replace the owner's rows with ``raw_rows`` as a whole (a row that does not fit
+        changes nothing); a row keeps its ``id`` when it names one of the owner's rows. A
+        deal's ``OPPORTUNITY`` becomes the rows' total (a deal update when it changes)."""
+        entity_type_id = owner_entity_type(owner_type)
+        assert entity_type_id is not None
+        current = {row["id"]: row for row in self.product_rows(owner_type, owner_id)}
+        code = str(owner_type).upper() if str(owner_type).upper() in OWNER_CODES else owner_type
+        rows = []
+        kept: set[int] = set()
+        for index, raw in enumerate(raw_rows):
+            wanted = raw.get("id") if isinstance(raw, Mapping) else None
+            reuse = _int_or_none(wanted)
+            if reuse not in current or reuse in kept:
+                reuse = None
+            rows.append(
+                build_row(
+                    raw,
+                    index,
+                    row_id=reuse if reuse is not None else -1,
+                    owner_type=code,
+                    owner_id=owner_id,
+                    catalog=self._catalog_product,
+                )
+            )
+            if reuse is not None:
+                kept.add(reuse)
+        for row in rows:
+            if row["id"] == -1:
+                row["id"] = self.next_id("productrow")
+        others = [row for row in self.state.product_rows if row["id"] not in current]
+        self.state.product_rows = [*others, *rows]
+        self.revision += 1
+        etype = self.state.entity_types.get(entity_type_id)
+        if etype is not None and "OPPORTUNITY" in etype.fields:
+            total = round(sum(row["price"] * row["quantity"] for row in rows), 2)
+            self.update(entity_type_id, owner_id, {"OPPORTUNITY": total}, method=method)
+        return rows
+
+    def fire_trigger(
+        self, target: str, code: str | None, entity_type_id: int, entity_id: int
+    ) -> dict[str, Any]:
+        """Record one ``crm.automation.trigger`` call; ``matched`` when the portal has a
+        trigger with that code, ``found`` when the target exists."""
+        run = {
+            "id": self.next_id("automation"),
+            "target": target,
+            "code": code,
+            "entity_type_id": entity_type_id,
+            "entity_id": entity_id,
+            "found": self.entity_type(entity_type_id) is not None
+            and self.get(entity_type_id, entity_id) is not None,
+            "matched": code is not None and code in self.state.trigger_codes,
+            "time": iso(self._clock()),
+        }
+        self.state.automation.append(run)
+        self.revision += 1
+        return run
+
+    def add_log_message(
+        self, entity_type_id: int, entity_id: int, title: str, text: str, icon_code: str
+    ) -> dict[str, Any]:
+        message = {
+            "id": self.next_id("logmessage"),
+            "entityTypeId": entity_type_id,
+            "entityId": entity_id,
+            "created": iso(self._clock()),
+            "authorId": self.actor_id,
+            "title": title,
+            "text": text,
+            "iconCode": icon_code,
+        }
+        self.state.log_messages.append(message)
+        self.revision += 1
+        return message
+
+    def _catalog_product(self, product_id: int) -> dict[str, Any] | None:
+        product = self.state.products.get(product_id)
+        return None if product is None else product.model_dump()
 
     def _log(
         self,
@@ -287,6 +446,16 @@ class Crm:
             del new["STAGE_ID"]
         if category_id is not None and moved and not new.get("STAGE_ID"):
             new["STAGE_ID"] = etype.first_stage(category_id)
+        if "STAGE_SEMANTIC_ID" in etype.fields:
+            stage = new.get("STAGE_ID", record.get("STAGE_ID"))
+            new["STAGE_SEMANTIC_ID"] = etype.stage_semantics(category_id, stage)
+
+
+def _int_or_none(raw: Any) -> int | None:
+    try:
+        return int(raw)
+    except (TypeError, ValueError):
+        return None
 
 
 def _empty(spec: FieldSpec) -> Any:

@@ -9,6 +9,7 @@ from typing import Any
 from services.sandbox.crm import Crm
 from services.sandbox.errors import RestError
 from services.sandbox.naming import camel_to_upper
+from services.sandbox.products import owner_entity_type, owner_filter, row_matches, sort_rows
 from services.sandbox.query import (
     QueryError,
     Resolver,
@@ -20,7 +21,13 @@ from services.sandbox.query import (
     select_fields,
     sort_records,
 )
-from services.sandbox.schema import TASK_FIELDS, USER_FIELDS, EntityType, FieldSpec
+from services.sandbox.schema import (
+    STAGE_HISTORY_FIELDS,
+    TASK_FIELDS,
+    USER_FIELDS,
+    EntityType,
+    FieldSpec,
+)
 from services.sandbox.values import FieldValueError
 from services.sandbox.views import (
     describe_field,
@@ -265,6 +272,122 @@ def crm_status_list(crm: Crm, params: Params) -> Reply:
     return Reply(chosen)
 
 
+def crm_stagehistory_list(crm: Crm, params: Params) -> Reply:
+    """Deal stage history (entityTypeId 2): a record when a deal is created (``TYPE_ID`` 1),
+    moved to an in-progress stage (2), to a final one (3) or to another funnel (5); only the
+    records of stages of each deal's current funnel. Filter, order, select and pages of 50."""
+    entity_type_id = _int(param(params, "entityTypeId"))
+    if entity_type_id != DEAL:
+        etype = crm.entity_type(entity_type_id or 0)
+        name = etype.code.upper() if etype is not None else str(param(params, "entityTypeId"))
+        raise RestError(400, "ENTITY_TYPE_NOT_SUPPORTED", f"{name} entity is not supported")
+    resolve = STAGE_HISTORY_FIELDS.get
+    with _invalid_query():
+        conditions = parse_filter(param(params, "filter"), resolve)
+        order = parse_order(param(params, "order"), resolve)
+    fields = select_fields(param(params, "select"), STAGE_HISTORY_FIELDS, resolve, lambda _: True)
+    found = [entry for entry in crm.stage_history() if matches(entry, conditions)]
+    rows, total, next_start = page(
+        sort_records(found, order or [("ID", False)]), parse_start(param(params, "start"))
+    )
+    items = [{name: row[name] for name in fields} for row in rows]
+    return Reply({"items": items}, total, next_start)
+
+
+# --- product rows -------------------------------------------------------------------------
+
+
+def crm_item_productrow_list(crm: Crm, params: Params) -> Reply:
+    """Rows of one CRM object (filter ``=ownerType``, ``=ownerId``; conditions on ``id`` and
+    ``productId``), ordered by ``sort`` (or ``id``); no ``select``; pages of 50."""
+    raw_filter = param(params, "filter")
+    owner_type, owner_id = owner_filter(raw_filter)
+    _product_row_owner(crm, owner_type, owner_id, missing="ACCESS_DENIED")
+    rows = [row for row in crm.product_rows(owner_type, owner_id) if row_matches(row, raw_filter)]
+    start = parse_start(param(params, "start"))
+    chosen, total, next_start = page(sort_rows(rows, param(params, "order")), start)
+    return Reply({"productRows": chosen}, None if start < 0 else total, next_start)
+
+
+def crm_item_productrow_set(crm: Crm, params: Params) -> Reply:
+    """Replace all rows of a CRM object; a deal's amount becomes their total."""
+    owner_type = param(params, "ownerType")
+    owner_id = _int(param(params, "ownerId"))
+    raw_rows = param(params, "productRows")
+    for name, value in (
+        ("ownerType", owner_type),
+        ("ownerId", owner_id),
+        ("productRows", raw_rows),
+    ):
+        if value in (None, ""):
+            raise RestError(400, "100", f"Could not find value for parameter {{{name}}}")
+    assert owner_id is not None
+    if isinstance(raw_rows, Mapping):
+        raw_rows = list(raw_rows.values())
+    if not isinstance(raw_rows, list):
+        raise RestError(400, "INVALID_ARG_VALUE", "productRows: expected an array of product rows")
+    _product_row_owner(crm, str(owner_type), owner_id, missing="OWNER_NOT_FOUND")
+    with _invalid_value():
+        rows = crm.set_product_rows(
+            str(owner_type), owner_id, raw_rows, method="crm.item.productrow.set"
+        )
+    return Reply({"productRows": sort_rows(rows, None)})
+
+
+def _product_row_owner(crm: Crm, owner_type: str, owner_id: int, *, missing: str) -> None:
+    """The owner must exist. ``crm.item.productrow.list`` answers ``ACCESS_DENIED`` for a
+    missing owner and for a type without product rows; ``set`` names what is wrong."""
+    entity_type_id = owner_entity_type(owner_type)
+    if entity_type_id is None:
+        if missing == "ACCESS_DENIED":
+            raise RestError(400, "ACCESS_DENIED", "Access denied")
+        raise RestError(
+            400,
+            "ENTITY_TYPE_NOT_SUPPORTED",
+            f"ownerType {owner_type!r}: expected D (deal), L (lead), Q, SI or T<hex type id>",
+        )
+    if crm.entity_type(entity_type_id) is None or crm.get(entity_type_id, owner_id) is None:
+        if missing == "ACCESS_DENIED":
+            raise RestError(400, "ACCESS_DENIED", "Access denied")
+        raise RestError(400, "OWNER_NOT_FOUND", "Owner was not found")
+
+
+# --- automation ---------------------------------------------------------------------------
+
+TARGET_TYPES = {
+    "LEAD": 1,
+    "DEAL": DEAL,
+    "CONTACT": CONTACT,
+    "COMPANY": 4,
+    "QUOTE": 7,
+    "ORDER": 14,
+    "SMART_INVOICE": 31,
+}
+
+
+def crm_automation_trigger(crm: Crm, params: Params) -> Reply:
+    """Fire the automation trigger ``code`` on ``target`` (``DEAL_<id>``, split at the last
+    underscore). ``true`` even for a missing item, as with an administrator's webhook; the
+    call is recorded (``/sandbox/triggers``, the deal's page)."""
+    target = params.get("target")  # only these exact names are read
+    code = params.get("code")
+    if target in (None, ""):
+        raise RestError(400, "", "Target is not set.")
+    type_name, _, raw_id = str(target).rpartition("_")
+    if not type_name or not raw_id.isdigit():
+        raise RestError(400, "", "Incorrect target format.")
+    entity_type_id = TARGET_TYPES.get(type_name.upper())
+    if entity_type_id is None and type_name.upper().startswith("DYNAMIC_"):
+        dynamic = crm.entity_type(_int(type_name[len("DYNAMIC_") :]) or 0)
+        entity_type_id = dynamic.entity_type_id if dynamic is not None and dynamic.dynamic else None
+    if entity_type_id is None:
+        raise RestError(400, "", "Target is not found.")
+    crm.fire_trigger(
+        str(target), None if code in (None, "") else str(code), entity_type_id, int(raw_id)
+    )
+    return Reply(True)
+
+
 # --- tasks, timeline, users ---------------------------------------------------------------
 
 
@@ -313,6 +436,38 @@ def crm_timeline_comment_add(crm: Crm, params: Params) -> Reply:
     return Reply(crm.add_comment(etype, entity_id, comment)["ID"])
 
 
+LOG_MESSAGE_FIELDS = ("entityTypeId", "entityId", "title", "text", "iconCode")
+
+
+def crm_timeline_logmessage_add(crm: Crm, params: Params) -> Reply:
+    """A log entry in an item's timeline (all five fields required)."""
+    fields = param(params, "fields")
+    if not isinstance(fields, Mapping):
+        raise RestError(400, "100", "Could not find value for parameter {fields}")
+    missing = [name for name in LOG_MESSAGE_FIELDS if str(fields.get(name) or "").strip() == ""]
+    if missing:
+        raise RestError(400, "100", f"Required fields are not provided: {', '.join(missing)}")
+    entity_type_id = _int(fields["entityTypeId"])
+    entity_id = _int(fields["entityId"])
+    etype = crm.entity_type(entity_type_id or 0)
+    if etype is None or entity_id is None or crm.get(etype.entity_type_id, entity_id) is None:
+        raise RestError(
+            400,
+            "OWNER_NOT_FOUND",
+            f"The CRM object with entityTypeId {fields['entityTypeId']} and entityId"
+            f" {fields['entityId']} does not exist",
+        )
+    message = crm.add_log_message(
+        etype.entity_type_id,
+        entity_id,
+        str(fields["title"]),
+        str(fields["text"]),
+        str(fields["iconCode"]),
+    )
+    shown = ("id", "created", "authorId", "title", "text", "iconCode")
+    return Reply({"logMessage": {name: message[name] for name in shown}})
+
+
 def user_get(crm: Crm, params: Params) -> Reply:
     reserved = {"sort", "order", "start", "filter", "admin_mode"}
     raw_filter = {k: v for k, v in params.items() if k.lower() not in reserved}
@@ -354,6 +509,11 @@ METHODS: dict[str, Method] = {
     "tasks.task.add": tasks_task_add,
     "tasks.task.list": tasks_task_list,
     "crm.timeline.comment.add": crm_timeline_comment_add,
+    "crm.timeline.logmessage.add": crm_timeline_logmessage_add,
+    "crm.stagehistory.list": crm_stagehistory_list,
+    "crm.item.productrow.list": crm_item_productrow_list,
+    "crm.item.productrow.set": crm_item_productrow_set,
+    "crm.automation.trigger": crm_automation_trigger,
     "user.get": user_get,
 }
 

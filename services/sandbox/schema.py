@@ -120,6 +120,13 @@ class EntityType(BaseModel):
             iter(self.categories), None
         )
 
+    def stage_semantics(self, category_id: int | None, stage_id: object) -> str:
+        """``P`` (in progress), ``S`` (success) or ``F`` (failure): the semantics of the stage in
+        its funnel, as ``STAGE_SEMANTIC_ID`` reads; a stage the funnel does not list is ``P``."""
+        category = self.category(category_id) if category_id is not None else None
+        stage = category.stage(stage_id) if category is not None else None
+        return (stage.semantics if stage is not None else None) or "P"
+
     def first_stage(self, category_id: int) -> str:
         category = self.category(category_id)
         if category is not None and category.stages:
@@ -257,6 +264,7 @@ def deal_type() -> EntityType:
         field("TITLE", "string", "Deal name"),
         field("CATEGORY_ID", "crm_category", "Pipeline"),
         field("STAGE_ID", "crm_status", "Stage"),
+        field("STAGE_SEMANTIC_ID", "string", "Stage group", read_only=True),
         field("ASSIGNED_BY_ID", "user", "Responsible person"),
         field("CONTACT_ID", "crm_contact", "Contact"),
         field("COMPANY_ID", "crm_company", "Company"),
@@ -347,3 +355,17 @@ USER_FIELDS: dict[str, FieldSpec] = {
         field("WORK_POSITION", "string"),
     ]
 }
+
+STAGE_HISTORY_FIELDS: dict[str, FieldSpec] = {
+    spec.name: spec
+    for spec in [
+        field("ID", "integer"),
+        field("TYPE_ID", "integer"),
+        field("OWNER_ID", "integer"),
+        field("CREATED_TIME", "datetime"),
+        field("CATEGORY_ID", "integer"),
+        field("STAGE_SEMANTIC_ID", "string"),
+        field("STAGE_ID", "string"),
+    ]
+}
+"""The fields of a deal's ``crm.stagehistory.list`` record (values typed: real integers)."""

@@ -61,6 +61,16 @@ class DealSurveyLayout(BaseModel):
     sale_deal_field: str | None = None
 
 
+class Product(BaseModel):
+    """A product of the catalog, which product rows refer to by ``productId``."""
+
+    id: int
+    name: str
+    price: float
+    measure_code: int = 796
+    measure_name: str = "pcs"
+
+
 class PortalState(BaseModel):
     entity_types: dict[int, EntityType] = Field(default_factory=dict)
     entities: dict[int, dict[int, dict[str, Any]]] = Field(default_factory=dict)
@@ -72,3 +82,14 @@ class PortalState(BaseModel):
     counters: dict[str, int] = Field(default_factory=dict)
     survey: SurveyLayout | None = None
     deal_surveys: list[DealSurveyLayout] = Field(default_factory=list)
+    stage_history: list[dict[str, Any]] = Field(default_factory=list)
+    """``crm.stagehistory.list`` records of deals, oldest first."""
+    products: dict[int, Product] = Field(default_factory=dict)
+    product_rows: list[dict[str, Any]] = Field(default_factory=list)
+    """Every product row of every owner, as ``crm.item.productrow.list`` returns them."""
+    trigger_codes: list[str] = Field(default_factory=list)
+    """Automation triggers configured on the portal (by code): a fired one is ``matched``."""
+    automation: list[dict[str, Any]] = Field(default_factory=list)
+    """Each ``crm.automation.trigger`` call: target, code, the entity, when, matched."""
+    log_messages: list[dict[str, Any]] = Field(default_factory=list)
+    """Timeline log entries (``crm.timeline.logmessage.add``), with their owner."""
