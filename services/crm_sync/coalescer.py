@@ -112,6 +112,20 @@ class CommandCoalescer:
             self._sender = asyncio.create_task(self._send_loop(), name="crm-sync-coalescer")
         return await unit.future
 
+    async def run_halting(self, commands: Sequence[Command], *, lane: Lane = BULK) -> UnitResult:
+        """Send `commands` in a request of their own that stops at the first failed command
+        (`halt`). A halt stops the whole request, so such a unit cannot share one with other
+        callers' units: it goes straight to the client, within the same rate budget. A command
+        after a failed one has neither a result nor an error of its own (`UnitResult.error`
+        says so); when the request fails as a whole, every command has its error."""
+        if not commands:
+            return UnitResult()
+        if len(commands) > self._max:
+            raise ValueError(f"a unit holds at most {self._max} commands, got {len(commands)}")
+        self.requests += 1
+        response = await self._client.batch(commands, halt=True, lane=lane)
+        return UnitResult(results=dict(response.results), errors=dict(response.errors))
+
     def _lane(self) -> Lane:
         return URGENT if self._urgent else BULK
 

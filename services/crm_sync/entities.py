@@ -11,7 +11,7 @@ filter `tasks.task.list` documents for CRM bindings) by either.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -171,16 +171,36 @@ def task_fields(
         *_summary(answer),
         f"Responsible manager: {manager}",
         f"Contact: {answer.contact_id if answer.contact_id is not None else '(none)'}",
-        task_marker(action.action_id),
     ]
+    return task_params(
+        action.action_id,
+        title=title_for(action),
+        lines=lines,
+        responsible_id=responsible_id,
+        deadline=deadline,
+        bindings=crm_bindings(answer),
+    )
+
+
+def task_params(
+    action_id: str,
+    *,
+    title: str,
+    lines: Sequence[str],
+    responsible_id: int,
+    deadline: datetime,
+    bindings: Sequence[str],
+) -> dict[str, Any]:
+    """`tasks.task.add` params of a task created for `action_id`: it carries the id in `XML_ID`
+    and in the description's last line, so that `found_task` finds it again."""
     return {
         "fields": {
-            "TITLE": title_for(action),
-            "DESCRIPTION": "\n".join(lines),
+            "TITLE": title,
+            "DESCRIPTION": "\n".join([*lines, task_marker(action_id)]),
             "RESPONSIBLE_ID": responsible_id,
             "DEADLINE": deadline.isoformat(timespec="seconds"),
-            "UF_CRM_TASK": crm_bindings(answer),
-            "XML_ID": action.action_id,
+            "UF_CRM_TASK": list(bindings),
+            "XML_ID": action_id,
         }
     }
 
@@ -193,10 +213,16 @@ def task_marker(action_id: str) -> str:
 def task_lookup(action: RouteAction) -> dict[str, Any]:
     """`tasks.task.list` params listing the tasks bound to the action's NPS item."""
     answer = action.answer
+    return tasks_bound_to(item_binding(answer.entity_type_id, answer.item_id))
+
+
+def tasks_bound_to(binding: str, *, newest_first: bool = False) -> dict[str, Any]:
+    """`tasks.task.list` params listing the tasks bound to a CRM entity (`D_7`, `C_3`, ...);
+    `newest_first` for an entity with many tasks, where one just created is on the first page."""
     return {
-        "filter": {"UF_CRM_TASK": item_binding(answer.entity_type_id, answer.item_id)},
+        "filter": {"UF_CRM_TASK": binding},
         "select": ["ID", "DESCRIPTION", "XML_ID"],
-        "order": {"ID": "ASC"},
+        "order": {"ID": "DESC" if newest_first else "ASC"},
     }
 
 

@@ -20,7 +20,7 @@ from services.crm_sync.locks import ContactKey
 from services.crm_sync.policy import LedgerEntry, Repair, Version, Write
 from services.crm_sync.read import WriteView, load_value
 from shared.db import Conn
-from shared.events import CrmWritten, RouteAction
+from shared.events import CrmWritten, DispatchCommand, RouteAction
 from shared.outbox import Outbox, QueuingStatement, StatementBuilder
 
 
@@ -126,6 +126,57 @@ async def begin_attempt(conn: Conn, action: RouteAction) -> ActionRow:
     )
     assert done is not None
     return _action_row(done)
+
+
+@dataclass(frozen=True)
+class CommandRow:
+    """A dispatch command's row in `crm_actions`."""
+
+    state: str
+    attempts: int
+    """Attempts made before this one."""
+    observed: Any
+    """What a send found in the deal's link field before it went out (JSON; None: no send
+    was attempted yet)."""
+
+    @property
+    def done(self) -> bool:
+        return self.state == "done"
+
+
+async def begin_command(conn: Conn, command: DispatchCommand, contact_id: int | None) -> CommandRow:
+    """Register a dispatch command (the survey request's id as its `answer_id`) and count one
+    more attempt, in one statement committed before any call; a done command is returned as
+    is."""
+    row = await conn.fetchrow(
+        """INSERT INTO crm_actions AS a (action_id, portal, action, answer_id, contact_id, attempts)
+           VALUES ($1, $2, $3, $4, $5, 1)
+           ON CONFLICT (action_id) DO UPDATE SET attempts = a.attempts + 1, updated_at = now()
+               WHERE a.state = 'pending'
+           RETURNING state, attempts - 1 AS attempts, observed""",
+        command.command_id,
+        command.portal.key,
+        command.action,
+        str(command.request_id),
+        contact_id,
+    )
+    if row is None:
+        row = await conn.fetchrow(
+            "SELECT state, attempts, observed FROM crm_actions WHERE action_id = $1",
+            command.command_id,
+        )
+        assert row is not None
+    return CommandRow(row["state"], row["attempts"], load_value(row["observed"]))
+
+
+async def note_observed(conn: Conn, action_id: str, observed: Mapping[str, Any]) -> None:
+    """Record what a send found in the link field, before the send goes out."""
+    await conn.execute(
+        """UPDATE crm_actions SET observed = $2::jsonb, updated_at = now()
+           WHERE action_id = $1 AND state = 'pending'""",
+        action_id,
+        _dump(observed),
+    )
 
 
 async def note_failure(conn: Conn, action_id: str, error: str) -> None:
