@@ -22,22 +22,39 @@ from services.router.rules import BUILTIN_ACTIONS, LANED_ACTIONS
 from shared.events import (
     Category,
     CrmWritten,
+    DispatchCommand,
     Event,
     FormSubmitted,
     Kind,
     NpsScored,
+    RequestState,
     RouteAction,
+    SaleClosed,
     SurveyAnswered,
+    SurveyOpened,
+    SurveyOptedOut,
+    SurveyReady,
+    SurveyRequestChanged,
+    SurveyRequested,
     WebhookReceived,
 )
 from shared.messaging import NPS_EXCHANGE
 from shared.topology import (
     CRM_SYNC_ACTIONS,
+    CRM_SYNC_DISPATCH,
     CRM_SYNC_SURVEYS,
     CRM_SYNC_URGENT,
+    DISPATCH_ANSWERS,
+    DISPATCH_LINKS,
+    DISPATCH_OPENS,
+    DISPATCH_OPTOUTS,
+    DISPATCH_SALES,
+    DISPATCH_WRITTEN,
     INGEST_HYDRATE,
+    REGISTER_TAP,
     ROUTER_SCORED,
     SCORING_SUBMISSIONS,
+    SURVEY_REQUESTS,
     WRITTEN_TAP,
     QueueSpec,
 )
@@ -125,6 +142,51 @@ PUBLISHED: tuple[tuple[str, type[Event], tuple[str, ...], str], ...] = (
         ("crm.written.survey",),
         "A survey page answer written into the portal as a smart-process item.",
     ),
+    (
+        "ingest",
+        SaleClosed,
+        ("sale.closed",),
+        "A sales deal of a funnel `dispatch.sales` watches reached a success stage (or its "
+        "robot asked): once per deal.",
+    ),
+    (
+        "dispatch",
+        DispatchCommand,
+        ("dispatch.nps_deal", "dispatch.survey_send", "dispatch.call_task"),
+        "A write for crm_sync on behalf of a survey request: create the NPS deal, deliver a "
+        "link through the portal's robots, or give the call task of an unanswered request.",
+    ),
+    (
+        "dispatch",
+        SurveyRequested,
+        ("survey.requested",),
+        "Asks the survey page for a personal link under the register's request id.",
+    ),
+    (
+        "dispatch",
+        SurveyRequestChanged,
+        tuple(f"dispatch.request.{state}" for state in get_args(RequestState)),
+        "A request of the register changed state (for integrators; tap `dispatch.register`).",
+    ),
+    (
+        "survey",
+        SurveyReady,
+        ("survey.ready",),
+        "A dispatched request is stored: its personal link and opt-out link.",
+    ),
+    ("survey", SurveyOpened, ("survey.opened",), "A personal link was opened the first time."),
+    (
+        "survey",
+        SurveyOptedOut,
+        ("survey.opted_out",),
+        "The customer asked never to be surveyed again.",
+    ),
+    (
+        "crm_sync",
+        CrmWritten,
+        ("crm.written.nps_deal", "crm.written.survey_send", "crm.written.call_task"),
+        "The outcome of a dispatch command (`action_id` = its `command_id`).",
+    ),
 )
 
 # Who consumes what: (service, queue, model, description).
@@ -146,6 +208,20 @@ CONSUMED: tuple[tuple[str, QueueSpec, type[Event], str], ...] = (
         "Writes a survey page answer into the portal as a smart-process item.",
     ),
     ("ops", WRITTEN_TAP, CrmWritten, "A bounded tap of outcomes for operators to peek at."),
+    ("dispatch", DISPATCH_SALES, SaleClosed, "Asks the sale's surveys (or skips, with why)."),
+    ("dispatch", DISPATCH_LINKS, SurveyReady, "The link is ready: the request may be sent."),
+    ("dispatch", DISPATCH_OPENS, SurveyOpened, "Marks the request opened."),
+    ("dispatch", DISPATCH_OPTOUTS, SurveyOptedOut, "Records the opt-out, stops what is pending."),
+    ("dispatch", DISPATCH_ANSWERS, SurveyAnswered, "Marks the request answered."),
+    ("dispatch", DISPATCH_WRITTEN, CrmWritten, "Follows its commands' outcomes."),
+    (
+        "crm_sync",
+        CRM_SYNC_DISPATCH,
+        DispatchCommand,
+        "Carries out dispatch's commands once per command_id (bulk lane).",
+    ),
+    ("survey", SURVEY_REQUESTS, SurveyRequested, "Stores the request, answers survey.ready."),
+    ("ops", REGISTER_TAP, SurveyRequestChanged, "A bounded tap of the register's changes."),
 )
 
 
