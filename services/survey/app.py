@@ -1,10 +1,13 @@
 """The public survey page (docs/survey.md).
 
 `GET /s/<token>` shows the form of the link's request (with `?score=<n>` preselected, or the
-answer already given, which may be changed until the link expires); `POST /s/<token>` stores the
-answer, then redirects to `GET /s/<token>/thanks`, the thank-you page of its NPS category. A
-link that is expired answers 410, one that is tampered or unknown 404: a friendly page, nothing
-stored.
+answer already given, which may be changed until the link expires); the first time, it records
+that the link was opened (`survey.opened`, once per request). `POST /s/<token>` stores the
+answer, then redirects to `GET /s/<token>/thanks`, the thank-you page of its NPS category.
+`GET /s/<token>/optout` asks whether the customer wants no more surveys (a GET never opts out:
+mail scanners fetch links); `POST /s/<token>/optout` records it (`survey.opted_out`, once per
+request) and redirects to the same page, which then says it is done. A link that is expired
+answers 410, one that is tampered or unknown 404: a friendly page, nothing stored.
 
 It faces the internet: every response carries a strict Content-Security-Policy and the other
 security headers; each client address and each link has a request limit per minute; a body is
@@ -41,9 +44,16 @@ from services.survey.form import (
     read_score,
 )
 from services.survey.limits import WindowLimiter
+from services.survey.links import link_path, opened_event, opted_out_event, optout_path
 from services.survey.page_config import LOGO_TYPES, PageConfig
 from services.survey.requests import Asked, RequestError, SurveyRequest, asked
-from services.survey.store import get_request_and_answer, save_answer
+from services.survey.store import (
+    StoredRequest,
+    find_request,
+    mark_opened,
+    mark_opted_out,
+    save_answer,
+)
 from services.survey.tokens import LinkSigner
 from services.survey.views import (
     FORM_ERRORS,
@@ -106,13 +116,14 @@ def _environment(page: PageConfig) -> Environment:
 
 @dataclass(frozen=True)
 class Opened:
-    """A link that checked out: its token, request, what its page asks and the answer it has
-    received so far."""
+    """A link that checked out: its token, request, what its page asks, the answer it has
+    received so far and whether its form has been shown before."""
 
     token: str
     request: SurveyRequest
     asked: Asked
     answer: Answer | None
+    seen: bool = False
 
     def texts(self, page: PageConfig) -> dict[str, str]:
         deal = self.asked.deal_survey
@@ -152,18 +163,26 @@ class Survey:
             text=text[f"{kind}_text"],
         )
 
-    async def open(self, request: Request, token: str) -> Opened | HTMLResponse:
-        """The link's request, or the page that says why it cannot be used."""
+    async def find(self, request: Request, token: str) -> StoredRequest | HTMLResponse:
+        """The link's stored request, or the page that says why the link cannot be used."""
         check = self.setup.signer.check(token)
         if check.status == "expired":
             return self.refuse(request, "gone", 410)
         if check.request_id is None:
             return self.refuse(request, "unknown", 404)
         async with self.pool.acquire() as conn:
-            found = await get_request_and_answer(conn, check.request_id)
+            found = await find_request(conn, check.request_id)
         if found is None:
             return self.refuse(request, "unknown", 404)
-        survey, answer = found
+        return found
+
+    async def open(self, request: Request, token: str) -> Opened | HTMLResponse:
+        """The link's request and what its page asks, or the page that says why it cannot be
+        used."""
+        found = await self.find(request, token)
+        if isinstance(found, HTMLResponse):
+            return found
+        survey = found.request
         try:
             what = asked(self.setup.portal, survey)
         except RequestError as exc:
@@ -171,7 +190,7 @@ class Survey:
                 "survey_request_unservable", request_id=str(survey.request_id), error=str(exc)
             )
             return self.refuse(request, "gone", 410)
-        return Opened(token, survey, what, answer)
+        return Opened(token, survey, what, found.answer, seen=found.opened)
 
     def form(
         self,
@@ -212,7 +231,8 @@ class Survey:
             comment=(shown.comment or "") if shown is not None else "",
             answered=previous is not None,
             error=None if error is None else text[FORM_ERRORS[error]],
-            action=f"/s/{opened.token}",
+            action=link_path(opened.token),
+            optout_url=optout_path(opened.token),
             csrf=self.setup.signer.form_token(survey.request_id, nonce),
         )
 
@@ -227,10 +247,24 @@ class Survey:
         )
         return response
 
+    async def record_opened(self, opened: Opened) -> None:
+        """The first view of a link's form: `opened_at` and `survey.opened`, in one transaction
+        (a later or concurrent view finds it recorded and queues nothing)."""
+        if opened.seen:
+            return
+        survey = opened.request
+        async with self.outbox.transaction(self.pool) as conn:
+            opened_at = await mark_opened(conn, survey.request_id)
+            if opened_at is not None:
+                await self.outbox.enqueue(conn, [opened_event(survey, opened_at)])
+        if opened_at is not None:
+            log.info("survey_opened", request_id=str(survey.request_id))
+
     async def show(self, request: Request, token: str) -> Response:
         opened = await self.open(request, token)
         if isinstance(opened, HTMLResponse):
             return opened
+        await self.record_opened(opened)
         previous = opened.answer
         try:
             preselect = read_score(request.query_params.get("score"), opened.asked.scale)
@@ -313,6 +347,81 @@ class Survey:
             change_url=f"/s/{token}",
         )
 
+    def optout_page(
+        self,
+        found: StoredRequest,
+        token: str,
+        nonce: str,
+        *,
+        done: bool,
+        error: str | None = None,
+        status: int = 200,
+    ) -> HTMLResponse:
+        """The opt-out question (a button), or with `done` the page that says it was done."""
+        survey = found.request
+        try:
+            deal = asked(self.setup.portal, survey).deal_survey
+        except RequestError:
+            deal = None  # opting out works for a request the portal YAML no longer serves
+        text = texts(self.setup.page, survey.lang, None if deal is None else deal.name)
+        company = self.setup.page.company.name
+        return self.render(
+            "optout.html",
+            survey.lang,
+            status,
+            t=text,
+            title=text["optout_title"].format(company=company, product=""),
+            message=text["optout_done" if done else "optout_text"].format(
+                company=company, product=""
+            ),
+            done=done,
+            error=None if error is None else text[FORM_ERRORS[error]],
+            action=optout_path(token),
+            csrf=self.setup.signer.form_token(survey.request_id, nonce),
+        )
+
+    async def optout_question(self, request: Request, token: str) -> Response:
+        """`GET /s/<token>/optout`: asks, never records (mail scanners fetch links)."""
+        found = await self.find(request, token)
+        if isinstance(found, HTMLResponse):
+            return found
+        nonce = request.cookies.get(CSRF_COOKIE) or secrets.token_urlsafe(16)
+        page = self.optout_page(found, token, nonce, done=found.opted_out)
+        return self.with_cookie(page, nonce)
+
+    async def opt_out(self, request: Request, token: str, body: bytes) -> Response:
+        """`POST /s/<token>/optout`: with its CSRF field, the opt-out and its
+        `survey.opted_out` in one transaction (once per request), then the done page."""
+        found = await self.find(request, token)
+        if isinstance(found, HTMLResponse):
+            return found
+        survey = found.request
+        nonce = request.cookies.get(CSRF_COOKIE) or ""
+        try:
+            fields = parse_body(body)
+        except FormError as exc:
+            error: str | None = exc.code
+        else:
+            valid = self.setup.signer.form_token_valid(
+                fields.get("csrf", ""), survey.request_id, nonce
+            )
+            error = None if valid else "csrf"
+        if error is not None:
+            fresh = nonce or secrets.token_urlsafe(16)
+            status = 403 if error == "csrf" else 422
+            page = self.optout_page(found, token, fresh, done=False, error=error, status=status)
+            return self.with_cookie(page, fresh)
+        async with self.outbox.transaction(self.pool) as conn:
+            opted_out_at = await mark_opted_out(conn, survey.request_id)
+            if opted_out_at is not None:
+                await self.outbox.enqueue(conn, [opted_out_event(survey, opted_out_at)])
+        log.info(
+            "survey_opted_out",
+            request_id=str(survey.request_id),
+            repeated=opted_out_at is None,
+        )
+        return RedirectResponse(optout_path(token), status_code=303)
+
     def limited(self, request: Request) -> bool:
         """Whether the client address or the link is over its limit for this minute."""
         address = request.client.host if request.client is not None else "unknown"
@@ -394,24 +503,38 @@ def create_app(pool: asyncpg.Pool, outbox: Outbox, setup: PageSetup) -> FastAPI:
     async def show(request: Request, token: str) -> Response:
         return await survey.show(request, token)
 
+    def too_large(request: Request) -> Response:
+        lang = pick_language(request.headers.get("accept-language"))
+        text = texts(setup.page, lang)
+        return survey.render(
+            "error.html",
+            lang,
+            413,
+            t=text,
+            title=text["unknown_title"],
+            text=text["error_malformed"],
+        )
+
     @app.post("/s/{token}")
     async def submit(request: Request, token: str) -> Response:
         body = await _bounded_body(request)
         if body is None:
-            lang = pick_language(request.headers.get("accept-language"))
-            text = texts(setup.page, lang)
-            return survey.render(
-                "error.html",
-                lang,
-                413,
-                t=text,
-                title=text["unknown_title"],
-                text=text["error_malformed"],
-            )
+            return too_large(request)
         return await survey.submit(request, token, body)
 
     @app.get("/s/{token}/thanks")
     async def thanks(request: Request, token: str) -> Response:
         return await survey.thanks(request, token)
+
+    @app.get("/s/{token}/optout")
+    async def optout_question(request: Request, token: str) -> Response:
+        return await survey.optout_question(request, token)
+
+    @app.post("/s/{token}/optout")
+    async def opt_out(request: Request, token: str) -> Response:
+        body = await _bounded_body(request)
+        if body is None:
+            return too_large(request)
+        return await survey.opt_out(request, token, body)
 
     return app

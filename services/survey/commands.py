@@ -12,6 +12,7 @@ from typing import Annotated, Any
 import asyncpg
 import typer
 
+from services.survey.links import link_path
 from services.survey.requests import (
     DEFAULT_PORTAL,
     RequestError,
@@ -32,10 +33,6 @@ from shared.settings import Settings, get_settings
 from shared.unreachable import SERVER_ERRORS, server_problem
 
 survey_app = typer.Typer(help="The survey page: personal links.", no_args_is_help=True)
-
-
-def link_path(token: str) -> str:
-    return f"/s/{token}"
 
 
 async def _store(dsn: str, request: SurveyRequest) -> SurveyRequest:

@@ -15,10 +15,9 @@ from datetime import datetime
 from typing import Any
 from urllib.parse import parse_qsl
 
-from services.survey.requests import DEFAULT_PORTAL, SurveyRequest
+from services.survey.requests import SurveyRequest
 from shared.events import (
     Category,
-    PortalRef,
     ProductAnswer,
     Scale,
     SurveyAnswered,
@@ -197,10 +196,10 @@ def answered_event(
     names = {product.sku: product.name for product in products}
     return SurveyAnswered(
         event_id=derived_id("survey.answered", request.request_id, version),
-        correlation_id=f"survey-{request.request_id}",
+        correlation_id=request.events_correlation_id,
         request_id=request.request_id,
         version=version,
-        portal=PortalRef(member_id=None if request.portal == DEFAULT_PORTAL else request.portal),
+        portal=request.portal_ref,
         contact_id=request.contact_id,
         category_id=request.category_id,
         scale=scale,

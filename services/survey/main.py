@@ -1,17 +1,22 @@
-"""The survey process: the public page (uvicorn on SURVEY_HOST:SURVEY_PORT) and the outbox
-relay that publishes its answers, stopped together by SIGTERM/SIGINT."""
+"""The survey process: the public page (uvicorn on SURVEY_HOST:SURVEY_PORT), the consumer of
+dispatch's requests (`survey.requests`) and the outbox relay that publishes the answers, links,
+opens and opt-outs, stopped together by SIGTERM/SIGINT."""
 
 from __future__ import annotations
 
 import asyncio
 
 from services.survey.app import PageSetup, create_app
+from services.survey.intake import IntakeSetup, RequestIntake
 from services.survey.page_config import load_page_config
 from services.survey.settings import SurveySettings
 from services.survey.tokens import LinkSigner
+from shared.events import SurveyRequested
 from shared.health import serve_http
+from shared.messaging import subscribe
 from shared.service import Runtime, run_loop, serve
 from shared.settings import Settings
+from shared.topology import SURVEY_REQUESTS
 
 
 def run(settings: Settings) -> None:
@@ -28,10 +33,25 @@ async def serve_survey(
     page = load_page_config(survey.page_config_path())
 
     async def wire(runtime: Runtime) -> None:
+        signer = LinkSigner(keys, survey.link_max_age_s)
+        intake = RequestIntake(
+            runtime.pool,
+            runtime.outbox,
+            IntakeSetup(
+                portal=runtime.config, page=page, signer=signer, base_url=survey.base_url()
+            ),
+        )
+        subscribe(
+            runtime.broker,
+            SURVEY_REQUESTS,
+            SurveyRequested,
+            intake.handle,
+            max_attempts=runtime.settings.retry_max_attempts,
+        )
         setup = PageSetup(
             portal=runtime.config,
             page=page,
-            signer=LinkSigner(keys, survey.link_max_age_s),
+            signer=signer,
             secure=survey.base_url().startswith("https://"),
             rate_per_minute=survey.rate_per_minute,
         )

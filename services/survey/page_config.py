@@ -30,6 +30,11 @@ TEXT_KEYS = (
     "thanks_passive",
     "thanks_detractor",
     "reviews",
+    "optout_title",
+    "optout_text",
+    "optout_submit",
+    "optout_done",
+    "optout_link",
 )
 
 

@@ -1,21 +1,37 @@
 """The survey page's SQL: `survey_requests` and `survey_answers` (migrations/0500_survey.sql,
-0510_survey_deals.sql)."""
+0510_survey_deals.sql, 0520_survey_dispatch.sql)."""
 
 from __future__ import annotations
 
 import json
 import uuid
+from dataclasses import dataclass
+from datetime import datetime
 
 from services.survey.form import Answer
 from services.survey.requests import SurveyRequest
 from shared.db import Conn
 
 
-async def add_request(conn: Conn, request: SurveyRequest) -> None:
-    await conn.execute(
+@dataclass(frozen=True)
+class StoredRequest:
+    """A stored request, the answer it has received (None: none yet), whether its form has
+    been shown and whether its contact opted out through it."""
+
+    request: SurveyRequest
+    answer: Answer | None
+    opened: bool = False
+    opted_out: bool = False
+
+
+async def add_request(conn: Conn, request: SurveyRequest) -> bool:
+    """Store `request`: False (and nothing changes) when a request with its id exists."""
+    added: bool | None = await conn.fetchval(
         """INSERT INTO survey_requests
-               (request_id, portal, contact_id, category_id, sku, lang, deal_id)
-           VALUES ($1, $2, $3, $4, $5, $6, $7)""",
+               (request_id, portal, contact_id, category_id, sku, lang, deal_id, correlation_id)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+           ON CONFLICT (request_id) DO NOTHING
+           RETURNING true""",
         request.request_id,
         request.portal,
         request.contact_id,
@@ -23,21 +39,22 @@ async def add_request(conn: Conn, request: SurveyRequest) -> None:
         request.sku,
         request.lang,
         request.deal_id,
+        request.correlation_id,
     )
+    return bool(added)
 
 
 async def get_request(conn: Conn, request_id: uuid.UUID) -> SurveyRequest | None:
-    found = await get_request_and_answer(conn, request_id)
-    return None if found is None else found[0]
+    found = await find_request(conn, request_id)
+    return None if found is None else found.request
 
 
-async def get_request_and_answer(
-    conn: Conn, request_id: uuid.UUID
-) -> tuple[SurveyRequest, Answer | None] | None:
-    """The request and the answer it has received (None: none yet), in one round trip."""
+async def find_request(conn: Conn, request_id: uuid.UUID) -> StoredRequest | None:
+    """The request with its answer and state, in one round trip (None: no such request)."""
     row = await conn.fetchrow(
         """SELECT r.request_id, r.portal, r.contact_id, r.category_id, r.sku, r.lang, r.deal_id,
-                  a.answer
+                  r.correlation_id, r.opened_at IS NOT NULL AS opened,
+                  r.opted_out_at IS NOT NULL AS opted_out, a.answer
            FROM survey_requests r LEFT JOIN survey_answers a USING (request_id)
            WHERE r.request_id = $1""",
         request_id,
@@ -53,8 +70,32 @@ async def get_request_and_answer(
         sku=row["sku"],
         lang=row["lang"],
         deal_id=row["deal_id"],
+        correlation_id=row["correlation_id"],
     )
-    return request, answer
+    return StoredRequest(request, answer, opened=row["opened"], opted_out=row["opted_out"])
+
+
+async def mark_opened(conn: Conn, request_id: uuid.UUID) -> datetime | None:
+    """Record that the request's form was shown: when, or None when it had been already."""
+    opened_at: datetime | None = await conn.fetchval(
+        """UPDATE survey_requests SET opened_at = now()
+           WHERE request_id = $1 AND opened_at IS NULL
+           RETURNING opened_at""",
+        request_id,
+    )
+    return opened_at
+
+
+async def mark_opted_out(conn: Conn, request_id: uuid.UUID) -> datetime | None:
+    """Record the contact's opt-out through the request: when, or None when it had been
+    recorded already."""
+    opted_out_at: datetime | None = await conn.fetchval(
+        """UPDATE survey_requests SET opted_out_at = now()
+           WHERE request_id = $1 AND opted_out_at IS NULL
+           RETURNING opted_out_at""",
+        request_id,
+    )
+    return opted_out_at
 
 
 async def save_answer(conn: Conn, request_id: uuid.UUID, answer: Answer) -> int | None:

@@ -12,6 +12,7 @@ import time
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Literal
 
 from itsdangerous import BadData, SignatureExpired, TimestampSigner, URLSafeTimedSerializer
@@ -48,6 +49,14 @@ def _serializer(
     )
 
 
+@dataclass(frozen=True)
+class IssuedLink:
+    """A token just signed and the moment it stops working."""
+
+    token: str
+    expires_at: datetime
+
+
 class LinkSigner:
     """Signs request ids into link tokens and checks tokens back."""
 
@@ -60,6 +69,13 @@ class LinkSigner:
 
     def sign(self, request_id: uuid.UUID) -> str:
         return str(self._links.dumps(request_id.hex))
+
+    def issue(self, request_id: uuid.UUID) -> IssuedLink:
+        """A token for `request_id` with its expiry: the signing time it carries plus the
+        links' maximum age."""
+        token = self.sign(request_id)
+        _payload, signed_at = self._links.loads(token, return_timestamp=True)
+        return IssuedLink(token, signed_at + timedelta(seconds=self._max_age_s))
 
     def check(self, token: str) -> LinkCheck:
         if not token or len(token) > MAX_TOKEN_LENGTH:

@@ -1,5 +1,5 @@
-"""The survey form endpoint fuzzed with hypothesis: whatever arrives, never a 5xx, and an
-answer is stored only when it is one the survey can take."""
+"""The survey form and opt-out endpoints fuzzed with hypothesis: whatever arrives, never a 5xx,
+and an answer is stored only when it is one the survey can take."""
 
 from __future__ import annotations
 
@@ -83,8 +83,9 @@ forms = st.dictionaries(st.one_of(st.sampled_from(FIELD_NAMES), st.text(max_size
     with_csrf=st.booleans(),
     content_type=st.sampled_from(CONTENT_TYPES),
     token=st.one_of(st.none(), st.text(max_size=60)),
+    page=st.sampled_from(["", "/optout"]),
 )
-async def test_the_form_endpoint_never_answers_5xx(
+async def test_the_form_endpoints_never_answer_5xx(
     target: Target,
     pool: asyncpg.Pool,
     segment: str,
@@ -93,8 +94,9 @@ async def test_the_form_endpoint_never_answers_5xx(
     with_csrf: bool,
     content_type: str | None,
     token: str | None,
+    page: str,
 ) -> None:
-    link = target.links[segment] if token is None else "/s/" + quote(token, safe="")
+    link = (target.links[segment] if token is None else "/s/" + quote(token, safe="")) + page
     if with_csrf:
         form = {**form, "csrf": target.csrf[segment]}
     headers = {} if content_type is None else {"content-type": content_type}
@@ -103,7 +105,7 @@ async def test_the_form_endpoint_never_answers_5xx(
     else:
         response = await target.client.post(link, content=raw, headers=headers)
     assert response.status_code < 500, response.text
-    if response.status_code == 303:
+    if response.status_code == 303 and not page:
         answer = json.loads(
             await pool.fetchval(
                 """SELECT a.answer FROM survey_answers a JOIN survey_requests r USING (request_id)
