@@ -16,6 +16,10 @@ slot of the portal's bucket before any process's bulk request. Bulk is slowed, n
 each request that leaves waiting bulk units behind credits bulk `share / (1 - share)` of a
 request (the budget's `bulk_min_share`), and with a whole credit the next request takes bulk
 units first.
+
+A unit that must stop at its first failed command (a survey send: no trigger without its link)
+cannot share a request, since `halt` stops a whole request: `run_halting` sends it on its own,
+straight to the client, within the same budget.
 """
 
 from __future__ import annotations

@@ -28,8 +28,10 @@ from shared.events import PortalRef, SaleClosed, SoldProduct, derived_id
 from shared.portal_config import PortalConfig
 
 SaleSource = Literal["event", "robot", "sweep"]
-CLOSED_AT_FIELDS = ("closedate", "movedTime", "updatedTime")
-"""Where a deal's close time is read, the first the portal gives."""
+CLOSED_AT_FIELDS = ("movedTime", "closedate", "updatedTime")
+"""Where a deal's close time is read, the first the portal gives: `movedTime` is the moment of
+its last stage move (at a success stage: the win, to the second); `closedate` is a date a person
+may set (the planned close), kept only when the portal gives no `movedTime`."""
 _SEMANTIC_IDS = {"S": True, "P": False, "F": False}
 """`stageSemanticId`: success, in progress, failure."""
 
@@ -157,7 +159,7 @@ def decide_sale(
 
 
 def closed_at(deal: Mapping[str, Any], deal_id: object) -> datetime:
-    """When the deal closed: its `closedate`, else `movedTime`, else `updatedTime` (the first the
+    """When the deal closed: its `movedTime`, else `closedate`, else `updatedTime` (the first the
     portal gives; raises `AnswerError` when none is given or it is no time)."""
     for field in CLOSED_AT_FIELDS:
         raw = deal.get(field)

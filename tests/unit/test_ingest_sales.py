@@ -136,7 +136,7 @@ def test_a_closed_sale_carries_its_people_and_close_time() -> None:
         contact_id=7,
         company_id=12,
         responsible_id=32,
-        closed_at=datetime.fromisoformat("2024-07-22T03:00:00+03:00"),
+        closed_at=datetime.fromisoformat("2024-07-22T17:55:00+03:00"),
     )
     bare = decide_sale(deal(contactId=None, companyId="0", assignedById=""), CONFIG, None)
     assert isinstance(bare, ClosedSale)
@@ -146,8 +146,8 @@ def test_a_closed_sale_carries_its_people_and_close_time() -> None:
 @pytest.mark.parametrize(
     ("missing", "expected"),
     [
-        ((), "2024-07-22T03:00:00+03:00"),
-        (("closedate",), "2024-07-22T17:55:00+03:00"),
+        ((), "2024-07-22T17:55:00+03:00"),
+        (("movedTime",), "2024-07-22T03:00:00+03:00"),
         (("closedate", "movedTime"), "2024-07-22T18:00:00+03:00"),
     ],
 )
@@ -162,7 +162,7 @@ def test_the_close_time_is_the_first_the_portal_gives(
     ("values", "field"),
     [
         ({"closedate": None, "movedTime": "", "updatedTime": None}, "updatedTime"),
-        ({"closedate": "soon"}, "closedate"),
+        ({"movedTime": "soon"}, "movedTime"),
         ({"stageId": None}, "stageId"),
         ({"contactId": "seven"}, "contactId"),
         ({"categoryId": "x"}, "categoryId"),
@@ -200,7 +200,7 @@ def test_the_event_of_a_closed_sale() -> None:
     assert (event.portal, event.source, event.deal_id) == (PORTAL, "event", 410)
     assert (event.category_id, event.stage_id) == (3, "C3:WON")
     assert (event.contact_id, event.company_id, event.responsible_id) == (7, 12, 32)
-    assert event.closed_at == datetime.fromisoformat("2024-07-22T03:00:00+03:00")
+    assert event.closed_at == datetime.fromisoformat("2024-07-22T17:55:00+03:00")
     assert event.products == products
     again = decision.event(PORTAL, "sweep", (), correlation_id="x", causation_id="another")
     assert again.event_id == event.event_id  # one message id per deal, whichever path
