@@ -32,6 +32,7 @@ def test_every_listener_of_run_all_has_the_variable_that_moves_it(
         scoring_health_port=29101,
         router_health_port=29102,
         crm_sync_health_port=29103,
+        dispatch_health_port=29104,
     )
 
     plan = _plan(settings)
@@ -42,6 +43,7 @@ def test_every_listener_of_run_all_has_the_variable_that_moves_it(
         "scoring": Listener("127.0.0.1", 29101, "SCORING_HEALTH_PORT"),
         "router": Listener("127.0.0.1", 29102, "ROUTER_HEALTH_PORT"),
         "crm_sync": Listener("127.0.0.1", 29103, "CRM_SYNC_HEALTH_PORT"),
+        "dispatch": Listener("127.0.0.1", 29104, "DISPATCH_HEALTH_PORT"),
         "reports": Listener("127.0.0.1", 28001, "REPORTS_PORT"),
         "survey": Listener("127.0.0.1", 28002, "SURVEY_PORT"),
     }
@@ -52,6 +54,7 @@ def test_every_listener_of_run_all_has_the_variable_that_moves_it(
         "scoring": "29101",
         "router": "29102",
         "crm_sync": "29103",
+        "dispatch": "29104",
     }
 
 
