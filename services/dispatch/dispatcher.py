@@ -393,7 +393,7 @@ class Dispatcher:
             survey_send=PortalSend(
                 deal_id=deal or 0,
                 link_field=channel.link_field,
-                url=row.link_url,
+                url=row.link_url if n == 0 else f"{row.link_url}?m={n}",
                 trigger=trigger,
                 stage=None if trigger else channel.stage,
                 timeline_title=(
