@@ -169,6 +169,19 @@ class Dispatch(_Strict):
                 "dispatch.portal_channel: the portal channel is used but not set up; give"
                 " link_field and trigger (or stage)"
             )
+        channel = self.portal_channel
+        if (
+            channel is not None
+            and channel.stage is not None
+            and channel.reminder_trigger is None
+            and self.reminders.after_days
+        ):
+            problems.append(
+                "dispatch.portal_channel.reminder_trigger: reminders are configured and the"
+                " first message moves the deal to a stage, which a reminder cannot do again;"
+                " give a reminder_trigger (an automation trigger's code) or"
+                " reminders.after_days: []"
+            )
         funnels = [trigger.funnel for trigger in self.sales]
         problems.extend(
             f"dispatch.sales: funnel {funnel} appears twice"

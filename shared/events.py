@@ -324,7 +324,14 @@ class PortalSend(BaseModel):
     timeline_title: str | None = None
     timeline_text: str | None = None
     reminder: int = Field(default=0, ge=0)
-    """0: the first message; n: the n-th reminder."""
+    """0: the first message; n: the n-th reminder (its `url` then ends in `m=<n>`, so the link
+    field tells which message it was written for)."""
+
+    @model_validator(mode="after")
+    def _one_way(self) -> PortalSend:
+        if (self.trigger is None) == (self.stage is None):
+            raise ValueError("exactly one of trigger and stage is expected")
+        return self
 
 
 class CallTask(BaseModel):
@@ -338,6 +345,12 @@ class CallTask(BaseModel):
     deadline_hours: int = Field(gt=0)
     contact_id: int | None = None
     deal_id: int | None = None
+
+    @model_validator(mode="after")
+    def _bound(self) -> CallTask:
+        if self.contact_id is None and self.deal_id is None:
+            raise ValueError("a call task is bound to a deal or a contact; neither is given")
+        return self
 
 
 DispatchAction = Literal["nps_deal", "survey_send", "call_task"]
@@ -390,7 +403,8 @@ class SurveyRequested(Event):
     category_id: int
     """The segment's category, or a deal survey's deal category with `deal_id`."""
     sku: str | None = None
-    """The equipment segment's product; None for cosmetics and deal surveys."""
+    """The equipment segment's product (None: the segment's own); None for cosmetics; a deal
+    survey's own product or None."""
     lang: Language
     deal_id: int | None = None
 

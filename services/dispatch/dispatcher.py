@@ -18,6 +18,7 @@ import asyncpg
 from services.dispatch import store
 from services.dispatch.mailer import Mailer, MailerUnavailableError, MessageRejectedError
 from services.dispatch.messages import Survey, build_message
+from services.dispatch.metrics import REQUESTS, SENDS
 from services.dispatch.plan import (
     Close,
     Send,
@@ -169,6 +170,7 @@ class Dispatcher:
         }
 
     def _changed(self, row: Request, cause: Event | None) -> SurveyRequestChanged:
+        REQUESTS.labels(state=row.state).inc()
         return SurveyRequestChanged(
             **self._envelope(row, cause, "state", row.state, row.sends, row.reason),
             request_id=row.request_id,
@@ -393,7 +395,7 @@ class Dispatcher:
             survey_send=PortalSend(
                 deal_id=deal or 0,
                 link_field=channel.link_field,
-                url=row.link_url,
+                url=row.link_url if n == 0 else f"{row.link_url}?m={n}",
                 trigger=trigger,
                 stage=None if trigger else channel.stage,
                 timeline_title=(
@@ -415,6 +417,7 @@ class Dispatcher:
             conn, row.request_id, n, state="failed" if failure else "sent", reason=failure, now=now
         ):
             return
+        SENDS.labels(channel=row.channel, outcome="failed" if failure else "sent").inc()
         if failure is not None:
             await self._close(conn, row, "failed", failure, cause)
             return
@@ -468,6 +471,7 @@ class Dispatcher:
 
     async def _retry_later(self, row: Request, now: datetime, why: str) -> None:
         log.warning("survey_mail_deferred", request_id=str(row.request_id), reason=why)
+        SENDS.labels(channel=row.channel, outcome="deferred").inc()
         async with self._pool.acquire() as conn:
             await store.update(
                 conn, row.request_id, now, due_at=now + timedelta(seconds=RETRY_MAIL_S)

@@ -15,7 +15,7 @@ from shared.events import RequestState, SaleClosed, derived_id
 from shared.portal_config import CosmeticsSegment, PortalConfig
 
 Source = Literal["sale", "robot", "campaign"]
-SkipReason = Literal["no_contact", "opted_out", "asked_recently", "duplicate", "unknown_product"]
+SkipReason = Literal["no_contact", "no_deal", "opted_out", "asked_recently"]
 FINAL_STATES: frozenset[RequestState] = frozenset(
     {"skipped", "answered", "unanswered", "expired", "failed"}
 )
@@ -24,8 +24,8 @@ SKIP_TEXTS: dict[str, str] = {
     "no_contact": "the deal has no contact",
     "opted_out": "the contact opted out of surveys",
     "asked_recently": "the contact was asked about this survey within every_days",
-    "duplicate": "already requested",
-    "unknown_product": "a product row no dispatch.products entry maps",
+    "no_deal": "the portal channel writes the link into a deal, and this request has none"
+    " (a campaign for a segment survey: use the email channel for it)",
 }
 
 
@@ -175,6 +175,8 @@ def skip_reason(
     """Why `wanted` is not sent (recorded, never retried), or None: it is scheduled."""
     if wanted.contact_id is None:
         return "no_contact"
+    if wanted.channel == "portal" and wanted.kind == "segment" and wanted.sale_deal_id is None:
+        return "no_deal"
     if history.opted_out:
         return "opted_out"
     if (

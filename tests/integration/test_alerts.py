@@ -36,7 +36,7 @@ def test_promtool_unit_tests_of_the_alerts_pass() -> None:
 def test_every_pipeline_service_is_scraped() -> None:
     config = yaml.safe_load((PROMETHEUS / "prometheus.yml").read_text())
     jobs = {job["job_name"] for job in config["scrape_configs"]}
-    assert jobs == {"ingest", "scoring", "router", "crm_sync", "survey"}
+    assert jobs == {"ingest", "scoring", "router", "crm_sync", "survey", "dispatch"}
 
 
 @pytest.mark.parametrize("alert", ALERTS)

@@ -403,3 +403,72 @@ async def test_a_campaigns_dry_run_takes_the_decisions_its_run_takes(
     assert dict(real[0]) == {"asked": 3, "asked_recently": 1, "opted_out": 1}
     again = await campaign(False)
     assert (dict(again[0]), again[1]) == ({"asked": 0}, 5)
+
+
+async def test_the_portal_channel_asks_crm_sync_to_send_and_follows_its_outcome(
+    pool: asyncpg.Pool, inbox: tuple[Inbox, int], clean: None
+) -> None:
+    clock = Clock(MONDAY_10)
+    config = dispatch_config(
+        channel="portal",
+        portal_channel={"link_field": "UF_CRM_NPS_LINK", "trigger": "NPS_SEND"},
+        sales=[{"funnel": 0, "survey": "After the sale"}],
+    )
+    dispatcher, _ = make(pool, inbox[1], config, clock)
+    await dispatcher.on_sale(sale(560, 9))
+    request_id = (await register(pool))["After the sale"]["request_id"]
+    await dispatcher.on_written(
+        CrmWritten(
+            correlation_id="x",
+            action_id=f"{request_id}:nps_deal:0",
+            action="nps_deal",
+            outcome="created",
+            entity_type="deal",
+            entity_id=901,
+        )
+    )
+    await dispatcher.on_ready(ready(request_id))
+
+    await dispatcher.tick()
+    await dispatcher.tick()  # the send is in flight: nothing more
+    (first,) = await queued(pool, "dispatch.survey_send")
+    assert first["survey_send"] == {
+        "deal_id": 901,
+        "link_field": "UF_CRM_NPS_LINK",
+        "url": f"http://survey.test/s/{request_id}",
+        "trigger": "NPS_SEND",
+        "stage": None,
+        "timeline_title": "NPS survey sent",
+        "timeline_text": "Survey 'After the sale': the customer's personal link was sent.",
+        "reminder": 0,
+    }
+    assert (await register(pool))["After the sale"]["state"] == "scheduled"
+
+    sent = CrmWritten(
+        correlation_id="x",
+        action_id=first["command_id"],
+        action="survey_send",
+        outcome="sent",
+        entity_type="deal",
+        entity_id=901,
+    )
+    await dispatcher.on_written(sent)
+    await dispatcher.on_written(sent)  # a redelivery changes nothing
+    row = (await register(pool))["After the sale"]
+    assert (row["state"], row["sends"]) == ("sent", 1)
+
+    clock.now += timedelta(days=3)
+    await dispatcher.tick()
+    reminder = (await queued(pool, "dispatch.survey_send"))[1]
+    assert reminder["survey_send"]["url"] == f"http://survey.test/s/{request_id}?m=1"
+    await dispatcher.on_written(
+        sent.model_copy(
+            update={
+                "action_id": reminder["command_id"],
+                "outcome": "failed",
+                "details": {"reason": "deal 901 does not exist"},
+            }
+        )
+    )
+    row = (await register(pool))["After the sale"]
+    assert (row["state"], row["reason"]) == ("failed", "deal 901 does not exist")

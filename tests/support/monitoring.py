@@ -68,6 +68,7 @@ def metric_names(query: str) -> set[str]:
 def exported_names(registry: CollectorRegistry = REGISTRY) -> set[str]:
     """Every series name the registry's metrics can expose, once the services are imported."""
     import services.crm_sync.main
+    import services.dispatch.main
     import services.ingest.main
     import services.router.main
     import services.scoring.main  # noqa: F401 - importing registers each service's metrics

@@ -87,6 +87,21 @@ def test_request_ids_are_stable_and_differ_per_contact() -> None:
     assert [w.contact_id for w in requests_for_campaign("k", "Laser A", contacts, c)] == [1, 2]
 
 
+def test_a_portal_channel_request_needs_a_deal_to_write_the_link_into() -> None:
+    c = config(
+        channel="portal",
+        portal_channel={"link_field": "UF_CRM_NPS_LINK", "trigger": "NPS_SEND"},
+        sales=[{"funnel": 0, "products": True}],
+        products={"101": "EQ-LASER-A"},
+    )
+    (from_sale,) = requests_for_sale(sale((101,)), c)
+    (from_campaign,) = requests_for_campaign("k", "Laser A", [CampaignContact(1)], c)
+    (deal_survey,) = requests_for_campaign("k", "After the sale", [CampaignContact(1)], c)
+    assert skip_reason(from_sale, ContactHistory(), MON, 90) is None
+    assert skip_reason(from_campaign, ContactHistory(), MON, 90) == "no_deal"
+    assert skip_reason(deal_survey, ContactHistory(), MON, 90) is None
+
+
 @pytest.mark.parametrize(
     ("contact", "history", "every_days", "expected"),
     [
@@ -211,6 +226,14 @@ def test_the_next_step_of_a_request(p: Progress, now: datetime, expected: object
             "window: end 09:00 must be after start 18:00",
         ),
         ({"surveys": {"Other": {"every_days": 30}}}, "dispatch.surveys: 'Other' names no survey"),
+        (
+            {"channel": "portal", "portal_channel": {"link_field": "UF_X", "stage": "C0:NPS"}},
+            "dispatch.portal_channel.reminder_trigger: reminders are configured",
+        ),
+        (
+            {"channel": "portal", "portal_channel": {"link_field": "UF_X"}},
+            "give exactly one of trigger",
+        ),
     ],
 )
 def test_a_wrong_dispatch_section_is_named(dispatch: dict[str, Any], message: str) -> None:
