@@ -4,12 +4,14 @@ and control endpoints under ``/sandbox``, and the item and contact pages Bitrix2
 import asyncio
 import contextlib
 import json
+import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import httpx
-from fastapi import APIRouter, FastAPI, HTTPException, Request, Response
+from fastapi import APIRouter, FastAPI, HTTPException, Query, Request, Response
 from fastapi.responses import HTMLResponse, JSONResponse
 from pydantic import BaseModel, Field, ValidationError
 
@@ -17,11 +19,22 @@ from services.sandbox.brackets import parse_query
 from services.sandbox.delivery import EventSender
 from services.sandbox.errors import RestError
 from services.sandbox.faults import Faults
+from services.sandbox.inbox import Inbox
+from services.sandbox.inbox_pages import (
+    HTML_PART_HEADERS,
+    LIST_HEADERS,
+    MESSAGE_HEADERS,
+    html_part,
+    inbox_page,
+    message_page,
+    missing_page,
+)
 from services.sandbox.limits import Limits
 from services.sandbox.methods import CONTACT, DEAL, LEAD
 from services.sandbox.pages import PAGE_HEADERS, record_page
 from services.sandbox.persistence import save_portal
 from services.sandbox.portal import ITEM_EVENTS, SandboxPortal
+from services.sandbox.sales import SalesError, close_sales
 from services.sandbox.seed import (
     ConfigError,
     add_answer_items,
@@ -29,6 +42,7 @@ from services.sandbox.seed import (
     make_answers,
     open_nps_deals,
 )
+from services.sandbox.smtp import DEFAULT_SMTP_PORT, start_smtp
 from services.sandbox.values import FieldValueError
 from services.sandbox.views import render_item, render_legacy
 
@@ -51,6 +65,41 @@ class AnswersIn(BaseModel):
     answer_deals: bool = True
 
 
+@dataclass
+class LocalInbox:
+    """The inbox and its SMTP server: where it was asked to listen (``port`` 0: any free port;
+    no ``host``: no server), where it listens once started, or why it could not."""
+
+    inbox: Inbox = field(default_factory=Inbox)
+    host: str | None = None
+    port: int = DEFAULT_SMTP_PORT
+    listening: bool = False
+    error: str | None = None
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "smtp_host": self.host,
+            "smtp_port": self.port if self.listening else None,
+            "listening": self.listening,
+            "error": self.error,
+            "received": self.inbox.received,
+        }
+
+    def summary(self) -> str:
+        if self.listening:
+            return f"SMTP on {self.host}:{self.port}"
+        return f"no SMTP server ({self.error})" if self.error else "no SMTP server"
+
+
+@dataclass(frozen=True)
+class SalesClosing:
+    """Close ``count`` sales every ``every_s`` seconds while the sandbox runs (the demo's
+    customers buying)."""
+
+    count: int
+    every_s: float
+
+
 def create_app(
     portal: SandboxPortal,
     *,
@@ -58,24 +107,36 @@ def create_app(
     event_timeout_s: float = 5.0,
     state_file: Path | None = None,
     save_interval_s: float = 2.0,
+    mail: LocalInbox | None = None,
+    closing: SalesClosing | None = None,
 ) -> FastAPI:
     """An ASGI app serving ``portal``. Events go out through ``event_transport`` (tests pass
     an ``httpx.MockTransport``); with ``state_file`` the data is saved every
-    ``save_interval_s`` while it changes and at shutdown."""
+    ``save_interval_s`` while it changes and at shutdown. ``mail`` is the local inbox (its
+    SMTP server starts with the app when it has a host); with ``closing``, sales close on a
+    timer."""
     sender = EventSender(portal, transport=event_transport, timeout_s=event_timeout_s)
+    mail = mail or LocalInbox()
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        saver = None
+        tasks = []
         if state_file is not None:
-            saver = asyncio.create_task(_autosave(portal, state_file, save_interval_s))
+            tasks.append(asyncio.create_task(_autosave(portal, state_file, save_interval_s)))
+        if closing is not None:
+            tasks.append(asyncio.create_task(_close_sales(portal, sender, closing)))
+        smtp = await _start_smtp(mail, portal)
         try:
             yield
         finally:
-            if saver is not None:
-                saver.cancel()
+            for task in tasks:
+                task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
-                    await saver
+                    await task
+            if smtp is not None:
+                smtp.close()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(smtp.wait_closed(), 2)
             await sender.drain()
             if state_file is not None:
                 save_portal(portal, state_file)
@@ -91,10 +152,78 @@ def create_app(
         return response
 
     app.include_router(_rest_router(portal))
-    app.include_router(_sandbox_router(portal))
+    app.include_router(_sandbox_router(portal, mail))
     app.include_router(_sales_router(portal))
     app.include_router(_record_pages_router(portal))
+    app.include_router(_inbox_router(mail))
     return app
+
+
+async def _start_smtp(mail: LocalInbox, portal: SandboxPortal) -> asyncio.Server | None:
+    """The inbox's SMTP server, when asked for. A port already taken leaves the portal
+    running without it, said on stderr and in ``/sandbox/info`` (several sandboxes may run at
+    once, e.g. under the test harness; only one can have the default port)."""
+    if mail.host is None:
+        return None
+    try:
+        server = await start_smtp(mail.inbox, mail.host, mail.port, portal.clock)
+    except OSError as exc:
+        mail.error = f"cannot listen on {mail.host}:{mail.port}: {exc.strerror or exc}"
+        sys.stderr.write(
+            f"Sandbox inbox: {mail.error}; the portal runs without it"
+            " (SANDBOX_SMTP_PORT / --smtp-port move it)\n"
+        )
+        return None
+    mail.port = int(server.sockets[0].getsockname()[1])
+    mail.listening = True
+    return server
+
+
+def _inbox_router(mail: LocalInbox) -> APIRouter:
+    """The local inbox: ``/inbox`` (the list), ``/inbox/<n>`` (a message), ``/inbox.json``."""
+    router = APIRouter(include_in_schema=False)
+
+    @router.get("/inbox")
+    async def inbox() -> HTMLResponse:
+        page = inbox_page(mail.inbox.messages(), received=mail.inbox.received, smtp=mail.summary())
+        return HTMLResponse(page, headers=LIST_HEADERS)
+
+    @router.get("/inbox.json")
+    async def inbox_json(to: str | None = None) -> dict[str, Any]:
+        wanted = to.lower() if to else None
+        messages = [
+            message.to_json()
+            for message in mail.inbox.messages()
+            if wanted is None
+            or any(wanted in address.lower() for address in (message.to, *message.envelope_to))
+        ]
+        return {**mail.describe(), "messages": messages}
+
+    @router.get("/inbox/{number}")
+    async def message(number: int) -> HTMLResponse:
+        found = mail.inbox.get(number)
+        if found is None:
+            return HTMLResponse(missing_page(number), status_code=404, headers=LIST_HEADERS)
+        return HTMLResponse(message_page(found), headers=MESSAGE_HEADERS)
+
+    @router.get("/inbox/{number}/html")
+    async def message_html(number: int) -> HTMLResponse:
+        found = mail.inbox.get(number)
+        if found is None or found.html is None:
+            return HTMLResponse(missing_page(number), status_code=404, headers=LIST_HEADERS)
+        return HTMLResponse(html_part(found), headers=HTML_PART_HEADERS)
+
+    return router
+
+
+async def _close_sales(portal: SandboxPortal, sender: EventSender, closing: SalesClosing) -> None:
+    while True:
+        await asyncio.sleep(closing.every_s)
+        try:
+            close_sales(portal, closing.count)
+        except SalesError as exc:
+            sys.stderr.write(f"Sandbox: closing sales failed: {exc}\n")
+        sender.dispatch()
 
 
 def _record_pages_router(portal: SandboxPortal) -> APIRouter:
@@ -113,6 +242,25 @@ def _record_pages_router(portal: SandboxPortal) -> APIRouter:
             return _page(record_page(title, {}), 404)
         fields = render_item(etype, record, original_uf=True)
         return _page(record_page(f"{etype.title} #{item_id}", fields))
+
+    @router.get("/crm/deal/details/{deal_id}/")
+    async def deal_page(deal_id: int) -> HTMLResponse:
+        etype = portal.crm.entity_type(DEAL)
+        record = portal.crm.get(DEAL, deal_id)
+        if etype is None or record is None:
+            return _page(record_page(f"No deal {deal_id}", {}), 404)
+        details = deal_details(portal, deal_id)
+        sections = [
+            ("Product rows", details["product_rows"]),
+            ("Stage history", details["stage_history"]),
+            ("Automation triggers fired", details["triggers"]),
+            ("Timeline log entries", details["log_messages"]),
+            ("Timeline comments", details["comments"]),
+            ("Tasks", details["tasks"]),
+        ]
+        note = f"As JSON: /sandbox/deals/{deal_id}"
+        fields = render_legacy(etype, record)
+        return _page(record_page(f"Deal #{deal_id}", fields, note=note, sections=sections))
 
     @router.get("/crm/contact/details/{contact_id}/")
     async def contact_page(contact_id: int) -> HTMLResponse:
@@ -150,13 +298,13 @@ def _rest_router(portal: SandboxPortal) -> APIRouter:
     return router
 
 
-def _sandbox_router(portal: SandboxPortal) -> APIRouter:
+def _sandbox_router(portal: SandboxPortal, mail: LocalInbox) -> APIRouter:
     """JSON inspection and control of the portal, for tests and demos."""
     router = APIRouter(prefix="/sandbox")
 
     @router.get("/info")
     async def info(request: Request) -> dict[str, Any]:
-        return portal.info(str(request.base_url))
+        return {**portal.info(str(request.base_url)), "inbox": mail.describe()}
 
     @router.get("/calls")
     async def calls(method: str | None = None, limit: int | None = None) -> dict[str, Any]:
@@ -278,6 +426,16 @@ def _sales_router(portal: SandboxPortal) -> APIRouter:
     @router.get("/timeline")
     async def timeline() -> dict[str, Any]:
         return {"log_messages": portal.state.log_messages}
+
+    @router.post("/close-sales")
+    async def close(
+        count: Annotated[int, Query(ge=1, le=1000)] = 1, seed: int | None = None
+    ) -> dict[str, Any]:
+        try:
+            closed = close_sales(portal, count, seed)
+        except SalesError as exc:
+            raise HTTPException(409, str(exc)) from exc
+        return {"closed": closed.closed, "created": closed.created}
 
     return router
 

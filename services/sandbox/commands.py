@@ -5,8 +5,11 @@ from typing import Annotated
 
 import typer
 
+from services.sandbox.app import SalesClosing
 from services.sandbox.limits import Limits
 from services.sandbox.main import run
+from services.sandbox.seed import ConfigError
+from services.sandbox.smtp import DEFAULT_SMTP_PORT
 
 
 def sandbox(
@@ -37,18 +40,53 @@ def sandbox(
     no_limits: Annotated[
         bool, typer.Option("--no-limits", help="No leaky bucket and no operating-time limit.")
     ] = False,
+    smtp_port: Annotated[
+        int,
+        typer.Option(
+            envvar="SANDBOX_SMTP_PORT",
+            min=0,
+            max=65535,
+            help="Port of the local inbox's SMTP server, on --host (0: any free port).",
+        ),
+    ] = DEFAULT_SMTP_PORT,
+    no_inbox: Annotated[
+        bool, typer.Option("--no-inbox", help="No SMTP server (the /inbox pages stay empty).")
+    ] = False,
+    close_sales: Annotated[
+        int,
+        typer.Option(
+            envvar="SANDBOX_CLOSE_SALES",
+            min=0,
+            max=1000,
+            help="Close this many sales deals (won) every --every seconds; 0: none.",
+        ),
+    ] = 0,
+    every: Annotated[
+        float,
+        typer.Option(
+            envvar="SANDBOX_CLOSE_EVERY_S",
+            min=0.1,
+            help="Seconds between two --close-sales rounds.",
+        ),
+    ] = 60.0,
 ) -> None:
-    """Run the sandbox Bitrix24 portal."""
-    run(
-        port=port,
-        host=host,
-        seed=seed,
-        handler=handler,
-        state_file=state_file,
-        limits=Limits.off() if no_limits else None,
-        secret=secret,
-        app_token=app_token,
-    )
+    """Run the sandbox Bitrix24 portal and its local inbox."""
+    try:
+        run(
+            port=port,
+            host=host,
+            seed=seed,
+            handler=handler,
+            state_file=state_file,
+            limits=Limits.off() if no_limits else None,
+            secret=secret,
+            app_token=app_token,
+            smtp_port=None if no_inbox else smtp_port,
+            closing=SalesClosing(close_sales, every) if close_sales else None,
+        )
+    except ConfigError as exc:
+        typer.echo(f"nps sandbox: {exc}", err=True)
+        raise typer.Exit(2) from None
 
 
 def register(app: typer.Typer) -> None:

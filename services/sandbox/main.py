@@ -9,11 +9,12 @@ from pathlib import Path
 
 import uvicorn
 
-from services.sandbox.app import create_app
+from services.sandbox.app import LocalInbox, SalesClosing, create_app
 from services.sandbox.limits import Limits
 from services.sandbox.persistence import load_portal
 from services.sandbox.portal import SandboxPortal, seeded_member_id
 from services.sandbox.seed import DEMO_CONFIG, seed_demo
+from services.sandbox.smtp import DEFAULT_SMTP_PORT
 
 _WEBHOOK_SECRET = re.compile(r"/rest/([^/]+)/[^/]+/")
 
@@ -71,16 +72,29 @@ def build_portal(
     return portal
 
 
-def banner(portal: SandboxPortal, host: str, port: int) -> str:
+def banner(
+    portal: SandboxPortal,
+    host: str,
+    port: int,
+    *,
+    smtp_port: int | None = None,
+    closing: SalesClosing | None = None,
+) -> str:
     base = f"http://{host}:{port}"
     webhook = f"{base}/rest/{portal.user_id}/{portal.secret}/"
-    return (
-        f"Sandbox Bitrix24 portal on {base}\n"
-        f"  inbound webhook URL (BITRIX24_WEBHOOK_URL): {webhook}\n"
-        f"  outgoing-event token (BITRIX24_APP_TOKEN):  {portal.application_token}\n"
-        f"  member_id: {portal.member_id}\n"
-        f"  inspect and control: {base}/sandbox/info, {base}/docs\n"
-    )
+    lines = [
+        f"Sandbox Bitrix24 portal on {base}",
+        f"  inbound webhook URL (BITRIX24_WEBHOOK_URL): {webhook}",
+        f"  outgoing-event token (BITRIX24_APP_TOKEN):  {portal.application_token}",
+        f"  member_id: {portal.member_id}",
+        f"  inspect and control: {base}/sandbox/info, {base}/docs",
+    ]
+    if smtp_port is not None:
+        where = "a free port (see /sandbox/info)" if smtp_port == 0 else f"{host}:{smtp_port}"
+        lines.append(f"  local inbox: {base}/inbox, its SMTP server on {where}")
+    if closing is not None:
+        lines.append(f"  closing {closing.count} sale(s) every {closing.every_s:g} s")
+    return "\n".join(lines) + "\n"
 
 
 def run(  # noqa: PLR0917 - positional signature agreed with the CLI and Makefile
@@ -93,8 +107,12 @@ def run(  # noqa: PLR0917 - positional signature agreed with the CLI and Makefil
     *,
     secret: str | None = None,
     app_token: str | None = None,
+    smtp_port: int | None = DEFAULT_SMTP_PORT,
+    closing: SalesClosing | None = None,
 ) -> None:
-    """Build the portal, print its webhook URL and event token, and serve until stopped."""
+    """Build the portal, print its webhook URL and event token, and serve until stopped; with
+    ``smtp_port`` (0: any free port) the local inbox's SMTP server runs alongside, and with
+    ``closing`` sales close on a timer."""
     portal = build_portal(
         seed=seed,
         handlers=handler or (),
@@ -103,8 +121,10 @@ def run(  # noqa: PLR0917 - positional signature agreed with the CLI and Makefil
         secret=secret,
         app_token=app_token,
     )
-    sys.stdout.write(banner(portal, host, port))
+    sys.stdout.write(banner(portal, host, port, smtp_port=smtp_port, closing=closing))
     sys.stdout.flush()
-    config = uvicorn.Config(create_app(portal, state_file=state_file), host=host, port=port)
+    mail = LocalInbox(host=host if smtp_port is not None else None, port=smtp_port or 0)
+    app = create_app(portal, state_file=state_file, mail=mail, closing=closing)
+    config = uvicorn.Config(app, host=host, port=port)
     logging.getLogger("uvicorn.access").addFilter(HideWebhookSecret())
     uvicorn.Server(config).run()

@@ -11,7 +11,9 @@ import yaml
 
 from services.sandbox.crm import Crm
 from services.sandbox.methods import CONTACT
+from services.sandbox.people import FIRST_NAMES, LAST_NAMES, MANAGERS
 from services.sandbox.portal import SandboxPortal
+from services.sandbox.sales import SalesError, seed_sales
 from services.sandbox.schema import (
     DEAL,
     Category,
@@ -28,21 +30,11 @@ DEMO_CONFIG = Path("config/portal.example.yaml")
 DAY = 86_400.0
 _TYPED_UF = re.compile(r"^UF_CRM_(\d+)_")
 
-MANAGERS = (
-    (31, "Anna", "Petrova"),
-    (32, "Dmitry", "Sokolov"),
-    (33, "Elena", "Volkova"),
-    (34, "Igor", "Morozov"),
-    (35, "Maria", "Lebedeva"),
-    (36, "Pavel", "Novikov"),
-)
 ROUTING_USERS = {
     "task": ("Olga", "Kuznetsova", "Head of sales"),
     "service": ("Sergey", "Fedorov", "Head of service department"),
     "marketing": ("Natalia", "Orlova", "Marketing manager"),
 }
-FIRST_NAMES = ("Alina", "Boris", "Daria", "Eva", "Ivan", "Ksenia", "Lev", "Nina", "Oleg", "Vera")
-LAST_NAMES = ("Antonova", "Belov", "Gromova", "Zaitsev", "Karpova", "Lukin", "Sidorova", "Titov")
 SCORE_WEIGHTS = (4, 1, 1, 2, 2, 3, 5, 9, 12, 16, 18)
 COMMENTS = {
     "detractor": (
@@ -71,6 +63,7 @@ def seed_demo(
     config_path: str | Path = DEMO_CONFIG,
     contacts: int = 300,
     seed: int = 42,
+    sales: int = 12,
 ) -> SurveyLayout:
     """Build the demo portal described by the portal YAML.
 
@@ -78,7 +71,9 @@ def seed_demo(
     alternate by equipment segment: the first is ``integer``, the second an ``enumeration``
     whose list items (IDs 2001.., 2101.., ...) read "0".."10", and so on. Contact fields
     alternate the same way: score ``string``/``double``, date ``date``/``datetime``; history
-    fields are multiple strings. About 40% of the contacts hold legacy values in them.
+    fields are multiple strings. About 40% of the contacts hold legacy values in them; about
+    80% have an e-mail address (``@example.com``). Then the sales: the product catalog and
+    ``sales`` open sales deals with product rows (:func:`services.sandbox.sales.seed_sales`).
     """
     path = Path(config_path)
     config = yaml.safe_load(path.read_text(encoding="utf-8"))
@@ -95,6 +90,11 @@ def seed_demo(
         values = _contact_values(rng, layout, crm.state.entity_types[CONTACT])
         crm.add(CONTACT, values, method="seed", created_at=now - rng.uniform(30, 2000) * DAY)
     crm.state.survey = layout
+    sku_names = {p.sku: p.name for segment in layout.segments for p in segment.products}
+    try:
+        seed_sales(portal, config, sku_names=sku_names, count=sales, seed=seed)
+    except SalesError as exc:
+        raise ConfigError(str(exc)) from exc
     return layout
 
 

@@ -513,3 +513,18 @@ async def test_without_stage_semantics_the_funnels_stages_decide(
         "not_a_sale",
         "stage C3:GONE is not among the stages of deal category 3 (crm.status.list)",
     )
+
+
+async def test_a_sale_with_more_than_a_page_of_product_rows_carries_them_all(
+    pool: asyncpg.Pool, portal: SandboxPortal, hydrator: Hydrator, ingest: httpx.AsyncClient
+) -> None:
+    deal_id = sale(portal, stage="WON")
+    rows = [{"productId": LASER if i % 2 else CRYO, "quantity": i + 1} for i in range(61)]
+    tick(portal)
+    portal.crm.set_product_rows("D", deal_id, rows, method="test")
+    portal.take_outbox()
+    assert (await robot_call(ingest, portal, deal_id))["status"] == "accepted"
+    assert await hydrate(pool, portal, hydrator) == 1
+    [event] = await sales_closed(pool, portal)
+    assert [p.quantity for p in event.products] == [i + 1 for i in range(61)]
+    assert len(product_row_reads(portal)) == 2  # the batch command, then the second page

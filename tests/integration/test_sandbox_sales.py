@@ -4,6 +4,7 @@ triggers and timeline log entries."""
 
 from collections.abc import AsyncIterator
 from typing import Any
+from urllib.parse import parse_qsl
 
 import httpx
 import pytest
@@ -16,6 +17,7 @@ from tests.support import FakeClock
 
 SECRET = "s4l3sw3bh00k"
 LASER, CRYO = 101, 102
+HOOK = "http://ingest.local/webhooks/bitrix24"
 
 
 @pytest.fixture
@@ -32,8 +34,18 @@ def portal(clock: FakeClock) -> SandboxPortal:
 
 
 @pytest.fixture
-def app(portal: SandboxPortal) -> FastAPI:
-    return create_app(portal, event_transport=httpx.MockTransport(lambda _: httpx.Response(200)))
+def events() -> list[dict[str, str]]:
+    return []
+
+
+@pytest.fixture
+def app(portal: SandboxPortal, events: list[dict[str, str]]) -> FastAPI:
+    def handler(request: httpx.Request) -> httpx.Response:
+        events.append(dict(parse_qsl(request.content.decode())))
+        return httpx.Response(200)
+
+    portal.register_handler(HOOK, ["ONCRMDEALADD", "ONCRMDEALUPDATE"])
+    return create_app(portal, event_transport=httpx.MockTransport(handler))
 
 
 @pytest.fixture
@@ -377,3 +389,67 @@ async def test_timeline_log_messages_are_recorded_for_existing_items(
     assert [(m["entityTypeId"], m["entityId"], m["id"]) for m in timeline] == [
         (2, deal_id, added["id"])
     ]
+
+
+async def test_closing_sales_moves_open_deals_to_won_and_opens_more_when_needed(
+    client: httpx.AsyncClient, portal: SandboxPortal, events: list[dict[str, str]]
+) -> None:
+    contact = portal.crm.add(3, {"NAME": "Vera", "LAST_NAME": "Titov"}, method="test")["ID"]
+    oldest = await new_deal(client, title="Oldest", contactId=contact)
+    await new_deal(client, title="Nobody's", contactId=None)
+    newer = await new_deal(client, title="Newer", contactId=contact, stageId="PREPARATION")
+    lost = await new_deal(client, title="Lost", contactId=contact, stageId="LOSE")
+    events.clear()
+    response = await client.post("/sandbox/close-sales", params={"count": 3, "seed": 1})
+    assert response.status_code == 200, response.text
+    closed = response.json()
+    assert closed["closed"][:2] == [oldest, newer]
+    [opened] = closed["created"]
+    assert closed["closed"][2] == opened
+    for deal_id in closed["closed"]:
+        deal = await ok(client, "crm.deal.get", {"id": deal_id})
+        assert (deal["STAGE_ID"], deal["STAGE_SEMANTIC_ID"]) == ("WON", "S")
+    assert (await ok(client, "crm.deal.get", {"id": lost}))["STAGE_ID"] == "LOSE"
+    new = portal.crm.get(2, opened)
+    assert new is not None
+    customer = portal.crm.get(3, new["CONTACT_ID"])
+    assert customer is not None
+    assert customer["EMAIL"][0]["VALUE"].endswith("@example.org")  # the portal had none
+    assert portal.crm.product_rows("D", opened)
+    updates = [int(e["data[FIELDS][ID]"]) for e in events if e["event"] == "ONCRMDEALUPDATE"]
+    assert set(closed["closed"]) <= set(updates)
+    history = {"entityTypeId": 2, "filter": {"STAGE_SEMANTIC_ID": "S", "TYPE_ID": 3}}
+    moved = (await ok(client, "crm.stagehistory.list", history))["items"]
+    assert sorted(e["OWNER_ID"] for e in moved) == sorted(closed["closed"])
+    assert (await client.post("/sandbox/close-sales", params={"count": 0})).status_code == 422
+
+
+async def test_a_deals_page_and_json_show_what_the_portal_keeps_about_it(
+    client: httpx.AsyncClient, portal: SandboxPortal
+) -> None:
+    deal_id = await new_deal(client, title="Sale <Laser>")
+    rows = {"ownerType": "D", "ownerId": deal_id, "productRows": [{"productId": LASER, "price": 5}]}
+    await ok(client, "crm.item.productrow.set", rows)
+    await ok(client, "crm.automation.trigger", {"target": f"DEAL_{deal_id}", "code": "nps_send"})
+    log = {
+        "entityTypeId": 2,
+        "entityId": deal_id,
+        "title": "Survey sent",
+        "text": "By <e-mail>",
+        "iconCode": "info",
+    }
+    await ok(client, "crm.timeline.logmessage.add", {"fields": log})
+    await ok(client, "crm.deal.update", {"id": deal_id, "fields": {"STAGE_ID": "WON"}})
+    details = (await client.get(f"/sandbox/deals/{deal_id}")).json()
+    assert details["deal"]["TITLE"] == "Sale <Laser>"
+    assert [r["productName"] for r in details["product_rows"]] == ["Laser A"]
+    assert [e["STAGE_ID"] for e in details["stage_history"]] == ["NEW", "WON"]
+    assert [t["code"] for t in details["triggers"]] == ["nps_send"]
+    assert [m["title"] for m in details["log_messages"]] == ["Survey sent"]
+    page = await client.get(f"/crm/deal/details/{deal_id}/")
+    assert page.status_code == 200
+    assert "Sale &lt;Laser&gt;" in page.text
+    for shown in ("Product rows", "Laser A", "Stage history", "nps_send", "By &lt;e-mail&gt;"):
+        assert shown in page.text
+    assert (await client.get("/sandbox/deals/999")).status_code == 404
+    assert (await client.get("/crm/deal/details/999/")).status_code == 404

@@ -12,7 +12,7 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 
-from services.sandbox.app import create_app
+from services.sandbox.app import SalesClosing, create_app
 from services.sandbox.limits import Limits
 from services.sandbox.persistence import load_portal
 from services.sandbox.portal import SandboxPortal
@@ -82,3 +82,19 @@ async def test_a_hung_request_times_the_client_out_but_still_happens() -> None:
         await asyncio.sleep(0.8)
         leads = (await client.get("/sandbox/leads")).json()["leads"]
     assert [lead["ORIGIN_ID"] for lead in leads] == ["action-7"]
+
+
+async def test_sales_close_on_a_timer_and_their_updates_reach_the_handler() -> None:
+    portal = SandboxPortal(secret="w3bh00ks3cret", limits=Limits.off())
+    seed_demo(portal, CONFIG, contacts=10)
+    receiver = Receiver()
+    closing = SalesClosing(count=2, every_s=0.05)
+    async with serving(receiver.app) as handler_url:
+        portal.register_handler(f"{handler_url}/hook", ["ONCRMDEALUPDATE"])
+        async with serving(create_app(portal, closing=closing)):
+            async with asyncio.timeout(10):
+                while len(receiver.bodies) < 2:
+                    await receiver.arrived.wait()
+                    receiver.arrived.clear()
+    closed = [int(dict(parse_qsl(body.decode()))["data[FIELDS][ID]"]) for body in receiver.bodies]
+    assert all(portal.crm.records(2)[deal_id]["STAGE_ID"] == "WON" for deal_id in closed)

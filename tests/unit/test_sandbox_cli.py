@@ -10,6 +10,7 @@ import typer
 from typer.testing import CliRunner
 
 from services.sandbox import commands
+from services.sandbox.app import SalesClosing
 from services.sandbox.limits import Limits
 from services.sandbox.main import HideWebhookSecret, build_portal, seed_config
 from services.sandbox.seed import DEMO_CONFIG
@@ -42,8 +43,54 @@ def test_sandbox_command_passes_its_options_to_run(monkeypatch: pytest.MonkeyPat
             "limits": Limits.off(),
             "secret": "abc",
             "app_token": "tok",
+            "smtp_port": 8025,
+            "closing": None,
         }
     ]
+
+
+def invoke(monkeypatch: pytest.MonkeyPatch, *args: str) -> tuple[Any, list[dict[str, Any]]]:
+    calls: list[dict[str, Any]] = []
+    monkeypatch.setattr(commands, "run", lambda **kwargs: calls.append(kwargs))
+    app = typer.Typer()
+    app.command("version")(lambda: None)
+    commands.register(app)
+    return CliRunner().invoke(app, ["sandbox", *args]), calls
+
+
+def test_the_inbox_and_the_sales_closer_are_options_and_environment_variables(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    result, calls = invoke(monkeypatch, "--no-inbox", "--close-sales", "3", "--every", "5")
+    assert result.exit_code == 0, result.output
+    assert (calls[0]["smtp_port"], calls[0]["closing"]) == (None, SalesClosing(3, 5.0))
+    monkeypatch.setenv("SANDBOX_SMTP_PORT", "2525")
+    monkeypatch.setenv("SANDBOX_CLOSE_SALES", "2")
+    monkeypatch.setenv("SANDBOX_CLOSE_EVERY_S", "30")
+    result, calls = invoke(monkeypatch)
+    assert result.exit_code == 0, result.output
+    assert (calls[0]["smtp_port"], calls[0]["closing"]) == (2525, SalesClosing(2, 30.0))
+    monkeypatch.setenv("SANDBOX_SMTP_PORT", "mail")
+    result, calls = invoke(monkeypatch)
+    assert (result.exit_code, calls) == (2, [])
+    assert "SANDBOX_SMTP_PORT" in result.output
+
+
+def test_a_portal_yaml_the_demo_cannot_use_is_named_without_a_traceback(
+    tmp_path: Path,
+) -> None:
+    broken = tmp_path / "portal.yaml"
+    broken.write_text(
+        CONFIG.read_text(encoding="utf-8") + "dispatch:\n  products: {laser: EQ-LASER-A}\n",
+        encoding="utf-8",
+    )
+    app = typer.Typer()
+    app.command("version")(lambda: None)
+    commands.register(app)
+    result = CliRunner().invoke(app, ["sandbox", "--seed", str(broken)])
+    assert result.exit_code == 2
+    assert "'dispatch.products' key 'laser': expected a product id" in result.output
+    assert "Traceback" not in result.output
 
 
 def test_build_portal_takes_secrets_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:

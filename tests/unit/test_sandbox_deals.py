@@ -138,3 +138,17 @@ def test_a_portal_saved_before_deals_existed_gets_them_when_loaded(tmp_path: Pat
     loaded = load_portal(path, limits=Limits.off())
     assert ok(loaded, "crm.deal.list", {}) == []
     assert [s["STATUS_ID"] for s in ok(loaded, "crm.status.list", {})][-1] == "LOSE"
+
+
+def test_a_portal_saved_before_stage_semantics_gets_them_when_loaded(tmp_path: Path) -> None:
+    saved = SandboxPortal(limits=Limits.off())
+    won = saved.crm.add(2, {"TITLE": "Won", "STAGE_ID": "WON"}, method="test")["ID"]
+    del saved.state.entity_types[2].fields["STAGE_SEMANTIC_ID"]
+    for deal in saved.crm.records(2).values():
+        del deal["STAGE_SEMANTIC_ID"]
+    path = tmp_path / "state.json"
+    save_portal(saved, path)
+    loaded = load_portal(path, limits=Limits.off())
+    assert ok(loaded, "crm.deal.get", {"id": won})["STAGE_SEMANTIC_ID"] == "S"
+    item = ok(loaded, "crm.item.get", {"entityTypeId": 2, "id": won})["item"]
+    assert item["stageSemanticId"] == "S"

@@ -1,5 +1,6 @@
 """The demo portal is built from the portal YAML; answers arrive as CRM forms create them."""
 
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -124,3 +125,81 @@ def test_state_file_round_trip(tmp_path: Path) -> None:
         loaded.call("crm.item.add", {"entityTypeId": NPS, "fields": {}})[1]["result"]["item"]["id"]
         == 6
     )
+
+
+def test_contacts_mostly_have_clearly_fake_email_addresses(portal: SandboxPortal) -> None:
+    contacts = list(portal.crm.records(3).values())
+    emails = [entry["VALUE"] for c in contacts for entry in c["EMAIL"]]
+    assert 0.7 < len(emails) / len(contacts) < 0.9
+    assert all(email.endswith(("@example.com", "@example.org")) for email in emails)
+
+
+def test_the_sales_funnel_has_open_deals_with_customers_and_product_rows(
+    portal: SandboxPortal,
+) -> None:
+    assert {p.id: p.name for p in portal.state.products.values()} == {
+        101: "Laser A",
+        102: "Cryo B",
+        201: "Serum, 30 ml",
+        202: "Day cream, 50 ml",
+        301: "Installation and training",
+    }
+    sales = [d for d in portal.crm.records(2).values() if d["CATEGORY_ID"] == 0]
+    assert len(sales) == 12
+    now = portal.clock()
+    for deal in sales:
+        assert (deal["STAGE_ID"], deal["STAGE_SEMANTIC_ID"]) in (("NEW", "P"), ("PREPARATION", "P"))
+        contact = portal.crm.get(3, deal["CONTACT_ID"])
+        assert contact is not None
+        assert contact["EMAIL"]
+        rows = portal.crm.product_rows("D", deal["ID"])
+        assert rows
+        assert deal["OPPORTUNITY"] == round(sum(r["price"] * r["quantity"] for r in rows), 2)
+        [created] = [e for e in portal.state.stage_history if e["OWNER_ID"] == deal["ID"]]
+        assert (created["TYPE_ID"], created["CREATED_TIME"]) == (1, deal["DATE_CREATE"])
+    sold = {row["productId"] for row in portal.state.product_rows}
+    assert {101, 102} <= sold
+    assert all(now - 31 * 86_400 < _unix(deal["DATE_CREATE"]) < now - 86_400 for deal in sales)
+
+
+def _unix(stamp: str) -> float:
+    return datetime.fromisoformat(stamp).timestamp()
+
+
+def test_seeding_twice_gives_the_same_portal() -> None:
+    first, second = SandboxPortal(), SandboxPortal()
+    for built in (first, second):
+        seed_demo(built, CONFIG, contacts=40, seed=3)
+    assert first.state.entities == second.state.entities
+    assert first.state.product_rows == second.state.product_rows
+
+
+def test_the_dispatch_section_adds_products_the_link_field_and_trigger_codes(
+    tmp_path: Path,
+) -> None:
+    config = yaml.safe_load(CONFIG.read_text(encoding="utf-8"))
+    config["dispatch"] = {
+        "channel": "portal",
+        "products": {"101": "EQ-LASER-A", "777": "EQ-CRYO-B"},
+        "portal_channel": {
+            "link_field": "UF_CRM_NPS_LINK",
+            "trigger": "nps_send",
+            "reminder_trigger": "nps_remind",
+        },
+        "sales": [{"funnel": 0, "survey": "After the sale"}, {"funnel": 3, "products": True}],
+    }
+    path = tmp_path / "portal.yaml"
+    path.write_text(yaml.safe_dump(config, allow_unicode=True), encoding="utf-8")
+    portal = SandboxPortal()
+    seed_demo(portal, path, contacts=20)
+    assert portal.state.products[777].name == "Cryo B"
+    assert portal.state.products[101].name == "Laser A"
+    deals = portal.state.entity_types[2]
+    assert deals.fields["UF_CRM_NPS_LINK"].type == "string"
+    assert portal.state.trigger_codes == ["nps_send", "nps_remind"]
+    funnel = deals.category(3)
+    assert funnel is not None
+    assert [(s.status_id, s.semantics) for s in funnel.stages][-2:] == [
+        ("C3:WON", "S"),
+        ("C3:LOSE", "F"),
+    ]
