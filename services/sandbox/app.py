@@ -251,7 +251,7 @@ def _record_pages_router(portal: SandboxPortal) -> APIRouter:
             return _page(record_page(f"No deal {deal_id}", {}), 404)
         details = deal_details(portal, deal_id)
         sections = [
-            ("Product rows", details["product_rows"]),
+            ("Product rows", [_row_summary(row) for row in details["product_rows"]]),
             ("Stage history", details["stage_history"]),
             ("Automation triggers fired", details["triggers"]),
             ("Timeline log entries", details["log_messages"]),
@@ -454,6 +454,14 @@ def _deals(portal: SandboxPortal, category_id: int | None) -> list[dict[str, Any
         ]
         listed.append({**record, "stage_moves": moves})
     return listed
+
+
+_ROW_COLUMNS = ("id", "productId", "productName", "price", "quantity", "discountRate", "sort")
+
+
+def _row_summary(row: dict[str, Any]) -> dict[str, Any]:
+    """The columns of a product row a person reads on the deal's page (JSON has them all)."""
+    return {name: row[name] for name in _ROW_COLUMNS}
 
 
 def deal_details(portal: SandboxPortal, deal_id: int) -> dict[str, Any]:

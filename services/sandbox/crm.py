@@ -70,7 +70,8 @@ class Crm:
         missing = {name: spec for name, spec in current.fields.items() if name not in etype.fields}
         if not missing:
             return
-        etype.fields = {**missing, **etype.fields}
+        ordered = {name: etype.fields.get(name, spec) for name, spec in current.fields.items()}
+        etype.fields = {**ordered, **etype.fields}
         for record in self.records(etype.entity_type_id).values():
             record["STAGE_SEMANTIC_ID"] = etype.stage_semantics(
                 record.get("CATEGORY_ID"), record.get("STAGE_ID")

@@ -45,7 +45,7 @@ def inbox_page(messages: list[InboxMessage], *, received: int, smtp: str) -> str
         f'<td><a href="/inbox/{m.number}">{escape(m.subject or "(no subject)")}</a></td></tr>'
         for m in reversed(messages)
     )
-    kept = f"{len(messages)} kept of {received} received" if received else "No messages yet."
+    kept = f"{len(messages)} kept of {received} received." if received else "No messages yet."
     return _document(
         "Inbox",
         f"<h1>Inbox</h1><p>{escape(smtp)}. {escape(kept)} As JSON: /inbox.json. "
