@@ -98,10 +98,17 @@ def _plan(settings: Settings) -> list[Process]:
                     SANDBOX_APP_TOKEN,
                     "--handler",
                     f"{ingest_url}/webhooks/bitrix24",
+                    "--smtp-port",
+                    str(settings.sandbox_smtp_port),
                 ],
                 {},
                 f"http://{settings.sandbox_host}:{settings.sandbox_port}/sandbox/info",
                 Listener(settings.sandbox_host, settings.sandbox_port, "SANDBOX_PORT"),
+                also_listens=(
+                    Listener(
+                        settings.sandbox_host, settings.sandbox_smtp_port, "SANDBOX_SMTP_PORT"
+                    ),
+                ),
             )
         )
     plan.append(
@@ -122,12 +129,21 @@ def _plan(settings: Settings) -> list[Process]:
         "crm_sync": settings.crm_sync_health_port,
         "dispatch": settings.dispatch_health_port,
     }
+    # With the sandbox portal, dispatch's e-mails go to its local inbox.
+    inbox = {
+        "DISPATCH_SMTP_HOST": settings.sandbox_host,
+        "DISPATCH_SMTP_PORT": str(settings.sandbox_smtp_port),
+        "DISPATCH_SMTP_TLS": "none",
+    }
     for name, port in health_ports.items():
         plan.append(
             Process(
                 name,
                 [*base, "run", name],
-                {"HEALTH_PORT": str(port)},
+                {
+                    "HEALTH_PORT": str(port),
+                    **(inbox if name == "dispatch" and settings.sandbox else {}),
+                },
                 f"http://{settings.health_host}:{port}/readyz",
                 Listener(settings.health_host, port, f"{name.upper()}_HEALTH_PORT"),
             )

@@ -38,6 +38,8 @@ class Settings(BaseSettings):
     log_format: Literal["json", "console"] | None = None
     sandbox_host: str = "127.0.0.1"
     sandbox_port: int = Field(default=8090, ge=1, le=65535)
+    sandbox_smtp_port: int = Field(default=8025, ge=1, le=65535)
+    """The sandbox portal's local inbox (SMTP) `make run` starts; dispatch sends to it."""
     health_host: str = "127.0.0.1"
     health_port: int | None = Field(default=None, ge=1, le=65535)
     scoring_health_port: int = Field(default=9101, ge=1, le=65535)

@@ -22,6 +22,9 @@ from shared.supervisor import Listener, Process, Supervisor
 PIPELINE: tuple[str, ...] = ("ingest", "scoring", "router", "crm_sync")
 SURVEY = "survey"
 """The survey page: started on demand (`start("survey")`), not by `start_all`."""
+DISPATCH = "dispatch"
+"""Dispatch: started on demand (`start("dispatch")`), not by `start_all`; its e-mails go to the
+sandbox's local inbox (`smtp` port)."""
 
 
 def free_port() -> int:
@@ -47,7 +50,7 @@ class Stack:
     supervisor: Supervisor = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
-        for name in ("sandbox", *PIPELINE, "ingest_health", SURVEY):
+        for name in ("sandbox", *PIPELINE, "ingest_health", SURVEY, DISPATCH, "smtp"):
             self.ports.setdefault(name, free_port())
         self.log_dir.mkdir(parents=True, exist_ok=True)
         self.supervisor = Supervisor(environ={}, log_dir=self.log_dir)
@@ -86,12 +89,16 @@ class Stack:
             "HEALTH_HOST": "127.0.0.1",
             "SURVEY_HOST": "127.0.0.1",
             "SURVEY_PORT": str(self.ports[SURVEY]),
+            "DISPATCH_SMTP_HOST": "127.0.0.1",
+            "DISPATCH_SMTP_PORT": str(self.ports["smtp"]),
+            "DISPATCH_SMTP_TLS": "none",
+            "DISPATCH_TICK_S": "0.5",
             "LOG_FORMAT": "json",
             **self.extra_env,
         }
         env.pop("BITRIX24_WEBHOOK_URL", None)
         env.pop("BITRIX24_APP_TOKEN", None)
-        if name in PIPELINE and name != "ingest":
+        if (name in PIPELINE and name != "ingest") or name == DISPATCH:
             env["HEALTH_PORT"] = str(self.ports[name])
         return env
 
@@ -119,6 +126,8 @@ class Stack:
                 SANDBOX_APP_TOKEN,
                 "--handler",
                 f"{self.ingest_url}/webhooks/bitrix24",
+                "--smtp-port",
+                str(self.ports["smtp"]),
                 *self.sandbox_args,
             ]
         return [*base, "run", name]

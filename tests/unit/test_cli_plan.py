@@ -28,6 +28,7 @@ def test_every_listener_of_run_all_has_the_variable_that_moves_it(
         ingest_host="127.0.0.1",
         health_host="127.0.0.1",
         sandbox_port=28090,
+        sandbox_smtp_port=28025,
         ingest_port=28000,
         scoring_health_port=29101,
         router_health_port=29102,
@@ -48,7 +49,8 @@ def test_every_listener_of_run_all_has_the_variable_that_moves_it(
         "survey": Listener("127.0.0.1", 28002, "SURVEY_PORT"),
     }
     assert {p.name: p.also_listens for p in plan if p.also_listens} == {
-        "ingest": (Listener("127.0.0.1", 9100, "INGEST_HEALTH_PORT"),)
+        "sandbox": (Listener("127.0.0.1", 28025, "SANDBOX_SMTP_PORT"),),
+        "ingest": (Listener("127.0.0.1", 9100, "INGEST_HEALTH_PORT"),),
     }
     assert {p.name: p.env.get("HEALTH_PORT") for p in plan if p.env} == {
         "scoring": "29101",
@@ -56,6 +58,8 @@ def test_every_listener_of_run_all_has_the_variable_that_moves_it(
         "crm_sync": "29103",
         "dispatch": "29104",
     }
+    dispatch = next(p for p in plan if p.name == "dispatch")
+    assert dispatch.env["DISPATCH_SMTP_PORT"] == "28025"  # the sandbox's inbox
 
 
 @pytest.mark.parametrize(
