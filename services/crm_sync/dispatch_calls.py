@@ -232,18 +232,14 @@ class Send:
 
 
 def check_send(send: PortalSend) -> None:
-    """Refuse a send that names nothing to write or more than one way to deliver."""
+    """Refuse a send that names nothing to write (exactly one way to deliver, trigger or stage,
+    is checked by the event model itself)."""
     if not send.link_field.strip():
         raise RefusedError(
             "survey_send.link_field is empty: name the deal field the link goes into"
         )
     if not send.url.strip():
         raise RefusedError("survey_send.url is empty: there is no link to send")
-    if (send.trigger is None) == (send.stage is None):
-        raise RefusedError(
-            "survey_send: give exactly one of trigger (an automation trigger's code) or stage"
-            " (a stage whose robots send the message)"
-        )
 
 
 def stage_category(stage_id: str) -> int:
@@ -369,13 +365,11 @@ def timeline_id(result: Any) -> int | None:
 
 
 def call_task_bindings(task: CallTask) -> list[str]:
-    """`UF_CRM_TASK` of the call task: the deal and the contact (RefusedError when it has neither,
-    since the task could then never be found again)."""
+    """`UF_CRM_TASK` of the call task: the deal and the contact (the event model requires at
+    least one, so the task can always be found again)."""
     bindings = [] if task.deal_id is None else [f"D_{task.deal_id}"]
     if task.contact_id is not None:
         bindings.append(f"C_{task.contact_id}")
-    if not bindings:
-        raise RefusedError("call_task names neither deal_id nor contact_id: whom is it about?")
     return bindings
 
 

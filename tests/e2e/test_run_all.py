@@ -27,6 +27,8 @@ PORTS = (
     "SCORING_HEALTH_PORT",
     "ROUTER_HEALTH_PORT",
     "CRM_SYNC_HEALTH_PORT",
+    "DISPATCH_HEALTH_PORT",
+    "SANDBOX_SMTP_PORT",
     "REPORTS_PORT",
     "INGEST_HEALTH_PORT",
     "SURVEY_PORT",
@@ -139,6 +141,7 @@ def test_ctrl_c_stops_everything(run_all: RunAll) -> None:
         "scoring",
         "router",
         "crm_sync",
+        "dispatch",
         "reports",
         "survey",
     }

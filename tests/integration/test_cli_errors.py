@@ -76,6 +76,8 @@ def run_all_ports(**taken: int) -> dict[str, str]:
         "SCORING_HEALTH_PORT",
         "ROUTER_HEALTH_PORT",
         "CRM_SYNC_HEALTH_PORT",
+        "DISPATCH_HEALTH_PORT",
+        "SANDBOX_SMTP_PORT",
         "REPORTS_PORT",
         "INGEST_HEALTH_PORT",
         "SURVEY_PORT",
@@ -85,7 +87,7 @@ def run_all_ports(**taken: int) -> dict[str, str]:
 
 @pytest.mark.parametrize(
     "variable",
-    ["REPORTS_PORT", "INGEST_PORT", "SANDBOX_PORT", "ROUTER_HEALTH_PORT"],
+    ["REPORTS_PORT", "INGEST_PORT", "SANDBOX_PORT", "ROUTER_HEALTH_PORT", "SANDBOX_SMTP_PORT"],
 )
 def test_run_all_with_a_port_taken_names_it_and_starts_nothing(
     pg_dsn: str, amqp_url: str, held_port: int, variable: str

@@ -479,7 +479,6 @@ async def test_a_send_by_stage_moves_the_deal_and_one_of_another_funnel_fails(
     [
         ({"deal_id": 99999}, "deal 99999 (survey_send.deal_id) does not exist"),
         ({"link_field": "UF_CRM_NO_SUCH"}, "has no field UF_CRM_NO_SUCH"),
-        ({"trigger": None}, "exactly one of trigger"),
     ],
 )
 async def test_a_send_that_cannot_be_carried_out_fails_with_the_reason_and_fires_nothing(

@@ -640,7 +640,8 @@ async def test_the_sweep_recovers_a_lost_deal_event(
     config: PortalConfig,
     hydrator: Hydrator,
 ) -> None:
-    sweeper = Sweeper(pool, Outbox(), b24, config)
+    # No sales funnel watched (dispatch): only the NPS funnel's deals are swept.
+    sweeper = Sweeper(pool, Outbox(), b24, config.model_copy(update={"dispatch": None}))
     assert (await sweeper.sweep_once()).initialised
     sale_and_nps_deal(portal)  # opened, not answered: listed, but no answer
     _, deal_id = sale_and_nps_deal(portal, UF_CRM_NPS_SCORE=10)

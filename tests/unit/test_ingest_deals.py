@@ -28,7 +28,7 @@ from shared.events import ProductAnswer
 from shared.portal_config import PortalConfig, load_portal_config
 
 CONFIG = load_portal_config(Path(__file__).resolve().parents[2] / "config/portal.example.yaml")
-WITHOUT_DEALS = CONFIG.model_copy(update={"deal_surveys": []})
+WITHOUT_DEALS = CONFIG.model_copy(update={"deal_surveys": [], "dispatch": None})
 NOW = datetime(2024, 7, 22, 15, 0, tzinfo=UTC)
 
 

@@ -35,7 +35,8 @@ from shared.portal_config import load_portal_config
 from tests.support import with_sales
 from tests.support.paths import EXAMPLE_CONFIG
 
-BASE = load_portal_config(EXAMPLE_CONFIG)
+BASE = load_portal_config(EXAMPLE_CONFIG).model_copy(update={"dispatch": None})
+"""The example without its dispatch section: no sales funnel watched."""
 CONFIG = with_sales(BASE, 0, 3)
 """Sales funnels 0 and 3 watched; the NPS deal funnel 20 of the example stays."""
 SALES_ONLY = with_sales(BASE, 0, 3, deal_surveys=[])
