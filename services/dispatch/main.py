@@ -65,7 +65,9 @@ async def wire(runtime: Runtime, settings: DispatchSettings | None = None) -> No
     async def timer(stop: asyncio.Event) -> None:
         while not stop.is_set():
             try:
-                await dispatcher.tick()
+                # A full round means more is due (a campaign): go on at once.
+                while await dispatcher.tick() >= settings.batch and not stop.is_set():
+                    pass
             except Exception:  # the next round tries again; nothing is lost in between
                 log.exception("dispatch_tick_failed")
             with contextlib.suppress(TimeoutError):
