@@ -226,7 +226,9 @@ class Dispatcher:
                 )
             elif action == "survey_send":
                 await self._sent(conn, row, n, None if not failed else reason, written)
-            elif action == "call_task" and not failed:
+            elif action == "call_task" and failed:
+                await store.update(conn, request_id, now, reason=f"call task not created: {reason}")
+            elif action == "call_task":
                 await store.update(conn, request_id, now, call_task_id=written.entity_id)
 
     async def on_ready(self, ready: SurveyReady) -> None:

@@ -43,6 +43,8 @@ DATE_TYPES = frozenset({"date", "datetime", "string"})
 FLAG_TYPES = frozenset({"boolean"})
 HISTORY_TYPES = frozenset({"string"})
 DEAL_SCORE_TYPES = SCORE_TYPES | {"string"}
+LINK_TYPES = frozenset({"string", "url"})
+"""A link field: a string (or URL) deal field holds the personal survey link."""
 DEAL_TYPE_ID = 2
 
 
@@ -225,7 +227,31 @@ def _deal_rules(config: PortalConfig) -> list[_Rule]:
             rules.append(_Rule(f"{where}.comment_field", deal.comment_field))
         if deal.sale_deal_field:
             rules.append(_Rule(f"{where}.sale_deal_field", deal.sale_deal_field))
+    channel = None if config.dispatch is None else config.dispatch.portal_channel
+    if channel is not None:
+        rules.append(
+            _Rule(
+                "dispatch.portal_channel.link_field",
+                channel.link_field,
+                LINK_TYPES,
+                wanted="a string (or URL) field for the survey link",
+            )
+        )
     return rules
+
+
+def _deal_categories(config: PortalConfig) -> list[int]:
+    """The deal categories whose stages the check reads: the deal surveys' NPS funnels and the
+    sales funnels dispatch watches."""
+    sales = [] if config.dispatch is None else [t.funnel for t in config.dispatch.sales]
+    return list(dict.fromkeys([d.category_id for d in config.deal_surveys] + sales))
+
+
+def _reads_deals(config: PortalConfig) -> bool:
+    return bool(config.deal_surveys) or (
+        config.dispatch is not None
+        and (bool(config.dispatch.sales) or config.dispatch.portal_channel is not None)
+    )
 
 
 def check_deal_fields(config: PortalConfig, deal: Mapping[str, FieldInfo]) -> list[str]:
@@ -236,7 +262,8 @@ def check_deal_fields(config: PortalConfig, deal: Mapping[str, FieldInfo]) -> li
 def check_funnels(
     config: PortalConfig, statuses: Mapping[int, Any]
 ) -> tuple[list[str], list[Funnel]]:
-    """Each deal survey's category against its `crm.status.list` rows (by category id)."""
+    """Each deal survey's category against its `crm.status.list` rows (by category id), and
+    each sales funnel dispatch watches: it exists and has a success stage."""
     problems: list[str] = []
     funnels = []
     for index, deal in enumerate(config.deal_surveys):
@@ -244,6 +271,18 @@ def check_funnels(
         funnel = read_funnel(deal.category_id, rows if isinstance(rows, list) else [])
         problems.extend(funnel_problems(funnel, f"deal_surveys[{index}].category_id"))
         funnels.append(funnel)
+    sales = () if config.dispatch is None else config.dispatch.sales
+    for index, trigger in enumerate(sales):
+        rows = statuses.get(trigger.funnel)
+        funnel = read_funnel(trigger.funnel, rows if isinstance(rows, list) else [])
+        where = f"dispatch.sales[{index}].funnel"
+        if not funnel.stages:
+            problems.append(f"{where}: deal category {trigger.funnel} does not exist (no stages)")
+        elif funnel.first("success") is None:
+            problems.append(
+                f"{where}: deal category {trigger.funnel} has no success stage (SEMANTICS S):"
+                " no sale there can close"
+            )
     return problems, funnels
 
 
@@ -286,7 +325,7 @@ async def verify_portal(client: Bitrix24Client, config: PortalConfig) -> PortalC
     """
     etype = config.survey.entity_type_id
     deals: list[Command] = []
-    if config.deal_surveys:
+    if _reads_deals(config):
         deals.append(
             Command(
                 "deal",
@@ -296,11 +335,11 @@ async def verify_portal(client: Bitrix24Client, config: PortalConfig) -> PortalC
         )
         deals.extend(
             Command(
-                f"stages_{deal.category_id}",
+                f"stages_{category}",
                 "crm.status.list",
-                {"filter": {"ENTITY_ID": status_entity_id(deal.category_id)}},
+                {"filter": {"ENTITY_ID": status_entity_id(category)}},
             )
-            for deal in config.deal_surveys
+            for category in _deal_categories(config)
         )
     batch = await client.batch(
         [
@@ -325,11 +364,9 @@ async def verify_portal(client: Bitrix24Client, config: PortalConfig) -> PortalC
         contact_fields(batch.results.get("contact"), batch.results.get("userfields")),
     )
     funnels: list[Funnel] = []
-    if config.deal_surveys:
+    if _reads_deals(config):
         problems.extend(check_deal_fields(config, item_fields(batch.results.get("deal"))))
-        statuses = {
-            d.category_id: batch.results.get(f"stages_{d.category_id}") for d in config.deal_surveys
-        }
+        statuses = {c: batch.results.get(f"stages_{c}") for c in _deal_categories(config)}
         funnel_lines, funnels = check_funnels(config, statuses)
         problems.extend(funnel_lines)
     categories = portal_categories(batch.results.get("categories"))
@@ -338,7 +375,7 @@ async def verify_portal(client: Bitrix24Client, config: PortalConfig) -> PortalC
 
 def _unreadable(name: str, etype: int, error: Bitrix24Error) -> str:
     if name.startswith("stages_"):
-        what = f"deal_surveys: cannot list the stages of deal category {name[7:]}"
+        what = f"deal funnels: cannot list the stages of deal category {name[7:]}"
         return f"{what} ({error.code or 'no code'}: {error.description})"
     what = {
         "deal": "deal_surveys: cannot read the deal fields (crm.item.fields, entityTypeId 2)",

@@ -110,6 +110,24 @@ async def test_a_wrong_deal_category_or_field_is_reported() -> None:
     ]
 
 
+async def test_dispatch_sales_funnels_and_link_field_are_checked() -> None:
+    data = example()
+    data["dispatch"] = {
+        "channel": "portal",
+        "portal_channel": {"link_field": "UF_CRM_NO_LINK", "trigger": "NPS_SEND"},
+        "sales": [
+            {"funnel": 0, "survey": "After the sale"},
+            {"funnel": 33, "survey": "After the sale"},
+        ],
+    }
+    problems = await check(parse_portal_config(data), demo_portal())
+    assert problems == [
+        "dispatch.portal_channel.link_field: UF_CRM_NO_LINK does not exist in the deal fields"
+        " (crm.item.fields, entityTypeId 2)",
+        "dispatch.sales[1].funnel: deal category 33 does not exist (no stages)",
+    ]
+
+
 async def test_an_unknown_smart_process_is_reported() -> None:
     data = example()
     data["survey"]["entity_type_id"] = 4242

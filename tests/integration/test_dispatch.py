@@ -266,6 +266,22 @@ async def test_email_sent_once_in_the_window_then_a_reminder_then_unanswered_wit
     await dispatcher.tick()
     assert len(mailbox.messages) == 2
     assert len(await queued(pool, "dispatch.call_task")) == 1
+    refused = CrmWritten(
+        correlation_id="x",
+        action_id=task["command_id"],
+        action="call_task",
+        outcome="failed",
+        details={"reason": "user 31 does not exist"},
+    )
+    await dispatcher.on_written(refused)
+    row = (await register(pool))["After the sale"]
+    assert (row["state"], row["reason"], row["call_task_id"]) == (
+        "unanswered",
+        "call task not created: user 31 does not exist",
+        None,
+    )
+    await dispatcher.on_written(refused.model_copy(update={"outcome": "created", "entity_id": 77}))
+    assert (await register(pool))["After the sale"]["call_task_id"] == 77
 
 
 async def test_an_answer_cancels_the_reminders_and_an_opt_out_stops_every_survey(
