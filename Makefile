@@ -14,7 +14,7 @@ help:
 	@echo "make unit   - the pure unit tests only (no servers, seconds)"
 	@echo "make chaos  - the slow fault runs (2,000 answers per fault)"
 	@echo "make lint   - ruff + mypy --strict + the import contracts (lint-imports)"
-	@echo "make demo   - drive survey answers through a running 'make run'"
+	@echo "make demo   - drive survey answers (and closed sales, with dispatch) through a running 'make run'"
 	@echo "make bench  - benchmarks (print figures)"
 	@echo "make up     - RabbitMQ + PostgreSQL + services via docker compose (where Docker runs)"
 

@@ -201,18 +201,34 @@ def demo_command(
     count: Annotated[int, typer.Option(min=1, max=10_000, help="survey answers to create")] = 200,
     timeout_s: Annotated[float, typer.Option("--timeout", help="seconds to wait")] = 300.0,
     deals: Annotated[
+        int | None,
+        typer.Option(
+            min=0,
+            max=10_000,
+            help="NPS deals to open for won sales and answer by hand (deal_surveys); default: 60,"
+            " none when dispatch asks the sandbox's won sales (it opens the NPS deals then)",
+            show_default=False,
+        ),
+    ] = None,
+    sales: Annotated[
         int,
         typer.Option(
-            min=0, max=10_000, help="NPS deals to open for won sales and answer (deal_surveys)"
+            min=0,
+            max=50,
+            help="with dispatch.sales: sales to close, followed through dispatch, the inbox and"
+            " the survey page; 0: leave dispatch out",
         ),
-    ] = 60,
+    ] = 5,
 ) -> None:
     """Create survey answers and answered NPS deals in the sandbox portal and follow them through
-    the running pipeline."""
+    the running pipeline; with dispatch configured, close sales and follow their surveys from the
+    e-mail to the answer in the portal."""
     from services.ops.demo import DemoError, run_demo
 
     try:
-        asyncio.run(run_demo(get_settings(), count, timeout_s, echo=typer.echo, deals=deals))
+        asyncio.run(
+            run_demo(get_settings(), count, timeout_s, echo=typer.echo, deals=deals, sales=sales)
+        )
     except DemoError as exc:
         typer.echo(str(exc), err=True)
         raise typer.Exit(code=1) from None

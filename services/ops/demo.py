@@ -4,6 +4,10 @@ with a progress line, ending with the NPS report and what was written to the CRM
 Beside the smart-process answers, NPS deals are opened for won sales in the demo's NPS funnel and
 answered: they end at the funnel's success or failure stage, detractors with a task for the head
 of sales (the `stage` and `task` lines of the CRM summary, the "After the sale" segment row).
+When the portal YAML's `dispatch.sales` watches the sandbox's sales funnel, dispatch produces the
+NPS deals instead: the demo closes sales and follows them through dispatch, the local inbox and
+the survey page (`demo_dispatch.py`), and answers no NPS deal by hand (its won sale would be
+asked as well).
 
 The NPS shown follows the reports' cosmetics rule: per product (cosmetics included) and per
 segment, where a cosmetics segment has its counts but no NPS, and a note says why."""
@@ -15,12 +19,15 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
 import httpx
 
 from services.crm_sync import read as crm_sync_read
+from services.ops.demo_dispatch import DispatchDemoError, dispatch_ready, run_dispatch_demo
+from services.ops.demo_plan import dispatch_left_out, nps_deals, where_to_look
 from services.scoring.read import (
     ItemRef,
     ReportQuery,
@@ -31,7 +38,7 @@ from services.scoring.read import (
 )
 from shared.db import Conn, create_pool
 from shared.events import DEAL_ENTITY_TYPE_ID
-from shared.portal_config import ConfigError, load_portal_config
+from shared.portal_config import ConfigError, PortalConfig, load_portal_config
 from shared.settings import Settings
 
 
@@ -68,8 +75,21 @@ class Created:
         return len(self.items) + len(self.deals)
 
 
-async def _create_answers(settings: Settings, count: int, deals: int) -> Created:
-    base = f"http://{settings.sandbox_host}:{settings.sandbox_port}"
+def _sandbox_url(settings: Settings) -> str:
+    return f"http://{settings.sandbox_host}:{settings.sandbox_port}"
+
+
+def _portal_config(settings: Settings) -> PortalConfig:
+    try:
+        return load_portal_config(settings.portal_config_path())
+    except ConfigError as exc:
+        raise DemoError(str(exc)) from None
+
+
+async def _create_answers(
+    settings: Settings, config: PortalConfig, count: int, deals: int
+) -> Created:
+    base = _sandbox_url(settings)
     try:
         async with httpx.AsyncClient(base_url=base, timeout=60) as http:
             info = (await http.get("/sandbox/info")).raise_for_status().json()
@@ -86,12 +106,11 @@ async def _create_answers(settings: Settings, count: int, deals: int) -> Created
             f"the sandbox portal does not answer at {base} ({type(exc).__name__}); "
             "start the pipeline with `make run` in another terminal first"
         ) from None
-    try:
-        entity_type_id = load_portal_config(settings.portal_config_path()).survey.entity_type_id
-    except ConfigError as exc:
-        raise DemoError(str(exc)) from None
     return Created(
-        str(info["member_id"]), entity_type_id, list(body["created"]), list(body.get("deals", []))
+        str(info["member_id"]),
+        config.survey.entity_type_id,
+        list(body["created"]),
+        list(body.get("deals", [])),
     )
 
 
@@ -149,64 +168,117 @@ async def _crm_outcomes(conn: Conn, created: Created) -> tuple[dict[str, int], i
     return dict(sorted(done.items())), fields or 0, stages or 0
 
 
+async def _settle(
+    pool: asyncpg.Pool, created: Created, timeout_s: float, echo: Callable[[str], None]
+) -> None:
+    """Wait until every answer is scored and no CRM action is pending, printing the progress."""
+    deadline = time.monotonic() + timeout_s
+    last: Progress | None = None
+    steady = 0
+    while True:
+        progress = await _progress(pool, created)
+        settled = progress.scored == progress.created and progress.actions_pending == 0
+        steady = steady + 1 if settled and progress == last else 0
+        if progress != last:
+            echo(progress.line())
+        last = progress
+        if steady >= 3:
+            return
+        if time.monotonic() > deadline:
+            raise DemoError(
+                f"not settled after {timeout_s:.0f} s ({progress.line()}); check that every "
+                "service of `make run` is up and look at `nps dlq list`"
+            )
+        await asyncio.sleep(0.5)
+
+
+def _dispatch_ready_url(settings: Settings) -> str:
+    return f"http://{settings.health_host}:{settings.dispatch_health_port}/readyz"
+
+
+async def _show_dispatch(
+    settings: Settings,
+    pool: asyncpg.Pool,
+    sales: int,
+    timeout_s: float,
+    echo: Callable[[str], None],
+) -> dict[str, Any]:
+    """The dispatch part (`demo_dispatch.py`), then where to look."""
+    try:
+        shown = await run_dispatch_demo(
+            _sandbox_url(settings), pool, sales=sales, timeout_s=timeout_s, echo=echo
+        )
+    except DispatchDemoError as exc:
+        raise DemoError(str(exc)) from None
+    except httpx.HTTPError as exc:
+        raise DemoError(
+            f"the sandbox portal or the survey page stopped answering ({type(exc).__name__})"
+            " while the demo followed dispatch; check that every process of `make run` is up"
+        ) from None
+    echo("")
+    for line in where_to_look(_sandbox_url(settings), shown["survey_page"], shown["deal"]):
+        echo(line)
+    return shown
+
+
 async def run_demo(
     settings: Settings,
     count: int,
     timeout_s: float = 300.0,
+    *,
     echo: Callable[[str], None] = print,
-    deals: int = 0,
+    deals: int | None = None,
+    sales: int = 0,
 ) -> dict[str, Any]:
-    """Create `count` answers and `deals` answered NPS deals, wait until the pipeline has
-    settled, print and return a summary."""
+    """Create `count` answers and answered NPS deals (`deals`; None: `nps_deals` decides), wait
+    until the pipeline has settled, print and return a summary; then, with `sales` and a
+    `dispatch.sales` for the sandbox's sales funnel, close that many sales and follow them
+    through dispatch (`demo_dispatch.py`)."""
     if not settings.sandbox:
         raise DemoError(
             "nps demo creates answers in the sandbox portal; BITRIX24_WEBHOOK_URL points at a real"
             " portal, so unset it (or run `nps demo` against a `make run` without it)"
         )
-    created = await _create_answers(settings, count, deals)
-    portal = created.member_id
+    config = _portal_config(settings)
+    choice = nps_deals(config, deals)
+    left_out, why = dispatch_left_out(config, sales, datetime.now(UTC))
+    if not left_out:
+        try:
+            await dispatch_ready(_dispatch_ready_url(settings))
+        except DispatchDemoError as exc:
+            raise DemoError(str(exc)) from None
+    created = await _create_answers(settings, config, count, choice.count)
     echo(
         f"created {len(created.items)} survey answers and {len(created.deals)} answered NPS deals"
         " in the sandbox portal; following them…"
     )
+    if choice.note:
+        echo(choice.note)
     pool = await create_pool(settings.database_url.get_secret_value(), max_size=2)
     try:
-        deadline = time.monotonic() + timeout_s
-        last: Progress | None = None
-        steady = 0
-        while True:
-            progress = await _progress(pool, created)
-            settled = progress.scored == progress.created and progress.actions_pending == 0
-            steady = steady + 1 if settled and progress == last else 0
-            if progress != last:
-                echo(progress.line())
-            last = progress
-            if steady >= 3:
-                break
-            if time.monotonic() > deadline:
-                raise DemoError(
-                    f"not settled after {timeout_s:.0f} s ({progress.line()}); check that every "
-                    "service of `make run` is up and look at `nps dlq list`"
-                )
-            await asyncio.sleep(0.5)
+        await _settle(pool, created, timeout_s, echo)
         async with pool.acquire() as conn:
-            rows, segments = await nps_summary(conn, portal)
+            rows, segments = await nps_summary(conn, created.member_id)
             crm, conflicts, stages = await _crm_outcomes(conn, created)
+        summary: dict[str, Any] = {
+            "answers": len(created.items),
+            "deals": len(created.deals),
+            "crm": crm,
+            "conflicts": conflicts,
+            "stage_conflicts": stages,
+            "report": rows,
+            "segments": segments,
+        }
+        echo("\n" + nps_text(rows, segments))
+        echo("")
+        for line in crm_lines(crm, conflicts, stages):
+            echo(line)
+        if why:
+            echo(f"\n{why}")
+        if not left_out:
+            summary["dispatch"] = await _show_dispatch(settings, pool, sales, timeout_s, echo)
     finally:
         await pool.close()
-    summary: dict[str, Any] = {
-        "answers": len(created.items),
-        "deals": len(created.deals),
-        "crm": crm,
-        "conflicts": conflicts,
-        "stage_conflicts": stages,
-        "report": rows,
-        "segments": segments,
-    }
-    echo("\n" + nps_text(rows, segments))
-    echo("")
-    for line in crm_lines(crm, conflicts, stages):
-        echo(line)
     return summary
 
 
