@@ -9,6 +9,7 @@ Field values are stored as JSON exactly as read from or sent to the portal; SQL 
 from __future__ import annotations
 
 import json
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -248,3 +249,49 @@ async def action_states(conn: Conn, portal: str | None) -> ActionStates:
     )
     assert row is not None
     return ActionStates(done=int(row["done"]), pending=int(row["pending"]))
+
+
+@dataclass(frozen=True)
+class CommandOutcome:
+    """Where one of dispatch's commands (a call task, …) stands: `pending` until carried out,
+    then its outcome (`created`, `found`, …, or `failed` with the portal's `reason`) and the
+    entity it made."""
+
+    command_id: str
+    state: str
+    outcome: str | None
+    entity_id: int | None
+    reason: str | None
+
+
+async def command_outcomes(conn: Conn, command_ids: Sequence[str]) -> dict[str, CommandOutcome]:
+    """The commands of `command_ids` crm_sync has taken on, by command id."""
+    rows = await conn.fetch(
+        """SELECT action_id, state, outcome, entity_id, details->>'reason' AS reason
+           FROM crm_actions WHERE action_id = ANY($1::text[])""",
+        list(command_ids),
+    )
+    return {
+        row["action_id"]: CommandOutcome(
+            command_id=row["action_id"],
+            state=row["state"],
+            outcome=row["outcome"],
+            entity_id=row["entity_id"],
+            reason=row["reason"],
+        )
+        for row in rows
+    }
+
+
+# --- survey page answers --------------------------------------------------------------------
+
+
+async def survey_item_requests(conn: Conn, item_ids: Sequence[int]) -> list[tuple[int, uuid.UUID]]:
+    """(item id, survey request id) of each survey page request written into an item (or an NPS
+    deal) of `item_ids` (`crm_survey_items`; the item's `XML_ID` is `b24-nps-survey:<request
+    id>`). An item id may come twice: a smart-process item and a deal may share it."""
+    rows = await conn.fetch(
+        "SELECT item_id, request_id FROM crm_survey_items WHERE item_id = ANY($1::bigint[])",
+        list(item_ids),
+    )
+    return [(row["item_id"], row["request_id"]) for row in rows]

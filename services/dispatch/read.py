@@ -1,10 +1,15 @@
 """What others read of dispatch's register (the CLI, the dashboard, the harness): the requests
-with their states, and the counts per state (docs/dispatch.md, The register)."""
+with their states, and the counts per state (docs/dispatch.md, The register); for the dashboard's
+"Asked" page the response funnel (sent, opened, answered) per day, survey and responsible, the
+requests awaiting an answer and those that ended unanswered, and every request sent (its CSV);
+for the all-ratings page when the survey behind an answer was sent."""
 
 from __future__ import annotations
 
+import uuid
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any
 
 from shared.db import Conn
@@ -60,3 +65,205 @@ async def sends(conn: Conn, request_id: Any) -> list[dict[str, Any]]:
         request_id,
     )
     return [dict(row) for row in rows]
+
+
+# --- the dashboard's "Asked" page (docs/dashboard.md, Asked and not answered) ---------------
+
+AWAITING_STATES = ("sent", "reminded", "opened")
+"""A request in one of these states and not closed waits for the customer's answer."""
+
+
+@dataclass(frozen=True)
+class AskedFilter:
+    """Which requests the dashboard's "Asked" page counts and lists: those whose first message
+    went out (`sent_at`) on the portal's local days `start`..`end` (inclusive; `zone` is the
+    portal's IANA time zone), narrowed to a portal, a survey (a category id, or its name in any
+    case), a product (SKU) and a responsible employee."""
+
+    portal: str | None = None
+    survey: str | None = None
+    sku: str | None = None
+    responsible_id: int | None = None
+    start: date | None = None
+    end: date | None = None
+    zone: str = "UTC"
+
+
+def _asked_where(where: AskedFilter, params: list[Any]) -> str:
+    conditions = ["r.sent_at IS NOT NULL"]
+
+    def add(template: str, value: Any) -> None:
+        params.append(value)
+        conditions.append(template.format(f"${len(params)}"))
+
+    if where.portal is not None:
+        add("r.portal = {}", where.portal)
+    if where.survey is not None:
+        if where.survey.isascii() and where.survey.isdigit():
+            add("r.category_id = {}::int", int(where.survey))
+        else:
+            add("lower(r.survey) = lower({})", where.survey)
+    if where.sku is not None:
+        add("r.sku = {}", where.sku)
+    if where.responsible_id is not None:
+        add("r.responsible_id = {}::bigint", where.responsible_id)
+    if where.start is not None or where.end is not None:
+        params.append(where.zone)
+        zone = f"${len(params)}::text"
+        if where.start is not None:
+            add(f"r.sent_at >= ({{}}::date)::timestamp AT TIME ZONE {zone}", where.start)
+        if where.end is not None:
+            add(
+                f"r.sent_at < ({{}}::date + 1)::timestamp AT TIME ZONE {zone}",
+                where.end,
+            )
+    return " AND ".join(conditions)
+
+
+_AWAITING = "r.closed_at IS NULL AND r.state IN ({})".format(
+    ", ".join(f"'{state}'" for state in AWAITING_STATES)
+)
+"""A request awaiting an answer, in SQL (fixed text: the states are constants)."""
+_ASKED_COLUMNS = """r.request_id, r.portal, r.survey, r.kind, r.sku, r.contact_id,
+    r.responsible_id, r.sale_deal_id, r.nps_deal_id, r.channel, r.state, r.reason, r.sends,
+    r.due_at, r.created_at, r.sent_at, r.last_sent_at, r.opened_at, r.answered_at, r.closed_at,
+    r.call_task_id"""
+
+
+async def funnel(conn: Conn, where: AskedFilter) -> list[dict[str, Any]]:
+    """Of the requests `where` selects, per local day of the first message, survey and
+    responsible: how many were sent, opened, answered, still awaited, and unanswered."""
+    params: list[Any] = []
+    condition = _asked_where(where, params)
+    params.append(where.zone)
+    sql = f"""SELECT (r.sent_at AT TIME ZONE ${len(params)}::text)::date AS day, r.survey,
+                     r.responsible_id, count(*) AS sent,
+                     count(*) FILTER (WHERE r.opened_at IS NOT NULL) AS opened,
+                     count(*) FILTER (WHERE r.answered_at IS NOT NULL) AS answered,
+                     count(*) FILTER (WHERE {_AWAITING}) AS awaiting,
+                     count(*) FILTER (WHERE r.state = 'unanswered') AS unanswered
+              FROM dispatch_requests r WHERE {condition}
+              GROUP BY 1, 2, 3 ORDER BY 1, 2, 3"""  # noqa: S608 - fixed fragments, values are $n
+    async with conn.transaction(readonly=True):
+        return [dict(row) for row in await conn.fetch(sql, *params)]
+
+
+async def _listed(
+    conn: Conn, where: AskedFilter, state: str, order: str, limit: int
+) -> tuple[int, list[dict[str, Any]]]:
+    params: list[Any] = []
+    condition = f"{_asked_where(where, params)} AND {state}"
+    count_sql = f"SELECT count(*) FROM dispatch_requests r WHERE {condition}"  # noqa: S608
+    params.append(limit)
+    sql = (
+        f"SELECT {_ASKED_COLUMNS} FROM dispatch_requests r WHERE {condition}"  # noqa: S608 - fixed fragments, values are $n
+        f" ORDER BY {order} LIMIT ${len(params)}"
+    )
+    async with conn.transaction(readonly=True):
+        total: int = await conn.fetchval(count_sql, *params[:-1])
+        rows = await conn.fetch(sql, *params)
+    return total, [dict(row) for row in rows]
+
+
+async def awaiting(
+    conn: Conn, where: AskedFilter, limit: int = 50
+) -> tuple[int, list[dict[str, Any]]]:
+    """How many requests `where` selects wait for an answer (sent, reminded or opened, not
+    closed), and the `limit` that have waited longest."""
+    return await _listed(conn, where, _AWAITING, "r.sent_at, r.request_id", limit)
+
+
+async def unanswered(
+    conn: Conn, where: AskedFilter, limit: int = 50
+) -> tuple[int, list[dict[str, Any]]]:
+    """How many requests `where` selects ended unanswered, and the `limit` latest to end so."""
+    return await _listed(
+        conn, where, "r.state = 'unanswered'", "r.closed_at DESC, r.request_id", limit
+    )
+
+
+async def asked(
+    conn: Conn, where: AskedFilter, *, batch: int = 500
+) -> AsyncIterator[dict[str, Any]]:
+    """Every request `where` selects, newest first message first, read through a cursor in one
+    read-only transaction (the "Asked" page's CSV export)."""
+    params: list[Any] = []
+    condition = _asked_where(where, params)
+    sql = (
+        f"SELECT {_ASKED_COLUMNS} FROM dispatch_requests r WHERE {condition}"  # noqa: S608 - fixed fragments, values are $n
+        " ORDER BY r.sent_at DESC, r.request_id"
+    )
+    async with conn.transaction(readonly=True):
+        async for row in conn.cursor(sql, *params, prefetch=batch):
+            yield dict(row)
+
+
+@dataclass(frozen=True)
+class AskedChoices:
+    """The surveys (category id, name) and responsible employees the register holds."""
+
+    surveys: tuple[tuple[int, str], ...]
+    managers: tuple[int, ...]
+
+
+async def asked_choices(conn: Conn, portal: str | None) -> AskedChoices:
+    """What the "Asked" page's filters can choose from: the surveys and responsible employees of
+    the requests sent (on `portal`, or on any)."""
+    async with conn.transaction(readonly=True):
+        surveys = await conn.fetch(
+            """SELECT DISTINCT ON (category_id) category_id, survey FROM dispatch_requests
+               WHERE sent_at IS NOT NULL AND ($1::text IS NULL OR portal = $1)
+               ORDER BY category_id, survey""",
+            portal,
+        )
+        managers = await conn.fetch(
+            """SELECT DISTINCT responsible_id FROM dispatch_requests
+               WHERE sent_at IS NOT NULL AND responsible_id IS NOT NULL
+                 AND ($1::text IS NULL OR portal = $1)
+               ORDER BY responsible_id""",
+            portal,
+        )
+    return AskedChoices(
+        surveys=tuple((row["category_id"], row["survey"]) for row in surveys),
+        managers=tuple(row["responsible_id"] for row in managers),
+    )
+
+
+# --- when the survey behind an answer was sent ----------------------------------------------
+
+
+@dataclass(frozen=True)
+class SentRequest:
+    """A request as an answer is traced back to it: its portal, kind (`deal`, `segment`) and
+    when its first message went out (None: never sent)."""
+
+    request_id: uuid.UUID
+    portal: str
+    kind: str
+    sent_at: datetime | None
+
+
+async def sent_requests(conn: Conn, request_ids: Sequence[uuid.UUID]) -> list[SentRequest]:
+    """The requests of `request_ids` the register holds."""
+    rows = await conn.fetch(
+        """SELECT request_id, portal, kind, sent_at FROM dispatch_requests
+           WHERE request_id = ANY($1::uuid[])""",
+        list(request_ids),
+    )
+    return [SentRequest(**dict(row)) for row in rows]
+
+
+async def deal_sent_at(
+    conn: Conn, portal: str | None, deal_ids: Sequence[int]
+) -> dict[tuple[str, int], datetime]:
+    """When the deal survey behind each NPS deal of `deal_ids` was first sent ((portal, deal id)
+    -> time; deals that no sent request created are left out)."""
+    rows = await conn.fetch(
+        """SELECT portal, nps_deal_id, min(sent_at) AS sent_at FROM dispatch_requests
+           WHERE kind = 'deal' AND nps_deal_id = ANY($1::bigint[]) AND sent_at IS NOT NULL
+             AND ($2::text IS NULL OR portal = $2)
+           GROUP BY portal, nps_deal_id""",
+        list(deal_ids),
+        portal,
+    )
+    return {(row["portal"], row["nps_deal_id"]): row["sent_at"] for row in rows}

@@ -3,10 +3,12 @@
 Pages (server-rendered from the Jinja2 templates of `templates/` by `pages.py`: HTML with
 inline SVG charts, no JavaScript, the style sheet from `/static/`), each with its filters in the
 query string: `/` (NPS trend), `/products`, `/managers`, `/attention` (latest detractors and
-service requests), `/ratings` (every current answer, filtered, a page at a time), `/ops`
-(conflicts and dead letters). `/ratings.csv` takes the all-ratings page's query string and streams
-every answer it selects (all pages) as CSV: UTF-8 with a BOM (Excel reads it as such), a header
-row, and every cell a spreadsheet could take for a formula prefixed with `'`.
+service requests), `/ratings` (every current answer, filtered, a page at a time), `/asked` (the
+surveys dispatch sent: response rates, who has not answered), `/ops` (conflicts and dead
+letters). `/ratings.csv` takes the all-ratings page's query string and streams every answer it
+selects (all pages) as CSV, `/asked.csv` the "Asked" page's and every request it selects: UTF-8
+with a BOM (Excel reads it as such), a header row, and every cell a spreadsheet could take for a
+formula prefixed with `'`.
 
 `GET /api/report` takes the same parameters as `nps report` (`by`, `period`, `from`, `to`,
 `segment`, `product`, `manager`, `portal`) and answers the same rows as `nps report --json`;
@@ -22,7 +24,7 @@ token in its address.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import replace
 from datetime import date, datetime
@@ -41,12 +43,14 @@ from fastapi.responses import (
 from fastapi.staticfiles import StaticFiles
 from pydantic import ValidationError
 
+from services.dispatch.read import asked as asked_requests
 from services.ingest.read import user_names
 from services.reports import pages
+from services.reports.asked import ASKED_CSV_HEADER, asked_csv_row, asked_lines
 from services.reports.auth import COOKIE, COOKIE_MAX_AGE_S, Access, cookie_value
 from services.reports.dashboard import VIEWS, Sources
-from services.reports.filters import FilterError, parse_filters
-from services.reports.queries import filter_options
+from services.reports.filters import FilterError, Filters, parse_filters
+from services.reports.queries import call_task_outcomes, filter_options, sent_dates
 from services.reports.views import CSV_HEADER, csv_row, csv_text, portal_origin, rating_lines
 from services.scoring.read import (
     DEFAULT_MIN_ANSWERS,
@@ -58,7 +62,8 @@ from services.scoring.read import (
     run_report,
     score_distribution,
 )
-from shared.db import create_pool
+from shared.db import Conn, create_pool
+from shared.dispatch_config import Dispatch
 
 PAGE_HEADERS = {
     "Content-Security-Policy": pages.CONTENT_SECURITY_POLICY,
@@ -139,8 +144,19 @@ CSV_BATCH = 500
 """Answers per chunk of the CSV export."""
 
 
-async def ratings_csv(request: Request) -> Response:
-    """Every answer the all-ratings page selects with the same query string, as CSV."""
+Chunk = Callable[[Conn, Sequence[dict[str, Any]], Mapping[int, str]], Awaitable[str]]
+"""CSV lines of a batch of records (with the user names), reading what else they need."""
+
+
+def _csv(
+    request: Request,
+    name: str,
+    header: Sequence[str],
+    records: Callable[[Conn, Filters], AsyncIterator[dict[str, Any]]],
+    chunk: Chunk,
+) -> Response:
+    """The CSV export `name` of what `records` selects with the filters of the query string,
+    streamed in batches of `CSV_BATCH` through `chunk`."""
     if not _presented(request):
         return _sign_in(request)
     sources: Sources = request.app.state.sources
@@ -149,34 +165,65 @@ async def ratings_csv(request: Request) -> Response:
         filters = parse_filters(request.query_params, today, sources.themes)
     except FilterError as exc:
         return PlainTextResponse("\n".join(exc.problems) + "\n", 422, headers=PAGE_HEADERS)
-    query = filters.ratings(sources.themes)
     pool = request.app.state.pool
 
-    def chunk(records: Sequence[Mapping[str, Any]], names: Mapping[int, str]) -> str:
-        lines = rating_lines(records, sources.portal_origin, sources.zone, names)
-        return csv_text([csv_row(line) for line in lines])
-
     async def body() -> AsyncIterator[str]:
-        yield "\ufeff" + csv_text([CSV_HEADER])
+        yield "\ufeff" + csv_text([header])
         async with pool.acquire() as conn:
             names = await user_names(conn, filters.portal)
             batch: list[dict[str, Any]] = []
-            async for record in all_ratings(conn, query, batch=CSV_BATCH):
+            async for record in records(conn, filters):
                 batch.append(record)
                 if len(batch) == CSV_BATCH:
-                    yield chunk(batch, names)
+                    yield await chunk(conn, batch, names)
                     batch = []
             if batch:
-                yield chunk(batch, names)
+                yield await chunk(conn, batch, names)
 
     return StreamingResponse(
         body(),
         media_type="text/csv; charset=utf-8",
         headers={
             **PAGE_HEADERS,
-            "Content-Disposition": f'attachment; filename="ratings-{today.isoformat()}.csv"',
+            "Content-Disposition": f'attachment; filename="{name}-{today.isoformat()}.csv"',
         },
     )
+
+
+async def ratings_csv(request: Request) -> Response:
+    """Every answer the all-ratings page selects with the same query string, as CSV."""
+    sources: Sources = request.app.state.sources
+
+    def records(conn: Conn, filters: Filters) -> AsyncIterator[dict[str, Any]]:
+        return all_ratings(conn, filters.ratings(sources.themes), batch=CSV_BATCH)
+
+    async def chunk(conn: Conn, batch: Sequence[dict[str, Any]], names: Mapping[int, str]) -> str:
+        sent = await sent_dates(conn, batch, None)
+        lines = rating_lines(batch, sources.portal_origin, sources.zone, names, sent)
+        return csv_text([csv_row(line) for line in lines])
+
+    return _csv(request, "ratings", CSV_HEADER, records, chunk)
+
+
+async def asked_csv(request: Request) -> Response:
+    """Every request the "Asked" page selects with the same query string, as CSV."""
+    sources: Sources = request.app.state.sources
+
+    def records(conn: Conn, filters: Filters) -> AsyncIterator[dict[str, Any]]:
+        return asked_requests(conn, filters.asked(sources.zone_name), batch=CSV_BATCH)
+
+    async def chunk(conn: Conn, batch: Sequence[dict[str, Any]], names: Mapping[int, str]) -> str:
+        lines = asked_lines(
+            batch,
+            sources.portal_origin,
+            sources.dispatch,
+            zone=sources.zone,
+            names=names,
+            outcomes=await call_task_outcomes(conn, batch),
+        )
+        return csv_text([asked_csv_row(line) for line in lines])
+
+    return _csv(request, "asked", ASKED_CSV_HEADER, records, chunk)
 
 
 def report_query(
@@ -247,6 +294,7 @@ def create_app(
     timezone: str = "UTC",
     field_titles: Mapping[str, str] | None = None,
     themes: Mapping[str, tuple[str, ...]] | None = None,
+    dispatch: Dispatch | None = None,
 ) -> FastAPI:
     """The reports app on the database at `database_url`, protected by `token`.
 
@@ -255,7 +303,8 @@ def create_app(
     `rabbitmq_url` lets the ops view count dead letters; below `min_answers` answers a number
     is marked as too few to rely on. Times are shown in `timezone` (the portal's, an IANA name)
     and the contact fields of conflicts by their `field_titles` (code -> title); the
-    all-ratings page filters and counts answers by the comment `themes` (name -> words).
+    all-ratings page filters and counts answers by the comment `themes` (name -> words); the
+    "Asked" page tells next reminders and call tasks by `dispatch` (the portal YAML's settings).
     """
 
     @asynccontextmanager
@@ -279,6 +328,7 @@ def create_app(
         zone=ZoneInfo(timezone),
         field_titles=dict(field_titles or {}),
         themes=dict(themes or {}),
+        dispatch=dispatch or Dispatch(),
     )
     api = APIRouter(prefix="/api", dependencies=[Depends(api_guard)])
     api.add_api_route("/report", report_endpoint, methods=["GET"])
@@ -293,6 +343,7 @@ def create_app(
     for path in VIEWS:
         app.add_api_route(path, page, methods=["GET"], include_in_schema=False)
     app.add_api_route("/ratings.csv", ratings_csv, methods=["GET"], include_in_schema=False)
+    app.add_api_route("/asked.csv", asked_csv, methods=["GET"], include_in_schema=False)
 
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:

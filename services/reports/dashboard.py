@@ -8,12 +8,25 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field, replace
-from datetime import UTC, tzinfo
+from datetime import UTC, date, tzinfo
 from typing import Any
 
+from services.dispatch import read as dispatch_read
 from services.ingest.read import unmapped_summary
 from services.ops import dlq
 from services.reports import pages, queries
+from services.reports.asked import (
+    AskedLine,
+    AskedView,
+    Bucket,
+    asked_change,
+    asked_lines,
+    by_manager,
+    by_period,
+    by_survey,
+    register_summary,
+    total,
+)
 from services.reports.filters import Filters
 from services.reports.views import (
     NO_COUNTS,
@@ -35,7 +48,10 @@ from services.reports.views import (
 )
 from services.scoring.read import (
     DEFAULT_MIN_ANSWERS,
+    Granularity,
     ReportQuery,
+    bucket_start,
+    period_label,
     ratings_count,
     run_report,
     score_distribution,
@@ -43,6 +59,7 @@ from services.scoring.read import (
 )
 from services.scoring.read import ratings as read_ratings
 from shared.db import Conn
+from shared.dispatch_config import Dispatch
 
 
 @dataclass(frozen=True)
@@ -61,9 +78,19 @@ class Sources:
     """Contact field code -> title (from the portal YAML), for the conflicts on the ops view."""
     themes: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     """The comment themes of the portal YAML: name -> words."""
+    dispatch: Dispatch = field(default_factory=Dispatch)
+    """Dispatch's settings of the portal YAML (reminders, the unanswered call task), for the
+    "Asked" page's next reminders and call tasks."""
+
+    @property
+    def zone_name(self) -> str:
+        """The IANA name of `zone`, for PostgreSQL."""
+        return str(getattr(self.zone, "key", None) or self.zone)
 
 
 RATINGS_PAGE_SIZE = 50
+ASKED_LIMIT = 50
+"""Requests per list of the "Asked" page (the CSV export holds them all)."""
 
 
 View = Callable[[Conn, Sources, Filters, FilterOptions], Awaitable[str]]
@@ -177,10 +204,11 @@ async def ratings(conn: Conn, sources: Sources, filters: Filters, options: Filte
         )
         for name, answers in counts.items()
     ]
+    sent = await queries.sent_dates(conn, records, filters.portal)
     return pages.ratings_page(
         filters,
         options,
-        rating_lines(records, sources.portal_origin, sources.zone, options.manager_names),
+        rating_lines(records, sources.portal_origin, sources.zone, options.manager_names, sent),
         pager(
             filters.page,
             size,
@@ -190,6 +218,76 @@ async def ratings(conn: Conn, sources: Sources, filters: Filters, options: Filte
         ),
         themes,
         csv_url=ratings_csv_url(filters),
+    )
+
+
+def period_bucket(granularity: Granularity) -> Bucket:
+    """The period of `granularity` a day falls in, as the reports label it."""
+
+    def bucket(day: date) -> tuple[date, str]:
+        start = bucket_start(day, granularity)
+        return start, period_label(start, granularity)
+
+    return bucket
+
+
+def asked_csv_url(filters: Filters) -> str:
+    """The CSV export of every request the "Asked" page selects with `filters`."""
+    return "/asked.csv" + replace(filters, page=1).query_string()
+
+
+async def asked_options(conn: Conn, filters: Filters, options: FilterOptions) -> FilterOptions:
+    """`options` with the surveys and managers of dispatch's register added (a survey sent but
+    not answered yet has no answers to offer it)."""
+    held = await dispatch_read.asked_choices(conn, filters.portal)
+    known = {category for category, _ in options.segments}
+    segments = options.segments + tuple(s for s in held.surveys if s[0] not in known)
+    managers = tuple(sorted(set(options.managers) | set(held.managers)))
+    return replace(options, segments=segments, managers=managers)
+
+
+async def asked(conn: Conn, sources: Sources, filters: Filters, options: FilterOptions) -> str:
+    where = filters.asked(sources.zone_name)
+    rows = await dispatch_read.funnel(conn, where)
+    now = total(rows)
+    delta = None
+    before = filters.previous()
+    if before is not None and before.date_from is not None and before.date_to is not None:
+        then = total(await dispatch_read.funnel(conn, before.asked(sources.zone_name)))
+        delta = asked_change(now, then, before.date_from, before.date_to)
+    waiting_total, waiting = await dispatch_read.awaiting(conn, where, ASKED_LIMIT)
+    closed_total, closed = await dispatch_read.unanswered(conn, where, ASKED_LIMIT)
+    outcomes = await queries.call_task_outcomes(conn, closed)
+
+    def lines(records: list[dict[str, Any]]) -> tuple[AskedLine, ...]:
+        return tuple(
+            asked_lines(
+                records,
+                sources.portal_origin,
+                sources.dispatch,
+                zone=sources.zone,
+                names=options.manager_names,
+                outcomes=outcomes,
+            )
+        )
+
+    view = AskedView(
+        funnel=now,
+        change=delta,
+        surveys=tuple(by_survey(rows)),
+        managers=tuple(by_manager(rows, options.manager_names)),
+        periods=tuple(by_period(rows, period_bucket(filters.period))),
+        awaiting=lines(waiting),
+        awaiting_total=waiting_total,
+        unanswered=lines(closed),
+        unanswered_total=closed_total,
+        register=register_summary(await dispatch_read.state_counts(conn, filters.portal)),
+    )
+    return pages.asked_page(
+        filters,
+        await asked_options(conn, filters, options),
+        view,
+        csv_url=asked_csv_url(filters),
     )
 
 
@@ -219,5 +317,6 @@ VIEWS: dict[str, tuple[pages.NavItem, View]] = {
     pages.MANAGERS.path: (pages.MANAGERS, managers),
     pages.ATTENTION.path: (pages.ATTENTION, attention),
     pages.RATINGS.path: (pages.RATINGS, ratings),
+    pages.ASKED.path: (pages.ASKED, asked),
     pages.OPS.path: (pages.OPS, ops),
 }

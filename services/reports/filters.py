@@ -23,6 +23,7 @@ from datetime import date, timedelta
 from typing import Any
 from urllib.parse import urlencode
 
+from services.dispatch.read import AskedFilter
 from services.scoring.read import (
     GRANULARITIES,
     Granularity,
@@ -124,6 +125,19 @@ class Filters:
             has_comment=self.has_comment,
             search=self.search,
             words=None if self.theme is None else themes[self.theme],
+        )
+
+    def asked(self, zone: str) -> AskedFilter:
+        """The "Asked" page's selection of dispatch's register: the requests first sent on these
+        dates (days in `zone`, the portal's), of this survey (`segment`), product and manager."""
+        return AskedFilter(
+            portal=self.portal,
+            survey=self.segment,
+            sku=self.product,
+            responsible_id=self.manager,
+            start=self.date_from,
+            end=self.date_to,
+            zone=zone,
         )
 
     def previous(self) -> Filters | None:

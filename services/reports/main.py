@@ -16,6 +16,7 @@ import uvicorn
 from services.reports.app import create_app
 from services.reports.settings import ReportsSettings
 from shared.db import migrate
+from shared.dispatch_config import Dispatch
 from shared.logging import configure_logging, get_logger
 from shared.portal_config import contact_field_titles, load_portal_config
 from shared.settings import Settings
@@ -61,6 +62,14 @@ def portal_display(
     return config.portal.timezone, contact_field_titles(config), config.theme_words()
 
 
+def portal_dispatch(settings: Settings) -> Dispatch:
+    """Dispatch's settings of the portal YAML (its defaults without the file or the section):
+    the "Asked" page tells the next reminders and the call tasks by them."""
+    path = settings.portal_config_path()
+    config = load_portal_config(path) if path.exists() else None
+    return (config.dispatch if config else None) or Dispatch()
+
+
 def run(settings: Settings) -> None:
     """Apply migrations, then serve the reports app until SIGINT/SIGTERM."""
     configure_logging(settings.log_level, settings.log_format, service="reports")
@@ -84,6 +93,7 @@ def run(settings: Settings) -> None:
             timezone=timezone,
             field_titles=field_titles,
             themes=themes,
+            dispatch=portal_dispatch(settings),
         ),
         host=reports.host,
         port=reports.port,

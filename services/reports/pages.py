@@ -23,6 +23,7 @@ from typing import Any
 from jinja2 import Environment, PackageLoader, StrictUndefined
 from markupsafe import Markup
 
+from services.reports.asked import AskedView, FunnelLine
 from services.reports.filters import CATEGORIES, PRESETS, Filters
 from services.reports.views import (
     DASH,
@@ -63,8 +64,9 @@ RATINGS = NavItem(
     "All ratings",
     (*MANAGERS.filters, "category", "comment", "theme", "q"),
 )
+ASKED = NavItem("/asked", "Asked", TREND.filters)
 OPS = NavItem("/ops", "Ops", ())
-NAV: tuple[NavItem, ...] = (TREND, PRODUCTS, MANAGERS, ATTENTION, RATINGS, OPS)
+NAV: tuple[NavItem, ...] = (TREND, PRODUCTS, MANAGERS, ATTENTION, RATINGS, ASKED, OPS)
 OPEN_TABLE_ROWS = 24
 """The trend's figures table starts unfolded up to this many periods."""
 
@@ -346,6 +348,28 @@ def ratings_page(
         themes=themes,
         csv_url=csv_url,
     )
+
+
+def asked_page(filters: Filters, options: FilterOptions, view: AskedView, *, csv_url: str) -> str:
+    """`/asked`: the response funnel of the surveys dispatch sent (over the selection, per
+    survey, manager and period), who has not answered yet, who never did (and their call
+    tasks), and the CSV export of every request."""
+
+    def link(line: FunnelLine, survey: bool) -> str:
+        assert line.value is not None
+        if survey:
+            narrowed = replace(filters, segment=line.value)
+        else:
+            narrowed = replace(filters, manager=int(line.value))
+        return "/asked" + narrowed.query_string()
+
+    links = {
+        line.key: link(line, lines is view.surveys)
+        for lines in (view.surveys, view.managers)
+        for line in lines
+        if line.value is not None
+    }
+    return _page("asked.html", ASKED, filters, options, view=view, csv_url=csv_url, links=links)
 
 
 def ops_page(filters: Filters, options: FilterOptions, view: OpsView) -> str:

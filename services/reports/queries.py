@@ -1,24 +1,31 @@
 """What the dashboard reads besides `run_report`, through the owners' read modules: the filter
 choices and the latest detractors and service requests (scoring), crm_sync's conflicts, the
-dead-letter queue sizes (`services.ops.dlq`), and crm_sync's lanes (their queues and their
-requests in the shared rate budget), shaped for the views.
+dead-letter queue sizes (`services.ops.dlq`), crm_sync's lanes (their queues and their
+requests in the shared rate budget), when the surveys behind answers were sent (crm_sync's
+survey items and dispatch's register) and the call tasks' outcomes (crm_sync), shaped for the
+views.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping, Sequence
+from datetime import datetime
 from typing import Any
 
 import aio_pika
 from aio_pika.exceptions import AMQPException
 
 from services.crm_sync import read as crm_sync_read
+from services.dispatch import read as dispatch_read
+from services.reports.asked import answer_sent_at, call_task_command
 from services.reports.filters import Filters
 from services.reports.views import FilterOptions, ProductInfo
 from services.scoring import read as scoring_read
 from shared.bitrix24.budget import lane_usage
 from shared.bitrix24.lanes import BULK, URGENT
 from shared.db import Conn
+from shared.events import DEAL_ENTITY_TYPE_ID
 from shared.logging import get_logger
 from shared.topology import CRM_SYNC_ACTIONS, CRM_SYNC_URGENT
 
@@ -111,3 +118,37 @@ async def lane_depths(rabbitmq_url: str | None) -> dict[str, int] | None:
 async def lanes(conn: Conn) -> dict[str, tuple[int, float]]:
     """Requests per lane in the last `LANE_MINUTES` minutes, with the seconds they waited."""
     return await lane_usage(conn, LANE_MINUTES)
+
+
+async def sent_dates(
+    conn: Conn, records: Sequence[Mapping[str, Any]], portal: str | None
+) -> dict[str, datetime]:
+    """When the survey behind each answer of `records` (all-ratings records) was sent, by answer
+    id (answers dispatch did not ask for are left out): an NPS deal through the register's
+    `nps_deal_id`, a smart-process item through the survey page request crm_sync wrote into it
+    (`crm_survey_items`) and that request in the register."""
+    if not records:
+        return {}
+    deals = [r["item_id"] for r in records if r["entity_type_id"] == DEAL_ENTITY_TYPE_ID]
+    items = [r["item_id"] for r in records if r["entity_type_id"] != DEAL_ENTITY_TYPE_ID]
+    deal_sent = await dispatch_read.deal_sent_at(conn, portal, deals) if deals else {}
+    item_requests = await crm_sync_read.survey_item_requests(conn, items) if items else []
+    requests = (
+        await dispatch_read.sent_requests(conn, [request for _, request in item_requests])
+        if item_requests
+        else []
+    )
+    return answer_sent_at(records, deal_sent, item_requests, requests)
+
+
+async def call_task_outcomes(
+    conn: Conn, records: Sequence[Mapping[str, Any]]
+) -> dict[str, crm_sync_read.CommandOutcome]:
+    """crm_sync's outcome of the call task of each unanswered request of `records`, by command
+    id (the register records the task's id, not why it was not created)."""
+    commands = [
+        call_task_command(r["request_id"])
+        for r in records
+        if r["state"] == "unanswered" and r["call_task_id"] is None
+    ]
+    return await crm_sync_read.command_outcomes(conn, commands) if commands else {}

@@ -741,6 +741,9 @@ class RatingLine:
     """One current answer of the all-ratings list (and a row of its CSV export)."""
 
     answer_id: str
+    sent: str
+    """When the survey behind the answer was sent (dispatch's register), or DASH: not asked by
+    dispatch (a form filled in the portal, a link made by hand)."""
     answered: str
     survey: str
     item: str
@@ -765,12 +768,16 @@ def rating_lines(
     origin: str | None,
     zone: tzinfo = UTC,
     names: Mapping[int, str] | None = None,
+    sent: Mapping[str, datetime] | None = None,
 ) -> list[RatingLine]:
     """Lines of current answers (records of `scoring_answers`), their times in `zone`, their
-    managers named by `names`, their items and contacts linked to the portal at `origin`."""
+    managers named by `names`, their items and contacts linked to the portal at `origin`, when
+    their surveys were sent from `sent` (answer id -> time)."""
+    sent_at = sent or {}
     return [
         RatingLine(
             answer_id=r["answer_id"],
+            sent=fmt_time(sent_at[r["answer_id"]], zone) if r["answer_id"] in sent_at else DASH,
             answered=fmt_time(r["submitted_at"], zone),
             survey=r["segment"],
             item=item_label(r["entity_type_id"], r["item_id"]),
@@ -789,6 +796,7 @@ def rating_lines(
 
 
 CSV_HEADER: tuple[str, ...] = (
+    "sent",
     "answered",
     "survey",
     "item",
@@ -815,6 +823,7 @@ def csv_row(line: RatingLine) -> list[str]:
     """`line`'s cells in the order of `CSV_HEADER`, each safe to open in a spreadsheet (an empty
     cell where the list shows a dash)."""
     cells = [
+        "" if line.sent == DASH else line.sent,
         line.answered,
         line.survey,
         line.item,

@@ -17,7 +17,8 @@ from datetime import date, datetime
 from typing import Any
 
 from services.scoring.nps import DEFAULT_MIN_ANSWERS
-from services.scoring.periods import GRANULARITIES, Granularity, Period
+from services.scoring.periods import GRANULARITIES, Granularity, Period, bucket_start
+from services.scoring.periods import label as period_label
 from services.scoring.report import (
     GroupBy,
     ReportQuery,
@@ -44,11 +45,13 @@ __all__ = [
     "all_ratings",
     "answer_ids",
     "attention",
+    "bucket_start",
     "choices",
     "current_answers",
     "last_scored_at",
     "like_pattern",
     "named_managers",
+    "period_label",
     "ratings",
     "ratings_count",
     "render_table",
@@ -306,7 +309,7 @@ def _ratings_where(query: RatingsQuery, params: list[Any], *, themed: bool = Tru
 
 
 _RATING_COLUMNS = (
-    "d.answer_id, d.entity_type_id, d.item_id, d.segment, d.sku, d.product_name, d.score,"
+    "d.answer_id, d.portal, d.entity_type_id, d.item_id, d.segment, d.sku, d.product_name, d.score,"
     " d.category, d.comment, d.service_request, d.contact_id, d.responsible_id, d.submitted_at"
 )
 _RATINGS_ORDER = " ORDER BY d.submitted_at DESC, d.updated_at DESC, d.item_id DESC, d.answer_id"

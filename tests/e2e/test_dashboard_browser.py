@@ -31,6 +31,7 @@ from services.scoring.handlers import score_submission
 from shared.outbox import Outbox
 from tests.support.browser import CHROMIUM_FLAGS, chromium
 from tests.support.dashboard import figures, shown, shown_scores
+from tests.support.dispatch import DEAL_SURVEY, LASER_PRODUCT, LASER_SURVEY, Register
 from tests.support.scoring import make_submission
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -66,9 +67,12 @@ class Browser:
         self._run("--hide-scrollbars", f"--screenshot={path}", url)
 
 
-async def seed(pool: asyncpg.Pool, member: str) -> None:
+async def seed(pool: asyncpg.Pool, member: str) -> dict[str, uuid.UUID]:
     """Cosmetics and an equipment laser over three months, with managers 5 and 7 (ingest has
-    read the name of 7 from the portal)."""
+    read the name of 7 from the portal); and dispatch's register (its own handlers): a sale of
+    manager 7 asked its deal survey (answered), one of manager 5 its deal survey (unanswered,
+    call task 7001), a later laser sale of manager 7 its laser survey (opened, awaiting an
+    answer). The requests' ids by name."""
     await pool.execute(
         "INSERT INTO ingest_users (portal, user_id, name, refreshed_at) VALUES ($1, 7, $2, now())",
         member,
@@ -96,6 +100,25 @@ async def seed(pool: asyncpg.Pool, member: str) -> None:
                 *scores, item_id=item, member_id=member, submitted_at=at, updated_at=at, **fields
             ),
         )
+    register = Register(pool, portal=member)
+    answered = (await register.sale(801, 611, responsible_id=7))[DEAL_SURVEY]
+    unanswered = (await register.sale(802, 612, responsible_id=5))[DEAL_SURVEY]
+    await register.tick()
+    register.later(hours=2)
+    await register.answered(answered)
+    register.later(days=3)
+    await register.tick()  # the reminder of 802
+    register.later(days=2)
+    await register.tick()  # 802 unanswered: its call task
+    await register.written(unanswered, "call_task", 0, entity_id=7001)
+    # The same customer buys a laser: asked about it (not about the sale again, so soon).
+    awaiting = (await register.sale(803, 611, responsible_id=7, products=(LASER_PRODUCT,)))[
+        LASER_SURVEY
+    ]
+    await register.tick()
+    register.later(hours=1)
+    await register.opened(awaiting)
+    return {"answered": answered, "awaiting": awaiting, "unanswered": unanswered}
 
 
 def _read_token(proc: subprocess.Popen[bytes], timeout_s: float = 60.0) -> str:
@@ -130,11 +153,14 @@ def _wait_healthy(url: str, proc: subprocess.Popen[bytes], timeout_s: float = 60
 
 
 class Served:
-    def __init__(self, base: str, token: str, portal: str, log: Path) -> None:
+    def __init__(
+        self, base: str, token: str, portal: str, log: Path, asked: dict[str, uuid.UUID]
+    ) -> None:
         self.base = base
         self.token = token
         self.portal = portal
         self.log = log
+        self.asked = asked
 
     def url(self, path: str, **params: str) -> str:
         """A page address as a person first opens it: with the token once, and the filters."""
@@ -165,7 +191,7 @@ async def served(
     pg_dsn: str, amqp_url: str, pool: asyncpg.Pool, tmp_path_factory: pytest.TempPathFactory
 ) -> AsyncIterator[Served]:
     portal = f"m-e2e-{uuid.uuid4().hex[:10]}"
-    await seed(pool, portal)
+    asked = await seed(pool, portal)
     workdir = tmp_path_factory.mktemp("reports")
     port = free_port()
     env = {
@@ -198,7 +224,7 @@ async def served(
         token = _read_token(proc)
         base = f"http://127.0.0.1:{port}"
         _wait_healthy(f"{base}/healthz", proc)
-        yield Served(base, token, portal, log)
+        yield Served(base, token, portal, log, asked)
     finally:
         proc.terminate()
         try:
@@ -298,6 +324,7 @@ def test_all_ratings_lists_every_answer_and_exports_them(served: Served, browser
     ]
     assert answers[f"{served.portal}:2:SERUM"]["manager"] == "Maria Lebedeva"
     assert answers[f"{served.portal}:10:LASER"] == {
+        "sent": "—",  # a form filled in the portal: no survey was sent
         "survey": "Laser A",
         "item": "item 10",
         "product": "laser (LASER)",
@@ -320,6 +347,43 @@ def test_all_ratings_lists_every_answer_and_exports_them(served: Served, browser
     lines = export.content.decode("utf-8-sig").splitlines()
     assert len(lines) == 2
     assert "<b>laser broke</b>" in lines[1]
+
+
+def test_asked_view_shows_who_did_not_answer_and_exports_them(
+    served: Served, browser: Browser
+) -> None:
+    dom = browser.dom(served.url("/asked"))
+    rows = figures(dom)
+    assert rows["asked"] == {
+        "sent": "3",
+        "opened": "2",
+        "open_rate": "66.7 %",
+        "answered": "1",
+        "answer_rate": "33.3 %",
+        "awaiting": "1",
+        "unanswered": "1",
+    }
+    assert rows["manager-7"]["answer_rate"] == "50.0 %"
+    assert ">Maria Lebedeva</a>" in dom
+    awaiting, unanswered = (str(served.asked[key]) for key in ("awaiting", "unanswered"))
+    assert rows[awaiting]["survey"] == f"{LASER_SURVEY}EQ-LASER-A"
+    assert rows[awaiting]["next_reminder"] == "2026-12-15 12:00 UTC"
+    assert rows[unanswered]["call_task"] == "created"
+    assert rows[unanswered]["task_id"] == "task 7001"
+    assert 'href="https://acme.bitrix24.ru/company/personal/user/5/tasks/task/view/7001/"' in dom
+    assert str(served.asked["answered"]) not in rows
+    laser = figures(browser.dom(served.url("/asked", segment=LASER_SURVEY)))
+    assert laser["asked"]["sent"] == "1"
+    assert f"survey-{DEAL_SURVEY}" not in laser
+    export = httpx.get(
+        f"{served.base}/asked.csv",
+        params={"portal": served.portal},
+        headers={"Authorization": f"Bearer {served.token}"},
+    )
+    assert export.status_code == 200, export.text
+    lines = export.content.decode("utf-8-sig").splitlines()
+    assert len(lines) == 4
+    assert sum("awaiting answer" in line for line in lines) == 1
 
 
 def test_ops_view_shows_conflicts_and_dead_letters(served: Served, browser: Browser) -> None:
@@ -367,6 +431,7 @@ def test_screenshots_are_saved(served: Served, browser: Browser) -> None:
         ("managers", "/managers", {}),
         ("attention", "/attention", {}),
         ("ratings", "/ratings", {}),
+        ("asked", "/asked", {}),
         ("ops", "/ops", {}),
     )
     for name, path, params in views:

@@ -6,6 +6,7 @@ from datetime import date
 
 import pytest
 
+from services.dispatch.read import AskedFilter
 from services.reports.filters import PRESETS, FilterError, Filters, parse_filters, preset_range
 
 TODAY = date(2026, 12, 6)
@@ -62,6 +63,22 @@ def test_the_report_query_carries_every_filter() -> None:
     assert query.date_from == date(2024, 2, 1)
     assert filters.report("period", "range").effective_period == "range"
     assert Filters(period="quarter").report("product", "quarter").period == "quarter"
+
+
+def test_the_asked_selection_carries_the_filters_and_the_portals_zone() -> None:
+    filters = parse_filters(
+        {"segment": "Laser A", "product": "EQ-LASER-A", "manager": "17", "dates": "7d"}, TODAY
+    )
+    assert filters.asked("Europe/Moscow") == AskedFilter(
+        portal=None,
+        survey="Laser A",
+        sku="EQ-LASER-A",
+        responsible_id=17,
+        start=date(2026, 11, 30),
+        end=TODAY,
+        zone="Europe/Moscow",
+    )
+    assert Filters(portal="p1").asked("UTC") == AskedFilter(portal="p1", zone="UTC")
 
 
 def test_api_url_names_the_same_report() -> None:

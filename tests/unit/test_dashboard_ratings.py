@@ -61,13 +61,16 @@ def record(**overrides: Any) -> dict[str, Any]:
         ({"score": None, "category": None}, "score", DASH),
         ({"score": None, "category": None}, "category", "not scored"),
         ({"comment": None}, "comment", ""),
+        ({}, "sent", DASH),
+        ({"answer_id": "m1:1038:7:EQ-LASER-A"}, "sent", "2024-05-01 12:30 MSK"),
         ({}, "contact_url", f"{ORIGIN}/crm/contact/details/42/"),
         ({"contact_id": None}, "contact_url", None),
     ],
 )
 def test_rating_lines(overrides: dict[str, Any], field: str, expected: object) -> None:
+    sent = {"m1:1038:7:EQ-LASER-A": datetime(2024, 5, 1, 9, 30, tzinfo=UTC)}
     (line,) = rating_lines(
-        [record(**overrides)], ORIGIN, ZoneInfo("Europe/Moscow"), {7: "Olga Petrova"}
+        [record(**overrides)], ORIGIN, ZoneInfo("Europe/Moscow"), {7: "Olga Petrova"}, sent
     )
     assert getattr(line, field) == expected
 
@@ -100,6 +103,7 @@ def test_a_csv_row_follows_the_header_and_is_safe() -> None:
     (line,) = rating_lines([record(comment="-broken", contact_id=None)], ORIGIN, UTC, {})
     row = csv_row(line)
     assert dict(zip(CSV_HEADER, row, strict=True)) == {
+        "sent": "",
         "answered": "2024-05-03 06:00 UTC",
         "survey": "Laser A",
         "item": "item 501",
@@ -114,7 +118,10 @@ def test_a_csv_row_follows_the_header_and_is_safe() -> None:
         "contact link": "",
     }
     (unscored,) = rating_lines([record(score=None, category=None, service_request=False)], None)
-    assert csv_row(unscored)[5:8] == ["", "not scored", ""]
+    assert csv_row(unscored)[6:9] == ["", "not scored", ""]
+    sent = {line.answer_id: datetime(2024, 5, 1, 9, 30, tzinfo=UTC)}
+    (asked,) = rating_lines([record()], None, UTC, {}, sent)
+    assert csv_row(asked)[:2] == ["2024-05-01 09:30 UTC", "2024-05-03 06:00 UTC"]
 
 
 def test_csv_text_quotes_what_needs_it() -> None:

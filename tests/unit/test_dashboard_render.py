@@ -17,6 +17,7 @@ import pytest
 
 from services.ingest.read import UnmappedCategory
 from services.reports import pages
+from services.reports.asked import AskedView, asked_lines, by_manager, by_period, by_survey, total
 from services.reports.filters import Filters
 from services.reports.views import (
     Counts,
@@ -34,6 +35,7 @@ from services.reports.views import (
     trend_chart,
 )
 from services.scoring.nps import nps_margin, too_few_answers
+from shared.dispatch_config import Dispatch
 from tests.support.dashboard import figures, shown, shown_scores
 
 SCRIPT = "<script>alert('x')</script>"
@@ -160,12 +162,55 @@ def _pages_with_customer_text() -> dict[str, str]:
             [ThemeCount(EVIL, 1, f"/ratings?theme={EVIL}", True)],
             csv_url=f"/ratings.csv?q={EVIL}",
         ),
+        "asked": pages.asked_page(filters, options, _asked_view(), csv_url=f"/asked.csv?{EVIL}"),
         "ops": pages.ops_page(
             filters, options, ops_view(1, [conflict], {EVIL: 1}, [EVIL], "https://a.b")
         ),
         "problems": pages.problems_page(pages.OPS, options, [EVIL]),
         "sign-in": pages.login_page(f"/{EVIL}"),
     }
+
+
+def _asked_view() -> AskedView:
+    """The "Asked" page with `EVIL` in the survey names, products, managers and reasons."""
+    funnel = {"sent": 3, "opened": 2, "answered": 1, "awaiting": 1, "unanswered": 1}
+    rows = [{"day": date(2026, 12, 7), "survey": EVIL, "responsible_id": 5, **funnel}]
+    sent = datetime(2026, 12, 7, 10, 0, tzinfo=UTC)
+    request = {
+        "request_id": EVIL,
+        "portal": EVIL,
+        "survey": EVIL,
+        "kind": "segment",
+        "sku": EVIL,
+        "contact_id": 42,
+        "responsible_id": 5,
+        "sale_deal_id": 500,
+        "nps_deal_id": None,
+        "channel": "email",
+        "state": "unanswered",
+        "reason": EVIL,
+        "sends": 2,
+        "due_at": None,
+        "sent_at": sent,
+        "last_sent_at": sent,
+        "opened_at": None,
+        "answered_at": None,
+        "closed_at": sent,
+        "call_task_id": None,
+    }
+    lines = tuple(asked_lines([request], EVIL, Dispatch(), names={5: EVIL}))
+    return AskedView(
+        funnel=total(rows),
+        change=None,
+        surveys=tuple(by_survey(rows)),
+        managers=tuple(by_manager(rows, {5: EVIL})),
+        periods=tuple(by_period(rows, lambda day: (day, EVIL))),
+        awaiting=lines,
+        awaiting_total=1,
+        unanswered=lines,
+        unanswered_total=1,
+        register=EVIL,
+    )
 
 
 @pytest.mark.parametrize("name", list(_pages_with_customer_text()))

@@ -1,5 +1,5 @@
-"""What the portal YAML tells the dashboard: the portal's time zone and the contact fields'
-titles."""
+"""What the portal YAML tells the dashboard: the portal's time zone, the contact fields' titles,
+the comment themes and dispatch's settings."""
 
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ import pytest
 import yaml
 from pydantic import SecretStr
 
-from services.reports.main import portal_display
+from services.reports.main import portal_dispatch, portal_display
+from shared.dispatch_config import Dispatch
 from shared.portal_config import (
     ConfigError,
     PortalConfig,
@@ -80,3 +81,25 @@ def test_the_dashboard_takes_zone_titles_and_themes_from_the_portal_yaml(
     path.write_text("portal: {timezone: Mars/Olympus}\n")
     with pytest.raises(ConfigError, match="unknown time zone 'Mars/Olympus'"):
         portal_display(Settings(nps_config=path, bitrix24_webhook_url=real))
+
+
+def test_the_dashboard_takes_dispatchs_settings_from_the_portal_yaml(
+    tmp_path: Path, portal_config: PortalConfig
+) -> None:
+    path = tmp_path / "portal.yaml"
+    data = portal_config.model_dump(mode="json", exclude_none=True)
+    data["dispatch"] = {
+        "email": {"sender": "nps@example.com"},
+        "reminders": {"after_days": [2, 5]},
+        "unanswered": {"after_days": 4, "task": False},
+    }
+    path.write_text(yaml.safe_dump(data, allow_unicode=True, sort_keys=False), encoding="utf-8")
+    real = SecretStr("https://acme.bitrix24.ru/rest/1/x/")
+    dispatch = portal_dispatch(Settings(nps_config=path, bitrix24_webhook_url=real))
+    assert dispatch.reminders.after_days == (2, 5)
+    assert (dispatch.unanswered.after_days, dispatch.unanswered.task) == (4, False)
+    del data["dispatch"]
+    path.write_text(yaml.safe_dump(data, allow_unicode=True, sort_keys=False), encoding="utf-8")
+    assert portal_dispatch(Settings(nps_config=path, bitrix24_webhook_url=real)) == Dispatch()
+    missing = Settings(nps_config=tmp_path / "none.yaml", bitrix24_webhook_url=real)
+    assert portal_dispatch(missing) == Dispatch()
