@@ -7,15 +7,20 @@ outcome consumer leaves the escalation alone; the dashboard's figures follow."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import Any
 
+import aio_pika
 import asyncpg
 import pytest
 import yaml
+from aio_pika.abc import AbstractChannel
+from pydantic import SecretStr
 
 from services.crm_sync.coalescer import CommandCoalescer
 from services.crm_sync.dispatch import DispatchWriter
@@ -25,7 +30,9 @@ from services.dispatch.follower import Follower
 from services.dispatch.followup import follow_id
 from services.dispatch.followup_read import FollowupFilter
 from services.dispatch.mailer import Mailer
+from services.dispatch.main import wire
 from services.dispatch.settings import DispatchSettings
+from services.harness.stack import free_port
 from services.sandbox.faults import Faults
 from services.sandbox.limits import Limits
 from services.sandbox.methods import CONTACT
@@ -36,6 +43,9 @@ from shared.bitrix24 import Bitrix24Client
 from shared.events import CrmWritten, DispatchCommand, PortalRef
 from shared.outbox import Outbox
 from shared.portal_config import PortalConfig, parse_portal_config
+from shared.service import serve
+from shared.settings import Settings
+from shared.topology import DISPATCH_FOLLOWUP, DISPATCH_WRITTEN, EXCHANGE
 from tests.support import FakeClock
 from tests.support.crm_sync import CONFIG_PATH, answer, client_for, portal_ref, route, writers
 from tests.support.paths import EXAMPLE_CONFIG
@@ -325,3 +335,75 @@ async def test_a_failed_read_is_tried_again_after_the_lease_and_a_deleted_lead_c
     assert await follower.tick(clocks.at(MON_10 + 20 * MINUTE)) == 1
     gone = await row(world.pool, written)
     assert (gone["state"], gone["outcome"], gone["next_read_at"]) == ("closed", "deleted", None)
+
+
+async def test_the_service_follows_outcomes_from_the_broker_and_an_escalation_breaks_nothing(
+    pool: asyncpg.Pool, settings: Settings, channel: AbstractChannel
+) -> None:
+    """`nps run dispatch`'s wiring on the real RabbitMQ: a lead's outcome reaches the follow-up;
+    an escalation's `crm.written.call_task` reaches both dispatch consumers and neither
+    dead-letters it."""
+    ref = portal_ref()
+    nowhere = f"http://127.0.0.1:{free_port()}/rest/1/none/"  # no portal calls are expected
+    configured = settings.model_copy(update={"bitrix24_webhook_url": SecretStr(nowhere)})
+    dispatch_settings = DispatchSettings(smtp_port=free_port(), tick_s=3600, _env_file=None)
+    lead = CrmWritten(
+        correlation_id="corr-service",
+        action_id=f"{ref.key}:77:EQ-LASER-A:service",
+        action="service",
+        outcome="created",
+        entity_type="lead",
+        entity_id=4242,
+        details={"portal": ref.key, "contact_id": 3, "responsible_id": 17, "manager_id": 31},
+    )
+    follow = uuid.uuid4()
+    escalation = CrmWritten(
+        correlation_id=f"followup:{follow}",
+        action_id=f"{follow}:escalation:0",
+        action="call_task",
+        outcome="created",
+        entity_type="task",
+        entity_id=99,
+        details={"request_id": str(follow)},
+    )
+    stop = asyncio.Event()
+    service = asyncio.create_task(
+        serve("dispatch", configured, partial(wire, settings=dispatch_settings), stop=stop)
+    )
+    try:
+        exchange = await channel.get_exchange(EXCHANGE)
+        for event in (escalation, lead, lead):
+            await exchange.publish(
+                aio_pika.Message(
+                    event.model_dump_json().encode(),
+                    message_id=str(event.event_id),
+                    content_type="application/json",
+                ),
+                routing_key=event.routing_key(),
+            )
+        async with asyncio.timeout(30):
+            while (
+                await pool.fetchval(
+                    "SELECT count(*) FROM dispatch_followups WHERE action_id = $1", lead.action_id
+                )
+                != 1
+            ):
+                await asyncio.sleep(0.05)
+        async with asyncio.timeout(30):
+            for queue in (DISPATCH_WRITTEN, DISPATCH_FOLLOWUP):
+                declared = await channel.declare_queue(queue.name, passive=True)
+                while declared.declaration_result.message_count:
+                    await asyncio.sleep(0.05)
+                    declared = await channel.declare_queue(queue.name, passive=True)
+    finally:
+        stop.set()
+        await service
+    for queue in (DISPATCH_WRITTEN, DISPATCH_FOLLOWUP):
+        dead = await channel.declare_queue(queue.dlq, passive=True)
+        assert dead.declaration_result.message_count == 0, queue.dlq
+    recorded = await pool.fetchrow(
+        "SELECT entity_id, manager_id, portal FROM dispatch_followups WHERE action_id = $1",
+        lead.action_id,
+    )
+    assert recorded is not None
+    assert dict(recorded) == {"entity_id": 4242, "manager_id": 31, "portal": ref.key}
