@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import asyncpg
@@ -56,9 +56,11 @@ STATUSES = "statuses"
 
 
 def _int(value: object) -> int | None:
+    if isinstance(value, bool) or not isinstance(value, int | str):
+        return None
     try:
-        return int(value)  # type: ignore[call-overload,no-any-return]
-    except (TypeError, ValueError):
+        return int(value)
+    except ValueError:
         return None
 
 
@@ -126,6 +128,8 @@ class Follower:
             if found is not None:
                 portal, manager = found
         created = written.occurred_at
+        if created.tzinfo is None:  # a publisher's naive time is UTC
+            created = created.replace(tzinfo=UTC)
         sla = self._followup.sla(written.action)
         due = None if sla is None else sla_due(created, sla, self._followup.working_hours, self._tz)
         first_read = created + timedelta(minutes=self._followup.read_every_minutes)

@@ -15,7 +15,7 @@ in as an argument.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any, Literal, NamedTuple
@@ -454,11 +454,3 @@ def escalation_text(
         f" {responsible}. Please see that it is handled."
     )
     return title, description
-
-
-def loop_closed_share(rows: Iterable[EntityState]) -> float | None:
-    """The share (0..100) of closed entities among `rows`; None for none."""
-    states = list(rows)
-    if not states:
-        return None
-    return round(100.0 * sum(1 for s in states if s == "closed") / len(states), 1)
