@@ -153,7 +153,7 @@ def _plan(settings: Settings) -> list[Process]:
         Process(
             "reports",
             [*base, "run", "reports"],
-            {},
+            inbox if settings.sandbox else {},  # the weekly digest's e-mails
             f"http://{reports.host}:{reports.port}/",
             Listener(reports.host, reports.port, "REPORTS_PORT"),
             ready=f"http://{reports.host}:{reports.port}/healthz",

@@ -1,5 +1,6 @@
-"""The portal YAML's `dispatch` section: when b24-nps asks customers itself, how, and how often
-(docs/dispatch.md; config/portal.example.yaml). Pure: no I/O.
+"""The portal YAML's `dispatch` section: when b24-nps asks customers itself, how, and how often;
+how the leads and tasks b24-nps created are followed until someone acts (`followup`), and the
+weekly digest e-mail (`digest`) (docs/dispatch.md; config/portal.example.yaml). Pure: no I/O.
 
 The section is optional; without it nothing is sent. Survey names are those of `deal_surveys`
 (an NPS deal per request) and of `survey.segments` (a smart-process item per answer); the
@@ -9,6 +10,7 @@ portal YAML checks that each name it refers to exists (`PortalConfig`).
 from __future__ import annotations
 
 from datetime import time
+from email.utils import parseaddr
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -20,6 +22,8 @@ Language = Literal["ru", "en"]
 Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
 WEEKDAYS: tuple[Weekday, ...] = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 DEFAULT_EVERY_DAYS = 90
+TimeOfDay = time
+"""`time` under another name, for a field called `time`."""
 
 
 class _Strict(BaseModel):
@@ -124,6 +128,107 @@ class SurveyPolicy(_Strict):
     language: Language | None = None
 
 
+FollowedAction = Literal["service", "marketing", "task", "call_task"]
+"""What dispatch follows: the leads of `service` and `marketing` actions, the head of sales'
+tasks (`task`) and its own call tasks (`call_task`)."""
+FOLLOWED_ACTIONS: tuple[FollowedAction, ...] = ("service", "marketing", "task", "call_task")
+SlaUntil = Literal["acted", "closed"]
+
+
+class WorkingHours(_Strict):
+    """The hours an SLA counts with `working_hours: true`, in the portal's time zone."""
+
+    start: time = time(9, 0)
+    end: time = time(18, 0)
+    weekdays: tuple[Weekday, ...] = ("mon", "tue", "wed", "thu", "fri")
+
+    @model_validator(mode="after")
+    def _opens(self) -> WorkingHours:
+        if self.end <= self.start:
+            raise ValueError(
+                f"working_hours: end {self.end:%H:%M} must be after start {self.start:%H:%M}"
+            )
+        if not self.weekdays:
+            raise ValueError("working_hours.weekdays: give at least one day (mon … sun)")
+        return self
+
+
+class Sla(_Strict):
+    """How long a followed lead or task may wait: `sla_hours` after its creation (counted in
+    working hours with `working_hours: true`) someone must have acted on it (`until: acted`: in
+    work or closed) or closed it (`until: closed`); else one escalation task goes to
+    `escalate_to` (default: the section's `escalate_to`, else the head of service,
+    `routing.service.responsible_id`)."""
+
+    sla_hours: float = Field(gt=0)
+    working_hours: bool = False
+    until: SlaUntil = "acted"
+    escalate: bool = True
+    escalate_to: int | None = Field(default=None, gt=0)
+
+
+class Followup(_Strict):
+    """Following what b24-nps created (leads, tasks) until someone acts: their state read in
+    batches, at most every `read_every_minutes` while young and less often as they age (at most
+    `read_max_minutes` apart), for `stop_after_days`; an SLA per action."""
+
+    enabled: bool = True
+    service: Sla | None = None
+    marketing: Sla | None = None
+    task: Sla | None = None
+    call_task: Sla | None = None
+    working_hours: WorkingHours = WorkingHours()
+    escalate_to: int | None = Field(default=None, gt=0)
+    escalation_deadline_hours: int = Field(default=4, gt=0)
+    """The escalation task's deadline, from its creation."""
+    read_every_minutes: int = Field(default=15, ge=1)
+    read_max_minutes: int = Field(default=240, ge=1)
+    stop_after_days: int = Field(default=30, ge=1)
+
+    @model_validator(mode="after")
+    def _read_bounds(self) -> Followup:
+        if self.read_max_minutes < self.read_every_minutes:
+            raise ValueError(
+                f"followup.read_max_minutes ({self.read_max_minutes}) must be at least"
+                f" read_every_minutes ({self.read_every_minutes})"
+            )
+        return self
+
+    def sla(self, action: str) -> Sla | None:
+        """The SLA of `action` (None: followed without one)."""
+        value = getattr(self, action, None) if action in FOLLOWED_ACTIONS else None
+        return value if isinstance(value, Sla) else None
+
+
+class Digest(_Strict):
+    """The weekly digest e-mail: NPS of the last 7 days and its change against the 7 before, the
+    worst comments, the overdue follow-ups; sent on `weekday` at `time` (portal time zone) to
+    `to`."""
+
+    to: tuple[str, ...] = Field(min_length=1)
+    weekday: Weekday = "mon"
+    time: TimeOfDay = TimeOfDay(9, 0)
+    language: Language | None = None
+    """Default: the section's `language`."""
+    comments: int = Field(default=5, ge=0, le=50)
+    """How many of the worst comments it quotes."""
+    sender: str | None = Field(default=None, min_length=3)
+    """From: default `dispatch.email.sender`."""
+
+    @field_validator("to")
+    @classmethod
+    def _addresses(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for address in value:
+            _, bare = parseaddr(address)
+            local, at, domain = bare.rpartition("@")
+            if not (local and at and "." in domain) or any(ch.isspace() for ch in bare):
+                raise ValueError(
+                    f"to: {address!r} is not an e-mail address (expected name@example.com or"
+                    ' "Name <name@example.com>")'
+                )
+        return tuple(address.strip() for address in value)
+
+
 class Dispatch(_Strict):
     channel: Channel = "email"
     language: Language = "ru"
@@ -138,6 +243,8 @@ class Dispatch(_Strict):
     products: dict[str, str] = Field(default_factory=dict)
     """The portal's product id (a product row's `productId`) → an equipment segment's SKU."""
     surveys: dict[str, SurveyPolicy] = Field(default_factory=dict)
+    followup: Followup = Followup()
+    digest: Digest | None = None
 
     def policy(self, survey: str) -> SurveyPolicy:
         return self.surveys.get(survey, SurveyPolicy())
@@ -163,6 +270,11 @@ class Dispatch(_Strict):
             problems.append(
                 "dispatch.email: the email channel is used but not set up; give"
                 ' dispatch.email.sender ("Company <nps@example.com>")'
+            )
+        if self.digest is not None and self.digest.sender is None and self.email is None:
+            problems.append(
+                "dispatch.digest.sender: the digest needs a sender; give dispatch.digest.sender"
+                ' or dispatch.email.sender ("Company <nps@example.com>")'
             )
         if "portal" in used and self.portal_channel is None:
             problems.append(

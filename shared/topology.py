@@ -67,6 +67,12 @@ DISPATCH_WRITTEN = QueueSpec(
     "dispatch.written",
     ("crm.written.nps_deal", "crm.written.survey_send", "crm.written.call_task"),
 )
+# Follow-up (docs/dispatch.md, Follow-up): the leads and tasks crm_sync created (and the outcome of
+# dispatch's escalation tasks), followed until someone acts.
+DISPATCH_FOLLOWUP = QueueSpec(
+    "dispatch.followup",
+    ("crm.written.service", "crm.written.marketing", "crm.written.task", "crm.written.call_task"),
+)
 CRM_SYNC_DISPATCH = QueueSpec(
     "crm_sync.dispatch", ("dispatch.nps_deal", "dispatch.survey_send", "dispatch.call_task")
 )
@@ -92,6 +98,7 @@ CORE_QUEUES: tuple[QueueSpec, ...] = (
     DISPATCH_OPTOUTS,
     DISPATCH_ANSWERS,
     DISPATCH_WRITTEN,
+    DISPATCH_FOLLOWUP,
     CRM_SYNC_DISPATCH,
     SURVEY_REQUESTS,
     REGISTER_TAP,

@@ -99,14 +99,16 @@ class EntityWriter:
                 entity_id = await self._find(action, task)
             if entity_id is not None:
                 log.info("crm_entity_found", entity_type=entity_type, entity_id=entity_id)
-                return await self._record_created(action, "existing", entity_type, entity_id)
+                return await self._record_created(
+                    action, "existing", entity_type, entity_id, responsible
+                )
             entity_id = await self._add(action, task, responsible)
         except Bitrix24Error as exc:
             async with self._pool.acquire() as conn:
                 await note_failure(conn, action.action_id, str(exc))
             raise
         log.info("crm_entity_created", entity_type=entity_type, entity_id=entity_id)
-        return await self._record_created(action, "created", entity_type, entity_id)
+        return await self._record_created(action, "created", entity_type, entity_id, responsible)
 
     async def _find(self, action: RouteAction, task: bool) -> int | None:
         if task:
@@ -137,7 +139,12 @@ class EntityWriter:
             raise PermanentError(str(exc)) from exc
 
     async def _record_created(
-        self, action: RouteAction, outcome: WriteOutcome, entity_type: str, entity_id: int
+        self,
+        action: RouteAction,
+        outcome: WriteOutcome,
+        entity_type: str,
+        entity_id: int,
+        responsible: int,
     ) -> CrmWritten:
         answer = action.answer
         event = written_event(
@@ -145,7 +152,13 @@ class EntityWriter:
             outcome,
             entity_type=entity_type,
             entity_id=entity_id,
-            details={"contact_id": answer.contact_id, "answer_id": answer.answer_id},
+            details={
+                "contact_id": answer.contact_id,
+                "answer_id": answer.answer_id,
+                "portal": answer.portal.key,
+                "responsible_id": responsible,
+                "manager_id": answer.responsible_id,
+            },
         )
         async with self._pool.acquire() as conn:
             await record(self._outbox, conn, Changes(completions=[event]))

@@ -16,6 +16,7 @@ from zoneinfo import ZoneInfo
 import asyncpg
 
 from services.dispatch import store
+from services.dispatch.followup import ESCALATION
 from services.dispatch.mailer import Mailer, MailerUnavailableError, MessageRejectedError
 from services.dispatch.messages import Survey, build_message
 from services.dispatch.metrics import REQUESTS, SENDS
@@ -204,6 +205,8 @@ class Dispatcher:
 
     async def on_written(self, written: CrmWritten) -> None:
         request_text, action, n_text = written.action_id.rsplit(":", 2)
+        if action == ESCALATION:
+            return  # a follow-up's escalation task: the follower records it (dispatch.followup)
         request_id, n = uuid.UUID(request_text), int(n_text)
         now = self._clock()
         async with self._outbox.transaction(self._pool) as conn:

@@ -1,4 +1,5 @@
-"""Sending e-mail over SMTP with aiosmtplib (docs/dispatch.md, One message per request).
+"""Sending dispatch's e-mail over SMTP (docs/dispatch.md, One message per request): the shared
+SMTP sender (`shared/smtp.py`) on dispatch's `DISPATCH_SMTP_*` settings.
 
 A refusal the server gives for good (5xx: no such mailbox, rejected) is `MessageRejectedError`;
 anything else (the server down, a timeout, 4xx) is `MailerUnavailableError`, tried again later.
@@ -8,39 +9,25 @@ from __future__ import annotations
 
 from email.message import EmailMessage
 
-import aiosmtplib
-
 from services.dispatch.settings import DispatchSettings
+from shared.smtp import MailerUnavailableError, MessageRejectedError, SmtpMailer, SmtpSettings
 
-
-class MessageRejectedError(Exception):
-    """The SMTP server refused the message for good."""
-
-
-class MailerUnavailableError(Exception):
-    """The SMTP server could not be reached or asked to try later."""
+__all__ = ["Mailer", "MailerUnavailableError", "MessageRejectedError"]
 
 
 class Mailer:
     def __init__(self, settings: DispatchSettings) -> None:
-        self._settings = settings
+        self._smtp = SmtpMailer(
+            SmtpSettings(
+                host=settings.smtp_host,
+                port=settings.smtp_port,
+                user=settings.smtp_user,
+                password=settings.smtp_password,
+                tls=settings.smtp_tls,
+                timeout_s=settings.smtp_timeout_s,
+                _env_file=None,
+            )
+        )
 
     async def send(self, message: EmailMessage) -> None:
-        s = self._settings
-        try:
-            await aiosmtplib.send(
-                message,
-                hostname=s.smtp_host,
-                port=s.smtp_port,
-                username=s.smtp_user,
-                password=None if s.smtp_password is None else s.smtp_password.get_secret_value(),
-                use_tls=s.smtp_tls == "tls",
-                start_tls=s.smtp_tls == "starttls",
-                timeout=s.smtp_timeout_s,
-            )
-        except aiosmtplib.SMTPResponseException as exc:
-            if 500 <= exc.code < 600:
-                raise MessageRejectedError(f"SMTP {exc.code}: {exc.message}") from exc
-            raise MailerUnavailableError(f"SMTP {exc.code}: {exc.message}") from exc
-        except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
-            raise MailerUnavailableError(f"{type(exc).__name__}: {exc}") from exc
+        await self._smtp.send(message)

@@ -1,6 +1,7 @@
 """Dispatch wiring: `sale.closed`, the survey page's `survey.ready`/`opened`/`opted_out`/
 `answered` and crm_sync's outcomes of its commands → the register; the timer that sends what is
-due (docs/dispatch.md)."""
+due; the follow-up of the leads and tasks crm_sync created (their outcomes → `dispatch_followups`,
+their state read when due, one escalation when overdue) (docs/dispatch.md)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import asyncio
 import contextlib
 
 from services.dispatch.dispatcher import Dispatcher
+from services.dispatch.follower import Follower
 from services.dispatch.mailer import Mailer
 from services.dispatch.settings import DispatchSettings
 from shared.bitrix24 import client_from_settings
@@ -25,6 +27,7 @@ from shared.service import Runtime, run_loop, serve
 from shared.settings import Settings
 from shared.topology import (
     DISPATCH_ANSWERS,
+    DISPATCH_FOLLOWUP,
     DISPATCH_LINKS,
     DISPATCH_OPENS,
     DISPATCH_OPTOUTS,
@@ -61,6 +64,14 @@ async def wire(runtime: Runtime, settings: DispatchSettings | None = None) -> No
         broker, DISPATCH_ANSWERS, SurveyAnswered, dispatcher.on_answered, max_attempts=attempts
     )
     subscribe(broker, DISPATCH_WRITTEN, CrmWritten, dispatcher.on_written, max_attempts=attempts)
+    follower = Follower(
+        runtime.pool,
+        runtime.outbox,
+        runtime.config,
+        portal=client_from_settings(runtime.settings, runtime.pool, runtime.config),
+        lease_s=settings.lease_s,
+    )
+    subscribe(broker, DISPATCH_FOLLOWUP, CrmWritten, follower.on_written, max_attempts=attempts)
 
     async def timer(stop: asyncio.Event) -> None:
         while not stop.is_set():
@@ -70,6 +81,10 @@ async def wire(runtime: Runtime, settings: DispatchSettings | None = None) -> No
                     pass
             except Exception:  # the next round tries again; nothing is lost in between
                 log.exception("dispatch_tick_failed")
+            try:
+                await follower.tick()
+            except Exception:  # the same: due reads and escalations stay due
+                log.exception("followup_tick_failed")
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), settings.tick_s)
 

@@ -16,3 +16,15 @@ REQUESTS = Counter(
     "Survey requests of the register by the state they entered",
     ["state"],
 )
+FOLLOWUP_READS = Counter(
+    "nps_dispatch_followup_reads",
+    "Follow-up reads of a lead's or task's state: read, or failed (the portal could not be"
+    " read: tried again after the lease)",
+    ["outcome"],
+)
+ESCALATIONS = Counter(
+    "nps_dispatch_escalations",
+    "Escalations of overdue follow-ups: queued (a task command for crm_sync), created, failed"
+    " (crm_sync could not create it) or skipped (off, nobody to escalate to, nothing to bind to)",
+    ["outcome"],
+)

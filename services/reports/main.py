@@ -1,5 +1,6 @@
 """Reports app wiring: `nps run reports` serves the dashboard and `/api/report` on
-REPORTS_HOST:REPORTS_PORT.
+REPORTS_HOST:REPORTS_PORT, and sends the weekly digest when the portal YAML has
+`dispatch.digest` (`digest_job.py`).
 
 It is never open: without `REPORTS_TOKEN` a random token is generated at start-up and printed
 once on stdout (never into the logs), with the address that lets a browser in.
@@ -14,12 +15,14 @@ import sys
 import uvicorn
 
 from services.reports.app import create_app
+from services.reports.digest_job import DigestJob, run_digest
 from services.reports.settings import ReportsSettings
-from shared.db import migrate
+from shared.db import create_pool, migrate
 from shared.dispatch_config import Dispatch
 from shared.logging import configure_logging, get_logger
 from shared.portal_config import contact_field_titles, load_portal_config
 from shared.settings import Settings
+from shared.smtp import SmtpMailer, SmtpSettings
 
 log = get_logger(__name__)
 
@@ -83,21 +86,45 @@ def run(settings: Settings) -> None:
         sys.stdout.write(generated_token_notice(url, token))
         sys.stdout.flush()
     log.info("reports_serving", url=url, generated_credentials=generated)
-    uvicorn.run(
-        create_app(
-            dsn,
-            token,
-            portal_url=settings.portal_webhook_url(),
-            rabbitmq_url=settings.rabbitmq_url.get_secret_value(),
-            min_answers=settings.nps_min_answers,
-            timezone=timezone,
-            field_titles=field_titles,
-            themes=themes,
-            dispatch=portal_dispatch(settings),
-        ),
-        host=reports.host,
-        port=reports.port,
-        log_level="warning",
-        access_log=False,
-        log_config=None,  # uvicorn's lines go through our logging set-up (JSON)
+    server = uvicorn.Server(
+        uvicorn.Config(
+            create_app(
+                dsn,
+                token,
+                portal_url=settings.portal_webhook_url(),
+                rabbitmq_url=settings.rabbitmq_url.get_secret_value(),
+                min_answers=settings.nps_min_answers,
+                timezone=timezone,
+                field_titles=field_titles,
+                themes=themes,
+                dispatch=portal_dispatch(settings),
+            ),
+            host=reports.host,
+            port=reports.port,
+            log_level="warning",
+            access_log=False,
+            log_config=None,  # uvicorn's lines go through our logging set-up (JSON)
+        )
     )
+    asyncio.run(serve_with_digest(server, settings, dsn))
+
+
+async def serve_with_digest(server: uvicorn.Server, settings: Settings, dsn: str) -> None:
+    """Serve the app; alongside, the weekly digest's timer when the portal YAML asks for one
+    (`dispatch.digest`, docs/dashboard.md)."""
+    path = settings.portal_config_path()
+    config = load_portal_config(path) if path.exists() else None
+    if config is None or config.dispatch is None or config.dispatch.digest is None:
+        await server.serve()
+        return
+    pool = await create_pool(dsn, max_size=2)
+    job = DigestJob(pool, config, SmtpMailer(SmtpSettings()), min_answers=settings.nps_min_answers)
+    stop = asyncio.Event()
+    timer = asyncio.create_task(run_digest(job, stop))
+    log.info("digest_scheduled", weekday=config.dispatch.digest.weekday)
+    try:
+        await server.serve()
+    finally:
+        stop.set()
+        await timer
+        await pool.close()

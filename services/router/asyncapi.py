@@ -45,6 +45,7 @@ from shared.topology import (
     CRM_SYNC_SURVEYS,
     CRM_SYNC_URGENT,
     DISPATCH_ANSWERS,
+    DISPATCH_FOLLOWUP,
     DISPATCH_LINKS,
     DISPATCH_OPENS,
     DISPATCH_OPTOUTS,
@@ -154,7 +155,9 @@ PUBLISHED: tuple[tuple[str, type[Event], tuple[str, ...], str], ...] = (
         DispatchCommand,
         ("dispatch.nps_deal", "dispatch.survey_send", "dispatch.call_task"),
         "A write for crm_sync on behalf of a survey request: create the NPS deal, deliver a "
-        "link through the portal's robots, or give the call task of an unanswered request.",
+        "link through the portal's robots, or give the call task of an unanswered request; "
+        "also the one escalation task of an overdue follow-up (`command_id` "
+        "`<follow id>:escalation:0`, `request_id` the follow-up's id).",
     ),
     (
         "dispatch",
@@ -214,6 +217,12 @@ CONSUMED: tuple[tuple[str, QueueSpec, type[Event], str], ...] = (
     ("dispatch", DISPATCH_OPTOUTS, SurveyOptedOut, "Records the opt-out, stops what is pending."),
     ("dispatch", DISPATCH_ANSWERS, SurveyAnswered, "Marks the request answered."),
     ("dispatch", DISPATCH_WRITTEN, CrmWritten, "Follows its commands' outcomes."),
+    (
+        "dispatch",
+        DISPATCH_FOLLOWUP,
+        CrmWritten,
+        "Follows the leads and tasks crm_sync created until someone acts; records escalations.",
+    ),
     (
         "crm_sync",
         CRM_SYNC_DISPATCH,

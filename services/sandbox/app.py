@@ -45,6 +45,7 @@ from services.sandbox.seed import (
 from services.sandbox.smtp import DEFAULT_SMTP_PORT, start_smtp
 from services.sandbox.values import FieldValueError
 from services.sandbox.views import render_item, render_legacy
+from services.sandbox.work import Step, WorkError, handle
 
 
 class HandlerIn(BaseModel):
@@ -426,6 +427,27 @@ def _sales_router(portal: SandboxPortal) -> APIRouter:
     @router.get("/timeline")
     async def timeline() -> dict[str, Any]:
         return {"log_messages": portal.state.log_messages}
+
+    @router.post("/handle")
+    async def handle_work(
+        leads: Annotated[int, Query(ge=0, le=1000)] = 0,
+        tasks: Annotated[int, Query(ge=0, le=1000)] = 0,
+        lead: Annotated[list[int] | None, Query()] = None,
+        task: Annotated[list[int] | None, Query()] = None,
+        to: Step = "closed",
+    ) -> dict[str, Any]:
+        try:
+            handled = handle(
+                portal.crm,
+                leads=leads,
+                tasks=tasks,
+                lead_ids=lead or (),
+                task_ids=task or (),
+                to=to,
+            )
+        except WorkError as exc:
+            raise HTTPException(404, str(exc)) from exc
+        return {"leads": handled.leads, "tasks": handled.tasks}
 
     @router.post("/close-sales")
     async def close(

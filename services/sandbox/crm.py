@@ -6,6 +6,7 @@ from typing import Any
 from services.sandbox.products import MEASURES, OWNER_CODES, build_row, owner_entity_type
 from services.sandbox.query import Condition, matches, sort_records
 from services.sandbox.schema import (
+    TASK_CLOSED,
     TASK_FIELDS,
     Category,
     EntityType,
@@ -260,6 +261,29 @@ class Crm:
         task["ID"] = self.next_id("task")
         task["CREATED_DATE"] = task["CHANGED_DATE"] = iso(self._clock())
         self.state.tasks[task["ID"]] = task
+        self.revision += 1
+        return task
+
+    def update_task(self, task_id: int, values: Mapping[str, Any]) -> dict[str, Any]:
+        """Partial update of a task (read-only names ignored); a real change moves
+        ``CHANGED_DATE``, and ``STATUS`` 4 or 5 sets ``CLOSED_DATE`` (another status clears
+        it)."""
+        task = self.state.tasks[task_id]
+        changed = {}
+        for name, raw in values.items():
+            spec = TASK_FIELDS.get(name)
+            if spec is None or spec.read_only:
+                continue
+            value = coerce(spec, raw, strict_multiple=False)
+            if task.get(name) != value:
+                changed[name] = value
+        if not changed:
+            return task
+        stamp = iso(self._clock())
+        task.update(changed)
+        task["CHANGED_DATE"] = stamp
+        if "STATUS" in changed:
+            task["CLOSED_DATE"] = stamp if task["STATUS"] in TASK_CLOSED else None
         self.revision += 1
         return task
 

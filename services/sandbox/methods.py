@@ -22,6 +22,7 @@ from services.sandbox.query import (
     sort_records,
 )
 from services.sandbox.schema import (
+    LEAD_STATUSES,
     STAGE_HISTORY_FIELDS,
     TASK_FIELDS,
     USER_FIELDS,
@@ -42,6 +43,9 @@ from services.sandbox.views import (
 LEAD = 1
 DEAL = 2
 CONTACT = 3
+TASK_STATUSES = frozenset({1, 2, 3, 4, 5, 6, 7})
+"""1 new, 2 pending, 3 in progress, 4 supposedly completed, 5 completed, 6 deferred, 7
+declined."""
 
 
 @dataclass(frozen=True)
@@ -224,6 +228,19 @@ def crm_lead_add(crm: Crm, params: Params) -> Reply:
     return Reply(record["ID"])
 
 
+def crm_lead_update(crm: Crm, params: Params) -> Reply:
+    """`true`; a person's edit of a lead (e.g. its ``STATUS_ID``) as Bitrix24 takes it."""
+    record = _legacy_record(crm, LEAD, params)
+    etype = crm.state.entity_types[LEAD]
+    values = _named_fields(_fields(params, legacy=True), etype.fields.get)
+    status = values.get("STATUS_ID")
+    if status is not None and str(status) not in {s.status_id for s in LEAD_STATUSES}:
+        raise RestError(400, "", f"Field 'STATUS_ID': value '{status}' is not allowed")
+    with _invalid_value(legacy=True):
+        crm.update(LEAD, record["ID"], values, method="crm.lead.update")
+    return Reply(True)
+
+
 def crm_deal_add(crm: Crm, params: Params) -> Reply:
     etype = crm.state.entity_types[DEAL]
     values = _named_fields(_fields(params, legacy=True), etype.fields.get)
@@ -242,11 +259,28 @@ def crm_deal_update(crm: Crm, params: Params) -> Reply:
     return Reply(True)
 
 
+_SEMANTIC_WORDS = {"S": "success", "F": "failure"}
+
+
 def crm_status_list(crm: Crm, params: Params) -> Reply:
-    """The deal funnels' stages (`ENTITY_ID` `DEAL_STAGE` or `DEAL_STAGE_<id>`), filtered by
-    equality on any of the returned keys."""
+    """The lead statuses (`ENTITY_ID` `STATUS`, with `EXTRA.SEMANTICS` in words) and the deal
+    funnels' stages (`ENTITY_ID` `DEAL_STAGE` or `DEAL_STAGE_<id>`), filtered by equality on any
+    of the returned keys."""
     etype = crm.state.entity_types[DEAL]
-    rows: list[dict[str, Any]] = []
+    rows: list[dict[str, Any]] = [
+        {
+            "ID": str(index + 1),
+            "ENTITY_ID": "STATUS",
+            "STATUS_ID": status.status_id,
+            "NAME": status.name,
+            "SORT": str(status.sort),
+            "SYSTEM": "Y",
+            "CATEGORY_ID": None,
+            "SEMANTICS": status.semantics,
+            "EXTRA": {"SEMANTICS": _SEMANTIC_WORDS.get(status.semantics or "", "process")},
+        }
+        for index, status in enumerate(LEAD_STATUSES)
+    ]
     for category in sorted(etype.categories, key=lambda c: c.id):
         entity = "DEAL_STAGE" if category.id == 0 else f"DEAL_STAGE_{category.id}"
         rows.extend(
@@ -409,6 +443,43 @@ def tasks_task_add(crm: Crm, params: Params) -> Reply:
     return Reply({"task": render_task(task, standard)})
 
 
+def _task(crm: Crm, params: Params) -> dict[str, Any]:
+    task_id = _int(param(params, "taskId"))
+    if task_id is None or task_id not in crm.state.tasks:
+        raise RestError(400, "ERROR_CORE", "Task not found or not accessible")
+    return crm.state.tasks[task_id]
+
+
+def _task_reply(task: Mapping[str, Any]) -> Reply:
+    standard = [name for name, spec in TASK_FIELDS.items() if not spec.is_uf]
+    return Reply({"task": render_task(task, standard)})
+
+
+def tasks_task_update(crm: Crm, params: Params) -> Reply:
+    """A person's edit of a task: ``taskId`` and ``fields`` (e.g. ``STATUS``)."""
+    task = _task(crm, params)
+    raw = param(params, "fields")
+    if not isinstance(raw, Mapping):
+        raise RestError(400, "100", "Could not find value for parameter {fields}")
+    values = _named_fields(raw, _task_field)
+    status = values.get("STATUS")
+    if status is not None and _int(status) not in TASK_STATUSES:
+        raise RestError(400, "ERROR_CORE", f"Unknown task status {status!r}")
+    with _invalid_value():
+        updated = crm.update_task(task["ID"], values)
+    return _task_reply(updated)
+
+
+def task_status_method(status: int) -> Method:
+    """``tasks.task.start`` (3) and ``tasks.task.complete`` (5): ``taskId``, the task after."""
+
+    def move(crm: Crm, params: Params) -> Reply:
+        task = _task(crm, params)
+        return _task_reply(crm.update_task(task["ID"], {"STATUS": status}))
+
+    return move
+
+
 def tasks_task_list(crm: Crm, params: Params) -> Reply:
     with _invalid_query():
         conditions = parse_filter(param(params, "filter"), _task_field)
@@ -506,8 +577,12 @@ METHODS: dict[str, Method] = {
     "crm.lead.add": crm_lead_add,
     "crm.lead.get": legacy_get(LEAD),
     "crm.lead.list": legacy_list(LEAD),
+    "crm.lead.update": crm_lead_update,
     "tasks.task.add": tasks_task_add,
     "tasks.task.list": tasks_task_list,
+    "tasks.task.update": tasks_task_update,
+    "tasks.task.start": task_status_method(3),
+    "tasks.task.complete": task_status_method(5),
     "crm.timeline.comment.add": crm_timeline_comment_add,
     "crm.timeline.logmessage.add": crm_timeline_logmessage_add,
     "crm.stagehistory.list": crm_stagehistory_list,

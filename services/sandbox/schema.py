@@ -55,6 +55,19 @@ class StageDef(BaseModel):
     semantics: str | None = None
 
 
+LEAD_STATUSES: tuple[StageDef, ...] = (
+    StageDef(status_id="NEW", name="Unprocessed", sort=10),
+    StageDef(status_id="IN_PROCESS", name="In progress", sort=20),
+    StageDef(status_id="PROCESSED", name="Processed", sort=30),
+    StageDef(status_id="CONVERTED", name="Good lead", sort=40, semantics="S"),
+    StageDef(status_id="JUNK", name="Junk lead", sort=50, semantics="F"),
+)
+"""The lead statuses (``crm.status.list`` with ``ENTITY_ID`` ``STATUS``), as a new portal has
+them: a lead starts at ``NEW``; ``CONVERTED`` is the success, ``JUNK`` the failure."""
+TASK_CLOSED = frozenset({4, 5})
+"""Task ``STATUS`` values with a ``CLOSED_DATE``: 4 supposedly completed, 5 completed."""
+
+
 class Category(BaseModel):
     """A pipeline of a smart process ("segment" in b24-nps terms) or a deal funnel (with its
     stages listed)."""
@@ -335,6 +348,7 @@ TASK_FIELDS: dict[str, FieldSpec] = {
         field("CREATED_BY", "user", "Created by"),
         field("CREATED_DATE", "datetime", "Created at", read_only=True),
         field("CHANGED_DATE", "datetime", "Changed at", read_only=True),
+        field("CLOSED_DATE", "datetime", "Closed at", read_only=True),
         field("DEADLINE", "datetime", "Deadline"),
         field("STATUS", "integer", "Status"),
         field("PRIORITY", "integer", "Priority"),
