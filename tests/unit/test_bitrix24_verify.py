@@ -188,6 +188,7 @@ def test_unmapped_categories_are_those_no_segment_maps(
 
 def deal_config(portal_config: PortalConfig, **overrides: Any) -> PortalConfig:
     data = portal_config.model_dump(mode="json", exclude_none=True)
+    data.pop("dispatch", None)  # no sales funnel to check here
     data["deal_surveys"] = [
         {
             "category_id": 7,
@@ -240,3 +241,17 @@ def test_funnels_resolve_their_success_and_failure_stages(portal_config: PortalC
     ]
     problems, _ = check_funnels(deal_config(portal_config), {7: []})
     assert problems == ["deal_surveys[0].category_id: deal category 7 does not exist (no stages)"]
+
+
+def test_a_sales_funnel_needs_a_success_stage(portal_config: PortalConfig) -> None:
+    config = portal_config.model_copy(update={"deal_surveys": []})
+    sales = [
+        {"ENTITY_ID": "DEAL_STAGE", "STATUS_ID": "NEW", "SORT": 10, "SEMANTICS": None},
+        {"ENTITY_ID": "DEAL_STAGE", "STATUS_ID": "LOSE", "SORT": 70, "SEMANTICS": "F"},
+    ]
+    assert check_funnels(config, {0: sales})[0] == [
+        "dispatch.sales[0].funnel: deal category 0 has no success stage (SEMANTICS S): no sale"
+        " there can close"
+    ]
+    won = {"ENTITY_ID": "DEAL_STAGE", "STATUS_ID": "WON", "SORT": 60, "SEMANTICS": "S"}
+    assert check_funnels(config, {0: [*sales, won]})[0] == []

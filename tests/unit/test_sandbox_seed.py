@@ -167,7 +167,11 @@ def _unix(stamp: str) -> float:
 
 
 def test_seeding_twice_gives_the_same_portal() -> None:
-    first, second = SandboxPortal(), SandboxPortal()
+    # One clock for both: a record's creation time is the portal clock's, not the seed's.
+    first, second = (
+        SandboxPortal(clock=lambda: 1_765_000_000.0),
+        SandboxPortal(clock=lambda: 1_765_000_000.0),
+    )
     for built in (first, second):
         seed_demo(built, CONFIG, contacts=40, seed=3)
     assert first.state.entities == second.state.entities
