@@ -300,3 +300,43 @@ class Dispatch(_Strict):
             for funnel in sorted({f for f in funnels if funnels.count(f) > 1})
         )
         return problems
+
+    def summary(self) -> list[str]:
+        """What dispatch will do, in words for `nps config check`."""
+        days = ", ".join(str(d) for d in self.reminders.after_days) or "none"
+        weekdays = ", ".join(self.window.weekdays)
+        lines = [
+            f"dispatch: by {self.channel} in {self.language}, a contact asked about one survey at"
+            f" most every {self.every_days} days, sends {self.window.start:%H:%M}-"
+            f"{self.window.end:%H:%M} ({weekdays}), reminders after {days} day(s), unanswered"
+            f" {self.unanswered.after_days} day(s) after the last message"
+            + (", then a call task" if self.unanswered.task else ""),
+        ]
+        for trigger in self.sales:
+            asked = [f"deal survey {trigger.survey!r}"] if trigger.survey else []
+            if trigger.products:
+                asked.append(f"one survey per product sold ({len(self.products)} mapped)")
+            lines.append(
+                f"dispatch: a won deal of funnel {trigger.funnel} asks {' and '.join(asked)}"
+            )
+        followed = [
+            f"{action} {sla.sla_hours:g} h{' (working)' if sla.working_hours else ''}"
+            for action, sla in (
+                ("service", self.followup.service),
+                ("marketing", self.followup.marketing),
+                ("task", self.followup.task),
+                ("call_task", self.followup.call_task),
+            )
+            if sla is not None
+        ]
+        if self.followup.enabled:
+            lines.append(
+                "dispatch: follow-up of created leads and tasks, SLA "
+                + (", ".join(followed) or "none (followed, never escalated)")
+            )
+        if self.digest is not None:
+            lines.append(
+                f"dispatch: weekly digest on {self.digest.weekday} {self.digest.time:%H:%M} to"
+                f" {len(self.digest.to)} recipient(s)"
+            )
+        return lines

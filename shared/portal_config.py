@@ -601,6 +601,7 @@ def routing_summary(config: PortalConfig) -> list[str]:
         ),
         f"manager of an answer (manager reports): {manager}",
         *(_deal_summary(deal, task is not None) for deal in config.deal_surveys),
+        *(config.dispatch.summary() if config.dispatch is not None else []),
         *_theme_summary(config),
     ]
 

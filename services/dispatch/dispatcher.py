@@ -454,6 +454,8 @@ class Dispatcher:
             elif address is None:
                 failure = "the contact has no e-mail address"
             else:
+                if not await self._renew_lease(row, n, claimed_at=now):
+                    continue
                 message = build_message(
                     self._survey(row, n, name), email.sender, address, email.reply_to
                 )
@@ -473,6 +475,20 @@ class Dispatcher:
                 request_id=str(row.request_id),
                 n=n,
             )
+
+    async def _renew_lease(self, row: Request, n: int, *, claimed_at: datetime) -> bool:
+        """Each message of a round gets a lease of its own right before it goes: a slow round
+        never lets another replica send its later messages too."""
+        fresh = self._clock()
+        lease = timedelta(seconds=self._settings.lease_s)
+        async with self._pool.acquire() as conn, conn.transaction():
+            if not await store.reclaim_send(
+                conn, row.request_id, n, claimed_at=claimed_at, now=fresh
+            ):
+                log.info("survey_mail_taken_over", request_id=str(row.request_id), n=n)
+                return False
+            await store.update(conn, row.request_id, fresh, due_at=fresh + lease)
+        return True
 
     async def _retry_later(self, row: Request, now: datetime, why: str) -> None:
         log.warning("survey_mail_deferred", request_id=str(row.request_id), reason=why)

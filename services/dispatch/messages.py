@@ -6,7 +6,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from email.message import EmailMessage
-from email.utils import make_msgid
 
 from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
 
@@ -99,7 +98,7 @@ def build_message(survey: Survey, sender: str, to: str, reply_to: str | None) ->
     message["To"] = to
     if reply_to:
         message["Reply-To"] = reply_to
-    message["Message-ID"] = make_msgid(idstring=f"{survey.request_id}.{survey.n}", domain="b24-nps")
+    message["Message-ID"] = f"<{survey.request_id}.{survey.n}@b24-nps>"
     message["List-Unsubscribe"] = f"<{survey.optout_url}>"
     message.set_content(_ENV.get_template("survey.txt").render(context))
     message.add_alternative(_ENV.get_template("survey.html").render(context), subtype="html")

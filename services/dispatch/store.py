@@ -197,6 +197,24 @@ async def start_send(
     )
 
 
+async def reclaim_send(
+    conn: Conn, request_id: uuid.UUID, n: int, *, claimed_at: datetime, now: datetime
+) -> bool:
+    """Renew the lease of send `n` right before its message goes out, if it is still the one
+    this process claimed at `claimed_at`; False when another process took it over since (its
+    lease ran out while earlier messages of a slow round went out)."""
+    renewed = await conn.fetchval(
+        """UPDATE dispatch_sends SET started_at = $4
+           WHERE request_id = $1 AND n = $2 AND state = 'sending' AND started_at = $3
+           RETURNING true""",
+        request_id,
+        n,
+        claimed_at,
+        now,
+    )
+    return bool(renewed)
+
+
 async def finish_send(
     conn: Conn, request_id: uuid.UUID, n: int, *, state: str, reason: str | None, now: datetime
 ) -> bool:

@@ -240,3 +240,25 @@ def test_a_wrong_dispatch_section_is_named(dispatch: dict[str, Any], message: st
     with pytest.raises(ConfigError) as error:
         config(**dispatch)
     assert message in str(error.value)
+
+
+def test_config_check_says_what_dispatch_will_do() -> None:
+    c = config(
+        every_days=60,
+        window={"start": "10:00", "end": "18:00", "weekdays": ["mon", "fri"]},
+        reminders={"after_days": [2, 5]},
+        sales=[{"funnel": 0, "survey": "After the sale", "products": True}],
+        products={"101": "EQ-LASER-A"},
+        followup={"service": {"sla_hours": 4, "working_hours": True}},
+        digest={"to": ["head@example.com"], "weekday": "fri", "time": "16:00"},
+    )
+    assert c.dispatch is not None
+    assert c.dispatch.summary() == [
+        "dispatch: by email in ru, a contact asked about one survey at most every 60 days,"
+        " sends 10:00-18:00 (mon, fri), reminders after 2, 5 day(s), unanswered 3 day(s) after"
+        " the last message, then a call task",
+        "dispatch: a won deal of funnel 0 asks deal survey 'After the sale' and one survey per"
+        " product sold (1 mapped)",
+        "dispatch: follow-up of created leads and tasks, SLA service 4 h (working)",
+        "dispatch: weekly digest on fri 16:00 to 1 recipient(s)",
+    ]
