@@ -3,8 +3,9 @@ with their states, and the counts per state (docs/dispatch.md, The register); fo
 "Asked" page the response funnel (sent, opened, answered) per day, survey and responsible, the
 requests awaiting an answer and those that ended unanswered, and every request sent (its CSV);
 for the all-ratings page when the survey behind an answer was sent; the follow-up of the leads
-and tasks b24-nps created (docs/dispatch.md, Follow-up): "loop closed" figures per action and per
-manager, the open overdue ones, the followed list, the digest's overdue list."""
+and tasks b24-nps created (docs/dispatch.md, Follow-up): "loop closed" figures per action, per
+manager and over a whole selection, the open overdue ones (a page, or all of them for a CSV), the
+followed list, the digest's overdue list."""
 
 from __future__ import annotations
 
@@ -312,6 +313,32 @@ def _where(where: FollowupFilter, params: list[Any]) -> str:
     return " AND ".join(conditions)
 
 
+_LOOP_COLUMNS = f"""count(*) AS followed,
+    count(*) FILTER (WHERE f.state = 'open') AS open,
+    count(*) FILTER (WHERE f.state = 'in_work') AS in_work,
+    count(*) FILTER (WHERE f.state = 'closed') AS closed,
+    round(100.0 * count(*) FILTER (WHERE f.state = 'closed') / nullif(count(*), 0), 1)
+        AS closed_pct,
+    percentile_cont(0.5) WITHIN GROUP (
+        ORDER BY extract(epoch FROM f.first_change_at - f.created_at) / 3600)
+        AS median_hours_to_change,
+    percentile_cont(0.5) WITHIN GROUP (
+        ORDER BY extract(epoch FROM f.closed_at - f.created_at) / 3600)
+        AS median_hours_to_close,
+    count(*) FILTER (WHERE {OVERDUE_SQL}) AS overdue,
+    count(*) FILTER (WHERE f.escalation IN ('queued', 'created')) AS escalated"""
+"""The "loop closed" figures of a group of follow-ups (`$1` is the moment for `overdue`)."""
+
+
+def _loop_row(row: dict[str, Any]) -> dict[str, Any]:
+    return {
+        **row,
+        "closed_pct": None if row["closed_pct"] is None else float(row["closed_pct"]),
+        "median_hours_to_change": _hours(row["median_hours_to_change"]),
+        "median_hours_to_close": _hours(row["median_hours_to_close"]),
+    }
+
+
 async def loop_closed(
     conn: Conn, now: datetime, where: FollowupFilter, by: FollowupGroup = "action"
 ) -> list[dict[str, Any]]:
@@ -323,34 +350,31 @@ async def loop_closed(
     condition = _where(where, params)
     group = "f.action" if by == "action" else "f.manager_id"
     rows = await conn.fetch(
-        f"""SELECT {group} AS key,
-                   count(*) AS followed,
-                   count(*) FILTER (WHERE f.state = 'open') AS open,
-                   count(*) FILTER (WHERE f.state = 'in_work') AS in_work,
-                   count(*) FILTER (WHERE f.state = 'closed') AS closed,
-                   round(100.0 * count(*) FILTER (WHERE f.state = 'closed') / count(*), 1)
-                       AS closed_pct,
-                   percentile_cont(0.5) WITHIN GROUP (
-                       ORDER BY extract(epoch FROM f.first_change_at - f.created_at) / 3600)
-                       AS median_hours_to_change,
-                   percentile_cont(0.5) WITHIN GROUP (
-                       ORDER BY extract(epoch FROM f.closed_at - f.created_at) / 3600)
-                       AS median_hours_to_close,
-                   count(*) FILTER (WHERE {OVERDUE_SQL}) AS overdue,
-                   count(*) FILTER (WHERE f.escalation IN ('queued', 'created')) AS escalated
+        f"""SELECT {group} AS key, {_LOOP_COLUMNS}
             FROM dispatch_followups f WHERE {condition}
             GROUP BY {group} ORDER BY {group} NULLS LAST""",  # noqa: S608 - fixed fragments, values are $n
         *params,
     )
-    return [
-        {
-            **dict(row),
-            "closed_pct": None if row["closed_pct"] is None else float(row["closed_pct"]),
-            "median_hours_to_change": _hours(row["median_hours_to_change"]),
-            "median_hours_to_close": _hours(row["median_hours_to_close"]),
-        }
-        for row in rows
-    ]
+    return [_loop_row(dict(row)) for row in rows]
+
+
+async def loop_closed_total(conn: Conn, now: datetime, where: FollowupFilter) -> dict[str, Any]:
+    """The figures of `loop_closed` over every follow-up `where` selects (zeros and nulls when
+    it selects none), with how many escalations are in each state: `escalation_queued`,
+    `escalation_created`, `escalation_failed`, `escalation_skipped`."""
+    params: list[Any] = [now]
+    condition = _where(where, params)
+    row = await conn.fetchrow(
+        f"""SELECT {_LOOP_COLUMNS},
+                   count(*) FILTER (WHERE f.escalation = 'queued') AS escalation_queued,
+                   count(*) FILTER (WHERE f.escalation = 'created') AS escalation_created,
+                   count(*) FILTER (WHERE f.escalation = 'failed') AS escalation_failed,
+                   count(*) FILTER (WHERE f.escalation = 'skipped') AS escalation_skipped
+            FROM dispatch_followups f WHERE {condition}""",  # noqa: S608 - fixed fragments, values are $n
+        *params,
+    )
+    assert row is not None  # an aggregate without GROUP BY answers one row
+    return _loop_row(dict(row))
 
 
 def _hours(value: Any) -> float | None:
@@ -364,21 +388,40 @@ _LIST_COLUMNS = """f.follow_id, f.portal, f.action, f.entity_type, f.entity_id, 
     f.escalation_reason"""
 
 
+def _overdue_sql(now: datetime, where: FollowupFilter | None, params: list[Any]) -> str:
+    params.append(now)
+    condition = _where(where or FollowupFilter(), params)
+    return f"""SELECT {_LIST_COLUMNS},
+                   round((extract(epoch FROM $1 - f.due_at) / 3600)::numeric, 1) AS hours_overdue
+            FROM dispatch_followups f WHERE {OVERDUE_SQL} AND {condition}
+            ORDER BY f.due_at, f.entity_id"""  # noqa: S608 - fixed fragments, values are $n
+
+
+def _overdue_row(row: dict[str, Any]) -> dict[str, Any]:
+    return {**row, "hours_overdue": float(row["hours_overdue"])}
+
+
 async def overdue(
     conn: Conn, now: datetime, where: FollowupFilter | None = None, *, limit: int = 100
 ) -> list[dict[str, Any]]:
     """The open overdue follow-ups at `now`, the longest overdue first, with `hours_overdue`."""
-    params: list[Any] = [now]
-    condition = _where(where or FollowupFilter(), params)
+    params: list[Any] = []
+    sql = _overdue_sql(now, where, params)
     params.append(limit)
-    rows = await conn.fetch(
-        f"""SELECT {_LIST_COLUMNS},
-                   round((extract(epoch FROM $1 - f.due_at) / 3600)::numeric, 1) AS hours_overdue
-            FROM dispatch_followups f WHERE {OVERDUE_SQL} AND {condition}
-            ORDER BY f.due_at, f.entity_id LIMIT ${len(params)}""",  # noqa: S608 - fixed fragments, values are $n
-        *params,
-    )
-    return [{**dict(row), "hours_overdue": float(row["hours_overdue"])} for row in rows]
+    rows = await conn.fetch(f"{sql} LIMIT ${len(params)}", *params)
+    return [_overdue_row(dict(row)) for row in rows]
+
+
+async def all_overdue(
+    conn: Conn, now: datetime, where: FollowupFilter | None = None, *, batch: int = 500
+) -> AsyncIterator[dict[str, Any]]:
+    """Every open overdue follow-up at `now` in `overdue`'s order, read through a cursor in one
+    read-only transaction (the dashboard's follow-up CSV export)."""
+    params: list[Any] = []
+    sql = _overdue_sql(now, where, params)
+    async with conn.transaction(readonly=True):
+        async for row in conn.cursor(sql, *params, prefetch=batch):
+            yield _overdue_row(dict(row))
 
 
 async def overdue_count(conn: Conn, now: datetime, where: FollowupFilter | None = None) -> int:

@@ -4,9 +4,11 @@ Pages (server-rendered from the Jinja2 templates of `templates/` by `pages.py`: 
 inline SVG charts, no JavaScript, the style sheet from `/static/`), each with its filters in the
 query string: `/` (NPS trend), `/products`, `/managers`, `/attention` (latest detractors and
 service requests), `/ratings` (every current answer, filtered, a page at a time), `/asked` (the
-surveys dispatch sent: response rates, who has not answered), `/ops` (conflicts and dead
+surveys dispatch sent: response rates, who has not answered), `/followup` (did anyone act on
+the leads and tasks b24-nps created: loop closed %, the overdue ones), `/ops` (conflicts and dead
 letters). `/ratings.csv` takes the all-ratings page's query string and streams every answer it
-selects (all pages) as CSV, `/asked.csv` the "Asked" page's and every request it selects: UTF-8
+selects (all pages) as CSV, `/asked.csv` the "Asked" page's and every request it selects,
+`/followup.csv` the follow-up page's and every open overdue lead and task it selects: UTF-8
 with a BOM (Excel reads it as such), a header row, and every cell a spreadsheet could take for a
 formula prefixed with `'`.
 
@@ -43,6 +45,7 @@ from fastapi.responses import (
 from fastapi.staticfiles import StaticFiles
 from pydantic import ValidationError
 
+from services.dispatch.read import all_overdue
 from services.dispatch.read import asked as asked_requests
 from services.ingest.read import user_names
 from services.reports import pages
@@ -50,6 +53,7 @@ from services.reports.asked import ASKED_CSV_HEADER, asked_csv_row, asked_lines
 from services.reports.auth import COOKIE, COOKIE_MAX_AGE_S, Access, cookie_value
 from services.reports.dashboard import VIEWS, Sources
 from services.reports.filters import FilterError, Filters, parse_filters
+from services.reports.followup import FOLLOWUP_CSV_HEADER, followup_csv_row, overdue_lines
 from services.reports.queries import call_task_outcomes, filter_options, sent_dates
 from services.reports.views import CSV_HEADER, csv_row, csv_text, portal_origin, rating_lines
 from services.scoring.read import (
@@ -64,6 +68,7 @@ from services.scoring.read import (
 )
 from shared.db import Conn, create_pool
 from shared.dispatch_config import Dispatch
+from shared.events import utcnow
 
 PAGE_HEADERS = {
     "Content-Security-Policy": pages.CONTENT_SECURITY_POLICY,
@@ -124,7 +129,7 @@ async def page(request: Request) -> Response:
     if not _presented(request):
         return _sign_in(request)
     sources: Sources = request.app.state.sources
-    today = datetime.now(sources.zone).date()
+    today = sources.clock().astimezone(sources.zone).date()
     async with request.app.state.pool.acquire() as conn:
         try:
             filters = parse_filters(request.query_params, today, sources.themes)
@@ -160,7 +165,7 @@ def _csv(
     if not _presented(request):
         return _sign_in(request)
     sources: Sources = request.app.state.sources
-    today = datetime.now(sources.zone).date()
+    today = sources.clock().astimezone(sources.zone).date()
     try:
         filters = parse_filters(request.query_params, today, sources.themes)
     except FilterError as exc:
@@ -224,6 +229,22 @@ async def asked_csv(request: Request) -> Response:
         return csv_text([asked_csv_row(line) for line in lines])
 
     return _csv(request, "asked", ASKED_CSV_HEADER, records, chunk)
+
+
+async def followup_csv(request: Request) -> Response:
+    """Every open overdue lead and task the follow-up page selects with the same query string
+    (overdue at the moment of the request), as CSV."""
+    sources: Sources = request.app.state.sources
+    now = sources.clock()
+
+    def records(conn: Conn, filters: Filters) -> AsyncIterator[dict[str, Any]]:
+        return all_overdue(conn, now, filters.followup(sources.zone), batch=CSV_BATCH)
+
+    async def chunk(conn: Conn, batch: Sequence[dict[str, Any]], names: Mapping[int, str]) -> str:
+        lines = overdue_lines(batch, sources.portal_origin, zone=sources.zone, names=names)
+        return csv_text([followup_csv_row(line) for line in lines])
+
+    return _csv(request, "followup", FOLLOWUP_CSV_HEADER, records, chunk)
 
 
 def report_query(
@@ -295,6 +316,7 @@ def create_app(
     field_titles: Mapping[str, str] | None = None,
     themes: Mapping[str, tuple[str, ...]] | None = None,
     dispatch: Dispatch | None = None,
+    clock: Callable[[], datetime] = utcnow,
 ) -> FastAPI:
     """The reports app on the database at `database_url`, protected by `token`.
 
@@ -304,7 +326,9 @@ def create_app(
     is marked as too few to rely on. Times are shown in `timezone` (the portal's, an IANA name)
     and the contact fields of conflicts by their `field_titles` (code -> title); the
     all-ratings page filters and counts answers by the comment `themes` (name -> words); the
-    "Asked" page tells next reminders and call tasks by `dispatch` (the portal YAML's settings).
+    "Asked" page tells next reminders and call tasks by `dispatch` (the portal YAML's settings),
+    the follow-up page its SLAs. `clock` tells now (today's date for the date presets, the moment
+    a follow-up is overdue at).
     """
 
     @asynccontextmanager
@@ -329,6 +353,7 @@ def create_app(
         field_titles=dict(field_titles or {}),
         themes=dict(themes or {}),
         dispatch=dispatch or Dispatch(),
+        clock=clock,
     )
     api = APIRouter(prefix="/api", dependencies=[Depends(api_guard)])
     api.add_api_route("/report", report_endpoint, methods=["GET"])
@@ -344,6 +369,7 @@ def create_app(
         app.add_api_route(path, page, methods=["GET"], include_in_schema=False)
     app.add_api_route("/ratings.csv", ratings_csv, methods=["GET"], include_in_schema=False)
     app.add_api_route("/asked.csv", asked_csv, methods=["GET"], include_in_schema=False)
+    app.add_api_route("/followup.csv", followup_csv, methods=["GET"], include_in_schema=False)
 
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field, replace
-from datetime import UTC, date, tzinfo
+from datetime import UTC, date, datetime, tzinfo
 from typing import Any
 
 from services.dispatch import read as dispatch_read
+from services.dispatch.read import FollowupFilter
 from services.ingest.read import unmapped_summary
 from services.ops import dlq
 from services.reports import pages, queries
@@ -28,6 +29,17 @@ from services.reports.asked import (
     total,
 )
 from services.reports.filters import Filters
+from services.reports.followup import (
+    Escalations,
+    FollowupTile,
+    FollowupView,
+    Loop,
+    has_sla,
+    loop_change,
+    overdue_lines,
+)
+from services.reports.followup import by_action as loop_by_action
+from services.reports.followup import by_manager as loop_by_manager
 from services.reports.views import (
     NO_COUNTS,
     Change,
@@ -60,6 +72,7 @@ from services.scoring.read import (
 from services.scoring.read import ratings as read_ratings
 from shared.db import Conn
 from shared.dispatch_config import Dispatch
+from shared.events import utcnow
 
 
 @dataclass(frozen=True)
@@ -79,8 +92,11 @@ class Sources:
     themes: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     """The comment themes of the portal YAML: name -> words."""
     dispatch: Dispatch = field(default_factory=Dispatch)
-    """Dispatch's settings of the portal YAML (reminders, the unanswered call task), for the
-    "Asked" page's next reminders and call tasks."""
+    """Dispatch's settings of the portal YAML (reminders, the unanswered call task, the
+    follow-up's SLAs), for the "Asked" page's next reminders and call tasks and the follow-up
+    page's SLAs and empty states."""
+    clock: Callable[[], datetime] = utcnow
+    """Now: today's date for the date presets, the moment a follow-up is overdue at."""
 
     @property
     def zone_name(self) -> str:
@@ -91,6 +107,8 @@ class Sources:
 RATINGS_PAGE_SIZE = 50
 ASKED_LIMIT = 50
 """Requests per list of the "Asked" page (the CSV export holds them all)."""
+OVERDUE_LIMIT = 50
+"""Overdue leads and tasks the follow-up page lists (the CSV export holds them all)."""
 
 
 View = Callable[[Conn, Sources, Filters, FilterOptions], Awaitable[str]]
@@ -122,6 +140,21 @@ async def _distribution(conn: Conn, query: ReportQuery) -> Distribution:
     return distribution(await score_distribution(conn, query))
 
 
+async def _followed_in_all(conn: Conn, portal: str | None) -> bool:
+    """Whether dispatch follows (or followed) any lead or task of `portal`."""
+    return bool(await dispatch_read.followups(conn, FollowupFilter(portal=portal), limit=1))
+
+
+async def followup_tile(conn: Conn, sources: Sources, filters: Filters) -> FollowupTile | None:
+    """The overview's tile: the open overdue follow-ups of the selection (the follow-up page's
+    count for the same filters, which it links to); None when dispatch follows nothing."""
+    if not await _followed_in_all(conn, filters.portal):
+        return None
+    where = filters.followup(sources.zone)
+    count = await dispatch_read.overdue_count(conn, sources.clock(), where)
+    return FollowupTile(count, "/followup" + replace(filters, page=1).query_string())
+
+
 async def trend(conn: Conn, sources: Sources, filters: Filters, options: FilterOptions) -> str:
     query = filters.report("period", filters.period)
     rows = await _rows(conn, sources, query)
@@ -136,6 +169,7 @@ async def trend(conn: Conn, sources: Sources, filters: Filters, options: FilterO
         api_url=api_url,
         scores=await _distribution(conn, query),
         delta=await _change(conn, sources, filters, summary),
+        followup=await followup_tile(conn, sources, filters),
     )
 
 
@@ -291,6 +325,51 @@ async def asked(conn: Conn, sources: Sources, filters: Filters, options: FilterO
     )
 
 
+def followup_csv_url(filters: Filters) -> str:
+    """The CSV export of every overdue lead and task the follow-up page selects with `filters`."""
+    return "/followup.csv" + replace(filters, page=1).query_string()
+
+
+async def followup(conn: Conn, sources: Sources, filters: Filters, options: FilterOptions) -> str:
+    now = sources.clock()
+    where = filters.followup(sources.zone)
+    async with conn.transaction(readonly=True):  # one snapshot: the tiles, tables and list agree
+        total = await dispatch_read.loop_closed_total(conn, now, where)
+        loop = Loop.of(total)
+        delta = None
+        before = filters.previous()
+        if before is not None and before.date_from is not None and before.date_to is not None:
+            then = await dispatch_read.loop_closed_total(conn, now, before.followup(sources.zone))
+            delta = loop_change(loop, Loop.of(then), before.date_from, before.date_to)
+        actions = await dispatch_read.loop_closed(conn, now, where, "action")
+        managers = await dispatch_read.loop_closed(conn, now, where, "manager")
+        overdue_total = await dispatch_read.overdue_count(conn, now, where)
+        overdue = await dispatch_read.overdue(conn, now, where, limit=OVERDUE_LIMIT)
+        in_all = loop.followed
+        if not in_all:
+            everything = FollowupFilter(portal=filters.portal)
+            in_all = (await dispatch_read.loop_closed_total(conn, now, everything))["followed"]
+    escalations = Escalations.of(total)
+    followup_settings = sources.dispatch.followup
+    view = FollowupView(
+        loop=loop,
+        change=delta,
+        actions=tuple(loop_by_action(actions, followup_settings, escalations)),
+        managers=tuple(loop_by_manager(managers, options.manager_names)),
+        escalations=escalations,
+        overdue=tuple(
+            overdue_lines(
+                overdue, sources.portal_origin, zone=sources.zone, names=options.manager_names
+            )
+        ),
+        overdue_total=overdue_total,
+        followed_in_all=in_all,
+        enabled=followup_settings.enabled,
+        slas=has_sla(followup_settings),
+    )
+    return pages.followup_page(filters, options, view, csv_url=followup_csv_url(filters))
+
+
 async def ops(conn: Conn, sources: Sources, filters: Filters, options: FilterOptions) -> str:
     total, records = await queries.conflicts(conn, filters.portal)
     dead_letters = await dlq.dead_letter_sizes(sources.rabbitmq_url)
@@ -318,5 +397,6 @@ VIEWS: dict[str, tuple[pages.NavItem, View]] = {
     pages.ATTENTION.path: (pages.ATTENTION, attention),
     pages.RATINGS.path: (pages.RATINGS, ratings),
     pages.ASKED.path: (pages.ASKED, asked),
+    pages.FOLLOWUP.path: (pages.FOLLOWUP, followup),
     pages.OPS.path: (pages.OPS, ops),
 }

@@ -4,6 +4,9 @@
 An empty value means "all" (an HTML form submits `segment=` for "all segments"); parameters
 that are not filters (the one-time `token`) are ignored here.
 
+The follow-up page narrows to one followed action with `action=` (`service`, `marketing`,
+`task`, `call_task`); the other pages carry it along without applying it.
+
 The all-ratings page has filters of its own: `category=` (promoter, passive, detractor, or
 `none`: not scored), `comment=yes` (answers with a comment), `q=` (a text the comment contains,
 case-insensitive), `theme=` (a comment theme of the portal YAML) and `page=` (from 1); the other
@@ -19,11 +22,11 @@ from __future__ import annotations
 
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, replace
-from datetime import date, timedelta
+from datetime import date, datetime, time, timedelta, tzinfo
 from typing import Any
 from urllib.parse import urlencode
 
-from services.dispatch.read import AskedFilter
+from services.dispatch.read import AskedFilter, FollowupFilter
 from services.scoring.read import (
     GRANULARITIES,
     Granularity,
@@ -32,6 +35,7 @@ from services.scoring.read import (
     RatingsQuery,
     ReportQuery,
 )
+from shared.dispatch_config import FOLLOWED_ACTIONS
 
 DEFAULT_PERIOD: Granularity = "month"
 MAX_TEXT = 200
@@ -45,6 +49,7 @@ FIELDS: tuple[str, ...] = (
     "to",
     "period",
     "portal",
+    "action",
     "category",
     "comment",
     "q",
@@ -105,6 +110,8 @@ class Filters:
     preset: str | None = None
     """The date preset `date_from`..`date_to` came from (kept in links, so they move with the
     days), or None for dates given as they are."""
+    action: str | None = None
+    """The follow-up page's followed action (the other pages ignore it)."""
     category: str | None = None
     has_comment: bool = False
     search: str | None = None
@@ -138,6 +145,19 @@ class Filters:
             start=self.date_from,
             end=self.date_to,
             zone=zone,
+        )
+
+    def followup(self, zone: tzinfo) -> FollowupFilter:
+        """The follow-up page's selection of dispatch's follow-ups: the leads and tasks created
+        on these dates (days in `zone`, the portal's), of this action and manager (the answer's
+        manager; for a call task the request's responsible)."""
+        since = until = None
+        if self.date_from is not None:
+            since = datetime.combine(self.date_from, time(0), zone)
+        if self.date_to is not None:
+            until = datetime.combine(self.date_to + timedelta(days=1), time(0), zone)
+        return FollowupFilter(
+            portal=self.portal, action=self.action, manager=self.manager, since=since, until=until
         )
 
     def previous(self) -> Filters | None:
@@ -180,6 +200,7 @@ class Filters:
             "to": self.date_to,
             "period": None if self.period == DEFAULT_PERIOD else self.period,
             "portal": self.portal,
+            "action": self.action,
             "category": self.category,
             "comment": "yes" if self.has_comment else None,
             "q": self.search,
@@ -279,6 +300,7 @@ def parse_filters(params: Mapping[str, str], today: date, themes: Collection[str
     date_to = _day("to", raw["to"], problems)
     period = _period(raw["period"], problems)
     preset = _preset(raw["dates"], problems)
+    action = _choice("action", raw["action"], FOLLOWED_ACTIONS, problems)
     category = _choice("category", raw["category"], CATEGORIES, problems)
     comment = _choice("comment", raw["comment"], ("yes",), problems)
     search = _text("q", raw["q"], problems)
@@ -299,6 +321,7 @@ def parse_filters(params: Mapping[str, str], today: date, themes: Collection[str
         period=period,
         portal=portal,
         preset=preset,
+        action=action,
         category=category,
         has_comment=comment is not None,
         search=search,

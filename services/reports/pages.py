@@ -25,6 +25,7 @@ from markupsafe import Markup
 
 from services.reports.asked import AskedView, FunnelLine
 from services.reports.filters import CATEGORIES, PRESETS, Filters
+from services.reports.followup import FollowupTile, FollowupView, LoopLine, action_label
 from services.reports.views import (
     DASH,
     AttentionLine,
@@ -45,6 +46,7 @@ from services.reports.views import (
     manager_label,
 )
 from services.scoring.read import GRANULARITIES
+from shared.dispatch_config import FOLLOWED_ACTIONS
 
 
 @dataclass(frozen=True)
@@ -65,8 +67,9 @@ RATINGS = NavItem(
     (*MANAGERS.filters, "category", "comment", "theme", "q"),
 )
 ASKED = NavItem("/asked", "Asked", TREND.filters)
+FOLLOWUP = NavItem("/followup", "Follow-up", ("action", "manager", "from", "to"))
 OPS = NavItem("/ops", "Ops", ())
-NAV: tuple[NavItem, ...] = (TREND, PRODUCTS, MANAGERS, ATTENTION, RATINGS, ASKED, OPS)
+NAV: tuple[NavItem, ...] = (TREND, PRODUCTS, MANAGERS, ATTENTION, RATINGS, ASKED, FOLLOWUP, OPS)
 OPEN_TABLE_ROWS = 24
 """The trend's figures table starts unfolded up to this many periods."""
 
@@ -150,6 +153,7 @@ def _select(
         "category": "all categories",
         "comment": "with or without",
         "theme": "all themes",
+        "action": "all actions",
     }
     options = [Option("", everything.get(name, "all"), current is None)]
     if current is not None and current not in {value for value, _ in choices}:
@@ -158,11 +162,12 @@ def _select(
     return Field(name, label, options=tuple(options))
 
 
-def filter_form(item: NavItem, filters: Filters, options: FilterOptions) -> FilterForm:
-    """The filters `item` offers, with `filters` selected; the other set ones kept hidden."""
-    current = filters.params()
+def _selects(shown: set[str], filters: Filters, options: FilterOptions) -> list[Field]:
+    """The action, segment, product and manager selects among `shown`."""
     fields: list[Field] = []
-    shown = set(item.filters)
+    if "action" in shown:
+        actions = [(action, action_label(action)) for action in FOLLOWED_ACTIONS]
+        fields.append(_select("action", "Action", filters.action, actions))
     if "segment" in shown:
         choices = [(str(cid), name) for cid, name in options.segments]
         fields.append(_select("segment", "Segment", filters.segment, choices))
@@ -173,6 +178,14 @@ def filter_form(item: NavItem, filters: Filters, options: FilterOptions) -> Filt
         manager = None if filters.manager is None else str(filters.manager)
         choices = [(str(m), manager_label(m, options.manager_names)) for m in options.managers]
         fields.append(_select("manager", "Responsible manager", manager, choices))
+    return fields
+
+
+def filter_form(item: NavItem, filters: Filters, options: FilterOptions) -> FilterForm:
+    """The filters `item` offers, with `filters` selected; the other set ones kept hidden."""
+    current = filters.params()
+    shown = set(item.filters)
+    fields = _selects(shown, filters, options)
     if "from" in shown:
         presets = [Option("", "custom dates", filters.preset is None)]
         presets.extend(Option(k, text, k == filters.preset) for k, text in PRESETS.items())
@@ -235,9 +248,11 @@ def trend_page(
     api_url: str,
     scores: Distribution,
     delta: Change | None = None,
+    followup: FollowupTile | None = None,
 ) -> str:
-    """`/`: summary tiles (and their change against the previous period), the chart, the score
-    distribution and the per-period figures."""
+    """`/`: summary tiles (and their change against the previous period), the tile of the
+    overdue follow-ups (when dispatch follows any), the chart, the score distribution and the
+    per-period figures."""
     return _page(
         "trend.html",
         TREND,
@@ -250,6 +265,7 @@ def trend_page(
         open_table=len(chart.points) <= OPEN_TABLE_ROWS,
         scores=scores,
         delta=delta,
+        followup=followup,
     )
 
 
@@ -353,7 +369,8 @@ def ratings_page(
 def asked_page(filters: Filters, options: FilterOptions, view: AskedView, *, csv_url: str) -> str:
     """`/asked`: the response funnel of the surveys dispatch sent (over the selection, per
     survey, manager and period), who has not answered yet, who never did (and their call
-    tasks), and the CSV export of every request."""
+    tasks, with a link to how they stand on the follow-up page), and the CSV export of every
+    request."""
 
     def link(line: FunnelLine, survey: bool) -> str:
         assert line.value is not None
@@ -369,7 +386,43 @@ def asked_page(filters: Filters, options: FilterOptions, view: AskedView, *, csv
         for line in lines
         if line.value is not None
     }
-    return _page("asked.html", ASKED, filters, options, view=view, csv_url=csv_url, links=links)
+    call_tasks = "/followup" + replace(filters, action="call_task", page=1).query_string()
+    return _page(
+        "asked.html",
+        ASKED,
+        filters,
+        options,
+        view=view,
+        csv_url=csv_url,
+        links=links,
+        call_tasks_url=call_tasks,
+    )
+
+
+def followup_page(
+    filters: Filters, options: FilterOptions, view: FollowupView, *, csv_url: str
+) -> str:
+    """`/followup`: of the leads and tasks b24-nps created, the loop closed % and the median
+    times to the first change and to the close (over the selection, per action and manager),
+    the open overdue ones with their escalation, and the CSV export of them all."""
+
+    def link(line: LoopLine, action: bool) -> str:
+        assert line.value is not None
+        if action:
+            narrowed = replace(filters, action=line.value)
+        else:
+            narrowed = replace(filters, manager=int(line.value))
+        return "/followup" + narrowed.query_string()
+
+    links = {
+        line.key: link(line, lines is view.actions)
+        for lines in (view.actions, view.managers)
+        for line in lines
+        if line.value is not None
+    }
+    return _page(
+        "followup.html", FOLLOWUP, filters, options, view=view, csv_url=csv_url, links=links
+    )
 
 
 def ops_page(filters: Filters, options: FilterOptions, view: OpsView) -> str:

@@ -18,6 +18,7 @@ import time
 import urllib.request
 import uuid
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
@@ -32,6 +33,7 @@ from shared.outbox import Outbox
 from tests.support.browser import CHROMIUM_FLAGS, chromium
 from tests.support.dashboard import figures, shown, shown_scores
 from tests.support.dispatch import DEAL_SURVEY, LASER_PRODUCT, LASER_SURVEY, Register
+from tests.support.followup import Followed, example_config
 from tests.support.scoring import make_submission
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -121,6 +123,28 @@ async def seed(pool: asyncpg.Pool, member: str) -> dict[str, uuid.UUID]:
     return {"answered": answered, "awaiting": awaiting, "unanswered": unanswered}
 
 
+async def seed_followups(pool: asyncpg.Pool, member: str) -> dict[str, int]:
+    """Dispatch's follow-up (its own code, on a sandbox portal, the example YAML's SLAs) of three
+    leads and tasks of manager 7 made ten days ago: a service lead closed within an hour, one
+    nobody touched (overdue, its escalation task created by crm_sync) and the head of sales'
+    task taken in work but never closed (overdue, its escalation queued). The entities' ids by
+    name."""
+    created = datetime.now(UTC).replace(microsecond=0) - timedelta(days=10)
+    followed = Followed(pool, example_config(), created, portal=member)
+    made = {
+        "closed": await followed.created("service", manager=7),
+        "untouched": await followed.created("service", manager=7),
+        "task": await followed.created("task", manager=7),
+    }
+    followed.at(created + timedelta(hours=1))
+    followed.handle(made["closed"], "closed")
+    followed.handle(made["task"], "in_work")
+    await followed.tick(created + timedelta(hours=1, minutes=5))
+    await followed.tick(created + timedelta(days=7))  # both deadlines passed: read, escalated
+    await followed.escalation_created(made["untouched"])
+    return {name: written.entity_id or 0 for name, written in made.items()}
+
+
 def _read_token(proc: subprocess.Popen[bytes], timeout_s: float = 60.0) -> str:
     """The token `nps run reports` prints on stdout when REPORTS_TOKEN is not set."""
     assert proc.stdout is not None
@@ -154,13 +178,20 @@ def _wait_healthy(url: str, proc: subprocess.Popen[bytes], timeout_s: float = 60
 
 class Served:
     def __init__(
-        self, base: str, token: str, portal: str, log: Path, asked: dict[str, uuid.UUID]
+        self,
+        base: str,
+        token: str,
+        portal: str,
+        log: Path,
+        asked: dict[str, uuid.UUID],
+        followed: dict[str, int],
     ) -> None:
         self.base = base
         self.token = token
         self.portal = portal
         self.log = log
         self.asked = asked
+        self.followed = followed
 
     def url(self, path: str, **params: str) -> str:
         """A page address as a person first opens it: with the token once, and the filters."""
@@ -192,6 +223,7 @@ async def served(
 ) -> AsyncIterator[Served]:
     portal = f"m-e2e-{uuid.uuid4().hex[:10]}"
     asked = await seed(pool, portal)
+    followed = await seed_followups(pool, portal)
     workdir = tmp_path_factory.mktemp("reports")
     port = free_port()
     env = {
@@ -224,7 +256,7 @@ async def served(
         token = _read_token(proc)
         base = f"http://127.0.0.1:{port}"
         _wait_healthy(f"{base}/healthz", proc)
-        yield Served(base, token, portal, log, asked)
+        yield Served(base, token, portal, log, asked, followed)
     finally:
         proc.terminate()
         try:
@@ -386,6 +418,47 @@ def test_asked_view_shows_who_did_not_answer_and_exports_them(
     assert sum("awaiting answer" in line for line in lines) == 1
 
 
+def test_followup_view_shows_who_acted_and_exports_the_overdue_ones(
+    served: Served, browser: Browser
+) -> None:
+    dom = browser.dom(served.url("/followup"))
+    rows = figures(dom)
+    assert {key: rows["loop"][key] for key in ("followed", "closed", "closed_pct", "overdue")} == {
+        "followed": "3",
+        "closed": "1",
+        "closed_pct": "33.3 %",
+        "overdue": "2",
+    }
+    assert rows["action-service"]["sla"] == "4 working h to act"
+    assert rows["action-service"]["closed_pct"] == "50.0 %"
+    assert rows["action-task"]["sla"] == "24 h to close"
+    assert rows["manager-7"]["followed"] == "3"
+    assert ">Maria Lebedeva</a>" in dom
+    assert rows["overdue-total"] == {"total": "2"}
+    lead, task = served.followed["untouched"], served.followed["task"]
+    overdue = {row["entity"]: row for row in rows.values() if "entity" in row}
+    assert set(overdue) == {f"lead {lead}", f"task {task}"}
+    assert overdue[f"lead {lead}"]["escalation"] == "task created for user 17"
+    assert overdue[f"lead {lead}"]["escalation_task"].startswith("task ")
+    assert overdue[f"task {task}"]["escalation"] == (
+        "queued for user 17 (crm_sync is creating the task)"
+    )
+    assert f'href="https://acme.bitrix24.ru/crm/lead/details/{lead}/"' in dom
+    assert f'href="https://acme.bitrix24.ru/company/personal/user/5/tasks/task/view/{task}/"' in dom
+    tasks = figures(browser.dom(served.url("/followup", action="task")))
+    assert tasks["loop"]["followed"] == "1"
+    overview = figures(browser.dom(served.url("/")))
+    assert overview["followup"] == {"overdue": "2"}
+    export = httpx.get(
+        f"{served.base}/followup.csv",
+        params={"portal": served.portal},
+        headers={"Authorization": f"Bearer {served.token}"},
+    )
+    assert export.status_code == 200, export.text
+    lines = export.content.decode("utf-8-sig").splitlines()
+    assert sorted(line.split(",")[1] for line in lines[1:]) == [f"lead {lead}", f"task {task}"]
+
+
 def test_ops_view_shows_conflicts_and_dead_letters(served: Served, browser: Browser) -> None:
     dom = browser.dom(served.url("/ops"))
     assert dom.index("<h2>Dead letters</h2>") < dom.index("<h2>Conflicts</h2>")
@@ -432,6 +505,7 @@ def test_screenshots_are_saved(served: Served, browser: Browser) -> None:
         ("attention", "/attention", {}),
         ("ratings", "/ratings", {}),
         ("asked", "/asked", {}),
+        ("followup", "/followup", {}),
         ("ops", "/ops", {}),
     )
     for name, path, params in views:

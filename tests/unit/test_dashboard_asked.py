@@ -489,6 +489,7 @@ def test_the_page_shows_the_funnel_the_lists_and_links_keeping_the_filters() -> 
     assert 'href="/asked?manager=31&amp;dates=30d&amp;portal=m1"' in page
     assert 'href="/asked.csv?portal=m1"' in page
     assert '<a href="/asked?dates=30d&amp;portal=m1" class="on">Asked</a>' in page
+    assert '<a href="/followup?dates=30d&amp;portal=m1&amp;action=call_task">' in page
 
 
 def test_the_change_names_the_rates_only_when_the_previous_period_sent_any() -> None:

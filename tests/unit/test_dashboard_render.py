@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import tomllib
+from dataclasses import replace
 from datetime import UTC, date, datetime
 from html.parser import HTMLParser
 from pathlib import Path
@@ -19,6 +20,9 @@ from services.ingest.read import UnmappedCategory
 from services.reports import pages
 from services.reports.asked import AskedView, asked_lines, by_manager, by_period, by_survey, total
 from services.reports.filters import Filters
+from services.reports.followup import Escalations, FollowupView, Loop, overdue_lines
+from services.reports.followup import by_action as followup_by_action
+from services.reports.followup import by_manager as followup_by_manager
 from services.reports.views import (
     Counts,
     FilterOptions,
@@ -35,7 +39,7 @@ from services.reports.views import (
     trend_chart,
 )
 from services.scoring.nps import nps_margin, too_few_answers
-from shared.dispatch_config import Dispatch
+from shared.dispatch_config import Dispatch, Followup
 from tests.support.dashboard import figures, shown, shown_scores
 
 SCRIPT = "<script>alert('x')</script>"
@@ -163,6 +167,9 @@ def _pages_with_customer_text() -> dict[str, str]:
             csv_url=f"/ratings.csv?q={EVIL}",
         ),
         "asked": pages.asked_page(filters, options, _asked_view(), csv_url=f"/asked.csv?{EVIL}"),
+        "followup": pages.followup_page(
+            replace(filters, action=EVIL), options, _followup_view(), csv_url=f"/f.csv?{EVIL}"
+        ),
         "ops": pages.ops_page(
             filters, options, ops_view(1, [conflict], {EVIL: 1}, [EVIL], "https://a.b")
         ),
@@ -210,6 +217,52 @@ def _asked_view() -> AskedView:
         unanswered=lines,
         unanswered_total=1,
         register=EVIL,
+    )
+
+
+def _followup_view() -> FollowupView:
+    """The "Follow-up" page with `EVIL` in the managers' names, statuses and reasons."""
+    loop = {
+        "followed": 2,
+        "open": 1,
+        "in_work": 0,
+        "closed": 1,
+        "closed_pct": 50.0,
+        "median_hours_to_change": 1.0,
+        "median_hours_to_close": 1.0,
+        "overdue": 1,
+        "escalated": 0,
+    }
+    created = datetime(2026, 12, 7, 10, 0, tzinfo=UTC)
+    overdue = {
+        "follow_id": EVIL,
+        "action": EVIL,
+        "entity_type": "task",
+        "entity_id": 7,
+        "responsible_id": 5,
+        "manager_id": 5,
+        "contact_id": 42,
+        "state": EVIL,
+        "status": EVIL,
+        "created_at": created,
+        "due_at": created,
+        "sla_until": EVIL,
+        "escalation": "failed",
+        "escalated_to": 5,
+        "escalation_task_id": None,
+        "escalation_reason": EVIL,
+        "hours_overdue": 1.0,
+    }
+    escalations = Escalations(failed=1)
+    return FollowupView(
+        loop=Loop.of(loop),
+        change=None,
+        actions=tuple(followup_by_action([{"key": EVIL, **loop}], Followup(), escalations)),
+        managers=tuple(followup_by_manager([{"key": 5, **loop}], {5: EVIL})),
+        escalations=escalations,
+        overdue=tuple(overdue_lines([overdue], EVIL, names={5: EVIL})),
+        overdue_total=1,
+        followed_in_all=2,
     )
 
 
