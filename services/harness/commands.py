@@ -75,8 +75,9 @@ def chaos_command(
 
     Both are dropped at the end, Ctrl-C included.
 
-    Exit code 0: nothing lost, duplicated or overwritten, no dead letters (an e-mail resent in
-    the one case dispatch documents is counted and shown); 1 otherwise.
+    Exit code 0: nothing lost, duplicated or overwritten, no dead letters; 1 otherwise.
+
+    An e-mail sent twice in the one case dispatch documents is counted apart (resent).
     """
     from services.harness.chaos_run import SERVER_RESTARTS, ChaosPlan, passed, run_chaos, summary
     from services.sandbox.seed import DEMO_CONFIG

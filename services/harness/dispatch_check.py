@@ -36,7 +36,7 @@ SLACK_S = 1.0
 """Clock slack when a copy's reception time is compared with a fault's (one machine)."""
 NO_ADDRESS = "the contact has no e-mail address"
 _MESSAGE_ID = re.compile(
-    r"\.(?P<request>[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})"
+    r"[<.](?P<request>[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})"
     r"\.(?P<n>\d+)@b24-nps>$"
 )
 SALE_SOURCES = frozenset({"sale", "robot"})
@@ -103,7 +103,8 @@ class DispatchFindings:
 
 def send_key(message_id: str | None) -> tuple[str, int] | None:
     """(request id, send number) of a survey message, from its `Message-ID`, which dispatch
-    builds from them (`<….<request id>.<n>@b24-nps>`); None for another message."""
+    builds from them (`<request id>.<n>@b24-nps`, with or without a unique prefix before the
+    request id); None for another message."""
     found = _MESSAGE_ID.search(message_id or "")
     return None if found is None else (found["request"], int(found["n"]))
 

@@ -8,6 +8,7 @@ fault that can cause it. The large runs are `-m chaos` (`make chaos`)."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
 from email.message import EmailMessage
 from pathlib import Path
@@ -59,7 +60,10 @@ async def stack(
         yield up
 
 
-def assert_clean(verdict: Verdict, faults: list[str]) -> None:
+def assert_clean(verdict: Verdict, faults: list[str], logs: Path) -> None:
+    """Nothing lost or doubled, the documented resend at most once per fault that can cause
+    it; the verdict is kept beside the logs (`verdict.json`)."""
+    (logs / "verdict.json").write_text(json.dumps(verdict.as_dict(), indent=2), encoding="utf-8")
     assert verdict.ok, (verdict.line(), verdict.details)
     assert verdict.dlq == 0, f"a passing fault must not flood the DLQ: {verdict.line()}"
     assert verdict.requests > 0
@@ -81,7 +85,7 @@ async def test_killing_dispatch_survey_and_crm_sync_mid_campaign_loses_and_doubl
     verdict = await fault_mid_run(
         stack, config, faults, answers=40, hold_s=2.0, timeout_s=240, dispatch=load
     )
-    assert_clean(verdict, faults)
+    assert_clean(verdict, faults, ARTIFACTS / request.node.name)
     assert (ARTIFACTS / request.node.name / "campaign.csv").read_text().count("\n") == 41
 
     # A second copy of a send that no fault explains is seen as such.
@@ -134,4 +138,4 @@ async def test_chaos_sales_and_a_campaign_under_faults(
         timeout_s=900,
         dispatch=load,
     )
-    assert_clean(verdict, [fault] * 3)
+    assert_clean(verdict, [fault] * 3, ARTIFACTS / request.node.name)

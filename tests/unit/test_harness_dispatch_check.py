@@ -101,6 +101,8 @@ def facts(
 def test_send_keys_come_from_the_message_id_dispatch_builds() -> None:
     request_id = "0b9cbc1e-5c4b-4ac4-9b0e-8c6f4d2d3f11"
     assert send_key(f"<1.2.3.{request_id}.2@b24-nps>") == (request_id, 2)
+    assert send_key(f"<{request_id}.0@b24-nps>") == (request_id, 0)
+    assert send_key(f"<x{request_id}.0@b24-nps>") is None
     assert send_key("<abc@example.com>") is None
     assert send_key(None) is None
 
