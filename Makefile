@@ -12,7 +12,7 @@ help:
 	@echo "make run    - the whole pipeline (sandbox portal when BITRIX24_WEBHOOK_URL is unset)"
 	@echo "make test   - the test suite against real RabbitMQ and PostgreSQL"
 	@echo "make unit   - the pure unit tests only (no servers, seconds)"
-	@echo "make chaos  - the slow fault runs (2,000 answers per fault)"
+	@echo "make chaos  - the slow fault runs (2,000 answers per fault; dispatch: sales and a campaign)"
 	@echo "make lint   - ruff + mypy --strict + the import contracts (lint-imports)"
 	@echo "make demo   - drive survey answers (and closed sales, with dispatch) through a running 'make run'"
 	@echo "make bench  - benchmarks (print figures)"

@@ -37,6 +37,16 @@ def chaos_command(
     answers: Annotated[
         int, typer.Option(min=1, help="survey answers created while the faults run")
     ] = 2000,
+    sales: Annotated[
+        int,
+        typer.Option(min=0, max=1000, help="sales closed in the portal while the faults run"),
+    ] = 100,
+    campaign: Annotated[
+        int,
+        typer.Option(
+            min=0, max=200, help="contacts a campaign asks while the faults run (0: none)"
+        ),
+    ] = 100,
     hold_s: Annotated[float, typer.Option("--hold", min=0, help="seconds each fault lasts")] = 5.0,
     timeout_s: Annotated[
         float, typer.Option("--timeout", min=1, help="seconds the pipeline gets to settle")
@@ -58,13 +68,16 @@ def chaos_command(
         ),
     ] = False,
 ) -> None:
-    """Inject faults into a pipeline of its own while answers flow, and print the verdict.
+    """Inject faults into a pipeline of its own while answers flow, sales close and a campaign
+    asks, and print the verdict.
 
     The stack runs on a scratch database and vhost of the DATABASE_URL / RABBITMQ_URL servers.
 
     Both are dropped at the end, Ctrl-C included.
 
     Exit code 0: nothing lost, duplicated or overwritten, no dead letters; 1 otherwise.
+
+    An e-mail sent twice in the one case dispatch documents is counted apart (resent).
     """
     from services.harness.chaos_run import SERVER_RESTARTS, ChaosPlan, passed, run_chaos, summary
     from services.sandbox.seed import DEMO_CONFIG
@@ -86,6 +99,8 @@ def chaos_command(
     plan = ChaosPlan(
         faults=tuple(faults),
         answers=answers,
+        sales=sales,
+        campaign=campaign,
         hold_s=hold_s,
         timeout_s=timeout_s,
         config=DEMO_CONFIG.resolve(),
@@ -94,8 +109,8 @@ def chaos_command(
     settings = get_settings()
     configure_logging("warning", settings.log_format)
     typer.echo(
-        f"nps chaos: {', '.join(faults)} · {answers} answers · each fault held {hold_s:g} s · "
-        f"logs in {log_dir}"
+        f"nps chaos: {', '.join(faults)} · {answers} answers · {sales} sales · campaign"
+        f" {campaign} · each fault held {hold_s:g} s · logs in {log_dir}"
     )
     try:
         verdict = asyncio.run(

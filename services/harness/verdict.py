@@ -11,6 +11,12 @@ Counts, for one portal (sandbox inspection + the pipeline's own records):
 - `dlq`: messages waiting in dead-letter queues.
 The expectations come from the scored answers with rules restated here on purpose, so a
 routing bug shows up as `lost` or `duplicated` instead of agreeing with itself.
+
+When the stack runs dispatch (a `DispatchWatch` is given), its sales, requests, NPS deals and
+e-mails are judged too (`dispatch_check.py`): `requests` and `messages` count the register's
+requests and the inbox's messages, their problems add to `lost` and `duplicated`, and `resent`
+counts the messages sent twice in the one case dispatch documents (accepted by the SMTP server,
+the process gone before its record), apart from `duplicated` and never hidden.
 """
 
 from __future__ import annotations
@@ -25,6 +31,8 @@ import httpx
 
 from services.crm_sync import read as crm_sync_read
 from services.crm_sync.read import ActionView, WriteView
+from services.dispatch import read as dispatch_read
+from services.harness.dispatch_check import DispatchFacts, Incident, Sale, judge
 from services.scoring.read import CurrentAnswer, current_answers, scored_items
 from shared.deal_stages import read_funnel, status_entity_id
 from shared.events import Category
@@ -40,8 +48,17 @@ class Verdict:
     deals: int = 0
     """Answered NPS deals of the deal surveys' funnels."""
     answers: int = 0
+    requests: int = 0
+    """Dispatch's survey requests (0 when the stack does not run dispatch)."""
+    messages: int = 0
+    """Survey e-mails in the sandbox's inbox."""
+    register: dict[str, int] = field(default_factory=dict)
+    """Dispatch's requests per state."""
     lost: int = 0
     duplicated: int = 0
+    resent: int = 0
+    """E-mails sent twice because the SMTP server accepted one and dispatch died before its
+    record (the documented exception, docs/dispatch.md), each explained by a fault."""
     overwritten: int = 0
     dlq: int = 0
     details: dict[str, list[str]] = field(default_factory=dict)
@@ -56,7 +73,8 @@ class Verdict:
     def line(self) -> str:
         return (
             f"items {self.items} · deals {self.deals} · answers {self.answers} · "
-            f"lost {self.lost} · duplicated {self.duplicated} · "
+            f"requests {self.requests} · messages {self.messages} · "
+            f"lost {self.lost} · duplicated {self.duplicated} · resent {self.resent} · "
             f"overwritten {self.overwritten} · dlq {self.dlq}"
         )
 
@@ -80,8 +98,23 @@ def _plain(value: Any) -> Any:
     return str(value)
 
 
+@dataclass
+class DispatchWatch:
+    """Judge dispatch as well: the faults injected so far that may explain a message sent twice,
+    and what the checks keep between two looks (a won sale's products and a contact's address
+    do not change during a run)."""
+
+    incidents: list[Incident] = field(default_factory=list)
+    products: dict[int, tuple[int, ...]] = field(default_factory=dict)
+    emails: dict[int, str | None] = field(default_factory=dict)
+
+
 async def compute(
-    sandbox_url: str, pool: asyncpg.Pool, config: PortalConfig, dlq: int = 0
+    sandbox_url: str,
+    pool: asyncpg.Pool,
+    config: PortalConfig,
+    dlq: int = 0,
+    watch: DispatchWatch | None = None,
 ) -> Verdict:
     verdict = Verdict(dlq=dlq)
     async with httpx.AsyncClient(base_url=sandbox_url, timeout=60) as http:
@@ -114,7 +147,110 @@ async def compute(
     _check_creates(verdict, answers, actions, leads, tasks)
     _check_contacts(verdict, answers, actions, config)
     _check_overwrites(verdict, histories, ours, config)
+    if watch is not None:
+        await _check_dispatch(verdict, sandbox_url, pool, config, watch)
     return verdict
+
+
+async def _check_dispatch(
+    verdict: Verdict,
+    sandbox_url: str,
+    pool: asyncpg.Pool,
+    config: PortalConfig,
+    watch: DispatchWatch,
+) -> None:
+    """The inbox first, then the register: a message recorded by the time the register is read
+    was in the inbox already (it is recorded after the SMTP server accepted it)."""
+    async with httpx.AsyncClient(base_url=sandbox_url, timeout=60) as http:
+        inbox = (await http.get("/inbox.json")).raise_for_status().json()
+        info = (await http.get("/sandbox/info")).raise_for_status().json()
+        sales = await _won_sales(http, config, watch)
+        nps_deals = await _nps_deals_by_origin(http, config)
+        async with pool.acquire() as conn:
+            requests = await dispatch_read.requests(
+                conn, dispatch_read.RegisterFilter(portal=verdict.portal, limit=1_000_000)
+            )
+        contacts = {int(row["contact_id"]) for row in requests} - set(watch.emails) - {0}
+        watch.emails.update(await _emails(http, str(info["webhook_url"]), sorted(contacts)))
+    messages = inbox["messages"]
+    found = judge(
+        DispatchFacts(
+            requests=requests,
+            messages=messages,
+            evicted=int(inbox["received"]) - len(messages),
+            sales=sales,
+            nps_deals=nps_deals,
+            emails=watch.emails,
+            incidents=watch.incidents,
+        ),
+        config,
+    )
+    verdict.requests, verdict.messages = found.requests, found.messages
+    verdict.register = found.states
+    verdict.lost += len(found.lost)
+    verdict.duplicated += len(found.duplicated)
+    verdict.resent += len(found.resent)
+    for kind, notes in (
+        ("lost", found.lost),
+        ("duplicated", found.duplicated),
+        ("resent", found.resent),
+    ):
+        for note in notes:
+            verdict.note(kind, note)
+
+
+async def _won_sales(
+    http: httpx.AsyncClient, config: PortalConfig, watch: DispatchWatch
+) -> list[Sale]:
+    """The won deals of the funnels `dispatch.sales` watches, with their products (read once)."""
+    funnels = [] if config.dispatch is None else [t.funnel for t in config.dispatch.sales]
+    sales = []
+    for funnel in funnels:
+        listed = (await http.get("/sandbox/deals", params={"category_id": funnel})).json()
+        for deal in listed["deals"]:
+            if deal.get("STAGE_SEMANTIC_ID") != "S":
+                continue
+            deal_id = int(deal["ID"])
+            if deal_id not in watch.products:
+                details = (await http.get(f"/sandbox/deals/{deal_id}")).raise_for_status().json()
+                watch.products[deal_id] = tuple(
+                    int(row["productId"]) for row in details.get("product_rows") or []
+                )
+            sales.append(Sale(deal_id, funnel, watch.products[deal_id]))
+    return sales
+
+
+async def _nps_deals_by_origin(
+    http: httpx.AsyncClient, config: PortalConfig
+) -> dict[str, list[int]]:
+    """The deals b24-nps created in the deal surveys' funnels, by `originId` (the request)."""
+    found: dict[str, list[int]] = {}
+    for category in sorted({survey.category_id for survey in config.deal_surveys}):
+        listed = (await http.get("/sandbox/deals", params={"category_id": category})).json()
+        for deal in listed["deals"]:
+            if deal.get("ORIGINATOR_ID") == "b24-nps" and deal.get("ORIGIN_ID"):
+                found.setdefault(str(deal["ORIGIN_ID"]), []).append(int(deal["ID"]))
+    return found
+
+
+async def _emails(
+    http: httpx.AsyncClient, webhook_url: str, contacts: list[int]
+) -> dict[int, str | None]:
+    """Each contact's first e-mail address, 50 contacts per `batch` request."""
+    emails: dict[int, str | None] = {}
+    for first in range(0, len(contacts), 50):
+        chunk = contacts[first : first + 50]
+        cmd = {f"c{contact}": f"crm.contact.get?id={contact}" for contact in chunk}
+        reply = await http.post(f"{webhook_url}batch.json", json={"halt": 0, "cmd": cmd})
+        results = reply.raise_for_status().json()["result"]["result"]
+        for contact in chunk:
+            record = results.get(f"c{contact}") if isinstance(results, dict) else None
+            addresses = (record or {}).get("EMAIL") or []
+            emails[contact] = next(
+                (str(e["VALUE"]) for e in addresses if isinstance(e, dict) and e.get("VALUE")),
+                None,
+            )
+    return emails
 
 
 @dataclass(frozen=True)

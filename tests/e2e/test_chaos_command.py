@@ -19,8 +19,8 @@ from services.harness.scratch import with_path
 ROOT = Path(__file__).resolve().parents[2]
 SCRATCH = re.compile(r"scratch database and vhost: (nps_chaos_[0-9a-f]{8})")
 CLEAN = re.compile(
-    r"^verdict: items \d+ · deals \d+ · answers \d+ · lost 0 · duplicated 0 · overwritten 0"
-    r" · dlq 0$",
+    r"^verdict: items \d+ · deals \d+ · answers \d+ · requests [1-9]\d* · messages [1-9]\d* ·"
+    r" lost 0 · duplicated 0 · resent [01] · overwritten 0 · dlq 0$",
     re.M,
 )
 
@@ -55,33 +55,54 @@ async def assert_nothing_left(pg_server: str, name: str) -> None:
     assert using == [], f"processes still running on {name}: {using}"
 
 
-@pytest.mark.timeout(180)
+@pytest.mark.timeout(300)
 async def test_a_kill_mid_run_ends_in_a_clean_verdict_and_leaves_nothing_behind(
     pg_server: str, amqp_server: str, tmp_path: Path
 ) -> None:
-    args = chaos(tmp_path, "--fault", "kill:router")
+    args = chaos(tmp_path, "--fault", "kill:router", "--fault", "kill:dispatch")
     result = await asyncio.to_thread(
         subprocess.run,
-        [*args, "--answers", "60", "--hold", "2", "--timeout", "120"],
+        [
+            *args,
+            "--answers",
+            "60",
+            "--sales",
+            "20",
+            "--campaign",
+            "20",
+            "--hold",
+            "2",
+            "--timeout",
+            "200",
+        ],
         cwd=ROOT,
         env=environment(pg_server, amqp_server),
         capture_output=True,
         text=True,
-        timeout=170,
+        timeout=290,
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert CLEAN.search(result.stdout), result.stdout
     assert "kill:router: recovered" in result.stdout
+    assert "kill:dispatch: recovered" in result.stdout
+    assert "closing 20 sales, a campaign asking 20 contacts ('After the sale')" in result.stdout
+    assert "dispatch's register: sent " in result.stdout
     assert "PASS: nothing lost, duplicated or overwritten; no dead letters" in result.stdout
     assert f"logs: {tmp_path}" in result.stdout
     assert {path.name for path in tmp_path.iterdir()} == {
+        "portal.yaml",
         "sandbox.log",
         "ingest.log",
         "scoring.log",
         "router.log",
         "crm_sync.log",
+        "survey.log",
+        "dispatch.log",
+        "campaign.csv",
+        "campaign.log",
         "verdict.json",
     }
+    assert "campaign 'chaos', survey 'After the sale': " in (tmp_path / "campaign.log").read_text()
     found = SCRATCH.search(result.stdout)
     assert found, result.stdout
     await assert_nothing_left(pg_server, found.group(1))

@@ -37,12 +37,27 @@ def test_a_server_restart_needs_yes_and_says_who_else_it_hits(fault: str) -> Non
 
 
 def test_a_clean_verdict_passes_and_says_so() -> None:
-    verdict = Verdict(items=65, answers=84)
+    verdict = Verdict(items=65, answers=84, requests=40, messages=36)
     assert passed(verdict)
     assert summary(verdict) == [
-        "verdict: items 65 · deals 0 · answers 84 · lost 0 · duplicated 0 · overwritten 0 · dlq 0",
+        "verdict: items 65 · deals 0 · answers 84 · requests 40 · messages 36 · lost 0 ·"
+        " duplicated 0 · resent 0 · overwritten 0 · dlq 0",
         "PASS: nothing lost, duplicated or overwritten; no dead letters",
     ]
+
+
+def test_a_documented_resend_passes_but_is_listed_and_counted_apart() -> None:
+    verdict = Verdict(
+        requests=40, messages=37, resent=1, register={"sent": 36, "skipped": 3, "failed": 1}
+    )
+    verdict.note("resent", "send 0 of request r-1: a message again after kill:dispatch")
+    assert passed(verdict)
+    lines = summary(verdict)
+    assert "resent 1" in lines[0]
+    assert lines[1] == "dispatch's register: sent 36, skipped 3, failed 1"
+    assert lines[2:4] == ["resent:", "  send 0 of request r-1: a message again after kill:dispatch"]
+    assert lines[4] == "PASS: nothing lost, duplicated or overwritten; no dead letters"
+    assert lines[5].startswith("note: 1 e-mail(s) went twice because the SMTP server had")
 
 
 def test_a_failed_verdict_lists_what_went_wrong_capped_per_kind() -> None:
