@@ -442,39 +442,58 @@ class Dispatcher:
 
     async def _send_emails(self, emails: list[tuple[Request, int]], now: datetime) -> None:
         contacts = await self._contacts([row.contact_id for row, _ in emails])
-        email = self._dispatch.email
         for row, n in emails:
-            failure: str | None = None
             if contacts is None:
                 await self._retry_later(row, now, "the portal could not be read")
                 continue
-            address, name = contacts.get(row.contact_id, (None, None))
-            if email is None:
-                failure = "dispatch.email is not configured"
-            elif address is None:
-                failure = "the contact has no e-mail address"
-            else:
-                if not await self._renew_lease(row, n, claimed_at=now):
+            # While this process talks to the SMTP server about a request, it holds the
+            # request's lock: another replica that takes the send for crashed (its lease ran
+            # out) finds it held and leaves it, and a crash releases it with the session.
+            async with self._pool.acquire() as held:
+                key = f"dispatch-send:{row.request_id}"
+                if not await held.fetchval(
+                    "SELECT pg_try_advisory_lock(hashtextextended($1, 0))", key
+                ):
+                    log.info("survey_mail_in_flight_elsewhere", request_id=str(row.request_id))
                     continue
-                message = build_message(
-                    self._survey(row, n, name), email.sender, address, email.reply_to
-                )
                 try:
-                    await self._mailer.send(message)
-                except MessageRejectedError as exc:
-                    failure = f"the SMTP server refused the message: {exc}"
-                except MailerUnavailableError as exc:
-                    await self._retry_later(row, now, str(exc))
-                    continue
-            async with self._outbox.transaction(self._pool) as conn:
-                locked = await store.get(conn, row.request_id, lock=True)
-                assert locked is not None
-                await self._sent(conn, locked, n, failure, None)
-            log.info(
-                "survey_mailed" if failure is None else "survey_mail_failed",
-                request_id=str(row.request_id),
-                n=n,
+                    await self._send_one(row, n, contacts.get(row.contact_id, (None, None)), now)
+                finally:
+                    await held.execute("SELECT pg_advisory_unlock(hashtextextended($1, 0))", key)
+
+    async def _send_one(
+        self, row: Request, n: int, contact: tuple[str | None, str | None], now: datetime
+    ) -> None:
+        """Send message `n` of `row` and record it (or why it failed)."""
+        email = self._dispatch.email
+        address, name = contact
+        failure: str | None = None
+        if email is None:
+            failure = "dispatch.email is not configured"
+        elif address is None:
+            failure = "the contact has no e-mail address"
+        else:
+            if not await self._renew_lease(row, n, claimed_at=now):
+                return
+            message = build_message(
+                self._survey(row, n, name), email.sender, address, email.reply_to
             )
+            try:
+                await self._mailer.send(message)
+            except MessageRejectedError as exc:
+                failure = f"the SMTP server refused the message: {exc}"
+            except MailerUnavailableError as exc:
+                await self._retry_later(row, now, str(exc))
+                return
+        async with self._outbox.transaction(self._pool) as conn:
+            locked = await store.get(conn, row.request_id, lock=True)
+            assert locked is not None
+            await self._sent(conn, locked, n, failure, None)
+        log.info(
+            "survey_mailed" if failure is None else "survey_mail_failed",
+            request_id=str(row.request_id),
+            n=n,
+        )
 
     async def _renew_lease(self, row: Request, n: int, *, claimed_at: datetime) -> bool:
         """Each message of a round gets a lease of its own right before it goes: a slow round
