@@ -119,10 +119,13 @@ def window_closed(now: datetime, window: SendWindow, timezone: str) -> str | Non
 
 
 def request_of(message_id: str | None, request_ids: Iterable[str]) -> str | None:
-    """The request an e-mail was sent for: its Message-ID carries the request id."""
+    """The request an e-mail was sent for: its Message-ID is `<request id>.<send number>@b24-nps>`
+    (docs/dispatch.md, One message per request)."""
     if not message_id:
         return None
-    return next((rid for rid in request_ids if f".{rid}." in message_id), None)
+    local = message_id.strip().strip("<>").partition("@")[0]
+    rid = local.rpartition(".")[0]
+    return rid if rid in set(request_ids) else None
 
 
 def survey_link(links: Sequence[str]) -> str | None:

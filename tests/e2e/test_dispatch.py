@@ -63,7 +63,7 @@ async def test_a_won_sale_is_asked_by_email_answered_and_written_into_its_nps_de
                 assert row["sends"] == 0
                 continue
             # One e-mail per request, to the sale's customer.
-            mails = [m for m in inbox if f".{row['request_id']}." in (m["message_id"] or "")]
+            mails = [m for m in inbox if f"<{row['request_id']}." in (m["message_id"] or "")]
             assert len(mails) == 1, (row["survey"], row["state"], len(mails))
             contact = await _call(http, stack, "crm.contact.get", id=sale["CONTACT_ID"])
             assert mails[0]["envelope_to"] == [contact["EMAIL"][0]["VALUE"]]

@@ -548,7 +548,6 @@ other_event_names = st.one_of(
     st.sampled_from(
         [
             "ONCRMDEALDELETE",
-            "ONCRMDEALMOVETOCATEGORY",
             "ONCRMDYNAMICITEMDELETE",
             "onCrmContactUpdate",
             "ONAPPINSTALL",

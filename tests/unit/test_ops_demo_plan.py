@@ -181,9 +181,9 @@ def test_a_closed_window_says_when_and_where() -> None:
 @pytest.mark.parametrize(
     ("message_id", "found"),
     [
-        (f"<176500000000.17.4242.{RID}.0@b24-nps>", RID),
-        (f"<176500000000.17.4242.{RID}.1@b24-nps>", RID),
-        ("<176500000000.17.4242.0f0f0f0f-a6a0-5130-9f84-e423026c038c.0@b24-nps>", None),
+        (f"<{RID}.0@b24-nps>", RID),
+        (f"<{RID}.1@b24-nps>", RID),
+        ("<0f0f0f0f-a6a0-5130-9f84-e423026c038c.0@b24-nps>", None),
         (None, None),
         ("", None),
     ],
