@@ -160,7 +160,8 @@ def create_app(
     async def send_events(
         request: Request, call_next: Callable[[Request], Awaitable[Response]]
     ) -> Response:
-        sandbox.learn_base_url(str(request.base_url))
+        if sandbox.server.base_url is None:
+            sandbox.learn_base_url(str(request.base_url))
         response = await call_next(request)
         senders.dispatch(sandbox)
         return response
