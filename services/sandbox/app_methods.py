@@ -274,7 +274,7 @@ def event_offline_get(app: AppSide, caller: Caller, params: Mapping[str, Any]) -
     """Reserve (``clear=0``) or take (``clear=1``, the default) the first queued records."""
     _offline_caller(app, caller)
     lowered = {str(k).lower(): v for k, v in params.items()}
-    clear = True if lowered.get("clear") in (None, "") else _int(lowered["clear"]) != 0
+    clear = True if lowered.get("clear") is None else (_int(lowered["clear"]) or 0) != 0
     raw_process = lowered.get("process_id")
     process_id = None if raw_process is None else str(raw_process).strip()
     if not clear and not app.settings.features.get("rest_offline_extended", False):

@@ -360,7 +360,7 @@ def _lifecycle_router(
     transport: httpx.AsyncBaseTransport | None,
     timeout_s: float,
 ) -> APIRouter:
-    """Steering the application's side: its state, install, update, uninstall, frames."""
+    """Steering the application's side: its state and settings, install, update, uninstall."""
     router = APIRouter(prefix="/sandbox")
     portal = host.portal
     side = portal.app
