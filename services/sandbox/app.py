@@ -1,5 +1,7 @@
-"""The HTTP face of a :class:`SandboxPortal`: Bitrix24's inbound-webhook URLs, JSON inspection
-and control endpoints under ``/sandbox``, and the item and contact pages Bitrix24 links to."""
+"""The HTTP face of the sandbox: for each portal Bitrix24's inbound-webhook URLs, JSON
+inspection and control endpoints under ``/sandbox``, and the item and contact pages Bitrix24
+links to — the default portal at the root, named portals under ``/p/<name>/`` — plus the OAuth
+server and the application's side (``app_routes``)."""
 
 import asyncio
 import contextlib
@@ -14,11 +16,14 @@ import httpx
 from fastapi import APIRouter, FastAPI, HTTPException, Query, Request, Response
 from fastapi.responses import HTMLResponse, JSONResponse
 from pydantic import BaseModel, Field, ValidationError
+from starlette.routing import Mount
+from starlette.types import ASGIApp, Receive, Scope, Send
 
-from services.sandbox.brackets import parse_query
+from services.sandbox.app_routes import application_router, oauth_router, portals_router
 from services.sandbox.delivery import EventSender
 from services.sandbox.errors import RestError
 from services.sandbox.faults import Faults
+from services.sandbox.http_params import read_params
 from services.sandbox.inbox import Inbox
 from services.sandbox.inbox_pages import (
     HTML_PART_HEADERS,
@@ -34,6 +39,7 @@ from services.sandbox.methods import CONTACT, DEAL, LEAD
 from services.sandbox.pages import PAGE_HEADERS, record_page
 from services.sandbox.persistence import save_portal
 from services.sandbox.portal import ITEM_EVENTS, SandboxPortal
+from services.sandbox.portals import Host, Sandbox
 from services.sandbox.sales import SalesError, close_sales
 from services.sandbox.seed import (
     ConfigError,
@@ -102,7 +108,7 @@ class SalesClosing:
 
 
 def create_app(
-    portal: SandboxPortal,
+    portal: "SandboxPortal | Sandbox",
     *,
     event_transport: httpx.AsyncBaseTransport | None = None,
     event_timeout_s: float = 5.0,
@@ -111,22 +117,26 @@ def create_app(
     mail: LocalInbox | None = None,
     closing: SalesClosing | None = None,
 ) -> FastAPI:
-    """An ASGI app serving ``portal``. Events go out through ``event_transport`` (tests pass
-    an ``httpx.MockTransport``); with ``state_file`` the data is saved every
-    ``save_interval_s`` while it changes and at shutdown. ``mail`` is the local inbox (its
-    SMTP server starts with the app when it has a host); with ``closing``, sales close on a
-    timer."""
-    sender = EventSender(portal, transport=event_transport, timeout_s=event_timeout_s)
+    """An ASGI app serving ``portal`` at the root paths, or a whole :class:`Sandbox`: its
+    default portal at the root, each named portal under ``/p/<name>/`` (also those added
+    later, ``POST /sandbox/portals``), and the OAuth server. Events go out through
+    ``event_transport`` (tests pass an ``httpx.MockTransport``); with ``state_file`` (or a
+    host's own) the data is saved every ``save_interval_s`` while it changes and at shutdown.
+    ``mail`` is the local inbox (its SMTP server starts with the app when it has a host); with
+    ``closing``, sales close on a timer."""
+    sandbox = portal if isinstance(portal, Sandbox) else Sandbox(portal)
+    if state_file is not None:
+        sandbox.default.state_file = state_file
+    default = sandbox.default.portal
+    senders = Senders(transport=event_transport, timeout_s=event_timeout_s)
     mail = mail or LocalInbox()
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        tasks = []
-        if state_file is not None:
-            tasks.append(asyncio.create_task(_autosave(portal, state_file, save_interval_s)))
+        tasks = [asyncio.create_task(_autosave(sandbox, save_interval_s))]
         if closing is not None:
-            tasks.append(asyncio.create_task(_close_sales(portal, sender, closing)))
-        smtp = await _start_smtp(mail, portal)
+            tasks.append(asyncio.create_task(_close_sales(sandbox, senders, closing)))
+        smtp = await _start_smtp(mail, default)
         try:
             yield
         finally:
@@ -138,25 +148,104 @@ def create_app(
                 smtp.close()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(smtp.wait_closed(), 2)
-            await sender.drain()
-            if state_file is not None:
-                save_portal(portal, state_file)
+            await senders.drain()
+            for host in sandbox.hosts():
+                if host.state_file is not None:
+                    save_portal(host.portal, host.state_file)
 
     app = FastAPI(title="Bitrix24 sandbox portal", lifespan=lifespan)
+    app.state.sandbox = sandbox
 
     @app.middleware("http")
     async def send_events(
         request: Request, call_next: Callable[[Request], Awaitable[Response]]
     ) -> Response:
+        if sandbox.server.base_url is None:
+            sandbox.learn_base_url(str(request.base_url))
         response = await call_next(request)
-        sender.dispatch()
+        senders.dispatch(sandbox)
         return response
 
+    app.include_router(_rest_router(default))
+    app.include_router(_sandbox_router(default, mail, _root_base))
+    app.include_router(_sales_router(default))
+    app.include_router(_record_pages_router(default))
+    app.include_router(_inbox_router(mail))
+    app.include_router(oauth_router(sandbox))
+    app.include_router(portals_router(sandbox))
+
+    def build(host: Host) -> ASGIApp:
+        return _portal_app(host, sandbox, mail, senders)
+
+    app.router.routes.append(Mount("/p/{name}", app=_named_portals(sandbox, build)))
+    return app
+
+
+class Senders:
+    """One event sender per portal: each portal's events go out on their own."""
+
+    def __init__(self, *, transport: httpx.AsyncBaseTransport | None, timeout_s: float) -> None:
+        self.transport = transport
+        self.timeout_s = timeout_s
+        self._senders: dict[int, EventSender] = {}
+
+    def of(self, portal: SandboxPortal) -> EventSender:
+        sender = self._senders.get(id(portal))
+        if sender is None:
+            sender = EventSender(portal, transport=self.transport, timeout_s=self.timeout_s)
+            self._senders[id(portal)] = sender
+        return sender
+
+    def dispatch(self, sandbox: "Sandbox") -> None:
+        for host in sandbox.hosts():
+            self.of(host.portal).dispatch()
+
+    async def drain(self) -> None:
+        for sender in list(self._senders.values()):
+            await sender.drain()
+
+
+def _root_base(request: Request) -> str:
+    return str(request.base_url)
+
+
+def _named_portals(sandbox: "Sandbox", build: Callable[[Host], ASGIApp]) -> ASGIApp:
+    """``/p/<name>/…``: the named portal's own app (404 naming the portal when none)."""
+    apps: dict[str, ASGIApp] = {}
+
+    async def dispatch(scope: Scope, receive: Receive, send: Send) -> None:
+        name = str(scope.get("path_params", {}).get("name", ""))
+        host = sandbox.get(name)
+        if host is None:
+            known = ", ".join(sorted(sandbox.named)) or "none"
+            response = JSONResponse(
+                {"detail": f"no portal named {name!r} (named portals: {known})"}, 404
+            )
+            await response(scope, receive, send)
+            return
+        app = apps.get(name)
+        if app is None:
+            app = apps[name] = build(host)
+        await app(scope, receive, send)
+
+    return dispatch
+
+
+def _portal_app(host: Host, sandbox: "Sandbox", mail: LocalInbox, senders: Senders) -> FastAPI:
+    """A named portal's own paths, under ``/p/<name>/``: the same webhook REST, inspection,
+    control and record pages as the default portal, plus the application's side."""
+    portal = host.portal
+    name = host.name
+
+    def base(request: Request) -> str:
+        return f"{str(request.base_url).rstrip('/')}/p/{name}/"
+
+    app = FastAPI(title=f"Bitrix24 sandbox portal {name}")
     app.include_router(_rest_router(portal))
-    app.include_router(_sandbox_router(portal, mail))
+    app.include_router(_sandbox_router(portal, mail, base))
     app.include_router(_sales_router(portal))
     app.include_router(_record_pages_router(portal))
-    app.include_router(_inbox_router(mail))
+    app.include_router(application_router(host, sandbox, senders.transport, senders.timeout_s))
     return app
 
 
@@ -217,14 +306,19 @@ def _inbox_router(mail: LocalInbox) -> APIRouter:
     return router
 
 
-async def _close_sales(portal: SandboxPortal, sender: EventSender, closing: SalesClosing) -> None:
+async def _close_sales(sandbox: "Sandbox", senders: Senders, closing: SalesClosing) -> None:
+    """Sales close on the default portal and on every seeded named portal."""
     while True:
         await asyncio.sleep(closing.every_s)
-        try:
-            close_sales(portal, closing.count)
-        except SalesError as exc:
-            sys.stderr.write(f"Sandbox: closing sales failed: {exc}\n")
-        sender.dispatch()
+        for host in sandbox.hosts():
+            if host.name is not None and not host.seeded:
+                continue
+            try:
+                close_sales(host.portal, closing.count)
+            except SalesError as exc:
+                where = f" on portal {host.name}" if host.name else ""
+                sys.stderr.write(f"Sandbox: closing sales{where} failed: {exc}\n")
+        senders.dispatch(sandbox)
 
 
 def _record_pages_router(portal: SandboxPortal) -> APIRouter:
@@ -282,7 +376,7 @@ def _rest_router(portal: SandboxPortal) -> APIRouter:
     @router.api_route("/rest/{user}/{secret}/{method}", methods=["GET", "POST"])
     async def rest(user: str, secret: str, method: str, request: Request) -> JSONResponse:
         try:
-            params = await _params(request)
+            params = await read_params(request)
         except ValueError as exc:
             status, body = portal.reject(method, RestError(400, "INVALID_REQUEST", str(exc)))
             return JSONResponse(body, status_code=status)
@@ -299,13 +393,16 @@ def _rest_router(portal: SandboxPortal) -> APIRouter:
     return router
 
 
-def _sandbox_router(portal: SandboxPortal, mail: LocalInbox) -> APIRouter:
-    """JSON inspection and control of the portal, for tests and demos."""
+def _sandbox_router(
+    portal: SandboxPortal, mail: LocalInbox, base: Callable[[Request], str]
+) -> APIRouter:
+    """JSON inspection and control of the portal, for tests and demos (``base``: where the
+    portal's paths start)."""
     router = APIRouter(prefix="/sandbox")
 
     @router.get("/info")
     async def info(request: Request) -> dict[str, Any]:
-        return {**portal.info(str(request.base_url)), "inbox": mail.describe()}
+        return {**portal.info(base(request)), "inbox": mail.describe()}
 
     @router.get("/calls")
     async def calls(method: str | None = None, limit: int | None = None) -> dict[str, Any]:
@@ -514,34 +611,14 @@ def deal_details(portal: SandboxPortal, deal_id: int) -> dict[str, Any]:
     }
 
 
-async def _params(request: Request) -> dict[str, Any]:
-    """Query parameters, then the body: JSON object or form-urlencoded with PHP brackets."""
-    params = parse_query(request.url.query)
-    if request.method != "POST":
-        return params
-    raw = await request.body()
-    if not raw.strip():
-        return params
-    kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if kind == "application/json":
-        try:
-            data = json.loads(raw)
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"Invalid JSON body: {exc.msg}") from exc
-        if not isinstance(data, dict):
-            raise ValueError("JSON body must be an object")
-        params.update(data)
-    elif kind in ("application/x-www-form-urlencoded", ""):
-        params.update(parse_query(raw.decode("utf-8", errors="replace")))
-    else:
-        raise ValueError(f"Unsupported Content-Type: {kind}")
-    return params
-
-
-async def _autosave(portal: SandboxPortal, path: Path, interval_s: float) -> None:
-    saved = portal.crm.revision
+async def _autosave(sandbox: "Sandbox", interval_s: float) -> None:
+    """Save each portal with a state file while its data changes."""
+    for host in sandbox.hosts():
+        host.saved_revision = host.portal.crm.revision
     while True:
         await asyncio.sleep(interval_s)
-        if portal.crm.revision != saved:
-            saved = portal.crm.revision
-            save_portal(portal, path)
+        for host in list(sandbox.hosts()):
+            revision = host.portal.crm.revision
+            if host.state_file is not None and revision != host.saved_revision:
+                host.saved_revision = revision
+                save_portal(host.portal, host.state_file)

@@ -80,7 +80,7 @@ class Crm:
         self.revision += 1
 
     def next_id(self, counter: str) -> int:
-        value = self.state.counters.get(counter, 0) + 1
+        value = self.state.counters.get(counter, self.state.id_base) + 1
         self.state.counters[counter] = value
         return value
 

@@ -1,4 +1,5 @@
-"""Process wiring: build (or load) and seed a portal, then serve it with uvicorn."""
+"""Process wiring: build (or load) and seed the portals, register the application, then serve
+them with uvicorn."""
 
 import logging
 import os
@@ -11,21 +12,31 @@ import uvicorn
 
 from services.sandbox.app import LocalInbox, SalesClosing, create_app
 from services.sandbox.limits import Limits
+from services.sandbox.oauth import OAuthSettings
+from services.sandbox.oauth_server import AppRegistration
 from services.sandbox.persistence import load_portal
 from services.sandbox.portal import SandboxPortal, seeded_member_id
+from services.sandbox.portals import PortalSpec, Sandbox, portal_factory
 from services.sandbox.seed import DEMO_CONFIG, seed_demo
 from services.sandbox.smtp import DEFAULT_SMTP_PORT
 
 _WEBHOOK_SECRET = re.compile(r"/rest/([^/]+)/[^/]+/")
+_CREDENTIAL_PARAMS = re.compile(
+    r"([?&](?:auth|access_token|refresh_token|code|client_secret|AUTH_ID|REFRESH_ID|APP_SID)=)"
+    r"[^&\s\"]*"
+)
 
 
 class HideWebhookSecret(logging.Filter):
-    """Masks ``/rest/<user>/<secret>/`` in access-log lines: the secret is a credential."""
+    """Masks credentials in access-log lines: the webhook secret in ``/rest/<user>/<secret>/``
+    and tokens, codes and the client secret in query strings."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         if isinstance(record.args, tuple):
             record.args = tuple(
-                _WEBHOOK_SECRET.sub(r"/rest/\1/***/", arg) if isinstance(arg, str) else arg
+                _CREDENTIAL_PARAMS.sub(r"\1***", _WEBHOOK_SECRET.sub(r"/rest/\1/***/", arg))
+                if isinstance(arg, str)
+                else arg
                 for arg in record.args
             )
         return True
@@ -72,6 +83,33 @@ def build_portal(
     return portal
 
 
+def build_sandbox(
+    portal: SandboxPortal,
+    *,
+    seed: str | None = None,
+    portals: Sequence[str] = (),
+    state_file: Path | None = None,
+    limits: Limits | None = None,
+    registration: AppRegistration | None = None,
+    oauth: OAuthSettings | None = None,
+    public_url: str | None = None,
+) -> Sandbox:
+    """The sandbox around the default ``portal``: the named ``portals`` (seeded from ``seed``
+    like it, each with its own state file next to ``state_file``), the registered application
+    and the OAuth server's lifetimes."""
+    sandbox = Sandbox(
+        portal,
+        registration=registration,
+        oauth=oauth,
+        base_url=public_url,
+        factory=portal_factory(seed=seed, clock=portal.clock, seed_path=seed_config),
+        state_file=state_file,
+    )
+    for name in portals:
+        sandbox.add(PortalSpec(name=name, limits=limits))
+    return sandbox
+
+
 def banner(
     portal: SandboxPortal,
     host: str,
@@ -79,6 +117,7 @@ def banner(
     *,
     smtp_port: int | None = None,
     closing: SalesClosing | None = None,
+    sandbox: Sandbox | None = None,
 ) -> str:
     base = f"http://{host}:{port}"
     webhook = f"{base}/rest/{portal.user_id}/{portal.secret}/"
@@ -94,6 +133,19 @@ def banner(
         lines.append(f"  local inbox: {base}/inbox, its SMTP server on {where}")
     if closing is not None:
         lines.append(f"  closing {closing.count} sale(s) every {closing.every_s:g} s")
+    if sandbox is not None:
+        root = sandbox.server.root
+        for name, named in sandbox.named.items():
+            lines.append(
+                f"  portal {name}: {root}/p/{name}/ (member_id {named.portal.member_id});"
+                f" install the application: {root}/p/{name}/install"
+            )
+        registration = sandbox.server.registration
+        if registration is not None:
+            lines.append(
+                f"  application {registration.client_id}: OAuth server {root}/oauth/token/,"
+                f" access tokens live {sandbox.server.settings.access_ttl_s:g} s"
+            )
     return "\n".join(lines) + "\n"
 
 
@@ -109,10 +161,15 @@ def run(  # noqa: PLR0917 - positional signature agreed with the CLI and Makefil
     app_token: str | None = None,
     smtp_port: int | None = DEFAULT_SMTP_PORT,
     closing: SalesClosing | None = None,
+    portals: Sequence[str] = (),
+    app: AppRegistration | None = None,
+    oauth: OAuthSettings | None = None,
+    public_url: str | None = None,
 ) -> None:
-    """Build the portal, print its webhook URL and event token, and serve until stopped; with
-    ``smtp_port`` (0: any free port) the local inbox's SMTP server runs alongside, and with
-    ``closing`` sales close on a timer."""
+    """Build the portals, print their URLs and the webhook's event token, and serve until
+    stopped; with ``smtp_port`` (0: any free port) the local inbox's SMTP server runs
+    alongside, and with ``closing`` sales close on a timer. Named ``portals`` live under
+    ``/p/<name>/``; ``app`` is the registered application of the OAuth server."""
     portal = build_portal(
         seed=seed,
         handlers=handler or (),
@@ -121,10 +178,23 @@ def run(  # noqa: PLR0917 - positional signature agreed with the CLI and Makefil
         secret=secret,
         app_token=app_token,
     )
-    sys.stdout.write(banner(portal, host, port, smtp_port=smtp_port, closing=closing))
+    reachable = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host  # noqa: S104
+    sandbox = build_sandbox(
+        portal,
+        seed=seed,
+        portals=portals,
+        state_file=state_file,
+        limits=limits,
+        registration=app,
+        oauth=oauth,
+        public_url=public_url or f"http://{reachable}:{port}",
+    )
+    sys.stdout.write(
+        banner(portal, host, port, smtp_port=smtp_port, closing=closing, sandbox=sandbox)
+    )
     sys.stdout.flush()
     mail = LocalInbox(host=host if smtp_port is not None else None, port=smtp_port or 0)
-    app = create_app(portal, state_file=state_file, mail=mail, closing=closing)
-    config = uvicorn.Config(app, host=host, port=port)
+    asgi = create_app(sandbox, state_file=state_file, mail=mail, closing=closing)
+    config = uvicorn.Config(asgi, host=host, port=port)
     logging.getLogger("uvicorn.access").addFilter(HideWebhookSecret())
     uvicorn.Server(config).run()

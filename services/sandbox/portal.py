@@ -10,6 +10,8 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from services.sandbox import batch
+from services.sandbox.app_methods import APP_METHODS, method_scope
+from services.sandbox.application import AppSide, Caller
 from services.sandbox.crm import DEAL_ADD, DEAL_UPDATE, ITEM_ADD, ITEM_UPDATE, Crm
 from services.sandbox.errors import RestError
 from services.sandbox.events import Delivery, event_body
@@ -109,6 +111,8 @@ class SandboxPortal:
         self._seq = 0
         self._requests = 0
         self._errors: Counter[str] = Counter()
+        self.app = AppSide(self)
+        self._caller = Caller(user_id=self.user_id)
 
     # --- the REST entry point -----------------------------------------------------------
 
@@ -118,29 +122,43 @@ class SandboxPortal:
         params: Mapping[str, Any],
         *,
         auth: tuple[str, str] | None = None,
+        app_auth: tuple[str | None, str | None] | None = None,
         arrived: bool = False,
     ) -> tuple[int, dict[str, Any]]:
         """Handle one request: its arrival (see `arrive`; skipped when ``arrived``), method
         lookup, injected 500s, operating limit, the method or ``batch``. Returns the HTTP status
-        and the JSON body, ``time`` block included."""
+        and the JSON body, ``time`` block included. ``app_auth`` = (access token,
+        ``auth_connector``) makes it a call in the application's context."""
 
         def run(name: str, start: float, seq: int) -> Outcome:
             if not arrived:
-                self._arrive(start, auth)
+                self._arrive(start, auth, app_auth)
+            caller = self._caller_of(app_auth)
             self._admit(name)
-            return self._batch(params, seq) if name == "batch" else self._execute(name, params)
+            previous, self._caller = self._caller, caller
+            try:
+                if name == "batch":
+                    return self._batch(params, seq)
+                return self._execute(name, params)
+            finally:
+                self._caller = previous
 
         return self._serve(method, run)
 
     def arrive(
-        self, method: str, *, auth: tuple[str, str] | None = None
+        self,
+        method: str,
+        *,
+        auth: tuple[str, str] | None = None,
+        app_auth: tuple[str | None, str | None] | None = None,
     ) -> tuple[int, dict[str, Any]] | None:
         """Take a request the moment it arrives, as Bitrix24 does before anything runs or
-        hangs: authorization (when ``auth`` = (user, secret) is given), outage, and the leaky
-        bucket, which counts the request now. Returns the refusal (HTTP status and body, logged
-        like any call), or None: `call(..., arrived=True)` then handles the request."""
+        hangs: authorization (when ``auth`` = (user, secret) or ``app_auth`` = (token,
+        connector) is given), outage, and the leaky bucket, which counts the request now.
+        Returns the refusal (HTTP status and body, logged like any call), or None:
+        `call(..., arrived=True)` then handles the request."""
         try:
-            self._arrive(self.clock(), auth)
+            self._arrive(self.clock(), auth, app_auth)
         except RestError as error:
             return self.reject(method, error)
         return None
@@ -152,6 +170,11 @@ class SandboxPortal:
             raise error
 
         return self._serve(method, run)
+
+    @property
+    def request_number(self) -> int:
+        """How many requests the portal has taken (one "hit" each)."""
+        return self._requests
 
     def delay(self, method: str) -> float:
         """Seconds the HTTP layer waits before handling a call (injected latency or hang)."""
@@ -230,19 +253,42 @@ class SandboxPortal:
         delivery.status = "failed" if error else "delivered"
         delivery.finished = self.clock()
 
+    def queue_delivery(
+        self,
+        *,
+        url: str,
+        event: str,
+        handler_id: int,
+        body: str,
+        entity_type_id: int = 0,
+        item_id: int = 0,
+    ) -> int:
+        """Queue one POST of ``body`` to ``url`` for the HTTP layer; returns its delivery id."""
+        delivery = Delivery(
+            id=len(self.deliveries) + 1,
+            handler_id=handler_id,
+            url=url,
+            event=event,
+            entity_type_id=entity_type_id,
+            item_id=item_id,
+            created=self.clock(),
+            body=body,
+        )
+        self.deliveries.append(delivery)
+        self._outbox.append(delivery)
+        return delivery.id
+
     def _emit(self, event: str, entity_type_id: int, item_id: int) -> None:
         now = self.clock()
         for handler in self.state.handlers:
             if handler.event != event:
                 continue
-            delivery = Delivery(
-                id=len(self.deliveries) + 1,
-                handler_id=handler.id,
+            self.queue_delivery(
                 url=handler.url,
                 event=event,
+                handler_id=handler.id,
                 entity_type_id=entity_type_id,
                 item_id=item_id,
-                created=now,
                 body=event_body(
                     event=event,
                     handler_id=handler.id,
@@ -254,8 +300,10 @@ class SandboxPortal:
                     application_token=self.application_token,
                 ),
             )
-            self.deliveries.append(delivery)
-            self._outbox.append(delivery)
+        caller = self._caller
+        self.app.on_event(
+            event, entity_type_id, item_id, actor=caller.user_id, connector=caller.connector
+        )
 
     # --- internals ----------------------------------------------------------------------
 
@@ -273,9 +321,16 @@ class SandboxPortal:
         self._finish(record, outcome)
         return outcome.status, outcome.body()
 
-    def _arrive(self, now: float, auth: tuple[str, str] | None) -> None:
+    def _arrive(
+        self,
+        now: float,
+        auth: tuple[str, str] | None,
+        app_auth: tuple[str | None, str | None] | None = None,
+    ) -> None:
         if auth is not None and not self._authorized(*auth):
             raise RestError(401, "NO_AUTH_FOUND", "Wrong authorization data")
+        if app_auth is not None:
+            self.app.authenticate(*app_auth)
         outage = self.faults.outage(now)
         if outage is not None:
             raise outage
@@ -283,8 +338,13 @@ class SandboxPortal:
         if per_second is not None and not self._bucket.try_take(now, per_second, self.limits.burst):
             raise RestError(503, QUERY_LIMIT_EXCEEDED, "Too many requests")
 
+    def _caller_of(self, app_auth: tuple[str | None, str | None] | None) -> Caller:
+        if app_auth is None:
+            return Caller(user_id=self.user_id)
+        return self.app.authenticate(*app_auth)
+
     def _admit(self, name: str) -> None:
-        if name != "batch" and name not in METHODS:
+        if name != "batch" and name not in METHODS and name not in APP_METHODS:
             raise RestError(404, "ERROR_METHOD_NOT_FOUND", "Method not found!")
         failure = self.faults.failure(name)
         if failure is not None:
@@ -308,7 +368,11 @@ class SandboxPortal:
         reply: Reply | None = None
         error: RestError | None = None
         try:
-            reply = METHODS[name](self.crm, params)
+            self._check_scope(name)
+            if name in APP_METHODS:
+                reply = APP_METHODS[name](self.app, self._caller, params)
+            else:
+                reply = METHODS[name](self.crm, params)
         except RestError as exc:
             error = exc
         cost = self.limits.cost_per_call_s
@@ -317,6 +381,17 @@ class SandboxPortal:
         return Outcome(
             time=self._time(name, start, cost), reply=reply, error=error, processing=cost
         )
+
+    def _check_scope(self, name: str) -> None:
+        """An application token works only for the methods of the scopes it was granted."""
+        caller = self._caller
+        scope = method_scope(name)
+        if caller.kind == "app" and scope is not None and scope not in caller.scope:
+            raise RestError(
+                401,
+                "insufficient_scope",
+                "The request requires higher privileges than provided by the access token",
+            )
 
     def _batch(self, params: Mapping[str, Any], seq: int) -> Outcome:
         """Up to 50 commands in order, each under its own method's operating limit; the
@@ -365,7 +440,7 @@ class SandboxPortal:
             error = RestError(
                 405, "ERROR_BATCH_METHOD_NOT_ALLOWED", "Method is not allowed for batch usage"
             )
-        elif name not in METHODS:
+        elif name not in METHODS and name not in APP_METHODS:
             error = RestError(404, "ERROR_METHOD_NOT_FOUND", "Method not found!")
         else:
             return self._execute(name, params)

@@ -4,6 +4,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
+from services.sandbox.app_state import AppState
 from services.sandbox.schema import EntityType
 
 
@@ -93,3 +94,8 @@ class PortalState(BaseModel):
     """Each ``crm.automation.trigger`` call: target, code, the entity, when, matched."""
     log_messages: list[dict[str, Any]] = Field(default_factory=list)
     """Timeline log entries (``crm.timeline.logmessage.add``), with their owner."""
+    id_base: int = 0
+    """Ids of records, tasks, comments… count on from here: a named portal's differ from the
+    others' (a leak across portals shows as an id its portal does not have)."""
+    app: AppState = Field(default_factory=AppState)
+    """The registered application on this portal (named portals; see ``application``)."""
