@@ -11,7 +11,15 @@ import platform
 import sys
 import time
 
-BENCHES: tuple[str, ...] = ("raw", "report", "writer", "pipeline", "dashboard", "survey")
+BENCHES: tuple[str, ...] = (
+    "raw",
+    "report",
+    "writer",
+    "pipeline",
+    "dashboard",
+    "survey",
+    "dispatch",
+)
 
 
 def machine() -> str:
