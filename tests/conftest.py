@@ -23,6 +23,7 @@ from shared.portal_config import PortalConfig, load_portal_config
 from shared.settings import Settings
 from tests.support import docker_available, purge_core_queues, reachable
 from tests.support.paths import EXAMPLE_CONFIG
+from tests.support.smtp import Inbox, smtp_server
 
 DEFAULT_PG = "postgresql://postgres@127.0.0.1:5432/postgres"
 DEFAULT_AMQP = "amqp://guest:guest@127.0.0.1:5672/"
@@ -112,3 +113,11 @@ def settings(pg_dsn: str, amqp_url: str) -> Settings:
         bitrix24_app_token=None,
         _env_file=None,
     )
+
+
+@pytest.fixture
+def inbox() -> Iterator[tuple[Inbox, int]]:
+    """A real SMTP server keeping what it receives, and its port."""
+    handler = Inbox()
+    with smtp_server(handler) as port:
+        yield handler, port

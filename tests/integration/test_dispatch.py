@@ -4,17 +4,13 @@ call task on a moved clock, opt-out and throttling honoured, a campaign's dry ru
 
 from __future__ import annotations
 
-import email
 import json
 import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from email.message import Message
 from typing import Any
 
 import asyncpg
 import pytest
-from aiosmtpd.controller import Controller
 
 from services.dispatch.commands import run_campaign
 from services.dispatch.dispatcher import Dispatcher
@@ -35,30 +31,10 @@ from shared.outbox import Outbox
 from shared.portal_config import PortalConfig, parse_portal_config
 from tests.support.crm_sync import client_for, new_portal
 from tests.support.paths import EXAMPLE_CONFIG
+from tests.support.smtp import Inbox
 
 MONDAY_10 = datetime(2026, 12, 7, 10, 0, tzinfo=UTC)
 PORTAL = PortalRef(member_id="m1")
-
-
-class Inbox:
-    """An aiosmtpd handler keeping what it receives."""
-
-    def __init__(self) -> None:
-        self.messages: list[Message] = []
-
-    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802
-        self.messages.append(email.message_from_bytes(envelope.content))
-        return "250 OK"
-
-
-@pytest.fixture
-def inbox() -> Iterator[tuple[Inbox, int]]:
-    handler = Inbox()
-    port = free_port()
-    controller = Controller(handler, hostname="127.0.0.1", port=port)
-    controller.start()
-    yield handler, port
-    controller.stop()
 
 
 def dispatch_config(**overrides: Any) -> PortalConfig:

@@ -10,20 +10,17 @@ crm_sync and the survey page queue in the outbox to the handler the topology rou
 from __future__ import annotations
 
 import asyncio
-import email
 import json
 import random
 from collections import Counter, defaultdict
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from email.message import Message
 from typing import Any
 
 import asyncpg
 import pytest
 import yaml
-from aiosmtpd.controller import Controller
 
 from services.crm_sync.coalescer import CommandCoalescer
 from services.crm_sync.dispatch import DispatchWriter
@@ -31,7 +28,6 @@ from services.dispatch.dispatcher import Dispatcher
 from services.dispatch.mailer import Mailer
 from services.dispatch.settings import DispatchSettings
 from services.harness.dispatch_check import send_key
-from services.harness.stack import free_port
 from services.sandbox.crm import DEAL
 from services.sandbox.methods import CONTACT
 from services.sandbox.portal import SandboxPortal
@@ -53,6 +49,7 @@ from shared.outbox import Outbox
 from shared.portal_config import PortalConfig, parse_portal_config
 from tests.support.crm_sync import client_for, new_portal
 from tests.support.paths import EXAMPLE_CONFIG
+from tests.support.smtp import Inbox
 from tests.support.survey import DAY, EXAMPLE_PAGE, KEYS
 
 NOW = datetime(2026, 12, 7, 10, 0, tzinfo=UTC)
@@ -60,27 +57,6 @@ SALES = 200
 SURVEY = "After the sale"
 NPS_FUNNEL = 20
 BASE_URL = "http://survey.test"
-
-
-class Inbox:
-    """An aiosmtpd handler keeping what it receives."""
-
-    def __init__(self) -> None:
-        self.messages: list[Message] = []
-
-    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802
-        self.messages.append(email.message_from_bytes(envelope.content))
-        return "250 OK"
-
-
-@pytest.fixture
-def inbox() -> Iterator[tuple[Inbox, int]]:
-    handler = Inbox()
-    port = free_port()
-    controller = Controller(handler, hostname="127.0.0.1", port=port)
-    controller.start()
-    yield handler, port
-    controller.stop()
 
 
 @pytest.fixture

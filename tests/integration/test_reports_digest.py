@@ -7,20 +7,14 @@ week."""
 from __future__ import annotations
 
 import asyncio
-import email
-import email.policy
 import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
 
 import asyncpg
-import pytest
 import uvicorn
 import yaml
-from aiosmtpd.controller import Controller
 from fastapi import FastAPI
 from structlog.testing import capture_logs
 
@@ -35,34 +29,10 @@ from shared.settings import Settings
 from shared.smtp import SmtpMailer, SmtpSettings
 from tests.support.paths import EXAMPLE_CONFIG
 from tests.support.scoring import make_submission
+from tests.support.smtp import Inbox, smtp_server
 
 MONDAY_9 = datetime(2026, 12, 7, 9, 0, tzinfo=UTC)
 LASER: dict[str, Any] = {"kind": "equipment", "category_id": 12, "segment": "Laser A"}
-
-
-class Inbox:
-    """An aiosmtpd handler keeping what it receives (or refusing it)."""
-
-    def __init__(self, answer: str = "250 OK") -> None:
-        self.messages: list[EmailMessage] = []
-        self.answer = answer
-
-    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802
-        if self.answer.startswith("250"):
-            message = email.message_from_bytes(envelope.content, policy=email.policy.default)
-            assert isinstance(message, EmailMessage)
-            self.messages.append(message)
-        return self.answer
-
-
-@pytest.fixture
-def inbox() -> Iterator[tuple[Inbox, int]]:
-    handler = Inbox()
-    port = free_port()
-    controller = Controller(handler, hostname="127.0.0.1", port=port)
-    controller.start()
-    yield handler, port
-    controller.stop()
 
 
 def digest_config(member: str) -> PortalConfig:
@@ -212,28 +182,19 @@ async def test_an_unreachable_server_is_tried_again_and_a_refusal_is_recorded(
     clock.now += timedelta(minutes=1)
     assert await digest.tick() is None  # waits before the next try
     handler = Inbox()
-    controller = Controller(handler, hostname="127.0.0.1", port=port)
-    controller.start()
-    try:
+    with smtp_server(handler, port):
         clock.now += RETRY
         assert await digest.tick() == "sent"
-    finally:
-        controller.stop()
     assert len(handler.messages) == 1
     (row,) = await state(pool, portal)
     assert (row["state"], row["attempts"]) == ("sent", 2)
 
-    refused, port = member(), free_port()
-    refusing = Inbox("550 5.7.1 relaying denied")
-    controller = Controller(refusing, hostname="127.0.0.1", port=port)
-    controller.start()
-    try:
+    refused = member()
+    with smtp_server(Inbox("550 5.7.1 relaying denied")) as port:
         digest = job(pool, refused, port, clock)
         assert await digest.tick() == "failed"
         clock.now += timedelta(hours=1)
         assert await digest.tick() is None  # for good: not tried again
-    finally:
-        controller.stop()
     (row,) = await state(pool, refused)
     assert row["state"] == "failed"
     assert "relaying denied" in row["reason"]
