@@ -106,12 +106,15 @@ class Dispatcher:
     ) -> Asked:
         """Admit or skip each wanted request (inside the caller's outbox transaction) and queue
         what a scheduled one needs first: its NPS deal or its link."""
-        now = self._clock()
         asked = Asked([], [], 0)
         for want in wanted:
             reason = None if want.contact_id is not None else "no_contact"
             if want.contact_id is not None:
                 await store.lock_contact(conn, portal, want.contact_id)
+            # Read after the contact's lock: a request another process admitted for the contact
+            # meanwhile is then always the earlier one in the register.
+            now = self._clock()
+            if want.contact_id is not None:
                 history = await store.contact_history(conn, portal, want.contact_id, want.survey)
                 reason = skip_reason(want, history, now, self._dispatch.every_days_for(want.survey))
             state: RequestState = "scheduled" if reason is None else "skipped"
