@@ -96,14 +96,21 @@ def create_app(
     app = FastAPI(title="b24-nps ingest", docs_url=None, redoc_url=None, openapi_url=None)
     app.add_middleware(LastResort)
     pinned = config.portal.member_id
+    learned: list[str] = []
+    """The learned portal's member id once read: it never changes (one row, never replaced)."""
 
     async def served() -> str | None:
         """The portal's member id when known: pinned, or learned from the first event."""
         if pinned is not None:
             return pinned
+        if learned:
+            return learned[0]
         async with pool.acquire(timeout=POOL_TIMEOUT_S) as conn:
             portal = await learned_portal(conn)
-        return None if portal is None else portal.member_id
+        if portal is None:
+            return None
+        learned.append(portal.member_id)
+        return portal.member_id
 
     @app.post(EVENT_PATH)
     async def bitrix24_event(request: Request) -> JSONResponse:

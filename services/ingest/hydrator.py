@@ -195,6 +195,8 @@ class Hydrator:
         self._catalog = catalog
         self._config = config
         self._contacts = contacts
+        self._wanted: set[tuple[str, int]] = set()
+        """Users this process has marked wanted (`users.want` is then a no-op)."""
         self._sales = sales or SaleAnnouncer(
             pool, outbox, FunnelCatalog(reader.client), ProductRowReader(reader.client)
         )
@@ -283,9 +285,9 @@ class Hydrator:
         )
 
     async def _publish(self, event: WebhookReceived, mapped: Answer) -> None:
-        async with self._outbox.transaction(self._pool) as conn:
+        async with self._pool.acquire() as conn:
+            await self._want(conn, event.portal.key, mapped.responsible_id)
             outcome, form = await self._record(conn, event, mapped)
-            await users.want(conn, event.portal.key, mapped.responsible_id)
         if outcome == "redelivered":
             HYDRATED.labels(outcome="redelivered").inc()
             log.info("hydrate_redelivery_skipped", item_id=event.item_id)
@@ -303,47 +305,69 @@ class Hydrator:
     async def _record(
         self, conn: Conn, event: WebhookReceived, mapped: Answer
     ) -> tuple[str, FormSubmitted]:
-        """Record and queue the state `mapped` (one statement), or, when it ties with another
-        state of the same second, decide from the last state published (`next_step`): publish it
-        with the next revision and ask for one more read of the item."""
-        fingerprint = mapped.fingerprint()
-        envelope = event.caused("form", fingerprint)
+        """Record and queue the state `mapped` (one statement, no transaction), or, when it ties
+        with another state of the same second, break the tie (`_break_tie`)."""
+        envelope = event.caused("form", mapped.fingerprint())
         form = FormSubmitted.of(mapped, portal=event.portal, **envelope)
         outcome: str = await store.record_answer(
             self._outbox, conn, CONSUMER, str(event.event_id), answer=mapped, form=form
         )
         if outcome == "tie":
-            last, known = await store.last_version(
+            async with self._outbox.transaction(conn):
+                return await self._break_tie(conn, event, mapped, envelope)
+        if outcome == "conflict":
+            raise VersionConflictError(
+                f"item {mapped.item_id}: another state of it was published meanwhile"
+            )
+        return outcome, form
+
+    async def _break_tie(
+        self, conn: Conn, event: WebhookReceived, mapped: Answer, envelope: dict[str, Any]
+    ) -> tuple[str, FormSubmitted]:
+        """In one transaction: decide from the last state published (`next_step`) whether the
+        tied state is published, with the next revision, and whether the item is read once
+        more; a conflict rolls it all back."""
+        fingerprint = mapped.fingerprint()
+        last, known = await store.last_version(
+            conn,
+            event.portal.key,
+            mapped.entity_type_id,
+            mapped.item_id,
+            (mapped.updated_at, fingerprint),
+        )
+        step = next_step(
+            last, mapped.updated_at, fingerprint, known=known, reread=event.source == "reread"
+        )
+        log.info("answer_tie", item_id=mapped.item_id, step=step.outcome, reread=step.reread)
+        if step.reread:
+            await self._outbox.enqueue(conn, [self._reread(event, fingerprint)])
+        outcome: str = step.outcome
+        form = FormSubmitted.of(mapped, portal=event.portal, **envelope)
+        if step.outcome == "new":
+            revised = mapped.model_copy(update={"revision": step.revision})
+            form = FormSubmitted.of(revised, portal=event.portal, **envelope)
+            outcome = await store.record_answer(
+                self._outbox,
                 conn,
-                event.portal.key,
-                mapped.entity_type_id,
-                mapped.item_id,
-                (mapped.updated_at, fingerprint),
+                CONSUMER,
+                str(event.event_id),
+                answer=mapped,
+                form=form,
+                seen=None if last is None else last.revision,
             )
-            step = next_step(
-                last, mapped.updated_at, fingerprint, known=known, reread=event.source == "reread"
-            )
-            log.info("answer_tie", item_id=mapped.item_id, step=step.outcome, reread=step.reread)
-            if step.reread:
-                await self._outbox.enqueue(conn, [self._reread(event, fingerprint)])
-            outcome = step.outcome
-            if step.outcome == "new":
-                revised = mapped.model_copy(update={"revision": step.revision})
-                form = FormSubmitted.of(revised, portal=event.portal, **envelope)
-                outcome = await store.record_answer(
-                    self._outbox,
-                    conn,
-                    CONSUMER,
-                    str(event.event_id),
-                    answer=mapped,
-                    form=form,
-                    seen=None if last is None else last.revision,
-                )
         if outcome in ("conflict", "tie"):
             raise VersionConflictError(
                 f"item {mapped.item_id}: another state of it was published meanwhile"
             )
         return outcome, form
+
+    async def _want(self, conn: Conn, portal: str, user_id: int | None) -> None:
+        """Mark `user_id` wanted (`users.want`), once per process: before the answer is
+        recorded, so that a crash between the two leaves the name read all the same."""
+        if user_id is None or (portal, user_id) in self._wanted:
+            return
+        await users.want(conn, portal, user_id)
+        self._wanted.add((portal, user_id))
 
     @staticmethod
     def _reread(event: WebhookReceived, fingerprint: str) -> WebhookReceived:

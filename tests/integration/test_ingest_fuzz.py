@@ -18,6 +18,7 @@ refusing everything, and each refusal is shown to come from the one thing that w
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import string
@@ -130,9 +131,19 @@ def client_for(settings: Settings, config: PortalConfig, pool: asyncpg.Pool) -> 
 
 @pytest.fixture(scope="module")
 async def ingest(fuzz_settings: Settings, pool: asyncpg.Pool) -> AsyncIterator[httpx.AsyncClient]:
-    """The app as shipped by default: no `portal.member_id`, the first portal is kept (the tests
-    forget it before each example)."""
+    """The app as shipped by default: no `portal.member_id`, the first portal is kept."""
     async with client_for(fuzz_settings, CONFIG, pool) as client:
+        yield client
+
+
+@contextlib.asynccontextmanager
+async def new_deployment(
+    settings: Settings, pool: asyncpg.Pool
+) -> AsyncIterator[httpx.AsyncClient]:
+    """The app as shipped by default (no `portal.member_id`: the first portal is kept), as a
+    new deployment that has not learned its portal yet: each example gets one."""
+    await forget_served_portal(pool)
+    async with client_for(settings, CONFIG, pool) as client:
         yield client
 
 
@@ -1064,57 +1075,57 @@ def member_id() -> str:
 @fuzz(120)
 @given(data=st.data())
 async def test_valid_events_are_stored_and_queued_exactly_once(
-    data: st.DataObject, ingest: httpx.AsyncClient, pool: asyncpg.Pool
+    data: st.DataObject, fuzz_settings: Settings, pool: asyncpg.Pool
 ) -> None:
-    await forget_served_portal(pool)  # each example is a new deployment
     form = data.draw(event_forms(member_id()))
     case = form.case()
     hypothesis.assume(len(case.body) <= MAX_BODY_BYTES)
-    await accepted_once(ingest, pool, EVENT_PATH, case, form.stored)
-    await replayed(ingest, pool, EVENT_PATH, case, form.stored)
+    async with new_deployment(fuzz_settings, pool) as ingest:
+        await accepted_once(ingest, pool, EVENT_PATH, case, form.stored)
+        await replayed(ingest, pool, EVENT_PATH, case, form.stored)
 
 
 @fuzz(450)
 @given(data=st.data())
 async def test_broken_events_are_refused_with_a_reason_and_store_nothing(
-    data: st.DataObject, ingest: httpx.AsyncClient, pool: asyncpg.Pool
+    data: st.DataObject, fuzz_settings: Settings, pool: asyncpg.Pool
 ) -> None:
-    await forget_served_portal(pool)  # each example is a new deployment
     form = data.draw(event_forms(member_id()))
     control = form.case()
     hypothesis.assume(len(control.body) <= MAX_BODY_BYTES)
     case, expect = data.draw(broken_events(form))
     hypothesis.assume(case.chunked or len(case.body) <= MAX_BODY_BYTES or expect.status == 413)
-    await refused_and_nothing_stored(ingest, pool, EVENT_PATH, case, expect)
-    await accepted_once(ingest, pool, EVENT_PATH, control, form.stored)
+    async with new_deployment(fuzz_settings, pool) as ingest:
+        await refused_and_nothing_stored(ingest, pool, EVENT_PATH, case, expect)
+        await accepted_once(ingest, pool, EVENT_PATH, control, form.stored)
 
 
 @fuzz(120)
 @given(data=st.data())
 async def test_valid_robot_calls_are_stored_and_queued_exactly_once(
-    data: st.DataObject, ingest: httpx.AsyncClient, pool: asyncpg.Pool
+    data: st.DataObject, fuzz_settings: Settings, pool: asyncpg.Pool
 ) -> None:
-    await forget_served_portal(pool)  # each example is a new deployment
     form = data.draw(robot_forms(member_id()))
     case = form.case()
     hypothesis.assume(len(case.body) <= MAX_BODY_BYTES)
-    await accepted_once(ingest, pool, ROBOT_PATH, case, form.stored)
-    await replayed(ingest, pool, ROBOT_PATH, case, form.stored)
+    async with new_deployment(fuzz_settings, pool) as ingest:
+        await accepted_once(ingest, pool, ROBOT_PATH, case, form.stored)
+        await replayed(ingest, pool, ROBOT_PATH, case, form.stored)
 
 
 @fuzz(400)
 @given(data=st.data())
 async def test_broken_robot_calls_are_refused_with_a_reason_and_store_nothing(
-    data: st.DataObject, ingest: httpx.AsyncClient, pool: asyncpg.Pool
+    data: st.DataObject, fuzz_settings: Settings, pool: asyncpg.Pool
 ) -> None:
-    await forget_served_portal(pool)  # each example is a new deployment
     form = data.draw(robot_forms(member_id()))
     control = form.case()
     hypothesis.assume(len(control.body) <= MAX_BODY_BYTES)
     case, expect = data.draw(broken_robots(form))
     hypothesis.assume(case.chunked or len(case.body) <= MAX_BODY_BYTES or expect.status == 413)
-    await refused_and_nothing_stored(ingest, pool, ROBOT_PATH, case, expect)
-    await accepted_once(ingest, pool, ROBOT_PATH, control, form.stored)
+    async with new_deployment(fuzz_settings, pool) as ingest:
+        await refused_and_nothing_stored(ingest, pool, ROBOT_PATH, case, expect)
+        await accepted_once(ingest, pool, ROBOT_PATH, control, form.stored)
 
 
 @fuzz(120)
