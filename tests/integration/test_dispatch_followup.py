@@ -224,6 +224,7 @@ async def test_an_untouched_lead_is_escalated_once_and_crm_sync_creates_the_task
     )
     outcome = await dispatch_writer.carry_out(command)
     assert outcome is not None
+    outcome = outcome.model_copy(update={"occurred_at": clocks.now})  # as published then
     assert outcome.outcome == "created"
     task = world.portal.state.tasks[outcome.entity_id or 0]
     assert task["RESPONSIBLE_ID"] == HEAD_OF_SERVICE
@@ -242,6 +243,43 @@ async def test_an_untouched_lead_is_escalated_once_and_crm_sync_creates_the_task
     await follower.on_written(outcome)
     done = await row(world.pool, written)
     assert (done["escalation"], done["escalation_task_id"]) == ("created", outcome.entity_id)
+
+    # the escalation task is followed like any task: to its deadline, never escalated itself
+    task_row = await row(world.pool, outcome)
+    assert (task_row["action"], task_row["entity_type"], task_row["entity_id"]) == (
+        "escalation",
+        "task",
+        outcome.entity_id,
+    )
+    assert (task_row["manager_id"], task_row["contact_id"]) == (MANAGER, world.contact())
+    assert task_row["responsible_id"] == HEAD_OF_SERVICE
+    deadline = outcome.occurred_at + 4 * HOUR  # escalation_deadline_hours
+    assert (task_row["sla_hours"], task_row["sla_working_hours"], task_row["sla_until"]) == (
+        4.0,
+        False,
+        "closed",
+    )
+    assert task_row["due_at"] == deadline
+    await follower.tick(clocks.at(deadline + HOUR))
+    late = await row(world.pool, outcome)
+    assert (late["state"], late["escalation"]) == ("open", None)
+    assert len(await escalations(world.pool, follow)) == 1
+    assert await escalations(world.pool, follow_id(outcome.action_id)) == []
+    where = FollowupFilter(portal=world.ref.key, action="escalation")
+    async with world.pool.acquire() as conn:
+        (overdue,) = await followup_read.overdue(conn, deadline + HOUR, where)
+    assert overdue["entity_id"] == outcome.entity_id
+
+    # the head of service completes it: the next read finds it closed
+    clocks.at(deadline + 2 * HOUR)
+    handle(world.portal.crm, task_ids=[outcome.entity_id or 0], to="closed")
+    await follower.tick(clocks.at(deadline + 6 * HOUR))
+    closed = await row(world.pool, outcome)
+    assert (closed["state"], closed["outcome"]) == ("closed", "success")
+    assert closed["closed_at"] == deadline + 2 * HOUR
+    async with world.pool.acquire() as conn:
+        (summary,) = await followup_read.loop_closed(conn, deadline + 6 * HOUR, where)
+    assert (summary["key"], summary["followed"], summary["closed"]) == ("escalation", 1, 1)
 
 
 async def test_a_task_in_work_is_overdue_when_its_sla_asks_it_closed(world: World) -> None:
