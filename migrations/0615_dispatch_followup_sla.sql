@@ -2,6 +2,7 @@
 -- of the portal YAML does not rewrite history: `sla_hours` and `sla_until` were kept already, the
 -- working-hours flag now too (null: no SLA, or a row followed before this column existed). An
 -- escalation task is followed as well (action `escalation`, to its deadline, never escalated).
+-- The portal's update events (ingest's `portal.updated.<lead|task>`) find the rows still read.
 
 ALTER TABLE dispatch_followups ADD COLUMN sla_working_hours boolean;
 
@@ -10,3 +11,6 @@ DROP INDEX dispatch_followups_due;
 CREATE INDEX dispatch_followups_due ON dispatch_followups (due_at)
     WHERE due_at IS NOT NULL AND escalation IS NULL AND closed_at IS NULL
       AND action <> 'escalation';
+
+CREATE INDEX dispatch_followups_entity ON dispatch_followups (entity_type, entity_id)
+    WHERE next_read_at IS NOT NULL;

@@ -1,6 +1,7 @@
 """Follow-up at work (docs/dispatch.md, Follow-up): every lead and task crm_sync created is
 recorded from its `crm.written.<action>` (queue `dispatch.followup`), its state read in batches
-(bulk lane, 50 ids per list call, 50 calls per request) when due, and an overdue one escalated
+(bulk lane, 50 ids per list call, 50 calls per request) when due (at once after the portal's
+update event, queue `dispatch.updates`), and an overdue one escalated
 once: a `dispatch.call_task` command for crm_sync, queued in the same transaction that marks the
 follow-up escalated, so a redelivery, a restart or a second replica never escalates twice.
 The decisions are the pure `followup.py`."""
@@ -38,11 +39,19 @@ from services.dispatch.followup import (
     task_seen,
 )
 from services.dispatch.followup_store import FollowRow, NewFollowup
-from services.dispatch.metrics import ESCALATIONS, FOLLOWUP_READS
+from services.dispatch.metrics import ESCALATIONS, FOLLOWUP_READS, FOLLOWUP_UPDATES
 from shared.bitrix24 import Bitrix24Client, Bitrix24Error, Command
 from shared.db import Conn
 from shared.dispatch_config import FOLLOWED_ACTIONS, Dispatch, SlaUntil
-from shared.events import CallTask, CrmWritten, DispatchCommand, PortalRef, derived_id, utcnow
+from shared.events import (
+    CallTask,
+    CrmWritten,
+    DispatchCommand,
+    PortalEntityUpdated,
+    PortalRef,
+    derived_id,
+    utcnow,
+)
 from shared.logging import get_logger
 from shared.outbox import Outbox
 from shared.portal_config import PortalConfig
@@ -234,6 +243,23 @@ class Follower:
         if changed:
             ESCALATIONS.labels(outcome="created" if created else "failed").inc()
         log.info("followup_escalation_written", outcome=written.outcome, recorded=changed)
+
+    # -- the portal's update events --------------------------------------------------------
+
+    async def on_updated(self, updated: PortalEntityUpdated) -> None:
+        """A lead or task changed in the portal: a followed one is read at the timer's next
+        round, in its batch, instead of at its scheduled read."""
+        async with self._pool.acquire() as conn:
+            marked = await store.read_now(
+                conn, updated.portal.key, updated.entity_type, updated.entity_id, self._clock()
+            )
+        FOLLOWUP_UPDATES.labels(outcome="read_now" if marked else "not_followed").inc()
+        log.info(
+            "followup_update_event",
+            entity_type=updated.entity_type,
+            entity_id=updated.entity_id,
+            read_now=marked,
+        )
 
     # -- the timer -------------------------------------------------------------------------
 

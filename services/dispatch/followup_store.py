@@ -160,6 +160,20 @@ async def claim_reads(conn: Conn, now: datetime, limit: int, lease: timedelta) -
     return [FollowRow.of(row) for row in rows]
 
 
+async def read_now(conn: Conn, portal: str, entity_type: str, entity_id: int, now: datetime) -> int:
+    """Make the follow-ups of a lead or task the portal says changed due for a read at `now`
+    (those still read and not due already); how many."""
+    done = await conn.execute(
+        """UPDATE dispatch_followups SET next_read_at = $4
+           WHERE entity_type = $2 AND entity_id = $3 AND portal = $1 AND next_read_at > $4""",
+        portal,
+        entity_type,
+        entity_id,
+        now,
+    )
+    return int(done.split()[-1])
+
+
 async def apply_read(
     conn: Conn,
     follow: uuid.UUID,
