@@ -132,6 +132,11 @@ FollowedAction = Literal["service", "marketing", "task", "call_task"]
 """What dispatch follows: the leads of `service` and `marketing` actions, the head of sales'
 tasks (`task`) and its own call tasks (`call_task`)."""
 FOLLOWED_ACTIONS: tuple[FollowedAction, ...] = ("service", "marketing", "task", "call_task")
+ESCALATION_ACTION = "escalation"
+"""The action of a followed escalation task (the one task an overdue follow-up gets): followed
+like the others until its deadline (`escalation_deadline_hours`), never escalated itself."""
+FOLLOWUP_ACTIONS: tuple[str, ...] = (*FOLLOWED_ACTIONS, ESCALATION_ACTION)
+"""The actions of the follow-up's rows."""
 SlaUntil = Literal["acted", "closed"]
 
 
@@ -195,7 +200,10 @@ class Followup(_Strict):
         return self
 
     def sla(self, action: str) -> Sla | None:
-        """The SLA of `action` (None: followed without one)."""
+        """The SLA of `action` (None: followed without one); an escalation task's is its
+        deadline, to be closed by then, never escalated."""
+        if action == ESCALATION_ACTION:
+            return Sla(sla_hours=self.escalation_deadline_hours, until="closed", escalate=False)
         value = getattr(self, action, None) if action in FOLLOWED_ACTIONS else None
         return value if isinstance(value, Sla) else None
 

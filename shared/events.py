@@ -483,6 +483,26 @@ class SurveyRequestChanged(Event):
         return f"{self.NAME}.{self.state}"
 
 
+class PortalEntityUpdated(Event):
+    """A lead or task changed in the portal (`ONCRMLEADUPDATE`, `ONTASKUPDATE` bound to ingest's
+    webhook handler), published by ingest as `portal.updated.<entity_type>` for dispatch's
+    follow-up to read it at once instead of at its next scheduled read (docs/dispatch.md,
+    Follow-up). The id alone: the state is read through the REST API, in the follow-up's batch."""
+
+    NAME: ClassVar[str] = "portal.updated"
+
+    portal: PortalRef
+    event: str
+    """The Bitrix24 event: `ONCRMLEADUPDATE` or `ONTASKUPDATE`."""
+    entity_type: Literal["lead", "task"]
+    entity_id: int = Field(gt=0)
+    ts: int | None = None
+    """The event's Unix time (`ts`) when the portal sent it."""
+
+    def routing_key(self) -> str:
+        return f"{self.NAME}.{self.entity_type}"
+
+
 EVENT_TYPES: tuple[type[Event], ...] = (
     WebhookReceived,
     FormSubmitted,
@@ -497,4 +517,5 @@ EVENT_TYPES: tuple[type[Event], ...] = (
     SurveyOpened,
     SurveyOptedOut,
     SurveyRequestChanged,
+    PortalEntityUpdated,
 )

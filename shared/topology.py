@@ -73,6 +73,9 @@ DISPATCH_FOLLOWUP = QueueSpec(
     "dispatch.followup",
     ("crm.written.service", "crm.written.marketing", "crm.written.task", "crm.written.call_task"),
 )
+# The portal's update events of leads and tasks (ingest forwards them): the followed one is read
+# at once, in the follow-up's batch.
+DISPATCH_UPDATES = QueueSpec("dispatch.updates", ("portal.updated.lead", "portal.updated.task"))
 CRM_SYNC_DISPATCH = QueueSpec(
     "crm_sync.dispatch", ("dispatch.nps_deal", "dispatch.survey_send", "dispatch.call_task")
 )
@@ -99,6 +102,7 @@ CORE_QUEUES: tuple[QueueSpec, ...] = (
     DISPATCH_ANSWERS,
     DISPATCH_WRITTEN,
     DISPATCH_FOLLOWUP,
+    DISPATCH_UPDATES,
     CRM_SYNC_DISPATCH,
     SURVEY_REQUESTS,
     REGISTER_TAP,

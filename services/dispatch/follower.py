@@ -1,6 +1,7 @@
 """Follow-up at work (docs/dispatch.md, Follow-up): every lead and task crm_sync created is
 recorded from its `crm.written.<action>` (queue `dispatch.followup`), its state read in batches
-(bulk lane, 50 ids per list call, 50 calls per request) when due, and an overdue one escalated
+(bulk lane, 50 ids per list call, 50 calls per request) when due (at once after the portal's
+update event, queue `dispatch.updates`), and an overdue one escalated
 once: a `dispatch.call_task` command for crm_sync, queued in the same transaction that marks the
 follow-up escalated, so a redelivery, a restart or a second replica never escalates twice.
 The decisions are the pure `followup.py`."""
@@ -38,11 +39,19 @@ from services.dispatch.followup import (
     task_seen,
 )
 from services.dispatch.followup_store import FollowRow, NewFollowup
-from services.dispatch.metrics import ESCALATIONS, FOLLOWUP_READS
+from services.dispatch.metrics import ESCALATIONS, FOLLOWUP_READS, FOLLOWUP_UPDATES
 from shared.bitrix24 import Bitrix24Client, Bitrix24Error, Command
 from shared.db import Conn
-from shared.dispatch_config import FOLLOWED_ACTIONS, Dispatch
-from shared.events import CallTask, CrmWritten, DispatchCommand, PortalRef, derived_id, utcnow
+from shared.dispatch_config import FOLLOWED_ACTIONS, Dispatch, SlaUntil
+from shared.events import (
+    CallTask,
+    CrmWritten,
+    DispatchCommand,
+    PortalEntityUpdated,
+    PortalRef,
+    derived_id,
+    utcnow,
+)
 from shared.logging import get_logger
 from shared.outbox import Outbox
 from shared.portal_config import PortalConfig
@@ -53,6 +62,22 @@ STATUSES_TTL_S = 600.0
 """How long the lead statuses' meaning is kept before `crm.status.list` is read again (in the
 same request as the leads)."""
 STATUSES = "statuses"
+
+
+def _aware(moment: datetime) -> datetime:
+    """A publisher's naive time is UTC."""
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
+def _to_follow(written: CrmWritten, enabled: bool) -> bool:
+    """Whether the outcome is a lead or task to follow: created (or found created) and the
+    follow-up on."""
+    return (
+        enabled
+        and written.outcome in ("created", "existing")
+        and written.entity_id is not None
+        and written.entity_type in ("lead", "task")
+    )
 
 
 def _int(value: object) -> int | None:
@@ -94,28 +119,39 @@ class Follower:
         kind = command_action(written.action_id) if written.action == "call_task" else None
         if kind == ESCALATION:
             await self._escalation_written(written)
+            await self._follow_escalation(written)
             return
         if written.action not in FOLLOWED_ACTIONS or (
             written.action == "call_task" and kind != "call_task"
         ):
             return
-        if not self._followup.enabled:
+        if not _to_follow(written, self._followup.enabled):
             return
-        if (
-            written.outcome not in ("created", "existing")
-            or written.entity_id is None
-            or written.entity_type not in ("lead", "task")
-        ):
-            return
-        new = await self._new_followup(written)
+        await self._record(await self._new_followup(written))
+
+    async def _record(self, new: NewFollowup) -> None:
         async with self._pool.acquire() as conn:
             recorded = await store.record(conn, new)
         log.info(
             "followup_recorded" if recorded else "followup_already_recorded",
-            action=written.action,
-            entity_type=written.entity_type,
-            entity_id=written.entity_id,
+            action=new.action,
+            entity_type=new.entity_type,
+            entity_id=new.entity_id,
         )
+
+    def _sla_columns(
+        self, action: str, created: datetime
+    ) -> tuple[float | None, bool | None, SlaUntil | None, datetime | None]:
+        """The SLA `action` has now, kept with the row: hours, working hours, until, deadline."""
+        sla = self._followup.sla(action)
+        if sla is None:
+            return None, None, None, None
+        due = sla_due(created, sla, self._followup.working_hours, self._tz)
+        return sla.sla_hours, sla.working_hours, sla.until, due
+
+    def _first_read(self, created: datetime, due: datetime | None) -> datetime:
+        first_read = created + timedelta(minutes=self._followup.read_every_minutes)
+        return due if due is not None and due < first_read else first_read
 
     async def _new_followup(self, written: CrmWritten) -> NewFollowup:
         details = written.details
@@ -127,14 +163,8 @@ class Follower:
                 found = await store.request_manager(conn, request_id)
             if found is not None:
                 portal, manager = found
-        created = written.occurred_at
-        if created.tzinfo is None:  # a publisher's naive time is UTC
-            created = created.replace(tzinfo=UTC)
-        sla = self._followup.sla(written.action)
-        due = None if sla is None else sla_due(created, sla, self._followup.working_hours, self._tz)
-        first_read = created + timedelta(minutes=self._followup.read_every_minutes)
-        if due is not None and due < first_read:
-            first_read = due
+        created = _aware(written.occurred_at)
+        hours, working, until, due = self._sla_columns(written.action, created)
         assert written.entity_id is not None
         return NewFollowup(
             follow_id=follow_id(written.action_id),
@@ -150,10 +180,51 @@ class Follower:
             answer_id=None if details.get("answer_id") is None else str(details["answer_id"]),
             request_id=request_id,
             created_at=created,
-            next_read_at=first_read,
-            sla_hours=None if sla is None else sla.sla_hours,
-            sla_until=None if sla is None else sla.until,
+            next_read_at=self._first_read(created, due),
+            sla_hours=hours,
+            sla_working_hours=working,
+            sla_until=until,
             due_at=due,
+        )
+
+    async def _follow_escalation(self, written: CrmWritten) -> None:
+        """Follow the escalation task crm_sync created like any task (action `escalation`): the
+        escalated follow-up's portal, manager, contact and deal; to its deadline, never escalated
+        itself."""
+        follow = command_request(written.action_id)
+        assert follow is not None
+        if not _to_follow(written, self._followup.enabled):
+            return
+        async with self._pool.acquire() as conn:
+            escalated = await store.get(conn, follow)
+        if escalated is None:
+            log.warning("followup_escalation_unknown", entity_id=written.entity_id)
+            return
+        created = _aware(written.occurred_at)
+        hours, working, until, due = self._sla_columns(ESCALATION, created)
+        assert written.entity_id is not None
+        await self._record(
+            NewFollowup(
+                follow_id=follow_id(written.action_id),
+                portal=escalated.portal,
+                action=ESCALATION,
+                action_id=written.action_id,
+                entity_type="task",
+                entity_id=written.entity_id,
+                responsible_id=_int(written.details.get("responsible_id"))
+                or escalated.escalated_to,
+                manager_id=escalated.manager_id,
+                contact_id=escalated.contact_id,
+                deal_id=escalated.deal_id,
+                answer_id=escalated.answer_id,
+                request_id=None,
+                created_at=created,
+                next_read_at=self._first_read(created, due),
+                sla_hours=hours,
+                sla_working_hours=working,
+                sla_until=until,
+                due_at=due,
+            )
         )
 
     async def _escalation_written(self, written: CrmWritten) -> None:
@@ -172,6 +243,23 @@ class Follower:
         if changed:
             ESCALATIONS.labels(outcome="created" if created else "failed").inc()
         log.info("followup_escalation_written", outcome=written.outcome, recorded=changed)
+
+    # -- the portal's update events --------------------------------------------------------
+
+    async def on_updated(self, updated: PortalEntityUpdated) -> None:
+        """A lead or task changed in the portal: a followed one is read at the timer's next
+        round, in its batch, instead of at its scheduled read."""
+        async with self._pool.acquire() as conn:
+            marked = await store.read_now(
+                conn, updated.portal.key, updated.entity_type, updated.entity_id, self._clock()
+            )
+        FOLLOWUP_UPDATES.labels(outcome="read_now" if marked else "not_followed").inc()
+        log.info(
+            "followup_update_event",
+            entity_type=updated.entity_type,
+            entity_id=updated.entity_id,
+            read_now=marked,
+        )
 
     # -- the timer -------------------------------------------------------------------------
 
@@ -283,7 +371,7 @@ class Follower:
             log.info("followup_escalation_skipped", action=row.action, reason=reason)
             return
         assert target is not None
-        title, description = escalation_text(row.followed(), row.entity_id, sla, self._tz)
+        title, description = escalation_text(row.followed(), row.entity_id, self._tz)
         command = DispatchCommand(
             event_id=derived_id(row.follow_id, ESCALATION),
             correlation_id=f"followup:{row.follow_id}",

@@ -21,14 +21,22 @@ from datetime import date, datetime, timedelta
 from typing import Any, Literal, NamedTuple
 from zoneinfo import ZoneInfo
 
-from shared.dispatch_config import WEEKDAYS, Followup, Sla, SlaUntil, WorkingHours
+from shared.dispatch_config import (
+    ESCALATION_ACTION,
+    WEEKDAYS,
+    Followup,
+    Sla,
+    SlaUntil,
+    WorkingHours,
+)
 from shared.events import derived_id
 
 EntityState = Literal["open", "in_work", "closed"]
 Outcome = Literal["success", "failure", "deleted"]
 Escalation = Literal["queued", "created", "failed", "skipped"]
-ESCALATION = "escalation"
-"""The action part of an escalation's command id (`<follow id>:escalation:0`)."""
+ESCALATION = ESCALATION_ACTION
+"""The action part of an escalation's command id (`<follow id>:escalation:0`), and the action of
+the escalation task's own follow-up."""
 LEAD_SELECT = ("ID", "STATUS_ID", "ASSIGNED_BY_ID", "DATE_MODIFY")
 TASK_SELECT = ("ID", "STATUS", "RESPONSIBLE_ID", "CHANGED_DATE", "CLOSED_DATE")
 IDS_PER_READ = 50
@@ -271,6 +279,9 @@ class Followed:
     responsible_id: int | None = None
     status: str | None = None
     due_at: datetime | None = None
+    sla_hours: float | None = None
+    sla_working_hours: bool | None = None
+    """The SLA as it applied when the follow-up began (a later change of the YAML leaves it)."""
     sla_until: SlaUntil | None = None
     escalation: Escalation | None = None
 
@@ -404,9 +415,11 @@ def overdue(followed: Followed, now: datetime) -> bool:
 
 def escalation_due(followed: Followed, now: datetime) -> bool:
     """Whether the follow-up's one escalation is due now: overdue, never escalated, and read
-    since its deadline (so a lead handled just before it is not escalated on an old read)."""
+    since its deadline (so a lead handled just before it is not escalated on an old read). An
+    escalation task is never escalated itself."""
     return (
-        followed.escalation is None
+        followed.action != ESCALATION
+        and followed.escalation is None
         and overdue(followed, now)
         and followed.due_at is not None
         and followed.last_read_at is not None
@@ -428,16 +441,20 @@ WHAT = {
     "marketing": "Marketing lead",
     "task": "Task for a detractor",
     "call_task": "Call task for an unanswered survey",
+    ESCALATION: "Escalation task",
 }
 
 
-def escalation_text(
-    followed: Followed, entity_id: int, sla: Sla | None, tz: ZoneInfo
-) -> tuple[str, str]:
-    """The escalation task's title and description (no personal data: ids and times only)."""
+def escalation_text(followed: Followed, entity_id: int, tz: ZoneInfo) -> tuple[str, str]:
+    """The escalation task's title and description (no personal data: ids and times only), with
+    the SLA the follow-up began with."""
     what = WHAT.get(followed.action, followed.action)
     kind = "lead" if followed.entity_type == "lead" else "task"
-    hours = "" if sla is None else f"{sla.sla_hours:g}{' working' if sla.working_hours else ''} h"
+    hours = (
+        ""
+        if followed.sla_hours is None
+        else f"{followed.sla_hours:g}{' working' if followed.sla_working_hours else ''} h"
+    )
     needed = "closed" if followed.sla_until == "closed" else "taken in work"
     title = f"Overdue: {what.lower()} #{entity_id} not {needed} within {hours}".rstrip()
     created = followed.created_at.astimezone(tz).strftime("%Y-%m-%d %H:%M")

@@ -16,8 +16,8 @@ from shared.dispatch_config import SlaUntil
 COLUMNS = """follow_id, portal, action, action_id, entity_type, entity_id, responsible_id,
     manager_id, contact_id, deal_id, answer_id, request_id, state, outcome, status, created_at,
     first_change_at, closed_at, reads, last_read_at, next_read_at, stopped_at, sla_hours,
-    sla_until, due_at, escalation, escalated_at, escalated_to, escalation_task_id,
-    escalation_reason, updated_at"""
+    sla_working_hours, sla_until, due_at, escalation, escalated_at, escalated_to,
+    escalation_task_id, escalation_reason, updated_at"""
 
 
 @dataclass(frozen=True)
@@ -47,6 +47,7 @@ class FollowRow:
     next_read_at: datetime | None
     stopped_at: datetime | None
     sla_hours: float | None
+    sla_working_hours: bool | None
     sla_until: SlaUntil | None
     due_at: datetime | None
     escalation: Escalation | None
@@ -72,6 +73,8 @@ class FollowRow:
             responsible_id=self.responsible_id,
             status=self.status,
             due_at=self.due_at,
+            sla_hours=self.sla_hours,
+            sla_working_hours=self.sla_working_hours,
             sla_until=self.sla_until,
             escalation=self.escalation,
         )
@@ -96,6 +99,7 @@ class NewFollowup:
     created_at: datetime
     next_read_at: datetime
     sla_hours: float | None
+    sla_working_hours: bool | None
     sla_until: SlaUntil | None
     due_at: datetime | None
 
@@ -106,9 +110,9 @@ async def record(conn: Conn, new: NewFollowup) -> bool:
         """INSERT INTO dispatch_followups
                (follow_id, portal, action, action_id, entity_type, entity_id, responsible_id,
                 manager_id, contact_id, deal_id, answer_id, request_id, created_at, next_read_at,
-                sla_hours, sla_until, due_at, updated_at)
+                sla_hours, sla_working_hours, sla_until, due_at, updated_at)
            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17,
-                   $13)
+                   $18, $13)
            ON CONFLICT DO NOTHING RETURNING true""",
         new.follow_id,
         new.portal,
@@ -125,6 +129,7 @@ async def record(conn: Conn, new: NewFollowup) -> bool:
         new.created_at,
         new.next_read_at,
         new.sla_hours,
+        new.sla_working_hours,
         new.sla_until,
         new.due_at,
     )
@@ -153,6 +158,20 @@ async def claim_reads(conn: Conn, now: datetime, limit: int, lease: timedelta) -
         now + lease,
     )
     return [FollowRow.of(row) for row in rows]
+
+
+async def read_now(conn: Conn, portal: str, entity_type: str, entity_id: int, now: datetime) -> int:
+    """Make the follow-ups of a lead or task the portal says changed due for a read at `now`
+    (those still read and not due already); how many."""
+    done = await conn.execute(
+        """UPDATE dispatch_followups SET next_read_at = $4
+           WHERE entity_type = $2 AND entity_id = $3 AND portal = $1 AND next_read_at > $4""",
+        portal,
+        entity_type,
+        entity_id,
+        now,
+    )
+    return int(done.split()[-1])
 
 
 async def apply_read(
@@ -186,12 +205,13 @@ async def apply_read(
 
 
 async def escalation_candidates(conn: Conn, now: datetime, limit: int) -> list[FollowRow]:
-    """Follow-ups past their deadline, read since, never escalated, not closed: locked for this
-    transaction (the decision itself is `followup.escalation_due`)."""
+    """Follow-ups past their deadline, read since, never escalated, not closed and no escalation
+    task themselves: locked for this transaction (the decision itself is
+    `followup.escalation_due`)."""
     rows = await conn.fetch(
         f"""SELECT {COLUMNS} FROM dispatch_followups
             WHERE due_at <= $1 AND escalation IS NULL AND closed_at IS NULL
-              AND last_read_at >= due_at
+              AND last_read_at >= due_at AND action <> 'escalation'
             ORDER BY due_at LIMIT $2 FOR UPDATE SKIP LOCKED""",  # noqa: S608 - fixed columns
         now,
         limit,

@@ -15,6 +15,7 @@ from services.dispatch.settings import DispatchSettings
 from shared.bitrix24 import client_from_settings
 from shared.events import (
     CrmWritten,
+    PortalEntityUpdated,
     SaleClosed,
     SurveyAnswered,
     SurveyOpened,
@@ -32,6 +33,7 @@ from shared.topology import (
     DISPATCH_OPENS,
     DISPATCH_OPTOUTS,
     DISPATCH_SALES,
+    DISPATCH_UPDATES,
     DISPATCH_WRITTEN,
 )
 
@@ -72,6 +74,9 @@ async def wire(runtime: Runtime, settings: DispatchSettings | None = None) -> No
         lease_s=settings.lease_s,
     )
     subscribe(broker, DISPATCH_FOLLOWUP, CrmWritten, follower.on_written, max_attempts=attempts)
+    subscribe(
+        broker, DISPATCH_UPDATES, PortalEntityUpdated, follower.on_updated, max_attempts=attempts
+    )
 
     async def timer(stop: asyncio.Event) -> None:
         while not stop.is_set():

@@ -28,3 +28,9 @@ ESCALATIONS = Counter(
     " (crm_sync could not create it) or skipped (off, nobody to escalate to, nothing to bind to)",
     ["outcome"],
 )
+FOLLOWUP_UPDATES = Counter(
+    "nps_dispatch_followup_updates",
+    "The portal's lead and task update events: read_now (a followed one, read at the timer's next"
+    " round) or not_followed (not followed, or no longer read)",
+    ["outcome"],
+)

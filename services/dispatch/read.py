@@ -384,8 +384,8 @@ def _hours(value: Any) -> float | None:
 _LIST_COLUMNS = """f.follow_id, f.portal, f.action, f.entity_type, f.entity_id, f.responsible_id,
     f.manager_id, f.contact_id, f.deal_id, f.state, f.outcome, f.status, f.created_at,
     f.first_change_at, f.closed_at, f.last_read_at, f.stopped_at, f.due_at, f.sla_hours,
-    f.sla_until, f.escalation, f.escalated_at, f.escalated_to, f.escalation_task_id,
-    f.escalation_reason"""
+    f.sla_working_hours, f.sla_until, f.escalation, f.escalated_at, f.escalated_to,
+    f.escalation_task_id, f.escalation_reason"""
 
 
 def _overdue_sql(now: datetime, where: FollowupFilter | None, params: list[Any]) -> str:

@@ -2,7 +2,9 @@
 
 - `POST /webhooks/bitrix24`: Bitrix24's event format; the accepted event is stored and its
   `WebhookReceived` written to the outbox in one transaction before the 200, so a broker outage
-  never loses it (the relay publishes it later). Bitrix24 never re-sends a failed event.
+  never loses it (the relay publishes it later). Bitrix24 never re-sends a failed event. A lead
+  or task update (`ONCRMLEADUPDATE`, `ONTASKUPDATE`) is not stored: its `PortalEntityUpdated`
+  is written to the outbox alone, for dispatch's follow-up.
 - `POST /webhooks/bitrix24/robot`: a smart-process robot's outgoing webhook with the item's fields.
 
 Only the webhooks are served here, on the port the internet reaches; `/healthz`, `/readyz` and
@@ -36,6 +38,7 @@ from services.ingest.webhook import (
     Accepted,
     Ignored,
     RequestError,
+    Updated,
     authenticate_event,
     authenticate_robot,
     check_content_length,
@@ -160,7 +163,9 @@ async def _read_body(request: Request) -> bytes:
     return b"".join(chunks)
 
 
-async def _learn(pool: asyncpg.Pool, outcome: Accepted | Ignored, member_field: str) -> None:
+async def _learn(
+    pool: asyncpg.Pool, outcome: Accepted | Updated | Ignored, member_field: str
+) -> None:
     """Keep the portal of the first accepted request as the deployment's; a request that lost
     the race to another portal's first event is refused like any other portal's."""
     if isinstance(outcome, Ignored):
@@ -175,7 +180,7 @@ async def _learn(pool: asyncpg.Pool, outcome: Accepted | Ignored, member_field: 
 
 
 async def _accept(
-    pool: asyncpg.Pool, outbox: Outbox, endpoint: str, outcome: Accepted | Ignored
+    pool: asyncpg.Pool, outbox: Outbox, endpoint: str, outcome: Accepted | Updated | Ignored
 ) -> JSONResponse:
     if isinstance(outcome, Ignored):
         WEBHOOKS.labels(endpoint=endpoint, outcome="ignored").inc()
@@ -183,6 +188,8 @@ async def _accept(
             "webhook_ignored", endpoint=endpoint, event_name=outcome.event, reason=outcome.reason
         )
         return JSONResponse({"status": "ignored", "reason": outcome.reason})
+    if isinstance(outcome, Updated):
+        return await _forward(pool, outbox, endpoint, outcome)
     event = outcome.to_event()
     async with pool.acquire(timeout=POOL_TIMEOUT_S) as conn:
         stored = await store.record_received(outbox, conn, event, outcome.payload)
@@ -202,6 +209,25 @@ async def _accept(
     if stored:
         body["event_id"] = str(event.event_id)
     return JSONResponse(body)
+
+
+async def _forward(
+    pool: asyncpg.Pool, outbox: Outbox, endpoint: str, outcome: Updated
+) -> JSONResponse:
+    """A lead or task update: its `PortalEntityUpdated` in the outbox before the 200."""
+    event = outcome.to_event()
+    async with pool.acquire(timeout=POOL_TIMEOUT_S) as conn:
+        await outbox.enqueue(conn, [event])
+    WEBHOOKS.labels(endpoint=endpoint, outcome="forwarded").inc()
+    log.info(
+        "webhook_forwarded",
+        endpoint=endpoint,
+        event_name=outcome.event,
+        entity_type=outcome.entity_type,
+        entity_id=outcome.entity_id,
+        portal=outcome.portal.key,
+    )
+    return JSONResponse({"status": "forwarded", "event_id": str(event.event_id)})
 
 
 def _rejected(endpoint: str, request: Request, error: RequestError) -> JSONResponse:

@@ -4,9 +4,10 @@ Bitrix24 posts events as `application/x-www-form-urlencoded` bodies with PHP bra
 (`data[FIELDS][ID]=24&auth[application_token]=…`); every value is a string. `parse_form` rebuilds
 the nesting, `authenticate` checks the application token in constant time and the portal's
 `member_id` against the one the deployment serves (pinned or learned), and `read_event` /
-`read_robot` decide whether the request is an NPS item event (`Accepted`) or something to
-acknowledge and drop (`Ignored`). Anything malformed is `RequestError` with the HTTP status, the
-offending field and what was expected.
+`read_robot` decide whether the request is an NPS item event (`Accepted`), a lead or task update
+for dispatch's follow-up (`Updated`), or something to acknowledge and drop (`Ignored`).
+Anything malformed is `RequestError` with the HTTP status, the offending field and what was
+expected.
 """
 
 from __future__ import annotations
@@ -21,7 +22,14 @@ from urllib.parse import parse_qsl
 
 from services.ingest.mapping import AnswerError, read_time
 from services.ingest.sales import sales_funnels
-from shared.events import DEAL_ENTITY_TYPE_ID, PortalRef, WebhookReceived, derived_id
+from shared.dispatch_config import Dispatch
+from shared.events import (
+    DEAL_ENTITY_TYPE_ID,
+    PortalEntityUpdated,
+    PortalRef,
+    WebhookReceived,
+    derived_id,
+)
 from shared.portal_config import CosmeticsSegment, EquipmentSegment, PortalConfig
 
 MAX_BODY_BYTES = 64 * 1024
@@ -36,6 +44,12 @@ DEAL_EVENTS = ("ONCRMDEALADD", "ONCRMDEALUPDATE", "ONCRMDEALMOVETOCATEGORY")
 it is in a deal survey's funnel (an answer) or in a sales funnel of `dispatch.sales` (a sale).
 A deal moved to another funnel fires `ONCRMDEALMOVETOCATEGORY`, not an update: it is read like
 one."""
+UPDATE_EVENTS: dict[str, tuple[Literal["lead", "task"], str]] = {
+    "ONCRMLEADUPDATE": ("lead", "FIELDS"),
+    "ONTASKUPDATE": ("task", "FIELDS_AFTER"),
+}
+"""Lead and task updates, forwarded to dispatch's follow-up (which reads the entity at once):
+the entity and where its id is (`data[FIELDS][ID]`; a task's `data[FIELDS_AFTER][ID]`)."""
 ROBOT_EVENT = "ROBOT"
 SWEEP_EVENT = "SWEEP"
 TOKEN_FIELD = "auth[application_token]"  # noqa: S105 - a parameter name, not a token
@@ -91,6 +105,30 @@ class Accepted:
             item_id=self.item_id,
             ts=self.ts,
             fields=self.fields,
+        )
+
+
+@dataclass(frozen=True)
+class Updated:
+    """A lead or task changed in the portal: published as `PortalEntityUpdated` for dispatch's
+    follow-up, nothing stored."""
+
+    event: str
+    portal: PortalRef
+    entity_type: Literal["lead", "task"]
+    entity_id: int
+    ts: int | None
+
+    def to_event(self) -> PortalEntityUpdated:
+        """A new id each time: two changes within one second (one `ts`) are two reads, never a
+        lost one (a read too many costs one id in the follow-up's batch)."""
+        return PortalEntityUpdated(
+            correlation_id=f"portal.updated:{self.portal.key}:{self.entity_type}:{self.entity_id}",
+            portal=self.portal,
+            event=self.event,
+            entity_type=self.entity_type,
+            entity_id=self.entity_id,
+            ts=self.ts,
         )
 
 
@@ -288,12 +326,15 @@ def member_to_learn(portal: PortalRef, member_field: str) -> PortalRef:
     return portal
 
 
-def read_event(form: Mapping[str, Any], config: PortalConfig) -> Accepted | Ignored:
-    """An authenticated Bitrix24 event body → accepted NPS item event, or ignored."""
+def read_event(form: Mapping[str, Any], config: PortalConfig) -> Accepted | Updated | Ignored:
+    """An authenticated Bitrix24 event body → accepted NPS item event, a lead or task update
+    for the follow-up, or ignored."""
     raw_name = form.get("event")
     if not isinstance(raw_name, str) or not raw_name.strip():
         raise RequestError(400, "event name missing", "event", "a Bitrix24 event name")
     name = raw_name.strip().upper()
+    if name in UPDATE_EVENTS:
+        return _updated(form, name, config)
     per_type = _PER_TYPE_EVENT.match(name)
     if name in DEAL_EVENTS:
         if not config.deal_surveys and not sales_funnels(config):
@@ -332,11 +373,33 @@ def read_event(form: Mapping[str, Any], config: PortalConfig) -> Accepted | Igno
     return _accepted(form, base, entity_type_id, "a positive integer item id")
 
 
+def _updated(form: Mapping[str, Any], name: str, config: PortalConfig) -> Updated | Ignored:
+    if not (config.dispatch or Dispatch()).followup.enabled:
+        return Ignored(name, f"{name}: the follow-up is off (dispatch.followup.enabled)")
+    entity_type, group = UPDATE_EVENTS[name]
+    fields = _get(_get(form, "data"), group)
+    entity_id = _positive_int(
+        _get(fields, "ID"), f"data[{group}][ID]", f"a positive integer {entity_type} id"
+    )
+    auth = _auth(form)
+    return Updated(
+        event=name,
+        portal=_portal(auth.get("member_id"), auth.get("domain")),
+        entity_type=entity_type,
+        entity_id=entity_id,
+        ts=_ts(form),
+    )
+
+
+def _ts(form: Mapping[str, Any]) -> int | None:
+    raw = form.get("ts")
+    return None if raw in (None, "") else _positive_int(raw, "ts", "Unix time in seconds")
+
+
 def _accepted(form: Mapping[str, Any], base: str, entity_type_id: int, expected: str) -> Accepted:
     fields = _get(_get(form, "data"), "FIELDS")
     item_id = _positive_int(_get(fields, "ID"), "data[FIELDS][ID]", expected)
-    ts_raw = form.get("ts")
-    ts = None if ts_raw in (None, "") else _positive_int(ts_raw, "ts", "Unix time in seconds")
+    ts = _ts(form)
     auth = _auth(form)
     payload = {key: value for key, value in form.items() if key != "auth"}
     payload["auth"] = {key: auth[key] for key in _KEPT_AUTH if key in auth}

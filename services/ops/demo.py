@@ -9,6 +9,11 @@ NPS deals instead: the demo closes sales and follows them through dispatch, the 
 the survey page (`demo_dispatch.py`), and answers no NPS deal by hand (its won sale would be
 asked as well).
 
+With dispatch running, the leads and tasks crm_sync created for the answers are followed
+(`demo_followup.py`): the demo closes some and takes some in work in the sandbox, as their
+managers would, and waits until dispatch shows it, so the dashboard's follow-up view has a loop
+closed % and times; it ends with where the dashboard shows it all.
+
 The NPS shown follows the reports' cosmetics rule: per product (cosmetics included) and per
 segment, where a cosmetics segment has its counts but no NPS, and a note says why."""
 
@@ -26,20 +31,34 @@ import asyncpg
 import httpx
 
 from services.crm_sync import read as crm_sync_read
+from services.ingest import read as ingest_read
 from services.ops.demo_dispatch import DispatchDemoError, dispatch_ready, run_dispatch_demo
-from services.ops.demo_plan import dispatch_left_out, nps_deals, where_to_look
+from services.ops.demo_followup import FollowupDemoError, run_followup_demo
+from services.ops.demo_plan import (
+    dashboard_lines,
+    dispatch_left_out,
+    followed_expected,
+    nps_deals,
+    where_to_look,
+)
+from services.reports.settings import ReportsSettings
 from services.scoring.read import (
     ItemRef,
     ReportQuery,
     answer_ids,
+    choices,
     render_table,
     run_report,
     scored_items,
 )
 from shared.db import Conn, create_pool
+from shared.dispatch_config import Dispatch
 from shared.events import DEAL_ENTITY_TYPE_ID
 from shared.portal_config import ConfigError, PortalConfig, load_portal_config
 from shared.settings import Settings
+
+NAMES_WAIT_S = 90.0
+"""How long the demo waits for the managers' names (ingest reads them every 30 s)."""
 
 
 class DemoError(RuntimeError):
@@ -221,6 +240,71 @@ async def _show_dispatch(
     return shown
 
 
+async def _names(
+    pool: asyncpg.Pool, portal: str, timeout_s: float, echo: Callable[[str], None]
+) -> list[int]:
+    """Wait until the portal told the names of the managers the answers name (the dashboard
+    shows them by name); the ids still without one when the wait ends."""
+    deadline = time.monotonic() + min(timeout_s, NAMES_WAIT_S)
+    while True:
+        async with pool.acquire() as conn:
+            managers = (await choices(conn, portal)).managers
+            names = await ingest_read.user_names(conn, portal)
+        missing = [manager for manager in managers if manager not in names]
+        if not missing or time.monotonic() > deadline:
+            break
+        await asyncio.sleep(1.0)
+    known = len(managers) - len(missing)
+    echo(
+        f"\nManagers by name: {known} of {len(managers)} known"
+        + (
+            f" (no name yet for user {', '.join(map(str, missing))}: ingest reads them with"
+            " user.get every 30 s)"
+            if missing
+            else ""
+        )
+    )
+    return missing
+
+
+async def _dispatch_up(settings: Settings) -> bool:
+    try:
+        await dispatch_ready(_dispatch_ready_url(settings))
+    except DispatchDemoError:
+        return False
+    return True
+
+
+async def _show_followup(
+    settings: Settings,
+    pool: asyncpg.Pool,
+    created: Created,
+    *,
+    crm: dict[str, int],
+    since: datetime,
+    timeout_s: float,
+    echo: Callable[[str], None],
+) -> dict[str, Any]:
+    """The follow-up part (`demo_followup.py`)."""
+    try:
+        return await run_followup_demo(
+            _sandbox_url(settings),
+            pool,
+            portal=created.member_id,
+            since=since,
+            expected=followed_expected(crm),
+            timeout_s=timeout_s,
+            echo=echo,
+        )
+    except FollowupDemoError as exc:
+        raise DemoError(str(exc)) from None
+    except httpx.HTTPError as exc:
+        raise DemoError(
+            f"the sandbox portal stopped answering ({type(exc).__name__}) while the demo followed"
+            " the leads and tasks; check that every process of `make run` is up"
+        ) from None
+
+
 async def run_demo(
     settings: Settings,
     count: int,
@@ -233,7 +317,8 @@ async def run_demo(
     """Create `count` answers and answered NPS deals (`deals`; None: `nps_deals` decides), wait
     until the pipeline has settled, print and return a summary; then, with `sales` and a
     `dispatch.sales` for the sandbox's sales funnel, close that many sales and follow them
-    through dispatch (`demo_dispatch.py`)."""
+    through dispatch (`demo_dispatch.py`); with dispatch running, some of the leads and tasks
+    created are closed or taken in work and followed (`demo_followup.py`)."""
     if not settings.sandbox:
         raise DemoError(
             "nps demo creates answers in the sandbox portal; BITRIX24_WEBHOOK_URL points at a real"
@@ -247,6 +332,7 @@ async def run_demo(
             await dispatch_ready(_dispatch_ready_url(settings))
         except DispatchDemoError as exc:
             raise DemoError(str(exc)) from None
+    since = datetime.now(UTC).replace(microsecond=0)
     created = await _create_answers(settings, config, count, choice.count)
     echo(
         f"created {len(created.items)} survey answers and {len(created.deals)} answered NPS deals"
@@ -277,6 +363,19 @@ async def run_demo(
             echo(f"\n{why}")
         if not left_out:
             summary["dispatch"] = await _show_dispatch(settings, pool, sales, timeout_s, echo)
+        if not (config.dispatch or Dispatch()).followup.enabled:
+            echo("\nFollow-up left out: dispatch.followup.enabled is false in the portal YAML")
+        elif not await _dispatch_up(settings):
+            echo("\nFollow-up left out: dispatch is not running (`make run` runs it)")
+        else:
+            summary["followup"] = await _show_followup(
+                settings, pool, created, crm=crm, since=since, timeout_s=timeout_s, echo=echo
+            )
+        summary["unnamed"] = await _names(pool, created.member_id, timeout_s, echo)
+        reports = ReportsSettings()
+        echo("")
+        for line in dashboard_lines(f"http://{reports.host}:{reports.port}"):
+            echo(line)
     finally:
         await pool.close()
     return summary

@@ -287,3 +287,98 @@ def where_to_look(sandbox_url: str, page: str | None, nps_deal: int | None) -> l
         )
     width = max(len(place) for place, _ in places)
     return ["Where to look:", *(f"  {place:<{width}}  {what}" for place, what in places)]
+
+
+# --- the follow-up (did anyone act?) --------------------------------------------------------
+
+FOLLOWED_BY_DEMO = ("service", "marketing", "task")
+"""The CRM actions of the demo's answers that create a lead or a task dispatch follows."""
+
+
+def followed_expected(crm: Mapping[str, int]) -> int:
+    """How many leads and tasks the follow-up records for the demo's answers: the created (or
+    found created) leads and tasks of its CRM summary (`action:outcome` -> count)."""
+    return sum(
+        crm.get(f"{action}:{outcome}", 0)
+        for action in FOLLOWED_BY_DEMO
+        for outcome in ("created", "existing")
+    )
+
+
+@dataclass(frozen=True)
+class Handling:
+    """What the demo's people do in the portal with some of the leads and tasks b24-nps created:
+    move `leads` and `tasks` (ids) `to` a state (`/sandbox/handle`'s `to`)."""
+
+    to: str
+    leads: tuple[int, ...] = ()
+    tasks: tuple[int, ...] = ()
+
+
+def handling(leads: Sequence[int], tasks: Sequence[int]) -> list[Handling]:
+    """The oldest third of the open leads closed, the next third taken in work, the rest left
+    open (overdue later, when their SLA runs out); the older half of the open tasks completed.
+    Ids sorted, so a run is the same every time."""
+    lead_ids, task_ids = sorted(leads), sorted(tasks)
+    closed = -(-len(lead_ids) // 3)
+    in_work = len(lead_ids) // 3
+    done = -(-len(task_ids) // 2)
+    steps = [
+        Handling("closed", tuple(lead_ids[:closed]), tuple(task_ids[:done])),
+        Handling("in_work", tuple(lead_ids[closed : closed + in_work])),
+    ]
+    return [step for step in steps if step.leads or step.tasks]
+
+
+def handled_seen(steps: Sequence[Handling], states: Mapping[tuple[str, int], str]) -> int:
+    """How many of the handled leads and tasks the follow-up shows in the state they were moved
+    to (`states`: (entity type, id) -> state as last read)."""
+    return sum(
+        1
+        for step in steps
+        for kind, ids in (("lead", step.leads), ("task", step.tasks))
+        for entity in ids
+        if states.get((kind, entity)) == step.to
+    )
+
+
+def _pct(part: int, whole: int) -> str:
+    return "—" if whole == 0 else f"{100 * part / whole:.1f} %"
+
+
+def _hours(hours: float | None) -> str:
+    if hours is None:
+        return "—"
+    minutes = round(hours * 60)
+    return f"{minutes} min" if minutes < 120 else f"{hours:.1f} h"
+
+
+def followup_lines(total: Mapping[str, Any], handled: int, seconds: float) -> list[str]:
+    """The follow-up part's summary: the loop of the demo's leads and tasks (a
+    `loop_closed_total` row), and how fast the handled ones were seen."""
+    followed, closed = total["followed"], total["closed"]
+    return [
+        f"Follow-up (did anyone act?): {followed} leads and tasks b24-nps created are followed;"
+        f" the {handled} the demo moved in the portal were seen in {seconds:.0f} s (the portal's"
+        " update events, ONCRMLEADUPDATE / ONTASKUPDATE, through ingest)",
+        f"  open {total['open']} · in work {total['in_work']} · closed {closed}"
+        f" · loop closed {_pct(closed, followed)}"
+        f" · median to first change {_hours(total['median_hours_to_change'])}"
+        f" · median to close {_hours(total['median_hours_to_close'])}",
+    ]
+
+
+def dashboard_lines(reports_url: str) -> list[str]:
+    """Where the dashboard shows the demo's data (`nps run reports`, behind its token)."""
+    base = reports_url.rstrip("/")
+    places = [
+        (f"{base}/ratings", "every answer, its comment and manager; the CSV export"),
+        (f"{base}/asked", "asked and not answered: the awaiting and the unanswered lists"),
+        (f"{base}/followup", "did anyone act: loop closed %, times, the overdue ones"),
+        (f"{base}/managers", "NPS per manager, by name"),
+    ]
+    width = max(len(place) for place, _ in places)
+    return [
+        "The dashboard (the token `nps run reports` printed, or REPORTS_TOKEN):",
+        *(f"  {place:<{width}}  {what}" for place, what in places),
+    ]

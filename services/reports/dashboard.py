@@ -354,7 +354,7 @@ async def followup(conn: Conn, sources: Sources, filters: Filters, options: Filt
     view = FollowupView(
         loop=loop,
         change=delta,
-        actions=tuple(loop_by_action(actions, followup_settings, escalations)),
+        actions=tuple(loop_by_action(actions, followup_settings)),
         managers=tuple(loop_by_manager(managers, options.manager_names)),
         escalations=escalations,
         overdue=tuple(

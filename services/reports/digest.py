@@ -55,6 +55,7 @@ TEXTS: dict[str, dict[str, str]] = {
         "marketing": "marketing lead",
         "task": "detractor task",
         "call_task": "call task",
+        "escalation": "escalation task",
         "footer": "Sent by b24-nps every {weekday} at {time} ({tz}).",
     },
     "ru": {
@@ -84,6 +85,7 @@ TEXTS: dict[str, dict[str, str]] = {
         "marketing": "маркетинговый лид",
         "task": "задача по критику",
         "call_task": "задача на звонок",
+        "escalation": "задача эскалации",
         "footer": "Отправлено b24-nps каждую неделю ({weekday}, {time}, {tz}).",
     },
 }

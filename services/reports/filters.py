@@ -35,7 +35,7 @@ from services.scoring.read import (
     RatingsQuery,
     ReportQuery,
 )
-from shared.dispatch_config import FOLLOWED_ACTIONS
+from shared.dispatch_config import FOLLOWUP_ACTIONS
 
 DEFAULT_PERIOD: Granularity = "month"
 MAX_TEXT = 200
@@ -300,7 +300,7 @@ def parse_filters(params: Mapping[str, str], today: date, themes: Collection[str
     date_to = _day("to", raw["to"], problems)
     period = _period(raw["period"], problems)
     preset = _preset(raw["dates"], problems)
-    action = _choice("action", raw["action"], FOLLOWED_ACTIONS, problems)
+    action = _choice("action", raw["action"], FOLLOWUP_ACTIONS, problems)
     category = _choice("category", raw["category"], CATEGORIES, problems)
     comment = _choice("comment", raw["comment"], ("yes",), problems)
     search = _text("q", raw["q"], problems)

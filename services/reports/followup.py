@@ -17,9 +17,9 @@ from typing import Any
 
 from services.reports.asked import fmt_rate, task_url
 from services.reports.views import DASH, contact_url, fmt_time, manager_label, safe_cell
-from shared.dispatch_config import FOLLOWED_ACTIONS, Followup
+from shared.dispatch_config import ESCALATION_ACTION, FOLLOWED_ACTIONS, FOLLOWUP_ACTIONS, Followup
 
-ESCALATION = "escalation"
+ESCALATION = ESCALATION_ACTION
 ACTIONS: dict[str, str] = {
     "service": "service lead",
     "marketing": "marketing lead",
@@ -119,12 +119,26 @@ class LoopBar:
 
 
 def sla_text(action: str, followup: Followup) -> str:
-    """The SLA the portal YAML gives `action` (`4 working h to act`), or `no SLA`."""
+    """The SLA the portal YAML gives `action` (`4 working h to act`; an escalation task: its
+    deadline, to close), or `no SLA`."""
     sla = followup.sla(action)
     if sla is None:
         return "no SLA"
-    hours = f"{sla.sla_hours:g}{' working' if sla.working_hours else ''} h"
-    return f"{hours} to {'close' if sla.until == 'closed' else 'act'}"
+    return _sla_words(sla.sla_hours, sla.working_hours, sla.until)
+
+
+def _sla_words(hours: float, working: bool | None, until: str | None) -> str:
+    return (
+        f"{hours:g}{' working' if working else ''} h to {'close' if until == 'closed' else 'act'}"
+    )
+
+
+def row_sla_text(record: Mapping[str, Any]) -> str:
+    """The SLA a followed lead or task began with (kept with it: a later change of the YAML
+    does not rewrite it), e.g. `4 working h to act`; `no SLA`."""
+    if record["sla_hours"] is None:
+        return "no SLA"
+    return _sla_words(record["sla_hours"], record["sla_working_hours"], record["sla_until"])
 
 
 @dataclass(frozen=True)
@@ -137,12 +151,10 @@ class LoopLine:
     value: str | None = None
     """The filter value that narrows the page to this row (an action, a manager id)."""
     sla: str = ""
-    followed: bool = True
-    """False for the escalation tasks: dispatch records that they were made, not their state."""
 
 
 def _action_order(action: str) -> tuple[int, str]:
-    order = (*FOLLOWED_ACTIONS, ESCALATION)
+    order = FOLLOWUP_ACTIONS
     return (order.index(action), "") if action in order else (len(order), action)
 
 
@@ -167,11 +179,6 @@ class Escalations:
         )
 
     @property
-    def asked(self) -> int:
-        """The escalation tasks asked of crm_sync (queued, created or refused)."""
-        return self.queued + self.created + self.failed
-
-    @property
     def text(self) -> str:
         """`2 tasks created, 1 queued for crm_sync, 1 refused by the portal, 1 not made`."""
         parts = [
@@ -183,32 +190,19 @@ class Escalations:
         return ", ".join(text for n, text in parts if n)
 
 
-def by_action(
-    rows: Iterable[Mapping[str, Any]], followup: Followup, escalations: Escalations
-) -> list[LoopLine]:
+def by_action(rows: Iterable[Mapping[str, Any]], followup: Followup) -> list[LoopLine]:
     """The loop per action (`loop_closed` rows by action) in the order service, marketing, task,
-    call task, with the action's SLA; then the escalation tasks, when any were asked for and
-    dispatch does not follow them itself (their count only: their state is not read)."""
-    lines = [
+    call task, escalation task, with the action's SLA."""
+    return [
         LoopLine(
             key=f"action-{row['key']}",
             label=action_label(row["key"]),
             loop=Loop.of(row),
-            value=row["key"] if row["key"] in FOLLOWED_ACTIONS else None,
+            value=row["key"] if row["key"] in FOLLOWUP_ACTIONS else None,
             sla=sla_text(row["key"], followup),
         )
         for row in sorted(rows, key=lambda row: _action_order(row["key"]))
     ]
-    if escalations.asked and all(line.key != f"action-{ESCALATION}" for line in lines):
-        lines.append(
-            LoopLine(
-                key=f"action-{ESCALATION}",
-                label=action_label(ESCALATION),
-                loop=Loop(followed=escalations.asked),
-                followed=False,
-            )
-        )
-    return lines
 
 
 def by_manager(
@@ -304,7 +298,10 @@ class Escalation:
 def escalation(
     record: Mapping[str, Any], origin: str | None, names: Mapping[int, str] | None = None
 ) -> Escalation:
-    """Whether an overdue follow-up was escalated, to whom, and its escalation task."""
+    """Whether an overdue follow-up was escalated, to whom, and its escalation task (an
+    escalation task itself is never escalated)."""
+    if record["action"] == ESCALATION:
+        return Escalation("none: it is the escalation")
     state = record["escalation"]
     to = record["escalated_to"]
     whom = "" if to is None else f" for {manager_label(to, names)}"
@@ -350,6 +347,8 @@ class OverdueLine:
     deadline: str
     needed: str
     """What the SLA asked by the deadline: `acted on` or `closed`."""
+    sla: str
+    """The SLA it began with (`4 working h to act`)."""
     hours_late: float
     late: str
     escalation: str
@@ -389,6 +388,7 @@ def overdue_lines(
                 created=fmt_time(r["created_at"], zone),
                 deadline=fmt_time(due, zone),
                 needed=needed(r),
+                sla=row_sla_text(r),
                 hours_late=r["hours_overdue"],
                 late=fmt_hours(r["hours_overdue"]),
                 escalation=escalated.text,
@@ -409,6 +409,7 @@ FOLLOWUP_CSV_HEADER: tuple[str, ...] = (
     "contact",
     "contact link",
     "created",
+    "SLA",
     "SLA deadline",
     "needed by then",
     "hours overdue",
@@ -431,6 +432,7 @@ def followup_csv_row(line: OverdueLine) -> list[str]:
         "" if line.contact_id is None else str(line.contact_id),
         line.contact_url or "",
         line.created,
+        line.sla,
         line.deadline,
         line.needed,
         f"{line.hours_late:.1f}",

@@ -46,7 +46,7 @@ from services.reports.views import (
     manager_label,
 )
 from services.scoring.read import GRANULARITIES
-from shared.dispatch_config import FOLLOWED_ACTIONS
+from shared.dispatch_config import FOLLOWUP_ACTIONS
 
 
 @dataclass(frozen=True)
@@ -166,7 +166,7 @@ def _selects(shown: set[str], filters: Filters, options: FilterOptions) -> list[
     """The action, segment, product and manager selects among `shown`."""
     fields: list[Field] = []
     if "action" in shown:
-        actions = [(action, action_label(action)) for action in FOLLOWED_ACTIONS]
+        actions = [(action, action_label(action)) for action in FOLLOWUP_ACTIONS]
         fields.append(_select("action", "Action", filters.action, actions))
     if "segment" in shown:
         choices = [(str(cid), name) for cid, name in options.segments]

@@ -27,6 +27,7 @@ from shared.events import (
     FormSubmitted,
     Kind,
     NpsScored,
+    PortalEntityUpdated,
     RequestState,
     RouteAction,
     SaleClosed,
@@ -50,6 +51,7 @@ from shared.topology import (
     DISPATCH_OPENS,
     DISPATCH_OPTOUTS,
     DISPATCH_SALES,
+    DISPATCH_UPDATES,
     DISPATCH_WRITTEN,
     INGEST_HYDRATE,
     REGISTER_TAP,
@@ -151,6 +153,13 @@ PUBLISHED: tuple[tuple[str, type[Event], tuple[str, ...], str], ...] = (
         "robot asked): once per deal.",
     ),
     (
+        "ingest",
+        PortalEntityUpdated,
+        ("portal.updated.lead", "portal.updated.task"),
+        "A lead or task changed in the portal (`ONCRMLEADUPDATE`, `ONTASKUPDATE` bound to "
+        "ingest's handler): its id, for the follow-up to read it at once. Nothing is stored.",
+    ),
+    (
         "dispatch",
         DispatchCommand,
         ("dispatch.nps_deal", "dispatch.survey_send", "dispatch.call_task"),
@@ -222,6 +231,12 @@ CONSUMED: tuple[tuple[str, QueueSpec, type[Event], str], ...] = (
         DISPATCH_FOLLOWUP,
         CrmWritten,
         "Follows the leads and tasks crm_sync created until someone acts; records escalations.",
+    ),
+    (
+        "dispatch",
+        DISPATCH_UPDATES,
+        PortalEntityUpdated,
+        "Reads a followed lead or task at once (in the follow-up's next batch).",
     ),
     (
         "crm_sync",

@@ -17,6 +17,7 @@ from urllib.parse import urlencode, urlsplit
 from services.sandbox.app_state import AppSettings, AppState, EventBinding
 from services.sandbox.brackets import encode
 from services.sandbox.errors import RestError
+from services.sandbox.events import event_data
 from services.sandbox.oauth import TokenError, TokenPair
 from services.sandbox.robots import (
     Launch,
@@ -420,10 +421,7 @@ class AppSide:
         wanted = [b for b in state.bindings if b.event == event]
         if not wanted:
             return
-        fields = {"ID": str(item_id)}
-        if event.startswith("ONCRMDYNAMICITEM"):
-            fields["ENTITY_TYPE_ID"] = str(entity_type_id)
-        data = {"FIELDS": fields}
+        data = event_data(event, entity_type_id, item_id)
         now = self._server().clock()
         for binding in wanted:
             if binding.offline:

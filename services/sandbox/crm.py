@@ -20,8 +20,8 @@ from services.sandbox.timing import Clock, iso
 from services.sandbox.values import FieldValueError, apply_multifield, coerce
 
 ItemEvent = Callable[[str, int, int], None]
-"""Called with (event name, entityTypeId, item id) after a smart-process item or a deal is
-saved."""
+"""Called with (event name, entityTypeId, item id) after a smart-process item, a deal or a lead
+is saved, or a task (entityTypeId 0: not a CRM entity)."""
 
 ITEM_ADD = "ONCRMDYNAMICITEMADD"
 ITEM_UPDATE = "ONCRMDYNAMICITEMUPDATE"
@@ -29,6 +29,8 @@ DEAL_ADD = "ONCRMDEALADD"
 DEAL_UPDATE = "ONCRMDEALUPDATE"
 DEAL_MOVED = "ONCRMDEALMOVETOCATEGORY"
 """A deal moved to another funnel fires this, not an update event."""
+LEAD_UPDATE = "ONCRMLEADUPDATE"
+TASK_UPDATE = "ONTASKUPDATE"
 
 DEAL = 2
 # crm.stagehistory.list TYPE_ID: what a record tells about the deal.
@@ -207,6 +209,8 @@ class Crm:
                 final = record.get("STAGE_SEMANTIC_ID") in ("S", "F")
                 self._record_stage(record, MOVED_TO_FINAL if final else MOVED, stamp)
             self._on_item_event(DEAL_MOVED if moved else DEAL_UPDATE, entity_type_id, entity_id)
+        elif etype.code == "lead":
+            self._on_item_event(LEAD_UPDATE, entity_type_id, entity_id)
         return record
 
     def stage_history(self) -> list[dict[str, Any]]:
@@ -267,7 +271,7 @@ class Crm:
     def update_task(self, task_id: int, values: Mapping[str, Any]) -> dict[str, Any]:
         """Partial update of a task (read-only names ignored); a real change moves
         ``CHANGED_DATE``, and ``STATUS`` 4 or 5 sets ``CLOSED_DATE`` (another status clears
-        it)."""
+        it), and fires ``ONTASKUPDATE``."""
         task = self.state.tasks[task_id]
         changed = {}
         for name, raw in values.items():
@@ -285,6 +289,7 @@ class Crm:
         if "STATUS" in changed:
             task["CLOSED_DATE"] = stamp if task["STATUS"] in TASK_CLOSED else None
         self.revision += 1
+        self._on_item_event(TASK_UPDATE, 0, task_id)
         return task
 
     def find_tasks(

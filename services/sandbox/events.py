@@ -19,16 +19,12 @@ def event_body(
     member_id: str,
     application_token: str,
 ) -> str:
-    """The form-encoded body of an outgoing-webhook event, keys in Bitrix24's order. Smart-process
-    item events name the entity type; deal events carry only the id."""
-    fields: dict[str, int] = {"ID": item_id}
-    if event.startswith("ONCRMDYNAMICITEM"):
-        fields["ENTITY_TYPE_ID"] = entity_type_id
+    """The form-encoded body of an outgoing-webhook event, keys in Bitrix24's order."""
     return encode(
         {
             "event": event,
             "event_handler_id": handler_id,
-            "data": {"FIELDS": fields},
+            "data": event_data(event, entity_type_id, item_id),
             "ts": ts,
             "auth": {
                 "domain": domain,
@@ -39,6 +35,23 @@ def event_body(
             },
         }
     )
+
+
+def event_data(event: str, entity_type_id: int, item_id: int) -> dict[str, Any]:
+    """An event's `data`: smart-process item events name the entity type, deal and lead events
+    carry only `FIELDS[ID]`; a task event (`ONTASKUPDATE`) the id before and after the change
+    (`FIELDS_BEFORE[ID]`, `FIELDS_AFTER[ID]`) and whether it was readable (not checked)."""
+    if event.startswith("ONTASK"):
+        return {
+            "FIELDS_BEFORE": {"ID": str(item_id)},
+            "FIELDS_AFTER": {"ID": str(item_id)},
+            "IS_ACCESSIBLE_BEFORE": "undefined",
+            "IS_ACCESSIBLE_AFTER": "undefined",
+        }
+    fields = {"ID": str(item_id)}
+    if event.startswith("ONCRMDYNAMICITEM"):
+        fields["ENTITY_TYPE_ID"] = str(entity_type_id)
+    return {"FIELDS": fields}
 
 
 @dataclass

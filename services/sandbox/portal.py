@@ -12,7 +12,15 @@ from typing import Any
 from services.sandbox import batch
 from services.sandbox.app_methods import APP_METHODS, method_scope
 from services.sandbox.application import AppSide, Caller
-from services.sandbox.crm import DEAL_ADD, DEAL_UPDATE, ITEM_ADD, ITEM_UPDATE, Crm
+from services.sandbox.crm import (
+    DEAL_ADD,
+    DEAL_UPDATE,
+    ITEM_ADD,
+    ITEM_UPDATE,
+    LEAD_UPDATE,
+    TASK_UPDATE,
+    Crm,
+)
 from services.sandbox.errors import RestError
 from services.sandbox.events import Delivery, event_body
 from services.sandbox.faults import FaultInjector, Faults
@@ -22,7 +30,9 @@ from services.sandbox.state import Handler, PortalState
 from services.sandbox.timing import Clock, time_block
 
 DEFAULT_DOMAIN = "sandbox.bitrix24.local"
-ITEM_EVENTS = (ITEM_ADD, ITEM_UPDATE, DEAL_ADD, DEAL_UPDATE)
+ITEM_EVENTS = (ITEM_ADD, ITEM_UPDATE, DEAL_ADD, DEAL_UPDATE, LEAD_UPDATE, TASK_UPDATE)
+"""What a handler is bound to unless it names its events: the NPS items and deals ingest reads,
+and the lead and task updates it forwards to dispatch's follow-up."""
 CALL_LOG_SIZE = 100_000
 
 QUERY_LIMIT_EXCEEDED = "QUERY_LIMIT_EXCEEDED"

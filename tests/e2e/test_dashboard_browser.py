@@ -126,9 +126,9 @@ async def seed(pool: asyncpg.Pool, member: str) -> dict[str, uuid.UUID]:
 async def seed_followups(pool: asyncpg.Pool, member: str) -> dict[str, int]:
     """Dispatch's follow-up (its own code, on a sandbox portal, the example YAML's SLAs) of three
     leads and tasks of manager 7 made ten days ago: a service lead closed within an hour, one
-    nobody touched (overdue, its escalation task created by crm_sync) and the head of sales'
-    task taken in work but never closed (overdue, its escalation queued). The entities' ids by
-    name."""
+    nobody touched (overdue, its escalation task created by crm_sync, followed itself and
+    overdue too: nobody closed it by its deadline) and the head of sales' task taken in work but
+    never closed (overdue, its escalation queued). The entities' ids by name."""
     created = datetime.now(UTC).replace(microsecond=0) - timedelta(days=10)
     followed = Followed(pool, example_config(), created, portal=member)
     made = {
@@ -424,22 +424,25 @@ def test_followup_view_shows_who_acted_and_exports_the_overdue_ones(
     dom = browser.dom(served.url("/followup"))
     rows = figures(dom)
     assert {key: rows["loop"][key] for key in ("followed", "closed", "closed_pct", "overdue")} == {
-        "followed": "3",
+        "followed": "4",
         "closed": "1",
-        "closed_pct": "33.3 %",
-        "overdue": "2",
+        "closed_pct": "25.0 %",
+        "overdue": "3",
     }
     assert rows["action-service"]["sla"] == "4 working h to act"
     assert rows["action-service"]["closed_pct"] == "50.0 %"
     assert rows["action-task"]["sla"] == "24 h to close"
-    assert rows["manager-7"]["followed"] == "3"
+    assert rows["action-escalation"]["sla"] == "4 h to close"
+    assert rows["manager-7"]["followed"] == "4"
     assert ">Maria Lebedeva</a>" in dom
-    assert rows["overdue-total"] == {"total": "2"}
+    assert rows["overdue-total"] == {"total": "3"}
     lead, task = served.followed["untouched"], served.followed["task"]
     overdue = {row["entity"]: row for row in rows.values() if "entity" in row}
-    assert set(overdue) == {f"lead {lead}", f"task {task}"}
     assert overdue[f"lead {lead}"]["escalation"] == "task created for user 17"
-    assert overdue[f"lead {lead}"]["escalation_task"].startswith("task ")
+    escalation_task = overdue[f"lead {lead}"]["escalation_task"]
+    assert escalation_task.startswith("task ")
+    assert set(overdue) == {f"lead {lead}", f"task {task}", escalation_task}
+    assert overdue[escalation_task]["escalation"] == "none: it is the escalation"
     assert overdue[f"task {task}"]["escalation"] == (
         "queued for user 17 (crm_sync is creating the task)"
     )
@@ -448,7 +451,7 @@ def test_followup_view_shows_who_acted_and_exports_the_overdue_ones(
     tasks = figures(browser.dom(served.url("/followup", action="task")))
     assert tasks["loop"]["followed"] == "1"
     overview = figures(browser.dom(served.url("/")))
-    assert overview["followup"] == {"overdue": "2"}
+    assert overview["followup"] == {"overdue": "3"}
     export = httpx.get(
         f"{served.base}/followup.csv",
         params={"portal": served.portal},
@@ -456,7 +459,9 @@ def test_followup_view_shows_who_acted_and_exports_the_overdue_ones(
     )
     assert export.status_code == 200, export.text
     lines = export.content.decode("utf-8-sig").splitlines()
-    assert sorted(line.split(",")[1] for line in lines[1:]) == [f"lead {lead}", f"task {task}"]
+    assert sorted(line.split(",")[1] for line in lines[1:]) == sorted(
+        [f"lead {lead}", f"task {task}", escalation_task]
+    )
 
 
 def test_ops_view_shows_conflicts_and_dead_letters(served: Served, browser: Browser) -> None:

@@ -2,11 +2,18 @@
 crm_sync creates → the e-mails in the sandbox's local inbox → the links opened and answered on the
 survey page → the scores written into the NPS deals and the deals moved → the register shows
 sent, opened and answered. Driven by `nps demo`'s dispatch part, checked here on its own against
-the portal, the inbox and the register (the unanswered path moves a clock: integration tests)."""
+the portal, the inbox and the register (the unanswered path moves a clock: integration tests).
+Then the follow-up part: leads and tasks created for the answers, some closed or taken in work in
+the sandbox and seen by dispatch through the portal's update events; and the dashboard (the
+reports app on the same database) shows the demo's data on every page a new user opens."""
 
 from __future__ import annotations
 
 import asyncio
+import csv
+import io
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import asyncpg
@@ -16,10 +23,37 @@ from services.harness.chaos import dlq_total
 from services.harness.stack import DISPATCH, SURVEY, Stack
 from services.ops.demo import run_demo
 from services.ops.demo_plan import CUSTOMERS
+from services.reports.app import create_app
+from services.reports.followup import FOLLOWUP_CSV_HEADER
 from shared.portal_config import PortalConfig
 from shared.settings import Settings
+from tests.support.dashboard import figures
 
 SALES = 5
+TOKEN = "e2e-dashboard-token"
+BEARER = {"Authorization": f"Bearer {TOKEN}"}
+
+
+@asynccontextmanager
+async def dashboard(stack: Stack, config: PortalConfig) -> AsyncIterator[httpx.AsyncClient]:
+    """The reports app on the stack's database, as `nps run reports` builds it."""
+    app = create_app(
+        stack.database_url,
+        TOKEN,
+        portal_url=stack.webhook_url,
+        timezone=config.portal.timezone,
+        dispatch=config.dispatch,
+    )
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://reports") as http:
+            yield http
+
+
+async def _page(http: httpx.AsyncClient, path: str, **params: str) -> str:
+    answer = await http.get(path, params=params, headers=BEARER)
+    assert answer.status_code == 200, (path, answer.text[:500])
+    return answer.text
 
 
 async def _call(http: httpx.AsyncClient, stack: Stack, method: str, **params: Any) -> Any:
@@ -124,3 +158,57 @@ async def test_a_won_sale_is_asked_by_email_answered_and_written_into_its_nps_de
     assert not [line for line in lines if any(secret in line for secret in personal)], (
         "the demo prints no personal link or address"
     )
+
+    # The follow-up: the leads and tasks of the answers followed; those the demo closed or took
+    # in work in the sandbox are seen through the update events, long before a scheduled read.
+    followed = summary["followup"]
+    assert followed["moved"] > 0
+    assert followed["closed"] > 0
+    assert followed["seconds"] < 60, "seen through the events, not the 15-minute read"
+    assert any(line.startswith("Follow-up (did anyone act?)") for line in lines)
+    assert any(line.startswith("The dashboard") for line in lines)
+    assert summary["unnamed"] == [], "the managers' names are known before the demo ends"
+    await _dashboard_shows_the_demo(stack, portal_config, shown, followed)
+
+
+async def _dashboard_shows_the_demo(
+    stack: Stack, config: PortalConfig, shown: dict[str, Any], followed: dict[str, Any]
+) -> None:
+    """What a new user sees after the demo: every page shows its data."""
+    async with httpx.AsyncClient(base_url=stack.sandbox_url, timeout=30) as http:
+        portal = (await http.get("/sandbox/info")).raise_for_status().json()["member_id"]
+    async with dashboard(stack, config) as http:
+        ratings = await _page(http, "/ratings", portal=portal)
+        ratings_csv = await http.get("/ratings.csv", params={"portal": portal}, headers=BEARER)
+        asked = figures(await _page(http, "/asked", portal=portal))
+        followup_html = await _page(http, "/followup", portal=portal)
+        followup_csv = await http.get("/followup.csv", params={"portal": portal}, headers=BEARER)
+        managers = await _page(http, "/managers", portal=portal)
+        trend = await _page(http, "/", portal=portal)
+    # All ratings: the customers' comments from the survey page, and the CSV of them
+    for _, comment in CUSTOMERS:
+        assert comment in ratings
+    assert ratings_csv.status_code == 200
+    rated = list(csv.DictReader(io.StringIO(ratings_csv.content.decode("utf-8-sig"))))
+    assert {comment for _, comment in CUSTOMERS} <= {row["comment"] for row in rated}
+    # Asked: the ones only opened are awaiting their answer
+    assert int(asked["awaiting-total"]["total"]) >= len(shown["opened"])
+    for request_id in shown["opened"]:
+        assert request_id in asked
+    assert "unanswered-total" in asked
+    # Follow-up: the loop as the demo left it, and its CSV
+    loop = figures(followup_html)["loop"]
+    assert int(loop["followed"]) >= followed["followed"]
+    assert int(loop["closed"]) >= followed["closed"]
+    assert loop["closed_pct"] != "—"
+    assert loop["to_close"] != "—"
+    assert followup_csv.status_code == 200
+    header = next(csv.reader(io.StringIO(followup_csv.content.decode("utf-8-sig"))))
+    assert tuple(header) == FOLLOWUP_CSV_HEADER
+    # Managers by name, never "user <id>" where the portal knows them
+    manager_ids = [key for key in figures(managers) if key.isdigit()]
+    assert manager_ids
+    for manager in manager_ids:
+        assert f">user {manager}</a>" not in managers, manager
+    # A view over a handful of answers says its number is unreliable
+    assert "unreliable:" in trend

@@ -14,6 +14,7 @@ at 10:00 UTC (13:00 MSK) the answers of managers 31 and 32 make five leads and t
 | S3 | service lead | 32 | in work after 1 h | in work (its SLA met) |
 | M1 | marketing lead | 32 | junk after 3 h | closed |
 | T1 | head of sales' task | 31 | in work after 30 min, open 24 h | 1 h late, escalation queued |
+| E2 | S2's escalation task | 31 | created at 17:00 MSK, untouched (its deadline: 4 h) | 17 h late |
 
 A week before (Monday 2026-11-30) one service lead of manager 31 was closed within an hour.
 """
@@ -31,7 +32,7 @@ import asyncpg
 import httpx
 import pytest
 
-from services.dispatch.followup import follow_id
+from services.dispatch.followup import escalation_command_id, follow_id
 from services.reports import app as app_module
 from services.reports.app import create_app
 from services.reports.followup import FOLLOWUP_CSV_HEADER
@@ -64,6 +65,11 @@ class World:
     made: dict[str, CrmWritten]
     escalation_task: int
     """The task crm_sync created for S2's escalation."""
+
+    @property
+    def escalation_follow(self) -> str:
+        """The follow-up of S2's escalation task."""
+        return str(follow_id(escalation_command_id(follow_id(self.made["S2"].action_id))))
 
     def entity(self, name: str) -> int:
         entity_id = self.made[name].entity_id
@@ -177,11 +183,11 @@ async def test_loop_closed_per_action_and_manager_with_the_change(
         html, rows = await page(
             http, portal=world.portal, **{"from": "2026-12-01", "to": "2026-12-07"}
         )
-    assert rows["loop"] == loop(5, 1, 2, 2, "55 min", "2.5 h", 2, 2)
+    assert rows["loop"] == loop(6, 2, 2, 2, "55 min", "2.5 h", 3, 2)
     assert rows["change"] == {
-        "followed": "+4",
+        "followed": "+5",
         "previous_followed": "1",
-        "closed_pct": "-60.0",
+        "closed_pct": "-66.7",
         "previous_closed_pct": "100.0 %",
         "to_close": "+1.5 h",
         "previous_to_close": "1.0 h",
@@ -192,9 +198,9 @@ async def test_loop_closed_per_action_and_manager_with_the_change(
     }
     assert rows["action-marketing"] == {"sla": "no SLA", **loop(1, 0, 0, 1, "3.0 h", "3.0 h", 0, 0)}
     assert rows["action-task"] == {"sla": "24 h to close", **loop(1, 0, 1, 0, "30 min", "—", 1, 1)}
-    assert rows["action-escalation"]["followed"] == "2"
+    assert rows["action-escalation"] == {"sla": "4 h to close", **loop(1, 1, 0, 0, "—", "—", 1, 0)}
     assert rows["escalations"] == {"text": "1 task created, 1 queued for crm_sync"}
-    assert rows["manager-31"] == loop(3, 1, 1, 1, "40 min", "2.0 h", 2, 2)
+    assert rows["manager-31"] == loop(4, 2, 1, 1, "40 min", "2.0 h", 3, 2)
     assert rows["manager-32"] == loop(2, 0, 1, 1, "2.0 h", "3.0 h", 0, 0)
     assert ">Anna Petrova</a>" in html
     query = f"from=2026-12-01&amp;to=2026-12-07&amp;portal={world.portal}"
@@ -207,8 +213,22 @@ async def test_the_open_overdue_ones_link_to_the_portal(pg_dsn: str, world: Worl
     async with client(pg_dsn) as http:
         html, rows = await page(http, portal=world.portal)
     first, second = (rows[str(follow_id(world.made[name].action_id))] for name in ("S2", "T1"))
-    assert rows["overdue-total"] == {"total": "2"}
+    assert rows["overdue-total"] == {"total": "3"}
     assert html.index(f"lead {world.entity('S2')}") < html.index(f"task {world.entity('T1')}")
+    escalated = rows[world.escalation_follow]
+    assert escalated == {
+        "action": "escalation task",
+        "entity": f"task {world.escalation_task}",
+        "state": "open (2)",
+        "responsible": "Ivan Sokolov",
+        "manager": "Anna Petrova",
+        "contact_id": first["contact_id"],
+        "created": "2026-12-07 17:00 MSK",
+        "deadline": "2026-12-07 21:00 MSK",
+        "sla": "4 h to close",
+        "late": "17.0 h",
+        "escalation": "none: it is the escalation",
+    }
     assert first == {
         "action": "service lead",
         "entity": f"lead {world.entity('S2')}",
@@ -218,6 +238,7 @@ async def test_the_open_overdue_ones_link_to_the_portal(pg_dsn: str, world: Worl
         "contact_id": first["contact_id"],
         "created": "2026-12-07 13:00 MSK",
         "deadline": "2026-12-07 17:00 MSK",
+        "sla": "4 working h to act",
         "late": "21.0 h",
         "escalation": "task created for Ivan Sokolov",
         "escalation_task": f"task {world.escalation_task}",
@@ -252,16 +273,17 @@ async def test_filters_narrow_the_page(pg_dsn: str, world: World) -> None:
         wrong = await http.get("/followup", params={"action": "lead"}, headers=BEARER)
     assert service["loop"]["followed"] == "4"  # the week before's too: no dates
     actions = {key: row["followed"] for key, row in service.items() if key.startswith("action-")}
-    assert actions == {"action-service": "4", "action-escalation": "1"}
+    assert actions == {"action-service": "4"}
     assert service["overdue-total"] == {"total": "1"}
     assert olga["loop"] == loop(2, 0, 1, 1, "2.0 h", "3.0 h", 0, 0)
     assert olga["overdue-total"] == {"total": "0"}
     assert "loop" not in saturday
-    assert saturday["followed-in-all"] == {"followed": "6"}
-    assert monday_msk["loop"]["followed"] == "5"
+    assert saturday["followed-in-all"] == {"followed": "7"}
+    assert monday_msk["loop"]["followed"] == "6"
     assert wrong.status_code == 422
-    assert "action: expected one of service, marketing, task, call_task, got &#x27;lead&#x27;" in (
-        wrong.text
+    assert (
+        "action: expected one of service, marketing, task, call_task, escalation, got &#x27;lead"
+        in wrong.text
     )
 
 
@@ -281,7 +303,7 @@ async def test_the_overview_tile_counts_the_overdue_ones_and_links_to_them(
     async with client(pg_dsn) as http:
         html, rows = await page(http, "/", portal=world.portal)
         _, olga = await page(http, "/", portal=world.portal, manager="32")
-    assert rows["followup"] == {"overdue": "2"}
+    assert rows["followup"] == {"overdue": "3"}
     assert f'<a class="tile late" href="/followup?portal={world.portal}">' in html
     assert olga["followup"] == {"overdue": "0"}
 
@@ -307,6 +329,7 @@ async def test_the_csv_holds_every_overdue_one(
     assert chunked.content == answer.content
     assert [line[1] for line in lines] == [
         f"lead {world.entity('S2')}",
+        f"task {world.escalation_task}",
         f"task {world.entity('T1')}",
     ]
     s2 = dict(zip(header, lines[0], strict=True))
@@ -320,6 +343,7 @@ async def test_the_csv_holds_every_overdue_one(
         "contact": s2["contact"],
         "contact link": f"{ORIGIN}/crm/contact/details/{s2['contact']}/",
         "created": "2026-12-07 13:00 MSK",
+        "SLA": "4 working h to act",
         "SLA deadline": "2026-12-07 17:00 MSK",
         "needed by then": "acted on",
         "hours overdue": "21.0",
@@ -331,7 +355,15 @@ async def test_the_csv_holds_every_overdue_one(
         ),
     }
     assert s2["contact"].isdigit()
-    t1 = dict(zip(header, lines[1], strict=True))
+    e2 = dict(zip(header, lines[1], strict=True))
+    assert (e2["action"], e2["SLA"], e2["needed by then"], e2["hours overdue"]) == (
+        "escalation task",
+        "4 h to close",
+        "closed",
+        "17.0",
+    )
+    assert (e2["escalation"], e2["escalation task id"]) == ("none: it is the escalation", "")
+    t1 = dict(zip(header, lines[2], strict=True))
     assert (t1["needed by then"], t1["hours overdue"], t1["state"]) == (
         "closed",
         "1.0",

@@ -10,13 +10,14 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from functools import partial
 from typing import Any
 
 import aio_pika
 import asyncpg
+import httpx
 import pytest
 import yaml
 from aio_pika.abc import AbstractChannel
@@ -33,6 +34,8 @@ from services.dispatch.main import wire
 from services.dispatch.read import FollowupFilter
 from services.dispatch.settings import DispatchSettings
 from services.harness.stack import free_port
+from services.ingest.api import EVENT_PATH
+from services.ingest.api import create_app as ingest_app
 from services.sandbox.faults import Faults
 from services.sandbox.limits import Limits
 from services.sandbox.methods import CONTACT
@@ -40,12 +43,12 @@ from services.sandbox.portal import SandboxPortal
 from services.sandbox.seed import seed_demo
 from services.sandbox.work import handle
 from shared.bitrix24 import Bitrix24Client
-from shared.events import CrmWritten, DispatchCommand, PortalRef
+from shared.events import CrmWritten, DispatchCommand, PortalEntityUpdated, PortalRef
 from shared.outbox import Outbox
 from shared.portal_config import PortalConfig, parse_portal_config
 from shared.service import serve
 from shared.settings import Settings
-from shared.topology import DISPATCH_FOLLOWUP, DISPATCH_WRITTEN, EXCHANGE
+from shared.topology import DISPATCH_FOLLOWUP, DISPATCH_UPDATES, DISPATCH_WRITTEN, EXCHANGE
 from tests.support import FakeClock
 from tests.support.crm_sync import CONFIG_PATH, answer, client_for, portal_ref, route, writers
 from tests.support.paths import EXAMPLE_CONFIG
@@ -224,6 +227,7 @@ async def test_an_untouched_lead_is_escalated_once_and_crm_sync_creates_the_task
     )
     outcome = await dispatch_writer.carry_out(command)
     assert outcome is not None
+    outcome = outcome.model_copy(update={"occurred_at": clocks.now})  # as published then
     assert outcome.outcome == "created"
     task = world.portal.state.tasks[outcome.entity_id or 0]
     assert task["RESPONSIBLE_ID"] == HEAD_OF_SERVICE
@@ -242,6 +246,43 @@ async def test_an_untouched_lead_is_escalated_once_and_crm_sync_creates_the_task
     await follower.on_written(outcome)
     done = await row(world.pool, written)
     assert (done["escalation"], done["escalation_task_id"]) == ("created", outcome.entity_id)
+
+    # the escalation task is followed like any task: to its deadline, never escalated itself
+    task_row = await row(world.pool, outcome)
+    assert (task_row["action"], task_row["entity_type"], task_row["entity_id"]) == (
+        "escalation",
+        "task",
+        outcome.entity_id,
+    )
+    assert (task_row["manager_id"], task_row["contact_id"]) == (MANAGER, world.contact())
+    assert task_row["responsible_id"] == HEAD_OF_SERVICE
+    deadline = outcome.occurred_at + 4 * HOUR  # escalation_deadline_hours
+    assert (task_row["sla_hours"], task_row["sla_working_hours"], task_row["sla_until"]) == (
+        4.0,
+        False,
+        "closed",
+    )
+    assert task_row["due_at"] == deadline
+    await follower.tick(clocks.at(deadline + HOUR))
+    late = await row(world.pool, outcome)
+    assert (late["state"], late["escalation"]) == ("open", None)
+    assert len(await escalations(world.pool, follow)) == 1
+    assert await escalations(world.pool, follow_id(outcome.action_id)) == []
+    where = FollowupFilter(portal=world.ref.key, action="escalation")
+    async with world.pool.acquire() as conn:
+        (overdue,) = await followup_read.overdue(conn, deadline + HOUR, where)
+    assert overdue["entity_id"] == outcome.entity_id
+
+    # the head of service completes it: the next read finds it closed
+    clocks.at(deadline + 2 * HOUR)
+    handle(world.portal.crm, task_ids=[outcome.entity_id or 0], to="closed")
+    await follower.tick(clocks.at(deadline + 6 * HOUR))
+    closed = await row(world.pool, outcome)
+    assert (closed["state"], closed["outcome"]) == ("closed", "success")
+    assert closed["closed_at"] == deadline + 2 * HOUR
+    async with world.pool.acquire() as conn:
+        (summary,) = await followup_read.loop_closed(conn, deadline + 6 * HOUR, where)
+    assert (summary["key"], summary["followed"], summary["closed"]) == ("escalation", 1, 1)
 
 
 async def test_a_task_in_work_is_overdue_when_its_sla_asks_it_closed(world: World) -> None:
@@ -283,6 +324,80 @@ async def test_a_task_in_work_is_overdue_when_its_sla_asks_it_closed(world: Worl
     assert (closed["state"], closed["closed_at"]) == ("closed", MON_10 + 26 * HOUR)
     async with world.pool.acquire() as conn:
         assert await followup_read.overdue(conn, MON_10 + 30 * HOUR, where) == []
+
+
+async def test_a_lead_closed_in_the_portal_is_read_at_once_through_its_update_event(
+    world: World, settings: Settings
+) -> None:
+    """The sandbox POSTs `ONCRMLEADUPDATE` / `ONTASKUPDATE` to ingest's handler; ingest forwards
+    `portal.updated.<lead|task>`; the follower reads the entity at its next round instead of at
+    its scheduled read (15 min after it was created)."""
+    world = replace(world, ref=PortalRef(member_id=world.portal.member_id))
+    world.portal.register_handler(f"http://ingest{EVENT_PATH}")
+    follower, clocks = world.follower(), world.clocks
+    lead, task = await world.created("service"), await world.created("task")
+    for written in (lead, task):
+        await follower.on_written(written)
+    served = world.config.portal.model_copy(update={"member_id": world.portal.member_id})
+    ingest = ingest_app(
+        settings.model_copy(
+            update={"bitrix24_app_token": SecretStr(world.portal.application_token)}
+        ),
+        world.config.model_copy(update={"portal": served}),
+        world.pool,
+        Outbox(),
+    )
+    clocks.at(MON_10 + 3 * MINUTE)
+    handle(world.portal.crm, lead_ids=[lead.entity_id or 0], to="closed")
+    handle(world.portal.crm, task_ids=[task.entity_id or 0], to="in_work")
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=ingest), base_url="http://ingest"
+    ) as http:
+        for delivery in world.portal.take_outbox():
+            answer = await http.post(
+                EVENT_PATH,
+                content=delivery.body,
+                headers={"Content-Type": "application/x-www-form-urlencoded"},
+            )
+            assert answer.json()["status"] == "forwarded", delivery.event
+    forwarded = [
+        PortalEntityUpdated.model_validate(json.loads(r["body"]))
+        for r in await world.pool.fetch(
+            "SELECT body FROM outbox WHERE routing_key LIKE 'portal.updated.%'"
+            " AND body::jsonb->'portal'->>'member_id' = $1 ORDER BY id",
+            world.portal.member_id,
+        )
+    ]
+    assert [(e.routing_key(), e.entity_id) for e in forwarded] == [
+        ("portal.updated.lead", lead.entity_id),
+        ("portal.updated.task", task.entity_id),
+    ]
+
+    assert await follower.tick(clocks.at(MON_10 + 4 * MINUTE)) == 0  # first read at 15 min
+    for event in forwarded:
+        await follower.on_updated(event)
+    assert await follower.tick(clocks.at(MON_10 + 5 * MINUTE)) == 2  # read at once
+    closed, in_work = await row(world.pool, lead), await row(world.pool, task)
+    assert (closed["state"], closed["closed_at"], closed["next_read_at"]) == (
+        "closed",
+        MON_10 + 3 * MINUTE,  # the portal's time of the close
+        None,
+    )
+    assert (in_work["state"], in_work["first_change_at"]) == ("in_work", MON_10 + 3 * MINUTE)
+
+    # an update of what is no longer read, or was never followed: nothing to do
+    await follower.on_updated(forwarded[0])
+    stranger = forwarded[1].model_copy(update={"entity_id": 987654})
+    await follower.on_updated(stranger)
+    assert await follower.tick(clocks.at(MON_10 + 6 * MINUTE)) == 0
+
+    # the task's next change is read at once too
+    clocks.at(MON_10 + 7 * MINUTE)
+    handle(world.portal.crm, task_ids=[task.entity_id or 0], to="closed")
+    await follower.on_updated(forwarded[1])
+    assert await follower.tick(clocks.at(MON_10 + 8 * MINUTE)) == 1
+    done = await row(world.pool, task)
+    assert (done["state"], done["closed_at"]) == ("closed", MON_10 + 7 * MINUTE)
 
 
 async def test_loop_closed_per_action_and_per_manager(world: World) -> None:
@@ -340,9 +455,9 @@ async def test_a_failed_read_is_tried_again_after_the_lease_and_a_deleted_lead_c
 async def test_the_service_follows_outcomes_from_the_broker_and_an_escalation_breaks_nothing(
     pool: asyncpg.Pool, settings: Settings, channel: AbstractChannel
 ) -> None:
-    """`nps run dispatch`'s wiring on the real RabbitMQ: a lead's outcome reaches the follow-up;
-    an escalation's `crm.written.call_task` reaches both dispatch consumers and neither
-    dead-letters it."""
+    """`nps run dispatch`'s wiring on the real RabbitMQ: a lead's outcome reaches the follow-up,
+    its update event makes it due for a read at once; an escalation's `crm.written.call_task`
+    reaches both dispatch consumers and neither dead-letters it."""
     ref = portal_ref()
     nowhere = f"http://127.0.0.1:{free_port()}/rest/1/none/"  # no portal calls are expected
     configured = settings.model_copy(update={"bitrix24_webhook_url": SecretStr(nowhere)})
@@ -389,8 +504,30 @@ async def test_the_service_follows_outcomes_from_the_broker_and_an_escalation_br
                 != 1
             ):
                 await asyncio.sleep(0.05)
+        # the portal's update event of the lead: read at once (the timer's next round)
+        updated = PortalEntityUpdated(
+            correlation_id="corr-update",
+            portal=ref,
+            event="ONCRMLEADUPDATE",
+            entity_type="lead",
+            entity_id=4242,
+        )
+        await exchange.publish(
+            aio_pika.Message(
+                updated.model_dump_json().encode(),
+                message_id=str(updated.event_id),
+                content_type="application/json",
+            ),
+            routing_key=updated.routing_key(),
+        )
         async with asyncio.timeout(30):
-            for queue in (DISPATCH_WRITTEN, DISPATCH_FOLLOWUP):
+            while await pool.fetchval(
+                "SELECT next_read_at > now() FROM dispatch_followups WHERE action_id = $1",
+                lead.action_id,
+            ):
+                await asyncio.sleep(0.05)
+        async with asyncio.timeout(30):
+            for queue in (DISPATCH_WRITTEN, DISPATCH_FOLLOWUP, DISPATCH_UPDATES):
                 declared = await channel.declare_queue(queue.name, passive=True)
                 while declared.declaration_result.message_count:
                     await asyncio.sleep(0.05)
@@ -398,7 +535,7 @@ async def test_the_service_follows_outcomes_from_the_broker_and_an_escalation_br
     finally:
         stop.set()
         await service
-    for queue in (DISPATCH_WRITTEN, DISPATCH_FOLLOWUP):
+    for queue in (DISPATCH_WRITTEN, DISPATCH_FOLLOWUP, DISPATCH_UPDATES):
         dead = await channel.declare_queue(queue.dlq, passive=True)
         assert dead.declaration_result.message_count == 0, queue.dlq
     recorded = await pool.fetchrow(

@@ -47,6 +47,7 @@ from services.ingest.webhook import (
     MAX_PARAMETERS,
     MEMBER_FIELD,
     TOKEN_FIELD,
+    UPDATE_EVENTS,
 )
 from shared.outbox import Outbox
 from shared.portal_config import PortalConfig, load_portal_config
@@ -576,7 +577,8 @@ other_event_names = st.one_of(
             name.strip() != ""
             and not name.strip().upper().startswith("ONCRMDYNAMIC")
             and name.strip().upper() not in DEAL_EVENTS
-        )  # NPS deal events, accepted
+            and name.strip().upper() not in UPDATE_EVENTS
+        )  # NPS deal events, accepted; lead and task updates, forwarded
     ),
 )
 

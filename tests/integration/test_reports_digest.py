@@ -107,6 +107,7 @@ async def overdue_lead(pool: asyncpg.Pool, member: str, entity_id: int) -> None:
                 created_at=MONDAY_9 - timedelta(days=3),
                 next_read_at=MONDAY_9,
                 sla_hours=4,
+                sla_working_hours=False,
                 sla_until="acted",
                 due_at=MONDAY_9 - timedelta(days=2),
             ),

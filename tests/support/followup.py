@@ -143,7 +143,8 @@ class Followed:
         assert outcome is not None
         assert outcome.outcome == "created"
         assert outcome.entity_id is not None
-        await self.follower.on_written(outcome)
+        # published at the test's clock: the escalation task is followed from then on
+        await self.follower.on_written(outcome.model_copy(update={"occurred_at": self.now}))
         return outcome.entity_id
 
     async def row(self, written: CrmWritten) -> dict[str, Any]:

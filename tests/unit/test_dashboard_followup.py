@@ -110,6 +110,7 @@ def record(**overrides: Any) -> dict[str, Any]:
         "stopped_at": None,
         "due_at": CREATED + timedelta(hours=4),
         "sla_hours": 4.0,
+        "sla_working_hours": True,
         "sla_until": "acted",
         "escalation": None,
         "escalated_at": None,
@@ -182,7 +183,7 @@ def test_a_loop_of_a_row() -> None:
         ("service", "4 working h to act"),
         ("task", "24 h to close"),
         ("marketing", "no SLA"),
-        ("escalation", "no SLA"),
+        ("escalation", "4 h to close"),  # its deadline (escalation_deadline_hours)
     ],
 )
 def test_the_sla_of_an_action(action: str, shown: str) -> None:
@@ -195,31 +196,25 @@ def test_has_sla() -> None:
 
 
 def test_per_action_in_a_fixed_order_with_the_escalation_tasks_last() -> None:
-    rows = [loop_row("task"), loop_row("call_task"), loop_row("service"), loop_row("marketing")]
-    lines = by_action(rows, FOLLOWUP, Escalations(queued=1, created=2, failed=1, skipped=3))
-    assert [(line.key, line.label, line.value, line.sla, line.followed) for line in lines] == [
-        ("action-service", "service lead", "service", "4 working h to act", True),
-        ("action-marketing", "marketing lead", "marketing", "no SLA", True),
-        ("action-task", "head of sales' task", "task", "24 h to close", True),
-        ("action-call_task", "call task", "call_task", "no SLA", True),
-        ("action-escalation", "escalation task", None, "", False),
+    rows = [
+        loop_row("escalation", 2, 0, 1, 1, 0, 0),
+        loop_row("task"),
+        loop_row("other"),
+        loop_row("call_task"),
+        loop_row("service"),
+        loop_row("marketing"),
     ]
-    assert lines[-1].loop == Loop(followed=4)  # queued, created, refused; not the skipped
-
-
-def test_escalation_tasks_show_only_when_any_were_asked_for_or_dispatch_follows_them() -> None:
-    without = by_action([loop_row("service")], FOLLOWUP, Escalations(skipped=2))
-    assert [line.key for line in without] == ["action-service"]
-    followed = by_action(
-        [loop_row("escalation"), loop_row("service"), loop_row("other")],
-        FOLLOWUP,
-        Escalations(created=1),
-    )
-    assert [(line.key, line.followed, line.value) for line in followed] == [
-        ("action-service", True, "service"),
-        ("action-escalation", True, None),
-        ("action-other", True, None),
+    lines = by_action(rows, FOLLOWUP)
+    assert [(line.key, line.label, line.value, line.sla) for line in lines] == [
+        ("action-service", "service lead", "service", "4 working h to act"),
+        ("action-marketing", "marketing lead", "marketing", "no SLA"),
+        ("action-task", "head of sales' task", "task", "24 h to close"),
+        ("action-call_task", "call task", "call_task", "no SLA"),
+        ("action-escalation", "escalation task", "escalation", "4 h to close"),
+        ("action-other", "other", None, "no SLA"),
     ]
+    # followed like any task: its state as read
+    assert lines[4].loop == Loop.of(loop_row("escalation", 2, 0, 1, 1, 0, 0))
 
 
 def test_escalations_in_words() -> None:
@@ -328,6 +323,7 @@ def test_links_to_the_portal_entity() -> None:
             None,
         ),
         ({"escalation": "failed"}, "failed (the portal refused it)", None, None),
+        ({"action": "escalation"}, "none: it is the escalation", None, None),
         (
             {"escalation": "skipped", "escalation_reason": "escalation is off"},
             "not escalated (escalation is off)",
@@ -448,6 +444,7 @@ def test_a_csv_row_follows_the_header_and_is_safe() -> None:
         "contact": "42",
         "contact link": f"{ORIGIN}/crm/contact/details/42/",
         "created": "2026-12-07 10:00 UTC",
+        "SLA": "4 working h to act",
         "SLA deadline": "2026-12-07 14:00 UTC",
         "needed by then": "acted on",
         "hours overdue": "26.0",
@@ -475,7 +472,7 @@ def test_the_action_filter_is_read_written_back_and_refused_by_name() -> None:
     with pytest.raises(FilterError) as refused:
         parse_filters({"action": "lead"}, TODAY)
     assert refused.value.problems == [
-        "action: expected one of service, marketing, task, call_task, got 'lead'"
+        "action: expected one of service, marketing, task, call_task, escalation, got 'lead'"
     ]
 
 
@@ -524,9 +521,12 @@ def view(**overrides: Any) -> FollowupView:
         "change": None,
         "actions": tuple(
             by_action(
-                [loop_row("service", 4, 1, 1, 2, 2, 2), loop_row("task", 2, 1, 0, 1, 0, 0)],
+                [
+                    loop_row("service", 4, 1, 1, 2, 2, 2),
+                    loop_row("task", 2, 1, 0, 1, 0, 0),
+                    loop_row("escalation", 2, 1, 0, 1, 0, 0),
+                ],
                 FOLLOWUP,
-                escalations,
             )
         ),
         "managers": tuple(by_manager([loop_row(31, 6, 2, 1, 3, 2, 2)], {31: "Anna Petrova"})),
@@ -569,10 +569,17 @@ def test_the_page_shows_the_loop_the_tables_and_the_overdue_ones() -> None:
         "escalated": "2",
     }
     assert rows["action-task"]["sla"] == "24 h to close"
-    assert rows["action-escalation"] == {
-        "sla": "",
+    assert rows["action-escalation"] == {  # followed like any task, to its deadline
+        "sla": "4 h to close",
         "followed": "2",
-        "not_followed": "made, not followed: their state in the portal is not read",
+        "open": "1",
+        "in_work": "0",
+        "closed": "1",
+        "closed_pct": "50.0 %",
+        "to_change": "30 min",
+        "to_close": "3.0 h",
+        "overdue": "0",
+        "escalated": "0",
     }
     assert rows["escalations"] == {"text": "1 task created, 1 queued for crm_sync"}
     assert rows["manager-31"]["closed_pct"] == "50.0 %"
@@ -586,6 +593,7 @@ def test_the_page_shows_the_loop_the_tables_and_the_overdue_ones() -> None:
         "contact_id": "42",
         "created": "2026-12-07 10:00 UTC",
         "deadline": "2026-12-07 14:00 UTC",
+        "sla": "4 working h to act",
         "late": "2.5 h",
         "escalation": "not yet (at its next read)",
     }

@@ -246,6 +246,8 @@ def _followup_view() -> FollowupView:
         "status": EVIL,
         "created_at": created,
         "due_at": created,
+        "sla_hours": 4.0,
+        "sla_working_hours": False,
         "sla_until": EVIL,
         "escalation": "failed",
         "escalated_to": 5,
@@ -257,7 +259,7 @@ def _followup_view() -> FollowupView:
     return FollowupView(
         loop=Loop.of(loop),
         change=None,
-        actions=tuple(followup_by_action([{"key": EVIL, **loop}], Followup(), escalations)),
+        actions=tuple(followup_by_action([{"key": EVIL, **loop}], Followup())),
         managers=tuple(followup_by_manager([{"key": 5, **loop}], {5: EVIL})),
         escalations=escalations,
         overdue=tuple(overdue_lines([overdue], EVIL, names={5: EVIL})),

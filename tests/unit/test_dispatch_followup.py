@@ -303,6 +303,18 @@ DUE = MON_10 + 4 * HOUR
             False,
         ),
         (followed(last_read_at=DUE), DUE, False),
+        # an escalation task past its deadline: overdue, never escalated itself
+        (
+            followed(
+                action=ESCALATION,
+                entity_type="task",
+                due_at=DUE,
+                sla_until="closed",
+                last_read_at=DUE,
+            ),
+            DUE + HOUR,
+            False,
+        ),
     ],
 )
 def test_the_one_escalation_is_due_when_overdue_and_read_since_the_deadline(
@@ -334,12 +346,37 @@ def test_the_escalation_goes_to_the_action_s_person_else_the_section_s_else_the_
     assert escalation_target("task", Followup(), head_of_service=None) is None
 
 
-def test_the_escalation_task_names_the_entity_and_the_deadline_without_personal_data() -> None:
-    entity = followed(due_at=DUE, sla_until="acted", last_read_at=DUE)
-    title, description = escalation_text(entity, 42, Sla(sla_hours=4, working_hours=True), UTC_TZ)
-    assert title == "Overdue: service lead #42 not taken in work within 4 working h"
+@pytest.mark.parametrize(
+    ("sla", "title"),
+    [
+        (
+            {"sla_hours": 4.0, "sla_working_hours": True, "sla_until": "acted"},
+            "Overdue: service lead #42 not taken in work within 4 working h",
+        ),
+        (
+            {"sla_hours": 24.0, "sla_working_hours": False, "sla_until": "closed"},
+            "Overdue: service lead #42 not closed within 24 h",
+        ),
+        # a row followed before the flag was kept: the hours alone
+        (
+            {"sla_hours": 4.0, "sla_working_hours": None, "sla_until": "acted"},
+            "Overdue: service lead #42 not taken in work within 4 h",
+        ),
+    ],
+)
+def test_the_escalation_task_names_the_entity_and_the_sla_it_began_with(
+    sla: dict[str, Any], title: str
+) -> None:
+    entity = followed(due_at=DUE, last_read_at=DUE, **sla)
+    shown, description = escalation_text(entity, 42, UTC_TZ)
+    assert shown == title
     assert "2026-12-07 14:00" in description
     assert "user #17" in description
+
+
+def test_an_escalation_task_is_followed_to_its_deadline_never_escalated() -> None:
+    sla = Followup(escalation_deadline_hours=6).sla(ESCALATION)
+    assert sla == Sla(sla_hours=6, working_hours=False, until="closed", escalate=False)
 
 
 def test_escalation_command_ids_have_the_shape_of_dispatch_s_and_an_action_of_their_own() -> None:

@@ -16,6 +16,7 @@ from services.ingest.webhook import (
     Accepted,
     Ignored,
     RequestError,
+    Updated,
     authenticate_event,
     authenticate_robot,
     check_content_length,
@@ -28,6 +29,7 @@ from services.ingest.webhook import (
     read_robot,
     token_matches,
 )
+from shared.dispatch_config import Dispatch, Followup
 from shared.events import PortalRef
 from shared.portal_config import load_portal_config
 
@@ -239,6 +241,74 @@ def test_bad_events_are_400_naming_the_field(
     assert error.field == (field or "data[FIELDS][ENTITY_TYPE_ID]")
 
 
+LEAD_UPDATE = {
+    "event": "ONCRMLEADUPDATE",
+    "data[FIELDS][ENTITY_TYPE_ID]": None,
+    "data[FIELDS][ID]": "4242",
+}
+TASK_UPDATE = {
+    "event": "ONTASKUPDATE",
+    "data[FIELDS][ENTITY_TYPE_ID]": None,
+    "data[FIELDS][ID]": None,
+    "data[FIELDS_BEFORE][ID]": "77",
+    "data[FIELDS_AFTER][ID]": "77",
+    "data[IS_ACCESSIBLE_BEFORE]": "undefined",
+    "data[IS_ACCESSIBLE_AFTER]": "undefined",
+}
+
+
+@pytest.mark.parametrize(
+    ("overrides", "entity_type", "entity_id"),
+    [
+        (LEAD_UPDATE, "lead", 4242),  # data[FIELDS][ID]
+        ({**LEAD_UPDATE, "event": "onCrmLeadUpdate"}, "lead", 4242),
+        (TASK_UPDATE, "task", 77),  # data[FIELDS_AFTER][ID]
+        ({**TASK_UPDATE, "data[FIELDS_BEFORE][ID]": None}, "task", 77),
+    ],
+)
+def test_lead_and_task_updates_are_forwarded_to_the_follow_up(
+    overrides: dict[str, str | None], entity_type: str, entity_id: int
+) -> None:
+    result = read_event(parse_form(body(**overrides)), CONFIG)
+    assert isinstance(result, Updated)
+    assert (result.entity_type, result.entity_id, result.ts) == (entity_type, entity_id, 1766047124)
+    event = result.to_event()
+    assert event.routing_key() == f"portal.updated.{entity_type}"
+    assert event.portal.key == "d897063e1ce7c5eb9f04b9751eef5915"
+    assert (event.entity_type, event.entity_id, event.event) == (
+        entity_type,
+        entity_id,
+        result.event,
+    )
+    assert result.to_event().event_id != event.event_id  # each one a read: none lost
+    assert "jvh9y1ulvt2m6k5or90v9mg8nn32ozas" not in event.model_dump_json()
+
+
+@pytest.mark.parametrize(
+    ("overrides", "field"),
+    [
+        ({**LEAD_UPDATE, "data[FIELDS][ID]": None}, "data[FIELDS][ID]"),
+        ({**LEAD_UPDATE, "data[FIELDS][ID]": "0"}, "data[FIELDS][ID]"),
+        ({**TASK_UPDATE, "data[FIELDS_AFTER][ID]": None}, "data[FIELDS_AFTER][ID]"),
+        ({**TASK_UPDATE, "data[FIELDS_AFTER][ID]": "x"}, "data[FIELDS_AFTER][ID]"),
+        ({**TASK_UPDATE, "ts": "yesterday"}, "ts"),
+    ],
+)
+def test_bad_updates_are_400_naming_the_field(overrides: dict[str, str | None], field: str) -> None:
+    error = rejected(read_event, parse_form(body(**overrides)), CONFIG)
+    assert (error.status, error.field) == (400, field)
+
+
+def test_updates_are_ignored_when_the_follow_up_is_off() -> None:
+    dispatch = (CONFIG.dispatch or Dispatch()).model_copy(
+        update={"followup": Followup(enabled=False)}
+    )
+    off = CONFIG.model_copy(update={"dispatch": dispatch})
+    result = read_event(parse_form(body(**TASK_UPDATE)), off)
+    assert isinstance(result, Ignored)
+    assert "dispatch.followup.enabled" in result.reason
+
+
 def robot(**values: str) -> dict[str, Any]:
     params = {
         "application_token": "sandbox-app-token",
@@ -425,9 +495,11 @@ def test_any_request_is_accepted_ignored_or_rejected_cleanly(
         assert result.item_id > 0
         assert "application_token" not in str(result.payload)
         assert result.to_event().item_id == result.item_id
+    elif isinstance(result, Updated):
+        assert result.to_event().entity_id == result.entity_id > 0
 
 
-def outcome(raw: str, robot_call: bool) -> Accepted | Ignored | RequestError:
+def outcome(raw: str, robot_call: bool) -> Accepted | Updated | Ignored | RequestError:
     try:
         form = parse_form(raw)
         if robot_call:

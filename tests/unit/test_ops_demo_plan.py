@@ -13,9 +13,15 @@ from services.ops.demo_plan import (
     CUSTOMERS,
     DEFAULT_DEALS,
     DispatchProgress,
+    Handling,
     csrf_field,
     customers,
+    dashboard_lines,
     dispatch_left_out,
+    followed_expected,
+    followup_lines,
+    handled_seen,
+    handling,
     nps_deals,
     on_scale,
     register_lines,
@@ -346,3 +352,82 @@ def test_where_to_look_names_the_register_the_inbox_the_page_and_a_deal() -> Non
     ]
     assert lines[1].startswith("  nps survey list ")
     assert len(where_to_look("http://127.0.0.1:8090", None, None)) == 4
+
+
+# --- the follow-up ------------------------------------------------------------------------
+
+
+def test_the_followed_are_the_created_leads_and_tasks_of_the_demos_answers() -> None:
+    crm = {
+        "service:created": 3,
+        "service:existing": 1,
+        "marketing:created": 2,
+        "task:created": 4,
+        "contact:patched": 9,
+        "stage:patched": 5,
+        "task:failed": 1,
+    }
+    assert followed_expected(crm) == 10
+    assert followed_expected({}) == 0
+
+
+@pytest.mark.parametrize(
+    ("leads", "tasks", "steps"),
+    [
+        (
+            [9, 3, 7, 1, 5, 11],
+            [40, 20, 30],
+            [Handling("closed", (1, 3), (20, 30)), Handling("in_work", (5, 7))],
+        ),
+        ([4], [], [Handling("closed", (4,))]),
+        ([4, 2], [8], [Handling("closed", (2,), (8,))]),
+        ([], [], []),
+    ],
+)
+def test_the_demos_managers_close_the_oldest_third_and_take_the_next_in_work(
+    leads: list[int], tasks: list[int], steps: list[Handling]
+) -> None:
+    assert handling(leads, tasks) == steps
+
+
+def test_the_handled_are_seen_in_the_state_they_were_moved_to() -> None:
+    steps = [Handling("closed", (1, 3), (20,)), Handling("in_work", (5,))]
+    states = {("lead", 1): "closed", ("lead", 3): "in_work", ("task", 20): "closed"}
+    assert handled_seen(steps, states) == 2
+    states.update({("lead", 3): "closed", ("lead", 5): "in_work"})
+    assert handled_seen(steps, states) == 4
+    assert handled_seen(steps, {("task", 1): "closed"}) == 0  # a lead is not a task
+
+
+def test_the_followup_lines_tell_the_loop_and_how_fast_it_was_seen() -> None:
+    total = {
+        "followed": 12,
+        "open": 4,
+        "in_work": 3,
+        "closed": 5,
+        "median_hours_to_change": 0.01,
+        "median_hours_to_close": 2.5,
+    }
+    first, loop = followup_lines(total, 8, 4.2)
+    assert first.startswith("Follow-up (did anyone act?): 12 leads and tasks")
+    assert "the 8 the demo moved in the portal were seen in 4 s" in first
+    assert loop == (
+        "  open 4 · in work 3 · closed 5 · loop closed 41.7 %"
+        " · median to first change 1 min · median to close 2.5 h"
+    )
+    empty = {**total, "followed": 0, "closed": 0, "median_hours_to_close": None}
+    assert (
+        "loop closed — · median to first change 1 min · median to close —"
+        in (followup_lines(empty, 0, 0)[1])
+    )
+
+
+def test_the_dashboard_lines_name_its_pages() -> None:
+    lines = dashboard_lines("http://127.0.0.1:8001/")
+    assert lines[0].startswith("The dashboard")
+    assert [line.split()[0] for line in lines[1:]] == [
+        "http://127.0.0.1:8001/ratings",
+        "http://127.0.0.1:8001/asked",
+        "http://127.0.0.1:8001/followup",
+        "http://127.0.0.1:8001/managers",
+    ]

@@ -156,11 +156,19 @@ def content(lang: str, **overrides: Any) -> DigestContent:
                     "responsible_id": 17,
                     "hours_overdue": 5.5,
                     "escalation": "queued",
-                }
+                },
+                {
+                    "action": "escalation",
+                    "entity_type": "task",
+                    "entity_id": 40,
+                    "responsible_id": 17,
+                    "hours_overdue": 1.0,
+                    "escalation": None,
+                },
             ],
             {17: "Olga Service"},
         ),
-        "overdue_total": 3,
+        "overdue_total": 4,
     }
     return DigestContent(**{**values, **overrides})
 
@@ -182,8 +190,9 @@ def test_the_english_digest_says_nps_change_comments_and_overdue() -> None:
     assert "NPS: 25 (40 answers, margin of error ±12.5)" in text
     assert "the week before: 32.5 (40 answers), change: -7.5" in text
     assert "- 0 · Laser A · 2026-12-02: <b>broke</b> & nobody called" in text
-    assert "Overdue follow-ups (3)" in text
+    assert "Overdue follow-ups (4)" in text
     assert "service lead #12: 5.5 h overdue, responsible: Olga Service (escalated)" in text
+    assert "escalation task #40: 1.0 h overdue, responsible: Olga Service\n" in text
     assert "and 2 more" in text
     assert "&lt;b&gt;broke&lt;/b&gt; &amp; nobody called" in html  # escaped
     assert "<b>broke</b>" not in html

@@ -116,6 +116,8 @@ def test_build_portal_takes_secrets_from_the_environment(monkeypatch: pytest.Mon
         "ONCRMDYNAMICITEMUPDATE",
         "ONCRMDEALADD",
         "ONCRMDEALUPDATE",
+        "ONCRMLEADUPDATE",
+        "ONTASKUPDATE",
     ]
     assert portal.state.survey is not None
     assert build_portal(secret="flag").secret == "flag"

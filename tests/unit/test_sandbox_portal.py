@@ -544,6 +544,24 @@ def test_item_add_and_real_updates_queue_events_for_handlers(
     assert portal.take_outbox() == []
 
 
+def test_lead_and_task_updates_queue_the_events_bitrix24_sends(portal: SandboxPortal) -> None:
+    portal.register_handler("http://ingest.local/webhooks/bitrix24")
+    lead = ok(portal, "crm.lead.add", {"fields": {"TITLE": "Service", "STATUS_ID": "NEW"}})
+    task = ok(portal, "tasks.task.add", {"fields": {"TITLE": "Call", "RESPONSIBLE_ID": 1}})
+    task_id = int(task["task"]["id"])
+    assert portal.take_outbox() == []  # an add is not bound by default
+    ok(portal, "crm.lead.update", {"id": lead, "fields": {"STATUS_ID": "NEW"}})  # no change
+    ok(portal, "crm.lead.update", {"id": lead, "fields": {"STATUS_ID": "IN_PROCESS"}})
+    ok(portal, "tasks.task.complete", {"taskId": task_id})
+    lead_event, task_event = portal.take_outbox()
+    assert (lead_event.event, lead_event.item_id) == ("ONCRMLEADUPDATE", lead)
+    assert "data%5BFIELDS%5D%5BID%5D=" + str(lead) in lead_event.body
+    assert (task_event.event, task_event.item_id) == ("ONTASKUPDATE", task_id)
+    assert "data%5BFIELDS_AFTER%5D%5BID%5D=" + str(task_id) in task_event.body
+    assert "data%5BFIELDS_BEFORE%5D%5BID%5D=" + str(task_id) in task_event.body
+    assert "data%5BFIELDS%5D" not in task_event.body
+
+
 # --- faults -------------------------------------------------------------------------------
 
 
