@@ -278,14 +278,16 @@ class Bitrix24Client:
             )
         try:
             async with self._in_flight:
+                # An application portal without tokens fails here, before the budget counts it.
+                access = None if self._app is None else await self._app.access()
                 # Counted only once it holds a slot, right before it goes: the portal counts a
                 # request when it receives it, and one counted while queueing behind hung
                 # requests would leave the budget's copy drained by the time it went out.
                 await self.budget.acquire(lane)
-                if self._app is None:
+                if self._app is None or access is None:
                     response = await self._post(method, body)
                 else:
-                    response = await self._post_app(self._app, method, body, lane)
+                    response = await self._post_app(self._app, access, method, body, lane)
         except RateLimited:
             LIMIT_ERRORS.labels(code="QUERY_LIMIT_EXCEEDED").inc()
             await self.budget.penalise()
@@ -299,11 +301,10 @@ class Bitrix24Client:
         return response
 
     async def _post_app(
-        self, app: PortalSession, method: str, body: Mapping[str, Any], lane: Lane
+        self, app: PortalSession, access: Access, method: str, body: Mapping[str, Any], lane: Lane
     ) -> Response:
         """One attempt in application mode: with the portal's access token; `expired_token`
         refreshes it (once for every caller) and sends again, counted in the budget again."""
-        access = await app.access()
         try:
             return await self._post(method, {**body, "auth": access.access_token}, access)
         except PermanentBitrix24Error as exc:

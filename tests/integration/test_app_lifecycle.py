@@ -40,6 +40,8 @@ REGISTRATION = AppRegistration(
     install_url=f"{APP}/app/install",
     callback_url=EVENTS,
 )
+CALLBACK_ONLY = AppRegistration(client_id=CLIENT_ID, client_secret=SECRET, callback_url=EVENTS)
+"""An application without an install page: ONAPPINSTALL alone brings the portal's pair."""
 WANTED = {(event, INGEST) for event in INGEST_EVENTS} | {("ONAPPUNINSTALL", EVENTS)}
 
 
@@ -119,11 +121,16 @@ class World:
 
 
 @pytest.fixture
-async def world(pool: asyncpg.Pool) -> AsyncIterator[World]:
+def registration() -> AppRegistration:
+    return REGISTRATION
+
+
+@pytest.fixture
+async def world(pool: asyncpg.Pool, registration: AppRegistration) -> AsyncIterator[World]:
     clock = FakeClock(T0)
     sandbox = Sandbox(
         SandboxPortal(clock=clock, limits=Limits.off()),
-        registration=REGISTRATION,
+        registration=registration,
         clock=clock,
         base_url=ROOT,
     )
@@ -175,6 +182,23 @@ async def test_two_portals_installed_each_stored_with_its_events_bound(world: Wo
     assert await world.installer.bind(world.member_id(world.alpha)) == []
     state = (await world.portals.get(f"/p/{world.alpha}/sandbox/app")).json()
     assert len(state["bindings"]) == len(WANTED)
+
+
+@pytest.mark.parametrize("registration", [CALLBACK_ONLY])
+async def test_an_application_without_install_page_is_installed_by_onappinstall(
+    world: World,
+) -> None:
+    answer = await world.install(world.alpha)
+    assert answer["install_page"] is None
+    row = await world.book.portal(world.member_id(world.alpha))
+    assert row is not None
+    assert (row.status, row.application_token) == (
+        "installed",
+        world.application_token(world.alpha),
+    )
+    assert await world.bindings(world.alpha) == WANTED
+    async with world.installer.client_for(world.member_id(world.alpha)) as api:
+        assert (await api.call("profile")).result["ID"] == "1"
 
 
 async def test_an_uninstall_stops_that_portal_only_and_a_reinstall_brings_it_back(

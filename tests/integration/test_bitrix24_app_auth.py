@@ -6,6 +6,7 @@ token in any log line."""
 
 import asyncio
 import json
+import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from urllib.parse import parse_qsl, urlsplit
@@ -51,12 +52,28 @@ REGISTRATION = AppRegistration(
 TTL_S = 60
 
 
+class Recording(httpx.AsyncBaseTransport):
+    """The network to the sandbox, keeping every request b24-nps sent (URL and body)."""
+
+    def __init__(self, inner: httpx.AsyncBaseTransport) -> None:
+        self.inner = inner
+        self.sent: list[tuple[str, bytes]] = []
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        self.sent.append((str(request.url), await request.aread()))
+        return await self.inner.handle_async_request(request)
+
+
 @dataclass
 class World:
     sandbox: Sandbox
     clock: FakeClock
-    transport: httpx.AsyncBaseTransport
+    transport: Recording
     http: httpx.AsyncClient
+    alpha: str
+    beta: str
+    """The two portals' names: the test's own (a member_id derives from the name, and the
+    database is the session's)."""
 
     def member_id(self, name: str) -> str:
         return self.sandbox.named[name].portal.member_id
@@ -78,8 +95,10 @@ class World:
         assert redirect.status_code == 302, redirect.text
         return dict(parse_qsl(urlsplit(redirect.headers["location"]).query))["code"]
 
-    async def install(self, book: TokenBook, name: str = "alpha") -> str:
-        """Install the application on the portal and put its first pair in the book."""
+    async def install(self, book: TokenBook, name: str | None = None) -> str:
+        """Install the application on the portal (alpha by default) and put its first pair in
+        the book."""
+        name = name or self.alpha
         answer = await self.http.post(f"/p/{name}/sandbox/install", json={})
         assert answer.status_code == 200, answer.text
         pair = await book.oauth.exchange_code(await self.authorize(name))
@@ -100,13 +119,15 @@ async def world() -> AsyncIterator[World]:
         clock=clock,
         base_url=ROOT,
     )
-    for name in ("alpha", "beta"):
+    suffix = uuid.uuid4().hex[:8]
+    names = (f"alpha-{suffix}", f"beta-{suffix}")
+    for name in names:
         sandbox.add(PortalSpec(name=name, limits=Limits.off()))
     stub = httpx.MockTransport(lambda _request: httpx.Response(200, text="ok"))
-    transport = httpx.ASGITransport(app=create_app(sandbox, event_transport=stub))
-    async with httpx.AsyncClient(transport=transport, base_url=ROOT) as http:
+    inner = httpx.ASGITransport(app=create_app(sandbox, event_transport=stub))
+    async with httpx.AsyncClient(transport=inner, base_url=ROOT) as http:
         assert (await http.put("/sandbox/oauth", json={"access_ttl_s": TTL_S})).status_code == 200
-        yield World(sandbox, clock, transport, http)
+        yield World(sandbox, clock, Recording(inner), http, *names)
 
 
 def client(book: TokenBook, member_id: str, transport: httpx.AsyncBaseTransport) -> Bitrix24Client:
@@ -122,11 +143,13 @@ async def test_calls_go_to_the_portal_with_the_installed_pair(
     assert row is not None
     assert (row.status, row.domain, row.client_endpoint) == (
         "installed",
-        "alpha.sandbox.local",
-        f"{ROOT}/p/alpha/rest/",
+        f"{world.alpha}.sandbox.local",
+        f"{ROOT}/p/{world.alpha}/rest/",
     )
     assert row.expires_at == pytest.approx(T0 + TTL_S)
-    assert row.application_token == world.sandbox.named["alpha"].portal.state.app.application_token
+    assert (
+        row.application_token == world.sandbox.named[world.alpha].portal.state.app.application_token
+    )
     assert row.access_token is not None
     assert row.access_token not in repr(row)
 
@@ -137,7 +160,7 @@ async def test_calls_go_to_the_portal_with_the_installed_pair(
         assert (await api.call("crm.deal.get", {"id": deal})).result["TITLE"] == "Laser"
     counted = await pool.fetchval("SELECT count(*) FROM rate_buckets WHERE portal = $1", member_id)
     assert counted == 1
-    assert await world.counters("alpha") == {"exchanges": 1}
+    assert await world.counters(world.alpha) == {"exchanges": 1}
 
 
 async def test_a_batch_goes_with_the_token_too(world: World, pool: asyncpg.Pool) -> None:
@@ -171,12 +194,12 @@ async def test_fifty_calls_after_expiry_refresh_the_token_once(
         world.clock.now += TTL_S + 1
         answers = await asyncio.gather(*(api.call("profile") for _ in range(50)))
     assert [answer.result["ID"] for answer in answers] == ["1"] * 50
-    assert (await world.counters("alpha"))["refreshes"] == 1
+    assert (await world.counters(world.alpha))["refreshes"] == 1
     row = await book.portal(member_id)
     assert row is not None
     assert row.refresh_token not in (None, before)
     assert row.expires_at == pytest.approx(world.clock.now + TTL_S)
-    expired = world.sandbox.named["alpha"].portal.calls_report(method="profile")
+    expired = world.sandbox.named[world.alpha].portal.calls_report(method="profile")
     statuses = [call["status"] for call in expired["calls"]]
     if who_sees_it == "the book":
         assert 401 not in statuses
@@ -208,7 +231,7 @@ async def test_two_processes_on_one_database_refresh_once(
         calls = [api.call("profile") for api in (one, two) for _ in range(10)]
         answers = await asyncio.gather(*calls)
     assert {answer.result["ID"] for answer in answers} == {"1"}
-    assert (await world.counters("alpha"))["refreshes"] == 1
+    assert (await world.counters(world.alpha))["refreshes"] == 1
 
 
 async def test_a_refused_refresh_token_marks_the_portal_revoked(
@@ -216,7 +239,7 @@ async def test_a_refused_refresh_token_marks_the_portal_revoked(
 ) -> None:
     book = world.book(pool)
     member_id = await world.install(book)
-    other = await world.install(book, "beta")
+    other = await world.install(book, world.beta)
     stored = await book.portal(member_id)
     assert stored is not None
     assert stored.refresh_token is not None
@@ -242,7 +265,7 @@ async def test_a_refused_refresh_token_marks_the_portal_revoked(
     row = await book.portal(member_id)
     assert row is not None
     assert (row.status, row.access_token, row.refresh_token) == ("revoked", None, None)
-    assert (await world.counters("alpha"))["invalid_grant"] == 1
+    assert (await world.counters(world.alpha))["invalid_grant"] == 1
     async with client(book, other, world.transport) as beta:
         assert (await beta.call("profile")).result["ID"] == "1"
     assert (await book.portal(other)).status == "installed"  # type: ignore[union-attr]
@@ -259,7 +282,7 @@ async def test_an_uninstalled_portal_refuses_its_token_for_good(
     member_id = await world.install(book)
     async with client(book, member_id, world.transport) as api:
         await api.call("profile")
-        assert (await world.http.post("/p/alpha/sandbox/uninstall")).status_code == 200
+        assert (await world.http.post(f"/p/{world.alpha}/sandbox/uninstall")).status_code == 200
         with pytest.raises(PermanentBitrix24Error) as caught:
             await api.call("profile")
         assert caught.value.code == "invalid_token"
@@ -288,7 +311,7 @@ async def test_no_token_or_secret_reaches_a_log_line(
     assert first is not None
     assert second is not None
     world.clock.now += TTL_S + 1
-    assert (await world.http.post("/p/alpha/sandbox/uninstall")).status_code == 200
+    assert (await world.http.post(f"/p/{world.alpha}/sandbox/uninstall")).status_code == 200
     async with client(book, member_id, world.transport) as api:
         with pytest.raises(PortalRevoked) as caught:
             await api.call("profile")
@@ -305,6 +328,12 @@ async def test_no_token_or_secret_reaches_a_log_line(
         assert secret not in repr(book)
     for line in logged.splitlines():
         json.loads(line)
+    # The secret went to the OAuth server's token endpoint, and nowhere else.
+    with_secret = {url.split("?")[0] for url, body in world.transport.sent if SECRET in url}
+    assert with_secret == {f"{ROOT}/oauth/token/"}
+    assert not any(SECRET.encode() in body for _url, body in world.transport.sent)
+    portal_calls = [url for url, _body in world.transport.sent if "/p/" in url]
+    assert portal_calls
 
 
 def test_the_credentials_come_from_the_settings(settings: Settings) -> None:
