@@ -37,11 +37,10 @@ from shared.bitrix24.errors import (
     PortalUnavailable,
 )
 from shared.bitrix24.oauth import (
-    REFRESH_MARGIN_S,
     AnswerError,
     Refusal,
     TokenPair,
-    due_for_refresh,
+    expired,
     parse_token_answer,
     refusal,
 )
@@ -281,7 +280,7 @@ def _timestamp(seconds: float) -> datetime:
 class TokenBook:
     """The installed portals and their tokens; see the module docstring.
 
-    `clock` decides when a stored access token counts as expired (`margin_s` before its end).
+    `clock` decides when a stored access token counts as expired.
     """
 
     def __init__(
@@ -290,12 +289,10 @@ class TokenBook:
         oauth: OAuthServer,
         *,
         clock: Clock = time.time,
-        margin_s: float = REFRESH_MARGIN_S,
     ) -> None:
         self._pool = pool
         self.oauth = oauth
         self._clock = clock
-        self._margin_s = margin_s
         self._cache: dict[str, Access] = {}
         self._locks: dict[str, asyncio.Lock] = {}
 
@@ -384,8 +381,8 @@ class TokenBook:
         self._cache.pop(member_id, None)
 
     async def access(self, member_id: str) -> Access:
-        """The access token to call the portal with: the process's copy, else the row's; one due
-        for a refresh is refreshed first."""
+        """The access token to call the portal with: the process's copy, else the row's; an
+        expired one is refreshed first."""
         current = self._cache.get(member_id)
         if current is None:
             stored = await self.portal(member_id)
@@ -397,7 +394,7 @@ class TokenBook:
                 )
             current = stored.access()
             self._cache[member_id] = current
-        if due_for_refresh(current.expires_at, self._clock(), self._margin_s):
+        if expired(current.expires_at, self._clock()):
             return await self.refresh(member_id, current.access_token)
         return current
 
@@ -449,9 +446,7 @@ class TokenBook:
             return current
 
     def _fresh(self, current: Access, stale: str) -> bool:
-        return current.access_token != stale and not due_for_refresh(
-            current.expires_at, self._clock(), self._margin_s
-        )
+        return current.access_token != stale and not expired(current.expires_at, self._clock())
 
     async def _store_refresh(self, conn: Conn, stored: AppPortal, pair: TokenPair) -> Access:
         if pair.member_id != stored.member_id:

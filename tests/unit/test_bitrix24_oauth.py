@@ -8,7 +8,7 @@ from shared.bitrix24.oauth import (
     AnswerError,
     Refusal,
     TokenPair,
-    due_for_refresh,
+    expired,
     expiry,
     parse_token_answer,
     refusal,
@@ -93,15 +93,8 @@ def test_what_a_refusal_means(status: int, code: str, meaning: Refusal) -> None:
 
 
 @pytest.mark.parametrize(
-    ("now", "margin", "due"),
-    [
-        (T0, 5.0, False),
-        (T0 + 3594.9, 5.0, False),
-        (T0 + 3595, 5.0, True),
-        (T0 + 3600, 0.0, True),
-        (T0 + 3599.9, 0.0, False),
-        (T0 + 9999, 5.0, True),
-    ],
+    ("now", "dead"),
+    [(T0, False), (T0 + 3599.9, False), (T0 + 3600, True), (T0 + 9999, True)],
 )
-def test_when_an_access_token_is_due_for_refresh(now: float, margin: float, due: bool) -> None:
-    assert due_for_refresh(T0 + 3600, now, margin) is due
+def test_when_an_access_token_is_expired(now: float, dead: bool) -> None:
+    assert expired(T0 + 3600, now) is dead
