@@ -6,6 +6,8 @@ token in any log line."""
 
 import asyncio
 import json
+import sys
+import time
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -35,7 +37,8 @@ from shared.db import create_pool
 from shared.logging import configure_logging
 from shared.portal_config import ConfigError, PortalConfig
 from shared.settings import Settings
-from tests.support import T0, FakeClock
+from tests.support import T0, FakeClock, serving
+from tests.support.paths import ROOT as REPOSITORY
 
 ROOT = "http://sandbox"
 APP = "http://nps.example.test"
@@ -351,3 +354,67 @@ def test_the_credentials_come_from_the_settings(settings: Settings) -> None:
     assert (credentials.oauth_url, credentials.client_id) == ("http://127.0.0.1:8090", CLIENT_ID)
     assert SECRET not in repr(credentials)
     assert SECRET not in repr(configured)
+
+
+CALLER = f"""
+import asyncio, sys, time
+from pydantic import SecretStr
+from shared.bitrix24 import Bitrix24Client, MemoryRateBudget
+from shared.bitrix24.tokens import AppCredentials, OAuthServer, TokenBook
+from shared.db import create_pool
+
+async def main(dsn, url, member_id, start_at):
+    pool = await create_pool(dsn, max_size=2)
+    book = TokenBook(pool, OAuthServer(AppCredentials(url, {CLIENT_ID!r}, SecretStr({SECRET!r}))))
+    await asyncio.sleep(max(0.0, float(start_at) - time.time()))
+    async with Bitrix24Client(None, MemoryRateBudget(None), app=book.session(member_id)) as api:
+        answers = await asyncio.gather(*(api.call("profile") for _ in range(10)))
+    await pool.close()
+    print(sorted({{answer.result["ID"] for answer in answers}}))
+
+asyncio.run(main(*sys.argv[1:]))
+"""
+
+
+async def test_two_real_processes_refresh_once(pg_dsn: str, pool: asyncpg.Pool) -> None:
+    """The same as above with two OS processes calling at the same moment, against a sandbox
+    served over HTTP on the real clock (access tokens of one second)."""
+    name = f"delta-{uuid.uuid4().hex[:8]}"
+    sandbox = Sandbox(SandboxPortal(limits=Limits.off()), registration=REGISTRATION)
+    sandbox.add(PortalSpec(name=name, limits=Limits.off()))
+    stub = httpx.MockTransport(lambda _request: httpx.Response(200, text="ok"))
+    async with serving(create_app(sandbox, event_transport=stub)) as url:
+        assert sandbox.server is not None
+        sandbox.server.base_url = url
+        async with httpx.AsyncClient(base_url=url) as http:
+            await http.put("/sandbox/oauth", json={"access_ttl_s": 1})
+            world = World(
+                sandbox, FakeClock(), Recording(httpx.AsyncHTTPTransport()), http, name, name
+            )
+            credentials = AppCredentials(url, CLIENT_ID, SecretStr(SECRET))
+            book = TokenBook(pool, OAuthServer(credentials))
+            member_id = await world.install(book)
+            await asyncio.sleep(1.1)
+            start_at = str(time.time() + 4)
+            callers = [
+                await asyncio.create_subprocess_exec(
+                    sys.executable,
+                    "-c",
+                    CALLER,
+                    pg_dsn,
+                    url,
+                    member_id,
+                    start_at,
+                    cwd=REPOSITORY,
+                    stdout=asyncio.subprocess.PIPE,
+                    stderr=asyncio.subprocess.PIPE,
+                )
+                for _ in range(2)
+            ]
+            outputs = [await caller.communicate() for caller in callers]
+            for caller, (out, err) in zip(callers, outputs, strict=True):
+                assert caller.returncode == 0, err.decode()[-2000:]
+                assert out.decode().splitlines()[-1] == "['1']"
+            assert (await world.counters(name))["refreshes"] == 1
+            logged = b"".join(out + err for out, err in outputs).decode()
+            assert logged.count("bitrix24_token_refreshed") == 1
