@@ -542,25 +542,21 @@ class Bitrix24Client:
             page_filter = {**page_filter, f">{id_field}": items[-1][id_field]}
 
 
-def _portal_budget(pool: asyncpg.Pool, key: str, config: PortalConfig) -> PgRateBudget:
-    """The budget in PostgreSQL that every process calling the portal `key` shares."""
-    portal = config.portal
-    return PgRateBudget(
-        pool,
-        key,
-        portal.effective_rate(),
-        operating_limit_s=480.0 if portal.plan != "custom" else 420.0,
-        lanes=LanePolicy(bulk_min_share=portal.bulk_min_share),
-    )
-
-
 def client_from_settings(
     settings: Settings, pool: asyncpg.Pool, config: PortalConfig
 ) -> Bitrix24Client:
     """The client of a service process: the configured portal (or the local sandbox), with the
     budget in PostgreSQL that every process calling this portal shares."""
     base_url = settings.portal_webhook_url()
-    return Bitrix24Client(base_url, _portal_budget(pool, portal_key(base_url), config))
+    portal = config.portal
+    budget = PgRateBudget(
+        pool,
+        portal_key(base_url),
+        portal.effective_rate(),
+        operating_limit_s=480.0 if portal.plan != "custom" else 420.0,
+        lanes=LanePolicy(bulk_min_share=portal.bulk_min_share),
+    )
+    return Bitrix24Client(base_url, budget)
 
 
 def app_client(
@@ -571,6 +567,14 @@ def app_client(
     transport: httpx.AsyncBaseTransport | None = None,
 ) -> Bitrix24Client:
     """The client of an installed application portal: its tokens from `book`, its budget in
-    PostgreSQL keyed by its `member_id` (shared by every process calling it)."""
-    budget = _portal_budget(pool, member_id, config)
+    PostgreSQL keyed by its `member_id` (shared by every process calling it), limited as
+    `client_from_settings` limits the webhook's portal."""
+    portal = config.portal
+    budget = PgRateBudget(
+        pool,
+        member_id,
+        portal.effective_rate(),
+        operating_limit_s=480.0 if portal.plan != "custom" else 420.0,
+        lanes=LanePolicy(bulk_min_share=portal.bulk_min_share),
+    )
     return Bitrix24Client(None, budget, transport, app=book.session(member_id))
