@@ -220,9 +220,11 @@ async def second_pool(pg_dsn: str) -> AsyncIterator[asyncpg.Pool]:
     await other.close()
 
 
-async def test_two_processes_on_one_database_refresh_once(
+async def test_two_books_on_one_database_refresh_once(
     world: World, pool: asyncpg.Pool, second_pool: asyncpg.Pool
 ) -> None:
+    """Two books with pools, caches and locks of their own, as two processes have (in one event
+    loop, so not truly at once: `test_two_real_processes_refresh_once` is that)."""
     first, second = world.book(pool), world.book(second_pool)
     member_id = await world.install(first)
     async with (
