@@ -109,7 +109,8 @@ class Installer:
 
     async def bind(self, member_id: str) -> list[Binding]:
         """Bind what `event.get` shows missing (so binding twice binds nothing); the bindings
-        made."""
+        found missing (one bound meanwhile by a concurrent call, which the portal refuses as
+        "already binded", counts as bound)."""
         async with self.client_for(member_id) as client:
             bound = (await client.call("event.get")).result
             missing = missing_bindings(self.bindings, bound if isinstance(bound, list) else [])

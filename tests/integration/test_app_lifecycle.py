@@ -179,9 +179,20 @@ async def test_two_portals_installed_each_stored_with_its_events_bound(world: Wo
     assert world.application_token(world.alpha) != world.application_token(world.beta)
 
     # Bound once: the install page and ONAPPINSTALL both bind, a third time binds nothing.
-    assert await world.installer.bind(world.member_id(world.alpha)) == []
+    member_id = world.member_id(world.alpha)
+    assert await world.installer.bind(member_id) == []
     state = (await world.portals.get(f"/p/{world.alpha}/sandbox/app")).json()
     assert len(state["bindings"]) == len(WANTED)
+
+    # Two binds at once, both finding a binding missing: the portal refuses the second
+    # ("Handler already binded"), which is no failure.
+    async with world.installer.client_for(member_id) as api:
+        await api.call("event.unbind", {"event": "ONCRMDEALADD", "handler": INGEST})
+    both = await asyncio.gather(world.installer.bind(member_id), world.installer.bind(member_id))
+    assert [[b.event for b in made] for made in both] == [["ONCRMDEALADD"]] * 2
+    state = (await world.portals.get(f"/p/{world.alpha}/sandbox/app")).json()
+    assert len(state["bindings"]) == len(WANTED)
+    assert await world.bindings(world.alpha) == WANTED
 
 
 @pytest.mark.parametrize("registration", [CALLBACK_ONLY])
