@@ -31,7 +31,16 @@ from shared.supervisor import (
     port_problems,
 )
 
-SERVICES: tuple[str, ...] = ("ingest", "scoring", "router", "crm_sync", "survey", "dispatch")
+SERVICES: tuple[str, ...] = (
+    "ingest",
+    "scoring",
+    "router",
+    "crm_sync",
+    "survey",
+    "dispatch",
+    "app",
+)
+"""What `nps run` starts by name (`app`, the Bitrix24 application, is not part of `all` yet)."""
 COMMAND_MODULES: tuple[str, ...] = (
     "services.sandbox.commands",
     "services.ingest.commands",
@@ -263,7 +272,7 @@ def run(
     service: Annotated[
         str,
         typer.Argument(
-            help="ingest, scoring, router, crm_sync, survey, dispatch, all, or a module"
+            help="ingest, scoring, router, crm_sync, survey, dispatch, app, all, or a module"
         ),
     ],
 ) -> None:

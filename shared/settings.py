@@ -30,6 +30,12 @@ class Settings(BaseSettings):
     database_url: SecretStr = SecretStr("postgresql://postgres@127.0.0.1:5432/nps")
     bitrix24_webhook_url: SecretStr | None = None
     bitrix24_app_token: SecretStr | None = None
+    bitrix24_oauth_url: str = "https://oauth.bitrix.info"
+    """The OAuth server of the Bitrix24 application (docs/app.md): tokens come from it only."""
+    bitrix24_client_id: str | None = None
+    """The application's `client_id` (a local application's code, `local.…`)."""
+    bitrix24_client_secret: SecretStr | None = None
+    """The application's `client_secret`: sent to the OAuth server only, never to a portal."""
     nps_config: Path = Path("config/portal.yaml")
     ingest_host: str = "127.0.0.1"
     ingest_port: int = Field(default=8000, ge=1, le=65535)
@@ -58,7 +64,13 @@ class Settings(BaseSettings):
     def _lower_level(cls, value: object) -> object:
         return value.lower() if isinstance(value, str) else value
 
-    @field_validator("bitrix24_webhook_url", "bitrix24_app_token", mode="before")
+    @field_validator(
+        "bitrix24_webhook_url",
+        "bitrix24_app_token",
+        "bitrix24_client_id",
+        "bitrix24_client_secret",
+        mode="before",
+    )
     @classmethod
     def _blank_is_unset(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value

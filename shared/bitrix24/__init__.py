@@ -7,6 +7,7 @@ async with client:
     batch = await client.batch([Command("c1", "crm.contact.get", {"ID": 7})])
     async for item in client.list_all("crm.item.list", {"entityTypeId": 1038}):
         ...
+client = app_client(pool, token_book, member_id, config)  # an installed application portal
 ```
 """
 
@@ -16,6 +17,7 @@ from shared.bitrix24.client import (
     Bitrix24Client,
     Command,
     Response,
+    app_client,
     client_from_settings,
     is_read_method,
     portal_key,
@@ -25,6 +27,8 @@ from shared.bitrix24.errors import (
     NotFound,
     OperationTimeLimit,
     PermanentBitrix24Error,
+    PortalNotInstalled,
+    PortalRevoked,
     PortalUnavailable,
     RateLimited,
     TransientBitrix24Error,
@@ -40,11 +44,14 @@ __all__ = [
     "OperationTimeLimit",
     "PermanentBitrix24Error",
     "PgRateBudget",
+    "PortalNotInstalled",
+    "PortalRevoked",
     "PortalUnavailable",
     "RateBudget",
     "RateLimited",
     "Response",
     "TransientBitrix24Error",
+    "app_client",
     "client_from_settings",
     "is_read_method",
     "portal_key",

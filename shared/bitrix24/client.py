@@ -12,6 +12,13 @@ jittered exponential back-off):
 
 The webhook URL holds the webhook's secret: it never appears in a log line, an error or a repr.
 Only method names are logged.
+
+**Application mode** (`app=`, `app_client`): instead of a webhook, the client calls an installed
+portal's `client_endpoint` with the access token of its `PortalSession` (`auth` in the JSON body,
+as the docs show). A call answered `expired_token` has the token refreshed once (single-flight,
+`tokens.py`) and is sent once more with the new one; `invalid_token` (the portal dropped the
+token: uninstalled) and a portal without tokens are permanent errors. The rate budget of an
+application portal is keyed by its `member_id`.
 """
 
 from __future__ import annotations
@@ -49,6 +56,7 @@ from shared.bitrix24.errors import (
 )
 from shared.bitrix24.lanes import BULK, Lane, LanePolicy
 from shared.bitrix24.metrics import COMMANDS, LIMIT_ERRORS, REQUESTS, outcome
+from shared.bitrix24.tokens import Access, PortalSession, TokenBook
 from shared.logging import get_logger
 from shared.portal_config import PortalConfig
 from shared.settings import Settings
@@ -202,7 +210,7 @@ class Bitrix24Client:
 
     def __init__(
         self,
-        base_url: str,
+        base_url: str | None,
         budget: RateBudget,
         transport: httpx.AsyncBaseTransport | None = None,
         read_timeout_s: float = 75.0,
@@ -211,11 +219,15 @@ class Bitrix24Client:
         backoff_s: float = 0.5,
         backoff_max_s: float = 30.0,
         max_in_flight: int = 8,
+        app: PortalSession | None = None,
     ) -> None:
         if max_attempts < 1:
             raise ValueError("max_attempts must be at least 1")
-        self._base_url = base_url.rstrip("/") + "/"
-        self._portal = portal_key(self._base_url)
+        if (base_url is None) == (app is None):
+            raise ValueError("give either a webhook base_url or an application session (app)")
+        self._app = app
+        self._base_url = "" if base_url is None else base_url.rstrip("/") + "/"
+        self._portal = portal_key(self._base_url) if app is None else app.member_id
         self.budget = budget
         self.read_timeout_s = read_timeout_s
         self._max_attempts = max_attempts
@@ -266,11 +278,16 @@ class Bitrix24Client:
             )
         try:
             async with self._in_flight:
+                # An application portal without tokens fails here, before the budget counts it.
+                access = None if self._app is None else await self._app.access()
                 # Counted only once it holds a slot, right before it goes: the portal counts a
                 # request when it receives it, and one counted while queueing behind hung
                 # requests would leave the budget's copy drained by the time it went out.
                 await self.budget.acquire(lane)
-                response = await self._post(method, body)
+                if self._app is None or access is None:
+                    response = await self._post(method, body)
+                else:
+                    response = await self._post_app(self._app, access, method, body, lane)
         except RateLimited:
             LIMIT_ERRORS.labels(code="QUERY_LIMIT_EXCEEDED").inc()
             await self.budget.penalise()
@@ -283,11 +300,31 @@ class Bitrix24Client:
             await self.budget.observe(method, response.time)
         return response
 
-    async def _post(self, method: str, body: Mapping[str, Any]) -> Response:
+    async def _post_app(
+        self, app: PortalSession, access: Access, method: str, body: Mapping[str, Any], lane: Lane
+    ) -> Response:
+        """One attempt in application mode: with the portal's access token; `expired_token`
+        refreshes it (once for every caller) and sends again, counted in the budget again."""
+        try:
+            return await self._post(method, {**body, "auth": access.access_token}, access)
+        except PermanentBitrix24Error as exc:
+            code = exc.code.lower()
+            if code == "invalid_token":
+                app.forget()
+            if code != "expired_token":
+                raise
+        fresh = await app.refresh(access.access_token)
+        await self.budget.acquire(lane)
+        return await self._post(method, {**body, "auth": fresh.access_token}, fresh)
+
+    async def _post(
+        self, method: str, body: Mapping[str, Any], access: Access | None = None
+    ) -> Response:
         content = json.dumps(body, default=_json_default, ensure_ascii=False).encode()
+        base_url = self._base_url if access is None else access.client_endpoint
         try:
             reply = await self._http.post(
-                f"{self._base_url}{method}.json",
+                f"{base_url}{method}.json",
                 content=content,
                 headers={"Content-Type": "application/json"},
             )
@@ -297,7 +334,7 @@ class Bitrix24Client:
                 method, "TIMEOUT", f"no answer in time ({type(exc).__name__})", None
             )
         except httpx.TransportError as exc:
-            detail = str(exc).replace(self._base_url, "<webhook>/")
+            detail = str(exc).replace(self._base_url, "<webhook>/") if access is None else str(exc)
             error = PortalUnavailable(
                 method, "NETWORK_ERROR", f"{type(exc).__name__}: {detail}", None
             )
@@ -520,3 +557,24 @@ def client_from_settings(
         lanes=LanePolicy(bulk_min_share=portal.bulk_min_share),
     )
     return Bitrix24Client(base_url, budget)
+
+
+def app_client(
+    pool: asyncpg.Pool,
+    book: TokenBook,
+    member_id: str,
+    config: PortalConfig,
+    transport: httpx.AsyncBaseTransport | None = None,
+) -> Bitrix24Client:
+    """The client of an installed application portal: its tokens from `book`, its budget in
+    PostgreSQL keyed by its `member_id` (shared by every process calling it), limited as
+    `client_from_settings` limits the webhook's portal."""
+    portal = config.portal
+    budget = PgRateBudget(
+        pool,
+        member_id,
+        portal.effective_rate(),
+        operating_limit_s=480.0 if portal.plan != "custom" else 420.0,
+        lanes=LanePolicy(bulk_min_share=portal.bulk_min_share),
+    )
+    return Bitrix24Client(None, budget, transport, app=book.session(member_id))

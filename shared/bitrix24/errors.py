@@ -103,6 +103,22 @@ class PermanentBitrix24Error(Bitrix24Error, PermanentError):
     """Retrying cannot help (4xx, authorisation, a blocked or deleted portal): dead-letter it."""
 
 
+class PortalNotInstalled(PermanentBitrix24Error):  # noqa: N818 - as above
+    """The application has no working tokens for this portal: never installed, uninstalled, or
+    revoked (the OAuth server refused its refresh token; `PortalRevoked`). Only an install (a new
+    one, by the portal's administrator) brings tokens again."""
+
+    def __init__(self, member_id: str, status: str, description: str) -> None:
+        self.member_id = member_id
+        self.portal_status = status
+        super().__init__("oauth", status, description, None)
+
+
+class PortalRevoked(PortalNotInstalled):
+    """The OAuth server refused the portal's refresh token (`invalid_grant`): the portal is marked
+    `revoked` and is called no more until the application is installed on it again."""
+
+
 class NotFound(PermanentBitrix24Error):  # noqa: N818 - as above
     """The entity does not exist (Bitrix24 answers 400 `NOT_FOUND`, or an empty code and
     "Not found" from the legacy `crm.*` methods)."""

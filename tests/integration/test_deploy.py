@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 import yaml
 
+from services.app.settings import AppSettings
 from services.dispatch.settings import DispatchSettings
 from services.survey.settings import SurveySettings
 from shared.settings import Settings
@@ -112,6 +113,7 @@ def test_env_example_documents_every_setting() -> None:
     expected = {name.upper() for name in Settings.model_fields}
     expected |= {f"SURVEY_{name.upper()}" for name in SurveySettings.model_fields}
     expected |= {f"DISPATCH_{name.upper()}" for name in DispatchSettings.model_fields}
+    expected |= {f"APP_{name.upper()}" for name in AppSettings.model_fields}
     assert expected <= documented, expected - documented
 
 

@@ -1,0 +1,1 @@
+"""The Bitrix24 application's install and lifecycle endpoints (docs/app.md)."""

@@ -1,0 +1,147 @@
+"""The install and lifecycle of the application on a portal (docs/app.md): the install form and
+`ONAPPINSTALL` store the portal's pair and `application_token` (through the token book, which
+owns `bitrix24_app_portals`) and bind the events b24-nps needs; `ONAPPUNINSTALL`, proven by the
+stored `application_token`, marks the portal uninstalled and erases its tokens.
+
+Neither a form nor an event is taken at its word for whose tokens it carries: the OAuth server's
+`app.info` names the application and the portal an access token belongs to, and both must match.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from services.app.lifecycle import (
+    Binding,
+    InstallForm,
+    LifecycleError,
+    LifecycleEvent,
+    missing_bindings,
+    pair_for,
+    same_token,
+)
+from shared.bitrix24 import Bitrix24Client, PermanentBitrix24Error
+from shared.bitrix24.tokens import TokenBook, TokenOwner
+from shared.logging import get_logger
+
+log = get_logger(__name__)
+
+ClientFor = Callable[[str], Bitrix24Client]
+
+
+@dataclass(frozen=True)
+class Installer:
+    """`book` keeps the portals; `client_for(member_id)` calls one in application mode;
+    `bindings` are the event bindings every portal gets."""
+
+    book: TokenBook
+    client_id: str
+    client_for: ClientFor
+    bindings: Sequence[Binding]
+    clock: Callable[[], float] = time.time
+
+    async def install(self, form: InstallForm) -> str:
+        """The install page's form: the portal's first pair stored, its events bound. Returns
+        the portal's domain as the OAuth server knows it."""
+        owner = await self._owner(form.access_token, form.member_id, "AUTH_ID")
+        pair = pair_for(
+            form.member_id,
+            form.access_token,
+            form.refresh_token,
+            form.expires_in,
+            client_endpoint=owner.client_endpoint,
+            scope=owner.scope,
+            now=self.clock(),
+        )
+        domain = owner.domain or form.domain
+        await self.book.install(pair, domain=domain, application_token=form.application_token)
+        await self.bind(form.member_id)
+        return domain
+
+    async def installed(self, event: LifecycleEvent) -> None:
+        """`ONAPPINSTALL`: the portal's `application_token` (and the event's pair, when it
+        brings one) stored, its events bound."""
+        if event.access_token is None:
+            raise LifecycleError(
+                "ONAPPINSTALL cannot be verified",
+                "auth[access_token]",
+                "the installing user's access token (the OAuth server names its portal)",
+                401,
+            )
+        owner = await self._owner(event.access_token, event.member_id, "auth[access_token]")
+        if event.refresh_token is not None and event.expires_in is not None:
+            pair = pair_for(
+                event.member_id,
+                event.access_token,
+                event.refresh_token,
+                event.expires_in,
+                client_endpoint=owner.client_endpoint,
+                scope=owner.scope,
+                now=self.clock(),
+            )
+            domain = owner.domain or event.domain
+            await self.book.install(pair, domain=domain, application_token=event.application_token)
+        elif not await self.book.set_application_token(event.member_id, event.application_token):
+            raise LifecycleError(
+                "ONAPPINSTALL for a portal without tokens",
+                "auth[refresh_token]",
+                "the installing user's refresh token (no install form came before)",
+                422,
+            )
+        await self.bind(event.member_id)
+
+    async def uninstalled(self, event: LifecycleEvent) -> None:
+        """`ONAPPUNINSTALL`, accepted only with the portal's stored `application_token`."""
+        stored = await self.book.portal(event.member_id)
+        if stored is None or not same_token(stored.application_token, event.application_token):
+            raise LifecycleError(
+                "application token not accepted",
+                "auth[application_token]",
+                "the portal's token",
+                403,
+            )
+        await self.book.uninstall(event.member_id)
+        log.info(
+            "app_uninstalled", member_id=event.member_id, domain=stored.domain, clean=event.clean
+        )
+
+    async def bind(self, member_id: str) -> list[Binding]:
+        """Bind what `event.get` shows missing (so binding twice binds nothing); the bindings
+        found missing (one bound meanwhile by a concurrent call, which the portal refuses as
+        "already binded", counts as bound)."""
+        async with self.client_for(member_id) as client:
+            bound = (await client.call("event.get")).result
+            missing = missing_bindings(self.bindings, bound if isinstance(bound, list) else [])
+            for binding in missing:
+                try:
+                    await client.call(
+                        "event.bind", {"event": binding.event, "handler": binding.handler}
+                    )
+                except PermanentBitrix24Error as exc:
+                    if "already binded" not in exc.description.lower():
+                        raise
+        if missing:
+            log.info("app_events_bound", member_id=member_id, events=[b.event for b in missing])
+        return missing
+
+    async def _owner(self, access_token: str, member_id: str, field: str) -> TokenOwner:
+        try:
+            owner = await self.book.oauth.token_owner(access_token)
+        except PermanentBitrix24Error:
+            raise LifecycleError(
+                "token not accepted by the OAuth server",
+                field,
+                "a token the OAuth server issued to this application",
+                401,
+            ) from None
+        if owner.client_id != self.client_id:
+            raise LifecycleError(
+                "token of another application", field, "a token of this application", 403
+            )
+        if owner.member_id != member_id:
+            raise LifecycleError(
+                "token of another portal", field, f"a token of portal {member_id}", 403
+            )
+        return owner

@@ -1,0 +1,186 @@
+"""What the portal sends the application about its own life, read and checked (docs/app.md).
+Pure: no I/O.
+
+- The **install form**: the portal POSTs it to the application's install URL in a frame (query
+  `DOMAIN`, `PROTOCOL`, `LANG`, `APP_SID`; body `AUTH_ID`, `AUTH_EXPIRES`, `REFRESH_ID`,
+  `SERVER_ENDPOINT`, `member_id`, `status`, `PLACEMENT`, `APPLICATION_TOKEN`, …).
+- The **lifecycle events** `ONAPPINSTALL` and `ONAPPUNINSTALL`: form-encoded with PHP bracket keys
+  (`event`, `data[…]`, `ts`, `auth[member_id]`, `auth[domain]`, `auth[application_token]`,
+  `auth[access_token]`, `auth[refresh_token]`, `auth[expires_in]`, `auth[client_endpoint]`, …).
+  `ONAPPUNINSTALL` carries no tokens: its `application_token`, compared with the one stored at
+  install, is its only proof (bitrix24/b24restdocs `api-reference/events/safe-event-handlers.md`).
+- The **event bindings** the application wants on every portal, and which are still missing.
+"""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from shared.bitrix24.oauth import AnswerError, TokenPair, expiry
+
+INGEST_EVENTS = (
+    "ONCRMDYNAMICITEMADD",
+    "ONCRMDYNAMICITEMUPDATE",
+    "ONCRMDEALADD",
+    "ONCRMDEALUPDATE",
+    "ONCRMDEALMOVETOCATEGORY",
+)
+"""The portal events ingest handles (its webhook's `ITEM_EVENTS` and `DEAL_EVENTS`; a unit test
+keeps the two lists equal), bound to ingest's public webhook URL."""
+UNINSTALL_EVENT = "ONAPPUNINSTALL"
+INSTALL_EVENT = "ONAPPINSTALL"
+
+
+class LifecycleError(ValueError):
+    """A request the application refuses: `field` names what is wrong, `expected` what would do,
+    `status` the HTTP status to answer."""
+
+    def __init__(self, message: str, field: str, expected: str, status: int = 400) -> None:
+        self.message = message
+        self.field = field
+        self.expected = expected
+        self.status = status
+        super().__init__(f"{message}: {field}: expected {expected}")
+
+    def body(self) -> dict[str, str]:
+        return {"error": self.message, "field": self.field, "expected": self.expected}
+
+
+def _text(values: Mapping[str, str], key: str, expected: str = "a non-empty value") -> str:
+    value = values.get(key, "").strip()
+    if not value:
+        raise LifecycleError(f"{key} missing", key, expected)
+    return value
+
+
+@dataclass(frozen=True)
+class InstallForm:
+    """The install form's pair and who it claims to be for. Tokens never show in a repr."""
+
+    member_id: str
+    domain: str
+    access_token: str
+    refresh_token: str
+    expires_in: float
+    application_token: str | None
+
+    def __repr__(self) -> str:
+        return f"InstallForm(member_id={self.member_id!r}, domain={self.domain!r})"
+
+
+def read_install_form(query: Mapping[str, str], body: Mapping[str, str]) -> InstallForm:
+    """The install form (the frame's query and body), or a `LifecycleError` naming the field."""
+    try:
+        expires_in = expiry(body.get("AUTH_EXPIRES"), 0.0, "AUTH_EXPIRES")
+    except AnswerError as exc:
+        raise LifecycleError("AUTH_EXPIRES not usable", exc.field, exc.expected) from None
+    token = body.get("APPLICATION_TOKEN", "").strip()
+    return InstallForm(
+        member_id=_text(body, "member_id", "the portal's member_id"),
+        domain=_text(query, "DOMAIN", "the portal's domain"),
+        access_token=_text(body, "AUTH_ID", "the installing user's access token"),
+        refresh_token=_text(body, "REFRESH_ID", "the installing user's refresh token"),
+        expires_in=expires_in,
+        application_token=token or None,
+    )
+
+
+@dataclass(frozen=True)
+class LifecycleEvent:
+    """`ONAPPINSTALL` or `ONAPPUNINSTALL` as posted. Tokens never show in a repr."""
+
+    event: str
+    member_id: str
+    domain: str
+    application_token: str
+    access_token: str | None
+    refresh_token: str | None
+    expires_in: float | None
+    clean: bool
+    """`ONAPPUNINSTALL`'s `data[CLEAN]`: the administrator asked to erase the application's data."""
+
+    def __repr__(self) -> str:
+        return f"LifecycleEvent(event={self.event!r}, member_id={self.member_id!r})"
+
+
+def read_event(values: Mapping[str, str]) -> LifecycleEvent:
+    """A lifecycle event from its flat form fields, or a `LifecycleError` naming the field."""
+    event = values.get("event", "").strip().upper()
+    if event not in (INSTALL_EVENT, UNINSTALL_EVENT):
+        raise LifecycleError(
+            "not a lifecycle event", "event", f"{INSTALL_EVENT} or {UNINSTALL_EVENT}"
+        )
+    expires_in: float | None = None
+    if values.get("auth[expires_in]", "").strip():
+        try:
+            expires_in = expiry(values["auth[expires_in]"], 0.0, "auth[expires_in]")
+        except AnswerError as exc:
+            raise LifecycleError("auth[expires_in] not usable", exc.field, exc.expected) from None
+    return LifecycleEvent(
+        event=event,
+        member_id=_text(values, "auth[member_id]", "the portal's member_id"),
+        domain=values.get("auth[domain]", "").strip(),
+        application_token=_text(values, "auth[application_token]", "the portal's token"),
+        access_token=values.get("auth[access_token]", "").strip() or None,
+        refresh_token=values.get("auth[refresh_token]", "").strip() or None,
+        expires_in=expires_in,
+        clean=values.get("data[CLEAN]", "").strip() in ("1", "Y"),
+    )
+
+
+def same_token(stored: str | None, given: str) -> bool:
+    """True when `given` is the stored application_token, compared in constant time; nothing
+    stored matches nothing."""
+    return stored is not None and hmac.compare_digest(stored.encode(), given.encode())
+
+
+def pair_for(
+    member_id: str,
+    access_token: str,
+    refresh_token: str,
+    expires_in: float,
+    *,
+    client_endpoint: str,
+    scope: str,
+    now: float,
+) -> TokenPair:
+    """The pair an install brought, once the OAuth server named its portal and REST root."""
+    return TokenPair(
+        access_token=access_token,
+        refresh_token=refresh_token,
+        expires_at=now + expires_in,
+        member_id=member_id,
+        client_endpoint=client_endpoint,
+        scope=scope,
+    )
+
+
+@dataclass(frozen=True)
+class Binding:
+    """An online event binding: the event and the URL it is sent to."""
+
+    event: str
+    handler: str
+
+
+def wanted_bindings(ingest_webhook_url: str, events_url: str) -> list[Binding]:
+    """Every binding the application needs on a portal: ingest's events to ingest's public
+    webhook URL, `ONAPPUNINSTALL` to the application's own event URL."""
+    return [
+        *(Binding(event, ingest_webhook_url) for event in INGEST_EVENTS),
+        Binding(UNINSTALL_EVENT, events_url),
+    ]
+
+
+def missing_bindings(wanted: Sequence[Binding], bound: Iterable[Any]) -> list[Binding]:
+    """The wanted bindings `event.get`'s answer (`[{event, handler, …}]`) lacks; event names
+    compare ignoring case, offline bindings (no handler) match none."""
+    present = {
+        (str(row.get("event", "")).upper(), str(row.get("handler", "")))
+        for row in bound
+        if isinstance(row, Mapping) and row.get("handler")
+    }
+    return [want for want in wanted if (want.event.upper(), want.handler) not in present]

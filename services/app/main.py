@@ -1,0 +1,54 @@
+"""The application process (`nps run app`): the install and event endpoints (uvicorn on
+APP_HOST:APP_PORT), stopped by SIGTERM/SIGINT (docs/app.md)."""
+
+from __future__ import annotations
+
+import asyncio
+
+from services.app.installer import Installer
+from services.app.lifecycle import wanted_bindings
+from services.app.settings import AppSettings
+from services.app.web import create_app
+from shared.bitrix24 import Bitrix24Client, app_client
+from shared.bitrix24.tokens import AppCredentials, OAuthServer, TokenBook
+from shared.health import serve_http
+from shared.service import Runtime, run_loop, serve
+from shared.settings import Settings
+
+
+def run(settings: Settings) -> None:
+    """Blocking entry point of `nps run app`."""
+    run_loop(serve_app(settings))
+
+
+async def serve_app(
+    settings: Settings, stop: asyncio.Event | None = None, app: AppSettings | None = None
+) -> None:
+    """Run the application's endpoints until `stop` is set or a signal arrives."""
+    app = app or AppSettings()
+    credentials = AppCredentials.from_settings(settings)
+
+    async def wire(runtime: Runtime) -> None:
+        oauth = OAuthServer(credentials)
+        book = TokenBook(runtime.pool, oauth)
+
+        def client_for(member_id: str) -> Bitrix24Client:
+            return app_client(runtime.pool, book, member_id, runtime.config)
+
+        installer = Installer(
+            book,
+            credentials.client_id,
+            client_for,
+            wanted_bindings(app.ingest_url(settings), app.events_url()),
+        )
+        web = create_app(installer, app.bx24_js_url)
+
+        async def http(stop: asyncio.Event) -> None:
+            try:
+                await serve_http(web, app.host, app.port, stop)
+            finally:
+                await oauth.aclose()
+
+        runtime.background.append(http)
+
+    await serve("app", settings, wire, stop=stop)

@@ -1,0 +1,336 @@
+"""The application's install and lifecycle against two sandbox portals (ASGI in process, both ways:
+the portals POST the install form and events to the application, the application calls the
+OAuth server and the portals) and the real PostgreSQL: both installs stored with their events
+bound, an uninstall of one leaving the other alone, a reinstall, and forged requests refused."""
+
+import asyncio
+import json
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import asyncpg
+import httpx
+import pytest
+from pydantic import SecretStr
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from services.app.installer import Installer
+from services.app.lifecycle import INGEST_EVENTS, wanted_bindings
+from services.app.web import create_app
+from services.sandbox.app import create_app as create_sandbox_app
+from services.sandbox.limits import Limits
+from services.sandbox.oauth_server import AppRegistration
+from services.sandbox.portal import SandboxPortal
+from services.sandbox.portals import PortalSpec, Sandbox
+from shared.bitrix24 import Bitrix24Client, MemoryRateBudget
+from shared.bitrix24.tokens import AppCredentials, OAuthServer, TokenBook
+from shared.logging import configure_logging
+from tests.support import T0, FakeClock
+
+ROOT = "http://sandbox"
+APP = "http://nps.example.test"
+EVENTS = f"{APP}/app/events"
+INGEST = "http://ingest.example.test/webhooks/bitrix24"
+CLIENT_ID = "local.nps.1"
+SECRET = "app-secret-9b1d"
+REGISTRATION = AppRegistration(
+    client_id=CLIENT_ID,
+    client_secret=SECRET,
+    install_url=f"{APP}/app/install",
+    callback_url=EVENTS,
+)
+CALLBACK_ONLY = AppRegistration(client_id=CLIENT_ID, client_secret=SECRET, callback_url=EVENTS)
+"""An application without an install page: ONAPPINSTALL alone brings the portal's pair."""
+WANTED = {(event, INGEST) for event in INGEST_EVENTS} | {("ONAPPUNINSTALL", EVENTS)}
+
+
+class Forward:
+    """An ASGI app that hands every request to `target`, set once both sides exist."""
+
+    def __init__(self) -> None:
+        self.target: ASGIApp | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        assert self.target is not None
+        await self.target(scope, receive, send)
+
+
+class ByHost(httpx.AsyncBaseTransport):
+    """The network between the portals and the outside: the application's host, and ingest's
+    (which records what it would get)."""
+
+    def __init__(self, app: httpx.AsyncBaseTransport) -> None:
+        self.app = app
+        self.ingest: list[httpx.Request] = []
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        if request.url.host == "nps.example.test":
+            return await self.app.handle_async_request(request)
+        self.ingest.append(request)
+        return httpx.Response(200, json={"status": "accepted"})
+
+
+@dataclass
+class World:
+    sandbox: Sandbox
+    book: TokenBook
+    installer: Installer
+    portals: httpx.AsyncClient
+    """The sandbox, as a test or an administrator reaches it."""
+    app: httpx.AsyncClient
+    """The application, as anyone on the internet reaches it."""
+    alpha: str
+    beta: str
+    """The two portals' names: the test's own (a member_id derives from the name, and the
+    database is the session's)."""
+
+    def member_id(self, name: str) -> str:
+        return self.sandbox.named[name].portal.member_id
+
+    def application_token(self, name: str) -> str | None:
+        return self.sandbox.named[name].portal.state.app.application_token
+
+    async def install(self, name: str) -> dict[str, object]:
+        answer = await self.portals.post(f"/p/{name}/sandbox/install", json={})
+        assert answer.status_code == 200, answer.text
+        body = answer.json()
+        assert body["installed"] is True, body
+        await self.delivered(name, "ONAPPINSTALL")
+        return dict(body)
+
+    async def uninstall(self, name: str) -> None:
+        answer = await self.portals.post(f"/p/{name}/sandbox/uninstall")
+        assert answer.status_code == 200, answer.text
+        await self.delivered(name, "ONAPPUNINSTALL")
+
+    async def delivered(self, name: str, event: str) -> None:
+        """Wait until the portal's last `event` reached the application; it must have taken it."""
+        portal = self.sandbox.named[name].portal
+        async with asyncio.timeout(5):
+            while True:
+                sent = [d for d in portal.deliveries if d.event == event]
+                if sent and sent[-1].status != "pending":
+                    break
+                await asyncio.sleep(0.01)
+        assert (sent[-1].status, sent[-1].http_status) == ("delivered", 200), sent[-1].error
+
+    async def bindings(self, name: str) -> set[tuple[str, str]]:
+        state = (await self.portals.get(f"/p/{name}/sandbox/app")).json()
+        return {(b["event"], b["handler"]) for b in state["bindings"]}
+
+
+@pytest.fixture
+def registration() -> AppRegistration:
+    return REGISTRATION
+
+
+@pytest.fixture
+async def world(pool: asyncpg.Pool, registration: AppRegistration) -> AsyncIterator[World]:
+    clock = FakeClock(T0)
+    sandbox = Sandbox(
+        SandboxPortal(clock=clock, limits=Limits.off()),
+        registration=registration,
+        clock=clock,
+        base_url=ROOT,
+    )
+    suffix = uuid.uuid4().hex[:8]
+    names = (f"alpha-{suffix}", f"beta-{suffix}")
+    for name in names:
+        sandbox.add(PortalSpec(name=name, limits=Limits.off()))
+    to_sandbox = Forward()
+    sandbox_net = httpx.ASGITransport(app=to_sandbox)
+    credentials = AppCredentials(ROOT, CLIENT_ID, SecretStr(SECRET))
+    book = TokenBook(pool, OAuthServer(credentials, sandbox_net, clock=clock), clock=clock)
+
+    def client_for(member_id: str) -> Bitrix24Client:
+        return Bitrix24Client(
+            None, MemoryRateBudget(None), sandbox_net, app=book.session(member_id)
+        )
+
+    installer = Installer(book, CLIENT_ID, client_for, wanted_bindings(INGEST, EVENTS), clock=clock)
+    app_net = httpx.ASGITransport(app=create_app(installer, f"{ROOT}/sandbox/bx24.js"))
+    to_sandbox.target = create_sandbox_app(sandbox, event_transport=ByHost(app_net))
+    async with (
+        httpx.AsyncClient(transport=sandbox_net, base_url=ROOT) as portals,
+        httpx.AsyncClient(transport=app_net, base_url=APP) as app,
+    ):
+        yield World(sandbox, book, installer, portals, app, *names)
+    await book.oauth.aclose()
+
+
+async def test_two_portals_installed_each_stored_with_its_events_bound(world: World) -> None:
+    for name in (world.alpha, world.beta):
+        answer = await world.install(name)
+        page = answer["install_page"]
+        assert isinstance(page, dict)
+        assert (page["status_code"], page["calls_install_finish"]) == (200, True)
+    for name in (world.alpha, world.beta):
+        row = await world.book.portal(world.member_id(name))
+        assert row is not None
+        assert (row.status, row.domain, row.client_endpoint) == (
+            "installed",
+            f"{name}.sandbox.local",
+            f"{ROOT}/p/{name}/rest/",
+        )
+        assert row.application_token == world.application_token(name)
+        assert row.access_token is not None
+        assert await world.bindings(name) == WANTED
+    assert world.application_token(world.alpha) != world.application_token(world.beta)
+
+    # Bound once: the install page and ONAPPINSTALL both bind, a third time binds nothing.
+    member_id = world.member_id(world.alpha)
+    assert await world.installer.bind(member_id) == []
+    state = (await world.portals.get(f"/p/{world.alpha}/sandbox/app")).json()
+    assert len(state["bindings"]) == len(WANTED)
+
+    # Two binds at once, both finding a binding missing: the portal refuses the second
+    # ("Handler already binded"), which is no failure.
+    async with world.installer.client_for(member_id) as api:
+        await api.call("event.unbind", {"event": "ONCRMDEALADD", "handler": INGEST})
+    both = await asyncio.gather(world.installer.bind(member_id), world.installer.bind(member_id))
+    assert [[b.event for b in made] for made in both] == [["ONCRMDEALADD"]] * 2
+    state = (await world.portals.get(f"/p/{world.alpha}/sandbox/app")).json()
+    assert len(state["bindings"]) == len(WANTED)
+    assert await world.bindings(world.alpha) == WANTED
+
+
+@pytest.mark.parametrize("registration", [CALLBACK_ONLY])
+async def test_an_application_without_install_page_is_installed_by_onappinstall(
+    world: World,
+) -> None:
+    answer = await world.install(world.alpha)
+    assert answer["install_page"] is None
+    row = await world.book.portal(world.member_id(world.alpha))
+    assert row is not None
+    assert (row.status, row.application_token) == (
+        "installed",
+        world.application_token(world.alpha),
+    )
+    assert await world.bindings(world.alpha) == WANTED
+    async with world.installer.client_for(world.member_id(world.alpha)) as api:
+        assert (await api.call("profile")).result["ID"] == "1"
+
+
+async def test_an_uninstall_stops_that_portal_only_and_a_reinstall_brings_it_back(
+    world: World, capsys: pytest.CaptureFixture[str]
+) -> None:
+    configure_logging("info", "json")
+    await world.install(world.alpha)
+    await world.install(world.beta)
+    old_token = world.application_token(world.alpha)
+    await world.uninstall(world.alpha)
+
+    alpha = await world.book.portal(world.member_id(world.alpha))
+    assert alpha is not None
+    assert (alpha.status, alpha.access_token, alpha.refresh_token, alpha.application_token) == (
+        "uninstalled",
+        None,
+        None,
+        None,
+    )
+    beta = await world.book.portal(world.member_id(world.beta))
+    assert beta is not None
+    assert (beta.status, beta.application_token) == (
+        "installed",
+        world.application_token(world.beta),
+    )
+    async with world.installer.client_for(world.member_id(world.beta)) as api:
+        assert (await api.call("profile")).result["ID"] == "1"
+    assert await world.bindings(world.beta) == WANTED
+    logged = capsys.readouterr()
+    lines = [json.loads(line) for line in (logged.out + logged.err).splitlines()]
+    uninstalls = [line for line in lines if line["event"] == "app_uninstalled"]
+    assert uninstalls == [
+        {
+            **uninstalls[0],
+            "member_id": world.member_id(world.alpha),
+            "domain": f"{world.alpha}.sandbox.local",
+            "clean": False,
+        }
+    ]
+    text = logged.out + logged.err
+    assert str(old_token) not in text
+    assert SECRET not in text
+
+    await world.install(world.alpha)
+    again = await world.book.portal(world.member_id(world.alpha))
+    assert again is not None
+    assert again.status == "installed"
+    assert again.application_token == world.application_token(world.alpha)
+    assert again.application_token not in (None, old_token)
+    assert await world.bindings(world.alpha) == WANTED
+
+
+async def test_a_forged_uninstall_is_refused(world: World) -> None:
+    await world.install(world.alpha)
+    member_id = world.member_id(world.alpha)
+    forged = {
+        "event": "ONAPPUNINSTALL",
+        "data[CLEAN]": "1",
+        "auth[member_id]": member_id,
+        "auth[domain]": f"{world.alpha}.sandbox.local",
+        "auth[application_token]": "not-the-token",
+    }
+    refused = await world.app.post("/app/events", data=forged)
+    assert refused.status_code == 403
+    assert refused.json() == {
+        "error": "application token not accepted",
+        "field": "auth[application_token]",
+        "expected": "the portal's token",
+    }
+    elsewhere = {**forged, "auth[member_id]": "someone-else"}
+    assert (await world.app.post("/app/events", data=elsewhere)).status_code == 403
+    other = {**forged, "auth[application_token]": str(world.application_token(world.alpha))}
+    other["auth[member_id]"] = world.member_id(world.beta)
+    assert (await world.app.post("/app/events", data=other)).status_code == 403
+    missing = await world.app.post(
+        "/app/events", data={k: v for k, v in forged.items() if k != "auth[application_token]"}
+    )
+    assert (missing.status_code, missing.json()["field"]) == (400, "auth[application_token]")
+    assert (await world.book.portal(member_id)).status == "installed"  # type: ignore[union-attr]
+
+
+async def test_forged_installs_are_refused(world: World) -> None:
+    await world.install(world.beta)
+    beta = await world.book.portal(world.member_id(world.beta))
+    assert beta is not None
+    assert beta.access_token is not None
+    form = {
+        "AUTH_ID": "garbage",
+        "AUTH_EXPIRES": "3600",
+        "REFRESH_ID": "whatever",
+        "member_id": world.member_id(world.alpha),
+        "APPLICATION_TOKEN": "chosen-by-the-forger",
+    }
+    query = {"DOMAIN": f"{world.alpha}.sandbox.local", "PROTOCOL": "0"}
+    unknown = await world.app.post("/app/install", params=query, data=form)
+    assert unknown.status_code == 401
+    assert "AUTH_ID" in unknown.text
+    assert "installFinish" not in unknown.text
+    borrowed = await world.app.post(
+        "/app/install", params=query, data={**form, "AUTH_ID": beta.access_token}
+    )
+    assert borrowed.status_code == 403
+    assert "token of another portal" in borrowed.text
+    assert await world.book.portal(world.member_id(world.alpha)) is None
+    no_member = await world.app.post(
+        "/app/install", params=query, data={k: v for k, v in form.items() if k != "member_id"}
+    )
+    assert (no_member.status_code, "member_id" in no_member.text) == (400, True)
+
+    event = {
+        "event": "ONAPPINSTALL",
+        "auth[member_id]": world.member_id(world.alpha),
+        "auth[application_token]": "chosen-by-the-forger",
+    }
+    unverifiable = await world.app.post("/app/events", data=event)
+    assert unverifiable.status_code == 401
+    assert unverifiable.json()["field"] == "auth[access_token]"
+    borrowed_event = await world.app.post(
+        "/app/events", data={**event, "auth[access_token]": beta.access_token}
+    )
+    assert borrowed_event.status_code == 403
+    assert await world.book.portal(world.member_id(world.alpha)) is None
+    other = await world.app.post("/app/events", data={"event": "ONCRMDEALADD"})
+    assert (other.status_code, other.json()["field"]) == (400, "event")
