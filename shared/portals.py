@@ -19,10 +19,8 @@ from collections.abc import Callable, Iterator, Mapping
 from typing import Generic, TypeVar
 
 from shared.bitrix24 import Bitrix24Client
-from shared.db import Conn
 from shared.messaging import PermanentError
 from shared.portal_config import PortalConfig
-from shared.served_portal import ServedPortal, served_portal
 
 T = TypeVar("T")
 
@@ -34,7 +32,6 @@ class UnknownPortalError(PermanentError):
         super().__init__(
             f"portal {key!r} is not served by this deployment (it serves {', '.join(served)})"
         )
-        self.key = key
 
 
 class _ByPortal(Generic[T]):
@@ -66,7 +63,7 @@ class _ByPortal(Generic[T]):
 
     def keys(self) -> tuple[str, ...] | None:
         """The keys of the portals served by name; None for the one-portal deployment, whose
-        portal is pinned or learned (`PortalConfigs.served`)."""
+        portal is pinned or learned (`shared/served_portal.py`)."""
         return None if self._every is not None else tuple(self._by_key)
 
     def values(self) -> Iterator[T]:
@@ -84,24 +81,11 @@ class PortalConfigs(_ByPortal[PortalConfig]):
         """The one-portal deployment: the portal YAML for the served portal."""
         return cls(every=config)
 
-    def replace(self, config: PortalConfig, key: str | None = None) -> None:
-        """A reloaded configuration: of portal `key`, or of the one portal when `key` is None."""
-        if key is None:
-            if self._every is None:
-                raise ValueError("several portals are served: name the portal reloaded")
-            self._every = config
-        elif key in self._by_key:
-            self._by_key[key] = config
-        else:
-            raise UnknownPortalError(key, tuple(self._by_key))
-
-    async def served(self, conn: Conn) -> list[ServedPortal]:
-        """The portals served: the one pinned or learned (none while it is not known yet), or
-        each one served by name."""
-        if self._every is not None:
-            portal = await served_portal(conn, self._every)
-            return [] if portal is None else [portal]
-        return [ServedPortal(key) for key in self._by_key]
+    def replace(self, config: PortalConfig) -> None:
+        """The one portal's reloaded portal YAML (ingest's reloader: SIGHUP or a changed file)."""
+        if self._every is None:
+            raise ValueError("several portals are served: their configurations are not reloaded")
+        self._every = config
 
 
 class PortalClients(_ByPortal[Bitrix24Client]):

@@ -118,9 +118,8 @@ class SurveyWriter:
 
     async def _write(self, event: SurveyAnswered) -> CrmWritten | None:
         row = await self._pool.fetchrow(
-            "SELECT item_id, version FROM crm_survey_items WHERE request_id = $1 AND portal = $2",
+            "SELECT item_id, version FROM crm_survey_items WHERE request_id = $1",
             event.request_id,
-            event.portal.key,
         )
         if row is not None and row["version"] >= event.version:
             return None
@@ -190,7 +189,8 @@ async def _note_version(conn: Conn, event: SurveyAnswered, item_id: int) -> None
         """INSERT INTO crm_survey_items (request_id, item_id, version, portal)
            VALUES ($1, $2, $3, $4)
            ON CONFLICT (request_id) DO UPDATE
-               SET item_id = EXCLUDED.item_id, version = EXCLUDED.version, written_at = now()""",
+               SET item_id = EXCLUDED.item_id, version = EXCLUDED.version,
+                   portal = EXCLUDED.portal, written_at = now()""",
         event.request_id,
         item_id,
         event.version,
