@@ -428,7 +428,7 @@ def _unlimited_config(directory: Path) -> Path:
 async def _flow(pool: asyncpg.Pool, portal: str, amqp_url: str) -> Flow:
     async with pool.acquire() as conn:
         scored = len(await scoring_read.scored_items(conn, portal))
-        routed = await router_read.sent_actions(conn)
+        routed = await router_read.sent_actions(conn, None)
         states = await crm_sync_read.action_states(conn, None)
         outbox = int(await conn.fetchval(_UNPUBLISHED_SQL))
     # The queues of the four services measured here (dispatch's and the survey page's fill
@@ -614,7 +614,7 @@ async def end_to_end(stack: Stack, dsn: str, amqp_url: str, count: int) -> EndTo
             raise BenchError(f"{flow.dead} message(s) dead-lettered; see {stack.log_dir}")
         async with pool.acquire() as conn:
             taken = await crm_sync_read.actions(conn, None)
-            last_scored = await scoring_read.last_scored_at(conn)
+            last_scored = await scoring_read.last_scored_at(conn, None)
             answers = len(await scoring_read.answer_ids(conn, portal))
         finished = max(
             at.timestamp() for at in (*(a.done_at for a in taken), last_scored) if at is not None

@@ -14,7 +14,7 @@ import asyncpg
 
 from shared.db import Conn
 from shared.events import PortalRef
-from shared.portal_config import PortalConfig
+from shared.portal_config import PortalConfig, load_portal_config
 
 
 @dataclass(frozen=True)
@@ -63,6 +63,26 @@ async def served_portal_at(dsn: str, config: PortalConfig) -> ServedPortal | Non
         return await learned_portal(conn)
     finally:
         await conn.close()
+
+
+def pinned_member_id(config_path: Path) -> str | None:
+    """`portal.member_id` of the portal YAML at `config_path`, for a reader that needs no YAML
+    otherwise; None without the file or the key (`ConfigError` for a file that does not load)."""
+    if not config_path.exists():
+        return None
+    return load_portal_config(config_path).portal.member_id
+
+
+async def reading_key(conn: Conn, chosen: str | None, pinned: str | None) -> str | None:
+    """The portal a dashboard or CLI read is about: the one `chosen` (`?portal=`, `--portal`),
+    else the served one (`pinned` by `portal.member_id`, else learned by ingest); None while no
+    portal is known yet (no answer can be stored before then)."""
+    if chosen is not None:
+        return chosen
+    if pinned is not None:
+        return pinned
+    learned = await learned_portal(conn)
+    return None if learned is None else learned.key
 
 
 def describe(portal: ServedPortal | None, config_path: Path) -> str:

@@ -22,12 +22,14 @@ import uvloop
 from faststream.rabbit import RabbitBroker
 from faststream.rabbit.subscriber import RabbitSubscriber
 
+from shared.bitrix24 import client_from_settings
 from shared.db import create_pool, migrate
 from shared.health import health_app, serve_http
 from shared.logging import configure_logging, get_logger
 from shared.messaging import make_broker
 from shared.outbox import Outbox, OutboxRelay
-from shared.portal_config import PortalConfig, load_portal_config
+from shared.portal_config import load_portal_config
+from shared.portals import PortalClients, PortalConfigs
 from shared.settings import Settings
 from shared.topology import declare
 
@@ -39,11 +41,14 @@ T = TypeVar("T")
 
 @dataclass
 class Runtime:
-    """What a service's wiring gets: settings, portal config and the open adapters."""
+    """What a service's wiring gets: settings, the portals' configurations and the open
+    adapters."""
 
     name: str
     settings: Settings
-    config: PortalConfig
+    configs: PortalConfigs
+    """Each served portal's configuration; a handler takes its event's portal's
+    (`shared/portals.py`)."""
     pool: asyncpg.Pool
     broker: RabbitBroker
     outbox: Outbox
@@ -52,6 +57,23 @@ class Runtime:
     """Long-running jobs the wiring adds (an HTTP server, a periodic sweep): started once the
     broker runs, each given the stop event and expected to return once it is set. A job that ends
     early stops the service; on shutdown they are awaited (bounded) before the broker stops."""
+    clients: PortalClients | None = None
+    """The portals' Bitrix24 clients once `portal_clients()` built them (or the wiring set
+    them); closed when the service stops."""
+
+    def portal_clients(self) -> PortalClients:
+        """Each served portal's Bitrix24 client, built on first use: the one portal's from the
+        settings (`client_from_settings`), its rate budget shared in PostgreSQL."""
+        if self.clients is None:
+            client = client_from_settings(self.settings, self.pool, self.configs.only())
+            self.clients = PortalClients.one(client)
+        return self.clients
+
+    async def close(self) -> None:
+        """Close the portals' clients, then the pool."""
+        if self.clients is not None:
+            await self.clients.aclose()
+        await self.pool.close()
 
 
 Wire = Callable[[Runtime], Awaitable[None]]
@@ -87,7 +109,12 @@ async def serve(
     broker = make_broker(amqp_url, prefetch=prefetch)
     outbox = Outbox()
     runtime = Runtime(
-        name=name, settings=settings, config=config, pool=pool, broker=broker, outbox=outbox
+        name=name,
+        settings=settings,
+        configs=PortalConfigs.one(config),
+        pool=pool,
+        broker=broker,
+        outbox=outbox,
     )
     relay_task: asyncio.Task[None] | None = None
     http_task: asyncio.Task[None] | None = None
@@ -123,7 +150,7 @@ async def serve(
             if task is not None:
                 with contextlib.suppress(asyncio.CancelledError, TimeoutError):
                     await asyncio.wait_for(task, timeout=5)
-        await pool.close()
+        await runtime.close()
         for sig in (signal.SIGTERM, signal.SIGINT):
             with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
                 loop.remove_signal_handler(sig)

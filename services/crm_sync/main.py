@@ -5,7 +5,7 @@ outbox."""
 
 from __future__ import annotations
 
-from functools import partial
+from dataclasses import dataclass
 
 from services.crm_sync.coalescer import CommandCoalescer
 from services.crm_sync.contacts import ContactWriter
@@ -14,9 +14,9 @@ from services.crm_sync.dispatch import DispatchWriter, handle_dispatch
 from services.crm_sync.handlers import Writers, handle_action
 from services.crm_sync.stages import StageWriter
 from services.crm_sync.surveys import SurveyWriter, handle_survey
-from shared.bitrix24 import client_from_settings
 from shared.events import DispatchCommand, RouteAction, SurveyAnswered
 from shared.messaging import subscribe
+from shared.portals import PerPortal
 from shared.service import Runtime, run_loop, serve
 from shared.settings import Settings
 from shared.topology import (
@@ -35,45 +35,58 @@ URGENT_PREFETCH = 32
 `PREFETCH` never keeps an urgent action in RabbitMQ."""
 
 
+@dataclass(frozen=True)
+class PortalWriters:
+    """One portal's writers, sharing that portal's coalescer (its requests carry only its
+    commands) and configuration."""
+
+    actions: Writers
+    surveys: SurveyWriter
+    dispatch: DispatchWriter
+
+
 async def wire(runtime: Runtime) -> None:
-    client = client_from_settings(runtime.settings, runtime.pool, runtime.config)
-    coalescer = CommandCoalescer(client)
-    writers = Writers(
-        contacts=ContactWriter(runtime.pool, runtime.outbox, coalescer, runtime.config),
-        entities=EntityWriter(runtime.pool, runtime.outbox, coalescer, runtime.config),
-        stages=StageWriter(runtime.pool, runtime.outbox, coalescer),
-    )
-    handler = partial(handle_action, writers=writers)
+    pool, outbox, configs = runtime.pool, runtime.outbox, runtime.configs
+    clients = runtime.portal_clients()
+
+    def writers_of(key: str) -> PortalWriters:
+        coalescer = CommandCoalescer(clients.get(key))
+        config = configs.get(key)
+        return PortalWriters(
+            actions=Writers(
+                contacts=ContactWriter(pool, outbox, coalescer, config),
+                entities=EntityWriter(pool, outbox, coalescer, config),
+                stages=StageWriter(pool, outbox, coalescer),
+            ),
+            surveys=SurveyWriter(pool, outbox, coalescer, config),
+            dispatch=DispatchWriter(pool, outbox, coalescer),
+        )
+
+    portals = PerPortal(configs, writers_of)
+
+    async def on_action(action: RouteAction) -> None:
+        await handle_action(action, portals.get(action.answer.portal.key).actions)
+
+    async def on_survey(event: SurveyAnswered) -> None:
+        await handle_survey(event, portals.get(event.portal.key).surveys)
+
+    async def on_dispatch(command: DispatchCommand) -> None:
+        await handle_dispatch(command, portals.get(command.portal.key).dispatch)
+
     attempts = runtime.settings.retry_max_attempts
     subscribe(
         runtime.broker,
         CRM_SYNC_URGENT,
         RouteAction,
-        handler,
+        on_action,
         max_attempts=attempts,
         prefetch=URGENT_PREFETCH,
     )
-    subscribe(runtime.broker, CRM_SYNC_ACTIONS, RouteAction, handler, max_attempts=attempts)
-    subscribe(
-        runtime.broker,
-        CRM_SYNC_SURVEYS,
-        SurveyAnswered,
-        partial(
-            handle_survey,
-            writer=SurveyWriter(runtime.pool, runtime.outbox, coalescer, runtime.config),
-        ),
-        max_attempts=attempts,
-    )
+    subscribe(runtime.broker, CRM_SYNC_ACTIONS, RouteAction, on_action, max_attempts=attempts)
+    subscribe(runtime.broker, CRM_SYNC_SURVEYS, SurveyAnswered, on_survey, max_attempts=attempts)
     # Dispatch's commands are bulk work: their own queue, the bulk lane of the budget.
     subscribe(
-        runtime.broker,
-        CRM_SYNC_DISPATCH,
-        DispatchCommand,
-        partial(
-            handle_dispatch,
-            writer=DispatchWriter(runtime.pool, runtime.outbox, coalescer),
-        ),
-        max_attempts=attempts,
+        runtime.broker, CRM_SYNC_DISPATCH, DispatchCommand, on_dispatch, max_attempts=attempts
     )
 
 

@@ -264,12 +264,17 @@ class CommandOutcome:
     reason: str | None
 
 
-async def command_outcomes(conn: Conn, command_ids: Sequence[str]) -> dict[str, CommandOutcome]:
-    """The commands of `command_ids` crm_sync has taken on, by command id."""
+async def command_outcomes(
+    conn: Conn, portal: str | None, command_ids: Sequence[str]
+) -> dict[str, CommandOutcome]:
+    """The commands of `command_ids` crm_sync has taken on for `portal` (None: for any portal),
+    by command id."""
     rows = await conn.fetch(
         """SELECT action_id, state, outcome, entity_id, details->>'reason' AS reason
-           FROM crm_actions WHERE action_id = ANY($1::text[])""",
+           FROM crm_actions
+           WHERE action_id = ANY($1::text[]) AND ($2::text IS NULL OR portal = $2)""",
         list(command_ids),
+        portal,
     )
     return {
         row["action_id"]: CommandOutcome(
@@ -286,12 +291,17 @@ async def command_outcomes(conn: Conn, command_ids: Sequence[str]) -> dict[str, 
 # --- survey page answers --------------------------------------------------------------------
 
 
-async def survey_item_requests(conn: Conn, item_ids: Sequence[int]) -> list[tuple[int, uuid.UUID]]:
+async def survey_item_requests(
+    conn: Conn, portal: str | None, item_ids: Sequence[int]
+) -> list[tuple[int, uuid.UUID]]:
     """(item id, survey request id) of each survey page request written into an item (or an NPS
-    deal) of `item_ids` (`crm_survey_items`; the item's `XML_ID` is `b24-nps-survey:<request
-    id>`). An item id may come twice: a smart-process item and a deal may share it."""
+    deal) of `item_ids` of `portal` (None: of any portal; `crm_survey_items`; the item's `XML_ID`
+    is `b24-nps-survey:<request id>`). An item id may come twice: a smart-process item and a
+    deal may share it."""
     rows = await conn.fetch(
-        "SELECT item_id, request_id FROM crm_survey_items WHERE item_id = ANY($1::bigint[])",
+        """SELECT item_id, request_id FROM crm_survey_items
+           WHERE item_id = ANY($1::bigint[]) AND ($2::text IS NULL OR portal = $2)""",
         list(item_ids),
+        portal,
     )
     return [(row["item_id"], row["request_id"]) for row in rows]

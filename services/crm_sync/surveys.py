@@ -186,12 +186,15 @@ class SurveyWriter:
 
 async def _note_version(conn: Conn, event: SurveyAnswered, item_id: int) -> None:
     await conn.execute(
-        """INSERT INTO crm_survey_items (request_id, item_id, version) VALUES ($1, $2, $3)
+        """INSERT INTO crm_survey_items (request_id, item_id, version, portal)
+           VALUES ($1, $2, $3, $4)
            ON CONFLICT (request_id) DO UPDATE
-               SET item_id = EXCLUDED.item_id, version = EXCLUDED.version, written_at = now()""",
+               SET item_id = EXCLUDED.item_id, version = EXCLUDED.version,
+                   portal = EXCLUDED.portal, written_at = now()""",
         event.request_id,
         item_id,
         event.version,
+        event.portal.key,
     )
 
 

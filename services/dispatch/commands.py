@@ -9,6 +9,7 @@ import csv
 import json
 from collections import Counter
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
@@ -26,7 +27,7 @@ from shared.db import Conn, create_pool
 from shared.events import derived_id
 from shared.outbox import Outbox
 from shared.portal_config import ConfigError, PortalConfig, load_portal_config
-from shared.served_portal import served_portal_at
+from shared.served_portal import reading_key, served_portal_at
 from shared.settings import Settings, get_settings
 from shared.unreachable import SERVER_ERRORS, server_problem
 
@@ -74,10 +75,15 @@ def list_requests(  # noqa: PLR0917 - one parameter per option, as typer reads t
         limit=limit,
     )
 
+    # The served portal's register (`portal.member_id`, else the portal ingest learned).
+    pinned = _config(settings).portal.member_id if settings.portal_config_path().exists() else None
+
     async def fetch() -> tuple[list[dict[str, Any]], dict[str, int]]:
         conn = await asyncpg.connect(settings.database_url.get_secret_value(), timeout=10)
         try:
-            return await read.requests(conn, where), await read.state_counts(conn)
+            served = await reading_key(conn, None, pinned)
+            mine = replace(where, portal=served)
+            return await read.requests(conn, mine), await read.state_counts(conn, served)
         finally:
             await conn.close()
 

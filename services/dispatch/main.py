@@ -12,7 +12,6 @@ from services.dispatch.dispatcher import Dispatcher
 from services.dispatch.follower import Follower
 from services.dispatch.mailer import Mailer
 from services.dispatch.settings import DispatchSettings
-from shared.bitrix24 import client_from_settings
 from shared.events import (
     CrmWritten,
     PortalEntityUpdated,
@@ -41,11 +40,13 @@ log = get_logger(__name__)
 
 
 def build(runtime: Runtime, settings: DispatchSettings) -> Dispatcher:
+    """Dispatch serves one portal for now: its timer and crm_sync's outcomes (`crm.written`)
+    name no portal, so the register's due requests are not yet split by portal."""
     return Dispatcher(
         runtime.pool,
         runtime.outbox,
-        runtime.config,
-        portal=client_from_settings(runtime.settings, runtime.pool, runtime.config),
+        runtime.configs.only(),
+        portal=runtime.portal_clients().only(),
         mailer=Mailer(settings),
         settings=settings,
     )
@@ -69,8 +70,8 @@ async def wire(runtime: Runtime, settings: DispatchSettings | None = None) -> No
     follower = Follower(
         runtime.pool,
         runtime.outbox,
-        runtime.config,
-        portal=client_from_settings(runtime.settings, runtime.pool, runtime.config),
+        runtime.configs.only(),
+        portal=runtime.portal_clients().only(),
         lease_s=settings.lease_s,
     )
     subscribe(broker, DISPATCH_FOLLOWUP, CrmWritten, follower.on_written, max_attempts=attempts)

@@ -50,8 +50,8 @@ async def requests(conn: Conn, where: RegisterFilter) -> list[dict[str, Any]]:
     return [dict(row) for row in rows]
 
 
-async def state_counts(conn: Conn, portal: str | None = None) -> dict[str, int]:
-    """How many requests are in each state."""
+async def state_counts(conn: Conn, portal: str | None) -> dict[str, int]:
+    """How many requests of `portal` (None: of every portal) are in each state."""
     rows = await conn.fetch(
         """SELECT state, count(*) AS n FROM dispatch_requests
            WHERE $1::text IS NULL OR portal = $1 GROUP BY state""",

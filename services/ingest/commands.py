@@ -20,6 +20,7 @@ from shared.logging import configure_logging
 from shared.messaging import make_broker
 from shared.outbox import Outbox, OutboxRelay
 from shared.portal_config import ConfigError, load_portal_config
+from shared.served_portal import pinned_member_id, reading_key
 from shared.settings import Settings, get_settings
 from shared.unreachable import SERVER_ERRORS, server_problem
 
@@ -44,6 +45,9 @@ def unmapped_command(
     except (OSError, asyncpg.PostgresError) as exc:
         typer.echo(f"PostgreSQL (DATABASE_URL) did not answer: {exc}", err=True)
         raise typer.Exit(code=1) from None
+    except ConfigError as exc:
+        typer.echo(f"error: the portal YAML: {exc}", err=True)
+        raise typer.Exit(code=2) from None
     if held is None:
         typer.echo("the database has no ingest tables yet: run `nps migrate`", err=True)
         raise typer.Exit(code=1)
@@ -70,7 +74,10 @@ async def _unmapped(settings: Settings, portal: str | None) -> list[UnmappedCate
     pool = await create_pool(settings.database_url.get_secret_value(), max_size=1)
     try:
         async with pool.acquire() as conn:
-            return await unmapped_summary(conn, portal)
+            if await conn.fetchval("SELECT to_regclass('ingest_portal')") is None:
+                return None  # not migrated yet
+            pinned = pinned_member_id(settings.portal_config_path())
+            return await unmapped_summary(conn, await reading_key(conn, portal, pinned))
     finally:
         await pool.close()
 

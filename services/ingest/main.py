@@ -16,10 +16,11 @@ from services.ingest.hydrator import FieldCatalog, Hydrator, ItemReader
 from services.ingest.release import ConfigReloader
 from services.ingest.sweep import Sweeper
 from services.ingest.users import NAMES_INTERVAL_S
-from shared.bitrix24 import Bitrix24Client, client_from_settings
 from shared.events import WebhookReceived
 from shared.health import serve_http
 from shared.messaging import subscribe
+from shared.portal_config import PortalConfig
+from shared.portals import PerPortal
 from shared.service import Runtime, run_loop, serve
 from shared.settings import Settings
 from shared.topology import INGEST_HYDRATE
@@ -32,35 +33,25 @@ def run(settings: Settings) -> None:
 
 async def serve_ingest(settings: Settings, stop: asyncio.Event | None = None) -> None:
     """Run ingest until `stop` is set or a signal arrives."""
-    clients: list[Bitrix24Client] = []
 
     async def wire(runtime: Runtime) -> None:
-        config, pool, outbox = runtime.config, runtime.pool, runtime.outbox
-        client = client_from_settings(settings, pool, config)
-        clients.append(client)
-        hydrator = Hydrator(
-            pool,
-            outbox,
-            ItemReader(client),
-            FieldCatalog(client),
-            config,
-            contacts=ContactManagers(client),
-        )
-        subscribe(
-            runtime.broker,
-            INGEST_HYDRATE,
-            WebhookReceived,
-            hydrator.handle,
-            max_attempts=settings.retry_max_attempts,
-        )
+        pool, outbox, configs = runtime.pool, runtime.outbox, runtime.configs
+        hydrators = subscribe_hydrator(runtime)
+        # The webhook endpoints, the sweep and the reloader serve the one portal the YAML is for.
+        config = configs.only()
         app = create_app(settings, config, pool, outbox)
-        sweeper = Sweeper(pool, outbox, client, config)
+        sweeper = Sweeper(pool, outbox, runtime.portal_clients().only(), config)
+
+        def reconfigure_hydrators(config: PortalConfig) -> None:
+            for hydrator in hydrators.built():
+                hydrator.reconfigure(config)
+
         reloader = ConfigReloader(
             settings.portal_config_path(),
             config,
             pool,
             outbox,
-            (hydrator.reconfigure, sweeper.reconfigure),
+            (configs.replace, reconfigure_hydrators, sweeper.reconfigure),
         )
 
         async def http(stop: asyncio.Event) -> None:
@@ -77,11 +68,39 @@ async def serve_ingest(settings: Settings, stop: asyncio.Event | None = None) ->
 
         runtime.background.extend((http, sweep, reload, names))
 
-    try:
-        # Health and metrics never share the port the internet reaches: HEALTH_PORT is ingest's
-        # INGEST_HEALTH_PORT (one .env serves every process).
-        health = settings.model_copy(update={"health_port": settings.ingest_health_port})
-        await serve("ingest", health, wire, stop=stop, prefetch=PAGE_SIZE)
-    finally:
-        for client in clients:
-            await client.aclose()
+    # Health and metrics never share the port the internet reaches: HEALTH_PORT is ingest's
+    # INGEST_HEALTH_PORT (one .env serves every process).
+    health = settings.model_copy(update={"health_port": settings.ingest_health_port})
+    await serve("ingest", health, wire, stop=stop, prefetch=PAGE_SIZE)
+
+
+def subscribe_hydrator(runtime: Runtime) -> PerPortal[Hydrator]:
+    """The hydrator on `ingest.hydrate`: one per portal (its reads batched with that portal's
+    only), each with its portal's configuration and client, found by the event's portal."""
+    pool, outbox, configs = runtime.pool, runtime.outbox, runtime.configs
+    clients = runtime.portal_clients()
+
+    def hydrator_of(key: str) -> Hydrator:
+        client = clients.get(key)
+        return Hydrator(
+            pool,
+            outbox,
+            ItemReader(client),
+            FieldCatalog(client),
+            configs.get(key),
+            contacts=ContactManagers(client),
+        )
+
+    hydrators = PerPortal(configs, hydrator_of)
+
+    async def hydrate(event: WebhookReceived) -> None:
+        await hydrators.get(event.portal.key).handle(event)
+
+    subscribe(
+        runtime.broker,
+        INGEST_HYDRATE,
+        WebhookReceived,
+        hydrate,
+        max_attempts=runtime.settings.retry_max_attempts,
+    )
+    return hydrators

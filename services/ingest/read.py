@@ -28,9 +28,9 @@ class UnmappedCategory:
     """The latest `updatedTime` among them."""
 
 
-async def unmapped_summary(conn: Conn, portal: str | None = None) -> list[UnmappedCategory] | None:
-    """The items waiting for a segment, per category (of one portal when `portal` is given);
-    None when ingest's table is not in this database (not migrated yet)."""
+async def unmapped_summary(conn: Conn, portal: str | None) -> list[UnmappedCategory] | None:
+    """The items waiting for a segment, per category, of `portal` (None: of every portal, for
+    the operator tools); None when ingest's table is not in this database (not migrated yet)."""
     if await conn.fetchval("SELECT to_regclass('ingest_unmapped_items')") is None:
         return None
     rows = await conn.fetch(
@@ -52,8 +52,8 @@ async def unmapped_summary(conn: Conn, portal: str | None = None) -> list[Unmapp
     ]
 
 
-async def user_names(conn: Conn, portal: str | None = None) -> dict[int, str]:
-    """The known names of users (of `portal`, or of any portal), by user id."""
+async def user_names(conn: Conn, portal: str | None) -> dict[int, str]:
+    """The known names of users of `portal` (None: of any portal), by user id."""
     rows = await conn.fetch(
         "SELECT DISTINCT ON (user_id) user_id, name FROM ingest_users"
         " WHERE name IS NOT NULL AND ($1::text IS NULL OR portal = $1)"

@@ -23,8 +23,10 @@ from typing import Any
 import aio_pika
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
 from aio_pika.exceptions import AMQPException
+from pydantic import ValidationError
 
 from shared.db import Conn
+from shared.events import PortalRef
 from shared.logging import get_logger
 from shared.messaging import ATTEMPT_HEADER, REASON_HEADER
 from shared.topology import CORE_QUEUES, DLQ_SUFFIX, dead_queue, dlq_name
@@ -186,16 +188,32 @@ class Discard:
     reason: str
     discarded_by: str
     discarded_at: datetime
+    portal: str | None
+    """The key of the portal the message named (None: it named none)."""
 
     def summary(self) -> dict[str, Any]:
         return {
             "queue": self.queue,
+            "portal": self.portal,
             "message_id": self.message_id,
             "failure": self.failure,
             "reason": self.reason,
             "discarded_by": self.discarded_by,
             "discarded_at": self.discarded_at.isoformat(),
         }
+
+
+def portal_of(body: Any) -> str | None:
+    """The key of the portal a message names (`PortalRef.key` of its `portal`, at its top or in
+    its `answer`); None when it names none."""
+    holders = (body, body.get("answer")) if isinstance(body, dict) else ()
+    for holder in holders:
+        if isinstance(holder, dict) and isinstance(holder.get("portal"), dict):
+            try:
+                return PortalRef.model_validate(holder["portal"]).key
+            except ValidationError:
+                return None
+    return None
 
 
 async def discard(
@@ -223,8 +241,9 @@ async def discard(
                 async with conn.transaction():
                     await conn.execute(
                         """INSERT INTO ops_dlq_discards (queue, message_id, routing_key,
-                               correlation_id, failure, attempts, body, reason, discarded_by)
-                           VALUES ($1, $2, $3, $4, $5, $6, $7::jsonb, $8, $9)""",
+                               correlation_id, failure, attempts, body, reason, discarded_by,
+                               portal)
+                           VALUES ($1, $2, $3, $4, $5, $6, $7::jsonb, $8, $9, $10)""",
                         letter.queue,
                         letter.message_id,
                         letter.routing_key,
@@ -234,6 +253,7 @@ async def discard(
                         json.dumps(letter.body),
                         reason.strip(),
                         by.strip(),
+                        portal_of(letter.body),
                     )
                     await message.ack()
             except BaseException:
@@ -247,7 +267,7 @@ async def discard(
 async def discarded(conn: Conn, limit: int = 100) -> list[Discard]:
     """The latest discards, newest first."""
     rows = await conn.fetch(
-        """SELECT queue, message_id, failure, reason, discarded_by, discarded_at
+        """SELECT queue, message_id, failure, reason, discarded_by, discarded_at, portal
            FROM ops_dlq_discards ORDER BY discarded_at DESC, id DESC LIMIT $1""",
         limit,
     )

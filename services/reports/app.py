@@ -69,6 +69,7 @@ from services.scoring.read import (
 from shared.db import Conn, create_pool
 from shared.dispatch_config import Dispatch
 from shared.events import utcnow
+from shared.served_portal import reading_key
 
 PAGE_HEADERS = {
     "Content-Security-Policy": pages.CONTENT_SECURITY_POLICY,
@@ -136,10 +137,11 @@ async def page(request: Request) -> Response:
         except FilterError as exc:
             options = await filter_options(conn, None)
             return _html(pages.problems_page(item, options, exc.problems), 422)
-        options = await filter_options(conn, filters.portal)
+        filters = await sources.served(conn, filters)
+        options = await filter_options(conn, filters.key)
         options = replace(
             options,
-            manager_names=await user_names(conn, filters.portal),
+            manager_names=await user_names(conn, filters.key),
             themes=tuple(sources.themes),
         )
         return _html(await view(conn, sources, filters, options))
@@ -175,9 +177,10 @@ def _csv(
     async def body() -> AsyncIterator[str]:
         yield "\ufeff" + csv_text([header])
         async with pool.acquire() as conn:
-            names = await user_names(conn, filters.portal)
+            served = await sources.served(conn, filters)
+            names = await user_names(conn, served.key)
             batch: list[dict[str, Any]] = []
-            async for record in records(conn, filters):
+            async for record in records(conn, served):
                 batch.append(record)
                 if len(batch) == CSV_BATCH:
                     yield await chunk(conn, batch, names)
@@ -281,11 +284,21 @@ def report_query(
         raise HTTPException(status_code=422, detail=detail) from None
 
 
+async def _served_query(conn: Conn, request: Request, query: ReportQuery) -> ReportQuery:
+    """`query` of the portal `portal=` chose, else of the served one."""
+    if query.portal is not None:
+        return query
+    sources: Sources = request.app.state.sources
+    served = await reading_key(conn, None, sources.pinned_portal)
+    return query.model_copy(update={"portal": served})
+
+
 async def report_endpoint(
     request: Request, query: Annotated[ReportQuery, Depends(report_query)]
 ) -> list[dict[str, Any]]:
-    """NPS report rows (see `nps report`)."""
+    """NPS report rows (see `nps report`) of the portal chosen, else of the served one."""
     async with request.app.state.pool.acquire() as conn:
+        query = await _served_query(conn, request, query)
         rows = [
             row.as_dict(request.app.state.sources.min_answers)
             for row in await run_report(conn, query)
@@ -301,7 +314,7 @@ async def scores_endpoint(
     """How many answers gave each score, over the answers behind the same report's rows (its
     grouping decides only whether cosmetics answers are left out; the period split is ignored)."""
     async with request.app.state.pool.acquire() as conn:
-        counts = await score_distribution(conn, query)
+        counts = await score_distribution(conn, await _served_query(conn, request, query))
     return [{"score": score, "answers": counts[score]} for score in sorted(counts)]
 
 
@@ -317,6 +330,7 @@ def create_app(
     themes: Mapping[str, tuple[str, ...]] | None = None,
     dispatch: Dispatch | None = None,
     clock: Callable[[], datetime] = utcnow,
+    pinned_portal: str | None = None,
 ) -> FastAPI:
     """The reports app on the database at `database_url`, protected by `token`.
 
@@ -328,7 +342,9 @@ def create_app(
     all-ratings page filters and counts answers by the comment `themes` (name -> words); the
     "Asked" page tells next reminders and call tasks by `dispatch` (the portal YAML's settings),
     the follow-up page its SLAs. `clock` tells now (today's date for the date presets, the moment
-    a follow-up is overdue at).
+    a follow-up is overdue at). Every view reads one portal: the one `?portal=` chooses, else
+    the served one (`pinned_portal`, the portal YAML's `portal.member_id`, else the portal ingest
+    learned).
     """
 
     @asynccontextmanager
@@ -354,6 +370,7 @@ def create_app(
         themes=dict(themes or {}),
         dispatch=dispatch or Dispatch(),
         clock=clock,
+        pinned_portal=pinned_portal,
     )
     api = APIRouter(prefix="/api", dependencies=[Depends(api_guard)])
     api.add_api_route("/report", report_endpoint, methods=["GET"])

@@ -73,6 +73,7 @@ from services.scoring.read import ratings as read_ratings
 from shared.db import Conn
 from shared.dispatch_config import Dispatch
 from shared.events import utcnow
+from shared.served_portal import reading_key
 
 
 @dataclass(frozen=True)
@@ -97,6 +98,16 @@ class Sources:
     page's SLAs and empty states."""
     clock: Callable[[], datetime] = utcnow
     """Now: today's date for the date presets, the moment a follow-up is overdue at."""
+    pinned_portal: str | None = None
+    """The portal YAML's `portal.member_id`: the portal served, when it pins one (otherwise the
+    one ingest learned); the views read it unless `?portal=` chooses another."""
+
+    async def served(self, conn: Conn, filters: Filters) -> Filters:
+        """`filters` with the served portal's key, which the views read unless `?portal=`
+        chose a portal."""
+        if filters.portal is not None:
+            return filters
+        return replace(filters, served=await reading_key(conn, None, self.pinned_portal))
 
     @property
     def zone_name(self) -> str:
@@ -148,7 +159,7 @@ async def _followed_in_all(conn: Conn, portal: str | None) -> bool:
 async def followup_tile(conn: Conn, sources: Sources, filters: Filters) -> FollowupTile | None:
     """The overview's tile: the open overdue follow-ups of the selection (the follow-up page's
     count for the same filters, which it links to); None when dispatch follows nothing."""
-    if not await _followed_in_all(conn, filters.portal):
+    if not await _followed_in_all(conn, filters.key):
         return None
     where = filters.followup(sources.zone)
     count = await dispatch_read.overdue_count(conn, sources.clock(), where)
@@ -238,7 +249,7 @@ async def ratings(conn: Conn, sources: Sources, filters: Filters, options: Filte
         )
         for name, answers in counts.items()
     ]
-    sent = await queries.sent_dates(conn, records, filters.portal)
+    sent = await queries.sent_dates(conn, records, filters.key)
     return pages.ratings_page(
         filters,
         options,
@@ -273,7 +284,7 @@ def asked_csv_url(filters: Filters) -> str:
 async def asked_options(conn: Conn, filters: Filters, options: FilterOptions) -> FilterOptions:
     """`options` with the surveys and managers of dispatch's register added (a survey sent but
     not answered yet has no answers to offer it)."""
-    held = await dispatch_read.asked_choices(conn, filters.portal)
+    held = await dispatch_read.asked_choices(conn, filters.key)
     known = {category for category, _ in options.segments}
     segments = options.segments + tuple(s for s in held.surveys if s[0] not in known)
     managers = tuple(sorted(set(options.managers) | set(held.managers)))
@@ -315,7 +326,7 @@ async def asked(conn: Conn, sources: Sources, filters: Filters, options: FilterO
         awaiting_total=waiting_total,
         unanswered=lines(closed),
         unanswered_total=closed_total,
-        register=register_summary(await dispatch_read.state_counts(conn, filters.portal)),
+        register=register_summary(await dispatch_read.state_counts(conn, filters.key)),
     )
     return pages.asked_page(
         filters,
@@ -347,7 +358,7 @@ async def followup(conn: Conn, sources: Sources, filters: Filters, options: Filt
         overdue = await dispatch_read.overdue(conn, now, where, limit=OVERDUE_LIMIT)
         in_all = loop.followed
         if not in_all:
-            everything = FollowupFilter(portal=filters.portal)
+            everything = FollowupFilter(portal=filters.key)
             in_all = (await dispatch_read.loop_closed_total(conn, now, everything))["followed"]
     escalations = Escalations.of(total)
     followup_settings = sources.dispatch.followup
@@ -371,9 +382,9 @@ async def followup(conn: Conn, sources: Sources, filters: Filters, options: Filt
 
 
 async def ops(conn: Conn, sources: Sources, filters: Filters, options: FilterOptions) -> str:
-    total, records = await queries.conflicts(conn, filters.portal)
+    total, records = await queries.conflicts(conn, filters.key)
     dead_letters = await dlq.dead_letter_sizes(sources.rabbitmq_url)
-    held = await unmapped_summary(conn, filters.portal)
+    held = await unmapped_summary(conn, filters.key)
     depths = await queries.lane_depths(sources.rabbitmq_url)
     lanes = lane_lines(queries.LANE_QUEUES, depths, await queries.lanes(conn))
     view = ops_view(

@@ -42,6 +42,7 @@ from shared.dispatch_config import Digest
 from shared.events import utcnow
 from shared.logging import get_logger
 from shared.portal_config import PortalConfig
+from shared.served_portal import reading_key
 from shared.smtp import MailerUnavailableError, MessageRejectedError
 
 log = get_logger(__name__)
@@ -80,7 +81,8 @@ class DigestJob:
             self._sender = self._digest.sender or (email.sender if email else "")
         self._pool = pool
         self._member = config.portal.member_id
-        """The portal served (None: learned from the first event; every portal's data)."""
+        """The portal pinned by `portal.member_id` (None: the portal ingest learned from the
+        first event is read)."""
         self._portal = self._member or "default"
         self._tz = ZoneInfo(config.portal.timezone)
         self._mailer = mailer
@@ -170,14 +172,15 @@ class DigestJob:
 
     async def _content(self, conn: Conn, ed: Edition, now: datetime) -> DigestContent:
         assert self._digest is not None
-        week = await self._figures(conn, ed.start, ed.end)
-        previous = await self._figures(conn, ed.previous_start, ed.previous_end)
+        portal = await reading_key(conn, None, self._member)
+        week = await self._figures(conn, portal, ed.start, ed.end)
+        previous = await self._figures(conn, portal, ed.previous_start, ed.previous_end)
         comments: list[dict[str, Any]] = []
         for category in ("detractor", "passive", "promoter"):
             if len(comments) >= self._digest.comments:
                 break
             query = RatingsQuery(
-                portal=self._member,
+                portal=portal,
                 start=ed.start,
                 end=ed.end,
                 category=category,
@@ -187,10 +190,10 @@ class DigestJob:
                 comments.append(row)
                 if len(comments) >= COMMENT_SCAN:
                     break
-        where = dispatch_read.FollowupFilter(portal=self._member)
+        where = dispatch_read.FollowupFilter(portal=portal)
         overdue = await dispatch_read.overdue(conn, now, where, limit=OVERDUE_LISTED)
         total = await dispatch_read.overdue_count(conn, now, where)
-        names = await user_names(conn, self._member) if overdue else {}
+        names = await user_names(conn, portal) if overdue else {}
         return DigestContent(
             edition=ed,
             lang=self._lang,
@@ -201,9 +204,9 @@ class DigestJob:
             overdue_total=total,
         )
 
-    async def _figures(self, conn: Conn, start: date, end: date) -> Figures:
+    async def _figures(self, conn: Conn, portal: str | None, start: date, end: date) -> Figures:
         query = ReportQuery(
-            by="period", period="range", date_from=start, date_to=end, portal=self._member
+            by="period", period="range", date_from=start, date_to=end, portal=portal
         )
         rows = await run_report(conn, query)
         return Figures.of(rows[0].as_dict(self._min_answers) if rows else None)

@@ -107,6 +107,7 @@ class Filters:
     date_to: date | None = None
     period: Granularity = DEFAULT_PERIOD
     portal: str | None = None
+    """The portal chosen by `?portal=`; None: the served one (`served`)."""
     preset: str | None = None
     """The date preset `date_from`..`date_to` came from (kept in links, so they move with the
     days), or None for dates given as they are."""
@@ -118,11 +119,19 @@ class Filters:
     theme: str | None = None
     page: int = 1
     """The all-ratings page's filters and page number (the other pages ignore them)."""
+    served: str | None = None
+    """The key of the portal the deployment serves, read for the request (never in links)."""
+
+    @property
+    def key(self) -> str | None:
+        """The portal every view reads: the chosen one, else the served one (None: no portal is
+        known yet)."""
+        return self.portal if self.portal is not None else self.served
 
     def ratings(self, themes: Mapping[str, tuple[str, ...]]) -> RatingsQuery:
         """The all-ratings query of these filters; `themes` gives the theme's words."""
         return RatingsQuery(
-            portal=self.portal,
+            portal=self.key,
             segment=self.segment,
             product=self.product,
             manager=self.manager,
@@ -138,7 +147,7 @@ class Filters:
         """The "Asked" page's selection of dispatch's register: the requests first sent on these
         dates (days in `zone`, the portal's), of this survey (`segment`), product and manager."""
         return AskedFilter(
-            portal=self.portal,
+            portal=self.key,
             survey=self.segment,
             sku=self.product,
             responsible_id=self.manager,
@@ -157,7 +166,7 @@ class Filters:
         if self.date_to is not None:
             until = datetime.combine(self.date_to + timedelta(days=1), time(0), zone)
         return FollowupFilter(
-            portal=self.portal, action=self.action, manager=self.manager, since=since, until=until
+            portal=self.key, action=self.action, manager=self.manager, since=since, until=until
         )
 
     def previous(self) -> Filters | None:
@@ -180,7 +189,7 @@ class Filters:
             segment=self.segment,
             product=self.product,
             manager=self.manager,
-            portal=self.portal,
+            portal=self.key,
         )
 
     def params(self) -> dict[str, str]:

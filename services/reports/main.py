@@ -21,6 +21,7 @@ from shared.db import create_pool, migrate
 from shared.dispatch_config import Dispatch
 from shared.logging import configure_logging, get_logger
 from shared.portal_config import contact_field_titles, load_portal_config
+from shared.served_portal import pinned_member_id
 from shared.settings import Settings
 from shared.smtp import SmtpMailer, SmtpSettings
 
@@ -98,6 +99,7 @@ def run(settings: Settings) -> None:
                 field_titles=field_titles,
                 themes=themes,
                 dispatch=portal_dispatch(settings),
+                pinned_portal=pinned_member_id(settings.portal_config_path()),
             ),
             host=reports.host,
             port=reports.port,

@@ -58,7 +58,7 @@ async def attention(
     """The latest current detractors and service requests, narrowed by the filters."""
     return await scoring_read.attention(
         conn,
-        portal=filters.portal,
+        portal=filters.key,
         segment=filters.segment,
         product=filters.product,
         manager=filters.manager,
@@ -132,7 +132,7 @@ async def sent_dates(
     deals = [r["item_id"] for r in records if r["entity_type_id"] == DEAL_ENTITY_TYPE_ID]
     items = [r["item_id"] for r in records if r["entity_type_id"] != DEAL_ENTITY_TYPE_ID]
     deal_sent = await dispatch_read.deal_sent_at(conn, portal, deals) if deals else {}
-    item_requests = await crm_sync_read.survey_item_requests(conn, items) if items else []
+    item_requests = await crm_sync_read.survey_item_requests(conn, portal, items) if items else []
     requests = (
         await dispatch_read.sent_requests(conn, [request for _, request in item_requests])
         if item_requests
@@ -146,9 +146,11 @@ async def call_task_outcomes(
 ) -> dict[str, crm_sync_read.CommandOutcome]:
     """crm_sync's outcome of the call task of each unanswered request of `records`, by command
     id (the register records the task's id, not why it was not created)."""
-    commands = [
-        call_task_command(r["request_id"])
-        for r in records
-        if r["state"] == "unanswered" and r["call_task_id"] is None
-    ]
-    return await crm_sync_read.command_outcomes(conn, commands) if commands else {}
+    commands: dict[str, list[str]] = {}
+    for r in records:
+        if r["state"] == "unanswered" and r["call_task_id"] is None:
+            commands.setdefault(r["portal"], []).append(call_task_command(r["request_id"]))
+    outcomes: dict[str, crm_sync_read.CommandOutcome] = {}
+    for portal, ids in commands.items():
+        outcomes.update(await crm_sync_read.command_outcomes(conn, portal, ids))
+    return outcomes

@@ -54,8 +54,8 @@ async def _send_once(
     async with conn.transaction():
         recorded = await conn.fetchval(
             """INSERT INTO router_actions
-                   (action_id, answer_id, action, rule, scored_event_id, correlation_id)
-               VALUES ($1::uuid, $2, $3, $4, $5, $6)
+                   (action_id, answer_id, action, rule, scored_event_id, correlation_id, portal)
+               VALUES ($1::uuid, $2, $3, $4, $5, $6, $7)
                ON CONFLICT (action_id) DO NOTHING RETURNING 1""",
             action.action_id,
             action.answer.answer_id,
@@ -63,6 +63,7 @@ async def _send_once(
             action.rule,
             event.event_id,
             event.correlation_id,
+            action.answer.portal.key,
         )
         if recorded is None:
             return False

@@ -12,10 +12,11 @@ from shared.topology import ROUTER_SCORED
 
 
 async def wire(runtime: Runtime) -> None:
-    deps = RouterDeps(pool=runtime.pool, broker=runtime.broker, config=runtime.config)
+    pool, broker, configs = runtime.pool, runtime.broker, runtime.configs
 
     async def on_scored(event: NpsScored) -> None:
-        await route_answer(event, deps)
+        config = configs.get(event.answer.portal.key)
+        await route_answer(event, RouterDeps(pool=pool, broker=broker, config=config))
 
     subscribe(
         runtime.broker,

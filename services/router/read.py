@@ -6,7 +6,9 @@ from __future__ import annotations
 from shared.db import Conn
 
 
-async def sent_actions(conn: Conn) -> int:
-    """How many actions the router has sent (for every portal)."""
-    count = await conn.fetchval("SELECT count(*) FROM router_actions")
+async def sent_actions(conn: Conn, portal: str | None) -> int:
+    """How many actions the router has sent for `portal` (None: for every portal)."""
+    count = await conn.fetchval(
+        "SELECT count(*) FROM router_actions WHERE $1::text IS NULL OR portal = $1", portal
+    )
     return int(count)

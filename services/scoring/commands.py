@@ -23,6 +23,8 @@ from services.scoring.report import (
     run_report,
 )
 from shared.db import Conn
+from shared.portal_config import ConfigError
+from shared.served_portal import pinned_member_id, reading_key
 from shared.settings import get_settings
 
 _DATE_FORMATS = ["%Y-%m-%d"]
@@ -33,6 +35,15 @@ ManagerNames = Callable[[Conn, str | None], Awaitable[dict[int, str]]]
 
 async def _no_names(_conn: Conn, _portal: str | None) -> dict[int, str]:
     return {}
+
+
+async def _served_key(conn: Conn) -> str | None:
+    """The served portal's key (the report's default portal); None while none is known."""
+    try:
+        pinned = pinned_member_id(get_settings().portal_config_path())
+    except ConfigError as exc:
+        raise typer.BadParameter(f"the portal YAML: {exc}") from None
+    return await reading_key(conn, None, pinned)
 
 
 async def _fetch(
@@ -47,6 +58,8 @@ async def _fetch(
             " and run `nps migrate` first"
         ) from None
     try:
+        if query.portal is None:
+            query = query.model_copy(update={"portal": await _served_key(conn)})
         if query.segment is not None:
             known = await conn.fetch(
                 "SELECT DISTINCT category_id, name FROM scoring_segments"

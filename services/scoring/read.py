@@ -215,9 +215,12 @@ async def answer_ids(conn: Conn, portal: str, items: Sequence[ItemRef] | None = 
     return [row["answer_id"] for row in rows]
 
 
-async def last_scored_at(conn: Conn) -> datetime | None:
-    """When scoring last applied an item (of any portal); None before the first."""
-    at: datetime | None = await conn.fetchval("SELECT max(applied_at) FROM scoring_items")
+async def last_scored_at(conn: Conn, portal: str | None) -> datetime | None:
+    """When scoring last applied an item of `portal` (None: of any portal); None before the
+    first."""
+    at: datetime | None = await conn.fetchval(
+        "SELECT max(applied_at) FROM scoring_items WHERE $1::text IS NULL OR portal = $1", portal
+    )
     return at
 
 

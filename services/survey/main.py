@@ -14,6 +14,7 @@ from services.survey.tokens import LinkSigner
 from shared.events import SurveyRequested
 from shared.health import serve_http
 from shared.messaging import subscribe
+from shared.portals import PerPortal
 from shared.service import Runtime, run_loop, serve
 from shared.settings import Settings
 from shared.topology import SURVEY_REQUESTS
@@ -34,22 +35,29 @@ async def serve_survey(
 
     async def wire(runtime: Runtime) -> None:
         signer = LinkSigner(keys, survey.link_max_age_s)
-        intake = RequestIntake(
-            runtime.pool,
-            runtime.outbox,
-            IntakeSetup(
-                portal=runtime.config, page=page, signer=signer, base_url=survey.base_url()
-            ),
-        )
+        configs = runtime.configs
+
+        def intake_of(key: str) -> RequestIntake:
+            setup = IntakeSetup(
+                portal=configs.get(key), page=page, signer=signer, base_url=survey.base_url()
+            )
+            return RequestIntake(runtime.pool, runtime.outbox, setup)
+
+        intakes = PerPortal(configs, intake_of)
+
+        async def on_requested(event: SurveyRequested) -> None:
+            await intakes.get(event.portal.key).handle(event)
+
         subscribe(
             runtime.broker,
             SURVEY_REQUESTS,
             SurveyRequested,
-            intake.handle,
+            on_requested,
             max_attempts=runtime.settings.retry_max_attempts,
         )
+        # The page serves the one portal's links for now (a link names no portal yet).
         setup = PageSetup(
-            portal=runtime.config,
+            portal=configs.only(),
             page=page,
             signer=signer,
             secure=survey.base_url().startswith("https://"),

@@ -167,6 +167,7 @@ async def test_discard_drops_dead_letters_for_good_with_who_when_and_why(
     assert row["reason"] == "test item, not a survey"
     assert "not a survey answer" in row["failure"]
     assert json.loads(row["body"])["item_id"] == 302
+    assert row["portal"] == "dlq-test"
 
     everything = await asyncio.to_thread(
         cli_env.invoke, app, ["dlq", "discard", "--all", "--reason", "cleared after the fix"]
@@ -181,6 +182,7 @@ async def test_discard_drops_dead_letters_for_good_with_who_when_and_why(
         (kept, getpass.getuser(), "cleared after the fix"),
         (dropped, "alice", "test item, not a survey"),
     ]
+    assert {r["portal"] for r in records} == {"dlq-test"}
     table = await asyncio.to_thread(cli_env.invoke, app, ["dlq", "list", "--discarded"])
     assert "alice" in table.output
     assert "2 discarded dead letter(s)" in table.output

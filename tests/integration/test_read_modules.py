@@ -9,6 +9,7 @@ import asyncpg
 
 from services.crm_sync import read as crm_sync_read
 from services.crm_sync.store import AuditRow, Changes, ConflictRow, record
+from services.router import read as router_read
 from services.scoring import read as scoring_read
 from services.scoring.handlers import score_submission
 from shared.db import Conn
@@ -132,3 +133,29 @@ async def test_crm_sync_reads_actions_conflicts_and_writes_of_one_portal(
         (501, "UF_NPS", None, "9"),
         (502, "UF_HIST", ["7"], ["7", "9"]),
     ]
+
+
+async def test_router_crm_sync_and_scoring_reads_keep_to_their_portal(pool: asyncpg.Pool) -> None:
+    portal, other = _portal("keyed"), _portal("other")
+    request, elsewhere = uuid.uuid4(), uuid.uuid4()
+    item = uuid.uuid4().int % 10**12  # an item id no other test writes
+    await pool.executemany(
+        """INSERT INTO router_actions (action_id, answer_id, action, rule, scored_event_id,
+               correlation_id, portal)
+           VALUES ($1, $2 || ':1:SKU', 'service', 'detractor', $1, 'c', $2)""",
+        [(uuid.uuid4(), portal), (uuid.uuid4(), portal), (uuid.uuid4(), other)],
+    )
+    await pool.executemany(
+        """INSERT INTO crm_survey_items (request_id, item_id, version, portal)
+           VALUES ($1, $2, 1, $3)""",
+        [(request, item, portal), (elsewhere, item, other)],
+    )
+    async with pool.acquire() as conn:
+        assert await router_read.sent_actions(conn, portal) == 2
+        assert await router_read.sent_actions(conn, other) == 1
+        assert await router_read.sent_actions(conn, None) >= 3
+        assert await crm_sync_read.survey_item_requests(conn, portal, [item]) == [(item, request)]
+        assert sorted(await crm_sync_read.survey_item_requests(conn, None, [item])) == sorted(
+            [(item, request), (item, elsewhere)]
+        )
+        assert await scoring_read.last_scored_at(conn, _portal("none")) is None

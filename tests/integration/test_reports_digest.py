@@ -27,6 +27,7 @@ from shared.outbox import Outbox
 from shared.portal_config import PortalConfig, parse_portal_config
 from shared.settings import Settings
 from shared.smtp import SmtpMailer, SmtpSettings
+from tests.support import forget_served_portal
 from tests.support.paths import EXAMPLE_CONFIG
 from tests.support.scoring import make_submission
 from tests.support.smtp import Inbox, smtp_server
@@ -230,3 +231,32 @@ async def test_the_reports_process_serves_and_runs_the_digest_timer_until_stoppe
         async with asyncio.timeout(30):
             await serving  # the timer stopped and its pool closed with the server
     assert {"event": "digest_scheduled", "weekday": "mon", "log_level": "info"} in logged
+
+
+async def test_an_unpinned_digest_is_about_the_learned_portal_only(
+    pool: asyncpg.Pool, inbox: tuple[Inbox, int]
+) -> None:
+    learned, other = member(), member()
+    await answered(pool, learned)
+    await answered(pool, other)  # would double every count if it were read too
+    await forget_served_portal(pool)
+    await pool.execute("INSERT INTO ingest_portal (member_id) VALUES ($1)", learned)
+    await pool.execute("DELETE FROM reports_digests WHERE portal = 'default'")
+    config = digest_config(learned)
+    unpinned = config.model_copy(
+        update={"portal": config.portal.model_copy(update={"member_id": None})}
+    )
+    mailer = SmtpMailer(SmtpSettings(port=inbox[1], timeout_s=5, _env_file=None))
+    digest = DigestJob(
+        pool, unpinned, mailer, min_answers=10, clock=Clock(MONDAY_9 + timedelta(minutes=1))
+    )
+    try:
+        assert await digest.tick() == "sent"
+    finally:
+        await forget_served_portal(pool)
+    (message,) = inbox[0].messages
+    body = message.get_body(("plain",))
+    assert body is not None
+    text = body.get_content()
+    assert "NPS: 0 (4 answers" in text
+    assert "the week before: 66.7 (3 answers)" in text
