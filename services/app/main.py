@@ -33,7 +33,7 @@ async def serve_app(
         book = TokenBook(runtime.pool, oauth)
 
         def client_for(member_id: str) -> Bitrix24Client:
-            return app_client(runtime.pool, book, member_id, runtime.config)
+            return app_client(runtime.pool, book, member_id, runtime.configs.get(member_id))
 
         installer = Installer(
             book,
