@@ -669,8 +669,13 @@ def load_portal_config(path: Path) -> PortalConfig:
         ) from None
     except OSError as exc:
         raise ConfigError(f"{path}: cannot be read ({exc.strerror or exc})") from None
+    return parse_portal_yaml(text, source=str(path))
+
+
+def parse_portal_yaml(text: str, source: str = "portal config") -> PortalConfig:
+    """Parse and validate the text of a portal YAML (`source` names it in the errors)."""
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
-    return parse_portal_config(data, source=str(path))
+        raise ConfigError(f"{source}: not valid YAML: {exc}") from None
+    return parse_portal_config(data, source=source)
