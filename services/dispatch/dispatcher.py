@@ -58,6 +58,7 @@ from shared.logging import get_logger
 from shared.messaging import PermanentError
 from shared.outbox import Outbox
 from shared.portal_config import PortalConfig
+from shared.portals import PortalClients, PortalConfigs
 
 log = get_logger(__name__)
 Clock = Callable[[], datetime]
@@ -82,22 +83,32 @@ class Dispatcher:
         self,
         pool: asyncpg.Pool,
         outbox: Outbox,
-        config: PortalConfig,
+        config: PortalConfig | PortalConfigs,
         *,
-        portal: Bitrix24Client,
+        portal: Bitrix24Client | PortalClients,
         mailer: Mailer,
         settings: DispatchSettings,
         clock: Clock = utcnow,
     ) -> None:
+        """`config` and `portal`: the portals served (`PortalConfigs`, `PortalClients`), or one
+        portal's configuration and client for every request (the CLI's campaign, tests)."""
         self._pool = pool
         self._outbox = outbox
-        self._config = config
-        self._dispatch = config.dispatch or Dispatch()
-        self._tz = ZoneInfo(config.portal.timezone)
-        self._portal = portal
+        self._configs = config if isinstance(config, PortalConfigs) else PortalConfigs.one(config)
+        self._clients = portal if isinstance(portal, PortalClients) else PortalClients.one(portal)
         self._mailer = mailer
         self._settings = settings
         self._clock = clock
+
+    def _config(self, portal: str) -> PortalConfig:
+        """The configuration of the request's portal (`UnknownPortalError`: not served)."""
+        return self._configs.get(portal)
+
+    def _dispatch(self, portal: str) -> Dispatch:
+        return self._config(portal).dispatch or Dispatch()
+
+    def _tz(self, portal: str) -> ZoneInfo:
+        return ZoneInfo(self._config(portal).portal.timezone)
 
     # -- asking --------------------------------------------------------------------------
 
@@ -116,7 +127,9 @@ class Dispatcher:
             now = self._clock()
             if want.contact_id is not None:
                 history = await store.contact_history(conn, portal, want.contact_id, want.survey)
-                reason = skip_reason(want, history, now, self._dispatch.every_days_for(want.survey))
+                reason = skip_reason(
+                    want, history, now, self._dispatch(portal).every_days_for(want.survey)
+                )
             state: RequestState = "scheduled" if reason is None else "skipped"
             row = await store.insert_request(
                 conn, portal, want, state=state, reason=reason, now=now
@@ -135,7 +148,7 @@ class Dispatcher:
 
     def _first_step(self, row: Request, cause: Event | None) -> Event:
         if row.kind == "deal":
-            deal = next(d for d in self._config.deal_surveys if d.name == row.survey)
+            deal = next(d for d in self._config(row.portal).deal_surveys if d.name == row.survey)
             return DispatchCommand(
                 **self._envelope(row, cause, "nps_deal"),
                 command_id=f"{row.request_id}:nps_deal:0",
@@ -195,7 +208,7 @@ class Dispatcher:
     # -- events --------------------------------------------------------------------------
 
     async def on_sale(self, sale: SaleClosed) -> None:
-        wanted = requests_for_sale(sale, self._config)
+        wanted = requests_for_sale(sale, self._config(sale.portal.key))
         async with self._outbox.transaction(self._pool) as conn:
             asked = await self.ask(conn, sale.portal.key, wanted, sale)
         log.info(
@@ -319,14 +332,16 @@ class Dispatcher:
         lease = timedelta(seconds=self._settings.lease_s)
         emails: list[tuple[Request, int]] = []
         async with self._outbox.transaction(self._pool) as conn:
-            rows = await store.due(conn, now, self._settings.batch)
+            rows = await store.due(conn, now, self._settings.batch, self._configs.keys())
             for row in rows:
                 in_flight = await store.sending(conn, row.request_id, lease, now)
                 if in_flight:
                     later = now + lease if row.channel == "email" else None
                     await store.update(conn, row.request_id, now, due_at=later)
                     continue
-                step = next_step(row.progress(False), now, self._dispatch, self._tz)
+                step = next_step(
+                    row.progress(False), now, self._dispatch(row.portal), self._tz(row.portal)
+                )
                 if isinstance(step, Wait):
                     await store.update(conn, row.request_id, now, due_at=step.until)
                 elif isinstance(step, Close):
@@ -353,8 +368,9 @@ class Dispatcher:
     ) -> None:
         now = self._clock()
         events: list[Event] = []
-        if state == "unanswered" and self._dispatch.unanswered.task:
-            responsible = row.responsible_id or self._dispatch.unanswered.responsible_id
+        unanswered = self._dispatch(row.portal).unanswered
+        if state == "unanswered" and unanswered.task:
+            responsible = row.responsible_id or unanswered.responsible_id
             if responsible is None:
                 reason = "no responsible for the call task (dispatch.unanswered.responsible_id)"
             else:
@@ -366,7 +382,7 @@ class Dispatcher:
         await self._outbox.enqueue(conn, events)
 
     def _call_task(self, row: Request, responsible: int, cause: Event | None) -> DispatchCommand:
-        unanswered = self._dispatch.unanswered
+        unanswered = self._dispatch(row.portal).unanswered
         deal = row.nps_deal_id or row.sale_deal_id
         return DispatchCommand(
             **self._envelope(row, cause, "call_task"),
@@ -389,7 +405,7 @@ class Dispatcher:
         )
 
     def _portal_send(self, row: Request, n: int) -> DispatchCommand:
-        channel = self._dispatch.portal_channel
+        channel = self._dispatch(row.portal).portal_channel
         if channel is None:
             raise PermanentError("dispatch.portal_channel is not configured")
         deal = row.nps_deal_id or row.sale_deal_id
@@ -444,7 +460,17 @@ class Dispatcher:
         await self._outbox.enqueue(conn, [self._changed(row, cause)])
 
     async def _send_emails(self, emails: list[tuple[Request, int]], now: datetime) -> None:
-        contacts = await self._contacts([row.contact_id for row, _ in emails])
+        """Each portal's messages of the round, its contacts read through its own client."""
+        by_portal: dict[str, list[tuple[Request, int]]] = {}
+        for row, n in emails:
+            by_portal.setdefault(row.portal, []).append((row, n))
+        for portal, its in by_portal.items():
+            await self._send_portal_emails(portal, its, now)
+
+    async def _send_portal_emails(
+        self, portal: str, emails: list[tuple[Request, int]], now: datetime
+    ) -> None:
+        contacts = await self._contacts(portal, [row.contact_id for row, _ in emails])
         for row, n in emails:
             if contacts is None:
                 await self._retry_later(row, now, "the portal could not be read")
@@ -468,7 +494,7 @@ class Dispatcher:
         self, row: Request, n: int, contact: tuple[str | None, str | None], now: datetime
     ) -> None:
         """Send message `n` of `row` and record it (or why it failed)."""
-        email = self._dispatch.email
+        email = self._dispatch(row.portal).email
         address, name = contact
         failure: str | None = None
         if email is None:
@@ -529,14 +555,15 @@ class Dispatcher:
             )
 
     def _survey(self, row: Request, n: int, name: str | None) -> Survey:
-        deal = next((d for d in self._config.deal_surveys if d.name == row.survey), None)
-        scale = (deal.scale if deal else None) or self._config.nps.scale
+        config = self._config(row.portal)
+        deal = next((d for d in config.deal_surveys if d.name == row.survey), None)
+        scale = (deal.scale if deal else None) or config.nps.scale
         assert row.link_url is not None
         assert row.optout_url is not None
         expires = (
             ""
             if row.expires_at is None
-            else row.expires_at.astimezone(self._tz).strftime("%Y-%m-%d")
+            else row.expires_at.astimezone(self._tz(row.portal)).strftime("%Y-%m-%d")
         )
         return Survey(
             request_id=str(row.request_id),
@@ -551,15 +578,17 @@ class Dispatcher:
             name=name,
         )
 
-    async def _contacts(self, ids: list[int]) -> dict[int, tuple[str | None, str | None]] | None:
-        """Each contact's first e-mail address and first name, read in batches; None when the
-        portal cannot be read now."""
+    async def _contacts(
+        self, portal: str, ids: list[int]
+    ) -> dict[int, tuple[str | None, str | None]] | None:
+        """Each contact's first e-mail address and first name, read in batches from `portal`;
+        None when the portal cannot be read now."""
         commands = [
             Command(f"c{contact}", "crm.contact.get", {"id": contact})
             for contact in sorted(set(ids))
         ]
         try:
-            response = await self._portal.batch(commands)
+            response = await self._clients.get(portal).batch(commands)
         except Bitrix24Error:
             return None
         found: dict[int, tuple[str | None, str | None]] = {}

@@ -42,7 +42,7 @@ from services.dispatch.followup_store import FollowRow, NewFollowup
 from services.dispatch.metrics import ESCALATIONS, FOLLOWUP_READS, FOLLOWUP_UPDATES
 from shared.bitrix24 import Bitrix24Client, Bitrix24Error, Command
 from shared.db import Conn
-from shared.dispatch_config import FOLLOWED_ACTIONS, Dispatch, SlaUntil
+from shared.dispatch_config import FOLLOWED_ACTIONS, Dispatch, Followup, SlaUntil
 from shared.events import (
     CallTask,
     CrmWritten,
@@ -55,6 +55,7 @@ from shared.events import (
 from shared.logging import get_logger
 from shared.outbox import Outbox
 from shared.portal_config import PortalConfig
+from shared.portals import PortalClients, PortalConfigs
 
 log = get_logger(__name__)
 Clock = Callable[[], datetime]
@@ -69,12 +70,11 @@ def _aware(moment: datetime) -> datetime:
     return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
-def _to_follow(written: CrmWritten, enabled: bool) -> bool:
-    """Whether the outcome is a lead or task to follow: created (or found created) and the
-    follow-up on."""
+def _to_follow(written: CrmWritten) -> bool:
+    """Whether the outcome is a lead or task to follow: created (or found created); whether its
+    portal's follow-up is on is asked apart."""
     return (
-        enabled
-        and written.outcome in ("created", "existing")
+        written.outcome in ("created", "existing")
         and written.entity_id is not None
         and written.entity_type in ("lead", "task")
     )
@@ -94,23 +94,30 @@ class Follower:
         self,
         pool: asyncpg.Pool,
         outbox: Outbox,
-        config: PortalConfig,
+        config: PortalConfig | PortalConfigs,
         *,
-        portal: Bitrix24Client,
+        portal: Bitrix24Client | PortalClients,
         clock: Clock = utcnow,
         batch: int = 500,
         lease_s: float = 300.0,
     ) -> None:
+        """`config` and `portal`: the portals served (`PortalConfigs`, `PortalClients`), or one
+        portal's configuration and client for every follow-up."""
         self._pool = pool
         self._outbox = outbox
-        self._config = config
-        self._followup = (config.dispatch or Dispatch()).followup
-        self._tz = ZoneInfo(config.portal.timezone)
-        self._portal = portal
+        self._configs = config if isinstance(config, PortalConfigs) else PortalConfigs.one(config)
+        self._clients = portal if isinstance(portal, PortalClients) else PortalClients.one(portal)
         self._clock = clock
         self._batch = batch
         self._lease = timedelta(seconds=lease_s)
-        self._statuses: tuple[float, LeadStatuses] | None = None
+        self._statuses: dict[str, tuple[float, LeadStatuses]] = {}
+
+    def _followup(self, portal: str) -> Followup:
+        """The follow-up section of the portal's configuration."""
+        return (self._configs.get(portal).dispatch or Dispatch()).followup
+
+    def _tz(self, portal: str) -> ZoneInfo:
+        return ZoneInfo(self._configs.get(portal).portal.timezone)
 
     # -- crm_sync's outcomes ---------------------------------------------------------------
 
@@ -125,9 +132,11 @@ class Follower:
             written.action == "call_task" and kind != "call_task"
         ):
             return
-        if not _to_follow(written, self._followup.enabled):
+        if not _to_follow(written):
             return
-        await self._record(await self._new_followup(written))
+        new = await self._new_followup(written)
+        if self._followup(new.portal).enabled:
+            await self._record(new)
 
     async def _record(self, new: NewFollowup) -> None:
         async with self._pool.acquire() as conn:
@@ -140,17 +149,19 @@ class Follower:
         )
 
     def _sla_columns(
-        self, action: str, created: datetime
+        self, portal: str, action: str, created: datetime
     ) -> tuple[float | None, bool | None, SlaUntil | None, datetime | None]:
-        """The SLA `action` has now, kept with the row: hours, working hours, until, deadline."""
-        sla = self._followup.sla(action)
+        """The SLA `action` has now on `portal`, kept with the row: hours, working hours,
+        until, deadline."""
+        followup = self._followup(portal)
+        sla = followup.sla(action)
         if sla is None:
             return None, None, None, None
-        due = sla_due(created, sla, self._followup.working_hours, self._tz)
+        due = sla_due(created, sla, followup.working_hours, self._tz(portal))
         return sla.sla_hours, sla.working_hours, sla.until, due
 
-    def _first_read(self, created: datetime, due: datetime | None) -> datetime:
-        first_read = created + timedelta(minutes=self._followup.read_every_minutes)
+    def _first_read(self, portal: str, created: datetime, due: datetime | None) -> datetime:
+        first_read = created + timedelta(minutes=self._followup(portal).read_every_minutes)
         return due if due is not None and due < first_read else first_read
 
     async def _new_followup(self, written: CrmWritten) -> NewFollowup:
@@ -164,7 +175,7 @@ class Follower:
             if found is not None:
                 portal, manager = found
         created = _aware(written.occurred_at)
-        hours, working, until, due = self._sla_columns(written.action, created)
+        hours, working, until, due = self._sla_columns(portal, written.action, created)
         assert written.entity_id is not None
         return NewFollowup(
             follow_id=follow_id(written.action_id),
@@ -180,7 +191,7 @@ class Follower:
             answer_id=None if details.get("answer_id") is None else str(details["answer_id"]),
             request_id=request_id,
             created_at=created,
-            next_read_at=self._first_read(created, due),
+            next_read_at=self._first_read(portal, created, due),
             sla_hours=hours,
             sla_working_hours=working,
             sla_until=until,
@@ -193,15 +204,17 @@ class Follower:
         itself."""
         follow = command_request(written.action_id)
         assert follow is not None
-        if not _to_follow(written, self._followup.enabled):
+        if not _to_follow(written):
             return
         async with self._pool.acquire() as conn:
             escalated = await store.get(conn, follow)
         if escalated is None:
             log.warning("followup_escalation_unknown", entity_id=written.entity_id)
             return
+        if not self._followup(escalated.portal).enabled:
+            return
         created = _aware(written.occurred_at)
-        hours, working, until, due = self._sla_columns(ESCALATION, created)
+        hours, working, until, due = self._sla_columns(escalated.portal, ESCALATION, created)
         assert written.entity_id is not None
         await self._record(
             NewFollowup(
@@ -219,7 +232,7 @@ class Follower:
                 answer_id=escalated.answer_id,
                 request_id=None,
                 created_at=created,
-                next_read_at=self._first_read(created, due),
+                next_read_at=self._first_read(escalated.portal, created, due),
                 sla_hours=hours,
                 sla_working_hours=working,
                 sla_until=until,
@@ -272,25 +285,35 @@ class Follower:
 
     async def _read_due(self, now: datetime) -> int:
         async with self._pool.acquire() as conn:
-            rows = await store.claim_reads(conn, now, self._batch, self._lease)
-        if not rows:
-            return 0
+            rows = await store.claim_reads(
+                conn, now, self._batch, self._lease, self._configs.keys()
+            )
+        by_portal: dict[str, list[FollowRow]] = {}
+        for row in rows:
+            by_portal.setdefault(row.portal, []).append(row)
+        applied = 0
+        for portal, its in by_portal.items():
+            applied += await self._read_portal(portal, its, now)
+        return applied
+
+    async def _read_portal(self, portal: str, rows: list[FollowRow], now: datetime) -> int:
+        """Read one portal's claimed rows in one request through its own client."""
         leads = [row.entity_id for row in rows if row.entity_type == "lead"]
         tasks = [row.entity_id for row in rows if row.entity_type == "task"]
         reads = state_reads(leads, tasks)
         commands = [Command(r.name, r.method, r.params) for r in reads]
-        statuses = self._cached_statuses() if leads else None
+        statuses = self._cached_statuses(portal) if leads else None
         if leads and statuses is None:
             commands.append(Command(STATUSES, "crm.status.list", LEAD_STATUS_READ))
         try:
-            response = await self._portal.batch(commands)
+            response = await self._clients.get(portal).batch(commands)
         except Bitrix24Error as exc:
             log.warning("followup_read_failed", error=type(exc).__name__, entities=len(rows))
             FOLLOWUP_READS.labels(outcome="failed").inc(len(rows))
             return 0  # claimed until the lease ends, then read again
         if STATUSES in response.results:
             statuses = lead_statuses(response.results[STATUSES])
-            self._statuses = (time.monotonic(), statuses)
+            self._statuses[portal] = (time.monotonic(), statuses)
         seen: dict[tuple[str, int], Seen | None] = {}
         for r in reads:
             kind = "lead" if r.method == "crm.lead.list" else "task"
@@ -328,7 +351,7 @@ class Follower:
     async def _apply(self, conn: Conn, row: FollowRow, seen: Seen | None, now: datetime) -> None:
         followed = row.followed()
         change = observe(followed, seen, now)
-        later = next_read(followed, change.state, now, self._followup)
+        later = next_read(followed, change.state, now, self._followup(row.portal))
         await store.apply_read(conn, row.follow_id, change, now=now, next_read_at=later)
         if change.state != row.state:
             log.info(
@@ -340,24 +363,28 @@ class Follower:
                 outcome=change.outcome,
             )
 
-    def _cached_statuses(self) -> LeadStatuses | None:
-        """The lead statuses' meaning read less than `STATUSES_TTL_S` ago (else None: read them
-        again with the leads)."""
-        cached = self._statuses
+    def _cached_statuses(self, portal: str) -> LeadStatuses | None:
+        """The portal's lead statuses' meaning read less than `STATUSES_TTL_S` ago (else None:
+        read them again with the leads)."""
+        cached = self._statuses.get(portal)
         if cached is not None and time.monotonic() - cached[0] < STATUSES_TTL_S:
             return cached[1]
         return None
 
     async def _escalate(self, now: datetime) -> None:
         async with self._outbox.transaction(self._pool) as conn:
-            for row in await store.escalation_candidates(conn, now, self._batch):
+            candidates = await store.escalation_candidates(
+                conn, now, self._batch, self._configs.keys()
+            )
+            for row in candidates:
                 if escalation_due(row.followed(), now):
                     await self._escalate_one(conn, row, now)
 
     async def _escalate_one(self, conn: Conn, row: FollowRow, now: datetime) -> None:
-        sla = self._followup.sla(row.action)
-        routing = self._config.routing
-        target = escalation_target(row.action, self._followup, routing.service.responsible_id)
+        followup = self._followup(row.portal)
+        sla = followup.sla(row.action)
+        routing = self._configs.get(row.portal).routing
+        target = escalation_target(row.action, followup, routing.service.responsible_id)
         reason: str | None = None
         if sla is None or not sla.escalate:
             reason = f"escalation is off (dispatch.followup.{row.action}.escalate)"
@@ -371,7 +398,7 @@ class Follower:
             log.info("followup_escalation_skipped", action=row.action, reason=reason)
             return
         assert target is not None
-        title, description = escalation_text(row.followed(), row.entity_id, self._tz)
+        title, description = escalation_text(row.followed(), row.entity_id, self._tz(row.portal))
         command = DispatchCommand(
             event_id=derived_id(row.follow_id, ESCALATION),
             correlation_id=f"followup:{row.follow_id}",
@@ -382,7 +409,7 @@ class Follower:
                 responsible_id=target,
                 title=title,
                 description=description,
-                deadline_hours=self._followup.escalation_deadline_hours,
+                deadline_hours=followup.escalation_deadline_hours,
                 contact_id=row.contact_id,
                 deal_id=row.deal_id,
             ),

@@ -143,19 +143,24 @@ async def get(conn: Conn, follow: uuid.UUID, *, lock: bool = False) -> FollowRow
     return None if row is None else FollowRow.of(row)
 
 
-async def claim_reads(conn: Conn, now: datetime, limit: int, lease: timedelta) -> list[FollowRow]:
-    """The follow-ups due for a read at `now`, claimed for `lease` (another replica skips them;
-    a read that fails is tried again when the lease ends)."""
+async def claim_reads(
+    conn: Conn, now: datetime, limit: int, lease: timedelta, portals: tuple[str, ...] | None
+) -> list[FollowRow]:
+    """The follow-ups of the portals served (None: the one portal served, whichever) due for a
+    read at `now`, claimed for `lease` (another replica skips them; a read that fails is tried
+    again when the lease ends)."""
     rows = await conn.fetch(
         f"""UPDATE dispatch_followups SET next_read_at = $3
             WHERE follow_id IN (
                 SELECT follow_id FROM dispatch_followups
-                WHERE next_read_at <= $1 ORDER BY next_read_at LIMIT $2
+                WHERE next_read_at <= $1 AND ($4::text[] IS NULL OR portal = ANY($4::text[]))
+                ORDER BY next_read_at LIMIT $2
                 FOR UPDATE SKIP LOCKED)
             RETURNING {COLUMNS}""",  # noqa: S608 - fixed column list, values are $n
         now,
         limit,
         now + lease,
+        None if portals is None else list(portals),
     )
     return [FollowRow.of(row) for row in rows]
 
@@ -204,17 +209,21 @@ async def apply_read(
     )
 
 
-async def escalation_candidates(conn: Conn, now: datetime, limit: int) -> list[FollowRow]:
-    """Follow-ups past their deadline, read since, never escalated, not closed and no escalation
-    task themselves: locked for this transaction (the decision itself is
-    `followup.escalation_due`)."""
+async def escalation_candidates(
+    conn: Conn, now: datetime, limit: int, portals: tuple[str, ...] | None
+) -> list[FollowRow]:
+    """Follow-ups of the portals served (None: whichever) past their deadline, read since,
+    never escalated, not closed and no escalation task themselves: locked for this transaction
+    (the decision itself is `followup.escalation_due`)."""
     rows = await conn.fetch(
         f"""SELECT {COLUMNS} FROM dispatch_followups
             WHERE due_at <= $1 AND escalation IS NULL AND closed_at IS NULL
               AND last_read_at >= due_at AND action <> 'escalation'
+              AND ($3::text[] IS NULL OR portal = ANY($3::text[]))
             ORDER BY due_at LIMIT $2 FOR UPDATE SKIP LOCKED""",  # noqa: S608 - fixed columns
         now,
         limit,
+        None if portals is None else list(portals),
     )
     return [FollowRow.of(row) for row in rows]
 

@@ -40,13 +40,14 @@ log = get_logger(__name__)
 
 
 def build(runtime: Runtime, settings: DispatchSettings) -> Dispatcher:
-    """Dispatch serves one portal for now: its timer and crm_sync's outcomes (`crm.written`)
-    name no portal, so the register's due requests are not yet split by portal."""
+    """Dispatch serves every portal of the deployment: each request is handled with its
+    portal's configuration, client and e-mail settings (the timer's due requests and
+    crm_sync's outcomes by the portal of their request)."""
     return Dispatcher(
         runtime.pool,
         runtime.outbox,
-        runtime.configs.only(),
-        portal=runtime.portal_clients().only(),
+        runtime.configs,
+        portal=runtime.portal_clients(),
         mailer=Mailer(settings),
         settings=settings,
     )
@@ -70,8 +71,8 @@ async def wire(runtime: Runtime, settings: DispatchSettings | None = None) -> No
     follower = Follower(
         runtime.pool,
         runtime.outbox,
-        runtime.configs.only(),
-        portal=runtime.portal_clients().only(),
+        runtime.configs,
+        portal=runtime.portal_clients(),
         lease_s=settings.lease_s,
     )
     subscribe(broker, DISPATCH_FOLLOWUP, CrmWritten, follower.on_written, max_attempts=attempts)

@@ -157,13 +157,18 @@ async def update(conn: Conn, request_id: uuid.UUID, now: datetime, **values: Any
     return Request.of(row)
 
 
-async def due(conn: Conn, now: datetime, limit: int) -> list[Request]:
-    """Requests due at `now`, locked for this transaction (other replicas skip them)."""
+async def due(
+    conn: Conn, now: datetime, limit: int, portals: tuple[str, ...] | None
+) -> list[Request]:
+    """Requests due at `now` of the portals served (None: the one portal served, whichever),
+    locked for this transaction (other replicas skip them)."""
     rows = await conn.fetch(
         f"""SELECT {COLUMNS} FROM dispatch_requests
-            WHERE due_at <= $1 ORDER BY due_at LIMIT $2 FOR UPDATE SKIP LOCKED""",  # noqa: S608
+            WHERE due_at <= $1 AND ($3::text[] IS NULL OR portal = ANY($3::text[]))
+            ORDER BY due_at LIMIT $2 FOR UPDATE SKIP LOCKED""",  # noqa: S608
         now,
         limit,
+        None if portals is None else list(portals),
     )
     return [Request.of(row) for row in rows]
 
