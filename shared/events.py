@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, get_args
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 
@@ -353,7 +353,18 @@ class CallTask(BaseModel):
         return self
 
 
-DispatchAction = Literal["nps_deal", "survey_send", "call_task"]
+class RobotAnswer(BaseModel):
+    """Answer a waiting business process (`bizproc.event.send`): the "Send NPS survey" robot's
+    launch `event_token` and its return values, `sent` and, when not sent, why."""
+
+    model_config = ConfigDict(frozen=True)
+
+    event_token: str = Field(min_length=1)
+    sent: bool
+    reason: str | None = None
+
+
+DispatchAction = Literal["nps_deal", "survey_send", "call_task", "robot_answer"]
 
 
 class DispatchCommand(Event):
@@ -370,19 +381,18 @@ class DispatchCommand(Event):
     nps_deal: NewNpsDeal | None = None
     survey_send: PortalSend | None = None
     call_task: CallTask | None = None
+    robot_answer: RobotAnswer | None = None
 
     @model_validator(mode="after")
     def _one_command(self) -> DispatchCommand:
-        given = [name for name in ("nps_deal", "survey_send", "call_task") if getattr(self, name)]
+        given = [name for name in get_args(DispatchAction) if getattr(self, name)]
         if len(given) != 1:
             raise ValueError(f"exactly one command is expected, got {given or 'none'}")
         return self
 
     @property
     def action(self) -> DispatchAction:
-        if self.nps_deal is not None:
-            return "nps_deal"
-        return "survey_send" if self.survey_send is not None else "call_task"
+        return next(name for name in get_args(DispatchAction) if getattr(self, name))
 
     def routing_key(self) -> str:
         return f"{self.NAME}.{self.action}"
@@ -503,6 +513,25 @@ class PortalEntityUpdated(Event):
         return f"{self.NAME}.{self.entity_type}"
 
 
+class RobotCalled(Event):
+    """The portal's "Send NPS survey" robot reached a CRM document (a deal or an NPS item) and
+    called the application (`POST /app/robot`, its `application_token` verified), published by
+    the application for dispatch (docs/app.md, The robot). Its `event_id` derives from the
+    portal and `event_token`, so a repeated call is the same message; dispatch asks once per
+    `event_token` and answers the business process once the survey is sent or skipped."""
+
+    NAME: ClassVar[str] = "robot.called"
+
+    portal: PortalRef
+    code: str
+    event_token: str = Field(min_length=1)
+    entity_type_id: int = Field(gt=0)
+    entity_id: int = Field(gt=0)
+    properties: dict[str, str] = Field(default_factory=dict)
+    """The robot's properties as the portal sent them (`survey`, `channel`, `delay_minutes`);
+    dispatch reads them and answers an unusable one with the reason."""
+
+
 EVENT_TYPES: tuple[type[Event], ...] = (
     WebhookReceived,
     FormSubmitted,
@@ -518,4 +547,5 @@ EVENT_TYPES: tuple[type[Event], ...] = (
     SurveyOptedOut,
     SurveyRequestChanged,
     PortalEntityUpdated,
+    RobotCalled,
 )

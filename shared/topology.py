@@ -76,8 +76,16 @@ DISPATCH_FOLLOWUP = QueueSpec(
 # The portal's update events of leads and tasks (ingest forwards them): the followed one is read
 # at once, in the follow-up's batch.
 DISPATCH_UPDATES = QueueSpec("dispatch.updates", ("portal.updated.lead", "portal.updated.task"))
+# The "Send NPS survey" robot's calls (the application publishes them): dispatch asks.
+DISPATCH_ROBOTS = QueueSpec("dispatch.robots", ("robot.called",))
 CRM_SYNC_DISPATCH = QueueSpec(
-    "crm_sync.dispatch", ("dispatch.nps_deal", "dispatch.survey_send", "dispatch.call_task")
+    "crm_sync.dispatch",
+    (
+        "dispatch.nps_deal",
+        "dispatch.survey_send",
+        "dispatch.call_task",
+        "dispatch.robot_answer",
+    ),
 )
 SURVEY_REQUESTS = QueueSpec("survey.requests", ("survey.requested",))
 REGISTER_TAP_MAX = 100_000
@@ -103,6 +111,7 @@ CORE_QUEUES: tuple[QueueSpec, ...] = (
     DISPATCH_WRITTEN,
     DISPATCH_FOLLOWUP,
     DISPATCH_UPDATES,
+    DISPATCH_ROBOTS,
     CRM_SYNC_DISPATCH,
     SURVEY_REQUESTS,
     REGISTER_TAP,

@@ -22,6 +22,7 @@ from services.app.lifecycle import (
     pair_for,
     same_token,
 )
+from services.app.robot import Robots
 from shared.bitrix24 import Bitrix24Client, PermanentBitrix24Error
 from shared.bitrix24.tokens import TokenBook, TokenOwner
 from shared.logging import get_logger
@@ -41,6 +42,8 @@ class Installer:
     client_for: ClientFor
     bindings: Sequence[Binding]
     clock: Callable[[], float] = time.time
+    robots: Robots | None = None
+    """The robots every portal gets (services/app/robot.py), registered with the bindings."""
 
     async def install(self, form: InstallForm) -> str:
         """The install page's form: the portal's first pair stored, its events bound. Returns
@@ -108,9 +111,9 @@ class Installer:
         )
 
     async def bind(self, member_id: str) -> list[Binding]:
-        """Bind what `event.get` shows missing (so binding twice binds nothing); the bindings
-        found missing (one bound meanwhile by a concurrent call, which the portal refuses as
-        "already binded", counts as bound)."""
+        """Bind what `event.get` shows missing (so binding twice binds nothing) and register the
+        robots not registered yet; the bindings found missing (one bound meanwhile by a
+        concurrent call, which the portal refuses as "already binded", counts as bound)."""
         async with self.client_for(member_id) as client:
             bound = (await client.call("event.get")).result
             missing = missing_bindings(self.bindings, bound if isinstance(bound, list) else [])
@@ -122,6 +125,8 @@ class Installer:
                 except PermanentBitrix24Error as exc:
                     if "already binded" not in exc.description.lower():
                         raise
+            if self.robots is not None:
+                await self.robots.register(client, member_id)
         if missing:
             log.info("app_events_bound", member_id=member_id, events=[b.event for b in missing])
         return missing

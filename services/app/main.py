@@ -1,4 +1,4 @@
-"""The application process (`nps run app`): the install and event endpoints (uvicorn on
+"""The application process (`nps run app`): the install, event and robot endpoints (uvicorn on
 APP_HOST:APP_PORT), stopped by SIGTERM/SIGINT (docs/app.md)."""
 
 from __future__ import annotations
@@ -7,6 +7,7 @@ import asyncio
 
 from services.app.installer import Installer
 from services.app.lifecycle import wanted_bindings
+from services.app.robot import RobotDoor, Robots
 from services.app.settings import AppSettings
 from services.app.web import create_app
 from shared.bitrix24 import Bitrix24Client, app_client
@@ -35,13 +36,19 @@ async def serve_app(
         def client_for(member_id: str) -> Bitrix24Client:
             return app_client(runtime.pool, book, member_id, runtime.configs.get(member_id))
 
+        robots = Robots(
+            app.robot_url(),
+            lambda member_id: runtime.configs.get(member_id).survey.entity_type_id,
+        )
         installer = Installer(
             book,
             credentials.client_id,
             client_for,
             wanted_bindings(app.ingest_url(settings), app.events_url()),
+            robots=robots,
         )
-        web = create_app(installer, app.bx24_js_url)
+        door = RobotDoor(book, runtime.pool, runtime.outbox)
+        web = create_app(installer, app.bx24_js_url, door)
 
         async def http(stop: asyncio.Event) -> None:
             try:

@@ -45,6 +45,11 @@ class AppSettings(BaseSettings):
     def events_url(self) -> str:
         return f"{self.base_url()}/app/events"
 
+    def robot_url(self) -> str:
+        """The "Send NPS survey" robot's handler (on the application's own host, as
+        `bizproc.robot.add` requires)."""
+        return f"{self.base_url()}/app/robot"
+
     def ingest_url(self, settings: Settings) -> str:
         """Where the portal's item and deal events go."""
         if self.ingest_webhook_url is not None:

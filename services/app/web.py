@@ -5,6 +5,9 @@
   bound, or an error page naming what was wrong (the install then does not finish).
 - `POST /app/events`: the event URL, for `ONAPPINSTALL` and `ONAPPUNINSTALL` (form-encoded). A
   refusal is a 4xx with `{error, field, expected}`.
+- `POST /app/robot`: the "Send NPS survey" robot's handler (services/app/robot.py): 200 once the
+  call is queued for dispatch; a forged call (no such portal, another `application_token`) 403
+  with `{error, field, expected}`.
 - `GET /healthz`.
 
 No token reaches a log line or an answer.
@@ -26,6 +29,7 @@ from services.app.lifecycle import (
     read_event,
     read_install_form,
 )
+from services.app.robot import RobotDoor
 from shared.bitrix24 import Bitrix24Error, TransientBitrix24Error
 from shared.logging import get_logger
 
@@ -76,8 +80,8 @@ def _finish_page(bx24_js_url: str, domain: str) -> HTMLResponse:
     return page
 
 
-def create_app(installer: Installer, bx24_js_url: str) -> FastAPI:
-    """The application's endpoints over `installer`."""
+def create_app(installer: Installer, bx24_js_url: str, robots: RobotDoor | None = None) -> FastAPI:
+    """The application's endpoints over `installer` (and the robot's handler over `robots`)."""
     app = FastAPI(title="b24-nps application", docs_url=None, redoc_url=None, openapi_url=None)
 
     @app.post("/app/install")
@@ -113,6 +117,18 @@ def create_app(installer: Installer, bx24_js_url: str) -> FastAPI:
             body = {"error": "the portal or the OAuth server failed", "detail": str(exc)}
             return JSONResponse(body, status_code=_status(exc))
         return JSONResponse({"status": status, "member_id": event.member_id})
+
+    if robots is not None:
+        door = robots
+
+        @app.post("/app/robot")
+        async def robot(request: Request) -> JSONResponse:
+            try:
+                called = await door.take(await _form(request))
+            except LifecycleError as exc:
+                log.warning("app_robot_refused", reason=exc.message, field=exc.field)
+                return JSONResponse(exc.body(), status_code=exc.status)
+            return JSONResponse({"status": "accepted", "event_id": str(called.event_id)})
 
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:

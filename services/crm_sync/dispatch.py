@@ -1,7 +1,8 @@
 """Dispatch's commands (queue `crm_sync.dispatch`: `dispatch.nps_deal`, `dispatch.survey_send`,
-`dispatch.call_task`) carried out on the portal once per `command_id`, each outcome recorded in
-`crm_actions` together with its `crm.written.<action>` event in the outbox (docs/crm_sync.md,
-Dispatch's commands). What to call and what the answers mean is the pure `dispatch_calls.py`.
+`dispatch.call_task`, `dispatch.robot_answer`) carried out on the portal once per `command_id`,
+each outcome recorded in `crm_actions` together with its `crm.written.<action>` event in the
+outbox (docs/crm_sync.md, Dispatch's commands). What to call and what the answers mean is the
+pure `dispatch_calls.py`.
 
 Every command is registered and its attempt counted (committed) before any call. Creates look
 their entity up first, in the same request as the checks that what they refer to exists: an NPS
@@ -45,6 +46,7 @@ from services.crm_sync.dispatch_calls import (
     nps_deal_step,
     plan_send,
     portal_wide,
+    robot_answer_params,
     send_details,
     send_reads,
     timeline_id,
@@ -60,7 +62,14 @@ from services.crm_sync.store import (
 )
 from services.crm_sync.survey_items import found_item, written_item_id
 from shared.bitrix24 import Bitrix24Error, Command, NotFound, PermanentBitrix24Error
-from shared.events import CallTask, CrmWritten, DispatchCommand, PortalSend, WriteOutcome
+from shared.events import (
+    CallTask,
+    CrmWritten,
+    DispatchCommand,
+    PortalSend,
+    RobotAnswer,
+    WriteOutcome,
+)
 from shared.logging import get_logger
 from shared.messaging import PermanentError
 from shared.outbox import Outbox
@@ -110,12 +119,7 @@ class DispatchWriter:
         if row.done:
             return None
         try:
-            if command.nps_deal is not None:
-                return await self._nps_deal(command)
-            if command.survey_send is not None:
-                return await self._survey_send(command, command.survey_send, row)
-            assert command.call_task is not None
-            return await self._call_task(command, command.call_task)
+            return await self._carry_out(command, row)
         except RefusedError as exc:
             return await self._refused(command, exc)
         except Bitrix24Error as exc:
@@ -125,6 +129,16 @@ class DispatchWriter:
             async with self._pool.acquire() as conn:
                 await note_failure(conn, command.command_id, str(exc))
             raise
+
+    async def _carry_out(self, command: DispatchCommand, row: CommandRow) -> CrmWritten:
+        if command.nps_deal is not None:
+            return await self._nps_deal(command)
+        if command.survey_send is not None:
+            return await self._survey_send(command, command.survey_send, row)
+        if command.robot_answer is not None:
+            return await self._robot_answer(command, command.robot_answer)
+        assert command.call_task is not None
+        return await self._call_task(command, command.call_task)
 
     async def _refused(self, command: DispatchCommand, refusal: RefusedError) -> CrmWritten:
         log.info("dispatch_command_refused", command_id=command.command_id, reason=str(refusal))
@@ -260,6 +274,23 @@ class DispatchWriter:
         log.info("call_task_created", command_id=command.command_id, task_id=task_id)
         return await self._done(command, "created", "task", task_id, details)
 
+    # --- robot_answer ---------------------------------------------------------------------
+
+    async def _robot_answer(self, command: DispatchCommand, answer: RobotAnswer) -> CrmWritten:
+        """Answer the waiting business process. The portal takes one answer per launch: a
+        launch no longer waiting (answered, timed out, cancelled) refuses it, outcome
+        `failed` with the portal's reason."""
+        reply = await self._coalescer.run(
+            [Command("answer", "bizproc.event.send", robot_answer_params(answer))]
+        )
+        error = reply.error("answer")
+        if error is not None:
+            raise _portal_refusal(error, "the robot's answer") or error
+        log.info("robot_answered", command_id=command.command_id, sent=answer.sent)
+        return await self._done(
+            command, "sent", "robot", None, {"sent": answer.sent, "reason": answer.reason}
+        )
+
     # --- the record -----------------------------------------------------------------------
 
     async def _done(
@@ -298,6 +329,8 @@ def _contact_of(command: DispatchCommand) -> int | None:
 def _failed_entity(command: DispatchCommand) -> tuple[str, int | None]:
     if command.survey_send is not None:
         return "deal", command.survey_send.deal_id
+    if command.robot_answer is not None:
+        return "robot", None
     return ("deal", None) if command.nps_deal is not None else ("task", None)
 
 

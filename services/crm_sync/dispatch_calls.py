@@ -12,6 +12,8 @@ argument.
   uncertain outcome the field read back tells whether the send ran.
 - `call_task`: a task for the responsible employee, created once per command (`XML_ID` = the
   command id, found among the tasks bound to the deal or the contact).
+- `robot_answer`: `bizproc.event.send` answering the business process that launched the "Send
+  NPS survey" robot (its `event_token`), once per command.
 
 A command that cannot be carried out on this portal as given (no such deal or contact, a field
 the deal does not have, a stage of another funnel, a value the portal refuses) raises
@@ -36,6 +38,7 @@ from shared.events import (
     DispatchCommand,
     NewNpsDeal,
     PortalSend,
+    RobotAnswer,
     WriteOutcome,
     derived_id,
 )
@@ -108,6 +111,19 @@ def dispatch_written(
         entity_id=entity_id,
         details={"request_id": str(command.request_id), **details},
     )
+
+
+def robot_answer_params(answer: RobotAnswer) -> dict[str, Any]:
+    """`bizproc.event.send` params answering the robot's launch: its return values `sent`
+    (`Y`/`N`) and `reason`, and a line for the business process's log."""
+    reason = answer.reason or ""
+    return {
+        "EVENT_TOKEN": answer.event_token,
+        "RETURN_VALUES": {"sent": "Y" if answer.sent else "N", "reason": reason},
+        "LOG_MESSAGE": "b24-nps: NPS survey sent"
+        if answer.sent
+        else f"b24-nps: NPS survey not sent: {reason}",
+    }
 
 
 def _rows(result: Any) -> list[Any]:

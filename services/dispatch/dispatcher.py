@@ -25,14 +25,18 @@ from services.dispatch.plan import (
     Send,
     Wait,
     Wanted,
+    document_read,
     next_step,
+    request_for_robot,
     requests_for_sale,
+    robot_document,
+    robot_reason,
     skip_reason,
     state_after_send,
 )
 from services.dispatch.settings import DispatchSettings
 from services.dispatch.store import Request
-from shared.bitrix24 import Bitrix24Client, Bitrix24Error, Command
+from shared.bitrix24 import Bitrix24Client, Bitrix24Error, Command, NotFound
 from shared.db import Conn
 from shared.dispatch_config import Dispatch
 from shared.events import (
@@ -44,6 +48,8 @@ from shared.events import (
     PortalRef,
     PortalSend,
     RequestState,
+    RobotAnswer,
+    RobotCalled,
     SaleClosed,
     SurveyAnswered,
     SurveyOpened,
@@ -137,7 +143,7 @@ class Dispatcher:
             if row is None:
                 asked = Asked(asked.scheduled, asked.skipped, asked.repeated + 1)
                 continue
-            events: list[Event] = [self._changed(row, cause)]
+            events = self._state_events(row, cause)
             if reason is None:
                 asked.scheduled.append(row)
                 events.append(self._first_step(row, cause))
@@ -186,6 +192,40 @@ class Dispatcher:
             "causation_id": None if cause is None else str(cause.event_id),
         }
 
+    def _state_events(self, row: Request, cause: Event | None) -> list[Event]:
+        """The events of the request's new state: its `dispatch.request.<state>` and, for a
+        request the robot asked for that is sent or done without a message, the answer to the
+        waiting business process (one command id per request: crm_sync answers once)."""
+        events: list[Event] = [self._changed(row, cause)]
+        if row.robot_token is not None and (row.sends > 0 or row.closed_at is not None):
+            sent = row.sends > 0
+            events.append(
+                self._robot_answer(
+                    row.request_id,
+                    row.portal,
+                    cause,
+                    RobotAnswer(
+                        event_token=row.robot_token,
+                        sent=sent,
+                        reason=None if sent else robot_reason(row.state, row.reason),
+                    ),
+                )
+            )
+        return events
+
+    def _robot_answer(
+        self, request_id: uuid.UUID, portal: str, cause: Event | None, answer: RobotAnswer
+    ) -> DispatchCommand:
+        return DispatchCommand(
+            event_id=derived_id(request_id, "robot_answer"),
+            correlation_id=cause.correlation_id if cause else f"dispatch:{request_id}",
+            causation_id=None if cause is None else str(cause.event_id),
+            command_id=f"{request_id}:robot_answer:0",
+            request_id=request_id,
+            portal=portal_ref(portal),
+            robot_answer=answer,
+        )
+
     def _changed(self, row: Request, cause: Event | None) -> SurveyRequestChanged:
         REQUESTS.labels(state=row.state).inc()
         return SurveyRequestChanged(
@@ -214,6 +254,44 @@ class Dispatcher:
         log.info(
             "sale_asked",
             deal_id=sale.deal_id,
+            scheduled=len(asked.scheduled),
+            skipped=[reason for _, reason in asked.skipped],
+            repeated=asked.repeated,
+        )
+
+    async def on_robot(self, call: RobotCalled) -> None:
+        """The "Send NPS survey" robot's call: its request asked once per `event_token` (a
+        repeated call finds it); a call that asks for nothing (no such document, an unknown
+        survey, an unusable property) is answered at once with the reason."""
+        portal = call.portal.key
+        config = self._config(portal)
+        try:
+            read = await self._clients.get(portal).call(
+                "crm.item.get", document_read(call.entity_type_id, call.entity_id)
+            )
+            document = robot_document(read.result)
+        except NotFound:
+            document = None
+        wanted = (
+            f"no CRM item {call.entity_id} of type {call.entity_type_id} on the portal"
+            if document is None
+            else request_for_robot(call, document, config, self._clock())
+        )
+        async with self._outbox.transaction(self._pool) as conn:
+            if isinstance(wanted, str):
+                request_id = derived_id("dispatch", portal, "robot", call.event_token)
+                answer = RobotAnswer(event_token=call.event_token, sent=False, reason=wanted)
+                await self._outbox.enqueue(
+                    conn, [self._robot_answer(request_id, portal, call, answer)]
+                )
+                log.info("robot_not_asked", code=call.code, reason=wanted)
+                return
+            asked = await self.ask(conn, portal, [wanted], call)
+        log.info(
+            "robot_asked",
+            code=call.code,
+            entity_type_id=call.entity_type_id,
+            entity_id=call.entity_id,
             scheduled=len(asked.scheduled),
             skipped=[reason for _, reason in asked.skipped],
             repeated=asked.repeated,
@@ -279,7 +357,7 @@ class Dispatcher:
                 conn, row.request_id, now, opened_at=opened.opened_at, state=state
             )
             if state == "opened":
-                await self._outbox.enqueue(conn, [self._changed(row, opened)])
+                await self._outbox.enqueue(conn, self._state_events(row, opened))
 
     async def on_answered(self, answered: SurveyAnswered) -> None:
         now = self._clock()
@@ -298,7 +376,7 @@ class Dispatcher:
                 due_at=None,
                 closed_at=now,
             )
-            await self._outbox.enqueue(conn, [self._changed(row, answered)])
+            await self._outbox.enqueue(conn, self._state_events(row, answered))
 
     async def on_opted_out(self, opted: SurveyOptedOut) -> None:
         now = self._clock()
@@ -321,7 +399,7 @@ class Dispatcher:
                     due_at=None,
                     closed_at=now,
                 )
-                events.append(self._changed(changed, opted))
+                events.extend(self._state_events(changed, opted))
             await self._outbox.enqueue(conn, events)
 
     # -- the timer -----------------------------------------------------------------------
@@ -378,7 +456,7 @@ class Dispatcher:
         row = await store.update(
             conn, row.request_id, now, state=state, reason=reason, due_at=None, closed_at=now
         )
-        events.insert(0, self._changed(row, cause))
+        events[:0] = self._state_events(row, cause)
         await self._outbox.enqueue(conn, events)
 
     def _call_task(self, row: Request, responsible: int, cause: Event | None) -> DispatchCommand:
@@ -457,7 +535,7 @@ class Dispatcher:
             state=state_after_send(n, row.opened_at is not None),
             due_at=now,
         )
-        await self._outbox.enqueue(conn, [self._changed(row, cause)])
+        await self._outbox.enqueue(conn, self._state_events(row, cause))
 
     async def _send_emails(self, emails: list[tuple[Request, int]], now: datetime) -> None:
         """Each portal's messages of the round, its contacts read through its own client."""

@@ -1,7 +1,8 @@
-"""Dispatch wiring: `sale.closed`, the survey page's `survey.ready`/`opened`/`opted_out`/
-`answered` and crm_sync's outcomes of its commands → the register; the timer that sends what is
-due; the follow-up of the leads and tasks crm_sync created (their outcomes → `dispatch_followups`,
-their state read when due, one escalation when overdue) (docs/dispatch.md)."""
+"""Dispatch wiring: `sale.closed`, the robot's `robot.called`, the survey page's
+`survey.ready`/`opened`/`opted_out`/`answered` and crm_sync's outcomes of its commands → the
+register; the timer that sends what is due; the follow-up of the leads and tasks crm_sync
+created (their outcomes → `dispatch_followups`, their state read when due, one escalation when
+overdue) (docs/dispatch.md)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from services.dispatch.settings import DispatchSettings
 from shared.events import (
     CrmWritten,
     PortalEntityUpdated,
+    RobotCalled,
     SaleClosed,
     SurveyAnswered,
     SurveyOpened,
@@ -31,6 +33,7 @@ from shared.topology import (
     DISPATCH_LINKS,
     DISPATCH_OPENS,
     DISPATCH_OPTOUTS,
+    DISPATCH_ROBOTS,
     DISPATCH_SALES,
     DISPATCH_UPDATES,
     DISPATCH_WRITTEN,
@@ -68,6 +71,7 @@ async def wire(runtime: Runtime, settings: DispatchSettings | None = None) -> No
         broker, DISPATCH_ANSWERS, SurveyAnswered, dispatcher.on_answered, max_attempts=attempts
     )
     subscribe(broker, DISPATCH_WRITTEN, CrmWritten, dispatcher.on_written, max_attempts=attempts)
+    subscribe(broker, DISPATCH_ROBOTS, RobotCalled, dispatcher.on_robot, max_attempts=attempts)
     follower = Follower(
         runtime.pool,
         runtime.outbox,

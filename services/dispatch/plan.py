@@ -5,13 +5,19 @@ portal's time zone), and what a request due on the timer needs next.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Literal
 from zoneinfo import ZoneInfo
 
 from shared.dispatch_config import WEEKDAYS, Channel, Dispatch, Language, SendWindow
-from shared.events import RequestState, SaleClosed, derived_id
+from shared.events import (
+    DEAL_ENTITY_TYPE_ID,
+    RequestState,
+    RobotCalled,
+    SaleClosed,
+    derived_id,
+)
 from shared.portal_config import CosmeticsSegment, PortalConfig
 
 Source = Literal["sale", "robot", "campaign"]
@@ -45,6 +51,10 @@ class Wanted:
     sale_deal_id: int | None
     lang: Language
     channel: Channel
+    robot_token: str | None = None
+    """The robot launch's event_token, for a request the robot asked for."""
+    send_after: datetime | None = None
+    """The robot's delay: no message before."""
 
     def request_id(self, portal: str) -> str:
         """Deterministic: the same trigger asks for the same request again, which is one row."""
@@ -125,6 +135,81 @@ def requests_for_sale(sale: SaleClosed, config: PortalConfig) -> list[Wanted]:
                 surveys.append(segment.name)
         wanted.extend(want(name) for name in surveys)
     return wanted
+
+
+ROBOT_PROPERTIES = ("survey", "channel", "delay_minutes")
+"""The "Send NPS survey" robot's properties (services/app/robot.py registers them)."""
+
+
+@dataclass(frozen=True)
+class RobotDocument:
+    """What dispatch reads of the robot's document (a deal or an NPS item)."""
+
+    contact_id: int | None
+    company_id: int | None
+    responsible_id: int | None
+
+
+def document_read(entity_type_id: int, entity_id: int) -> dict[str, object]:
+    """`crm.item.get` params of the robot's document."""
+    return {"entityTypeId": entity_type_id, "id": entity_id}
+
+
+def robot_document(result: object) -> RobotDocument | None:
+    """The document of a `crm.item.get` result (`{"item": {...}}`); None when there is none."""
+    item = result.get("item") if isinstance(result, dict) else None
+    if not isinstance(item, dict):
+        return None
+
+    def number(name: str) -> int | None:
+        value = item.get(name)
+        text = str(value).strip() if isinstance(value, int | str) else ""
+        return int(text) if text.isdigit() and int(text) > 0 else None
+
+    return RobotDocument(number("contactId"), number("companyId"), number("assignedById"))
+
+
+def request_for_robot(
+    call: RobotCalled, document: RobotDocument, config: PortalConfig, now: datetime
+) -> Wanted | str:
+    """The request the robot's call asks for (`ref` its `event_token`: a repeated call is the
+    same request), or why there is none (the business process is answered with it)."""
+    dispatch = config.dispatch or Dispatch()
+    survey = call.properties.get("survey", "").strip()
+    names = config.survey_names()
+    if survey not in names:
+        known = ", ".join(sorted(names)) or "none"
+        return f"the robot's survey {survey!r} is none of the portal's surveys ({known})"
+    channel = call.properties.get("channel", "").strip() or None
+    if channel is not None and channel not in ("email", "portal"):
+        return f"the robot's channel {channel!r}: email or portal expected"
+    delay = call.properties.get("delay_minutes", "").strip() or "0"
+    if not delay.isdigit():
+        return f"the robot's delay_minutes {delay!r}: a whole number of minutes expected"
+    wanted = _wanted(
+        config,
+        dispatch,
+        survey,
+        source="robot",
+        ref=call.event_token,
+        contact_id=document.contact_id,
+        company_id=document.company_id,
+        responsible_id=document.responsible_id,
+        sale_deal_id=call.entity_id if call.entity_type_id == DEAL_ENTITY_TYPE_ID else None,
+    )
+    return replace(
+        wanted,
+        channel="portal" if channel == "portal" else "email" if channel else wanted.channel,
+        robot_token=call.event_token,
+        send_after=now + timedelta(minutes=int(delay)) if int(delay) else None,
+    )
+
+
+def robot_reason(state: RequestState, reason: str | None) -> str:
+    """Why a request the robot asked for was not sent, as the business process is told."""
+    if reason is None:
+        return state
+    return SKIP_TEXTS.get(reason, reason)
 
 
 @dataclass(frozen=True)
@@ -215,6 +300,8 @@ class Progress:
     expires_at: datetime | None
     sending: bool = False
     """A send is in flight (a portal send crm_sync has not confirmed yet)."""
+    send_after: datetime | None = None
+    """The first message goes out no earlier (the robot's delay)."""
 
 
 @dataclass(frozen=True)
@@ -250,7 +337,7 @@ def next_step(  # noqa: PLR0911 - one return per outcome, in the order they are 
         return Close("expired")
     reminders = dispatch.reminders.after_days
     if progress.sends == 0:
-        due = now
+        due = max(now, progress.send_after or now)
     elif progress.sends <= len(reminders):
         assert progress.last_sent_at is not None
         due = progress.last_sent_at + timedelta(days=reminders[progress.sends - 1])

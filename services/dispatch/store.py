@@ -16,7 +16,8 @@ from shared.events import RequestState
 COLUMNS = """request_id, portal, source, ref, survey, kind, category_id, sku, contact_id,
     company_id, responsible_id, sale_deal_id, nps_deal_id, lang, channel, state, reason,
     link_url, optout_url, company, logo_url, expires_at, sends, due_at, created_at, sent_at,
-    last_sent_at, opened_at, answered_at, closed_at, call_task_id, updated_at"""
+    last_sent_at, opened_at, answered_at, closed_at, call_task_id, updated_at, robot_token,
+    send_after"""
 
 
 @dataclass(frozen=True)
@@ -55,6 +56,10 @@ class Request:
     closed_at: datetime | None
     call_task_id: int | None
     updated_at: datetime
+    robot_token: str | None
+    """The robot launch's event_token (a request the robot asked for), answered once."""
+    send_after: datetime | None
+    """The robot's delay: the first message goes out no earlier."""
 
     @classmethod
     def of(cls, row: Any) -> Request:
@@ -68,6 +73,7 @@ class Request:
             last_sent_at=self.last_sent_at,
             expires_at=self.expires_at,
             sending=sending,
+            send_after=self.send_after,
         )
 
 
@@ -109,9 +115,10 @@ async def insert_request(
         f"""INSERT INTO dispatch_requests
                (request_id, portal, source, ref, survey, kind, category_id, sku, contact_id,
                 company_id, responsible_id, sale_deal_id, lang, channel, state, reason,
-                created_at, updated_at, closed_at)
+                created_at, updated_at, closed_at, robot_token, send_after)
            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16,
-                   $17, $17, CASE WHEN $15::text = 'skipped' THEN $17::timestamptz END)
+                   $17, $17, CASE WHEN $15::text = 'skipped' THEN $17::timestamptz END,
+                   $18, $19)
            ON CONFLICT DO NOTHING
            RETURNING {COLUMNS}""",  # noqa: S608 - fixed column list, values are $n
         uuid.UUID(wanted.request_id(portal)),
@@ -131,6 +138,8 @@ async def insert_request(
         state,
         reason,
         now,
+        wanted.robot_token,
+        wanted.send_after,
     )
     return None if row is None else Request.of(row)
 

@@ -29,6 +29,7 @@ from shared.events import (
     NpsScored,
     PortalEntityUpdated,
     RequestState,
+    RobotCalled,
     RouteAction,
     SaleClosed,
     SurveyAnswered,
@@ -50,6 +51,7 @@ from shared.topology import (
     DISPATCH_LINKS,
     DISPATCH_OPENS,
     DISPATCH_OPTOUTS,
+    DISPATCH_ROBOTS,
     DISPATCH_SALES,
     DISPATCH_UPDATES,
     DISPATCH_WRITTEN,
@@ -162,11 +164,24 @@ PUBLISHED: tuple[tuple[str, type[Event], tuple[str, ...], str], ...] = (
     (
         "dispatch",
         DispatchCommand,
-        ("dispatch.nps_deal", "dispatch.survey_send", "dispatch.call_task"),
+        (
+            "dispatch.nps_deal",
+            "dispatch.survey_send",
+            "dispatch.call_task",
+            "dispatch.robot_answer",
+        ),
         "A write for crm_sync on behalf of a survey request: create the NPS deal, deliver a "
-        "link through the portal's robots, or give the call task of an unanswered request; "
-        "also the one escalation task of an overdue follow-up (`command_id` "
-        "`<follow id>:escalation:0`, `request_id` the follow-up's id).",
+        "link through the portal's robots, give the call task of an unanswered request, or "
+        'answer the business process that launched the "Send NPS survey" robot '
+        "(`bizproc.event.send`); also the one escalation task of an overdue follow-up "
+        "(`command_id` `<follow id>:escalation:0`, `request_id` the follow-up's id).",
+    ),
+    (
+        "app",
+        RobotCalled,
+        ("robot.called",),
+        'The "Send NPS survey" robot called the application on a deal or an NPS item (its '
+        "application token verified); the same message for a repeated call (`event_token`).",
     ),
     (
         "dispatch",
@@ -196,7 +211,12 @@ PUBLISHED: tuple[tuple[str, type[Event], tuple[str, ...], str], ...] = (
     (
         "crm_sync",
         CrmWritten,
-        ("crm.written.nps_deal", "crm.written.survey_send", "crm.written.call_task"),
+        (
+            "crm.written.nps_deal",
+            "crm.written.survey_send",
+            "crm.written.call_task",
+            "crm.written.robot_answer",
+        ),
         "The outcome of a dispatch command (`action_id` = its `command_id`).",
     ),
 )
@@ -237,6 +257,12 @@ CONSUMED: tuple[tuple[str, QueueSpec, type[Event], str], ...] = (
         DISPATCH_UPDATES,
         PortalEntityUpdated,
         "Reads a followed lead or task at once (in the follow-up's next batch).",
+    ),
+    (
+        "dispatch",
+        DISPATCH_ROBOTS,
+        RobotCalled,
+        "Asks the robot's survey once per event_token; answers the business process.",
     ),
     (
         "crm_sync",

@@ -1,0 +1,380 @@
+"""The "Send NPS survey" robot end to end against a sandbox portal (ASGI in process, both ways)
+and the real PostgreSQL and SMTP: the install registers the robots (once, however often it
+runs); the portal's automation rule reaches the robot on a deal and calls the application, which
+verifies the call by the portal's `application_token` and queues `robot.called`; dispatch asks
+(the NPS deal and the e-mail through crm_sync's writer and the survey page's intake, as the
+topology routes them) and, once the e-mail is out, crm_sync answers the waiting business
+process with `bizproc.event.send`. A repeated call (the same `event_token`) and a redelivery
+ask nothing twice and answer nothing twice; a second launch on the same deal is answered "not
+sent" with the reason; a forged call is refused. The test plays the broker (`Pump`)."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import httpx
+import pytest
+import yaml
+from pydantic import SecretStr
+
+from services.app.installer import Installer
+from services.app.lifecycle import wanted_bindings
+from services.app.robot import DEAL_ROBOT, NPS_ROBOT, RobotDoor, Robots
+from services.app.web import create_app
+from services.crm_sync.coalescer import CommandCoalescer
+from services.crm_sync.dispatch import DispatchWriter
+from services.dispatch.dispatcher import Dispatcher
+from services.dispatch.mailer import Mailer
+from services.dispatch.settings import DispatchSettings
+from services.sandbox.app import create_app as create_sandbox_app
+from services.sandbox.crm import DEAL
+from services.sandbox.limits import Limits
+from services.sandbox.methods import CONTACT
+from services.sandbox.oauth_server import AppRegistration
+from services.sandbox.portal import SandboxPortal
+from services.sandbox.portals import PortalSpec, Sandbox, portal_factory
+from services.survey.intake import IntakeSetup, RequestIntake
+from services.survey.page_config import load_page_config
+from services.survey.tokens import LinkSigner
+from shared.bitrix24 import Bitrix24Client, MemoryRateBudget
+from shared.bitrix24.tokens import AppCredentials, OAuthServer, TokenBook
+from shared.events import CrmWritten, DispatchCommand, RobotCalled, SurveyReady, SurveyRequested
+from shared.outbox import Outbox
+from shared.portal_config import PortalConfig, parse_portal_config
+from shared.portals import PortalClients, PortalConfigs
+from tests.support import T0, FakeClock
+from tests.support.paths import EXAMPLE_CONFIG
+from tests.support.pump import Pump
+from tests.support.smtp import Inbox
+from tests.support.survey import DAY, EXAMPLE_PAGE, KEYS
+
+ROOT = "http://sandbox"
+APP = "http://nps.example.test"
+ROBOT_URL = f"{APP}/app/robot"
+CLIENT_ID = "local.nps.robot"
+SECRET = "app-secret-robot"
+NOW = datetime(2026, 12, 7, 10, 0, tzinfo=UTC)
+SURVEY = "After the sale"
+NPS_FUNNEL = 20
+
+
+class Forward:
+    def __init__(self) -> None:
+        self.target: Any = None
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        await self.target(scope, receive, send)
+
+
+class ByHost(httpx.AsyncBaseTransport):
+    """The network from the portal: the application's host; anything else answered 200."""
+
+    def __init__(self, app: httpx.AsyncBaseTransport) -> None:
+        self.app = app
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        if request.url.host == "nps.example.test":
+            return await self.app.handle_async_request(request)
+        return httpx.Response(200, json={"status": "accepted"})
+
+
+def robot_config(member_id: str) -> PortalConfig:
+    data = yaml.safe_load(EXAMPLE_CONFIG.read_text(encoding="utf-8"))
+    data["portal"]["timezone"] = "UTC"
+    data["portal"]["member_id"] = member_id
+    data["dispatch"] = {
+        "channel": "email",
+        "language": "en",
+        "email": {"sender": "Demo <nps@example.com>"},
+        "window": {"start": "09:00", "end": "20:00"},
+    }
+    return parse_portal_config(data)
+
+
+@dataclass
+class World:
+    sandbox: Sandbox
+    name: str
+    installer: Installer
+    portals: httpx.AsyncClient
+    app: httpx.AsyncClient
+    dispatcher: Dispatcher
+    writer: DispatchWriter
+    pump: Pump
+
+    @property
+    def portal(self) -> SandboxPortal:
+        return self.sandbox.named[self.name].portal
+
+    async def delivered(self, event: str, count: int) -> None:
+        """Wait until `count` deliveries of `event` reached the application, all taken."""
+        async with asyncio.timeout(5):
+            while True:
+                sent = [d for d in self.portal.deliveries if d.event == event]
+                if len(sent) >= count and all(d.status != "pending" for d in sent):
+                    break
+                await asyncio.sleep(0.01)
+        assert [(d.status, d.http_status) for d in sent] == [("delivered", 200)] * count
+
+    async def state(self) -> dict[str, Any]:
+        body: dict[str, Any] = (await self.portals.get(f"/p/{self.name}/sandbox/app")).json()
+        return body
+
+    async def launch(self, launch_id: int) -> dict[str, Any]:
+        path = f"/p/{self.name}/sandbox/robot-launches/{launch_id}"
+        body: dict[str, Any] = (await self.portals.get(path)).json()
+        return body
+
+    async def run(self, deal_id: int, **properties: str) -> dict[str, Any]:
+        answer = await self.portals.post(
+            f"/p/{self.name}/sandbox/robots/{DEAL_ROBOT}/run",
+            json={"deal_id": deal_id, "properties": properties},
+        )
+        assert answer.status_code == 200, answer.text
+        body: dict[str, Any] = answer.json()
+        return body
+
+    async def settle(self) -> None:
+        for _ in range(20):
+            handled = await self.pump.drain()
+            looked = await self.dispatcher.tick()
+            if not handled and not looked and not await self.pump.drain():
+                return
+        raise AssertionError("dispatch kept finding work")
+
+
+@pytest.fixture
+async def world(pool: asyncpg.Pool, inbox: tuple[Inbox, int]) -> AsyncIterator[World]:
+    clock = FakeClock(T0)
+    registration = AppRegistration(
+        client_id=CLIENT_ID,
+        client_secret=SECRET,
+        install_url=f"{APP}/app/install",
+        callback_url=f"{APP}/app/events",
+    )
+    sandbox = Sandbox(
+        SandboxPortal(clock=clock, limits=Limits.off()),
+        registration=registration,
+        clock=clock,
+        base_url=ROOT,
+        factory=portal_factory(seed=str(EXAMPLE_CONFIG), clock=clock, seed_path=Path),
+    )
+    name = f"robot-{uuid.uuid4().hex[:8]}"
+    sandbox.add(PortalSpec(name=name, contacts=10, sales=3, limits=Limits.off()))
+    member_id = sandbox.named[name].portal.member_id
+    to_sandbox = Forward()
+    sandbox_net = httpx.ASGITransport(app=to_sandbox)
+    credentials = AppCredentials(ROOT, CLIENT_ID, SecretStr(SECRET))
+    book = TokenBook(pool, OAuthServer(credentials, sandbox_net, clock=clock), clock=clock)
+    config = robot_config(member_id)
+
+    def client_for(key: str) -> Bitrix24Client:
+        return Bitrix24Client(None, MemoryRateBudget(None), sandbox_net, app=book.session(key))
+
+    installer = Installer(
+        book,
+        CLIENT_ID,
+        client_for,
+        wanted_bindings("http://ingest.example.test/webhooks/bitrix24", f"{APP}/app/events"),
+        clock=clock,
+        robots=Robots(ROBOT_URL, lambda _member: config.survey.entity_type_id),
+    )
+    door = RobotDoor(book, pool, Outbox())
+    app_net = httpx.ASGITransport(app=create_app(installer, f"{ROOT}/sandbox/bx24.js", door))
+    to_sandbox.target = create_sandbox_app(sandbox, event_transport=ByHost(app_net))
+
+    client = client_for(member_id)
+    settings = DispatchSettings(smtp_port=inbox[1], _env_file=None)
+    dispatcher = Dispatcher(
+        pool,
+        Outbox(),
+        PortalConfigs({member_id: config}),
+        portal=PortalClients({member_id: client}),
+        mailer=Mailer(settings),
+        settings=settings,
+        clock=lambda: NOW,
+    )
+    writer = DispatchWriter(pool, Outbox(), CommandCoalescer(client, window_s=0.01))
+    intake = RequestIntake(
+        pool,
+        Outbox(),
+        IntakeSetup(
+            portal=config,
+            page=load_page_config(EXAMPLE_PAGE),
+            signer=LinkSigner(KEYS, 30 * DAY, clock=NOW.timestamp),
+            base_url="http://survey.test",
+        ),
+    )
+
+    async def command(_key: str, body: dict[str, Any]) -> None:
+        await writer.carry_out(DispatchCommand.model_validate(body))
+
+    async def robot(_key: str, body: dict[str, Any]) -> None:
+        await dispatcher.on_robot(RobotCalled.model_validate(body))
+
+    async def written(_key: str, body: dict[str, Any]) -> None:
+        await dispatcher.on_written(CrmWritten.model_validate(body))
+
+    async def requested(_key: str, body: dict[str, Any]) -> None:
+        await intake.handle(SurveyRequested.model_validate(body))
+
+    async def ready(_key: str, body: dict[str, Any]) -> None:
+        await dispatcher.on_ready(SurveyReady.model_validate(body))
+
+    pump = Pump(
+        pool,
+        {
+            "robot.called": robot,
+            "dispatch.nps_deal": command,
+            "dispatch.robot_answer": command,
+            "crm.written.nps_deal": written,
+            "survey.requested": requested,
+            "survey.ready": ready,
+        },
+    )
+    await pump.start()
+    async with (
+        httpx.AsyncClient(transport=sandbox_net, base_url=ROOT) as portals,
+        httpx.AsyncClient(transport=app_net, base_url=APP) as app,
+    ):
+        world = World(sandbox, name, installer, portals, app, dispatcher, writer, pump)
+        answer = await portals.post(f"/p/{name}/sandbox/install", json={})
+        assert answer.status_code == 200, answer.text
+        await world.delivered("ONAPPINSTALL", 1)
+        yield world
+    await client.aclose()
+    await book.oauth.aclose()
+
+
+def customer_deal(portal: SandboxPortal) -> int:
+    """A sales deal whose contact has an e-mail address."""
+    contacts = portal.crm.records(CONTACT)
+    return min(
+        deal_id
+        for deal_id, deal in portal.crm.records(DEAL).items()
+        if deal.get("CONTACT_ID")
+        and contacts[int(deal["CONTACT_ID"])].get("EMAIL")
+        and int(deal.get("CATEGORY_ID") or 0) == 0
+    )
+
+
+async def test_the_install_registers_both_robots_once(world: World) -> None:
+    robots = {robot["CODE"]: robot for robot in (await world.state())["robots"]}
+    assert set(robots) == {DEAL_ROBOT, NPS_ROBOT}
+    for robot in robots.values():
+        assert (robot["HANDLER"], robot["USE_SUBSCRIPTION"]) == (ROBOT_URL, "Y")
+        assert set(robot["PROPERTIES"]) == {"survey", "channel", "delay_minutes"}
+        assert set(robot["RETURN_PROPERTIES"]) == {"sent", "reason"}
+    assert robots[DEAL_ROBOT]["DOCUMENT_TYPE"] == ["crm", "CCrmDocumentDeal", "DEAL"]
+    assert robots[NPS_ROBOT]["DOCUMENT_TYPE"][2] == "DYNAMIC_1038"
+
+    await world.installer.bind(world.portal.member_id)
+    assert len((await world.state())["robots"]) == 2
+
+
+async def test_a_robot_call_sends_one_survey_and_answers_the_business_process_once(
+    world: World, pool: asyncpg.Pool, inbox: tuple[Inbox, int]
+) -> None:
+    mailbox, _ = inbox
+    deal_id = customer_deal(world.portal)
+    launch = await world.run(deal_id, survey=SURVEY, channel="email")
+    await world.delivered(f"ROBOT:{DEAL_ROBOT}", 1)
+    # The portal calls again with the same event_token (a repeated launch's call).
+    repeat = await world.portals.post(
+        f"/p/{world.name}/sandbox/robot-launches/{launch['id']}/repeat"
+    )
+    assert repeat.status_code == 200, repeat.text
+    await world.delivered(f"ROBOT:{DEAL_ROBOT}", 2)
+    await world.settle()
+    # The repeated call is the same message (its id derives from the event_token): while the
+    # first waits in the outbox it is one row; published already, dispatch gets it twice, and a
+    # redelivery once more. None of it asks again, nor answers again.
+    (call,) = [RobotCalled.model_validate(body) for body in world.pump.seen["robot.called"]]
+    await world.dispatcher.on_robot(call)
+    await world.dispatcher.on_robot(call)
+    (answer,) = {
+        body["command_id"]: body for body in world.pump.seen["dispatch.robot_answer"]
+    }.values()
+    assert await world.writer.carry_out(DispatchCommand.model_validate(answer)) is None
+    await world.settle()
+
+    rows = await pool.fetch(
+        "SELECT * FROM dispatch_requests WHERE robot_token = $1", launch["event_token"]
+    )
+    assert [(r["source"], r["survey"], r["state"], r["sends"]) for r in rows] == [
+        ("robot", SURVEY, "sent", 1)
+    ]
+    (row,) = rows
+    assert (row["sale_deal_id"], row["ref"]) == (deal_id, launch["event_token"])
+    mails = [m for m in mailbox.messages if str(row["request_id"]) in m["Message-ID"]]
+    assert len(mails) == 1
+    contact = world.portal.crm.records(CONTACT)[row["contact_id"]]
+    assert mails[0]["To"] == contact["EMAIL"][0]["VALUE"]
+    nps = [
+        d
+        for d in world.portal.crm.records(DEAL).values()
+        if d.get("ORIGIN_ID") == str(row["request_id"])
+    ]
+    assert [d["CATEGORY_ID"] for d in nps] == [NPS_FUNNEL]
+
+    answered = await world.launch(launch["id"])
+    assert (answered["status"], answered["sends"], answered["refused_sends"]) == (
+        "answered",
+        1,
+        0,
+    )
+    assert answered["return_values"] == {"sent": "Y", "reason": ""}
+
+    # A second launch on the same deal: the customer was asked just now, so not sent, and the
+    # business process is told why.
+    again = await world.run(deal_id, survey=SURVEY)
+    await world.delivered(f"ROBOT:{DEAL_ROBOT}", 3)
+    await world.settle()
+    second = await world.launch(again["id"])
+    assert (second["status"], second["sends"]) == ("answered", 1)
+    assert second["return_values"]["sent"] == "N"
+    assert "within every_days" in second["return_values"]["reason"]
+    assert len([m for m in mailbox.messages if str(row["request_id"]) in m["Message-ID"]]) == 1
+
+    # An unknown survey: answered at once with the reason, nothing asked.
+    unknown = await world.run(deal_id, survey="Nope")
+    await world.delivered(f"ROBOT:{DEAL_ROBOT}", 4)
+    await world.settle()
+    third = await world.launch(unknown["id"])
+    assert third["return_values"]["sent"] == "N"
+    assert "'Nope' is none of the portal's surveys" in third["return_values"]["reason"]
+    assert not await pool.fetchval(
+        "SELECT count(*) FROM dispatch_requests WHERE robot_token = $1", unknown["event_token"]
+    )
+
+
+async def test_a_forged_robot_call_is_refused(world: World, pool: asyncpg.Pool) -> None:
+    member_id = world.portal.member_id
+    form = {
+        "code": DEAL_ROBOT,
+        "event_token": "forged|token",
+        "document_id[0]": "crm",
+        "document_id[1]": "CCrmDocumentDeal",
+        "document_id[2]": f"DEAL_{customer_deal(world.portal)}",
+        "properties[survey]": SURVEY,
+        "auth[member_id]": member_id,
+        "auth[application_token]": "not-the-portals-token",
+    }
+    before = await pool.fetchval("SELECT count(*) FROM outbox WHERE routing_key = 'robot.called'")
+    forged = await world.app.post("/app/robot", data=form)
+    assert forged.status_code == 403
+    assert forged.json()["field"] == "auth[application_token]"
+    stranger = await world.app.post("/app/robot", data={**form, "auth[member_id]": "f" * 32})
+    assert (stranger.status_code, stranger.json()["field"]) == (403, "auth[member_id]")
+    tokenless = {k: v for k, v in form.items() if k != "auth[application_token]"}
+    missing = await world.app.post("/app/robot", data=tokenless)
+    assert (missing.status_code, missing.json()["field"]) == (403, "auth[application_token]")
+    after = await pool.fetchval("SELECT count(*) FROM outbox WHERE routing_key = 'robot.called'")
+    assert after == before
