@@ -64,6 +64,15 @@ def list_requests(  # noqa: PLR0917 - one parameter per option, as typer reads t
     ] = None,
     limit: Annotated[int, typer.Option(min=1, max=100_000)] = 50,
     as_json: Annotated[bool, typer.Option("--json", help="JSON lines")] = False,
+    portal: Annotated[
+        str | None,
+        typer.Option(
+            "--portal",
+            help="another portal's register (its key: member id or domain); default: the"
+            " portal this deployment serves",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """The register: survey requests b24-nps sent or skipped, newest first."""
     settings = get_settings()
@@ -75,13 +84,14 @@ def list_requests(  # noqa: PLR0917 - one parameter per option, as typer reads t
         limit=limit,
     )
 
-    # The served portal's register (`portal.member_id`, else the portal ingest learned).
+    # The portal chosen, else the served portal's register (`portal.member_id`, else the
+    # portal ingest learned).
     pinned = _config(settings).portal.member_id if settings.portal_config_path().exists() else None
 
     async def fetch() -> tuple[list[dict[str, Any]], dict[str, int]]:
         conn = await asyncpg.connect(settings.database_url.get_secret_value(), timeout=10)
         try:
-            served = await reading_key(conn, None, pinned)
+            served = await reading_key(conn, portal, pinned)
             mine = replace(where, portal=served)
             return await read.requests(conn, mine), await read.state_counts(conn, served)
         finally:

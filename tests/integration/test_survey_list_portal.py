@@ -1,6 +1,6 @@
 """`nps survey list` shows the register of the portal the deployment serves (issue #22): the
-portal ingest learned, or `portal.member_id` when the portal YAML pins it; never another
-portal's requests."""
+portal ingest learned, or `portal.member_id` when the portal YAML pins it, or the one chosen
+with `--portal`; never another portal's requests."""
 
 from __future__ import annotations
 
@@ -46,8 +46,8 @@ async def register(pool: asyncpg.Pool) -> AsyncIterator[dict[str, int]]:
     await forget_served_portal(pool)
 
 
-def listed(cli: CliRunner, contact: int) -> list[dict[str, object]]:
-    result = cli.invoke(app, ["survey", "list", "--contact", str(contact), "--json"])
+def listed(cli: CliRunner, contact: int, *portal: str) -> list[dict[str, object]]:
+    result = cli.invoke(app, ["survey", "list", "--contact", str(contact), "--json", *portal])
     assert result.exit_code == 0, result.output
     return [json.loads(line) for line in result.output.splitlines() if line.strip()]
 
@@ -55,11 +55,15 @@ def listed(cli: CliRunner, contact: int) -> list[dict[str, object]]:
 async def test_the_served_portals_register_only(
     cli: CliRunner, pool: asyncpg.Pool, register: dict[str, int]
 ) -> None:
-    (served, mine), (_other, theirs) = register.items()
+    (served, mine), (other, theirs) = register.items()
     await pool.execute("INSERT INTO ingest_portal (member_id) VALUES ($1)", served)
     [row] = await asyncio.to_thread(listed, cli, mine)
     assert (row["portal"], row["contact_id"]) == (served, mine)
     assert await asyncio.to_thread(listed, cli, theirs) == []
+    # Another portal's register, chosen by its key.
+    [row] = await asyncio.to_thread(listed, cli, theirs, "--portal", other)
+    assert (row["portal"], row["contact_id"]) == (other, theirs)
+    assert await asyncio.to_thread(listed, cli, mine, "--portal", other) == []
 
 
 async def test_a_pinned_portal_before_the_learned_one(
