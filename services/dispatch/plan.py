@@ -183,6 +183,8 @@ def request_for_robot(
     channel = call.properties.get("channel", "").strip() or None
     if channel is not None and channel not in ("email", "portal"):
         return f"the robot's channel {channel!r}: email or portal expected"
+    if (channel or dispatch.channel_for(survey)) == "portal" and dispatch.portal_channel is None:
+        return "the portal channel is not configured (dispatch.portal_channel)"
     delay = call.properties.get("delay_minutes", "").strip() or "0"
     if not delay.isdigit():
         return f"the robot's delay_minutes {delay!r}: a whole number of minutes expected"

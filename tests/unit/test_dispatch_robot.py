@@ -73,8 +73,14 @@ def test_a_deal_robot_asks_the_deal_survey_for_the_deals_contact_under_its_event
 
 
 def test_an_nps_item_robot_has_no_sale_and_the_channel_and_delay_are_the_robots() -> None:
+    data = yaml.safe_load(EXAMPLE_CONFIG.read_text())
+    data["dispatch"] = {
+        "email": {"sender": "nps@example.com"},
+        "portal_channel": {"link_field": "UF_CRM_NPS_LINK", "trigger": "NPS_SEND"},
+    }
+    portal = parse_portal_config(data)
     wanted = request_for_robot(
-        call(1038, survey="Laser A", channel="portal", delay_minutes="90"), DOCUMENT, config(), MON
+        call(1038, survey="Laser A", channel="portal", delay_minutes="90"), DOCUMENT, portal, MON
     )
     assert not isinstance(wanted, str)
     assert (wanted.kind, wanted.sale_deal_id, wanted.channel) == ("segment", None, "portal")
@@ -89,6 +95,10 @@ def test_an_nps_item_robot_has_no_sale_and_the_channel_and_delay_are_the_robots(
         (
             {"survey": "After the sale", "channel": "sms"},
             "the robot's channel 'sms': email or portal expected",
+        ),
+        (
+            {"survey": "After the sale", "channel": "portal"},
+            "the portal channel is not configured (dispatch.portal_channel)",
         ),
         (
             {"survey": "After the sale", "delay_minutes": "-5"},
