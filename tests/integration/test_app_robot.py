@@ -6,11 +6,13 @@ verifies the call by the portal's `application_token` and queues `robot.called`;
 topology routes them) and, once the e-mail is out, crm_sync answers the waiting business
 process with `bizproc.event.send`. A repeated call (the same `event_token`) and a redelivery
 ask nothing twice and answer nothing twice; a second launch on the same deal is answered "not
-sent" with the reason; a forged call is refused. The test plays the broker (`Pump`)."""
+sent" with the reason; a forged call is refused. The test plays the broker (`Pump`), and once
+the services run on the real RabbitMQ."""
 
 from __future__ import annotations
 
 import asyncio
+import socket
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -22,6 +24,7 @@ import asyncpg
 import httpx
 import pytest
 import yaml
+from aio_pika.abc import AbstractChannel
 from pydantic import SecretStr
 
 from services.app.installer import Installer
@@ -30,9 +33,12 @@ from services.app.robot import DEAL_ROBOT, NPS_ROBOT, RobotDoor, Robots
 from services.app.web import create_app
 from services.crm_sync.coalescer import CommandCoalescer
 from services.crm_sync.dispatch import DispatchWriter
+from services.crm_sync.main import wire as crm_sync_wire
 from services.dispatch.dispatcher import Dispatcher
 from services.dispatch.mailer import Mailer
+from services.dispatch.main import wire as dispatch_wire
 from services.dispatch.settings import DispatchSettings
+from services.ops.dlq import list_dead_letters
 from services.sandbox.app import create_app as create_sandbox_app
 from services.sandbox.crm import DEAL
 from services.sandbox.limits import Limits
@@ -49,6 +55,8 @@ from shared.events import CrmWritten, DispatchCommand, RobotCalled, SurveyReady,
 from shared.outbox import Outbox
 from shared.portal_config import PortalConfig, parse_portal_config
 from shared.portals import PortalClients, PortalConfigs
+from shared.service import Runtime, serve
+from shared.settings import Settings
 from tests.support import T0, FakeClock
 from tests.support.paths import EXAMPLE_CONFIG
 from tests.support.pump import Pump
@@ -108,6 +116,9 @@ class World:
     dispatcher: Dispatcher
     writer: DispatchWriter
     pump: Pump
+    client: Bitrix24Client
+    """The portal's client in application mode (its tokens from the install)."""
+    config: PortalConfig
 
     @property
     def portal(self) -> SandboxPortal:
@@ -244,13 +255,21 @@ async def world(pool: asyncpg.Pool, inbox: tuple[Inbox, int]) -> AsyncIterator[W
         httpx.AsyncClient(transport=sandbox_net, base_url=ROOT) as portals,
         httpx.AsyncClient(transport=app_net, base_url=APP) as app,
     ):
-        world = World(sandbox, name, installer, portals, app, dispatcher, writer, pump)
+        world = World(
+            sandbox, name, installer, portals, app, dispatcher, writer, pump, client, config
+        )
         answer = await portals.post(f"/p/{name}/sandbox/install", json={})
         assert answer.status_code == 200, answer.text
         await world.delivered("ONAPPINSTALL", 1)
         yield world
     await client.aclose()
     await book.oauth.aclose()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 def customer_deal(portal: SandboxPortal) -> int:
@@ -378,3 +397,41 @@ async def test_a_forged_robot_call_is_refused(world: World, pool: asyncpg.Pool) 
     assert (missing.status_code, missing.json()["field"]) == (403, "auth[application_token]")
     after = await pool.fetchval("SELECT count(*) FROM outbox WHERE routing_key = 'robot.called'")
     assert after == before
+
+
+async def test_the_services_answer_a_robot_call_through_rabbitmq(
+    world: World, pool: asyncpg.Pool, settings: Settings, channel: AbstractChannel
+) -> None:
+    """dispatch's and crm_sync's wiring (`nps run dispatch`, `nps run crm_sync`) on the real
+    RabbitMQ, serving the portal with its application-mode client: the call the application
+    queued reaches dispatch (`dispatch.robots`), its answer crm_sync (`crm_sync.dispatch`,
+    `dispatch.robot_answer`), which answers the launch; `crm.written.robot_answer` is routable
+    (the `nps.written` tap), so nothing dead-letters."""
+    await pool.execute("DELETE FROM outbox")
+    member_id = world.portal.member_id
+    configs = PortalConfigs({member_id: world.config})
+    clients = PortalClients({member_id: world.client})
+
+    async def wire(runtime: Runtime) -> None:
+        runtime.configs, runtime.clients = configs, clients
+        await dispatch_wire(
+            runtime, DispatchSettings(smtp_port=free_port(), tick_s=3600, _env_file=None)
+        )
+        await crm_sync_wire(runtime)
+
+    stop = asyncio.Event()
+    service = asyncio.create_task(serve("robot", settings, wire, stop=stop))
+    try:
+        launch = await world.run(customer_deal(world.portal), survey="Nope")
+        await world.delivered(f"ROBOT:{DEAL_ROBOT}", 1)
+        async with asyncio.timeout(30):
+            while (await world.launch(launch["id"]))["status"] != "answered":
+                assert not service.done()
+                await asyncio.sleep(0.1)
+    finally:
+        stop.set()
+        await service
+    answered = await world.launch(launch["id"])
+    assert (answered["sends"], answered["return_values"]["sent"]) == (1, "N")
+    assert "'Nope' is none of the portal's surveys" in answered["return_values"]["reason"]
+    assert await list_dead_letters(channel, ["dispatch.robots", "crm_sync.dispatch"]) == []
