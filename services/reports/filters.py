@@ -84,8 +84,8 @@ def preset_range(preset: str, today: date) -> tuple[date, date]:
     raise ValueError(f"unknown date preset {preset!r}; expected one of {', '.join(PRESETS)}")
 
 
-REPORT_PARAMS = ("segment", "product", "manager", "from", "to", "portal")
-"""The filters `/api/report` takes."""
+REPORT_PARAMS = ("segment", "product", "manager", "from", "to", "portal", "s")
+"""The filters `/api/report` takes (and the frame session, which it accepts too)."""
 
 
 class FilterError(ValueError):
@@ -121,6 +121,9 @@ class Filters:
     """The all-ratings page's filters and page number (the other pages ignore them)."""
     served: str | None = None
     """The key of the portal the deployment serves, read for the request (never in links)."""
+    session: str | None = None
+    """The frame session (`?s=`, the dashboard inside a portal: `frame_session.py`), kept in
+    every link and form so that it travels without cookies; not a filter."""
 
     @property
     def key(self) -> str | None:
@@ -215,6 +218,7 @@ class Filters:
             "q": self.search,
             "theme": self.theme,
             "page": None if self.page == 1 else self.page,
+            "s": self.session,
         }
         return {key: str(value) for key, value in values.items() if value is not None}
 

@@ -1,0 +1,168 @@
+"""The dashboard inside a Bitrix24 portal (application mode, docs/dashboard.md "Inside the
+portal"): the frame entry's checks and what a frame session may read.
+
+The portal opens the application's page (its handler URL) and its widgets in an iframe with a
+POST of the opening user's `AUTH_ID`, `REFRESH_ID`, `member_id`, `PLACEMENT`,
+`PLACEMENT_OPTIONS` (and `DOMAIN`, `PROTOCOL`, `LANG`, `APP_SID` in the query). A form proves
+nothing by itself, so `enter` checks that:
+
+- `member_id` is a portal the application is installed on (`bitrix24_app_portals`, read through
+  `shared/bitrix24/tokens.py`);
+- `AUTH_ID` is a token of a user **of that portal**: it is shown to `profile` at the portal's
+  REST root as stored at install (`client_endpoint`; never the form's `DOMAIN`), which answers
+  only for its own users' tokens. `profile` names the user (`ID`) and whether they administer
+  the portal (`ADMIN`).
+
+The user's tokens are used for that one call and kept nowhere.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from typing import Any
+from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo
+
+import httpx
+
+from services.reports.dashboard import Sources
+from services.reports.frame_session import FrameUser
+from shared import portal_store
+from shared.bitrix24.tokens import app_portal
+from shared.db import Conn
+from shared.dispatch_config import Dispatch
+from shared.logging import get_logger
+from shared.portal_config import PortalConfig, contact_field_titles
+
+log = get_logger(__name__)
+
+MAX_FIELD = 2000
+"""The longest form value the entry reads (tokens and member_ids are far shorter)."""
+
+
+class FrameRefused(Exception):  # noqa: N818 - a refusal, not a failure of ours
+    """The frame entry or a session's request is refused: `status` and a message naming the
+    field and what was expected (shown to the user; no secret in it)."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+@dataclass(frozen=True)
+class Entrant:
+    """Who the portal says opened the frame, verified."""
+
+    member_id: str
+    user_id: int
+    admin: bool
+    placement: str
+
+
+def _field(form: Mapping[str, Any], name: str) -> str:
+    value = form.get(name)
+    if not isinstance(value, str) or not value.strip():
+        raise FrameRefused(400, f"{name}: missing; expected the portal's application form")
+    if len(value) > MAX_FIELD:
+        raise FrameRefused(400, f"{name}: longer than {MAX_FIELD} characters")
+    return value.strip()
+
+
+async def installed_endpoint(conn: Conn, member_id: str) -> str:
+    """The REST root of portal `member_id`; `FrameRefused` (403) unless the application is
+    installed there."""
+    portal = await app_portal(conn, member_id)
+    if portal is None or portal.status != "installed":
+        raise FrameRefused(
+            403,
+            "member_id: not a portal this application is installed on; install the application"
+            " on the portal, then open it there again",
+        )
+    return portal.client_endpoint
+
+
+async def enter(conn: Conn, http: httpx.AsyncClient, form: Mapping[str, Any]) -> Entrant:
+    """The verified user of the frame form `form`; `FrameRefused` naming what is wrong."""
+    member_id = _field(form, "member_id")
+    auth_id = _field(form, "AUTH_ID")
+    placement = str(form.get("PLACEMENT") or "DEFAULT")[:100]
+    endpoint = await installed_endpoint(conn, member_id)
+    profile = await _profile(http, endpoint, auth_id, member_id)
+    raw_id = profile.get("ID")
+    if not (isinstance(raw_id, str | int) and str(raw_id).isdigit()):
+        raise FrameRefused(502, "the portal's profile answer has no user ID")
+    return Entrant(member_id, int(raw_id), profile.get("ADMIN") is True, placement)
+
+
+async def _profile(
+    http: httpx.AsyncClient, endpoint: str, auth_id: str, member_id: str
+) -> Mapping[str, Any]:
+    """`profile` for `auth_id` at the portal's REST root `endpoint`."""
+    try:
+        reply = await http.post(f"{endpoint.rstrip('/')}/profile", json={"auth": auth_id})
+    except httpx.HTTPError as exc:
+        log.warning("frame_portal_unreachable", member_id=member_id, error=type(exc).__name__)
+        raise FrameRefused(502, "the portal did not answer; open the application again") from None
+    try:
+        data = reply.json()
+    except ValueError:
+        data = None
+    result = data.get("result") if isinstance(data, Mapping) else None
+    if reply.status_code in (401, 403) or (isinstance(data, Mapping) and "error" in data):
+        log.info("frame_token_refused", member_id=member_id, status=reply.status_code)
+        raise FrameRefused(
+            403,
+            "AUTH_ID: the portal did not accept this user token; expected the token the"
+            " portal gave when it opened the application",
+        )
+    if reply.status_code != 200 or not isinstance(result, Mapping):
+        log.warning("frame_profile_failed", member_id=member_id, status=reply.status_code)
+        raise FrameRefused(502, "the portal's profile answer could not be read; try again")
+    return result
+
+
+async def portal_config(
+    conn: Conn, member_id: str, template: PortalConfig | None
+) -> PortalConfig | None:
+    """The portal's stored configuration (`shared/portal_store.py`), else the deployment's
+    template; None when neither exists."""
+    stored = await portal_store.load(conn, member_id)
+    return stored.config if stored is not None else template
+
+
+async def portal_sources(
+    conn: Conn, base: Sources, user: FrameUser, template: PortalConfig | None
+) -> Sources:
+    """What a session's pages read: its portal only (pinned), linked to that portal, shown in
+    its time zone with its fields' titles, themes and dispatch settings. The broker's dead
+    letters belong to the whole deployment, so a frame's ops view does not read them.
+    `FrameRefused` (403) when the portal is no longer installed."""
+    endpoint = await installed_endpoint(conn, user.member_id)
+    config = await portal_config(conn, user.member_id, template)
+    parts = urlsplit(endpoint)
+    sources = replace(
+        base,
+        portal_origin=f"{parts.scheme}://{parts.netloc}",
+        rabbitmq_url=None,
+        pinned_portal=user.member_id,
+    )
+    if config is None:
+        return sources
+    return replace(
+        sources,
+        zone=ZoneInfo(config.portal.timezone),
+        field_titles=contact_field_titles(config),
+        themes=config.theme_words(),
+        dispatch=config.dispatch or Dispatch(),
+    )
+
+
+def chosen_portal(user: FrameUser, chosen: str | None) -> None:
+    """A session reads its own portal only: `?portal=` naming another is refused (403)."""
+    if chosen is not None and chosen != user.member_id:
+        log.warning("frame_other_portal_refused", member_id=user.member_id)
+        raise FrameRefused(
+            403, "portal: this session reads its own portal only; expected no portal parameter"
+        )
