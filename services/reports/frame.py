@@ -136,16 +136,14 @@ async def portal_sources(
     conn: Conn, base: Sources, user: FrameUser, template: PortalConfig | None
 ) -> Sources:
     """What a session's pages read: its portal only (pinned), linked to that portal, shown in
-    its time zone with its fields' titles, themes and dispatch settings. The broker's dead
-    letters belong to the whole deployment, so a frame's ops view does not read them.
-    `FrameRefused` (403) when the portal is no longer installed."""
+    its time zone with its fields' titles, themes and dispatch settings. `FrameRefused` (403)
+    when the portal is no longer installed."""
     endpoint = await installed_endpoint(conn, user.member_id)
     config = await portal_config(conn, user.member_id, template)
     parts = urlsplit(endpoint)
     sources = replace(
         base,
         portal_origin=f"{parts.scheme}://{parts.netloc}",
-        rabbitmq_url=None,
         pinned_portal=user.member_id,
     )
     if config is None:

@@ -216,6 +216,11 @@ async def test_the_frame_shows_its_portal_only(world: World) -> None:
     assert report.status_code == 200, report.text
     assert {row["sku"]: row["answers"] for row in report.json()} == {"COS-SERUM": 2}
 
+    ops = await world.reports.get("/ops", params={"s": session})
+    assert ops.status_code == 200
+    assert "belong to the whole deployment" in text_of(ops)
+    assert "Dead letters" not in ops.text
+
     # The other portal's session sees the other portal's answers.
     beta = await world.open(world.beta)
     other = await world.reports.get("/ratings", params={"s": beta})
