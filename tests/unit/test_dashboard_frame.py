@@ -10,9 +10,10 @@ import pytest
 from services.reports import pages
 from services.reports.filters import Filters
 from services.reports.frame_session import FRAME_SESSION_TTL_S, FrameSessions, FrameUser
-from services.reports.views import FilterOptions, ops_view
+from services.reports.views import FilterOptions, distribution, ops_view
 
 NOW = 1_780_000_000.0
+NO_SCORES = distribution({})
 
 
 class Clock:
@@ -99,7 +100,9 @@ OPTIONS = FilterOptions(
 
 def test_every_link_and_form_of_a_frame_page_keeps_the_session() -> None:
     filters = Filters(segment="Cosmetics", session="SESSION.x-y")
-    page = pages.managers_page(filters, OPTIONS, [], api_url=filters.api_url("manager"), scores=[])
+    page = pages.managers_page(
+        filters, OPTIONS, [], api_url=filters.api_url("manager"), scores=NO_SCORES
+    )
     links = re.findall(r'href="(/[^"]*)"', page)
     inner = [link for link in links if not link.startswith("/static")]
     assert inner
@@ -110,7 +113,7 @@ def test_every_link_and_form_of_a_frame_page_keeps_the_session() -> None:
     assert 'name="portal"' not in page
     # Without a session: no settings link, and links as before.
     plain = pages.managers_page(
-        Filters(segment="Cosmetics"), OPTIONS, [], api_url="/api", scores=[]
+        Filters(segment="Cosmetics"), OPTIONS, [], api_url="/api", scores=NO_SCORES
     )
     assert "/settings" not in plain
     assert "?s=" not in plain
