@@ -221,7 +221,8 @@ async def page(request: Request) -> Response:
         try:
             filters = parse_filters(request.query_params, today, sources.themes)
         except FilterError as exc:
-            options = _own_portal(await filter_options(conn, None), user)
+            portal = None if user is None else user.member_id
+            options = _own_portal(await filter_options(conn, portal), user)
             body = pages.problems_page(item, options, exc.problems, session=session)
             return _html(body, 422, headers)
         if user is not None:

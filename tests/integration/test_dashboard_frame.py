@@ -216,6 +216,14 @@ async def test_the_frame_shows_its_portal_only(world: World) -> None:
     assert report.status_code == 200, report.text
     assert {row["sku"]: row["answers"] for row in report.json()} == {"COS-SERUM": 2}
 
+    # A filter that cannot be read: its problem named, the filter form of this portal only.
+    bad = await world.reports.get("/products", params={"s": session, "from": "yesterday"})
+    assert bad.status_code == 422
+    assert "from: expected a date" in text_of(bad)
+    assert "COS-SERUM" in bad.text
+    assert "COS-CREAM" not in bad.text
+    assert 'name="s"' in bad.text
+
     ops = await world.reports.get("/ops", params={"s": session})
     assert ops.status_code == 200
     assert "belong to the whole deployment" in text_of(ops)
