@@ -22,6 +22,11 @@ scripts from a CDN). Everything but `GET /healthz` and the style sheet under `/s
 reports token (see `auth.py`): a page opened without it answers 401 with a sign-in prompt and how
 to get in; `?token=<token>` on any page sets a cookie and redirects to the same page without the
 token in its address.
+
+Inside a Bitrix24 portal (application mode): `POST /frame` is the application's page as the
+portal opens it; after its checks (`frame.py`) the portal's user gets a session (`?s=`,
+`frame_session.py`) with which every page, CSV and API above reads that portal only, and
+`/settings` edits the portal's configuration (`shared/portal_store.py`).
 """
 
 from __future__ import annotations

@@ -2,7 +2,8 @@
 
 `?segment=12&product=EQ-LASER-A&manager=5&from=2024-01-01&to=2024-06-30&period=week&portal=abc`.
 An empty value means "all" (an HTML form submits `segment=` for "all segments"); parameters
-that are not filters (the one-time `token`) are ignored here.
+that are not filters (the one-time `token`, the frame session `s`) are not read here; the
+session, once checked, is carried along in `Filters.session`.
 
 The follow-up page narrows to one followed action with `action=` (`service`, `marketing`,
 `task`, `call_task`); the other pages carry it along without applying it.

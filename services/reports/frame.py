@@ -110,6 +110,9 @@ async def _profile(
     except ValueError:
         data = None
     result = data.get("result") if isinstance(data, Mapping) else None
+    if reply.status_code >= 500 or reply.status_code == 429:
+        log.warning("frame_portal_failed", member_id=member_id, status=reply.status_code)
+        raise FrameRefused(502, "the portal could not answer now; open the application again")
     if reply.status_code in (401, 403) or (isinstance(data, Mapping) and "error" in data):
         log.info("frame_token_refused", member_id=member_id, status=reply.status_code)
         raise FrameRefused(

@@ -279,6 +279,14 @@ async def test_forged_entries_and_sessions_are_refused(world: World) -> None:
     assert refused.status_code == 400
     assert "AUTH_ID: missing" in text_of(refused)
 
+    # The portal failing to answer is no refusal of the user: 502, and the next try works.
+    faults = {"error_count": 1, "methods": ["profile"]}
+    assert (await world.portals.put(f"/p/{world.alpha}/sandbox/faults", json=faults)).is_success
+    failed = await world.post_frame(await world.frame_form(world.alpha))
+    assert failed.status_code == 502
+    assert "the portal could not answer now" in text_of(failed)
+    assert (await world.post_frame(await world.frame_form(world.alpha))).status_code == 303
+
     # A session altered or made up: nothing shown.
     session = await world.open(world.alpha)
     for forged in (session[:-2] + "xx", "made-up", ""):
