@@ -453,11 +453,13 @@ async def _form(request: Request) -> dict[str, str]:
 async def frame_entry(request: Request) -> Response:
     """`POST /frame`: the application's page (its handler URL) and widgets as the portal opens
     them, with the opening user's form. Checked (`frame.enter`), then on to the dashboard with
-    a session of that user on that portal."""
+    a session of that user on that portal: the trend, or from a contact card's tab that
+    contact's ratings."""
     try:
         form = await _form(request)
         async with request.app.state.pool.acquire() as conn:
-            entrant = await enter(conn, request.app.state.frame_http, form)
+            handler = f"{request.url.scheme}://{request.url.netloc}{request.url.path}"
+            entrant = await enter(conn, request.app.state.frame_http, form, handler=handler)
     except FrameRefused as exc:
         return _refused(exc)
     sessions: FrameSessions = request.app.state.frame_sessions
@@ -468,7 +470,10 @@ async def frame_entry(request: Request) -> Response:
         placement=entrant.placement,
         admin=entrant.admin,
     )
-    target = "/" + Filters(session=session).query_string()
+    if entrant.contact is not None:
+        target = "/ratings" + Filters(contact=entrant.contact, session=session).query_string()
+    else:
+        target = "/" + Filters(session=session).query_string()
     return RedirectResponse(target, status_code=303, headers=PAGE_HEADERS)
 
 

@@ -13,11 +13,16 @@ nothing by itself, so `enter` checks that:
   only for its own users' tokens. `profile` names the user (`ID`) and whether they administer
   the portal (`ADMIN`).
 
-The user's tokens are used for that one call and kept nowhere.
+When an administrator opens it, the application's tab in contact cards (`CRM_CONTACT_DETAIL_TAB`,
+`placement.bind` with their token, once: `placement.get` first) opens the same entry; from there
+(`PLACEMENT_OPTIONS` `{"ID": "<contact id>"}`) the session starts on that contact's ratings.
+
+The user's tokens are used for those calls and kept nowhere.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any
@@ -39,6 +44,9 @@ log = get_logger(__name__)
 
 MAX_FIELD = 2000
 """The longest form value the entry reads (tokens and member_ids are far shorter)."""
+CONTACT_TAB = "CRM_CONTACT_DETAIL_TAB"
+"""The placement of the application's tab in contact cards: that contact's ratings."""
+TAB_TITLE = "NPS"
 
 
 class FrameRefused(Exception):  # noqa: N818 - a refusal, not a failure of ours
@@ -59,6 +67,8 @@ class Entrant:
     user_id: int
     admin: bool
     placement: str
+    contact: int | None = None
+    """The contact whose card's tab was opened (`CONTACT_TAB`); None for the other places."""
 
 
 def _field(form: Mapping[str, Any], name: str) -> str:
@@ -83,17 +93,77 @@ async def installed_endpoint(conn: Conn, member_id: str) -> str:
     return portal.client_endpoint
 
 
-async def enter(conn: Conn, http: httpx.AsyncClient, form: Mapping[str, Any]) -> Entrant:
-    """The verified user of the frame form `form`; `FrameRefused` naming what is wrong."""
+async def enter(
+    conn: Conn, http: httpx.AsyncClient, form: Mapping[str, Any], *, handler: str
+) -> Entrant:
+    """The verified user of the frame form `form`; `FrameRefused` naming what is wrong. An
+    administrator's entry also binds the contact card's tab to `handler` (this entry's URL)
+    when it is not bound yet; a failure there is logged and does not stop the entry."""
     member_id = _field(form, "member_id")
     auth_id = _field(form, "AUTH_ID")
     placement = str(form.get("PLACEMENT") or "DEFAULT")[:100]
+    contact = _placed_contact(placement, form.get("PLACEMENT_OPTIONS"))
     endpoint = await installed_endpoint(conn, member_id)
     profile = await _profile(http, endpoint, auth_id, member_id)
     raw_id = profile.get("ID")
     if not (isinstance(raw_id, str | int) and str(raw_id).isdigit()):
         raise FrameRefused(502, "the portal's profile answer has no user ID")
-    return Entrant(member_id, int(raw_id), profile.get("ADMIN") is True, placement)
+    admin = profile.get("ADMIN") is True
+    if admin:
+        try:
+            if await bind_contact_tab(http, endpoint, auth_id, handler):
+                log.info("frame_contact_tab_bound", member_id=member_id)
+        except FrameRefused as exc:
+            log.warning("frame_contact_tab_not_bound", member_id=member_id, reason=exc.message)
+    return Entrant(member_id, int(raw_id), admin, placement, contact)
+
+
+def _placed_contact(placement: str, options: Any) -> int | None:
+    """The contact of a contact card's tab (`PLACEMENT_OPTIONS` `{"ID": "501"}`)."""
+    if placement != CONTACT_TAB:
+        return None
+    try:
+        parsed = json.loads(options) if isinstance(options, str) else None
+    except ValueError:
+        parsed = None
+    raw = parsed.get("ID") if isinstance(parsed, dict) else None
+    text = str(raw) if isinstance(raw, str | int) else ""
+    if not (text.isascii() and text.isdigit() and 0 < len(text) <= 10 and int(text) >= 1):
+        raise FrameRefused(400, "PLACEMENT_OPTIONS: expected the contact card's ID")
+    return int(text)
+
+
+async def bind_contact_tab(
+    http: httpx.AsyncClient, endpoint: str, auth_id: str, handler: str
+) -> bool:
+    """Bind the application's tab in contact cards to `handler` with an administrator's token,
+    unless `placement.get` lists it already; True when it was bound now."""
+    bound = await _call(http, endpoint, "placement.get", auth_id, {})
+    if isinstance(bound, list) and any(
+        isinstance(b, Mapping) and (b.get("placement"), b.get("handler")) == (CONTACT_TAB, handler)
+        for b in bound
+    ):
+        return False
+    fields = {"PLACEMENT": CONTACT_TAB, "HANDLER": handler, "TITLE": TAB_TITLE}
+    await _call(http, endpoint, "placement.bind", auth_id, fields)
+    return True
+
+
+async def _call(
+    http: httpx.AsyncClient, endpoint: str, method: str, auth_id: str, params: Mapping[str, Any]
+) -> Any:
+    """`method` at the portal with the user's token; its result, or `FrameRefused` (502)."""
+    try:
+        reply = await http.post(
+            f"{endpoint.rstrip('/')}/{method}", json={**params, "auth": auth_id}
+        )
+        data = reply.json()
+    except (httpx.HTTPError, ValueError):
+        raise FrameRefused(502, f"{method}: the portal did not answer") from None
+    if not isinstance(data, Mapping) or "error" in data or reply.status_code != 200:
+        code = data.get("error") if isinstance(data, Mapping) else None
+        raise FrameRefused(502, f"{method}: the portal refused ({code or reply.status_code})")
+    return data.get("result")
 
 
 async def _profile(

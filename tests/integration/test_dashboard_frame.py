@@ -171,6 +171,7 @@ async def world(pool: asyncpg.Pool, pg_dsn: str) -> AsyncIterator[World]:
             (names[0], "COS-SERUM", 10, "alpha was great"),
             (names[0], "COS-SERUM", 3, "alpha was slow"),
             (names[1], "COS-CREAM", 8, "beta secret comment"),
+            (names[0], "COS-SERUM", 7, "alpha contact 502 wrote"),
         ]
         for item, (name, sku, score, comment) in enumerate(answers, 1):
             submission = make_submission(
@@ -179,6 +180,7 @@ async def world(pool: asyncpg.Pool, pg_dsn: str) -> AsyncIterator[World]:
                 member_id=world.member_id(name),
                 submitted_at="2024-05-02T10:00:00+03:00",
                 comment=comment,
+                contact_id=502 if "502" in comment else 501,
             )
             await score_submission(pool, Outbox(), submission)
         yield world
@@ -214,7 +216,7 @@ async def test_the_frame_shows_its_portal_only(world: World) -> None:
     assert "beta secret comment" not in csv.text
     report = await world.reports.get("/api/report", params={"by": "product", "s": session})
     assert report.status_code == 200, report.text
-    assert {row["sku"]: row["answers"] for row in report.json()} == {"COS-SERUM": 2}
+    assert {row["sku"]: row["answers"] for row in report.json()} == {"COS-SERUM": 3}
 
     # A filter that cannot be read: its problem named, the filter form of this portal only.
     bad = await world.reports.get("/products", params={"s": session, "from": "yesterday"})
@@ -418,3 +420,41 @@ async def test_the_settings_are_saved_by_administrators_with_the_csrf_token_only
     assert wrong.status_code == 403
     assert "csrf" in text_of(wrong)
     assert await stored_config(pool, member) is None
+
+
+async def _contact_tabs(world: World, name: str) -> list[dict[str, Any]]:
+    state = (await world.portals.get(f"/p/{name}/sandbox/app")).json()
+    return [p for p in state["placements"] if p["placement"] == "CRM_CONTACT_DETAIL_TAB"]
+
+
+async def test_the_contact_card_tab_shows_that_contact_s_answers(world: World) -> None:
+    # A user who is no administrator binds nothing; an administrator's entry binds the tab once.
+    await world.open(world.alpha, MANAGER)
+    assert await _contact_tabs(world, world.alpha) == []
+    await world.open(world.alpha)
+    await world.open(world.alpha)
+    tabs = await _contact_tabs(world, world.alpha)
+    assert [(t["handler"], t["title"]) for t in tabs] == [(f"{REPORTS}/frame", "NPS")]
+    assert await _contact_tabs(world, world.beta) == []
+
+    # The tab of contact 502's card, opened by a user who is no administrator.
+    params = {"placement": "CRM_CONTACT_DETAIL_TAB", "user_id": str(MANAGER), "ID": "502"}
+    answer = await world.portals.get(f"/p/{world.alpha}/sandbox/frame", params=params)
+    assert answer.status_code == 200, answer.text
+    form = answer.json()
+    entry = await world.post_frame(form)
+    assert entry.status_code == 303, entry.text
+    location = entry.headers["location"]
+    assert location.startswith("/ratings?contact=502&s=")
+    page = await world.reports.get(location)
+    assert page.status_code == 200
+    assert "alpha contact 502 wrote" in text_of(page)
+    assert "alpha was slow" not in text_of(page)
+    csv = await world.reports.get(location.replace("/ratings?", "/ratings.csv?"))
+    assert "alpha contact 502 wrote" in csv.text
+    assert "alpha was slow" not in csv.text
+
+    broken = {**form["body"], "PLACEMENT_OPTIONS": "{}"}
+    refused = await world.post_frame({**form, "body": broken})
+    assert refused.status_code == 400
+    assert "PLACEMENT_OPTIONS: expected the contact card's ID" in text_of(refused)

@@ -1,14 +1,18 @@
 """The dashboard inside a portal, its pure parts: the frame session and its CSRF token (signed,
-expiring, bound to one session), and the session kept in every link and form of the pages."""
+expiring, bound to one session), the session kept in every link and form of the pages, and the
+contact card's tab (its contact read from `PLACEMENT_OPTIONS`, the `contact` filter)."""
 
 from __future__ import annotations
 
 import re
+from dataclasses import replace
+from datetime import date
 
 import pytest
 
 from services.reports import pages
-from services.reports.filters import Filters
+from services.reports.filters import FilterError, Filters, parse_filters
+from services.reports.frame import FrameRefused, _placed_contact
 from services.reports.frame_session import FRAME_SESSION_TTL_S, FrameSessions, FrameUser
 from services.reports.views import FilterOptions, distribution, ops_view
 
@@ -165,3 +169,42 @@ def test_the_settings_page_escapes_the_yaml_and_names_the_problems() -> None:
     assert "<button" not in read_only
     assert '<input type="hidden" name="version" value="">' in read_only
     assert 'href="/settings?s=S" class="on">Settings</a>' in read_only
+
+
+def test_the_contact_filter_is_read_kept_in_links_and_refused_by_name() -> None:
+    filters = parse_filters({"contact": "502", "s": "S"}, date(2024, 6, 1))
+    assert filters.contact == 502
+    assert filters.session is None  # the session is checked, then set, by the app
+    assert filters.ratings({}).contact == 502
+    assert "contact=502" in replace(filters, session="S").query_string()
+    for bad in ("abc", "0", "-3", "99999999999", "5.0"):
+        with pytest.raises(FilterError) as refused:
+            parse_filters({"contact": bad}, date(2024, 6, 1))
+        assert refused.value.problems[0].startswith("contact: expected a contact id"), bad
+
+
+@pytest.mark.parametrize(
+    ("placement", "options", "contact"),
+    [
+        ("DEFAULT", None, None),
+        ("LEFT_MENU", '{"ID": "x"}', None),
+        ("CRM_CONTACT_DETAIL_TAB", '{"ID": "13037"}', 13037),
+        ("CRM_CONTACT_DETAIL_TAB", '{"ID": 7}', 7),
+    ],
+)
+def test_the_contact_card_tab_names_its_contact(
+    placement: str, options: str | None, contact: int | None
+) -> None:
+    assert _placed_contact(placement, options) == contact
+
+
+@pytest.mark.parametrize(
+    "options", [None, "", "{}", "not json", '{"ID": "0"}', '{"ID": "a"}', "[]"]
+)
+def test_a_contact_card_tab_without_its_id_is_refused(options: str | None) -> None:
+    with pytest.raises(FrameRefused) as refused:
+        _placed_contact("CRM_CONTACT_DETAIL_TAB", options)
+    assert (refused.value.status, refused.value.message) == (
+        400,
+        "PLACEMENT_OPTIONS: expected the contact card's ID",
+    )
