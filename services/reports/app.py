@@ -22,18 +22,25 @@ scripts from a CDN). Everything but `GET /healthz` and the style sheet under `/s
 reports token (see `auth.py`): a page opened without it answers 401 with a sign-in prompt and how
 to get in; `?token=<token>` on any page sets a cookie and redirects to the same page without the
 token in its address.
+
+Inside a Bitrix24 portal (application mode): `POST /frame` is the application's page as the
+portal opens it; after its checks (`frame.py`) the portal's user gets a session (`?s=`,
+`frame_session.py`) with which every page, CSV and API above reads that portal only, and
+`/settings` edits the portal's configuration (`shared/portal_store.py`).
 """
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import replace
 from datetime import date, datetime
 from typing import Annotated, Any
-from urllib.parse import urlencode
+from urllib.parse import parse_qsl, urlencode
 from zoneinfo import ZoneInfo
 
+import httpx
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request
 from fastapi.responses import (
     HTMLResponse,
@@ -54,8 +61,23 @@ from services.reports.auth import COOKIE, COOKIE_MAX_AGE_S, Access, cookie_value
 from services.reports.dashboard import VIEWS, Sources
 from services.reports.filters import FilterError, Filters, parse_filters
 from services.reports.followup import FOLLOWUP_CSV_HEADER, followup_csv_row, overdue_lines
+from services.reports.frame import (
+    FrameRefused,
+    chosen_portal,
+    enter,
+    installed_endpoint,
+    portal_sources,
+)
+from services.reports.frame_session import SESSION_PARAM, FrameSessions, FrameUser
 from services.reports.queries import call_task_outcomes, filter_options, sent_dates
-from services.reports.views import CSV_HEADER, csv_row, csv_text, portal_origin, rating_lines
+from services.reports.views import (
+    CSV_HEADER,
+    FilterOptions,
+    csv_row,
+    csv_text,
+    portal_origin,
+    rating_lines,
+)
 from services.scoring.read import (
     DEFAULT_MIN_ANSWERS,
     GroupBy,
@@ -66,10 +88,15 @@ from services.scoring.read import (
     run_report,
     score_distribution,
 )
+from shared import portal_store
 from shared.db import Conn, create_pool
 from shared.dispatch_config import Dispatch
 from shared.events import utcnow
+from shared.logging import get_logger
+from shared.portal_config import ConfigError, parse_portal_yaml
 from shared.served_portal import reading_key
+
+log = get_logger(__name__)
 
 PAGE_HEADERS = {
     "Content-Security-Policy": pages.CONTENT_SECURITY_POLICY,
@@ -85,8 +112,64 @@ def _presented(request: Request) -> bool:
     return access.allows(request.headers.get("authorization"), request.cookies.get(COOKIE))
 
 
+SESSION_EXPIRED = FrameRefused(
+    401, "s: this session has expired or is not valid; expected a session of the frame entry"
+)
+MAX_FORM_BYTES = 256 * 1024
+"""The largest form body read (the settings page's YAML included)."""
+
+
+def _frame_user(request: Request, session: str | None) -> FrameUser | None:
+    """The user of the frame `session`; None without one; `FrameRefused` (401) for a session
+    that is forged or expired."""
+    if session is None:
+        return None
+    sessions: FrameSessions = request.app.state.frame_sessions
+    user = sessions.read(session)
+    if user is None:
+        raise SESSION_EXPIRED
+    return user
+
+
+async def _scoped(conn: Conn, request: Request, user: FrameUser | None) -> Sources:
+    """The sources a request reads: the app's, or those of the session's portal only."""
+    sources: Sources = request.app.state.sources
+    if user is None:
+        return sources
+    return await portal_sources(conn, sources, user, request.app.state.template)
+
+
+def _own_portal(options: FilterOptions, user: FrameUser | None) -> FilterOptions:
+    """A session's filter form offers its own portal only (other portals stay unnamed)."""
+    return options if user is None else replace(options, portals=(user.member_id,))
+
+
+def _frame_headers(sources: Sources) -> dict[str, str]:
+    """A session's pages may be framed by its portal's pages (and nothing else)."""
+    origin = sources.portal_origin or "'none'"
+    return {"Content-Security-Policy": pages.frame_policy(origin)}
+
+
+def _refused(exc: FrameRefused) -> Response:
+    """A refused entry or session: what is wrong (it holds no data, so any page may frame it:
+    the portal shows it in its frame)."""
+    return _html(
+        pages.frame_refused_page(exc.message),
+        exc.status,
+        {"Content-Security-Policy": pages.frame_policy("*")},
+    )
+
+
 async def api_guard(request: Request) -> None:
-    """`/api/*` needs the token (bearer header, basic auth or the dashboard's cookie)."""
+    """`/api/*` needs the token (bearer header, basic auth or the dashboard's cookie), or a
+    frame session (`?s=`)."""
+    session = request.query_params.get(SESSION_PARAM)
+    if session is not None:
+        try:
+            _frame_user(request, session)
+        except FrameRefused as exc:
+            raise HTTPException(status_code=401, detail=exc.message) from None
+        return
     if not _presented(request):
         raise HTTPException(
             status_code=401,
@@ -121,58 +204,82 @@ def _enter(request: Request, token: str) -> Response:
 
 
 async def page(request: Request) -> Response:
-    """One dashboard view, after the token check and with the filters of the query string."""
+    """One dashboard view, after the token (or frame session) check and with the filters of the
+    query string; a frame session reads its own portal only."""
     item, view = VIEWS[request.url.path]
-    access: Access = request.app.state.access
-    given = request.query_params.get("token")
-    if given is not None and access.token is not None:
-        return _enter(request, access.token) if access.matches(given) else _sign_in(request)
-    if not _presented(request):
-        return _sign_in(request)
-    sources: Sources = request.app.state.sources
-    today = sources.clock().astimezone(sources.zone).date()
+    session = request.query_params.get(SESSION_PARAM)
+    if session is None:
+        access: Access = request.app.state.access
+        given = request.query_params.get("token")
+        if given is not None and access.token is not None:
+            return _enter(request, access.token) if access.matches(given) else _sign_in(request)
+        if not _presented(request):
+            return _sign_in(request)
     async with request.app.state.pool.acquire() as conn:
+        try:
+            user = _frame_user(request, session)
+            sources = await _scoped(conn, request, user)
+        except FrameRefused as exc:
+            return _refused(exc)
+        headers = _frame_headers(sources) if user is not None else None
+        today = sources.clock().astimezone(sources.zone).date()
         try:
             filters = parse_filters(request.query_params, today, sources.themes)
         except FilterError as exc:
-            options = await filter_options(conn, None)
-            return _html(pages.problems_page(item, options, exc.problems), 422)
+            portal = None if user is None else user.member_id
+            options = _own_portal(await filter_options(conn, portal), user)
+            body = pages.problems_page(item, options, exc.problems, session=session)
+            return _html(body, 422, headers)
+        if user is not None:
+            try:
+                chosen_portal(user, filters.portal)
+            except FrameRefused as exc:
+                return _refused(exc)
+            filters = replace(filters, portal=None, session=session)
         filters = await sources.served(conn, filters)
         options = await filter_options(conn, filters.key)
         options = replace(
-            options,
+            _own_portal(options, user),
             manager_names=await user_names(conn, filters.key),
             themes=tuple(sources.themes),
         )
-        return _html(await view(conn, sources, filters, options))
+        return _html(await view(conn, sources, filters, options), headers=headers)
 
 
 CSV_BATCH = 500
 """Answers per chunk of the CSV export."""
 
 
-Chunk = Callable[[Conn, Sequence[dict[str, Any]], Mapping[int, str]], Awaitable[str]]
+Records = Callable[[Conn, Sources, Filters], AsyncIterator[dict[str, Any]]]
+"""The records a CSV export selects with the filters (read with the request's sources)."""
+Chunk = Callable[[Conn, Sources, Sequence[dict[str, Any]], Mapping[int, str]], Awaitable[str]]
 """CSV lines of a batch of records (with the user names), reading what else they need."""
 
 
-def _csv(
-    request: Request,
-    name: str,
-    header: Sequence[str],
-    records: Callable[[Conn, Filters], AsyncIterator[dict[str, Any]]],
-    chunk: Chunk,
+async def _csv(
+    request: Request, name: str, header: Sequence[str], records: Records, chunk: Chunk
 ) -> Response:
     """The CSV export `name` of what `records` selects with the filters of the query string,
-    streamed in batches of `CSV_BATCH` through `chunk`."""
-    if not _presented(request):
+    streamed in batches of `CSV_BATCH` through `chunk` (a frame session's: its portal only)."""
+    session = request.query_params.get(SESSION_PARAM)
+    if session is None and not _presented(request):
         return _sign_in(request)
-    sources: Sources = request.app.state.sources
+    pool = request.app.state.pool
+    async with pool.acquire() as conn:
+        try:
+            user = _frame_user(request, session)
+            sources = await _scoped(conn, request, user)
+        except FrameRefused as exc:
+            return _refused(exc)
     today = sources.clock().astimezone(sources.zone).date()
     try:
         filters = parse_filters(request.query_params, today, sources.themes)
+        if user is not None:
+            chosen_portal(user, filters.portal)
     except FilterError as exc:
         return PlainTextResponse("\n".join(exc.problems) + "\n", 422, headers=PAGE_HEADERS)
-    pool = request.app.state.pool
+    except FrameRefused as exc:
+        return _refused(exc)
 
     async def body() -> AsyncIterator[str]:
         yield "\ufeff" + csv_text([header])
@@ -180,13 +287,13 @@ def _csv(
             served = await sources.served(conn, filters)
             names = await user_names(conn, served.key)
             batch: list[dict[str, Any]] = []
-            async for record in records(conn, served):
+            async for record in records(conn, sources, served):
                 batch.append(record)
                 if len(batch) == CSV_BATCH:
-                    yield await chunk(conn, batch, names)
+                    yield await chunk(conn, sources, batch, names)
                     batch = []
             if batch:
-                yield await chunk(conn, batch, names)
+                yield await chunk(conn, sources, batch, names)
 
     return StreamingResponse(
         body(),
@@ -200,27 +307,29 @@ def _csv(
 
 async def ratings_csv(request: Request) -> Response:
     """Every answer the all-ratings page selects with the same query string, as CSV."""
-    sources: Sources = request.app.state.sources
 
-    def records(conn: Conn, filters: Filters) -> AsyncIterator[dict[str, Any]]:
+    def records(conn: Conn, sources: Sources, filters: Filters) -> AsyncIterator[dict[str, Any]]:
         return all_ratings(conn, filters.ratings(sources.themes), batch=CSV_BATCH)
 
-    async def chunk(conn: Conn, batch: Sequence[dict[str, Any]], names: Mapping[int, str]) -> str:
+    async def chunk(
+        conn: Conn, sources: Sources, batch: Sequence[dict[str, Any]], names: Mapping[int, str]
+    ) -> str:
         sent = await sent_dates(conn, batch, None)
         lines = rating_lines(batch, sources.portal_origin, sources.zone, names, sent)
         return csv_text([csv_row(line) for line in lines])
 
-    return _csv(request, "ratings", CSV_HEADER, records, chunk)
+    return await _csv(request, "ratings", CSV_HEADER, records, chunk)
 
 
 async def asked_csv(request: Request) -> Response:
     """Every request the "Asked" page selects with the same query string, as CSV."""
-    sources: Sources = request.app.state.sources
 
-    def records(conn: Conn, filters: Filters) -> AsyncIterator[dict[str, Any]]:
+    def records(conn: Conn, sources: Sources, filters: Filters) -> AsyncIterator[dict[str, Any]]:
         return asked_requests(conn, filters.asked(sources.zone_name), batch=CSV_BATCH)
 
-    async def chunk(conn: Conn, batch: Sequence[dict[str, Any]], names: Mapping[int, str]) -> str:
+    async def chunk(
+        conn: Conn, sources: Sources, batch: Sequence[dict[str, Any]], names: Mapping[int, str]
+    ) -> str:
         lines = asked_lines(
             batch,
             sources.portal_origin,
@@ -231,23 +340,24 @@ async def asked_csv(request: Request) -> Response:
         )
         return csv_text([asked_csv_row(line) for line in lines])
 
-    return _csv(request, "asked", ASKED_CSV_HEADER, records, chunk)
+    return await _csv(request, "asked", ASKED_CSV_HEADER, records, chunk)
 
 
 async def followup_csv(request: Request) -> Response:
     """Every open overdue lead and task the follow-up page selects with the same query string
     (overdue at the moment of the request), as CSV."""
-    sources: Sources = request.app.state.sources
-    now = sources.clock()
+    now = request.app.state.sources.clock()
 
-    def records(conn: Conn, filters: Filters) -> AsyncIterator[dict[str, Any]]:
+    def records(conn: Conn, sources: Sources, filters: Filters) -> AsyncIterator[dict[str, Any]]:
         return all_overdue(conn, now, filters.followup(sources.zone), batch=CSV_BATCH)
 
-    async def chunk(conn: Conn, batch: Sequence[dict[str, Any]], names: Mapping[int, str]) -> str:
+    async def chunk(
+        conn: Conn, sources: Sources, batch: Sequence[dict[str, Any]], names: Mapping[int, str]
+    ) -> str:
         lines = overdue_lines(batch, sources.portal_origin, zone=sources.zone, names=names)
         return csv_text([followup_csv_row(line) for line in lines])
 
-    return _csv(request, "followup", FOLLOWUP_CSV_HEADER, records, chunk)
+    return await _csv(request, "followup", FOLLOWUP_CSV_HEADER, records, chunk)
 
 
 def report_query(
@@ -285,7 +395,17 @@ def report_query(
 
 
 async def _served_query(conn: Conn, request: Request, query: ReportQuery) -> ReportQuery:
-    """`query` of the portal `portal=` chose, else of the served one."""
+    """`query` of the portal `portal=` chose, else of the served one; a frame session's of its
+    own portal only (another one refused with 403)."""
+    try:
+        user = _frame_user(request, request.query_params.get(SESSION_PARAM))
+        if user is not None:
+            chosen_portal(user, query.portal)
+            await installed_endpoint(conn, user.member_id)
+    except FrameRefused as exc:
+        raise HTTPException(status_code=exc.status, detail=exc.message) from None
+    if user is not None:
+        return query.model_copy(update={"portal": user.member_id})
     if query.portal is not None:
         return query
     sources: Sources = request.app.state.sources
@@ -318,6 +438,150 @@ async def scores_endpoint(
     return [{"score": score, "answers": counts[score]} for score in sorted(counts)]
 
 
+async def _form(request: Request) -> dict[str, str]:
+    """The request's form-encoded body; `FrameRefused` (400/413) when it cannot be read."""
+    body = await request.body()
+    if len(body) > MAX_FORM_BYTES:
+        raise FrameRefused(413, f"the form is larger than {MAX_FORM_BYTES // 1024} KB")
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError:
+        raise FrameRefused(400, "the form is not UTF-8") from None
+    return dict(parse_qsl(text, keep_blank_values=True))
+
+
+async def frame_entry(request: Request) -> Response:
+    """`POST /frame`: the application's page (its handler URL) and widgets as the portal opens
+    them, with the opening user's form. Checked (`frame.enter`), then on to the dashboard with
+    a session of that user on that portal: the trend, or from a contact card's tab that
+    contact's ratings."""
+    try:
+        form = await _form(request)
+        async with request.app.state.pool.acquire() as conn:
+            handler = f"{request.url.scheme}://{request.url.netloc}{request.url.path}"
+            entrant = await enter(conn, request.app.state.frame_http, form, handler=handler)
+    except FrameRefused as exc:
+        return _refused(exc)
+    sessions: FrameSessions = request.app.state.frame_sessions
+    session = sessions.issue(entrant.member_id, entrant.user_id, admin=entrant.admin)
+    log.info(
+        "frame_opened",
+        member_id=entrant.member_id,
+        placement=entrant.placement,
+        admin=entrant.admin,
+    )
+    if entrant.contact is not None:
+        target = "/ratings" + Filters(contact=entrant.contact, session=session).query_string()
+    else:
+        target = "/" + Filters(session=session).query_string()
+    return RedirectResponse(target, status_code=303, headers=PAGE_HEADERS)
+
+
+def _problems(message: str) -> tuple[str, ...]:
+    """The problems of a `ConfigError` message, one per field (`nps config check`'s lines)."""
+    listed = tuple(
+        line.strip()[2:] for line in message.splitlines() if line.strip().startswith("- ")
+    )
+    return listed or (message,)
+
+
+async def _settings_form(
+    conn: Conn, request: Request, user: FrameUser, session: str
+) -> pages.SettingsForm:
+    """The settings page of `user`'s portal as stored (else the deployment's template)."""
+    sessions: FrameSessions = request.app.state.frame_sessions
+    stored = await portal_store.load(conn, user.member_id)
+    csrf = sessions.csrf(user)
+    if stored is not None:
+        by = f" by {stored.updated_by}" if stored.updated_by else ""
+        source = f"stored version {stored.version}, saved {stored.updated_at:%Y-%m-%d %H:%M %Z}{by}"
+        return pages.SettingsForm(
+            session, csrf, stored.text, stored.version, source, may_save=user.admin
+        )
+    template: str | None = request.app.state.template_text
+    source = (
+        "nothing stored for this portal yet: the deployment's portal YAML (its template) is shown"
+        if template is not None
+        else "nothing stored for this portal yet, and the deployment has no portal YAML"
+    )
+    return pages.SettingsForm(session, csrf, template or "", None, source, may_save=user.admin)
+
+
+async def settings_page(request: Request) -> Response:
+    """`GET /settings?s=…`: the session's portal's configuration in an editor."""
+    session = request.query_params.get(SESSION_PARAM)
+    async with request.app.state.pool.acquire() as conn:
+        try:
+            user = _session_user(request, session)
+            sources = await _scoped(conn, request, user)
+        except FrameRefused as exc:
+            return _refused(exc)
+        form = await _settings_form(conn, request, user, session or "")
+    return _html(pages.settings_page(form), headers=_frame_headers(sources))
+
+
+def _session_user(request: Request, session: str | None) -> FrameUser:
+    """The user of the frame `session`, which a request must have; `FrameRefused` (401)."""
+    user = _frame_user(request, session or "")
+    if user is None:
+        raise SESSION_EXPIRED
+    return user
+
+
+def _editor(request: Request, session: str, csrf: str | None) -> FrameUser:
+    """The user of `session` when the form's `csrf` is its token and they administer the
+    portal; `FrameRefused` (401/403) otherwise."""
+    user = _session_user(request, session)
+    sessions: FrameSessions = request.app.state.frame_sessions
+    if not sessions.csrf_matches(user, csrf):
+        raise FrameRefused(403, "csrf: missing or wrong; reload the settings page")
+    if not user.admin:
+        raise FrameRefused(403, "only the portal's administrators may change its configuration")
+    return user
+
+
+def _version(raw: str) -> int | None:
+    if raw == "":
+        return None
+    if raw.isascii() and raw.isdigit():
+        return int(raw)
+    raise FrameRefused(400, f"version: expected the stored version's number, got {raw[:20]!r}")
+
+
+async def settings_save(request: Request) -> Response:
+    """`POST /settings`: save the portal's configuration, validated like `nps config check`
+    (nothing stored when it is invalid: 422 naming each field), against the version the editor
+    started from (a concurrent edit: 409), CSRF-checked, by a portal administrator only."""
+    try:
+        fields = await _form(request)
+        session = fields.get(SESSION_PARAM, "")
+        user = _editor(request, session, fields.get("csrf"))
+        version = _version(fields.get("version", ""))
+        text = fields.get("yaml", "")
+    except FrameRefused as exc:
+        return _refused(exc)
+    async with request.app.state.pool.acquire() as conn:
+        try:
+            sources = await _scoped(conn, request, user)
+        except FrameRefused as exc:
+            return _refused(exc)
+        headers = _frame_headers(sources)
+        form = await _settings_form(conn, request, user, session)
+        edited = replace(form, text=text, version=version)
+        try:
+            await portal_store.save(
+                conn, user.member_id, text, by=f"user {user.user_id}", expected_version=version
+            )
+        except ConfigError as exc:
+            body = pages.settings_page(replace(edited, problems=_problems(str(exc))))
+            return _html(body, 422, headers)
+        except portal_store.StaleConfigError as exc:
+            return _html(pages.settings_page(replace(edited, conflict=str(exc))), 409, headers)
+        log.info("portal_config_saved", member_id=user.member_id)
+        saved = await _settings_form(conn, request, user, session)
+    return _html(pages.settings_page(replace(saved, saved=True)), headers=headers)
+
+
 def create_app(
     database_url: str,
     token: str,
@@ -331,6 +595,9 @@ def create_app(
     dispatch: Dispatch | None = None,
     clock: Callable[[], datetime] = utcnow,
     pinned_portal: str | None = None,
+    frame_secret: str | None = None,
+    template_yaml: str | None = None,
+    portal_transport: httpx.AsyncBaseTransport | None = None,
 ) -> FastAPI:
     """The reports app on the database at `database_url`, protected by `token`.
 
@@ -345,14 +612,27 @@ def create_app(
     a follow-up is overdue at). Every view reads one portal: the one `?portal=` chooses, else
     the served one (`pinned_portal`, the portal YAML's `portal.member_id`, else the portal ingest
     learned).
+
+    Inside a Bitrix24 portal (application mode) `POST /frame` opens the dashboard for the
+    portal's user, on a session signed with `frame_secret` (random per process when None) that
+    reads that portal only; `/settings` edits the portal's configuration (`template_yaml`, the
+    deployment's portal YAML, is shown while none is stored). `portal_transport` carries the
+    calls to the portals (tests).
     """
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.pool = await create_pool(database_url, max_size=5)
+        app.state.frame_http = httpx.AsyncClient(
+            transport=portal_transport,
+            timeout=httpx.Timeout(15.0, connect=5.0),
+            headers={"Accept": "application/json"},
+            follow_redirects=False,
+        )
         try:
             yield
         finally:
+            await app.state.frame_http.aclose()
             await app.state.pool.close()
 
     # No Swagger UI or ReDoc page: they load their scripts from a CDN, which the pages' CSP and
@@ -361,6 +641,13 @@ def create_app(
         title="b24-nps reports", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None
     )
     app.state.access = Access(token)
+    app.state.frame_sessions = FrameSessions(frame_secret or secrets.token_urlsafe(32))
+    app.state.template_text = template_yaml
+    app.state.template = (
+        None
+        if template_yaml is None
+        else parse_portal_yaml(template_yaml, source="the deployment's portal YAML")
+    )
     app.state.sources = Sources(
         portal_origin=portal_origin(portal_url) if portal_url else None,
         rabbitmq_url=rabbitmq_url,
@@ -387,6 +674,9 @@ def create_app(
     app.add_api_route("/ratings.csv", ratings_csv, methods=["GET"], include_in_schema=False)
     app.add_api_route("/asked.csv", asked_csv, methods=["GET"], include_in_schema=False)
     app.add_api_route("/followup.csv", followup_csv, methods=["GET"], include_in_schema=False)
+    app.add_api_route("/frame", frame_entry, methods=["POST"], include_in_schema=False)
+    app.add_api_route(pages.SETTINGS_PATH, settings_page, methods=["GET"], include_in_schema=False)
+    app.add_api_route(pages.SETTINGS_PATH, settings_save, methods=["POST"], include_in_schema=False)
 
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:

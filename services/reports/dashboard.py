@@ -383,10 +383,13 @@ async def followup(conn: Conn, sources: Sources, filters: Filters, options: Filt
 
 async def ops(conn: Conn, sources: Sources, filters: Filters, options: FilterOptions) -> str:
     total, records = await queries.conflicts(conn, filters.key)
-    dead_letters = await dlq.dead_letter_sizes(sources.rabbitmq_url)
     held = await unmapped_summary(conn, filters.key)
-    depths = await queries.lane_depths(sources.rabbitmq_url)
-    lanes = lane_lines(queries.LANE_QUEUES, depths, await queries.lanes(conn))
+    # The dead letters and crm_sync's lanes are the whole deployment's, not one portal's: a
+    # session inside a portal (`filters.session`) does not read them.
+    deployment = filters.session is None
+    dead_letters = await dlq.dead_letter_sizes(sources.rabbitmq_url) if deployment else None
+    depths = await queries.lane_depths(sources.rabbitmq_url) if deployment else None
+    lanes = lane_lines(queries.LANE_QUEUES, depths, await queries.lanes(conn) if deployment else {})
     view = ops_view(
         total,
         records,

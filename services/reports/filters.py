@@ -2,7 +2,8 @@
 
 `?segment=12&product=EQ-LASER-A&manager=5&from=2024-01-01&to=2024-06-30&period=week&portal=abc`.
 An empty value means "all" (an HTML form submits `segment=` for "all segments"); parameters
-that are not filters (the one-time `token`) are ignored here.
+that are not filters (the one-time `token`, the frame session `s`) are not read here; the
+session, once checked, is carried along in `Filters.session`.
 
 The follow-up page narrows to one followed action with `action=` (`service`, `marketing`,
 `task`, `call_task`); the other pages carry it along without applying it.
@@ -40,6 +41,7 @@ from shared.dispatch_config import FOLLOWUP_ACTIONS
 DEFAULT_PERIOD: Granularity = "month"
 MAX_TEXT = 200
 MAX_PAGE = 1_000_000
+MAX_ID = 2**31 - 1
 FIELDS: tuple[str, ...] = (
     "segment",
     "product",
@@ -55,6 +57,7 @@ FIELDS: tuple[str, ...] = (
     "q",
     "theme",
     "page",
+    "contact",
 )
 CATEGORIES: dict[str, str] = {
     "promoter": "promoters",
@@ -84,8 +87,8 @@ def preset_range(preset: str, today: date) -> tuple[date, date]:
     raise ValueError(f"unknown date preset {preset!r}; expected one of {', '.join(PRESETS)}")
 
 
-REPORT_PARAMS = ("segment", "product", "manager", "from", "to", "portal")
-"""The filters `/api/report` takes."""
+REPORT_PARAMS = ("segment", "product", "manager", "from", "to", "portal", "s")
+"""The filters `/api/report` takes (and the frame session, which it accepts too)."""
 
 
 class FilterError(ValueError):
@@ -119,8 +122,13 @@ class Filters:
     theme: str | None = None
     page: int = 1
     """The all-ratings page's filters and page number (the other pages ignore them)."""
+    contact: int | None = None
+    """All ratings only: one contact's answers (the contact card's tab inside a portal)."""
     served: str | None = None
     """The key of the portal the deployment serves, read for the request (never in links)."""
+    session: str | None = None
+    """The frame session (`?s=`, the dashboard inside a portal: `frame_session.py`), kept in
+    every link and form so that it travels without cookies; not a filter."""
 
     @property
     def key(self) -> str | None:
@@ -141,6 +149,7 @@ class Filters:
             has_comment=self.has_comment,
             search=self.search,
             words=None if self.theme is None else themes[self.theme],
+            contact=self.contact,
         )
 
     def asked(self, zone: str) -> AskedFilter:
@@ -215,6 +224,8 @@ class Filters:
             "q": self.search,
             "theme": self.theme,
             "page": None if self.page == 1 else self.page,
+            "contact": self.contact,
+            "s": self.session,
         }
         return {key: str(value) for key, value in values.items() if value is not None}
 
@@ -258,6 +269,17 @@ def _manager(raw: str | None, problems: list[str]) -> int | None:
     if raw.isascii() and raw.isdigit() and int(raw) >= 1:
         return int(raw)
     problems.append(f"manager: expected a user id (a whole number from 1), got {raw!r}")
+    return None
+
+
+def _contact(raw: str | None, problems: list[str]) -> int | None:
+    if raw is None:
+        return None
+    if raw.isascii() and raw.isdigit() and len(raw) <= 10 and 1 <= int(raw) <= MAX_ID:
+        return int(raw)
+    problems.append(
+        f"contact: expected a contact id (a whole number from 1), got {raw[:MAX_TEXT]!r}"
+    )
     return None
 
 
@@ -315,6 +337,7 @@ def parse_filters(params: Mapping[str, str], today: date, themes: Collection[str
     search = _text("q", raw["q"], problems)
     theme = _choice("theme", raw["theme"], themes, problems)
     page = _page_number(raw["page"], problems)
+    contact = _contact(raw["contact"], problems)
     if preset is not None:
         date_from, date_to = preset_range(preset, today)
     if date_from and date_to and date_from > date_to:
@@ -336,4 +359,5 @@ def parse_filters(params: Mapping[str, str], today: date, themes: Collection[str
         search=search,
         theme=theme,
         page=page,
+        contact=contact,
     )

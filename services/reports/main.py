@@ -74,6 +74,13 @@ def portal_dispatch(settings: Settings) -> Dispatch:
     return (config.dispatch if config else None) or Dispatch()
 
 
+def template_yaml(settings: Settings) -> str | None:
+    """The deployment's portal YAML as text: the settings page inside a portal shows it while
+    the portal has no configuration of its own; None without the file."""
+    path = settings.portal_config_path()
+    return path.read_text(encoding="utf-8") if path.exists() else None
+
+
 def run(settings: Settings) -> None:
     """Apply migrations, then serve the reports app until SIGINT/SIGTERM."""
     configure_logging(settings.log_level, settings.log_format, service="reports")
@@ -100,6 +107,10 @@ def run(settings: Settings) -> None:
                 themes=themes,
                 dispatch=portal_dispatch(settings),
                 pinned_portal=pinned_member_id(settings.portal_config_path()),
+                frame_secret=(
+                    reports.frame_secret.get_secret_value() if reports.frame_secret else None
+                ),
+                template_yaml=template_yaml(settings),
             ),
             host=reports.host,
             port=reports.port,

@@ -83,6 +83,19 @@ CONTENT_SECURITY_POLICY = (
     "default-src 'none'; style-src 'self';"
     " form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
 )
+SETTINGS_PATH = "/settings"
+"""The settings page of the dashboard inside a portal."""
+
+
+def frame_policy(portal_origin: str) -> str:
+    """The pages' policy inside a portal: the same, framed by that portal's pages only."""
+    return CONTENT_SECURITY_POLICY.replace(
+        "frame-ancestors 'none'", f"frame-ancestors {portal_origin}"
+    )
+
+
+def settings_url(session: str) -> str:
+    return SETTINGS_PATH + Filters(session=session).query_string()
 
 
 def _printed(value: object) -> object:
@@ -141,6 +154,8 @@ class FilterForm:
     action: str
     fields: tuple[Field, ...]
     hidden: tuple[tuple[str, str], ...]
+    clear: str
+    """The page without filters (keeping the frame session, if any)."""
 
 
 def _select(
@@ -212,7 +227,8 @@ def filter_form(item: NavItem, filters: Filters, options: FilterOptions) -> Filt
         )
         shown.add("portal")
     hidden = tuple((name, value) for name, value in current.items() if name not in shown)
-    return FilterForm(item.path, tuple(fields), hidden)
+    clear = item.path + Filters(session=filters.session).query_string()
+    return FilterForm(item.path, tuple(fields), hidden, clear)
 
 
 def _page(
@@ -227,9 +243,12 @@ def _page(
 ) -> str:
     """`template` (a page extending `layout.html`) with the header, navigation and filters."""
     query = replace(filters, page=1).query_string()
+    nav = [NavLink(n.path + query, n.title, n is item) for n in NAV]
+    if filters.session is not None:
+        nav.append(NavLink(settings_url(filters.session), "Settings", False))
     return ENV.get_template(template).render(
         item=item,
-        nav=[NavLink(n.path + query, n.title, n is item) for n in NAV],
+        nav=nav,
         form=filter_form(item, filters, options),
         filters=filters,
         problems=problems,
@@ -431,9 +450,43 @@ def ops_page(filters: Filters, options: FilterOptions, view: OpsView) -> str:
     return _page("ops.html", OPS, filters, options, view=view)
 
 
-def problems_page(item: NavItem, options: FilterOptions, problems: Sequence[str]) -> str:
-    """`item`'s page without content, naming the filters that cannot be used."""
-    return _page("layout.html", item, Filters(), options, problems=problems)
+def problems_page(
+    item: NavItem, options: FilterOptions, problems: Sequence[str], session: str | None = None
+) -> str:
+    """`item`'s page without content, naming the filters that cannot be used (links keep the
+    frame `session`)."""
+    return _page("layout.html", item, Filters(session=session), options, problems=problems)
+
+
+def frame_refused_page(message: str) -> str:
+    """The answer to a frame entry or session that is refused: what is wrong, and to open the
+    application from the portal again."""
+    return ENV.get_template("frame_refused.html").render(message=message)
+
+
+@dataclass(frozen=True)
+class SettingsForm:
+    """The settings page: the portal's YAML in an editor, and what became of the last save."""
+
+    session: str
+    csrf: str
+    text: str
+    version: int | None
+    """The stored version the editor started from; None: nothing stored yet (the template)."""
+    source: str
+    """Where `text` comes from, as shown: `stored version 3 (…)` or the template."""
+    may_save: bool
+    problems: tuple[str, ...] = ()
+    saved: bool = False
+    conflict: str | None = None
+
+
+def settings_page(form: SettingsForm) -> str:
+    """`/settings` inside a portal: its configuration in an editor."""
+    query = Filters(session=form.session).query_string()
+    nav = [NavLink(n.path + query, n.title, False) for n in NAV]
+    nav.append(NavLink(settings_url(form.session), "Settings", True))
+    return ENV.get_template("settings.html").render(nav=nav, form=form)
 
 
 def login_page(path: str) -> str:

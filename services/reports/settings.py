@@ -1,6 +1,8 @@
 """Settings of the reports app, from the environment (and `.env`): `REPORTS_HOST`, `REPORTS_PORT`,
 `REPORTS_TOKEN` (what every page and `/api/*` request must present; when it is unset or blank,
-`nps run reports` generates one at start-up and prints it once)."""
+`nps run reports` generates one at start-up and prints it once), `REPORTS_FRAME_SECRET` (signs
+the sessions of the dashboard inside a Bitrix24 portal; unset: a random one per process, so a
+restart ends the open sessions and replicas must share one)."""
 
 from __future__ import annotations
 
@@ -16,8 +18,9 @@ class ReportsSettings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = Field(default=8001, ge=1, le=65535)
     token: SecretStr | None = None
+    frame_secret: SecretStr | None = None
 
-    @field_validator("token", mode="before")
+    @field_validator("token", "frame_secret", mode="before")
     @classmethod
     def _blank_is_unset(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value

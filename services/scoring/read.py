@@ -272,6 +272,8 @@ class RatingsQuery:
     has_comment: bool = False
     search: str | None = None
     words: tuple[str, ...] | None = None
+    contact: int | None = None
+    """One contact's answers only (the contact card's tab of the dashboard inside a portal)."""
 
 
 def like_pattern(text: str) -> str:
@@ -306,6 +308,8 @@ def _ratings_where(query: RatingsQuery, params: list[Any], *, themed: bool = Tru
         conditions.append("btrim(coalesce(d.comment, '')) <> ''")
     if query.search is not None:
         add("d.comment ILIKE {}", like_pattern(query.search))
+    if query.contact is not None:
+        add("d.contact_id = {}", query.contact)
     if themed and query.words is not None:
         add("d.comment ILIKE ANY({}::text[])", [like_pattern(w) for w in query.words])
     return " AND ".join(conditions)

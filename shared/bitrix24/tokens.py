@@ -273,6 +273,15 @@ def _portal(row: asyncpg.Record) -> AppPortal:
     return AppPortal(**dict(row))
 
 
+async def app_portal(conn: Conn | asyncpg.Pool, member_id: str) -> AppPortal | None:
+    """The row of portal `member_id`, or None when the application never met it (the read other
+    services use, e.g. the dashboard in the portal: is this member_id an installed portal, and
+    where is its REST root)."""
+    sql = f"SELECT {_COLUMNS} FROM bitrix24_app_portals WHERE member_id = $1"  # noqa: S608
+    row = await conn.fetchrow(sql, member_id)
+    return None if row is None else _portal(row)
+
+
 def _timestamp(seconds: float) -> datetime:
     return datetime.fromtimestamp(seconds, UTC)
 
@@ -303,9 +312,7 @@ class TokenBook:
 
     async def portal(self, member_id: str, conn: Conn | None = None) -> AppPortal | None:
         """The portal's row, or None when the application never met it."""
-        sql = f"SELECT {_COLUMNS} FROM bitrix24_app_portals WHERE member_id = $1"  # noqa: S608
-        row = await (conn or self._pool).fetchrow(sql, member_id)
-        return None if row is None else _portal(row)
+        return await app_portal(conn or self._pool, member_id)
 
     async def portals(self) -> list[AppPortal]:
         """Every portal's row, by member_id."""

@@ -1,6 +1,9 @@
 """The dashboard in Debian's headless Chromium: `nps run reports` on seeded data, every view
 loaded in the browser and its numbers checked against the report API, a filter changed, and
-screenshots saved under `artifacts/`.
+screenshots saved under `artifacts/`. Inside a portal too: two sandbox portals (served over
+HTTP) with the application installed by the application service, the frame entry posted as the
+portal posts it, then the session's pages (that portal's answers only) and the settings page in
+the browser.
 
 The app is started without REPORTS_TOKEN, so it has to generate one and print it on stdout; the
 browser gets in the way a person does, with `?token=` once (the app sets a cookie and redirects).
@@ -9,6 +12,7 @@ Chromium is driven by subprocess (`--dump-dom`, `--screenshot`): no browser libr
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import select
@@ -26,15 +30,25 @@ from urllib.parse import urlencode
 import asyncpg
 import httpx
 import pytest
+from pydantic import SecretStr
 
+from services.app.main import serve_app
+from services.app.settings import AppSettings
 from services.harness.stack import free_port
+from services.sandbox.app import create_app as create_sandbox_app
+from services.sandbox.limits import Limits
+from services.sandbox.oauth_server import AppRegistration
+from services.sandbox.portal import SandboxPortal
+from services.sandbox.portals import PortalSpec, Sandbox
 from services.scoring.handlers import score_submission
 from shared.outbox import Outbox
+from shared.settings import Settings
 from tests.support.browser import CHROMIUM_FLAGS, chromium
 from tests.support.dashboard import figures, shown, shown_scores
 from tests.support.dispatch import DEAL_SURVEY, LASER_PRODUCT, LASER_SURVEY, Register
 from tests.support.followup import Followed, example_config
 from tests.support.scoring import make_submission
+from tests.support.servers import serving
 
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "artifacts"
@@ -516,6 +530,152 @@ def test_screenshots_are_saved(served: Served, browser: Browser) -> None:
     for name, path, params in views:
         shot = ARTIFACTS / f"dashboard-{name}.png"
         browser.screenshot(served.url(path, **params), shot)
+        data = shot.read_bytes()
+        assert data.startswith(b"\x89PNG\r\n\x1a\n"), f"{shot} is not a PNG"
+        assert len(data) > 10_000, f"{shot} looks blank ({len(data)} bytes)"
+
+
+# --- inside a portal ------------------------------------------------------------------------
+
+CLIENT_ID = "local.nps.e2e"
+CLIENT_SECRET = "e2e-app-secret"
+
+
+class Framed:
+    """Two sandbox portals with the application installed; the reports app's frame sessions
+    of an administrator of the first, with answers of both portals in the database."""
+
+    def __init__(self, base: str, session: str, other_member: str) -> None:
+        self.base = base
+        self.session = session
+        self.other_member = other_member
+
+    def url(self, path: str, **params: str) -> str:
+        return f"{self.base}{path}?{urlencode({'s': self.session, **params})}"
+
+
+async def _until_installed(pool: asyncpg.Pool, member_id: str) -> None:
+    sql = "SELECT status FROM bitrix24_app_portals WHERE member_id = $1"
+    async with asyncio.timeout(30):
+        while await pool.fetchval(sql, member_id) != "installed":
+            await asyncio.sleep(0.05)
+
+
+@pytest.fixture(scope="module")
+async def framed(served: Served, pg_dsn: str, amqp_url: str, pool: asyncpg.Pool) -> Framed:
+    """The sandbox's portals over HTTP install the application (`serve_app`, what `nps run app`
+    runs); the first portal's administrator opens it: the portal's POST to the reports app's
+    `/frame`, as the portal's iframe sends it."""
+    app_port = free_port()
+    app_url = f"http://127.0.0.1:{app_port}"
+    sandbox = Sandbox(
+        SandboxPortal(limits=Limits.off()),
+        registration=AppRegistration(
+            client_id=CLIENT_ID,
+            client_secret=CLIENT_SECRET,
+            install_url=f"{app_url}/app/install",
+            handler_url=f"{served.base}/frame",
+            callback_url=f"{app_url}/app/events",
+        ),
+    )
+    suffix = uuid.uuid4().hex[:8]
+    names = (f"alpha-{suffix}", f"beta-{suffix}")
+    for name in names:
+        sandbox.add(PortalSpec(name=name, limits=Limits.off()))
+    members = [sandbox.named[name].portal.member_id for name in names]
+    for item, (member, sku, score, comment) in enumerate(
+        [
+            (members[0], "COS-SERUM", 10, "alpha liked the serum"),
+            (members[0], "COS-SERUM", 4, "alpha found it sticky"),
+            (members[1], "COS-CREAM", 9, "beta only comment"),
+        ],
+        1,
+    ):
+        submission = make_submission(
+            (sku, score),
+            item_id=item,
+            member_id=member,
+            submitted_at="2024-05-02T10:00:00+03:00",
+            comment=comment,
+        )
+        await score_submission(pool, Outbox(), submission)
+    async with serving(create_sandbox_app(sandbox)) as portal_url:
+        assert sandbox.server is not None
+        sandbox.server.base_url = portal_url
+        settings = Settings(
+            rabbitmq_url=amqp_url,
+            database_url=pg_dsn,
+            nps_config=ROOT / "config" / "portal.example.yaml",
+            bitrix24_webhook_url=None,
+            bitrix24_app_token=None,
+            bitrix24_oauth_url=portal_url,
+            bitrix24_client_id=CLIENT_ID,
+            bitrix24_client_secret=SecretStr(CLIENT_SECRET),
+            _env_file=None,
+        )
+        app_settings = AppSettings(
+            port=app_port,
+            ingest_webhook_url="http://127.0.0.1:9/webhooks/bitrix24",
+            bx24_js_url=f"{portal_url}/sandbox/bx24.js",
+            _env_file=None,
+        )
+        stop = asyncio.Event()
+        service = asyncio.create_task(serve_app(settings, stop, app_settings))
+        try:
+            async with httpx.AsyncClient(base_url=portal_url, timeout=60) as http:
+                async with asyncio.timeout(30):
+                    while True:
+                        try:
+                            if (await http.get(f"{app_url}/healthz")).status_code == 200:
+                                break
+                        except httpx.TransportError:
+                            pass
+                        await asyncio.sleep(0.1)
+                for name, member in zip(names, members, strict=True):
+                    installed = await http.post(f"/p/{name}/sandbox/install", json={})
+                    assert installed.status_code == 200, installed.text
+                    await _until_installed(pool, member)
+                form = (await http.get(f"/p/{names[0]}/sandbox/frame")).json()
+                assert form["url"] == f"{served.base}/frame"
+                entry = await http.post(form["action"], data=form["body"])
+                assert entry.status_code == 303, entry.text
+                session = entry.headers["location"].removeprefix("/?s=")
+        finally:
+            stop.set()
+            await service
+    return Framed(served.base, session, members[1])
+
+
+def test_the_frame_shows_its_portal_only_in_the_browser(framed: Framed, browser: Browser) -> None:
+    ratings = browser.dom(framed.url("/ratings"))
+    assert "alpha found it sticky" in ratings
+    assert "beta only comment" not in ratings
+    assert framed.other_member not in ratings
+    products = browser.dom(framed.url("/products"))
+    assert "COS-SERUM" in products
+    assert "COS-CREAM" not in products
+    # A link of the page, followed in the browser, keeps the session.
+    link = re.search(r'href="(/managers\?[^"]*)"', products)
+    assert link is not None
+    assert "s=" in link.group(1)
+    managers = browser.dom(framed.base + link.group(1).replace("&amp;", "&"))
+    assert 'class="on">Managers</a>' in managers
+    refused = browser.dom(framed.url("/ratings", portal=framed.other_member))
+    assert "beta only comment" not in refused
+    assert "this session reads its own portal only" in refused
+
+
+def test_the_settings_page_in_the_browser(framed: Framed, browser: Browser) -> None:
+    page = browser.dom(framed.url("/settings"))
+    assert "<textarea" in page
+    assert "the deployment's portal YAML (its template)" in page
+    assert "<button" in page
+    for name, url in (
+        ("frame-ratings", framed.url("/ratings")),
+        ("frame-settings", framed.url("/settings")),
+    ):
+        shot = ARTIFACTS / f"dashboard-{name}.png"
+        browser.screenshot(url, shot)
         data = shot.read_bytes()
         assert data.startswith(b"\x89PNG\r\n\x1a\n"), f"{shot} is not a PNG"
         assert len(data) > 10_000, f"{shot} looks blank ({len(data)} bytes)"

@@ -1,0 +1,460 @@
+"""The dashboard inside a Bitrix24 portal (application mode) against two sandbox portals with
+the application installed through services/app (ASGI in process, both ways) and the real
+PostgreSQL: the frame entry checks the portal and the user's token, its session reads that
+portal's answers only (pages, CSV, API; `?portal=` of another refused), and the settings page
+saves the portal's configuration (validated, versioned, CSRF-checked, administrators only)."""
+
+import asyncio
+import re
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from html import unescape
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import asyncpg
+import httpx
+import pytest
+from pydantic import SecretStr
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from services.app.installer import Installer
+from services.app.lifecycle import wanted_bindings
+from services.app.web import create_app as create_app_service
+from services.reports.app import create_app as create_reports
+from services.sandbox.app import create_app as create_sandbox_app
+from services.sandbox.limits import Limits
+from services.sandbox.oauth_server import AppRegistration
+from services.sandbox.portal import SandboxPortal
+from services.sandbox.portals import PortalSpec, Sandbox
+from services.scoring.handlers import score_submission
+from shared import portal_store
+from shared.bitrix24 import Bitrix24Client, MemoryRateBudget
+from shared.bitrix24.tokens import AppCredentials, OAuthServer, TokenBook
+from shared.outbox import Outbox
+from tests.support import T0, FakeClock
+from tests.support.scoring import make_submission
+
+ROOT = "http://sandbox"
+APP = "http://nps.example.test"
+REPORTS = "http://reports.example.test"
+CLIENT_ID = "local.nps.1"
+SECRET = "app-secret-frame"
+TOKEN = "reports-token-frame"
+MANAGER = 31
+"""A user of both portals who is not an administrator."""
+TEMPLATE = Path("config/portal.example.yaml").read_text(encoding="utf-8")
+REGISTRATION = AppRegistration(
+    client_id=CLIENT_ID,
+    client_secret=SECRET,
+    install_url=f"{APP}/app/install",
+    handler_url=f"{REPORTS}/frame",
+    callback_url=f"{APP}/app/events",
+)
+
+
+class Forward:
+    """An ASGI app that hands every request to `target`, set once both sides exist."""
+
+    def __init__(self) -> None:
+        self.target: ASGIApp | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        assert self.target is not None
+        await self.target(scope, receive, send)
+
+
+class ToApp(httpx.AsyncBaseTransport):
+    """The portals' way out: the application's host; ingest's webhook only recorded."""
+
+    def __init__(self, app: httpx.AsyncBaseTransport) -> None:
+        self.app = app
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        if request.url.host == "nps.example.test":
+            return await self.app.handle_async_request(request)
+        return httpx.Response(200, json={"status": "accepted"})
+
+
+@dataclass
+class World:
+    sandbox: Sandbox
+    portals: httpx.AsyncClient
+    reports: httpx.AsyncClient
+    alpha: str
+    beta: str
+
+    def member_id(self, name: str) -> str:
+        return self.sandbox.named[name].portal.member_id
+
+    async def frame_form(self, name: str, user_id: int | None = None) -> dict[str, Any]:
+        """What the portal POSTs into the application's frame when `user_id` opens it."""
+        params: dict[str, Any] = {"placement": "DEFAULT"}
+        if user_id is not None:
+            params["user_id"] = user_id
+        answer = await self.portals.get(f"/p/{name}/sandbox/frame", params=params)
+        assert answer.status_code == 200, answer.text
+        return dict(answer.json())
+
+    async def post_frame(self, form: dict[str, Any]) -> httpx.Response:
+        assert form["url"] == f"{REPORTS}/frame"
+        return await self.reports.post("/frame", params=form["query"], data=form["body"])
+
+    async def open(self, name: str, user_id: int | None = None) -> str:
+        """The session of `user_id` (the portal's administrator by default) opening the app."""
+        entry = await self.post_frame(await self.frame_form(name, user_id))
+        assert entry.status_code == 303, entry.text
+        location = entry.headers["location"]
+        assert location.startswith("/?s=")
+        return parse_qs(urlsplit(location).query)["s"][0]
+
+
+async def _delivered(sandbox: Sandbox, name: str, event: str) -> None:
+    portal = sandbox.named[name].portal
+    async with asyncio.timeout(5):
+        while not any(d.event == event and d.status != "pending" for d in portal.deliveries):
+            await asyncio.sleep(0.01)
+
+
+@pytest.fixture
+async def world(pool: asyncpg.Pool, pg_dsn: str) -> AsyncIterator[World]:
+    clock = FakeClock(T0)
+    sandbox = Sandbox(
+        SandboxPortal(clock=clock, limits=Limits.off()),
+        registration=REGISTRATION,
+        clock=clock,
+        base_url=ROOT,
+    )
+    suffix = uuid.uuid4().hex[:8]
+    names = (f"alpha-{suffix}", f"beta-{suffix}")
+    for name in names:
+        host = sandbox.add(PortalSpec(name=name, limits=Limits.off()))
+        host.portal.crm.add_user(MANAGER, "Anna", "Petrova", position="Sales manager")
+    to_sandbox = Forward()
+    sandbox_net = httpx.ASGITransport(app=to_sandbox)
+    credentials = AppCredentials(ROOT, CLIENT_ID, SecretStr(SECRET))
+    book = TokenBook(pool, OAuthServer(credentials, sandbox_net, clock=clock), clock=clock)
+
+    def client_for(member_id: str) -> Bitrix24Client:
+        return Bitrix24Client(
+            None, MemoryRateBudget(None), sandbox_net, app=book.session(member_id)
+        )
+
+    bindings = wanted_bindings("http://ingest.example.test/webhooks/bitrix24", f"{APP}/app/events")
+    installer = Installer(book, CLIENT_ID, client_for, bindings, clock=clock)
+    app_net = httpx.ASGITransport(app=create_app_service(installer, f"{ROOT}/sandbox/bx24.js"))
+    to_sandbox.target = create_sandbox_app(sandbox, event_transport=ToApp(app_net))
+    reports = create_reports(
+        pg_dsn,
+        TOKEN,
+        frame_secret="frame-secret-for-tests",
+        template_yaml=TEMPLATE,
+        portal_transport=sandbox_net,
+    )
+    async with (
+        reports.router.lifespan_context(reports),
+        httpx.AsyncClient(transport=sandbox_net, base_url=ROOT) as portals,
+        httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=reports), base_url=REPORTS
+        ) as reports_http,
+    ):
+        world = World(sandbox, portals, reports_http, *names)
+        for name in names:
+            answer = await portals.post(f"/p/{name}/sandbox/install", json={})
+            assert answer.status_code == 200, answer.text
+            assert answer.json()["installed"] is True
+            await _delivered(sandbox, name, "ONAPPINSTALL")
+        # Answers of both portals: serums on alpha, a cream on beta.
+        answers = [
+            (names[0], "COS-SERUM", 10, "alpha was great"),
+            (names[0], "COS-SERUM", 3, "alpha was slow"),
+            (names[1], "COS-CREAM", 8, "beta secret comment"),
+            (names[0], "COS-SERUM", 7, "alpha contact 502 wrote"),
+        ]
+        for item, (name, sku, score, comment) in enumerate(answers, 1):
+            submission = make_submission(
+                (sku, score),
+                item_id=item,
+                member_id=world.member_id(name),
+                submitted_at="2024-05-02T10:00:00+03:00",
+                comment=comment,
+                contact_id=502 if "502" in comment else 501,
+            )
+            await score_submission(pool, Outbox(), submission)
+        yield world
+    await book.oauth.aclose()
+
+
+def text_of(page: httpx.Response) -> str:
+    return " ".join(unescape(re.sub(r"<[^>]+>", " ", page.text)).split())
+
+
+async def test_the_frame_shows_its_portal_only(world: World) -> None:
+    session = await world.open(world.alpha)
+    products = await world.reports.get("/products", params={"s": session})
+    assert products.status_code == 200, products.text
+    assert "COS-SERUM" in products.text
+    assert "COS-CREAM" not in products.text
+    # Framed by its own portal only; every link keeps the session, no link names a portal.
+    policy = products.headers["content-security-policy"]
+    assert f"frame-ancestors {ROOT}" in policy
+    links = re.findall(r'href="([^"]+)"', products.text)
+    inner = [link for link in links if link.startswith("/") and not link.startswith("/static")]
+    assert inner
+    assert all("s=" in link for link in inner), inner
+    assert world.member_id(world.beta) not in products.text
+    assert 'name="s"' in products.text
+
+    ratings = await world.reports.get("/ratings", params={"s": session})
+    assert "alpha was slow" in text_of(ratings)
+    assert "beta secret comment" not in text_of(ratings)
+    csv = await world.reports.get("/ratings.csv", params={"s": session})
+    assert csv.status_code == 200
+    assert "alpha was great" in csv.text
+    assert "beta secret comment" not in csv.text
+    report = await world.reports.get("/api/report", params={"by": "product", "s": session})
+    assert report.status_code == 200, report.text
+    assert {row["sku"]: row["answers"] for row in report.json()} == {"COS-SERUM": 3}
+
+    # A filter that cannot be read: its problem named, the filter form of this portal only.
+    bad = await world.reports.get("/products", params={"s": session, "from": "yesterday"})
+    assert bad.status_code == 422
+    assert "from: expected a date" in text_of(bad)
+    assert "COS-SERUM" in bad.text
+    assert "COS-CREAM" not in bad.text
+    assert 'name="s"' in bad.text
+
+    ops = await world.reports.get("/ops", params={"s": session})
+    assert ops.status_code == 200
+    assert "belong to the whole deployment" in text_of(ops)
+    assert "Dead letters" not in ops.text
+
+    # The other portal's session sees the other portal's answers.
+    beta = await world.open(world.beta)
+    other = await world.reports.get("/ratings", params={"s": beta})
+    assert "beta secret comment" in text_of(other)
+    assert "alpha was slow" not in text_of(other)
+
+
+async def test_another_portal_named_from_a_session_is_refused(world: World) -> None:
+    session = await world.open(world.alpha)
+    beta = world.member_id(world.beta)
+    for path in ("/", "/products", "/ratings", "/ops", "/ratings.csv", "/asked.csv"):
+        answer = await world.reports.get(path, params={"s": session, "portal": beta})
+        assert answer.status_code == 403, (path, answer.status_code)
+        assert "beta secret comment" not in answer.text
+        assert "portal: this session reads its own portal only" in text_of(answer)
+    for path in ("/api/report", "/api/scores"):
+        answer = await world.reports.get(path, params={"s": session, "portal": beta})
+        assert answer.status_code == 403, answer.text
+    # Naming its own portal is no different from naming none.
+    own = await world.reports.get(
+        "/products", params={"s": session, "portal": world.member_id(world.alpha)}
+    )
+    assert own.status_code == 200
+    assert "COS-SERUM" in own.text
+
+
+async def test_forged_entries_and_sessions_are_refused(world: World) -> None:
+    # An unknown member_id.
+    form = await world.frame_form(world.alpha)
+    form["body"] = {**form["body"], "member_id": "forged-member"}
+    refused = await world.post_frame(form)
+    assert refused.status_code == 403
+    assert "member_id: not a portal this application is installed on" in text_of(refused)
+
+    # A token of portal beta presented as a user of alpha.
+    beta_form = await world.frame_form(world.beta)
+    beta_form["body"] = {**beta_form["body"], "member_id": world.member_id(world.alpha)}
+    refused = await world.post_frame(beta_form)
+    assert refused.status_code == 403
+    assert "AUTH_ID: the portal did not accept this user token" in text_of(refused)
+
+    # A made-up token, and no token.
+    form = await world.frame_form(world.alpha)
+    made_up = {**form["body"], "AUTH_ID": "not-a-token"}
+    assert (await world.post_frame({**form, "body": made_up})).status_code == 403
+    missing = {k: v for k, v in form["body"].items() if k != "AUTH_ID"}
+    refused = await world.post_frame({**form, "body": missing})
+    assert refused.status_code == 400
+    assert "AUTH_ID: missing" in text_of(refused)
+
+    # The portal failing to answer is no refusal of the user: 502, and the next try works.
+    faults = {"error_count": 1, "methods": ["profile"]}
+    assert (await world.portals.put(f"/p/{world.alpha}/sandbox/faults", json=faults)).is_success
+    failed = await world.post_frame(await world.frame_form(world.alpha))
+    assert failed.status_code == 502
+    assert "the portal could not answer now" in text_of(failed)
+    assert (await world.post_frame(await world.frame_form(world.alpha))).status_code == 303
+
+    # A session altered or made up: nothing shown.
+    session = await world.open(world.alpha)
+    for forged in (session[:-2] + "xx", "made-up", ""):
+        page = await world.reports.get("/products", params={"s": forged})
+        assert page.status_code == 401
+        assert "COS-SERUM" not in page.text
+        assert (await world.reports.get("/api/report", params={"s": forged})).status_code == 401
+
+    # The reports token keeps working as before, and no token is no entry.
+    plain = await world.reports.get("/products", headers={"Authorization": f"Bearer {TOKEN}"})
+    assert plain.status_code == 200
+    assert (await world.reports.get("/products")).status_code == 401
+
+
+async def test_an_uninstalled_portal_loses_its_sessions(world: World) -> None:
+    session = await world.open(world.alpha)
+    answer = await world.portals.post(f"/p/{world.alpha}/sandbox/uninstall")
+    assert answer.status_code == 200, answer.text
+    await _delivered(world.sandbox, world.alpha, "ONAPPUNINSTALL")
+    async with asyncio.timeout(5):
+        while (await world.reports.get("/", params={"s": session})).status_code != 403:
+            await asyncio.sleep(0.02)
+    page = await world.reports.get("/ratings", params={"s": session})
+    assert page.status_code == 403
+    assert "alpha was slow" not in page.text
+
+
+async def stored_config(pool: asyncpg.Pool, member: str) -> portal_store.StoredConfig | None:
+    async with pool.acquire() as conn:
+        return await portal_store.load(conn, member)
+
+
+def _field(page: httpx.Response, name: str) -> str:
+    found = re.search(rf'name="{name}" value="([^"]*)"', page.text)
+    assert found is not None, name
+    return unescape(found.group(1))
+
+
+def _editor(page: httpx.Response) -> str:
+    found = re.search(r"<textarea[^>]*>(.*)</textarea>", page.text, re.S)
+    assert found is not None
+    return unescape(found.group(1))
+
+
+async def _save(world: World, page: httpx.Response, text: str, **override: str) -> httpx.Response:
+    fields = {
+        "s": _field(page, "s"),
+        "csrf": _field(page, "csrf"),
+        "version": _field(page, "version"),
+        "yaml": text,
+        **override,
+    }
+    return await world.reports.post("/settings", data=fields)
+
+
+async def test_the_settings_page_saves_a_valid_configuration(
+    world: World, pool: asyncpg.Pool
+) -> None:
+    member = world.member_id(world.alpha)
+    session = await world.open(world.alpha)
+    page = await world.reports.get("/settings", params={"s": session})
+    assert page.status_code == 200, page.text
+    assert _editor(page) == TEMPLATE
+    assert _field(page, "version") == ""
+    assert "the deployment's portal YAML (its template)" in text_of(page)
+    assert f"frame-ancestors {ROOT}" in page.headers["content-security-policy"]
+
+    moscow = TEMPLATE.replace("timezone: UTC ", "timezone: Europe/Moscow ", 1)
+    assert moscow != TEMPLATE
+    saved = await _save(world, page, moscow)
+    assert saved.status_code == 200, saved.text
+    assert "Saved as version 1" in text_of(saved)
+    stored = await stored_config(pool, member)
+    assert stored is not None
+    assert (stored.version, stored.config.portal.timezone) == (1, "Europe/Moscow")
+    assert stored.updated_by is not None
+    assert stored.updated_by.startswith("user ")
+    assert await stored_config(pool, world.member_id(world.beta)) is None
+
+    # The stored configuration is what the next page shows, and the dashboard's times use it.
+    again = await world.reports.get("/settings", params={"s": session})
+    assert (_editor(again), _field(again, "version")) == (moscow, "1")
+    ratings = await world.reports.get("/ratings", params={"s": session})
+    assert "MSK" in ratings.text
+
+    # An invalid one: the field named, nothing stored, the text kept in the editor.
+    invalid = moscow.replace("timezone: Europe/Moscow", "timezone: Mars/Olympus", 1)
+    refused = await _save(world, again, invalid)
+    assert refused.status_code == 422
+    assert "portal.timezone" in text_of(refused)
+    assert _editor(refused) == invalid
+    stored = await stored_config(pool, member)
+    assert stored is not None
+    assert stored.version == 1
+    broken = await _save(world, again, "portal: [unclosed")
+    assert broken.status_code == 422
+    assert "not valid YAML" in text_of(broken)
+
+    # A concurrent edit: the second save from the same version is refused, not overwritten.
+    first = await _save(world, again, moscow.replace("plan: standard", "plan: enterprise", 1))
+    assert first.status_code == 200
+    late = await _save(world, again, moscow)
+    assert late.status_code == 409
+    assert "changed meanwhile" in text_of(late)
+    stored = await stored_config(pool, member)
+    assert stored is not None
+    assert (stored.version, stored.config.portal.plan) == (2, "enterprise")
+
+
+async def test_the_settings_are_saved_by_administrators_with_the_csrf_token_only(
+    world: World, pool: asyncpg.Pool
+) -> None:
+    member = world.member_id(world.alpha)
+    manager = await world.open(world.alpha, MANAGER)
+    page = await world.reports.get("/settings", params={"s": manager})
+    assert page.status_code == 200
+    assert "Only the portal's administrators may change it" in text_of(page)
+    assert "readonly" in page.text
+    refused = await _save(world, page, TEMPLATE)
+    assert refused.status_code == 403
+    assert "only the portal's administrators" in text_of(refused)
+
+    admin = await world.open(world.alpha)
+    page = await world.reports.get("/settings", params={"s": admin})
+    assert (await _save(world, page, TEMPLATE, csrf="")).status_code == 403
+    # Another session's CSRF token does not fit this one.
+    other = await world.reports.get("/settings", params={"s": await world.open(world.alpha)})
+    wrong = await _save(world, page, TEMPLATE, csrf=_field(other, "csrf"))
+    assert wrong.status_code == 403
+    assert "csrf" in text_of(wrong)
+    assert await stored_config(pool, member) is None
+
+
+async def _contact_tabs(world: World, name: str) -> list[dict[str, Any]]:
+    state = (await world.portals.get(f"/p/{name}/sandbox/app")).json()
+    return [p for p in state["placements"] if p["placement"] == "CRM_CONTACT_DETAIL_TAB"]
+
+
+async def test_the_contact_card_tab_shows_that_contact_s_answers(world: World) -> None:
+    # A user who is no administrator binds nothing; an administrator's entry binds the tab once.
+    await world.open(world.alpha, MANAGER)
+    assert await _contact_tabs(world, world.alpha) == []
+    await world.open(world.alpha)
+    await world.open(world.alpha)
+    tabs = await _contact_tabs(world, world.alpha)
+    assert [(t["handler"], t["title"]) for t in tabs] == [(f"{REPORTS}/frame", "NPS")]
+    assert await _contact_tabs(world, world.beta) == []
+
+    # The tab of contact 502's card, opened by a user who is no administrator.
+    params = {"placement": "CRM_CONTACT_DETAIL_TAB", "user_id": str(MANAGER), "ID": "502"}
+    answer = await world.portals.get(f"/p/{world.alpha}/sandbox/frame", params=params)
+    assert answer.status_code == 200, answer.text
+    form = answer.json()
+    entry = await world.post_frame(form)
+    assert entry.status_code == 303, entry.text
+    location = entry.headers["location"]
+    assert location.startswith("/ratings?contact=502&s=")
+    page = await world.reports.get(location)
+    assert page.status_code == 200
+    assert "alpha contact 502 wrote" in text_of(page)
+    assert "alpha was slow" not in text_of(page)
+    csv = await world.reports.get(location.replace("/ratings?", "/ratings.csv?"))
+    assert "alpha contact 502 wrote" in csv.text
+    assert "alpha was slow" not in csv.text
+
+    broken = {**form["body"], "PLACEMENT_OPTIONS": "{}"}
+    refused = await world.post_frame({**form, "body": broken})
+    assert refused.status_code == 400
+    assert "PLACEMENT_OPTIONS: expected the contact card's ID" in text_of(refused)
