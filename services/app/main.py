@@ -39,7 +39,9 @@ async def serve_app(
             book,
             credentials.client_id,
             client_for,
-            wanted_bindings(app.ingest_url(settings), app.events_url()),
+            wanted_bindings(
+                app.ingest_url(settings), app.events_url(), offline=settings.ingest_offline
+            ),
         )
         web = create_app(installer, app.bx24_js_url)
 
