@@ -310,6 +310,7 @@ class OfflineIntake:
 
     async def _pull(self, portal: ServedOffline, schedule: _Schedule) -> None:
         key = portal.portal.key
+        label: str | None = None
         try:
             outcome = await schedule.puller.pull(portal.client, portal.config)
         except PortalNotInstalled as exc:
@@ -320,7 +321,7 @@ class OfflineIntake:
             if kind == "webhook":
                 PULLS.labels(outcome="refused").inc()
                 raise OfflineUnavailableError(f"INGEST_OFFLINE: {REFUSALS[kind]}") from None
-            outcome = "failed"
+            outcome, label = "failed", "refused"
             if schedule.refused != kind:
                 log.error("offline_refused", portal=key, code=exc.code, reason=REFUSALS[kind])
             schedule.refused = kind
@@ -329,7 +330,7 @@ class OfflineIntake:
             log.warning("offline_pull_failed", portal=key, error=f"{exc}")
         else:
             schedule.refused = None
-        PULLS.labels(outcome=outcome).inc()
+        PULLS.labels(outcome=label or outcome).inc()
         schedule.wait_s = next_wait(outcome, schedule.wait_s, self._poll_s, self._poll_max_s)
         schedule.due = self._clock() + schedule.wait_s
 

@@ -375,3 +375,26 @@ async def test_an_inbound_webhook_cannot_pull_and_the_intake_stops_naming_the_se
         intake = OfflineIntake(world.pool, outbox, portals, 5.0, 30.0)
         with pytest.raises(OfflineUnavailableError, match=r"INGEST_OFFLINE: .*inbound webhook"):
             await intake.run(asyncio.Event())
+
+
+async def test_a_plan_without_reservations_is_refused_and_nothing_is_taken(
+    world: World, outbox: Outbox, portal_config: PortalConfig
+) -> None:
+    answer = await world.http.put(
+        f"/p/{world.name}/sandbox/app", json={"features": {"rest_offline_extended": False}}
+    )
+    assert answer.status_code == 200, answer.text
+    deals = await world.deals(2)
+    refused = REGISTRY.get_sample_value("nps_ingest_offline_pulls_total", {"outcome": "refused"})
+    async with world.client() as api:
+        served = [ServedOffline(world.portal, api, portal_config)]
+
+        async def portals() -> list[ServedOffline]:
+            return served
+
+        intake = OfflineIntake(world.pool, outbox, portals, 5.0, 30.0, clock=lambda: 0.0)
+        assert await intake.round() == 5.0  # backed off like a failure, ingest goes on
+    after = REGISTRY.get_sample_value("nps_ingest_offline_pulls_total", {"outcome": "refused"})
+    assert (after or 0.0) - (refused or 0.0) == 1
+    assert await world.stored() == []
+    assert [int(row["EVENT_DATA"]["FIELDS"]["ID"]) for row in await world.queued()] == deals
