@@ -28,6 +28,7 @@ from services.ingest.offline import (
     OfflineUnavailableError,
     PortalPuller,
     ServedOffline,
+    served_portals,
 )
 from services.sandbox.app import create_app
 from services.sandbox.limits import Limits
@@ -40,7 +41,8 @@ from shared.events import PortalRef
 from shared.messaging import make_broker
 from shared.outbox import Outbox, OutboxRelay
 from shared.portal_config import PortalConfig
-from tests.support import T0, FakeClock, capture
+from shared.portals import PortalClients, PortalConfigs
+from tests.support import T0, FakeClock, capture, forget_served_portal
 
 ROOT = "http://sandbox"
 APP = "http://nps.example.test"
@@ -398,3 +400,44 @@ async def test_a_plan_without_reservations_is_refused_and_nothing_is_taken(
     assert (after or 0.0) - (refused or 0.0) == 1
     assert await world.stored() == []
     assert [int(row["EVENT_DATA"]["FIELDS"]["ID"]) for row in await world.queued()] == deals
+
+
+async def test_a_record_that_cannot_be_read_is_reported_as_an_error_and_the_rest_stored(
+    world: World, outbox: Outbox, portal_config: PortalConfig
+) -> None:
+    deals = await world.deals(2)
+    # A record no deal event could be read from (no id): pushed into the portal's queue as the
+    # portal would keep it.
+    queue = world.sandbox.named[world.name].portal.state.app.offline
+    broken = queue.push("ONCRMDEALUPDATE", {"FIELDS": {}}, user_id=1, connector="", now=T0)
+
+    assert await drain(world, puller(world, outbox), portal_config) == 2
+    assert await world.stored() == deals
+    assert [
+        (row["MESSAGE_ID"], row["ERROR"], row["PROCESS_ID"]) for row in await world.queued()
+    ] == [(broken.message_id, "1", "")]
+    assert await world.open_batches() == 0
+
+
+async def test_the_portals_come_from_the_runtimes_providers(
+    world: World, portal_config: PortalConfig
+) -> None:
+    async with world.client() as api:
+        by_key = served_portals(
+            world.pool,
+            PortalConfigs({world.member_id: portal_config}),
+            PortalClients({world.member_id: api}),
+        )
+        assert await by_key() == [ServedOffline(world.portal, api, portal_config)]
+
+        unpinned = portal_config.model_copy(
+            update={"portal": portal_config.portal.model_copy(update={"member_id": None})}
+        )
+        await forget_served_portal(world.pool)
+        one = served_portals(world.pool, PortalConfigs.one(unpinned), PortalClients.one(api))
+        assert await one() == []  # the one portal not known yet: nothing to stamp events with
+        pinned = unpinned.model_copy(
+            update={"portal": unpinned.portal.model_copy(update={"member_id": "m-pinned"})}
+        )
+        one = served_portals(world.pool, PortalConfigs.one(pinned), PortalClients.one(api))
+        assert await one() == [ServedOffline(PortalRef(member_id="m-pinned"), api, pinned)]
