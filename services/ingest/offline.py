@@ -60,7 +60,7 @@ from shared.events import PortalRef, derived_id
 from shared.logging import get_logger
 from shared.outbox import Outbox
 from shared.portal_config import PortalConfig
-from shared.portals import PortalClients, PortalConfigs
+from shared.portals import PortalClients, PortalConfigs, UnknownPortalError
 from shared.served_portal import served_portal
 
 LEASE_S = 120.0
@@ -68,6 +68,8 @@ LEASE_S = 120.0
 is stored and cleared in well under a second)."""
 ORPHAN_SCAN_S = 600.0
 """How often a puller looks for reserved batches no row names."""
+PARALLEL_PORTALS = 8
+"""Portals pulled at the same time (each holds one database connection while it stores)."""
 
 EVENTS = Counter(
     "nps_ingest_offline_events_total",
@@ -284,7 +286,11 @@ class OfflineIntake:
 
     async def round(self) -> float:
         """Pull the portals that are due, together; the seconds until the next is due."""
-        served = await self._portals()
+        try:
+            served = await self._portals()
+        except (asyncpg.PostgresError, OSError) as exc:
+            log.warning("offline_portals_unavailable", error=f"{exc}")
+            return self._poll_max_s
         now = self._clock()
         due = []
         for portal in served:
@@ -301,7 +307,13 @@ class OfflineIntake:
                 schedule = self._schedules[portal.portal.key] = _Schedule(puller)
             if schedule.due <= now:
                 due.append((portal, schedule))
-        await asyncio.gather(*(self._pull(portal, schedule) for portal, schedule in due))
+        limit = asyncio.Semaphore(PARALLEL_PORTALS)
+
+        async def pull(portal: ServedOffline, schedule: _Schedule) -> None:
+            async with limit:
+                await self._pull(portal, schedule)
+
+        await asyncio.gather(*(pull(portal, schedule) for portal, schedule in due))
         if not served:
             return self._poll_max_s
         now = self._clock()
@@ -344,10 +356,15 @@ def served_portals(pool: asyncpg.Pool, configs: PortalConfigs, clients: PortalCl
     async def portals() -> list[ServedOffline]:
         keys = clients.keys()
         if keys is not None:
-            return [
-                ServedOffline(PortalRef(member_id=key), clients.get(key), configs.get(key))
-                for key in keys
-            ]
+            by_key: list[ServedOffline] = []
+            for key in keys:
+                try:
+                    by_key.append(
+                        ServedOffline(PortalRef(member_id=key), clients.get(key), configs.get(key))
+                    )
+                except UnknownPortalError as exc:
+                    log.warning("offline_portal_skipped", portal=key, reason=f"{exc}")
+            return by_key
         config = configs.only()
         async with pool.acquire() as conn:
             served = await served_portal(conn, config)

@@ -429,6 +429,13 @@ async def test_the_portals_come_from_the_runtimes_providers(
             PortalClients({world.member_id: api}),
         )
         assert await by_key() == [ServedOffline(world.portal, api, portal_config)]
+        # A portal with a client but no configuration yet is skipped, the others pulled.
+        unconfigured = served_portals(
+            world.pool,
+            PortalConfigs({world.member_id: portal_config}),
+            PortalClients({"m-new": api, world.member_id: api}),
+        )
+        assert await unconfigured() == [ServedOffline(world.portal, api, portal_config)]
 
         unpinned = portal_config.model_copy(
             update={"portal": portal_config.portal.model_copy(update={"member_id": None})}
