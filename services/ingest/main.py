@@ -117,7 +117,7 @@ def offline_intake(runtime: Runtime) -> Background:
     intake = OfflineIntake(
         runtime.pool,
         runtime.outbox,
-        served_portals(runtime.pool, runtime.configs, runtime.portal_clients()),
+        served_portals(runtime.pool, lambda: runtime.configs, runtime.portal_clients),
         settings.ingest_offline_poll_s,
         settings.ingest_offline_poll_max_s,
     )

@@ -347,13 +347,19 @@ class OfflineIntake:
         schedule.due = self._clock() + schedule.wait_s
 
 
-def served_portals(pool: asyncpg.Pool, configs: PortalConfigs, clients: PortalClients) -> Portals:
+def served_portals(
+    pool: asyncpg.Pool,
+    configs_of: Callable[[], PortalConfigs],
+    clients_of: Callable[[], PortalClients],
+) -> Portals:
     """The portals to pull, from the runtime's providers: each portal served by key (the
     installed portals of application mode), or the one portal of a one-portal deployment
-    (pinned by `portal.member_id` or learned; none while unknown: its events need its key)."""
+    (pinned by `portal.member_id` or learned; none while unknown: its events need its key).
+    The providers are asked each time: the portals served may change while ingest runs."""
     warned: list[bool] = []
 
     async def portals() -> list[ServedOffline]:
+        configs, clients = configs_of(), clients_of()
         keys = clients.keys()
         if keys is not None:
             by_key: list[ServedOffline] = []

@@ -423,28 +423,29 @@ async def test_the_portals_come_from_the_runtimes_providers(
     world: World, portal_config: PortalConfig
 ) -> None:
     async with world.client() as api:
-        by_key = served_portals(
-            world.pool,
-            PortalConfigs({world.member_id: portal_config}),
-            PortalClients({world.member_id: api}),
-        )
+        configs = PortalConfigs({world.member_id: portal_config})
+        clients = [PortalClients({world.member_id: api})]
+        by_key = served_portals(world.pool, lambda: configs, lambda: clients[0])
         assert await by_key() == [ServedOffline(world.portal, api, portal_config)]
-        # A portal with a client but no configuration yet is skipped, the others pulled.
-        unconfigured = served_portals(
-            world.pool,
-            PortalConfigs({world.member_id: portal_config}),
-            PortalClients({"m-new": api, world.member_id: api}),
-        )
-        assert await unconfigured() == [ServedOffline(world.portal, api, portal_config)]
+        # Asked again each round: a portal installed since (a client, no configuration yet) is
+        # skipped, the others pulled.
+        clients[0] = PortalClients({"m-new": api, world.member_id: api})
+        assert await by_key() == [ServedOffline(world.portal, api, portal_config)]
+        configs = PortalConfigs({world.member_id: portal_config, "m-new": portal_config})
+        assert [p.portal.key for p in await by_key()] == ["m-new", world.member_id]
 
         unpinned = portal_config.model_copy(
             update={"portal": portal_config.portal.model_copy(update={"member_id": None})}
         )
         await forget_served_portal(world.pool)
-        one = served_portals(world.pool, PortalConfigs.one(unpinned), PortalClients.one(api))
+        one = served_portals(
+            world.pool, lambda: PortalConfigs.one(unpinned), lambda: PortalClients.one(api)
+        )
         assert await one() == []  # the one portal not known yet: nothing to stamp events with
         pinned = unpinned.model_copy(
             update={"portal": unpinned.portal.model_copy(update={"member_id": "m-pinned"})}
         )
-        one = served_portals(world.pool, PortalConfigs.one(pinned), PortalClients.one(api))
+        one = served_portals(
+            world.pool, lambda: PortalConfigs.one(pinned), lambda: PortalClients.one(api)
+        )
         assert await one() == [ServedOffline(PortalRef(member_id="m-pinned"), api, pinned)]
