@@ -54,6 +54,13 @@ class Settings(BaseSettings):
     dispatch_health_port: int = Field(default=9104, ge=1, le=65535)
     """The `HEALTH_PORT` that `nps run all` gives scoring, router and crm_sync."""
     sweep_interval_s: float = Field(default=300.0, gt=0)
+    ingest_offline: bool = False
+    """Offline intake (docs/ingest.md): the application binds ingest's events `offline` at
+    install and ingest pulls them (`event.offline.get`), for portals that cannot reach it."""
+    ingest_offline_poll_s: float = Field(default=5.0, gt=0)
+    """Seconds between two pulls of a portal's offline queue while it has events."""
+    ingest_offline_poll_max_s: float = Field(default=60.0, gt=0)
+    """The longest wait between two pulls: an empty queue doubles the wait up to it."""
     config_reload_s: float = Field(default=10.0, gt=0)
     retry_max_attempts: int = Field(default=8, ge=1)
     nps_min_answers: int = Field(default=30, ge=1)

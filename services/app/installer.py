@@ -119,16 +119,19 @@ class Installer:
             missing = missing_bindings(self.bindings, bound if isinstance(bound, list) else [])
             for binding in missing:
                 try:
-                    await client.call(
-                        "event.bind", {"event": binding.event, "handler": binding.handler}
-                    )
+                    await client.call("event.bind", binding.params())
                 except PermanentBitrix24Error as exc:
                     if "already binded" not in exc.description.lower():
                         raise
             if self.robots is not None:
                 await self.robots.register(client, member_id)
         if missing:
-            log.info("app_events_bound", member_id=member_id, events=[b.event for b in missing])
+            log.info(
+                "app_events_bound",
+                member_id=member_id,
+                events=[b.event for b in missing],
+                offline=[b.event for b in missing if b.handler is None],
+            )
         return missing
 
     async def _owner(self, access_token: str, member_id: str, field: str) -> TokenOwner:

@@ -160,27 +160,42 @@ def pair_for(
 
 @dataclass(frozen=True)
 class Binding:
-    """An online event binding: the event and the URL it is sent to."""
+    """An event binding: the event and the URL it is sent to, or no URL for an offline one (the
+    portal queues the event; ingest pulls it with `event.offline.get`)."""
 
     event: str
-    handler: str
+    handler: str | None
+
+    def params(self) -> dict[str, str]:
+        """`event.bind`'s parameters for it."""
+        if self.handler is None:
+            return {"event": self.event, "event_type": "offline"}
+        return {"event": self.event, "handler": self.handler}
 
 
-def wanted_bindings(ingest_webhook_url: str, events_url: str) -> list[Binding]:
+def wanted_bindings(
+    ingest_webhook_url: str, events_url: str, *, offline: bool = False
+) -> list[Binding]:
     """Every binding the application needs on a portal: ingest's events to ingest's public
-    webhook URL, `ONAPPUNINSTALL` to the application's own event URL."""
+    webhook URL (or, for offline intake, to the portal's offline queue), `ONAPPUNINSTALL` to the
+    application's own event URL."""
+    handler = None if offline else ingest_webhook_url
     return [
-        *(Binding(event, ingest_webhook_url) for event in INGEST_EVENTS),
+        *(Binding(event, handler) for event in INGEST_EVENTS),
         Binding(UNINSTALL_EVENT, events_url),
     ]
 
 
 def missing_bindings(wanted: Sequence[Binding], bound: Iterable[Any]) -> list[Binding]:
-    """The wanted bindings `event.get`'s answer (`[{event, handler, …}]`) lacks; event names
-    compare ignoring case, offline bindings (no handler) match none."""
-    present = {
-        (str(row.get("event", "")).upper(), str(row.get("handler", "")))
-        for row in bound
-        if isinstance(row, Mapping) and row.get("handler")
-    }
+    """The wanted bindings `event.get`'s answer (`[{event, handler, …}]`, an offline one
+    `{event, connector_id, offline: 1}`) lacks; event names compare ignoring case."""
+    present: set[tuple[str, str | None]] = set()
+    for row in bound:
+        if not isinstance(row, Mapping):
+            continue
+        event = str(row.get("event", "")).upper()
+        if str(row.get("offline", "0")) == "1":
+            present.add((event, None))
+        elif row.get("handler"):
+            present.add((event, str(row["handler"])))
     return [want for want in wanted if (want.event.upper(), want.handler) not in present]

@@ -44,7 +44,9 @@ async def serve_app(
             book,
             credentials.client_id,
             client_for,
-            wanted_bindings(app.ingest_url(settings), app.events_url()),
+            wanted_bindings(
+                app.ingest_url(settings), app.events_url(), offline=settings.ingest_offline
+            ),
             robots=robots,
         )
         door = RobotDoor(book, runtime.pool, runtime.outbox)

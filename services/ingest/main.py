@@ -1,7 +1,8 @@
 """The ingest process: the webhook endpoints (uvicorn on INGEST_HOST:INGEST_PORT), health and
 metrics on a port of their own (HEALTH_HOST:INGEST_HEALTH_PORT), the hydrator
 consuming `ingest.hydrate`, the outbox relay, the periodic catch-up sweep and the portal YAML's
-reloader (SIGHUP or a changed file; it releases held items), all in one process
+reloader (SIGHUP or a changed file; it releases held items), with `INGEST_OFFLINE` the puller of
+the portals' offline queues (`services/ingest/offline.py`), all in one process
 and stopped together by SIGTERM/SIGINT (`shared.service.serve` owns the stop event; uvicorn is
 run without its own signal handlers)."""
 
@@ -13,6 +14,7 @@ from services.ingest.api import create_app
 from services.ingest.batching import PAGE_SIZE
 from services.ingest.contacts import ContactManagers
 from services.ingest.hydrator import FieldCatalog, Hydrator, ItemReader
+from services.ingest.offline import OfflineIntake, served_portals
 from services.ingest.release import ConfigReloader
 from services.ingest.sweep import Sweeper
 from services.ingest.users import NAMES_INTERVAL_S
@@ -21,7 +23,7 @@ from shared.health import serve_http
 from shared.messaging import subscribe
 from shared.portal_config import PortalConfig
 from shared.portals import PerPortal
-from shared.service import Runtime, run_loop, serve
+from shared.service import Background, Runtime, run_loop, serve
 from shared.settings import Settings
 from shared.topology import INGEST_HYDRATE
 
@@ -67,6 +69,8 @@ async def serve_ingest(settings: Settings, stop: asyncio.Event | None = None) ->
             await sweeper.run_names(NAMES_INTERVAL_S, stop)
 
         runtime.background.extend((http, sweep, reload, names))
+        if settings.ingest_offline:
+            runtime.background.append(offline_intake(runtime))
 
     # Health and metrics never share the port the internet reaches: HEALTH_PORT is ingest's
     # INGEST_HEALTH_PORT (one .env serves every process).
@@ -104,3 +108,21 @@ def subscribe_hydrator(runtime: Runtime) -> PerPortal[Hydrator]:
         max_attempts=runtime.settings.retry_max_attempts,
     )
     return hydrators
+
+
+def offline_intake(runtime: Runtime) -> Background:
+    """The offline intake's job: every served portal's offline queue pulled, the portals taken
+    from the runtime's providers each round."""
+    settings = runtime.settings
+    intake = OfflineIntake(
+        runtime.pool,
+        runtime.outbox,
+        served_portals(runtime.pool, lambda: runtime.configs, runtime.portal_clients),
+        settings.ingest_offline_poll_s,
+        settings.ingest_offline_poll_max_s,
+    )
+
+    async def offline(stop: asyncio.Event) -> None:
+        await intake.run(stop)
+
+    return offline

@@ -1,5 +1,6 @@
 """PostgreSQL access of the ingest service (tables of migrations `0100_ingest.sql`,
-`0110_ingest_unmapped.sql`, `0120_ingest_item_revisions.sql` and `0121_ingest_sales.sql`).
+`0110_ingest_unmapped.sql`, `0120_ingest_item_revisions.sql`, `0121_ingest_sales.sql` and
+`0130_ingest_offline.sql`).
 
 Every function takes a connection and runs inside the caller's transaction, so that a stored
 event and its outbox row, or a claimed message and the answer it publishes, commit together.
@@ -357,3 +358,60 @@ async def take_held(
         list(categories),
     )
     return rows
+
+
+async def record_offline_batch(conn: Conn, portal: str, process_id: str, lease_s: float) -> None:
+    """Note a batch just reserved on `portal`, leased to its puller for `lease_s` seconds."""
+    await conn.execute(
+        """INSERT INTO ingest_offline_batches (portal, process_id, leased_until)
+           VALUES ($1, $2, now() + make_interval(secs => $3))
+           ON CONFLICT (portal, process_id) DO UPDATE SET leased_until = EXCLUDED.leased_until""",
+        portal,
+        process_id,
+        lease_s,
+    )
+
+
+async def adopt_offline_batches(
+    conn: Conn, portal: str, process_ids: Sequence[str], lease_s: float
+) -> list[str]:
+    """Note batches reserved on `portal` that no row names (a puller died between the
+    reservation and its row): claimable once `lease_s` has passed, so a live puller finishes
+    its own first. Returns those noted now."""
+    rows = await conn.fetch(
+        """INSERT INTO ingest_offline_batches (portal, process_id, leased_until)
+           SELECT $1, unnest($2::text[]), now() + make_interval(secs => $3)
+           ON CONFLICT (portal, process_id) DO NOTHING
+           RETURNING process_id""",
+        portal,
+        list(process_ids),
+        lease_s,
+    )
+    return [row["process_id"] for row in rows]
+
+
+async def claim_offline_batch(conn: Conn, portal: str, lease_s: float) -> str | None:
+    """Take the oldest batch of `portal` whose lease ran out (its puller died before clearing
+    it), leased anew for `lease_s` seconds; None when there is none. Two pullers never take the
+    same one."""
+    process_id: str | None = await conn.fetchval(
+        """UPDATE ingest_offline_batches SET leased_until = now() + make_interval(secs => $2)
+           WHERE (portal, process_id) = (
+               SELECT portal, process_id FROM ingest_offline_batches
+               WHERE portal = $1 AND leased_until < now()
+               ORDER BY reserved_at, process_id LIMIT 1
+               FOR UPDATE SKIP LOCKED)
+           RETURNING process_id""",
+        portal,
+        lease_s,
+    )
+    return process_id
+
+
+async def close_offline_batch(conn: Conn, portal: str, process_id: str) -> None:
+    """The batch was cleared on the portal: forget it."""
+    await conn.execute(
+        "DELETE FROM ingest_offline_batches WHERE portal = $1 AND process_id = $2",
+        portal,
+        process_id,
+    )

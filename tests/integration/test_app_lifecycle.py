@@ -126,7 +126,15 @@ def registration() -> AppRegistration:
 
 
 @pytest.fixture
-async def world(pool: asyncpg.Pool, registration: AppRegistration) -> AsyncIterator[World]:
+def offline() -> bool:
+    """Whether the application is configured for offline intake (`INGEST_OFFLINE`)."""
+    return False
+
+
+@pytest.fixture
+async def world(
+    pool: asyncpg.Pool, registration: AppRegistration, offline: bool
+) -> AsyncIterator[World]:
     clock = FakeClock(T0)
     sandbox = Sandbox(
         SandboxPortal(clock=clock, limits=Limits.off()),
@@ -148,7 +156,8 @@ async def world(pool: asyncpg.Pool, registration: AppRegistration) -> AsyncItera
             None, MemoryRateBudget(None), sandbox_net, app=book.session(member_id)
         )
 
-    installer = Installer(book, CLIENT_ID, client_for, wanted_bindings(INGEST, EVENTS), clock=clock)
+    wanted = wanted_bindings(INGEST, EVENTS, offline=offline)
+    installer = Installer(book, CLIENT_ID, client_for, wanted, clock=clock)
     app_net = httpx.ASGITransport(app=create_app(installer, f"{ROOT}/sandbox/bx24.js"))
     to_sandbox.target = create_sandbox_app(sandbox, event_transport=ByHost(app_net))
     async with (
@@ -193,6 +202,24 @@ async def test_two_portals_installed_each_stored_with_its_events_bound(world: Wo
     state = (await world.portals.get(f"/p/{world.alpha}/sandbox/app")).json()
     assert len(state["bindings"]) == len(WANTED)
     assert await world.bindings(world.alpha) == WANTED
+
+
+@pytest.mark.parametrize("offline", [True])
+async def test_offline_intake_binds_ingests_events_to_the_portals_queue(world: World) -> None:
+    await world.install(world.alpha)
+    offline = {(event, "") for event in INGEST_EVENTS} | {("ONAPPUNINSTALL", EVENTS)}
+    assert await world.bindings(world.alpha) == offline
+    member_id = world.member_id(world.alpha)
+    assert await world.installer.bind(member_id) == []
+    async with world.installer.client_for(member_id) as api:
+        await api.call("event.unbind", {"event": "ONCRMDEALADD", "event_type": "offline"})
+    assert [b.event for b in await world.installer.bind(member_id)] == ["ONCRMDEALADD"]
+    assert await world.bindings(world.alpha) == offline
+    # A deal changed now waits in the portal's offline queue.
+    async with world.installer.client_for(member_id) as api:
+        await api.call("crm.deal.add", {"fields": {"TITLE": "queued"}})
+        queued = (await api.call("event.offline.list")).result
+    assert [row["EVENT_NAME"] for row in queued] == ["ONCRMDEALADD"]
 
 
 @pytest.mark.parametrize("registration", [CALLBACK_ONLY])

@@ -4,6 +4,7 @@ PostgreSQL, the sandbox portal served over HTTP in a thread and delivering its e
 from __future__ import annotations
 
 import asyncio
+import json
 import socket
 import threading
 import time
@@ -155,6 +156,42 @@ async def test_run_ingest_serves_consumes_and_stops_on_request(
     assert [d.status for d in portal.deliveries] == ["delivered"]
     assert webhook_port_metrics.status_code == 404
     assert "nps_queue_consumers" in metrics
+
+
+async def test_offline_intake_on_the_inbound_webhook_stops_ingest_naming_the_setting(
+    settings: Settings,
+    portal: SandboxPortal,
+    portal_yaml: Path,
+    sandbox_port: int,
+    restore_logging: None,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Bitrix24 answers `event.offline.*` to an application only: with `INGEST_OFFLINE` and the
+    webhook portal, ingest's offline job fails at its first pull and ingest stops, saying why."""
+    run_settings = settings.model_copy(
+        update={
+            "sandbox_port": sandbox_port,
+            "ingest_port": free_port(),
+            "ingest_health_port": free_port(),
+            "nps_config": portal_yaml,
+            "sweep_interval_s": 3600.0,
+            "ingest_offline": True,
+        }
+    )
+    with pytest.raises(RuntimeError, match="background job\\(s\\) failed: ingest-offline"):
+        await asyncio.wait_for(serve_ingest(run_settings, asyncio.Event()), STARTUP_S)
+    logged = capsys.readouterr()
+    failures = [
+        json.loads(line)
+        for line in (logged.out + logged.err).splitlines()
+        if '"background_job_failed"' in line
+    ]
+    assert [f["job"] for f in failures] == ["ingest-offline"]
+    assert (
+        "INGEST_OFFLINE: the portal answers event.offline.* only to the application"
+        in (failures[0]["error"])
+    )
+    assert f"/rest/{SANDBOX_USER_ID}/{SANDBOX_SECRET}/" not in logged.out + logged.err
 
 
 def test_nps_sweep_command(

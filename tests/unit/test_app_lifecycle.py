@@ -159,6 +159,41 @@ def test_the_bindings_are_ingests_events_and_the_uninstall() -> None:
     assert {b.handler for b in wanted[:-1]} == {"https://nps/webhooks/bitrix24"}
 
 
+def test_offline_intake_binds_ingests_events_offline() -> None:
+    wanted = wanted_bindings(
+        "https://nps/webhooks/bitrix24", "https://nps/app/events", offline=True
+    )
+    assert wanted[-1] == Binding("ONAPPUNINSTALL", "https://nps/app/events")
+    assert {b.handler for b in wanted[:-1]} == {None}
+    assert [b.event for b in wanted[:-1]] == list(INGEST_EVENTS)
+    assert wanted[0].params() == {"event": INGEST_EVENTS[0], "event_type": "offline"}
+    assert wanted[-1].params() == {"event": "ONAPPUNINSTALL", "handler": "https://nps/app/events"}
+
+
+@pytest.mark.parametrize(
+    ("bound", "missing"),
+    [
+        ([], ["ONCRMDEALADD", "ONAPPUNINSTALL"]),
+        ([{"event": "onCrmDealAdd", "connector_id": "", "offline": 1}], ["ONAPPUNINSTALL"]),
+        ([{"event": "ONCRMDEALADD", "connector_id": "", "offline": "1"}], ["ONAPPUNINSTALL"]),
+        (
+            [{"event": "ONCRMDEALADD", "handler": "https://i/h", "offline": 0}],
+            ["ONCRMDEALADD", "ONAPPUNINSTALL"],
+        ),
+        (
+            [
+                {"event": "ONCRMDEALADD", "connector_id": "", "offline": 1},
+                {"event": "ONAPPUNINSTALL", "handler": "https://a/e", "offline": 0},
+            ],
+            [],
+        ),
+    ],
+)
+def test_missing_offline_bindings(bound: list[Any], missing: list[str]) -> None:
+    wanted = [Binding("ONCRMDEALADD", None), Binding("ONAPPUNINSTALL", "https://a/e")]
+    assert [b.event for b in missing_bindings(wanted, bound)] == missing
+
+
 @pytest.mark.parametrize(
     ("bound", "missing"),
     [
