@@ -1,0 +1,278 @@
+"""Application mode (`NPS_MODE=app`, docs/app.md "Application mode") against two sandbox portals
+over real HTTP that install the application, real PostgreSQL and RabbitMQ: ingest checks each
+portal's events against that portal's own application_token and refuses portals not installed;
+the pipeline (ingest's hydrator, scoring, router, crm_sync, as `nps run` wires them in
+application mode) serves each installed portal with its own configuration and client, so each
+portal's answers make its own leads, patches and rows only; a configuration edit and a new
+install are picked up without a restart; an uninstall stops that portal's work (its messages
+dropped, not dead-lettered) and the other goes on; an expired access token is refreshed once."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import parse_qsl, urlencode
+
+import asyncpg
+import httpx
+import pytest
+from fastapi import FastAPI
+from pydantic import SecretStr
+
+from services.app.installer import Installer
+from services.app.lifecycle import wanted_bindings
+from services.app.web import create_app as create_app_web
+from services.ingest.api import create_app as create_ingest
+from services.sandbox.app import create_app as create_sandbox_app
+from services.sandbox.limits import Limits
+from services.sandbox.methods import CONTACT
+from services.sandbox.oauth_server import AppRegistration
+from services.sandbox.portal import SandboxPortal
+from services.sandbox.portals import PortalSpec, Sandbox, portal_factory
+from services.sandbox.seed import add_answer_items
+from shared import portal_store
+from shared.app_portals import AppPortals
+from shared.bitrix24 import Bitrix24Client, MemoryRateBudget
+from shared.bitrix24.tokens import AppCredentials, OAuthServer, TokenBook
+from shared.outbox import Outbox
+from shared.portal_config import load_portal_config
+from shared.portals import PerPortal, PortalGoneError
+from shared.settings import Settings
+from tests.support import serving
+from tests.support.paths import EXAMPLE_CONFIG
+
+NPS = 1038
+CLIENT_ID = "local.nps.appmode"
+SECRET = "appmode-secret"
+APP = "http://nps.example.test"
+INGEST = "http://ingest.example.test/webhooks/bitrix24"
+SCORES = (2, 7, 9)
+"""A detractor (service lead and task), a passive and a promoter (marketing lead); each a
+contact patch: 6 actions per portal."""
+TIMEOUT_S = 60.0
+
+
+class ByHost(httpx.AsyncBaseTransport):
+    """The network the portals' events travel: to the application's host or to ingest's."""
+
+    def __init__(self) -> None:
+        self.app: httpx.AsyncBaseTransport | None = None
+        self.ingest: httpx.AsyncBaseTransport | None = None
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        target = self.app if request.url.host == "nps.example.test" else self.ingest
+        assert target is not None
+        return await target.handle_async_request(request)
+
+
+@dataclass
+class World:
+    sandbox: Sandbox
+    url: str
+    book: TokenBook
+    http: httpx.AsyncClient
+    net: ByHost
+    names: tuple[str, str]
+
+    def use_ingest(self, app: FastAPI) -> None:
+        """Where the portals' events go (and `send_events` posts them)."""
+        self.net.ingest = httpx.ASGITransport(app=app)
+
+    def portal(self, name: str) -> SandboxPortal:
+        return self.sandbox.named[name].portal
+
+    def key(self, name: str) -> str:
+        return self.portal(name).member_id
+
+    async def install(self, name: str) -> None:
+        answer = await self.http.post(f"/p/{name}/sandbox/install", json={})
+        assert answer.json()["installed"] is True, answer.text
+        await self.delivered(name, "ONAPPINSTALL")
+
+    async def uninstall(self, name: str) -> None:
+        assert (await self.http.post(f"/p/{name}/sandbox/uninstall")).status_code == 200
+        await self.delivered(name, "ONAPPUNINSTALL")
+
+    async def delivered(self, name: str, event: str) -> None:
+        portal = self.portal(name)
+        async with asyncio.timeout(10):
+            while not [d for d in portal.deliveries if d.event == event and d.status != "pending"]:
+                await asyncio.sleep(0.02)
+
+    def answers(self, name: str, scores: tuple[int, ...] = SCORES) -> list[int]:
+        """NPS items in portal `name`, one per score, each from a contact of its own."""
+        portal = self.portal(name)
+        taken = {
+            item["CONTACT_ID"]
+            for item in portal.crm.records(1038).values()
+            if item.get("CONTACT_ID")
+        }
+        contacts = [c for c in sorted(portal.crm.records(CONTACT)) if c not in taken]
+        return add_answer_items(
+            portal,
+            [
+                {"TITLE": "answer", "CATEGORY_ID": 12, "CONTACT_ID": contact, "UF_CRM_5_SCORE": s}
+                for contact, s in zip(contacts, scores, strict=False)
+            ],
+        )
+
+    async def send_events(self, name: str) -> list[httpx.Response]:
+        """The item events the portal queued, POSTed to ingest as the portal sends them."""
+        bodies = [d.body for d in self.portal(name).take_outbox() if d.url == INGEST]
+        return [await self.post(body) for body in bodies]
+
+    async def post(self, body: str) -> httpx.Response:
+        async with httpx.AsyncClient(transport=self.net, base_url="http://ingest") as ingest:
+            return await ingest.post(
+                INGEST,
+                content=body,
+                headers={"Content-Type": "application/x-www-form-urlencoded"},
+            )
+
+
+@contextlib.asynccontextmanager
+async def world(
+    pool: asyncpg.Pool, settings: Settings, oauth: dict[str, float] | None = None
+) -> AsyncIterator[tuple[World, Settings]]:
+    """Two sandbox portals (seeded like the demo, the application registered) over real HTTP,
+    the application's install side in process, and the settings of application mode."""
+    suffix = uuid.uuid4().hex[:8]
+    names = (f"alpha-{suffix}", f"beta-{suffix}")
+    default = SandboxPortal(limits=Limits.off())
+    sandbox = Sandbox(
+        default,
+        registration=AppRegistration(
+            client_id=CLIENT_ID,
+            client_secret=SECRET,
+            install_url=f"{APP}/app/install",
+            callback_url=f"{APP}/app/events",
+        ),
+        factory=portal_factory(seed=str(EXAMPLE_CONFIG), clock=default.clock, seed_path=Path),
+    )
+    for name in names:
+        sandbox.add(PortalSpec(name=name, contacts=12, sales=0, limits=Limits.off()))
+    net = ByHost()
+    async with serving(create_sandbox_app(sandbox, event_transport=net)) as url:
+        assert sandbox.server is not None
+        sandbox.server.base_url = url
+        async with httpx.AsyncClient(base_url=url, timeout=30) as http:
+            if oauth:
+                await http.put("/sandbox/oauth", json=oauth)
+            configured = settings.model_copy(
+                update={
+                    "nps_mode": "app",
+                    "bitrix24_oauth_url": url,
+                    "bitrix24_client_id": CLIENT_ID,
+                    "bitrix24_client_secret": SecretStr(SECRET),
+                    "app_portals_reload_s": 0.5,
+                }
+            )
+            credentials = AppCredentials.from_settings(configured)
+            book = TokenBook(pool, OAuthServer(credentials))
+
+            def client_for(member_id: str) -> Bitrix24Client:
+                return Bitrix24Client(None, MemoryRateBudget(None), app=book.session(member_id))
+
+            installer = Installer(
+                book, CLIENT_ID, client_for, wanted_bindings(INGEST, f"{APP}/app/events")
+            )
+            net.app = httpx.ASGITransport(app=create_app_web(installer, f"{url}/sandbox/bx24.js"))
+            yield World(sandbox, url, book, http, net, names), configured
+            await book.oauth.aclose()
+
+
+async def until(check: Callable[[], Awaitable[bool]], what: str) -> None:
+    deadline = time.monotonic() + TIMEOUT_S
+    while not await check():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        await asyncio.sleep(0.2)
+
+
+def forged(body: str, **auth: str) -> str:
+    """`body` with some of its `auth[...]` values replaced."""
+    pairs = [
+        (key, auth.get(key[5:-1], value) if key.startswith("auth[") else value)
+        for key, value in parse_qsl(body, keep_blank_values=True)
+    ]
+    return urlencode(pairs)
+
+
+async def stored(pool: asyncpg.Pool, key: str) -> int:
+    return int(await pool.fetchval("SELECT count(*) FROM ingest_events WHERE portal = $1", key))
+
+
+async def test_ingest_takes_each_installed_portals_own_events_only(
+    pool: asyncpg.Pool, settings: Settings
+) -> None:
+    async with world(pool, settings) as (w, configured):
+        alpha, beta = w.names
+        await w.install(alpha)
+        template = load_portal_config(EXAMPLE_CONFIG)
+        book = TokenBook(pool, OAuthServer(AppCredentials.from_settings(configured)))
+        portals = AppPortals(pool, book, template)
+        await portals.reload()
+        assert w.key(alpha) in portals.served()
+        assert w.key(beta) not in portals.served()
+        w.use_ingest(create_ingest(configured, template, pool, Outbox(), portals=portals))
+
+        w.answers(alpha, (9,))
+        [alpha_body] = [d.body for d in w.portal(alpha).take_outbox() if d.url == INGEST]
+        accepted = await w.post(alpha_body)
+        assert (accepted.status_code, accepted.json()["status"]) == (200, "accepted")
+        assert await stored(pool, w.key(alpha)) == 1
+
+        # A portal the application is not installed on, and a wrong token: nothing stored.
+        refused = await w.post(forged(alpha_body, member_id=w.key(beta)))
+        assert refused.status_code == 403
+        assert refused.json() == {
+            "error": "the application is not installed on this portal",
+            "field": "auth[member_id]",
+            "expected": "a portal the application is installed on",
+        }
+        wrong = await w.post(forged(alpha_body, application_token="not-alphas"))
+        assert (wrong.status_code, wrong.json()["error"]) == (401, "application token not accepted")
+
+        # beta installs: served from its first event on, with its own token only.
+        await w.install(beta)
+        w.answers(beta, (3,))
+        [beta_body] = [d.body for d in w.portal(beta).take_outbox() if d.url == INGEST]
+        alpha_token = w.portal(alpha).state.app.application_token
+        assert alpha_token is not None
+        other = await w.post(forged(beta_body, application_token=alpha_token))
+        assert other.status_code == 401
+        assert (await w.post(beta_body)).json()["status"] == "accepted"
+        assert w.key(beta) in portals.served()
+        assert (await stored(pool, w.key(alpha)), await stored(pool, w.key(beta))) == (1, 1)
+
+        # alpha's configuration edited: served from the next reload on, what is built per
+        # portal rebuilt from it.
+        built = PerPortal(portals.configs, lambda key: portals.configs.get(key).portal.timezone)
+        assert built.get(w.key(alpha)) == template.portal.timezone
+        text = EXAMPLE_CONFIG.read_text().replace(
+            f"timezone: {template.portal.timezone}", "timezone: Asia/Almaty"
+        )
+        async with pool.acquire() as conn:
+            await portal_store.save(conn, w.key(alpha), text, by="test", expected_version=None)
+        await portals.reload()
+        assert built.get(w.key(alpha)) == "Asia/Almaty"
+        assert built.get(w.key(beta)) == template.portal.timezone
+
+        # beta uninstalls: refused at the door, taken out of the portals served; alpha goes on.
+        await w.uninstall(beta)
+        gone = await w.post(beta_body)
+        assert (gone.status_code, gone.json()["error"]) == (
+            403,
+            "the application is uninstalled on this portal",
+        )
+        await portals.reload()
+        with pytest.raises(PortalGoneError, match="uninstalled"):
+            portals.configs.get(w.key(beta))
+        w.answers(alpha, (10,))
+        assert [r.json()["status"] for r in await w.send_events(alpha)] == ["accepted"]
+        assert (await stored(pool, w.key(alpha)), await stored(pool, w.key(beta))) == (2, 1)
+        await portals.aclose()
