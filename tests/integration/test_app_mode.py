@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import time
 import uuid
+from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,28 +22,40 @@ from urllib.parse import parse_qsl, urlencode
 import asyncpg
 import httpx
 import pytest
+from aio_pika.abc import AbstractChannel
 from fastapi import FastAPI
+from prometheus_client import REGISTRY
 from pydantic import SecretStr
 
 from services.app.installer import Installer
 from services.app.lifecycle import wanted_bindings
 from services.app.web import create_app as create_app_web
+from services.crm_sync.main import wire as crm_sync_wire
 from services.ingest.api import create_app as create_ingest
+from services.ingest.main import subscribe_hydrator
+from services.ops.dlq import list_dead_letters
+from services.router.main import wire as router_wire
 from services.sandbox.app import create_app as create_sandbox_app
 from services.sandbox.limits import Limits
-from services.sandbox.methods import CONTACT
+from services.sandbox.methods import CONTACT, LEAD
 from services.sandbox.oauth_server import AppRegistration
 from services.sandbox.portal import SandboxPortal
 from services.sandbox.portals import PortalSpec, Sandbox, portal_factory
 from services.sandbox.seed import add_answer_items
+from services.scoring.main import wire as scoring_wire
 from shared import portal_store
 from shared.app_portals import AppPortals
 from shared.bitrix24 import Bitrix24Client, MemoryRateBudget
 from shared.bitrix24.tokens import AppCredentials, OAuthServer, TokenBook
+from shared.events import PortalRef, WebhookReceived
+from shared.logging import configure_logging
+from shared.messaging import make_broker, publish
 from shared.outbox import Outbox
 from shared.portal_config import load_portal_config
 from shared.portals import PerPortal, PortalGoneError
+from shared.service import Runtime, serve
 from shared.settings import Settings
+from shared.topology import CRM_SYNC_ACTIONS, INGEST_HYDRATE, ROUTER_SCORED
 from tests.support import serving
 from tests.support.paths import EXAMPLE_CONFIG
 
@@ -122,7 +135,8 @@ class World:
         )
 
     async def send_events(self, name: str) -> list[httpx.Response]:
-        """The item events the portal queued, POSTed to ingest as the portal sends them."""
+        """The item events the portal queued, POSTed to ingest as the portal sends them (those
+        it has not sent itself meanwhile: it sends its queue after any REST request)."""
         bodies = [d.body for d in self.portal(name).take_outbox() if d.url == INGEST]
         return [await self.post(body) for body in bodies]
 
@@ -276,3 +290,142 @@ async def test_ingest_takes_each_installed_portals_own_events_only(
         assert [r.json()["status"] for r in await w.send_events(alpha)] == ["accepted"]
         assert (await stored(pool, w.key(alpha)), await stored(pool, w.key(beta))) == (2, 1)
         await portals.aclose()
+
+
+async def written(pool: asyncpg.Pool, key: str) -> tuple[int, int]:
+    """The router's actions for portal `key`, and how many crm_sync has done."""
+    routed = await pool.fetchval("SELECT count(*) FROM router_actions WHERE portal = $1", key)
+    done = await pool.fetchval(
+        "SELECT count(*) FROM crm_actions WHERE portal = $1 AND state = 'done'", key
+    )
+    return int(routed), int(done)
+
+
+async def test_each_installed_portal_gets_its_own_work_until_it_uninstalls(
+    pool: asyncpg.Pool, settings: Settings, channel: AbstractChannel
+) -> None:
+    configure_logging("info", "json")
+    async with world(pool, settings) as (w, configured):
+        alpha, beta = w.names
+        a, b = w.key(alpha), w.key(beta)
+        await w.install(alpha)
+        served: list[AppPortals] = []
+
+        async def wire(runtime: Runtime) -> None:
+            assert runtime.portals is not None
+            served.append(runtime.portals)
+            subscribe_hydrator(runtime)
+            await scoring_wire(runtime)
+            await router_wire(runtime)
+            await crm_sync_wire(runtime)
+            ingest = create_ingest(
+                configured,
+                runtime.portals.template,
+                runtime.pool,
+                runtime.outbox,
+                portals=runtime.portals,
+            )
+            w.use_ingest(ingest)
+
+        stop = asyncio.Event()
+        service = asyncio.create_task(serve("appmode", configured, wire, stop=stop))
+        try:
+            await until(lambda: asyncio.sleep(0, bool(served)), "the pipeline started")
+            assert a in served[0].served()
+            # beta installs while the pipeline runs: served without a restart.
+            await w.install(beta)
+            items = {alpha: w.answers(alpha), beta: w.answers(beta)}
+            for name in w.names:
+                await w.send_events(name)
+
+            async def received() -> bool:
+                return await stored(pool, a) == await stored(pool, b) == 3
+
+            await until(received, "both portals' events accepted by ingest")
+
+            async def both_written() -> bool:
+                return await written(pool, a) == (6, 6) and await written(pool, b) == (6, 6)
+
+            await until(both_written, "both portals' actions written")
+
+            # beta uninstalls; alpha's access token expires on the portal's side.
+            await w.uninstall(beta)
+            token = await pool.fetchval(
+                "SELECT access_token FROM bitrix24_app_portals WHERE member_id = $1", a
+            )
+            w.portal(alpha).state.app.tokens.access[token].expires = 0.0
+            before = refreshes(w.sandbox, a)
+            dropped_before = dropped()
+            # An event of beta's accepted just before its uninstall, still in the queue.
+            in_flight = WebhookReceived(
+                correlation_id="appmode-in-flight",
+                portal=PortalRef(member_id=b, domain=w.portal(beta).domain),
+                source="event",
+                event="ONCRMDYNAMICITEMADD",
+                entity_type_id=NPS,
+                item_id=items[beta][0],
+                ts=2,
+            )
+            broker = make_broker(configured.rabbitmq_url.get_secret_value())
+            await broker.connect()
+            try:
+                await publish(broker, in_flight)
+            finally:
+                await broker.stop()
+            more = w.answers(alpha, (1, 10))
+            await w.send_events(alpha)
+
+            async def alpha_again() -> bool:
+                # the detractor: service lead, task, patch; the promoter: marketing, patch
+                return await written(pool, a) == (11, 11) and dropped() > dropped_before
+
+            await until(alpha_again, "alpha's new answers written, beta's event dropped")
+            assert refreshes(w.sandbox, a) == before + 1
+            assert await written(pool, b) == (6, 6)
+            letters = await list_dead_letters(
+                channel, [INGEST_HYDRATE.name, ROUTER_SCORED.name, CRM_SYNC_ACTIONS.name]
+            )
+            assert not [letter for letter in letters if b in letter.body.decode()]
+            scored = await pool.fetchval(
+                "SELECT count(*) FROM scoring_answers WHERE portal = $1 AND item_id = ANY($2)",
+                a,
+                more,
+            )
+            assert scored == 2
+        finally:
+            stop.set()
+            await service
+
+    # Each portal's leads, tasks and patches are its own.
+    for name, key in ((alpha, a), (beta, b)):
+        portal = w.portal(name)
+        other = w.portal(beta if name == alpha else alpha)
+        actions = await pool.fetch(
+            "SELECT action_id, action, contact_id FROM crm_actions WHERE portal = $1", key
+        )
+        mine = {r["action_id"] for r in actions}
+        leads = {lead["ORIGIN_ID"] for lead in portal.crm.records(LEAD).values()}
+        assert {r["action_id"] for r in actions if r["action"] in ("service", "marketing")} <= (
+            leads & mine
+        )
+        assert not mine & {lead["ORIGIN_ID"] for lead in other.crm.records(LEAD).values()}
+        patched = {r["contact_id"] for r in actions if r["action"] == "contact"}
+        assert patched <= set(portal.crm.records(CONTACT))
+        writes = await pool.fetch(
+            "SELECT DISTINCT portal FROM crm_contact_writes WHERE contact_id = ANY($1::bigint[])"
+            " AND portal = ANY($2::text[])",
+            list(patched),
+            [a, b],
+        )
+        assert {r["portal"] for r in writes} == {key}
+
+
+def dropped() -> float:
+    labels = {"queue": INGEST_HYDRATE.name}
+    return REGISTRY.get_sample_value("nps_messages_dropped_total", labels) or 0.0
+
+
+def refreshes(sandbox: Sandbox, member_id: str) -> int:
+    """How many times the OAuth server refreshed the portal's tokens."""
+    assert sandbox.server is not None
+    return sandbox.server.counters.get(member_id, Counter())["refreshes"]
