@@ -347,6 +347,11 @@ async def test_each_installed_portal_gets_its_own_work_until_it_uninstalls(
                 return await written(pool, a) == (6, 6) and await written(pool, b) == (6, 6)
 
             await until(both_written, "both portals' actions written")
+            # Each portal called within a rate budget of its own, keyed by its member_id.
+            budgets = await pool.fetchval(
+                "SELECT count(*) FROM rate_buckets WHERE portal = ANY($1::text[])", [a, b]
+            )
+            assert budgets == 2
 
             # beta uninstalls; alpha's access token expires on the portal's side.
             await w.uninstall(beta)
