@@ -77,9 +77,12 @@ class Runtime:
 
     async def ensure_portal(self, key: str) -> None:
         """Before a handler takes portal `key`'s configuration or client: in application mode a
-        portal not served yet reads the installed portals again (`AppPortals.ensure`)."""
+        portal not served yet reads the installed portals again (`AppPortals.ensure`), then one
+        still not served raises what `configs.get` raises (`PortalGoneError`: the message is
+        dropped; `UnknownPortalError`: dead-lettered). A no-op in webhook mode."""
         if self.portals is not None:
             await self.portals.ensure(key)
+            self.configs.get(key)
 
     async def close(self) -> None:
         """Close the portals' clients, then the pool."""

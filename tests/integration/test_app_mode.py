@@ -196,8 +196,18 @@ async def world(
                 book, CLIENT_ID, client_for, wanted_bindings(INGEST, f"{APP}/app/events")
             )
             net.app = httpx.ASGITransport(app=create_app_web(installer, f"{url}/sandbox/bx24.js"))
-            yield World(sandbox, url, book, http, net, names), configured
-            await book.oauth.aclose()
+            await pool.execute("DELETE FROM outbox")  # another test's events, not these portals'
+            try:
+                yield World(sandbox, url, book, http, net, names), configured
+            finally:
+                await book.oauth.aclose()
+                # The portals end with the sandbox: no other test's process may serve them, and
+                # what this test queued and never relayed goes with them.
+                keys = [sandbox.named[name].portal.member_id for name in names]
+                await pool.execute(
+                    "DELETE FROM bitrix24_app_portals WHERE member_id = ANY($1::text[])", keys
+                )
+                await pool.execute("DELETE FROM outbox")
 
 
 async def until(check: Callable[[], Awaitable[bool]], what: str) -> None:
