@@ -261,17 +261,39 @@ async def test_ingest_takes_each_installed_portals_own_events_only(
         wrong = await w.post(forged(alpha_body, application_token="not-alphas"))
         assert (wrong.status_code, wrong.json()["error"]) == (401, "application token not accepted")
 
+        # A robot call: the same check, its token and portal as query parameters.
+        alpha_token = w.portal(alpha).state.app.application_token
+        assert alpha_token is not None
+
+        def robot(member_id: str, token: str) -> str:
+            query = {
+                "application_token": token,
+                "member_id": member_id,
+                "id": "77",
+                "category_id": "12",
+                "UF_CRM_5_SCORE": "3",
+                "updated_time": "2024-07-22T18:05:00+03:00",
+            }
+            return f"{INGEST}/robot?{urlencode(query)}"
+
+        async with httpx.AsyncClient(transport=w.net) as http:
+            took = await http.post(robot(w.key(alpha), alpha_token))
+            assert (took.status_code, took.json()["status"]) == (200, "accepted")
+            refused = await http.post(robot(w.key(beta), alpha_token))
+            assert (refused.status_code, refused.json()["field"]) == (403, "member_id")
+            wrong = await http.post(robot(w.key(alpha), "not-alphas"))
+            assert (wrong.status_code, wrong.json()["field"]) == (401, "application_token")
+        assert await stored(pool, w.key(alpha)) == 2
+
         # beta installs: served from its first event on, with its own token only.
         await w.install(beta)
         w.answers(beta, (3,))
         [beta_body] = [d.body for d in w.portal(beta).take_outbox() if d.url == INGEST]
-        alpha_token = w.portal(alpha).state.app.application_token
-        assert alpha_token is not None
         other = await w.post(forged(beta_body, application_token=alpha_token))
         assert other.status_code == 401
         assert (await w.post(beta_body)).json()["status"] == "accepted"
         assert w.key(beta) in portals.served()
-        assert (await stored(pool, w.key(alpha)), await stored(pool, w.key(beta))) == (1, 1)
+        assert (await stored(pool, w.key(alpha)), await stored(pool, w.key(beta))) == (2, 1)
 
         # alpha's configuration edited: served from the next reload on, what is built per
         # portal rebuilt from it.
@@ -298,7 +320,7 @@ async def test_ingest_takes_each_installed_portals_own_events_only(
             portals.configs.get(w.key(beta))
         w.answers(alpha, (10,))
         assert [r.json()["status"] for r in await w.send_events(alpha)] == ["accepted"]
-        assert (await stored(pool, w.key(alpha)), await stored(pool, w.key(beta))) == (2, 1)
+        assert (await stored(pool, w.key(alpha)), await stored(pool, w.key(beta))) == (3, 1)
         await portals.aclose()
 
 
