@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 import time
 import uuid
 from collections import Counter
@@ -32,7 +33,7 @@ from services.app.lifecycle import wanted_bindings
 from services.app.web import create_app as create_app_web
 from services.crm_sync.main import wire as crm_sync_wire
 from services.ingest.api import create_app as create_ingest
-from services.ingest.main import subscribe_hydrator
+from services.ingest.main import serve_ingest, subscribe_hydrator
 from services.ops.dlq import list_dead_letters
 from services.router.main import wire as router_wire
 from services.sandbox.app import create_app as create_sandbox_app
@@ -466,3 +467,55 @@ def refreshes(sandbox: Sandbox, member_id: str) -> int:
     """How many times the OAuth server refreshed the portal's tokens."""
     assert sandbox.server is not None
     return sandbox.server.counters.get(member_id, Counter())["refreshes"]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+async def test_ingest_sweeps_each_installed_portal(pool: asyncpg.Pool, settings: Settings) -> None:
+    """`nps run ingest` in application mode: the catch-up sweep lists each installed portal's
+    items with that portal's token and submits the ones whose event never came, under its key."""
+    async with world(pool, settings) as (w, configured):
+        alpha, beta = w.names
+        for name in w.names:
+            await w.install(name)
+        swept = configured.model_copy(
+            update={
+                "ingest_port": free_port(),
+                "ingest_health_port": free_port(),
+                "sweep_interval_s": 0.3,
+            }
+        )
+        stop = asyncio.Event()
+        service = asyncio.create_task(serve_ingest(swept, stop))
+        try:
+
+            async def watermarks() -> bool:
+                found = await pool.fetchval(
+                    "SELECT count(DISTINCT portal) FROM ingest_sweep_watermarks"
+                    " WHERE portal = ANY($1::text[])",
+                    [w.key(alpha), w.key(beta)],
+                )
+                return int(found) == 2
+
+            await until(watermarks, "each portal's first sweep")
+            for name in w.names:
+                w.answers(name, (8,))
+                w.portal(name).take_outbox()  # its event is lost: only the sweep finds it
+
+            async def found() -> bool:
+                rows = await pool.fetch(
+                    "SELECT portal FROM ingest_events WHERE source = 'sweep'"
+                    " AND portal = ANY($1::text[])",
+                    [w.key(alpha), w.key(beta)],
+                )
+                return sorted(r["portal"] for r in rows) == sorted([w.key(alpha), w.key(beta)])
+
+            await until(found, "each portal's lost answer swept")
+        finally:
+            stop.set()
+            await service
