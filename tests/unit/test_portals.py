@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 
 from shared.bitrix24 import Bitrix24Client, MemoryRateBudget
+from shared.bitrix24.errors import PortalNotInstalled, PortalRevoked
 from shared.messaging import DropMessage, PermanentError
 from shared.portal_config import PortalConfig
 from shared.portals import (
@@ -135,6 +136,9 @@ def test_portals_added_and_taken_out_as_they_install_and_uninstall(
         configs.get("m-beta")
     assert isinstance(gone.value, DropMessage)  # dropped, not dead-lettered
     assert not isinstance(gone.value, PermanentError)
+    # A call the portal refuses for want of tokens (uninstalled, revoked) is dropped too.
+    assert issubclass(PortalNotInstalled, DropMessage)
+    assert issubclass(PortalRevoked, PortalNotInstalled)
     configs.put("m-beta", portal_config)  # installed again
     assert configs.get("m-beta") is portal_config
     one = PortalConfigs.one(portal_config)
