@@ -6,10 +6,11 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 
-.PHONY: help venv services tools run test unit chaos lint format bench demo up down clean
+.PHONY: help venv services tools run run-app test unit chaos lint format bench demo up down clean
 
 help:
 	@echo "make run    - the whole pipeline (sandbox portal when BITRIX24_WEBHOOK_URL is unset)"
+	@echo "make run-app - the pipeline as a Bitrix24 application (NPS_MODE=app; docs/app.md)"
 	@echo "make test   - the test suite against real RabbitMQ and PostgreSQL"
 	@echo "make unit   - the pure unit tests only (no servers, seconds)"
 	@echo "make chaos  - the slow fault runs (2,000 answers per fault; dispatch: sales and a campaign)"
@@ -35,6 +36,10 @@ tools:
 run: venv services
 	$(BIN)/nps migrate
 	$(BIN)/nps run all
+
+run-app: venv services
+	$(BIN)/nps migrate
+	NPS_MODE=app $(BIN)/nps run all
 
 test: venv services tools
 	$(BIN)/pytest $(PYTEST_ARGS)

@@ -40,7 +40,8 @@ SERVICES: tuple[str, ...] = (
     "dispatch",
     "app",
 )
-"""What `nps run` starts by name (`app`, the Bitrix24 application, is not part of `all` yet)."""
+"""What `nps run` starts by name (`app`, the Bitrix24 application, is part of `all` in application
+mode only: `services/app/plan.py`)."""
 COMMAND_MODULES: tuple[str, ...] = (
     "services.sandbox.commands",
     "services.ingest.commands",
@@ -208,17 +209,24 @@ def _start_notes(settings: Settings) -> list[str]:
 def _run_all(settings: Settings) -> None:
     """Every process of the pipeline on its own, each ready before the next; Ctrl-C or SIGTERM
     stops them all together, and so does one that ends on its own (exit code 1, naming it)."""
-    plan = _plan(settings)
+    if settings.nps_mode == "app":
+        from services.app.plan import app_plan
+        from services.app.settings import AppSettings
+
+        chosen = app_plan(settings, AppSettings())
+        plan, notes, portals = chosen.processes, [], chosen.running
+    else:
+        plan, notes, portals = _plan(settings), _start_notes(settings), None
     problems = port_problems(plan)
     if problems:
         typer.echo("\n".join(problems), err=True)
         raise typer.Exit(code=1)
-    for note in _start_notes(settings):
+    for note in notes:
         typer.echo(note)
     supervisor = Supervisor()
     with supervisor.stopping_on_signals():
         try:
-            failure = _supervise(settings, supervisor, plan)
+            failure = _supervise(settings, supervisor, plan, portals)
         finally:
             supervisor.stop_all()
     if failure is not None:
@@ -226,21 +234,25 @@ def _run_all(settings: Settings) -> None:
         raise typer.Exit(code=1)
 
 
-def _supervise(settings: Settings, supervisor: Supervisor, plan: list[Process]) -> str | None:
+def _supervise(
+    settings: Settings, supervisor: Supervisor, plan: list[Process], portals: list[str] | None
+) -> str | None:
     """Start `plan` and watch it: None once asked to stop, else which process ended or never
-    got ready."""
+    got ready. `portals`: what to say about the portals served (application mode)."""
     try:
         supervisor.start_all(plan)
     except StoppingError:
         return None
     except (ProcessExitedError, NotReadyError) as exc:
         return None if supervisor.stop_requested else f"{exc} while starting"
-    typer.echo("\n".join(_running(settings, supervisor)))
+    typer.echo("\n".join(_running(settings, supervisor, portals)))
     exited = supervisor.watch()
     return None if exited is None or supervisor.stop_requested else str(exited)
 
 
-def _running(settings: Settings, supervisor: Supervisor) -> list[str]:
+def _running(
+    settings: Settings, supervisor: Supervisor, portals: list[str] | None = None
+) -> list[str]:
     """What runs where, for the person who started `nps run all`."""
     portal = (
         "sandbox portal (demo data)" if settings.sandbox else "your portal (BITRIX24_WEBHOOK_URL)"
@@ -249,7 +261,7 @@ def _running(settings: Settings, supervisor: Supervisor) -> list[str]:
         "",
         "b24-nps is running:",
         *supervisor.where(),
-        f"  portal    {portal}",
+        *(portals if portals is not None else [f"  portal    {portal}"]),
         f"  rabbitmq  {_safe_url(settings.rabbitmq_url.get_secret_value())}",
         f"  postgres  {_safe_url(settings.database_url.get_secret_value())}",
         "Ctrl-C stops everything.",

@@ -8,6 +8,9 @@ Consuming: `subscribe()` registers a handler `async def handler(event) -> None` 
 wrapper parses the body into the event model, binds the correlation id for logging, runs the
 handler and only then acks. Failures:
 - `PermanentError` or a body that does not parse → the DLQ with the reason in headers;
+- `DropMessage` (the work belongs to a portal that uninstalled the application) → acked and
+  dropped with one log line (`message_dropped`) and `nps_messages_dropped_total`, neither retried
+  nor dead-lettered;
 - anything else → retried through the delay tiers with growing delays, at most `max_attempts`
   times, then the DLQ. A retry goes back to this queue only.
 """
@@ -47,6 +50,11 @@ MESSAGES_OUT = Counter("nps_messages_published_total", "Events published", ["rou
 MESSAGES_FAILED = Counter(
     "nps_messages_failed_total", "Messages that failed a handler", ["queue", "outcome"]
 )
+MESSAGES_DROPPED = Counter(
+    "nps_messages_dropped_total",
+    "Messages dropped because their portal is no longer served (the application uninstalled)",
+    ["queue"],
+)
 HANDLER_SECONDS = Histogram("nps_handler_seconds", "Handler latency", ["queue"])
 
 log = get_logger(__name__)
@@ -54,6 +62,12 @@ log = get_logger(__name__)
 
 class PermanentError(Exception):
     """Processing can never succeed (bad data, a 4xx from the portal): dead-letter at once."""
+
+
+class DropMessage(Exception):  # noqa: N818 - an instruction to the consumer, not a failure
+    """Nothing is left to do for this message and nothing went wrong: its portal uninstalled the
+    application (or its tokens were revoked). Acked and counted, never retried or dead-lettered,
+    so an uninstall never turns into an error storm."""
 
 
 def make_broker(amqp_url: str, prefetch: int = 32) -> RabbitBroker:
@@ -192,6 +206,9 @@ def subscribe(
         started = time.perf_counter()
         try:
             await handler(event)
+        except DropMessage as exc:
+            log.info("message_dropped", reason=str(exc))
+            MESSAGES_DROPPED.labels(queue=queue).inc()
         except PermanentError as exc:
             log.error("message_dead_lettered", reason=str(exc))
             MESSAGES_FAILED.labels(queue=queue, outcome="dlq").inc()

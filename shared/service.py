@@ -22,13 +22,15 @@ import uvloop
 from faststream.rabbit import RabbitBroker
 from faststream.rabbit.subscriber import RabbitSubscriber
 
+from shared.app_portals import AppPortals
 from shared.bitrix24 import client_from_settings
+from shared.bitrix24.tokens import AppCredentials, OAuthServer, TokenBook
 from shared.db import create_pool, migrate
 from shared.health import health_app, serve_http
 from shared.logging import configure_logging, get_logger
 from shared.messaging import make_broker
 from shared.outbox import Outbox, OutboxRelay
-from shared.portal_config import load_portal_config
+from shared.portal_config import PortalConfig, load_portal_config
 from shared.portals import PortalClients, PortalConfigs
 from shared.settings import Settings
 from shared.topology import declare
@@ -60,18 +62,33 @@ class Runtime:
     clients: PortalClients | None = None
     """The portals' Bitrix24 clients once `portal_clients()` built them (or the wiring set
     them); closed when the service stops."""
+    portals: AppPortals | None = None
+    """Application mode: the installed portals, kept up to date (`configs` and `clients` are
+    theirs); None in webhook mode."""
 
     def portal_clients(self) -> PortalClients:
         """Each served portal's Bitrix24 client, built on first use: the one portal's from the
-        settings (`client_from_settings`), its rate budget shared in PostgreSQL."""
+        settings (`client_from_settings`), its rate budget shared in PostgreSQL; in application
+        mode each installed portal's (`app_client`)."""
         if self.clients is None:
             client = client_from_settings(self.settings, self.pool, self.configs.only())
             self.clients = PortalClients.one(client)
         return self.clients
 
+    async def ensure_portal(self, key: str) -> None:
+        """Before a handler takes portal `key`'s configuration or client: in application mode a
+        portal not served yet reads the installed portals again (`AppPortals.ensure`), then one
+        still not served raises what `configs.get` raises (`PortalGoneError`: the message is
+        dropped; `UnknownPortalError`: dead-lettered). A no-op in webhook mode."""
+        if self.portals is not None:
+            await self.portals.ensure(key)
+            self.configs.get(key)
+
     async def close(self) -> None:
         """Close the portals' clients, then the pool."""
-        if self.clients is not None:
+        if self.portals is not None:
+            await self.portals.aclose()
+        elif self.clients is not None:
             await self.clients.aclose()
         await self.pool.close()
 
@@ -121,7 +138,7 @@ async def serve(
     jobs: list[asyncio.Task[None]] = []
     failed: list[str] = []
     try:
-        await wire(runtime)
+        await _wire(runtime, config, wire)
         await broker.start()
         relay_task = asyncio.create_task(
             OutboxRelay(pool, broker).run(outbox), name=f"{name}-outbox"
@@ -157,6 +174,30 @@ async def serve(
         log.info("service_stopped")
     if failed:
         raise RuntimeError(f"{name}: background job(s) failed: {', '.join(failed)}")
+
+
+async def _wire(runtime: Runtime, template: PortalConfig, wire: Wire) -> None:
+    """The service's wiring, given the installed portals first in application mode."""
+    if runtime.settings.nps_mode == "app":
+        await _application_mode(runtime, template)
+    await wire(runtime)
+
+
+async def _application_mode(runtime: Runtime, template: PortalConfig) -> None:
+    """Serve the installed portals (`shared/app_portals.py`), the portal YAML as the template of
+    those without a stored configuration, read again every `APP_PORTALS_RELOAD_S`."""
+    settings = runtime.settings
+    credentials = AppCredentials.from_settings(settings)
+    book = TokenBook(runtime.pool, OAuthServer(credentials))
+    portals = runtime.portals = AppPortals(runtime.pool, book, template)
+    runtime.configs, runtime.clients = portals.configs, portals.clients
+    await portals.reload()
+
+    async def reload_portals(stop: asyncio.Event) -> None:
+        await portals.run(settings.app_portals_reload_s, stop)
+
+    runtime.background.append(reload_portals)
+    log.info("application_mode", portals=len(portals.served()))
 
 
 async def _finish_jobs(jobs: list[asyncio.Task[None]]) -> list[str]:

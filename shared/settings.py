@@ -28,6 +28,12 @@ class Settings(BaseSettings):
 
     rabbitmq_url: SecretStr = SecretStr("amqp://guest:guest@127.0.0.1:5672/")
     database_url: SecretStr = SecretStr("postgresql://postgres@127.0.0.1:5432/nps")
+    nps_mode: Literal["webhook", "app"] = "webhook"
+    """`webhook`: one portal through its inbound webhook (or the sandbox); `app`: the portals the
+    Bitrix24 application is installed on (docs/app.md, "Application mode")."""
+    app_portals_reload_s: float = Field(default=10.0, gt=0)
+    """Application mode: how often each process reads the installed portals and their stored
+    configurations again (an event of a portal not served reads them at once)."""
     bitrix24_webhook_url: SecretStr | None = None
     bitrix24_app_token: SecretStr | None = None
     bitrix24_oauth_url: str = "https://oauth.bitrix.info"

@@ -60,4 +60,6 @@ async def serve_app(
 
         runtime.background.append(http)
 
-    await serve("app", settings, wire, stop=stop)
+    # The application installs portals before anything serves them: its few calls (event.bind)
+    # go with the portal YAML's limits, in application mode too (no registry of its own).
+    await serve("app", settings.model_copy(update={"nps_mode": "webhook"}), wire, stop=stop)

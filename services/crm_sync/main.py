@@ -64,14 +64,18 @@ async def wire(runtime: Runtime) -> None:
 
     portals = PerPortal(configs, writers_of)
 
+    async def writers(key: str) -> PortalWriters:
+        await runtime.ensure_portal(key)
+        return portals.get(key)
+
     async def on_action(action: RouteAction) -> None:
-        await handle_action(action, portals.get(action.answer.portal.key).actions)
+        await handle_action(action, (await writers(action.answer.portal.key)).actions)
 
     async def on_survey(event: SurveyAnswered) -> None:
-        await handle_survey(event, portals.get(event.portal.key).surveys)
+        await handle_survey(event, (await writers(event.portal.key)).surveys)
 
     async def on_dispatch(command: DispatchCommand) -> None:
-        await handle_dispatch(command, portals.get(command.portal.key).dispatch)
+        await handle_dispatch(command, (await writers(command.portal.key)).dispatch)
 
     attempts = runtime.settings.retry_max_attempts
     subscribe(

@@ -12,7 +12,10 @@ Only the webhooks are served here, on the port the internet reaches; `/healthz`,
 
 A deployment serves one portal: `portal.member_id` when the YAML pins it, otherwise the portal of
 the first accepted event or robot call, which ingest keeps (`ingest_portal`). Authentic requests
-from any other portal are refused with 403 and store nothing.
+from any other portal are refused with 403 and store nothing. In application mode (`portals`,
+docs/app.md) every portal the application is installed on is served: a request is checked
+against the application_token of the portal it names (`bitrix24_app_portals`), and a portal not
+installed (never, uninstalled, revoked) is refused with 403 naming why; nothing is stored.
 
 Bad input is 400/403/413/415 with `{"error", "field", "expected"}`; an infrastructure failure is
 a 503 (never a 500), logged without secrets.
@@ -37,8 +40,11 @@ from services.ingest.webhook import (
     ROBOT_MEMBER_FIELD,
     Accepted,
     Ignored,
+    Registered,
     RequestError,
+    Sender,
     Updated,
+    authenticate_app,
     authenticate_event,
     authenticate_robot,
     check_content_length,
@@ -50,10 +56,12 @@ from services.ingest.webhook import (
     read_robot,
     too_large,
 )
+from shared.app_portals import AppPortals
 from shared.events import utcnow
 from shared.logging import get_logger, redact
 from shared.outbox import Outbox
 from shared.portal_config import PortalConfig
+from shared.portals import PortalGoneError, UnknownPortalError
 from shared.served_portal import learned_portal
 from shared.settings import Settings
 
@@ -84,18 +92,15 @@ def create_app(
     outbox: Outbox,
     *,
     clock: Callable[[], datetime] = utcnow,
+    portals: AppPortals | None = None,
 ) -> FastAPI:
     """The ingest ASGI app; tests drive it through `httpx.ASGITransport` without a port.
+    `portals`: application mode, each request checked against its own portal's registration
+    and read with that portal's configuration (`config` is then unused).
 
     Refuses to build without an accepted token: every event would be rejected with 401.
     """
-    tokens = settings.app_tokens()
-    if not tokens:
-        raise ValueError(
-            "BITRIX24_APP_TOKEN is required when BITRIX24_WEBHOOK_URL is set: the"
-            " application_token the portal shows for its outgoing webhook (comma-separated"
-            " to accept two during a rotation)"
-        )
+    tokens = _accepted_tokens(settings, app_mode=portals is not None)
     app = FastAPI(title="b24-nps ingest", docs_url=None, redoc_url=None, openapi_url=None)
     app.add_middleware(LastResort)
     pinned = config.portal.member_id
@@ -121,11 +126,14 @@ def create_app(
             check_content_length(request.headers.get("content-length"))
             check_content_type(request.headers.get("content-type"))
             form = parse_form(await _read_body(request))
-            member_id = await served()
-            authenticate_event(form, tokens, member_id, learned=pinned is None)
-            outcome = read_event(form, config)
-            if member_id is None:
-                await _learn(pool, outcome, MEMBER_FIELD)
+            if portals is not None:
+                outcome = read_event(form, await _installed(pool, portals, Sender.of_event(form)))
+            else:
+                member_id = await served()
+                authenticate_event(form, tokens, member_id, learned=pinned is None)
+                outcome = read_event(form, config)
+                if member_id is None:
+                    await _learn(pool, outcome, MEMBER_FIELD)
         except RequestError as exc:
             return _rejected("event", request, exc)
         return await _accept(pool, outbox, "event", outcome)
@@ -139,16 +147,52 @@ def create_app(
             if body.strip():
                 check_content_type(request.headers.get("content-type"))
                 params.update(parse_form(body))
-            member_id = await served()
-            authenticate_robot(params, tokens, member_id, learned=pinned is None)
-            outcome = read_robot(params, config, clock())
-            if member_id is None:
-                await _learn(pool, outcome, ROBOT_MEMBER_FIELD)
+            if portals is not None:
+                installed = _installed(pool, portals, Sender.of_robot(params))
+                outcome = read_robot(params, await installed, clock())
+            else:
+                member_id = await served()
+                authenticate_robot(params, tokens, member_id, learned=pinned is None)
+                outcome = read_robot(params, config, clock())
+                if member_id is None:
+                    await _learn(pool, outcome, ROBOT_MEMBER_FIELD)
         except RequestError as exc:
             return _rejected("robot", request, exc)
         return await _accept(pool, outbox, "robot", outcome)
 
     return app
+
+
+def _accepted_tokens(settings: Settings, *, app_mode: bool) -> list[str]:
+    """The webhook mode's accepted application tokens; none is an error (every event would be
+    refused with 401). Application mode checks each portal's own token instead."""
+    tokens = settings.app_tokens()
+    if not app_mode and not tokens:
+        raise ValueError(
+            "BITRIX24_APP_TOKEN is required when BITRIX24_WEBHOOK_URL is set: the"
+            " application_token the portal shows for its outgoing webhook (comma-separated"
+            " to accept two during a rotation)"
+        )
+    return tokens
+
+
+async def _installed(pool: asyncpg.Pool, portals: AppPortals, sender: Sender) -> PortalConfig:
+    """Application mode: the sending portal's configuration, once the request is proven to come
+    from it (its own application_token) and the application is installed there."""
+    member_id = sender.portal()
+    async with pool.acquire(timeout=POOL_TIMEOUT_S) as conn:
+        row = await portals.book.portal(member_id, conn)
+    registered = None if row is None else Registered(row.status, row.application_token)
+    authenticate_app(sender, registered)
+    try:
+        return await portals.config_of(member_id)
+    except (PortalGoneError, UnknownPortalError):
+        raise RequestError(
+            403,
+            "the application is not installed on this portal any more",
+            sender.member_field,
+            "a portal the application is installed on",
+        ) from None
 
 
 async def _read_body(request: Request) -> bytes:

@@ -16,8 +16,9 @@ from services.ingest.contacts import ContactManagers
 from services.ingest.hydrator import FieldCatalog, Hydrator, ItemReader
 from services.ingest.offline import OfflineIntake, served_portals
 from services.ingest.release import ConfigReloader
-from services.ingest.sweep import Sweeper
+from services.ingest.sweep import Sweeper, run_names, run_sweeps
 from services.ingest.users import NAMES_INTERVAL_S
+from shared.app_portals import AppPortals
 from shared.events import WebhookReceived
 from shared.health import serve_http
 from shared.messaging import subscribe
@@ -39,6 +40,9 @@ async def serve_ingest(settings: Settings, stop: asyncio.Event | None = None) ->
     async def wire(runtime: Runtime) -> None:
         pool, outbox, configs = runtime.pool, runtime.outbox, runtime.configs
         hydrators = subscribe_hydrator(runtime)
+        if runtime.portals is not None:
+            wire_installed_portals(runtime, runtime.portals)
+            return
         # The webhook endpoints, the sweep and the reloader serve the one portal the YAML is for.
         config = configs.only()
         app = create_app(settings, config, pool, outbox)
@@ -78,6 +82,35 @@ async def serve_ingest(settings: Settings, stop: asyncio.Event | None = None) ->
     await serve("ingest", health, wire, stop=stop, prefetch=PAGE_SIZE)
 
 
+def wire_installed_portals(runtime: Runtime, portals: AppPortals) -> None:
+    """Application mode: the webhook endpoints check each request against its own portal's
+    registration; the sweep and the managers' names run for each installed portal in turn. The
+    portal YAML is the template of portals without a stored configuration (read at start; the
+    stored ones are read again by `AppPortals`), so it has no reloader here."""
+    settings, pool, outbox = runtime.settings, runtime.pool, runtime.outbox
+    configs, clients = portals.configs, portals.clients
+    app = create_app(settings, portals.template, pool, outbox, portals=portals)
+
+    def sweeper_of(key: str) -> Sweeper:
+        return Sweeper(pool, outbox, clients.get(key), configs.get(key), portal=portals.ref(key))
+
+    sweepers = PerPortal(configs, sweeper_of)
+
+    def installed() -> list[Sweeper]:
+        return [sweepers.get(key) for key in portals.served()]
+
+    async def http(stop: asyncio.Event) -> None:
+        await serve_http(app, settings.ingest_host, settings.ingest_port, stop)
+
+    async def sweep(stop: asyncio.Event) -> None:
+        await run_sweeps(installed, settings.sweep_interval_s, stop)
+
+    async def names(stop: asyncio.Event) -> None:
+        await run_names(installed, NAMES_INTERVAL_S, stop)
+
+    runtime.background.extend((http, sweep, names))
+
+
 def subscribe_hydrator(runtime: Runtime) -> PerPortal[Hydrator]:
     """The hydrator on `ingest.hydrate`: one per portal (its reads batched with that portal's
     only), each with its portal's configuration and client, found by the event's portal."""
@@ -98,6 +131,7 @@ def subscribe_hydrator(runtime: Runtime) -> PerPortal[Hydrator]:
     hydrators = PerPortal(configs, hydrator_of)
 
     async def hydrate(event: WebhookReceived) -> None:
+        await runtime.ensure_portal(event.portal.key)
         await hydrators.get(event.portal.key).handle(event)
 
     subscribe(

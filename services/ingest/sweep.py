@@ -16,7 +16,8 @@ fields (the hydrator reads the deal, decides and announces it once), so a lost d
 call is recovered.
 
 It sweeps only the portal the deployment serves: `portal.member_id`, else the portal ingest learned
-from the first event (never the portal of whatever event came last). The first sweep of a portal
+from the first event (never the portal of whatever event came last); in application mode each
+installed portal in turn (`run_sweeps`, one `Sweeper` per portal). The first sweep of a portal
 only records a watermark (it does not replay the portal's history);
 `nps sweep --since <time>` backfills from an explicit point. One sweeper runs at a time across
 processes (a PostgreSQL advisory lock); the others skip their turn. Next to the sweep, the
@@ -89,12 +90,16 @@ class Sweeper:
         config: PortalConfig,
         *,
         clock: Callable[[], datetime] = utcnow,
+        portal: PortalRef | None = None,
     ) -> None:
         self._pool = pool
         self._outbox = outbox
         self._client = client
         self._config = config
         self._clock = clock
+        self._portal_ref = portal
+        """The portal swept (application mode: one Sweeper per installed portal); None: the
+        served one, pinned or learned."""
 
     def reconfigure(self, config: PortalConfig) -> None:
         """Sweep with `config` from the next turn on (a reloaded portal YAML)."""
@@ -106,24 +111,28 @@ class Sweeper:
         `nps_ingest_sweep_last_run_timestamp_seconds` starts at the loop's start and moves on
         with each completed sweep: an alert compares its newest value across processes (only
         one sweeps at a time) with the interval."""
-        SWEEP_INTERVAL.set(interval_s)
-        SWEEP_LAST_RUN.set_to_current_time()
-        while not stop.is_set():
-            try:
-                result = await self.sweep_once()
-            except Exception as exc:
-                log.warning("sweep_failed", error=f"{type(exc).__name__}: {exc}")
-            else:
-                if result.ran:
-                    SWEEP_LAST_RUN.set_to_current_time()
-                    log.info(
-                        "sweep_done",
-                        listed=result.listed,
-                        submitted=result.submitted,
-                        watermark=result.watermark.isoformat() if result.watermark else None,
-                    )
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), timeout=interval_s)
+        await run_sweeps(lambda: [self], interval_s, stop)
+
+    async def turn(self) -> None:
+        """One sweep, logged; a failure is logged and waits for the next turn."""
+        try:
+            result = await self.sweep_once()
+        except Exception as exc:
+            log.warning("sweep_failed", error=f"{type(exc).__name__}: {exc}", **self._named())
+        else:
+            if result.ran:
+                SWEEP_LAST_RUN.set_to_current_time()
+                log.info(
+                    "sweep_done",
+                    listed=result.listed,
+                    submitted=result.submitted,
+                    watermark=result.watermark.isoformat() if result.watermark else None,
+                    **self._named(),
+                )
+
+    def _named(self) -> dict[str, str]:
+        """The portal swept, for its log lines in application mode."""
+        return {} if self._portal_ref is None else {"portal": self._portal_ref.key}
 
     async def sweep_once(self, since: datetime | None = None) -> SweepResult:
         """One sweep from the stored watermark, or from `since` when given."""
@@ -292,18 +301,21 @@ class Sweeper:
 
     async def run_names(self, interval_s: float, stop: asyncio.Event) -> None:
         """`refresh_names` every `interval_s` until `stop` is set (a failed turn waits)."""
-        while not stop.is_set():
-            try:
-                await self.refresh_names()
-            except Exception as exc:
-                log.warning("user_names_failed", error=f"{type(exc).__name__}: {exc}")
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), timeout=interval_s)
+        await run_names(lambda: [self], interval_s, stop)
+
+    async def names_turn(self) -> None:
+        """One `refresh_names`; a failure is logged and waits for the next turn."""
+        try:
+            await self.refresh_names()
+        except Exception as exc:
+            log.warning("user_names_failed", error=f"{type(exc).__name__}: {exc}", **self._named())
 
     async def _portal(self, conn: Conn) -> PortalRef | None:
         """The portal the deployment serves (pinned, or learned from the first event: the same
         key events use); None before it is known: answers submitted under a guessed key would
         count twice."""
+        if self._portal_ref is not None:
+            return self._portal_ref
         portal = await served_portal(conn, self._config)
         return None if portal is None else portal.ref
 
@@ -361,3 +373,28 @@ def _stage_move(row: Mapping[str, Any]) -> tuple[int, datetime]:
     if deal_id is None:
         raise AnswerError(row.get("ID"), "OWNER_ID", row.get("OWNER_ID"), "the deal's id")
     return deal_id, read_time(row, "CREATED_TIME", deal_id)
+
+
+async def run_sweeps(
+    sweepers: Callable[[], Sequence[Sweeper]], interval_s: float, stop: asyncio.Event
+) -> None:
+    """Every `interval_s` until `stop` is set, a turn of each of `sweepers()` (one portal's, or
+    in application mode each installed portal's as they are at that turn)."""
+    SWEEP_INTERVAL.set(interval_s)
+    SWEEP_LAST_RUN.set_to_current_time()
+    while not stop.is_set():
+        for sweeper in sweepers():
+            await sweeper.turn()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), timeout=interval_s)
+
+
+async def run_names(
+    sweepers: Callable[[], Sequence[Sweeper]], interval_s: float, stop: asyncio.Event
+) -> None:
+    """As `run_sweeps`, reading the managers' names (`Sweeper.refresh_names`)."""
+    while not stop.is_set():
+        for sweeper in sweepers():
+            await sweeper.names_turn()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), timeout=interval_s)

@@ -296,6 +296,87 @@ def _authenticate(
         raise foreign_portal(member_field, learned=learned)
 
 
+@dataclass(frozen=True)
+class Sender:
+    """Who a request says it comes from: its application token and its portal's member_id, with
+    the names of the fields that carry them."""
+
+    token: object
+    member_id: object
+    token_field: str
+    member_field: str
+
+    @classmethod
+    def of_event(cls, form: Mapping[str, Any]) -> Sender:
+        auth = _auth(form)
+        return cls(auth.get("application_token"), auth.get("member_id"), TOKEN_FIELD, MEMBER_FIELD)
+
+    @classmethod
+    def of_robot(cls, params: Mapping[str, Any]) -> Sender:
+        auth = _auth(params)
+        return cls(
+            params.get(ROBOT_TOKEN_FIELD, auth.get("application_token")),
+            params.get(ROBOT_MEMBER_FIELD, auth.get("member_id")),
+            ROBOT_TOKEN_FIELD,
+            ROBOT_MEMBER_FIELD,
+        )
+
+    def portal(self) -> str:
+        """The member_id the request names (400 without one: in application mode the portal
+        decides whose token it must carry)."""
+        if not isinstance(self.member_id, str) or not self.member_id:
+            raise RequestError(
+                400, "portal missing", self.member_field, "the sending portal's member_id"
+            )
+        return self.member_id
+
+
+@dataclass(frozen=True)
+class Registered:
+    """The application's record of a portal (`bitrix24_app_portals`): its status and the
+    application_token its events carry (None before `ONAPPINSTALL` brought it)."""
+
+    status: str
+    application_token: str | None
+
+
+def authenticate_app(sender: Sender, registered: Registered | None) -> None:
+    """Application mode: the request must carry the application_token of the very portal it
+    names, the application being installed there (compared in constant time). 401 for a missing
+    or wrong token, 403 naming the reason for a portal not installed."""
+    member_field = sender.member_field
+    if registered is None:
+        raise RequestError(
+            403,
+            "the application is not installed on this portal",
+            member_field,
+            "a portal the application is installed on",
+        )
+    if registered.status != "installed":
+        raise RequestError(
+            403,
+            f"the application is {registered.status} on this portal",
+            member_field,
+            "a portal the application is installed on",
+        )
+    if registered.application_token is None:
+        raise RequestError(
+            403,
+            "this portal's application token is not known yet (ONAPPINSTALL not received)",
+            member_field,
+            "a portal whose install finished",
+        )
+    token = sender.token
+    if not isinstance(token, str) or not token:
+        raise RequestError(
+            401, "application token missing", sender.token_field, "the portal's token"
+        )
+    if not token_matches(token, [registered.application_token]):
+        raise RequestError(
+            401, "application token not accepted", sender.token_field, "the portal's token"
+        )
+
+
 def foreign_portal(member_field: str, *, learned: bool) -> RequestError:
     """The 403 for an authentic request from a portal other than the deployment's."""
     if not learned:

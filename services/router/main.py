@@ -15,7 +15,9 @@ async def wire(runtime: Runtime) -> None:
     pool, broker, configs = runtime.pool, runtime.broker, runtime.configs
 
     async def on_scored(event: NpsScored) -> None:
-        config = configs.get(event.answer.portal.key)
+        key = event.answer.portal.key
+        await runtime.ensure_portal(key)
+        config = configs.get(key)
         await route_answer(event, RouterDeps(pool=pool, broker=broker, config=config))
 
     subscribe(

@@ -15,11 +15,18 @@ from shared.topology import SCORING_SUBMISSIONS
 
 
 async def wire(runtime: Runtime) -> None:
+    score = partial(score_submission, runtime.pool, runtime.outbox)
+
+    async def on_submission(submission: FormSubmitted) -> None:
+        # Application mode: an answer of a portal no longer served is dropped, not scored.
+        await runtime.ensure_portal(submission.portal.key)
+        await score(submission)
+
     subscribe(
         runtime.broker,
         SCORING_SUBMISSIONS,
         FormSubmitted,
-        partial(score_submission, runtime.pool, runtime.outbox),
+        on_submission,
         max_attempts=runtime.settings.retry_max_attempts,
     )
 

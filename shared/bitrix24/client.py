@@ -310,7 +310,10 @@ class Bitrix24Client:
         except PermanentBitrix24Error as exc:
             code = exc.code.lower()
             if code == "invalid_token":
+                # Read the row again: a portal uninstalled meanwhile (its tokens erased) is
+                # `PortalNotInstalled`, whose work stops, not an error of this call.
                 app.forget()
+                await app.access()
             if code != "expired_token":
                 raise
         fresh = await app.refresh(access.access_token)

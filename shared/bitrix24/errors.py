@@ -17,7 +17,7 @@ from __future__ import annotations
 import re
 
 from shared.logging import redact
-from shared.messaging import PermanentError
+from shared.messaging import DropMessage, PermanentError
 
 _NOT_FOUND_TEXT = re.compile(r"\bnot\s+found\b", re.IGNORECASE)
 
@@ -103,10 +103,11 @@ class PermanentBitrix24Error(Bitrix24Error, PermanentError):
     """Retrying cannot help (4xx, authorisation, a blocked or deleted portal): dead-letter it."""
 
 
-class PortalNotInstalled(PermanentBitrix24Error):  # noqa: N818 - as above
+class PortalNotInstalled(PermanentBitrix24Error, DropMessage):  # noqa: N818 - as above
     """The application has no working tokens for this portal: never installed, uninstalled, or
     revoked (the OAuth server refused its refresh token; `PortalRevoked`). Only an install (a new
-    one, by the portal's administrator) brings tokens again."""
+    one, by the portal's administrator) brings tokens again. A consumer drops the message it
+    was working on (`DropMessage`): that portal's work has stopped."""
 
     def __init__(self, member_id: str, status: str, description: str) -> None:
         self.member_id = member_id

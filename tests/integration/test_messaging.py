@@ -8,10 +8,12 @@ from collections.abc import AsyncIterator
 import pytest
 from aio_pika.abc import AbstractChannel
 from faststream.rabbit import RabbitBroker
+from prometheus_client import REGISTRY
 
 from shared.events import PortalRef, WebhookReceived
 from shared.messaging import (
     REASON_HEADER,
+    DropMessage,
     PermanentError,
     make_broker,
     publish,
@@ -88,6 +90,35 @@ async def test_permanent_error_goes_to_dlq_with_reason(
     assert b'"item_id":9' in body
     assert "UF_CRM_5_SCORE holds 'abc'" in str(headers[REASON_HEADER])
     assert headers["x-nps-queue"] == INGEST_HYDRATE.name
+
+
+async def test_a_dropped_message_is_acked_counted_and_neither_retried_nor_dead_lettered(
+    broker: RabbitBroker, channel: AbstractChannel
+) -> None:
+    calls: list[int] = []
+    done = asyncio.Event()
+
+    async def handler(event: WebhookReceived) -> None:
+        calls.append(event.item_id)
+        if event.item_id == 11:
+            raise DropMessage("portal 'm1' is uninstalled: its work has stopped")
+        done.set()
+
+    def dropped() -> float:
+        labels = {"queue": INGEST_HYDRATE.name}
+        return REGISTRY.get_sample_value("nps_messages_dropped_total", labels) or 0.0
+
+    before = dropped()
+    subscribe(broker, INGEST_HYDRATE, WebhookReceived, handler)
+    await broker.start()
+    await publish(broker, _event(11))
+    await publish(broker, _event(12))
+    await asyncio.wait_for(done.wait(), 15)
+    await asyncio.sleep(1.5)  # a retry would come back within the first delay tier
+    assert calls == [11, 12]
+    assert dropped() == before + 1
+    queue = await channel.get_queue(INGEST_HYDRATE.dlq)
+    assert (await queue.get(fail=False)) is None
 
 
 async def test_retries_are_bounded(broker: RabbitBroker, channel: AbstractChannel) -> None:

@@ -15,8 +15,11 @@ from services.ingest.webhook import (
     MAX_BODY_BYTES,
     Accepted,
     Ignored,
+    Registered,
     RequestError,
+    Sender,
     Updated,
+    authenticate_app,
     authenticate_event,
     authenticate_robot,
     check_content_length,
@@ -154,6 +157,58 @@ def test_event_authentication(overrides: dict[str, str | None], status: int, fie
 def test_event_authentication_passes_with_rotated_token_and_no_member_configured() -> None:
     form = parse_form(body(**{"auth[member_id]": "anything"}))
     authenticate_event(form, ["next-token", "jvh9y1ulvt2m6k5or90v9mg8nn32ozas"], None)
+
+
+TOKEN = "jvh9y1ulvt2m6k5or90v9mg8nn32ozas"
+INSTALLED = Registered("installed", TOKEN)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "registered", "status", "error", "field"),
+    [
+        ({}, Registered("installed", "another-portals-token"), 401, "not accepted", "token"),
+        ({"auth[application_token]": None}, INSTALLED, 401, "missing", "token"),
+        ({"auth[application_token]": "wrong"}, INSTALLED, 401, "not accepted", "token"),
+        ({}, None, 403, "not installed on this portal", "member"),
+        ({}, Registered("uninstalled", None), 403, "uninstalled on this portal", "member"),
+        ({}, Registered("revoked", TOKEN), 403, "revoked on this portal", "member"),
+        ({}, Registered("installed", None), 403, "not known yet", "member"),
+        ({"auth[member_id]": None}, INSTALLED, 400, "portal missing", "member"),
+    ],
+)
+def test_application_mode_checks_the_sending_portals_own_token(
+    overrides: dict[str, str | None],
+    registered: Registered | None,
+    status: int,
+    error: str,
+    field: str,
+) -> None:
+    sender = Sender.of_event(parse_form(body(**overrides)))
+
+    def check() -> None:
+        sender.portal()
+        authenticate_app(sender, registered)
+
+    refused = rejected(check)
+    assert (refused.status, refused.field) == (
+        status,
+        {"token": "auth[application_token]", "member": "auth[member_id]"}[field],
+    )
+    assert error in refused.error
+    assert TOKEN not in str(refused.body())
+
+
+def test_application_mode_accepts_the_portals_own_token_from_a_robot_too() -> None:
+    event = Sender.of_event(parse_form(body()))
+    assert event.portal() == "d897063e1ce7c5eb9f04b9751eef5915"
+    authenticate_app(event, INSTALLED)
+    robot = Sender.of_robot({"application_token": TOKEN, "member_id": "m-robot"})
+    assert (robot.portal(), robot.token_field, robot.member_field) == (
+        "m-robot",
+        "application_token",
+        "member_id",
+    )
+    authenticate_app(robot, INSTALLED)
 
 
 def test_nps_update_is_accepted_without_the_token_in_the_payload() -> None:

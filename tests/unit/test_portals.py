@@ -6,9 +6,16 @@ from __future__ import annotations
 import pytest
 
 from shared.bitrix24 import Bitrix24Client, MemoryRateBudget
-from shared.messaging import PermanentError
+from shared.bitrix24.errors import PortalNotInstalled, PortalRevoked
+from shared.messaging import DropMessage, PermanentError
 from shared.portal_config import PortalConfig
-from shared.portals import PerPortal, PortalClients, PortalConfigs, UnknownPortalError
+from shared.portals import (
+    PerPortal,
+    PortalClients,
+    PortalConfigs,
+    PortalGoneError,
+    UnknownPortalError,
+)
 
 
 def other(config: PortalConfig, timezone: str) -> PortalConfig:
@@ -111,3 +118,42 @@ def test_per_portal_of_one_portal_builds_one(portal_config: PortalConfig) -> Non
     one = PerPortal(PortalConfigs.one(portal_config), build)
     assert one.get("m-alpha") == one.get("default") == "writer of m-alpha"
     assert built == ["m-alpha"]
+
+
+def test_portals_added_and_taken_out_as_they_install_and_uninstall(
+    portal_config: PortalConfig,
+) -> None:
+    configs = PortalConfigs({})
+    assert configs.keys() == ()
+    with pytest.raises(UnknownPortalError):
+        configs.get("m-alpha")
+    configs.put("m-alpha", portal_config)
+    configs.put("m-beta", portal_config)
+    assert configs.get("m-alpha") is portal_config
+    assert configs.remove("m-beta", "uninstalled") is portal_config
+    assert configs.keys() == ("m-alpha",)
+    with pytest.raises(PortalGoneError, match="'m-beta' is uninstalled") as gone:
+        configs.get("m-beta")
+    assert isinstance(gone.value, DropMessage)  # dropped, not dead-lettered
+    assert not isinstance(gone.value, PermanentError)
+    # A call the portal refuses for want of tokens (uninstalled, revoked) is dropped too.
+    assert issubclass(PortalNotInstalled, DropMessage)
+    assert issubclass(PortalRevoked, PortalNotInstalled)
+    configs.put("m-beta", portal_config)  # installed again
+    assert configs.get("m-beta") is portal_config
+    one = PortalConfigs.one(portal_config)
+    with pytest.raises(ValueError, match="not added or removed"):
+        one.put("m-alpha", portal_config)
+
+
+def test_per_portal_rebuilds_from_a_replaced_configuration(portal_config: PortalConfig) -> None:
+    configs = PortalConfigs({"m-alpha": portal_config, "m-beta": portal_config})
+    per = PerPortal(configs, lambda key: (key, configs.get(key).portal.timezone))
+    assert per.get("m-alpha") == ("m-alpha", portal_config.portal.timezone)
+    beta = per.get("m-beta")
+    configs.put("m-alpha", other(portal_config, "Asia/Almaty"))
+    assert per.get("m-alpha") == ("m-alpha", "Asia/Almaty")
+    assert per.get("m-beta") is beta  # untouched
+    configs.remove("m-beta", "revoked")
+    with pytest.raises(PortalGoneError, match="revoked"):
+        per.get("m-beta")

@@ -1,0 +1,137 @@
+"""What `nps run all` (`make run-app`) starts in application mode (`NPS_MODE=app`, docs/app.md):
+the application (`nps run app`), then ingest, scoring, the router and crm_sync serving the
+installed portals. Without `BITRIX24_CLIENT_ID` (no application registered on a real Bitrix24)
+the sandbox comes first, with two portals (`alpha`, `beta`, seeded like the demo) on which the
+application is registered, playing the OAuth server too; each process is given the sandbox's
+application credentials. Dispatch, the survey page and the reports app serve one portal and are
+left out in application mode (docs/app.md, "What is done and what is not").
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+
+from services.app.settings import AppSettings
+from shared.settings import Settings
+from shared.supervisor import Listener, Process
+
+SANDBOX_PORTALS = ("alpha", "beta")
+SANDBOX_CLIENT_ID = "local.nps.sandbox"
+SANDBOX_CLIENT_SECRET = "sandbox-app-secret"  # noqa: S105 - not a secret: the sandbox's own app
+PIPELINE = ("scoring", "router", "crm_sync")
+
+
+@dataclass(frozen=True)
+class AppPlan:
+    processes: list[Process]
+    running: list[str]
+    """What to say once everything runs: where to install the application."""
+
+
+def app_plan(settings: Settings, app: AppSettings) -> AppPlan:
+    """The processes of application mode, in start order (module docstring)."""
+    base = [sys.executable, "-m", "services.cli"]
+    sandbox = settings.bitrix24_client_id is None
+    sandbox_url = f"http://{settings.sandbox_host}:{settings.sandbox_port}"
+    env = {"NPS_MODE": "app"}
+    if sandbox:
+        env |= {
+            "BITRIX24_OAUTH_URL": sandbox_url,
+            "BITRIX24_CLIENT_ID": SANDBOX_CLIENT_ID,
+            "BITRIX24_CLIENT_SECRET": SANDBOX_CLIENT_SECRET,
+            "APP_BX24_JS_URL": f"{sandbox_url}/sandbox/bx24.js",
+        }
+    processes: list[Process] = []
+    if sandbox:
+        processes.append(_sandbox(settings, app, base, sandbox_url))
+    processes.append(
+        Process(
+            "app",
+            [*base, "run", "app"],
+            env,
+            f"{app.base_url()}/app/install",
+            Listener(app.host, app.port, "APP_PORT"),
+            ready=f"http://{_local(app.host)}:{app.port}/healthz",
+        )
+    )
+    processes.append(
+        Process(
+            "ingest",
+            [*base, "run", "ingest"],
+            env,
+            f"http://{settings.health_host}:{settings.ingest_health_port}/readyz",
+            Listener(settings.ingest_host, settings.ingest_port, "INGEST_PORT"),
+            also_listens=(
+                Listener(settings.health_host, settings.ingest_health_port, "INGEST_HEALTH_PORT"),
+            ),
+        )
+    )
+    ports = {
+        "scoring": settings.scoring_health_port,
+        "router": settings.router_health_port,
+        "crm_sync": settings.crm_sync_health_port,
+    }
+    for name in PIPELINE:
+        port = ports[name]
+        processes.append(
+            Process(
+                name,
+                [*base, "run", name],
+                {**env, "HEALTH_PORT": str(port)},
+                f"http://{settings.health_host}:{port}/readyz",
+                Listener(settings.health_host, port, f"{name.upper()}_HEALTH_PORT"),
+            )
+        )
+    return AppPlan(processes, _running(sandbox, sandbox_url, app))
+
+
+def _sandbox(settings: Settings, app: AppSettings, base: list[str], url: str) -> Process:
+    portals = [arg for name in SANDBOX_PORTALS for arg in ("--portal", name)]
+    return Process(
+        "sandbox",
+        [
+            *base,
+            "sandbox",
+            "--seed",
+            "demo",
+            "--host",
+            settings.sandbox_host,
+            "--port",
+            str(settings.sandbox_port),
+            "--smtp-port",
+            str(settings.sandbox_smtp_port),
+            *portals,
+            "--app",
+            f"{SANDBOX_CLIENT_ID}:{SANDBOX_CLIENT_SECRET}",
+            "--app-install-url",
+            f"{app.base_url()}/app/install",
+            "--app-callback-url",
+            app.events_url(),
+        ],
+        {},
+        f"{url}/sandbox/portals",
+        Listener(settings.sandbox_host, settings.sandbox_port, "SANDBOX_PORT"),
+        also_listens=(
+            Listener(settings.sandbox_host, settings.sandbox_smtp_port, "SANDBOX_SMTP_PORT"),
+        ),
+    )
+
+
+def _running(sandbox: bool, url: str, app: AppSettings) -> list[str]:
+    if not sandbox:
+        return [
+            "  portals   the portals the application is installed on (NPS_MODE=app)",
+            f"  install   register the application with {app.base_url()}/app/install"
+            " (docs/app.md), then open it on the portal",
+        ]
+    return [
+        "  portals   the sandbox's portals where the application is installed (NPS_MODE=app)",
+        "  install   open each portal's install page (as its administrator):",
+        *(f"              {name}: {url}/p/{name}/install" for name in SANDBOX_PORTALS),
+    ]
+
+
+def _local(host: str) -> str:
+    """Where a local process reaches a listener on `host`."""
+    return "127.0.0.1" if host in {"0.0.0.0", "::", ""} else host  # noqa: S104

@@ -1,0 +1,521 @@
+"""Application mode (`NPS_MODE=app`, docs/app.md "Application mode") against two sandbox portals
+over real HTTP that install the application, real PostgreSQL and RabbitMQ: ingest checks each
+portal's events against that portal's own application_token and refuses portals not installed;
+the pipeline (ingest's hydrator, scoring, router, crm_sync, as `nps run` wires them in
+application mode) serves each installed portal with its own configuration and client, so each
+portal's answers make its own leads, patches and rows only; a configuration edit and a new
+install are picked up without a restart; an uninstall stops that portal's work (its messages
+dropped, not dead-lettered) and the other goes on; an expired access token is refreshed once."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import time
+import uuid
+from collections import Counter
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import parse_qsl, urlencode
+
+import asyncpg
+import httpx
+import pytest
+from aio_pika.abc import AbstractChannel
+from fastapi import FastAPI
+from prometheus_client import REGISTRY
+from pydantic import SecretStr
+
+from services.app.installer import Installer
+from services.app.lifecycle import wanted_bindings
+from services.app.web import create_app as create_app_web
+from services.crm_sync.main import wire as crm_sync_wire
+from services.ingest.api import create_app as create_ingest
+from services.ingest.main import serve_ingest, subscribe_hydrator
+from services.ops.dlq import list_dead_letters
+from services.router.main import wire as router_wire
+from services.sandbox.app import create_app as create_sandbox_app
+from services.sandbox.limits import Limits
+from services.sandbox.methods import CONTACT, LEAD
+from services.sandbox.oauth_server import AppRegistration
+from services.sandbox.portal import SandboxPortal
+from services.sandbox.portals import PortalSpec, Sandbox, portal_factory
+from services.sandbox.seed import add_answer_items
+from services.scoring.main import wire as scoring_wire
+from shared import portal_store
+from shared.app_portals import AppPortals
+from shared.bitrix24 import Bitrix24Client, MemoryRateBudget
+from shared.bitrix24.tokens import AppCredentials, OAuthServer, TokenBook
+from shared.events import PortalRef, WebhookReceived
+from shared.logging import configure_logging
+from shared.messaging import make_broker, publish
+from shared.outbox import Outbox
+from shared.portal_config import load_portal_config
+from shared.portals import PerPortal, PortalGoneError
+from shared.service import Runtime, serve
+from shared.settings import Settings
+from shared.topology import CRM_SYNC_ACTIONS, INGEST_HYDRATE, ROUTER_SCORED
+from tests.support import serving
+from tests.support.paths import EXAMPLE_CONFIG
+
+NPS = 1038
+CLIENT_ID = "local.nps.appmode"
+SECRET = "appmode-secret"
+APP = "http://nps.example.test"
+INGEST = "http://ingest.example.test/webhooks/bitrix24"
+SCORES = (2, 7, 9)
+"""A detractor (service lead and task), a passive and a promoter (marketing lead); each a
+contact patch: 6 actions per portal."""
+TIMEOUT_S = 60.0
+
+
+class ByHost(httpx.AsyncBaseTransport):
+    """The network the portals' events travel: to the application's host or to ingest's."""
+
+    def __init__(self) -> None:
+        self.app: httpx.AsyncBaseTransport | None = None
+        self.ingest: httpx.AsyncBaseTransport | None = None
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        target = self.app if request.url.host == "nps.example.test" else self.ingest
+        assert target is not None
+        return await target.handle_async_request(request)
+
+
+@dataclass
+class World:
+    sandbox: Sandbox
+    url: str
+    book: TokenBook
+    http: httpx.AsyncClient
+    net: ByHost
+    names: tuple[str, str]
+
+    def use_ingest(self, app: FastAPI) -> None:
+        """Where the portals' events go (and `send_events` posts them)."""
+        self.net.ingest = httpx.ASGITransport(app=app)
+
+    def portal(self, name: str) -> SandboxPortal:
+        return self.sandbox.named[name].portal
+
+    def key(self, name: str) -> str:
+        return self.portal(name).member_id
+
+    async def install(self, name: str) -> None:
+        answer = await self.http.post(f"/p/{name}/sandbox/install", json={})
+        assert answer.json()["installed"] is True, answer.text
+        await self.delivered(name, "ONAPPINSTALL")
+
+    async def uninstall(self, name: str) -> None:
+        assert (await self.http.post(f"/p/{name}/sandbox/uninstall")).status_code == 200
+        await self.delivered(name, "ONAPPUNINSTALL")
+
+    async def delivered(self, name: str, event: str) -> None:
+        portal = self.portal(name)
+        async with asyncio.timeout(10):
+            while not [d for d in portal.deliveries if d.event == event and d.status != "pending"]:
+                await asyncio.sleep(0.02)
+
+    def answers(self, name: str, scores: tuple[int, ...] = SCORES) -> list[int]:
+        """NPS items in portal `name`, one per score, each from a contact of its own."""
+        portal = self.portal(name)
+        taken = {
+            item["CONTACT_ID"]
+            for item in portal.crm.records(1038).values()
+            if item.get("CONTACT_ID")
+        }
+        contacts = [c for c in sorted(portal.crm.records(CONTACT)) if c not in taken]
+        return add_answer_items(
+            portal,
+            [
+                {"TITLE": "answer", "CATEGORY_ID": 12, "CONTACT_ID": contact, "UF_CRM_5_SCORE": s}
+                for contact, s in zip(contacts, scores, strict=False)
+            ],
+        )
+
+    async def send_events(self, name: str) -> list[httpx.Response]:
+        """The item events the portal queued, POSTed to ingest as the portal sends them (those
+        it has not sent itself meanwhile: it sends its queue after any REST request)."""
+        bodies = [d.body for d in self.portal(name).take_outbox() if d.url == INGEST]
+        return [await self.post(body) for body in bodies]
+
+    async def post(self, body: str) -> httpx.Response:
+        async with httpx.AsyncClient(transport=self.net, base_url="http://ingest") as ingest:
+            return await ingest.post(
+                INGEST,
+                content=body,
+                headers={"Content-Type": "application/x-www-form-urlencoded"},
+            )
+
+
+@contextlib.asynccontextmanager
+async def world(
+    pool: asyncpg.Pool, settings: Settings, oauth: dict[str, float] | None = None
+) -> AsyncIterator[tuple[World, Settings]]:
+    """Two sandbox portals (seeded like the demo, the application registered) over real HTTP,
+    the application's install side in process, and the settings of application mode."""
+    suffix = uuid.uuid4().hex[:8]
+    names = (f"alpha-{suffix}", f"beta-{suffix}")
+    default = SandboxPortal(limits=Limits.off())
+    sandbox = Sandbox(
+        default,
+        registration=AppRegistration(
+            client_id=CLIENT_ID,
+            client_secret=SECRET,
+            install_url=f"{APP}/app/install",
+            callback_url=f"{APP}/app/events",
+        ),
+        factory=portal_factory(seed=str(EXAMPLE_CONFIG), clock=default.clock, seed_path=Path),
+    )
+    for name in names:
+        sandbox.add(PortalSpec(name=name, contacts=12, sales=0, limits=Limits.off()))
+    net = ByHost()
+    async with serving(create_sandbox_app(sandbox, event_transport=net)) as url:
+        assert sandbox.server is not None
+        sandbox.server.base_url = url
+        async with httpx.AsyncClient(base_url=url, timeout=30) as http:
+            if oauth:
+                await http.put("/sandbox/oauth", json=oauth)
+            configured = settings.model_copy(
+                update={
+                    "nps_mode": "app",
+                    "bitrix24_oauth_url": url,
+                    "bitrix24_client_id": CLIENT_ID,
+                    "bitrix24_client_secret": SecretStr(SECRET),
+                    "app_portals_reload_s": 0.5,
+                }
+            )
+            credentials = AppCredentials.from_settings(configured)
+            book = TokenBook(pool, OAuthServer(credentials))
+
+            def client_for(member_id: str) -> Bitrix24Client:
+                return Bitrix24Client(None, MemoryRateBudget(None), app=book.session(member_id))
+
+            installer = Installer(
+                book, CLIENT_ID, client_for, wanted_bindings(INGEST, f"{APP}/app/events")
+            )
+            net.app = httpx.ASGITransport(app=create_app_web(installer, f"{url}/sandbox/bx24.js"))
+            await pool.execute("DELETE FROM outbox")  # another test's events, not these portals'
+            try:
+                yield World(sandbox, url, book, http, net, names), configured
+            finally:
+                await book.oauth.aclose()
+                # The portals end with the sandbox: no other test's process may serve them, and
+                # what this test queued and never relayed goes with them.
+                keys = [sandbox.named[name].portal.member_id for name in names]
+                await pool.execute(
+                    "DELETE FROM bitrix24_app_portals WHERE member_id = ANY($1::text[])", keys
+                )
+                await pool.execute("DELETE FROM outbox")
+
+
+async def until(check: Callable[[], Awaitable[bool]], what: str) -> None:
+    deadline = time.monotonic() + TIMEOUT_S
+    while not await check():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        await asyncio.sleep(0.2)
+
+
+def forged(body: str, **auth: str) -> str:
+    """`body` with some of its `auth[...]` values replaced."""
+    pairs = [
+        (key, auth.get(key[5:-1], value) if key.startswith("auth[") else value)
+        for key, value in parse_qsl(body, keep_blank_values=True)
+    ]
+    return urlencode(pairs)
+
+
+async def stored(pool: asyncpg.Pool, key: str) -> int:
+    return int(await pool.fetchval("SELECT count(*) FROM ingest_events WHERE portal = $1", key))
+
+
+async def test_ingest_takes_each_installed_portals_own_events_only(
+    pool: asyncpg.Pool, settings: Settings
+) -> None:
+    async with world(pool, settings) as (w, configured):
+        alpha, beta = w.names
+        await w.install(alpha)
+        template = load_portal_config(EXAMPLE_CONFIG)
+        book = TokenBook(pool, OAuthServer(AppCredentials.from_settings(configured)))
+        portals = AppPortals(pool, book, template)
+        await portals.reload()
+        assert w.key(alpha) in portals.served()
+        assert w.key(beta) not in portals.served()
+        w.use_ingest(create_ingest(configured, template, pool, Outbox(), portals=portals))
+
+        w.answers(alpha, (9,))
+        [alpha_body] = [d.body for d in w.portal(alpha).take_outbox() if d.url == INGEST]
+        accepted = await w.post(alpha_body)
+        assert (accepted.status_code, accepted.json()["status"]) == (200, "accepted")
+        assert await stored(pool, w.key(alpha)) == 1
+
+        # A portal the application is not installed on, and a wrong token: nothing stored.
+        refused = await w.post(forged(alpha_body, member_id=w.key(beta)))
+        assert refused.status_code == 403
+        assert refused.json() == {
+            "error": "the application is not installed on this portal",
+            "field": "auth[member_id]",
+            "expected": "a portal the application is installed on",
+        }
+        wrong = await w.post(forged(alpha_body, application_token="not-alphas"))
+        assert (wrong.status_code, wrong.json()["error"]) == (401, "application token not accepted")
+
+        # A robot call: the same check, its token and portal as query parameters.
+        alpha_token = w.portal(alpha).state.app.application_token
+        assert alpha_token is not None
+
+        def robot(member_id: str, token: str) -> str:
+            query = {
+                "application_token": token,
+                "member_id": member_id,
+                "id": "77",
+                "category_id": "12",
+                "UF_CRM_5_SCORE": "3",
+                "updated_time": "2024-07-22T18:05:00+03:00",
+            }
+            return f"{INGEST}/robot?{urlencode(query)}"
+
+        async with httpx.AsyncClient(transport=w.net) as http:
+            took = await http.post(robot(w.key(alpha), alpha_token))
+            assert (took.status_code, took.json()["status"]) == (200, "accepted")
+            refused = await http.post(robot(w.key(beta), alpha_token))
+            assert (refused.status_code, refused.json()["field"]) == (403, "member_id")
+            wrong = await http.post(robot(w.key(alpha), "not-alphas"))
+            assert (wrong.status_code, wrong.json()["field"]) == (401, "application_token")
+        assert await stored(pool, w.key(alpha)) == 2
+
+        # beta installs: served from its first event on, with its own token only.
+        await w.install(beta)
+        w.answers(beta, (3,))
+        [beta_body] = [d.body for d in w.portal(beta).take_outbox() if d.url == INGEST]
+        other = await w.post(forged(beta_body, application_token=alpha_token))
+        assert other.status_code == 401
+        assert (await w.post(beta_body)).json()["status"] == "accepted"
+        assert w.key(beta) in portals.served()
+        assert (await stored(pool, w.key(alpha)), await stored(pool, w.key(beta))) == (2, 1)
+
+        # alpha's configuration edited: served from the next reload on, what is built per
+        # portal rebuilt from it.
+        built = PerPortal(portals.configs, lambda key: portals.configs.get(key).portal.timezone)
+        assert built.get(w.key(alpha)) == template.portal.timezone
+        text = EXAMPLE_CONFIG.read_text().replace(
+            f"timezone: {template.portal.timezone}", "timezone: Asia/Almaty"
+        )
+        async with pool.acquire() as conn:
+            await portal_store.save(conn, w.key(alpha), text, by="test", expected_version=None)
+        await portals.reload()
+        assert built.get(w.key(alpha)) == "Asia/Almaty"
+        assert built.get(w.key(beta)) == template.portal.timezone
+
+        # beta uninstalls: refused at the door, taken out of the portals served; alpha goes on.
+        await w.uninstall(beta)
+        gone = await w.post(beta_body)
+        assert (gone.status_code, gone.json()["error"]) == (
+            403,
+            "the application is uninstalled on this portal",
+        )
+        await portals.reload()
+        with pytest.raises(PortalGoneError, match="uninstalled"):
+            portals.configs.get(w.key(beta))
+        w.answers(alpha, (10,))
+        assert [r.json()["status"] for r in await w.send_events(alpha)] == ["accepted"]
+        assert (await stored(pool, w.key(alpha)), await stored(pool, w.key(beta))) == (3, 1)
+        await portals.aclose()
+
+
+async def written(pool: asyncpg.Pool, key: str) -> tuple[int, int]:
+    """The router's actions for portal `key`, and how many crm_sync has done."""
+    routed = await pool.fetchval("SELECT count(*) FROM router_actions WHERE portal = $1", key)
+    done = await pool.fetchval(
+        "SELECT count(*) FROM crm_actions WHERE portal = $1 AND state = 'done'", key
+    )
+    return int(routed), int(done)
+
+
+async def test_each_installed_portal_gets_its_own_work_until_it_uninstalls(
+    pool: asyncpg.Pool, settings: Settings, channel: AbstractChannel
+) -> None:
+    configure_logging("info", "json")
+    async with world(pool, settings) as (w, configured):
+        alpha, beta = w.names
+        a, b = w.key(alpha), w.key(beta)
+        await w.install(alpha)
+        served: list[AppPortals] = []
+
+        async def wire(runtime: Runtime) -> None:
+            assert runtime.portals is not None
+            served.append(runtime.portals)
+            subscribe_hydrator(runtime)
+            await scoring_wire(runtime)
+            await router_wire(runtime)
+            await crm_sync_wire(runtime)
+            ingest = create_ingest(
+                configured,
+                runtime.portals.template,
+                runtime.pool,
+                runtime.outbox,
+                portals=runtime.portals,
+            )
+            w.use_ingest(ingest)
+
+        stop = asyncio.Event()
+        service = asyncio.create_task(serve("appmode", configured, wire, stop=stop))
+        try:
+            await until(lambda: asyncio.sleep(0, bool(served)), "the pipeline started")
+            assert a in served[0].served()
+            # beta installs while the pipeline runs: served without a restart.
+            await w.install(beta)
+            items = {alpha: w.answers(alpha), beta: w.answers(beta)}
+            for name in w.names:
+                await w.send_events(name)
+
+            async def received() -> bool:
+                return await stored(pool, a) == await stored(pool, b) == 3
+
+            await until(received, "both portals' events accepted by ingest")
+
+            async def both_written() -> bool:
+                return await written(pool, a) == (6, 6) and await written(pool, b) == (6, 6)
+
+            await until(both_written, "both portals' actions written")
+            # Each portal called within a rate budget of its own, keyed by its member_id.
+            budgets = await pool.fetchval(
+                "SELECT count(*) FROM rate_buckets WHERE portal = ANY($1::text[])", [a, b]
+            )
+            assert budgets == 2
+
+            # beta uninstalls; alpha's access token expires on the portal's side.
+            await w.uninstall(beta)
+            token = await pool.fetchval(
+                "SELECT access_token FROM bitrix24_app_portals WHERE member_id = $1", a
+            )
+            w.portal(alpha).state.app.tokens.access[token].expires = 0.0
+            before = refreshes(w.sandbox, a)
+            dropped_before = dropped()
+            # An event of beta's accepted just before its uninstall, still in the queue.
+            in_flight = WebhookReceived(
+                correlation_id="appmode-in-flight",
+                portal=PortalRef(member_id=b, domain=w.portal(beta).domain),
+                source="event",
+                event="ONCRMDYNAMICITEMADD",
+                entity_type_id=NPS,
+                item_id=items[beta][0],
+                ts=2,
+            )
+            broker = make_broker(configured.rabbitmq_url.get_secret_value())
+            await broker.connect()
+            try:
+                await publish(broker, in_flight)
+            finally:
+                await broker.stop()
+            more = w.answers(alpha, (1, 10))
+            await w.send_events(alpha)
+
+            async def alpha_again() -> bool:
+                # the detractor: service lead, task, patch; the promoter: marketing, patch
+                return await written(pool, a) == (11, 11) and dropped() > dropped_before
+
+            await until(alpha_again, "alpha's new answers written, beta's event dropped")
+            assert refreshes(w.sandbox, a) == before + 1
+            assert await written(pool, b) == (6, 6)
+            letters = await list_dead_letters(
+                channel, [INGEST_HYDRATE.name, ROUTER_SCORED.name, CRM_SYNC_ACTIONS.name]
+            )
+            assert not [letter for letter in letters if b in letter.body.decode()]
+            scored = await pool.fetchval(
+                "SELECT count(*) FROM scoring_answers WHERE portal = $1 AND item_id = ANY($2)",
+                a,
+                more,
+            )
+            assert scored == 2
+        finally:
+            stop.set()
+            await service
+
+    # Each portal's leads, tasks and patches are its own.
+    for name, key in ((alpha, a), (beta, b)):
+        portal = w.portal(name)
+        other = w.portal(beta if name == alpha else alpha)
+        actions = await pool.fetch(
+            "SELECT action_id, action, contact_id FROM crm_actions WHERE portal = $1", key
+        )
+        mine = {r["action_id"] for r in actions}
+        leads = {lead["ORIGIN_ID"] for lead in portal.crm.records(LEAD).values()}
+        assert {r["action_id"] for r in actions if r["action"] in ("service", "marketing")} <= (
+            leads & mine
+        )
+        assert not mine & {lead["ORIGIN_ID"] for lead in other.crm.records(LEAD).values()}
+        patched = {r["contact_id"] for r in actions if r["action"] == "contact"}
+        assert patched <= set(portal.crm.records(CONTACT))
+        writes = await pool.fetch(
+            "SELECT DISTINCT portal FROM crm_contact_writes WHERE contact_id = ANY($1::bigint[])"
+            " AND portal = ANY($2::text[])",
+            list(patched),
+            [a, b],
+        )
+        assert {r["portal"] for r in writes} == {key}
+
+
+def dropped() -> float:
+    labels = {"queue": INGEST_HYDRATE.name}
+    return REGISTRY.get_sample_value("nps_messages_dropped_total", labels) or 0.0
+
+
+def refreshes(sandbox: Sandbox, member_id: str) -> int:
+    """How many times the OAuth server refreshed the portal's tokens."""
+    assert sandbox.server is not None
+    return sandbox.server.counters.get(member_id, Counter())["refreshes"]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+async def test_ingest_sweeps_each_installed_portal(pool: asyncpg.Pool, settings: Settings) -> None:
+    """`nps run ingest` in application mode: the catch-up sweep lists each installed portal's
+    items with that portal's token and submits the ones whose event never came, under its key."""
+    async with world(pool, settings) as (w, configured):
+        alpha, beta = w.names
+        for name in w.names:
+            await w.install(name)
+        swept = configured.model_copy(
+            update={
+                "ingest_port": free_port(),
+                "ingest_health_port": free_port(),
+                "sweep_interval_s": 0.3,
+            }
+        )
+        stop = asyncio.Event()
+        service = asyncio.create_task(serve_ingest(swept, stop))
+        try:
+
+            async def watermarks() -> bool:
+                found = await pool.fetchval(
+                    "SELECT count(DISTINCT portal) FROM ingest_sweep_watermarks"
+                    " WHERE portal = ANY($1::text[])",
+                    [w.key(alpha), w.key(beta)],
+                )
+                return int(found) == 2
+
+            await until(watermarks, "each portal's first sweep")
+            for name in w.names:
+                w.answers(name, (8,))
+                w.portal(name).take_outbox()  # its event is lost: only the sweep finds it
+
+            async def found() -> bool:
+                rows = await pool.fetch(
+                    "SELECT portal FROM ingest_events WHERE source = 'sweep'"
+                    " AND portal = ANY($1::text[])",
+                    [w.key(alpha), w.key(beta)],
+                )
+                return sorted(r["portal"] for r in rows) == sorted([w.key(alpha), w.key(beta)])
+
+            await until(found, "each portal's lost answer swept")
+        finally:
+            stop.set()
+            await service
