@@ -493,6 +493,15 @@ class TokenBook:
         log.info("bitrix24_token_refreshed", member_id=member_id)
         return fresh
 
+    async def newer(self, member_id: str, stale: str) -> Access | None:
+        """After the portal refused `stale` as invalid: the row's pair when it holds another
+        (refreshed meanwhile by another process: taken as `refresh` takes it, without asking
+        the OAuth server unless that one expired too); None when the row still holds `stale`."""
+        stored = await self.portal(member_id)
+        if stored is None or stored.access_token in (None, stale):
+            return None
+        return await self.refresh(member_id, stale)
+
     def _fresh(self, current: Access, stale: str) -> bool:
         return current.access_token != stale and not expired(current.expires_at, self._clock())
 
@@ -568,6 +577,9 @@ class PortalSession:
 
     async def refresh(self, stale: str) -> Access:
         return await self.book.refresh(self.member_id, stale)
+
+    async def newer(self, stale: str) -> Access | None:
+        return await self.book.newer(self.member_id, stale)
 
     def forget(self) -> None:
         self.book.forget(self.member_id)

@@ -539,3 +539,36 @@ async def test_an_app_info_without_a_client_endpoint_is_refused(
             caught.value
         )
     await oauth.aclose()
+
+
+async def test_a_token_another_process_replaced_is_taken_from_the_row(
+    world: World, pool: asyncpg.Pool, second_pool: asyncpg.Pool
+) -> None:
+    """The portal refuses this process's copy as `invalid_token` (another process refreshed and
+    the old token is gone): the row's newer pair is used, without asking the OAuth server."""
+    lagging = world.book(pool, FakeClock(T0))  # its clock does not see the token expire
+    other = world.book(second_pool)
+    member_id = await world.install(lagging)
+    async with client(lagging, member_id, world.transport) as api:
+        assert (await api.call("profile")).result["ID"] == "1"
+        old = (await lagging.access(member_id)).access_token
+        world.clock.now += TTL_S + 1
+        await other.refresh(member_id, old)
+        del world.sandbox.named[world.alpha].portal.state.app.tokens.access[old]
+        assert (await api.call("profile")).result["ID"] == "1"
+    assert (await world.counters(world.alpha))["refreshes"] == 1
+
+
+async def test_an_invalid_token_the_row_still_holds_is_refused_for_good(
+    world: World, pool: asyncpg.Pool
+) -> None:
+    book = world.book(pool)
+    member_id = await world.install(book)
+    async with client(book, member_id, world.transport) as api:
+        old = (await book.access(member_id)).access_token
+        del world.sandbox.named[world.alpha].portal.state.app.tokens.access[old]
+        with pytest.raises(PermanentBitrix24Error) as caught:
+            await api.call("profile")
+        assert caught.value.code == "invalid_token"
+    assert "refreshes" not in await world.counters(world.alpha)
+    assert (await book.portal(member_id)).status == "installed"  # type: ignore[union-attr]
