@@ -398,3 +398,24 @@ async def test_only_an_administrator_installs_and_an_installed_portal_keeps_its_
     admin_event = {**event, "auth[access_token]": admin.access_token}
     assert (await world.app.post("/app/events", data=admin_event)).status_code == 200
     assert (await world.book.portal(member_id)).application_token == before.application_token  # type: ignore[union-attr]
+
+
+async def test_a_body_too_large_is_refused_before_it_is_read_whole(world: World) -> None:
+    pulled = 0
+
+    async def body() -> AsyncIterator[bytes]:
+        nonlocal pulled
+        for _ in range(64):
+            pulled += 1
+            yield b"x" * 16 * 1024  # 1 MiB in all, no Content-Length
+
+    for path in ("/app/install", "/app/events"):
+        pulled = 0
+        answer = await world.app.post(
+            path,
+            content=body(),
+            headers={"Content-Type": "application/x-www-form-urlencoded"},
+        )
+        assert answer.status_code == 413, answer.text
+        assert "body too large" in answer.text
+        assert pulled <= 6  # 64 KiB and one chunk more, not the whole megabyte
