@@ -73,9 +73,15 @@ DISPATCH_FOLLOWUP = QueueSpec(
     "dispatch.followup",
     ("crm.written.service", "crm.written.marketing", "crm.written.task", "crm.written.call_task"),
 )
+DISPATCH_UPDATES_MAX = 10_000
 # The portal's update events of leads and tasks (ingest forwards them): the followed one is read
-# at once, in the follow-up's batch.
-DISPATCH_UPDATES = QueueSpec("dispatch.updates", ("portal.updated.lead", "portal.updated.task"))
+# at once, in the follow-up's batch. Hints only (the scheduled reads stay), so bounded like the
+# taps: past the bound the oldest are dropped (the broker dead-letters them, reason `maxlen`).
+DISPATCH_UPDATES = QueueSpec(
+    "dispatch.updates",
+    ("portal.updated.lead", "portal.updated.task"),
+    max_length=DISPATCH_UPDATES_MAX,
+)
 # The "Send NPS survey" robot's calls (the application publishes them): dispatch asks.
 DISPATCH_ROBOTS = QueueSpec("dispatch.robots", ("robot.called",))
 CRM_SYNC_DISPATCH = QueueSpec(

@@ -4,7 +4,9 @@ owns `bitrix24_app_portals`) and bind the events b24-nps needs; `ONAPPUNINSTALL`
 stored `application_token`, marks the portal uninstalled and erases its tokens.
 
 Neither a form nor an event is taken at its word for whose tokens it carries: the OAuth server's
-`app.info` names the application and the portal an access token belongs to, and both must match.
+`app.info` names the application and the portal an access token belongs to, and both must match;
+and the user behind it must administer the portal (its `user.admin`: any user who opens the
+application has a token of it). A portal already installed keeps its `application_token`.
 """
 
 from __future__ import annotations
@@ -151,5 +153,12 @@ class Installer:
         if owner.member_id != member_id:
             raise LifecycleError(
                 "token of another portal", field, f"a token of portal {member_id}", 403
+            )
+        if not await self.book.oauth.is_admin(owner, access_token):
+            raise LifecycleError(
+                "not a portal administrator",
+                field,
+                "the token of an administrator of the portal (only one installs the application)",
+                403,
             )
         return owner

@@ -27,9 +27,13 @@ INGEST_EVENTS = (
     "ONCRMDEALADD",
     "ONCRMDEALUPDATE",
     "ONCRMDEALMOVETOCATEGORY",
+    "ONCRMLEADUPDATE",
+    "ONTASKUPDATE",
 )
-"""The portal events ingest handles (its webhook's `ITEM_EVENTS` and `DEAL_EVENTS`; a unit test
-keeps the two lists equal), bound to ingest's public webhook URL."""
+"""The portal events ingest handles (its webhook's `ITEM_EVENTS`, `DEAL_EVENTS` and
+`UPDATE_EVENTS`; a unit test keeps the lists equal), bound to ingest's public webhook URL. The
+lead and task updates serve only dispatch's follow-up; they are bound on every portal (where the
+follow-up is off, ingest answers them as ignored)."""
 UNINSTALL_EVENT = "ONAPPUNINSTALL"
 INSTALL_EVENT = "ONAPPINSTALL"
 

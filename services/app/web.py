@@ -31,6 +31,7 @@ from services.app.lifecycle import (
 )
 from services.app.robot import RobotDoor
 from shared.bitrix24 import Bitrix24Error, TransientBitrix24Error
+from shared.http import read_body
 from shared.logging import get_logger
 
 MAX_BODY_BYTES = 64 * 1024
@@ -38,10 +39,12 @@ MAX_BODY_BYTES = 64 * 1024
 log = get_logger(__name__)
 
 
+def _too_large() -> LifecycleError:
+    return LifecycleError("body too large", "body", f"at most {MAX_BODY_BYTES} bytes", 413)
+
+
 async def _form(request: Request) -> dict[str, str]:
-    body = await request.body()
-    if len(body) > MAX_BODY_BYTES:
-        raise LifecycleError("body too large", "body", f"at most {MAX_BODY_BYTES} bytes", 413)
+    body = await read_body(request, MAX_BODY_BYTES, _too_large)
     try:
         text = body.decode()
     except UnicodeDecodeError:

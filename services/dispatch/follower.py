@@ -336,23 +336,36 @@ class Follower:
                     seen[(kind, entity)] = lead_seen(portal_row, statuses)
                 else:
                     seen[(kind, entity)] = task_seen(portal_row)
-        applied = 0
+        return await self._apply_all(rows, seen, now)
+
+    async def _apply_all(
+        self, rows: list[FollowRow], seen: dict[tuple[str, int], Seen | None], now: datetime
+    ) -> int:
+        """Apply what was read of the claimed `rows` (`seen`: a row not in it failed); how
+        many were applied."""
+        applied = superseded = 0
         async with self._pool.acquire() as conn, conn.transaction():
             for row in rows:
                 key = (row.entity_type, row.entity_id)
                 if key not in seen:
                     continue
-                await self._apply(conn, row, seen[key], now)
-                applied += 1
+                if await self._apply(conn, row, seen[key], now):
+                    applied += 1
+                else:
+                    superseded += 1
         FOLLOWUP_READS.labels(outcome="read").inc(applied)
-        FOLLOWUP_READS.labels(outcome="failed").inc(len(rows) - applied)
+        FOLLOWUP_READS.labels(outcome="superseded").inc(superseded)
+        FOLLOWUP_READS.labels(outcome="failed").inc(len(rows) - applied - superseded)
         return applied
 
-    async def _apply(self, conn: Conn, row: FollowRow, seen: Seen | None, now: datetime) -> None:
+    async def _apply(self, conn: Conn, row: FollowRow, seen: Seen | None, now: datetime) -> bool:
+        """Apply one read; False when its claim was lost meanwhile (`apply_read`)."""
         followed = row.followed()
         change = observe(followed, seen, now)
         later = next_read(followed, change.state, now, self._followup(row.portal))
-        await store.apply_read(conn, row.follow_id, change, now=now, next_read_at=later)
+        if not await store.apply_read(conn, row, change, now=now, next_read_at=later):
+            log.info("followup_read_superseded", entity_type=row.entity_type)
+            return False
         if change.state != row.state:
             log.info(
                 "followup_changed",
@@ -362,6 +375,7 @@ class Follower:
                 state=change.state,
                 outcome=change.outcome,
             )
+        return True
 
     def _cached_statuses(self, portal: str) -> LeadStatuses | None:
         """The portal's lead statuses' meaning read less than `STATUSES_TTL_S` ago (else None:

@@ -148,9 +148,9 @@ async def claim_reads(
 ) -> list[FollowRow]:
     """The follow-ups of the portals served (None: the one portal served, whichever) due for a
     read at `now`, claimed for `lease` (another replica skips them; a read that fails is tried
-    again when the lease ends)."""
+    again when the lease ends). A row's `next_read_at` is its claim: `apply_read` takes it."""
     rows = await conn.fetch(
-        f"""UPDATE dispatch_followups SET next_read_at = $3
+        f"""UPDATE dispatch_followups SET next_read_at = $3, read_lease = $3
             WHERE follow_id IN (
                 SELECT follow_id FROM dispatch_followups
                 WHERE next_read_at <= $1 AND ($4::text[] IS NULL OR portal = ANY($4::text[]))
@@ -167,9 +167,12 @@ async def claim_reads(
 
 async def read_now(conn: Conn, portal: str, entity_type: str, entity_id: int, now: datetime) -> int:
     """Make the follow-ups of a lead or task the portal says changed due for a read at `now`
-    (those still read and not due already); how many."""
+    (those still read and not due already); how many. A row claimed by a read in flight keeps
+    its claim and gets the request (`read_requested_at`): `apply_read` makes it due again."""
     done = await conn.execute(
-        """UPDATE dispatch_followups SET next_read_at = $4
+        """UPDATE dispatch_followups
+           SET read_requested_at = $4,
+               next_read_at = CASE WHEN next_read_at = read_lease THEN next_read_at ELSE $4 END
            WHERE entity_type = $2 AND entity_id = $3 AND portal = $1 AND next_read_at > $4""",
         portal,
         entity_type,
@@ -181,23 +184,29 @@ async def read_now(conn: Conn, portal: str, entity_type: str, entity_id: int, no
 
 async def apply_read(
     conn: Conn,
-    follow: uuid.UUID,
+    row: FollowRow,
     change: Change,
     *,
     now: datetime,
     next_read_at: datetime | None,
-) -> None:
-    """Record one read's outcome and when to read again (None: no more reads)."""
-    await conn.execute(
+) -> bool:
+    """Record the outcome of the read claimed at `now` (`claim_reads` returned `row`) and when to
+    read again (None: no more reads; the time of a request that came after the claim, when there
+    are more). False, nothing written, when the claim is no longer held: its lease ended and
+    another read claimed the row (a newer read, whose outcome stays)."""
+    done = await conn.fetchval(
         """UPDATE dispatch_followups
            SET state = $2, outcome = $3, status = $4, responsible_id = $5,
                first_change_at = $6, closed_at = $7, reads = reads + 1, last_read_at = $8,
-               next_read_at = $9,
+               next_read_at = CASE WHEN $9::timestamptz IS NOT NULL AND read_requested_at > $8
+                                   THEN least(read_requested_at, $9) ELSE $9 END,
+               read_lease = NULL,
                stopped_at = CASE WHEN $9::timestamptz IS NULL AND $2::text <> 'closed'
                                  THEN $8::timestamptz END,
                updated_at = $8
-           WHERE follow_id = $1""",
-        follow,
+           WHERE follow_id = $1 AND next_read_at = $10 AND read_lease = $10
+           RETURNING true""",
+        row.follow_id,
         change.state,
         change.outcome,
         change.status,
@@ -206,7 +215,9 @@ async def apply_read(
         change.closed_at,
         now,
         next_read_at,
+        row.next_read_at,
     )
+    return bool(done)
 
 
 async def escalation_candidates(

@@ -18,8 +18,9 @@ REQUESTS = Counter(
 )
 FOLLOWUP_READS = Counter(
     "nps_dispatch_followup_reads",
-    "Follow-up reads of a lead's or task's state: read, or failed (the portal could not be"
-    " read: tried again after the lease)",
+    "Follow-up reads of a lead's or task's state: read, failed (the portal could not be"
+    " read: tried again after the lease) or superseded (its lease ended and a newer read claimed"
+    " the row: not applied)",
     ["outcome"],
 )
 ESCALATIONS = Counter(

@@ -16,6 +16,11 @@ from datetime import date, datetime
 from typing import Any, Literal
 
 from shared.db import Conn
+from shared.dispatch_config import ESCALATION_ACTION
+
+ESCALATION_SUFFIX = f":{ESCALATION_ACTION}:0"
+"""What an escalation task's action id adds to the escalated follow-up's id
+(`followup.escalation_command_id`)."""
 
 
 @dataclass(frozen=True)
@@ -361,7 +366,9 @@ async def loop_closed(
 async def loop_closed_total(conn: Conn, now: datetime, where: FollowupFilter) -> dict[str, Any]:
     """The figures of `loop_closed` over every follow-up `where` selects (zeros and nulls when
     it selects none), with how many escalations are in each state: `escalation_queued`,
-    `escalation_created`, `escalation_failed`, `escalation_skipped`."""
+    `escalation_created`, `escalation_failed`, `escalation_skipped`; and
+    `escalation_unfollowed`: of those created, the tasks made before escalation tasks were
+    followed (no follow-up of their own: not in `loop_closed`'s `escalation` row)."""
     params: list[Any] = [now]
     condition = _where(where, params)
     row = await conn.fetchrow(
@@ -369,7 +376,11 @@ async def loop_closed_total(conn: Conn, now: datetime, where: FollowupFilter) ->
                    count(*) FILTER (WHERE f.escalation = 'queued') AS escalation_queued,
                    count(*) FILTER (WHERE f.escalation = 'created') AS escalation_created,
                    count(*) FILTER (WHERE f.escalation = 'failed') AS escalation_failed,
-                   count(*) FILTER (WHERE f.escalation = 'skipped') AS escalation_skipped
+                   count(*) FILTER (WHERE f.escalation = 'skipped') AS escalation_skipped,
+                   count(*) FILTER (WHERE f.escalation = 'created' AND NOT EXISTS (
+                       SELECT 1 FROM dispatch_followups e
+                       WHERE e.action_id = f.follow_id::text || '{ESCALATION_SUFFIX}'))
+                       AS escalation_unfollowed
             FROM dispatch_followups f WHERE {condition}""",  # noqa: S608 - fixed fragments, values are $n
         *params,
     )

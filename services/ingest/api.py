@@ -58,6 +58,7 @@ from services.ingest.webhook import (
 )
 from shared.app_portals import AppPortals
 from shared.events import utcnow
+from shared.http import read_body
 from shared.logging import get_logger, redact
 from shared.outbox import Outbox
 from shared.portal_config import PortalConfig
@@ -196,15 +197,7 @@ async def _installed(pool: asyncpg.Pool, portals: AppPortals, sender: Sender) ->
 
 
 async def _read_body(request: Request) -> bytes:
-    """The body, refused as soon as it grows past the limit (whatever Content-Length said)."""
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > MAX_BODY_BYTES:
-            raise too_large()
-        chunks.append(chunk)
-    return b"".join(chunks)
+    return await read_body(request, MAX_BODY_BYTES, too_large)
 
 
 async def _learn(

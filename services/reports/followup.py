@@ -128,14 +128,16 @@ def sla_text(action: str, followup: Followup) -> str:
 
 
 def _sla_words(hours: float, working: bool | None, until: str | None) -> str:
-    return (
-        f"{hours:g}{' working' if working else ''} h to {'close' if until == 'closed' else 'act'}"
-    )
+    """`4 working h to act`, `24 h to close`; `working` None (a row followed before the flag was
+    kept with it, migration 0615): `4 h (working or calendar: unknown) to act`."""
+    kind = {True: " working h", False: " h", None: " h (working or calendar: unknown)"}[working]
+    return f"{hours:g}{kind} to {'close' if until == 'closed' else 'act'}"
 
 
 def row_sla_text(record: Mapping[str, Any]) -> str:
     """The SLA a followed lead or task began with (kept with it: a later change of the YAML
-    does not rewrite it), e.g. `4 working h to act`; `no SLA`."""
+    does not rewrite it), e.g. `4 working h to act`; `no SLA`. Whether the hours of a row
+    followed before 0615 were working hours is unknown, and said so."""
     if record["sla_hours"] is None:
         return "no SLA"
     return _sla_words(record["sla_hours"], record["sla_working_hours"], record["sla_until"])
@@ -167,6 +169,9 @@ class Escalations:
     created: int = 0
     failed: int = 0
     skipped: int = 0
+    unfollowed: int = 0
+    """Of those created, the tasks made before escalation tasks were followed: no row of
+    their own in the per-action table."""
 
     @classmethod
     def of(cls, row: Mapping[str, Any]) -> Escalations:
@@ -176,13 +181,18 @@ class Escalations:
             created=row["escalation_created"],
             failed=row["escalation_failed"],
             skipped=row["escalation_skipped"],
+            unfollowed=row["escalation_unfollowed"],
         )
 
     @property
     def text(self) -> str:
-        """`2 tasks created, 1 queued for crm_sync, 1 refused by the portal, 1 not made`."""
+        """`2 tasks created (1 made before they were followed: not in the table), 1 queued for
+        crm_sync, 1 refused by the portal, 1 not made`."""
+        created = f"{self.created} task{'' if self.created == 1 else 's'} created"
+        if self.unfollowed:
+            created += f" ({self.unfollowed} made before they were followed: not in the table)"
         parts = [
-            (self.created, f"{self.created} task{'' if self.created == 1 else 's'} created"),
+            (self.created, created),
             (self.queued, f"{self.queued} queued for crm_sync"),
             (self.failed, f"{self.failed} refused by the portal"),
             (self.skipped, f"{self.skipped} not made (escalation off or nobody to escalate to)"),

@@ -304,19 +304,27 @@ class Bitrix24Client:
         self, app: PortalSession, access: Access, method: str, body: Mapping[str, Any], lane: Lane
     ) -> Response:
         """One attempt in application mode: with the portal's access token; `expired_token`
-        refreshes it (once for every caller) and sends again, counted in the budget again."""
+        refreshes it (once for every caller) and sends again, counted in the budget again.
+        `invalid_token` sends again only when the row holds a newer token (another process
+        refreshed): otherwise it is permanent, and the process's copy is dropped."""
         try:
             return await self._post(method, {**body, "auth": access.access_token}, access)
         except PermanentBitrix24Error as exc:
             code = exc.code.lower()
-            if code == "invalid_token":
-                # Read the row again: a portal uninstalled meanwhile (its tokens erased) is
-                # `PortalNotInstalled`, whose work stops, not an error of this call.
+            if code == "expired_token":
+                fresh = await app.refresh(access.access_token)
+            elif code == "invalid_token":
                 app.forget()
-                await app.access()
-            if code != "expired_token":
+                newer = await app.newer(access.access_token)
+                if newer is None:
+                    # Not replaced by another process: a portal uninstalled meanwhile (its
+                    # tokens erased) is `PortalNotInstalled`, whose work stops, not an error of
+                    # this call; else the token is refused for good.
+                    await app.access()
+                    raise
+                fresh = newer
+            else:
                 raise
-        fresh = await app.refresh(access.access_token)
         await self.budget.acquire(lane)
         return await self._post(method, {**body, "auth": fresh.access_token}, fresh)
 

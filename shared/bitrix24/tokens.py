@@ -25,6 +25,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import urlsplit
 
 import asyncpg
 import httpx
@@ -94,14 +95,13 @@ class AppCredentials:
 @dataclass(frozen=True)
 class TokenOwner:
     """What the OAuth server's `app.info` says about an access token: whose application, which
-    portal (its REST root, domain, member_id) and scopes, and whether the install is finished."""
+    portal (its REST root, domain, member_id) and scopes."""
 
     client_id: str
     member_id: str
     domain: str
     client_endpoint: str
     scope: str
-    installed: bool
 
 
 @dataclass(frozen=True)
@@ -194,7 +194,7 @@ class OAuthServer:
             "client_id": credentials.client_id,
             "client_secret": credentials.client_secret.get_secret_value(),
         }
-        data = await self._get("oauth/token/", params, "oauth.token")
+        data = await self._get(f"{credentials.oauth_url}/oauth/token/", params, "oauth.token")
         try:
             return parse_token_answer(data, self._clock())
         except AnswerError as exc:
@@ -203,31 +203,47 @@ class OAuthServer:
     async def token_owner(self, access_token: str) -> TokenOwner:
         """Whose `access_token` is, from the OAuth server's `app.info` (not from the portal: a
         form or an event can name any portal, the OAuth server knows the token's)."""
-        data = await self._get("rest/app.info", {"auth": access_token}, "app.info")
+        url = f"{self.credentials.oauth_url}/rest/app.info"
+        data = await self._get(url, {"auth": access_token}, "app.info")
         result = data.get("result")
         install = result.get("install") if isinstance(result, Mapping) else None
         if not isinstance(result, Mapping) or not isinstance(install, Mapping):
             raise PermanentBitrix24Error(
                 "app.info", "INVALID_RESPONSE", "no result.install in the answer", 200
             )
+        endpoint = install.get("client_endpoint")
+        if not isinstance(endpoint, str) or not _http_url(endpoint):
+            raise PermanentBitrix24Error(
+                "app.info",
+                "INVALID_RESPONSE",
+                "result.install.client_endpoint: expected the portal's REST root, an http(s) URL",
+                200,
+            )
         return TokenOwner(
             client_id=str(result.get("client_id") or ""),
             member_id=str(install.get("member_id") or ""),
             domain=str(install.get("domain") or ""),
-            client_endpoint=str(install.get("client_endpoint") or "").rstrip("/") + "/",
+            client_endpoint=endpoint.rstrip("/") + "/",
             scope=str(install.get("scope") or result.get("scope") or ""),
-            installed=install.get("installed") is True,
         )
 
-    async def _get(self, path: str, params: Mapping[str, str], method: str) -> Mapping[str, Any]:
-        """GET `path` of the server (as the docs show the token endpoint called); the query holds
-        the secret, so no URL of it reaches an error (httpx's own request log is off)."""
-        url = f"{self.credentials.oauth_url}/{path}"
+    async def is_admin(self, owner: TokenOwner, access_token: str) -> bool:
+        """Whether the user `access_token` belongs to administers the portal: its `user.admin`,
+        called at the REST root the OAuth server named for the token (`owner`)."""
+        url = f"{owner.client_endpoint}user.admin.json"
+        data = await self._get(url, {"auth": access_token}, "user.admin", "the portal")
+        return data.get("result") is True
+
+    async def _get(
+        self, url: str, params: Mapping[str, str], method: str, who: str = "the OAuth server"
+    ) -> Mapping[str, Any]:
+        """GET `url` of `who` (as the docs show the token endpoint called); the query holds the
+        secret or a token, so no URL of it reaches an error (httpx's own request log is off)."""
         try:
             reply = await self._http.get(url, params=params)
         except httpx.HTTPError as exc:
             raise PortalUnavailable(
-                method, "NETWORK_ERROR", f"the OAuth server: {type(exc).__name__}", None
+                method, "NETWORK_ERROR", f"{who}: {type(exc).__name__}", None
             ) from None
         try:
             data = reply.json()
@@ -235,13 +251,20 @@ class OAuthServer:
             data = None
         if not isinstance(data, Mapping):
             kind = Refusal.TRANSIENT if reply.status_code >= 500 else Refusal.OTHER
-            raise _oauth_error(method, kind, "INVALID_RESPONSE", "no JSON", reply.status_code)
+            raise _oauth_error(
+                method, kind, "INVALID_RESPONSE", "no JSON", reply.status_code, who=who
+            )
         if "error" in data or reply.status_code >= 400:
             code = str(data.get("error") or "")
             description = str(data.get("error_description") or "")
             kind = refusal(reply.status_code, code)
-            raise _oauth_error(method, kind, code, description, reply.status_code)
+            raise _oauth_error(method, kind, code, description, reply.status_code, who=who)
         return data
+
+
+def _http_url(value: str) -> bool:
+    parts = urlsplit(value)
+    return parts.scheme in ("http", "https") and bool(parts.hostname)
 
 
 class OAuthRefused(PermanentBitrix24Error):  # noqa: N818 - named like the other errors
@@ -255,9 +278,9 @@ class OAuthRefused(PermanentBitrix24Error):  # noqa: N818 - named like the other
 
 
 def _oauth_error(
-    method: str, kind: Refusal, code: str, description: str, status: int
+    method: str, kind: Refusal, code: str, description: str, status: int, *, who: str
 ) -> PermanentBitrix24Error | PortalUnavailable:
-    text = f"the OAuth server refused ({kind.value}): {description or code}"
+    text = f"{who} refused ({kind.value}): {description or code}"
     if kind is Refusal.TRANSIENT:
         return PortalUnavailable(method, code or "INVALID_RESPONSE", text, status)
     return OAuthRefused(method, kind, code, text, status)
@@ -320,59 +343,78 @@ class TokenBook:
         return [_portal(row) for row in await self._pool.fetch(sql)]
 
     async def install(self, pair: TokenPair, *, domain: str, application_token: str | None) -> None:
-        """Record an install (or a reinstall: the row is active again) with its first pair;
-        `application_token` None keeps the one stored (it may come with `ONAPPINSTALL` later)."""
-        await self._pool.execute(
-            """
-            INSERT INTO bitrix24_app_portals AS p (member_id, domain, client_endpoint,
-                access_token, refresh_token, expires_at, application_token, scope, status)
-            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'installed')
-            ON CONFLICT (member_id) DO UPDATE SET
-                domain = excluded.domain, client_endpoint = excluded.client_endpoint,
-                access_token = excluded.access_token, refresh_token = excluded.refresh_token,
-                expires_at = excluded.expires_at,
-                application_token = coalesce(excluded.application_token, p.application_token),
-                scope = excluded.scope, status = 'installed',
-                installed_at = CASE WHEN p.status = 'installed' THEN p.installed_at ELSE now() END,
-                uninstalled_at = NULL, revoked_at = NULL, updated_at = now()
-            """,
-            pair.member_id,
-            domain,
-            pair.client_endpoint,
-            pair.access_token,
-            pair.refresh_token,
-            _timestamp(pair.expires_at),
-            application_token,
-            pair.scope,
-        )
+        """Record an install (or a reinstall: the row is active again) with its first pair.
+        The `application_token` of a row already installed is kept (only a portal that is not
+        installed takes a new one; None keeps the one stored: it may come with `ONAPPINSTALL`
+        later). Serialised with the portal's refreshes (their advisory lock)."""
+        async with self._pool.acquire() as conn, conn.transaction():
+            await _lock(conn, pair.member_id)
+            kept = await conn.fetchval(
+                """
+                INSERT INTO bitrix24_app_portals AS p (member_id, domain, client_endpoint,
+                    access_token, refresh_token, expires_at, application_token, scope, status)
+                VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'installed')
+                ON CONFLICT (member_id) DO UPDATE SET
+                    domain = excluded.domain, client_endpoint = excluded.client_endpoint,
+                    access_token = excluded.access_token, refresh_token = excluded.refresh_token,
+                    expires_at = excluded.expires_at,
+                    application_token = CASE
+                        WHEN p.status = 'installed' AND p.application_token IS NOT NULL
+                        THEN p.application_token
+                        ELSE coalesce(excluded.application_token, p.application_token) END,
+                    scope = excluded.scope, status = 'installed',
+                    installed_at = CASE WHEN p.status = 'installed' THEN p.installed_at
+                        ELSE now() END,
+                    uninstalled_at = NULL, revoked_at = NULL, updated_at = now()
+                RETURNING $7::text IS NOT NULL AND application_token IS DISTINCT FROM $7
+                """,
+                pair.member_id,
+                domain,
+                pair.client_endpoint,
+                pair.access_token,
+                pair.refresh_token,
+                _timestamp(pair.expires_at),
+                application_token,
+                pair.scope,
+            )
         self._cache.pop(pair.member_id, None)
         log.info("bitrix24_app_installed", member_id=pair.member_id, domain=domain)
+        if kept:
+            log.warning("bitrix24_app_token_kept", member_id=pair.member_id)
 
     async def set_application_token(self, member_id: str, application_token: str) -> bool:
-        """Store the portal's `application_token` (from `ONAPPINSTALL`); False without a row."""
-        done = await self._pool.execute(
+        """Store the portal's `application_token` (from `ONAPPINSTALL`) when the installed row
+        has none yet (one stored is kept); False without an installed row."""
+        installed = await self._pool.fetchval(
             """
-            UPDATE bitrix24_app_portals SET application_token = $2, updated_at = now()
-            WHERE member_id = $1
+            UPDATE bitrix24_app_portals
+            SET application_token = coalesce(application_token, $2), updated_at = now()
+            WHERE member_id = $1 AND status = 'installed'
+            RETURNING application_token = $2
             """,
             member_id,
             application_token,
         )
-        return bool(done.endswith(" 1"))
+        if installed is False:
+            log.warning("bitrix24_app_token_kept", member_id=member_id)
+        return installed is not None
 
     async def uninstall(self, member_id: str) -> bool:
         """Mark the portal uninstalled and erase its tokens (its application_token too: a
-        reinstall brings a new one). False when it was not installed."""
-        done = await self._pool.execute(
-            """
-            UPDATE bitrix24_app_portals
-            SET status = 'uninstalled', access_token = NULL, refresh_token = NULL,
-                expires_at = NULL, application_token = NULL, uninstalled_at = now(),
-                updated_at = now()
-            WHERE member_id = $1 AND status <> 'uninstalled'
-            """,
-            member_id,
-        )
+        reinstall brings a new one). False when it was not installed. Serialised with the
+        portal's refreshes (their advisory lock): none writes a pair after it."""
+        async with self._pool.acquire() as conn, conn.transaction():
+            await _lock(conn, member_id)
+            done = await conn.execute(
+                """
+                UPDATE bitrix24_app_portals
+                SET status = 'uninstalled', access_token = NULL, refresh_token = NULL,
+                    expires_at = NULL, application_token = NULL, uninstalled_at = now(),
+                    updated_at = now()
+                WHERE member_id = $1 AND status <> 'uninstalled'
+                """,
+                member_id,
+            )
         self._cache.pop(member_id, None)
         return bool(done.endswith(" 1"))
 
@@ -413,44 +455,59 @@ class TokenBook:
             current = self._cache.get(member_id)
             if current is not None and self._fresh(current, stale):
                 return current
-            revoked: OAuthRefused | None = None
-            async with self._pool.acquire() as conn, conn.transaction():
-                await conn.execute(
-                    "SELECT pg_advisory_xact_lock($1, hashtext($2))", _LOCK_CLASS, member_id
-                )
-                stored = await self.portal(member_id, conn)
-                if stored is None:
-                    raise PortalNotInstalled(
-                        member_id, "unknown", f"portal {member_id}: no tokens to refresh"
-                    )
-                current = stored.access()
-                if self._fresh(current, stale):
-                    self._cache[member_id] = current
-                    return current
-                assert stored.refresh_token is not None
-                try:
-                    pair = await self.oauth.refresh(stored.refresh_token)
-                except OAuthRefused as exc:
-                    if exc.refusal is not Refusal.REVOKED:
-                        raise
-                    revoked = exc
-                    await self._revoke(conn, member_id)
-                else:
-                    current = await self._store_refresh(conn, stored, pair)
-            if revoked is not None:
+            try:
+                outcome = await self._refresh_row(member_id, stale)
+            except PortalNotInstalled:
+                self._cache.pop(member_id, None)  # the row says why: nothing cached is good
+                raise
+            if isinstance(outcome, OAuthRefused):
                 self._cache.pop(member_id, None)
-                log.warning("bitrix24_portal_revoked", member_id=member_id, code=revoked.code)
+                log.warning("bitrix24_portal_revoked", member_id=member_id, code=outcome.code)
                 raise PortalRevoked(
                     member_id,
                     "revoked",
                     f"portal {member_id}: the OAuth server refused its refresh token "
-                    f"({revoked.code}); marked revoked: the application must be installed "
+                    f"({outcome.code}); marked revoked: the application must be installed "
                     "on it again",
                 )
-            # Committed: only now may anyone call with it.
-            self._cache[member_id] = current
-            log.info("bitrix24_token_refreshed", member_id=member_id)
-            return current
+            # Committed (or found committed by another): only now may anyone call with it.
+            self._cache[member_id] = outcome
+            return outcome
+
+    async def _refresh_row(self, member_id: str, stale: str) -> Access | OAuthRefused:
+        """Under the portal's advisory lock: the row's pair when it is no longer `stale`, else
+        the OAuth server's new one committed, or the `invalid_grant` refusal with the portal
+        marked revoked."""
+        async with self._pool.acquire() as conn, conn.transaction():
+            await _lock(conn, member_id)
+            stored = await self.portal(member_id, conn)
+            if stored is None:
+                raise PortalNotInstalled(
+                    member_id, "unknown", f"portal {member_id}: no tokens to refresh"
+                )
+            current = stored.access()
+            if self._fresh(current, stale):
+                return current
+            assert stored.refresh_token is not None
+            try:
+                pair = await self.oauth.refresh(stored.refresh_token)
+            except OAuthRefused as exc:
+                if exc.refusal is not Refusal.REVOKED:
+                    raise
+                await self._revoke(conn, stored)
+                return exc
+            fresh = await self._store_refresh(conn, stored, pair)
+        log.info("bitrix24_token_refreshed", member_id=member_id)
+        return fresh
+
+    async def newer(self, member_id: str, stale: str) -> Access | None:
+        """After the portal refused `stale` as invalid: the row's pair when it holds another
+        (refreshed meanwhile by another process: taken as `refresh` takes it, without asking
+        the OAuth server unless that one expired too); None when the row still holds `stale`."""
+        stored = await self.portal(member_id)
+        if stored is None or stored.access_token in (None, stale):
+            return None
+        return await self.refresh(member_id, stale)
 
     def _fresh(self, current: Access, stale: str) -> bool:
         return current.access_token != stale and not expired(current.expires_at, self._clock())
@@ -463,12 +520,12 @@ class TokenBook:
                 f"a refresh for portal {stored.member_id} answered another portal's pair",
                 200,
             )
-        await conn.execute(
+        done = await conn.execute(
             """
             UPDATE bitrix24_app_portals
             SET access_token = $2, refresh_token = $3, expires_at = $4, client_endpoint = $5,
                 scope = $6, refreshed_at = now(), updated_at = now()
-            WHERE member_id = $1
+            WHERE member_id = $1 AND status = 'installed' AND refresh_token = $7
             """,
             stored.member_id,
             pair.access_token,
@@ -476,20 +533,43 @@ class TokenBook:
             _timestamp(pair.expires_at),
             pair.client_endpoint,
             pair.scope or stored.scope,
+            stored.refresh_token,
         )
+        if not done.endswith(" 1"):
+            raise _replaced(stored.member_id)
         return Access(pair.member_id, pair.client_endpoint, pair.access_token, pair.expires_at)
 
     @staticmethod
-    async def _revoke(conn: Conn, member_id: str) -> None:
-        await conn.execute(
+    async def _revoke(conn: Conn, stored: AppPortal) -> None:
+        done = await conn.execute(
             """
             UPDATE bitrix24_app_portals
             SET status = 'revoked', access_token = NULL, refresh_token = NULL,
                 expires_at = NULL, revoked_at = now(), updated_at = now()
-            WHERE member_id = $1
+            WHERE member_id = $1 AND status = 'installed' AND refresh_token = $2
             """,
-            member_id,
+            stored.member_id,
+            stored.refresh_token,
         )
+        if not done.endswith(" 1"):
+            raise _replaced(stored.member_id)
+
+
+async def _lock(conn: Conn, member_id: str) -> None:
+    """The transaction's advisory lock on the portal: its refreshes, installs and uninstalls
+    take it, one at a time."""
+    await conn.execute("SELECT pg_advisory_xact_lock($1, hashtext($2))", _LOCK_CLASS, member_id)
+
+
+def _replaced(member_id: str) -> PortalNotInstalled:
+    """The row changed under a refresh (uninstalled, or installed again with another pair): the
+    refresh's outcome belongs to a grant that is gone."""
+    return PortalNotInstalled(
+        member_id,
+        "replaced",
+        f"portal {member_id}: its grant was uninstalled or replaced during a refresh; "
+        "expected the pair the refresh started from",
+    )
 
 
 @dataclass(frozen=True)
@@ -504,6 +584,9 @@ class PortalSession:
 
     async def refresh(self, stale: str) -> Access:
         return await self.book.refresh(self.member_id, stale)
+
+    async def newer(self, stale: str) -> Access | None:
+        return await self.book.newer(self.member_id, stale)
 
     def forget(self) -> None:
         self.book.forget(self.member_id)

@@ -361,3 +361,88 @@ async def test_forged_installs_are_refused(world: World) -> None:
     assert await world.book.portal(world.member_id(world.alpha)) is None
     other = await world.app.post("/app/events", data={"event": "ONCRMDEALADD"})
     assert (other.status_code, other.json()["field"]) == (400, "event")
+
+
+async def test_only_an_administrator_installs_and_an_installed_portal_keeps_its_token(
+    world: World,
+) -> None:
+    """Any user who opens the application has a token of the portal (BX24.getAuth()): with it
+    alone nobody replaces the portal's pair or chooses its application_token."""
+    await world.install(world.alpha)
+    member_id = world.member_id(world.alpha)
+    portal = world.sandbox.named[world.alpha].portal
+    portal.crm.add_user(2, "Ivan", "Sidorov")
+    user = portal.app.issue(2)
+    before = await world.book.portal(member_id)
+    assert before is not None
+    form = {
+        "AUTH_ID": user.access_token,
+        "AUTH_EXPIRES": "3600",
+        "REFRESH_ID": "junk-refresh-token",
+        "member_id": member_id,
+        "APPLICATION_TOKEN": "chosen-by-the-user",
+    }
+    query = {"DOMAIN": f"{world.alpha}.sandbox.local", "PROTOCOL": "0"}
+    refused = await world.app.post("/app/install", params=query, data=form)
+    assert refused.status_code == 403
+    assert "not a portal administrator" in refused.text
+    assert "installFinish" not in refused.text
+    event = {
+        "event": "ONAPPINSTALL",
+        "auth[member_id]": member_id,
+        "auth[access_token]": user.access_token,
+        "auth[application_token]": "chosen-by-the-user",
+    }
+    with_pair = {**event, "auth[refresh_token]": "junk-refresh-token", "auth[expires_in]": "3600"}
+    for body in (event, with_pair):
+        answer = await world.app.post("/app/events", data=body)
+        assert answer.status_code == 403
+        assert answer.json() == {
+            "error": "not a portal administrator",
+            "field": "auth[access_token]",
+            "expected": "the token of an administrator of the portal "
+            "(only one installs the application)",
+        }
+    assert await world.book.portal(member_id) == before
+
+    # The administrator's reinstall of the installed portal takes the new pair; the
+    # application_token stays the one the portal's events carry.
+    admin = portal.app.issue(1)
+    again = await world.app.post(
+        "/app/install",
+        params=query,
+        data={**form, "AUTH_ID": admin.access_token, "REFRESH_ID": admin.refresh_token},
+    )
+    assert again.status_code == 200, again.text
+    row = await world.book.portal(member_id)
+    assert row is not None
+    assert (row.status, row.access_token, row.refresh_token) == (
+        "installed",
+        admin.access_token,
+        admin.refresh_token,
+    )
+    assert row.application_token == before.application_token == world.application_token(world.alpha)
+    admin_event = {**event, "auth[access_token]": admin.access_token}
+    assert (await world.app.post("/app/events", data=admin_event)).status_code == 200
+    assert (await world.book.portal(member_id)).application_token == before.application_token  # type: ignore[union-attr]
+
+
+async def test_a_body_too_large_is_refused_before_it_is_read_whole(world: World) -> None:
+    pulled = 0
+
+    async def body() -> AsyncIterator[bytes]:
+        nonlocal pulled
+        for _ in range(64):
+            pulled += 1
+            yield b"x" * 16 * 1024  # 1 MiB in all, no Content-Length
+
+    for path in ("/app/install", "/app/events"):
+        pulled = 0
+        answer = await world.app.post(
+            path,
+            content=body(),
+            headers={"Content-Type": "application/x-www-form-urlencoded"},
+        )
+        assert answer.status_code == 413, answer.text
+        assert "body too large" in answer.text
+        assert pulled <= 6  # 64 KiB and one chunk more, not the whole megabyte

@@ -420,3 +420,155 @@ async def test_two_real_processes_refresh_once(pg_dsn: str, pool: asyncpg.Pool) 
             assert (await world.counters(name))["refreshes"] == 1
             logged = b"".join(out + err for out, err in outputs).decode()
             assert logged.count("bitrix24_token_refreshed") == 1
+
+
+class Held(httpx.AsyncBaseTransport):
+    """The network to the sandbox with the refreshes held at the door until `release` is set
+    (`arrived` tells one is waiting)."""
+
+    def __init__(self, inner: httpx.AsyncBaseTransport) -> None:
+        self.inner = inner
+        self.arrived = asyncio.Event()
+        self.release = asyncio.Event()
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        if request.url.params.get("grant_type") == "refresh_token":
+            self.arrived.set()
+            await self.release.wait()
+        return await self.inner.handle_async_request(request)
+
+
+@pytest.fixture
+async def held(world: World) -> AsyncIterator[Held]:
+    gate = Held(world.transport)
+    yield gate
+    gate.release.set()  # a failed test leaves no refresh waiting
+
+
+def held_book(world: World, pool: asyncpg.Pool, held: Held) -> TokenBook:
+    credentials = AppCredentials(ROOT, CLIENT_ID, SecretStr(SECRET))
+    return TokenBook(pool, OAuthServer(credentials, held, clock=world.clock), clock=world.clock)
+
+
+async def test_an_uninstall_during_a_refresh_leaves_no_pair_behind(
+    world: World, pool: asyncpg.Pool, held: Held
+) -> None:
+    book = held_book(world, pool, held)
+    member_id = await world.install(book)
+    stale = (await book.access(member_id)).access_token
+    refresh = asyncio.create_task(book.refresh(member_id, stale))
+    await held.arrived.wait()
+    uninstall = asyncio.create_task(book.uninstall(member_id))
+    await asyncio.sleep(0.2)
+    assert not uninstall.done()  # it waits for the refresh's lock
+    held.release.set()
+    await refresh
+    assert await uninstall is True
+    row = await book.portal(member_id)
+    assert row is not None
+    assert (row.status, row.access_token, row.refresh_token) == ("uninstalled", None, None)
+    with pytest.raises(PortalNotInstalled):
+        await book.access(member_id)
+
+
+async def test_a_reinstall_during_a_refresh_of_the_old_grant_stays_installed(
+    world: World, pool: asyncpg.Pool, held: Held
+) -> None:
+    book = held_book(world, pool, held)
+    member_id = await world.install(book)
+    stale = (await book.access(member_id)).access_token
+    refresh = asyncio.create_task(book.refresh(member_id, stale))
+    await held.arrived.wait()
+    # The administrator uninstalls (the old grant dies at the OAuth server) and installs again.
+    assert (await world.http.post(f"/p/{world.alpha}/sandbox/uninstall")).status_code == 200
+
+    async def uninstall_and_install() -> None:
+        await book.uninstall(member_id)
+        await world.install(book)
+
+    again = asyncio.create_task(uninstall_and_install())
+    await asyncio.sleep(0.2)
+    held.release.set()
+    with pytest.raises(PortalRevoked):
+        await refresh  # the old grant's refresh, refused, ran first
+    await again
+    row = await book.portal(member_id)
+    assert row is not None
+    assert row.status == "installed"
+    async with client(book, member_id, world.transport) as api:
+        assert (await api.call("profile")).result["ID"] == "1"
+
+
+async def test_a_refresh_writes_only_over_the_pair_it_started_from(
+    world: World, pool: asyncpg.Pool, held: Held
+) -> None:
+    """Compare-and-set: a row changed by a writer outside the lock (an older process) is not
+    overwritten, and the refresh's pair is not used."""
+    book = held_book(world, pool, held)
+    member_id = await world.install(book)
+    stale = (await book.access(member_id)).access_token
+    refresh = asyncio.create_task(book.refresh(member_id, stale))
+    await held.arrived.wait()
+    await pool.execute(
+        "UPDATE bitrix24_app_portals SET refresh_token = 'elsewhere' WHERE member_id = $1",
+        member_id,
+    )
+    held.release.set()
+    with pytest.raises(PortalNotInstalled) as caught:
+        await refresh
+    assert caught.value.portal_status == "replaced"
+    assert (await book.portal(member_id)).refresh_token == "elsewhere"  # type: ignore[union-attr]
+    assert book._cache.get(member_id) is None
+
+
+async def test_an_app_info_without_a_client_endpoint_is_refused(
+    world: World, pool: asyncpg.Pool
+) -> None:
+    def answer(request: httpx.Request) -> httpx.Response:
+        install = {"member_id": "m1", "domain": "x.bitrix24.com", "scope": "crm"}
+        if request.url.params.get("auth") == "relative":
+            install["client_endpoint"] = "/rest/"
+        return httpx.Response(200, json={"result": {"client_id": CLIENT_ID, "install": install}})
+
+    credentials = AppCredentials(ROOT, CLIENT_ID, SecretStr(SECRET))
+    oauth = OAuthServer(credentials, httpx.MockTransport(answer))
+    for token in ("missing", "relative"):
+        with pytest.raises(PermanentBitrix24Error) as caught:
+            await oauth.token_owner(token)
+        assert "client_endpoint: expected the portal's REST root, an http(s) URL" in str(
+            caught.value
+        )
+    await oauth.aclose()
+
+
+async def test_a_token_another_process_replaced_is_taken_from_the_row(
+    world: World, pool: asyncpg.Pool, second_pool: asyncpg.Pool
+) -> None:
+    """The portal refuses this process's copy as `invalid_token` (another process refreshed and
+    the old token is gone): the row's newer pair is used, without asking the OAuth server."""
+    lagging = world.book(pool, FakeClock(T0))  # its clock does not see the token expire
+    other = world.book(second_pool)
+    member_id = await world.install(lagging)
+    async with client(lagging, member_id, world.transport) as api:
+        assert (await api.call("profile")).result["ID"] == "1"
+        old = (await lagging.access(member_id)).access_token
+        world.clock.now += TTL_S + 1
+        await other.refresh(member_id, old)
+        del world.sandbox.named[world.alpha].portal.state.app.tokens.access[old]
+        assert (await api.call("profile")).result["ID"] == "1"
+    assert (await world.counters(world.alpha))["refreshes"] == 1
+
+
+async def test_an_invalid_token_the_row_still_holds_is_refused_for_good(
+    world: World, pool: asyncpg.Pool
+) -> None:
+    book = world.book(pool)
+    member_id = await world.install(book)
+    async with client(book, member_id, world.transport) as api:
+        old = (await book.access(member_id)).access_token
+        del world.sandbox.named[world.alpha].portal.state.app.tokens.access[old]
+        with pytest.raises(PermanentBitrix24Error) as caught:
+            await api.call("profile")
+        assert caught.value.code == "invalid_token"
+    assert "refreshes" not in await world.counters(world.alpha)
+    assert (await book.portal(member_id)).status == "installed"  # type: ignore[union-attr]

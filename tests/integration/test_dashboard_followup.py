@@ -32,10 +32,11 @@ import asyncpg
 import httpx
 import pytest
 
+from services.dispatch import read as followup_read
 from services.dispatch.followup import escalation_command_id, follow_id
 from services.reports import app as app_module
 from services.reports.app import create_app
-from services.reports.followup import FOLLOWUP_CSV_HEADER
+from services.reports.followup import FOLLOWUP_CSV_HEADER, Escalations
 from shared.events import CrmWritten
 from tests.support.dashboard import figures
 from tests.support.followup import (
@@ -373,3 +374,28 @@ async def test_the_csv_holds_every_overdue_one(
     assert refused.status_code == 401
     assert wrong.status_code == 422
     assert "action: expected one of" in wrong.text
+
+
+async def test_an_escalation_task_made_before_they_were_followed_is_still_shown(
+    world: World, pool: asyncpg.Pool
+) -> None:
+    """S2's escalation task without a follow-up of its own (made before escalation tasks were
+    followed, migration 0615): no `escalation task` row, but the escalations' line says so."""
+    where = followup_read.FollowupFilter(portal=world.portal)
+    async with pool.acquire() as conn:
+        followed = await followup_read.loop_closed_total(conn, NOW, where)
+        assert (followed["escalation_created"], followed["escalation_unfollowed"]) == (1, 0)
+        transaction = conn.transaction()
+        await transaction.start()
+        try:
+            await conn.execute(
+                "DELETE FROM dispatch_followups WHERE follow_id = $1::uuid",
+                world.escalation_follow,
+            )
+            before = await followup_read.loop_closed_total(conn, NOW, where)
+        finally:
+            await transaction.rollback()  # the module's world stays as it was
+    assert (before["escalation_created"], before["escalation_unfollowed"]) == (1, 1)
+    assert Escalations.of(before).text == (
+        "1 task created (1 made before they were followed: not in the table), 1 queued for crm_sync"
+    )

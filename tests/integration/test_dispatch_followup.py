@@ -56,6 +56,7 @@ from tests.support.paths import EXAMPLE_CONFIG
 MON_10 = datetime(2026, 12, 7, 10, 0, tzinfo=UTC)  # a Monday
 HOUR = timedelta(hours=1)
 MINUTE = timedelta(minutes=1)
+SECOND = timedelta(seconds=1)
 HEAD_OF_SERVICE = 17  # routing.service.responsible_id of the example YAML
 MANAGER = 31
 
@@ -521,8 +522,10 @@ async def test_the_service_follows_outcomes_from_the_broker_and_an_escalation_br
             routing_key=updated.routing_key(),
         )
         async with asyncio.timeout(30):
-            while await pool.fetchval(
-                "SELECT next_read_at > now() FROM dispatch_followups WHERE action_id = $1",
+            # due now, or already claimed by the timer's round (its read fails: no portal)
+            while not await pool.fetchval(
+                "SELECT next_read_at <= now() OR read_lease IS NOT NULL"
+                " FROM dispatch_followups WHERE action_id = $1",
                 lead.action_id,
             ):
                 await asyncio.sleep(0.05)
@@ -544,3 +547,85 @@ async def test_the_service_follows_outcomes_from_the_broker_and_an_escalation_br
     )
     assert recorded is not None
     assert dict(recorded) == {"entity_id": 4242, "manager_id": 31, "portal": ref.key}
+
+
+class HeldAfterRead:
+    """The portal as the follower reads it, each read's answer held until `release` is set
+    (`read` tells one came back): a read in flight."""
+
+    def __init__(self, client: Bitrix24Client) -> None:
+        self.client = client
+        self.read = asyncio.Event()
+        self.release = asyncio.Event()
+
+    async def batch(self, commands: list[Any]) -> Any:
+        answer = await self.client.batch(commands)
+        self.read.set()
+        await self.release.wait()
+        return answer
+
+
+def held_follower(world: World, held: HeldAfterRead) -> Follower:
+    return Follower(
+        world.pool,
+        Outbox(),
+        world.config,
+        portal=held,  # type: ignore[arg-type]
+        clock=world.clocks,
+        lease_s=300,
+    )
+
+
+async def test_an_update_during_a_read_in_flight_is_read_again_at_once(world: World) -> None:
+    follower, clocks = world.follower(), world.clocks
+    written = await world.created("service")
+    await follower.on_written(written)
+    held = HeldAfterRead(world.client)
+    reading = asyncio.create_task(held_follower(world, held).tick(clocks.at(MON_10 + 15 * MINUTE)))
+    try:
+        await held.read.wait()  # read: still open
+        clocks.at(MON_10 + 15 * MINUTE + 30 * SECOND)
+        handle(world.portal.crm, lead_ids=[written.entity_id or 0], to="closed")
+        updated = PortalEntityUpdated(
+            portal=world.ref,
+            event="ONCRMLEADUPDATE",
+            correlation_id=str(uuid.uuid4()),
+            entity_type="lead",
+            entity_id=written.entity_id or 0,
+        )
+        await follower.on_updated(updated)
+        claimed = await row(world.pool, written)
+        assert claimed["next_read_at"] == MON_10 + 20 * MINUTE  # the claim stays
+    finally:
+        held.release.set()
+    await reading
+    read = await row(world.pool, written)
+    assert (read["state"], read["next_read_at"]) == ("open", MON_10 + 15 * MINUTE + 30 * SECOND)
+    await follower.tick(clocks.at(MON_10 + 16 * MINUTE))  # not at +30 min
+    assert (await row(world.pool, written))["state"] == "closed"
+
+
+async def test_a_read_that_outlived_its_lease_does_not_overwrite_a_newer_one(
+    world: World,
+) -> None:
+    follower, clocks = world.follower(), world.clocks
+    written = await world.created("service")
+    await follower.on_written(written)
+    held = HeldAfterRead(world.client)
+    slow = asyncio.create_task(held_follower(world, held).tick(clocks.at(MON_10 + 15 * MINUTE)))
+    try:
+        await held.read.wait()  # replica A read it open, and hangs past its lease
+        clocks.at(MON_10 + 18 * MINUTE)
+        handle(world.portal.crm, lead_ids=[written.entity_id or 0], to="closed")
+        await follower.tick(clocks.at(MON_10 + 21 * MINUTE))  # replica B
+        assert (await row(world.pool, written))["state"] == "closed"
+    finally:
+        held.release.set()
+    await slow  # A's older read is dropped
+    closed = await row(world.pool, written)
+    assert (closed["state"], closed["closed_at"], closed["next_read_at"], closed["reads"]) == (
+        "closed",
+        MON_10 + 18 * MINUTE,
+        None,
+        1,
+    )

@@ -7,6 +7,7 @@ import asyncio
 import getpass
 import json
 from collections.abc import Iterator
+from typing import Any
 
 import asyncpg
 import pytest
@@ -19,6 +20,7 @@ from shared.events import PortalRef, WebhookReceived
 from shared.messaging import PermanentError, make_broker, publish, subscribe
 from shared.settings import get_settings
 from shared.topology import INGEST_HYDRATE
+from tests.support.paths import ROOT
 
 
 def _event(item_id: int) -> WebhookReceived:
@@ -214,3 +216,47 @@ async def test_discard_refuses_without_a_target_a_reason_or_a_name(
     finally:
         async with pool.acquire() as conn:
             await dlq.discard(channel, conn, reason="test clean-up", by="test")
+
+
+BODIES: list[Any] = [
+    {"portal": {"member_id": "m-alpha", "domain": "a.bitrix24.ru"}},
+    {"portal": {"member_id": None, "domain": "a.bitrix24.ru"}},
+    {"portal": {"member_id": "", "domain": "a.bitrix24.ru"}},
+    {"portal": {"member_id": "", "domain": ""}},
+    {"portal": {}},
+    {"portal": {"member_id": 7}},
+    {"portal": {"member_id": 7}, "answer": {"portal": {"member_id": "m-beta"}}},
+    {"portal": {"domain": ["x"]}},
+    {"portal": "m-alpha", "answer": {"portal": {"domain": "b.bitrix24.ru"}}},
+    {"answer": {"portal": {"member_id": "m-beta"}}, "action": "service"},
+    {"answer": {"portal": {"member_id": True}}},
+    {"action_id": "x", "outcome": "created"},
+    ["not", "an", "object"],
+    "not json at all",
+]
+"""Messages as a discard keeps them, the odd ones included."""
+
+
+async def test_the_backfill_of_older_discards_keys_them_as_a_discard_does(
+    pool: asyncpg.Pool,
+) -> None:
+    """Rows discarded before `portal` existed got it from SQL (migration 0910, correcting 0905),
+    every discard since from `dlq.portal_of`: the same key for the same message."""
+    backfill = (ROOT / "migrations" / "0910_ops_discards_portal_key.sql").read_text()
+    async with pool.acquire() as conn:
+        transaction = conn.transaction()
+        await transaction.start()
+        try:
+            await conn.execute("DELETE FROM ops_dlq_discards")
+            await conn.executemany(
+                """INSERT INTO ops_dlq_discards (queue, message_id, routing_key, failure,
+                       attempts, body, reason, discarded_by)
+                   VALUES ('q', $1, 'k', 'f', 1, $2::jsonb, 'r', 'alice')""",
+                [(str(n), json.dumps(body)) for n, body in enumerate(BODIES)],
+            )
+            await conn.execute(backfill)
+            rows = await conn.fetch("SELECT message_id, portal FROM ops_dlq_discards")
+        finally:
+            await transaction.rollback()
+    backfilled = {int(r["message_id"]): r["portal"] for r in rows}
+    assert backfilled == {n: dlq.portal_of(body) for n, body in enumerate(BODIES)}

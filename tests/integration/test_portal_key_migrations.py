@@ -19,6 +19,7 @@ KEYED = (
     "0305_router_actions_portal",
     "0480_crm_sync_survey_items_portal",
     "0905_ops_discards_portal",
+    "0910_ops_discards_portal_key",
 )
 
 
@@ -97,6 +98,7 @@ async def test_discards_get_the_portal_of_their_message(before: str) -> None:
         "m-event": {"portal": {"member_id": "m-alpha", "domain": "a.bitrix24.ru"}},
         "m-domain": {"portal": {"member_id": None, "domain": "b.bitrix24.ru"}},
         "m-empty": {"portal": {}},
+        "m-blank": {"portal": {"member_id": "", "domain": "c.bitrix24.ru"}},
         "m-route": {"answer": {"portal": {"member_id": "m-beta"}}, "action": "service"},
         "m-written": {"action_id": "x", "outcome": "created"},
     }
@@ -116,6 +118,7 @@ async def test_discards_get_the_portal_of_their_message(before: str) -> None:
         "m-event": "m-alpha",
         "m-domain": "b.bitrix24.ru",
         "m-empty": "default",
+        "m-blank": "c.bitrix24.ru",
         "m-route": "m-beta",
         "m-written": None,
     }

@@ -15,7 +15,7 @@ from services.app.lifecycle import (
     same_token,
     wanted_bindings,
 )
-from services.ingest.webhook import DEAL_EVENTS, ITEM_EVENTS
+from services.ingest.webhook import DEAL_EVENTS, ITEM_EVENTS, UPDATE_EVENTS
 
 QUERY = {"DOMAIN": "acme.bitrix24.com", "PROTOCOL": "1", "LANG": "en", "APP_SID": "s"}
 FORM = {
@@ -153,7 +153,7 @@ def test_an_installs_pair_expires_from_now() -> None:
 
 
 def test_the_bindings_are_ingests_events_and_the_uninstall() -> None:
-    assert set(INGEST_EVENTS) == {*ITEM_EVENTS, *DEAL_EVENTS}
+    assert set(INGEST_EVENTS) == {*ITEM_EVENTS, *DEAL_EVENTS, *UPDATE_EVENTS}
     wanted = wanted_bindings("https://nps/webhooks/bitrix24", "https://nps/app/events")
     assert wanted[-1] == Binding("ONAPPUNINSTALL", "https://nps/app/events")
     assert {b.handler for b in wanted[:-1]} == {"https://nps/webhooks/bitrix24"}

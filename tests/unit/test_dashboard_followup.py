@@ -33,6 +33,7 @@ from services.reports.followup import (
     has_sla,
     loop_change,
     overdue_lines,
+    row_sla_text,
     sla_text,
     state_text,
 )
@@ -73,10 +74,11 @@ def loop_row(key: Any = "service", *counts: int, **overrides: Any) -> dict[str, 
 
 
 def total_row(
-    *counts: int, escalations: tuple[int, int, int, int] = (0, 0, 0, 0)
+    *counts: int, escalations: tuple[int, int, int, int, int] = (0, 0, 0, 0, 0)
 ) -> dict[str, Any]:
-    """A `loop_closed_total` row with the escalations queued, created, failed, skipped."""
-    queued, created, failed, skipped = escalations
+    """A `loop_closed_total` row with the escalations queued, created, failed, skipped, and
+    created before they were followed."""
+    queued, created, failed, skipped, unfollowed = escalations
     row = loop_row(None, *counts)
     del row["key"]
     return {
@@ -85,6 +87,7 @@ def total_row(
         "escalation_created": created,
         "escalation_failed": failed,
         "escalation_skipped": skipped,
+        "escalation_unfollowed": unfollowed,
     }
 
 
@@ -224,7 +227,10 @@ def test_escalations_in_words() -> None:
     )
     assert Escalations(created=1).text == "1 task created"
     assert Escalations().text == ""
-    assert Escalations.of(total_row(escalations=(1, 2, 3, 4))) == Escalations(1, 2, 3, 4)
+    assert Escalations.of(total_row(escalations=(1, 2, 3, 4, 1))) == Escalations(1, 2, 3, 4, 1)
+    assert Escalations(created=3, unfollowed=2).text == (
+        "3 tasks created (2 made before they were followed: not in the table)"
+    )
 
 
 def test_per_manager_by_name_most_followed_first_without_one_last() -> None:
@@ -711,3 +717,16 @@ def test_the_problems_page_offers_the_action_choice() -> None:
     assert '<option value="call_task">call task</option>' in page
     assert "These filters cannot be used" in page
     assert replace(Filters(), action="task").params() == {"action": "task"}
+
+
+@pytest.mark.parametrize(
+    ("working", "shown"),
+    [
+        (True, "4 working h to act"),
+        (False, "4 h to act"),
+        (None, "4 h (working or calendar: unknown) to act"),  # followed before 0615
+    ],
+)
+def test_the_sla_a_row_began_with(working: bool | None, shown: str) -> None:
+    assert row_sla_text(record(sla_working_hours=working)) == shown
+    assert row_sla_text(record(sla_hours=None, sla_working_hours=None)) == "no SLA"

@@ -20,6 +20,7 @@ from services.ops.dlq import portal_of
         ({"action_id": "x", "outcome": "created"}, None),  # crm.written names no portal
         ({"portal": "m-alpha"}, None),
         ({"portal": {"member_id": 7}}, None),
+        ({"portal": {"member_id": "", "domain": "a.bitrix24.ru"}}, "a.bitrix24.ru"),
         (["not", "an", "object"], None),
         ("not json at all", None),
     ],
