@@ -23,8 +23,8 @@ import pytest
 from services.harness.scratch import scratch
 from services.harness.stack import free_port
 from services.ops.demo_plan import csrf_field, on_scale, request_of, score_choices, survey_link
-from tests.e2e.test_run_all import HOSTS, PORTS, RUNNING, RunAll
 from tests.support.paths import EXAMPLE_CONFIG
+from tests.support.run_all import HOSTS, PORTS, RUNNING, RunAll
 
 SCORES = {"alpha": 3, "beta": 9}
 """What each portal's customers answer: alpha's are all detractors, beta's all promoters."""
