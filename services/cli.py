@@ -234,7 +234,13 @@ def _run_all(settings: Settings) -> None:
         reports = ReportsSettings()
         frame_url = f"http://{reports.host}:{reports.port}/frame"
         chosen = app_plan(settings, AppSettings(), frame_url, _surveys_and_reports(settings))
-        plan, notes, portals = chosen.processes, [], chosen.running
+        # A real application's survey page needs its own link keys (the sandbox's has the demo key).
+        off = (
+            None
+            if settings.bitrix24_client_id is None
+            else survey_page_off(settings, SurveySettings())
+        )
+        plan, notes, portals = chosen.processes, [off] if off else [], chosen.running
     else:
         plan, notes, portals = _plan(settings), _start_notes(settings), None
     problems = port_problems(plan)
