@@ -17,7 +17,7 @@ from urllib.parse import urlsplit, urlunsplit
 import typer
 
 from services.reports.settings import ReportsSettings
-from services.survey.settings import KeysMissingError, SurveySettings
+from services.survey.settings import DEMO_KEY, KeysMissingError, SurveySettings
 from shared.logging import configure_logging
 from shared.portal_config import PortalConfig
 from shared.settings import SANDBOX_APP_TOKEN, SANDBOX_SECRET, Settings, get_settings
@@ -137,45 +137,63 @@ def _plan(settings: Settings) -> list[Process]:
         "scoring": settings.scoring_health_port,
         "router": settings.router_health_port,
         "crm_sync": settings.crm_sync_health_port,
-        "dispatch": settings.dispatch_health_port,
-    }
-    # With the sandbox portal, dispatch's e-mails go to its local inbox.
-    inbox = {
-        "DISPATCH_SMTP_HOST": settings.sandbox_host,
-        "DISPATCH_SMTP_PORT": str(settings.sandbox_smtp_port),
-        "DISPATCH_SMTP_TLS": "none",
     }
     for name, port in health_ports.items():
         plan.append(
             Process(
                 name,
                 [*base, "run", name],
-                {
-                    "HEALTH_PORT": str(port),
-                    **(inbox if name == "dispatch" and settings.sandbox else {}),
-                },
+                {"HEALTH_PORT": str(port)},
                 f"http://{settings.health_host}:{port}/readyz",
                 Listener(settings.health_host, port, f"{name.upper()}_HEALTH_PORT"),
             )
         )
+    plan.extend(_surveys_and_reports(settings))
+    return plan
+
+
+def _surveys_and_reports(settings: Settings) -> list[Process]:
+    """Dispatch, the reports app and (unless it has no key to sign links) the survey page, as
+    `nps run all` starts them in either mode."""
+    base = [sys.executable, "-m", "services.cli"]
+    port = settings.dispatch_health_port
+    # With the sandbox, dispatch's e-mails (and the digest's) go to its local inbox.
+    inbox = {
+        "DISPATCH_SMTP_HOST": settings.sandbox_host,
+        "DISPATCH_SMTP_PORT": str(settings.sandbox_smtp_port),
+        "DISPATCH_SMTP_TLS": "none",
+    }
+    app_sandbox = settings.nps_mode == "app" and settings.bitrix24_client_id is None
+    local = app_sandbox if settings.nps_mode == "app" else settings.sandbox
+    plan = [
+        Process(
+            "dispatch",
+            [*base, "run", "dispatch"],
+            {"HEALTH_PORT": str(port), **(inbox if local else {})},
+            f"http://{settings.health_host}:{port}/readyz",
+            Listener(settings.health_host, port, "DISPATCH_HEALTH_PORT"),
+        )
+    ]
     reports = ReportsSettings()
     plan.append(
         Process(
             "reports",
             [*base, "run", "reports"],
-            inbox if settings.sandbox else {},  # the weekly digest's e-mails
+            inbox if local else {},
             f"http://{reports.host}:{reports.port}/",
             Listener(reports.host, reports.port, "REPORTS_PORT"),
             ready=f"http://{reports.host}:{reports.port}/healthz",
         )
     )
     survey = SurveySettings()
-    if survey_page_off(settings, survey) is None:
+    # The sandbox's portals in application mode: their links signed with the demo key.
+    keys = {"SURVEY_KEYS": DEMO_KEY} if app_sandbox and survey.keys is None else {}
+    if app_sandbox or survey_page_off(settings, survey) is None:
         plan.append(
             Process(
                 "survey",
                 [*base, "run", "survey"],
-                {},
+                keys,
                 f"{survey.base_url()}/healthz",
                 Listener(survey.host, survey.port, "SURVEY_PORT"),
                 ready=f"{survey.local_url()}/healthz",
@@ -185,10 +203,10 @@ def _plan(settings: Settings) -> list[Process]:
 
 
 def survey_page_off(settings: Settings, survey: SurveySettings) -> str | None:
-    """Why `nps run all` leaves the survey page out (None: it starts it): a real portal and no
-    key to sign its links."""
+    """Why `nps run all` leaves the survey page out (None: it starts it): a real portal (or
+    application mode) and no key to sign its links."""
     try:
-        survey.signing_keys(settings.sandbox)
+        survey.signing_keys(settings.sandbox and settings.nps_mode == "webhook")
     except KeysMissingError as exc:
         return f"survey page not started: {exc}"
     return None
@@ -213,8 +231,16 @@ def _run_all(settings: Settings) -> None:
         from services.app.plan import app_plan
         from services.app.settings import AppSettings
 
-        chosen = app_plan(settings, AppSettings())
-        plan, notes, portals = chosen.processes, [], chosen.running
+        reports = ReportsSettings()
+        frame_url = f"http://{reports.host}:{reports.port}/frame"
+        chosen = app_plan(settings, AppSettings(), frame_url, _surveys_and_reports(settings))
+        # A real application's survey page needs its own link keys (the sandbox's has the demo key).
+        off = (
+            None
+            if settings.bitrix24_client_id is None
+            else survey_page_off(settings, SurveySettings())
+        )
+        plan, notes, portals = chosen.processes, [off] if off else [], chosen.running
     else:
         plan, notes, portals = _plan(settings), _start_notes(settings), None
     problems = port_problems(plan)

@@ -9,7 +9,8 @@ new install is served, a changed configuration (its version) replaces the old on
 per-portal objects are rebuilt from it, `PerPortal`), an uninstalled or revoked portal is taken
 out (`PortalGoneError`: its messages are dropped with one log line, never dead-lettered) and the
 others go on. It runs every `APP_PORTALS_RELOAD_S` and, at most once a second, when a message
-names a portal not served (`ensure`): an install is served from its first event on.
+names a portal not served (`ensure`, waiting for that second rather than refusing the message):
+an install is served from its first event on.
 """
 
 from __future__ import annotations
@@ -80,13 +81,18 @@ class AppPortals:
 
     async def ensure(self, key: str) -> None:
         """Before a message of portal `key` is handled: a portal not served makes the registry
-        be read again (at most once per `ENSURE_MIN_INTERVAL_S`), so a new install is served;
-        then `configs.get(key)` says what it is (served, gone, or unknown)."""
+        be read again, so a new install is served; then `configs.get(key)` says what it is
+        (served, gone, or unknown). Reads are at most one per `ENSURE_MIN_INTERVAL_S`: a
+        message that comes sooner waits for the next one rather than be refused, as its portal
+        may have installed just after the last read."""
         if key in self.served():
             return
         async with self._lock:
-            if key in self.served() or self._clock() - self._loaded_at < ENSURE_MIN_INTERVAL_S:
+            if key in self.served():
                 return
+            wait = ENSURE_MIN_INTERVAL_S - (self._clock() - self._loaded_at)
+            if wait > 0:
+                await asyncio.sleep(wait)
             await self._reload()
 
     async def config_of(self, key: str) -> PortalConfig:

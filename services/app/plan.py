@@ -3,14 +3,16 @@ the application (`nps run app`), then ingest, scoring, the router and crm_sync s
 installed portals. Without `BITRIX24_CLIENT_ID` (no application registered on a real Bitrix24)
 the sandbox comes first, with two portals (`alpha`, `beta`, seeded like the demo) on which the
 application is registered, playing the OAuth server too; each process is given the sandbox's
-application credentials. Dispatch, the survey page and the reports app serve one portal and are
-left out in application mode (docs/app.md, "What is done and what is not").
+application credentials. Then dispatch, the survey page and the reports app (`also`, built by
+the CLI), whose `/frame` is the application's page (its handler URL): opening the application on
+a portal opens that portal's dashboard.
 """
 
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 
 from services.app.settings import AppSettings
 from shared.settings import Settings
@@ -29,8 +31,12 @@ class AppPlan:
     """What to say once everything runs: where to install the application."""
 
 
-def app_plan(settings: Settings, app: AppSettings) -> AppPlan:
-    """The processes of application mode, in start order (module docstring)."""
+def app_plan(
+    settings: Settings, app: AppSettings, frame_url: str, also: Sequence[Process] = ()
+) -> AppPlan:
+    """The processes of application mode, in start order (module docstring). `frame_url`: the
+    reports app's `/frame`, the application's page; `also`: the processes started after the
+    pipeline's, each told it runs in application mode too."""
     base = [sys.executable, "-m", "services.cli"]
     sandbox = settings.bitrix24_client_id is None
     sandbox_url = f"http://{settings.sandbox_host}:{settings.sandbox_port}"
@@ -44,7 +50,7 @@ def app_plan(settings: Settings, app: AppSettings) -> AppPlan:
         }
     processes: list[Process] = []
     if sandbox:
-        processes.append(_sandbox(settings, app, base, sandbox_url))
+        processes.append(_sandbox(settings, app, base, sandbox_url, frame_url))
     processes.append(
         Process(
             "app",
@@ -83,10 +89,13 @@ def app_plan(settings: Settings, app: AppSettings) -> AppPlan:
                 Listener(settings.health_host, port, f"{name.upper()}_HEALTH_PORT"),
             )
         )
-    return AppPlan(processes, _running(sandbox, sandbox_url, app))
+    processes.extend(replace(process, env={**env, **process.env}) for process in also)
+    return AppPlan(processes, _running(sandbox, sandbox_url, app, frame_url))
 
 
-def _sandbox(settings: Settings, app: AppSettings, base: list[str], url: str) -> Process:
+def _sandbox(
+    settings: Settings, app: AppSettings, base: list[str], url: str, frame_url: str
+) -> Process:
     portals = [arg for name in SANDBOX_PORTALS for arg in ("--portal", name)]
     return Process(
         "sandbox",
@@ -108,6 +117,8 @@ def _sandbox(settings: Settings, app: AppSettings, base: list[str], url: str) ->
             f"{app.base_url()}/app/install",
             "--app-callback-url",
             app.events_url(),
+            "--app-handler-url",
+            frame_url,
         ],
         {},
         f"{url}/sandbox/portals",
@@ -118,17 +129,19 @@ def _sandbox(settings: Settings, app: AppSettings, base: list[str], url: str) ->
     )
 
 
-def _running(sandbox: bool, url: str, app: AppSettings) -> list[str]:
+def _running(sandbox: bool, url: str, app: AppSettings, frame_url: str) -> list[str]:
     if not sandbox:
         return [
             "  portals   the portals the application is installed on (NPS_MODE=app)",
             f"  install   register the application with {app.base_url()}/app/install"
-            " (docs/app.md), then open it on the portal",
+            f" and the handler path {frame_url} (docs/app.md), then open it on the portal",
         ]
     return [
         "  portals   the sandbox's portals where the application is installed (NPS_MODE=app)",
         "  install   open each portal's install page (as its administrator):",
         *(f"              {name}: {url}/p/{name}/install" for name in SANDBOX_PORTALS),
+        "  open      then the application's page there (its NPS dashboard):",
+        *(f"              {name}: {url}/p/{name}/app" for name in SANDBOX_PORTALS),
     ]
 
 

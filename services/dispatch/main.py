@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
 from services.dispatch.dispatcher import Dispatcher
 from services.dispatch.follower import Follower
@@ -15,7 +17,9 @@ from services.dispatch.mailer import Mailer
 from services.dispatch.settings import DispatchSettings
 from shared.events import (
     CrmWritten,
+    Event,
     PortalEntityUpdated,
+    PortalRef,
     RobotCalled,
     SaleClosed,
     SurveyAnswered,
@@ -41,6 +45,34 @@ from shared.topology import (
 
 log = get_logger(__name__)
 
+E = TypeVar("E", bound=Event)
+
+
+def portal_of(event: Event) -> str | None:
+    """The portal a message belongs to: its `portal`, or for crm_sync's outcomes the portal
+    its details name (None: the request's portal, which was served when it was asked)."""
+    if isinstance(event, CrmWritten):
+        portal = event.details.get("portal")
+        return None if portal is None else str(portal)
+    ref = getattr(event, "portal", None)
+    return ref.key if isinstance(ref, PortalRef) else None
+
+
+def for_portal(
+    runtime: Runtime, handler: Callable[[E], Awaitable[None]]
+) -> Callable[[E], Awaitable[None]]:
+    """`handler` once the message's portal is served (`Runtime.ensure_portal`): in application
+    mode a portal installed a second ago is read in first, and an uninstalled one's message is
+    dropped (`PortalGoneError`), never dead-lettered."""
+
+    async def handle(event: E) -> None:
+        key = portal_of(event)
+        if key is not None:
+            await runtime.ensure_portal(key)
+        await handler(event)
+
+    return handle
+
 
 def build(runtime: Runtime, settings: DispatchSettings) -> Dispatcher:
     """Dispatch serves every portal of the deployment: each request is handled with its
@@ -61,17 +93,55 @@ async def wire(runtime: Runtime, settings: DispatchSettings | None = None) -> No
     dispatcher = build(runtime, settings)
     attempts = runtime.settings.retry_max_attempts
     broker = runtime.broker
-    subscribe(broker, DISPATCH_SALES, SaleClosed, dispatcher.on_sale, max_attempts=attempts)
-    subscribe(broker, DISPATCH_LINKS, SurveyReady, dispatcher.on_ready, max_attempts=attempts)
-    subscribe(broker, DISPATCH_OPENS, SurveyOpened, dispatcher.on_opened, max_attempts=attempts)
     subscribe(
-        broker, DISPATCH_OPTOUTS, SurveyOptedOut, dispatcher.on_opted_out, max_attempts=attempts
+        broker,
+        DISPATCH_SALES,
+        SaleClosed,
+        for_portal(runtime, dispatcher.on_sale),
+        max_attempts=attempts,
     )
     subscribe(
-        broker, DISPATCH_ANSWERS, SurveyAnswered, dispatcher.on_answered, max_attempts=attempts
+        broker,
+        DISPATCH_LINKS,
+        SurveyReady,
+        for_portal(runtime, dispatcher.on_ready),
+        max_attempts=attempts,
     )
-    subscribe(broker, DISPATCH_WRITTEN, CrmWritten, dispatcher.on_written, max_attempts=attempts)
-    subscribe(broker, DISPATCH_ROBOTS, RobotCalled, dispatcher.on_robot, max_attempts=attempts)
+    subscribe(
+        broker,
+        DISPATCH_OPENS,
+        SurveyOpened,
+        for_portal(runtime, dispatcher.on_opened),
+        max_attempts=attempts,
+    )
+    subscribe(
+        broker,
+        DISPATCH_OPTOUTS,
+        SurveyOptedOut,
+        for_portal(runtime, dispatcher.on_opted_out),
+        max_attempts=attempts,
+    )
+    subscribe(
+        broker,
+        DISPATCH_ANSWERS,
+        SurveyAnswered,
+        for_portal(runtime, dispatcher.on_answered),
+        max_attempts=attempts,
+    )
+    subscribe(
+        broker,
+        DISPATCH_WRITTEN,
+        CrmWritten,
+        for_portal(runtime, dispatcher.on_written),
+        max_attempts=attempts,
+    )
+    subscribe(
+        broker,
+        DISPATCH_ROBOTS,
+        RobotCalled,
+        for_portal(runtime, dispatcher.on_robot),
+        max_attempts=attempts,
+    )
     follower = Follower(
         runtime.pool,
         runtime.outbox,
@@ -79,9 +149,19 @@ async def wire(runtime: Runtime, settings: DispatchSettings | None = None) -> No
         portal=runtime.portal_clients(),
         lease_s=settings.lease_s,
     )
-    subscribe(broker, DISPATCH_FOLLOWUP, CrmWritten, follower.on_written, max_attempts=attempts)
     subscribe(
-        broker, DISPATCH_UPDATES, PortalEntityUpdated, follower.on_updated, max_attempts=attempts
+        broker,
+        DISPATCH_FOLLOWUP,
+        CrmWritten,
+        for_portal(runtime, follower.on_written),
+        max_attempts=attempts,
+    )
+    subscribe(
+        broker,
+        DISPATCH_UPDATES,
+        PortalEntityUpdated,
+        for_portal(runtime, follower.on_updated),
+        max_attempts=attempts,
     )
 
     async def timer(stop: asyncio.Event) -> None:

@@ -67,6 +67,7 @@ from shared.events import utcnow
 from shared.logging import get_logger
 from shared.outbox import Outbox
 from shared.portal_config import PortalConfig
+from shared.portals import PortalConfigs, PortalGoneError, UnknownPortalError
 
 log = get_logger(__name__)
 
@@ -92,13 +93,25 @@ CSRF_COOKIE = "nps_survey"
 class PageSetup:
     """Everything the page needs besides the database."""
 
-    portal: PortalConfig
+    portal: PortalConfig | PortalConfigs
+    """The portal YAML, or the configurations of the portals served (application mode): a
+    link's page asks what its request's portal's configuration says."""
     page: PageConfig
     signer: LinkSigner
     secure: bool
     """Served over HTTPS (the public URL): cookies are `Secure` and HSTS is sent."""
     rate_per_minute: int = 30
     clock: Callable[[], float] = time.monotonic
+
+    def config_of(self, request: SurveyRequest) -> PortalConfig:
+        """The configuration of `request`'s portal (`RequestError` when it is no longer
+        served: the application uninstalled there)."""
+        if isinstance(self.portal, PortalConfig):
+            return self.portal
+        try:
+            return self.portal.get(request.portal)
+        except (UnknownPortalError, PortalGoneError) as exc:
+            raise RequestError(str(exc)) from exc
 
 
 def _environment(page: PageConfig) -> Environment:
@@ -184,7 +197,7 @@ class Survey:
             return found
         survey = found.request
         try:
-            what = asked(self.setup.portal, survey)
+            what = asked(self.setup.config_of(survey), survey)
         except RequestError as exc:
             log.warning(
                 "survey_request_unservable", request_id=str(survey.request_id), error=str(exc)
@@ -360,7 +373,7 @@ class Survey:
         """The opt-out question (a button), or with `done` the page that says it was done."""
         survey = found.request
         try:
-            deal = asked(self.setup.portal, survey).deal_survey
+            deal = asked(self.setup.config_of(survey), survey).deal_survey
         except RequestError:
             deal = None  # opting out works for a request the portal YAML no longer serves
         text = texts(self.setup.page, survey.lang, None if deal is None else deal.name)

@@ -164,7 +164,7 @@ def link(  # noqa: PLR0917 - one parameter per option, as typer reads them
     survey = SurveySettings()
     try:
         config = load_portal_config(settings.portal_config_path())
-        keys = survey.signing_keys(settings.sandbox)
+        keys = survey.signing_keys(settings.sandbox and settings.nps_mode == "webhook")
         request = _request(
             settings,
             config,

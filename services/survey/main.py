@@ -30,7 +30,9 @@ async def serve_survey(
 ) -> None:
     """Run the survey page until `stop` is set or a signal arrives."""
     survey = survey or SurveySettings()
-    keys = survey.signing_keys(settings.sandbox)
+    # The demo key signs the webhook sandbox's links only: in application mode the portals may
+    # be real ones (`make run-app` gives the sandbox's portals the demo key in SURVEY_KEYS).
+    keys = survey.signing_keys(settings.sandbox and settings.nps_mode == "webhook")
     page = load_page_config(survey.page_config_path())
 
     async def wire(runtime: Runtime) -> None:
@@ -46,6 +48,7 @@ async def serve_survey(
         intakes = PerPortal(configs, intake_of)
 
         async def on_requested(event: SurveyRequested) -> None:
+            await runtime.ensure_portal(event.portal.key)
             await intakes.get(event.portal.key).handle(event)
 
         subscribe(
@@ -55,9 +58,10 @@ async def serve_survey(
             on_requested,
             max_attempts=runtime.settings.retry_max_attempts,
         )
-        # The page serves the one portal's links for now (a link names no portal yet).
+        # A link's page asks what its request's portal's configuration says (application mode:
+        # the portals served; webhook mode: the one portal YAML).
         setup = PageSetup(
-            portal=configs.only(),
+            portal=configs if runtime.portals is not None else configs.only(),
             page=page,
             signer=signer,
             secure=survey.base_url().startswith("https://"),

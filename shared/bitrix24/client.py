@@ -16,9 +16,10 @@ Only method names are logged.
 **Application mode** (`app=`, `app_client`): instead of a webhook, the client calls an installed
 portal's `client_endpoint` with the access token of its `PortalSession` (`auth` in the JSON body,
 as the docs show). A call answered `expired_token` has the token refreshed once (single-flight,
-`tokens.py`) and is sent once more with the new one; `invalid_token` (the portal dropped the
-token: uninstalled) and a portal without tokens are permanent errors. The rate budget of an
-application portal is keyed by its `member_id`.
+`tokens.py`) and is sent once more with the new one; `invalid_token` reads the portal's row
+again: installed again meanwhile (a new pair), the call is sent once more with it; otherwise (the
+portal dropped the token: uninstalled) it is a permanent error, as is a portal without tokens.
+The rate budget of an application portal is keyed by its `member_id`.
 """
 
 from __future__ import annotations

@@ -17,6 +17,7 @@ import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import parse_qsl, urlencode
 
@@ -32,6 +33,8 @@ from services.app.installer import Installer
 from services.app.lifecycle import wanted_bindings
 from services.app.web import create_app as create_app_web
 from services.crm_sync.main import wire as crm_sync_wire
+from services.dispatch.main import wire as dispatch_wire
+from services.dispatch.settings import DispatchSettings
 from services.ingest.api import create_app as create_ingest
 from services.ingest.main import serve_ingest, subscribe_hydrator
 from services.ops.dlq import list_dead_letters
@@ -48,7 +51,7 @@ from shared import portal_store
 from shared.app_portals import AppPortals
 from shared.bitrix24 import Bitrix24Client, MemoryRateBudget
 from shared.bitrix24.tokens import AppCredentials, OAuthServer, TokenBook
-from shared.events import PortalRef, WebhookReceived
+from shared.events import PortalRef, SaleClosed, WebhookReceived
 from shared.logging import configure_logging
 from shared.messaging import make_broker, publish
 from shared.outbox import Outbox
@@ -56,7 +59,7 @@ from shared.portal_config import load_portal_config
 from shared.portals import PerPortal, PortalGoneError
 from shared.service import Runtime, serve
 from shared.settings import Settings
-from shared.topology import CRM_SYNC_ACTIONS, INGEST_HYDRATE, ROUTER_SCORED
+from shared.topology import CRM_SYNC_ACTIONS, DISPATCH_SALES, INGEST_HYDRATE, ROUTER_SCORED
 from tests.support import serving
 from tests.support.paths import EXAMPLE_CONFIG
 
@@ -519,3 +522,83 @@ async def test_ingest_sweeps_each_installed_portal(pool: asyncpg.Pool, settings:
         finally:
             stop.set()
             await service
+
+
+def won_sale(key: str, deal_id: int) -> SaleClosed:
+    """A won deal of the default funnel on portal `key`: the example YAML's dispatch asks its
+    customer "After the sale"."""
+    return SaleClosed(
+        correlation_id=f"appmode-deal:{deal_id}",
+        portal=PortalRef(member_id=key),
+        source="event",
+        deal_id=deal_id,
+        category_id=0,
+        stage_id="WON",
+        contact_id=deal_id,
+        responsible_id=1,
+        closed_at=datetime.now(UTC),
+    )
+
+
+async def test_dispatch_serves_a_portal_installed_while_it_runs_and_drops_an_uninstalled_ones(
+    pool: asyncpg.Pool, settings: Settings, channel: AbstractChannel
+) -> None:
+    """`nps run dispatch` in application mode: a sale of a portal installed after dispatch
+    started is asked (the portal read in on its first message, no restart); once the portal
+    uninstalls, its next sale is dropped (counted, never dead-lettered) and asks nothing."""
+    async with world(pool, settings) as (w, configured):
+        alpha, beta = w.names
+        a, b = w.key(alpha), w.key(beta)
+        await w.install(alpha)
+        served: list[AppPortals] = []
+
+        async def wire(runtime: Runtime) -> None:
+            await dispatch_wire(runtime, DispatchSettings(_env_file=None, tick_s=3600))
+            assert runtime.portals is not None
+            served.append(runtime.portals)
+
+        async def requests(key: str) -> int:
+            return int(
+                await pool.fetchval("SELECT count(*) FROM dispatch_requests WHERE portal = $1", key)
+            )
+
+        broker = make_broker(configured.rabbitmq_url.get_secret_value())
+        await broker.connect()
+        stop = asyncio.Event()
+        service = asyncio.create_task(serve("appmode-dispatch", configured, wire, stop=stop))
+        try:
+            await until(lambda: asyncio.sleep(0, bool(served)), "dispatch started")
+            await w.install(beta)  # after dispatch read the installed portals
+            await publish(broker, won_sale(b, 7001))
+
+            async def beta_asked() -> bool:
+                return await requests(b) == 1
+
+            await until(beta_asked, "beta's sale asked")
+
+            await w.uninstall(beta)
+            # Read again every APP_PORTALS_RELOAD_S (0.5 s here): from then on beta is gone.
+            await until(lambda: asyncio.sleep(0, b not in served[0].served()), "beta stopped")
+            before = sales_dropped()
+            await publish(broker, won_sale(b, 7002))
+            await publish(broker, won_sale(a, 7003))
+
+            async def handled() -> bool:
+                return await requests(a) == 1 and sales_dropped() > before
+
+            await until(handled, "alpha's sale asked, beta's dropped")
+            assert await requests(b) == 1
+            letters = await list_dead_letters(channel, [DISPATCH_SALES.name])
+            assert not [letter for letter in letters if b in letter.body.decode()]
+        finally:
+            await broker.stop()
+            stop.set()
+            await service
+            await pool.execute(
+                "DELETE FROM dispatch_requests WHERE portal = ANY($1::text[])", [a, b]
+            )
+
+
+def sales_dropped() -> float:
+    labels = {"queue": DISPATCH_SALES.name}
+    return REGISTRY.get_sample_value("nps_messages_dropped_total", labels) or 0.0

@@ -301,6 +301,21 @@ async def test_an_uninstalled_portal_refuses_its_token_for_good(
             await nobody.call("profile")
 
 
+async def test_a_portal_installed_again_is_called_with_its_new_pair_at_once(
+    world: World, pool: asyncpg.Pool
+) -> None:
+    """A process holding the old access token of a portal that was uninstalled and installed
+    again (its new pair stored by the install page): the portal refuses the old token, the
+    row is read again and the call goes once more with the new pair, never failing."""
+    book = world.book(pool)
+    member_id = await world.install(book)
+    async with client(book, member_id, world.transport) as api:
+        await api.call("profile")  # the old token, held by this process's book
+        assert (await world.http.post(f"/p/{world.alpha}/sandbox/uninstall")).status_code == 200
+        await world.install(world.book(pool))  # the application's process stores the new pair
+        assert (await api.call("profile")).result["ID"] == "1"
+
+
 async def test_no_token_or_secret_reaches_a_log_line(
     world: World, pool: asyncpg.Pool, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -3,6 +3,7 @@ thank-you pages, broken links, CSRF, limits and headers."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import uuid
@@ -21,6 +22,7 @@ from services.survey.tokens import LinkSigner
 from shared.events import SurveyAnswered
 from shared.outbox import Outbox
 from shared.portal_config import PortalConfig
+from shared.portals import PortalConfigs
 from tests.support.survey import DAY, KEYS, page_config, setup_for
 
 
@@ -380,3 +382,32 @@ async def test_over_https_the_cookie_is_secure_and_hsts_is_sent(
     cookie = page.headers["set-cookie"]
     for attribute in ("Secure", "HttpOnly", "SameSite=strict", "Path=/s/"):
         assert attribute in cookie
+
+
+async def test_with_several_portals_each_link_asks_by_its_own_portals_configuration(
+    pool: asyncpg.Pool, portal_config: PortalConfig, client_for: Any
+) -> None:
+    """Application mode: the page serves every installed portal (`PortalConfigs`), each
+    request's page asks what its own portal's configuration says (here alpha's deal survey on
+    a binary scale, beta's on 0-10); an uninstalled portal's links are gone (410)."""
+    deal = portal_config.deal_surveys[0]
+    binary = portal_config.model_copy(
+        update={"deal_surveys": [deal.model_copy(update={"scale": "binary"})]}
+    )
+    configs = PortalConfigs({"alpha-key": binary, "beta-key": portal_config})
+    setup = dataclasses.replace(setup_for(portal_config), portal=configs)
+    client = client_for(setup)
+    signer = LinkSigner(KEYS, 30 * DAY, clock=lambda: 1_800_000_000.0)
+    links: dict[str, str] = {}
+    for key in ("alpha-key", "beta-key"):
+        request = new_deal_request(deal, deal_id=77, contact_id=42, lang="en", portal=key)
+        async with pool.acquire() as conn:
+            await add_request(conn, request)
+        links[key] = "/s/" + signer.sign(request.request_id)
+    alpha = await client.get(links["alpha-key"])
+    beta = await client.get(links["beta-key"])
+    assert alpha.text.count('type="radio"') == 2
+    assert beta.text.count('type="radio"') == 11
+    configs.remove("beta-key", "uninstalled")
+    assert (await client.get(links["beta-key"])).status_code == 410
+    assert (await client.get(links["alpha-key"])).status_code == 200

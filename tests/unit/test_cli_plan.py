@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from services.cli import _database_url_problem, _plan, survey_page_off
+from services.cli import _database_url_problem, _plan, _surveys_and_reports, survey_page_off
 from services.scoring.commands import names_segment
-from services.survey.settings import SurveySettings
+from services.survey.settings import DEMO_KEY, SurveySettings
 from shared.settings import EXAMPLE_CONFIG, Settings
 from shared.supervisor import Listener
 
@@ -86,6 +86,32 @@ def test_run_all_starts_the_survey_page_when_its_links_can_be_signed(
     assert (off is None) is started
     if off is not None:
         assert "SURVEY_KEYS is not set" in off
+
+
+def test_run_app_with_the_sandbox_signs_links_with_the_demo_key_and_mails_to_its_inbox(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("SURVEY_KEYS", raising=False)
+    settings = Settings(_env_file=None, nps_mode="app")
+    by_name = {p.name: p for p in _surveys_and_reports(settings)}
+    assert set(by_name) == {"dispatch", "reports", "survey"}
+    assert by_name["survey"].env["SURVEY_KEYS"] == DEMO_KEY
+    assert by_name["dispatch"].env["DISPATCH_SMTP_PORT"] == str(settings.sandbox_smtp_port)
+
+
+def test_run_app_with_a_real_application_needs_its_own_link_keys(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """No webhook URL is set in application mode, yet its portals are real ones: the demo key
+    never signs their links, and their e-mails go to the configured SMTP server."""
+    monkeypatch.delenv("SURVEY_KEYS", raising=False)
+    settings = Settings(_env_file=None, nps_mode="app", bitrix24_client_id="local.abc")
+    by_name = {p.name: p for p in _surveys_and_reports(settings)}
+    assert set(by_name) == {"dispatch", "reports"}
+    assert "DISPATCH_SMTP_PORT" not in by_name["dispatch"].env
+    off = survey_page_off(settings, SurveySettings(_env_file=None))
+    assert off is not None
+    assert "SURVEY_KEYS is not set" in off
 
 
 @pytest.mark.parametrize(
