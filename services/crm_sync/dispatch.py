@@ -52,6 +52,7 @@ from services.crm_sync.dispatch_calls import (
     timeline_id,
 )
 from services.crm_sync.entities import ActionError, created_id, found_task
+from services.crm_sync.locks import WriterLocks
 from services.crm_sync.store import (
     Changes,
     CommandRow,
@@ -95,6 +96,13 @@ def _portal_refusal(exc: Bitrix24Error, what: str | None = None) -> RefusedError
     return None
 
 
+_LOCK_NAMESPACE = 0x4E50_5344  # "NPSD": advisory locks on dispatch commands being carried out
+
+
+class CommandBusyError(RuntimeError):
+    """Another replica carries this command out now: the message is retried later."""
+
+
 class DispatchWriter:
     """Carries out `DispatchCommand`s."""
 
@@ -110,10 +118,21 @@ class DispatchWriter:
         self._outbox = outbox
         self._coalescer = coalescer
         self._clock = clock
+        self._writing = WriterLocks(
+            pool,
+            _LOCK_NAMESPACE,
+            lambda command_id: CommandBusyError(f"command {command_id} is carried out elsewhere"),
+        )
+        """One writer per command: two copies of a message (an outbox row published again
+        after a crash) would otherwise both look the NPS deal up, find none and create two."""
 
     async def carry_out(self, command: DispatchCommand) -> CrmWritten | None:
         """Carry `command` out once; its event, or None when it was done before (nothing new is
         written or published)."""
+        async with self._writing.hold(command.command_id):
+            return await self._carry_out_once(command)
+
+    async def _carry_out_once(self, command: DispatchCommand) -> CrmWritten | None:
         async with self._pool.acquire() as conn:
             row = await begin_command(conn, command, _contact_of(command))
         if row.done:

@@ -4,7 +4,8 @@ two writer replicas never work on one contact at once."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from contextlib import asynccontextmanager
 
 import asyncpg
 from asyncpg.pool import PoolConnectionProxy
@@ -86,3 +87,38 @@ class ContactLocks:
             conn, self._conn = self._conn, None
             conn.terminate()
             await self._pool.release(conn)
+
+
+class WriterLocks:
+    """One writer at a time per key: in this process (an asyncio lock per key, so a second copy
+    of a message waits for the first and then finds its work done) and across replicas (a
+    session advisory lock under `namespace`; a key another process holds raises `busy(key)`, a
+    retryable error: the message is tried again later)."""
+
+    def __init__(
+        self, pool: asyncpg.Pool, namespace: int, busy: Callable[[str], Exception]
+    ) -> None:
+        self._locks = ContactLocks(pool, namespace)
+        self._busy = busy
+        self._local: dict[str, tuple[asyncio.Lock, int]] = {}
+        """Each key held or awaited here: its lock, and how many messages use it."""
+
+    @asynccontextmanager
+    async def hold(self, key: str) -> AsyncIterator[None]:
+        lock, users = self._local.get(key, (asyncio.Lock(), 0))
+        self._local[key] = (lock, users + 1)
+        try:
+            async with lock:
+                held = (key, 0)
+                if not await self._locks.acquire([held]):
+                    raise self._busy(key)
+                try:
+                    yield
+                finally:
+                    await self._locks.release([held])
+        finally:
+            lock, users = self._local[key]
+            if users == 1:
+                del self._local[key]
+            else:
+                self._local[key] = (lock, users - 1)

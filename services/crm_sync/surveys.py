@@ -20,17 +20,13 @@ and comment fields; a deal that no longer exists dead-letters the message.
 
 from __future__ import annotations
 
-import asyncio
-import uuid
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from typing import Any
 
 import asyncpg
 
 from services.crm_sync.coalescer import CommandCoalescer
 from services.crm_sync.entities import ActionError
-from services.crm_sync.locks import ContactLocks
+from services.crm_sync.locks import WriterLocks
 from services.crm_sync.survey_items import (
     contact_lookup,
     contact_responsible,
@@ -69,9 +65,12 @@ class SurveyWriter:
         self._coalescer = coalescer
         self._config = config
         self._lists: dict[int, dict[str, dict[str, str]]] = {}
-        self._locks = ContactLocks(pool, _LOCK_NAMESPACE)
-        self._local: dict[uuid.UUID, tuple[asyncio.Lock, int]] = {}
-        """Each request being written here: its lock, and how many messages use it."""
+        self._writing = WriterLocks(
+            pool,
+            _LOCK_NAMESPACE,
+            lambda request: RequestBusyError(f"survey request {request} is written elsewhere"),
+        )
+        """One writer per request, in this process and across replicas."""
 
     @property
     def _entity_type_id(self) -> int:
@@ -89,31 +88,10 @@ class SurveyWriter:
         reply = await self._coalescer.run([Command("call", method, params)])
         return reply.result("call")
 
-    @asynccontextmanager
-    async def _writing(self, request_id: uuid.UUID) -> AsyncIterator[None]:
-        """Hold `request_id`: one writer at a time in this process, and across replicas."""
-        lock, users = self._local.get(request_id, (asyncio.Lock(), 0))
-        self._local[request_id] = (lock, users + 1)
-        try:
-            async with lock:
-                key = (str(request_id), 0)
-                if not await self._locks.acquire([key]):
-                    raise RequestBusyError(f"survey request {request_id} is written elsewhere")
-                try:
-                    yield
-                finally:
-                    await self._locks.release([key])
-        finally:
-            lock, users = self._local[request_id]
-            if users == 1:
-                del self._local[request_id]
-            else:
-                self._local[request_id] = (lock, users - 1)
-
     async def write(self, event: SurveyAnswered) -> CrmWritten | None:
         """Write `event` into its item; its `crm.written.survey` event, or None when this
         version (or a newer one) was written before."""
-        async with self._writing(event.request_id):
+        async with self._writing.hold(str(event.request_id)):
             return await self._write(event)
 
     async def _write(self, event: SurveyAnswered) -> CrmWritten | None:

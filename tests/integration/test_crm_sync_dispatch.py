@@ -256,6 +256,22 @@ async def test_an_nps_deal_is_created_once_in_its_funnel_with_the_sale_and_the_r
     assert len(nps_deals(portal, the_command.request_id)) == 1
 
 
+async def test_two_copies_of_a_command_at_once_create_one_nps_deal(
+    pool: asyncpg.Pool, portal: SandboxPortal
+) -> None:
+    """An outbox row published again after a crash reaches crm_sync twice, both copies in
+    flight together: the second waits for the first and finds its work done."""
+    the_command = nps_deal(portal_ref(), company_id=None)
+    w = writer(pool, portal)
+
+    events = await asyncio.gather(w.carry_out(the_command), w.carry_out(the_command))
+
+    (deal,) = nps_deals(portal, the_command.request_id)
+    assert [event is None for event in events].count(False) == 1
+    assert await outbox_count(pool, the_command) == 1
+    assert deal["CATEGORY_ID"] == NPS_FUNNEL
+
+
 async def test_a_lost_answer_to_the_deal_add_finds_the_deal_instead_of_adding_another(
     pool: asyncpg.Pool, portal: SandboxPortal
 ) -> None:
