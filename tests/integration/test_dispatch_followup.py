@@ -130,7 +130,10 @@ class World:
 
 
 @pytest.fixture
-def world(pool: asyncpg.Pool, portal: SandboxPortal, clocks: Clocks) -> World:
+async def world(pool: asyncpg.Pool, portal: SandboxPortal, clocks: Clocks) -> World:
+    """The follower reads every due row of the database: other tests' rows (other portals, on
+    other clocks) would join its rounds and its reads."""
+    await pool.execute("DELETE FROM dispatch_followups")
     return World(pool, portal, client_for(portal), followup_config(), clocks, portal_ref())
 
 
