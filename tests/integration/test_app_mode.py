@@ -328,6 +328,34 @@ async def test_ingest_takes_each_installed_portals_own_events_only(
         await portals.aclose()
 
 
+async def test_a_gone_portals_backlog_is_dropped_at_once_and_holds_up_no_other(
+    pool: asyncpg.Pool, settings: Settings
+) -> None:
+    """`ensure` for a portal known gone reads nothing (each of its messages would otherwise
+    wait a second for a read of its own, the lock shared with every portal); messages of a
+    portal never seen wait together for one read."""
+    async with world(pool, settings) as (w, configured):
+        alpha, beta = w.names
+        await w.install(alpha)
+        await w.install(beta)
+        book = TokenBook(pool, OAuthServer(AppCredentials.from_settings(configured)))
+        portals = AppPortals(pool, book, load_portal_config(EXAMPLE_CONFIG), reload_s=60)
+        await w.uninstall(beta)
+        await portals.reload()
+        gone, never = w.key(beta), "never-installed-" + uuid.uuid4().hex
+        started = time.monotonic()
+        backlog = [portals.ensure(gone) for _ in range(20)]
+        unknown = [portals.ensure(never) for _ in range(5)]
+        await asyncio.wait_for(
+            asyncio.gather(*backlog, *unknown, portals.ensure(w.key(alpha))), timeout=3
+        )
+        assert time.monotonic() - started < 2
+        with pytest.raises(PortalGoneError, match="uninstalled"):
+            portals.configs.get(gone)
+        assert w.key(alpha) in portals.served()
+        await portals.aclose()
+
+
 async def written(pool: asyncpg.Pool, key: str) -> tuple[int, int]:
     """The router's actions for portal `key`, and how many crm_sync has done."""
     routed = await pool.fetchval("SELECT count(*) FROM router_actions WHERE portal = $1", key)
