@@ -179,6 +179,8 @@ def test_a_robot_call_as_the_portal_posts_it() -> None:
     assert "secret-token" not in repr(read)
     deal = read_robot_call({**FORM, "document_id[2]": "DEAL_7"})
     assert (deal.entity_type_id, deal.entity_id) == (2, 7)
+    largest = read_robot_call({**FORM, "document_id[2]": "DEAL_" + "9" * 18, "code": NPS_ROBOT})
+    assert (largest.entity_id, largest.code) == (10**18 - 1, NPS_ROBOT)
 
 
 @pytest.mark.parametrize(
@@ -188,6 +190,12 @@ def test_a_robot_call_as_the_portal_posts_it() -> None:
         ({"auth[member_id]": " "}, "auth[member_id]", 403),
         ({"event_token": ""}, "event_token", 400),
         ({"document_id[2]": "CONTACT_3"}, "document_id[2]", 400),
+        ({"document_id[2]": "DEAL_" + "7" * 5000}, "document_id[2]", 400),
+        ({"document_id[2]": "DEAL_" + "9" * 20}, "document_id[2]", 400),
+        ({"document_id[2]": "DEAL_\u0667"}, "document_id[2]", 400),
+        ({"document_id[2]": "DYNAMIC_" + "1" * 30 + "_5"}, "document_id[2]", 400),
+        ({"code": "another_apps_robot"}, "code", 400),
+        ({"code": ""}, "code", 400),
     ],
 )
 def test_what_a_robot_call_must_carry(change: dict[str, str], field: str, status: int) -> None:
