@@ -104,6 +104,23 @@ def test_an_nps_item_robot_has_no_sale_and_the_channel_and_delay_are_the_robots(
             {"survey": "After the sale", "delay_minutes": "-5"},
             "the robot's delay_minutes '-5': a whole number of minutes expected",
         ),
+        (
+            {"survey": "After the sale", "delay_minutes": "\u00b2"},
+            "the robot's delay_minutes '\u00b2': a whole number of minutes expected",
+        ),
+        (
+            {"survey": "After the sale", "delay_minutes": "\u0667"},
+            "the robot's delay_minutes '\u0667': a whole number of minutes expected",
+        ),
+        (
+            {"survey": "After the sale", "delay_minutes": "10000000000"},
+            "the robot's delay_minutes '10000000000': a whole number of minutes expected,"
+            " at most 525600",
+        ),
+        (
+            {"survey": "After the sale", "delay_minutes": "525601"},
+            "the robot's delay_minutes '525601'",
+        ),
     ],
 )
 def test_an_unusable_call_asks_nothing_and_says_why(
@@ -112,6 +129,14 @@ def test_an_unusable_call_asks_nothing_and_says_why(
     wanted = request_for_robot(call(**properties), DOCUMENT, config(), MON)
     assert isinstance(wanted, str)
     assert wanted.startswith(reason)
+
+
+def test_the_longest_delay_a_robot_may_ask_for() -> None:
+    wanted = request_for_robot(
+        call(survey="After the sale", delay_minutes="525600"), DOCUMENT, config(), MON
+    )
+    assert not isinstance(wanted, str)
+    assert wanted.send_after == MON + timedelta(days=365)
 
 
 @pytest.mark.parametrize(
