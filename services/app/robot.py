@@ -107,9 +107,21 @@ class Robots:
         """Add the robots `bizproc.robot.list` does not show; the codes added (one added
         meanwhile by a concurrent install, which the portal refuses as already installed,
         counts as registered). A robot the portal refuses (its NPS smart process missing, say)
-        is logged with the portal's reason and leaves the install and the other robot alone."""
+        is logged with the portal's reason and leaves the install and the other robot alone;
+        so is a refused `bizproc.robot.list` (no `bizproc` scope, a plan without business
+        processes): no robot is registered."""
         wanted = wanted_robots(self.handler, self.nps_entity_type_of(member_id))
-        listed = (await client.call("bizproc.robot.list")).result
+        try:
+            listed = (await client.call("bizproc.robot.list")).result
+        except PermanentBitrix24Error as exc:  # no bizproc scope, or a plan without it
+            log.warning(
+                "app_robot_refused",
+                member_id=member_id,
+                robot=None,
+                code=exc.code,
+                reason=exc.description,
+            )
+            return []
         have = {str(code) for code in listed} if isinstance(listed, list) else set()
         added = []
         for code in (code for code in wanted if code not in have):
