@@ -92,6 +92,7 @@ from shared import portal_store
 from shared.db import Conn, create_pool
 from shared.dispatch_config import Dispatch
 from shared.events import utcnow
+from shared.http import read_body
 from shared.logging import get_logger
 from shared.portal_config import ConfigError, parse_portal_yaml
 from shared.served_portal import reading_key
@@ -439,10 +440,13 @@ async def scores_endpoint(
 
 
 async def _form(request: Request) -> dict[str, str]:
-    """The request's form-encoded body; `FrameRefused` (400/413) when it cannot be read."""
-    body = await request.body()
-    if len(body) > MAX_FORM_BYTES:
-        raise FrameRefused(413, f"the form is larger than {MAX_FORM_BYTES // 1024} KB")
+    """The request's form-encoded body; `FrameRefused` (400/413) when it cannot be read (a
+    larger one refused as soon as it passes `MAX_FORM_BYTES`, never read whole)."""
+
+    def too_large() -> FrameRefused:
+        return FrameRefused(413, f"the form is larger than {MAX_FORM_BYTES // 1024} KB")
+
+    body = await read_body(request, MAX_FORM_BYTES, too_large)
     try:
         text = body.decode("utf-8")
     except UnicodeDecodeError:

@@ -458,3 +458,22 @@ async def test_the_contact_card_tab_shows_that_contact_s_answers(world: World) -
     refused = await world.post_frame({**form, "body": broken})
     assert refused.status_code == 400
     assert "PLACEMENT_OPTIONS: expected the contact card's ID" in text_of(refused)
+
+
+async def test_a_form_too_large_is_refused_before_it_is_read_whole(world: World) -> None:
+    pulled = 0
+
+    async def body() -> AsyncIterator[bytes]:
+        nonlocal pulled
+        for _ in range(64):
+            pulled += 1
+            yield b"x" * 16 * 1024  # 1 MiB in all, no Content-Length
+
+    for path in ("/frame", "/settings"):
+        pulled = 0
+        answer = await world.reports.post(
+            path, content=body(), headers={"Content-Type": "application/x-www-form-urlencoded"}
+        )
+        assert answer.status_code == 413, answer.text
+        assert "larger than 256 KB" in text_of(answer)
+        assert pulled <= 18  # 256 KiB and one chunk more, not the whole megabyte
