@@ -462,7 +462,7 @@ async def frame_entry(request: Request) -> Response:
     try:
         form = await _form(request)
         async with request.app.state.pool.acquire() as conn:
-            handler = f"{request.url.scheme}://{request.url.netloc}{request.url.path}"
+            handler = f"{request.app.state.public_url}/frame"
             entrant = await enter(conn, request.app.state.frame_http, form, handler=handler)
     except FrameRefused as exc:
         return _refused(exc)
@@ -602,6 +602,7 @@ def create_app(
     frame_secret: str | None = None,
     template_yaml: str | None = None,
     portal_transport: httpx.AsyncBaseTransport | None = None,
+    public_url: str = "http://127.0.0.1:8001",
 ) -> FastAPI:
     """The reports app on the database at `database_url`, protected by `token`.
 
@@ -621,7 +622,8 @@ def create_app(
     portal's user, on a session signed with `frame_secret` (random per process when None) that
     reads that portal only; `/settings` edits the portal's configuration (`template_yaml`, the
     deployment's portal YAML, is shown while none is stored). `portal_transport` carries the
-    calls to the portals (tests).
+    calls to the portals (tests). `public_url` is where the portals reach the app
+    (`REPORTS_PUBLIC_URL`): the contact card's tab is bound to its `/frame`.
     """
 
     @asynccontextmanager
@@ -646,6 +648,7 @@ def create_app(
     )
     app.state.access = Access(token)
     app.state.frame_sessions = FrameSessions(frame_secret or secrets.token_urlsafe(32))
+    app.state.public_url = public_url.rstrip("/")
     app.state.template_text = template_yaml
     app.state.template = (
         None

@@ -111,6 +111,7 @@ def run(settings: Settings) -> None:
                     reports.frame_secret.get_secret_value() if reports.frame_secret else None
                 ),
                 template_yaml=template_yaml(settings),
+                public_url=reports.public(),
             ),
             host=reports.host,
             port=reports.port,

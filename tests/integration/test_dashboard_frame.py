@@ -40,6 +40,8 @@ from tests.support.scoring import make_submission
 ROOT = "http://sandbox"
 APP = "http://nps.example.test"
 REPORTS = "http://reports.example.test"
+PUBLIC = "https://reports.example.test"
+"""`REPORTS_PUBLIC_URL`: the portals reach the app through a TLS proxy."""
 CLIENT_ID = "local.nps.1"
 SECRET = "app-secret-frame"
 TOKEN = "reports-token-frame"
@@ -99,7 +101,8 @@ class World:
         return dict(answer.json())
 
     async def post_frame(self, form: dict[str, Any]) -> httpx.Response:
-        assert form["url"] == f"{REPORTS}/frame"
+        # The application's page (its registered handler URL) or the tab (bound to PUBLIC).
+        assert form["url"] in (f"{REPORTS}/frame", f"{PUBLIC}/frame")
         return await self.reports.post("/frame", params=form["query"], data=form["body"])
 
     async def open(self, name: str, user_id: int | None = None) -> str:
@@ -152,6 +155,7 @@ async def world(pool: asyncpg.Pool, pg_dsn: str) -> AsyncIterator[World]:
         frame_secret="frame-secret-for-tests",
         template_yaml=TEMPLATE,
         portal_transport=sandbox_net,
+        public_url=PUBLIC,
     )
     async with (
         reports.router.lifespan_context(reports),
@@ -434,7 +438,7 @@ async def test_the_contact_card_tab_shows_that_contact_s_answers(world: World) -
     await world.open(world.alpha)
     await world.open(world.alpha)
     tabs = await _contact_tabs(world, world.alpha)
-    assert [(t["handler"], t["title"]) for t in tabs] == [(f"{REPORTS}/frame", "NPS")]
+    assert [(t["handler"], t["title"]) for t in tabs] == [(f"{PUBLIC}/frame", "NPS")]
     assert await _contact_tabs(world, world.beta) == []
 
     # The tab of contact 502's card, opened by a user who is no administrator.
