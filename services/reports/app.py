@@ -89,6 +89,7 @@ from services.scoring.read import (
     score_distribution,
 )
 from shared import portal_store
+from shared.bitrix24.tokens import AppCredentials, OAuthServer
 from shared.db import Conn, create_pool
 from shared.dispatch_config import Dispatch
 from shared.events import utcnow
@@ -463,7 +464,13 @@ async def frame_entry(request: Request) -> Response:
         form = await _form(request)
         async with request.app.state.pool.acquire() as conn:
             handler = f"{request.app.state.public_url}/frame"
-            entrant = await enter(conn, request.app.state.frame_http, form, handler=handler)
+            entrant = await enter(
+                conn,
+                request.app.state.frame_http,
+                form,
+                handler=handler,
+                oauth=request.app.state.frame_oauth,
+            )
     except FrameRefused as exc:
         return _refused(exc)
     sessions: FrameSessions = request.app.state.frame_sessions
@@ -603,6 +610,7 @@ def create_app(
     template_yaml: str | None = None,
     portal_transport: httpx.AsyncBaseTransport | None = None,
     public_url: str = "http://127.0.0.1:8001",
+    app_credentials: AppCredentials | None = None,
 ) -> FastAPI:
     """The reports app on the database at `database_url`, protected by `token`.
 
@@ -624,6 +632,8 @@ def create_app(
     deployment's portal YAML, is shown while none is stored). `portal_transport` carries the
     calls to the portals (tests). `public_url` is where the portals reach the app
     (`REPORTS_PUBLIC_URL`): the contact card's tab is bound to its `/frame`.
+    `app_credentials` (the application's, `BITRIX24_OAUTH_URL`/`CLIENT_ID`/`CLIENT_SECRET`)
+    verify a frame's user token with the OAuth server; without them `POST /frame` is refused.
     """
 
     @asynccontextmanager
@@ -635,10 +645,15 @@ def create_app(
             headers={"Accept": "application/json"},
             follow_redirects=False,
         )
+        app.state.frame_oauth = (
+            OAuthServer(app_credentials, portal_transport) if app_credentials else None
+        )
         try:
             yield
         finally:
             await app.state.frame_http.aclose()
+            if app.state.frame_oauth is not None:
+                await app.state.frame_oauth.aclose()
             await app.state.pool.close()
 
     # No Swagger UI or ReDoc page: they load their scripts from a CDN, which the pages' CSP and

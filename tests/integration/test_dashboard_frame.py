@@ -156,6 +156,7 @@ async def world(pool: asyncpg.Pool, pg_dsn: str) -> AsyncIterator[World]:
         template_yaml=TEMPLATE,
         portal_transport=sandbox_net,
         public_url=PUBLIC,
+        app_credentials=credentials,
     )
     async with (
         reports.router.lifespan_context(reports),
@@ -274,7 +275,7 @@ async def test_forged_entries_and_sessions_are_refused(world: World) -> None:
     beta_form["body"] = {**beta_form["body"], "member_id": world.member_id(world.alpha)}
     refused = await world.post_frame(beta_form)
     assert refused.status_code == 403
-    assert "AUTH_ID: the portal did not accept this user token" in text_of(refused)
+    assert "AUTH_ID: a token of another portal than member_id" in text_of(refused)
 
     # A made-up token, and no token.
     form = await world.frame_form(world.alpha)
@@ -481,3 +482,18 @@ async def test_a_form_too_large_is_refused_before_it_is_read_whole(world: World)
         assert answer.status_code == 413, answer.text
         assert "larger than 256 KB" in text_of(answer)
         assert pulled <= 18  # 256 KiB and one chunk more, not the whole megabyte
+
+
+async def test_a_token_of_another_application_of_the_portal_is_refused(world: World) -> None:
+    """`profile` answers any application's user token: the OAuth server's `app.info` names
+    the application (the sandbox knows one: registering it anew as another application
+    makes the tokens it names another application's)."""
+    form = await world.frame_form(world.alpha)
+    assert world.sandbox.server is not None
+    registration = world.sandbox.server.registration
+    assert registration is not None
+    other = {**registration.model_dump(), "client_id": "local.other.app"}
+    assert (await world.portals.put("/sandbox/oauth/app", json=other)).status_code == 200
+    refused = await world.post_frame(form)
+    assert refused.status_code == 403
+    assert "AUTH_ID: a token of another application" in text_of(refused)
