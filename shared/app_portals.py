@@ -9,8 +9,10 @@ new install is served, a changed configuration (its version) replaces the old on
 per-portal objects are rebuilt from it, `PerPortal`), an uninstalled or revoked portal is taken
 out (`PortalGoneError`: its messages are dropped with one log line, never dead-lettered) and the
 others go on. It runs every `APP_PORTALS_RELOAD_S` and, at most once a second, when a message
-names a portal not served (`ensure`, waiting for that second rather than refusing the message):
-an install is served from its first event on.
+names a portal never served (`ensure`, waiting for that second rather than refusing the message):
+an install is served from its first event on. A message of a portal known gone reads nothing
+(its portal is dropped at once; a reinstall is served from the next periodic reload), unless
+the last read is older than `APP_PORTALS_RELOAD_S`.
 """
 
 from __future__ import annotations
@@ -58,6 +60,7 @@ class AppPortals:
         *,
         transport: httpx.AsyncBaseTransport | None = None,
         clock: Callable[[], float] = time.monotonic,
+        reload_s: float = 10.0,
     ) -> None:
         self._pool = pool
         self.book = book
@@ -65,6 +68,8 @@ class AppPortals:
         """The configuration of an installed portal without a stored one (the portal YAML)."""
         self._transport = transport
         self._clock = clock
+        self._reload_s = reload_s
+        """`APP_PORTALS_RELOAD_S`: a portal known gone is not read again sooner (`ensure`)."""
         self.configs = PortalConfigs({})
         self.clients = PortalClients({})
         self._versions: dict[str, int | None] = {}
@@ -80,15 +85,21 @@ class AppPortals:
         return self.configs.keys() or ()
 
     async def ensure(self, key: str) -> None:
-        """Before a message of portal `key` is handled: a portal not served makes the registry
+        """Before a message of portal `key` is handled: a portal never served makes the registry
         be read again, so a new install is served; then `configs.get(key)` says what it is
         (served, gone, or unknown). Reads are at most one per `ENSURE_MIN_INTERVAL_S`: a
         message that comes sooner waits for the next one rather than be refused, as its portal
-        may have installed just after the last read."""
+        may have installed just after the last read; messages waiting together share that read.
+        A portal known gone returns at once (its messages are dropped without a wait, and
+        never hold up the other portals' messages) while the last read is younger than
+        `APP_PORTALS_RELOAD_S` (the periodic reload serves it again once reinstalled)."""
         if key in self.served():
             return
+        if self.configs.gone(key) and self._clock() - self._loaded_at < self._reload_s:
+            return
+        asked = self._clock()
         async with self._lock:
-            if key in self.served():
+            if key in self.served() or self._loaded_at > asked:
                 return
             wait = ENSURE_MIN_INTERVAL_S - (self._clock() - self._loaded_at)
             if wait > 0:
@@ -131,13 +142,14 @@ class AppPortals:
         await self.book.oauth.aclose()
 
     async def _reload(self) -> None:
+        started = self._clock()
         portals = await self.book.portals()
         for portal in portals:
             if portal.status == "installed":
                 await self._serve(portal)
             else:
                 self._stop(portal)
-        self._loaded_at = self._clock()
+        self._loaded_at = started
         PORTALS_SERVED.set(len(self.served()))
 
     async def _serve(self, portal: AppPortal) -> None:

@@ -76,6 +76,10 @@ class _ByPortal(Generic[T]):
         self._by_key[key] = value
         self._gone.pop(key, None)
 
+    def gone(self, key: str) -> bool:
+        """Whether portal `key` was served and was taken out (`remove`)."""
+        return key in self._gone
+
     def remove(self, key: str, status: str) -> T | None:
         """Stop serving portal `key` (`status`: why, e.g. uninstalled); its value, if served."""
         self._require_named()

@@ -189,7 +189,9 @@ async def _application_mode(runtime: Runtime, template: PortalConfig) -> None:
     settings = runtime.settings
     credentials = AppCredentials.from_settings(settings)
     book = TokenBook(runtime.pool, OAuthServer(credentials))
-    portals = runtime.portals = AppPortals(runtime.pool, book, template)
+    portals = runtime.portals = AppPortals(
+        runtime.pool, book, template, reload_s=settings.app_portals_reload_s
+    )
     runtime.configs, runtime.clients = portals.configs, portals.clients
     await portals.reload()
 

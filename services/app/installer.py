@@ -6,7 +6,9 @@ stored `application_token`, marks the portal uninstalled and erases its tokens.
 Neither a form nor an event is taken at its word for whose tokens it carries: the OAuth server's
 `app.info` names the application and the portal an access token belongs to, and both must match;
 and the user behind it must administer the portal (its `user.admin`: any user who opens the
-application has a token of it). A portal already installed keeps its `application_token`.
+application has a token of it). A portal already installed keeps its `application_token`
+through the install form; its administrator's `ONAPPINSTALL` replaces it (an updated
+application's portal sends a new one, which its `ONAPPUNINSTALL` then carries).
 """
 
 from __future__ import annotations
@@ -67,7 +69,8 @@ class Installer:
 
     async def installed(self, event: LifecycleEvent) -> None:
         """`ONAPPINSTALL`: the portal's `application_token` (and the event's pair, when it
-        brings one) stored, its events bound."""
+        brings one) stored, its events bound. Verified as the portal's administrator's, it
+        replaces a stored token (an updated application's portal has a new one)."""
         if event.access_token is None:
             raise LifecycleError(
                 "ONAPPINSTALL cannot be verified",
@@ -87,8 +90,12 @@ class Installer:
                 now=self.clock(),
             )
             domain = owner.domain or event.domain
-            await self.book.install(pair, domain=domain, application_token=event.application_token)
-        elif not await self.book.set_application_token(event.member_id, event.application_token):
+            await self.book.install(
+                pair, domain=domain, application_token=event.application_token, replace_token=True
+            )
+        elif not await self.book.set_application_token(
+            event.member_id, event.application_token, replace=True
+        ):
             raise LifecycleError(
                 "ONAPPINSTALL for a portal without tokens",
                 "auth[refresh_token]",

@@ -63,7 +63,8 @@ RETURN_PROPERTIES: dict[str, dict[str, Any]] = {
     "sent": {"Name": {"en": "Survey sent", "ru": "Опрос отправлен"}, "Type": "bool"},
     "reason": {"Name": {"en": "Why not sent", "ru": "Почему не отправлен"}, "Type": "string"},
 }
-_DOCUMENT = re.compile(r"^(?:DEAL|DYNAMIC_(\d+))_(\d+)$")
+_DOCUMENT = re.compile(r"^(?:DEAL|DYNAMIC_([0-9]{1,9}))_([0-9]{1,18})$")
+"""A deal's or a smart-process item's document: ASCII digits, ids that fit a bigint."""
 
 
 def robot_fields(code: str, handler: str, document_type: list[str]) -> dict[str, Any]:
@@ -106,9 +107,21 @@ class Robots:
         """Add the robots `bizproc.robot.list` does not show; the codes added (one added
         meanwhile by a concurrent install, which the portal refuses as already installed,
         counts as registered). A robot the portal refuses (its NPS smart process missing, say)
-        is logged with the portal's reason and leaves the install and the other robot alone."""
+        is logged with the portal's reason and leaves the install and the other robot alone;
+        so is a refused `bizproc.robot.list` (no `bizproc` scope, a plan without business
+        processes): no robot is registered."""
         wanted = wanted_robots(self.handler, self.nps_entity_type_of(member_id))
-        listed = (await client.call("bizproc.robot.list")).result
+        try:
+            listed = (await client.call("bizproc.robot.list")).result
+        except PermanentBitrix24Error as exc:  # no bizproc scope, or a plan without it
+            log.warning(
+                "app_robot_refused",
+                member_id=member_id,
+                robot=None,
+                code=exc.code,
+                reason=exc.description,
+            )
+            return []
         have = {str(code) for code in listed} if isinstance(listed, list) else set()
         added = []
         for code in (code for code in wanted if code not in have):
@@ -167,9 +180,14 @@ def read_robot_call(form: Mapping[str, str]) -> RobotCall:
         raise LifecycleError(
             "document not a deal or a smart-process item",
             "document_id[2]",
-            "DEAL_<id> or DYNAMIC_<type>_<id>",
+            "DEAL_<id> or DYNAMIC_<type>_<id>, ids of at most 18 digits",
         )
     dynamic, number = match.groups()
+    code = _field(form, "code", "the robot's code")
+    if code not in (DEAL_ROBOT, NPS_ROBOT):
+        raise LifecycleError(
+            "not one of the application's robots", "code", f"{DEAL_ROBOT} or {NPS_ROBOT}"
+        )
     properties = {
         key[len("properties[") : -1]: value
         for key, value in form.items()
@@ -179,7 +197,7 @@ def read_robot_call(form: Mapping[str, str]) -> RobotCall:
         member_id=member_id,
         domain=form.get("auth[domain]") or None,
         application_token=application_token,
-        code=_field(form, "code", "the robot's code"),
+        code=code,
         event_token=_field(form, "event_token", "the launch's event_token"),
         entity_type_id=int(dynamic) if dynamic else DEAL_ENTITY_TYPE_ID,
         entity_id=int(number),

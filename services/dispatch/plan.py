@@ -169,6 +169,10 @@ def robot_document(result: object) -> RobotDocument | None:
     return RobotDocument(number("contactId"), number("companyId"), number("assignedById"))
 
 
+MAX_ROBOT_DELAY_MINUTES = 525_600
+"""The longest delay a robot may ask for: a year."""
+
+
 def request_for_robot(
     call: RobotCalled, document: RobotDocument, config: PortalConfig, now: datetime
 ) -> Wanted | str:
@@ -186,8 +190,11 @@ def request_for_robot(
     if (channel or dispatch.channel_for(survey)) == "portal" and dispatch.portal_channel is None:
         return "the portal channel is not configured (dispatch.portal_channel)"
     delay = call.properties.get("delay_minutes", "").strip() or "0"
-    if not delay.isdigit():
-        return f"the robot's delay_minutes {delay!r}: a whole number of minutes expected"
+    if not (delay.isascii() and delay.isdigit()) or int(delay) > MAX_ROBOT_DELAY_MINUTES:
+        return (
+            f"the robot's delay_minutes {delay[:20]!r}: a whole number of minutes expected,"
+            f" at most {MAX_ROBOT_DELAY_MINUTES} (a year)"
+        )
     wanted = _wanted(
         config,
         dispatch,

@@ -40,6 +40,8 @@ async def serve_ingest(settings: Settings, stop: asyncio.Event | None = None) ->
     async def wire(runtime: Runtime) -> None:
         pool, outbox, configs = runtime.pool, runtime.outbox, runtime.configs
         hydrators = subscribe_hydrator(runtime)
+        if settings.ingest_offline:  # the portals served are read each round, in either mode
+            runtime.background.append(offline_intake(runtime))
         if runtime.portals is not None:
             wire_installed_portals(runtime, runtime.portals)
             return
@@ -73,8 +75,6 @@ async def serve_ingest(settings: Settings, stop: asyncio.Event | None = None) ->
             await sweeper.run_names(NAMES_INTERVAL_S, stop)
 
         runtime.background.extend((http, sweep, reload, names))
-        if settings.ingest_offline:
-            runtime.background.append(offline_intake(runtime))
 
     # Health and metrics never share the port the internet reaches: HEALTH_PORT is ingest's
     # INGEST_HEALTH_PORT (one .env serves every process).

@@ -89,9 +89,11 @@ from services.scoring.read import (
     score_distribution,
 )
 from shared import portal_store
+from shared.bitrix24.tokens import AppCredentials, OAuthServer
 from shared.db import Conn, create_pool
 from shared.dispatch_config import Dispatch
 from shared.events import utcnow
+from shared.http import read_body
 from shared.logging import get_logger
 from shared.portal_config import ConfigError, parse_portal_yaml
 from shared.served_portal import reading_key
@@ -439,10 +441,13 @@ async def scores_endpoint(
 
 
 async def _form(request: Request) -> dict[str, str]:
-    """The request's form-encoded body; `FrameRefused` (400/413) when it cannot be read."""
-    body = await request.body()
-    if len(body) > MAX_FORM_BYTES:
-        raise FrameRefused(413, f"the form is larger than {MAX_FORM_BYTES // 1024} KB")
+    """The request's form-encoded body; `FrameRefused` (400/413) when it cannot be read (a
+    larger one refused as soon as it passes `MAX_FORM_BYTES`, never read whole)."""
+
+    def too_large() -> FrameRefused:
+        return FrameRefused(413, f"the form is larger than {MAX_FORM_BYTES // 1024} KB")
+
+    body = await read_body(request, MAX_FORM_BYTES, too_large)
     try:
         text = body.decode("utf-8")
     except UnicodeDecodeError:
@@ -458,8 +463,14 @@ async def frame_entry(request: Request) -> Response:
     try:
         form = await _form(request)
         async with request.app.state.pool.acquire() as conn:
-            handler = f"{request.url.scheme}://{request.url.netloc}{request.url.path}"
-            entrant = await enter(conn, request.app.state.frame_http, form, handler=handler)
+            handler = f"{request.app.state.public_url}/frame"
+            entrant = await enter(
+                conn,
+                request.app.state.frame_http,
+                form,
+                handler=handler,
+                oauth=request.app.state.frame_oauth,
+            )
     except FrameRefused as exc:
         return _refused(exc)
     sessions: FrameSessions = request.app.state.frame_sessions
@@ -598,6 +609,8 @@ def create_app(
     frame_secret: str | None = None,
     template_yaml: str | None = None,
     portal_transport: httpx.AsyncBaseTransport | None = None,
+    public_url: str = "http://127.0.0.1:8001",
+    app_credentials: AppCredentials | None = None,
 ) -> FastAPI:
     """The reports app on the database at `database_url`, protected by `token`.
 
@@ -617,7 +630,10 @@ def create_app(
     portal's user, on a session signed with `frame_secret` (random per process when None) that
     reads that portal only; `/settings` edits the portal's configuration (`template_yaml`, the
     deployment's portal YAML, is shown while none is stored). `portal_transport` carries the
-    calls to the portals (tests).
+    calls to the portals (tests). `public_url` is where the portals reach the app
+    (`REPORTS_PUBLIC_URL`): the contact card's tab is bound to its `/frame`.
+    `app_credentials` (the application's, `BITRIX24_OAUTH_URL`/`CLIENT_ID`/`CLIENT_SECRET`)
+    verify a frame's user token with the OAuth server; without them `POST /frame` is refused.
     """
 
     @asynccontextmanager
@@ -629,10 +645,15 @@ def create_app(
             headers={"Accept": "application/json"},
             follow_redirects=False,
         )
+        app.state.frame_oauth = (
+            OAuthServer(app_credentials, portal_transport) if app_credentials else None
+        )
         try:
             yield
         finally:
             await app.state.frame_http.aclose()
+            if app.state.frame_oauth is not None:
+                await app.state.frame_oauth.aclose()
             await app.state.pool.close()
 
     # No Swagger UI or ReDoc page: they load their scripts from a CDN, which the pages' CSP and
@@ -642,6 +663,7 @@ def create_app(
     )
     app.state.access = Access(token)
     app.state.frame_sessions = FrameSessions(frame_secret or secrets.token_urlsafe(32))
+    app.state.public_url = public_url.rstrip("/")
     app.state.template_text = template_yaml
     app.state.template = (
         None

@@ -34,7 +34,8 @@ import httpx
 from services.reports.dashboard import Sources
 from services.reports.frame_session import FrameUser
 from shared import portal_store
-from shared.bitrix24.tokens import app_portal
+from shared.bitrix24.errors import Bitrix24Error, TransientBitrix24Error
+from shared.bitrix24.tokens import OAuthServer, app_portal
 from shared.db import Conn
 from shared.dispatch_config import Dispatch
 from shared.logging import get_logger
@@ -94,9 +95,16 @@ async def installed_endpoint(conn: Conn, member_id: str) -> str:
 
 
 async def enter(
-    conn: Conn, http: httpx.AsyncClient, form: Mapping[str, Any], *, handler: str
+    conn: Conn,
+    http: httpx.AsyncClient,
+    form: Mapping[str, Any],
+    *,
+    handler: str,
+    oauth: OAuthServer | None,
 ) -> Entrant:
-    """The verified user of the frame form `form`; `FrameRefused` naming what is wrong. An
+    """The verified user of the frame form `form`; `FrameRefused` naming what is wrong. The
+    user token must be this application's for this portal (`oauth`'s `app.info`: a token of
+    another application of the portal is refused) before its `profile` is trusted. An
     administrator's entry also binds the contact card's tab to `handler` (this entry's URL)
     when it is not bound yet; a failure there is logged and does not stop the entry."""
     member_id = _field(form, "member_id")
@@ -104,6 +112,7 @@ async def enter(
     placement = str(form.get("PLACEMENT") or "DEFAULT")[:100]
     contact = _placed_contact(placement, form.get("PLACEMENT_OPTIONS"))
     endpoint = await installed_endpoint(conn, member_id)
+    await _ours(oauth, auth_id, member_id)
     profile = await _profile(http, endpoint, auth_id, member_id)
     raw_id = profile.get("ID")
     if not (isinstance(raw_id, str | int) and str(raw_id).isdigit()):
@@ -116,6 +125,29 @@ async def enter(
         except FrameRefused as exc:
             log.warning("frame_contact_tab_not_bound", member_id=member_id, reason=exc.message)
     return Entrant(member_id, int(raw_id), admin, placement, contact)
+
+
+async def _ours(oauth: OAuthServer | None, auth_id: str, member_id: str) -> None:
+    """`FrameRefused` unless the OAuth server says `auth_id` is this application's token of
+    portal `member_id`."""
+    if oauth is None:
+        raise FrameRefused(
+            503,
+            "BITRIX24_CLIENT_ID and BITRIX24_CLIENT_SECRET not set: the frame cannot verify"
+            " the portal's user token (docs/app.md)",
+        )
+    try:
+        owner = await oauth.token_owner(auth_id)
+    except TransientBitrix24Error:
+        raise FrameRefused(502, "the OAuth server could not answer now; try again") from None
+    except Bitrix24Error:
+        log.info("frame_token_refused", member_id=member_id, by="oauth")
+        raise FrameRefused(403, "AUTH_ID: the OAuth server did not accept this token") from None
+    if owner.client_id != oauth.credentials.client_id:
+        log.info("frame_token_refused", member_id=member_id, by="app.info")
+        raise FrameRefused(403, "AUTH_ID: a token of another application; open this one")
+    if owner.member_id != member_id:
+        raise FrameRefused(403, "AUTH_ID: a token of another portal than member_id")
 
 
 def _placed_contact(placement: str, options: Any) -> int | None:

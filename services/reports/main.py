@@ -17,6 +17,7 @@ import uvicorn
 from services.reports.app import create_app
 from services.reports.digest_job import DigestJob, run_digest
 from services.reports.settings import ReportsSettings
+from shared.bitrix24.tokens import AppCredentials
 from shared.db import create_pool, migrate
 from shared.dispatch_config import Dispatch
 from shared.logging import configure_logging, get_logger
@@ -111,6 +112,12 @@ def run(settings: Settings) -> None:
                     reports.frame_secret.get_secret_value() if reports.frame_secret else None
                 ),
                 template_yaml=template_yaml(settings),
+                public_url=reports.public(),
+                app_credentials=(
+                    AppCredentials.from_settings(settings)
+                    if settings.bitrix24_client_id and settings.bitrix24_client_secret
+                    else None
+                ),
             ),
             host=reports.host,
             port=reports.port,

@@ -2,7 +2,9 @@
 `REPORTS_TOKEN` (what every page and `/api/*` request must present; when it is unset or blank,
 `nps run reports` generates one at start-up and prints it once), `REPORTS_FRAME_SECRET` (signs
 the sessions of the dashboard inside a Bitrix24 portal; unset: a random one per process, so a
-restart ends the open sessions and replicas must share one)."""
+restart ends the open sessions and replicas must share one), `REPORTS_PUBLIC_URL` (where the
+portals reach the app, e.g. behind a TLS proxy; the contact card's tab is bound to its `/frame`;
+unset: `http://REPORTS_HOST:REPORTS_PORT`)."""
 
 from __future__ import annotations
 
@@ -19,8 +21,14 @@ class ReportsSettings(BaseSettings):
     port: int = Field(default=8001, ge=1, le=65535)
     token: SecretStr | None = None
     frame_secret: SecretStr | None = None
+    public_url: str | None = None
 
-    @field_validator("token", "frame_secret", mode="before")
+    @field_validator("token", "frame_secret", "public_url", mode="before")
     @classmethod
     def _blank_is_unset(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value
+
+    def public(self) -> str:
+        """Where the portals reach the app (no trailing slash): `REPORTS_PUBLIC_URL`, else
+        the listener's own address."""
+        return (self.public_url or f"http://{self.host}:{self.port}").rstrip("/")

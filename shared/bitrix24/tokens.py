@@ -342,11 +342,20 @@ class TokenBook:
         sql = f"SELECT {_COLUMNS} FROM bitrix24_app_portals ORDER BY member_id"  # noqa: S608
         return [_portal(row) for row in await self._pool.fetch(sql)]
 
-    async def install(self, pair: TokenPair, *, domain: str, application_token: str | None) -> None:
+    async def install(
+        self,
+        pair: TokenPair,
+        *,
+        domain: str,
+        application_token: str | None,
+        replace_token: bool = False,
+    ) -> None:
         """Record an install (or a reinstall: the row is active again) with its first pair.
         The `application_token` of a row already installed is kept (only a portal that is not
         installed takes a new one; None keeps the one stored: it may come with `ONAPPINSTALL`
-        later). Serialised with the portal's refreshes (their advisory lock)."""
+        later), unless `replace_token` (an `ONAPPINSTALL` verified as its administrator's: an
+        updated application's portal sends its new token). Serialised with the portal's
+        refreshes (their advisory lock)."""
         async with self._pool.acquire() as conn, conn.transaction():
             await _lock(conn, pair.member_id)
             kept = await conn.fetchval(
@@ -359,6 +368,8 @@ class TokenBook:
                     access_token = excluded.access_token, refresh_token = excluded.refresh_token,
                     expires_at = excluded.expires_at,
                     application_token = CASE
+                        WHEN $9::bool AND excluded.application_token IS NOT NULL
+                        THEN excluded.application_token
                         WHEN p.status = 'installed' AND p.application_token IS NOT NULL
                         THEN p.application_token
                         ELSE coalesce(excluded.application_token, p.application_token) END,
@@ -376,24 +387,30 @@ class TokenBook:
                 _timestamp(pair.expires_at),
                 application_token,
                 pair.scope,
+                replace_token,
             )
         self._cache.pop(pair.member_id, None)
         log.info("bitrix24_app_installed", member_id=pair.member_id, domain=domain)
         if kept:
             log.warning("bitrix24_app_token_kept", member_id=pair.member_id)
 
-    async def set_application_token(self, member_id: str, application_token: str) -> bool:
+    async def set_application_token(
+        self, member_id: str, application_token: str, *, replace: bool = False
+    ) -> bool:
         """Store the portal's `application_token` (from `ONAPPINSTALL`) when the installed row
-        has none yet (one stored is kept); False without an installed row."""
+        has none yet (one stored is kept unless `replace`); False without an installed row."""
         installed = await self._pool.fetchval(
             """
             UPDATE bitrix24_app_portals
-            SET application_token = coalesce(application_token, $2), updated_at = now()
+            SET application_token = CASE WHEN $3::bool THEN $2
+                    ELSE coalesce(application_token, $2) END,
+                updated_at = now()
             WHERE member_id = $1 AND status = 'installed'
             RETURNING application_token = $2
             """,
             member_id,
             application_token,
+            replace,
         )
         if installed is False:
             log.warning("bitrix24_app_token_kept", member_id=member_id)

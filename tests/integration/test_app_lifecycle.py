@@ -363,11 +363,12 @@ async def test_forged_installs_are_refused(world: World) -> None:
     assert (other.status_code, other.json()["field"]) == (400, "event")
 
 
-async def test_only_an_administrator_installs_and_an_installed_portal_keeps_its_token(
+async def test_only_an_administrator_installs_or_replaces_the_portals_token(
     world: World,
 ) -> None:
     """Any user who opens the application has a token of the portal (BX24.getAuth()): with it
-    alone nobody replaces the portal's pair or chooses its application_token."""
+    alone nobody replaces the portal's pair or chooses its application_token; the install
+    form keeps the stored token, the administrator's ONAPPINSTALL replaces it."""
     await world.install(world.alpha)
     member_id = world.member_id(world.alpha)
     portal = world.sandbox.named[world.alpha].portal
@@ -422,9 +423,19 @@ async def test_only_an_administrator_installs_and_an_installed_portal_keeps_its_
         admin.refresh_token,
     )
     assert row.application_token == before.application_token == world.application_token(world.alpha)
+    # The administrator's ONAPPINSTALL (an updated application's portal sends its new token)
+    # replaces it: the portal's ONAPPUNINSTALL carries the new one, and only it is taken.
     admin_event = {**event, "auth[access_token]": admin.access_token}
     assert (await world.app.post("/app/events", data=admin_event)).status_code == 200
-    assert (await world.book.portal(member_id)).application_token == before.application_token  # type: ignore[union-attr]
+    replaced = await world.book.portal(member_id)
+    assert replaced is not None
+    assert replaced.application_token == "chosen-by-the-user"
+    uninstall = {"event": "ONAPPUNINSTALL", "auth[member_id]": member_id}
+    old_token = {**uninstall, "auth[application_token]": before.application_token}
+    assert (await world.app.post("/app/events", data=old_token)).status_code == 403
+    new_token = {**uninstall, "auth[application_token]": "chosen-by-the-user"}
+    assert (await world.app.post("/app/events", data=new_token)).status_code == 200
+    assert (await world.book.portal(member_id)).status == "uninstalled"  # type: ignore[union-attr]
 
 
 async def test_a_body_too_large_is_refused_before_it_is_read_whole(world: World) -> None:

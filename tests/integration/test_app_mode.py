@@ -155,10 +155,15 @@ class World:
 
 @contextlib.asynccontextmanager
 async def world(
-    pool: asyncpg.Pool, settings: Settings, oauth: dict[str, float] | None = None
+    pool: asyncpg.Pool,
+    settings: Settings,
+    oauth: dict[str, float] | None = None,
+    *,
+    offline: bool = False,
 ) -> AsyncIterator[tuple[World, Settings]]:
     """Two sandbox portals (seeded like the demo, the application registered) over real HTTP,
-    the application's install side in process, and the settings of application mode."""
+    the application's install side in process (binding ingest's events offline with
+    `offline`), and the settings of application mode."""
     suffix = uuid.uuid4().hex[:8]
     names = (f"alpha-{suffix}", f"beta-{suffix}")
     default = SandboxPortal(limits=Limits.off())
@@ -197,7 +202,10 @@ async def world(
                 return Bitrix24Client(None, MemoryRateBudget(None), app=book.session(member_id))
 
             installer = Installer(
-                book, CLIENT_ID, client_for, wanted_bindings(INGEST, f"{APP}/app/events")
+                book,
+                CLIENT_ID,
+                client_for,
+                wanted_bindings(INGEST, f"{APP}/app/events", offline=offline),
             )
             net.app = httpx.ASGITransport(app=create_app_web(installer, f"{url}/sandbox/bx24.js"))
             await pool.execute("DELETE FROM outbox")  # another test's events, not these portals'
@@ -325,6 +333,34 @@ async def test_ingest_takes_each_installed_portals_own_events_only(
         w.answers(alpha, (10,))
         assert [r.json()["status"] for r in await w.send_events(alpha)] == ["accepted"]
         assert (await stored(pool, w.key(alpha)), await stored(pool, w.key(beta))) == (3, 1)
+        await portals.aclose()
+
+
+async def test_a_gone_portals_backlog_is_dropped_at_once_and_holds_up_no_other(
+    pool: asyncpg.Pool, settings: Settings
+) -> None:
+    """`ensure` for a portal known gone reads nothing (each of its messages would otherwise
+    wait a second for a read of its own, the lock shared with every portal); messages of a
+    portal never seen wait together for one read."""
+    async with world(pool, settings) as (w, configured):
+        alpha, beta = w.names
+        await w.install(alpha)
+        await w.install(beta)
+        book = TokenBook(pool, OAuthServer(AppCredentials.from_settings(configured)))
+        portals = AppPortals(pool, book, load_portal_config(EXAMPLE_CONFIG), reload_s=60)
+        await w.uninstall(beta)
+        await portals.reload()
+        gone, never = w.key(beta), "never-installed-" + uuid.uuid4().hex
+        started = time.monotonic()
+        backlog = [portals.ensure(gone) for _ in range(20)]
+        unknown = [portals.ensure(never) for _ in range(5)]
+        await asyncio.wait_for(
+            asyncio.gather(*backlog, *unknown, portals.ensure(w.key(alpha))), timeout=3
+        )
+        assert time.monotonic() - started < 2
+        with pytest.raises(PortalGoneError, match="uninstalled"):
+            portals.configs.get(gone)
+        assert w.key(alpha) in portals.served()
         await portals.aclose()
 
 
@@ -522,6 +558,42 @@ async def test_ingest_sweeps_each_installed_portal(pool: asyncpg.Pool, settings:
         finally:
             stop.set()
             await service
+
+
+async def test_ingest_pulls_each_installed_portals_offline_queue(
+    pool: asyncpg.Pool, settings: Settings
+) -> None:
+    """`nps run ingest` in application mode with `INGEST_OFFLINE`: an installed portal whose
+    events the application bound offline has its offline queue pulled into ingest."""
+    async with world(pool, settings, offline=True) as (w, configured):
+        alpha, _beta = w.names
+        await w.install(alpha)
+        pulling = configured.model_copy(
+            update={
+                "ingest_port": free_port(),
+                "ingest_health_port": free_port(),
+                "ingest_offline": True,
+                "ingest_offline_poll_s": 0.2,
+                "ingest_offline_poll_max_s": 0.5,
+            }
+        )
+        [item] = w.answers(alpha, (8,))
+        assert not [d for d in w.portal(alpha).take_outbox() if d.url == INGEST]
+        stop = asyncio.Event()
+        service = asyncio.create_task(serve_ingest(pulling, stop))
+        try:
+
+            async def pulled() -> bool:
+                rows = await pool.fetch(
+                    "SELECT item_id, payload FROM ingest_events WHERE portal = $1", w.key(alpha)
+                )
+                return [r["item_id"] for r in rows if '"offline"' in r["payload"]] == [item]
+
+            await until(pulled, "alpha's offline queue pulled")
+        finally:
+            stop.set()
+            await service
+            await pool.execute("DELETE FROM ingest_events WHERE portal = $1", w.key(alpha))
 
 
 def won_sale(key: str, deal_id: int) -> SaleClosed:

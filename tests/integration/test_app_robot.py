@@ -298,6 +298,22 @@ async def test_the_install_registers_both_robots_once(world: World) -> None:
     assert len((await world.state())["robots"]) == 2
 
 
+async def test_robots_the_portal_refuses_to_list_leave_the_install_alone(world: World) -> None:
+    """Without the `bizproc` scope (or a plan without business processes) even
+    `bizproc.robot.list` is refused: logged, no robot registered, the bindings still made."""
+    assert world.sandbox.server is not None
+    registration = world.sandbox.server.registration
+    assert registration is not None
+    scopes = [scope for scope in registration.scope if scope != "bizproc"]
+    narrowed = await world.portals.put(
+        "/sandbox/oauth/app", json={**registration.model_dump(), "scope": scopes}
+    )
+    assert narrowed.status_code == 200, narrowed.text
+    assert world.installer.robots is not None
+    assert await world.installer.robots.register(world.client, world.portal.member_id) == []
+    await world.installer.bind(world.portal.member_id)
+
+
 async def test_a_robot_call_sends_one_survey_and_answers_the_business_process_once(
     world: World, pool: asyncpg.Pool, inbox: tuple[Inbox, int]
 ) -> None:

@@ -40,6 +40,8 @@ from tests.support.scoring import make_submission
 ROOT = "http://sandbox"
 APP = "http://nps.example.test"
 REPORTS = "http://reports.example.test"
+PUBLIC = "https://reports.example.test"
+"""`REPORTS_PUBLIC_URL`: the portals reach the app through a TLS proxy."""
 CLIENT_ID = "local.nps.1"
 SECRET = "app-secret-frame"
 TOKEN = "reports-token-frame"
@@ -99,7 +101,8 @@ class World:
         return dict(answer.json())
 
     async def post_frame(self, form: dict[str, Any]) -> httpx.Response:
-        assert form["url"] == f"{REPORTS}/frame"
+        # The application's page (its registered handler URL) or the tab (bound to PUBLIC).
+        assert form["url"] in (f"{REPORTS}/frame", f"{PUBLIC}/frame")
         return await self.reports.post("/frame", params=form["query"], data=form["body"])
 
     async def open(self, name: str, user_id: int | None = None) -> str:
@@ -152,6 +155,8 @@ async def world(pool: asyncpg.Pool, pg_dsn: str) -> AsyncIterator[World]:
         frame_secret="frame-secret-for-tests",
         template_yaml=TEMPLATE,
         portal_transport=sandbox_net,
+        public_url=PUBLIC,
+        app_credentials=credentials,
     )
     async with (
         reports.router.lifespan_context(reports),
@@ -270,7 +275,7 @@ async def test_forged_entries_and_sessions_are_refused(world: World) -> None:
     beta_form["body"] = {**beta_form["body"], "member_id": world.member_id(world.alpha)}
     refused = await world.post_frame(beta_form)
     assert refused.status_code == 403
-    assert "AUTH_ID: the portal did not accept this user token" in text_of(refused)
+    assert "AUTH_ID: a token of another portal than member_id" in text_of(refused)
 
     # A made-up token, and no token.
     form = await world.frame_form(world.alpha)
@@ -434,7 +439,7 @@ async def test_the_contact_card_tab_shows_that_contact_s_answers(world: World) -
     await world.open(world.alpha)
     await world.open(world.alpha)
     tabs = await _contact_tabs(world, world.alpha)
-    assert [(t["handler"], t["title"]) for t in tabs] == [(f"{REPORTS}/frame", "NPS")]
+    assert [(t["handler"], t["title"]) for t in tabs] == [(f"{PUBLIC}/frame", "NPS")]
     assert await _contact_tabs(world, world.beta) == []
 
     # The tab of contact 502's card, opened by a user who is no administrator.
@@ -458,3 +463,37 @@ async def test_the_contact_card_tab_shows_that_contact_s_answers(world: World) -
     refused = await world.post_frame({**form, "body": broken})
     assert refused.status_code == 400
     assert "PLACEMENT_OPTIONS: expected the contact card's ID" in text_of(refused)
+
+
+async def test_a_form_too_large_is_refused_before_it_is_read_whole(world: World) -> None:
+    pulled = 0
+
+    async def body() -> AsyncIterator[bytes]:
+        nonlocal pulled
+        for _ in range(64):
+            pulled += 1
+            yield b"x" * 16 * 1024  # 1 MiB in all, no Content-Length
+
+    for path in ("/frame", "/settings"):
+        pulled = 0
+        answer = await world.reports.post(
+            path, content=body(), headers={"Content-Type": "application/x-www-form-urlencoded"}
+        )
+        assert answer.status_code == 413, answer.text
+        assert "larger than 256 KB" in text_of(answer)
+        assert pulled <= 18  # 256 KiB and one chunk more, not the whole megabyte
+
+
+async def test_a_token_of_another_application_of_the_portal_is_refused(world: World) -> None:
+    """`profile` answers any application's user token: the OAuth server's `app.info` names
+    the application (the sandbox knows one: registering it anew as another application
+    makes the tokens it names another application's)."""
+    form = await world.frame_form(world.alpha)
+    assert world.sandbox.server is not None
+    registration = world.sandbox.server.registration
+    assert registration is not None
+    other = {**registration.model_dump(), "client_id": "local.other.app"}
+    assert (await world.portals.put("/sandbox/oauth/app", json=other)).status_code == 200
+    refused = await world.post_frame(form)
+    assert refused.status_code == 403
+    assert "AUTH_ID: a token of another application" in text_of(refused)

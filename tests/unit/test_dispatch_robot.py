@@ -104,6 +104,23 @@ def test_an_nps_item_robot_has_no_sale_and_the_channel_and_delay_are_the_robots(
             {"survey": "After the sale", "delay_minutes": "-5"},
             "the robot's delay_minutes '-5': a whole number of minutes expected",
         ),
+        (
+            {"survey": "After the sale", "delay_minutes": "\u00b2"},
+            "the robot's delay_minutes '\u00b2': a whole number of minutes expected",
+        ),
+        (
+            {"survey": "After the sale", "delay_minutes": "\u0667"},
+            "the robot's delay_minutes '\u0667': a whole number of minutes expected",
+        ),
+        (
+            {"survey": "After the sale", "delay_minutes": "10000000000"},
+            "the robot's delay_minutes '10000000000': a whole number of minutes expected,"
+            " at most 525600",
+        ),
+        (
+            {"survey": "After the sale", "delay_minutes": "525601"},
+            "the robot's delay_minutes '525601'",
+        ),
     ],
 )
 def test_an_unusable_call_asks_nothing_and_says_why(
@@ -112,6 +129,14 @@ def test_an_unusable_call_asks_nothing_and_says_why(
     wanted = request_for_robot(call(**properties), DOCUMENT, config(), MON)
     assert isinstance(wanted, str)
     assert wanted.startswith(reason)
+
+
+def test_the_longest_delay_a_robot_may_ask_for() -> None:
+    wanted = request_for_robot(
+        call(survey="After the sale", delay_minutes="525600"), DOCUMENT, config(), MON
+    )
+    assert not isinstance(wanted, str)
+    assert wanted.send_after == MON + timedelta(days=365)
 
 
 @pytest.mark.parametrize(
@@ -179,6 +204,8 @@ def test_a_robot_call_as_the_portal_posts_it() -> None:
     assert "secret-token" not in repr(read)
     deal = read_robot_call({**FORM, "document_id[2]": "DEAL_7"})
     assert (deal.entity_type_id, deal.entity_id) == (2, 7)
+    largest = read_robot_call({**FORM, "document_id[2]": "DEAL_" + "9" * 18, "code": NPS_ROBOT})
+    assert (largest.entity_id, largest.code) == (10**18 - 1, NPS_ROBOT)
 
 
 @pytest.mark.parametrize(
@@ -188,6 +215,12 @@ def test_a_robot_call_as_the_portal_posts_it() -> None:
         ({"auth[member_id]": " "}, "auth[member_id]", 403),
         ({"event_token": ""}, "event_token", 400),
         ({"document_id[2]": "CONTACT_3"}, "document_id[2]", 400),
+        ({"document_id[2]": "DEAL_" + "7" * 5000}, "document_id[2]", 400),
+        ({"document_id[2]": "DEAL_" + "9" * 20}, "document_id[2]", 400),
+        ({"document_id[2]": "DEAL_\u0667"}, "document_id[2]", 400),
+        ({"document_id[2]": "DYNAMIC_" + "1" * 30 + "_5"}, "document_id[2]", 400),
+        ({"code": "another_apps_robot"}, "code", 400),
+        ({"code": ""}, "code", 400),
     ],
 )
 def test_what_a_robot_call_must_carry(change: dict[str, str], field: str, status: int) -> None:
