@@ -12,7 +12,6 @@ the services run on the real RabbitMQ."""
 from __future__ import annotations
 
 import asyncio
-import socket
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -37,6 +36,7 @@ from services.dispatch.dispatcher import Dispatcher
 from services.dispatch.mailer import Mailer
 from services.dispatch.main import wire as dispatch_wire
 from services.dispatch.settings import DispatchSettings
+from services.harness.stack import free_port
 from services.ops.dlq import list_dead_letters
 from services.sandbox.app import create_app as create_sandbox_app
 from services.sandbox.crm import DEAL
@@ -237,12 +237,6 @@ async def world(pool: asyncpg.Pool, inbox: tuple[Inbox, int]) -> AsyncIterator[W
         yield world
     await client.aclose()
     await book.oauth.aclose()
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def customer_deal(portal: SandboxPortal) -> int:

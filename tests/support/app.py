@@ -5,6 +5,8 @@ install of the application on a portal."""
 
 import asyncio
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from urllib.parse import parse_qsl, urlsplit
 
 import asyncpg
@@ -12,6 +14,8 @@ import httpx
 from pydantic import SecretStr
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from services.app.main import serve_app
+from services.app.settings import AppSettings
 from services.sandbox.events import Delivery
 from services.sandbox.limits import Limits
 from services.sandbox.oauth_server import AppRegistration
@@ -19,6 +23,7 @@ from services.sandbox.portal import SandboxPortal
 from services.sandbox.portals import Sandbox
 from shared.bitrix24 import Bitrix24Client, MemoryRateBudget
 from shared.bitrix24.tokens import AppCredentials, OAuthServer, TokenBook
+from shared.settings import Settings
 from tests.support.clock import FakeClock
 
 ROOT = "http://sandbox"
@@ -30,15 +35,15 @@ INGEST = "http://ingest.example.test/webhooks/bitrix24"
 
 
 def app_registration(
-    client_id: str, secret: str, handler_url: str | None = None
+    client_id: str, secret: str, handler_url: str | None = None, app: str = APP
 ) -> AppRegistration:
-    """The application with its install page and its events' handler."""
+    """The application at `app` with its install page and its events' handler."""
     return AppRegistration(
         client_id=client_id,
         client_secret=secret,
-        install_url=f"{APP}/app/install",
+        install_url=f"{app}/app/install",
         handler_url=handler_url,
-        callback_url=f"{APP}/app/events",
+        callback_url=f"{app}/app/events",
     )
 
 
@@ -136,3 +141,42 @@ async def install_pair(http: httpx.AsyncClient, book: TokenBook, name: str, clie
         application_token=answer.json()["application_token"],
     )
     return pair.member_id
+
+
+async def until_row(
+    pool: asyncpg.Pool, member_id: str, column: str, value: object, timeout_s: float = 10
+) -> None:
+    """Wait until the portal's `bitrix24_app_portals` row holds `value` in `column` (a column
+    name of the test's)."""
+    sql = f"SELECT {column} FROM bitrix24_app_portals WHERE member_id = $1"
+    async with asyncio.timeout(timeout_s):
+        while await pool.fetchval(sql, member_id) != value:
+            await asyncio.sleep(0.05)
+
+
+@asynccontextmanager
+async def app_service(settings: Settings, port: int, portal_url: str) -> AsyncIterator[str]:
+    """The application service as `nps run app` runs it (`serve_app`) on `port`, the portals
+    at `portal_url`: its URL, once it answers; stopped on the way out."""
+    app_settings = AppSettings(
+        port=port,
+        ingest_webhook_url="http://127.0.0.1:9/webhooks/bitrix24",
+        bx24_js_url=f"{portal_url}/sandbox/bx24.js",
+        _env_file=None,
+    )
+    url = f"http://127.0.0.1:{port}"
+    stop = asyncio.Event()
+    service = asyncio.create_task(serve_app(settings, stop, app_settings))
+    try:
+        async with httpx.AsyncClient() as http, asyncio.timeout(30):
+            while True:
+                try:
+                    if (await http.get(f"{url}/healthz")).status_code == 200:
+                        break
+                except httpx.TransportError:
+                    pass
+                await asyncio.sleep(0.1)
+        yield url
+    finally:
+        stop.set()
+        await service
