@@ -29,8 +29,8 @@ from tests.support.app import (
     ROOT,
     Forward,
     ToApp,
-    app_client,
     app_registration,
+    book_client,
     sandbox_for,
     settled,
     token_book,
@@ -114,7 +114,7 @@ async def world(
     book = token_book(pool, sandbox_net, clock, CLIENT_ID, SECRET)
 
     def client_for(member_id: str) -> Bitrix24Client:
-        return app_client(book, member_id, sandbox_net)
+        return book_client(book, member_id, sandbox_net)
 
     wanted = wanted_bindings(INGEST, EVENTS, offline=offline)
     installer = Installer(book, CLIENT_ID, client_for, wanted, clock=clock)

@@ -61,8 +61,8 @@ from tests.support.app import (
     ROOT,
     Forward,
     ToApp,
-    app_client,
     app_registration,
+    book_client,
     sandbox_for,
     settled,
     token_book,
@@ -160,7 +160,7 @@ async def world(pool: asyncpg.Pool, inbox: tuple[Inbox, int]) -> AsyncIterator[W
     config = robot_config(member_id)
 
     def client_for(key: str) -> Bitrix24Client:
-        return app_client(book, key, sandbox_net)
+        return book_client(book, key, sandbox_net)
 
     installer = Installer(
         book,

@@ -35,8 +35,8 @@ from tests.support.app import (
     ROOT,
     Forward,
     ToApp,
-    app_client,
     app_registration,
+    book_client,
     sandbox_for,
     settled,
     token_book,
@@ -100,7 +100,7 @@ async def world(pool: asyncpg.Pool, pg_dsn: str) -> AsyncIterator[World]:
     book = token_book(pool, sandbox_net, clock, CLIENT_ID, SECRET)
 
     def client_for(member_id: str) -> Bitrix24Client:
-        return app_client(book, member_id, sandbox_net)
+        return book_client(book, member_id, sandbox_net)
 
     bindings = wanted_bindings(INGEST, f"{APP}/app/events")
     installer = Installer(book, CLIENT_ID, client_for, bindings, clock=clock)

@@ -103,7 +103,7 @@ def token_book(
     return TokenBook(pool, OAuthServer(credentials, transport, clock=clock), clock=clock)
 
 
-def app_client(
+def book_client(
     book: TokenBook, member_id: str, transport: httpx.AsyncBaseTransport
 ) -> Bitrix24Client:
     """The portal's client in application mode (its tokens from `book`)."""
