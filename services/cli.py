@@ -16,6 +16,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import typer
 
+from services.pipeline import pipeline_processes
 from services.reports.settings import ReportsSettings
 from services.survey.settings import DEMO_KEY, KeysMissingError, SurveySettings
 from shared.logging import configure_logging
@@ -121,33 +122,7 @@ def _plan(settings: Settings) -> list[Process]:
                 ),
             )
         )
-    plan.append(
-        Process(
-            "ingest",
-            [*base, "run", "ingest"],
-            {},
-            f"http://{settings.health_host}:{settings.ingest_health_port}/readyz",
-            Listener(settings.ingest_host, settings.ingest_port, "INGEST_PORT"),
-            also_listens=(
-                Listener(settings.health_host, settings.ingest_health_port, "INGEST_HEALTH_PORT"),
-            ),
-        )
-    )
-    health_ports = {
-        "scoring": settings.scoring_health_port,
-        "router": settings.router_health_port,
-        "crm_sync": settings.crm_sync_health_port,
-    }
-    for name, port in health_ports.items():
-        plan.append(
-            Process(
-                name,
-                [*base, "run", name],
-                {"HEALTH_PORT": str(port)},
-                f"http://{settings.health_host}:{port}/readyz",
-                Listener(settings.health_host, port, f"{name.upper()}_HEALTH_PORT"),
-            )
-        )
+    plan.extend(pipeline_processes(settings, base))
     plan.extend(_surveys_and_reports(settings))
     return plan
 

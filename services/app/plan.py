@@ -15,13 +15,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 from services.app.settings import AppSettings
+from services.pipeline import pipeline_processes
 from shared.settings import Settings
 from shared.supervisor import Listener, Process
 
 SANDBOX_PORTALS = ("alpha", "beta")
 SANDBOX_CLIENT_ID = "local.nps.sandbox"
 SANDBOX_CLIENT_SECRET = "sandbox-app-secret"  # noqa: S105 - not a secret: the sandbox's own app
-PIPELINE = ("scoring", "router", "crm_sync")
 
 
 @dataclass(frozen=True)
@@ -61,34 +61,7 @@ def app_plan(
             ready=f"http://{_local(app.host)}:{app.port}/healthz",
         )
     )
-    processes.append(
-        Process(
-            "ingest",
-            [*base, "run", "ingest"],
-            env,
-            f"http://{settings.health_host}:{settings.ingest_health_port}/readyz",
-            Listener(settings.ingest_host, settings.ingest_port, "INGEST_PORT"),
-            also_listens=(
-                Listener(settings.health_host, settings.ingest_health_port, "INGEST_HEALTH_PORT"),
-            ),
-        )
-    )
-    ports = {
-        "scoring": settings.scoring_health_port,
-        "router": settings.router_health_port,
-        "crm_sync": settings.crm_sync_health_port,
-    }
-    for name in PIPELINE:
-        port = ports[name]
-        processes.append(
-            Process(
-                name,
-                [*base, "run", name],
-                {**env, "HEALTH_PORT": str(port)},
-                f"http://{settings.health_host}:{port}/readyz",
-                Listener(settings.health_host, port, f"{name.upper()}_HEALTH_PORT"),
-            )
-        )
+    processes.extend(pipeline_processes(settings, base, env))
     processes.extend(replace(process, env={**env, **process.env}) for process in also)
     return AppPlan(processes, _running(sandbox, sandbox_url, app, frame_url))
 

@@ -1,0 +1,50 @@
+"""The pipeline's processes as `nps run all` starts them in either mode (webhook mode:
+`services/cli.py`; application mode: `services/app/plan.py`): ingest, then scoring, the router
+and crm_sync, each with its health port."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from shared.settings import Settings
+from shared.supervisor import Listener, Process
+
+PIPELINE = ("scoring", "router", "crm_sync")
+"""The services after ingest, in start order."""
+
+
+def pipeline_processes(
+    settings: Settings, base: list[str], env: Mapping[str, str] | None = None
+) -> list[Process]:
+    """Ingest and the `PIPELINE` services, started by `base` (the CLI's command line), each
+    given `env` and its own health port."""
+    env = dict(env or {})
+    ports = {
+        "scoring": settings.scoring_health_port,
+        "router": settings.router_health_port,
+        "crm_sync": settings.crm_sync_health_port,
+    }
+    processes = [
+        Process(
+            "ingest",
+            [*base, "run", "ingest"],
+            env,
+            f"http://{settings.health_host}:{settings.ingest_health_port}/readyz",
+            Listener(settings.ingest_host, settings.ingest_port, "INGEST_PORT"),
+            also_listens=(
+                Listener(settings.health_host, settings.ingest_health_port, "INGEST_HEALTH_PORT"),
+            ),
+        )
+    ]
+    for name in PIPELINE:
+        port = ports[name]
+        processes.append(
+            Process(
+                name,
+                [*base, "run", name],
+                {**env, "HEALTH_PORT": str(port)},
+                f"http://{settings.health_host}:{port}/readyz",
+                Listener(settings.health_host, port, f"{name.upper()}_HEALTH_PORT"),
+            )
+        )
+    return processes
