@@ -16,7 +16,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import typer
 
-from services.pipeline import pipeline_processes
+from services.pipeline import pipeline_processes, sandbox_process
 from services.reports.settings import ReportsSettings
 from services.survey.settings import DEMO_KEY, KeysMissingError, SurveySettings
 from shared.logging import configure_logging
@@ -91,37 +91,16 @@ def _plan(settings: Settings) -> list[Process]:
     ingest_url = f"http://{settings.ingest_host}:{settings.ingest_port}"
     plan: list[Process] = []
     if settings.sandbox:
-        plan.append(
-            Process(
-                "sandbox",
-                [
-                    *base,
-                    "sandbox",
-                    "--seed",
-                    "demo",
-                    "--host",
-                    settings.sandbox_host,
-                    "--port",
-                    str(settings.sandbox_port),
-                    "--secret",
-                    SANDBOX_SECRET,
-                    "--app-token",
-                    SANDBOX_APP_TOKEN,
-                    "--handler",
-                    f"{ingest_url}/webhooks/bitrix24",
-                    "--smtp-port",
-                    str(settings.sandbox_smtp_port),
-                ],
-                {},
-                f"http://{settings.sandbox_host}:{settings.sandbox_port}/sandbox/info",
-                Listener(settings.sandbox_host, settings.sandbox_port, "SANDBOX_PORT"),
-                also_listens=(
-                    Listener(
-                        settings.sandbox_host, settings.sandbox_smtp_port, "SANDBOX_SMTP_PORT"
-                    ),
-                ),
-            )
-        )
+        options = [
+            "--secret",
+            SANDBOX_SECRET,
+            "--app-token",
+            SANDBOX_APP_TOKEN,
+            "--handler",
+            f"{ingest_url}/webhooks/bitrix24",
+        ]
+        ready = f"http://{settings.sandbox_host}:{settings.sandbox_port}/sandbox/info"
+        plan.append(sandbox_process(settings, base, options, ready))
     plan.extend(pipeline_processes(settings, base))
     plan.extend(_surveys_and_reports(settings))
     return plan

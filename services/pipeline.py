@@ -1,6 +1,6 @@
-"""The pipeline's processes as `nps run all` starts them in either mode (webhook mode:
-`services/cli.py`; application mode: `services/app/plan.py`): ingest, then scoring, the router
-and crm_sync, each with its health port."""
+"""The processes `nps run all` starts in either mode (webhook mode: `services/cli.py`;
+application mode: `services/app/plan.py`): the sandbox (when no real portal is configured),
+ingest, then scoring, the router and crm_sync, each with its health port."""
 
 from __future__ import annotations
 
@@ -48,3 +48,32 @@ def pipeline_processes(
             )
         )
     return processes
+
+
+def sandbox_process(
+    settings: Settings, base: list[str], options: list[str], ready_url: str
+) -> Process:
+    """The sandbox seeded like the demo on its port and its SMTP port, given the mode's own
+    `options`; ready once `ready_url` answers."""
+    return Process(
+        "sandbox",
+        [
+            *base,
+            "sandbox",
+            "--seed",
+            "demo",
+            "--host",
+            settings.sandbox_host,
+            "--port",
+            str(settings.sandbox_port),
+            "--smtp-port",
+            str(settings.sandbox_smtp_port),
+            *options,
+        ],
+        {},
+        ready_url,
+        Listener(settings.sandbox_host, settings.sandbox_port, "SANDBOX_PORT"),
+        also_listens=(
+            Listener(settings.sandbox_host, settings.sandbox_smtp_port, "SANDBOX_SMTP_PORT"),
+        ),
+    )

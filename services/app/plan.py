@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 from services.app.settings import AppSettings
-from services.pipeline import pipeline_processes
+from services.pipeline import pipeline_processes, sandbox_process
 from shared.settings import Settings
 from shared.supervisor import Listener, Process
 
@@ -70,36 +70,18 @@ def _sandbox(
     settings: Settings, app: AppSettings, base: list[str], url: str, frame_url: str
 ) -> Process:
     portals = [arg for name in SANDBOX_PORTALS for arg in ("--portal", name)]
-    return Process(
-        "sandbox",
-        [
-            *base,
-            "sandbox",
-            "--seed",
-            "demo",
-            "--host",
-            settings.sandbox_host,
-            "--port",
-            str(settings.sandbox_port),
-            "--smtp-port",
-            str(settings.sandbox_smtp_port),
-            *portals,
-            "--app",
-            f"{SANDBOX_CLIENT_ID}:{SANDBOX_CLIENT_SECRET}",
-            "--app-install-url",
-            f"{app.base_url()}/app/install",
-            "--app-callback-url",
-            app.events_url(),
-            "--app-handler-url",
-            frame_url,
-        ],
-        {},
-        f"{url}/sandbox/portals",
-        Listener(settings.sandbox_host, settings.sandbox_port, "SANDBOX_PORT"),
-        also_listens=(
-            Listener(settings.sandbox_host, settings.sandbox_smtp_port, "SANDBOX_SMTP_PORT"),
-        ),
-    )
+    options = [
+        *portals,
+        "--app",
+        f"{SANDBOX_CLIENT_ID}:{SANDBOX_CLIENT_SECRET}",
+        "--app-install-url",
+        f"{app.base_url()}/app/install",
+        "--app-callback-url",
+        app.events_url(),
+        "--app-handler-url",
+        frame_url,
+    ]
+    return sandbox_process(settings, base, options, f"{url}/sandbox/portals")
 
 
 def _running(sandbox: bool, url: str, app: AppSettings, frame_url: str) -> list[str]:
