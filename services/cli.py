@@ -16,6 +16,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import typer
 
+from services.pipeline import pipeline_processes, sandbox_process
 from services.reports.settings import ReportsSettings
 from services.survey.settings import DEMO_KEY, KeysMissingError, SurveySettings
 from shared.logging import configure_logging
@@ -90,64 +91,17 @@ def _plan(settings: Settings) -> list[Process]:
     ingest_url = f"http://{settings.ingest_host}:{settings.ingest_port}"
     plan: list[Process] = []
     if settings.sandbox:
-        plan.append(
-            Process(
-                "sandbox",
-                [
-                    *base,
-                    "sandbox",
-                    "--seed",
-                    "demo",
-                    "--host",
-                    settings.sandbox_host,
-                    "--port",
-                    str(settings.sandbox_port),
-                    "--secret",
-                    SANDBOX_SECRET,
-                    "--app-token",
-                    SANDBOX_APP_TOKEN,
-                    "--handler",
-                    f"{ingest_url}/webhooks/bitrix24",
-                    "--smtp-port",
-                    str(settings.sandbox_smtp_port),
-                ],
-                {},
-                f"http://{settings.sandbox_host}:{settings.sandbox_port}/sandbox/info",
-                Listener(settings.sandbox_host, settings.sandbox_port, "SANDBOX_PORT"),
-                also_listens=(
-                    Listener(
-                        settings.sandbox_host, settings.sandbox_smtp_port, "SANDBOX_SMTP_PORT"
-                    ),
-                ),
-            )
-        )
-    plan.append(
-        Process(
-            "ingest",
-            [*base, "run", "ingest"],
-            {},
-            f"http://{settings.health_host}:{settings.ingest_health_port}/readyz",
-            Listener(settings.ingest_host, settings.ingest_port, "INGEST_PORT"),
-            also_listens=(
-                Listener(settings.health_host, settings.ingest_health_port, "INGEST_HEALTH_PORT"),
-            ),
-        )
-    )
-    health_ports = {
-        "scoring": settings.scoring_health_port,
-        "router": settings.router_health_port,
-        "crm_sync": settings.crm_sync_health_port,
-    }
-    for name, port in health_ports.items():
-        plan.append(
-            Process(
-                name,
-                [*base, "run", name],
-                {"HEALTH_PORT": str(port)},
-                f"http://{settings.health_host}:{port}/readyz",
-                Listener(settings.health_host, port, f"{name.upper()}_HEALTH_PORT"),
-            )
-        )
+        options = [
+            "--secret",
+            SANDBOX_SECRET,
+            "--app-token",
+            SANDBOX_APP_TOKEN,
+            "--handler",
+            f"{ingest_url}/webhooks/bitrix24",
+        ]
+        ready = f"http://{settings.sandbox_host}:{settings.sandbox_port}/sandbox/info"
+        plan.append(sandbox_process(settings, base, options, ready))
+    plan.extend(pipeline_processes(settings, base))
     plan.extend(_surveys_and_reports(settings))
     return plan
 

@@ -53,17 +53,13 @@ class Installer:
         """The install page's form: the portal's first pair stored, its events bound. Returns
         the portal's domain as the OAuth server knows it."""
         owner = await self._owner(form.access_token, form.member_id, "AUTH_ID")
-        pair = pair_for(
+        domain = await self._store(
+            owner,
             form.member_id,
-            form.access_token,
-            form.refresh_token,
-            form.expires_in,
-            client_endpoint=owner.client_endpoint,
-            scope=owner.scope,
-            now=self.clock(),
+            (form.access_token, form.refresh_token, form.expires_in),
+            form.domain,
+            form.application_token,
         )
-        domain = owner.domain or form.domain
-        await self.book.install(pair, domain=domain, application_token=form.application_token)
         await self.bind(form.member_id)
         return domain
 
@@ -80,18 +76,13 @@ class Installer:
             )
         owner = await self._owner(event.access_token, event.member_id, "auth[access_token]")
         if event.refresh_token is not None and event.expires_in is not None:
-            pair = pair_for(
+            await self._store(
+                owner,
                 event.member_id,
-                event.access_token,
-                event.refresh_token,
-                event.expires_in,
-                client_endpoint=owner.client_endpoint,
-                scope=owner.scope,
-                now=self.clock(),
-            )
-            domain = owner.domain or event.domain
-            await self.book.install(
-                pair, domain=domain, application_token=event.application_token, replace_token=True
+                (event.access_token, event.refresh_token, event.expires_in),
+                event.domain,
+                event.application_token,
+                replace_token=True,
             )
         elif not await self.book.set_application_token(
             event.member_id, event.application_token, replace=True
@@ -142,6 +133,36 @@ class Installer:
                 offline=[b.event for b in missing if b.handler is None],
             )
         return missing
+
+    async def _store(
+        self,
+        owner: TokenOwner,
+        member_id: str,
+        tokens: tuple[str, str, float],
+        domain: str,
+        application_token: str | None,
+        *,
+        replace_token: bool = False,
+    ) -> str:
+        """The portal's pair (`tokens`: access token, refresh token, seconds to expiry) stored
+        as the OAuth server's `owner` of the access token describes it; the portal's domain
+        (the OAuth server's, else `domain`). `replace_token`: an installed portal's stored
+        `application_token` is replaced (`ONAPPINSTALL`), else kept (the install form)."""
+        access_token, refresh_token, expires_in = tokens
+        pair = pair_for(
+            member_id,
+            access_token,
+            refresh_token,
+            expires_in,
+            client_endpoint=owner.client_endpoint,
+            scope=owner.scope,
+            now=self.clock(),
+        )
+        domain = owner.domain or domain
+        await self.book.install(
+            pair, domain=domain, application_token=application_token, replace_token=replace_token
+        )
+        return domain
 
     async def _owner(self, access_token: str, member_id: str, field: str) -> TokenOwner:
         try:

@@ -15,13 +15,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 from services.app.settings import AppSettings
+from services.pipeline import pipeline_processes, sandbox_process
 from shared.settings import Settings
 from shared.supervisor import Listener, Process
 
 SANDBOX_PORTALS = ("alpha", "beta")
 SANDBOX_CLIENT_ID = "local.nps.sandbox"
 SANDBOX_CLIENT_SECRET = "sandbox-app-secret"  # noqa: S105 - not a secret: the sandbox's own app
-PIPELINE = ("scoring", "router", "crm_sync")
 
 
 @dataclass(frozen=True)
@@ -61,34 +61,7 @@ def app_plan(
             ready=f"http://{_local(app.host)}:{app.port}/healthz",
         )
     )
-    processes.append(
-        Process(
-            "ingest",
-            [*base, "run", "ingest"],
-            env,
-            f"http://{settings.health_host}:{settings.ingest_health_port}/readyz",
-            Listener(settings.ingest_host, settings.ingest_port, "INGEST_PORT"),
-            also_listens=(
-                Listener(settings.health_host, settings.ingest_health_port, "INGEST_HEALTH_PORT"),
-            ),
-        )
-    )
-    ports = {
-        "scoring": settings.scoring_health_port,
-        "router": settings.router_health_port,
-        "crm_sync": settings.crm_sync_health_port,
-    }
-    for name in PIPELINE:
-        port = ports[name]
-        processes.append(
-            Process(
-                name,
-                [*base, "run", name],
-                {**env, "HEALTH_PORT": str(port)},
-                f"http://{settings.health_host}:{port}/readyz",
-                Listener(settings.health_host, port, f"{name.upper()}_HEALTH_PORT"),
-            )
-        )
+    processes.extend(pipeline_processes(settings, base, env))
     processes.extend(replace(process, env={**env, **process.env}) for process in also)
     return AppPlan(processes, _running(sandbox, sandbox_url, app, frame_url))
 
@@ -97,36 +70,18 @@ def _sandbox(
     settings: Settings, app: AppSettings, base: list[str], url: str, frame_url: str
 ) -> Process:
     portals = [arg for name in SANDBOX_PORTALS for arg in ("--portal", name)]
-    return Process(
-        "sandbox",
-        [
-            *base,
-            "sandbox",
-            "--seed",
-            "demo",
-            "--host",
-            settings.sandbox_host,
-            "--port",
-            str(settings.sandbox_port),
-            "--smtp-port",
-            str(settings.sandbox_smtp_port),
-            *portals,
-            "--app",
-            f"{SANDBOX_CLIENT_ID}:{SANDBOX_CLIENT_SECRET}",
-            "--app-install-url",
-            f"{app.base_url()}/app/install",
-            "--app-callback-url",
-            app.events_url(),
-            "--app-handler-url",
-            frame_url,
-        ],
-        {},
-        f"{url}/sandbox/portals",
-        Listener(settings.sandbox_host, settings.sandbox_port, "SANDBOX_PORT"),
-        also_listens=(
-            Listener(settings.sandbox_host, settings.sandbox_smtp_port, "SANDBOX_SMTP_PORT"),
-        ),
-    )
+    options = [
+        *portals,
+        "--app",
+        f"{SANDBOX_CLIENT_ID}:{SANDBOX_CLIENT_SECRET}",
+        "--app-install-url",
+        f"{app.base_url()}/app/install",
+        "--app-callback-url",
+        app.events_url(),
+        "--app-handler-url",
+        frame_url,
+    ]
+    return sandbox_process(settings, base, options, f"{url}/sandbox/portals")
 
 
 def _running(sandbox: bool, url: str, app: AppSettings, frame_url: str) -> list[str]:

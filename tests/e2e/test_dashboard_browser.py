@@ -12,7 +12,6 @@ Chromium is driven by subprocess (`--dump-dom`, `--screenshot`): no browser libr
 
 from __future__ import annotations
 
-import asyncio
 import os
 import re
 import select
@@ -32,17 +31,15 @@ import httpx
 import pytest
 from pydantic import SecretStr
 
-from services.app.main import serve_app
-from services.app.settings import AppSettings
 from services.harness.stack import free_port
 from services.sandbox.app import create_app as create_sandbox_app
 from services.sandbox.limits import Limits
-from services.sandbox.oauth_server import AppRegistration
 from services.sandbox.portal import SandboxPortal
 from services.sandbox.portals import PortalSpec, Sandbox
 from services.scoring.handlers import score_submission
 from shared.outbox import Outbox
 from shared.settings import Settings
+from tests.support.app import app_registration, app_service, two_names, until_row
 from tests.support.browser import CHROMIUM_FLAGS, chromium
 from tests.support.dashboard import figures, shown, shown_scores
 from tests.support.dispatch import DEAL_SURVEY, LASER_PRODUCT, LASER_SURVEY, Register
@@ -554,13 +551,6 @@ class Framed:
         return f"{self.base}{path}?{urlencode({'s': self.session, **params})}"
 
 
-async def _until_installed(pool: asyncpg.Pool, member_id: str) -> None:
-    sql = "SELECT status FROM bitrix24_app_portals WHERE member_id = $1"
-    async with asyncio.timeout(30):
-        while await pool.fetchval(sql, member_id) != "installed":
-            await asyncio.sleep(0.05)
-
-
 @pytest.fixture(scope="module")
 async def framed(served: Served, pg_dsn: str, amqp_url: str, pool: asyncpg.Pool) -> Framed:
     """The sandbox's portals over HTTP install the application (`serve_app`, what `nps run app`
@@ -570,16 +560,11 @@ async def framed(served: Served, pg_dsn: str, amqp_url: str, pool: asyncpg.Pool)
     app_url = f"http://127.0.0.1:{app_port}"
     sandbox = Sandbox(
         SandboxPortal(limits=Limits.off()),
-        registration=AppRegistration(
-            client_id=CLIENT_ID,
-            client_secret=CLIENT_SECRET,
-            install_url=f"{app_url}/app/install",
-            handler_url=f"{served.base}/frame",
-            callback_url=f"{app_url}/app/events",
+        registration=app_registration(
+            CLIENT_ID, CLIENT_SECRET, handler_url=f"{served.base}/frame", app=app_url
         ),
     )
-    suffix = uuid.uuid4().hex[:8]
-    names = (f"alpha-{suffix}", f"beta-{suffix}")
+    names = two_names()
     for name in names:
         sandbox.add(PortalSpec(name=name, limits=Limits.off()))
     members = [sandbox.named[name].portal.member_id for name in names]
@@ -613,36 +598,19 @@ async def framed(served: Served, pg_dsn: str, amqp_url: str, pool: asyncpg.Pool)
             bitrix24_client_secret=SecretStr(CLIENT_SECRET),
             _env_file=None,
         )
-        app_settings = AppSettings(
-            port=app_port,
-            ingest_webhook_url="http://127.0.0.1:9/webhooks/bitrix24",
-            bx24_js_url=f"{portal_url}/sandbox/bx24.js",
-            _env_file=None,
-        )
-        stop = asyncio.Event()
-        service = asyncio.create_task(serve_app(settings, stop, app_settings))
-        try:
-            async with httpx.AsyncClient(base_url=portal_url, timeout=60) as http:
-                async with asyncio.timeout(30):
-                    while True:
-                        try:
-                            if (await http.get(f"{app_url}/healthz")).status_code == 200:
-                                break
-                        except httpx.TransportError:
-                            pass
-                        await asyncio.sleep(0.1)
-                for name, member in zip(names, members, strict=True):
-                    installed = await http.post(f"/p/{name}/sandbox/install", json={})
-                    assert installed.status_code == 200, installed.text
-                    await _until_installed(pool, member)
-                form = (await http.get(f"/p/{names[0]}/sandbox/frame")).json()
-                assert form["url"] == f"{served.base}/frame"
-                entry = await http.post(form["action"], data=form["body"])
-                assert entry.status_code == 303, entry.text
-                session = entry.headers["location"].removeprefix("/?s=")
-        finally:
-            stop.set()
-            await service
+        async with (
+            app_service(settings, app_port, portal_url),
+            httpx.AsyncClient(base_url=portal_url, timeout=60) as http,
+        ):
+            for name, member in zip(names, members, strict=True):
+                installed = await http.post(f"/p/{name}/sandbox/install", json={})
+                assert installed.status_code == 200, installed.text
+                await until_row(pool, member, "status", "installed", timeout_s=30)
+            form = (await http.get(f"/p/{names[0]}/sandbox/frame")).json()
+            assert form["url"] == f"{served.base}/frame"
+            entry = await http.post(form["action"], data=form["body"])
+            assert entry.status_code == 303, entry.text
+            session = entry.headers["location"].removeprefix("/?s=")
     return Framed(served.base, session, members[1])
 
 

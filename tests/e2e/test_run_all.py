@@ -12,36 +12,22 @@ from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
-from services.harness.scratch import scratch
-from services.harness.stack import free_port
-from tests.support.paths import EXAMPLE_CONFIG
-from tests.support.run_all import HOSTS, PORTS, RUNNING, STARTUP_S, RunAll
+from tests.support.run_all import RUNNING, STARTUP_S, RunAll, run_all_env, running
 
 
 @pytest.fixture
 async def env(pg_server: str, amqp_server: str) -> AsyncIterator[dict[str, str]]:
     """`nps run all`'s environment: a database and a vhost of its own, free ports, the sandbox."""
-    async with scratch("run_all", pg_server, amqp_server, vhost_required=False) as (dsn, amqp):
-        base = {k: v for k, v in os.environ.items() if k != "BITRIX24_WEBHOOK_URL"}
-        yield {
-            **base,
-            "DATABASE_URL": dsn,
-            "RABBITMQ_URL": amqp,
-            "NPS_CONFIG": str(EXAMPLE_CONFIG),
-            "LOG_LEVEL": "warning",
-            "LOG_FORMAT": "json",
-            **dict.fromkeys(HOSTS, "127.0.0.1"),
-            **{port: str(free_port()) for port in PORTS},
-        }
+    async with run_all_env(
+        "run_all", pg_server, amqp_server, dropped={"BITRIX24_WEBHOOK_URL"}
+    ) as env:
+        yield env
 
 
 @pytest.fixture
 def run_all(env: dict[str, str]) -> Iterator[RunAll]:
-    started = RunAll(env)
-    try:
+    with running(env) as started:
         yield started
-    finally:
-        started.kill()
 
 
 def _answers(url: str) -> bool:

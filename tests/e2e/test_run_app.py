@@ -20,11 +20,8 @@ import asyncpg
 import httpx
 import pytest
 
-from services.harness.scratch import scratch
-from services.harness.stack import free_port
 from services.ops.demo_plan import csrf_field, on_scale, request_of, score_choices, survey_link
-from tests.support.paths import EXAMPLE_CONFIG
-from tests.support.run_all import HOSTS, PORTS, RUNNING, RunAll
+from tests.support.run_all import HOSTS, PORTS, RUNNING, RunAll, run_all_env, running
 
 SCORES = {"alpha": 3, "beta": 9}
 """What each portal's customers answer: alpha's are all detractors, beta's all promoters."""
@@ -36,30 +33,23 @@ ROBOT = "b24nps_send_survey"
 async def env(pg_server: str, amqp_server: str) -> AsyncIterator[dict[str, str]]:
     """`make run-app`'s environment: a database and a vhost of its own, free ports, no
     application registered (so the sandbox plays the portals and the OAuth server)."""
-    async with scratch("run_app", pg_server, amqp_server, vhost_required=False) as (dsn, amqp):
-        inherited = {"BITRIX24_WEBHOOK_URL", "BITRIX24_CLIENT_ID", "BITRIX24_CLIENT_SECRET"}
-        base = {k: v for k, v in os.environ.items() if k not in inherited}
-        yield {
-            **base,
-            "NPS_MODE": "app",
-            "DATABASE_URL": dsn,
-            "RABBITMQ_URL": amqp,
-            "NPS_CONFIG": str(EXAMPLE_CONFIG),
-            "LOG_LEVEL": "warning",
-            "LOG_FORMAT": "json",
-            "APP_PORTALS_RELOAD_S": "1",
-            **dict.fromkeys((*HOSTS, "APP_HOST"), "127.0.0.1"),
-            **{port: str(free_port()) for port in (*PORTS, "APP_PORT")},
-        }
+    async with run_all_env(
+        "run_app",
+        pg_server,
+        amqp_server,
+        dropped={"BITRIX24_WEBHOOK_URL", "BITRIX24_CLIENT_ID", "BITRIX24_CLIENT_SECRET"},
+        hosts=(*HOSTS, "APP_HOST"),
+        ports=(*PORTS, "APP_PORT"),
+        NPS_MODE="app",
+        APP_PORTALS_RELOAD_S="1",
+    ) as env:
+        yield env
 
 
 @pytest.fixture
 def run_app(env: dict[str, str]) -> Iterator[RunAll]:
-    started = RunAll(env)
-    try:
+    with running(env) as started:
         yield started
-    finally:
-        started.kill()
 
 
 async def until(what: str, check: Any) -> Any:

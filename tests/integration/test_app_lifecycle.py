@@ -5,15 +5,12 @@ bound, an uninstall of one leaving the other alone, a reinstall, and forged requ
 
 import asyncio
 import json
-import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 import asyncpg
 import httpx
 import pytest
-from pydantic import SecretStr
-from starlette.types import ASGIApp, Receive, Scope, Send
 
 from services.app.installer import Installer
 from services.app.lifecycle import INGEST_EVENTS, wanted_bindings
@@ -21,54 +18,32 @@ from services.app.web import create_app
 from services.sandbox.app import create_app as create_sandbox_app
 from services.sandbox.limits import Limits
 from services.sandbox.oauth_server import AppRegistration
-from services.sandbox.portal import SandboxPortal
 from services.sandbox.portals import PortalSpec, Sandbox
-from shared.bitrix24 import Bitrix24Client, MemoryRateBudget
-from shared.bitrix24.tokens import AppCredentials, OAuthServer, TokenBook
+from shared.bitrix24 import Bitrix24Client
+from shared.bitrix24.tokens import TokenBook
 from shared.logging import configure_logging
 from tests.support import T0, FakeClock
+from tests.support.app import (
+    APP,
+    INGEST,
+    ROOT,
+    Forward,
+    ToApp,
+    app_registration,
+    book_client,
+    sandbox_for,
+    settled,
+    token_book,
+    two_names,
+)
 
-ROOT = "http://sandbox"
-APP = "http://nps.example.test"
 EVENTS = f"{APP}/app/events"
-INGEST = "http://ingest.example.test/webhooks/bitrix24"
 CLIENT_ID = "local.nps.1"
 SECRET = "app-secret-9b1d"
-REGISTRATION = AppRegistration(
-    client_id=CLIENT_ID,
-    client_secret=SECRET,
-    install_url=f"{APP}/app/install",
-    callback_url=EVENTS,
-)
+REGISTRATION = app_registration(CLIENT_ID, SECRET)
 CALLBACK_ONLY = AppRegistration(client_id=CLIENT_ID, client_secret=SECRET, callback_url=EVENTS)
 """An application without an install page: ONAPPINSTALL alone brings the portal's pair."""
 WANTED = {(event, INGEST) for event in INGEST_EVENTS} | {("ONAPPUNINSTALL", EVENTS)}
-
-
-class Forward:
-    """An ASGI app that hands every request to `target`, set once both sides exist."""
-
-    def __init__(self) -> None:
-        self.target: ASGIApp | None = None
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        assert self.target is not None
-        await self.target(scope, receive, send)
-
-
-class ByHost(httpx.AsyncBaseTransport):
-    """The network between the portals and the outside: the application's host, and ingest's
-    (which records what it would get)."""
-
-    def __init__(self, app: httpx.AsyncBaseTransport) -> None:
-        self.app = app
-        self.ingest: list[httpx.Request] = []
-
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        if request.url.host == "nps.example.test":
-            return await self.app.handle_async_request(request)
-        self.ingest.append(request)
-        return httpx.Response(200, json={"status": "accepted"})
 
 
 @dataclass
@@ -106,13 +81,7 @@ class World:
 
     async def delivered(self, name: str, event: str) -> None:
         """Wait until the portal's last `event` reached the application; it must have taken it."""
-        portal = self.sandbox.named[name].portal
-        async with asyncio.timeout(5):
-            while True:
-                sent = [d for d in portal.deliveries if d.event == event]
-                if sent and sent[-1].status != "pending":
-                    break
-                await asyncio.sleep(0.01)
+        sent = await settled(self.sandbox.named[name].portal, event)
         assert (sent[-1].status, sent[-1].http_status) == ("delivered", 200), sent[-1].error
 
     async def bindings(self, name: str) -> set[tuple[str, str]]:
@@ -136,30 +105,21 @@ async def world(
     pool: asyncpg.Pool, registration: AppRegistration, offline: bool
 ) -> AsyncIterator[World]:
     clock = FakeClock(T0)
-    sandbox = Sandbox(
-        SandboxPortal(clock=clock, limits=Limits.off()),
-        registration=registration,
-        clock=clock,
-        base_url=ROOT,
-    )
-    suffix = uuid.uuid4().hex[:8]
-    names = (f"alpha-{suffix}", f"beta-{suffix}")
+    sandbox = sandbox_for(registration, clock)
+    names = two_names()
     for name in names:
         sandbox.add(PortalSpec(name=name, limits=Limits.off()))
     to_sandbox = Forward()
     sandbox_net = httpx.ASGITransport(app=to_sandbox)
-    credentials = AppCredentials(ROOT, CLIENT_ID, SecretStr(SECRET))
-    book = TokenBook(pool, OAuthServer(credentials, sandbox_net, clock=clock), clock=clock)
+    book = token_book(pool, sandbox_net, clock, CLIENT_ID, SECRET)
 
     def client_for(member_id: str) -> Bitrix24Client:
-        return Bitrix24Client(
-            None, MemoryRateBudget(None), sandbox_net, app=book.session(member_id)
-        )
+        return book_client(book, member_id, sandbox_net)
 
     wanted = wanted_bindings(INGEST, EVENTS, offline=offline)
     installer = Installer(book, CLIENT_ID, client_for, wanted, clock=clock)
     app_net = httpx.ASGITransport(app=create_app(installer, f"{ROOT}/sandbox/bx24.js"))
-    to_sandbox.target = create_sandbox_app(sandbox, event_transport=ByHost(app_net))
+    to_sandbox.target = create_sandbox_app(sandbox, event_transport=ToApp(app_net))
     async with (
         httpx.AsyncClient(transport=sandbox_net, base_url=ROOT) as portals,
         httpx.AsyncClient(transport=app_net, base_url=APP) as app,

@@ -12,7 +12,6 @@ the services run on the real RabbitMQ."""
 from __future__ import annotations
 
 import asyncio
-import socket
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -25,7 +24,6 @@ import httpx
 import pytest
 import yaml
 from aio_pika.abc import AbstractChannel
-from pydantic import SecretStr
 
 from services.app.installer import Installer
 from services.app.lifecycle import wanted_bindings
@@ -38,19 +36,18 @@ from services.dispatch.dispatcher import Dispatcher
 from services.dispatch.mailer import Mailer
 from services.dispatch.main import wire as dispatch_wire
 from services.dispatch.settings import DispatchSettings
+from services.harness.stack import free_port
 from services.ops.dlq import list_dead_letters
 from services.sandbox.app import create_app as create_sandbox_app
 from services.sandbox.crm import DEAL
 from services.sandbox.limits import Limits
 from services.sandbox.methods import CONTACT
-from services.sandbox.oauth_server import AppRegistration
 from services.sandbox.portal import SandboxPortal
 from services.sandbox.portals import PortalSpec, Sandbox, portal_factory
 from services.survey.intake import IntakeSetup, RequestIntake
 from services.survey.page_config import load_page_config
 from services.survey.tokens import LinkSigner
-from shared.bitrix24 import Bitrix24Client, MemoryRateBudget
-from shared.bitrix24.tokens import AppCredentials, OAuthServer, TokenBook
+from shared.bitrix24 import Bitrix24Client
 from shared.events import CrmWritten, DispatchCommand, RobotCalled, SurveyReady, SurveyRequested
 from shared.outbox import Outbox
 from shared.portal_config import PortalConfig, parse_portal_config
@@ -58,39 +55,29 @@ from shared.portals import PortalClients, PortalConfigs
 from shared.service import Runtime, serve
 from shared.settings import Settings
 from tests.support import T0, FakeClock
+from tests.support.app import (
+    APP,
+    INGEST,
+    ROOT,
+    Forward,
+    ToApp,
+    app_registration,
+    book_client,
+    sandbox_for,
+    settled,
+    token_book,
+)
 from tests.support.paths import EXAMPLE_CONFIG
 from tests.support.pump import Pump
 from tests.support.smtp import Inbox
 from tests.support.survey import DAY, EXAMPLE_PAGE, KEYS
 
-ROOT = "http://sandbox"
-APP = "http://nps.example.test"
 ROBOT_URL = f"{APP}/app/robot"
 CLIENT_ID = "local.nps.robot"
 SECRET = "app-secret-robot"
 NOW = datetime(2026, 12, 7, 10, 0, tzinfo=UTC)
 SURVEY = "After the sale"
 NPS_FUNNEL = 20
-
-
-class Forward:
-    def __init__(self) -> None:
-        self.target: Any = None
-
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        await self.target(scope, receive, send)
-
-
-class ByHost(httpx.AsyncBaseTransport):
-    """The network from the portal: the application's host; anything else answered 200."""
-
-    def __init__(self, app: httpx.AsyncBaseTransport) -> None:
-        self.app = app
-
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        if request.url.host == "nps.example.test":
-            return await self.app.handle_async_request(request)
-        return httpx.Response(200, json={"status": "accepted"})
 
 
 def robot_config(member_id: str) -> PortalConfig:
@@ -126,12 +113,7 @@ class World:
 
     async def delivered(self, event: str, count: int) -> None:
         """Wait until `count` deliveries of `event` reached the application, all taken."""
-        async with asyncio.timeout(5):
-            while True:
-                sent = [d for d in self.portal.deliveries if d.event == event]
-                if len(sent) >= count and all(d.status != "pending" for d in sent):
-                    break
-                await asyncio.sleep(0.01)
+        sent = await settled(self.portal, event, count)
         assert [(d.status, d.http_status) for d in sent] == [("delivered", 200)] * count
 
     async def state(self) -> dict[str, Any]:
@@ -164,17 +146,9 @@ class World:
 @pytest.fixture
 async def world(pool: asyncpg.Pool, inbox: tuple[Inbox, int]) -> AsyncIterator[World]:
     clock = FakeClock(T0)
-    registration = AppRegistration(
-        client_id=CLIENT_ID,
-        client_secret=SECRET,
-        install_url=f"{APP}/app/install",
-        callback_url=f"{APP}/app/events",
-    )
-    sandbox = Sandbox(
-        SandboxPortal(clock=clock, limits=Limits.off()),
-        registration=registration,
-        clock=clock,
-        base_url=ROOT,
+    sandbox = sandbox_for(
+        app_registration(CLIENT_ID, SECRET),
+        clock,
         factory=portal_factory(seed=str(EXAMPLE_CONFIG), clock=clock, seed_path=Path),
     )
     name = f"robot-{uuid.uuid4().hex[:8]}"
@@ -182,24 +156,23 @@ async def world(pool: asyncpg.Pool, inbox: tuple[Inbox, int]) -> AsyncIterator[W
     member_id = sandbox.named[name].portal.member_id
     to_sandbox = Forward()
     sandbox_net = httpx.ASGITransport(app=to_sandbox)
-    credentials = AppCredentials(ROOT, CLIENT_ID, SecretStr(SECRET))
-    book = TokenBook(pool, OAuthServer(credentials, sandbox_net, clock=clock), clock=clock)
+    book = token_book(pool, sandbox_net, clock, CLIENT_ID, SECRET)
     config = robot_config(member_id)
 
     def client_for(key: str) -> Bitrix24Client:
-        return Bitrix24Client(None, MemoryRateBudget(None), sandbox_net, app=book.session(key))
+        return book_client(book, key, sandbox_net)
 
     installer = Installer(
         book,
         CLIENT_ID,
         client_for,
-        wanted_bindings("http://ingest.example.test/webhooks/bitrix24", f"{APP}/app/events"),
+        wanted_bindings(INGEST, f"{APP}/app/events"),
         clock=clock,
         robots=Robots(ROBOT_URL, lambda _member: config.survey.entity_type_id),
     )
     door = RobotDoor(book, pool, Outbox())
     app_net = httpx.ASGITransport(app=create_app(installer, f"{ROOT}/sandbox/bx24.js", door))
-    to_sandbox.target = create_sandbox_app(sandbox, event_transport=ByHost(app_net))
+    to_sandbox.target = create_sandbox_app(sandbox, event_transport=ToApp(app_net))
 
     client = client_for(member_id)
     settings = DispatchSettings(smtp_port=inbox[1], _env_file=None)
@@ -264,12 +237,6 @@ async def world(pool: asyncpg.Pool, inbox: tuple[Inbox, int]) -> AsyncIterator[W
         yield world
     await client.aclose()
     await book.oauth.aclose()
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def customer_deal(portal: SandboxPortal) -> int:

@@ -11,7 +11,6 @@ import time
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from urllib.parse import parse_qsl, urlsplit
 
 import asyncpg
 import httpx
@@ -20,13 +19,10 @@ from pydantic import SecretStr
 
 from services.sandbox.app import create_app
 from services.sandbox.limits import Limits
-from services.sandbox.oauth_server import AppRegistration
 from services.sandbox.portal import SandboxPortal
 from services.sandbox.portals import PortalSpec, Sandbox
 from shared.bitrix24 import (
-    Bitrix24Client,
     Command,
-    MemoryRateBudget,
     PermanentBitrix24Error,
     PortalNotInstalled,
     PortalRevoked,
@@ -38,20 +34,22 @@ from shared.logging import configure_logging
 from shared.portal_config import ConfigError, PortalConfig
 from shared.settings import Settings
 from tests.support import T0, FakeClock, serving
+from tests.support.app import (
+    APP,
+    ROOT,
+    app_registration,
+    book_client,
+    install_pair,
+    sandbox_for,
+    token_book,
+    two_names,
+)
 from tests.support.paths import ROOT as REPOSITORY
 
-ROOT = "http://sandbox"
-APP = "http://nps.example.test"
 CLIENT_ID = "local.nps.1"
 SECRET = "app-secret-4f0c9e"
 """The test application's secret, looked for in the logs."""
-REGISTRATION = AppRegistration(
-    client_id=CLIENT_ID,
-    client_secret=SECRET,
-    install_url=f"{APP}/app/install",
-    handler_url=f"{APP}/app/frame",
-    callback_url=f"{APP}/app/events",
-)
+REGISTRATION = app_registration(CLIENT_ID, SECRET, handler_url=f"{APP}/app/frame")
 TTL_S = 60
 
 
@@ -86,44 +84,19 @@ class World:
         return dict(answer["counters"].get(self.member_id(name), {}))
 
     def book(self, pool: asyncpg.Pool, clock: FakeClock | None = None) -> TokenBook:
-        credentials = AppCredentials(ROOT, CLIENT_ID, SecretStr(SECRET))
-        clock = clock or self.clock
-        return TokenBook(pool, OAuthServer(credentials, self.transport, clock=clock), clock=clock)
-
-    async def authorize(self, name: str) -> str:
-        """The installed application's code for the portal's administrator."""
-        redirect = await self.http.get(
-            f"/p/{name}/oauth/authorize/", params={"client_id": CLIENT_ID, "state": "s"}
-        )
-        assert redirect.status_code == 302, redirect.text
-        return dict(parse_qsl(urlsplit(redirect.headers["location"]).query))["code"]
+        return token_book(pool, self.transport, clock or self.clock, CLIENT_ID, SECRET)
 
     async def install(self, book: TokenBook, name: str | None = None) -> str:
         """Install the application on the portal (alpha by default) and put its first pair in
         the book."""
-        name = name or self.alpha
-        answer = await self.http.post(f"/p/{name}/sandbox/install", json={})
-        assert answer.status_code == 200, answer.text
-        pair = await book.oauth.exchange_code(await self.authorize(name))
-        await book.install(
-            pair,
-            domain=f"{name}.sandbox.local",
-            application_token=answer.json()["application_token"],
-        )
-        return pair.member_id
+        return await install_pair(self.http, book, name or self.alpha, CLIENT_ID)
 
 
 @pytest.fixture
 async def world() -> AsyncIterator[World]:
     clock = FakeClock(T0)
-    sandbox = Sandbox(
-        SandboxPortal(clock=clock, limits=Limits.off()),
-        registration=REGISTRATION,
-        clock=clock,
-        base_url=ROOT,
-    )
-    suffix = uuid.uuid4().hex[:8]
-    names = (f"alpha-{suffix}", f"beta-{suffix}")
+    sandbox = sandbox_for(REGISTRATION, clock)
+    names = two_names()
     for name in names:
         sandbox.add(PortalSpec(name=name, limits=Limits.off()))
     stub = httpx.MockTransport(lambda _request: httpx.Response(200, text="ok"))
@@ -131,10 +104,6 @@ async def world() -> AsyncIterator[World]:
     async with httpx.AsyncClient(transport=inner, base_url=ROOT) as http:
         assert (await http.put("/sandbox/oauth", json={"access_ttl_s": TTL_S})).status_code == 200
         yield World(sandbox, clock, Recording(inner), http, *names)
-
-
-def client(book: TokenBook, member_id: str, transport: httpx.AsyncBaseTransport) -> Bitrix24Client:
-    return Bitrix24Client(None, MemoryRateBudget(None), transport, app=book.session(member_id))
 
 
 async def test_calls_go_to_the_portal_with_the_installed_pair(
@@ -169,7 +138,7 @@ async def test_calls_go_to_the_portal_with_the_installed_pair(
 async def test_a_batch_goes_with_the_token_too(world: World, pool: asyncpg.Pool) -> None:
     book = world.book(pool)
     member_id = await world.install(book)
-    async with client(book, member_id, world.transport) as api:
+    async with book_client(book, member_id, world.transport) as api:
         deal = (await api.call("crm.deal.add", {"fields": {"TITLE": "Cryo"}})).result
         out = await api.batch(
             [Command("d", "crm.deal.get", {"id": deal}), Command("me", "profile")]
@@ -191,7 +160,7 @@ async def test_fifty_calls_after_expiry_refresh_the_token_once(
     book_clock = world.clock if who_sees_it == "the book" else FakeClock(T0)
     book = world.book(pool, book_clock)
     member_id = await world.install(book)
-    async with client(book, member_id, world.transport) as api:
+    async with book_client(book, member_id, world.transport) as api:
         assert (await api.call("profile")).result["ID"] == "1"
         before = (await book.portal(member_id)).refresh_token  # type: ignore[union-attr]
         world.clock.now += TTL_S + 1
@@ -228,8 +197,8 @@ async def test_two_books_on_one_database_refresh_once(
     first, second = world.book(pool), world.book(second_pool)
     member_id = await world.install(first)
     async with (
-        client(first, member_id, world.transport) as one,
-        client(second, member_id, world.transport) as two,
+        book_client(first, member_id, world.transport) as one,
+        book_client(second, member_id, world.transport) as two,
     ):
         await asyncio.gather(one.call("profile"), two.call("profile"))
         world.clock.now += TTL_S + 1
@@ -261,7 +230,7 @@ async def test_a_refused_refresh_token_marks_the_portal_revoked(
     )
     assert spent.status_code == 200
     world.clock.now += TTL_S + 1
-    async with client(book, member_id, world.transport) as api:
+    async with book_client(book, member_id, world.transport) as api:
         with pytest.raises(PortalRevoked) as caught:
             await api.call("profile")
         assert "installed on it again" in str(caught.value)
@@ -271,12 +240,12 @@ async def test_a_refused_refresh_token_marks_the_portal_revoked(
     assert row is not None
     assert (row.status, row.access_token, row.refresh_token) == ("revoked", None, None)
     assert (await world.counters(world.alpha))["invalid_grant"] == 1
-    async with client(book, other, world.transport) as beta:
+    async with book_client(book, other, world.transport) as beta:
         assert (await beta.call("profile")).result["ID"] == "1"
     assert (await book.portal(other)).status == "installed"  # type: ignore[union-attr]
 
     await world.install(book)
-    async with client(book, member_id, world.transport) as api:
+    async with book_client(book, member_id, world.transport) as api:
         assert (await api.call("profile")).result["ID"] == "1"
 
 
@@ -285,7 +254,7 @@ async def test_an_uninstalled_portal_refuses_its_token_for_good(
 ) -> None:
     book = world.book(pool)
     member_id = await world.install(book)
-    async with client(book, member_id, world.transport) as api:
+    async with book_client(book, member_id, world.transport) as api:
         await api.call("profile")
         assert (await world.http.post(f"/p/{world.alpha}/sandbox/uninstall")).status_code == 200
         with pytest.raises(PermanentBitrix24Error) as caught:
@@ -296,7 +265,7 @@ async def test_an_uninstalled_portal_refuses_its_token_for_good(
             await api.call("profile")
         assert refused.value.portal_status == "uninstalled"
     assert await book.uninstall(member_id) is False
-    async with client(book, "never-installed", world.transport) as nobody:
+    async with book_client(book, "never-installed", world.transport) as nobody:
         with pytest.raises(PortalNotInstalled, match="never installed"):
             await nobody.call("profile")
 
@@ -309,7 +278,7 @@ async def test_a_portal_installed_again_is_called_with_its_new_pair_at_once(
     row is read again and the call goes once more with the new pair, never failing."""
     book = world.book(pool)
     member_id = await world.install(book)
-    async with client(book, member_id, world.transport) as api:
+    async with book_client(book, member_id, world.transport) as api:
         await api.call("profile")  # the old token, held by this process's book
         assert (await world.http.post(f"/p/{world.alpha}/sandbox/uninstall")).status_code == 200
         await world.install(world.book(pool))  # the application's process stores the new pair
@@ -323,7 +292,7 @@ async def test_no_token_or_secret_reaches_a_log_line(
     book = world.book(pool)
     member_id = await world.install(book)
     first = await book.portal(member_id)
-    async with client(book, member_id, world.transport) as api:
+    async with book_client(book, member_id, world.transport) as api:
         await api.call("profile")
         world.clock.now += TTL_S + 1
         await api.call("profile")
@@ -332,7 +301,7 @@ async def test_no_token_or_secret_reaches_a_log_line(
     assert second is not None
     world.clock.now += TTL_S + 1
     assert (await world.http.post(f"/p/{world.alpha}/sandbox/uninstall")).status_code == 200
-    async with client(book, member_id, world.transport) as api:
+    async with book_client(book, member_id, world.transport) as api:
         with pytest.raises(PortalRevoked) as caught:
             await api.call("profile")
     lines = capsys.readouterr()
@@ -461,8 +430,7 @@ async def held(world: World) -> AsyncIterator[Held]:
 
 
 def held_book(world: World, pool: asyncpg.Pool, held: Held) -> TokenBook:
-    credentials = AppCredentials(ROOT, CLIENT_ID, SecretStr(SECRET))
-    return TokenBook(pool, OAuthServer(credentials, held, clock=world.clock), clock=world.clock)
+    return token_book(pool, held, world.clock, CLIENT_ID, SECRET)
 
 
 async def test_an_uninstall_during_a_refresh_leaves_no_pair_behind(
@@ -510,7 +478,7 @@ async def test_a_reinstall_during_a_refresh_of_the_old_grant_stays_installed(
     row = await book.portal(member_id)
     assert row is not None
     assert row.status == "installed"
-    async with client(book, member_id, world.transport) as api:
+    async with book_client(book, member_id, world.transport) as api:
         assert (await api.call("profile")).result["ID"] == "1"
 
 
@@ -564,7 +532,7 @@ async def test_a_token_another_process_replaced_is_taken_from_the_row(
     lagging = world.book(pool, FakeClock(T0))  # its clock does not see the token expire
     other = world.book(second_pool)
     member_id = await world.install(lagging)
-    async with client(lagging, member_id, world.transport) as api:
+    async with book_client(lagging, member_id, world.transport) as api:
         assert (await api.call("profile")).result["ID"] == "1"
         old = (await lagging.access(member_id)).access_token
         world.clock.now += TTL_S + 1
@@ -579,7 +547,7 @@ async def test_an_invalid_token_the_row_still_holds_is_refused_for_good(
 ) -> None:
     book = world.book(pool)
     member_id = await world.install(book)
-    async with client(book, member_id, world.transport) as api:
+    async with book_client(book, member_id, world.transport) as api:
         old = (await book.access(member_id)).access_token
         del world.sandbox.named[world.alpha].portal.state.app.tokens.access[old]
         with pytest.raises(PermanentBitrix24Error) as caught:

@@ -6,7 +6,6 @@ saves the portal's configuration (validated, versioned, CSRF-checked, administra
 
 import asyncio
 import re
-import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from html import unescape
@@ -17,8 +16,6 @@ from urllib.parse import parse_qs, urlsplit
 import asyncpg
 import httpx
 import pytest
-from pydantic import SecretStr
-from starlette.types import ASGIApp, Receive, Scope, Send
 
 from services.app.installer import Installer
 from services.app.lifecycle import wanted_bindings
@@ -26,19 +23,27 @@ from services.app.web import create_app as create_app_service
 from services.reports.app import create_app as create_reports
 from services.sandbox.app import create_app as create_sandbox_app
 from services.sandbox.limits import Limits
-from services.sandbox.oauth_server import AppRegistration
-from services.sandbox.portal import SandboxPortal
 from services.sandbox.portals import PortalSpec, Sandbox
 from services.scoring.handlers import score_submission
 from shared import portal_store
-from shared.bitrix24 import Bitrix24Client, MemoryRateBudget
-from shared.bitrix24.tokens import AppCredentials, OAuthServer, TokenBook
+from shared.bitrix24 import Bitrix24Client
 from shared.outbox import Outbox
 from tests.support import T0, FakeClock
+from tests.support.app import (
+    APP,
+    INGEST,
+    ROOT,
+    Forward,
+    ToApp,
+    app_registration,
+    book_client,
+    sandbox_for,
+    settled,
+    token_book,
+    two_names,
+)
 from tests.support.scoring import make_submission
 
-ROOT = "http://sandbox"
-APP = "http://nps.example.test"
 REPORTS = "http://reports.example.test"
 PUBLIC = "https://reports.example.test"
 """`REPORTS_PUBLIC_URL`: the portals reach the app through a TLS proxy."""
@@ -48,36 +53,7 @@ TOKEN = "reports-token-frame"
 MANAGER = 31
 """A user of both portals who is not an administrator."""
 TEMPLATE = Path("config/portal.example.yaml").read_text(encoding="utf-8")
-REGISTRATION = AppRegistration(
-    client_id=CLIENT_ID,
-    client_secret=SECRET,
-    install_url=f"{APP}/app/install",
-    handler_url=f"{REPORTS}/frame",
-    callback_url=f"{APP}/app/events",
-)
-
-
-class Forward:
-    """An ASGI app that hands every request to `target`, set once both sides exist."""
-
-    def __init__(self) -> None:
-        self.target: ASGIApp | None = None
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        assert self.target is not None
-        await self.target(scope, receive, send)
-
-
-class ToApp(httpx.AsyncBaseTransport):
-    """The portals' way out: the application's host; ingest's webhook only recorded."""
-
-    def __init__(self, app: httpx.AsyncBaseTransport) -> None:
-        self.app = app
-
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        if request.url.host == "nps.example.test":
-            return await self.app.handle_async_request(request)
-        return httpx.Response(200, json={"status": "accepted"})
+REGISTRATION = app_registration(CLIENT_ID, SECRET, handler_url=f"{REPORTS}/frame")
 
 
 @dataclass
@@ -114,38 +90,22 @@ class World:
         return parse_qs(urlsplit(location).query)["s"][0]
 
 
-async def _delivered(sandbox: Sandbox, name: str, event: str) -> None:
-    portal = sandbox.named[name].portal
-    async with asyncio.timeout(5):
-        while not any(d.event == event and d.status != "pending" for d in portal.deliveries):
-            await asyncio.sleep(0.01)
-
-
 @pytest.fixture
 async def world(pool: asyncpg.Pool, pg_dsn: str) -> AsyncIterator[World]:
     clock = FakeClock(T0)
-    sandbox = Sandbox(
-        SandboxPortal(clock=clock, limits=Limits.off()),
-        registration=REGISTRATION,
-        clock=clock,
-        base_url=ROOT,
-    )
-    suffix = uuid.uuid4().hex[:8]
-    names = (f"alpha-{suffix}", f"beta-{suffix}")
+    sandbox = sandbox_for(REGISTRATION, clock)
+    names = two_names()
     for name in names:
         host = sandbox.add(PortalSpec(name=name, limits=Limits.off()))
         host.portal.crm.add_user(MANAGER, "Anna", "Petrova", position="Sales manager")
     to_sandbox = Forward()
     sandbox_net = httpx.ASGITransport(app=to_sandbox)
-    credentials = AppCredentials(ROOT, CLIENT_ID, SecretStr(SECRET))
-    book = TokenBook(pool, OAuthServer(credentials, sandbox_net, clock=clock), clock=clock)
+    book = token_book(pool, sandbox_net, clock, CLIENT_ID, SECRET)
 
     def client_for(member_id: str) -> Bitrix24Client:
-        return Bitrix24Client(
-            None, MemoryRateBudget(None), sandbox_net, app=book.session(member_id)
-        )
+        return book_client(book, member_id, sandbox_net)
 
-    bindings = wanted_bindings("http://ingest.example.test/webhooks/bitrix24", f"{APP}/app/events")
+    bindings = wanted_bindings(INGEST, f"{APP}/app/events")
     installer = Installer(book, CLIENT_ID, client_for, bindings, clock=clock)
     app_net = httpx.ASGITransport(app=create_app_service(installer, f"{ROOT}/sandbox/bx24.js"))
     to_sandbox.target = create_sandbox_app(sandbox, event_transport=ToApp(app_net))
@@ -170,7 +130,7 @@ async def world(pool: asyncpg.Pool, pg_dsn: str) -> AsyncIterator[World]:
             answer = await portals.post(f"/p/{name}/sandbox/install", json={})
             assert answer.status_code == 200, answer.text
             assert answer.json()["installed"] is True
-            await _delivered(sandbox, name, "ONAPPINSTALL")
+            await settled(sandbox.named[name].portal, "ONAPPINSTALL")
         # Answers of both portals: serums on alpha, a cream on beta.
         answers = [
             (names[0], "COS-SERUM", 10, "alpha was great"),
@@ -312,7 +272,7 @@ async def test_an_uninstalled_portal_loses_its_sessions(world: World) -> None:
     session = await world.open(world.alpha)
     answer = await world.portals.post(f"/p/{world.alpha}/sandbox/uninstall")
     assert answer.status_code == 200, answer.text
-    await _delivered(world.sandbox, world.alpha, "ONAPPUNINSTALL")
+    await settled(world.sandbox.named[world.alpha].portal, "ONAPPUNINSTALL")
     async with asyncio.timeout(5):
         while (await world.reports.get("/", params={"s": session})).status_code != 403:
             await asyncio.sleep(0.02)

@@ -14,14 +14,12 @@ import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import parse_qsl, urlsplit
 
 import asyncpg
 import httpx
 import pytest
 from aio_pika.abc import AbstractChannel
 from prometheus_client import REGISTRY
-from pydantic import SecretStr
 
 from services.ingest.offline import (
     OfflineIntake,
@@ -32,29 +30,28 @@ from services.ingest.offline import (
 )
 from services.sandbox.app import create_app
 from services.sandbox.limits import Limits
-from services.sandbox.oauth_server import AppRegistration
-from services.sandbox.portal import SandboxPortal
 from services.sandbox.portals import PortalSpec, Sandbox
 from shared.bitrix24 import Bitrix24Client, MemoryRateBudget
-from shared.bitrix24.tokens import AppCredentials, OAuthServer, TokenBook
+from shared.bitrix24.tokens import TokenBook
 from shared.events import PortalRef
 from shared.messaging import make_broker
 from shared.outbox import Outbox, OutboxRelay
 from shared.portal_config import PortalConfig
 from shared.portals import PortalClients, PortalConfigs
 from tests.support import T0, FakeClock, capture, forget_served_portal
+from tests.support.app import (
+    APP,
+    ROOT,
+    app_registration,
+    book_client,
+    install_pair,
+    sandbox_for,
+    token_book,
+)
 
-ROOT = "http://sandbox"
-APP = "http://nps.example.test"
 CLIENT_ID = "local.nps.1"
 SECRET = "app-secret-0ff1"
-REGISTRATION = AppRegistration(
-    client_id=CLIENT_ID,
-    client_secret=SECRET,
-    install_url=f"{APP}/app/install",
-    handler_url=f"{APP}/app/frame",
-    callback_url=f"{APP}/app/events",
-)
+REGISTRATION = app_registration(CLIENT_ID, SECRET, handler_url=f"{APP}/app/frame")
 LEASE_S = 0.3
 
 
@@ -89,9 +86,7 @@ class World:
         return PortalRef(member_id=self.member_id)
 
     def client(self) -> Bitrix24Client:
-        return Bitrix24Client(
-            None, MemoryRateBudget(None), self.transport, app=self.book.session(self.member_id)
-        )
+        return book_client(self.book, self.member_id, self.transport)
 
     async def deals(self, count: int) -> list[int]:
         """`count` deals added on the portal while nothing listens: queued offline."""
@@ -128,32 +123,14 @@ class World:
 @pytest.fixture
 async def world(pool: asyncpg.Pool) -> AsyncIterator[World]:
     clock = FakeClock(T0)
-    sandbox = Sandbox(
-        SandboxPortal(clock=clock, limits=Limits.off()),
-        registration=REGISTRATION,
-        clock=clock,
-        base_url=ROOT,
-    )
+    sandbox = sandbox_for(REGISTRATION, clock)
     name = f"off-{uuid.uuid4().hex[:8]}"
     sandbox.add(PortalSpec(name=name, limits=Limits.off()))
     stub = httpx.MockTransport(lambda _request: httpx.Response(200, text="ok"))
     transport = httpx.ASGITransport(app=create_app(sandbox, event_transport=stub))
-    credentials = AppCredentials(ROOT, CLIENT_ID, SecretStr(SECRET))
-    book = TokenBook(pool, OAuthServer(credentials, transport, clock=clock), clock=clock)
+    book = token_book(pool, transport, clock, CLIENT_ID, SECRET)
     async with httpx.AsyncClient(transport=transport, base_url=ROOT) as http:
-        answer = await http.post(f"/p/{name}/sandbox/install", json={})
-        assert answer.status_code == 200, answer.text
-        redirect = await http.get(
-            f"/p/{name}/oauth/authorize/", params={"client_id": CLIENT_ID, "state": "s"}
-        )
-        assert redirect.status_code == 302, redirect.text
-        code = dict(parse_qsl(urlsplit(redirect.headers["location"]).query))["code"]
-        pair = await book.oauth.exchange_code(code)
-        await book.install(
-            pair,
-            domain=f"{name}.sandbox.local",
-            application_token=answer.json()["application_token"],
-        )
+        await install_pair(http, book, name, CLIENT_ID)
         world = World(sandbox, clock, transport, http, name, book, pool)
         async with world.client() as api:
             for event in ("ONCRMDEALADD", "ONCRMDEALUPDATE"):

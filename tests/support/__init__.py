@@ -1,7 +1,8 @@
 """Helpers the tests share; test modules import them from here, never from each other (the
 `test-modules-private` import contract of pyproject.toml). Each module serves one part:
 `servers`, `broker`, `clock`, `paths`, `ingest`, `scoring`, `router`, `crm_sync`, `dashboard`,
-`cosmetics` (the customer's check of the cosmetics rule)."""
+`cosmetics` (the customer's check of the cosmetics rule), `app` (the application's sandbox
+set-up)."""
 
 from tests.support.broker import Captured, capture, publish_raw, purge_core_queues
 from tests.support.clock import T0, FakeClock

@@ -10,11 +10,15 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import AsyncIterator, Collection, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 
 import pytest
 
-from tests.support.paths import ROOT
+from services.harness.scratch import scratch
+from services.harness.stack import free_port
+from tests.support.paths import EXAMPLE_CONFIG, ROOT
 
 PORTS = (
     "SANDBOX_PORT",
@@ -92,3 +96,41 @@ class RunAll:
         except ProcessLookupError:
             return
         self.proc.wait(timeout=10)
+
+
+@asynccontextmanager
+async def run_all_env(
+    name: str,
+    pg_server: str,
+    amqp_server: str,
+    *,
+    dropped: Collection[str],
+    hosts: Collection[str] = HOSTS,
+    ports: Collection[str] = PORTS,
+    **extra: str,
+) -> AsyncIterator[dict[str, str]]:
+    """`nps run all`'s environment: this one's without `dropped`, a database and a vhost of its
+    own (`name`), every one of `hosts` local, a free port for each of `ports`, and `extra`."""
+    async with scratch(name, pg_server, amqp_server, vhost_required=False) as (dsn, amqp):
+        base = {k: v for k, v in os.environ.items() if k not in dropped}
+        yield {
+            **base,
+            "DATABASE_URL": dsn,
+            "RABBITMQ_URL": amqp,
+            "NPS_CONFIG": str(EXAMPLE_CONFIG),
+            "LOG_LEVEL": "warning",
+            "LOG_FORMAT": "json",
+            **extra,
+            **dict.fromkeys(hosts, "127.0.0.1"),
+            **{port: str(free_port()) for port in ports},
+        }
+
+
+@contextmanager
+def running(env: dict[str, str]) -> Iterator[RunAll]:
+    """`nps run all` started with `env`, killed (its whole group) on the way out."""
+    started = RunAll(env)
+    try:
+        yield started
+    finally:
+        started.kill()
