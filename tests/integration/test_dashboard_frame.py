@@ -16,6 +16,7 @@ from urllib.parse import parse_qs, urlsplit
 import asyncpg
 import httpx
 import pytest
+from pydantic import SecretStr
 
 from services.app.installer import Installer
 from services.app.lifecycle import wanted_bindings
@@ -27,6 +28,7 @@ from services.sandbox.portals import PortalSpec, Sandbox
 from services.scoring.handlers import score_submission
 from shared import portal_store
 from shared.bitrix24 import Bitrix24Client
+from shared.bitrix24.tokens import AppCredentials
 from shared.outbox import Outbox
 from tests.support import T0, FakeClock
 from tests.support.app import (
@@ -101,6 +103,7 @@ async def world(pool: asyncpg.Pool, pg_dsn: str) -> AsyncIterator[World]:
     to_sandbox = Forward()
     sandbox_net = httpx.ASGITransport(app=to_sandbox)
     book = token_book(pool, sandbox_net, clock, CLIENT_ID, SECRET)
+    credentials = AppCredentials(ROOT, CLIENT_ID, SecretStr(SECRET))
 
     def client_for(member_id: str) -> Bitrix24Client:
         return book_client(book, member_id, sandbox_net)
