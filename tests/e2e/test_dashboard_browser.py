@@ -229,8 +229,19 @@ class Served:
 
 
 @pytest.fixture(scope="module")
+def portal_port() -> int:
+    """Where the frame test's sandbox portals (and their OAuth server) listen: the reports app
+    checks a frame's user token with that OAuth server, so it is told before it starts."""
+    return free_port()
+
+
+@pytest.fixture(scope="module")
 async def served(
-    pg_dsn: str, amqp_url: str, pool: asyncpg.Pool, tmp_path_factory: pytest.TempPathFactory
+    pg_dsn: str,
+    amqp_url: str,
+    pool: asyncpg.Pool,
+    tmp_path_factory: pytest.TempPathFactory,
+    portal_port: int,
 ) -> AsyncIterator[Served]:
     portal = f"m-e2e-{uuid.uuid4().hex[:10]}"
     asked = await seed(pool, portal)
@@ -249,6 +260,9 @@ async def served(
             "REPORTS_HOST": "127.0.0.1",
             "REPORTS_PORT": str(port),
             "BITRIX24_WEBHOOK_URL": WEBHOOK,
+            "BITRIX24_OAUTH_URL": f"http://127.0.0.1:{portal_port}",
+            "BITRIX24_CLIENT_ID": CLIENT_ID,
+            "BITRIX24_CLIENT_SECRET": CLIENT_SECRET,
             "NPS_CONFIG": str(ROOT / "config" / "portal.example.yaml"),
             "LOG_FORMAT": "json",
             "PYTHONPATH": str(ROOT),
@@ -552,7 +566,9 @@ class Framed:
 
 
 @pytest.fixture(scope="module")
-async def framed(served: Served, pg_dsn: str, amqp_url: str, pool: asyncpg.Pool) -> Framed:
+async def framed(
+    served: Served, pg_dsn: str, amqp_url: str, pool: asyncpg.Pool, portal_port: int
+) -> Framed:
     """The sandbox's portals over HTTP install the application (`serve_app`, what `nps run app`
     runs); the first portal's administrator opens it: the portal's POST to the reports app's
     `/frame`, as the portal's iframe sends it."""
@@ -584,7 +600,7 @@ async def framed(served: Served, pg_dsn: str, amqp_url: str, pool: asyncpg.Pool)
             comment=comment,
         )
         await score_submission(pool, Outbox(), submission)
-    async with serving(create_sandbox_app(sandbox)) as portal_url:
+    async with serving(create_sandbox_app(sandbox), portal_port) as portal_url:
         assert sandbox.server is not None
         sandbox.server.base_url = portal_url
         settings = Settings(

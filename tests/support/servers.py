@@ -33,10 +33,10 @@ def docker_available() -> bool:
 
 
 @asynccontextmanager
-async def serving(app: ASGIApp) -> AsyncIterator[str]:
-    """`app` served by a real uvicorn on a free local port; yields its base URL."""
+async def serving(app: ASGIApp, port: int = 0) -> AsyncIterator[str]:
+    """`app` served by a real uvicorn on `port` (0: a free local port); yields its base URL."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
+    sock.bind(("127.0.0.1", port))
     port = sock.getsockname()[1]
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
     task = asyncio.create_task(server.serve(sockets=[sock]))
