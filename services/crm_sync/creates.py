@@ -30,6 +30,7 @@ from services.crm_sync.entities import (
     task_lookup,
     written_event,
 )
+from services.crm_sync.locks import WriterLocks
 from services.crm_sync.store import Changes, begin_attempt, note_failure, record
 from shared.bitrix24 import Bitrix24Error, Command
 from shared.bitrix24.lanes import BULK, Lane, lane_of
@@ -40,6 +41,7 @@ from shared.outbox import Outbox
 from shared.portal_config import PortalConfig
 
 MANAGER_TTL_S = 3600.0
+_LOCK_NAMESPACE = 0x4E50_5345  # "NPSE": advisory locks on actions whose entity is being created
 
 log = get_logger(__name__)
 
@@ -68,6 +70,10 @@ class ManagerNames:
         return name
 
 
+class ActionBusyError(RuntimeError):
+    """Another replica creates this action's entity now: the message is retried later."""
+
+
 class EntityWriter:
     """Carries out `route.service`, `route.marketing` and `route.task` actions."""
 
@@ -79,10 +85,22 @@ class EntityWriter:
         self._coalescer = coalescer
         self._config = config
         self._managers = ManagerNames(coalescer)
+        self._writing = WriterLocks(
+            pool,
+            _LOCK_NAMESPACE,
+            lambda action_id: ActionBusyError(f"action {action_id} is created elsewhere"),
+        )
+        """One writer per action: two copies of a message in flight together (an outbox row
+        published again after a crash, a redelivery) would otherwise both count an attempt,
+        the second one look the entity up before the first created it, and create two."""
 
     async def create(self, action: RouteAction) -> CrmWritten | None:
         """Create the action's lead or task once; returns its event (None when the action was
         done before: nothing new is published)."""
+        async with self._writing.hold(action.action_id):
+            return await self._create_once(action)
+
+    async def _create_once(self, action: RouteAction) -> CrmWritten | None:
         task = action.action == TASK_ACTION
         entity_type = "task" if task else "lead"
         try:

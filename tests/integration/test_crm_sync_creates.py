@@ -9,7 +9,7 @@ import asyncpg
 import httpx
 import pytest
 
-from services.crm_sync.creates import EntityWriter
+from services.crm_sync.creates import ActionBusyError, EntityWriter
 from services.crm_sync.entities import ORIGINATOR
 from services.sandbox.limits import Limits
 from services.sandbox.methods import LEAD
@@ -239,3 +239,51 @@ async def test_an_operation_time_limit_parks_only_that_method(
     assert contact(portal, cid)[SCORE] == "8"
     assert len(portal.calls_report(method="crm.lead.add")["calls"]) == adds_at_block
     assert len(leads(portal)) == 2
+
+
+def slow_adds(portal: SandboxPortal) -> HookedTransport:
+    """The portal takes its time over every create: a second copy of the message arrives while
+    the first one's create is still on its way."""
+
+    async def wait(request: httpx.Request) -> None:
+        if any(".add?" in c for c in commands_of(request).values()):
+            await asyncio.sleep(0.3)
+
+    return HookedTransport(portal, before=wait)
+
+
+def created_of(portal: SandboxPortal, kind: str) -> list[dict[str, object]]:
+    return leads(portal) if kind == "marketing" else list(portal.state.tasks.values())
+
+
+@pytest.mark.parametrize("kind", ["marketing", "task"])
+async def test_two_copies_of_an_action_at_once_create_one_entity(
+    pool: asyncpg.Pool, portal_config: PortalConfig, kind: str
+) -> None:
+    portal = new_portal(contacts=5)
+    w = writers(pool, client_for(portal, transport=slow_adds(portal)), portal_config)
+    action = route(answer(portal_ref(), 3, score=1), kind)
+
+    events = await asyncio.gather(w.entities.create(action), w.entities.create(action))
+
+    assert len(created_of(portal, kind)) == 1
+    assert sorted(e is None for e in events) == [False, True]
+
+
+@pytest.mark.parametrize("kind", ["marketing", "task"])
+async def test_a_copy_another_replica_is_creating_is_retried_later(
+    pool: asyncpg.Pool, portal_config: PortalConfig, kind: str
+) -> None:
+    portal = new_portal(contacts=5)
+    first = writers(pool, client_for(portal, transport=slow_adds(portal)), portal_config)
+    second = writers(pool, client_for(portal), portal_config)
+    action = route(answer(portal_ref(), 3, score=1), kind)
+
+    creating = asyncio.create_task(first.entities.create(action))
+    await asyncio.sleep(0.1)
+    with pytest.raises(ActionBusyError):
+        await second.entities.create(action)
+    assert await creating is not None
+    assert await second.entities.create(action) is None
+
+    assert len(created_of(portal, kind)) == 1
