@@ -41,8 +41,15 @@ run-app: venv services
 	$(BIN)/nps migrate
 	NPS_MODE=app $(BIN)/nps run all
 
+# Two passes, both always run: the suite on two workers, then the tests that restart a shared
+# server, alone. Exit status 5 (nothing selected, e.g. by PYTEST_ARGS) is not a failure.
 test: venv services tools
-	$(BIN)/pytest $(PYTEST_ARGS)
+	@status=0; \
+	$(BIN)/pytest -n 2 --dist loadgroup -m 'not chaos and not serial' $(PYTEST_ARGS) || \
+		{ s=$$?; [ $$s -eq 5 ] || status=$$s; }; \
+	$(BIN)/pytest -m 'serial and not chaos' $(PYTEST_ARGS) || \
+		{ s=$$?; [ $$s -eq 5 ] || status=$$s; }; \
+	exit $$status
 
 unit: venv
 	$(BIN)/pytest tests/unit $(PYTEST_ARGS)

@@ -122,7 +122,7 @@ async def serve(
     for sig in (signal.SIGTERM, signal.SIGINT):
         with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
             loop.add_signal_handler(sig, stop.set)
-    pool = await create_pool(dsn)
+    pool = await create_pool(dsn, max_size=settings.database_pool_max)
     broker = make_broker(amqp_url, prefetch=prefetch)
     outbox = Outbox()
     runtime = Runtime(

@@ -28,6 +28,9 @@ class Settings(BaseSettings):
 
     rabbitmq_url: SecretStr = SecretStr("amqp://guest:guest@127.0.0.1:5672/")
     database_url: SecretStr = SecretStr("postgresql://postgres@127.0.0.1:5432/nps")
+    database_pool_max: int = Field(default=10, ge=4, le=100)
+    """The most PostgreSQL connections one pipeline service opens (its pool; crm_sync's locks
+    come from it too): keep the sum over every process under the server's `max_connections`."""
     nps_mode: Literal["webhook", "app"] = "webhook"
     """`webhook`: one portal through its inbound webhook (or the sandbox); `app`: the portals the
     Bitrix24 application is installed on (docs/app.md, "Application mode")."""

@@ -108,6 +108,7 @@ def settings(pg_dsn: str, amqp_url: str) -> Settings:
     return Settings(
         rabbitmq_url=amqp_url,
         database_url=pg_dsn,
+        database_pool_max=4,
         nps_config=EXAMPLE_CONFIG,
         bitrix24_webhook_url=None,
         bitrix24_app_token=None,
@@ -121,3 +122,12 @@ def inbox() -> Iterator[tuple[Inbox, int]]:
     handler = Inbox()
     with smtp_server(handler) as port:
         yield handler, port
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Every end-to-end test in one xdist group: their stacks (a dozen processes and their
+    connections each) run one at a time on one worker while the other worker runs the rest."""
+    for item in items:
+        if "e2e" in item.path.parts:
+            item.add_marker(pytest.mark.xdist_group("e2e"))

@@ -94,6 +94,8 @@ class Stack:
             "DISPATCH_SMTP_TLS": "none",
             "DISPATCH_TICK_S": "0.5",
             "LOG_FORMAT": "json",
+            # a dozen processes on one server, beside whatever else uses it
+            "DATABASE_POOL_MAX": "6",
             **self.extra_env,
         }
         env.pop("BITRIX24_WEBHOOK_URL", None)

@@ -15,8 +15,8 @@ from shared.portal_config import PortalConfig
 
 FAULTS = [
     pytest.param("kill:all", 6.0, id="sigkill-every-service"),
-    pytest.param("broker-restart", 4.0, id="rabbitmq-restart"),
-    pytest.param("db-restart", 0.0, id="postgresql-restart"),
+    pytest.param("broker-restart", 4.0, id="rabbitmq-restart", marks=pytest.mark.serial),
+    pytest.param("db-restart", 0.0, id="postgresql-restart", marks=pytest.mark.serial),
     pytest.param("portal-outage", 15.0, id="portal-503-outage"),
     pytest.param("portal-errors", 4.0, id="portal-500s"),
     pytest.param("ingest-down", 3.0, id="ingest-down-while-portal-emits"),

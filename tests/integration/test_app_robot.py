@@ -390,7 +390,6 @@ async def test_the_services_answer_a_robot_call_through_rabbitmq(
     queued reaches dispatch (`dispatch.robots`), its answer crm_sync (`crm_sync.dispatch`,
     `dispatch.robot_answer`), which answers the launch; `crm.written.robot_answer` is routable
     (the `nps.written` tap), so nothing dead-letters."""
-    await pool.execute("DELETE FROM outbox")
     member_id = world.portal.member_id
     configs = PortalConfigs({member_id: world.config})
     clients = PortalClients({member_id: world.client})

@@ -462,9 +462,6 @@ async def test_the_service_follows_outcomes_from_the_broker_and_an_escalation_br
     """`nps run dispatch`'s wiring on the real RabbitMQ: a lead's outcome reaches the follow-up,
     its update event makes it due for a read at once; an escalation's `crm.written.call_task`
     reaches both dispatch consumers and neither dead-letters it."""
-    # The service's outbox relay publishes every pending row: other tests' outcomes (of
-    # requests this database no longer has) would reach its consumers too.
-    await pool.execute("DELETE FROM outbox")
     ref = portal_ref()
     nowhere = f"http://127.0.0.1:{free_port()}/rest/1/none/"  # no portal calls are expected
     configured = settings.model_copy(update={"bitrix24_webhook_url": SecretStr(nowhere)})
