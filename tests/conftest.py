@@ -63,7 +63,7 @@ async def pg_dsn(pg_server: str) -> AsyncIterator[str]:
 
 @pytest.fixture(scope="session")
 async def pool(pg_dsn: str) -> AsyncIterator[asyncpg.Pool]:
-    pool = await create_pool(pg_dsn, max_size=10)
+    pool = await create_pool(pg_dsn, max_size=6)
     yield pool
     await pool.close()
 

@@ -120,6 +120,7 @@ async def run_all_env(
             "NPS_CONFIG": str(EXAMPLE_CONFIG),
             "LOG_LEVEL": "warning",
             "LOG_FORMAT": "json",
+            "DATABASE_POOL_MAX": "6",  # as in the harness' stacks: the tests share the server
             **extra,
             **dict.fromkeys(hosts, "127.0.0.1"),
             **{port: str(free_port()) for port in ports},
