@@ -6,13 +6,14 @@ rate budget keyed by its member_id).
 
 `AppPortals.reload()` reads the registry again and brings `configs` and `clients` up to date: a
 new install is served, a changed configuration (its version) replaces the old one (the services'
-per-portal objects are rebuilt from it, `PerPortal`), an uninstalled or revoked portal is taken
-out (`PortalGoneError`: its messages are dropped with one log line, never dead-lettered) and the
-others go on. It runs every `APP_PORTALS_RELOAD_S` and, at most once a second, when a message
-names a portal never served (`ensure`, waiting for that second rather than refusing the message):
-an install is served from its first event on. A message of a portal known gone reads nothing
-(its portal is dropped at once; a reinstall is served from the next periodic reload), unless
-the last read is older than `APP_PORTALS_RELOAD_S`.
+per-portal objects are rebuilt from it, `PerPortal`; a changed `portal.plan`, `portal.rate` or
+`portal.bulk_min_share` gives the portal a new client with that budget), an uninstalled or
+revoked portal is taken out (`PortalGoneError`: its messages are dropped with one log line,
+never dead-lettered) and the others go on. It runs every `APP_PORTALS_RELOAD_S` and, at most
+once a second, when a message names a portal never served (`ensure`, waiting for that second
+rather than refusing the message): an install is served from its first event on. A message of
+a portal known gone reads nothing (its portal is dropped at once; a reinstall is served from the
+next periodic reload), unless the last read is older than `APP_PORTALS_RELOAD_S`.
 """
 
 from __future__ import annotations
@@ -167,6 +168,8 @@ class AppPortals:
         config = self.template if stored is None else stored.config
         if key in self.served():
             if self._versions[key] != version:
+                if _budget_of(self.configs.get(key)) != _budget_of(config):
+                    self._replace_client(key, config)
                 self.configs.put(key, config)
                 self._versions[key] = version
                 log.info("app_portal_config_changed", portal=key, version=version)
@@ -176,6 +179,17 @@ class AppPortals:
         self.clients.put(key, app_client(self._pool, self.book, key, config, self._transport))
         self.book.forget(key)  # a reinstall brought new tokens
         log.info("app_portal_served", portal=key, domain=portal.domain, config_version=version)
+
+    def _replace_client(self, key: str, config: PortalConfig) -> None:
+        """Portal `key`'s budget changed: a new client limited as `config` says, put before the
+        configuration so what is rebuilt from it takes the new one; the old one is retired (a
+        call in flight may still hold it)."""
+        client = self.clients.remove(key, "replaced")
+        if client is not None:
+            self._retired.append(client)
+        self.clients.put(key, app_client(self._pool, self.book, key, config, self._transport))
+        portal = config.portal
+        log.info("app_portal_budget_changed", portal=key, plan=portal.plan)
 
     def _stop(self, portal: AppPortal) -> None:
         key = portal.member_id
@@ -191,3 +205,9 @@ class AppPortals:
             log.warning(
                 "app_portal_stopped", portal=key, domain=portal.domain, status=portal.status
             )
+
+
+def _budget_of(config: PortalConfig) -> tuple[object, ...]:
+    """What a portal's client is limited by (`app_client`)."""
+    portal = config.portal
+    return (portal.plan, portal.effective_rate(), portal.bulk_min_share)

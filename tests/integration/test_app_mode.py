@@ -55,7 +55,7 @@ from shared.events import PortalRef, SaleClosed, WebhookReceived
 from shared.logging import configure_logging
 from shared.messaging import make_broker, publish
 from shared.outbox import Outbox
-from shared.portal_config import load_portal_config
+from shared.portal_config import Rate, load_portal_config
 from shared.portals import PerPortal, PortalGoneError
 from shared.service import Runtime, serve
 from shared.settings import Settings
@@ -311,6 +311,7 @@ async def test_ingest_takes_each_installed_portals_own_events_only(
         # portal rebuilt from it.
         built = PerPortal(portals.configs, lambda key: portals.configs.get(key).portal.timezone)
         assert built.get(w.key(alpha)) == template.portal.timezone
+        clients = {name: portals.clients.get(w.key(name)) for name in (alpha, beta)}
         text = EXAMPLE_CONFIG.read_text().replace(
             f"timezone: {template.portal.timezone}", "timezone: Asia/Almaty"
         )
@@ -319,6 +320,23 @@ async def test_ingest_takes_each_installed_portals_own_events_only(
         await portals.reload()
         assert built.get(w.key(alpha)) == "Asia/Almaty"
         assert built.get(w.key(beta)) == template.portal.timezone
+        assert portals.clients.get(w.key(alpha)) is clients[alpha]  # the same budget
+
+        # alpha's plan changed: a new client with the plan's budget; beta's untouched.
+        assert template.portal.plan == "standard"
+        async with pool.acquire() as conn:
+            await portal_store.save(
+                conn,
+                w.key(alpha),
+                text.replace("plan: standard", "plan: enterprise"),
+                by="test",
+                expected_version=1,
+            )
+        await portals.reload()
+        client = portals.clients.get(w.key(alpha))
+        assert client is not clients[alpha]
+        assert client.budget.rate == Rate(per_second=5, burst=250)
+        assert portals.clients.get(w.key(beta)) is clients[beta]
 
         # beta uninstalls: refused at the door, taken out of the portals served; alpha goes on.
         await w.uninstall(beta)
