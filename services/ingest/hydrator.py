@@ -420,7 +420,7 @@ class Hydrator:
             source=event.source,
         )
         if self._config.survey.segment(unmapped.category_id) is not None:
-            await release_held(self._pool, self._outbox, self._config)
+            await release_held(self._pool, self._outbox, self._config, portal=event.portal.key)
 
     def _dropped(self, outcome: str, event: WebhookReceived, reason: str) -> None:
         HYDRATED.labels(outcome=outcome).inc()

@@ -15,7 +15,7 @@ from services.ingest.batching import PAGE_SIZE
 from services.ingest.contacts import ContactManagers
 from services.ingest.hydrator import FieldCatalog, Hydrator, ItemReader
 from services.ingest.offline import OfflineIntake, served_portals
-from services.ingest.release import ConfigReloader
+from services.ingest.release import ConfigReloader, InstalledReleases
 from services.ingest.sweep import Sweeper, run_names, run_sweeps
 from services.ingest.users import NAMES_INTERVAL_S
 from shared.app_portals import AppPortals
@@ -86,7 +86,8 @@ def wire_installed_portals(runtime: Runtime, portals: AppPortals) -> None:
     """Application mode: the webhook endpoints check each request against its own portal's
     registration; the sweep and the managers' names run for each installed portal in turn. The
     portal YAML is the template of portals without a stored configuration (read at start; the
-    stored ones are read again by `AppPortals`), so it has no reloader here."""
+    stored ones are read again by `AppPortals`), so it has no reloader here: each portal's held
+    items go out when its own configuration maps them (`InstalledReleases`)."""
     settings, pool, outbox = runtime.settings, runtime.pool, runtime.outbox
     configs, clients = portals.configs, portals.clients
     app = create_app(settings, portals.template, pool, outbox, portals=portals)
@@ -108,7 +109,12 @@ def wire_installed_portals(runtime: Runtime, portals: AppPortals) -> None:
     async def names(stop: asyncio.Event) -> None:
         await run_names(installed, NAMES_INTERVAL_S, stop)
 
-    runtime.background.extend((http, sweep, names))
+    releases = InstalledReleases(pool, outbox, configs, portals.served)
+
+    async def release(stop: asyncio.Event) -> None:
+        await releases.run(settings.app_portals_reload_s, stop)
+
+    runtime.background.extend((http, sweep, names, release))
 
 
 def subscribe_hydrator(runtime: Runtime) -> PerPortal[Hydrator]:

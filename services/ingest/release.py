@@ -29,6 +29,7 @@ from shared.events import PortalRef, WebhookReceived, derived_id
 from shared.logging import get_logger
 from shared.outbox import Outbox
 from shared.portal_config import ConfigError, PortalConfig, load_portal_config
+from shared.portals import PortalConfigs
 
 HELD_EVENT = "HELD"
 """`event` of the submission of a held item (its `source` is `sweep`: ingest submits it itself)."""
@@ -60,22 +61,25 @@ def reload_refusal(running: PortalConfig, new: PortalConfig) -> str | None:
     return None
 
 
-async def release_held(pool: asyncpg.Pool, outbox: Outbox, config: PortalConfig) -> int:
-    """Submit the held items of the categories `config` maps; how many were submitted."""
+async def release_held(
+    pool: asyncpg.Pool, outbox: Outbox, config: PortalConfig, portal: str | None = None
+) -> int:
+    """Submit the held items of the categories `config` maps (of portal key `portal` only,
+    unless None: the one portal of webhook mode); how many were submitted."""
     entity_type_id = config.survey.entity_type_id
     categories = [segment.category_id for segment in config.survey.segments]
     submitted = 0
     async with outbox.transaction(pool) as conn:
-        for row in await store.take_held(conn, entity_type_id, categories):
-            portal = PortalRef(member_id=row["member_id"], domain=row["domain"])
+        for row in await store.take_held(conn, entity_type_id, categories, portal):
+            ref = PortalRef(member_id=row["member_id"], domain=row["domain"])
             fields = json.loads(row["fields"])
             updated_at = row["updated_at"]
             event = WebhookReceived(
                 event_id=derived_id(
                     HELD_EVENT, row["portal"], entity_type_id, row["item_id"], updated_at
                 ),
-                correlation_id=correlation_for(portal, entity_type_id, row["item_id"]),
-                portal=portal,
+                correlation_id=correlation_for(ref, entity_type_id, row["item_id"]),
+                portal=ref,
                 source="sweep",
                 event=HELD_EVENT,
                 entity_type_id=entity_type_id,
@@ -174,4 +178,52 @@ class ConfigReloader:
         self._release_due = False
         if submitted:
             log.info("held_items_released", submitted=submitted)
+        return submitted
+
+
+class InstalledReleases:
+    """Application mode: each installed portal's held items go out once its own configuration
+    (stored, read again by `AppPortals`) maps their category: at start, when a portal is first
+    served, and whenever its configuration changes (a new object in `configs`). A failed release
+    is logged and tried again on the next round."""
+
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        outbox: Outbox,
+        configs: PortalConfigs,
+        served: Callable[[], Sequence[str]],
+    ) -> None:
+        self._pool = pool
+        self._outbox = outbox
+        self._configs = configs
+        self._served = served
+        self._released: dict[str, PortalConfig] = {}
+        """Each portal's configuration its held items were last released with."""
+
+    async def run(self, interval_s: float, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            await self.release()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=interval_s)
+
+    async def release(self) -> int:
+        """Release what each portal whose configuration is new to this round maps; how many
+        items were submitted."""
+        due = [
+            (key, config)
+            for key in self._served()
+            if self._released.get(key) is not (config := self._configs.get(key))
+        ]
+        submitted = 0
+        for key, config in due:
+            try:
+                count = await release_held(self._pool, self._outbox, config, portal=key)
+            except (OSError, asyncpg.PostgresError) as exc:
+                log.warning("held_items_release_failed", portal=key, error=type(exc).__name__)
+                continue
+            self._released[key] = config
+            if count:
+                log.info("held_items_released", portal=key, submitted=count)
+            submitted += count
         return submitted

@@ -338,14 +338,16 @@ async def hold_unmapped(
 
 
 async def take_held(
-    conn: Conn, entity_type_id: int, categories: Sequence[int]
+    conn: Conn, entity_type_id: int, categories: Sequence[int], portal: str | None
 ) -> list[asyncpg.Record]:
-    """Mark the held items of `categories` released and return them (portal, member_id, domain,
-    item_id, category_id, updated_at, fields); rows another transaction is taking are skipped."""
+    """Mark the held items of `categories` (of `portal` only, unless None) released and return
+    them (portal, member_id, domain, item_id, category_id, updated_at, fields); rows another
+    transaction is taking are skipped."""
     rows: list[asyncpg.Record] = await conn.fetch(
         """WITH taken AS (
                SELECT portal, entity_type_id, item_id FROM ingest_unmapped_items
                WHERE released_at IS NULL AND entity_type_id = $1 AND category_id = ANY($2::int[])
+                 AND ($3::text IS NULL OR portal = $3)
                ORDER BY held_at, item_id
                FOR UPDATE SKIP LOCKED)
            UPDATE ingest_unmapped_items h SET released_at = now()
@@ -356,6 +358,7 @@ async def take_held(
                      h.fields::text AS fields""",
         entity_type_id,
         list(categories),
+        portal,
     )
     return rows
 

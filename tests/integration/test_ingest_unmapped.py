@@ -31,7 +31,7 @@ from services.cli import app as cli
 from services.harness.scratch import scratch_database, scratch_name
 from services.ingest.hydrator import FieldCatalog, Hydrator, ItemReader
 from services.ingest.main import serve_ingest
-from services.ingest.release import HELD_EVENT, ConfigReloader, release_held
+from services.ingest.release import HELD_EVENT, ConfigReloader, InstalledReleases, release_held
 from services.ingest.sweep import Sweeper
 from services.reports.app import create_app as reports_app
 from services.router.main import wire as router_wire
@@ -46,6 +46,7 @@ from shared.events import PortalRef, WebhookReceived
 from shared.health import QuietServer
 from shared.outbox import Outbox
 from shared.portal_config import PortalConfig, parse_portal_config
+from shared.portals import PortalConfigs
 from shared.service import serve
 from shared.settings import (
     SANDBOX_APP_TOKEN,
@@ -409,6 +410,33 @@ async def test_a_held_item_keeps_its_newest_state_and_goes_out_once(
     await hydrator.handle(robot(member, 501, new_form, 8, "2024-07-22T19:00:00Z"))
     assert await release_held(pool, Outbox(), after) == 0
     assert len(await submissions(pool, member)) == 1
+
+
+async def test_each_installed_portals_held_items_go_out_with_its_own_configuration(
+    pool: asyncpg.Pool, portal: SandboxPortal, b24: Bitrix24Client, new_form: int
+) -> None:
+    """Application mode: two portals hold an item of the same unmapped category; alpha's
+    configuration learns it and releases alpha's item only (at the next round, once), beta's
+    stays held until beta's own configuration maps the category."""
+    alpha, beta = portal.member_id, f"beta-{uuid.uuid4().hex[:8]}"
+    alpha_before, alpha_after = configs(alpha, new_form)
+    beta_before, beta_after = configs(beta, new_form)
+    for member, config, item in ((alpha, alpha_before, 601), (beta, beta_before, 602)):
+        hydrator = Hydrator(pool, Outbox(), ItemReader(b24), FieldCatalog(b24), config)
+        await hydrator.handle(robot(member, item, new_form, 4, "2024-07-22T18:00:00Z"))
+    configs_of = PortalConfigs({alpha: alpha_before, beta: beta_before})
+    releases = InstalledReleases(pool, Outbox(), configs_of, lambda: (alpha, beta))
+    assert await releases.release() == 0  # at start: nothing either maps
+
+    configs_of.put(alpha, alpha_after)
+    assert await releases.release() == 1
+    assert await releases.release() == 0  # no configuration changed since
+    assert [s.item_id for s in await submissions(pool, alpha)] == [601]
+    assert await submissions(pool, beta) == []
+
+    configs_of.put(beta, beta_after)
+    assert await releases.release() == 1
+    assert [s.item_id for s in await submissions(pool, beta)] == [602]
 
 
 async def test_the_reloader_applies_a_changed_file_and_keeps_a_broken_one(
