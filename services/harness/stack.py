@@ -210,11 +210,14 @@ class Stack:
     def wait_ready(self, name: str, wait_s: float = 60.0) -> None:
         self.supervisor.wait_ready(name, wait_s)
 
+    def start_order(self) -> tuple[str, ...]:
+        """What `start_all` starts: the sandbox, the application (application mode) and the
+        pipeline, in that order."""
+        return ("sandbox", *((APP,) if self.app_mode else ()), *PIPELINE)
+
     def start_all(self) -> None:
-        """The sandbox, the application (application mode) and the pipeline, in that order."""
         self.started_at = datetime.now(UTC)
-        names = ("sandbox", *((APP,) if self.app_mode else ()), *PIPELINE)
-        self.supervisor.start_all([self.process(name) for name in names])
+        self.supervisor.start_all([self.process(name) for name in self.start_order()])
 
     def kill(self, name: str) -> None:
         """A crash: SIGKILL, nothing finishes."""
