@@ -123,18 +123,19 @@ def portal_urls(stack: Stack) -> list[str]:
 
 async def create_answers(stack: Stack, count: int, seed: int = 7, deals: int = 0) -> list[int]:
     """Survey answers created in the sandbox portal (in each portal at once, in application
-    mode) as CRM forms would (events fire), and `deals` NPS deals opened for won sales and answered
-    (their update events fire)."""
+    mode, each with a seed of its own: `seed`, `seed + 1`, …) as CRM forms would (events fire),
+    and `deals` NPS deals opened for won sales and answered (their update events fire)."""
     async with httpx.AsyncClient(timeout=120) as http:
 
-        async def create(url: str) -> list[int]:
+        async def create(url: str, portal_seed: int) -> list[int]:
             reply = await http.post(
-                f"{url}/sandbox/answers", json={"count": count, "seed": seed, "deals": deals}
+                f"{url}/sandbox/answers", json={"count": count, "seed": portal_seed, "deals": deals}
             )
             created: list[int] = reply.raise_for_status().json()["created"]
             return created
 
-        each = await asyncio.gather(*(create(url) for url in portal_urls(stack)))
+        urls = portal_urls(stack)
+        each = await asyncio.gather(*(create(url, seed + n) for n, url in enumerate(urls)))
     return [item for items in each for item in items]
 
 
