@@ -9,6 +9,10 @@ With dispatch (`start_dispatch`: the survey page and dispatch started beside the
 portal (`POST /sandbox/close-sales`) and a campaign (`nps survey campaign --csv`, as a marketer
 runs it), and the verdict judges dispatch's requests, NPS deals and e-mails too
 (`verdict.DispatchWatch`).
+
+A stack in application mode (`Stack.portals`) has its answers created in every portal, the
+portal faults set on every portal, and the application among the services a kill can hit; its
+run and per-portal verdict are `portals.py`.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ import time
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 import aio_pika
 import asyncpg
@@ -31,7 +35,7 @@ import yaml
 
 from services.crm_sync.read import action_states
 from services.harness.dispatch_check import RESEND_FAULTS, Incident
-from services.harness.stack import DISPATCH, PIPELINE, SURVEY, Stack
+from services.harness.stack import APP, DISPATCH, PIPELINE, SURVEY, Stack
 from services.harness.verdict import DispatchWatch, Verdict, compute
 from services.ops import dlq
 from shared.portal_config import PortalConfig
@@ -39,7 +43,7 @@ from shared.portal_config import PortalConfig
 DISPATCHING: tuple[str, ...] = (SURVEY, DISPATCH)
 """Started after the pipeline by `start_dispatch`: the survey page (links), then dispatch."""
 FAULTS: tuple[str, ...] = (
-    *(f"kill:{name}" for name in (*PIPELINE, *DISPATCHING)),
+    *(f"kill:{name}" for name in (*PIPELINE, *DISPATCHING, APP)),
     "kill:all",
     "broker-restart",
     "db-restart",
@@ -60,9 +64,16 @@ class ChaosError(RuntimeError):
     """The pipeline under test did not get to the point where a fault can be judged."""
 
 
-def fault_stack(database_url: str, rabbitmq_url: str, config: Path, log_dir: Path) -> Stack:
-    """The stack faults are injected into: the demo portal without rate limits, and the catch-up
-    sweep every 2 s, so answers whose events were lost come back within the run; dispatch (when
+def fault_stack(
+    database_url: str,
+    rabbitmq_url: str,
+    config: Path,
+    log_dir: Path,
+    portals: tuple[str, ...] = (),
+) -> Stack:
+    """The stack faults are injected into: the demo portal (with `portals`, those named portals
+    in application mode, each seeded like the demo) without rate limits, and the catch-up sweep
+    every 2 s, so answers whose events were lost come back within the run; dispatch (when
     started) takes a send a crash interrupted up again after `LEASE_S`."""
     return Stack(
         database_url=database_url,
@@ -71,6 +82,7 @@ def fault_stack(database_url: str, rabbitmq_url: str, config: Path, log_dir: Pat
         log_dir=log_dir,
         sandbox_args=["--seed", "demo", "--no-limits"],
         extra_env={"SWEEP_INTERVAL_S": "2", "DISPATCH_LEASE_S": f"{LEASE_S:g}"},
+        portals=portals,
     )
 
 
@@ -89,7 +101,7 @@ def chaos_config(source: Path, target: Path) -> Path:
 
 def services(stack: Stack) -> tuple[str, ...]:
     """The stack's services (not the sandbox) that were started, in start order."""
-    return tuple(name for name in (*PIPELINE, *DISPATCHING) if name in stack.procs)
+    return tuple(name for name in (APP, *PIPELINE, *DISPATCHING) if name in stack.procs)
 
 
 async def start_dispatch(stack: Stack) -> None:
@@ -102,20 +114,36 @@ def runs_dispatch(stack: Stack) -> bool:
     return DISPATCH in stack.procs
 
 
+def portal_urls(stack: Stack) -> list[str]:
+    """Where each portal of the stack starts: the webhook portal, or each named portal."""
+    if not stack.app_mode:
+        return [stack.sandbox_url]
+    return [stack.portal_url(name) for name in stack.portals]
+
+
 async def create_answers(stack: Stack, count: int, seed: int = 7, deals: int = 0) -> list[int]:
-    """Survey answers created in the sandbox portal as CRM forms would (events fire), and
-    `deals` NPS deals opened for won sales and answered (their update events fire)."""
-    async with httpx.AsyncClient(base_url=stack.sandbox_url, timeout=120) as http:
-        reply = await http.post(
-            "/sandbox/answers", json={"count": count, "seed": seed, "deals": deals}
-        )
-        created: list[int] = reply.raise_for_status().json()["created"]
-    return created
+    """Survey answers created in the sandbox portal (in each portal at once, in application
+    mode, each with a seed of its own: `seed`, `seed + 1`, …) as CRM forms would (events fire),
+    and `deals` NPS deals opened for won sales and answered (their update events fire)."""
+    async with httpx.AsyncClient(timeout=120) as http:
+
+        async def create(url: str, portal_seed: int) -> list[int]:
+            reply = await http.post(
+                f"{url}/sandbox/answers", json={"count": count, "seed": portal_seed, "deals": deals}
+            )
+            created: list[int] = reply.raise_for_status().json()["created"]
+            return created
+
+        urls = portal_urls(stack)
+        each = await asyncio.gather(*(create(url, seed + n) for n, url in enumerate(urls)))
+    return [item for items in each for item in items]
 
 
 async def set_faults(stack: Stack, faults: dict[str, object]) -> None:
-    async with httpx.AsyncClient(base_url=stack.sandbox_url, timeout=30) as http:
-        (await http.put("/sandbox/faults", json=faults)).raise_for_status()
+    """The sandbox's faults set on the portal (on every portal, in application mode)."""
+    async with httpx.AsyncClient(timeout=30) as http:
+        for url in portal_urls(stack):
+            (await http.put(f"{url}/sandbox/faults", json=faults)).raise_for_status()
 
 
 async def dlq_total(amqp_url: str) -> int:
@@ -178,8 +206,8 @@ async def _inject(stack: Stack, fault: str, hold_s: float) -> None:
     kind, _, target = fault.partition(":")
     if kind == "kill":
         names = services(stack) if target == "all" else (target,)
-        if target in DISPATCHING and target not in stack.procs:
-            raise ChaosError(f"{fault}: the stack does not run {target} (start_dispatch)")
+        if target != "all" and target not in stack.procs:
+            raise ChaosError(f"{fault}: the stack does not run {target}")
         for name in names:
             await asyncio.to_thread(stack.kill, name)
         await asyncio.sleep(hold_s)
@@ -205,6 +233,21 @@ async def _inject(stack: Stack, fault: str, hold_s: float) -> None:
         raise ValueError(f"unknown fault {fault!r}; choose from {', '.join(FAULTS)}")
 
 
+class Judged(Protocol):
+    """A verdict as `settle` watches it: what is lost so far, and its line."""
+
+    @property
+    def lost(self) -> int: ...
+
+    def line(self) -> str: ...
+
+
+J = TypeVar("J", bound=Judged)
+Look = Callable[[asyncpg.Pool, int], Awaitable[tuple[J, int]]]
+"""One look at the pipeline (a pool on the stack's database, the dead letters): the verdict and
+how many actions are still pending."""
+
+
 async def settle(
     stack: Stack,
     config: PortalConfig,
@@ -217,24 +260,37 @@ async def settle(
     `watch` (default: a fresh one when the stack runs dispatch), dispatch is judged too."""
     if watch is None and runs_dispatch(stack):
         watch = DispatchWatch()
+
+    async def look(pool: asyncpg.Pool, dlq: int) -> tuple[Verdict, int]:
+        verdict = await compute(stack.sandbox_url, pool, config, dlq=dlq, watch=watch)
+        # Only this stack's work: a shared database may hold other runs' leftovers.
+        async with pool.acquire() as conn:
+            pending = (await action_states(conn, verdict.portal)).pending
+        return verdict, pending
+
+    return await settle_with(stack, look, Verdict(), timeout_s=timeout_s, progress=progress)
+
+
+async def settle_with(
+    stack: Stack,
+    look: Look[J],
+    first: J,
+    *,
+    timeout_s: float,
+    progress: Callable[[J], Awaitable[None] | None] | None = None,
+) -> J:
+    """Poll `look` until nothing is lost or pending, the outbox is empty and the verdict stays
+    the same three looks in a row (or `timeout_s` passed); the last verdict (`first` if none
+    could be taken)."""
     deadline = time.monotonic() + timeout_s
-    previous: Verdict | None = None
+    previous: J | None = None
     steady = 0
-    verdict = Verdict()
+    verdict = first
     while time.monotonic() < deadline:
         try:
             pool = await asyncpg.create_pool(stack.database_url, min_size=1, max_size=2)
             try:
-                verdict = await compute(
-                    stack.sandbox_url,
-                    pool,
-                    config,
-                    dlq=await dlq_total(stack.rabbitmq_url),
-                    watch=watch,
-                )
-                # Only this stack's work: a shared database may hold other runs' leftovers.
-                async with pool.acquire() as conn:
-                    pending = (await action_states(conn, verdict.portal)).pending
+                verdict, pending = await look(pool, await dlq_total(stack.rabbitmq_url))
                 outbox = await pool.fetchval(
                     "SELECT count(*) FROM outbox WHERE created_at >= $1", stack.started_at
                 )
@@ -381,27 +437,49 @@ async def fault_mid_run(
     watch = DispatchWatch() if runs_dispatch(stack) else None
     if dispatch is not None and watch is None:
         raise ChaosError("a dispatch load needs the stack to run dispatch (start_dispatch)")
-    flows: list[asyncio.Task[Any]] = [
-        asyncio.create_task(create_answers(stack, answers, deals=answers // 4))
-    ]
+    flows: list[Coroutine[Any, Any, Any]] = [create_answers(stack, answers, deals=answers // 4)]
     if dispatch is not None:
-        flows.append(asyncio.create_task(_close_sales_over(stack, dispatch)))
+        flows.append(_close_sales_over(stack, dispatch))
         if dispatch.campaign:
-            flows.append(asyncio.create_task(run_campaign(stack, config, dispatch)))
+            flows.append(run_campaign(stack, config, dispatch))
+    incidents = None if watch is None else watch.incidents
+    await faults_while(
+        stack, faults, flows, hold_s=hold_s, gap_s=gap_s, say=say, incidents=incidents
+    )
+    say(f"settling (at most {timeout_s:g} s) …")
+    verdict = await settle(stack, config, timeout_s=timeout_s, progress=progress, watch=watch)
+    await all_ready(stack)
+    return verdict
+
+
+async def faults_while(
+    stack: Stack,
+    faults: Sequence[str],
+    flows: Sequence[Coroutine[Any, Any, Any]],
+    *,
+    hold_s: float,
+    gap_s: float,
+    say: Callable[[str], None],
+    incidents: list[Incident] | None = None,
+) -> None:
+    """The `flows` (answers created, sales closed, …) run while each fault in turn, `gap_s`
+    after the previous one, is injected and recovered from; returns once all are done."""
+    tasks = [asyncio.ensure_future(flow) for flow in flows]
     try:
         for fault in faults:
             await asyncio.sleep(gap_s)
             say(f"{fault}: injecting (held {hold_s:g} s) …")
-            incidents = None if watch is None else watch.incidents
             await inject(stack, fault, hold_s=hold_s, incidents=incidents)
             say(f"{fault}: recovered")
-        for flow in flows:
-            await flow
+        for task in tasks:
+            await task
     finally:
-        for flow in flows:
-            flow.cancel()  # done by now, unless a fault failed or the run was interrupted
-    say(f"settling (at most {timeout_s:g} s) …")
-    verdict = await settle(stack, config, timeout_s=timeout_s, progress=progress, watch=watch)
+        for task in tasks:
+            task.cancel()  # done by now, unless a fault failed or the run was interrupted
+
+
+async def all_ready(stack: Stack) -> None:
+    """Every service of the stack ready again: database, broker and a live consumer on every
+    queue it reads."""
     for name in services(stack):
         await asyncio.to_thread(stack.wait_ready, name, 30)
-    return verdict

@@ -48,6 +48,10 @@ class Verdict:
     deals: int = 0
     """Answered NPS deals of the deal surveys' funnels."""
     answers: int = 0
+    leads: int = 0
+    tasks: int = 0
+    patches: int = 0
+    """Contact fields b24-nps wrote (its write records)."""
     requests: int = 0
     """Dispatch's survey requests (0 when the stack does not run dispatch)."""
     messages: int = 0
@@ -139,6 +143,7 @@ async def compute(
             for cid in contacts
         }
     verdict.answers = len(answers)
+    verdict.leads, verdict.tasks, verdict.patches = len(leads), len(tasks), len(ours)
     for item_id in item_ids:
         if (entity_type, item_id) not in scored:
             verdict.lost += 1
