@@ -1,0 +1,174 @@
+"""Many portals (docs/crm_sync.md, Many portals): crm_sync as `nps run crm_sync` runs it in
+application mode, two sandbox portals installed over real HTTP, real RabbitMQ and PostgreSQL.
+Portal A, at its ceiling with a backlog of urgent leads ahead in the shared queue, does not slow
+portal B's urgent lead: A's messages are held aside in A's held queue, B's lead is written while
+they still wait there, and every one of A's leads is then written exactly once."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import asyncpg
+import httpx
+import yaml
+from aio_pika.abc import AbstractChannel
+from prometheus_client import REGISTRY
+from pydantic import SecretStr
+
+from services.crm_sync.main import wire
+from services.sandbox.app import create_app as create_sandbox_app
+from services.sandbox.limits import Limits
+from services.sandbox.methods import LEAD
+from services.sandbox.portal import SandboxPortal
+from services.sandbox.portals import PortalSpec, Sandbox, portal_factory
+from shared import portal_store
+from shared.bitrix24.tokens import AppCredentials, OAuthServer, TokenBook
+from shared.events import PortalRef, RouteAction
+from shared.messaging import make_broker, publish
+from shared.service import serve
+from shared.settings import Settings
+from shared.topology import CRM_SYNC_URGENT
+from tests.support import serving
+from tests.support.app import APP, app_registration, install_pair, two_names
+from tests.support.crm_sync import answer, route
+from tests.support.paths import EXAMPLE_CONFIG
+
+CLIENT_ID = "local.nps.fairness"
+SECRET = "fairness-secret"
+BACKLOG = 120
+"""A's urgent leads queued ahead of B's: four times the urgent consumer's prefetch (32), several
+of A's requests at its ceiling."""
+TIMEOUT_S = 90.0
+
+
+def slow_config() -> str:
+    """The example portal YAML at one request every two seconds (burst 1)."""
+    config = yaml.safe_load(EXAMPLE_CONFIG.read_text(encoding="utf-8"))
+    config["portal"] = {"plan": "custom", "rate": {"per_second": 0.5, "burst": 1}}
+    return yaml.safe_dump(config)
+
+
+def urgent_lead(key: str, contact_id: int, item_id: int) -> RouteAction:
+    ref = PortalRef(member_id=key)
+    action = route(answer(ref, contact_id, score=1, item_id=item_id), "service")
+    return action.model_copy(update={"urgent": True})
+
+
+async def until(check: Callable[[], Awaitable[bool]], what: str) -> None:
+    deadline = time.monotonic() + TIMEOUT_S
+    while not await check():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        await asyncio.sleep(0.1)
+
+
+async def done(pool: asyncpg.Pool, actions: list[RouteAction]) -> int:
+    found = await pool.fetchval(
+        "SELECT count(*) FROM crm_actions WHERE action_id = ANY($1::text[]) AND state = 'done'",
+        [action.action_id for action in actions],
+    )
+    return int(found)
+
+
+def held_total() -> float:
+    labels = {"queue": CRM_SYNC_URGENT.name}
+    return REGISTRY.get_sample_value("nps_crm_sync_held_total", labels) or 0.0
+
+
+def portals_held() -> float:
+    return REGISTRY.get_sample_value("nps_crm_sync_portals_held") or 0.0
+
+
+def leads_by_origin(portal: SandboxPortal) -> Counter[str]:
+    return Counter(str(lead.get("ORIGIN_ID")) for lead in portal.crm.records(LEAD).values())
+
+
+async def test_a_portal_at_its_ceiling_does_not_slow_another_portals_urgent_write(
+    pool: asyncpg.Pool, settings: Settings, channel: AbstractChannel
+) -> None:
+    names = two_names()
+    default = SandboxPortal(limits=Limits.off())
+    sandbox = Sandbox(
+        default,
+        registration=app_registration(CLIENT_ID, SECRET, handler_url=f"{APP}/app/frame"),
+        factory=portal_factory(seed=str(EXAMPLE_CONFIG), clock=default.clock, seed_path=Path),
+    )
+    for name in names:
+        sandbox.add(PortalSpec(name=name, contacts=12, sales=0, limits=Limits.off()))
+    events = httpx.MockTransport(lambda _request: httpx.Response(200, json={}))
+    async with serving(create_sandbox_app(sandbox, event_transport=events)) as url:
+        assert sandbox.server is not None
+        sandbox.server.base_url = url
+        configured = settings.model_copy(
+            update={
+                "nps_mode": "app",
+                "bitrix24_oauth_url": url,
+                "bitrix24_client_id": CLIENT_ID,
+                "bitrix24_client_secret": SecretStr(SECRET),
+                "app_portals_reload_s": 0.5,
+            }
+        )
+        book = TokenBook(pool, OAuthServer(AppCredentials.from_settings(configured)))
+        async with httpx.AsyncClient(base_url=url, timeout=30) as http:
+            a, b = [await install_pair(http, book, name, CLIENT_ID) for name in names]
+        await book.oauth.aclose()
+        async with pool.acquire() as conn:
+            await portal_store.save(conn, a, slow_config(), by="test", expected_version=None)
+        portal_a, portal_b = (sandbox.named[name].portal for name in names)
+        held_name = f"{CRM_SYNC_URGENT.name}.portal.{a}"
+
+        backlog = [urgent_lead(a, 1 + n % 12, 9000 + n) for n in range(BACKLOG)]
+        b_lead = urgent_lead(b, 1, 9999)
+        await (await channel.get_queue(CRM_SYNC_URGENT.name)).purge()
+        broker = make_broker(configured.rabbitmq_url.get_secret_value())
+        await broker.connect()
+        try:
+            for action in [*backlog, b_lead]:
+                await publish(broker, action)
+        finally:
+            await broker.stop()
+
+        held_before = held_total()
+        stop = asyncio.Event()
+        service = asyncio.create_task(serve("crm_sync", configured, wire, stop=stop, prefetch=200))
+        try:
+
+            async def b_written() -> bool:
+                return await done(pool, [b_lead]) == 1
+
+            await until(b_written, "B's urgent lead written")
+            a_done = await done(pool, backlog)
+            waiting = await channel.declare_queue(held_name, passive=True)
+            # B's lead went while most of A's backlog, queued ahead of it, still waited in A's
+            # held queue at A's ceiling (one request every two seconds).
+            assert a_done < BACKLOG
+            assert (waiting.declaration_result.message_count or 0) > 0
+            assert held_total() > held_before
+            assert portals_held() >= 1
+
+            async def a_written() -> bool:
+                return await done(pool, backlog) == BACKLOG
+
+            await until(a_written, "every one of A's leads written")
+
+            async def released() -> bool:
+                return portals_held() == 0
+
+            await until(released, "A let through again once its held queue is empty")
+        finally:
+            stop.set()
+            await service
+            await channel.queue_delete(held_name)
+            await pool.execute(
+                "DELETE FROM bitrix24_app_portals WHERE member_id = ANY($1::text[])", [a, b]
+            )
+
+    # Every one of A's leads exactly once, on A; B's on B.
+    a_leads = leads_by_origin(portal_a)
+    assert {action.action_id: a_leads[action.action_id] for action in backlog} == {
+        action.action_id: 1 for action in backlog
+    }
+    assert leads_by_origin(portal_b) == Counter({b_lead.action_id: 1})
