@@ -27,7 +27,6 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import aio_pika
-import aiormq
 from aio_pika.abc import AbstractQueue
 from faststream.rabbit import QueueType, RabbitBroker, RabbitQueue
 from faststream.rabbit.annotations import RabbitMessage
@@ -179,7 +178,7 @@ class HeldQueues:
                     channel = await connection.channel()
                     try:
                         found = await channel.declare_queue(held_queue(queue, key), passive=True)
-                    except aiormq.exceptions.ChannelNotFoundEntity:
+                    except aio_pika.exceptions.ChannelNotFoundEntity:
                         continue
                     ready = found.declaration_result.message_count or 0
                     await channel.close()

@@ -39,9 +39,10 @@ portal."""
 URGENT_PREFETCH = 32
 """Unacked urgent actions in flight, on a channel of their own: a bulk backlog holding all of
 `PREFETCH` never keeps an urgent action in RabbitMQ."""
-HELD_PREFETCH = 100
+HELD_PREFETCH = PREFETCH
 """Unacked messages in flight from one portal's held queue of a bulk queue (application mode,
-`held.py`): two groups of 48 contacts at work, on the held queue's own channel."""
+`held.py`), on the held queue's own channel: as many as the shared queues', so a portal held at
+its ceiling still fills its requests as it did."""
 
 
 def action_portal(action: RouteAction) -> tuple[str, Lane]:
