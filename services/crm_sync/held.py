@@ -75,7 +75,7 @@ class _Gate:
     spec: QueueSpec
     model: type[Any]
     handler: Handler[Any]
-    prefetch: int | None
+    prefetch: int
 
 
 class HeldQueues:
@@ -88,7 +88,7 @@ class HeldQueues:
         *,
         amqp_url: str,
         max_attempts: int,
-        served: Callable[[], tuple[str, ...]] = tuple,
+        served: Callable[[], tuple[str, ...]],
     ) -> None:
         self._broker = broker
         self._budget_of = budget_of
@@ -130,10 +130,10 @@ class HeldQueues:
         handler: Handler[E],
         portal_of: PortalOf[E],
         *,
-        prefetch: int | None = None,
+        prefetch: int,
     ) -> Around[E] | None:
         """The consumer hook of `spec` (None in webhook mode); held queues of it are drained
-        with `handler`, `prefetch` messages at a time (None: the service's default)."""
+        with `handler`, `prefetch` messages at a time on a channel of their own."""
         if self._budget_of is None:
             return None
         self._gates[spec.name] = _Gate(spec, model, handler, prefetch)
