@@ -13,6 +13,12 @@ handler and only then acks. Failures:
   nor dead-lettered;
 - anything else → retried through the delay tiers with growing delays, at most `max_attempts`
   times, then the DLQ. A retry goes back to this queue only.
+
+`around` wraps the handler: it gets the parsed event, the message and the handler, and may run
+the handler or set the message aside instead (`park`: published, confirmed, into another queue
+before the wrapper acks it; crm_sync's held queues of a portal at its ceiling, docs/crm_sync.md).
+A queue consumed on behalf of another (`source`: such a held queue) applies the other's policy:
+retries go back to it and dead letters to its DLQ.
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ from typing import Any, TypeVar
 from faststream import AckPolicy
 from faststream.rabbit import Channel, ExchangeType, RabbitBroker, RabbitExchange, RabbitQueue
 from faststream.rabbit.annotations import RabbitMessage
+from faststream.rabbit.subscriber import RabbitSubscriber
 from prometheus_client import Counter, Histogram
 from pydantic import ValidationError
 
@@ -34,6 +41,8 @@ from shared.topology import DELAY_TIERS_S, DLX, EXCHANGE, QueueSpec, delay_name,
 
 E = TypeVar("E", bound=Event)
 Handler = Callable[[E], Awaitable[None]]
+Around = Callable[[E, RabbitMessage, Handler[E]], Awaitable[None]]
+"""Runs instead of the handler: given the event, its message and the handler."""
 
 ATTEMPT_HEADER = "x-nps-attempt"
 REASON_HEADER = "x-nps-reason"
@@ -132,7 +141,7 @@ def _header_str(value: object) -> str:
 async def _forward(
     broker: RabbitBroker,
     message: RabbitMessage,
-    exchange: RabbitExchange,
+    exchange: RabbitExchange | None,
     routing_key: str,
     headers: dict[str, Any],
 ) -> None:
@@ -170,6 +179,13 @@ async def dead_letter(
     )
 
 
+async def park(broker: RabbitBroker, message: RabbitMessage, queue: str) -> None:
+    """Put `message` as it is (body, ids, headers) into `queue` through the default exchange,
+    persistent and confirmed: once this returns the broker holds it, so acking the original
+    loses nothing (a crash in between leaves both, which the handler's idempotency absorbs)."""
+    await _forward(broker, message, None, queue, {})
+
+
 def subscribe(
     broker: RabbitBroker,
     spec: QueueSpec,
@@ -178,10 +194,14 @@ def subscribe(
     *,
     max_attempts: int = 8,
     prefetch: int | None = None,
-) -> None:
-    """Consume `spec.name` with `handler`, applying the retry/DLQ policy described above. With
-    `prefetch`, the queue gets a channel of its own with that many unacked messages, so another
-    queue's backlog in flight never holds its deliveries back."""
+    around: Around[E] | None = None,
+    source: str | None = None,
+) -> RabbitSubscriber:
+    """Consume `spec.name` (or `source` on its behalf) with `handler` (through `around`, if
+    given), applying the retry/DLQ policy described above. With `prefetch`, the queue gets a
+    channel of its own with that many unacked messages, so another queue's backlog in flight
+    never holds its deliveries back. A `source` queue's subscriber is added to a running broker
+    (not kept for a restart of the broker): the caller starts it."""
     queue = spec.name
 
     async def on_message(message: RabbitMessage) -> None:
@@ -205,7 +225,10 @@ def subscribe(
         )
         started = time.perf_counter()
         try:
-            await handler(event)
+            if around is None:
+                await handler(event)
+            else:
+                await around(event, message, handler)
         except DropMessage as exc:
             log.info("message_dropped", reason=str(exc))
             MESSAGES_DROPPED.labels(queue=queue).inc()
@@ -235,10 +258,14 @@ def subscribe(
             HANDLER_SECONDS.labels(queue=queue).observe(time.perf_counter() - started)
         await message.ack()
 
-    broker.subscriber(
-        RabbitQueue(spec.name, declare=False),
+    subscriber = broker.subscriber(
+        RabbitQueue(source or spec.name, declare=False),
         channel=None if prefetch is None else Channel(prefetch_count=prefetch),
         ack_policy=AckPolicy.NACK_ON_ERROR,
         decoder=_as_is,
-        title=f"{spec.name}:{model.__name__}",
-    )(on_message)
+        title=f"{source or spec.name}:{model.__name__}",
+        persistent=source is None,
+        include_in_schema=source is None,
+    )
+    subscriber(on_message)
+    return subscriber

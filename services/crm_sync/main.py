@@ -6,16 +6,19 @@ outbox."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TypeVar
 
 from services.crm_sync.coalescer import CommandCoalescer
 from services.crm_sync.contacts import ContactWriter
 from services.crm_sync.creates import EntityWriter
 from services.crm_sync.dispatch import DispatchWriter, handle_dispatch
 from services.crm_sync.handlers import Writers, handle_action
+from services.crm_sync.held import HeldQueues, PortalOf
 from services.crm_sync.stages import StageWriter
 from services.crm_sync.surveys import SurveyWriter, handle_survey
-from shared.events import DispatchCommand, RouteAction, SurveyAnswered
-from shared.messaging import subscribe
+from shared.bitrix24.lanes import BULK, Lane, lane_of
+from shared.events import DispatchCommand, Event, RouteAction, SurveyAnswered
+from shared.messaging import Handler, subscribe
 from shared.portals import PerPortal
 from shared.service import Runtime, run_loop, serve
 from shared.settings import Settings
@@ -24,7 +27,10 @@ from shared.topology import (
     CRM_SYNC_DISPATCH,
     CRM_SYNC_SURVEYS,
     CRM_SYNC_URGENT,
+    QueueSpec,
 )
+
+E = TypeVar("E", bound=Event)
 
 PREFETCH = 200
 """Unacked messages in flight: enough for three groups of 48 contacts at work (two in the
@@ -33,6 +39,22 @@ portal."""
 URGENT_PREFETCH = 32
 """Unacked urgent actions in flight, on a channel of their own: a bulk backlog holding all of
 `PREFETCH` never keeps an urgent action in RabbitMQ."""
+HELD_PREFETCH = PREFETCH
+"""Unacked messages in flight from one portal's held queue of a bulk queue (application mode,
+`held.py`), on the held queue's own channel: as many as the shared queues', so a portal held at
+its ceiling still fills its requests as it did."""
+
+
+def action_portal(action: RouteAction) -> tuple[str, Lane]:
+    return action.answer.portal.key, lane_of(action.urgent)
+
+
+def survey_portal(event: SurveyAnswered) -> tuple[str, Lane]:
+    return event.portal.key, BULK
+
+
+def command_portal(command: DispatchCommand) -> tuple[str, Lane]:
+    return command.portal.key, BULK
 
 
 @dataclass(frozen=True)
@@ -78,20 +100,33 @@ async def wire(runtime: Runtime) -> None:
         await handle_dispatch(command, (await writers(command.portal.key)).dispatch)
 
     attempts = runtime.settings.retry_max_attempts
-    subscribe(
-        runtime.broker,
-        CRM_SYNC_URGENT,
-        RouteAction,
-        on_action,
-        max_attempts=attempts,
-        prefetch=URGENT_PREFETCH,
-    )
-    subscribe(runtime.broker, CRM_SYNC_ACTIONS, RouteAction, on_action, max_attempts=attempts)
-    subscribe(runtime.broker, CRM_SYNC_SURVEYS, SurveyAnswered, on_survey, max_attempts=attempts)
+    # Application mode: a portal at its ceiling has its messages held aside (held.py).
+    held = HeldQueues.of(runtime)
+
+    def consume(
+        spec: QueueSpec,
+        model: type[E],
+        handler: Handler[E],
+        portal_of: PortalOf[E],
+        prefetch: int | None = None,
+    ) -> None:
+        around = held.around(spec, model, handler, portal_of, prefetch=prefetch or HELD_PREFETCH)
+        subscribe(
+            runtime.broker,
+            spec,
+            model,
+            handler,
+            max_attempts=attempts,
+            prefetch=prefetch,
+            around=around,
+        )
+
+    consume(CRM_SYNC_URGENT, RouteAction, on_action, action_portal, URGENT_PREFETCH)
+    consume(CRM_SYNC_ACTIONS, RouteAction, on_action, action_portal)
+    consume(CRM_SYNC_SURVEYS, SurveyAnswered, on_survey, survey_portal)
     # Dispatch's commands are bulk work: their own queue, the bulk lane of the budget.
-    subscribe(
-        runtime.broker, CRM_SYNC_DISPATCH, DispatchCommand, on_dispatch, max_attempts=attempts
-    )
+    consume(CRM_SYNC_DISPATCH, DispatchCommand, on_dispatch, command_portal)
+    await held.recover()
 
 
 def run(settings: Settings) -> None:

@@ -3,24 +3,28 @@
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import AsyncIterator
 
 import pytest
 from aio_pika.abc import AbstractChannel
 from faststream.rabbit import RabbitBroker
+from faststream.rabbit.annotations import RabbitMessage
 from prometheus_client import REGISTRY
 
 from shared.events import PortalRef, WebhookReceived
 from shared.messaging import (
     REASON_HEADER,
     DropMessage,
+    Handler,
     PermanentError,
     make_broker,
+    park,
     publish,
     publish_json,
     subscribe,
 )
-from shared.topology import INGEST_HYDRATE
+from shared.topology import DLX, INGEST_HYDRATE
 from tests.support import publish_raw
 
 
@@ -157,3 +161,59 @@ async def test_unroutable_publish_raises(broker: RabbitBroker) -> None:
         await publish_json(
             broker, {"x": 1}, routing_key="nobody.listens", message_id="m", correlation_id="c"
         )
+
+
+async def test_a_parked_message_is_consumed_on_its_queues_behalf(
+    broker: RabbitBroker, channel: AbstractChannel
+) -> None:
+    """`around` parks the first sight of each message in a side queue (crm_sync's held queues);
+    consumed from there with `source`, a transient failure is retried into the message's own
+    queue and a permanent one dead-lettered into its own DLQ."""
+    side = f"{INGEST_HYDRATE.name}.portal.test-{uuid.uuid4().hex[:8]}"
+    await channel.declare_queue(
+        side,
+        durable=True,
+        arguments={
+            "x-queue-type": "quorum",
+            "x-dead-letter-exchange": DLX,
+            "x-dead-letter-routing-key": INGEST_HYDRATE.name,
+        },
+    )
+    seen: set[int] = set()
+    home: list[int] = []
+    aside: list[int] = []
+    done = asyncio.Event()
+
+    async def around(
+        event: WebhookReceived, message: RabbitMessage, handle: Handler[WebhookReceived]
+    ) -> None:
+        if event.item_id in seen:
+            await handle(event)
+        else:
+            seen.add(event.item_id)
+            await park(broker, message, side)
+
+    async def at_home(event: WebhookReceived) -> None:
+        home.append(event.item_id)
+        done.set()
+
+    async def from_side(event: WebhookReceived) -> None:
+        aside.append(event.item_id)
+        if event.item_id == 8:
+            raise PermanentError("item 8: refused for good")
+        raise ConnectionError("portal unreachable")
+
+    subscribe(broker, INGEST_HYDRATE, WebhookReceived, at_home, around=around)
+    await broker.start()
+    try:
+        await subscribe(broker, INGEST_HYDRATE, WebhookReceived, from_side, source=side).start()
+        await publish(broker, _event(8))
+        body, headers = await _dlq_message(channel)
+        assert b'"item_id":8' in body
+        assert headers["x-nps-queue"] == INGEST_HYDRATE.name
+        await publish(broker, _event(7))
+        await asyncio.wait_for(done.wait(), 15)
+        assert (aside, home) == ([8, 7], [7])
+    finally:
+        await broker.stop()
+        await channel.queue_delete(side)
