@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 
 from services.app.installer import Installer
-from services.app.lifecycle import wanted_bindings
+from services.app.lifecycle import wanted_bindings, wanted_placements
 from services.app.robot import RobotDoor, Robots
 from services.app.settings import AppSettings
 from services.app.web import create_app
@@ -48,6 +48,7 @@ async def serve_app(
                 app.ingest_url(settings), app.events_url(), offline=settings.ingest_offline
             ),
             robots=robots,
+            placements=wanted_placements(app.frame_url),
         )
         door = RobotDoor(book, runtime.pool, runtime.outbox)
         web = create_app(installer, app.bx24_js_url, door)

@@ -28,8 +28,12 @@ class AppSettings(BaseSettings):
     bx24_js_url: str = BX24_JS
     """The BX24 JavaScript library the install page loads (the sandbox serves a stand-in at
     `/sandbox/bx24.js`)."""
+    frame_url: str | None = None
+    """The reports app's `/frame` where portals reach it (`https://nps.example.com:8001/frame`):
+    the application's tab in contact cards is bound to it at install and update; unset: an
+    administrator's first visit of the dashboard binds it."""
 
-    @field_validator("public_url", "ingest_webhook_url", mode="before")
+    @field_validator("public_url", "ingest_webhook_url", "frame_url", mode="before")
     @classmethod
     def _blank_is_unset(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value

@@ -265,6 +265,14 @@ async def test_the_install_registers_both_robots_once(world: World) -> None:
     assert len((await world.state())["robots"]) == 2
 
 
+async def test_an_update_registers_the_robots_again(world: World) -> None:
+    """The portal's update removes the application's robots; its ONAPPUPDATE brings them back."""
+    answer = await world.portals.post(f"/p/{world.name}/sandbox/update")
+    assert answer.status_code == 200, answer.text
+    await world.delivered("ONAPPUPDATE", 1)
+    assert {robot["CODE"] for robot in (await world.state())["robots"]} == {DEAL_ROBOT, NPS_ROBOT}
+
+
 async def test_robots_the_portal_refuses_to_list_leave_the_install_alone(world: World) -> None:
     """Without the `bizproc` scope (or a plan without business processes) even
     `bizproc.robot.list` is refused: logged, no robot registered, the bindings still made."""
