@@ -1,5 +1,6 @@
 """The application process (`nps run app`): the install, event and robot endpoints (uvicorn on
-APP_HOST:APP_PORT), stopped by SIGTERM/SIGINT (docs/app.md)."""
+APP_HOST:APP_PORT) and the periodic re-bind of every installed portal (`APP_REBIND_S`),
+stopped by SIGTERM/SIGINT (docs/app.md)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import asyncio
 
 from services.app.installer import Installer
 from services.app.lifecycle import wanted_bindings, wanted_placements
+from services.app.rebind import run_rebind
 from services.app.robot import RobotDoor, Robots
 from services.app.settings import AppSettings
 from services.app.web import create_app
@@ -54,8 +56,12 @@ async def serve_app(
         web = create_app(installer, app.bx24_js_url, door)
 
         async def http(stop: asyncio.Event) -> None:
+            """The endpoints and the periodic re-bind, the OAuth server's client closed once
+            both ended."""
             try:
-                await serve_http(web, app.host, app.port, stop)
+                async with asyncio.TaskGroup() as jobs:
+                    jobs.create_task(serve_http(web, app.host, app.port, stop))
+                    jobs.create_task(run_rebind(installer, app.rebind_s, stop))
             finally:
                 await oauth.aclose()
 

@@ -30,8 +30,11 @@ class AppSettings(BaseSettings):
     `/sandbox/bx24.js`)."""
     frame_url: str | None = None
     """The reports app's `/frame` where portals reach it (`https://nps.example.com:8001/frame`):
-    the application's tab in contact cards is bound to it at install and update; unset: an
-    administrator's first visit of the dashboard binds it."""
+    the application's tab in contact cards is bound to it at install, update and every re-bind;
+    unset: an administrator's first visit of the dashboard binds it."""
+    rebind_s: float = Field(default=3600.0, gt=0)
+    """How often every installed portal's bindings, widgets and robots are checked and what it
+    lost bound again (and once at start)."""
 
     @field_validator("public_url", "ingest_webhook_url", "frame_url", mode="before")
     @classmethod
