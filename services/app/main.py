@@ -9,7 +9,7 @@ import asyncio
 from services.app.installer import Installer
 from services.app.lifecycle import wanted_bindings, wanted_placements
 from services.app.rebind import run_rebind
-from services.app.robot import RobotDoor, Robots
+from services.app.robot import PortalSmartProcess, RobotDoor, Robots
 from services.app.settings import AppSettings
 from services.app.web import create_app
 from shared.bitrix24 import Bitrix24Client, app_client
@@ -38,10 +38,10 @@ async def serve_app(
         def client_for(member_id: str) -> Bitrix24Client:
             return app_client(runtime.pool, book, member_id, runtime.configs.get(member_id))
 
-        robots = Robots(
-            app.robot_url(),
-            lambda member_id: runtime.configs.get(member_id).survey.entity_type_id,
-        )
+        # Each portal's robot on its own NPS smart process (its stored configuration's), the
+        # portal YAML (the one configuration this process was given) for one without.
+        template = runtime.configs.only()
+        robots = Robots(app.robot_url(), PortalSmartProcess(runtime.pool, template))
         installer = Installer(
             book,
             credentials.client_id,
