@@ -45,6 +45,8 @@ UPDATE_EVENT = "ONAPPUPDATE"
 LIFECYCLE_EVENTS = (INSTALL_EVENT, UPDATE_EVENT, UNINSTALL_EVENT)
 CONTACT_TAB = "CRM_CONTACT_DETAIL_TAB"
 """The application's tab in contact cards: that contact's answers (the reports app's frame)."""
+DEAL_TAB = "CRM_DEAL_DETAIL_TAB"
+"""The application's tab in deal cards: that deal's surveys and answers."""
 TAB_TITLE = "NPS"
 MAX_VERSION = 2**31 - 1
 
@@ -254,7 +256,7 @@ def wanted_placements(frame_url: str | None) -> list[Placement]:
     none: an administrator's first visit of the dashboard binds them)."""
     if frame_url is None:
         return []
-    return [Placement(CONTACT_TAB, frame_url)]
+    return [Placement(CONTACT_TAB, frame_url), Placement(DEAL_TAB, frame_url)]
 
 
 def missing_placements(wanted: Sequence[Placement], bound: Iterable[Any]) -> list[Placement]:

@@ -52,7 +52,7 @@ WANTED = {(event, INGEST) for event in INGEST_EVENTS} | {
 }
 FRAME = f"{APP}/frame"
 """The reports app's frame, where the application's tabs open."""
-TABS = {("CRM_CONTACT_DETAIL_TAB", FRAME)}
+TABS = {("CRM_CONTACT_DETAIL_TAB", FRAME), ("CRM_DEAL_DETAIL_TAB", FRAME)}
 
 
 @dataclass

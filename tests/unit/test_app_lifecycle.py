@@ -131,10 +131,10 @@ def test_an_update_event_with_its_version() -> None:
         assert caught.value.field == "data[VERSION]"
 
 
-def test_the_widgets_are_the_contact_tab_on_the_frame_and_those_missing() -> None:
+def test_the_widgets_are_the_card_tabs_on_the_frame_and_those_missing() -> None:
     assert wanted_placements(None) == []
     wanted = wanted_placements("https://nps/frame")
-    assert [p.placement for p in wanted] == ["CRM_CONTACT_DETAIL_TAB"]
+    assert [p.placement for p in wanted] == ["CRM_CONTACT_DETAIL_TAB", "CRM_DEAL_DETAIL_TAB"]
     assert wanted[0].params() == {
         "PLACEMENT": "CRM_CONTACT_DETAIL_TAB",
         "HANDLER": "https://nps/frame",
@@ -143,7 +143,9 @@ def test_the_widgets_are_the_contact_tab_on_the_frame_and_those_missing() -> Non
     elsewhere = [{"placement": "CRM_CONTACT_DETAIL_TAB", "handler": "https://old/frame"}, "junk"]
     assert missing_placements(wanted, elsewhere) == wanted
     here = [{"placement": "crm_contact_detail_tab", "handler": "https://nps/frame"}]
-    assert missing_placements(wanted, here) == []
+    assert missing_placements(wanted, here) == wanted[1:]
+    both = [*here, {"placement": "CRM_DEAL_DETAIL_TAB", "handler": "https://nps/frame"}]
+    assert missing_placements(wanted, both) == []
 
 
 @pytest.mark.parametrize(
