@@ -69,12 +69,23 @@ async def rebind_all(installer: Installer, concurrency: int = REBIND_CONCURRENCY
 
 
 async def run_rebind(installer: Installer, interval_s: float, stop: asyncio.Event) -> None:
-    """A round at once, then one every `interval_s` until `stop` is set; a round the database
-    fails is logged and the next one comes as planned."""
+    """A round at once, then one every `interval_s` until `stop` is set (a round under way is
+    cancelled then: a slow portal does not hold up the shutdown); a round the database fails
+    is logged and the next one comes as planned."""
     while not stop.is_set():
-        try:
-            await rebind_all(installer)
-        except (OSError, asyncpg.PostgresError) as exc:
-            log.warning("app_rebind_failed", error=type(exc).__name__)
+        round_ = asyncio.create_task(rebind_all(installer), name="app-rebind-round")
+        stopped = asyncio.create_task(stop.wait())
+        await asyncio.wait({round_, stopped}, return_when=asyncio.FIRST_COMPLETED)
+        stopped.cancel()
+        if not round_.done():
+            round_.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await round_
+            return
+        error = round_.exception()
+        if isinstance(error, OSError | asyncpg.PostgresError):
+            log.warning("app_rebind_failed", error=type(error).__name__)
+        elif error is not None:
+            raise error
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), timeout=interval_s)

@@ -614,6 +614,31 @@ async def test_the_rebind_runs_at_start_and_every_interval(world: World) -> None
         await asyncio.wait_for(job, 5)
 
 
+class Silent(httpx.AsyncBaseTransport):
+    """A portal that never answers."""
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        await asyncio.Event().wait()
+        raise AssertionError("never answered")
+
+
+async def test_a_stop_ends_the_round_under_way(world: World) -> None:
+    await world.install(world.alpha)
+
+    def client_for(member_id: str) -> Bitrix24Client:
+        return Bitrix24Client(
+            None, MemoryRateBudget(None), Silent(), app=world.book.session(member_id)
+        )
+
+    stop = asyncio.Event()
+    installer = dataclasses.replace(world.installer, client_for=client_for)
+    job = asyncio.create_task(run_rebind(installer, 3600, stop))
+    await asyncio.sleep(0.2)
+    assert not job.done()  # the round waits for the portal
+    stop.set()
+    await asyncio.wait_for(job, 2)
+
+
 async def test_a_body_too_large_is_refused_before_it_is_read_whole(world: World) -> None:
     pulled = 0
 
