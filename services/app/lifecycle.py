@@ -4,12 +4,17 @@ Pure: no I/O.
 - The **install form**: the portal POSTs it to the application's install URL in a frame (query
   `DOMAIN`, `PROTOCOL`, `LANG`, `APP_SID`; body `AUTH_ID`, `AUTH_EXPIRES`, `REFRESH_ID`,
   `SERVER_ENDPOINT`, `member_id`, `status`, `PLACEMENT`, `APPLICATION_TOKEN`, …).
-- The **lifecycle events** `ONAPPINSTALL` and `ONAPPUNINSTALL`: form-encoded with PHP bracket keys
-  (`event`, `data[…]`, `ts`, `auth[member_id]`, `auth[domain]`, `auth[application_token]`,
-  `auth[access_token]`, `auth[refresh_token]`, `auth[expires_in]`, `auth[client_endpoint]`, …).
+- The **lifecycle events** `ONAPPINSTALL`, `ONAPPUPDATE` and `ONAPPUNINSTALL`: form-encoded
+  with PHP bracket keys (`event`, `data[…]`, `ts`, `auth[member_id]`, `auth[domain]`,
+  `auth[application_token]`, `auth[access_token]`, `auth[refresh_token]`, `auth[expires_in]`,
+  `auth[client_endpoint]`, …).
   `ONAPPUNINSTALL` carries no tokens: its `application_token`, compared with the one stored at
   install, is its only proof (bitrix24/b24restdocs `api-reference/events/safe-event-handlers.md`).
-- The **event bindings** the application wants on every portal, and which are still missing.
+  `ONAPPUPDATE` (a new version of the application: `data[VERSION]`, `data[PREVIOUS_VERSION]`)
+  carries the installing user's tokens and the portal's new `application_token`; the portal
+  dropped every binding, widget and robot of the application with it.
+- The **event bindings** and **widgets** (`placement.bind`) the application wants on every
+  portal, and which are still missing.
 """
 
 from __future__ import annotations
@@ -36,6 +41,14 @@ lead and task updates serve only dispatch's follow-up; they are bound on every p
 follow-up is off, ingest answers them as ignored)."""
 UNINSTALL_EVENT = "ONAPPUNINSTALL"
 INSTALL_EVENT = "ONAPPINSTALL"
+UPDATE_EVENT = "ONAPPUPDATE"
+LIFECYCLE_EVENTS = (INSTALL_EVENT, UPDATE_EVENT, UNINSTALL_EVENT)
+CONTACT_TAB = "CRM_CONTACT_DETAIL_TAB"
+"""The application's tab in contact cards: that contact's answers (the reports app's frame)."""
+DEAL_TAB = "CRM_DEAL_DETAIL_TAB"
+"""The application's tab in deal cards: that deal's surveys and answers."""
+TAB_TITLE = "NPS"
+MAX_VERSION = 2**31 - 1
 
 
 class LifecycleError(ValueError):
@@ -94,7 +107,8 @@ def read_install_form(query: Mapping[str, str], body: Mapping[str, str]) -> Inst
 
 @dataclass(frozen=True)
 class LifecycleEvent:
-    """`ONAPPINSTALL` or `ONAPPUNINSTALL` as posted. Tokens never show in a repr."""
+    """`ONAPPINSTALL`, `ONAPPUPDATE` or `ONAPPUNINSTALL` as posted. Tokens never show in a
+    repr."""
 
     event: str
     member_id: str
@@ -105,6 +119,8 @@ class LifecycleEvent:
     expires_in: float | None
     clean: bool
     """`ONAPPUNINSTALL`'s `data[CLEAN]`: the administrator asked to erase the application's data."""
+    version: int | None = None
+    """`ONAPPINSTALL`'s and `ONAPPUPDATE`'s `data[VERSION]`: the application's version there."""
 
     def __repr__(self) -> str:
         return f"LifecycleEvent(event={self.event!r}, member_id={self.member_id!r})"
@@ -113,9 +129,11 @@ class LifecycleEvent:
 def read_event(values: Mapping[str, str]) -> LifecycleEvent:
     """A lifecycle event from its flat form fields, or a `LifecycleError` naming the field."""
     event = values.get("event", "").strip().upper()
-    if event not in (INSTALL_EVENT, UNINSTALL_EVENT):
+    if event not in LIFECYCLE_EVENTS:
         raise LifecycleError(
-            "not a lifecycle event", "event", f"{INSTALL_EVENT} or {UNINSTALL_EVENT}"
+            "not a lifecycle event",
+            "event",
+            f"{', '.join(LIFECYCLE_EVENTS[:-1])} or {UNINSTALL_EVENT}",
         )
     expires_in: float | None = None
     if values.get("auth[expires_in]", "").strip():
@@ -132,7 +150,19 @@ def read_event(values: Mapping[str, str]) -> LifecycleEvent:
         refresh_token=values.get("auth[refresh_token]", "").strip() or None,
         expires_in=expires_in,
         clean=values.get("data[CLEAN]", "").strip() in ("1", "Y"),
+        version=_version(values.get("data[VERSION]", "").strip()),
     )
+
+
+def _version(raw: str) -> int | None:
+    """`data[VERSION]`: None when absent, else a whole number from 1."""
+    if not raw:
+        return None
+    if not (raw.isascii() and raw.isdigit() and 1 <= int(raw) <= MAX_VERSION):
+        raise LifecycleError(
+            "data[VERSION] not usable", "data[VERSION]", "the application's version, a whole number"
+        )
+    return int(raw)
 
 
 def same_token(stored: str | None, given: str) -> bool:
@@ -181,11 +211,13 @@ def wanted_bindings(
     ingest_webhook_url: str, events_url: str, *, offline: bool = False
 ) -> list[Binding]:
     """Every binding the application needs on a portal: ingest's events to ingest's public
-    webhook URL (or, for offline intake, to the portal's offline queue), `ONAPPUNINSTALL` to the
-    application's own event URL."""
+    webhook URL (or, for offline intake, to the portal's offline queue), `ONAPPUPDATE` and
+    `ONAPPUNINSTALL` to the application's own event URL (a portal sends them to bound handlers
+    only)."""
     handler = None if offline else ingest_webhook_url
     return [
         *(Binding(event, handler) for event in INGEST_EVENTS),
+        Binding(UPDATE_EVENT, events_url),
         Binding(UNINSTALL_EVENT, events_url),
     ]
 
@@ -203,3 +235,36 @@ def missing_bindings(wanted: Sequence[Binding], bound: Iterable[Any]) -> list[Bi
         elif row.get("handler"):
             present.add((event, str(row["handler"])))
     return [want for want in wanted if (want.event.upper(), want.handler) not in present]
+
+
+@dataclass(frozen=True)
+class Placement:
+    """A widget of the application (`placement.bind`): a place of the portal opening
+    `handler`, the reports app's frame."""
+
+    placement: str
+    handler: str
+    title: str = TAB_TITLE
+
+    def params(self) -> dict[str, str]:
+        """`placement.bind`'s parameters for it."""
+        return {"PLACEMENT": self.placement, "HANDLER": self.handler, "TITLE": self.title}
+
+
+def wanted_placements(frame_url: str | None) -> list[Placement]:
+    """The widgets every portal gets, opening the reports app's frame at `frame_url` (None:
+    none: an administrator's first visit of the dashboard binds them)."""
+    if frame_url is None:
+        return []
+    return [Placement(CONTACT_TAB, frame_url), Placement(DEAL_TAB, frame_url)]
+
+
+def missing_placements(wanted: Sequence[Placement], bound: Iterable[Any]) -> list[Placement]:
+    """The wanted widgets `placement.get`'s answer (`[{placement, handler, …}]`) lacks; place
+    codes compare ignoring case."""
+    present = {
+        (str(row.get("placement", "")).upper(), str(row.get("handler", "")))
+        for row in bound
+        if isinstance(row, Mapping)
+    }
+    return [want for want in wanted if (want.placement.upper(), want.handler) not in present]

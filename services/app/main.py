@@ -1,13 +1,15 @@
 """The application process (`nps run app`): the install, event and robot endpoints (uvicorn on
-APP_HOST:APP_PORT), stopped by SIGTERM/SIGINT (docs/app.md)."""
+APP_HOST:APP_PORT) and the periodic re-bind of every installed portal (`APP_REBIND_S`),
+stopped by SIGTERM/SIGINT (docs/app.md)."""
 
 from __future__ import annotations
 
 import asyncio
 
 from services.app.installer import Installer
-from services.app.lifecycle import wanted_bindings
-from services.app.robot import RobotDoor, Robots
+from services.app.lifecycle import wanted_bindings, wanted_placements
+from services.app.rebind import run_rebind
+from services.app.robot import PortalSmartProcess, RobotDoor, Robots
 from services.app.settings import AppSettings
 from services.app.web import create_app
 from shared.bitrix24 import Bitrix24Client, app_client
@@ -36,10 +38,10 @@ async def serve_app(
         def client_for(member_id: str) -> Bitrix24Client:
             return app_client(runtime.pool, book, member_id, runtime.configs.get(member_id))
 
-        robots = Robots(
-            app.robot_url(),
-            lambda member_id: runtime.configs.get(member_id).survey.entity_type_id,
-        )
+        # Each portal's robot on its own NPS smart process (its stored configuration's), the
+        # portal YAML (the one configuration this process was given) for one without.
+        template = runtime.configs.only()
+        robots = Robots(app.robot_url(), PortalSmartProcess(runtime.pool, template))
         installer = Installer(
             book,
             credentials.client_id,
@@ -48,13 +50,18 @@ async def serve_app(
                 app.ingest_url(settings), app.events_url(), offline=settings.ingest_offline
             ),
             robots=robots,
+            placements=wanted_placements(app.frame_url),
         )
         door = RobotDoor(book, runtime.pool, runtime.outbox)
         web = create_app(installer, app.bx24_js_url, door)
 
         async def http(stop: asyncio.Event) -> None:
+            """The endpoints and the periodic re-bind, the OAuth server's client closed once
+            both ended."""
             try:
-                await serve_http(web, app.host, app.port, stop)
+                async with asyncio.TaskGroup() as jobs:
+                    jobs.create_task(serve_http(web, app.host, app.port, stop))
+                    jobs.create_task(run_rebind(installer, app.rebind_s, stop))
             finally:
                 await oauth.aclose()
 

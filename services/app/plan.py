@@ -51,11 +51,12 @@ def app_plan(
     processes: list[Process] = []
     if sandbox:
         processes.append(_sandbox(settings, app, base, sandbox_url, frame_url))
+    frame = {} if app.frame_url is not None else {"APP_FRAME_URL": frame_url}
     processes.append(
         Process(
             "app",
             [*base, "run", "app"],
-            env,
+            env | frame,
             f"{app.base_url()}/app/install",
             Listener(app.host, app.port, "APP_PORT"),
             ready=f"http://{_local(app.host)}:{app.port}/healthz",

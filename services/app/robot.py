@@ -2,9 +2,10 @@
 application is installed on, and its calls taken.
 
 - **Registration** (`Robots.register`, at install, next to the event bindings): one robot for
-  deals and one for the NPS smart process (`bizproc.robot.add` takes one `DOCUMENT_TYPE`), with
-  the properties `survey`, `channel` (`email` / `portal`) and `delay_minutes`, the return values
-  `sent` (`Y`/`N`) and `reason`, `USE_SUBSCRIPTION` so the business process waits for the
+  deals and one for the NPS smart process (the portal's own configuration's:
+  `PortalSmartProcess`; `bizproc.robot.add` takes one `DOCUMENT_TYPE`), with the properties
+  `survey`, `channel` (`email` / `portal`) and `delay_minutes`, the return values `sent`
+  (`Y`/`N`) and `reason`, `USE_SUBSCRIPTION` so the business process waits for the
   answer, and the application's own `/app/robot` as `HANDLER`. `bizproc.robot.list` first: what
   is registered already is left alone, so installing twice registers nothing twice.
 - **A call** (`RobotDoor.take`): the portal named by `auth[member_id]` must be installed and the
@@ -17,18 +18,20 @@ application is installed on, and its calls taken.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
 
 from services.app.lifecycle import LifecycleError, same_token
+from shared import portal_store
 from shared.bitrix24 import Bitrix24Client, PermanentBitrix24Error
 from shared.bitrix24.tokens import TokenBook
 from shared.events import DEAL_ENTITY_TYPE_ID, PortalRef, RobotCalled, derived_id
 from shared.logging import get_logger
 from shared.outbox import Outbox
+from shared.portal_config import ConfigError, PortalConfig
 
 log = get_logger(__name__)
 
@@ -96,12 +99,33 @@ def wanted_robots(handler: str, nps_entity_type_id: int) -> dict[str, dict[str, 
 
 
 @dataclass(frozen=True)
+class PortalSmartProcess:
+    """A portal's NPS smart process: the `survey.entity_type_id` of the portal's own stored
+    configuration (`portal_configs`, edited on its settings page), else of the deployment's
+    portal YAML (`template`), as the services serving the portal take it. A stored
+    configuration that no longer validates is logged and the template's is taken."""
+
+    pool: asyncpg.Pool
+    template: PortalConfig
+
+    async def __call__(self, member_id: str) -> int:
+        try:
+            async with self.pool.acquire() as conn:
+                stored = await portal_store.load(conn, member_id)
+        except ConfigError as exc:
+            log.error("app_portal_config_invalid", portal=member_id, error=str(exc))
+            stored = None
+        config = self.template if stored is None else stored.config
+        return config.survey.entity_type_id
+
+
+@dataclass(frozen=True)
 class Robots:
     """Registers the robots: `handler` is the application's `/app/robot`; `nps_entity_type_of`
-    gives a portal's NPS smart process (its `survey.entity_type_id`)."""
+    gives a portal's NPS smart process (its `survey.entity_type_id`: `PortalSmartProcess`)."""
 
     handler: str
-    nps_entity_type_of: Callable[[str], int]
+    nps_entity_type_of: Callable[[str], Awaitable[int]]
 
     async def register(self, client: Bitrix24Client, member_id: str) -> list[str]:
         """Add the robots `bizproc.robot.list` does not show; the codes added (one added
@@ -110,7 +134,7 @@ class Robots:
         is logged with the portal's reason and leaves the install and the other robot alone;
         so is a refused `bizproc.robot.list` (no `bizproc` scope, a plan without business
         processes): no robot is registered."""
-        wanted = wanted_robots(self.handler, self.nps_entity_type_of(member_id))
+        wanted = wanted_robots(self.handler, await self.nps_entity_type_of(member_id))
         try:
             listed = (await client.call("bizproc.robot.list")).result
         except PermanentBitrix24Error as exc:  # no bizproc scope, or a plan without it

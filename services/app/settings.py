@@ -28,8 +28,15 @@ class AppSettings(BaseSettings):
     bx24_js_url: str = BX24_JS
     """The BX24 JavaScript library the install page loads (the sandbox serves a stand-in at
     `/sandbox/bx24.js`)."""
+    frame_url: str | None = None
+    """The reports app's `/frame` where portals reach it (`https://nps.example.com:8001/frame`):
+    the application's tab in contact cards is bound to it at install, update and every re-bind;
+    unset: an administrator's first visit of the dashboard binds it."""
+    rebind_s: float = Field(default=3600.0, gt=0)
+    """How often every installed portal's bindings, widgets and robots are checked and what it
+    lost bound again (and once at start)."""
 
-    @field_validator("public_url", "ingest_webhook_url", mode="before")
+    @field_validator("public_url", "ingest_webhook_url", "frame_url", mode="before")
     @classmethod
     def _blank_is_unset(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value

@@ -3,8 +3,8 @@
 - `POST /app/install`: the install URL. The portal opens it in a frame with the install form; the
   answer is the page that calls `BX24.installFinish()` once the portal is stored and its events
   bound, or an error page naming what was wrong (the install then does not finish).
-- `POST /app/events`: the event URL, for `ONAPPINSTALL` and `ONAPPUNINSTALL` (form-encoded). A
-  refusal is a 4xx with `{error, field, expected}`.
+- `POST /app/events`: the event URL, for `ONAPPINSTALL`, `ONAPPUPDATE` and `ONAPPUNINSTALL`
+  (form-encoded). A refusal is a 4xx with `{error, field, expected}`.
 - `POST /app/robot`: the "Send NPS survey" robot's handler (services/app/robot.py): 200 once the
   call is queued for dispatch; a forged call (no such portal, another `application_token`) 403
   with `{error, field, expected}`.
@@ -25,6 +25,7 @@ from fastapi.responses import HTMLResponse, JSONResponse
 from services.app.installer import Installer
 from services.app.lifecycle import (
     INSTALL_EVENT,
+    UPDATE_EVENT,
     LifecycleError,
     read_event,
     read_install_form,
@@ -109,6 +110,9 @@ def create_app(installer: Installer, bx24_js_url: str, robots: RobotDoor | None 
             if event.event == INSTALL_EVENT:
                 await installer.installed(event)
                 status = "installed"
+            elif event.event == UPDATE_EVENT:
+                await installer.updated(event)
+                status = "updated"
             else:
                 await installer.uninstalled(event)
                 status = "uninstalled"

@@ -305,3 +305,18 @@ async def survey_item_requests(
         portal,
     )
     return [(row["item_id"], row["request_id"]) for row in rows]
+
+
+async def request_items(
+    conn: Conn, portal: str | None, request_ids: Sequence[uuid.UUID]
+) -> list[int]:
+    """The items (or NPS deals) the survey page requests `request_ids` of `portal` (None: of any
+    portal) were written into (`crm_survey_items`), by id."""
+    rows = await conn.fetch(
+        """SELECT DISTINCT item_id FROM crm_survey_items
+           WHERE request_id = ANY($1::uuid[]) AND ($2::text IS NULL OR portal = $2)
+           ORDER BY item_id""",
+        list(request_ids),
+        portal,
+    )
+    return [row["item_id"] for row in rows]

@@ -1,7 +1,8 @@
 """What others read of dispatch's register (the CLI, the dashboard, the harness): the requests
-with their states, and the counts per state (docs/dispatch.md, The register); for the dashboard's
-"Asked" page the response funnel (sent, opened, answered) per day, survey and responsible, the
-requests awaiting an answer and those that ended unanswered, and every request sent (its CSV);
+with their states (all, or one deal's: the deal card's tab), and the counts per state
+(docs/dispatch.md, The register); for the dashboard's "Asked" page the response funnel (sent,
+opened, answered) per day, survey and responsible, the requests awaiting an answer and those that
+ended unanswered, and every request sent (its CSV);
 for the all-ratings page when the survey behind an answer was sent; the follow-up of the leads
 and tasks b24-nps created (docs/dispatch.md, Follow-up): "loop closed" figures per action, per
 manager and over a whole selection, the open overdue ones (a page, or all of them for a CSV), the
@@ -51,6 +52,23 @@ async def requests(conn: Conn, where: RegisterFilter) -> list[dict[str, Any]]:
         where.contact_id,
         where.since,
         where.limit,
+    )
+    return [dict(row) for row in rows]
+
+
+async def deal_requests(conn: Conn, portal: str | None, deal_id: int) -> list[dict[str, Any]]:
+    """The requests of one deal of `portal` (None: of any portal), oldest first: those asked
+    for it (a sale's, a robot's on the deal: `sale_deal_id`) and the one whose NPS deal it is
+    (`nps_deal_id`); the deal card's tab shows how they stand."""
+    rows = await conn.fetch(
+        """SELECT request_id, portal, survey, kind, channel, state, reason, sale_deal_id,
+                  nps_deal_id, created_at, sent_at, opened_at, answered_at, closed_at
+           FROM dispatch_requests
+           WHERE ($1::text IS NULL OR portal = $1)
+             AND (sale_deal_id = $2::bigint OR nps_deal_id = $2::bigint)
+           ORDER BY created_at, request_id""",
+        portal,
+        deal_id,
     )
     return [dict(row) for row in rows]
 

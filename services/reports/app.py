@@ -69,7 +69,12 @@ from services.reports.frame import (
     portal_sources,
 )
 from services.reports.frame_session import SESSION_PARAM, FrameSessions, FrameUser
-from services.reports.queries import call_task_outcomes, filter_options, sent_dates
+from services.reports.queries import (
+    call_task_outcomes,
+    deal_selection,
+    filter_options,
+    sent_dates,
+)
 from services.reports.views import (
     CSV_HEADER,
     FilterOptions,
@@ -310,8 +315,14 @@ async def _csv(
 async def ratings_csv(request: Request) -> Response:
     """Every answer the all-ratings page selects with the same query string, as CSV."""
 
-    def records(conn: Conn, sources: Sources, filters: Filters) -> AsyncIterator[dict[str, Any]]:
-        return all_ratings(conn, filters.ratings(sources.themes), batch=CSV_BATCH)
+    async def records(
+        conn: Conn, sources: Sources, filters: Filters
+    ) -> AsyncIterator[dict[str, Any]]:
+        query = filters.ratings(sources.themes)
+        if filters.deal is not None:
+            query, _requests = await deal_selection(conn, query, filters.key, filters.deal)
+        async for record in all_ratings(conn, query, batch=CSV_BATCH):
+            yield record
 
     async def chunk(
         conn: Conn, sources: Sources, batch: Sequence[dict[str, Any]], names: Mapping[int, str]
@@ -459,7 +470,7 @@ async def frame_entry(request: Request) -> Response:
     """`POST /frame`: the application's page (its handler URL) and widgets as the portal opens
     them, with the opening user's form. Checked (`frame.enter`), then on to the dashboard with
     a session of that user on that portal: the trend, or from a contact card's tab that
-    contact's ratings."""
+    contact's ratings, from a deal card's tab that deal's surveys and answers."""
     try:
         form = await _form(request)
         async with request.app.state.pool.acquire() as conn:
@@ -483,6 +494,8 @@ async def frame_entry(request: Request) -> Response:
     )
     if entrant.contact is not None:
         target = "/ratings" + Filters(contact=entrant.contact, session=session).query_string()
+    elif entrant.deal is not None:
+        target = "/ratings" + Filters(deal=entrant.deal, session=session).query_string()
     else:
         target = "/" + Filters(session=session).query_string()
     return RedirectResponse(target, status_code=303, headers=PAGE_HEADERS)
@@ -631,7 +644,7 @@ def create_app(
     reads that portal only; `/settings` edits the portal's configuration (`template_yaml`, the
     deployment's portal YAML, is shown while none is stored). `portal_transport` carries the
     calls to the portals (tests). `public_url` is where the portals reach the app
-    (`REPORTS_PUBLIC_URL`): the contact card's tab is bound to its `/frame`.
+    (`REPORTS_PUBLIC_URL`): the contact and deal cards' tabs are bound to its `/frame`.
     `app_credentials` (the application's, `BITRIX24_OAUTH_URL`/`CLIENT_ID`/`CLIENT_SECRET`)
     verify a frame's user token with the OAuth server; without them `POST /frame` is refused.
     """

@@ -295,6 +295,48 @@ def request_status(record: Mapping[str, Any]) -> str:
     return state
 
 
+@dataclass(frozen=True)
+class DealSurveyLine:
+    """A survey request of one deal (the deal card's tab): what it asked, how it stands."""
+
+    request_id: str
+    survey: str
+    role: str
+    """`asked for this deal` (a sale's or a robot's), or `this deal is its NPS deal`."""
+    channel: str
+    status: str
+    created: str
+    sent: str
+    opened: str
+    answered: str
+
+
+def deal_survey_lines(
+    records: Iterable[Mapping[str, Any]], deal_id: int, zone: tzinfo = UTC
+) -> tuple[DealSurveyLine, ...]:
+    """Lines of a deal's requests (dispatch's `deal_requests` rows), times in `zone`."""
+
+    def at(value: datetime | None) -> str:
+        return DASH if value is None else fmt_time(value, zone)
+
+    return tuple(
+        DealSurveyLine(
+            request_id=str(r["request_id"]),
+            survey=r["survey"],
+            role="asked for this deal"
+            if r["sale_deal_id"] == deal_id
+            else "this deal is its NPS deal",
+            channel=r["channel"],
+            status=request_status(r),
+            created=fmt_time(r["created_at"], zone),
+            sent=at(r["sent_at"]),
+            opened=at(r["opened_at"]),
+            answered=at(r["answered_at"]),
+        )
+        for r in records
+    )
+
+
 class CommandOutcome(Protocol):
     """What crm_sync's read module says of a call task command."""
 

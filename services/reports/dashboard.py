@@ -25,6 +25,7 @@ from services.reports.asked import (
     by_manager,
     by_period,
     by_survey,
+    deal_survey_lines,
     register_summary,
     total,
 )
@@ -233,6 +234,10 @@ def ratings_csv_url(filters: Filters) -> str:
 
 async def ratings(conn: Conn, sources: Sources, filters: Filters, options: FilterOptions) -> str:
     query = filters.ratings(sources.themes)
+    surveys = None
+    if filters.deal is not None:
+        query, requests = await queries.deal_selection(conn, query, filters.key, filters.deal)
+        surveys = deal_survey_lines(requests, filters.deal, sources.zone)
     size = RATINGS_PAGE_SIZE
     records = await read_ratings(conn, query, limit=size, offset=(filters.page - 1) * size)
     total = await ratings_count(conn, query)
@@ -263,6 +268,7 @@ async def ratings(conn: Conn, sources: Sources, filters: Filters, options: Filte
         ),
         themes,
         csv_url=ratings_csv_url(filters),
+        deal_surveys=surveys,
     )
 
 

@@ -58,6 +58,7 @@ FIELDS: tuple[str, ...] = (
     "theme",
     "page",
     "contact",
+    "deal",
 )
 CATEGORIES: dict[str, str] = {
     "promoter": "promoters",
@@ -124,6 +125,8 @@ class Filters:
     """The all-ratings page's filters and page number (the other pages ignore them)."""
     contact: int | None = None
     """All ratings only: one contact's answers (the contact card's tab inside a portal)."""
+    deal: int | None = None
+    """All ratings only: one deal's answers and its surveys' state (the deal card's tab)."""
     served: str | None = None
     """The key of the portal the deployment serves, read for the request (never in links)."""
     session: str | None = None
@@ -225,6 +228,7 @@ class Filters:
             "theme": self.theme,
             "page": None if self.page == 1 else self.page,
             "contact": self.contact,
+            "deal": self.deal,
             "s": self.session,
         }
         return {key: str(value) for key, value in values.items() if value is not None}
@@ -272,14 +276,13 @@ def _manager(raw: str | None, problems: list[str]) -> int | None:
     return None
 
 
-def _contact(raw: str | None, problems: list[str]) -> int | None:
+def _entity_id(name: str, raw: str | None, problems: list[str]) -> int | None:
+    """A contact's or a deal's id (`name`)."""
     if raw is None:
         return None
     if raw.isascii() and raw.isdigit() and len(raw) <= 10 and 1 <= int(raw) <= MAX_ID:
         return int(raw)
-    problems.append(
-        f"contact: expected a contact id (a whole number from 1), got {raw[:MAX_TEXT]!r}"
-    )
+    problems.append(f"{name}: expected a {name} id (a whole number from 1), got {raw[:MAX_TEXT]!r}")
     return None
 
 
@@ -337,7 +340,8 @@ def parse_filters(params: Mapping[str, str], today: date, themes: Collection[str
     search = _text("q", raw["q"], problems)
     theme = _choice("theme", raw["theme"], themes, problems)
     page = _page_number(raw["page"], problems)
-    contact = _contact(raw["contact"], problems)
+    contact = _entity_id("contact", raw["contact"], problems)
+    deal = _entity_id("deal", raw["deal"], problems)
     if preset is not None:
         date_from, date_to = preset_range(preset, today)
     if date_from and date_to and date_from > date_to:
@@ -360,4 +364,5 @@ def parse_filters(params: Mapping[str, str], today: date, themes: Collection[str
         theme=theme,
         page=page,
         contact=contact,
+        deal=deal,
     )

@@ -13,9 +13,10 @@ nothing by itself, so `enter` checks that:
   only for its own users' tokens. `profile` names the user (`ID`) and whether they administer
   the portal (`ADMIN`).
 
-When an administrator opens it, the application's tab in contact cards (`CRM_CONTACT_DETAIL_TAB`,
-`placement.bind` with their token, once: `placement.get` first) opens the same entry; from there
-(`PLACEMENT_OPTIONS` `{"ID": "<contact id>"}`) the session starts on that contact's ratings.
+When an administrator opens it, the application's tabs in contact and deal cards
+(`CRM_CONTACT_DETAIL_TAB`, `CRM_DEAL_DETAIL_TAB`; `placement.bind` with their token, once:
+`placement.get` first) open the same entry; from there (`PLACEMENT_OPTIONS` `{"ID": "<id>"}`)
+the session starts on that contact's ratings, or on that deal's surveys and answers.
 
 The user's tokens are used for those calls and kept nowhere.
 """
@@ -47,6 +48,9 @@ MAX_FIELD = 2000
 """The longest form value the entry reads (tokens and member_ids are far shorter)."""
 CONTACT_TAB = "CRM_CONTACT_DETAIL_TAB"
 """The placement of the application's tab in contact cards: that contact's ratings."""
+DEAL_TAB = "CRM_DEAL_DETAIL_TAB"
+"""The placement of the application's tab in deal cards: that deal's surveys and answers."""
+TABS = (CONTACT_TAB, DEAL_TAB)
 TAB_TITLE = "NPS"
 
 
@@ -70,6 +74,8 @@ class Entrant:
     placement: str
     contact: int | None = None
     """The contact whose card's tab was opened (`CONTACT_TAB`); None for the other places."""
+    deal: int | None = None
+    """The deal whose card's tab was opened (`DEAL_TAB`); None for the other places."""
 
 
 def _field(form: Mapping[str, Any], name: str) -> str:
@@ -105,12 +111,13 @@ async def enter(
     """The verified user of the frame form `form`; `FrameRefused` naming what is wrong. The
     user token must be this application's for this portal (`oauth`'s `app.info`: a token of
     another application of the portal is refused) before its `profile` is trusted. An
-    administrator's entry also binds the contact card's tab to `handler` (this entry's URL)
-    when it is not bound yet; a failure there is logged and does not stop the entry."""
+    administrator's entry also binds the contact and deal cards' tabs to `handler` (this
+    entry's URL) when they are not bound yet; a failure there is logged and does not stop the
+    entry."""
     member_id = _field(form, "member_id")
     auth_id = _field(form, "AUTH_ID")
     placement = str(form.get("PLACEMENT") or "DEFAULT")[:100]
-    contact = _placed_contact(placement, form.get("PLACEMENT_OPTIONS"))
+    placed = _placed_id(placement, form.get("PLACEMENT_OPTIONS"))
     endpoint = await installed_endpoint(conn, member_id)
     await _ours(oauth, auth_id, member_id)
     profile = await _profile(http, endpoint, auth_id, member_id)
@@ -120,11 +127,14 @@ async def enter(
     admin = profile.get("ADMIN") is True
     if admin:
         try:
-            if await bind_contact_tab(http, endpoint, auth_id, handler):
-                log.info("frame_contact_tab_bound", member_id=member_id)
+            bound = await bind_tabs(http, endpoint, auth_id, handler)
+            if bound:
+                log.info("frame_tabs_bound", member_id=member_id, placements=bound)
         except FrameRefused as exc:
-            log.warning("frame_contact_tab_not_bound", member_id=member_id, reason=exc.message)
-    return Entrant(member_id, int(raw_id), admin, placement, contact)
+            log.warning("frame_tabs_not_bound", member_id=member_id, reason=exc.message)
+    contact = placed if placement == CONTACT_TAB else None
+    deal = placed if placement == DEAL_TAB else None
+    return Entrant(member_id, int(raw_id), admin, placement, contact, deal)
 
 
 async def _ours(oauth: OAuthServer | None, auth_id: str, member_id: str) -> None:
@@ -150,9 +160,10 @@ async def _ours(oauth: OAuthServer | None, auth_id: str, member_id: str) -> None
         raise FrameRefused(403, "AUTH_ID: a token of another portal than member_id")
 
 
-def _placed_contact(placement: str, options: Any) -> int | None:
-    """The contact of a contact card's tab (`PLACEMENT_OPTIONS` `{"ID": "501"}`)."""
-    if placement != CONTACT_TAB:
+def _placed_id(placement: str, options: Any) -> int | None:
+    """The contact of a contact card's tab, the deal of a deal card's (`PLACEMENT_OPTIONS`
+    `{"ID": "501"}`); None for the other places."""
+    if placement not in TABS:
         return None
     try:
         parsed = json.loads(options) if isinstance(options, str) else None
@@ -161,24 +172,29 @@ def _placed_contact(placement: str, options: Any) -> int | None:
     raw = parsed.get("ID") if isinstance(parsed, dict) else None
     text = str(raw) if isinstance(raw, str | int) else ""
     if not (text.isascii() and text.isdigit() and 0 < len(text) <= 10 and int(text) >= 1):
-        raise FrameRefused(400, "PLACEMENT_OPTIONS: expected the contact card's ID")
+        card = "contact" if placement == CONTACT_TAB else "deal"
+        raise FrameRefused(400, f"PLACEMENT_OPTIONS: expected the {card} card's ID")
     return int(text)
 
 
-async def bind_contact_tab(
+async def bind_tabs(
     http: httpx.AsyncClient, endpoint: str, auth_id: str, handler: str
-) -> bool:
-    """Bind the application's tab in contact cards to `handler` with an administrator's token,
-    unless `placement.get` lists it already; True when it was bound now."""
+) -> list[str]:
+    """Bind the application's tabs in contact and deal cards to `handler` with an
+    administrator's token, those `placement.get` does not list yet; the places bound now."""
     bound = await _call(http, endpoint, "placement.get", auth_id, {})
-    if isinstance(bound, list) and any(
-        isinstance(b, Mapping) and (b.get("placement"), b.get("handler")) == (CONTACT_TAB, handler)
-        for b in bound
-    ):
-        return False
-    fields = {"PLACEMENT": CONTACT_TAB, "HANDLER": handler, "TITLE": TAB_TITLE}
-    await _call(http, endpoint, "placement.bind", auth_id, fields)
-    return True
+    listed = {
+        (b.get("placement"), b.get("handler"))
+        for b in (bound if isinstance(bound, list) else [])
+        if isinstance(b, Mapping)
+    }
+    placed = []
+    for tab in TABS:
+        if (tab, handler) not in listed:
+            fields = {"PLACEMENT": tab, "HANDLER": handler, "TITLE": TAB_TITLE}
+            await _call(http, endpoint, "placement.bind", auth_id, fields)
+            placed.append(tab)
+    return placed
 
 
 async def _call(

@@ -23,7 +23,7 @@ from typing import Any
 from jinja2 import Environment, PackageLoader, StrictUndefined
 from markupsafe import Markup
 
-from services.reports.asked import AskedView, FunnelLine
+from services.reports.asked import AskedView, DealSurveyLine, FunnelLine
 from services.reports.filters import CATEGORIES, PRESETS, Filters
 from services.reports.followup import FollowupTile, FollowupView, LoopLine, action_label
 from services.reports.views import (
@@ -370,9 +370,11 @@ def ratings_page(
     themes: Sequence[ThemeCount],
     *,
     csv_url: str,
+    deal_surveys: Sequence[DealSurveyLine] | None = None,
 ) -> str:
     """`/ratings`: every current answer the filters select, a page at a time, the comment
-    themes' counts, and the CSV export of them all."""
+    themes' counts, and the CSV export of them all; narrowed to a deal (`deal=`, the deal
+    card's tab), the surveys of that deal and how they stand first."""
     return _page(
         "ratings.html",
         RATINGS,
@@ -382,6 +384,7 @@ def ratings_page(
         pager=pages,
         themes=themes,
         csv_url=csv_url,
+        deal_surveys=deal_surveys,
     )
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
@@ -139,6 +140,21 @@ async def sent_dates(
         else []
     )
     return answer_sent_at(records, deal_sent, item_requests, requests)
+
+
+async def deal_selection(
+    conn: Conn, query: scoring_read.RatingsQuery, portal: str | None, deal_id: int
+) -> tuple[scoring_read.RatingsQuery, list[dict[str, Any]]]:
+    """`query` narrowed to one deal's answers, and that deal's requests in dispatch's register
+    (the deal card's tab): the answers of the deal itself as an NPS deal, of the NPS deals its
+    requests created and of the smart-process items the survey page requests of its segment
+    surveys were written into (`crm_survey_items`); all of `portal` (the session's) only."""
+    requests = await dispatch_read.deal_requests(conn, portal, deal_id)
+    deals = {deal_id} | {r["nps_deal_id"] for r in requests if r["nps_deal_id"] is not None}
+    segment = [r["request_id"] for r in requests if r["kind"] == "segment"]
+    items = await crm_sync_read.request_items(conn, portal, segment) if segment else []
+    chosen = scoring_read.DealItems(deals=tuple(sorted(deals)), items=tuple(items))
+    return replace(query, deal=chosen), requests
 
 
 async def call_task_outcomes(

@@ -3,8 +3,8 @@
 `nps run reports` generates one at start-up and prints it once), `REPORTS_FRAME_SECRET` (signs
 the sessions of the dashboard inside a Bitrix24 portal; unset: a random one per process, so a
 restart ends the open sessions and replicas must share one), `REPORTS_PUBLIC_URL` (where the
-portals reach the app, e.g. behind a TLS proxy; the contact card's tab is bound to its `/frame`;
-unset: `http://REPORTS_HOST:REPORTS_PORT`)."""
+portals reach the app, e.g. behind a TLS proxy; the contact and deal cards' tabs are bound to
+its `/frame`; unset: `http://REPORTS_HOST:REPORTS_PORT`)."""
 
 from __future__ import annotations
 

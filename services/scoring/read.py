@@ -29,6 +29,7 @@ from services.scoring.report import (
     score_distribution,
 )
 from shared.db import Conn
+from shared.events import DEAL_ENTITY_TYPE_ID
 
 __all__ = [
     "DEFAULT_MIN_ANSWERS",
@@ -257,6 +258,15 @@ async def current_answers(conn: Conn, portal: str) -> list[CurrentAnswer]:
 
 
 @dataclass(frozen=True)
+class DealItems:
+    """The survey items of one deal (the deal card's tab inside a portal): NPS deals (entity
+    type 2: the deal itself, or those its surveys created) and smart-process items, by id."""
+
+    deals: tuple[int, ...] = ()
+    items: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True)
 class RatingsQuery:
     """Which current answers the all-ratings list shows: the report filters, and a category
     (`none`: not scored), answers with a comment only, a text the comment contains and word lists
@@ -274,6 +284,8 @@ class RatingsQuery:
     words: tuple[str, ...] | None = None
     contact: int | None = None
     """One contact's answers only (the contact card's tab of the dashboard inside a portal)."""
+    deal: DealItems | None = None
+    """One deal's answers only: those of its survey items (the deal card's tab)."""
 
 
 def like_pattern(text: str) -> str:
@@ -310,6 +322,13 @@ def _ratings_where(query: RatingsQuery, params: list[Any], *, themed: bool = Tru
         add("d.comment ILIKE {}", like_pattern(query.search))
     if query.contact is not None:
         add("d.contact_id = {}", query.contact)
+    if query.deal is not None:
+        params.extend([DEAL_ENTITY_TYPE_ID, list(query.deal.deals), list(query.deal.items)])
+        deal, deals, items = (f"${len(params) - n}" for n in (2, 1, 0))
+        conditions.append(
+            f"((d.entity_type_id = {deal} AND d.item_id = ANY({deals}::bigint[]))"
+            f" OR (d.entity_type_id <> {deal} AND d.item_id = ANY({items}::bigint[])))"
+        )
     if themed and query.words is not None:
         add("d.comment ILIKE ANY({}::text[])", [like_pattern(w) for w in query.words])
     return " AND ".join(conditions)

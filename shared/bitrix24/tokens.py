@@ -130,6 +130,9 @@ class AppPortal:
     refresh_token: str | None
     expires_at: float | None
     application_token: str | None
+    version: int | None = None
+    """The application's version on the portal (`ONAPPINSTALL`'s or `ONAPPUPDATE`'s
+    `data[VERSION]`); None until an event named it."""
 
     def __repr__(self) -> str:
         return f"AppPortal(member_id={self.member_id!r}, status={self.status!r})"
@@ -288,7 +291,8 @@ def _oauth_error(
 
 _COLUMNS = (
     "member_id, domain, client_endpoint, status, scope, access_token, refresh_token,"
-    " extract(epoch FROM expires_at)::float8 AS expires_at, application_token"
+    " extract(epoch FROM expires_at)::float8 AS expires_at, application_token,"
+    " app_version AS version"
 )
 
 
@@ -415,6 +419,18 @@ class TokenBook:
         if installed is False:
             log.warning("bitrix24_app_token_kept", member_id=member_id)
         return installed is not None
+
+    async def record_version(self, member_id: str, version: int) -> None:
+        """The application's version the installed portal runs (`data[VERSION]` of its
+        `ONAPPINSTALL` or `ONAPPUPDATE`)."""
+        await self._pool.execute(
+            """
+            UPDATE bitrix24_app_portals SET app_version = $2, updated_at = now()
+            WHERE member_id = $1 AND status = 'installed'
+            """,
+            member_id,
+            version,
+        )
 
     async def uninstall(self, member_id: str) -> bool:
         """Mark the portal uninstalled and erase its tokens (its application_token too: a

@@ -4,6 +4,7 @@ OAuth server and the portals) and the real PostgreSQL: both installs stored with
 bound, an uninstall of one leaving the other alone, a reinstall, and forged requests refused."""
 
 import asyncio
+import dataclasses
 import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -13,13 +14,15 @@ import httpx
 import pytest
 
 from services.app.installer import Installer
-from services.app.lifecycle import INGEST_EVENTS, wanted_bindings
+from services.app.lifecycle import INGEST_EVENTS, wanted_bindings, wanted_placements
+from services.app.rebind import rebind_all, run_rebind
 from services.app.web import create_app
 from services.sandbox.app import create_app as create_sandbox_app
 from services.sandbox.limits import Limits
 from services.sandbox.oauth_server import AppRegistration
 from services.sandbox.portals import PortalSpec, Sandbox
-from shared.bitrix24 import Bitrix24Client
+from shared.bitrix24 import Bitrix24Client, MemoryRateBudget
+from shared.bitrix24.oauth import TokenPair
 from shared.bitrix24.tokens import TokenBook
 from shared.logging import configure_logging
 from tests.support import T0, FakeClock
@@ -43,7 +46,13 @@ SECRET = "app-secret-9b1d"
 REGISTRATION = app_registration(CLIENT_ID, SECRET)
 CALLBACK_ONLY = AppRegistration(client_id=CLIENT_ID, client_secret=SECRET, callback_url=EVENTS)
 """An application without an install page: ONAPPINSTALL alone brings the portal's pair."""
-WANTED = {(event, INGEST) for event in INGEST_EVENTS} | {("ONAPPUNINSTALL", EVENTS)}
+WANTED = {(event, INGEST) for event in INGEST_EVENTS} | {
+    ("ONAPPUPDATE", EVENTS),
+    ("ONAPPUNINSTALL", EVENTS),
+}
+FRAME = f"{APP}/frame"
+"""The reports app's frame, where the application's tabs open."""
+TABS = {("CRM_CONTACT_DETAIL_TAB", FRAME), ("CRM_DEAL_DETAIL_TAB", FRAME)}
 
 
 @dataclass
@@ -55,6 +64,8 @@ class World:
     """The sandbox, as a test or an administrator reaches it."""
     app: httpx.AsyncClient
     """The application, as anyone on the internet reaches it."""
+    net: httpx.AsyncBaseTransport
+    """The network to the sandbox, as the application reaches it."""
     alpha: str
     beta: str
     """The two portals' names: the test's own (a member_id derives from the name, and the
@@ -88,6 +99,15 @@ class World:
         state = (await self.portals.get(f"/p/{name}/sandbox/app")).json()
         return {(b["event"], b["handler"]) for b in state["bindings"]}
 
+    async def placements(self, name: str) -> set[tuple[str, str]]:
+        state = (await self.portals.get(f"/p/{name}/sandbox/app")).json()
+        return {(p["placement"], p["handler"]) for p in state["placements"]}
+
+    async def update(self, name: str) -> None:
+        answer = await self.portals.post(f"/p/{name}/sandbox/update")
+        assert answer.status_code == 200, answer.text
+        await self.delivered(name, "ONAPPUPDATE")
+
 
 @pytest.fixture
 def registration() -> AppRegistration:
@@ -117,14 +137,16 @@ async def world(
         return book_client(book, member_id, sandbox_net)
 
     wanted = wanted_bindings(INGEST, EVENTS, offline=offline)
-    installer = Installer(book, CLIENT_ID, client_for, wanted, clock=clock)
+    installer = Installer(
+        book, CLIENT_ID, client_for, wanted, clock=clock, placements=wanted_placements(FRAME)
+    )
     app_net = httpx.ASGITransport(app=create_app(installer, f"{ROOT}/sandbox/bx24.js"))
     to_sandbox.target = create_sandbox_app(sandbox, event_transport=ToApp(app_net))
     async with (
         httpx.AsyncClient(transport=sandbox_net, base_url=ROOT) as portals,
         httpx.AsyncClient(transport=app_net, base_url=APP) as app,
     ):
-        yield World(sandbox, book, installer, portals, app, *names)
+        yield World(sandbox, book, installer, portals, app, sandbox_net, *names)
     await book.oauth.aclose()
 
 
@@ -145,6 +167,7 @@ async def test_two_portals_installed_each_stored_with_its_events_bound(world: Wo
         assert row.application_token == world.application_token(name)
         assert row.access_token is not None
         assert await world.bindings(name) == WANTED
+        assert await world.placements(name) == TABS
     assert world.application_token(world.alpha) != world.application_token(world.beta)
 
     # Bound once: the install page and ONAPPINSTALL both bind, a third time binds nothing.
@@ -167,7 +190,10 @@ async def test_two_portals_installed_each_stored_with_its_events_bound(world: Wo
 @pytest.mark.parametrize("offline", [True])
 async def test_offline_intake_binds_ingests_events_to_the_portals_queue(world: World) -> None:
     await world.install(world.alpha)
-    offline = {(event, "") for event in INGEST_EVENTS} | {("ONAPPUNINSTALL", EVENTS)}
+    offline = {(event, "") for event in INGEST_EVENTS} | {
+        ("ONAPPUPDATE", EVENTS),
+        ("ONAPPUNINSTALL", EVENTS),
+    }
     assert await world.bindings(world.alpha) == offline
     member_id = world.member_id(world.alpha)
     assert await world.installer.bind(member_id) == []
@@ -396,6 +422,221 @@ async def test_only_an_administrator_installs_or_replaces_the_portals_token(
     new_token = {**uninstall, "auth[application_token]": "chosen-by-the-user"}
     assert (await world.app.post("/app/events", data=new_token)).status_code == 200
     assert (await world.book.portal(member_id)).status == "uninstalled"  # type: ignore[union-attr]
+
+
+async def test_an_update_takes_the_new_token_and_binds_everything_again(world: World) -> None:
+    """The portal's update drops every binding and widget and sends ONAPPUPDATE (to the
+    handler bound for it) with a new application_token: stored, with the version, everything
+    bound again (ONAPPUPDATE too, for the next update); the old token proves nothing any more.
+    The other portal is untouched."""
+    await world.install(world.alpha)
+    await world.install(world.beta)
+    member_id = world.member_id(world.alpha)
+    before = await world.book.portal(member_id)
+    beta_before = await world.book.portal(world.member_id(world.beta))
+    assert before is not None
+    assert before.version == 1  # ONAPPINSTALL's data[VERSION]
+
+    await world.update(world.alpha)
+    after = await world.book.portal(member_id)
+    assert after is not None
+    assert after.application_token == world.application_token(world.alpha)
+    assert after.application_token not in (None, before.application_token)
+    assert (after.status, after.version) == ("installed", 2)
+    assert await world.bindings(world.alpha) == WANTED
+    assert await world.placements(world.alpha) == TABS
+    assert await world.book.portal(world.member_id(world.beta)) == beta_before
+
+    await world.update(world.alpha)  # bound again, so the next update reaches us too
+    again = await world.book.portal(member_id)
+    assert again is not None
+    assert (again.version, again.application_token) == (3, world.application_token(world.alpha))
+    assert again.application_token != after.application_token
+
+    uninstall = {"event": "ONAPPUNINSTALL", "auth[member_id]": member_id}
+    old = {**uninstall, "auth[application_token]": str(before.application_token)}
+    assert (await world.app.post("/app/events", data=old)).status_code == 403
+    new = {**uninstall, "auth[application_token]": str(again.application_token)}
+    assert (await world.app.post("/app/events", data=new)).status_code == 200
+
+
+async def test_forged_updates_are_refused(world: World) -> None:
+    await world.install(world.alpha)
+    member_id = world.member_id(world.alpha)
+    portal = world.sandbox.named[world.alpha].portal
+    portal.crm.add_user(2, "Ivan", "Sidorov")
+    user = portal.app.issue(2)
+    admin = portal.app.issue(1)
+    before = await world.book.portal(member_id)
+    event = {
+        "event": "ONAPPUPDATE",
+        "data[VERSION]": "9",
+        "auth[member_id]": member_id,
+        "auth[application_token]": "chosen-by-the-forger",
+    }
+    unverifiable = await world.app.post("/app/events", data=event)
+    assert (unverifiable.status_code, unverifiable.json()["field"]) == (401, "auth[access_token]")
+    not_admin = await world.app.post(
+        "/app/events", data={**event, "auth[access_token]": user.access_token}
+    )
+    assert (not_admin.status_code, not_admin.json()["error"]) == (
+        403,
+        "not a portal administrator",
+    )
+    garbage = await world.app.post("/app/events", data={**event, "auth[access_token]": "junk"})
+    assert garbage.status_code == 401
+    elsewhere = {**event, "auth[member_id]": world.member_id(world.beta)}
+    not_installed = await world.app.post(
+        "/app/events", data={**elsewhere, "auth[access_token]": admin.access_token}
+    )
+    assert not_installed.status_code == 403
+    assert not_installed.json() == {
+        "error": "portal not installed",
+        "field": "auth[member_id]",
+        "expected": "a portal the application is installed on",
+    }
+    bad_version = await world.app.post(
+        "/app/events",
+        data={**event, "data[VERSION]": "new", "auth[access_token]": admin.access_token},
+    )
+    assert (bad_version.status_code, bad_version.json()["field"]) == (400, "data[VERSION]")
+    assert await world.book.portal(member_id) == before
+    assert await world.book.portal(world.member_id(world.beta)) is None
+
+
+class Counting(httpx.AsyncBaseTransport):
+    """The network to the portals, counting the requests in flight at once; the host
+    `unreachable.example.test` does not answer."""
+
+    def __init__(self, inner: httpx.AsyncBaseTransport) -> None:
+        self.inner = inner
+        self.now = 0
+        self.peak = 0
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        self.now += 1
+        self.peak = max(self.peak, self.now)
+        try:
+            await asyncio.sleep(0.01)  # a portal takes its time: the rounds overlap
+            if request.url.host == "unreachable.example.test":
+                raise httpx.ConnectError("no route to host", request=request)
+            return await self.inner.handle_async_request(request)
+        finally:
+            self.now -= 1
+
+
+async def test_the_periodic_rebind_brings_back_what_each_portal_lost(
+    world: World, pool: asyncpg.Pool, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A round binds again what a portal lost on its side (an event, the update's binding, the
+    contact card's tab), binds nothing where nothing was lost, takes a few portals at a time,
+    and logs and skips a portal whose tokens are gone and one that cannot be reached."""
+    configure_logging("info", "json")
+    await world.install(world.alpha)
+    await world.install(world.beta)
+    alpha, beta = world.member_id(world.alpha), world.member_id(world.beta)
+    async with world.installer.client_for(alpha) as api:
+        await api.call("event.unbind", {"event": "ONCRMDEALADD", "handler": INGEST})
+        await api.call("event.unbind", {"event": "ONAPPUPDATE", "handler": EVENTS})
+        await api.call(
+            "placement.unbind", {"PLACEMENT": "CRM_CONTACT_DETAIL_TAB", "HANDLER": FRAME}
+        )
+    # beta deletes the application without telling it (its ONAPPUNINSTALL unbound first): the
+    # row still says installed, the portal revoked every token; its access token has expired,
+    # so the refresh finds the grant revoked.
+    async with world.installer.client_for(beta) as api:
+        await api.call("event.unbind", {"event": "ONAPPUNINSTALL", "handler": EVENTS})
+    assert (await world.portals.post(f"/p/{world.beta}/sandbox/uninstall")).status_code == 200
+    await pool.execute(
+        "UPDATE bitrix24_app_portals SET expires_at = to_timestamp($2) WHERE member_id = $1",
+        beta,
+        T0 - 60,
+    )
+    world.book.forget(beta)
+    ghost = f"ghost-{world.alpha}"
+    endpoint = "http://unreachable.example.test/rest/"
+    await world.book.install(
+        TokenPair("ghost-access", "ghost-refresh", T0 + 3600, ghost, endpoint, "crm"),
+        domain="ghost.example.test",
+        application_token="ghost-app-token",
+    )
+    net = Counting(world.net)
+
+    def client_for(member_id: str) -> Bitrix24Client:
+        return Bitrix24Client(
+            None, MemoryRateBudget(None), net, app=world.book.session(member_id), max_attempts=1
+        )
+
+    ours = {alpha, beta, ghost}
+    installer = dataclasses.replace(world.installer, client_for=client_for)
+    done = await rebind_all(installer, concurrency=2)
+    assert done.bound[alpha] == ["ONCRMDEALADD", "ONAPPUPDATE"]
+    assert {key: done.skipped[key] for key in (beta, ghost)} == {
+        beta: "revoked",
+        ghost: "NETWORK_ERROR",
+    }
+    assert net.peak <= 2
+    assert await world.bindings(world.alpha) == WANTED
+    assert await world.placements(world.alpha) == TABS
+    revoked = await world.book.portal(beta)
+    assert revoked is not None
+    assert revoked.status == "revoked"
+
+    again = await rebind_all(installer, concurrency=2)
+    assert alpha not in again.bound  # nothing lost, nothing bound
+    assert beta not in again.skipped  # revoked: no longer installed, not tried
+    assert again.skipped[ghost] == "NETWORK_ERROR"
+    logged = capsys.readouterr()
+    text = logged.out + logged.err
+    lines = [json.loads(line) for line in text.splitlines() if line.startswith("{")]
+    skipped = {line["member_id"] for line in lines if line["event"] == "app_rebind_skipped"} & ours
+    assert skipped == {beta, ghost}
+    for secret in ("ghost-access", "ghost-refresh", "ghost-app-token", SECRET):
+        assert secret not in text
+    await world.book.uninstall(ghost)
+
+
+async def test_the_rebind_runs_at_start_and_every_interval(world: World) -> None:
+    await world.install(world.alpha)
+    member_id = world.member_id(world.alpha)
+    stop = asyncio.Event()
+    job = asyncio.create_task(run_rebind(world.installer, 0.05, stop))
+    try:
+        for event in ("ONCRMDEALADD", "ONCRMLEADUPDATE"):
+            async with world.installer.client_for(member_id) as api:
+                await api.call("event.unbind", {"event": event, "handler": INGEST})
+
+            async with asyncio.timeout(5):
+                while await world.bindings(world.alpha) != WANTED:
+                    await asyncio.sleep(0.02)
+    finally:
+        stop.set()
+        await asyncio.wait_for(job, 5)
+
+
+class Silent(httpx.AsyncBaseTransport):
+    """A portal that never answers."""
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        await asyncio.Event().wait()
+        raise AssertionError("never answered")
+
+
+async def test_a_stop_ends_the_round_under_way(world: World) -> None:
+    await world.install(world.alpha)
+
+    def client_for(member_id: str) -> Bitrix24Client:
+        return Bitrix24Client(
+            None, MemoryRateBudget(None), Silent(), app=world.book.session(member_id)
+        )
+
+    stop = asyncio.Event()
+    installer = dataclasses.replace(world.installer, client_for=client_for)
+    job = asyncio.create_task(run_rebind(installer, 3600, stop))
+    await asyncio.sleep(0.2)
+    assert not job.done()  # the round waits for the portal
+    stop.set()
+    await asyncio.wait_for(job, 2)
 
 
 async def test_a_body_too_large_is_refused_before_it_is_read_whole(world: World) -> None:

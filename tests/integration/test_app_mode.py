@@ -354,6 +354,45 @@ async def test_ingest_takes_each_installed_portals_own_events_only(
         await portals.aclose()
 
 
+async def test_after_an_update_ingest_takes_the_new_token_only(
+    pool: asyncpg.Pool, settings: Settings
+) -> None:
+    """The portal's update (a new application_token, every binding dropped, ONAPPUPDATE to the
+    application): the bindings are back and ingest takes the portal's events with the new
+    token, refusing the old one, without a restart."""
+    async with world(pool, settings) as (w, configured):
+        alpha, _beta = w.names
+        await w.install(alpha)
+        template = load_portal_config(EXAMPLE_CONFIG)
+        book = TokenBook(pool, OAuthServer(AppCredentials.from_settings(configured)))
+        portals = AppPortals(pool, book, template)
+        await portals.reload()
+        w.use_ingest(create_ingest(configured, template, pool, Outbox(), portals=portals))
+        w.answers(alpha, (9,))
+        [before] = [d.body for d in w.portal(alpha).take_outbox() if d.url == INGEST]
+        assert (await w.post(before)).json()["status"] == "accepted"
+        bound = {(b.event, b.handler) for b in w.portal(alpha).state.app.bindings}
+        old_token = w.portal(alpha).state.app.application_token
+
+        answer = await w.http.post(f"/p/{alpha}/sandbox/update")
+        assert answer.status_code == 200, answer.text
+        await w.delivered(alpha, "ONAPPUPDATE")
+        update = [d for d in w.portal(alpha).deliveries if d.event == "ONAPPUPDATE"]
+        assert [(d.status, d.http_status) for d in update] == [("delivered", 200)]
+        assert {(b.event, b.handler) for b in w.portal(alpha).state.app.bindings} == bound
+        new_token = w.portal(alpha).state.app.application_token
+        assert new_token not in (None, old_token)
+
+        w.answers(alpha, (4,))
+        [after] = [d.body for d in w.portal(alpha).take_outbox() if d.url == INGEST]
+        assert (await w.post(after)).json()["status"] == "accepted"
+        stale = await w.post(forged(after, application_token=str(old_token)))
+        assert (stale.status_code, stale.json()["error"]) == (401, "application token not accepted")
+        assert (await w.post(before)).status_code == 401  # the old token's event, sent again
+        assert await stored(pool, w.key(alpha)) == 2
+        await portals.aclose()
+
+
 async def test_a_gone_portals_backlog_is_dropped_at_once_and_holds_up_no_other(
     pool: asyncpg.Pool, settings: Settings
 ) -> None:

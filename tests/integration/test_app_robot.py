@@ -27,7 +27,7 @@ from aio_pika.abc import AbstractChannel
 
 from services.app.installer import Installer
 from services.app.lifecycle import wanted_bindings
-from services.app.robot import DEAL_ROBOT, NPS_ROBOT, RobotDoor, Robots
+from services.app.robot import DEAL_ROBOT, NPS_ROBOT, PortalSmartProcess, RobotDoor, Robots
 from services.app.web import create_app
 from services.crm_sync.coalescer import CommandCoalescer
 from services.crm_sync.dispatch import DispatchWriter
@@ -44,9 +44,11 @@ from services.sandbox.limits import Limits
 from services.sandbox.methods import CONTACT
 from services.sandbox.portal import SandboxPortal
 from services.sandbox.portals import PortalSpec, Sandbox, portal_factory
+from services.sandbox.schema import EntityType
 from services.survey.intake import IntakeSetup, RequestIntake
 from services.survey.page_config import load_page_config
 from services.survey.tokens import LinkSigner
+from shared import portal_store
 from shared.bitrix24 import Bitrix24Client
 from shared.events import CrmWritten, DispatchCommand, RobotCalled, SurveyReady, SurveyRequested
 from shared.outbox import Outbox
@@ -168,7 +170,7 @@ async def world(pool: asyncpg.Pool, inbox: tuple[Inbox, int]) -> AsyncIterator[W
         client_for,
         wanted_bindings(INGEST, f"{APP}/app/events"),
         clock=clock,
-        robots=Robots(ROBOT_URL, lambda _member: config.survey.entity_type_id),
+        robots=Robots(ROBOT_URL, PortalSmartProcess(pool, config)),
     )
     door = RobotDoor(book, pool, Outbox())
     app_net = httpx.ASGITransport(app=create_app(installer, f"{ROOT}/sandbox/bx24.js", door))
@@ -263,6 +265,52 @@ async def test_the_install_registers_both_robots_once(world: World) -> None:
 
     await world.installer.bind(world.portal.member_id)
     assert len((await world.state())["robots"]) == 2
+
+
+async def test_an_update_registers_the_robots_again(world: World) -> None:
+    """The portal's update removes the application's robots; its ONAPPUPDATE brings them back."""
+    answer = await world.portals.post(f"/p/{world.name}/sandbox/update")
+    assert answer.status_code == 200, answer.text
+    await world.delivered("ONAPPUPDATE", 1)
+    assert {robot["CODE"] for robot in (await world.state())["robots"]} == {DEAL_ROBOT, NPS_ROBOT}
+
+
+async def test_each_portals_robot_is_on_its_own_configurations_smart_process(
+    world: World, pool: asyncpg.Pool
+) -> None:
+    """The NPS robot's document type is the smart process of the portal's stored configuration
+    (its settings page), not the deployment's; a portal without one (or with one that no longer
+    validates) takes the deployment's."""
+    member_id = world.portal.member_id
+    world.portal.crm.register_type(
+        EntityType(
+            entity_type_id=1040,
+            title="NPS 2",
+            code="DYNAMIC_1040",
+            uf_entity_id="CRM_9",
+            dynamic=True,
+        )
+    )
+    text = EXAMPLE_CONFIG.read_text(encoding="utf-8").replace(
+        "entity_type_id: 1038", "entity_type_id: 1040"
+    )
+    async with pool.acquire() as conn:
+        await portal_store.save(conn, member_id, text, by="test", expected_version=None)
+    try:
+        async with world.installer.client_for(member_id) as api:
+            await api.call("bizproc.robot.delete", {"CODE": NPS_ROBOT})
+        await world.installer.bind(member_id)
+        robots = {robot["CODE"]: robot for robot in (await world.state())["robots"]}
+        assert robots[NPS_ROBOT]["DOCUMENT_TYPE"][2] == "DYNAMIC_1040"
+        smart_process = PortalSmartProcess(pool, world.config)
+        assert await smart_process(member_id) == 1040
+        assert await smart_process(f"other-{member_id}") == 1038
+        await pool.execute(
+            "UPDATE portal_configs SET yaml = 'survey: [' WHERE portal = $1", member_id
+        )
+        assert await smart_process(member_id) == 1038
+    finally:
+        await pool.execute("DELETE FROM portal_configs WHERE portal = $1", member_id)
 
 
 async def test_robots_the_portal_refuses_to_list_leave_the_install_alone(world: World) -> None:

@@ -6,8 +6,10 @@ saves the portal's configuration (validated, versioned, CSRF-checked, administra
 
 import asyncio
 import re
+import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from html import unescape
 from pathlib import Path
 from typing import Any
@@ -426,6 +428,119 @@ async def test_the_contact_card_tab_shows_that_contact_s_answers(world: World) -
     refused = await world.post_frame({**form, "body": broken})
     assert refused.status_code == 400
     assert "PLACEMENT_OPTIONS: expected the contact card's ID" in text_of(refused)
+
+
+async def _request(
+    pool: asyncpg.Pool, member_id: str, kind: str, deal: int, nps_deal: int | None
+) -> uuid.UUID:
+    """A request of dispatch's register asked for sale deal `deal` of the portal, answered."""
+    request_id = uuid.uuid4()
+    at = datetime(2024, 5, 1, 9, 0, tzinfo=UTC)
+    await pool.execute(
+        """INSERT INTO dispatch_requests (request_id, portal, source, ref, survey, kind,
+               category_id, contact_id, sale_deal_id, nps_deal_id, lang, channel, state,
+               created_at, sent_at, opened_at, answered_at, closed_at)
+           VALUES ($1, $2, 'sale', $3, $4, $5, 10, 501, $6, $7, 'en', 'email', 'answered',
+                   $8, $8, $8, $8, $8)""",
+        request_id,
+        member_id,
+        str(deal),
+        f"{kind} survey",
+        kind,
+        deal,
+        nps_deal,
+        at,
+    )
+    return request_id
+
+
+async def _deal_tab(world: World, name: str, deal: int, user_id: int = MANAGER) -> str:
+    """Where the tab of deal `deal`'s card on portal `name` leads (opened by `user_id`)."""
+    params = {"placement": "CRM_DEAL_DETAIL_TAB", "user_id": str(user_id), "ID": str(deal)}
+    answer = await world.portals.get(f"/p/{name}/sandbox/frame", params=params)
+    assert answer.status_code == 200, answer.text
+    entry = await world.post_frame(answer.json())
+    assert entry.status_code == 303, entry.text
+    location: str = entry.headers["location"]
+    assert location.startswith(f"/ratings?deal={deal}&s=")
+    return location
+
+
+async def test_the_deal_card_tab_shows_that_deal_s_surveys_and_answers_of_its_portal(
+    world: World, pool: asyncpg.Pool
+) -> None:
+    alpha, beta = world.member_id(world.alpha), world.member_id(world.beta)
+    # Sale deal 55 of alpha asked twice: a deal survey answered on its NPS deal 77, a segment
+    # survey answered on smart-process item 4 ("alpha contact 502 wrote"). Beta's NPS deal 88.
+    for member_id, item, comment in ((alpha, 77, "alpha deal 77 said"), (beta, 88, "beta 88 said")):
+        submission = make_submission(
+            ("COS-SERUM", 9),
+            item_id=item,
+            member_id=member_id,
+            entity_type_id=2,
+            submitted_at="2024-05-02T10:00:00+03:00",
+            comment=comment,
+        )
+        await score_submission(pool, Outbox(), submission)
+    await _request(pool, alpha, "deal", 55, 77)
+    segment = await _request(pool, alpha, "segment", 55, None)
+    await pool.execute(
+        "INSERT INTO crm_survey_items (request_id, item_id, version, portal) VALUES ($1, 4, 1, $2)",
+        segment,
+        alpha,
+    )
+    await _request(pool, beta, "deal", 88, 88)
+    try:
+        # An administrator's entry binds the deal card's tab with the contact card's.
+        await world.open(world.alpha)
+        await world.open(world.beta)
+        state = (await world.portals.get(f"/p/{world.alpha}/sandbox/app")).json()
+        assert {(p["placement"], p["handler"]) for p in state["placements"]} == {
+            ("CRM_CONTACT_DETAIL_TAB", f"{PUBLIC}/frame"),
+            ("CRM_DEAL_DETAIL_TAB", f"{PUBLIC}/frame"),
+        }
+
+        location = await _deal_tab(world, world.alpha, 55)
+        page = await world.reports.get(location)
+        assert page.status_code == 200
+        text = text_of(page)
+        assert "Surveys of deal 55" in text
+        assert text.count("asked for this deal") == 2
+        assert "deal survey" in text
+        assert "segment survey" in text
+        assert "alpha deal 77 said" in text
+        assert "alpha contact 502 wrote" in text
+        assert "alpha was slow" not in text
+        assert "beta 88 said" not in text
+        csv = await world.reports.get(location.replace("/ratings?", "/ratings.csv?"))
+        assert "alpha deal 77 said" in csv.text
+        assert "alpha contact 502 wrote" in csv.text
+        assert "alpha was slow" not in csv.text
+
+        # The NPS deal's own card: its answer, its request as the one whose NPS deal it is.
+        nps_deal = text_of(await world.reports.get(await _deal_tab(world, world.alpha, 77)))
+        assert "this deal is its NPS deal" in nps_deal
+        assert "alpha deal 77 said" in nps_deal
+        assert "alpha contact 502 wrote" not in nps_deal
+
+        # Deal 88 is beta's: from alpha's card of a deal 88, nothing of beta shows.
+        other = text_of(await world.reports.get(await _deal_tab(world, world.alpha, 88)))
+        assert "beta 88 said" not in other
+        assert "No survey was asked for this deal." in other
+        assert "No answers for these filters." in other
+        own = text_of(await world.reports.get(await _deal_tab(world, world.beta, 88)))
+        assert "beta 88 said" in own
+        assert "alpha deal 77 said" not in own
+
+        refused = await world.reports.get(location + f"&portal={beta}")
+        assert refused.status_code == 403
+    finally:
+        await pool.execute(
+            "DELETE FROM crm_survey_items WHERE portal = ANY($1::text[])", [alpha, beta]
+        )
+        await pool.execute(
+            "DELETE FROM dispatch_requests WHERE portal = ANY($1::text[])", [alpha, beta]
+        )
 
 
 async def test_a_form_too_large_is_refused_before_it_is_read_whole(world: World) -> None:

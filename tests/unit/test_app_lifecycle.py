@@ -9,11 +9,13 @@ from services.app.lifecycle import (
     Binding,
     LifecycleError,
     missing_bindings,
+    missing_placements,
     pair_for,
     read_event,
     read_install_form,
     same_token,
     wanted_bindings,
+    wanted_placements,
 )
 from services.ingest.webhook import DEAL_EVENTS, ITEM_EVENTS, UPDATE_EVENTS
 
@@ -111,6 +113,41 @@ def test_an_install_event_with_its_pair() -> None:
     assert "'a'" not in repr(event)
 
 
+def test_an_update_event_with_its_version() -> None:
+    event = read_event(
+        {
+            **UNINSTALL,
+            "event": "ONAPPUPDATE",
+            "data[VERSION]": "3",
+            "data[PREVIOUS_VERSION]": "2",
+            "auth[access_token]": "a",
+        }
+    )
+    assert (event.event, event.version, event.access_token) == ("ONAPPUPDATE", 3, "a")
+    assert read_event(UNINSTALL).version is None
+    for wrong in ("three", "0", "-1", "99999999999", "\uff13"):
+        with pytest.raises(LifecycleError) as caught:
+            read_event({**UNINSTALL, "event": "ONAPPUPDATE", "data[VERSION]": wrong})
+        assert caught.value.field == "data[VERSION]"
+
+
+def test_the_widgets_are_the_card_tabs_on_the_frame_and_those_missing() -> None:
+    assert wanted_placements(None) == []
+    wanted = wanted_placements("https://nps/frame")
+    assert [p.placement for p in wanted] == ["CRM_CONTACT_DETAIL_TAB", "CRM_DEAL_DETAIL_TAB"]
+    assert wanted[0].params() == {
+        "PLACEMENT": "CRM_CONTACT_DETAIL_TAB",
+        "HANDLER": "https://nps/frame",
+        "TITLE": "NPS",
+    }
+    elsewhere = [{"placement": "CRM_CONTACT_DETAIL_TAB", "handler": "https://old/frame"}, "junk"]
+    assert missing_placements(wanted, elsewhere) == wanted
+    here = [{"placement": "crm_contact_detail_tab", "handler": "https://nps/frame"}]
+    assert missing_placements(wanted, here) == wanted[1:]
+    both = [*here, {"placement": "CRM_DEAL_DETAIL_TAB", "handler": "https://nps/frame"}]
+    assert missing_placements(wanted, both) == []
+
+
 @pytest.mark.parametrize(
     ("change", "field"),
     [
@@ -152,11 +189,14 @@ def test_an_installs_pair_expires_from_now() -> None:
     )
 
 
-def test_the_bindings_are_ingests_events_and_the_uninstall() -> None:
+def test_the_bindings_are_ingests_events_the_update_and_the_uninstall() -> None:
     assert set(INGEST_EVENTS) == {*ITEM_EVENTS, *DEAL_EVENTS, *UPDATE_EVENTS}
     wanted = wanted_bindings("https://nps/webhooks/bitrix24", "https://nps/app/events")
-    assert wanted[-1] == Binding("ONAPPUNINSTALL", "https://nps/app/events")
-    assert {b.handler for b in wanted[:-1]} == {"https://nps/webhooks/bitrix24"}
+    assert wanted[-2:] == [
+        Binding("ONAPPUPDATE", "https://nps/app/events"),
+        Binding("ONAPPUNINSTALL", "https://nps/app/events"),
+    ]
+    assert {b.handler for b in wanted[:-2]} == {"https://nps/webhooks/bitrix24"}
 
 
 def test_offline_intake_binds_ingests_events_offline() -> None:
@@ -164,8 +204,9 @@ def test_offline_intake_binds_ingests_events_offline() -> None:
         "https://nps/webhooks/bitrix24", "https://nps/app/events", offline=True
     )
     assert wanted[-1] == Binding("ONAPPUNINSTALL", "https://nps/app/events")
-    assert {b.handler for b in wanted[:-1]} == {None}
-    assert [b.event for b in wanted[:-1]] == list(INGEST_EVENTS)
+    assert wanted[-2] == Binding("ONAPPUPDATE", "https://nps/app/events")
+    assert {b.handler for b in wanted[:-2]} == {None}
+    assert [b.event for b in wanted[:-2]] == list(INGEST_EVENTS)
     assert wanted[0].params() == {"event": INGEST_EVENTS[0], "event_type": "offline"}
     assert wanted[-1].params() == {"event": "ONAPPUNINSTALL", "handler": "https://nps/app/events"}
 

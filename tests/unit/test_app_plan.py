@@ -32,6 +32,7 @@ def test_with_the_sandbox_two_portals_install_the_application() -> None:
     assert args[args.index("--app-callback-url") + 1] == "http://127.0.0.1:8003/app/events"
     assert args[args.index("--app-handler-url") + 1] == FRAME
     assert plan.processes[-1].env["X"] == "1"
+    assert plan.processes[1].env["APP_FRAME_URL"] == FRAME  # the tabs it binds
     for process in plan.processes[1:]:
         assert process.env["NPS_MODE"] == "app"
         assert process.env["BITRIX24_OAUTH_URL"] == "http://127.0.0.1:8090"

@@ -12,7 +12,7 @@ import pytest
 
 from services.reports import pages
 from services.reports.filters import FilterError, Filters, parse_filters
-from services.reports.frame import FrameRefused, _placed_contact
+from services.reports.frame import FrameRefused, _placed_id
 from services.reports.frame_session import FRAME_SESSION_TTL_S, FrameSessions, FrameUser
 from services.reports.views import FilterOptions, distribution, ops_view
 
@@ -181,6 +181,9 @@ def test_the_contact_filter_is_read_kept_in_links_and_refused_by_name() -> None:
         with pytest.raises(FilterError) as refused:
             parse_filters({"contact": bad}, date(2024, 6, 1))
         assert refused.value.problems[0].startswith("contact: expected a contact id"), bad
+        with pytest.raises(FilterError) as refused:
+            parse_filters({"deal": bad}, date(2024, 6, 1))
+        assert refused.value.problems[0].startswith("deal: expected a deal id"), bad
 
 
 @pytest.mark.parametrize(
@@ -190,21 +193,27 @@ def test_the_contact_filter_is_read_kept_in_links_and_refused_by_name() -> None:
         ("LEFT_MENU", '{"ID": "x"}', None),
         ("CRM_CONTACT_DETAIL_TAB", '{"ID": "13037"}', 13037),
         ("CRM_CONTACT_DETAIL_TAB", '{"ID": 7}', 7),
+        ("CRM_DEAL_DETAIL_TAB", '{"ID": "77"}', 77),
     ],
 )
-def test_the_contact_card_tab_names_its_contact(
+def test_a_card_tab_names_its_contact_or_deal(
     placement: str, options: str | None, contact: int | None
 ) -> None:
-    assert _placed_contact(placement, options) == contact
+    assert _placed_id(placement, options) == contact
 
 
 @pytest.mark.parametrize(
     "options", [None, "", "{}", "not json", '{"ID": "0"}', '{"ID": "a"}', "[]"]
 )
-def test_a_contact_card_tab_without_its_id_is_refused(options: str | None) -> None:
+@pytest.mark.parametrize(
+    ("placement", "card"), [("CRM_CONTACT_DETAIL_TAB", "contact"), ("CRM_DEAL_DETAIL_TAB", "deal")]
+)
+def test_a_card_tab_without_its_id_is_refused(
+    options: str | None, placement: str, card: str
+) -> None:
     with pytest.raises(FrameRefused) as refused:
-        _placed_contact("CRM_CONTACT_DETAIL_TAB", options)
+        _placed_id(placement, options)
     assert (refused.value.status, refused.value.message) == (
         400,
-        "PLACEMENT_OPTIONS: expected the contact card's ID",
+        f"PLACEMENT_OPTIONS: expected the {card} card's ID",
     )
