@@ -26,6 +26,7 @@ from services.sandbox.limits import Limits
 from services.sandbox.methods import CONTACT
 from services.sandbox.portal import SandboxPortal
 from services.sandbox.portals import PortalSpec, Sandbox, portal_factory
+from services.sandbox.seed import add_answer_items
 from services.scoring.handlers import score_submission
 from shared.bitrix24 import Bitrix24Client, MemoryRateBudget
 from shared.bitrix24.tokens import AppCredentials, OAuthServer, TokenBook
@@ -195,3 +196,35 @@ async def test_undo_restores_on_the_portal_of_the_write_only(
     assert not contact(on_alpha, cid)[SCORE]
     assert {cid: dict(r) for cid, r in on_beta.crm.records(CONTACT).items()} == theirs
     assert on_beta.calls_report(method="crm.contact.update")["calls"] == []
+
+
+async def test_a_sweep_lists_the_chosen_portals_items_into_its_own_rows(
+    cli: CliRunner, portals: Portals, pool: asyncpg.Pool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    alpha, beta = portals.names
+    # No broker: what the sweep submits waits in the outbox (removed at the end).
+    monkeypatch.setenv("RABBITMQ_URL", "amqp://guest:guest@127.0.0.1:1/")
+    get_settings.cache_clear()
+    on_beta = portals.portal(beta)
+    contacts = sorted(on_beta.crm.records(CONTACT))[:3]
+    add_answer_items(
+        on_beta,
+        [
+            {"TITLE": "answer", "CATEGORY_ID": 12, "CONTACT_ID": c, "UF_CRM_5_SCORE": 9}
+            for c in contacts
+        ],
+    )
+    count = "SELECT count(*) FROM ingest_events WHERE portal = $1"
+    try:
+        swept = await nps(
+            cli, "sweep", "--portal", f"{beta}.sandbox.local", "--since", "2000-01-01T00:00:00Z"
+        )
+        assert swept.exit_code == 0, swept.output
+        listed = int(swept.stdout.split("listed ")[1].split(" ")[0])
+        assert listed >= len(contacts)
+        assert f"submitted {listed}; watermark" in swept.stdout
+        assert "broker unreachable" in swept.stdout
+        assert await pool.fetchval(count, portals.key(beta)) == listed
+        assert await pool.fetchval(count, portals.key(alpha)) == 0
+    finally:
+        await pool.execute("DELETE FROM outbox")
