@@ -26,6 +26,7 @@ from pydantic import (
 from shared.deal_stages import StageOutcome
 from shared.dispatch_config import Dispatch
 from shared.events import Category, Kind, Scale
+from shared.survey_page import SurveyPageSection
 
 PLAN_RATES: dict[str, tuple[float, int]] = {"standard": (2.0, 50), "enterprise": (5.0, 250)}
 TEMPLATE_PLACEHOLDERS: tuple[str, ...] = ("score", "sku", "product", "contact_id", "comment")
@@ -373,6 +374,9 @@ class PortalConfig(_Strict):
     counts answers by them; a rule's `match.contains_any` may name one)."""
     dispatch: Dispatch | None = None
     """b24-nps asking customers itself (docs/dispatch.md); None: nothing is sent."""
+    survey_page: SurveyPageSection | None = None
+    """What this portal's customers see on the survey page (docs/survey.md); None: the
+    deployment's page YAML."""
 
     def survey_names(self) -> dict[str, str]:
         """Every survey dispatch may ask, by name: `deal` (a deal survey) or the segment's kind."""
@@ -421,6 +425,13 @@ class PortalConfig(_Strict):
         skus |= {deal.product.sku for deal in self.deal_surveys}
         problems = self._deal_survey_problems()
         problems.extend(self._dispatch_problems())
+        deal_names = {deal.name for deal in self.deal_surveys}
+        problems.extend(
+            f"survey_page.deal_texts.{name}: no deal survey has this name (deal surveys:"
+            f" {', '.join(sorted(deal_names)) or 'none'})"
+            for name in (self.survey_page.deal_texts if self.survey_page else {})
+            if name not in deal_names
+        )
         problems.extend(
             f"themes.{name}: no words; give words per language, e.g. en: [delivery]"
             for name, lists in self.themes.items()

@@ -2,7 +2,9 @@
 `--answer <answer-id>`).
 
 All three keep to the portal the deployment serves (`portal.member_id`, else the portal ingest
-learned from its first event) and name it; `--portal` shows another portal's records."""
+learned from its first event) and name it; `--portal` shows another portal's records. In
+application mode each names its portal with `--portal` (an installed portal's member id or
+domain, `shared/chosen_portal.py`): `nps undo` restores on that portal only, writes made there."""
 
 from __future__ import annotations
 
@@ -17,11 +19,11 @@ import typer
 from services.crm_sync.policy import is_empty
 from services.crm_sync.read import conflict_count, contact_writes, list_conflicts
 from services.crm_sync.undo import UndoResult, undo_answer, undo_write
-from shared.bitrix24 import Bitrix24Error, client_from_settings
+from shared.bitrix24 import Bitrix24Error
+from shared.chosen_portal import PortalChoiceError, calling_portal, portal_client, reading_portal
 from shared.db import Conn, create_pool
 from shared.logging import configure_logging
 from shared.portal_config import ConfigError, PortalConfig, load_portal_config
-from shared.served_portal import served_portal
 from shared.settings import Settings, get_settings
 
 T = TypeVar("T")
@@ -31,8 +33,8 @@ PortalOption = Annotated[
     str | None,
     typer.Option(
         "--portal",
-        help="Another portal's records (its key: member id or domain); default: the portal"
-        " this deployment serves.",
+        help="The portal (its member id or domain); required in application mode; in webhook"
+        " mode another portal's records, default: the portal this deployment serves.",
         show_default=False,
     ),
 ]
@@ -56,15 +58,15 @@ def _config(settings: Settings) -> PortalConfig:
         raise typer.Exit(code=1) from None
 
 
-async def _portal_key(conn: Conn, config: PortalConfig, chosen: str | None = None) -> str:
-    """`chosen`, else the key of the portal the deployment serves (exit 1 while unknown)."""
-    if chosen is not None:
-        return chosen
-    served = await served_portal(conn, config)
-    if served is None:
+async def _portal_key(
+    conn: Conn, settings: Settings, config: PortalConfig, chosen: str | None
+) -> str:
+    """The portal read (`shared/chosen_portal.py`): exit 1 while the served one is unknown."""
+    key = await reading_portal(conn, settings, chosen, config.portal.member_id)
+    if key is None:
         typer.echo(UNKNOWN_PORTAL, err=True)
         raise typer.Exit(code=1)
-    return served.key
+    return key
 
 
 def _with_pool(settings: Settings, work: Callable[[asyncpg.Pool], Awaitable[T]]) -> T:
@@ -77,6 +79,9 @@ def _with_pool(settings: Settings, work: Callable[[asyncpg.Pool], Awaitable[T]])
 
     try:
         return asyncio.run(main())
+    except (PortalChoiceError, ConfigError) as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(code=2) from None
     except asyncpg.UndefinedTableError:
         typer.echo("the database has no crm_sync tables yet: run `nps migrate`", err=True)
         raise typer.Exit(code=1) from None
@@ -113,7 +118,9 @@ def conflicts(
     config = _config(settings)
     key, rows, total = _with_pool(
         settings,
-        lambda pool: _fetch_conflicts(pool, config, contact=contact, portal=portal, limit=limit),
+        lambda pool: _fetch_conflicts(
+            pool, settings, config, contact=contact, portal=portal, limit=limit
+        ),
     )
     if as_json:
         _print_json([row.to_json() for row in rows])
@@ -135,10 +142,16 @@ def conflicts(
 
 
 async def _fetch_conflicts(
-    pool: asyncpg.Pool, config: PortalConfig, *, contact: int | None, portal: str | None, limit: int
+    pool: asyncpg.Pool,
+    settings: Settings,
+    config: PortalConfig,
+    *,
+    contact: int | None,
+    portal: str | None,
+    limit: int,
 ) -> tuple[str, list[Any], int]:
     async with pool.acquire() as conn:
-        key = await _portal_key(conn, config, portal)
+        key = await _portal_key(conn, settings, config, portal)
         async with conn.transaction(isolation="repeatable_read", readonly=True):
             rows = await list_conflicts(conn, portal=key, contact_id=contact, limit=limit)
             total = await conflict_count(conn, portal=key, contact_id=contact)
@@ -153,7 +166,9 @@ def audit(
     """Every value b24-nps wrote into a contact's fields, with what was there before."""
     settings = _settings()
     config = _config(settings)
-    key, rows = _with_pool(settings, lambda pool: _fetch_writes(pool, config, contact, portal))
+    key, rows = _with_pool(
+        settings, lambda pool: _fetch_writes(pool, settings, config, contact, portal)
+    )
     if as_json:
         _print_json([row.to_json() for row in rows])
         return
@@ -172,10 +187,10 @@ def audit(
 
 
 async def _fetch_writes(
-    pool: asyncpg.Pool, config: PortalConfig, contact: int, portal: str | None
+    pool: asyncpg.Pool, settings: Settings, config: PortalConfig, contact: int, portal: str | None
 ) -> tuple[str, list[Any]]:
     async with pool.acquire() as conn:
-        key = await _portal_key(conn, config, portal)
+        key = await _portal_key(conn, settings, config, portal)
         return key, await contact_writes(conn, contact, portal=key)
 
 
@@ -192,10 +207,19 @@ def undo(
             show_default=False,
         ),
     ] = None,
+    portal: Annotated[
+        str | None,
+        typer.Option(
+            "--portal",
+            help="The portal restored (its member id or domain): required in application mode;"
+            " in webhook mode the portal this deployment serves.",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Restore a contact field to its value before write WRITE_ID, if it still holds ours; or
     with --answer, every field one answer wrote, each with the same check (writes made on the
-    portal this deployment serves only)."""
+    portal this deployment serves only; in application mode, on the --portal named)."""
     if (write_id is None) == (answer is None):
         raise typer.BadParameter("name a write id or pass --answer <answer-id>, not both")
     settings = _settings()
@@ -203,8 +227,12 @@ def undo(
 
     async def work(pool: asyncpg.Pool) -> list[UndoResult]:
         async with pool.acquire() as conn:
-            key = await _portal_key(conn, config)
-        async with client_from_settings(settings, pool, config) as client:
+            chosen = await calling_portal(conn, settings, portal, config)
+        if chosen.key is None:
+            typer.echo(UNKNOWN_PORTAL, err=True)
+            raise typer.Exit(code=1)
+        key = chosen.key
+        async with portal_client(settings, pool, chosen) as client:
             if answer is not None:
                 return await undo_answer(pool, client, answer, key)
             assert write_id is not None

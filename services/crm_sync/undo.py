@@ -3,9 +3,9 @@
 
 The field is read first; the before-value is restored only if the field still holds exactly the
 value b24-nps wrote. Anything else (a person changed it since, a later write of ours replaced it,
-the contact is gone, the write was made on another portal than the one the deployment serves) is
-refused with the reason. The undo is itself audited, and the ledger forgets our ownership unless
-the restored value was ours too.
+the contact is gone, the write was made on another portal than the one undone on: the served
+portal, or in application mode the one `--portal` names) is refused with the reason. The undo is
+itself audited, and the ledger forgets our ownership unless the restored value was ours too.
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ async def _undoable(conn: Conn, write_id: int, portal: str) -> WriteView | str:
     if write.portal != portal:
         return (
             f"write #{write_id} was made on portal {write.portal}, not on {portal}, the portal"
-            " this deployment serves: nothing was restored"
+            " this undo is on: nothing was restored"
         )
     if write.kind == "undo":
         return f"write #{write_id} is itself an undo (of #{write.undo_of})"

@@ -1,5 +1,7 @@
 """`nps survey list` (the register) and `nps survey campaign` (ask a set of contacts, with a dry
-run that says how many would be asked and why the others would not), docs/dispatch.md."""
+run that says how many would be asked and why the others would not), docs/dispatch.md. In
+application mode both name their portal with `--portal` (`shared/chosen_portal.py`): a campaign
+asks that portal's contacts with that portal's configuration."""
 
 from __future__ import annotations
 
@@ -22,12 +24,18 @@ from services.dispatch.dispatcher import Dispatcher
 from services.dispatch.mailer import Mailer
 from services.dispatch.plan import SKIP_TEXTS, CampaignContact, Wanted, requests_for_campaign
 from services.dispatch.settings import DispatchSettings
-from shared.bitrix24 import Bitrix24Client, Bitrix24Error, Command, client_from_settings
+from shared.bitrix24 import Bitrix24Client, Bitrix24Error, Command
+from shared.chosen_portal import (
+    ChosenPortal,
+    PortalChoiceError,
+    calling_portal,
+    portal_client,
+    reading_portal,
+)
 from shared.db import Conn, create_pool
 from shared.events import derived_id
 from shared.outbox import Outbox
 from shared.portal_config import ConfigError, PortalConfig, load_portal_config
-from shared.served_portal import reading_key, served_portal_at
 from shared.settings import Settings, get_settings
 from shared.unreachable import SERVER_ERRORS, server_problem
 
@@ -68,8 +76,8 @@ def list_requests(  # noqa: PLR0917 - one parameter per option, as typer reads t
         str | None,
         typer.Option(
             "--portal",
-            help="another portal's register (its key: member id or domain); default: the"
-            " portal this deployment serves",
+            help="the portal (member id or domain): required in application mode; in webhook"
+            " mode another portal's register, default: the portal this deployment serves",
             show_default=False,
         ),
     ] = None,
@@ -91,7 +99,7 @@ def list_requests(  # noqa: PLR0917 - one parameter per option, as typer reads t
     async def fetch() -> tuple[list[dict[str, Any]], dict[str, int]]:
         conn = await asyncpg.connect(settings.database_url.get_secret_value(), timeout=10)
         try:
-            served = await reading_key(conn, portal, pinned)
+            served = await reading_portal(conn, settings, portal, pinned)
             mine = replace(where, portal=served)
             return await read.requests(conn, mine), await read.state_counts(conn, served)
         finally:
@@ -99,6 +107,9 @@ def list_requests(  # noqa: PLR0917 - one parameter per option, as typer reads t
 
     try:
         rows, counts = asyncio.run(fetch())
+    except PortalChoiceError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
     except SERVER_ERRORS as exc:
         typer.echo(f"error: {server_problem(exc)}", err=True)
         raise typer.Exit(1) from exc
@@ -320,61 +331,59 @@ def campaign(  # noqa: PLR0917 - one parameter per option, as typer reads them
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="say how many would be asked or skipped, and why")
     ] = False,
+    portal: Annotated[
+        str | None,
+        typer.Option(
+            "--portal",
+            help="the portal asked (member id or domain): required in application mode; in"
+            " webhook mode the portal this deployment serves",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Ask a set of contacts for a survey: from a CSV, a contact filter, or a segment's past
     respondents. Throttled and opted-out contacts are skipped with the reason."""
     settings = get_settings()
-    config = _config(settings)
-    chosen = [x for x in (csv_path, filter_, respondents) if x]
-    if len(chosen) != 1:
+    sources = [x for x in (csv_path, filter_, respondents) if x]
+    if len(sources) != 1:
         typer.echo("error: give exactly one of --csv, --filter or --respondents", err=True)
         raise typer.Exit(2)
-    if config.dispatch is None:
-        typer.echo(
-            "error: the portal YAML has no dispatch section; campaigns need its channel"
-            " (docs/dispatch.md, Configuration)",
-            err=True,
-        )
-        raise typer.Exit(2)
-    names = config.survey_names()
-    if survey not in names:
-        typer.echo(
-            f"error: {survey!r} names no survey (known: {', '.join(sorted(names))})", err=True
-        )
-        raise typer.Exit(2)
+    dsn = settings.database_url.get_secret_value()
+    chosen = _campaign_portal(dsn, settings, portal, survey)
+    config = chosen.config
     name = name or f"{survey} {datetime.now(UTC):%Y-%m-%d}"
 
     async def go() -> tuple[Counter[str], int, int]:
-        dsn = settings.database_url.get_secret_value()
-        served = await served_portal_at(dsn, config)
         pool = await create_pool(dsn, min_size=1, max_size=2)
-        client = client_from_settings(settings, pool, config)
         try:
-            contacts, missing = await _resolve(
-                client,
-                config,
-                csv_path=csv_path,
-                filters=None if not filter_ else _parse_filter(filter_),
-                respondents=respondents,
-            )
-            counts, repeated = await run_campaign(
-                pool,
-                client,
-                config,
-                portal="default" if served is None else served.key,
-                survey=survey,
-                name=name,
-                contacts=contacts,
-                dry_run=dry_run,
-            )
+            async with portal_client(settings, pool, chosen) as client:
+                return await _ask(pool, client)
         finally:
-            await client.aclose()
             await pool.close()
+
+    async def _ask(pool: asyncpg.Pool, client: Bitrix24Client) -> tuple[Counter[str], int, int]:
+        contacts, missing = await _resolve(
+            client,
+            config,
+            csv_path=csv_path,
+            filters=None if not filter_ else _parse_filter(filter_),
+            respondents=respondents,
+        )
+        counts, repeated = await run_campaign(
+            pool,
+            client,
+            config,
+            portal=chosen.key or "default",
+            survey=survey,
+            name=name,
+            contacts=contacts,
+            dry_run=dry_run,
+        )
         return counts, repeated, missing
 
     try:
         counts, repeated, missing = asyncio.run(go())
-    except CampaignError as exc:
+    except (CampaignError, ConfigError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from exc
     except Bitrix24Error as exc:
@@ -392,6 +401,42 @@ def campaign(  # noqa: PLR0917 - one parameter per option, as typer reads them
         typer.echo(f"  {repeated} already asked by this campaign (nothing new)")
     if missing:
         typer.echo(f"  {missing} contact id(s) the portal does not have (left out)")
+
+
+def _campaign_portal(dsn: str, settings: Settings, portal: str | None, survey: str) -> ChosenPortal:
+    """The portal a campaign asks (`shared/chosen_portal.py`), whose configuration has a
+    dispatch section and the survey named; exit 2 naming what is wrong otherwise."""
+
+    async def chosen() -> ChosenPortal:
+        conn = await asyncpg.connect(dsn, timeout=10)
+        try:
+            return await calling_portal(conn, settings, portal, _config(settings))
+        finally:
+            await conn.close()
+
+    try:
+        found = asyncio.run(chosen())
+    except PortalChoiceError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    except SERVER_ERRORS as exc:
+        typer.echo(f"error: {server_problem(exc)}", err=True)
+        raise typer.Exit(1) from exc
+    config = found.config
+    if config.dispatch is None:
+        typer.echo(
+            "error: the portal YAML has no dispatch section; campaigns need its channel"
+            " (docs/dispatch.md, Configuration)",
+            err=True,
+        )
+        raise typer.Exit(2)
+    names = config.survey_names()
+    if survey not in names:
+        typer.echo(
+            f"error: {survey!r} names no survey (known: {', '.join(sorted(names))})", err=True
+        )
+        raise typer.Exit(2)
+    return found
 
 
 def register(survey_app: typer.Typer) -> None:

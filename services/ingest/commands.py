@@ -1,5 +1,6 @@
 """`nps sweep`: run the catch-up sweep once (see `services/ingest/sweep.py`); `nps unmapped`: the
-answers held because no segment maps their category (see `services/ingest/read.py`)."""
+answers held because no segment maps their category (see `services/ingest/read.py`). In
+application mode both name their portal with `--portal` (`shared/chosen_portal.py`)."""
 
 from __future__ import annotations
 
@@ -14,13 +15,13 @@ import typer
 
 from services.ingest.read import UnmappedCategory, unmapped_summary
 from services.ingest.sweep import Sweeper, SweepResult
-from shared.bitrix24 import client_from_settings
+from shared.chosen_portal import PortalChoiceError, calling_portal, portal_client, reading_portal
 from shared.db import create_pool, migrate
 from shared.logging import configure_logging
 from shared.messaging import make_broker
 from shared.outbox import Outbox, OutboxRelay
 from shared.portal_config import ConfigError, load_portal_config
-from shared.served_portal import pinned_member_id, reading_key
+from shared.served_portal import pinned_member_id
 from shared.settings import Settings, get_settings
 from shared.unreachable import SERVER_ERRORS, server_problem
 
@@ -34,7 +35,11 @@ def unmapped_command(
     as_json: Annotated[bool, typer.Option("--json", help="print JSON instead of lines")] = False,
     portal: Annotated[
         str | None,
-        typer.Option(help="only this portal key (member id or domain)", show_default=False),
+        typer.Option(
+            help="the portal (member id or domain): required in application mode; in webhook"
+            " mode another portal's key, default: the portal this deployment serves",
+            show_default=False,
+        ),
     ] = None,
 ) -> None:
     """Answers held because no segment maps their category, per category."""
@@ -47,6 +52,9 @@ def unmapped_command(
         raise typer.Exit(code=1) from None
     except ConfigError as exc:
         typer.echo(f"error: the portal YAML: {exc}", err=True)
+        raise typer.Exit(code=2) from None
+    except PortalChoiceError as exc:
+        typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(code=2) from None
     if held is None:
         typer.echo("the database has no ingest tables yet: run `nps migrate`", err=True)
@@ -77,7 +85,8 @@ async def _unmapped(settings: Settings, portal: str | None) -> list[UnmappedCate
             if await conn.fetchval("SELECT to_regclass('ingest_portal')") is None:
                 return None  # not migrated yet
             pinned = pinned_member_id(settings.portal_config_path())
-            return await unmapped_summary(conn, await reading_key(conn, portal, pinned))
+            key = await reading_portal(conn, settings, portal, pinned)
+            return await unmapped_summary(conn, key)
     finally:
         await pool.close()
 
@@ -91,16 +100,27 @@ def sweep_command(
             show_default=False,
         ),
     ] = None,
+    portal: Annotated[
+        str | None,
+        typer.Option(
+            help="the portal swept (member id or domain): required in application mode; in"
+            " webhook mode the portal this deployment serves",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """List NPS items updated since the watermark and submit those ingest never saw, once."""
     start = _parse_since(since)
     settings = get_settings()
     configure_logging(settings.log_level, settings.log_format, service="ingest-sweep")
     try:
-        result, published = asyncio.run(sweep_once(settings, start))
+        result, published = asyncio.run(sweep_once(settings, start, portal))
     except ConfigError as exc:
         typer.echo(str(exc), err=True)
         raise typer.Exit(code=1) from None
+    except PortalChoiceError as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(code=2) from None
     except SERVER_ERRORS as exc:
         typer.echo(f"sweep not done: {server_problem(exc)}", err=True)
         raise typer.Exit(code=1) from None
@@ -130,16 +150,24 @@ def _parse_since(since: str | None) -> datetime | None:
     return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
 
 
-async def sweep_once(settings: Settings, since: datetime | None) -> tuple[SweepResult, int | None]:
-    """One sweep, then publish what waits in the outbox (None when the broker is unreachable)."""
-    config = load_portal_config(settings.portal_config_path())
+async def sweep_once(
+    settings: Settings, since: datetime | None, portal: str | None
+) -> tuple[SweepResult, int | None]:
+    """One sweep of the portal chosen (`--portal`; webhook mode: the served one), then publish
+    what waits in the outbox (None when the broker is unreachable)."""
+    template = load_portal_config(settings.portal_config_path())
     dsn = settings.database_url.get_secret_value()
     await migrate(dsn)
     pool = await create_pool(dsn, max_size=3)
     try:
-        async with client_from_settings(settings, pool, config) as client:
+        async with pool.acquire() as conn:
+            chosen = await calling_portal(conn, settings, portal, template)
+        # Application mode: that portal's items, in its rows (webhook: the served portal's).
+        ref = chosen.ref if chosen.installed else None
+        async with portal_client(settings, pool, chosen) as client:
             # No relay runs here: what the sweep queued is published below.
-            result = await Sweeper(pool, Outbox(), client, config).sweep_once(since)
+            sweeper = Sweeper(pool, Outbox(), client, chosen.config, portal=ref)
+            result = await sweeper.sweep_once(since)
         return result, await _publish_outbox(settings, pool)
     finally:
         await pool.close()

@@ -10,13 +10,18 @@ message goes out and marked `sent` (or `failed` for good) after; another replica
 finds it. A claim older than the lease is taken for a crash and tried again (so, as with
 dispatch's sends, a crash right after the SMTP server accepted the message may send it twice,
 with the same Message-ID); an unreachable server is tried again after `RETRY`.
+
+In application mode (`installed_digests`) each installed portal whose own stored configuration
+(`portal_configs`) asks for a digest gets one, about its own data only, to its own recipients;
+the deployment's portal YAML (the template of portals without one) never sends a portal's
+figures to its recipients. The portals and their configurations are read again every round.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import date, datetime, timedelta
 from email.message import EmailMessage
 from typing import Any, Literal, Protocol
@@ -37,11 +42,13 @@ from services.reports.digest import (
     worst_comments,
 )
 from services.scoring.read import RatingsQuery, ReportQuery, all_ratings, run_report
+from shared import portal_store
+from shared.bitrix24.tokens import app_portals
 from shared.db import Conn
 from shared.dispatch_config import Digest
 from shared.events import utcnow
 from shared.logging import get_logger
-from shared.portal_config import PortalConfig
+from shared.portal_config import ConfigError, PortalConfig
 from shared.served_portal import reading_key
 from shared.smtp import MailerUnavailableError, MessageRejectedError
 
@@ -70,7 +77,10 @@ class DigestJob:
         min_answers: int,
         clock: Clock = utcnow,
         lease: timedelta = timedelta(minutes=10),
+        portal: str | None = None,
     ) -> None:
+        """`portal`: the installed portal's member_id in application mode; None: the portal
+        `portal.member_id` pins, else the one ingest learned."""
         dispatch = config.dispatch
         self._digest: Digest | None = None if dispatch is None else dispatch.digest
         self._lang = "ru"
@@ -80,9 +90,9 @@ class DigestJob:
             email = dispatch.email
             self._sender = self._digest.sender or (email.sender if email else "")
         self._pool = pool
-        self._member = config.portal.member_id
-        """The portal pinned by `portal.member_id` (None: the portal ingest learned from the
-        first event is read)."""
+        self._member = portal or config.portal.member_id
+        """The installed portal, or the one pinned by `portal.member_id` (None: the portal
+        ingest learned from the first event is read)."""
         self._portal = self._member or "default"
         self._tz = ZoneInfo(config.portal.timezone)
         self._mailer = mailer
@@ -93,6 +103,11 @@ class DigestJob:
     @property
     def configured(self) -> bool:
         return self._digest is not None
+
+    @property
+    def portal(self) -> str:
+        """The key of its `reports_digests` rows (and of its log lines)."""
+        return self._portal
 
     async def tick(self, now: datetime | None = None) -> Outcome | None:
         """Send the edition due at `now`, if it is not sent (or being sent) already."""
@@ -114,15 +129,16 @@ class DigestJob:
             await self._mailer.send(message)
         except MessageRejectedError as exc:
             await self._finish(ed, "failed", f"the SMTP server refused the digest: {exc}", now)
-            log.warning("digest_failed", edition=ed.day.isoformat())
+            log.warning("digest_failed", portal=self._portal, edition=ed.day.isoformat())
             return "failed"
         except MailerUnavailableError as exc:
             await self._defer(ed, str(exc), now)
-            log.warning("digest_deferred", edition=ed.day.isoformat())
+            log.warning("digest_deferred", portal=self._portal, edition=ed.day.isoformat())
             return "deferred"
         await self._finish(ed, "sent", None, now)
         log.info(
             "digest_sent",
+            portal=self._portal,
             edition=ed.day.isoformat(),
             recipients=len(digest.to),
             answers=content.week.answers,
@@ -212,12 +228,54 @@ class DigestJob:
         return Figures.of(rows[0].as_dict(self._min_answers) if rows else None)
 
 
-async def run_digest(job: DigestJob, stop: asyncio.Event, every_s: float = 60.0) -> None:
-    """Look for a due edition every `every_s` until `stop` is set."""
+Jobs = Callable[[], Awaitable[Sequence[DigestJob]]]
+"""The digests of this round: the one portal's, or each installed portal's (`installed_digests`)."""
+
+
+async def installed_digests(
+    pool: asyncpg.Pool, mailer: Mailer, *, min_answers: int, clock: Clock = utcnow
+) -> list[DigestJob]:
+    """Application mode: one job per installed portal whose own stored configuration asks for a
+    digest (a portal without one has none: the template's recipients are the deployment's); a
+    stored configuration that no longer validates is logged and that portal skipped."""
+    jobs = []
+    async with pool.acquire() as conn:
+        for portal in await app_portals(conn):
+            if portal.status != "installed":
+                continue
+            try:
+                stored = await portal_store.load(conn, portal.member_id)
+            except ConfigError as exc:
+                log.error("digest_portal_config_invalid", portal=portal.member_id, error=str(exc))
+                continue
+            if stored is None:
+                continue
+            job = DigestJob(
+                pool,
+                stored.config,
+                mailer,
+                min_answers=min_answers,
+                clock=clock,
+                portal=portal.member_id,
+            )
+            if job.configured:
+                jobs.append(job)
+    return jobs
+
+
+async def run_digest(jobs: Jobs, stop: asyncio.Event, every_s: float = 60.0) -> None:
+    """Look for each digest's due edition every `every_s` until `stop` is set; one portal's
+    failure leaves the others' digests alone."""
     while not stop.is_set():
         try:
-            await job.tick()
-        except Exception:  # the next round tries again; the claim lapses after the lease
-            log.exception("digest_tick_failed")
+            current = await jobs()
+        except Exception:  # the next round reads the portals again
+            log.exception("digest_portals_read_failed")
+            current = []
+        for job in current:
+            try:
+                await job.tick()
+            except Exception:  # the next round tries again; the claim lapses after the lease
+                log.exception("digest_tick_failed", portal=job.portal)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), every_s)

@@ -1,6 +1,7 @@
 """Reports app wiring: `nps run reports` serves the dashboard and `/api/report` on
 REPORTS_HOST:REPORTS_PORT, and sends the weekly digest when the portal YAML has
-`dispatch.digest` (`digest_job.py`).
+`dispatch.digest` (`digest_job.py`; in application mode each installed portal's own, when its
+stored configuration has one).
 
 It is never open: without `REPORTS_TOKEN` a random token is generated at start-up and printed
 once on stdout (never into the logs), with the address that lets a browser in.
@@ -15,7 +16,7 @@ import sys
 import uvicorn
 
 from services.reports.app import create_app
-from services.reports.digest_job import DigestJob, run_digest
+from services.reports.digest_job import DigestJob, installed_digests, run_digest
 from services.reports.settings import ReportsSettings
 from shared.bitrix24.tokens import AppCredentials
 from shared.db import create_pool, migrate
@@ -131,17 +132,33 @@ def run(settings: Settings) -> None:
 
 async def serve_with_digest(server: uvicorn.Server, settings: Settings, dsn: str) -> None:
     """Serve the app; alongside, the weekly digest's timer when the portal YAML asks for one
-    (`dispatch.digest`, docs/dashboard.md)."""
+    (`dispatch.digest`, docs/dashboard.md), or in application mode for the installed portals
+    whose own configuration asks for one."""
     path = settings.portal_config_path()
     config = load_portal_config(path) if path.exists() else None
-    if config is None or config.dispatch is None or config.dispatch.digest is None:
+    digest = None if config is None or config.dispatch is None else config.dispatch.digest
+    min_answers = settings.nps_min_answers
+    if settings.nps_mode == "app":
+        pool = await create_pool(dsn, max_size=2)
+        mailer = SmtpMailer(SmtpSettings())
+
+        async def jobs() -> list[DigestJob]:
+            return await installed_digests(pool, mailer, min_answers=min_answers)
+
+        log.info("digest_scheduled", portals="installed")
+    elif config is not None and digest is not None:
+        pool = await create_pool(dsn, max_size=2)
+        job = DigestJob(pool, config, SmtpMailer(SmtpSettings()), min_answers=min_answers)
+
+        async def jobs() -> list[DigestJob]:
+            return [job]
+
+        log.info("digest_scheduled", weekday=digest.weekday)
+    else:
         await server.serve()
         return
-    pool = await create_pool(dsn, max_size=2)
-    job = DigestJob(pool, config, SmtpMailer(SmtpSettings()), min_answers=settings.nps_min_answers)
     stop = asyncio.Event()
-    timer = asyncio.create_task(run_digest(job, stop))
-    log.info("digest_scheduled", weekday=config.dispatch.digest.weekday)
+    timer = asyncio.create_task(run_digest(jobs, stop))
     try:
         await server.serve()
     finally:

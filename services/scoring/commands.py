@@ -22,9 +22,10 @@ from services.scoring.report import (
     render_table,
     run_report,
 )
+from shared.chosen_portal import PortalChoiceError, reading_portal
 from shared.db import Conn
 from shared.portal_config import ConfigError
-from shared.served_portal import pinned_member_id, reading_key
+from shared.served_portal import pinned_member_id
 from shared.settings import get_settings
 
 _DATE_FORMATS = ["%Y-%m-%d"]
@@ -37,13 +38,16 @@ async def _no_names(_conn: Conn, _portal: str | None) -> dict[int, str]:
     return {}
 
 
-async def _served_key(conn: Conn) -> str | None:
-    """The served portal's key (the report's default portal); None while none is known."""
+async def _portal_key(conn: Conn, chosen: str | None) -> str | None:
+    """The portal reported on (`shared/chosen_portal.py`): in application mode the installed
+    portal `--portal` names; in webhook mode `--portal`, else the served portal's key (None
+    while none is known)."""
+    settings = get_settings()
     try:
-        pinned = pinned_member_id(get_settings().portal_config_path())
+        pinned = pinned_member_id(settings.portal_config_path())
     except ConfigError as exc:
         raise typer.BadParameter(f"the portal YAML: {exc}") from None
-    return await reading_key(conn, None, pinned)
+    return await reading_portal(conn, settings, chosen, pinned)
 
 
 async def _fetch(
@@ -58,8 +62,7 @@ async def _fetch(
             " and run `nps migrate` first"
         ) from None
     try:
-        if query.portal is None:
-            query = query.model_copy(update={"portal": await _served_key(conn)})
+        query = query.model_copy(update={"portal": await _portal_key(conn, query.portal)})
         if query.segment is not None:
             known = await conn.fetch(
                 "SELECT DISTINCT category_id, name FROM scoring_segments"
@@ -120,7 +123,12 @@ def report(
         int | None, typer.Option("--manager", help="responsible manager's user id")
     ] = None,
     portal: Annotated[
-        str | None, typer.Option("--portal", help="portal key (member_id or domain)")
+        str | None,
+        typer.Option(
+            "--portal",
+            help="the portal (member_id or domain): required in application mode; in webhook"
+            " mode default: the portal this deployment serves",
+        ),
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print a JSON list of rows")] = False,
     manager_names: ManagerNames = _no_names,
@@ -150,7 +158,11 @@ def report(
         )
         raise typer.BadParameter(problems.replace("date_", "--")) from None
     min_answers = get_settings().nps_min_answers
-    fetched, names = asyncio.run(_fetch(query, manager_names))
+    try:
+        fetched, names = asyncio.run(_fetch(query, manager_names))
+    except PortalChoiceError as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(code=2) from None
     rows = [row.as_dict(min_answers) for row in fetched]
     if query.by == "manager":
         rows = named_managers(rows, names)

@@ -14,6 +14,11 @@ security headers; each client address and each link has a request limit per minu
 read up to 16 KB; a form is accepted only with its signed CSRF field matching the browser's
 cookie (double submit); link signatures are checked in constant time; no token, answer or
 contact reaches a log line.
+
+Each portal's customers see its own page (`page_for`: its configuration's `survey_page` over the
+page YAML): its company's name, logo, texts and review links. A logo is served at
+`/logo/<sha256 of its bytes>` (`GET /logo/<hash>`, cacheable for a year: the same URL is always
+the same image), never per link.
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ from typing import Any
 
 import asyncpg
 from fastapi import FastAPI, Request
-from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Response
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from jinja2 import ChoiceLoader, Environment, FileSystemLoader, PackageLoader, StrictUndefined
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -45,7 +50,7 @@ from services.survey.form import (
 )
 from services.survey.limits import WindowLimiter
 from services.survey.links import link_path, opened_event, opted_out_event, optout_path
-from services.survey.page_config import LOGO_TYPES, PageConfig
+from services.survey.page_config import PageConfig, SurveyPage, page_for
 from services.survey.requests import Asked, RequestError, SurveyRequest, asked
 from services.survey.store import (
     StoredRequest,
@@ -68,6 +73,7 @@ from shared.logging import get_logger
 from shared.outbox import Outbox
 from shared.portal_config import PortalConfig
 from shared.portals import PortalConfigs, PortalGoneError, UnknownPortalError
+from shared.survey_page import LOGO_PATH, Logo
 
 log = get_logger(__name__)
 
@@ -85,6 +91,11 @@ SECURITY_HEADERS = {
     "Cross-Origin-Opener-Policy": "same-origin",
     "Cross-Origin-Resource-Policy": "same-origin",
 }
+LOGO_HEADERS = {
+    "Cache-Control": "public, max-age=31536000, immutable",
+    "Cross-Origin-Resource-Policy": "cross-origin",
+}
+"""A logo's URL names its content: cached for a year, and shown by the e-mails' readers too."""
 HSTS = "max-age=31536000"
 CSRF_COOKIE = "nps_survey"
 
@@ -113,6 +124,13 @@ class PageSetup:
         except (UnknownPortalError, PortalGoneError) as exc:
             raise RequestError(str(exc)) from exc
 
+    def logos(self) -> list[Logo]:
+        """Every logo a page may show: the page YAML's and each served portal's own."""
+        configs = [self.portal] if isinstance(self.portal, PortalConfig) else self.portal.values()
+        found = [page_for(self.page, None).logo]
+        found += [c.survey_page.company.logo for c in configs if c.survey_page is not None]
+        return [logo for logo in found if logo is not None]
+
 
 def _environment(page: PageConfig) -> Environment:
     loaders: list[Any] = [PackageLoader("services.survey", "templates")]
@@ -136,11 +154,13 @@ class Opened:
     request: SurveyRequest
     asked: Asked
     answer: Answer | None
+    page: SurveyPage
+    """Its portal's page (texts, company, logo)."""
     seen: bool = False
 
-    def texts(self, page: PageConfig) -> dict[str, str]:
+    def texts(self) -> dict[str, str]:
         deal = self.asked.deal_survey
-        return texts(page, self.request.lang, None if deal is None else deal.name)
+        return texts(self.page.config, self.request.lang, None if deal is None else deal.name)
 
 
 class Survey:
@@ -151,25 +171,29 @@ class Survey:
         self.outbox = outbox
         self.setup = setup
         self.env = _environment(setup.page)
+        self.deployment = page_for(setup.page, None)
+        """The page of what has no portal (a broken link)."""
         self.by_address = WindowLimiter(setup.rate_per_minute, setup.clock)
         self.by_link = WindowLimiter(max(1, setup.rate_per_minute // 2), setup.clock)
 
-    def render(self, name: str, lang: str, status: int = 200, **context: Any) -> HTMLResponse:
-        page = self.setup.page
+    def render(
+        self, name: str, lang: str, page: SurveyPage, status: int = 200, **context: Any
+    ) -> HTMLResponse:
         html = self.env.get_template(name).render(
             lang=lang,
-            company=page.company.name,
-            logo=page.company.logo is not None,
+            company=page.config.company.name,
+            logo=None if page.logo is None else page.logo.path,
             **context,
         )
         return HTMLResponse(html, status_code=status)
 
     def refuse(self, request: Request, kind: str, status: int) -> HTMLResponse:
         lang = pick_language(request.headers.get("accept-language"))
-        text = texts(self.setup.page, lang)
+        text = texts(self.deployment.config, lang)
         return self.render(
             "error.html",
             lang,
+            self.deployment,
             status,
             t=text,
             title=text[f"{kind}_title"],
@@ -197,13 +221,15 @@ class Survey:
             return found
         survey = found.request
         try:
-            what = asked(self.setup.config_of(survey), survey)
+            config = self.setup.config_of(survey)
+            what = asked(config, survey)
         except RequestError as exc:
             log.warning(
                 "survey_request_unservable", request_id=str(survey.request_id), error=str(exc)
             )
             return self.refuse(request, "gone", 410)
-        return Opened(token, survey, what, found.answer, seen=found.opened)
+        page = page_for(self.setup.page, config.survey_page)
+        return Opened(token, survey, what, found.answer, page, seen=found.opened)
 
     def form(
         self,
@@ -218,8 +244,8 @@ class Survey:
     ) -> HTMLResponse:
         """The form, filled with `draft` (a refused form's input) or else the answer given."""
         survey, what = opened.request, opened.asked
-        text = opened.texts(self.setup.page)
-        company = self.setup.page.company.name
+        text = opened.texts()
+        company = opened.page.config.company.name
         questions = page_questions(
             what.products,
             what.scale,
@@ -234,6 +260,7 @@ class Survey:
         return self.render(
             "page.html",
             survey.lang,
+            opened.page,
             status,
             t=text,
             heading=heading,
@@ -348,11 +375,13 @@ class Survey:
         if answer is None:
             return RedirectResponse(f"/s/{token}", status_code=303)
         category = answer_category(answer, opened.asked.scale)
-        text = opened.texts(self.setup.page)
-        reviews = self.setup.page.reviews.links if show_reviews(self.setup.page, category) else []
+        text = opened.texts()
+        page = opened.page.config
+        reviews = page.reviews.links if show_reviews(page, category) else []
         return self.render(
             "thanks.html",
             opened.request.lang,
+            opened.page,
             t=text,
             category=category,
             message=thanks_text(text, category),
@@ -373,14 +402,18 @@ class Survey:
         """The opt-out question (a button), or with `done` the page that says it was done."""
         survey = found.request
         try:
-            deal = asked(self.setup.config_of(survey), survey).deal_survey
+            config = self.setup.config_of(survey)
+            deal = asked(config, survey).deal_survey
+            page = page_for(self.setup.page, config.survey_page)
         except RequestError:
-            deal = None  # opting out works for a request the portal YAML no longer serves
-        text = texts(self.setup.page, survey.lang, None if deal is None else deal.name)
-        company = self.setup.page.company.name
+            # Opting out works for a request the portal YAML no longer serves.
+            deal, page = None, self.deployment
+        text = texts(page.config, survey.lang, None if deal is None else deal.name)
+        company = page.config.company.name
         return self.render(
             "optout.html",
             survey.lang,
+            page,
             status,
             t=text,
             title=text["optout_title"].format(company=company, product=""),
@@ -451,7 +484,8 @@ class Guard:
         self._app = app
         self._survey = survey
         headers = {**SECURITY_HEADERS, **({"Strict-Transport-Security": HSTS} if secure else {})}
-        self._headers = [(k.lower().encode(), v.encode()) for k, v in headers.items()]
+        self._headers = _encoded(headers)
+        self._logo_headers = _encoded({**headers, **LOGO_HEADERS})
         self._names = {name for name, _ in self._headers}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -459,10 +493,13 @@ class Guard:
             await self._app(scope, receive, send)
             return
 
+        logo = str(scope["path"]).startswith(LOGO_PATH + "/")
+        added = self._logo_headers if logo else self._headers
+
         async def secured(message: Message) -> None:
             if message["type"] == "http.response.start":
                 kept = [h for h in message.get("headers", []) if h[0].lower() not in self._names]
-                message["headers"] = [*kept, *self._headers]
+                message["headers"] = [*kept, *added]
             await send(message)
 
         if str(scope["path"]).startswith("/s/"):
@@ -473,6 +510,10 @@ class Guard:
                 await busy(scope, receive, secured)
                 return
         await self._app(scope, receive, secured)
+
+
+def _encoded(headers: dict[str, str]) -> list[tuple[bytes, bytes]]:
+    return [(k.lower().encode(), v.encode()) for k, v in headers.items()]
 
 
 async def _bounded_body(request: Request) -> bytes | None:
@@ -505,12 +546,21 @@ def create_app(pool: asyncpg.Pool, outbox: Outbox, setup: PageSetup) -> FastAPI:
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
-    @app.get("/logo")
-    async def logo() -> Response:
-        path = setup.page.company.logo
-        if path is None:
+    @app.get(LOGO_PATH)
+    async def deployment_logo() -> Response:
+        """The page YAML's logo at its old address (e-mails sent before `/logo/<hash>`, and a
+        template of the page YAML's that still points here)."""
+        logo = survey.deployment.logo
+        if logo is None:
             return Response(status_code=404)
-        return FileResponse(path, media_type=LOGO_TYPES[path.suffix.lower()])
+        return RedirectResponse(logo.path, status_code=308)
+
+    @app.get(LOGO_PATH + "/{sha256}")
+    async def logo(sha256: str) -> Response:
+        found = next((logo for logo in setup.logos() if logo.sha256 == sha256), None)
+        if found is None:
+            return Response(status_code=404)
+        return Response(found.content, media_type=found.media_type)
 
     @app.get("/s/{token}")
     async def show(request: Request, token: str) -> Response:
@@ -522,6 +572,7 @@ def create_app(pool: asyncpg.Pool, outbox: Outbox, setup: PageSetup) -> FastAPI:
         return survey.render(
             "error.html",
             lang,
+            survey.deployment,
             413,
             t=text,
             title=text["unknown_title"],

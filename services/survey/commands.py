@@ -1,12 +1,13 @@
 """`nps survey link`: a personal survey link made by hand, so the page can be tried: about a
 smart-process segment (`--segment`) or an NPS deal (`--deal`, its deal survey from the deal's
-category read from the portal, or `--survey`)."""
+category read from the portal, or `--survey`). In application mode it names its portal with
+`--portal` (`shared/chosen_portal.py`): the request is that portal's, made with its
+configuration, and the deal is read from it."""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Mapping
-from dataclasses import replace
 from typing import Annotated, Any
 
 import asyncpg
@@ -24,30 +25,35 @@ from services.survey.requests import (
 from services.survey.settings import KeysMissingError, SurveySettings
 from services.survey.store import add_request
 from services.survey.tokens import LinkSigner
-from shared.bitrix24 import Bitrix24Error, NotFound, client_from_settings
+from shared.bitrix24 import Bitrix24Error, NotFound
+from shared.chosen_portal import ChosenPortal, PortalChoiceError, calling_portal, portal_client
 from shared.db import create_pool
 from shared.events import DEAL_ENTITY_TYPE_ID
 from shared.portal_config import ConfigError, PortalConfig, load_portal_config
-from shared.served_portal import learned_portal
 from shared.settings import Settings, get_settings
 from shared.unreachable import SERVER_ERRORS, server_problem
 
 survey_app = typer.Typer(help="The survey page: personal links.", no_args_is_help=True)
 
 
-async def _store(dsn: str, request: SurveyRequest) -> SurveyRequest:
-    """Store `request`, on the portal the deployment serves: the pinned one it was made for, or
-    the one ingest learned from the first event (the default key only before any event)."""
+async def _chosen(
+    dsn: str, settings: Settings, portal: str | None, template: PortalConfig
+) -> ChosenPortal:
+    """The portal the link is for (`shared/chosen_portal.py`): in webhook mode the one the
+    deployment serves, pinned or learned from the first event."""
+    conn = await asyncpg.connect(dsn, timeout=10)
+    try:
+        return await calling_portal(conn, settings, portal, template)
+    finally:
+        await conn.close()
+
+
+async def _store(dsn: str, request: SurveyRequest) -> None:
     conn = await asyncpg.connect(dsn)
     try:
-        if request.portal == DEFAULT_PORTAL:
-            learned = await learned_portal(conn)
-            if learned is not None:
-                request = replace(request, portal=learned.member_id)
         await add_request(conn, request)
     finally:
         await conn.close()
-    return request
 
 
 class PortalReadError(Exception):
@@ -55,12 +61,12 @@ class PortalReadError(Exception):
 
 
 async def _read_deal(
-    settings: Settings, config: PortalConfig, deal_id: int
+    settings: Settings, portal: ChosenPortal, deal_id: int
 ) -> Mapping[str, Any] | None:
     """The deal as `crm.item.get` reads it (None: the portal has no such deal)."""
     pool = await create_pool(settings.database_url.get_secret_value(), max_size=2)
     try:
-        async with client_from_settings(settings, pool, config) as client:
+        async with portal_client(settings, pool, portal) as client:
             params = {"entityTypeId": DEAL_ENTITY_TYPE_ID, "id": deal_id}
             try:
                 reply = await client.call("crm.item.get", params)
@@ -78,7 +84,7 @@ async def _read_deal(
 
 def _deal_request(
     settings: Settings,
-    config: PortalConfig,
+    portal: ChosenPortal,
     deal_id: int,
     *,
     survey: str | None,
@@ -89,20 +95,22 @@ def _deal_request(
     `--contact` say everything."""
     deal = None
     if survey is None or contact is None:
-        deal = asyncio.run(_read_deal(settings, config, deal_id))
-    chosen, contact_id = resolve_deal(config, deal_id, survey=survey, contact=contact, deal=deal)
+        deal = asyncio.run(_read_deal(settings, portal, deal_id))
+    chosen, contact_id = resolve_deal(
+        portal.config, deal_id, survey=survey, contact=contact, deal=deal
+    )
     return new_deal_request(
         chosen,
         deal_id=deal_id,
         contact_id=contact_id,
         lang=lang,
-        portal=config.portal.member_id or DEFAULT_PORTAL,
+        portal=portal.key or DEFAULT_PORTAL,
     )
 
 
 def _request(
     settings: Settings,
-    config: PortalConfig,
+    portal: ChosenPortal,
     *,
     contact: int | None,
     segment: str | None,
@@ -119,18 +127,18 @@ def _request(
     if deal is not None:
         if product is not None:
             raise RequestError("--product belongs to --segment; a deal survey has its product")
-        return _deal_request(settings, config, deal, survey=survey, contact=contact, lang=lang)
+        return _deal_request(settings, portal, deal, survey=survey, contact=contact, lang=lang)
     if survey is not None:
         raise RequestError("--survey names a deal survey: it goes with --deal")
     if contact is None:
         raise RequestError("--segment needs --contact: the Bitrix24 contact asked")
     return new_request(
-        config,
+        portal.config,
         contact_id=contact,
         segment=str(segment),
         product=product,
         lang=lang,
-        portal=config.portal.member_id or DEFAULT_PORTAL,
+        portal=portal.key or DEFAULT_PORTAL,
     )
 
 
@@ -158,16 +166,27 @@ def link(  # noqa: PLR0917 - one parameter per option, as typer reads them
         ),
     ] = None,
     lang: Annotated[str, typer.Option("--lang", help="ru or en")] = "ru",
+    portal: Annotated[
+        str | None,
+        typer.Option(
+            "--portal",
+            help="the portal asked (member id or domain): required in application mode; in"
+            " webhook mode the portal this deployment serves",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Create a survey request for a contact and print its personal link."""
     settings = get_settings()
     survey = SurveySettings()
+    dsn = settings.database_url.get_secret_value()
     try:
-        config = load_portal_config(settings.portal_config_path())
         keys = survey.signing_keys(settings.sandbox and settings.nps_mode == "webhook")
+        template = load_portal_config(settings.portal_config_path())
+        chosen = asyncio.run(_chosen(dsn, settings, portal, template))
         request = _request(
             settings,
-            config,
+            chosen,
             contact=contact,
             segment=segment,
             product=product,
@@ -178,14 +197,17 @@ def link(  # noqa: PLR0917 - one parameter per option, as typer reads them
     except (ConfigError, KeysMissingError, PortalReadError) as exc:
         typer.echo(str(exc), err=True)
         raise typer.Exit(code=1) from None
-    except RequestError as exc:
+    except (RequestError, PortalChoiceError) as exc:
         typer.echo(str(exc), err=True)
         raise typer.Exit(code=2) from None
+    except asyncpg.UndefinedTableError:
+        typer.echo("the database is not migrated yet: run `nps migrate`", err=True)
+        raise typer.Exit(code=1) from None
     except SERVER_ERRORS as exc:
-        typer.echo(f"cannot read the deal: {server_problem(exc)}", err=True)
+        typer.echo(f"survey link not made: {server_problem(exc)}", err=True)
         raise typer.Exit(code=1) from None
     try:
-        request = asyncio.run(_store(settings.database_url.get_secret_value(), request))
+        asyncio.run(_store(dsn, request))
     except asyncpg.UndefinedTableError:
         typer.echo("the database has no survey tables yet: run `nps migrate`", err=True)
         raise typer.Exit(code=1) from None

@@ -15,7 +15,7 @@ from dataclasses import dataclass, fields
 import asyncpg
 
 from services.survey.links import ready_event
-from services.survey.page_config import PageConfig
+from services.survey.page_config import PageConfig, page_for
 from services.survey.requests import RequestError, SurveyRequest, requested
 from services.survey.store import add_request, get_request
 from services.survey.tokens import LinkSigner
@@ -64,7 +64,8 @@ class RequestIntake:
         except RequestError as exc:
             raise PermanentError(str(exc)) from None
         link = self.setup.signer.issue(request.request_id)
-        ready = ready_event(event, link, self.setup.page, self.setup.base_url)
+        page = page_for(self.setup.page, self.setup.portal.survey_page)
+        ready = ready_event(event, link, page, self.setup.base_url)
         stored: SurveyRequest | None = None
         async with self.outbox.transaction(self.pool) as conn:
             added = await add_request(conn, request)

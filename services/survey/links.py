@@ -10,12 +10,10 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from services.survey.page_config import PageConfig
+from services.survey.page_config import SurveyPage
 from services.survey.requests import SurveyRequest
 from services.survey.tokens import IssuedLink
 from shared.events import SurveyOpened, SurveyOptedOut, SurveyReady, SurveyRequested, derived_id
-
-LOGO_PATH = "/logo"
 
 
 def link_path(token: str) -> str:
@@ -29,10 +27,11 @@ def optout_path(token: str) -> str:
 
 
 def ready_event(
-    cause: SurveyRequested, link: IssuedLink, page: PageConfig, base_url: str
+    cause: SurveyRequested, link: IssuedLink, page: SurveyPage, base_url: str
 ) -> SurveyReady:
     """`survey.ready` for the request `cause` asked for: its link, the opt-out link, the
-    company's name and logo (`<base_url>/logo`, when the page YAML has one), the link's expiry."""
+    company's name and logo (`<base_url>/logo/<sha256>`, when its portal's page has one), the
+    link's expiry."""
     base = base_url.rstrip("/")
     return SurveyReady(
         **cause.caused("survey.ready"),
@@ -40,8 +39,8 @@ def ready_event(
         portal=cause.portal,
         url=base + link_path(link.token),
         optout_url=base + optout_path(link.token),
-        company=page.company.name,
-        logo_url=None if page.company.logo is None else base + LOGO_PATH,
+        company=page.config.company.name,
+        logo_url=None if page.logo is None else base + page.logo.path,
         expires_at=link.expires_at,
     )
 

@@ -3,39 +3,24 @@ and logo, the scale's labels, the thank-you texts, the review links, a template 
 
 `load_page_config()` validates the file and raises `ConfigError` naming each bad key. Texts left
 out fall back to the built-in Russian and English ones (`views.TEXTS`).
+
+A portal's own `survey_page` section (`shared/survey_page.py`) goes over it for that portal's
+customers (`page_for`): its company name, logo, texts, review links and deal survey texts, each
+the deployment's where the portal gives none.
 """
 
 from __future__ import annotations
 
+import functools
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, HttpUrl, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from shared.portal_config import ConfigError
-
-TEXT_KEYS = (
-    "question",
-    "question_product",
-    "comment",
-    "service",
-    "tested",
-    "submit",
-    "low",
-    "high",
-    "satisfied",
-    "unsatisfied",
-    "thanks_promoter",
-    "thanks_passive",
-    "thanks_detractor",
-    "reviews",
-    "optout_title",
-    "optout_text",
-    "optout_submit",
-    "optout_done",
-    "optout_link",
-)
+from shared.survey_page import Logo, Reviews, SurveyPageSection, Texts, check_texts
 
 
 class _Strict(BaseModel):
@@ -48,23 +33,11 @@ class Company(_Strict):
     """A PNG, SVG, JPEG or WebP file, served by the page itself (no third-party resources)."""
 
 
-class ReviewLink(_Strict):
-    name: str = Field(min_length=1, max_length=100)
-    url: HttpUrl
-
-
-class Reviews(_Strict):
-    show_to: Literal["promoters", "everyone"] = "promoters"
-    """Google's review policy forbids asking only happy customers ("review gating"): with
-    Google among the links, set `everyone`."""
-    links: list[ReviewLink] = Field(default_factory=list)
-
-
 class PageConfig(_Strict):
     company: Company
-    texts: dict[Literal["ru", "en"], dict[str, str]] = Field(default_factory=dict)
+    texts: Texts = Field(default_factory=dict)
     reviews: Reviews = Reviews()
-    deal_texts: dict[str, dict[Literal["ru", "en"], dict[str, str]]] = Field(default_factory=dict)
+    deal_texts: dict[str, Texts] = Field(default_factory=dict)
     """A deal survey's own texts (by its name in the portal YAML's `deal_surveys`), replacing
     `texts` on its pages."""
     templates: Path | None = None
@@ -72,28 +45,10 @@ class PageConfig(_Strict):
 
     @model_validator(mode="after")
     def _known_texts(self) -> PageConfig:
-        _check_texts("texts", self.texts)
+        check_texts("texts", self.texts)
         for name, texts in self.deal_texts.items():
-            _check_texts(f"deal_texts.{name}", texts)
+            check_texts(f"deal_texts.{name}", texts)
         return self
-
-
-def _check_texts(where: str, by_lang: dict[Literal["ru", "en"], dict[str, str]]) -> None:
-    for lang, texts in by_lang.items():
-        unknown = sorted(set(texts) - set(TEXT_KEYS))
-        if unknown:
-            raise ValueError(
-                f"{where}.{lang}: unknown key(s) {', '.join(unknown)};"
-                f" known: {', '.join(TEXT_KEYS)}"
-            )
-        for key, value in texts.items():
-            try:
-                value.format(company="", product="")
-            except (KeyError, IndexError, ValueError) as exc:
-                raise ValueError(
-                    f"{where}.{lang}.{key}: {exc!r} in {value!r}; only {{company}} and"
-                    " {product} may be filled in (write {{ and }} for literal braces)"
-                ) from None
 
 
 LOGO_TYPES = {
@@ -126,6 +81,46 @@ def parse_page_config(data: Any, source: str) -> PageConfig:
     if config.templates is not None and not config.templates.is_dir():
         raise ConfigError(f"{source}: templates {config.templates}: no such directory")
     return config
+
+
+@dataclass(frozen=True)
+class SurveyPage:
+    """What one portal's customers see: the page YAML with the portal's `survey_page` over it,
+    and the logo (served at `logo.path`)."""
+
+    config: PageConfig
+    logo: Logo | None
+
+
+@functools.cache
+def _file_logo(path: Path) -> Logo:
+    """The page YAML's logo file, read once by a process (its URL is its content's hash)."""
+    return Logo(path.read_bytes(), LOGO_TYPES[path.suffix.lower()])
+
+
+def _merged(base: Texts, own: Texts) -> Texts:
+    return {lang: {**base.get(lang, {}), **own.get(lang, {})} for lang in {*base, *own}}
+
+
+def page_for(page: PageConfig, section: SurveyPageSection | None) -> SurveyPage:
+    """The page of a portal whose configuration has `section` (None: the deployment's page)."""
+    logo = None if page.company.logo is None else _file_logo(page.company.logo)
+    if section is None:
+        return SurveyPage(page, logo)
+    deal_texts = {
+        name: _merged(page.deal_texts.get(name, {}), section.deal_texts.get(name, {}))
+        for name in {*page.deal_texts, *section.deal_texts}
+    }
+    company = page.company.model_copy(update={"name": section.company.name or page.company.name})
+    config = page.model_copy(
+        update={
+            "company": company,
+            "texts": _merged(page.texts, section.texts),
+            "reviews": section.reviews or page.reviews,
+            "deal_texts": deal_texts,
+        }
+    )
+    return SurveyPage(config, section.company.logo or logo)
 
 
 def load_page_config(path: Path) -> PageConfig:

@@ -309,6 +309,12 @@ async def app_portal(conn: Conn | asyncpg.Pool, member_id: str) -> AppPortal | N
     return None if row is None else _portal(row)
 
 
+async def app_portals(conn: Conn | asyncpg.Pool) -> list[AppPortal]:
+    """Every portal's row, by member_id (the CLI's `--portal` resolves among them)."""
+    sql = f"SELECT {_COLUMNS} FROM bitrix24_app_portals ORDER BY member_id"  # noqa: S608
+    return [_portal(row) for row in await conn.fetch(sql)]
+
+
 def _timestamp(seconds: float) -> datetime:
     return datetime.fromtimestamp(seconds, UTC)
 
@@ -343,8 +349,7 @@ class TokenBook:
 
     async def portals(self) -> list[AppPortal]:
         """Every portal's row, by member_id."""
-        sql = f"SELECT {_COLUMNS} FROM bitrix24_app_portals ORDER BY member_id"  # noqa: S608
-        return [_portal(row) for row in await self._pool.fetch(sql)]
+        return await app_portals(self._pool)
 
     async def install(
         self,

@@ -232,3 +232,17 @@ def test_without_a_known_portal_the_commands_say_so(pg_dsn: str, cli_env: None) 
         result = CliRunner().invoke(app, command)
         assert result.exit_code == 1, (command, result.output)
         assert "the portal this deployment serves is not known yet" in result.output, command
+
+
+def test_in_webhook_mode_undo_takes_the_served_portal_only(deployment: PortalRef) -> None:
+    """The webhook reaches the one portal served: `--portal` may name it, nothing else."""
+    refused = CliRunner().invoke(app, ["undo", "1", "--portal", "elsewhere.bitrix24.ru"])
+    assert refused.exit_code == 2
+    assert refused.stderr == (
+        "--portal 'elsewhere.bitrix24.ru': this deployment calls one portal through its webhook"
+        f" (NPS_MODE=webhook), the portal it serves ({deployment.member_id!r}); expected its"
+        " member id or domain, or no --portal\n"
+    )
+    named = CliRunner().invoke(app, ["undo", "999999999", "--portal", str(deployment.member_id)])
+    assert named.exit_code == 1
+    assert "there is no write #999999999" in named.stderr

@@ -478,7 +478,7 @@ async def test_undo_refuses_a_write_made_on_another_portal(
     assert not result.restored
     assert result.message == (
         f"write #{write['id']} was made on portal {ref.key}, not on {served.key}, the portal"
-        " this deployment serves: nothing was restored"
+        " this undo is on: nothing was restored"
     )
     assert portal.calls_report()["calls"] == []
     assert contact(portal, cid)[SCORE] == "8"

@@ -16,13 +16,17 @@ import asyncpg
 import uvicorn
 import yaml
 from fastapi import FastAPI
+from pydantic import SecretStr
 from structlog.testing import capture_logs
 
 from services.dispatch import followup_store
 from services.harness.stack import free_port
-from services.reports.digest_job import RETRY, DigestJob
+from services.reports.digest_job import RETRY, DigestJob, installed_digests, run_digest
 from services.reports.main import serve_with_digest
 from services.scoring.handlers import score_submission
+from shared import portal_store
+from shared.bitrix24.oauth import TokenPair
+from shared.bitrix24.tokens import AppCredentials, OAuthServer, TokenBook
 from shared.outbox import Outbox
 from shared.portal_config import PortalConfig, parse_portal_config
 from shared.settings import Settings
@@ -260,3 +264,72 @@ async def test_an_unpinned_digest_is_about_the_learned_portal_only(
     text = body.get_content()
     assert "NPS: 0 (4 answers" in text
     assert "the week before: 66.7 (3 answers)" in text
+
+
+async def test_in_application_mode_each_installed_portal_with_its_own_digest_gets_its_own(
+    pool: asyncpg.Pool, inbox: tuple[Inbox, int]
+) -> None:
+    """Two installed portals whose stored configurations ask for a digest each get theirs, to
+    their own recipients, with their own figures only; a portal without a configuration of its
+    own (the template's recipients are the deployment's) and an uninstalled one get none."""
+    alpha, beta, plain, gone = (member() for _ in range(4))
+    book = TokenBook(pool, OAuthServer(AppCredentials("http://oauth.invalid", "c", SecretStr("s"))))
+    for key in (alpha, beta, plain, gone):
+        pair = TokenPair("at", "rt", 2e9, key, f"https://{key}.example/rest/", "crm")
+        await book.install(pair, domain=f"{key}.example", application_token=f"t-{key}")
+    await book.uninstall(gone)
+    await answered(pool, alpha)  # NPS 0 of 4 answers
+    for item, day in enumerate(("2026-12-01", "2026-12-02"), start=1):
+        at = f"{day}T10:00:00+00:00"
+        await score_submission(
+            pool,
+            Outbox(),
+            make_submission(
+                ("EQ-LASER-A", 10),
+                item_id=item,
+                member_id=beta,
+                submitted_at=at,
+                updated_at=at,
+                **LASER,
+            ),
+        )
+    for key in (alpha, beta, gone):
+        data = digest_config(key).model_dump(mode="json")
+        data["portal"]["member_id"] = None  # the portal is the installed one, not pinned
+        data["dispatch"]["digest"]["to"] = [f"head@{key}.example"]
+        async with pool.acquire() as conn:
+            await portal_store.save(
+                conn, key, yaml.safe_dump(data), by="test", expected_version=None
+            )
+    mailer = SmtpMailer(SmtpSettings(port=inbox[1], timeout_s=5, _env_file=None))
+    stop = asyncio.Event()
+
+    async def one_round() -> list[DigestJob]:
+        stop.set()  # this round only
+        return await installed_digests(
+            pool, mailer, min_answers=10, clock=Clock(MONDAY_9 + timedelta(minutes=1))
+        )
+
+    try:
+        with capture_logs() as logged:
+            await run_digest(one_round, stop, every_s=0)
+    finally:
+        await pool.execute(
+            "DELETE FROM bitrix24_app_portals WHERE member_id = ANY($1::text[])",
+            [alpha, beta, plain, gone],
+        )
+        await pool.execute(
+            "DELETE FROM portal_configs WHERE portal = ANY($1::text[])", [alpha, beta, gone]
+        )
+        await book.oauth.aclose()
+    texts = {}
+    for message in inbox[0].messages:
+        body = message.get_body(("plain",))
+        assert body is not None
+        texts[message["To"]] = body.get_content()
+    assert set(texts) == {f"head@{alpha}.example", f"head@{beta}.example"}
+    assert "NPS: 0 (4 answers" in texts[f"head@{alpha}.example"]
+    assert "NPS: 100 (2 answers" in texts[f"head@{beta}.example"]
+    assert [len(await state(pool, key)) for key in (alpha, beta, plain, gone)] == [1, 1, 0, 0]
+    sent = sorted(e["portal"] for e in logged if e["event"] == "digest_sent")
+    assert sent == sorted([alpha, beta])

@@ -161,13 +161,14 @@ async def test_a_request_is_stored_and_its_link_works_on_the_page(
         assert ready["url"].startswith(f"{survey.base}/s/")
         assert ready["optout_url"] == ready["url"] + "/optout"
         assert ready["company"] == "Demo Clinic Supply"
-        assert ready["logo_url"] == f"{survey.base}/logo"
+        assert re.fullmatch(rf"{re.escape(survey.base)}/logo/[0-9a-f]{{64}}", ready["logo_url"])
         expires = datetime.fromisoformat(ready["expires_at"])
         link_age = timedelta(days=LINK_DAYS)
         assert before + link_age - timedelta(seconds=1) <= expires <= after + link_age
         assert ready["correlation_id"] == event.correlation_id
         assert ready["causation_id"] == str(event.event_id)
-        assert (await survey.http.get("/logo")).status_code == 200
+        logo = await survey.http.get(ready["logo_url"].removeprefix(survey.base))
+        assert logo.status_code == 200
 
         page = await survey.http.get(ready["url"], params={"score": "7"})
         assert page.status_code == 200

@@ -3,7 +3,9 @@ thank-you pages, broken links, CSRF, limits and headers."""
 
 from __future__ import annotations
 
+import base64
 import dataclasses
+import hashlib
 import json
 import re
 import uuid
@@ -23,6 +25,7 @@ from shared.events import SurveyAnswered
 from shared.outbox import Outbox
 from shared.portal_config import PortalConfig
 from shared.portals import PortalConfigs
+from shared.survey_page import SurveyPageSection
 from tests.support.survey import DAY, KEYS, page_config, setup_for
 
 
@@ -316,9 +319,15 @@ async def test_the_logo_and_style_sheet_come_from_the_page_itself(
     portal_config: PortalConfig, client_for: Any
 ) -> None:
     client = client_for(setup_for(portal_config))
-    logo = await client.get("/logo")
+    moved = await client.get("/logo")  # e-mails sent before the logo's URL named its content
+    assert moved.status_code == 308
+    assert re.fullmatch(r"/logo/[0-9a-f]{64}", moved.headers["location"])
+    logo = await client.get(moved.headers["location"])
     assert logo.status_code == 200
     assert logo.headers["content-type"] == "image/svg+xml"
+    assert logo.headers["cache-control"] == "public, max-age=31536000, immutable"
+    assert logo.headers["content-security-policy"] == CONTENT_SECURITY_POLICY
+    assert (await client.get("/logo/" + "0" * 64)).status_code == 404
     css = await client.get("/static/survey.css")
     assert css.status_code == 200
     assert css.headers["x-content-type-options"] == "nosniff"
@@ -411,3 +420,69 @@ async def test_with_several_portals_each_link_asks_by_its_own_portals_configurat
     configs.remove("beta-key", "uninstalled")
     assert (await client.get(links["beta-key"])).status_code == 410
     assert (await client.get(links["alpha-key"])).status_code == 200
+
+
+async def test_with_several_portals_each_page_shows_its_own_portals_company_logo_and_texts(
+    pool: asyncpg.Pool, portal_config: PortalConfig, client_for: Any
+) -> None:
+    """A portal's `survey_page` (its company, logo, texts, review links) over the page YAML on
+    its own links' pages; a portal without one shows the page YAML's; each logo at the URL of
+    its content, cacheable, the same for every link; an uninstalled portal's logo is gone."""
+    png = b"\x89PNG\r\n\x1a\n" + b"alpha's logo"
+    own = SurveyPageSection.model_validate(
+        {
+            "company": {
+                "name": "Alpha Clinic",
+                "logo": "data:image/png;base64," + base64.b64encode(png).decode(),
+            },
+            "texts": {"en": {"submit": "Send it to Alpha"}},
+            "reviews": {
+                "show_to": "everyone",
+                "links": [{"name": "Alpha", "url": "https://a.example/r"}],
+            },
+        }
+    )
+    alpha_config = portal_config.model_copy(update={"survey_page": own})
+    configs = PortalConfigs({"alpha-key": alpha_config, "beta-key": portal_config})
+    setup = dataclasses.replace(setup_for(portal_config), portal=configs)
+    client = client_for(setup)
+    signer = LinkSigner(KEYS, 30 * DAY, clock=lambda: 1_800_000_000.0)
+    links: dict[str, str] = {}
+    for key in ("alpha-key", "beta-key"):
+        request = new_request(
+            portal_config, contact_id=42, segment="12", product=None, lang="en", portal=key
+        )
+        async with pool.acquire() as conn:
+            await add_request(conn, request)
+        links[key] = "/s/" + signer.sign(request.request_id)
+    alpha_sha = hashlib.sha256(png).hexdigest()
+    deployment = setup.page.company
+
+    alpha = (await client.get(links["alpha-key"])).text
+    beta = (await client.get(links["beta-key"])).text
+    assert "Alpha Clinic" in alpha
+    assert deployment.name not in alpha
+    assert f'<img src="/logo/{alpha_sha}"' in alpha
+    assert "Send it to Alpha" in alpha
+    assert deployment.name in beta
+    assert "Alpha" not in beta
+    assert deployment.logo is not None
+    file_sha = hashlib.sha256(deployment.logo.read_bytes()).hexdigest()
+    assert f'<img src="/logo/{file_sha}"' in beta
+
+    csrf = csrf_of(alpha)
+    assert (
+        await client.post(links["alpha-key"], data={"csrf": csrf, "score": "4"})
+    ).status_code == 303
+    thanks = (await client.get(f"{links['alpha-key']}/thanks")).text
+    assert 'href="https://a.example/r"' in thanks
+    assert "Alpha Clinic" in thanks
+
+    logo = await client.get(f"/logo/{alpha_sha}")
+    assert (logo.status_code, logo.content, logo.headers["content-type"]) == (200, png, "image/png")
+    assert logo.headers["cache-control"] == "public, max-age=31536000, immutable"
+    assert logo.headers["cross-origin-resource-policy"] == "cross-origin"
+    assert logo.headers["x-content-type-options"] == "nosniff"
+    assert (await client.get(f"/logo/{file_sha}")).status_code == 200
+    configs.remove("alpha-key", "uninstalled")
+    assert (await client.get(f"/logo/{alpha_sha}")).status_code == 404

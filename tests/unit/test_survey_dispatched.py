@@ -4,8 +4,11 @@ portal YAML, and the events the page publishes about a request: `survey.ready`, 
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import uuid
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -17,12 +20,13 @@ from services.survey.links import (
     optout_path,
     ready_event,
 )
-from services.survey.page_config import PageConfig, parse_page_config
+from services.survey.page_config import PageConfig, page_for, parse_page_config
 from services.survey.requests import Language, RequestError, SurveyRequest, requested
 from services.survey.tokens import IssuedLink, LinkSigner
 from services.survey.views import TEXTS, texts
 from shared.events import PortalRef, SurveyRequested
 from shared.portal_config import PortalConfig, PortalSection
+from shared.survey_page import SurveyPageSection
 from tests.support.paths import ROOT
 
 REQUEST = uuid.UUID("0b6f3c1e-2d4a-4e5f-8a9b-1c2d3e4f5a6b")
@@ -111,27 +115,55 @@ def test_a_link_is_issued_with_its_expiry() -> None:
     assert later.check(issued.token).status == "expired"
 
 
+PNG = b"\x89PNG\r\n\x1a\n" + bytes(range(40))
+PORTAL_LOGO = "data:image/png;base64," + base64.b64encode(PNG).decode()
+FILE_SHA = hashlib.sha256(Path(LOGO).read_bytes()).hexdigest()
+
+
 @pytest.mark.parametrize(
-    ("logo", "base", "logo_url"),
+    ("logo", "section", "base", "company", "logo_url"),
     [
-        (LOGO, "https://nps.example.com/", "https://nps.example.com/logo"),
-        (None, "https://nps.example.com", None),
+        (
+            LOGO,
+            None,
+            "https://nps.example.com/",
+            "Demo Clinic Supply",
+            f"https://nps.example.com/logo/{FILE_SHA}",
+        ),
+        (None, None, "https://nps.example.com", "Demo Clinic Supply", None),
+        # A portal's own page: its company and logo; its name alone keeps the page YAML's logo.
+        (
+            LOGO,
+            {"company": {"name": "Alpha", "logo": PORTAL_LOGO}},
+            "https://nps.example.com",
+            "Alpha",
+            f"https://nps.example.com/logo/{hashlib.sha256(PNG).hexdigest()}",
+        ),
+        (
+            LOGO,
+            {"company": {"name": "Alpha"}},
+            "https://nps.example.com",
+            "Alpha",
+            f"https://nps.example.com/logo/{FILE_SHA}",
+        ),
     ],
 )
 def test_survey_ready_carries_the_links_company_and_expiry(
-    logo: str | None, base: str, logo_url: str | None
+    logo: str | None,
+    section: dict[str, Any] | None,
+    base: str,
+    company: str,
+    logo_url: str | None,
 ) -> None:
-    page = parse_page_config({"company": {"name": "Demo Clinic Supply", "logo": logo}}, "page")
+    config = parse_page_config({"company": {"name": "Demo Clinic Supply", "logo": logo}}, "page")
+    own = None if section is None else SurveyPageSection.model_validate(section)
+    page = page_for(config, own)
     cause = event()
     expires = datetime(2027, 1, 15, 8, tzinfo=UTC)
     ready = ready_event(cause, IssuedLink("TOKEN", expires), page, base)
     assert ready.url == "https://nps.example.com/s/TOKEN"
     assert ready.optout_url == "https://nps.example.com/s/TOKEN/optout"
-    assert (ready.company, ready.logo_url, ready.expires_at) == (
-        "Demo Clinic Supply",
-        logo_url,
-        expires,
-    )
+    assert (ready.company, ready.logo_url, ready.expires_at) == (company, logo_url, expires)
     assert (ready.request_id, ready.portal) == (REQUEST, cause.portal)
     assert (ready.correlation_id, ready.causation_id) == ("dispatch-7", str(cause.event_id))
     assert ready.event_id == ready_event(cause, IssuedLink("OTHER", expires), page, base).event_id
