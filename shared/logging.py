@@ -76,7 +76,9 @@ def configure_logging(
             logging.getLevelNamesMapping()[level.upper()]
         ),
         logger_factory=_stderr_logger,
-        cache_logger_on_first_use=True,
+        # Not cached: a logger that logged once keeps the level it was first used with, so a
+        # process that configures logging again (the tests, with another level) would lose lines.
+        cache_logger_on_first_use=False,
     )
     structlog.contextvars.clear_contextvars()
     if service:

@@ -31,6 +31,18 @@ def test_webhook_secrets_and_secret_keys_are_masked(capsys: pytest.CaptureFixtur
     assert redact("no secret here") == "no secret here"
 
 
+def test_configuring_again_applies_to_a_logger_already_used(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    log = get_logger("test.reconfigured")
+    configure_logging("warning", "json")
+    log.info("hidden_at_warning")
+    configure_logging("info", "json")
+    log.info("shown_at_info")
+    events = [json.loads(line)["event"] for line in capsys.readouterr().err.splitlines()]
+    assert events == ["shown_at_info"]
+
+
 def test_a_library_that_sets_its_logger_to_debug_stays_quiet_below_warnings() -> None:
     """fast_bitrix24 sets its own logger to DEBUG when imported; only its warnings may show."""
     script = """
