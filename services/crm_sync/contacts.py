@@ -40,7 +40,7 @@ import asyncpg
 from services.crm_sync.coalescer import CommandCoalescer
 from services.crm_sync.entities import written_event
 from services.crm_sync.grouping import GroupFormer
-from services.crm_sync.locks import ContactLocks
+from services.crm_sync.locks import ContactLocks, LockSession
 from services.crm_sync.policy import (
     Effects,
     LedgerEntry,
@@ -186,12 +186,13 @@ class ContactWriter:
         group_size: int = GROUP_SIZE,
         window_s: float = GROUP_WINDOW_S,
         depth: int = PIPELINE_DEPTH,
+        locks: LockSession | None = None,
     ) -> None:
         self._pool = pool
         self._outbox = outbox
         self._coalescer = coalescer
         self._config = config
-        self._locks = ContactLocks(pool)
+        self._locks = ContactLocks(locks or LockSession(pool))
         self._slots = asyncio.Semaphore(depth)
         self._groups: GroupFormer[ContactJob] = GroupFormer(
             self._process, max_size=group_size, window_s=window_s, max_active=depth + 1

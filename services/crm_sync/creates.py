@@ -30,7 +30,7 @@ from services.crm_sync.entities import (
     task_lookup,
     written_event,
 )
-from services.crm_sync.locks import WriterLocks
+from services.crm_sync.locks import CopyBusyElsewhereError, LockSession, WriterLocks
 from services.crm_sync.store import Changes, begin_attempt, note_failure, record
 from shared.bitrix24 import Bitrix24Error, Command
 from shared.bitrix24.lanes import BULK, Lane, lane_of
@@ -70,15 +70,21 @@ class ManagerNames:
         return name
 
 
-class ActionBusyError(RuntimeError):
-    """Another replica creates this action's entity now: the message is retried later."""
+class ActionBusyError(CopyBusyElsewhereError):
+    """Another replica creates this action's entity now: this copy is dropped."""
 
 
 class EntityWriter:
     """Carries out `route.service`, `route.marketing` and `route.task` actions."""
 
     def __init__(
-        self, pool: asyncpg.Pool, outbox: Outbox, coalescer: CommandCoalescer, config: PortalConfig
+        self,
+        pool: asyncpg.Pool,
+        outbox: Outbox,
+        coalescer: CommandCoalescer,
+        config: PortalConfig,
+        *,
+        locks: LockSession | None = None,
     ) -> None:
         self._pool = pool
         self._outbox = outbox
@@ -86,7 +92,7 @@ class EntityWriter:
         self._config = config
         self._managers = ManagerNames(coalescer)
         self._writing = WriterLocks(
-            pool,
+            locks or LockSession(pool),
             _LOCK_NAMESPACE,
             lambda action_id: ActionBusyError(f"action {action_id} is created elsewhere"),
         )

@@ -52,7 +52,7 @@ from services.crm_sync.dispatch_calls import (
     timeline_id,
 )
 from services.crm_sync.entities import ActionError, created_id, found_task
-from services.crm_sync.locks import WriterLocks
+from services.crm_sync.locks import CopyBusyElsewhereError, LockSession, WriterLocks
 from services.crm_sync.store import (
     Changes,
     CommandRow,
@@ -99,8 +99,8 @@ def _portal_refusal(exc: Bitrix24Error, what: str | None = None) -> RefusedError
 _LOCK_NAMESPACE = 0x4E50_5344  # "NPSD": advisory locks on dispatch commands being carried out
 
 
-class CommandBusyError(RuntimeError):
-    """Another replica carries this command out now: the message is retried later."""
+class CommandBusyError(CopyBusyElsewhereError):
+    """Another replica carries this command out now: this copy is dropped."""
 
 
 class DispatchWriter:
@@ -113,13 +113,14 @@ class DispatchWriter:
         coalescer: CommandCoalescer,
         *,
         clock: Clock = _utcnow,
+        locks: LockSession | None = None,
     ) -> None:
         self._pool = pool
         self._outbox = outbox
         self._coalescer = coalescer
         self._clock = clock
         self._writing = WriterLocks(
-            pool,
+            locks or LockSession(pool),
             _LOCK_NAMESPACE,
             lambda command_id: CommandBusyError(f"command {command_id} is carried out elsewhere"),
         )

@@ -14,6 +14,7 @@ from services.crm_sync.creates import EntityWriter
 from services.crm_sync.dispatch import DispatchWriter, handle_dispatch
 from services.crm_sync.handlers import Writers, handle_action
 from services.crm_sync.held import HeldQueues, PortalOf
+from services.crm_sync.locks import LockSession
 from services.crm_sync.stages import StageWriter
 from services.crm_sync.surveys import SurveyWriter, handle_survey
 from shared.bitrix24.lanes import BULK, Lane, lane_of
@@ -71,17 +72,19 @@ async def wire(runtime: Runtime) -> None:
     pool, outbox, configs = runtime.pool, runtime.outbox, runtime.configs
     clients = runtime.portal_clients()
 
+    locks = LockSession(pool)  # every writer's locks, of every portal, on one connection
+
     def writers_of(key: str) -> PortalWriters:
         coalescer = CommandCoalescer(clients.get(key))
         config = configs.get(key)
         return PortalWriters(
             actions=Writers(
-                contacts=ContactWriter(pool, outbox, coalescer, config),
-                entities=EntityWriter(pool, outbox, coalescer, config),
+                contacts=ContactWriter(pool, outbox, coalescer, config, locks=locks),
+                entities=EntityWriter(pool, outbox, coalescer, config, locks=locks),
                 stages=StageWriter(pool, outbox, coalescer),
             ),
-            surveys=SurveyWriter(pool, outbox, coalescer, config),
-            dispatch=DispatchWriter(pool, outbox, coalescer),
+            surveys=SurveyWriter(pool, outbox, coalescer, config, locks=locks),
+            dispatch=DispatchWriter(pool, outbox, coalescer, locks=locks),
         )
 
     portals = PerPortal(configs, writers_of)

@@ -26,7 +26,7 @@ import asyncpg
 
 from services.crm_sync.coalescer import CommandCoalescer
 from services.crm_sync.entities import ActionError
-from services.crm_sync.locks import WriterLocks
+from services.crm_sync.locks import LockSession, WriterLocks
 from services.crm_sync.survey_items import (
     contact_lookup,
     contact_responsible,
@@ -58,7 +58,13 @@ class RequestBusyError(RuntimeError):
 
 class SurveyWriter:
     def __init__(
-        self, pool: asyncpg.Pool, outbox: Outbox, coalescer: CommandCoalescer, config: PortalConfig
+        self,
+        pool: asyncpg.Pool,
+        outbox: Outbox,
+        coalescer: CommandCoalescer,
+        config: PortalConfig,
+        *,
+        locks: LockSession | None = None,
     ) -> None:
         self._pool = pool
         self._outbox = outbox
@@ -66,7 +72,7 @@ class SurveyWriter:
         self._config = config
         self._lists: dict[int, dict[str, dict[str, str]]] = {}
         self._writing = WriterLocks(
-            pool,
+            locks or LockSession(pool),
             _LOCK_NAMESPACE,
             lambda request: RequestBusyError(f"survey request {request} is written elsewhere"),
         )
