@@ -19,6 +19,7 @@ import base64
 import binascii
 import hashlib
 from dataclasses import dataclass, field
+from string import Formatter
 from typing import Annotated, Literal
 
 from pydantic import (
@@ -121,8 +122,33 @@ def parse_logo(value: object) -> Logo:
 LogoUri = Annotated[Logo, PlainValidator(parse_logo), PlainSerializer(Logo.data_uri)]
 
 
+TEXT_PLACEHOLDERS = ("company", "product")
+"""What a text may fill in, bare: a portal's administrator writes its texts, so a format spec
+(`{company:>2000000000}` would take gigabytes on every page), a conversion or an attribute or
+index is refused."""
+
+
+def _text_problem(value: str) -> str | None:
+    """Why `value` is not a text filling in only bare `{company}` and `{product}` (None: it is)."""
+    try:
+        fields = [
+            (name, spec, conversion)
+            for _, name, spec, conversion in Formatter().parse(value)
+            if name is not None
+        ]
+    except ValueError as exc:
+        return str(exc)
+    for name, spec, conversion in fields:
+        if name not in TEXT_PLACEHOLDERS or spec or conversion:
+            shown = name + (f"!{conversion}" if conversion else "") + (f":{spec}" if spec else "")
+            if len(shown) > 60:
+                shown = shown[:57] + "..."
+            return f"placeholder {{{shown}}} is not accepted"
+    return None
+
+
 def check_texts(where: str, by_lang: Texts) -> None:
-    """Every text key known and every text filling in `{company}` and `{product}` only."""
+    """Every text key known and every text filling in bare `{company}` and `{product}` only."""
     for lang, texts in by_lang.items():
         unknown = sorted(set(texts) - set(TEXT_KEYS))
         if unknown:
@@ -131,13 +157,13 @@ def check_texts(where: str, by_lang: Texts) -> None:
                 f" known: {', '.join(TEXT_KEYS)}"
             )
         for key, value in texts.items():
-            try:
-                value.format(company="", product="")
-            except (KeyError, IndexError, ValueError) as exc:
+            problem = _text_problem(value)
+            if problem is not None:
                 raise ValueError(
-                    f"{where}.{lang}.{key}: {exc!r} in {value!r}; only {{company}} and"
-                    " {product} may be filled in (write {{ and }} for literal braces)"
-                ) from None
+                    f"{where}.{lang}.{key}: {problem}; expected only {{company}} and {{product}},"
+                    " with no format spec, conversion, attribute or index (write {{ and }} for"
+                    " literal braces)"
+                )
 
 
 class _Strict(BaseModel):

@@ -416,7 +416,8 @@ def _campaign_portal(dsn: str, settings: Settings, portal: str | None, survey: s
 
     try:
         found = asyncio.run(chosen())
-    except PortalChoiceError as exc:
+    except (PortalChoiceError, ConfigError) as exc:
+        # ConfigError: application mode, the portal's stored configuration no longer validates.
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
     except SERVER_ERRORS as exc:

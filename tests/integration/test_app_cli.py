@@ -17,6 +17,7 @@ from typing import Any
 import asyncpg
 import httpx
 import pytest
+import yaml
 from pydantic import SecretStr
 from typer.testing import CliRunner, Result
 
@@ -228,3 +229,37 @@ async def test_a_sweep_lists_the_chosen_portals_items_into_its_own_rows(
         assert await pool.fetchval(count, portals.key(alpha)) == 0
     finally:
         await pool.execute("DELETE FROM outbox")
+
+
+async def test_a_stored_configuration_that_no_longer_validates_is_one_error_not_a_traceback(
+    cli: CliRunner,
+    portals: Portals,
+    pool: asyncpg.Pool,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A portal's configuration stored before an upgrade made it invalid (here a text with a
+    format spec, refused since): each command that calls that portal stops naming it."""
+    key = portals.key(portals.names[0])
+    data = yaml.safe_load(EXAMPLE_CONFIG.read_text(encoding="utf-8"))
+    data["survey_page"] = {"texts": {"en": {"question": "{company:>2000000000}"}}}
+    await pool.execute(
+        "INSERT INTO portal_configs (portal, yaml) VALUES ($1, $2)", key, yaml.safe_dump(data)
+    )
+    contacts = tmp_path / "contacts.csv"
+    contacts.write_text("1\n", encoding="utf-8")
+    monkeypatch.setenv("SURVEY_KEYS", "k" * 32)
+    try:
+        for command, code in (
+            (["survey", "campaign", "After the sale", "--csv", str(contacts)], 2),
+            (["undo", "1"], 2),
+            (["sweep"], 1),
+            (["survey", "link", "--contact", "1", "--segment", "Laser A"], 1),
+        ):
+            result = await nps(cli, *command, "--portal", key)
+            assert result.exit_code == code, (command, result.output)
+            assert isinstance(result.exception, SystemExit), (command, result.exception)
+            assert f"portal {key}'s stored configuration is invalid:" in result.stderr, command
+            assert "survey_page: Value error, texts.en.question: placeholder" in result.stderr
+    finally:
+        await pool.execute("DELETE FROM portal_configs WHERE portal = $1", key)

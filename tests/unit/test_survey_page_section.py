@@ -88,7 +88,7 @@ def test_the_portal_yaml_names_each_bad_key_of_its_survey_page() -> None:
 def test_texts_and_deal_texts_are_checked_like_the_page_yamls() -> None:
     with pytest.raises(ConfigError, match=r"texts\.en: unknown key\(s\) sumbit"):
         parse_portal_config(portal_yaml({"texts": {"en": {"sumbit": "Go"}}}))
-    with pytest.raises(ConfigError, match=r"texts\.ru\.submit: .*only \{company\}"):
+    with pytest.raises(ConfigError, match=r"texts\.ru\.submit: placeholder \{name\} is not"):
         parse_portal_config(portal_yaml({"texts": {"ru": {"submit": "{name}"}}}))
     with pytest.raises(
         ConfigError,
@@ -96,6 +96,26 @@ def test_texts_and_deal_texts_are_checked_like_the_page_yamls() -> None:
         r" After the sale\)",
     ):
         parse_portal_config(portal_yaml({"deal_texts": {"Nope": {"en": {"submit": "Go"}}}}))
+
+
+@pytest.mark.parametrize(
+    ("texts", "where"),
+    [
+        ({"texts": {"en": {"question": "{company:>2000000000}"}}}, "texts.en.question"),
+        ({"texts": {"ru": {"optout_text": "{company!r}"}}}, "texts.ru.optout_text"),
+        (
+            {"deal_texts": {"After the sale": {"en": {"optout_title": "{product.__doc__}"}}}},
+            "deal_texts.After the sale.en.optout_title",
+        ),
+    ],
+)
+def test_a_portal_text_fills_in_bare_placeholders_only(texts: dict[str, Any], where: str) -> None:
+    """A portal's administrator writes its texts: a format spec (gigabytes of padding on every
+    render), a conversion or an attribute is refused when the configuration is saved."""
+    with pytest.raises(ConfigError) as raised:
+        parse_portal_config(portal_yaml(texts))
+    assert f"survey_page: Value error, {where}: placeholder {{" in str(raised.value)
+    assert "expected only {company} and {product}, with no format spec" in str(raised.value)
 
 
 def test_over_the_page_yaml_each_part_left_out_is_the_deployments() -> None:
