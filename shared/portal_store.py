@@ -25,14 +25,46 @@ class StoredConfig:
     updated_by: str | None
 
 
+@dataclass(frozen=True)
+class StoredText:
+    """A stored configuration as it is, not validated: one saved under rules that have since
+    become stricter is still shown to its editors, so they can fix it."""
+
+    portal: str
+    text: str
+    version: int
+    updated_at: datetime
+    updated_by: str | None
+
+
 async def load(conn: Conn, portal: str) -> StoredConfig | None:
-    """`portal`'s stored configuration; None when it has none (the template applies)."""
-    row = await conn.fetchrow(
+    """`portal`'s stored configuration; None when it has none (the template applies);
+    `ConfigError` when it no longer validates."""
+    row = await _row(conn, portal)
+    return None if row is None else _stored(row)
+
+
+async def load_text(conn: Conn, portal: str) -> StoredText | None:
+    """`portal`'s stored configuration as text, valid or not; None when it has none."""
+    row = await _row(conn, portal)
+    if row is None:
+        return None
+    return StoredText(
+        portal=row["portal"],
+        text=row["yaml"],
+        version=row["version"],
+        updated_at=row["updated_at"],
+        updated_by=row["updated_by"],
+    )
+
+
+async def _row(conn: Conn, portal: str) -> asyncpg.Record | None:
+    row: asyncpg.Record | None = await conn.fetchrow(
         "SELECT portal, yaml, version, updated_at, updated_by FROM portal_configs"
         " WHERE portal = $1",
         portal,
     )
-    return None if row is None else _stored(row)
+    return row
 
 
 async def load_all(conn: Conn) -> dict[str, StoredConfig]:

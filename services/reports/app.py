@@ -512,13 +512,27 @@ def _problems(message: str) -> tuple[str, ...]:
 async def _settings_form(
     conn: Conn, request: Request, user: FrameUser, session: str
 ) -> pages.SettingsForm:
-    """The settings page of `user`'s portal as stored (else the deployment's template)."""
+    """The settings page of `user`'s portal as stored (else the deployment's template); a
+    stored one that no longer validates is shown with its problems, to be fixed."""
     sessions: FrameSessions = request.app.state.frame_sessions
-    stored = await portal_store.load(conn, user.member_id)
+    stored = await portal_store.load_text(conn, user.member_id)
     csrf = sessions.csrf(user)
     if stored is not None:
         by = f" by {stored.updated_by}" if stored.updated_by else ""
         source = f"stored version {stored.version}, saved {stored.updated_at:%Y-%m-%d %H:%M %Z}{by}"
+        try:
+            parse_portal_yaml(stored.text, source=f"portal {user.member_id}'s configuration")
+        except ConfigError as exc:
+            source += "; it no longer validates (the services keep what they ran on): fix it"
+            return pages.SettingsForm(
+                session,
+                csrf,
+                stored.text,
+                stored.version,
+                source,
+                may_save=user.admin,
+                problems=_problems(str(exc)),
+            )
         return pages.SettingsForm(
             session, csrf, stored.text, stored.version, source, may_save=user.admin
         )

@@ -40,7 +40,7 @@ from shared.bitrix24.tokens import OAuthServer, app_portal
 from shared.db import Conn
 from shared.dispatch_config import Dispatch
 from shared.logging import get_logger
-from shared.portal_config import PortalConfig, contact_field_titles
+from shared.portal_config import ConfigError, PortalConfig, contact_field_titles
 
 log = get_logger(__name__)
 
@@ -248,8 +248,13 @@ async def portal_config(
     conn: Conn, member_id: str, template: PortalConfig | None
 ) -> PortalConfig | None:
     """The portal's stored configuration (`shared/portal_store.py`), else the deployment's
-    template; None when neither exists."""
-    stored = await portal_store.load(conn, member_id)
+    template; None when neither exists. A stored one that no longer validates is logged and
+    the template read instead: the pages still open (the settings page shows what to fix)."""
+    try:
+        stored = await portal_store.load(conn, member_id)
+    except ConfigError as exc:
+        log.warning("frame_portal_config_invalid", member_id=member_id, error=str(exc))
+        return template
     return stored.config if stored is not None else template
 
 

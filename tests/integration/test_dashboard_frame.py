@@ -368,6 +368,33 @@ async def test_the_settings_page_saves_a_valid_configuration(
     assert (stored.version, stored.config.portal.plan) == (2, "enterprise")
 
 
+async def test_a_stored_configuration_that_no_longer_validates_is_shown_to_be_fixed(
+    world: World, pool: asyncpg.Pool
+) -> None:
+    """Saved before a rule became stricter: the dashboard still opens (on the template), the
+    settings page shows the stored text with its problems, and a fixed one saves."""
+    member = world.member_id(world.alpha)
+    stale = TEMPLATE.replace("timezone: UTC ", "timezone: Mars/Olympus ", 1)
+    assert stale != TEMPLATE
+    await pool.execute(
+        "INSERT INTO portal_configs (portal, yaml, updated_by) VALUES ($1, $2, 'an old release')",
+        member,
+        stale,
+    )
+    session = await world.open(world.alpha)
+    ratings = await world.reports.get("/ratings", params={"s": session})
+    assert ratings.status_code == 200, ratings.text
+
+    page = await world.reports.get("/settings", params={"s": session})
+    assert page.status_code == 200, page.text
+    assert (_editor(page), _field(page, "version")) == (stale, "1")
+    assert "no longer validates" in text_of(page)
+    assert "portal.timezone" in text_of(page)
+    fixed = await _save(world, page, TEMPLATE)
+    assert fixed.status_code == 200, fixed.text
+    assert "Saved as version 2" in text_of(fixed)
+
+
 async def test_the_settings_are_saved_by_administrators_with_the_csrf_token_only(
     world: World, pool: asyncpg.Pool
 ) -> None:
