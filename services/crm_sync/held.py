@@ -98,7 +98,11 @@ class HeldQueues:
         self._gates: dict[str, _Gate] = {}
         self._pairs: dict[tuple[str, str], Pair] = {}
         self._drains: set[tuple[str, str]] = set()
-        """The pairs whose held queue this process drains (from their first hold on)."""
+        """The pairs whose held queue this process drains (from their first hold on), once
+        their drain is set up."""
+        self._subscribers: dict[tuple[str, str], RabbitSubscriber] = {}
+        """Each drain, kept here: the broker keeps a held queue's subscriber (not persistent)
+        only weakly, so a garbage collection would otherwise take it."""
         self._queues: dict[tuple[str, str], AbstractQueue] = {}
         self._starting: dict[tuple[str, str], asyncio.Lock] = {}
 
@@ -186,7 +190,8 @@ class HeldQueues:
                         left.append((queue, key))
         for queue, key in left:
             self._set((queue, key), Pair(held=True))
-            self._subscribe_drain(queue, key)  # started with the broker
+            # Started with the broker.
+            self._subscribers[(queue, key)] = self._subscribe_drain(queue, key)
             self._drains.add((queue, key))
             log.info("crm_sync_portal_held", portal=key, queue=queue, recovered=True)
 
@@ -203,7 +208,8 @@ class HeldQueues:
             if pair_key in self._drains:
                 return
             await self._declared(queue, key)
-            await self._subscribe_drain(queue, key).start()
+            subscriber = self._subscribers[pair_key] = self._subscribe_drain(queue, key)
+            await subscriber.start()
             self._drains.add(pair_key)
 
     async def _declared(self, queue: str, key: str) -> AbstractQueue:

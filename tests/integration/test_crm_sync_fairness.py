@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -33,7 +34,7 @@ from shared import portal_store
 from shared.bitrix24.tokens import AppCredentials, OAuthServer, TokenBook
 from shared.events import PortalRef, RouteAction
 from shared.messaging import make_broker, publish
-from shared.service import serve
+from shared.service import Runtime, serve
 from shared.settings import Settings
 from shared.topology import CRM_SYNC_URGENT, DLX
 from tests.support import serving
@@ -154,10 +155,19 @@ async def installed(
             await pool.execute("DELETE FROM portal_configs WHERE portal = $1", a)
 
 
+async def wire_then_collect(runtime: Runtime) -> None:
+    """crm_sync's wiring, then a garbage collection before the broker starts: the drains set up
+    at start (`recover`) must survive it (the broker holds a held queue's subscriber weakly)."""
+    await wire(runtime)
+    gc.collect()
+
+
 @contextlib.asynccontextmanager
 async def crm_sync(settings: Settings) -> AsyncIterator[None]:
     stop = asyncio.Event()
-    service = asyncio.create_task(serve("crm_sync", settings, wire, stop=stop, prefetch=200))
+    service = asyncio.create_task(
+        serve("crm_sync", settings, wire_then_collect, stop=stop, prefetch=200)
+    )
     try:
         yield
     finally:
