@@ -77,6 +77,12 @@ def on_size(pair: Pair, ready: int) -> tuple[Pair, bool]:
     return pair, False
 
 
+def recovered(ready: int) -> Pair:
+    """A pair whose held queue an earlier run left with `ready` messages, at start: held until
+    they are drained (the portal's new messages wait behind them), open when it is empty."""
+    return Pair(held=ready > 0)
+
+
 def held_queue(queue: str, portal: str) -> str:
     """The held queue of `portal`'s messages of `queue`."""
     return f"{queue}.portal.{portal}"

@@ -16,6 +16,7 @@ from services.crm_sync.fairness import (
     needs_budget,
     on_arrival,
     on_size,
+    recovered,
 )
 
 OPEN = Pair()
@@ -90,6 +91,11 @@ def test_an_empty_held_queue_opens_its_portal(
     pair: Pair, ready: int, after: Pair, opened: bool
 ) -> None:
     assert on_size(pair, ready) == (after, opened)
+
+
+@pytest.mark.parametrize(("ready", "after"), [(3, HELD), (1, HELD), (0, OPEN)])
+def test_at_start_a_held_queue_left_with_messages_holds_its_portal(ready: int, after: Pair) -> None:
+    assert recovered(ready) == after
 
 
 def test_a_held_queue_is_named_after_its_queue_and_portal() -> None:
