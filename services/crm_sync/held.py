@@ -44,6 +44,7 @@ from services.crm_sync.fairness import (
     needs_budget,
     on_arrival,
     on_size,
+    park_done,
     recovered,
 )
 from shared.bitrix24 import RateBudget
@@ -163,8 +164,16 @@ class HeldQueues:
             self._set(pair_key, after)
             if not before.held:
                 log.info("crm_sync_portal_held", portal=key, queue=spec.name, wait_s=wait)
-            await self._start_drain(spec.name, key)
-            await park(self._broker, message, held_queue(spec.name, key))
+            parked = False
+            try:
+                await self._start_drain(spec.name, key)
+                await park(self._broker, message, held_queue(spec.name, key))
+                parked = True
+            finally:
+                pair, ask = park_done(self._pairs[pair_key], parked)
+                self._set(pair_key, pair)
+                if ask:
+                    await self._maybe_open(spec.name, key)
             HELD.labels(queue=spec.name).inc()
 
         return gate
