@@ -201,7 +201,8 @@ def subscribe(
     given), applying the retry/DLQ policy described above. With `prefetch`, the queue gets a
     channel of its own with that many unacked messages, so another queue's backlog in flight
     never holds its deliveries back. A `source` queue's subscriber is added to a running broker
-    (not kept for a restart of the broker): the caller starts it."""
+    (not kept for a restart of the broker): the caller starts it, and keeps it (the broker holds
+    it only weakly: a garbage collection takes a subscriber nobody else holds)."""
     queue = spec.name
 
     async def on_message(message: RabbitMessage) -> None:

@@ -13,8 +13,9 @@ parks messages in RabbitMQ and drains them.
   queue's prefetch: its messages wait there, in that portal's budget, and go through the same
   handler and the same retry policy (a retry goes back to the shared queue, a dead letter to its
   DLQ, where `nps dlq replay` finds it).
-- At start (`recover`) the held queues of the installed portals left with messages by an earlier
-  run are drained first, their pairs held until they are empty.
+- At start (`recover`) every held queue an earlier run left for an installed portal is drained,
+  empty or not (messages another process had in hand come back to it when that process stops);
+  one left with messages is drained first, its pair held until it is empty.
 
 In webhook mode (one portal) `around` returns None: nothing changes.
 """
@@ -43,6 +44,8 @@ from services.crm_sync.fairness import (
     needs_budget,
     on_arrival,
     on_size,
+    park_done,
+    recovered,
 )
 from shared.bitrix24 import RateBudget
 from shared.bitrix24.lanes import Lane
@@ -98,7 +101,11 @@ class HeldQueues:
         self._gates: dict[str, _Gate] = {}
         self._pairs: dict[tuple[str, str], Pair] = {}
         self._drains: set[tuple[str, str]] = set()
-        """The pairs whose held queue this process drains (from their first hold on)."""
+        """The pairs whose held queue this process drains (from their first hold on), once
+        their drain is set up."""
+        self._subscribers: dict[tuple[str, str], RabbitSubscriber] = {}
+        """Each drain, kept here: the broker keeps a held queue's subscriber (not persistent)
+        only weakly, so a garbage collection would otherwise take it."""
         self._queues: dict[tuple[str, str], AbstractQueue] = {}
         self._starting: dict[tuple[str, str], asyncio.Lock] = {}
 
@@ -157,20 +164,30 @@ class HeldQueues:
             self._set(pair_key, after)
             if not before.held:
                 log.info("crm_sync_portal_held", portal=key, queue=spec.name, wait_s=wait)
-            await self._start_drain(spec.name, key)
-            await park(self._broker, message, held_queue(spec.name, key))
+            parked = False
+            try:
+                await self._start_drain(spec.name, key)
+                await park(self._broker, message, held_queue(spec.name, key))
+                parked = True
+            finally:
+                pair, ask = park_done(self._pairs[pair_key], parked)
+                self._set(pair_key, pair)
+                if ask:
+                    await self._maybe_open(spec.name, key)
             HELD.labels(queue=spec.name).inc()
 
         return gate
 
     async def recover(self) -> None:
-        """Drain the held queues an earlier run left with messages (the installed portals'
-        of the gated queues): their pairs are held until they are empty. Asked on a connection
-        of its own, before the broker starts (a queue that does not exist closes the channel
-        that asked)."""
+        """Drain every held queue an earlier run left (the installed portals' of the gated
+        queues), whatever it holds now: one left with messages holds its pair until it is empty;
+        an empty one is drained all the same, as messages an earlier process (another replica
+        in a rolling restart) had in hand come back to it when that process stops. Asked on a
+        connection of its own, before the broker starts (a queue that does not exist closes the
+        channel that asked)."""
         if not self._gates:
             return
-        left: list[tuple[str, str]] = []
+        left: list[tuple[str, str, int]] = []
         connection = await aio_pika.connect_robust(self._amqp_url)
         async with connection:
             for queue in self._gates:
@@ -180,15 +197,16 @@ class HeldQueues:
                         found = await channel.declare_queue(held_queue(queue, key), passive=True)
                     except aio_pika.exceptions.ChannelNotFoundEntity:
                         continue
-                    ready = found.declaration_result.message_count or 0
+                    left.append((queue, key, found.declaration_result.message_count or 0))
                     await channel.close()
-                    if ready:
-                        left.append((queue, key))
-        for queue, key in left:
-            self._set((queue, key), Pair(held=True))
-            self._subscribe_drain(queue, key)  # started with the broker
+        for queue, key, ready in left:
+            pair = recovered(ready)
+            self._set((queue, key), pair)
+            # Started with the broker.
+            self._subscribers[(queue, key)] = self._subscribe_drain(queue, key)
             self._drains.add((queue, key))
-            log.info("crm_sync_portal_held", portal=key, queue=queue, recovered=True)
+            if pair.held:
+                log.info("crm_sync_portal_held", portal=key, queue=queue, recovered=True)
 
     def _set(self, pair_key: tuple[str, str], pair: Pair) -> None:
         self._pairs[pair_key] = pair
@@ -203,7 +221,8 @@ class HeldQueues:
             if pair_key in self._drains:
                 return
             await self._declared(queue, key)
-            await self._subscribe_drain(queue, key).start()
+            subscriber = self._subscribers[pair_key] = self._subscribe_drain(queue, key)
+            await subscriber.start()
             self._drains.add(pair_key)
 
     async def _declared(self, queue: str, key: str) -> AbstractQueue:

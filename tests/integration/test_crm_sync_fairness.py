@@ -3,12 +3,13 @@ application mode, two sandbox portals installed over real HTTP, real RabbitMQ an
 Portal A, at its ceiling with a backlog of urgent leads ahead in the shared queue, does not slow
 portal B's urgent lead: A's messages are held aside in A's held queue, B's lead is written while
 they still wait there, and every one of A's leads is then written exactly once. A held queue an
-earlier run left with messages is drained at start."""
+earlier run left is drained from start, with messages or empty (its messages back later)."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -19,7 +20,7 @@ import asyncpg
 import httpx
 import yaml
 from aio_pika import DeliveryMode, Message
-from aio_pika.abc import AbstractChannel
+from aio_pika.abc import AbstractChannel, AbstractQueue
 from prometheus_client import REGISTRY
 from pydantic import SecretStr
 
@@ -33,7 +34,7 @@ from shared import portal_store
 from shared.bitrix24.tokens import AppCredentials, OAuthServer, TokenBook
 from shared.events import PortalRef, RouteAction
 from shared.messaging import make_broker, publish
-from shared.service import serve
+from shared.service import Runtime, serve
 from shared.settings import Settings
 from shared.topology import CRM_SYNC_URGENT, DLX
 from tests.support import serving
@@ -154,10 +155,19 @@ async def installed(
             await pool.execute("DELETE FROM portal_configs WHERE portal = $1", a)
 
 
+async def wire_then_collect(runtime: Runtime) -> None:
+    """crm_sync's wiring, then a garbage collection before the broker starts: the drains set up
+    at start (`recover`) must survive it (the broker holds a held queue's subscriber weakly)."""
+    await wire(runtime)
+    gc.collect()
+
+
 @contextlib.asynccontextmanager
 async def crm_sync(settings: Settings) -> AsyncIterator[None]:
     stop = asyncio.Event()
-    service = asyncio.create_task(serve("crm_sync", settings, wire, stop=stop, prefetch=200))
+    service = asyncio.create_task(
+        serve("crm_sync", settings, wire_then_collect, stop=stop, prefetch=200)
+    )
     try:
         yield
     finally:
@@ -173,6 +183,34 @@ async def publish_all(settings: Settings, actions: list[RouteAction]) -> None:
             await publish(broker, action)
     finally:
         await broker.stop()
+
+
+async def declare_held(channel: AbstractChannel, portals: Portals) -> AbstractQueue:
+    """A's held queue of `crm_sync.urgent`, as a run declares it."""
+    return await channel.declare_queue(
+        portals.held_a,
+        durable=True,
+        arguments={
+            "x-queue-type": "quorum",
+            "x-dead-letter-exchange": DLX,
+            "x-dead-letter-routing-key": CRM_SYNC_URGENT.name,
+        },
+    )
+
+
+async def put_held(
+    channel: AbstractChannel, held: AbstractQueue, actions: list[RouteAction]
+) -> None:
+    """`actions` into the held queue `held`, as a run parks them."""
+    for action in actions:
+        message = Message(
+            action.model_dump_json().encode(),
+            message_id=str(action.event_id),
+            correlation_id=action.correlation_id,
+            content_type="application/json",
+            delivery_mode=DeliveryMode.PERSISTENT,
+        )
+        await channel.default_exchange.publish(message, routing_key=held.name)
 
 
 async def test_a_portal_at_its_ceiling_does_not_slow_another_portals_urgent_write(
@@ -223,24 +261,7 @@ async def test_a_held_queue_left_with_messages_is_drained_at_start(
     and A's new messages wait behind them until it is empty."""
     async with installed(pool, settings, channel, slow_a=False) as portals:
         left = [urgent_lead(portals.key_a, n, 9100 + n) for n in range(1, 4)]
-        held = await channel.declare_queue(
-            portals.held_a,
-            durable=True,
-            arguments={
-                "x-queue-type": "quorum",
-                "x-dead-letter-exchange": DLX,
-                "x-dead-letter-routing-key": CRM_SYNC_URGENT.name,
-            },
-        )
-        for action in left:
-            message = Message(
-                action.model_dump_json().encode(),
-                message_id=str(action.event_id),
-                correlation_id=action.correlation_id,
-                content_type="application/json",
-                delivery_mode=DeliveryMode.PERSISTENT,
-            )
-            await channel.default_exchange.publish(message, routing_key=held.name)
+        await put_held(channel, await declare_held(channel, portals), left)
         new = urgent_lead(portals.key_a, 5, 9200)
         async with crm_sync(portals.settings):
             await publish_all(portals.settings, [new])
@@ -258,3 +279,33 @@ async def test_a_held_queue_left_with_messages_is_drained_at_start(
             assert emptied.declaration_result.message_count == 0
         a_leads = leads_by_origin(portals.a)
         assert [a_leads[action.action_id] for action in [*left, new]] == [1, 1, 1, 1]
+
+
+async def test_an_empty_held_queue_left_by_an_earlier_run_is_drained_too(
+    pool: asyncpg.Pool, settings: Settings, channel: AbstractChannel
+) -> None:
+    """A's held queue is empty at start, its messages in the hands of a process still stopping
+    (a rolling restart): they come back to it after start and are drained all the same, and A
+    stays open meanwhile."""
+    async with installed(pool, settings, channel, slow_a=False) as portals:
+        held = await declare_held(channel, portals)
+        returned = [urgent_lead(portals.key_a, n, 9300 + n) for n in range(1, 3)]
+        async with crm_sync(portals.settings):
+            b_lead = urgent_lead(portals.key_b, 1, 9399)
+            await publish_all(portals.settings, [b_lead])
+
+            async def started() -> bool:
+                return await done(pool, [b_lead]) == 1
+
+            await until(started, "crm_sync consuming (B's lead written)")
+            assert portals_held() == 0
+            await put_held(channel, held, returned)
+
+            async def written() -> bool:
+                return await done(pool, returned) == len(returned)
+
+            await until(written, "A's messages back in its held queue written")
+            emptied = await channel.declare_queue(portals.held_a, passive=True)
+            assert emptied.declaration_result.message_count == 0
+        a_leads = leads_by_origin(portals.a)
+        assert [a_leads[action.action_id] for action in returned] == [1, 1]
