@@ -30,6 +30,15 @@ QueueOption = Annotated[
     typer.Option("--queue", "-q", help="only this queue (repeatable), e.g. crm_sync.actions"),
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="print JSON instead of a table")]
+PortalOption = Annotated[
+    str | None,
+    typer.Option(
+        "--portal",
+        help="only the messages of this portal (its member id or domain): with many portals"
+        " served (application mode), one client's dead letters",
+        show_default=False,
+    ),
+]
 
 
 async def _with_channel_async(action: Callable[[AbstractChannel], Awaitable[T]]) -> T:
@@ -76,6 +85,10 @@ def _with_database(action: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
     return asyncio.run(runner())
 
 
+def _of(portal: str | None) -> str:
+    return "" if portal is None else f" among portal {portal}'s messages"
+
+
 def _list_discarded(as_json: bool) -> None:
     records = _with_database(dlq.discarded)
     if as_json:
@@ -100,12 +113,13 @@ def list_command(
         bool,
         typer.Option("--discarded", help="the discarded ones instead: who, when and why"),
     ] = False,
+    portal: PortalOption = None,
 ) -> None:
     """Dead letters per queue with their reason (they stay where they are)."""
     if show_discarded:
         _list_discarded(as_json)
         return
-    letters = _with_channel(lambda ch: dlq.list_dead_letters(ch, queue))
+    letters = _with_channel(lambda ch: dlq.list_dead_letters(ch, queue, portal=portal))
     if as_json:
         typer.echo(json.dumps([letter.summary() for letter in letters], indent=2))
         return
@@ -139,17 +153,18 @@ def replay_command(
     message_ids: Annotated[list[str] | None, typer.Argument(help="message ids to replay")] = None,
     replay_all: Annotated[bool, typer.Option("--all", help="replay every dead letter")] = False,
     queue: QueueOption = None,
+    portal: PortalOption = None,
 ) -> None:
     """Send dead letters back to the queue they failed in (after you fixed the cause)."""
     if not message_ids and not replay_all:
         raise typer.BadParameter("name message ids to replay, or pass --all")
     wanted = None if replay_all else set(message_ids or [])
-    replayed = _with_channel(lambda ch: dlq.replay(ch, wanted, queue))
+    replayed = _with_channel(lambda ch: dlq.replay(ch, wanted, queue, portal=portal))
     for letter in replayed:
         typer.echo(f"replayed {letter.message_id} → {letter.queue}")
     missing = (wanted or set()) - {letter.message_id for letter in replayed}
     for message_id in sorted(missing):
-        typer.echo(f"not found in any DLQ: {message_id}", err=True)
+        typer.echo(f"not found in any DLQ{_of(portal)}: {message_id}", err=True)
     typer.echo(f"{len(replayed)} message(s) replayed")
     if missing:
         raise typer.Exit(code=1)
@@ -157,6 +172,7 @@ def replay_command(
 
 @dlq_app.command("discard")
 def discard_command(
+    *,
     message_ids: Annotated[list[str] | None, typer.Argument(help="message ids to discard")] = None,
     discard_all: Annotated[bool, typer.Option("--all", help="discard every dead letter")] = False,
     reason: Annotated[
@@ -166,6 +182,7 @@ def discard_command(
         str | None, typer.Option("--by", help="who discards (default: your OS user name)")
     ] = None,
     queue: QueueOption = None,
+    portal: PortalOption = None,
 ) -> None:
     """Drop dead letters for good; each is recorded first (who, when, why, and the message)."""
     if not message_ids and not discard_all:
@@ -180,7 +197,7 @@ def discard_command(
     async def drop(conn: asyncpg.Connection) -> list[dlq.DeadLetter]:
         return await _with_channel_async(
             lambda ch: dlq.discard(
-                ch, conn, reason=reason, by=who, message_ids=wanted, queues=queue
+                ch, conn, reason=reason, by=who, message_ids=wanted, queues=queue, portal=portal
             )
         )
 
@@ -189,7 +206,7 @@ def discard_command(
         typer.echo(f"discarded {letter.message_id} from {letter.queue}")
     missing = (wanted or set()) - {letter.message_id for letter in dropped}
     for message_id in sorted(missing):
-        typer.echo(f"not found in any DLQ: {message_id}", err=True)
+        typer.echo(f"not found in any DLQ{_of(portal)}: {message_id}", err=True)
     typer.echo(
         f"{len(dropped)} message(s) discarded by {who}; `nps dlq list --discarded` shows them"
     )

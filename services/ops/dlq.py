@@ -25,6 +25,7 @@ from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
 from aio_pika.exceptions import AMQPException
 from pydantic import ValidationError
 
+from shared.chosen_portal import names_portal
 from shared.db import Conn
 from shared.events import PortalRef
 from shared.logging import get_logger
@@ -47,9 +48,23 @@ class DeadLetter:
     correlation_id: str | None
     body: Any
 
+    @property
+    def portal(self) -> PortalRef | None:
+        """The portal the message names (None: it names none)."""
+        return portal_ref_of(self.body)
+
+    def of(self, portal: str | None) -> bool:
+        """Whether this letter is of `portal` (a member id or domain; None: any)."""
+        if portal is None:
+            return True
+        ref = self.portal
+        return ref is not None and names_portal(portal, ref)
+
     def summary(self) -> dict[str, Any]:
+        ref = self.portal
         return {
             "queue": self.queue,
+            "portal": None if ref is None else ref.key,
             "message_id": self.message_id,
             "reason": self.reason,
             "attempts": self.attempts,
@@ -129,13 +144,18 @@ async def _drain(channel: AbstractChannel, dlq: str, limit: int) -> list[Abstrac
 
 
 async def list_dead_letters(
-    channel: AbstractChannel, queues: Iterable[str] | None = None, limit: int = 100
+    channel: AbstractChannel,
+    queues: Iterable[str] | None = None,
+    limit: int = 100,
+    portal: str | None = None,
 ) -> list[DeadLetter]:
-    """Up to `limit` dead letters per queue; all of them stay in their DLQ."""
+    """Up to `limit` dead letters per queue (of `portal` only, unless None); all of them stay
+    in their DLQ."""
     found: list[DeadLetter] = []
     for dlq in dlq_names(queues):
         messages = await _drain(channel, dlq, limit)
-        found.extend(_parse(dead_queue(dlq), m) for m in messages)
+        letters = [_parse(dead_queue(dlq), m) for m in messages]
+        found.extend(letter for letter in letters if letter.of(portal))
         for message in messages:
             await message.nack(requeue=True)
     return found
@@ -146,13 +166,16 @@ async def replay(
     message_ids: set[str] | None = None,
     queues: Iterable[str] | None = None,
     limit: int = 10_000,
+    portal: str | None = None,
 ) -> list[DeadLetter]:
-    """Send dead letters (all, or those in `message_ids`) back to their queue; returns them."""
+    """Send dead letters (all, or those in `message_ids`; of `portal` only, unless None) back
+    to their queue; returns them."""
     replayed: list[DeadLetter] = []
     for dlq in dlq_names(queues):
         queue_name = dead_queue(dlq)
         for message in await _drain(channel, dlq, limit):
-            if message_ids is not None and message.message_id not in message_ids:
+            wanted = message_ids is None or message.message_id in message_ids
+            if not wanted or not _parse(queue_name, message).of(portal):
                 await message.nack(requeue=True)
                 continue
             headers = {
@@ -203,17 +226,23 @@ class Discard:
         }
 
 
-def portal_of(body: Any) -> str | None:
-    """The key of the portal a message names (`PortalRef.key` of its `portal`, at its top or in
-    its `answer`); None when it names none."""
+def portal_ref_of(body: Any) -> PortalRef | None:
+    """The portal a message names (its `portal`, at its top or in its `answer`); None when it
+    names none."""
     holders = (body, body.get("answer")) if isinstance(body, dict) else ()
     for holder in holders:
         if isinstance(holder, dict) and isinstance(holder.get("portal"), dict):
             try:
-                return PortalRef.model_validate(holder["portal"]).key
+                return PortalRef.model_validate(holder["portal"])
             except ValidationError:
                 return None
     return None
+
+
+def portal_of(body: Any) -> str | None:
+    """The key of the portal a message names (`PortalRef.key`); None when it names none."""
+    ref = portal_ref_of(body)
+    return None if ref is None else ref.key
 
 
 async def discard(
@@ -225,18 +254,21 @@ async def discard(
     message_ids: set[str] | None = None,
     queues: Iterable[str] | None = None,
     limit: int = 10_000,
+    portal: str | None = None,
 ) -> list[DeadLetter]:
-    """Remove dead letters (all, or those in `message_ids`) for good, each recorded first."""
+    """Remove dead letters (all, or those in `message_ids`; of `portal` only, unless None) for
+    good, each recorded first."""
     if not reason.strip() or not by.strip():
         raise ValueError("a discard needs a reason and who discards")
     discarded: list[DeadLetter] = []
     for dlq in dlq_names(queues):
         queue_name = dlq[: -len(DLQ_SUFFIX)]
         for message in await _drain(channel, dlq, limit):
-            if message_ids is not None and message.message_id not in message_ids:
+            letter = _parse(queue_name, message)
+            wanted = message_ids is None or message.message_id in message_ids
+            if not wanted or not letter.of(portal):
                 await message.nack(requeue=True)
                 continue
-            letter = _parse(queue_name, message)
             try:
                 async with conn.transaction():
                     await conn.execute(

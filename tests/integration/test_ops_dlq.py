@@ -23,10 +23,10 @@ from shared.topology import INGEST_HYDRATE
 from tests.support.paths import ROOT
 
 
-def _event(item_id: int) -> WebhookReceived:
+def _event(item_id: int, portal: PortalRef | None = None) -> WebhookReceived:
     return WebhookReceived(
         correlation_id=f"corr-{item_id}",
-        portal=PortalRef(member_id="dlq-test"),
+        portal=portal or PortalRef(member_id="dlq-test"),
         source="event",
         event="ONCRMDYNAMICITEMADD",
         entity_type_id=1038,
@@ -127,18 +127,21 @@ async def test_cli_lists_and_refuses_an_unscoped_replay(
     assert "--all" in refused.output
 
 
-async def _dead_letter(amqp_url: str, channel: AbstractChannel, *item_ids: int) -> list[str]:
+async def _dead_letter(
+    amqp_url: str, channel: AbstractChannel, *item_ids: int, portal: PortalRef | None = None
+) -> list[str]:
     async def handler(event: WebhookReceived) -> None:
         raise PermanentError(f"item {event.item_id} is not a survey answer")
 
+    before = (await dlq.counts(channel, ["ingest.hydrate"]))["ingest.hydrate"]
     broker = make_broker(amqp_url)
     subscribe(broker, INGEST_HYDRATE, WebhookReceived, handler)
     await broker.start()
     try:
-        events = [_event(item_id) for item_id in item_ids]
+        events = [_event(item_id, portal) for item_id in item_ids]
         for event in events:
             await publish(broker, event)
-        await _wait_for_dead_letters(channel, len(events))
+        await _wait_for_dead_letters(channel, before + len(events))
     finally:
         await broker.stop()
     return [str(event.event_id) for event in events]
@@ -260,3 +263,54 @@ async def test_the_backfill_of_older_discards_keys_them_as_a_discard_does(
             await transaction.rollback()
     backfilled = {int(r["message_id"]): r["portal"] for r in rows}
     assert backfilled == {n: dlq.portal_of(body) for n, body in enumerate(BODIES)}
+
+
+async def test_portal_scopes_list_replay_and_discard_to_one_portals_messages(
+    cli_env: CliRunner, channel: AbstractChannel, amqp_url: str, pool: asyncpg.Pool
+) -> None:
+    """Many portals served: `--portal` (a member id or a domain) lists, replays and discards
+    one portal's dead letters and leaves the others' where they are."""
+    alpha = PortalRef(member_id="dlq-alpha", domain="alpha.bitrix24.ru")
+    beta = PortalRef(member_id="dlq-beta", domain="beta.bitrix24.ru")
+    alphas = await _dead_letter(amqp_url, channel, 401, 402, portal=alpha)
+    betas = await _dead_letter(amqp_url, channel, 403, portal=beta)
+
+    async def listed(*args: str) -> list[dict[str, str]]:
+        result = await asyncio.to_thread(cli_env.invoke, app, ["dlq", "list", "--json", *args])
+        assert result.exit_code == 0, result.output
+        rows: list[dict[str, str]] = json.loads(result.output)
+        return rows
+
+    rows = await listed("--portal", "dlq-alpha")
+    assert sorted(row["message_id"] for row in rows) == sorted(alphas)
+    assert {row["portal"] for row in rows} == {"dlq-alpha"}
+    assert [
+        row["message_id"] for row in await listed("--portal", "https://Beta.bitrix24.ru/")
+    ] == betas
+    assert await listed("--portal", "nobody") == []
+
+    replayed = await asyncio.to_thread(
+        cli_env.invoke, app, ["dlq", "replay", "--all", "--portal", "alpha.bitrix24.ru"]
+    )
+    assert replayed.exit_code == 0, replayed.output
+    assert "2 message(s) replayed" in replayed.output, replayed.output
+    await _wait_for_dead_letters(channel, 1)
+    assert [row["message_id"] for row in await listed()] == betas
+
+    missed = await asyncio.to_thread(
+        cli_env.invoke, app, ["dlq", "replay", betas[0], "--portal", "dlq-alpha"]
+    )
+    assert missed.exit_code == 1
+    assert "among portal dlq-alpha's messages" in missed.output
+    dropped = await asyncio.to_thread(
+        cli_env.invoke,
+        app,
+        ["dlq", "discard", "--all", "--portal", "dlq-beta", "--reason", "beta's test data"],
+    )
+    assert dropped.exit_code == 0, dropped.output
+    assert await listed() == []
+    record = await pool.fetchrow(
+        "SELECT portal, reason FROM ops_dlq_discards WHERE message_id = $1", betas[0]
+    )
+    assert record is not None
+    assert (record["portal"], record["reason"]) == ("dlq-beta", "beta's test data")
