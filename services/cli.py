@@ -11,7 +11,7 @@ import importlib
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 from urllib.parse import urlsplit, urlunsplit
 
 import typer
@@ -31,6 +31,9 @@ from shared.supervisor import (
     Supervisor,
     port_problems,
 )
+
+if TYPE_CHECKING:
+    from shared.bitrix24.verify import PortalCheck
 
 SERVICES: tuple[str, ...] = (
     "ingest",
@@ -360,12 +363,22 @@ def config_check(
             " without it, the local sandbox portal is checked)",
         ),
     ] = False,
+    installed: Annotated[
+        str | None,
+        typer.Option(
+            "--installed",
+            help="application mode: check this installed portal (member id or domain): its"
+            " stored configuration (else the YAML) against the portal itself, with its tokens",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Validate the portal YAML; names every bad key and what was expected.
 
     With a portal, also shows the portal this deployment serves (pinned, or learned from the
     first event), checks that every configured field exists there with a fitting type, and lists
-    the smart process's categories that no segment maps.
+    the smart process's categories that no segment maps. With `--installed`, the same for one
+    portal the application is installed on.
     """
     from shared.portal_config import ConfigError, load_portal_config, routing_summary
 
@@ -380,13 +393,21 @@ def config_check(
     typer.echo(f"{target}: OK — smart process {config.survey.entity_type_id}, segments {segments}")
     for line in routing_summary(config):
         typer.echo(line)
+    if installed is not None:
+        checked = _check_installed(settings, config, installed)
+        _report_check(checked.problems, checked)
+        return
     if not (portal or settings.bitrix24_webhook_url is not None):
         return
     from shared.bitrix24.verify import check_configured_portal
 
     problems = _show_served_portal(settings, config, target)
     checked = asyncio.run(check_configured_portal(settings, config))
-    problems += checked.problems
+    _report_check(problems + checked.problems, checked)
+
+
+def _report_check(problems: list[str], checked: PortalCheck) -> None:
+    """Print what checking a portal found; exit 1 when something is wrong."""
     for problem in problems:
         typer.echo(problem, err=True)
     if checked.unmapped:
@@ -405,6 +426,44 @@ def config_check(
     if problems:
         raise typer.Exit(code=1)
     typer.echo("portal: every configured field exists and its type fits")
+
+
+def _check_installed(settings: Settings, template: PortalConfig, chosen: str) -> PortalCheck:
+    """`--installed`: the installed portal `chosen` names, its stored configuration (else
+    `template`) checked against it through its own client; a choice, configuration or database
+    problem ends the command with one line."""
+    import asyncpg
+
+    from shared.bitrix24 import Bitrix24Error
+    from shared.bitrix24.verify import PortalCheck, verify_portal
+    from shared.chosen_portal import PortalChoiceError, calling_portal, portal_client
+    from shared.db import create_pool
+    from shared.logging import redact
+    from shared.portal_config import ConfigError
+
+    async def check() -> PortalCheck:
+        pool = await create_pool(settings.database_url.get_secret_value(), max_size=2)
+        try:
+            async with pool.acquire() as conn:
+                portal = await calling_portal(conn, settings, chosen, template)
+            which = "the YAML (it has none stored)" if portal.config is template else "its stored"
+            typer.echo(f"portal {portal.key} ({portal.domain}): {which} configuration")
+            async with portal_client(settings, pool, portal) as client:
+                try:
+                    return await verify_portal(client, portal.config)
+                except Bitrix24Error as exc:
+                    return PortalCheck([f"portal: cannot read the field lists: {exc}"], [])
+        finally:
+            await pool.close()
+
+    try:
+        return asyncio.run(check())
+    except PortalChoiceError as exc:
+        _fail(str(exc), code=2)
+    except ConfigError as exc:
+        _fail(str(exc))
+    except (OSError, TimeoutError, asyncpg.PostgresError) as exc:
+        _fail(f"cannot read the installed portals: {redact(str(exc)) or type(exc).__name__}")
 
 
 def _show_served_portal(settings: Settings, config: PortalConfig, path: Path) -> list[str]:

@@ -263,3 +263,44 @@ async def test_a_stored_configuration_that_no_longer_validates_is_one_error_not_
             assert "survey_page: Value error, texts.en.question: placeholder" in result.stderr
     finally:
         await pool.execute("DELETE FROM portal_configs WHERE portal = $1", key)
+
+
+async def test_config_check_installed_checks_that_portals_own_configuration_on_it(
+    cli: CliRunner, portals: Portals, pool: asyncpg.Pool
+) -> None:
+    """`nps config check --installed`: the installed portal's stored configuration (else the
+    YAML) against that portal, through its own tokens; a field it lacks is named; no portal, an
+    unknown one or a stored configuration that no longer validates is one line."""
+    alpha, beta = portals.names
+    template = await nps(cli, "config", "check", "--installed", f"{beta}.sandbox.local")
+    assert template.exit_code == 0, template.output
+    assert f"portal {portals.key(beta)} ({beta}.sandbox.local): the YAML" in template.stdout
+    assert "every configured field exists and its type fits" in template.stdout
+
+    key = portals.key(alpha)
+    data = yaml.safe_load(EXAMPLE_CONFIG.read_text(encoding="utf-8"))
+    data["survey"]["fields"]["comment"] = "UF_CRM_5_NOT_THERE"
+    await pool.execute(
+        "INSERT INTO portal_configs (portal, yaml) VALUES ($1, $2)", key, yaml.safe_dump(data)
+    )
+    try:
+        stored = await nps(cli, "config", "check", "--installed", key)
+        assert stored.exit_code == 1, stored.output
+        assert f"portal {key} ({alpha}.sandbox.local): its stored configuration" in stored.stdout
+        assert "UF_CRM_5_NOT_THERE" in stored.stderr
+
+        data["survey_page"] = {"texts": {"en": {"question": "{company!r}"}}}
+        await pool.execute(
+            "UPDATE portal_configs SET yaml = $2 WHERE portal = $1", key, yaml.safe_dump(data)
+        )
+        invalid = await nps(cli, "config", "check", "--installed", key)
+        assert invalid.exit_code == 1, invalid.output
+        assert isinstance(invalid.exception, SystemExit)
+        assert f"portal {key}'s stored configuration is invalid:" in invalid.stderr
+    finally:
+        await pool.execute("DELETE FROM portal_configs WHERE portal = $1", key)
+
+    unknown = await nps(cli, "config", "check", "--installed", "nowhere.bitrix24.ru")
+    assert unknown.exit_code == 2
+    assert "no portal with that member id or domain" in unknown.stderr
+    assert "Traceback" not in unknown.output
