@@ -55,6 +55,7 @@ from services.survey.requests import Asked, RequestError, SurveyRequest, asked
 from services.survey.store import (
     StoredRequest,
     find_request,
+    kept_logo,
     mark_opened,
     mark_opted_out,
     save_answer,
@@ -558,6 +559,9 @@ def create_app(pool: asyncpg.Pool, outbox: Outbox, setup: PageSetup) -> FastAPI:
     @app.get(LOGO_PATH + "/{sha256}")
     async def logo(sha256: str) -> Response:
         found = next((logo for logo in setup.logos() if logo.sha256 == sha256), None)
+        if found is None:  # one an e-mail linked to before its page changed it
+            async with pool.acquire() as conn:
+                found = await kept_logo(conn, sha256)
         if found is None:
             return Response(status_code=404)
         return Response(found.content, media_type=found.media_type)

@@ -17,7 +17,7 @@ import asyncpg
 from services.survey.links import ready_event
 from services.survey.page_config import PageConfig, page_for
 from services.survey.requests import RequestError, SurveyRequest, requested
-from services.survey.store import add_request, get_request
+from services.survey.store import add_request, get_request, keep_logo
 from services.survey.tokens import LinkSigner
 from shared.events import SurveyRequested
 from shared.logging import get_logger
@@ -57,6 +57,8 @@ class RequestIntake:
         self.pool = pool
         self.outbox = outbox
         self.setup = setup
+        self._kept: set[str] = set()
+        """The hashes of the logos this process kept in `survey_logos` (once is enough)."""
 
     async def handle(self, event: SurveyRequested) -> None:
         try:
@@ -70,9 +72,13 @@ class RequestIntake:
         async with self.outbox.transaction(self.pool) as conn:
             added = await add_request(conn, request)
             if added:
+                if page.logo is not None and page.logo.sha256 not in self._kept:
+                    await keep_logo(conn, page.logo)  # the e-mail links to it for good
                 await self.outbox.enqueue(conn, [ready])
             else:
                 stored = await get_request(conn, request.request_id)
+        if added and page.logo is not None:
+            self._kept.add(page.logo.sha256)
         if stored is not None:
             differing = _differing(stored, request)
             if differing:

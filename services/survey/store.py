@@ -1,5 +1,6 @@
-"""The survey page's SQL: `survey_requests` and `survey_answers` (migrations/0500_survey.sql,
-0510_survey_deals.sql, 0520_survey_dispatch.sql)."""
+"""The survey page's SQL: `survey_requests`, `survey_answers` and `survey_logos`
+(migrations/0500_survey.sql, 0510_survey_deals.sql, 0520_survey_dispatch.sql,
+0530_survey_logos.sql)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from datetime import datetime
 from services.survey.form import Answer
 from services.survey.requests import SurveyRequest
 from shared.db import Conn
+from shared.survey_page import Logo
 
 
 @dataclass(frozen=True)
@@ -112,3 +114,22 @@ async def save_answer(conn: Conn, request_id: uuid.UUID, answer: Answer) -> int 
         json.dumps(answer.to_json()),
     )
     return version
+
+
+async def keep_logo(conn: Conn, logo: Logo) -> None:
+    """Keep `logo` by its hash (once), so its URL answers after the page stops showing it."""
+    await conn.execute(
+        """INSERT INTO survey_logos (sha256, media_type, content) VALUES ($1, $2, $3)
+           ON CONFLICT (sha256) DO NOTHING""",
+        logo.sha256,
+        logo.media_type,
+        logo.content,
+    )
+
+
+async def kept_logo(conn: Conn, sha256: str) -> Logo | None:
+    """A logo kept by `keep_logo`; None when none has that hash."""
+    row = await conn.fetchrow(
+        "SELECT media_type, content FROM survey_logos WHERE sha256 = $1", sha256
+    )
+    return None if row is None else Logo(bytes(row["content"]), row["media_type"])

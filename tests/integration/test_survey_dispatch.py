@@ -169,6 +169,10 @@ async def test_a_request_is_stored_and_its_link_works_on_the_page(
         assert ready["causation_id"] == str(event.event_id)
         logo = await survey.http.get(ready["logo_url"].removeprefix(survey.base))
         assert logo.status_code == 200
+        kept = await pool.fetchval(  # kept for the e-mail, whatever becomes of the page's logo
+            "SELECT content FROM survey_logos WHERE sha256 = $1", ready["logo_url"][-64:]
+        )
+        assert kept == logo.content
 
         page = await survey.http.get(ready["url"], params={"score": "7"})
         assert page.status_code == 200

@@ -19,13 +19,13 @@ import pytest
 
 from services.survey.app import CONTENT_SECURITY_POLICY, PageSetup, create_app
 from services.survey.requests import SurveyRequest, new_deal_request, new_request
-from services.survey.store import add_request
+from services.survey.store import add_request, keep_logo
 from services.survey.tokens import LinkSigner
 from shared.events import SurveyAnswered
 from shared.outbox import Outbox
 from shared.portal_config import PortalConfig
 from shared.portals import PortalConfigs
-from shared.survey_page import SurveyPageSection
+from shared.survey_page import Logo, SurveyPageSection
 from tests.support.survey import DAY, KEYS, page_config, setup_for
 
 
@@ -486,3 +486,9 @@ async def test_with_several_portals_each_page_shows_its_own_portals_company_logo
     assert (await client.get(f"/logo/{file_sha}")).status_code == 200
     configs.remove("alpha-key", "uninstalled")
     assert (await client.get(f"/logo/{alpha_sha}")).status_code == 404
+    # A logo an e-mail linked to (the intake kept it) answers after its page stopped showing it.
+    async with pool.acquire() as conn:
+        await keep_logo(conn, Logo(png, "image/png"))
+    kept = await client.get(f"/logo/{alpha_sha}")
+    assert (kept.status_code, kept.content, kept.headers["content-type"]) == (200, png, "image/png")
+    assert kept.headers["cache-control"] == "public, max-age=31536000, immutable"
