@@ -30,7 +30,7 @@ from services.crm_sync.entities import (
     task_lookup,
     written_event,
 )
-from services.crm_sync.locks import CopyBusyElsewhereError, LockSession, WriterLocks
+from services.crm_sync.locks import LockSession, WriterLocks
 from services.crm_sync.store import Changes, begin_attempt, note_failure, record
 from shared.bitrix24 import Bitrix24Error, Command
 from shared.bitrix24.lanes import BULK, Lane, lane_of
@@ -70,8 +70,8 @@ class ManagerNames:
         return name
 
 
-class ActionBusyError(CopyBusyElsewhereError):
-    """Another replica creates this action's entity now: this copy is dropped."""
+class ActionBusyError(RuntimeError):
+    """Another replica creates this action's entity now: the message is retried later."""
 
 
 class EntityWriter:

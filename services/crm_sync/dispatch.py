@@ -52,7 +52,7 @@ from services.crm_sync.dispatch_calls import (
     timeline_id,
 )
 from services.crm_sync.entities import ActionError, created_id, found_task
-from services.crm_sync.locks import CopyBusyElsewhereError, LockSession, WriterLocks
+from services.crm_sync.locks import LockSession, WriterLocks
 from services.crm_sync.store import (
     Changes,
     CommandRow,
@@ -99,8 +99,8 @@ def _portal_refusal(exc: Bitrix24Error, what: str | None = None) -> RefusedError
 _LOCK_NAMESPACE = 0x4E50_5344  # "NPSD": advisory locks on dispatch commands being carried out
 
 
-class CommandBusyError(CopyBusyElsewhereError):
-    """Another replica carries this command out now: this copy is dropped."""
+class CommandBusyError(RuntimeError):
+    """Another replica carries this command out now: the message is retried later."""
 
 
 class DispatchWriter:

@@ -17,8 +17,6 @@ from contextlib import asynccontextmanager
 import asyncpg
 from asyncpg.pool import PoolConnectionProxy
 
-from shared.messaging import DropMessage
-
 ContactKey = tuple[str, int]
 """(portal key, contact id)"""
 
@@ -120,18 +118,12 @@ class ContactLocks:
         await self._session.release(self._namespace, [_contact(key) for key in keys])
 
 
-class CopyBusyElsewhereError(DropMessage):
-    """Another replica carries out this message's work now, from a copy of the same message (an
-    outbox row published again after a crash, a redelivery): this copy is dropped rather than
-    retried. The other copy's own message is retried or redelivered should that replica fail,
-    so nothing is lost, and no retry of this copy runs into the DLQ while the other one waits on
-    a slow portal."""
-
-
 class WriterLocks:
     """One writer at a time per key: in this process (an asyncio lock per key, so a second copy
     of a message waits for the first and then finds its work done) and across replicas (a
-    session advisory lock under `namespace`; a key another process holds raises `busy(key)`)."""
+    session advisory lock under `namespace`; a key another process holds raises `busy(key)`, a
+    retryable error: the copy is tried again later, never dropped, as the other holder may yet
+    fail, say stopped mid-call by a deploy after its message went back to the queue)."""
 
     def __init__(
         self, session: LockSession, namespace: int, busy: Callable[[str], Exception]

@@ -183,9 +183,10 @@ class ConfigReloader:
 
 class InstalledReleases:
     """Application mode: each installed portal's held items go out once its own configuration
-    (stored, read again by `AppPortals`) maps their category: at start, when a portal is first
-    served, and whenever its configuration changes (a new object in `configs`). A failed release
-    is logged and tried again on the next round."""
+    (stored, read again by `AppPortals`) maps their category: every round, for every portal
+    served (one short query each), so an item a hydrator still holding the portal's former
+    configuration held just after a change goes out too. A failed release is logged and tried
+    again on the next round."""
 
     def __init__(
         self,
@@ -198,8 +199,6 @@ class InstalledReleases:
         self._outbox = outbox
         self._configs = configs
         self._served = served
-        self._released: dict[str, PortalConfig] = {}
-        """Each portal's configuration its held items were last released with."""
 
     async def run(self, interval_s: float, stop: asyncio.Event) -> None:
         while not stop.is_set():
@@ -208,13 +207,8 @@ class InstalledReleases:
                 await asyncio.wait_for(stop.wait(), timeout=interval_s)
 
     async def release(self) -> int:
-        """Release what each portal whose configuration is new to this round maps; how many
-        items were submitted."""
-        due = [
-            (key, config)
-            for key in self._served()
-            if self._released.get(key) is not (config := self._configs.get(key))
-        ]
+        """Release what each portal's configuration maps; how many items were submitted."""
+        due = [(key, self._configs.get(key)) for key in self._served()]
         submitted = 0
         for key, config in due:
             try:
@@ -222,7 +216,6 @@ class InstalledReleases:
             except (OSError, asyncpg.PostgresError) as exc:
                 log.warning("held_items_release_failed", portal=key, error=type(exc).__name__)
                 continue
-            self._released[key] = config
             if count:
                 log.info("held_items_released", portal=key, submitted=count)
             submitted += count

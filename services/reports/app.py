@@ -523,7 +523,10 @@ async def _settings_form(
         try:
             parse_portal_yaml(stored.text, source=f"portal {user.member_id}'s configuration")
         except ConfigError as exc:
-            source += "; it no longer validates (the services keep what they ran on): fix it"
+            source += (
+                "; it no longer validates: a service started since serves this portal on the"
+                " deployment's portal YAML until it is fixed"
+            )
             return pages.SettingsForm(
                 session,
                 csrf,

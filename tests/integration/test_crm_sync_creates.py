@@ -9,14 +9,14 @@ import asyncpg
 import httpx
 import pytest
 
-from services.crm_sync.creates import EntityWriter
+from services.crm_sync.creates import ActionBusyError, EntityWriter
 from services.crm_sync.entities import ORIGINATOR
 from services.sandbox.limits import Limits
 from services.sandbox.methods import LEAD
 from services.sandbox.portal import SandboxPortal
 from shared.bitrix24 import MemoryRateBudget, OperationTimeLimit, PortalUnavailable
 from shared.events import CrmWritten, RouteAction
-from shared.messaging import DropMessage, PermanentError
+from shared.messaging import PermanentError
 from shared.outbox import Outbox
 from shared.portal_config import PortalConfig
 from tests.support.crm_sync import (
@@ -271,7 +271,7 @@ async def test_two_copies_of_an_action_at_once_create_one_entity(
 
 
 @pytest.mark.parametrize("kind", ["marketing", "task"])
-async def test_a_copy_another_replica_is_creating_is_dropped(
+async def test_a_copy_another_replica_is_creating_is_retried_later(
     pool: asyncpg.Pool, portal_config: PortalConfig, kind: str
 ) -> None:
     portal = new_portal(contacts=5)
@@ -281,7 +281,7 @@ async def test_a_copy_another_replica_is_creating_is_dropped(
 
     creating = asyncio.create_task(first.entities.create(action))
     await asyncio.sleep(0.1)
-    with pytest.raises(DropMessage, match="is created elsewhere"):  # acked: not retried
+    with pytest.raises(ActionBusyError, match="is created elsewhere"):  # a retryable error
         await second.entities.create(action)
     assert await creating is not None
     assert await second.entities.create(action) is None

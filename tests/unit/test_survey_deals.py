@@ -183,7 +183,10 @@ def test_a_deal_surveys_own_texts_win_on_its_pages_only() -> None:
     ("deal_texts", "problem"),
     [
         ({"After the sale": {"en": {"nope": "x"}}}, "deal_texts.After the sale.en: unknown key"),
-        ({"After the sale": {"ru": {"comment": "{deal}"}}}, "deal_texts.After the sale.ru.comment"),
+        (
+            {"After the sale": {"ru": {"question": "{deal}"}}},
+            "deal_texts.After the sale.ru.question",
+        ),
     ],
 )
 def test_deal_texts_are_checked_like_the_pages_texts(

@@ -88,8 +88,12 @@ def test_the_portal_yaml_names_each_bad_key_of_its_survey_page() -> None:
 def test_texts_and_deal_texts_are_checked_like_the_page_yamls() -> None:
     with pytest.raises(ConfigError, match=r"texts\.en: unknown key\(s\) sumbit"):
         parse_portal_config(portal_yaml({"texts": {"en": {"sumbit": "Go"}}}))
-    with pytest.raises(ConfigError, match=r"texts\.ru\.submit: placeholder \{name\} is not"):
-        parse_portal_config(portal_yaml({"texts": {"ru": {"submit": "{name}"}}}))
+    with pytest.raises(ConfigError, match=r"texts\.ru\.question: placeholder \{name\} is not"):
+        parse_portal_config(portal_yaml({"texts": {"ru": {"question": "{name}"}}}))
+    # a text nothing is filled into is shown as written, braces and all
+    shown = parse_portal_config(portal_yaml({"texts": {"ru": {"submit": "Send {name} :}"}}}))
+    assert shown.survey_page is not None
+    assert shown.survey_page.texts["ru"]["submit"] == "Send {name} :}"
     with pytest.raises(
         ConfigError,
         match=r"survey_page\.deal_texts\.Nope: no deal survey has this name \(deal surveys:"
