@@ -23,6 +23,7 @@ In webhook mode (one portal) `around` returns None: nothing changes.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -187,19 +188,7 @@ class HeldQueues:
         channel that asked)."""
         if not self._gates:
             return
-        left: list[tuple[str, str, int]] = []
-        connection = await aio_pika.connect_robust(self._amqp_url)
-        async with connection:
-            for queue in self._gates:
-                for key in self._served():
-                    channel = await connection.channel()
-                    try:
-                        found = await channel.declare_queue(held_queue(queue, key), passive=True)
-                    except aio_pika.exceptions.ChannelNotFoundEntity:
-                        continue
-                    left.append((queue, key, found.declaration_result.message_count or 0))
-                    await channel.close()
-        for queue, key, ready in left:
+        for queue, key, ready in await self._existing(self._undrained()):
             pair = recovered(ready)
             self._set((queue, key), pair)
             # Started with the broker.
@@ -207,6 +196,53 @@ class HeldQueues:
             self._drains.add((queue, key))
             if pair.held:
                 log.info("crm_sync_portal_held", portal=key, queue=queue, recovered=True)
+
+    async def watch(self, interval_s: float, stop: asyncio.Event) -> None:
+        """Every `interval_s`, drain the served portals' held queues this process does not
+        drain that hold messages: parked by a replica that stopped (scaled down) before they
+        were drained, or given back by one still stopping at this process' start. A failed look
+        is logged and tried again next time."""
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=interval_s)
+            if stop.is_set() or not self._gates:
+                return
+            try:
+                found = await self._existing(self._undrained())
+                for queue, key, ready in found:
+                    if ready and (queue, key) not in self._drains:
+                        self._set((queue, key), recovered(ready))
+                        await self._start_drain(queue, key)
+                        log.info("crm_sync_portal_held", portal=key, queue=queue, found=True)
+            except (OSError, aio_pika.exceptions.AMQPError) as exc:
+                log.warning("crm_sync_held_lookup_failed", error=type(exc).__name__)
+
+    def _undrained(self) -> list[tuple[str, str]]:
+        """The (queue, portal) pairs of the served portals this process drains no held queue of."""
+        return [
+            (queue, key)
+            for queue in self._gates
+            for key in self._served()
+            if (queue, key) not in self._drains
+        ]
+
+    async def _existing(self, pairs: list[tuple[str, str]]) -> list[tuple[str, str, int]]:
+        """The held queues of `pairs` that exist, with their ready messages; asked on a
+        connection of its own (a queue that does not exist closes the channel that asked)."""
+        found: list[tuple[str, str, int]] = []
+        if not pairs:
+            return found
+        connection = await aio_pika.connect_robust(self._amqp_url)
+        async with connection:
+            for queue, key in pairs:
+                channel = await connection.channel()
+                try:
+                    held = await channel.declare_queue(held_queue(queue, key), passive=True)
+                except aio_pika.exceptions.ChannelNotFoundEntity:
+                    continue
+                found.append((queue, key, held.declaration_result.message_count or 0))
+                await channel.close()
+        return found
 
     def _set(self, pair_key: tuple[str, str], pair: Pair) -> None:
         self._pairs[pair_key] = pair

@@ -5,6 +5,7 @@ outbox."""
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -130,6 +131,12 @@ async def wire(runtime: Runtime) -> None:
     # Dispatch's commands are bulk work: their own queue, the bulk lane of the budget.
     consume(CRM_SYNC_DISPATCH, DispatchCommand, on_dispatch, command_portal)
     await held.recover()
+    if runtime.portals is not None:
+
+        async def look_for_held(stop: asyncio.Event) -> None:
+            await held.watch(runtime.settings.app_portals_reload_s, stop)
+
+        runtime.background.append(look_for_held)
 
 
 def run(settings: Settings) -> None:

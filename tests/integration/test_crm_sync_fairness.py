@@ -309,3 +309,30 @@ async def test_an_empty_held_queue_left_by_an_earlier_run_is_drained_too(
             assert emptied.declaration_result.message_count == 0
         a_leads = leads_by_origin(portals.a)
         assert [a_leads[action.action_id] for action in returned] == [1, 1]
+
+
+async def test_a_held_queue_another_replica_parked_into_and_left_is_drained(
+    pool: asyncpg.Pool, settings: Settings, channel: AbstractChannel
+) -> None:
+    """A's held queue appears after this process started, its messages parked there by a
+    replica since scaled down (nobody here ever held A): the next look at the served portals'
+    held queues (every `APP_PORTALS_RELOAD_S`) drains them."""
+    async with installed(pool, settings, channel, slow_a=False) as portals:
+        parked = [urgent_lead(portals.key_a, n, 9500 + n) for n in range(1, 3)]
+        async with crm_sync(portals.settings):
+            b_lead = urgent_lead(portals.key_b, 1, 9599)
+            await publish_all(portals.settings, [b_lead])
+
+            async def started() -> bool:
+                return await done(pool, [b_lead]) == 1
+
+            await until(started, "crm_sync consuming (B's lead written)")
+            held = await declare_held(channel, portals)
+            await put_held(channel, held, parked)
+
+            async def written() -> bool:
+                return await done(pool, parked) == len(parked)
+
+            await until(written, "the messages another replica parked written")
+        a_leads = leads_by_origin(portals.a)
+        assert [a_leads[action.action_id] for action in parked] == [1, 1]
