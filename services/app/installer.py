@@ -17,7 +17,6 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 from services.app.lifecycle import (
     Binding,
@@ -29,7 +28,6 @@ from services.app.lifecycle import (
     missing_placements,
     pair_for,
     same_token,
-    stale_bindings,
 )
 from services.app.robot import Robots
 from shared.bitrix24 import Bitrix24Client, PermanentBitrix24Error
@@ -154,15 +152,13 @@ class Installer:
         "already binded", counts as bound)."""
         async with self.client_for(member_id) as client:
             bound = (await client.call("event.get")).result
-            listed = bound if isinstance(bound, list) else []
-            missing = missing_bindings(self.bindings, listed)
+            missing = missing_bindings(self.bindings, bound if isinstance(bound, list) else [])
             for binding in missing:
                 try:
                     await client.call("event.bind", binding.params())
                 except PermanentBitrix24Error as exc:
                     if "already binded" not in exc.description.lower():
                         raise
-            await self._unbind_stale(client, member_id, listed)
             if self.placements:
                 await self._place(client, member_id)
             if self.robots is not None:
@@ -175,32 +171,6 @@ class Installer:
                 offline=[b.event for b in missing if b.handler is None],
             )
         return missing
-
-    async def _unbind_stale(
-        self, client: Bitrix24Client, member_id: str, listed: list[Any]
-    ) -> None:
-        """Unbind what `stale_bindings` finds (after the wanted ones are bound: no event goes
-        unbound in between); a refusal is logged with the portal's code and the rest goes on."""
-        unbound = []
-        for binding in stale_bindings(self.bindings, listed):
-            try:
-                await client.call("event.unbind", binding.params())
-            except PermanentBitrix24Error as exc:
-                log.warning(
-                    "app_event_unbind_refused",
-                    member_id=member_id,
-                    event=binding.event,
-                    code=exc.code,
-                )
-                continue
-            unbound.append(binding)
-        if unbound:
-            log.info(
-                "app_events_unbound",
-                member_id=member_id,
-                events=[b.event for b in unbound],
-                offline=[b.event for b in unbound if b.handler is None],
-            )
 
     async def _place(self, client: Bitrix24Client, member_id: str) -> None:
         """Bind the widgets `placement.get` does not list; a refusal (no `placement` scope, a

@@ -222,41 +222,19 @@ def wanted_bindings(
     ]
 
 
-def _bound(bound: Iterable[Any]) -> list[tuple[Binding, str]]:
-    """`event.get`'s answer (`[{event, handler, …}]`, an offline one `{event, connector_id,
-    offline: 1}`) as bindings (event names upper-cased) with their offline connector."""
-    found: list[tuple[Binding, str]] = []
+def missing_bindings(wanted: Sequence[Binding], bound: Iterable[Any]) -> list[Binding]:
+    """The wanted bindings `event.get`'s answer (`[{event, handler, …}]`, an offline one
+    `{event, connector_id, offline: 1}`) lacks; event names compare ignoring case."""
+    present: set[tuple[str, str | None]] = set()
     for row in bound:
         if not isinstance(row, Mapping):
             continue
         event = str(row.get("event", "")).upper()
         if str(row.get("offline", "0")) == "1":
-            found.append((Binding(event, None), str(row.get("connector_id") or "")))
+            present.add((event, None))
         elif row.get("handler"):
-            found.append((Binding(event, str(row["handler"])), ""))
-    return found
-
-
-def missing_bindings(wanted: Sequence[Binding], bound: Iterable[Any]) -> list[Binding]:
-    """The wanted bindings `event.get`'s answer lacks; event names compare ignoring case."""
-    present = {(binding.event, binding.handler) for binding, _ in _bound(bound)}
+            present.add((event, str(row["handler"])))
     return [want for want in wanted if (want.event.upper(), want.handler) not in present]
-
-
-def stale_bindings(wanted: Sequence[Binding], bound: Iterable[Any]) -> list[Binding]:
-    """The application's bindings of the wanted events that no wanted binding matches: an
-    online handler left when offline intake was switched on (or the offline queue when it was
-    switched off), a handler at an old URL (`APP_INGEST_WEBHOOK_URL` or `APP_PUBLIC_URL`
-    changed). An offline binding of another connector (`connector_id`) is not ours."""
-    names = {want.event.upper() for want in wanted}
-    kept = {(want.event.upper(), want.handler) for want in wanted}
-    stale: list[Binding] = []
-    for binding, connector in _bound(bound):
-        if binding.event not in names or (binding.event, binding.handler) in kept:
-            continue
-        if connector == "" and binding not in stale:
-            stale.append(binding)
-    return stale
 
 
 @dataclass(frozen=True)

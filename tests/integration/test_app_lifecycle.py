@@ -7,7 +7,7 @@ import asyncio
 import dataclasses
 import json
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import asyncpg
 import httpx
@@ -206,27 +206,6 @@ async def test_offline_intake_binds_ingests_events_to_the_portals_queue(world: W
         await api.call("crm.deal.add", {"fields": {"TITLE": "queued"}})
         queued = (await api.call("event.offline.list")).result
     assert [row["EVENT_NAME"] for row in queued] == ["ONCRMDEALADD"]
-
-
-async def test_switching_to_offline_intake_unbinds_the_online_handlers(world: World) -> None:
-    """`INGEST_OFFLINE` switched on for a portal installed with online handlers: the next bind
-    (a restart's, the periodic re-bind's) binds the offline queue and unbinds the handlers, so
-    no event arrives twice; switched back, the other way round."""
-    await world.install(world.alpha)
-    assert await world.bindings(world.alpha) == WANTED
-    member_id = world.member_id(world.alpha)
-    offline = {(event, "") for event in INGEST_EVENTS} | {
-        ("ONAPPUPDATE", EVENTS),
-        ("ONAPPUNINSTALL", EVENTS),
-    }
-
-    switched = replace(world.installer, bindings=wanted_bindings(INGEST, EVENTS, offline=True))
-    assert {b.event for b in await switched.bind(member_id)} == set(INGEST_EVENTS)
-    assert await world.bindings(world.alpha) == offline
-    assert await switched.bind(member_id) == []  # nothing left to change
-
-    await world.installer.bind(member_id)
-    assert await world.bindings(world.alpha) == WANTED
 
 
 @pytest.mark.parametrize("registration", [CALLBACK_ONLY])

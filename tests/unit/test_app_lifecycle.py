@@ -14,7 +14,6 @@ from services.app.lifecycle import (
     read_event,
     read_install_form,
     same_token,
-    stale_bindings,
     wanted_bindings,
     wanted_placements,
 )
@@ -262,55 +261,3 @@ def test_missing_offline_bindings(bound: list[Any], missing: list[str]) -> None:
 def test_missing_bindings(bound: list[Any], missing: list[str]) -> None:
     wanted = [Binding("ONCRMDEALADD", "https://i/h"), Binding("ONAPPUNINSTALL", "https://a/e")]
     assert [b.event for b in missing_bindings(wanted, bound)] == missing
-
-
-@pytest.mark.parametrize(
-    ("offline", "bound", "stale"),
-    [
-        (False, [], []),
-        (False, [{"event": "onCrmDealAdd", "handler": "https://i/h"}], []),
-        # an old URL of ours, and the offline queue left from offline intake
-        (
-            False,
-            [
-                {"event": "ONCRMDEALADD", "handler": "https://old/h"},
-                {"event": "ONCRMDEALADD", "connector_id": "", "offline": 1},
-                {"event": "ONAPPUNINSTALL", "handler": "https://a/e"},
-            ],
-            [("ONCRMDEALADD", "https://old/h"), ("ONCRMDEALADD", None)],
-        ),
-        # offline intake switched on: the online handler goes
-        (
-            True,
-            [
-                {"event": "ONCRMDEALADD", "handler": "https://i/h"},
-                {"event": "ONCRMDEALADD", "connector_id": "", "offline": "1"},
-            ],
-            [("ONCRMDEALADD", "https://i/h")],
-        ),
-        # another connector's offline binding, an event we do not bind, junk: not ours
-        (
-            False,
-            [
-                {"event": "ONCRMDEALADD", "connector_id": "other", "offline": 1},
-                {"event": "ONCRMLEADADD", "handler": "https://i/h"},
-                "junk",
-            ],
-            [],
-        ),
-        # listed twice: unbound once
-        (
-            False,
-            [{"event": "ONAPPUNINSTALL", "handler": "https://old/e"}] * 2,
-            [("ONAPPUNINSTALL", "https://old/e")],
-        ),
-    ],
-)
-def test_stale_bindings(
-    offline: bool, bound: list[Any], stale: list[tuple[str, str | None]]
-) -> None:
-    wanted = [
-        Binding("ONCRMDEALADD", None if offline else "https://i/h"),
-        Binding("ONAPPUNINSTALL", "https://a/e"),
-    ]
-    assert [(b.event, b.handler) for b in stale_bindings(wanted, bound)] == stale
