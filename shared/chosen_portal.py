@@ -64,15 +64,6 @@ def _normalized(value: str) -> str:
     return text.rstrip("/")
 
 
-def names_portal(chosen: str, ref: PortalRef) -> bool:
-    """Whether `chosen` (a member id, a portal key or a domain as an operator types it) names
-    the portal `ref`."""
-    wanted = chosen.strip()
-    if wanted in {ref.key, ref.member_id}:
-        return True
-    return ref.domain is not None and _normalized(wanted) == _normalized(ref.domain)
-
-
 def _listed(portals: Sequence[AppPortal]) -> str:
     installed = [p for p in portals if p.status == "installed"]
     if not installed:

@@ -73,6 +73,9 @@ PORTALS_HELD = Gauge(
 
 log = get_logger(__name__)
 
+LOOKUP_TIMEOUT_S = 60.0
+"""The most one look for held queues may take (`HeldQueues.watch`)."""
+
 
 @dataclass
 class _Gate:
@@ -201,21 +204,24 @@ class HeldQueues:
         """Every `interval_s`, drain the served portals' held queues this process does not
         drain that hold messages: parked by a replica that stopped (scaled down) before they
         were drained, or given back by one still stopping at this process' start. A failed look
-        is logged and tried again next time."""
+        (the broker restarting, say) is logged and tried again next time: it never ends the
+        service."""
         while not stop.is_set():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=interval_s)
             if stop.is_set() or not self._gates:
                 return
             try:
-                found = await self._existing(self._undrained())
-                for queue, key, ready in found:
-                    if ready and (queue, key) not in self._drains:
-                        self._set((queue, key), recovered(ready))
-                        await self._start_drain(queue, key)
-                        log.info("crm_sync_portal_held", portal=key, queue=queue, found=True)
-            except (OSError, aio_pika.exceptions.AMQPError) as exc:
+                await asyncio.wait_for(self._drain_found(), timeout=LOOKUP_TIMEOUT_S)
+            except Exception as exc:  # any broker failure: the next look tries again
                 log.warning("crm_sync_held_lookup_failed", error=type(exc).__name__)
+
+    async def _drain_found(self) -> None:
+        for queue, key, ready in await self._existing(self._undrained()):
+            if ready and (queue, key) not in self._drains:
+                self._set((queue, key), recovered(ready))
+                await self._start_drain(queue, key)
+                log.info("crm_sync_portal_held", portal=key, queue=queue, found=True)
 
     def _undrained(self) -> list[tuple[str, str]]:
         """The (queue, portal) pairs of the served portals this process drains no held queue of."""

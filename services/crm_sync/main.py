@@ -47,6 +47,11 @@ HELD_PREFETCH = PREFETCH
 its ceiling still fills its requests as it did."""
 
 
+HELD_LOOKUP_EVERY = 6
+"""Held queues nobody here drains are looked for every this many `APP_PORTALS_RELOAD_S` (60 s
+by default): a look asks the broker about every served portal's held queues."""
+
+
 def action_portal(action: RouteAction) -> tuple[str, Lane]:
     return action.answer.portal.key, lane_of(action.urgent)
 
@@ -134,7 +139,7 @@ async def wire(runtime: Runtime) -> None:
     if runtime.portals is not None:
 
         async def look_for_held(stop: asyncio.Event) -> None:
-            await held.watch(runtime.settings.app_portals_reload_s, stop)
+            await held.watch(HELD_LOOKUP_EVERY * runtime.settings.app_portals_reload_s, stop)
 
         runtime.background.append(look_for_held)
 

@@ -34,11 +34,34 @@ PortalOption = Annotated[
     str | None,
     typer.Option(
         "--portal",
-        help="only the messages of this portal (its member id or domain): with many portals"
-        " served (application mode), one client's dead letters",
+        help="only the messages of this portal: its member id (in application mode, or the"
+        " domain of an installed portal): with many portals served, one client's dead letters",
         show_default=False,
     ),
 ]
+LIST_LIMIT = 100
+"""Dead letters `nps dlq list` shows per queue."""
+SCAN_LIMIT = 10_000
+"""Dead letters looked at per queue for one portal's, and by replay and discard."""
+
+
+def _portal_key(portal: str | None) -> str | None:
+    """The key of the portal `--portal` names: in application mode the installed portal it
+    names by member id or domain (one line naming the installed ones otherwise), else as
+    given."""
+    settings = get_settings()
+    if portal is None or settings.nps_mode != "app":
+        return portal
+
+    async def resolve(conn: asyncpg.Connection) -> str | None:
+        from shared.chosen_portal import PortalChoiceError, reading_portal
+
+        try:
+            return await reading_portal(conn, settings, portal, None)
+        except PortalChoiceError as exc:
+            raise typer.BadParameter(str(exc), param_hint="--portal") from None
+
+    return _with_database(resolve)
 
 
 async def _with_channel_async(action: Callable[[AbstractChannel], Awaitable[T]]) -> T:
@@ -119,7 +142,10 @@ def list_command(
     if show_discarded:
         _list_discarded(as_json)
         return
-    letters = _with_channel(lambda ch: dlq.list_dead_letters(ch, queue, portal=portal))
+    key = _portal_key(portal)
+    limit = LIST_LIMIT if key is None else SCAN_LIMIT
+    found = _with_channel(lambda ch: dlq.list_dead_letters(ch, queue, limit, portal=key))
+    letters = found[:LIST_LIMIT] if key is not None else found
     if as_json:
         typer.echo(json.dumps([letter.summary() for letter in letters], indent=2))
         return
@@ -159,7 +185,8 @@ def replay_command(
     if not message_ids and not replay_all:
         raise typer.BadParameter("name message ids to replay, or pass --all")
     wanted = None if replay_all else set(message_ids or [])
-    replayed = _with_channel(lambda ch: dlq.replay(ch, wanted, queue, portal=portal))
+    key = _portal_key(portal)
+    replayed = _with_channel(lambda ch: dlq.replay(ch, wanted, queue, portal=key))
     for letter in replayed:
         typer.echo(f"replayed {letter.message_id} → {letter.queue}")
     missing = (wanted or set()) - {letter.message_id for letter in replayed}
@@ -193,11 +220,12 @@ def discard_command(
     if not who.strip():
         raise typer.BadParameter("--by must name who discards")
     wanted = None if discard_all else set(message_ids or [])
+    key = _portal_key(portal)
 
     async def drop(conn: asyncpg.Connection) -> list[dlq.DeadLetter]:
         return await _with_channel_async(
             lambda ch: dlq.discard(
-                ch, conn, reason=reason, by=who, message_ids=wanted, queues=queue, portal=portal
+                ch, conn, reason=reason, by=who, message_ids=wanted, queues=queue, portal=key
             )
         )
 

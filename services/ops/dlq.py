@@ -25,7 +25,6 @@ from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
 from aio_pika.exceptions import AMQPException
 from pydantic import ValidationError
 
-from shared.chosen_portal import names_portal
 from shared.db import Conn
 from shared.events import PortalRef
 from shared.logging import get_logger
@@ -54,11 +53,11 @@ class DeadLetter:
         return portal_ref_of(self.body)
 
     def of(self, portal: str | None) -> bool:
-        """Whether this letter is of `portal` (a member id or domain; None: any)."""
+        """Whether this letter is of the portal keyed `portal` (its member id; None: any)."""
         if portal is None:
             return True
         ref = self.portal
-        return ref is not None and names_portal(portal, ref)
+        return ref is not None and portal in {ref.key, ref.member_id}
 
     def summary(self) -> dict[str, Any]:
         ref = self.portal

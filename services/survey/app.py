@@ -23,6 +23,7 @@ the same image), never per link.
 
 from __future__ import annotations
 
+import re
 import secrets
 import time
 from collections.abc import Callable
@@ -92,6 +93,8 @@ SECURITY_HEADERS = {
     "Cross-Origin-Opener-Policy": "same-origin",
     "Cross-Origin-Resource-Policy": "same-origin",
 }
+LOGO_HASH = re.compile(r"[0-9a-f]{64}")
+"""What `/logo/<sha256>` takes: anything else is not found, without asking the database."""
 LOGO_HEADERS = {
     "Cache-Control": "public, max-age=31536000, immutable",
     "Cross-Origin-Resource-Policy": "cross-origin",
@@ -558,6 +561,8 @@ def create_app(pool: asyncpg.Pool, outbox: Outbox, setup: PageSetup) -> FastAPI:
 
     @app.get(LOGO_PATH + "/{sha256}")
     async def logo(sha256: str) -> Response:
+        if not LOGO_HASH.fullmatch(sha256):
+            return Response(status_code=404)
         found = next((logo for logo in setup.logos() if logo.sha256 == sha256), None)
         if found is None:  # one an e-mail linked to before its page changed it
             async with pool.acquire() as conn:

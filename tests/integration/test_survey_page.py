@@ -328,6 +328,7 @@ async def test_the_logo_and_style_sheet_come_from_the_page_itself(
     assert logo.headers["cache-control"] == "public, max-age=31536000, immutable"
     assert logo.headers["content-security-policy"] == CONTENT_SECURITY_POLICY
     assert (await client.get("/logo/" + "0" * 64)).status_code == 404
+    assert (await client.get("/logo/not-a-hash")).status_code == 404
     css = await client.get("/static/survey.css")
     assert css.status_code == 200
     assert css.headers["x-content-type-options"] == "nosniff"
