@@ -133,7 +133,7 @@ class AppPortals:
                 return
             try:
                 await self.reload()
-            except (OSError, asyncpg.PostgresError) as exc:
+            except Exception as exc:  # the database restarting (asyncpg's errors vary): next round
                 log.warning("app_portals_reload_failed", error=type(exc).__name__)
 
     async def aclose(self) -> None:

@@ -13,8 +13,6 @@ import asyncio
 import contextlib
 from dataclasses import dataclass, field
 
-import asyncpg
-
 from services.app.installer import Installer
 from shared.bitrix24 import Bitrix24Error
 from shared.logging import get_logger
@@ -70,8 +68,8 @@ async def rebind_all(installer: Installer, concurrency: int = REBIND_CONCURRENCY
 
 async def run_rebind(installer: Installer, interval_s: float, stop: asyncio.Event) -> None:
     """A round at once, then one every `interval_s` until `stop` is set (a round under way is
-    cancelled then: a slow portal does not hold up the shutdown); a round the database fails
-    is logged and the next one comes as planned."""
+    cancelled then: a slow portal does not hold up the shutdown); a round that fails (the
+    database restarting) is logged and the next one comes as planned: it never ends the app."""
     while not stop.is_set():
         round_ = asyncio.create_task(rebind_all(installer), name="app-rebind-round")
         stopped = asyncio.create_task(stop.wait())
@@ -83,9 +81,7 @@ async def run_rebind(installer: Installer, interval_s: float, stop: asyncio.Even
                 await round_
             return
         error = round_.exception()
-        if isinstance(error, OSError | asyncpg.PostgresError):
+        if error is not None:  # the database restarting (asyncpg's errors vary), say
             log.warning("app_rebind_failed", error=type(error).__name__)
-        elif error is not None:
-            raise error
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), timeout=interval_s)

@@ -213,7 +213,7 @@ class InstalledReleases:
         for key, config in due:
             try:
                 count = await release_held(self._pool, self._outbox, config, portal=key)
-            except (OSError, asyncpg.PostgresError) as exc:
+            except Exception as exc:  # the database restarting (asyncpg's errors vary): next round
                 log.warning("held_items_release_failed", portal=key, error=type(exc).__name__)
                 continue
             if count:
